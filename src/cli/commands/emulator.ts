@@ -1,0 +1,52 @@
+import type { Command } from 'commander';
+import { context } from '../context.js';
+import { emit } from '../output.js';
+import { emulatedTpmRecord, ensureEmulatedTpm, stopEmulatedTpm } from '../../platform/emulated/tpm-daemon.js';
+import { HyperEnclaveError, EXIT } from '../../errors.js';
+
+export function registerEmulator(program: Command): void {
+  const emu = program
+    .command('emulator')
+    .description('the emulated platform\'s long-lived parts (its TPM); "stop" is a power-off')
+    .addHelpText('after', '\nExample:\n  hyperenclave emulator start --state-dir /tmp/he && hyperenclave emulator stop --state-dir /tmp/he');
+
+  const requireEmulated = (cmd: Command) => {
+    const ctx = context(cmd);
+    if (ctx.platform.kind !== 'emulated') throw new HyperEnclaveError('emulator: the selected platform is linux, not emulated', EXIT.UNSUPPORTED);
+    return ctx;
+  };
+
+  emu
+    .command('start')
+    .description('start the emulated TPM (manufactured with EK certificates on first start)')
+    .action(async (_o, cmd: Command) => {
+      const { opts, platform } = requireEmulated(cmd);
+      const info = await ensureEmulatedTpm(platform.stateDir);
+      emit(opts, { schema: 'hyperenclave/emulator', version: 1, running: true, ...info }, () => `emulated TPM running (pid ${info.pid}), tcti ${info.tcti}`);
+    });
+  emu
+    .command('stop')
+    .description('stop the emulated TPM')
+    .action(async (_o, cmd: Command) => {
+      const { opts, platform } = requireEmulated(cmd);
+      const stopped = await stopEmulatedTpm(platform.stateDir);
+      emit(opts, { schema: 'hyperenclave/emulator', version: 1, running: false, stopped }, () => (stopped ? 'emulated TPM stopped' : 'emulated TPM was not running'));
+    });
+  emu
+    .command('status')
+    .description('whether the emulated TPM runs')
+    .action(async (_o, cmd: Command) => {
+      const { opts, platform } = requireEmulated(cmd);
+      const rec = emulatedTpmRecord(platform.stateDir);
+      let running = false;
+      if (rec) {
+        try {
+          process.kill(rec.pid, 0);
+          running = true;
+        } catch {
+          running = false;
+        }
+      }
+      emit(opts, { schema: 'hyperenclave/emulator', version: 1, running, ...(rec ?? {}) }, () => (running ? `emulated TPM running (pid ${rec!.pid}), tcti ${rec!.tcti}` : 'emulated TPM not running'));
+    });
+}
