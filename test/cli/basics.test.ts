@@ -57,4 +57,3 @@ describe.skipIf(!!missing)('hyperenclave CLI basics (built CLI as a process)', (
     expect(st.json!.running).toBe(false);
   });
 });
-});
