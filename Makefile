@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-APT_PACKAGES := swtpm swtpm-tools tpm2-tools openssl
+APT_PACKAGES := swtpm swtpm-tools tpm2-tools openssl zsh
 CARGO := cargo
 NPM := npm
 STAMP := .tmp/stamps
