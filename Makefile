@@ -25,8 +25,11 @@ $(STAMP)/apt:
 	fi
 	@touch $@
 
+# `npm ci` refuses this lock file: the registry reachable here lacks the other platforms'
+# builds of @napi-rs/lzma (optional, pulled in by @napi-rs/cli), so the lock cannot list them.
+# `npm install --no-save` installs the locked versions and leaves package-lock.json untouched.
 node_modules/.package-lock.json: package.json package-lock.json
-	$(NPM) ci --no-audit --no-fund
+	$(NPM) install --no-save --no-audit --no-fund --loglevel=error
 
 deps: $(STAMP)/apt node_modules/.package-lock.json
 
@@ -55,3 +58,24 @@ bench: build
 
 clean:
 	rm -rf dist hypervisor/target .tmp
+
+# Installs the CLI, the unit, the default config, completions (and the image when built) under DESTDIR.
+PREFIX ?= /usr
+LIBDIR := $(DESTDIR)$(PREFIX)/lib/hyperenclave
+.PHONY: install
+install: build
+	install -d $(LIBDIR) $(DESTDIR)$(PREFIX)/bin $(DESTDIR)/lib/systemd/system $(DESTDIR)/etc/hyperenclave \
+	  $(DESTDIR)$(PREFIX)/share/bash-completion/completions $(DESTDIR)$(PREFIX)/share/zsh/vendor-completions \
+	  $(DESTDIR)$(PREFIX)/share/doc/hyperenclave $(DESTDIR)/lib/firmware/hyperenclave
+	cp -r dist schemas package.json package-lock.json $(LIBDIR)/
+	install -d $(LIBDIR)/hypervisor/addon
+	install -m 0644 hypervisor/addon/hyperenclave-addon.node $(LIBDIR)/hypervisor/addon/
+	if [ -d hypervisor/enclaves/out ]; then install -d $(LIBDIR)/hypervisor/enclaves && cp -r hypervisor/enclaves/out $(LIBDIR)/hypervisor/enclaves/; fi
+	cd $(LIBDIR) && $(NPM) install --no-save --omit=dev --ignore-scripts --no-audit --no-fund --loglevel=error
+	install -m 0755 systemd/hyperenclave-wrapper.sh $(DESTDIR)$(PREFIX)/bin/hyperenclave
+	install -m 0644 systemd/hyperenclave.service $(DESTDIR)/lib/systemd/system/
+	[ -f $(DESTDIR)/etc/hyperenclave/config.json ] || install -m 0644 systemd/config.json $(DESTDIR)/etc/hyperenclave/config.json
+	node dist/src/cli/main.js completion bash > $(DESTDIR)$(PREFIX)/share/bash-completion/completions/hyperenclave
+	node dist/src/cli/main.js completion zsh > $(DESTDIR)$(PREFIX)/share/zsh/vendor-completions/_hyperenclave
+	install -m 0644 README.md $(DESTDIR)$(PREFIX)/share/doc/hyperenclave/
+	if [ -f .tmp/image/hyperenclave.img ]; then install -m 0644 .tmp/image/hyperenclave.img $(DESTDIR)/lib/firmware/hyperenclave/; fi
