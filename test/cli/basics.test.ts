@@ -56,4 +56,17 @@ describe.skipIf(!!missing)('hyperenclave CLI basics (built CLI as a process)', (
     const st = await runCli(['--platform', 'emulated', '--state-dir', state, 'emulator', 'status', '--json']);
     expect(st.json!.running).toBe(false);
   });
+
+  it('platform reports every feature with a fix for what is missing, on both platforms', async () => {
+    for (const kind of ['emulated', 'linux']) {
+      const r = await runCli(['--platform', kind, '--state-dir', state, 'platform', '--json']);
+      expect(r.code, r.stderr).toBe(0);
+      expect(schemaProblems(r.json!)).toBeUndefined();
+      const features = r.json!.features as { name: string; available: boolean; fix?: string }[];
+      expect(features.map((f) => f.name)).toEqual(expect.arrayContaining(['virtualization', 'kvm', 'tpm', 'iommu', 'sev', 'csv', 'mktme']));
+      for (const f of features) if (!f.available) expect(f.fix, f.name).toBeTruthy();
+    }
+    const human = await runCli(['--platform', 'emulated', 'platform']);
+    expect(human.stdout).toMatch(/platform: emulated \(software models/);
+  });
 });
