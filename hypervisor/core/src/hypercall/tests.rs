@@ -1,0 +1,348 @@
+extern crate std;
+use super::*;
+use crate::enclave::report::{keyname, KeyRequest};
+use crate::hypervisor::tests::{hv_with, memmap, small_pages, unsigned_sigstruct, Hv, BASE};
+use crate::hypervisor::HostFaultReason;
+use std::collections::HashMap;
+
+/// The host's physical memory as the caller sees it: any address reads (zeros if untouched).
+#[derive(Default)]
+struct HostRam(HashMap<u64, [u8; 4096]>);
+
+impl PhysMem for HostRam {
+    fn read(&self, pa: u64, buf: &mut [u8]) -> HvResult<()> {
+        let mut done = 0;
+        while done < buf.len() {
+            let a = pa.wrapping_add(done as u64);
+            let (page, off) = (a & !0xfff, (a & 0xfff) as usize);
+            let n = (4096 - off).min(buf.len() - done);
+            match self.0.get(&page) {
+                Some(p) => buf[done..done + n].copy_from_slice(&p[off..off + n]),
+                None => buf[done..done + n].fill(0),
+            }
+            done += n;
+        }
+        Ok(())
+    }
+    fn write(&mut self, pa: u64, data: &[u8]) -> HvResult<()> {
+        let mut done = 0;
+        while done < data.len() {
+            let a = pa.wrapping_add(done as u64);
+            let (page, off) = (a & !0xfff, (a & 0xfff) as usize);
+            let n = (4096 - off).min(data.len() - done);
+            self.0.entry(page).or_insert([0; 4096])[off..off + n].copy_from_slice(&data[done..done + n]);
+            done += n;
+        }
+        Ok(())
+    }
+}
+
+fn call(hv: &mut Hv, g: &mut HostRam, nr: u64, args: &[u64]) -> (HcStatus, Regs) {
+    let mut r = Regs::call(nr, args);
+    let s = dispatch(hv, &mut r, g);
+    assert_eq!(r.rax, s as u64);
+    (s, r)
+}
+
+const BUF: u64 = 0x20_0000;
+
+#[test]
+fn full_enclave_lifecycle_through_hypercalls() {
+    let mut hv = hv_with(Format::Ept, false, 4);
+    let mut g = HostRam::default();
+
+    let (s, r) = call(&mut hv, &mut g, nr::VERSION, &[ABI_VERSION as u64]);
+    assert_eq!((s, r.rdi), (HcStatus::Success, ABI_VERSION as u64));
+    assert_eq!(call(&mut hv, &mut g, nr::VERSION, &[0x0002_0000]).0, HcStatus::VersionMismatch);
+
+    // create from a SECS in host memory
+    let secs = crate::hypervisor::tests::secs(0x8000);
+    g.write(BUF, &secs.to_bytes()).unwrap();
+    let (s, r) = call(&mut hv, &mut g, nr::ENCLAVE_CREATE, &[BUF]);
+    assert_eq!(s, HcStatus::Success);
+    let id = r.rdi;
+    assert_ne!(id, 0);
+
+    for (off, flags, page) in small_pages() {
+        g.write(BUF + 0x1000, &page).unwrap();
+        assert_eq!(call(&mut hv, &mut g, nr::ENCLAVE_ADD, &[id, off, BUF + 0x1000, flags]).0, HcStatus::Success);
+        for c in 0..16 {
+            assert_eq!(call(&mut hv, &mut g, nr::ENCLAVE_EXTEND, &[id, off + c * 256]).0, HcStatus::Success);
+        }
+    }
+    assert_eq!(call(&mut hv, &mut g, nr::ENCLAVE_ADD, &[id, 0x1000, BUF + 0x1000, 0x203]).0, HcStatus::PageOverlap);
+    assert_eq!(call(&mut hv, &mut g, nr::ENCLAVE_ADD, &[id, 0x8000, BUF + 0x1000, 0x203]).0, HcStatus::OutsideElrange);
+    assert_eq!(call(&mut hv, &mut g, nr::ENCLAVE_ADD, &[id, 0x3800, BUF + 0x1000, 0x203]).0, HcStatus::InvalidArgument);
+
+    // wrong hash, then the right one
+    let mut info = [0u8; ENCLAVE_INFO_SIZE];
+    let mr = {
+        let pages = small_pages();
+        crate::enclave::measure::measure_image(
+            0x8000,
+            1,
+            pages.iter().map(|(o, f, p)| (*o, crate::enclave::SecInfo::from_flags(*f).unwrap(), &p[..])),
+        )
+    };
+    g.write(BUF + 0x3000, &unsigned_sigstruct(&[0; 32], 4, 1, 1)).unwrap();
+    assert_eq!(call(&mut hv, &mut g, nr::ENCLAVE_INIT, &[id, BUF + 0x3000]).0, HcStatus::MeasurementMismatch);
+    g.write(BUF + 0x3000, &unsigned_sigstruct(&mr, 4, 1, 1)).unwrap();
+    assert_eq!(call(&mut hv, &mut g, nr::ENCLAVE_INIT, &[id, BUF + 0x3000]).0, HcStatus::Success);
+    assert_eq!(call(&mut hv, &mut g, nr::ENCLAVE_ADD, &[id, 0x3000, BUF + 0x1000, 0x203]).0, HcStatus::EnclaveState);
+
+    let (s, r) = call(&mut hv, &mut g, nr::ENCLAVE_INFO, &[id, BUF + 0x4000, ENCLAVE_INFO_SIZE as u64]);
+    assert_eq!((s, r.rdi), (HcStatus::Success, ENCLAVE_INFO_SIZE as u64));
+    g.read(BUF + 0x4000, &mut info).unwrap();
+    assert_eq!(u32::from_le_bytes(info[0..4].try_into().unwrap()), 1);
+    assert_eq!(u32::from_le_bytes(info[4..8].try_into().unwrap()), 4);
+    assert_eq!(&info[40..72], &mr);
+    assert_eq!(call(&mut hv, &mut g, nr::ENCLAVE_INFO, &[id, BUF + 0x4000, 10]).0, HcStatus::BufferTooSmall);
+
+    let (s, r) = call(&mut hv, &mut g, nr::ENCLAVE_ENTER, &[id, 0]);
+    assert_eq!((s, r.rdi, r.rsi, r.rdx), (HcStatus::Success, 0x40_2000, 0x40_0000, 0x40_1000));
+    assert_eq!(call(&mut hv, &mut g, nr::ENCLAVE_ENTER, &[id, 0]).0, HcStatus::TcsBusy);
+    assert_eq!(call(&mut hv, &mut g, nr::ENCLAVE_DESTROY, &[id]).0, HcStatus::EnclaveBusy);
+    assert_eq!(call(&mut hv, &mut g, nr::ENCLAVE_EXIT, &[id, 0]).0, HcStatus::Success);
+
+    // report for itself, verified by the hypervisor, and a seal key
+    let mut ti = [0u8; 64];
+    ti[..32].copy_from_slice(&mr);
+    g.write(BUF + 0x5000, &ti).unwrap();
+    g.write(BUF + 0x5100, &[0x77; 64]).unwrap();
+    assert_eq!(call(&mut hv, &mut g, nr::REPORT, &[id, BUF + 0x5000, BUF + 0x5100, BUF + 0x6000]).0, HcStatus::Success);
+    g.write(BUF + 0x5200, &mr).unwrap();
+    assert_eq!(call(&mut hv, &mut g, nr::VERIFY_REPORT, &[BUF + 0x6000, BUF + 0x5200]).0, HcStatus::Success);
+    let mut rep = [0u8; REPORT_SIZE];
+    g.read(BUF + 0x6000, &mut rep).unwrap();
+    assert_eq!(&rep[320..384], &[0x77; 64]);
+    rep[330] ^= 1;
+    g.write(BUF + 0x6000, &rep).unwrap();
+    assert_eq!(call(&mut hv, &mut g, nr::VERIFY_REPORT, &[BUF + 0x6000, BUF + 0x5200]).0, HcStatus::ReportMacMismatch);
+    let req = KeyRequest { key_name: keyname::SEAL, key_policy: 1, ..Default::default() };
+    g.write(BUF + 0x7000, &req.to_bytes()).unwrap();
+    assert_eq!(call(&mut hv, &mut g, nr::GET_KEY, &[id, BUF + 0x7000, BUF + 0x7100]).0, HcStatus::Success);
+    let mut key = [0u8; 16];
+    g.read(BUF + 0x7100, &mut key).unwrap();
+    assert_eq!(key, hv.get_key(id as u32, &req.to_bytes()).unwrap());
+
+    // key slots
+    let (s, r) = call(&mut hv, &mut g, nr::KEYSLOT_ALLOC, &[id]);
+    assert_eq!((s, r.rdi), (HcStatus::Success, 1));
+    assert_eq!(call(&mut hv, &mut g, nr::KEYSLOT_RELEASE, &[1]).0, HcStatus::Success);
+    assert_eq!(call(&mut hv, &mut g, nr::KEYSLOT_RELEASE, &[1]).0, HcStatus::KeySlotInvalid);
+    assert_eq!(call(&mut hv, &mut g, nr::KEYSLOT_FLUSH, &[]).1.rdi, 1);
+    assert_eq!(call(&mut hv, &mut g, nr::KEYSLOT_BIND, &[1 << 40, id]).0, HcStatus::KeySlotInvalid);
+
+    let (s, r) = call(&mut hv, &mut g, nr::ENCLAVE_DESTROY, &[id]);
+    assert_eq!((s, r.rdi), (HcStatus::Success, 4));
+    assert_eq!(call(&mut hv, &mut g, nr::ENCLAVE_DESTROY, &[id]).0, HcStatus::NoSuchEnclave);
+    assert_eq!(call(&mut hv, &mut g, nr::ENCLAVE_DESTROY, &[1 << 33]).0, HcStatus::NoSuchEnclave);
+    let (s, r) = call(&mut hv, &mut g, 0x99, &[]);
+    assert_eq!((s, r.rdi), (HcStatus::UnknownCall, 0));
+
+    // the hypervisor's own measurement (what the TPM holds)
+    assert_eq!(call(&mut hv, &mut g, nr::IMAGE_DIGEST, &[BUF + 0x8000]).0, HcStatus::Success);
+    let mut d = [0u8; 32];
+    g.read(BUF + 0x8000, &mut d).unwrap();
+    assert_eq!(d, crate::crypto::sha256(b"test hypervisor image"));
+
+    // STATUS record
+    let (s, r) = call(&mut hv, &mut g, nr::STATUS, &[BUF, STATUS_SIZE as u64]);
+    assert_eq!((s, r.rdi), (HcStatus::Success, STATUS_SIZE as u64));
+    let mut st = [0u8; STATUS_SIZE];
+    g.read(BUF, &mut st).unwrap();
+    let w = |i: usize| u64::from_le_bytes(st[i * 8..i * 8 + 8].try_into().unwrap());
+    assert_eq!(w(0), ABI_VERSION as u64);
+    assert_eq!(w(1), 0b100, "not enabled, EPT, key slots, unsigned allowed");
+    assert_eq!((w(6), w(7), w(10)), (1024, 0, 0));
+    assert_eq!((w(12), w(13), w(14), w(17)), (1, 1, 4, 1));
+    assert_eq!(w(22), hv.status().hypercalls);
+    assert_eq!((w(23), w(24), w(25)), (1, 1, 1));
+    assert_eq!(&st[208..240], &d);
+    assert_eq!(call(&mut hv, &mut g, nr::STATUS, &[BUF, 16]).0, HcStatus::BufferTooSmall);
+}
+
+fn write_memmap(g: &mut HostRam, at: u64) -> u64 {
+    let map = memmap();
+    for (i, m) in map.iter().enumerate() {
+        let kind = match m.kind {
+            MemKind::Ram => 0u64,
+            MemKind::Reserved => 1,
+            MemKind::Mmio => 2,
+        };
+        let mut e = [0u8; MEMMAP_ENTRY_SIZE];
+        e[0..8].copy_from_slice(&m.start.to_le_bytes());
+        e[8..16].copy_from_slice(&m.size.to_le_bytes());
+        e[16..24].copy_from_slice(&kind.to_le_bytes());
+        g.write(at + (i * MEMMAP_ENTRY_SIZE) as u64, &e).unwrap();
+    }
+    map.len() as u64
+}
+
+#[test]
+fn after_enable_hypercall_buffers_in_protected_memory_are_refused() {
+    let mut hv = hv_with(Format::Npt, false, 4);
+    let r = hv.config().reserved;
+    let mut g = HostRam::default();
+    let n = write_memmap(&mut g, BUF);
+    let epc = r.epc_range().start;
+    let secs = crate::hypervisor::tests::secs(0x8000);
+
+    // before enable a SECS placed at an EPC address is simply read (the host owns everything)
+    g.write(epc + 0x10_0000, &secs.to_bytes()).unwrap();
+    let (s, r1) = call(&mut hv, &mut g, nr::ENCLAVE_CREATE, &[epc + 0x10_0000]);
+    assert_eq!(s, HcStatus::Success);
+    assert_eq!(call(&mut hv, &mut g, nr::ENCLAVE_DESTROY, &[r1.rdi]).0, HcStatus::Success);
+
+    assert_eq!(call(&mut hv, &mut g, nr::ENABLE, &[BUF, n]).0, HcStatus::Success);
+    assert_eq!(call(&mut hv, &mut g, nr::ENABLE, &[BUF, n]).0, HcStatus::AlreadyEnabled);
+    assert_eq!(call(&mut hv, &mut g, nr::ENCLAVE_CREATE, &[epc + 0x10_0000]).0, HcStatus::HostAccessDenied);
+    assert_eq!(call(&mut hv, &mut g, nr::STATUS, &[r.base + 0x20_0000 - 64, STATUS_SIZE as u64]).0, HcStatus::HostAccessDenied);
+    // a buffer that starts in RAM and runs into the reserved region is refused too
+    assert_eq!(call(&mut hv, &mut g, nr::STATUS, &[BASE + (1 << 30) - 8, STATUS_SIZE as u64]).0, HcStatus::HostAccessDenied);
+    let c = hv.status().host_faults;
+    assert_eq!((c.enclave, c.hypervisor, c.unmapped), (1, 1, 1));
+    assert_eq!(hv.host_access(epc, Access::Read).unwrap_err().reason, HostFaultReason::EnclaveMemory { enclave: None });
+
+    // the same call from ordinary RAM works
+    g.write(BUF + 0x1000, &secs.to_bytes()).unwrap();
+    let (s, r2) = call(&mut hv, &mut g, nr::ENCLAVE_CREATE, &[BUF + 0x1000]);
+    assert_eq!(s, HcStatus::Success);
+    assert_eq!(call(&mut hv, &mut g, nr::DISABLE, &[]).0, HcStatus::EnclavesAlive);
+    call(&mut hv, &mut g, nr::ENCLAVE_DESTROY, &[r2.rdi]);
+    assert_eq!(call(&mut hv, &mut g, nr::DISABLE, &[]).0, HcStatus::Success);
+    assert_eq!(call(&mut hv, &mut g, nr::DISABLE, &[]).0, HcStatus::NotEnabled);
+
+    // bad ENABLE inputs
+    assert_eq!(call(&mut hv, &mut g, nr::ENABLE, &[BUF, 0]).0, HcStatus::InvalidArgument);
+    assert_eq!(call(&mut hv, &mut g, nr::ENABLE, &[BUF, 500]).0, HcStatus::InvalidArgument);
+    g.write(BUF + 16, &7u64.to_le_bytes()).unwrap();
+    assert_eq!(call(&mut hv, &mut g, nr::ENABLE, &[BUF, n]).0, HcStatus::InvalidArgument);
+}
+
+#[test]
+fn status_codes_are_distinct() {
+    let all = [
+        HcStatus::Success, HcStatus::UnknownCall, HcStatus::VersionMismatch, HcStatus::InvalidArgument, HcStatus::BufferTooSmall,
+        HcStatus::HostAccessDenied, HcStatus::NotEnabled, HcStatus::AlreadyEnabled, HcStatus::EnclavesAlive, HcStatus::NoSuchEnclave,
+        HcStatus::TooManyEnclaves, HcStatus::EnclaveState, HcStatus::SecsInvalid, HcStatus::SecinfoInvalid, HcStatus::TcsInvalid,
+        HcStatus::PageOverlap, HcStatus::OutsideElrange, HcStatus::PageNotAdded, HcStatus::SigstructInvalid, HcStatus::SignatureInvalid,
+        HcStatus::AttributesMismatch, HcStatus::MeasurementMismatch, HcStatus::TcsBusy, HcStatus::TcsNotEntered, HcStatus::EnclaveBusy,
+        HcStatus::EpcExhausted, HcStatus::OutOfMemory, HcStatus::ReportMacMismatch, HcStatus::KeyRequestInvalid, HcStatus::SvnTooHigh,
+        HcStatus::KeySlotsExhausted, HcStatus::KeySlotInvalid, HcStatus::NoKeySlots, HcStatus::InternalError,
+    ];
+    for (i, s) in all.iter().enumerate() {
+        assert_eq!(*s as u64, i as u64);
+    }
+}
+
+/// Random register values, with pointers aimed at valid structures, protected memory and the
+/// ends of the address space: dispatch must always answer with a status, never panic, and
+/// leave the EPC/pool accounting consistent.
+#[test]
+fn random_hypercalls_never_panic() {
+    let mut hv = hv_with(Format::Npt, false, 4);
+    let res = hv.config().reserved;
+    let mut g = HostRam::default();
+    let secs = crate::hypervisor::tests::secs(0x8000);
+    // the structures random calls may point at (random output writes may clobber them: rewritten)
+    let restore = |g: &mut HostRam| {
+        let n = write_memmap(g, BUF);
+        g.write(BUF + 0x1000, &secs.to_bytes()).unwrap();
+        for (i, (_, _, page)) in small_pages().iter().enumerate() {
+            g.write(BUF + 0x2000 + i as u64 * 0x1000, page).unwrap();
+        }
+        g.write(BUF + 0x6000, &unsigned_sigstruct(&[0; 32], 1, 0, 0)).unwrap();
+        n
+    };
+    let n_map = restore(&mut g);
+    let mut rng = Lcg(0x1234_5678_9abc_def0);
+    let calls = [0x00, 0x01, 0x02, 0x03, 0x04, 0x10, 0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17, 0x20, 0x21, 0x22, 0x30, 0x31, 0x32, 0x33, 0x99];
+    let mut seen = HashMap::new();
+    for i in 0..20_000 {
+        if i % 50 == 0 {
+            restore(&mut g);
+        }
+        let mut nr = calls[(rng.next() % calls.len() as u64) as usize];
+        if nr == nr::ENCLAVE_DESTROY && !rng.next().is_multiple_of(4) {
+            nr = nr::ENCLAVE_ADD; // keep enclaves alive long enough to reach deeper states
+        }
+        // per call, the argument kinds that make sense (see `value` below); used half the time
+        let plausible: &[u64] = match nr {
+            nr::STATUS => &[2, 9],
+            nr::ENABLE => &[12, 8],
+            nr::ENCLAVE_CREATE => &[13],
+            nr::ENCLAVE_ADD => &[1, 3, 14, 5],
+            nr::ENCLAVE_EXTEND | nr::ENCLAVE_ENTER | nr::ENCLAVE_EXIT => &[1, 3],
+            nr::ENCLAVE_INIT => &[1, 2],
+            nr::ENCLAVE_INFO => &[1, 2, 9],
+            nr::REPORT => &[1, 2, 2, 2],
+            nr::VERIFY_REPORT => &[2, 2],
+            nr::GET_KEY => &[1, 2, 2],
+            _ => &[1, 1],
+        };
+        let value = |cat: u64, rng: &mut Lcg| match cat {
+            0 => 0,
+            1 => rng.next() % 8 + 1,                                           // enclave ids / slots
+            2 => BUF + 0x1000 * (rng.next() % 8),                              // our structures
+            3 => (rng.next() % 8) * 0x1000 + (rng.next() % 2) * (rng.next() % 16) * 256, // offsets
+            4 => 0x100 | (rng.next() % 8),                                     // TCS flags
+            5 => 0x200 | (rng.next() % 8),                                     // REG flags
+            6 => res.base + rng.next() % res.total(),                          // hypervisor / EPC
+            7 => u64::MAX - rng.next() % 0x2000,                               // end of the address space
+            8 => n_map,
+            9 => STATUS_SIZE as u64,
+            10 => rng.next(),
+            12 => BUF,
+            13 => BUF + 0x1000,
+            14 => BUF + 0x2000 + 0x1000 * (rng.next() % 3),
+            _ => rng.next() % 0x10_0000,
+        };
+        let mut args = [0u64; 5];
+        for (i, a) in args.iter_mut().enumerate() {
+            let cat = match plausible.get(i) {
+                Some(&c) if rng.next().is_multiple_of(2) => c,
+                _ => rng.next() % 12,
+            };
+            *a = value(cat, &mut rng);
+        }
+        let mut r = Regs::call(nr, &args);
+        let s = dispatch(&mut hv, &mut r, &mut g);
+        assert_eq!(r.rax, s as u64);
+        *seen.entry((nr, s as u64)).or_insert(0u32) += 1;
+        if s != HcStatus::Success && s != HcStatus::VersionMismatch {
+            assert_eq!((r.rdi, r.rsi, r.rdx), (0, 0, 0), "outputs cleared on error ({s:?})");
+        }
+    }
+    let st = hv.status();
+    let mut ids = [0u32; MAX_ENCLAVES_T];
+    let n = hv.enclave_ids(&mut ids);
+    let mut pages = 0;
+    for id in &ids[..n] {
+        pages += hv.enclave_info(*id).unwrap().epc_pages as u64;
+    }
+    assert_eq!(pages, st.epc_pages_used, "EPC accounting matches the enclaves");
+    assert_eq!(st.hypercalls, 20_000);
+    let ok = |nr: u64| seen.get(&(nr, 0)).copied().unwrap_or(0);
+    assert!(ok(nr::ENCLAVE_CREATE) > 0 && ok(nr::ENCLAVE_ADD) > 0 && ok(nr::ENCLAVE_EXTEND) > 0 && ok(nr::ENABLE) > 0, "{seen:?}");
+    let distinct_statuses: std::collections::HashSet<u64> = seen.keys().map(|k| k.1).collect();
+    assert!(distinct_statuses.len() >= 15, "{distinct_statuses:?}");
+    for id in &ids[..n] {
+        let _ = hv.exit(*id, 0);
+        hv.destroy_enclave(*id).unwrap();
+    }
+    if hv.is_enabled() {
+        hv.disable().unwrap();
+    }
+    assert_eq!((hv.status().epc_pages_used, hv.status().pool_frames_used), (0, 0));
+}
+
+const MAX_ENCLAVES_T: usize = crate::hypervisor::MAX_ENCLAVES;
+
+struct Lcg(u64);
+impl Lcg {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 >> 7
+    }
+}
