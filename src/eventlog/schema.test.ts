@@ -6,7 +6,7 @@ import { compareReplay, eventLogToJson, parseEventLog, replay, replayToJson } fr
 
 const DIR = join(import.meta.dirname, '../../test/fixtures/eventlog');
 const ajv = new Ajv({ allErrors: true, strict: false });
-const load = (n: string) => ajv.compile(JSON.parse(readFileSync(join(import.meta.dirname, 'schemas', n), 'utf8')));
+const load = (n: string) => ajv.compile(JSON.parse(readFileSync(join(import.meta.dirname, '../../schemas', n), 'utf8')));
 const eventlogSchema = load('eventlog.schema.json');
 const replaySchema = load('eventlog-replay.schema.json');
 
