@@ -1,4 +1,4 @@
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { HyperEnclaveError, EXIT } from '../errors.js';
 import { resolveStateDir } from './state.js';
 import { ensureEmulatedTpm } from './emulated/tpm-daemon.js';
@@ -11,6 +11,8 @@ export interface Platform {
   readonly stateDir: string;
   /** The TCTI of this platform's own TPM (starting the emulated one if needed). */
   defaultTcti(): Promise<string>;
+  /** Changes at every reboot: the kernel's boot_id, or the emulated TPM's power cycle. */
+  bootId(): Promise<string>;
 }
 
 export const LINUX_TPM_DEVICES = ['/dev/tpmrm0', '/dev/tpm0'];
@@ -38,6 +40,9 @@ export function openPlatform(opts: { platform?: string; stateDir?: string } = {}
         if (!dev) throw new HyperEnclaveError('platform linux: no TPM device (/dev/tpmrm0, /dev/tpm0 absent)', EXIT.UNSUPPORTED);
         return `device:${dev}`;
       },
+      async bootId() {
+        return readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
+      },
     };
   }
   return {
@@ -45,6 +50,11 @@ export function openPlatform(opts: { platform?: string; stateDir?: string } = {}
     stateDir,
     async defaultTcti() {
       return (await ensureEmulatedTpm(stateDir)).tcti;
+    },
+    async bootId() {
+      // The emulated machine "reboots" when its TPM is power-cycled (PCRs reset).
+      const tpm = await ensureEmulatedTpm(stateDir);
+      return `emulated-tpm-${tpm.pid}`;
     },
   };
 }

@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import { readFileSync } from 'node:fs';
 import { emit, UsageError } from '../output.js';
 import { parseMemmapText, planReservation, readFirmwareMemmap } from '../../../firmware-tools/memmap.js';
+import { registerImageCommands } from '../../../firmware-tools/cli.js';
 
 function intOpt(name: string, v: string): number {
   const n = Number(v);
@@ -11,6 +12,7 @@ function intOpt(name: string, v: string): number {
 
 export function registerFirmware(program: Command): Command {
   const fw = program.command('firmware').description('offline tools: image container, reference values, memory planning');
+  registerImageCommands(fw);
   fw.command('memmap')
     .description('plan the memory reservation (hypervisor + EPC) and print the memmap= kernel argument')
     .option('--hypervisor-mib <n>', 'memory for the hypervisor itself', '64')

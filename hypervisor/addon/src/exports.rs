@@ -1,0 +1,560 @@
+//! The JS surface of the addon (see src/hypervisor/addon.ts for the typed wrapper).
+//! Handles (numbers) index process-wide tables, so Worker threads may share them.
+
+use crate::core_binding::{self, CoreOptions, Hv};
+use crate::kvm::guest::PageDesc;
+use crate::napi::{Args, Env, JsErr, JsResult, Val};
+use crate::napi_sys::{napi_env, napi_value, T_FUNCTION, T_NUMBER, T_BIGINT};
+use crate::runner::{self, EnclaveVm, RunError};
+use crate::sys::{self, Mapping};
+use hyperenclave_core::enclave::sigstruct::{self, SigstructBody};
+use hyperenclave_core::{hypercall, Access, Format, Regs, SliceMem};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+struct Table<T> {
+    next: u32,
+    items: HashMap<u32, T>,
+}
+
+impl<T: Clone> Table<T> {
+    fn insert(&mut self, v: T) -> u32 {
+        self.next += 1;
+        self.items.insert(self.next, v);
+        self.next
+    }
+}
+
+fn table<T>() -> Mutex<Table<T>> {
+    Mutex::new(Table { next: 0, items: HashMap::new() })
+}
+
+type HvRef = Arc<Mutex<Box<Hv>>>;
+
+struct VmEntry {
+    vm: EnclaveVm,
+    /// (hypervisor handle, enclave id) when the VM runs a core enclave.
+    core: Option<(u32, u32)>,
+}
+
+type VmRef = Arc<Mutex<VmEntry>>;
+
+fn hvs() -> &'static Mutex<Table<HvRef>> {
+    static T: OnceLock<Mutex<Table<HvRef>>> = OnceLock::new();
+    T.get_or_init(table)
+}
+fn vms() -> &'static Mutex<Table<VmRef>> {
+    static T: OnceLock<Mutex<Table<VmRef>>> = OnceLock::new();
+    T.get_or_init(table)
+}
+fn maps() -> &'static Mutex<Table<Arc<Mapping>>> {
+    static T: OnceLock<Mutex<Table<Arc<Mapping>>>> = OnceLock::new();
+    T.get_or_init(table)
+}
+
+fn get_hv(e: &Env, a: &Args) -> JsResult<(u32, HvRef)> {
+    let h = e.to_u32(a.req(0, "hypervisor handle")?, "hypervisor handle")?;
+    let t = hvs().lock().unwrap();
+    let hv = t.items.get(&h).cloned().ok_or_else(|| JsErr::new("ERR_BAD_HANDLE", format!("{}: no hypervisor with handle {h} (closed?)", a.fname)))?;
+    Ok((h, hv))
+}
+
+fn get_vm(e: &Env, a: &Args) -> JsResult<VmRef> {
+    let h = e.to_u32(a.req(0, "enclave VM handle")?, "enclave VM handle")?;
+    let t = vms().lock().unwrap();
+    t.items.get(&h).cloned().ok_or_else(|| JsErr::new("ERR_BAD_HANDLE", format!("{}: no enclave VM with handle {h} (destroyed?)", a.fname)))
+}
+
+fn int_arg(e: &Env, v: Val, what: &str) -> JsResult<u64> {
+    e.to_u64(v, what)
+}
+
+fn opt_u64(e: &Env, obj: Val, name: &str, default: u64) -> JsResult<u64> {
+    match e.opt(obj, name)? {
+        Some(v) => e.to_u64(v, name),
+        None => Ok(default),
+    }
+}
+
+fn req_u64(e: &Env, obj: Val, name: &str) -> JsResult<u64> {
+    match e.opt(obj, name)? {
+        Some(v) => e.to_u64(v, name),
+        None => Err(JsErr::arg(format!("{name}: required"))),
+    }
+}
+
+// ---------------------------------------------------------------- syscall bridge
+
+fn cpuid(e: &Env, a: &Args) -> JsResult<Val> {
+    let leaf = e.to_u32(a.req(0, "leaf")?, "leaf")?;
+    let sub = match a.get(1) {
+        Some(v) if !e.is_nullish(v) => e.to_u32(v, "subleaf")?,
+        _ => 0,
+    };
+    let r = sys::cpuid(leaf, sub);
+    let o = e.object()?;
+    e.set(o, "eax", e.u32(r.eax)?)?;
+    e.set(o, "ebx", e.u32(r.ebx)?)?;
+    e.set(o, "ecx", e.u32(r.ecx)?)?;
+    e.set(o, "edx", e.u32(r.edx)?)?;
+    Ok(o)
+}
+
+fn cpu_vendor(e: &Env, _a: &Args) -> JsResult<Val> {
+    e.string(&sys::cpu_vendor())
+}
+
+fn read_msr(e: &Env, a: &Args) -> JsResult<Val> {
+    let cpu = e.to_u32(a.req(0, "cpu")?, "cpu")?;
+    let msr = e.to_u32(a.req(1, "msr")?, "msr")?;
+    let v = sys::read_msr(cpu, msr).map_err(|m| JsErr::new("ERR_MSR", m))?;
+    e.bigint(v)
+}
+
+fn ioctl(e: &Env, a: &Args) -> JsResult<Val> {
+    let fd = e.to_i32(a.req(0, "fd")?, "fd")?;
+    let req = int_arg(e, a.req(1, "request")?, "request")?;
+    let what = |errno: i32| {
+        let se = sys::SysError { errno, what: format!("ioctl(fd {fd}, {req:#x})") };
+        JsErr::new(&se.code(), se.to_string())
+    };
+    let r = match a.get(2) {
+        None => sys::ioctl_int(fd, req, 0),
+        Some(v) if e.is_nullish(v) => sys::ioctl_int(fd, req, 0),
+        Some(v) if matches!(e.type_of(v), T_NUMBER | T_BIGINT) => sys::ioctl_int(fd, req, e.to_u64(v, "arg")?),
+        Some(v) => {
+            let buf = e.bytes(v, "arg")?;
+            // The size encoded in the request must fit the buffer, or the kernel would write past it.
+            let size = ((req >> 16) & 0x3fff) as usize;
+            if (req >> 30) != 0 && size > buf.len() {
+                return Err(JsErr::arg(format!("ioctl {req:#x}: buffer of {} bytes, the request encodes {size}", buf.len())));
+            }
+            unsafe { sys::ioctl_ptr(fd, req, buf.as_mut_ptr() as *mut _) }
+        }
+    };
+    e.i64(r.map_err(what)? as i64)
+}
+
+fn mmap_open(e: &Env, a: &Args) -> JsResult<Val> {
+    let fd = e.to_i32(a.req(0, "fd")?, "fd")?;
+    let len = e.to_u64(a.req(1, "length")?, "length")? as usize;
+    let off = match a.get(2) {
+        Some(v) if !e.is_nullish(v) => e.to_u64(v, "offset")?,
+        _ => 0,
+    };
+    let writable = match a.get(3) {
+        Some(v) if !e.is_nullish(v) => e.to_bool(v, "writable")?,
+        _ => false,
+    };
+    let m = if fd < 0 { Mapping::anonymous(len) } else { Mapping::file(fd, len, off, writable) };
+    let m = m.map_err(|se| JsErr::new(&se.code(), se.to_string()))?;
+    let h = maps().lock().unwrap().insert(Arc::new(m));
+    e.u32(h)
+}
+
+fn get_map(e: &Env, a: &Args) -> JsResult<Arc<Mapping>> {
+    let h = e.to_u32(a.req(0, "mapping handle")?, "mapping handle")?;
+    maps().lock().unwrap().items.get(&h).cloned().ok_or_else(|| JsErr::new("ERR_BAD_HANDLE", format!("{}: no mapping with handle {h}", a.fname)))
+}
+
+fn mmap_read(e: &Env, a: &Args) -> JsResult<Val> {
+    let m = get_map(e, a)?;
+    let off = e.to_u64(a.req(1, "offset")?, "offset")? as usize;
+    let len = e.to_u64(a.req(2, "length")?, "length")? as usize;
+    let mut b = vec![0u8; len];
+    if !m.read(off, &mut b) {
+        return Err(JsErr::new("ERR_OUT_OF_RANGE", format!("mmapRead: {off:#x}+{len:#x} outside the {:#x}-byte mapping", m.len())));
+    }
+    e.buffer(&b)
+}
+
+fn mmap_write(e: &Env, a: &Args) -> JsResult<Val> {
+    let m = get_map(e, a)?;
+    let off = e.to_u64(a.req(1, "offset")?, "offset")? as usize;
+    let data = e.bytes(a.req(2, "data")?, "data")?;
+    if !m.write(off, data) {
+        return Err(JsErr::new("ERR_OUT_OF_RANGE", format!("mmapWrite: {off:#x}+{:#x} outside the {:#x}-byte mapping", data.len(), m.len())));
+    }
+    Ok(e.undefined())
+}
+
+fn munmap(e: &Env, a: &Args) -> JsResult<Val> {
+    let h = e.to_u32(a.req(0, "mapping handle")?, "mapping handle")?;
+    maps().lock().unwrap().items.remove(&h).ok_or_else(|| JsErr::new("ERR_BAD_HANDLE", format!("munmap: no mapping with handle {h}")))?;
+    Ok(e.undefined())
+}
+
+fn kvm_available(e: &Env, _a: &Args) -> JsResult<Val> {
+    match runner::kvm_available() {
+        Ok(()) => Ok(e.null()),
+        Err(why) => e.string(&why),
+    }
+}
+
+// ---------------------------------------------------------------- enclave VMs
+
+fn pages_arg(e: &Env, v: Val) -> JsResult<Vec<PageDesc>> {
+    let mut out = Vec::new();
+    for (i, p) in e.array_items(v, "pages")?.into_iter().enumerate() {
+        let offset = req_u64(e, p, "offset").map_err(|x| JsErr::arg(format!("pages[{i}].{}", x.msg)))?;
+        let perms = opt_u64(e, p, "perms", 0)? as u8;
+        let tcs = match e.opt(p, "tcs")? {
+            Some(t) => e.to_bool(t, "tcs")?,
+            None => false,
+        };
+        out.push(PageDesc { offset, perms, tcs });
+    }
+    Ok(out)
+}
+
+fn enclave_load(e: &Env, a: &Args) -> JsResult<Val> {
+    runner::kvm_available().map_err(|w| JsErr::new("ERR_NO_KVM", w))?;
+    let o = a.req(0, "options")?;
+    let name = match e.opt(o, "name")? {
+        Some(v) => e.to_string(v, "name")?,
+        None => "enclave".into(),
+    };
+    let base = req_u64(e, o, "base")?;
+    let size = req_u64(e, o, "size")?;
+    let image = e.bytes(e.get(o, "image")?, "image")?;
+    let image_offset = opt_u64(e, o, "imageOffset", 0)?;
+    let pages = pages_arg(e, e.get(o, "pages")?)?;
+    let shared = opt_u64(e, o, "sharedPages", 4)?;
+    let timeout = opt_u64(e, o, "timeoutMs", 2000)?;
+    if shared == 0 || shared > 256 {
+        return Err(JsErr::arg(format!("sharedPages: {shared} (1..256)")));
+    }
+    let vm = runner::create_standalone(&name, base, size, image, image_offset, pages, shared, timeout).map_err(|m| JsErr::new("ERR_ENCLAVE_LOAD", m))?;
+    let h = vms().lock().unwrap().insert(Arc::new(Mutex::new(VmEntry { vm, core: None })));
+    e.u32(h)
+}
+
+fn enclave_ecall(e: &Env, a: &Args) -> JsResult<Val> {
+    let vm = get_vm(e, a)?;
+    let tcs = e.to_u64(a.req(1, "tcsOffset")?, "tcsOffset")?;
+    let func = e.to_u64(a.req(2, "function")?, "function")?;
+    let input: &[u8] = match a.get(3) {
+        Some(v) if !e.is_nullish(v) => e.bytes(v, "input")?,
+        _ => &[],
+    };
+    let opts = a.get(4).unwrap_or(e.undefined());
+    let timeout = match e.opt(opts, "timeoutMs")? {
+        Some(v) => Some(e.to_u64(v, "timeoutMs")?),
+        None => None,
+    };
+    let cb = e.opt(opts, "ocall")?;
+    if let Some(f) = cb {
+        if e.type_of(f) != T_FUNCTION {
+            return Err(JsErr::arg("ocall: expected a function"));
+        }
+    }
+    let env = *e;
+    let mut handler = |nr: u32, data: &[u8]| -> Result<Vec<u8>, String> {
+        let f = cb.unwrap();
+        let args = [env.u32(nr).map_err(|x| x.msg)?, env.buffer(data).map_err(|x| x.msg)?];
+        let r = env.call(f, &args).map_err(|x| x.msg)?;
+        if env.is_nullish(r) {
+            return Ok(Vec::new());
+        }
+        Ok(env.bytes(r, "OCALL result").map_err(|x| x.msg)?.to_vec())
+    };
+    let mut guard = vm.lock().unwrap();
+    let r = guard.vm.ecall(tcs, func, input, timeout, if cb.is_some() { Some(&mut handler) } else { None });
+    drop(guard);
+    match r {
+        Ok(out) => {
+            let o = e.object()?;
+            e.set(o, "status", e.u32(out.status)?)?;
+            e.set(o, "output", e.buffer(&out.output)?)?;
+            e.set(o, "exits", e.f64(out.exits as f64)?)?;
+            Ok(o)
+        }
+        Err(RunError::Dead(m)) => Err(JsErr::new("ERR_ENCLAVE_DEAD", m)),
+        Err(RunError::Bad(m)) => Err(JsErr::new("ERR_ENCLAVE_CALL", m)),
+    }
+}
+
+fn enclave_info(e: &Env, a: &Args) -> JsResult<Val> {
+    let vm = get_vm(e, a)?;
+    let g = vm.lock().unwrap();
+    let o = e.object()?;
+    e.set(o, "name", e.string(&g.vm.name)?)?;
+    e.set(o, "dead", match g.vm.dead_reason() {
+        Some(r) => e.string(r)?,
+        None => e.null(),
+    })?;
+    e.set(o, "ecalls", e.f64(g.vm.ecalls as f64)?)?;
+    e.set(o, "exits", e.f64(g.vm.exits as f64)?)?;
+    e.set(o, "sharedCapacity", e.f64(g.vm.shared_capacity() as f64)?)?;
+    e.set(o, "timeoutMs", e.f64(g.vm.timeout_ms as f64)?)?;
+    e.set(o, "enclaveId", match g.core {
+        Some((_, id)) => e.u32(id)?,
+        None => e.null(),
+    })?;
+    Ok(o)
+}
+
+fn enclave_destroy(e: &Env, a: &Args) -> JsResult<Val> {
+    let h = e.to_u32(a.req(0, "enclave VM handle")?, "enclave VM handle")?;
+    let vm = vms().lock().unwrap().items.remove(&h);
+    match vm {
+        Some(_) => Ok(e.undefined()),
+        None => Err(JsErr::new("ERR_BAD_HANDLE", format!("enclaveDestroy: no enclave VM with handle {h}"))),
+    }
+}
+
+/// Kills (and forgets) every VM bound to hypervisor `hv` (and enclave `id`, if given).
+fn drop_vms_of(hv: u32, id: Option<u32>, why: &str) {
+    let mut t = vms().lock().unwrap();
+    let doomed: Vec<u32> = t
+        .items
+        .iter()
+        .filter(|(_, v)| v.lock().unwrap().core.is_some_and(|(h, i)| h == hv && id.is_none_or(|x| x == i)))
+        .map(|(k, _)| *k)
+        .collect();
+    for k in doomed {
+        if let Some(v) = t.items.get(&k) {
+            let mut g = v.lock().unwrap();
+            g.vm.kill(why.to_string());
+        }
+        if id.is_none() {
+            t.items.remove(&k);
+        }
+    }
+}
+
+// ---------------------------------------------------------------- the core
+
+fn buf_exact<const N: usize>(e: &Env, v: Option<Val>, what: &str) -> JsResult<Option<[u8; N]>> {
+    match v {
+        None => Ok(None),
+        Some(v) => {
+            let b = e.bytes(v, what)?;
+            let arr: [u8; N] = b.try_into().map_err(|_| JsErr::arg(format!("{what}: {} bytes, need {N}", b.len())))?;
+            Ok(Some(arr))
+        }
+    }
+}
+
+fn hv_create(e: &Env, a: &Args) -> JsResult<Val> {
+    let o = a.req(0, "config")?;
+    let paging = match e.opt(o, "paging")? {
+        Some(v) => match e.to_string(v, "paging")?.as_str() {
+            "ept" => Format::Ept,
+            "npt" => Format::Npt,
+            p => return Err(JsErr::arg(format!("paging: {p:?} is not \"ept\" or \"npt\""))),
+        },
+        None => Format::Ept,
+    };
+    let secret = buf_exact::<16>(e, e.opt(o, "platformSecret")?, "platformSecret")?.ok_or_else(|| JsErr::arg("platformSecret: required (16 bytes)"))?;
+    let digest = buf_exact::<32>(e, e.opt(o, "imageDigest")?, "imageDigest")?.unwrap_or([0; 32]);
+    let key_slots = match e.opt(o, "keySlots")? {
+        None => None,
+        Some(k) => Some((
+            e.to_string(e.get(k, "kind")?, "keySlots.kind")?,
+            opt_u64(e, k, "min", 1)? as u32,
+            req_u64(e, k, "max")? as u32,
+        )),
+    };
+    let require = match e.opt(o, "requireSignedSigstruct")? {
+        Some(v) => e.to_bool(v, "requireSignedSigstruct")?,
+        None => true,
+    };
+    let opts = CoreOptions {
+        base: req_u64(e, o, "base")?,
+        total: req_u64(e, o, "total")?,
+        hypervisor_size: req_u64(e, o, "hypervisorSize")?,
+        image_size: opt_u64(e, o, "imageSize", 0)?,
+        paging,
+        platform_secret: secret,
+        image_digest: digest,
+        key_slots,
+        require_signed_sigstruct: require,
+    };
+    let hv = core_binding::create(&opts).map_err(|m| JsErr::new("ERR_HV_CONFIG", format!("hypervisor core: {m}")))?;
+    let h = hvs().lock().unwrap().insert(Arc::new(Mutex::new(hv)));
+    e.u32(h)
+}
+
+fn hv_close(e: &Env, a: &Args) -> JsResult<Val> {
+    let (h, _) = get_hv(e, a)?;
+    drop_vms_of(h, None, "hypervisor closed");
+    hvs().lock().unwrap().items.remove(&h);
+    Ok(e.undefined())
+}
+
+fn hv_hypercall(e: &Env, a: &Args) -> JsResult<Val> {
+    let (h, hv) = get_hv(e, a)?;
+    let nr = e.to_u64(a.req(1, "call number")?, "call number")?;
+    let mut args = [0u64; 5];
+    if let Some(v) = a.get(2).filter(|v| !e.is_nullish(*v)) {
+        let items = e.array_items(v, "args")?;
+        if items.len() > 5 {
+            return Err(JsErr::arg(format!("args: {} given, at most 5 (RDI, RSI, RDX, RCX, R8)", items.len())));
+        }
+        for (i, it) in items.into_iter().enumerate() {
+            args[i] = e.to_u64(it, &format!("args[{i}]"))?;
+        }
+    }
+    let guest_base = match a.get(3) {
+        Some(v) if !e.is_nullish(v) => e.to_u64(v, "guestBase")?,
+        _ => 0,
+    };
+    let mut empty = [0u8; 0];
+    let guest: &mut [u8] = match a.get(4) {
+        Some(v) if !e.is_nullish(v) => e.bytes(v, "guest")?,
+        _ => &mut empty,
+    };
+    if nr == hypercall::nr::ENCLAVE_DESTROY {
+        // The VM maps the enclave's EPC pages; end it before the core scrubs them.
+        drop_vms_of(h, u32::try_from(args[0]).ok(), "enclave destroyed");
+    }
+    let mut regs = Regs::call(nr, &args);
+    let mut mem = SliceMem::new(guest_base, guest);
+    hypercall::dispatch(&mut hv.lock().unwrap(), &mut regs, &mut mem);
+    let o = e.object()?;
+    e.set(o, "status", e.u32(regs.rax as u32)?)?;
+    e.set(o, "rdi", e.bigint(regs.rdi)?)?;
+    e.set(o, "rsi", e.bigint(regs.rsi)?)?;
+    e.set(o, "rdx", e.bigint(regs.rdx)?)?;
+    Ok(o)
+}
+
+fn hv_host_access(e: &Env, a: &Args) -> JsResult<Val> {
+    let (_, hv) = get_hv(e, a)?;
+    let gpa = e.to_u64(a.req(1, "gpa")?, "gpa")?;
+    let access = match e.to_string(a.req(2, "access")?, "access")?.as_str() {
+        "read" => Access::Read,
+        "write" => Access::Write,
+        "execute" => Access::Execute,
+        x => return Err(JsErr::arg(format!("access: {x:?} is not read, write or execute"))),
+    };
+    let r = hv.lock().unwrap().host_access(gpa, access);
+    match r {
+        Ok(()) => Ok(e.null()),
+        Err(f) => e.string(&f.to_string()),
+    }
+}
+
+fn hv_enclave_pages(e: &Env, a: &Args) -> JsResult<Val> {
+    let (_, hv) = get_hv(e, a)?;
+    let id = e.to_u32(a.req(1, "enclave id")?, "enclave id")?;
+    let mut pages = Vec::new();
+    hv.lock()
+        .unwrap()
+        .enclave_pages(id, |p| pages.push(p))
+        .map_err(|x| JsErr::new("ERR_HV", x.to_string()))?;
+    let mut vals = Vec::with_capacity(pages.len());
+    for p in pages {
+        let o = e.object()?;
+        e.set(o, "offset", e.bigint(p.offset)?)?;
+        e.set(o, "hpa", e.bigint(p.hpa)?)?;
+        e.set(o, "type", e.u32(p.page_type as u32)?)?;
+        e.set(o, "perms", e.u32(p.perms as u32)?)?;
+        vals.push(o);
+    }
+    e.array(&vals)
+}
+
+fn hv_read_phys(e: &Env, a: &Args) -> JsResult<Val> {
+    let (_, hv) = get_hv(e, a)?;
+    let pa = e.to_u64(a.req(1, "pa")?, "pa")?;
+    let len = e.to_u64(a.req(2, "length")?, "length")? as usize;
+    if len > 64 << 20 {
+        return Err(JsErr::arg(format!("length: {len} bytes (at most 64 MiB per read)")));
+    }
+    let mut b = vec![0u8; len];
+    use hyperenclave_core::PhysMem;
+    hv.lock().unwrap().mem().read(pa, &mut b).map_err(|x| JsErr::new("ERR_HV", x.to_string()))?;
+    e.buffer(&b)
+}
+
+fn hv_enclave_run(e: &Env, a: &Args) -> JsResult<Val> {
+    runner::kvm_available().map_err(|w| JsErr::new("ERR_NO_KVM", w))?;
+    let (h, hv) = get_hv(e, a)?;
+    let id = e.to_u32(a.req(1, "enclave id")?, "enclave id")?;
+    let o = a.get(2).unwrap_or(e.undefined());
+    let shared = opt_u64(e, o, "sharedPages", 4)?;
+    let timeout = opt_u64(e, o, "timeoutMs", 2000)?;
+    if shared == 0 || shared > 256 {
+        return Err(JsErr::arg(format!("sharedPages: {shared} (1..256)")));
+    }
+    let vm = core_binding::run_enclave(&hv, id, shared, timeout).map_err(|m| JsErr::new("ERR_ENCLAVE_LOAD", format!("enclave {id}: {m}")))?;
+    let vh = vms().lock().unwrap().insert(Arc::new(Mutex::new(VmEntry { vm, core: Some((h, id)) })));
+    e.u32(vh)
+}
+
+fn sigstruct_build(e: &Env, a: &Args) -> JsResult<Val> {
+    let o = a.req(0, "body")?;
+    let hash = buf_exact::<32>(e, e.opt(o, "enclaveHash")?, "enclaveHash")?.ok_or_else(|| JsErr::arg("enclaveHash: required (32 bytes)"))?;
+    let body = SigstructBody {
+        vendor: opt_u64(e, o, "vendor", 0)? as u32,
+        date: opt_u64(e, o, "date", 0)? as u32,
+        sw_defined: 0,
+        misc_select: opt_u64(e, o, "miscSelect", 0)? as u32,
+        misc_mask: opt_u64(e, o, "miscMask", 0xFFFF_FFFF)? as u32,
+        attributes: (opt_u64(e, o, "attributes", 4)?, opt_u64(e, o, "xfrm", 3)?),
+        attribute_mask: (opt_u64(e, o, "attributeMask", u64::MAX)?, opt_u64(e, o, "xfrmMask", u64::MAX)?),
+        enclave_hash: hash,
+        isv_prod_id: opt_u64(e, o, "isvProdId", 0)? as u16,
+        isv_svn: opt_u64(e, o, "isvSvn", 0)? as u16,
+    };
+    e.buffer(&sigstruct::build_unsigned(&body))
+}
+
+fn sigstruct_signed_message(e: &Env, a: &Args) -> JsResult<Val> {
+    let raw = e.bytes(a.req(0, "sigstruct")?, "sigstruct")?;
+    let m = sigstruct::signed_message(raw).map_err(|x| JsErr::new("ERR_SIGSTRUCT", x.to_string()))?;
+    e.buffer(&m)
+}
+
+fn sigstruct_attach(e: &Env, a: &Args) -> JsResult<Val> {
+    let raw = e.bytes(a.req(0, "sigstruct")?, "sigstruct")?.to_vec();
+    let modulus = e.bytes(a.req(1, "modulus")?, "modulus")?;
+    let sig = e.bytes(a.req(2, "signature")?, "signature")?;
+    let mut raw = raw;
+    sigstruct::attach_signature(&mut raw, modulus, sig).map_err(|x| JsErr::new("ERR_SIGSTRUCT", x.to_string()))?;
+    e.buffer(&raw)
+}
+
+fn register(e: &Env, exports: Val) -> JsResult<()> {
+    let list: &[(&'static str, crate::napi::Method)] = &[
+        ("cpuid", cpuid),
+        ("cpuVendor", cpu_vendor),
+        ("readMsr", read_msr),
+        ("ioctl", ioctl),
+        ("mmapOpen", mmap_open),
+        ("mmapRead", mmap_read),
+        ("mmapWrite", mmap_write),
+        ("munmap", munmap),
+        ("kvmAvailable", kvm_available),
+        ("enclaveLoad", enclave_load),
+        ("enclaveEcall", enclave_ecall),
+        ("enclaveInfo", enclave_info),
+        ("enclaveDestroy", enclave_destroy),
+        ("hvCreate", hv_create),
+        ("hvClose", hv_close),
+        ("hvHypercall", hv_hypercall),
+        ("hvHostAccess", hv_host_access),
+        ("hvEnclavePages", hv_enclave_pages),
+        ("hvReadPhys", hv_read_phys),
+        ("hvEnclaveRun", hv_enclave_run),
+        ("sigstructBuild", sigstruct_build),
+        ("sigstructSignedMessage", sigstruct_signed_message),
+        ("sigstructAttach", sigstruct_attach),
+    ];
+    for (name, f) in list {
+        e.export(exports, name, *f)?;
+    }
+    e.set(exports, "abiVersion", e.u32(hyperenclave_core::ABI_VERSION)?)?;
+    Ok(())
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn napi_register_module_v1(env: napi_env, exports: napi_value) -> napi_value {
+    let e = Env(env);
+    if let Err(err) = register(&e, Val(exports)) {
+        e.throw(&err);
+    }
+    exports
+}

@@ -1,0 +1,334 @@
+//! Raw KVM: the ioctl numbers and structures (x86-64 layouts from linux/kvm.h), declared here
+//! because kvm-ioctls/kvm-bindings are not available offline.
+
+pub mod guest;
+
+use crate::sys::{ioctl_int, ioctl_ptr, Mapping, SysError};
+use std::fs::{File, OpenOptions};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+pub const KVM_GET_API_VERSION: u64 = 0xAE00;
+pub const KVM_CREATE_VM: u64 = 0xAE01;
+pub const KVM_CHECK_EXTENSION: u64 = 0xAE03;
+pub const KVM_GET_VCPU_MMAP_SIZE: u64 = 0xAE04;
+pub const KVM_GET_SUPPORTED_CPUID: u64 = 0xC008_AE05;
+pub const KVM_CREATE_VCPU: u64 = 0xAE41;
+pub const KVM_SET_USER_MEMORY_REGION: u64 = 0x4020_AE46;
+pub const KVM_RUN: u64 = 0xAE80;
+pub const KVM_GET_REGS: u64 = 0x8090_AE81;
+pub const KVM_SET_REGS: u64 = 0x4090_AE82;
+pub const KVM_GET_SREGS: u64 = 0x8138_AE83;
+pub const KVM_SET_SREGS: u64 = 0x4138_AE84;
+pub const KVM_SET_CPUID2: u64 = 0x4008_AE90;
+
+pub const KVM_MEM_READONLY: u32 = 1 << 1;
+pub const KVM_CAP_READONLY_MEM: u64 = 81;
+
+pub const EXIT_IO: u32 = 2;
+pub const EXIT_HLT: u32 = 5;
+pub const EXIT_MMIO: u32 = 6;
+pub const EXIT_SHUTDOWN: u32 = 8;
+pub const EXIT_FAIL_ENTRY: u32 = 9;
+pub const EXIT_INTR: u32 = 10;
+pub const EXIT_INTERNAL_ERROR: u32 = 17;
+
+pub fn exit_name(r: u32) -> &'static str {
+    match r {
+        0 => "UNKNOWN",
+        1 => "EXCEPTION",
+        2 => "IO",
+        3 => "HYPERCALL",
+        4 => "DEBUG",
+        5 => "HLT",
+        6 => "MMIO",
+        7 => "IRQ_WINDOW_OPEN",
+        8 => "SHUTDOWN",
+        9 => "FAIL_ENTRY",
+        10 => "INTR",
+        17 => "INTERNAL_ERROR",
+        24 => "SYSTEM_EVENT",
+        _ => "OTHER",
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug)]
+pub struct Regs {
+    pub rax: u64,
+    pub rbx: u64,
+    pub rcx: u64,
+    pub rdx: u64,
+    pub rsi: u64,
+    pub rdi: u64,
+    pub rsp: u64,
+    pub rbp: u64,
+    pub r8: u64,
+    pub r9: u64,
+    pub r10: u64,
+    pub r11: u64,
+    pub r12: u64,
+    pub r13: u64,
+    pub r14: u64,
+    pub r15: u64,
+    pub rip: u64,
+    pub rflags: u64,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug)]
+pub struct Segment {
+    pub base: u64,
+    pub limit: u32,
+    pub selector: u16,
+    pub type_: u8,
+    pub present: u8,
+    pub dpl: u8,
+    pub db: u8,
+    pub s: u8,
+    pub l: u8,
+    pub g: u8,
+    pub avl: u8,
+    pub unusable: u8,
+    pub padding: u8,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug)]
+pub struct DTable {
+    pub base: u64,
+    pub limit: u16,
+    pub padding: [u16; 3],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug)]
+pub struct Sregs {
+    pub cs: Segment,
+    pub ds: Segment,
+    pub es: Segment,
+    pub fs: Segment,
+    pub gs: Segment,
+    pub ss: Segment,
+    pub tr: Segment,
+    pub ldt: Segment,
+    pub gdt: DTable,
+    pub idt: DTable,
+    pub cr0: u64,
+    pub cr2: u64,
+    pub cr3: u64,
+    pub cr4: u64,
+    pub cr8: u64,
+    pub efer: u64,
+    pub apic_base: u64,
+    pub interrupt_bitmap: [u64; 4],
+}
+
+#[repr(C)]
+struct MemoryRegion {
+    slot: u32,
+    flags: u32,
+    guest_phys_addr: u64,
+    memory_size: u64,
+    userspace_addr: u64,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct CpuidEntry {
+    function: u32,
+    index: u32,
+    flags: u32,
+    eax: u32,
+    ebx: u32,
+    ecx: u32,
+    edx: u32,
+    padding: [u32; 3],
+}
+
+const MAX_CPUID: usize = 256;
+
+#[repr(C)]
+struct Cpuid2 {
+    nent: u32,
+    padding: u32,
+    entries: [CpuidEntry; MAX_CPUID],
+}
+
+const _: () = assert!(core::mem::size_of::<Regs>() == 144);
+const _: () = assert!(core::mem::size_of::<Sregs>() == 312);
+const _: () = assert!(core::mem::size_of::<MemoryRegion>() == 32);
+const _: () = assert!(core::mem::size_of::<CpuidEntry>() == 40);
+
+fn err(what: &str) -> impl Fn(i32) -> SysError + '_ {
+    move |e| SysError { errno: e, what: what.to_string() }
+}
+
+/// The opened /dev/kvm with what every VM needs cached (mmap size, supported CPUID).
+pub struct Kvm {
+    file: File,
+    pub vcpu_mmap_size: usize,
+    cpuid: Box<Cpuid2>,
+    pub readonly_mem: bool,
+}
+
+impl Kvm {
+    pub fn open() -> Result<Kvm, SysError> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/kvm")
+            .map_err(|e| SysError::from_io(&e, "open /dev/kvm"))?;
+        let fd = file.as_raw_fd();
+        let v = ioctl_int(fd, KVM_GET_API_VERSION, 0).map_err(err("KVM_GET_API_VERSION"))?;
+        if v != 12 {
+            return Err(SysError { errno: 95, what: format!("KVM API version {v} (need 12)") });
+        }
+        let vcpu_mmap_size = ioctl_int(fd, KVM_GET_VCPU_MMAP_SIZE, 0).map_err(err("KVM_GET_VCPU_MMAP_SIZE"))? as usize;
+        let mut cpuid = Box::new(Cpuid2 { nent: MAX_CPUID as u32, padding: 0, entries: [CpuidEntry::default(); MAX_CPUID] });
+        unsafe { ioctl_ptr(fd, KVM_GET_SUPPORTED_CPUID, &mut *cpuid as *mut Cpuid2 as *mut _) }.map_err(err("KVM_GET_SUPPORTED_CPUID"))?;
+        let readonly_mem = ioctl_int(fd, KVM_CHECK_EXTENSION, KVM_CAP_READONLY_MEM).unwrap_or(0) > 0;
+        Ok(Kvm { file, vcpu_mmap_size, cpuid, readonly_mem })
+    }
+
+    pub fn create_vm(&self) -> Result<VmFd, SysError> {
+        let fd = ioctl_int(self.file.as_raw_fd(), KVM_CREATE_VM, 0).map_err(err("KVM_CREATE_VM"))?;
+        Ok(VmFd { fd: unsafe { OwnedFd::from_raw_fd(fd) } })
+    }
+}
+
+pub struct VmFd {
+    fd: OwnedFd,
+}
+
+impl VmFd {
+    pub fn raw(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+    /// Maps `len` bytes of host memory at `host` as guest-physical `gpa`.
+    ///
+    /// # Safety
+    /// `host..host+len` must stay mapped for as long as the VM lives.
+    pub unsafe fn set_memory(&self, slot: u32, gpa: u64, len: u64, host: *mut u8, readonly: bool) -> Result<(), SysError> {
+        let mut r = MemoryRegion {
+            slot,
+            flags: if readonly { KVM_MEM_READONLY } else { 0 },
+            guest_phys_addr: gpa,
+            memory_size: len,
+            userspace_addr: host as u64,
+        };
+        ioctl_ptr(self.raw(), KVM_SET_USER_MEMORY_REGION, &mut r as *mut _ as *mut _)
+            .map(|_| ())
+            .map_err(|e| SysError { errno: e, what: format!("KVM_SET_USER_MEMORY_REGION slot {slot} gpa {gpa:#x}+{len:#x}") })
+    }
+
+    pub fn create_vcpu(&self, kvm: &Kvm) -> Result<VcpuFd, SysError> {
+        let fd = ioctl_int(self.raw(), KVM_CREATE_VCPU, 0).map_err(err("KVM_CREATE_VCPU"))?;
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let run = Mapping::file(fd.as_raw_fd(), kvm.vcpu_mmap_size, 0, true).map_err(|e| SysError { what: "mmap kvm_run".into(), ..e })?;
+        unsafe { ioctl_ptr(fd.as_raw_fd(), KVM_SET_CPUID2, &*kvm.cpuid as *const Cpuid2 as *mut _) }.map_err(err("KVM_SET_CPUID2"))?;
+        Ok(VcpuFd { fd, run })
+    }
+}
+
+pub struct VcpuFd {
+    fd: OwnedFd,
+    run: Mapping,
+}
+
+// kvm_run field offsets
+const RUN_IMMEDIATE_EXIT: usize = 1;
+const RUN_EXIT_REASON: usize = 8;
+const RUN_UNION: usize = 32;
+
+/// A decoded exit.
+#[derive(Clone, Copy, Debug)]
+pub enum Exit {
+    /// OUT (or IN) of `size` bytes at `port`; `data` is the value written.
+    /// For IN, `data_off` is where in kvm_run the value to return goes (`set_io_in`).
+    Io { port: u16, out: bool, size: u8, data: u32, data_off: usize },
+    Hlt,
+    Mmio { gpa: u64, write: bool, len: u32 },
+    Shutdown,
+    FailEntry { reason: u64 },
+    Internal { suberror: u32 },
+    /// KVM_RUN returned EINTR (a signal, e.g. the watchdog's kick).
+    Interrupted,
+    Other(u32),
+}
+
+impl VcpuFd {
+    pub fn raw(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+    pub fn run_ptr(&self) -> *mut u8 {
+        self.run.ptr()
+    }
+    pub fn get_regs(&self) -> Result<Regs, SysError> {
+        let mut r = Regs::default();
+        unsafe { ioctl_ptr(self.raw(), KVM_GET_REGS, &mut r as *mut _ as *mut _) }.map_err(err("KVM_GET_REGS"))?;
+        Ok(r)
+    }
+    pub fn set_regs(&self, r: &Regs) -> Result<(), SysError> {
+        unsafe { ioctl_ptr(self.raw(), KVM_SET_REGS, r as *const _ as *mut _) }.map_err(err("KVM_SET_REGS"))?;
+        Ok(())
+    }
+    pub fn get_sregs(&self) -> Result<Sregs, SysError> {
+        let mut r = Sregs::default();
+        unsafe { ioctl_ptr(self.raw(), KVM_GET_SREGS, &mut r as *mut _ as *mut _) }.map_err(err("KVM_GET_SREGS"))?;
+        Ok(r)
+    }
+    pub fn set_sregs(&self, r: &Sregs) -> Result<(), SysError> {
+        unsafe { ioctl_ptr(self.raw(), KVM_SET_SREGS, r as *const _ as *mut _) }.map_err(err("KVM_SET_SREGS"))?;
+        Ok(())
+    }
+    /// The value the pending IN instruction returns when the vCPU next runs.
+    pub fn set_io_in(&self, data_off: usize, value: u32) {
+        if data_off + 4 <= self.run.len() {
+            unsafe { core::ptr::write_unaligned(self.run.ptr().add(data_off) as *mut u32, value) };
+        }
+    }
+    pub fn clear_immediate_exit(&self) {
+        unsafe { core::ptr::write_volatile(self.run.ptr().add(RUN_IMMEDIATE_EXIT), 0) };
+    }
+    /// One KVM_RUN, decoded.
+    pub fn run(&self) -> Result<Exit, SysError> {
+        match unsafe { ioctl_ptr(self.raw(), KVM_RUN, core::ptr::null_mut()) } {
+            Ok(_) => {}
+            Err(4) => return Ok(Exit::Interrupted),
+            Err(e) => return Err(SysError { errno: e, what: "KVM_RUN".into() }),
+        }
+        let p = self.run.ptr();
+        let rd32 = |off: usize| unsafe { core::ptr::read_volatile(p.add(off) as *const u32) };
+        let rd64 = |off: usize| unsafe { core::ptr::read_volatile(p.add(off) as *const u64) };
+        let reason = rd32(RUN_EXIT_REASON);
+        Ok(match reason {
+            EXIT_IO => {
+                let dir = unsafe { *p.add(RUN_UNION) };
+                let size = unsafe { *p.add(RUN_UNION + 1) };
+                let port = unsafe { core::ptr::read_volatile(p.add(RUN_UNION + 2) as *const u16) };
+                let off = rd64(RUN_UNION + 8) as usize;
+                let data = match size {
+                    1 => unsafe { *p.add(off) as u32 },
+                    2 => unsafe { core::ptr::read_unaligned(p.add(off) as *const u16) as u32 },
+                    _ => unsafe { core::ptr::read_unaligned(p.add(off) as *const u32) },
+                };
+                Exit::Io { port, out: dir == 1, size, data, data_off: off }
+            }
+            EXIT_HLT => Exit::Hlt,
+            EXIT_MMIO => Exit::Mmio { gpa: rd64(RUN_UNION), len: rd32(RUN_UNION + 16), write: unsafe { *p.add(RUN_UNION + 20) } != 0 },
+            EXIT_SHUTDOWN => Exit::Shutdown,
+            EXIT_FAIL_ENTRY => Exit::FailEntry { reason: rd64(RUN_UNION) },
+            EXIT_INTERNAL_ERROR => Exit::Internal { suberror: rd32(RUN_UNION) },
+            EXIT_INTR => Exit::Interrupted,
+            r => Exit::Other(r),
+        })
+    }
+}
+
+/// Whether /dev/kvm can be used here; Err(reason) otherwise.
+pub fn availability() -> Result<(), String> {
+    match Kvm::open() {
+        Ok(_) => Ok(()),
+        Err(e) => Err(format!("KVM unavailable: {e}")),
+    }
+}

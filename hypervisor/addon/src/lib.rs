@@ -1,0 +1,16 @@
+//! hyperenclave-addon: the Node-API addon. A hand-declared N-API layer (`napi_sys`, `napi`),
+//! the syscall bridge (`sys`: ioctl, mmap, CPUID, MSRs), the KVM enclave runner (`kvm`,
+//! `runner`) and the bindings to hyperenclave-core (`core_binding`). The JS surface is
+//! in `exports`; everything else is plain Rust, unit-tested with `cargo test`.
+
+pub mod kvm;
+pub mod runner;
+pub mod sys;
+
+#[cfg(not(test))]
+mod napi;
+#[cfg(not(test))]
+mod napi_sys;
+pub mod core_binding;
+#[cfg(not(test))]
+mod exports;

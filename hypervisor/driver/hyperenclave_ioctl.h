@@ -1,0 +1,88 @@
+/* SPDX-License-Identifier: GPL-2.0 WITH Linux-syscall-note */
+/*
+ * /dev/hyperenclave ioctl ABI (user space <-> driver). Versioned like the hypercall ABI
+ * (docs/hypercall-abi.md): major in bits 31:16, minor in 15:0; a caller whose major differs is
+ * refused with -EPROTO. The driver forwards hypercalls to the hypervisor with VMMCALL.
+ */
+#ifndef HYPERENCLAVE_IOCTL_H
+#define HYPERENCLAVE_IOCTL_H
+
+#ifdef __KERNEL__
+#include <linux/types.h>
+#include <linux/ioctl.h>
+#else
+#include <stdint.h>
+#include <sys/ioctl.h>
+typedef uint8_t __u8;
+typedef uint32_t __u32;
+typedef int32_t __s32;
+typedef uint64_t __u64;
+#endif
+
+#define HE_IOCTL_ABI_VERSION 0x00010000u /* this header */
+#define HE_HYPERCALL_ABI_VERSION 0x00010000u /* hypervisor/core ABI_VERSION it was written against */
+#define HE_IOC_MAGIC 'H'
+
+struct he_version {
+	__u32 ioctl_abi;      /* in: caller's HE_IOCTL_ABI_VERSION; out: the driver's */
+	__u32 hypercall_abi;  /* out: ABI the driver speaks to the hypervisor */
+	__u32 hv_abi;         /* out: VERSION hypercall answer when enabled, else 0 */
+	__u32 reserved;
+};
+
+struct he_load {
+	char firmware[128];   /* in: name under /lib/firmware (NUL-terminated) */
+	__u64 image_length;   /* out */
+	__u64 load_address;   /* out: physical address the image is linked at */
+	__u64 load_size;      /* out */
+	__u8 image_sha256[32];/* out: SHA-256 of the image (the value measured) */
+	__u32 pcr;            /* out: PCR extended */
+	__u32 banks;          /* out: number of PCR banks extended */
+};
+
+#define HE_STATE_EMPTY 0
+#define HE_STATE_LOADED 1
+#define HE_STATE_ENABLED 2
+
+struct he_status {
+	__u32 ioctl_abi;
+	__u32 state;          /* HE_STATE_* */
+	__u64 reserved_base;
+	__u64 reserved_size;
+	__u64 image_length;
+	__u8 image_sha256[32];
+	__u32 pcr;
+	__u32 cpus_enabled;   /* CPUs running as guests of the hypervisor */
+	__u64 hv_status_len;  /* bytes of hv_status filled (STATUS hypercall record), 0 when not enabled */
+	__u8 hv_status[240];
+};
+
+/*
+ * A hypercall (RAX = call, RDI.. = arguments, outputs written back). When buf_len > 0 the
+ * driver copies buf_len bytes (<= 4096) from buf into a kernel page, puts that page's physical
+ * address into argument buf_arg (1 = RDI .. 5 = R8), and copies the page back afterwards.
+ */
+struct he_hypercall {
+	__u64 rax, rdi, rsi, rdx, rcx, r8;
+	__u64 buf;            /* user pointer, or 0 */
+	__u32 buf_len;
+	__u32 buf_arg;
+};
+
+/* Reads 8 bytes of the reserved region through the driver's mapping (test of the protection). */
+struct he_probe {
+	__u64 offset;         /* in: offset into the reserved region */
+	__u64 value;          /* out: the bytes read when result == 0 */
+	__s32 result;         /* out: 0 read, -EFAULT refused (fault taken and survived) */
+	__u32 reserved;
+};
+
+#define HE_IOC_VERSION   _IOWR(HE_IOC_MAGIC, 0x00, struct he_version)
+#define HE_IOC_LOAD      _IOWR(HE_IOC_MAGIC, 0x01, struct he_load)
+#define HE_IOC_ENABLE    _IO(HE_IOC_MAGIC, 0x02)
+#define HE_IOC_DISABLE   _IO(HE_IOC_MAGIC, 0x03)
+#define HE_IOC_STATUS    _IOR(HE_IOC_MAGIC, 0x04, struct he_status)
+#define HE_IOC_HYPERCALL _IOWR(HE_IOC_MAGIC, 0x05, struct he_hypercall)
+#define HE_IOC_PROBE     _IOWR(HE_IOC_MAGIC, 0x06, struct he_probe)
+
+#endif

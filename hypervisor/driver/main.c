@@ -1,0 +1,635 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * hyperenclave: loads the measured HyperEnclave image into the memory reserved with
+ * memmap=SIZE$BASE, measures it into a TPM PCR (every allocated bank), and hands every CPU to
+ * it (the running Linux becomes its guest). /dev/hyperenclave speaks hyperenclave_ioctl.h.
+ */
+#define pr_fmt(fmt) "hyperenclave: " fmt
+
+#include <linux/module.h>
+#include <linux/miscdevice.h>
+#include <linux/fs.h>
+#include <linux/io.h>
+#include <linux/ioport.h>
+#include <linux/firmware.h>
+#include <linux/tpm.h>
+#include <linux/slab.h>
+#include <linux/smp.h>
+#include <linux/cpumask.h>
+#include <linux/uaccess.h>
+#include <linux/mutex.h>
+#include <linux/reboot.h>
+#include <crypto/hash.h>
+#include <crypto/hash_info.h>
+#include <asm/tlbflush.h>
+#include <asm/processor.h>
+#include <asm/unaligned.h>
+
+#include "hyperenclave_ioctl.h"
+#include "hyperenclave_handoff.h"
+
+static unsigned long reserved_base;
+module_param(reserved_base, ulong, 0444);
+MODULE_PARM_DESC(reserved_base, "physical base of the memmap=SIZE$BASE region");
+static unsigned long reserved_size;
+module_param(reserved_size, ulong, 0444);
+MODULE_PARM_DESC(reserved_size, "size of the memmap= region");
+static unsigned long hv_size = 16UL << 20;
+module_param(hv_size, ulong, 0444);
+MODULE_PARM_DESC(hv_size, "bytes for the hypervisor (image + page-table pool); the rest is EPC");
+static int pcr = 12;
+module_param(pcr, int, 0444);
+MODULE_PARM_DESC(pcr, "PCR the image is measured into (8-16 or 23)");
+
+#define HEIMG_HDR 256
+#define HC_VERSION 0x00
+#define HC_STATUS 0x01
+#define HC_DISABLE 0x03
+#define HC_STATUS_SIZE 240
+
+long he_enter(u64 op, u64 handoff_pa, u64 cpu, u64 host_cr3, u64 entry_pa);
+void he_leave_tramp(void);
+
+static struct {
+	struct mutex lock;
+	void *virt;                /* memremap of the whole reserved region */
+	u32 state;
+	u64 image_length, load_addr, load_size, entry_pa;
+	u8 sha256[32];
+	struct he_handoff *handoff;
+	u64 handoff_pa, host_cr3;
+	long cpu_result[HE_MAX_CPUS];
+	bool cpu_on[HE_MAX_CPUS];
+} he;
+
+static inline u64 he_vmmcall(u64 nr, u64 *rdi, u64 *rsi, u64 *rdx, u64 rcx, u64 r8v)
+{
+	register u64 r8 asm("r8") = r8v;
+	asm volatile("vmmcall"
+		     : "+a"(nr), "+D"(*rdi), "+S"(*rsi), "+d"(*rdx), "+c"(rcx), "+r"(r8)
+		     :
+		     : "memory", "cc", "r9", "r10", "r11");
+	return nr;
+}
+
+static u32 hv_cpus_on(void)
+{
+	u32 n = 0, i;
+
+	for (i = 0; i < HE_MAX_CPUS; i++)
+		n += he.cpu_on[i];
+	return n;
+}
+
+/* ---- measurement ---------------------------------------------------------------------- */
+
+static int he_digest(const char *alg, const u8 *data, size_t len, u8 *out, unsigned int out_len)
+{
+	struct crypto_shash *tfm = crypto_alloc_shash(alg, 0, 0);
+	int rc;
+
+	if (IS_ERR(tfm))
+		return PTR_ERR(tfm);
+	if (crypto_shash_digestsize(tfm) != out_len) {
+		crypto_free_shash(tfm);
+		return -EINVAL;
+	}
+	{
+		SHASH_DESC_ON_STACK(desc, tfm);
+		desc->tfm = tfm;
+		rc = crypto_shash_digest(desc, data, len, out);
+		shash_desc_zero(desc);
+	}
+	crypto_free_shash(tfm);
+	return rc;
+}
+
+/* Extends `pcr` with H(image) in every bank the TPM has allocated (one TPM2_PCR_Extend). */
+static int he_measure(const u8 *image, size_t len, u32 *banks)
+{
+	struct tpm_chip *chip = tpm_default_chip();
+	struct tpm_digest *digests;
+	u32 i;
+	int rc = 0;
+
+	if (!chip) {
+		pr_err("no TPM: refusing to load an unmeasured image\n");
+		return -ENODEV;
+	}
+	digests = kcalloc(chip->nr_allocated_banks, sizeof(*digests), GFP_KERNEL);
+	if (!digests) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	for (i = 0; i < chip->nr_allocated_banks; i++) {
+		struct tpm_bank_info *b = &chip->allocated_banks[i];
+
+		if (b->crypto_id >= HASH_ALGO__LAST) {
+			pr_err("TPM bank alg 0x%04x has no kernel hash: cannot measure into it\n", b->alg_id);
+			rc = -EOPNOTSUPP;
+			goto out;
+		}
+		digests[i].alg_id = b->alg_id;
+		rc = he_digest(hash_algo_name[b->crypto_id], image, len, digests[i].digest, b->digest_size);
+		if (rc) {
+			pr_err("hash %s failed: %d\n", hash_algo_name[b->crypto_id], rc);
+			goto out;
+		}
+	}
+	rc = tpm_pcr_extend(chip, pcr, digests);
+	if (rc)
+		pr_err("TPM2_PCR_Extend of PCR %d failed: %d\n", pcr, rc);
+	else
+		*banks = chip->nr_allocated_banks;
+out:
+	kfree(digests);
+	put_device(&chip->dev);
+	return rc;
+}
+
+/* ---- image container (docs/image-container.md) ---------------------------------------- */
+
+static int he_load(struct he_load *req)
+{
+	const struct firmware *fw;
+	const u8 *h, *image;
+	u64 image_len, sig_len, load_addr, entry_off, load_size;
+	u8 digest[32];
+	u32 banks = 0;
+	int rc;
+
+	if (he.state == HE_STATE_ENABLED)
+		return -EBUSY;
+	req->firmware[sizeof(req->firmware) - 1] = 0;
+	rc = request_firmware(&fw, req->firmware, NULL);
+	if (rc) {
+		pr_err("request_firmware(%s) failed: %d\n", req->firmware, rc);
+		return rc;
+	}
+	h = fw->data;
+	rc = -EINVAL;
+	if (fw->size < HEIMG_HDR || memcmp(h, "HEIMG\0\0\0", 8)) {
+		pr_err("%s: bad magic at offset 0x0\n", req->firmware);
+		goto out;
+	}
+	if (get_unaligned_le16(h + 0x08) != 1 || get_unaligned_le16(h + 0x0a) != HEIMG_HDR) {
+		pr_err("%s: unsupported format version/header size at offset 0x8\n", req->firmware);
+		goto out;
+	}
+	if (h[0x0c] != 2 && h[0x0c] != 3) {
+		pr_err("%s: arch %u at offset 0xc is not amd-svm/hygon\n", req->firmware, h[0x0c]);
+		goto out;
+	}
+	if (h[0x0d] != 1) {
+		pr_err("%s: image kind %u at offset 0xd is not flat\n", req->firmware, h[0x0d]);
+		goto out;
+	}
+	load_addr = get_unaligned_le64(h + 0x10);
+	entry_off = get_unaligned_le64(h + 0x18);
+	load_size = get_unaligned_le64(h + 0x30);
+	image_len = get_unaligned_le64(h + 0x40);
+	sig_len = get_unaligned_le32(h + 0x48);
+	if (image_len == 0 || HEIMG_HDR + image_len + sig_len != fw->size) {
+		pr_err("%s: image length %llu at offset 0x40 does not match the file size %zu\n",
+		       req->firmware, image_len, fw->size);
+		goto out;
+	}
+	if (load_size < image_len || entry_off >= load_size || (load_addr & (PAGE_SIZE - 1)) ||
+	    load_addr < reserved_base || load_addr + load_size + 64 * PAGE_SIZE > reserved_base + hv_size) {
+		pr_err("%s: load address 0x%llx (+0x%llx) at offset 0x10 is not inside the hypervisor part of the reservation 0x%lx+0x%lx\n",
+		       req->firmware, load_addr, load_size, reserved_base, hv_size);
+		goto out;
+	}
+	image = h + HEIMG_HDR;
+	rc = he_digest("sha256", image, image_len, digest, 32);
+	if (rc)
+		goto out;
+	if (memcmp(digest, h + 0x70, 32)) {
+		pr_err("%s: SHA-256 of the image differs from the header (offset 0x70)\n", req->firmware);
+		rc = -EBADMSG;
+		goto out;
+	}
+	rc = he_measure(image, image_len, &banks);
+	if (rc)
+		goto out;
+	memcpy(he.virt + (load_addr - reserved_base), image, image_len);
+	memset(he.virt + (load_addr - reserved_base) + image_len, 0, load_size - image_len);
+	he.image_length = image_len;
+	he.load_addr = load_addr;
+	he.load_size = load_size;
+	he.entry_pa = load_addr + entry_off;
+	memcpy(he.sha256, digest, 32);
+	he.state = HE_STATE_LOADED;
+	req->image_length = image_len;
+	req->load_address = load_addr;
+	req->load_size = load_size;
+	memcpy(req->image_sha256, digest, 32);
+	req->pcr = pcr;
+	req->banks = banks;
+	pr_info("loaded %s: %llu bytes at 0x%llx, measured into PCR %d (%u banks)\n",
+		req->firmware, image_len, load_addr, pcr, banks);
+out:
+	release_firmware(fw);
+	return rc;
+}
+
+/* ---- hand-over ------------------------------------------------------------------------ */
+
+/* Memory map for the host nested tables: RAM as the kernel sees it, the reservation, MMIO between. */
+static void he_build_map(struct he_handoff *ho)
+{
+	const u64 chunk = 2UL << 20, top = 4UL << 30;
+	u64 a, res_end = reserved_base + reserved_size;
+	u32 n = 0;
+
+	for (a = 0; a < top || (a < (64UL << 30) && n < HE_MAX_RANGES - 1); a += chunk) {
+		u64 kind;
+
+		if (a >= reserved_base && a < res_end)
+			kind = HE_MEM_RESERVED;
+		else if (region_intersects(a, chunk, IORESOURCE_SYSTEM_RAM, IORES_DESC_NONE) != REGION_DISJOINT)
+			kind = HE_MEM_RAM;
+		else if (a < top)
+			kind = HE_MEM_MMIO;
+		else
+			continue;
+		if (n && ho->ranges[n - 1].kind == kind && ho->ranges[n - 1].start + ho->ranges[n - 1].size == a) {
+			ho->ranges[n - 1].size += chunk;
+		} else if (n < HE_MAX_RANGES) {
+			ho->ranges[n].start = a;
+			ho->ranges[n].size = chunk;
+			ho->ranges[n].kind = kind;
+			n++;
+		}
+	}
+	ho->nranges = n;
+}
+
+/*
+ * Host page tables in the reservation after the handoff page: the low half identity-maps the
+ * first 8 GiB with 2 MiB pages (the image runs at its physical address); the kernel half is
+ * Linux's, so the trampolines, this stack and the leave path stay mapped across the switch.
+ */
+static u64 he_build_host_tables(u64 *next_pa)
+{
+	u64 pa = *next_pa, pml4_pa = pa, pdpt_pa = pa + PAGE_SIZE;
+	u64 *pml4 = he.virt + (pml4_pa - reserved_base);
+	u64 *pdpt = he.virt + (pdpt_pa - reserved_base);
+	u64 *linux_pgd = __va(__read_cr3() & PAGE_MASK & ~(1UL << 63));
+	int g, i;
+
+	memset(pml4, 0, 2 * PAGE_SIZE);
+	for (i = 256; i < 512; i++)
+		pml4[i] = linux_pgd[i];
+	pml4[0] = pdpt_pa | 0x3; /* present, writable */
+	for (g = 0; g < 8; g++) {
+		u64 pd_pa = pa + (2 + g) * PAGE_SIZE;
+		u64 *pd = he.virt + (pd_pa - reserved_base);
+
+		for (i = 0; i < 512; i++)
+			pd[i] = (((u64)g << 30) + ((u64)i << 21)) | 0x83; /* present, writable, 2 MiB */
+		pdpt[g] = pd_pa | 0x3;
+	}
+	*next_pa = pa + 10 * PAGE_SIZE;
+	return pml4_pa;
+}
+
+static void he_launch_cpu(void *unused)
+{
+	int cpu = smp_processor_id();
+
+	if (cpu >= HE_MAX_CPUS) {
+		he.cpu_result[cpu % HE_MAX_CPUS] = -E2BIG;
+		return;
+	}
+	he.cpu_result[cpu] = he_enter(HE_OP_LAUNCH, he.handoff_pa, cpu, he.host_cr3, he.entry_pa);
+	he.cpu_on[cpu] = he.cpu_result[cpu] == 0;
+}
+
+static void he_disable_cpu(void *unused)
+{
+	int cpu = smp_processor_id();
+	u64 a = 0, b = 0, c = 0, st;
+
+	if (cpu >= HE_MAX_CPUS || !he.cpu_on[cpu])
+		return;
+	st = he_vmmcall(HC_DISABLE, &a, &b, &c, 0, 0);
+	he.cpu_result[cpu] = st;
+	if (st == 0)
+		he.cpu_on[cpu] = false;
+}
+
+static int he_disable_all(void)
+{
+	int cpu;
+
+	if (!hv_cpus_on())
+		return 0;
+	on_each_cpu(he_disable_cpu, NULL, 1);
+	for (cpu = 0; cpu < HE_MAX_CPUS; cpu++)
+		if (he.cpu_on[cpu]) {
+			pr_err("CPU %d still runs under the hypervisor (status %ld)\n", cpu, he.cpu_result[cpu]);
+			return -EBUSY;
+		}
+	he.state = HE_STATE_LOADED;
+	pr_info("disabled: every CPU handed back\n");
+	return 0;
+}
+
+static int he_enable(void)
+{
+	struct he_handoff *ho;
+	u64 next, init;
+	int cpu, ok = 0;
+
+	if (he.state == HE_STATE_ENABLED)
+		return -EALREADY;
+	if (he.state != HE_STATE_LOADED)
+		return -ENOEXEC;
+	if (num_online_cpus() > HE_MAX_CPUS)
+		return -E2BIG;
+	if (!boot_cpu_has(X86_FEATURE_SVM) || !boot_cpu_has(X86_FEATURE_NPT)) {
+		pr_err("CPU lacks SVM with nested paging\n");
+		return -ENODEV;
+	}
+	next = PAGE_ALIGN(he.load_addr + he.load_size);
+	he.handoff_pa = next;
+	ho = he.virt + (next - reserved_base);
+	he.handoff = ho;
+	memset(ho, 0, PAGE_SIZE);
+	next += PAGE_SIZE;
+	he.host_cr3 = he_build_host_tables(&next);
+	ho->magic = HE_HANDOFF_MAGIC;
+	ho->version = HE_HANDOFF_VERSION;
+	ho->ncpus = num_online_cpus();
+	ho->reserved_base = reserved_base;
+	ho->reserved_size = reserved_size;
+	ho->image_base = he.load_addr;
+	ho->image_load_size = he.load_size;
+	ho->pool_base = next;
+	ho->hv_size = hv_size;
+	ho->host_cr3 = he.host_cr3;
+	ho->leave_tramp = (u64)he_leave_tramp;
+	ho->pcr = pcr;
+	memcpy(ho->image_sha256, he.sha256, 32);
+	he_build_map(ho);
+
+	cpu = get_cpu();
+	init = he_enter(HE_OP_INIT, he.handoff_pa, cpu, he.host_cr3, he.entry_pa);
+	put_cpu();
+	if (init) {
+		pr_err("image init failed: %lld\n", init);
+		return -EIO;
+	}
+	memset(he.cpu_result, 0, sizeof(he.cpu_result));
+	on_each_cpu(he_launch_cpu, NULL, 1);
+	for_each_online_cpu(cpu) {
+		if (he.cpu_result[cpu % HE_MAX_CPUS])
+			pr_err("CPU %d: launch failed: %ld\n", cpu, he.cpu_result[cpu % HE_MAX_CPUS]);
+		else
+			ok++;
+	}
+	he.state = HE_STATE_ENABLED;
+	if (ok != num_online_cpus()) {
+		he_disable_all();
+		he.state = HE_STATE_LOADED;
+		return -EIO;
+	}
+	pr_info("enabled: %d CPUs run as guests of the hypervisor\n", ok);
+	return 0;
+}
+
+/* ---- /dev/hyperenclave ---------------------------------------------------------------- */
+
+static long he_ioctl(struct file *f, unsigned int cmd, unsigned long arg)
+{
+	void __user *up = (void __user *)arg;
+	long rc = 0;
+
+	if (!capable(CAP_SYS_ADMIN))
+		return -EPERM;
+	mutex_lock(&he.lock);
+	switch (cmd) {
+	case HE_IOC_VERSION: {
+		struct he_version v;
+		u64 a = HE_HYPERCALL_ABI_VERSION, b = 0, c = 0;
+
+		if (copy_from_user(&v, up, sizeof(v))) {
+			rc = -EFAULT;
+			break;
+		}
+		if (v.ioctl_abi >> 16 != HE_IOCTL_ABI_VERSION >> 16) {
+			rc = -EPROTO;
+			break;
+		}
+		memset(&v, 0, sizeof(v));
+		v.ioctl_abi = HE_IOCTL_ABI_VERSION;
+		v.hypercall_abi = HE_HYPERCALL_ABI_VERSION;
+		if (he.state == HE_STATE_ENABLED && he_vmmcall(HC_VERSION, &a, &b, &c, 0, 0) == 0)
+			v.hv_abi = a;
+		if (copy_to_user(up, &v, sizeof(v)))
+			rc = -EFAULT;
+		break;
+	}
+	case HE_IOC_LOAD: {
+		struct he_load *l = kzalloc(sizeof(*l), GFP_KERNEL);
+
+		if (!l) {
+			rc = -ENOMEM;
+			break;
+		}
+		if (copy_from_user(l, up, sizeof(*l)))
+			rc = -EFAULT;
+		if (!rc)
+			rc = he_load(l);
+		if (!rc && copy_to_user(up, l, sizeof(*l)))
+			rc = -EFAULT;
+		kfree(l);
+		break;
+	}
+	case HE_IOC_ENABLE:
+		rc = he_enable();
+		break;
+	case HE_IOC_DISABLE:
+		rc = he.state == HE_STATE_ENABLED ? he_disable_all() : -ENOTCONN;
+		break;
+	case HE_IOC_STATUS: {
+		struct he_status *s = kzalloc(sizeof(*s), GFP_KERNEL);
+		u8 *buf = kzalloc(256, GFP_KERNEL);
+
+		if (!s || !buf) {
+			kfree(s);
+			kfree(buf);
+			rc = -ENOMEM;
+			break;
+		}
+		s->ioctl_abi = HE_IOCTL_ABI_VERSION;
+		s->state = he.state;
+		s->reserved_base = reserved_base;
+		s->reserved_size = reserved_size;
+		s->image_length = he.image_length;
+		memcpy(s->image_sha256, he.sha256, 32);
+		s->pcr = pcr;
+		s->cpus_enabled = hv_cpus_on();
+		if (he.state == HE_STATE_ENABLED) {
+			u64 a = __pa(buf), b = HC_STATUS_SIZE, c = 0;
+
+			if (he_vmmcall(HC_STATUS, &a, &b, &c, 0, 0) == 0 && a == HC_STATUS_SIZE) {
+				memcpy(s->hv_status, buf, HC_STATUS_SIZE);
+				s->hv_status_len = HC_STATUS_SIZE;
+			}
+		}
+		if (copy_to_user(up, s, sizeof(*s)))
+			rc = -EFAULT;
+		kfree(s);
+		kfree(buf);
+		break;
+	}
+	case HE_IOC_HYPERCALL: {
+		struct he_hypercall h;
+		u64 *args[5];
+		void *page = NULL;
+
+		if (he.state != HE_STATE_ENABLED) {
+			rc = -ENOTCONN;
+			break;
+		}
+		if (copy_from_user(&h, up, sizeof(h))) {
+			rc = -EFAULT;
+			break;
+		}
+		if (h.rax == HC_DISABLE || h.rax == 0x02 /* ENABLE */) {
+			rc = -EINVAL; /* the driver owns the CPU hand-over */
+			break;
+		}
+		args[0] = &h.rdi, args[1] = &h.rsi, args[2] = &h.rdx, args[3] = &h.rcx, args[4] = &h.r8;
+		if (h.buf_len) {
+			if (h.buf_len > PAGE_SIZE || h.buf_arg < 1 || h.buf_arg > 5) {
+				rc = -EINVAL;
+				break;
+			}
+			page = (void *)get_zeroed_page(GFP_KERNEL);
+			if (!page) {
+				rc = -ENOMEM;
+				break;
+			}
+			if (copy_from_user(page, u64_to_user_ptr(h.buf), h.buf_len)) {
+				free_page((unsigned long)page);
+				rc = -EFAULT;
+				break;
+			}
+			*args[h.buf_arg - 1] = __pa(page);
+		}
+		h.rax = he_vmmcall(h.rax, &h.rdi, &h.rsi, &h.rdx, h.rcx, h.r8);
+		if (page) {
+			if (copy_to_user(u64_to_user_ptr(h.buf), page, h.buf_len))
+				rc = -EFAULT;
+			free_page((unsigned long)page);
+		}
+		if (!rc && copy_to_user(up, &h, sizeof(h)))
+			rc = -EFAULT;
+		break;
+	}
+	case HE_IOC_PROBE: {
+		struct he_probe p;
+
+		if (copy_from_user(&p, up, sizeof(p))) {
+			rc = -EFAULT;
+			break;
+		}
+		if (p.offset > reserved_size - 8 || (p.offset & 7)) {
+			rc = -EINVAL;
+			break;
+		}
+		p.value = 0;
+		p.result = copy_from_kernel_nofault(&p.value, he.virt + p.offset, 8);
+		if (p.result)
+			p.value = 0;
+		if (copy_to_user(up, &p, sizeof(p)))
+			rc = -EFAULT;
+		break;
+	}
+	default:
+		rc = -ENOTTY;
+	}
+	mutex_unlock(&he.lock);
+	return rc;
+}
+
+static const struct file_operations he_fops = {
+	.owner = THIS_MODULE,
+	.unlocked_ioctl = he_ioctl,
+	.compat_ioctl = compat_ptr_ioctl,
+};
+
+static struct miscdevice he_misc = {
+	.minor = MISC_DYNAMIC_MINOR,
+	.name = "hyperenclave",
+	.fops = &he_fops,
+	.mode = 0600,
+};
+
+static int he_reboot(struct notifier_block *nb, unsigned long action, void *data)
+{
+	mutex_lock(&he.lock);
+	if (he.state == HE_STATE_ENABLED)
+		he_disable_all();
+	mutex_unlock(&he.lock);
+	return NOTIFY_DONE;
+}
+
+static struct notifier_block he_reboot_nb = { .notifier_call = he_reboot };
+
+static int __init he_init(void)
+{
+	int rc;
+
+	mutex_init(&he.lock);
+	if (!reserved_base || !reserved_size || (reserved_base | reserved_size) & (PAGE_SIZE - 1)) {
+		pr_err("reserved_base/reserved_size must name the page-aligned memmap=SIZE$BASE region\n");
+		return -EINVAL;
+	}
+	if (hv_size >= reserved_size || (hv_size & (PAGE_SIZE - 1))) {
+		pr_err("hv_size 0x%lx must be page-aligned and smaller than reserved_size 0x%lx\n", hv_size, reserved_size);
+		return -EINVAL;
+	}
+	if (pcr < 8 || (pcr > 16 && pcr != 23)) {
+		pr_err("pcr %d: use 8-16 or 23 (0-7 belong to firmware, 17-22 to the dynamic launch)\n", pcr);
+		return -EINVAL;
+	}
+	if (region_intersects(reserved_base, reserved_size, IORESOURCE_SYSTEM_RAM, IORES_DESC_NONE) != REGION_DISJOINT) {
+		pr_err("0x%lx+0x%lx overlaps System RAM: boot with memmap=0x%lx$0x%lx\n",
+		       reserved_base, reserved_size, reserved_size, reserved_base);
+		return -EINVAL;
+	}
+	he.virt = memremap(reserved_base, reserved_size, MEMREMAP_WB);
+	if (!he.virt) {
+		pr_err("memremap of 0x%lx+0x%lx failed\n", reserved_base, reserved_size);
+		return -ENOMEM;
+	}
+	rc = misc_register(&he_misc);
+	if (rc) {
+		memunmap(he.virt);
+		return rc;
+	}
+	register_reboot_notifier(&he_reboot_nb);
+	pr_info("ready: reserved 0x%lx+0x%lx (hypervisor 0x%lx), PCR %d, ioctl ABI %u.%u\n", reserved_base,
+		reserved_size, hv_size, pcr, HE_IOCTL_ABI_VERSION >> 16, HE_IOCTL_ABI_VERSION & 0xffff);
+	return 0;
+}
+
+static void __exit he_exit(void)
+{
+	unregister_reboot_notifier(&he_reboot_nb);
+	mutex_lock(&he.lock);
+	if (he.state == HE_STATE_ENABLED && he_disable_all())
+		pr_emerg("CPUs still under the hypervisor at unload\n");
+	mutex_unlock(&he.lock);
+	misc_deregister(&he_misc);
+	memunmap(he.virt);
+}
+
+module_init(he_init);
+module_exit(he_exit);
+MODULE_LICENSE("GPL");
+MODULE_DESCRIPTION("HyperEnclave loader: measured late launch of the SVM hypervisor");

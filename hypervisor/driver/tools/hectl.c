@@ -1,0 +1,188 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * hectl: minimal user-space client of /dev/hyperenclave for the system tier (the initramfs has
+ * no Node). One line of output per command; exit status 0 on success.
+ *   hectl version | status | load NAME | enable | disable | cpuid | hypercall-status | probe | enclave
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <cpuid.h>
+#include <stdint.h>
+#include "hyperenclave_ioctl.h"
+
+static int dev(void)
+{
+	int fd = open("/dev/hyperenclave", O_RDWR);
+	if (fd < 0) {
+		fprintf(stderr, "hectl: /dev/hyperenclave: %s\n", strerror(errno));
+		exit(1);
+	}
+	return fd;
+}
+
+static void hex(const unsigned char *b, int n, char *out)
+{
+	for (int i = 0; i < n; i++)
+		sprintf(out + 2 * i, "%02x", b[i]);
+}
+
+static int do_ioctl(int fd, unsigned long cmd, void *arg, const char *what)
+{
+	if (ioctl(fd, cmd, arg) < 0) {
+		fprintf(stderr, "hectl: %s: %s\n", what, strerror(errno));
+		return 1;
+	}
+	return 0;
+}
+
+static unsigned long long word(const struct he_status *s, int i)
+{
+	unsigned long long v;
+	memcpy(&v, s->hv_status + 8 * i, 8);
+	return v;
+}
+
+int main(int argc, char **argv)
+{
+	const char *cmd = argc > 1 ? argv[1] : "";
+
+	if (!strcmp(cmd, "cpuid")) {
+		unsigned int a, b, c, d, a1, b1, c1, d1;
+		char sig[13];
+		__cpuid(0x40000000, a, b, c, d);
+		memcpy(sig, &b, 4), memcpy(sig + 4, &c, 4), memcpy(sig + 8, &d, 4), sig[12] = 0;
+		__cpuid(1, a1, b1, c1, d1);
+		for (int i = 0; i < 12; i++)
+			if (sig[i] < 0x20 || sig[i] > 0x7e)
+				sig[i] = '.';
+		printf("leaf 0x40000000: max=0x%x signature=\"%s\" leaf1.ecx.hypervisor=%u\n", a, sig, c1 >> 31);
+		return strcmp(sig, "HyperEnclave") == 0 && (c1 >> 31) ? 0 : 1;
+	}
+	int fd = dev();
+	if (!strcmp(cmd, "version")) {
+		struct he_version v = { .ioctl_abi = HE_IOCTL_ABI_VERSION };
+		if (do_ioctl(fd, HE_IOC_VERSION, &v, "version"))
+			return 1;
+		printf("ioctl-abi=%u.%u hypercall-abi=%u.%u hypervisor=%u.%u\n", v.ioctl_abi >> 16, v.ioctl_abi & 0xffff,
+		       v.hypercall_abi >> 16, v.hypercall_abi & 0xffff, v.hv_abi >> 16, v.hv_abi & 0xffff);
+		return 0;
+	}
+	if (!strcmp(cmd, "status")) {
+		struct he_status s;
+		char h[65];
+		static const char *st[] = { "empty", "loaded", "enabled" };
+		if (do_ioctl(fd, HE_IOC_STATUS, &s, "status"))
+			return 1;
+		hex(s.image_sha256, 32, h);
+		printf("state=%s reserved=0x%llx+0x%llx image=%llu sha256=%.16s pcr=%u cpus=%u", s.state < 3 ? st[s.state] : "?",
+		       (unsigned long long)s.reserved_base, (unsigned long long)s.reserved_size,
+		       (unsigned long long)s.image_length, h, s.pcr, s.cpus_enabled);
+		if (s.hv_status_len)
+			printf(" hv.flags=0x%llx hv.hypercalls=%llu hv.faults.hypervisor=%llu hv.faults.outside=%llu hv.pool=%llu/%llu",
+			       word(&s, 1), word(&s, 22), word(&s, 18), word(&s, 20), word(&s, 9), word(&s, 8));
+		printf("\n");
+		return 0;
+	}
+	if (!strcmp(cmd, "load") && argc > 2) {
+		struct he_load l;
+		char h[65];
+		memset(&l, 0, sizeof(l));
+		snprintf(l.firmware, sizeof(l.firmware), "%s", argv[2]);
+		if (do_ioctl(fd, HE_IOC_LOAD, &l, "load"))
+			return 1;
+		hex(l.image_sha256, 32, h);
+		printf("image=%llu bytes at 0x%llx load-size=0x%llx sha256=%s pcr=%u banks=%u\n",
+		       (unsigned long long)l.image_length, (unsigned long long)l.load_address,
+		       (unsigned long long)l.load_size, h, l.pcr, l.banks);
+		return 0;
+	}
+	if (!strcmp(cmd, "enable") || !strcmp(cmd, "disable")) {
+		int en = cmd[0] == 'e';
+		if (do_ioctl(fd, en ? HE_IOC_ENABLE : HE_IOC_DISABLE, NULL, cmd))
+			return 1;
+		printf("%s\n", en ? "enabled" : "disabled");
+		return 0;
+	}
+	if (!strcmp(cmd, "hypercall-status")) {
+		/* VERSION through VMMCALL: proves the call reaches hypervisor/core's dispatch */
+		struct he_hypercall h = { .rax = 0x00, .rdi = HE_HYPERCALL_ABI_VERSION };
+		struct he_status s;
+		if (do_ioctl(fd, HE_IOC_HYPERCALL, &h, "hypercall"))
+			return 1;
+		if (h.rax != 0 || h.rdi != HE_HYPERCALL_ABI_VERSION) {
+			printf("VERSION hypercall: status=%llu rdi=0x%llx\n", (unsigned long long)h.rax, (unsigned long long)h.rdi);
+			return 1;
+		}
+		if (do_ioctl(fd, HE_IOC_STATUS, &s, "status"))
+			return 1;
+		if (!s.hv_status_len) {
+			printf("STATUS hypercall returned nothing\n");
+			return 1;
+		}
+		printf("VERSION=0x%llx STATUS: flags=0x%llx enabled=%llu hypercalls=%llu\n", (unsigned long long)h.rdi,
+		       word(&s, 1), word(&s, 1) & 1, word(&s, 22));
+		return (word(&s, 1) & 1) ? 0 : 1;
+	}
+	if (!strcmp(cmd, "probe")) {
+		/* read the image's first bytes through Linux's own mapping: nested paging must refuse */
+		struct he_probe p = { .offset = 0 };
+		struct he_status before, after;
+		if (do_ioctl(fd, HE_IOC_STATUS, &before, "status") || do_ioctl(fd, HE_IOC_PROBE, &p, "probe") ||
+		    do_ioctl(fd, HE_IOC_STATUS, &after, "status"))
+			return 1;
+		unsigned long long f0 = before.hv_status_len ? word(&before, 18) : 0;
+		unsigned long long f1 = after.hv_status_len ? word(&after, 18) : 0;
+		printf("read of reserved+0: result=%d value=0x%llx hypervisor-faults %llu -> %llu\n", p.result,
+		       (unsigned long long)p.value, f0, f1);
+		return p.result != 0 && f1 == f0 + 1 ? 0 : 1;
+	}
+	if (!strcmp(cmd, "enclave")) {
+		/* ECREATE, EADD of one page, ENCLAVE_INFO, a host read of its EPC page (must be refused
+		 * as enclave memory), ENCLAVE_DESTROY: all served by the hypervisor through VMMCALL */
+		unsigned char secs[64] = { 0 }, page[4096], info[128];
+		unsigned long long size = 0x10000, base = 0x10000, flags = 0x4 /* MODE64BIT */, xfrm = 3;
+		unsigned int ssa = 1, pages;
+		struct he_status s0, s1;
+		memcpy(secs + 0, &size, 8), memcpy(secs + 8, &base, 8), memcpy(secs + 16, &ssa, 4);
+		memcpy(secs + 48, &flags, 8), memcpy(secs + 56, &xfrm, 8);
+		struct he_hypercall c = { .rax = 0x10, .buf = (uintptr_t)secs, .buf_len = 64, .buf_arg = 1 };
+		if (do_ioctl(fd, HE_IOC_HYPERCALL, &c, "ENCLAVE_CREATE") || c.rax) {
+			printf("ENCLAVE_CREATE status=%llu\n", (unsigned long long)c.rax);
+			return 1;
+		}
+		unsigned long long id = c.rdi;
+		memset(page, 0x5a, sizeof(page));
+		struct he_hypercall a = { .rax = 0x11, .rdi = id, .rsi = 0, .rcx = 0x203 /* REG, RW */,
+					  .buf = (uintptr_t)page, .buf_len = 4096, .buf_arg = 3 };
+		if (do_ioctl(fd, HE_IOC_HYPERCALL, &a, "ENCLAVE_ADD") || a.rax) {
+			printf("ENCLAVE_ADD status=%llu\n", (unsigned long long)a.rax);
+			return 1;
+		}
+		struct he_hypercall i = { .rax = 0x17, .rdi = id, .rdx = sizeof(info), .buf = (uintptr_t)info,
+					  .buf_len = sizeof(info), .buf_arg = 2 };
+		if (do_ioctl(fd, HE_IOC_HYPERCALL, &i, "ENCLAVE_INFO") || i.rax) {
+			printf("ENCLAVE_INFO status=%llu\n", (unsigned long long)i.rax);
+			return 1;
+		}
+		memcpy(&pages, info + 4, 4);
+		if (do_ioctl(fd, HE_IOC_STATUS, &s0, "status") || !s0.hv_status_len)
+			return 1;
+		struct he_probe p = { .offset = word(&s0, 3) }; /* first EPC page: the enclave's SECS */
+		if (do_ioctl(fd, HE_IOC_PROBE, &p, "probe") || do_ioctl(fd, HE_IOC_STATUS, &s1, "status"))
+			return 1;
+		struct he_hypercall d = { .rax = 0x16, .rdi = id };
+		if (do_ioctl(fd, HE_IOC_HYPERCALL, &d, "ENCLAVE_DESTROY") || d.rax) {
+			printf("ENCLAVE_DESTROY status=%llu\n", (unsigned long long)d.rax);
+			return 1;
+		}
+		printf("enclave id=%llu epc-pages=%u; host read of EPC at reserved+0x%llx: result=%d enclave-faults %llu -> %llu; destroy returned %llu pages\n",
+		       id, pages, (unsigned long long)p.offset, p.result, word(&s0, 19), word(&s1, 19), (unsigned long long)d.rdi);
+		return pages == 2 && d.rdi == 2 && p.result != 0 && word(&s1, 19) == word(&s0, 19) + 1 ? 0 : 1;
+	}
+	fprintf(stderr, "usage: hectl version|status|load NAME|enable|disable|cpuid|hypercall-status|probe|enclave\n");
+	return 2;
+}

@@ -1,0 +1,60 @@
+//! Payload "misbehave": each ECALL does one thing an enclave must not get away with, so the
+//! tests can check that the runner ends this enclave cleanly and nothing else.
+//! 0 answer "alive" · 1 write through a null pointer · 2 spin forever · 3 ud2 · 4 write to its
+//! own code page · 5 hlt · 6 divide by zero · 7 panic · 8 read outside ELRANGE (runner memory).
+#![no_std]
+#![no_main]
+
+use core::arch::asm;
+use enclave_rt::marshal;
+
+enclave_rt::ecalls![alive, null_write, spin, undefined, write_code, halt, divide_by_zero, panics, read_outside];
+
+extern "C" fn alive() -> u64 {
+    marshal(|_, out| {
+        out[..5].copy_from_slice(b"alive");
+        Ok(5)
+    })
+}
+
+extern "C" fn null_write() -> u64 {
+    unsafe { core::ptr::write_volatile(core::ptr::null_mut::<u64>(), 0xdead) };
+    0
+}
+
+extern "C" fn spin() -> u64 {
+    loop {
+        unsafe { asm!("pause", options(nomem, nostack)) };
+    }
+}
+
+extern "C" fn undefined() -> u64 {
+    unsafe { asm!("ud2", options(noreturn)) }
+}
+
+extern "C" fn write_code() -> u64 {
+    unsafe { core::ptr::write_volatile(alive as *const u8 as *mut u8, 0xCC) };
+    0
+}
+
+extern "C" fn halt() -> u64 {
+    unsafe { asm!("hlt", options(nomem, nostack)) };
+    0
+}
+
+extern "C" fn divide_by_zero() -> u64 {
+    marshal(|input, _| {
+        let d = unsafe { core::ptr::read_volatile(&(input.len() as u64)) };
+        let r: u64;
+        unsafe { asm!("div {d}", d = in(reg) d, inout("rax") 1u64 => r, inout("rdx") 0u64 => _, options(nomem, nostack)) };
+        Ok(r as usize)
+    })
+}
+
+extern "C" fn panics() -> u64 {
+    marshal(|input, _| panic!("deliberate panic with {} input bytes", input.len()))
+}
+
+extern "C" fn read_outside() -> u64 {
+    unsafe { core::ptr::read_volatile(0x1000 as *const u64) }
+}

@@ -1,0 +1,106 @@
+//! Payload "sealer": sealing with a key only this enclave (same MRENCLAVE on the same
+//! platform) can get — EGETKEY through the hypervisor, like SGX's seal key.
+//! ECALL 0 seal(plaintext) → blob, 1 unseal(blob) → plaintext, 2 report(REPORTDATA 64 B
+//! [‖ TARGETINFO 56 B]) → REPORT (432 B), 3 seal-key fingerprint for KEYID 0 (SHA-256 of the
+//! key, so tests can check that the key is bound to MRENCLAVE without ever seeing it).
+//!
+//! Blob: "HESL" ‖ version u32 LE (1) ‖ KEYID (32, random) ‖ IV (12, random) ‖ tag (16) ‖
+//! ciphertext. AES-128-GCM, AAD = the first 52 bytes (magic, version, KEYID, IV).
+#![no_std]
+#![no_main]
+
+use enclave_rt::{egetkey, ereport, err, fill_random, marshal};
+use hyperenclave_core::crypto::{aes128_gcm_open, aes128_gcm_seal, sha256};
+
+const MAGIC: &[u8; 4] = b"HESL";
+const HEADER: usize = 4 + 4 + 32 + 12;
+const OVERHEAD: usize = HEADER + 16;
+
+const KEYNAME_SEAL: u16 = 4;
+const POLICY_MRENCLAVE: u16 = 1;
+
+fn seal_key(key_id: &[u8; 32]) -> Result<[u8; 16], u32> {
+    let mut req = [0u8; 80];
+    req[0..2].copy_from_slice(&KEYNAME_SEAL.to_le_bytes());
+    req[2..4].copy_from_slice(&POLICY_MRENCLAVE.to_le_bytes());
+    req[24..32].copy_from_slice(&0xFF00_0000_0000_000Bu64.to_le_bytes()); // ATTRIBUTEMASK.FLAGS (SDK default)
+    req[40..72].copy_from_slice(key_id);
+    req[72..76].copy_from_slice(&0xFFFF_FFFFu32.to_le_bytes());
+    let mut key = [0u8; 16];
+    if egetkey(&req, &mut key) != 0 {
+        return Err(err::HYPERCALL);
+    }
+    Ok(key)
+}
+
+enclave_rt::ecalls![seal, unseal, report, key_fingerprint];
+
+extern "C" fn seal() -> u64 {
+    marshal(|input, out| {
+        let total = input.len() + OVERHEAD;
+        if total > out.len() {
+            return Err(err::TOO_BIG);
+        }
+        let mut key_id = [0u8; 32];
+        let mut iv = [0u8; 12];
+        fill_random(&mut key_id).ok_or(err::NO_ENTROPY)?;
+        fill_random(&mut iv).ok_or(err::NO_ENTROPY)?;
+        let key = seal_key(&key_id)?;
+        out[0..4].copy_from_slice(MAGIC);
+        out[4..8].copy_from_slice(&1u32.to_le_bytes());
+        out[8..40].copy_from_slice(&key_id);
+        out[40..52].copy_from_slice(&iv);
+        let (head, rest) = out.split_at_mut(HEADER);
+        let body = &mut rest[16..16 + input.len()];
+        body.copy_from_slice(input);
+        let tag = aes128_gcm_seal(&key, &iv, head, body);
+        rest[..16].copy_from_slice(&tag);
+        Ok(total)
+    })
+}
+
+extern "C" fn unseal() -> u64 {
+    marshal(|input, out| {
+        if input.len() < OVERHEAD || &input[0..4] != MAGIC || input[4..8] != 1u32.to_le_bytes() {
+            return Err(err::BAD_INPUT);
+        }
+        let key_id: [u8; 32] = input[8..40].try_into().unwrap();
+        let iv: [u8; 12] = input[40..52].try_into().unwrap();
+        let tag: [u8; 16] = input[52..68].try_into().unwrap();
+        let key = seal_key(&key_id)?;
+        let n = input.len() - OVERHEAD;
+        out[..n].copy_from_slice(&input[OVERHEAD..]);
+        if !aes128_gcm_open(&key, &iv, &input[..HEADER], &mut out[..n], &tag) {
+            out[..n].fill(0);
+            return Err(err::AUTH_FAILED);
+        }
+        Ok(n)
+    })
+}
+
+extern "C" fn report() -> u64 {
+    marshal(|input, out| {
+        if input.len() != 64 && input.len() != 64 + 56 {
+            return Err(err::BAD_INPUT);
+        }
+        let data: [u8; 64] = input[..64].try_into().unwrap();
+        let mut ti = [0u8; 56];
+        if input.len() > 64 {
+            ti.copy_from_slice(&input[64..]);
+        }
+        let mut report = [0u8; 432];
+        if ereport(&ti, &data, &mut report) != 0 {
+            return Err(err::HYPERCALL);
+        }
+        out[..432].copy_from_slice(&report);
+        Ok(432)
+    })
+}
+
+extern "C" fn key_fingerprint() -> u64 {
+    marshal(|_input, out| {
+        let key = seal_key(&[0u8; 32])?;
+        out[..32].copy_from_slice(&sha256(&key));
+        Ok(32)
+    })
+}

@@ -1,0 +1,100 @@
+/**
+ * Event logs against quoted PCRs, with src/eventlog's parser, replay and per-PCR diagnostics.
+ * Logs extend in order — firmware, then the runtime (management plane) log on top of the
+ * firmware values, then the DRTM log (which resets PCR17-22 at its HASH_START) — and each log
+ * is judged on the PCRs it extends (the firmware log also on the quoted PCRs 0-7).
+ */
+import { compareReplay, parseEventLog, replay, type ReplayResult } from '../eventlog/index.js';
+import type { PcrValues } from './verify.js';
+
+export type LogKind = 'firmware' | 'runtime' | 'drtm';
+
+export interface LogReplayOutcome {
+  ok: boolean;
+  reason: string;
+  details?: string[];
+}
+
+export interface ReplayedEvent {
+  pcr: number;
+  bank: string;
+  digest: string;
+  log: LogKind;
+  index: number;
+}
+
+type Bank = Map<string, Map<number, Buffer>>;
+
+function touched(r: ReplayResult): Set<number> {
+  const s = new Set<number>();
+  for (const m of r.values()) for (const p of m.keys()) s.add(p);
+  return s;
+}
+
+function restrict(quoted: Bank, pcrs: (p: number) => boolean): Bank {
+  const out: Bank = new Map();
+  for (const [bank, m] of quoted) {
+    const sub = new Map([...m].filter(([p]) => pcrs(p)));
+    if (sub.size) out.set(bank, sub);
+  }
+  return out;
+}
+
+export function replayEventLogs(logs: Partial<Record<LogKind, Buffer>>, quoted: PcrValues): { perLog: Partial<Record<LogKind, LogReplayOutcome>>; events: ReplayedEvent[] } {
+  const perLog: Partial<Record<LogKind, LogReplayOutcome>> = {};
+  const events: ReplayedEvent[] = [];
+  const q = quoted as unknown as Bank;
+  const order: LogKind[] = ['firmware', 'runtime', 'drtm'];
+  const replays: Partial<Record<LogKind, ReplayResult>> = {};
+  let carry: Bank = new Map();
+
+  for (const kind of order) {
+    const buf = logs[kind];
+    if (!buf) continue;
+    try {
+      const log = parseEventLog(buf);
+      // runtime starts from the firmware log's final values; DRTM PCRs are reset inside the DRTM log
+      const r = replay(log, kind === 'runtime' ? { initialValues: carry } : {});
+      replays[kind] = r;
+      if (kind === 'firmware') carry = new Map([...r].map(([b, m]) => [b, new Map(m)]));
+    } catch (e) {
+      perLog[kind] = { ok: false, reason: `${kind} log does not parse: ${(e as Error).message}` };
+    }
+  }
+
+  const runtimePcrs = replays.runtime ? touched(replays.runtime) : new Set<number>();
+  const drtmPcrs = replays.drtm ? touched(replays.drtm) : new Set<number>();
+  for (const kind of order) {
+    const r = replays[kind];
+    if (!r) continue;
+    const mine = touched(r);
+    // A later log that extends the same PCR owns its final value.
+    const judged =
+      kind === 'firmware'
+        ? (p: number) => (mine.has(p) || p <= 7) && !runtimePcrs.has(p) && !drtmPcrs.has(p)
+        : kind === 'runtime'
+          ? (p: number) => mine.has(p) && !drtmPcrs.has(p)
+          : (p: number) => mine.has(p) || p === 17 || p === 18;
+    const actual = restrict(q, judged);
+    const banksInLog = new Set(r.keys());
+    const quotedBanks = [...actual.keys()];
+    const common = quotedBanks.filter((b) => banksInLog.has(b));
+    if (!common.length) {
+      perLog[kind] = { ok: false, reason: `${kind} log carries none of the quoted banks for its PCRs (${quotedBanks.join(', ') || 'no quoted PCR it extends'})` };
+      continue;
+    }
+    const cmp = compareReplay(r, new Map(common.map((b) => [b, actual.get(b)!])));
+    const incomplete = common.flatMap((b) => [...(r.incomplete.get(b) ?? [])].filter(judged).map((p) => `${b} PCR ${p}`));
+    if (!cmp.ok) {
+      perLog[kind] = { ok: false, reason: cmp.mismatches[0]!.message, details: cmp.mismatches.slice(1).map((m) => m.message) };
+      continue;
+    }
+    if (incomplete.length) {
+      perLog[kind] = { ok: false, reason: `${kind} log has events without a digest for ${incomplete.join(', ')}` };
+      continue;
+    }
+    perLog[kind] = { ok: true, reason: `${r.log.events.length} events replay to the quoted ${cmp.matched.map((m) => `${m.bank}:${m.pcr}`).join(' ')}` };
+    for (const ev of r.log.events) for (const d of ev.digests) if (common.includes(d.bank) && judged(ev.pcr)) events.push({ pcr: ev.pcr, bank: d.bank, digest: d.digest.toString('hex'), log: kind, index: ev.index });
+  }
+  return { perLog, events };
+}

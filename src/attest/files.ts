@@ -1,0 +1,55 @@
+/** File-based halves for the CLI: JSON in, JSON out, written atomically. */
+import { readFileSync } from 'node:fs';
+import { writeFileAtomic } from '../platform/state.js';
+import { AttestError } from './errors.js';
+import { finishEnrollment, startEnrollment, type EnrollChallenge, type EnrollmentRecord, type EnrollStartRequest } from './enroll.js';
+import type { Verifier } from './verifier.js';
+
+export function readJsonFile<T>(path: string, what: string): T {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new AttestError(`${what} ${path}: ${code === 'ENOENT' ? 'not found' : (e as Error).message}`, code === 'ENOENT' ? 3 : 6);
+  }
+  try {
+    return JSON.parse(text) as T;
+  } catch (e) {
+    throw new AttestError(`${what} ${path}: not JSON (${(e as Error).message})`);
+  }
+}
+
+export function writeJsonFile(path: string, doc: unknown, mode = 0o644): void {
+  writeFileAtomic(path, JSON.stringify(doc, null, 2) + '\n', mode);
+}
+
+/** `hyperenclave verifier enroll --request request.json --out challenge.json` */
+export function verifierEnrollStartFiles(v: Verifier, requestPath: string, challengeOutPath: string): EnrollChallenge {
+  const ch = startEnrollment(v, readJsonFile<EnrollStartRequest>(requestPath, 'enrollment request'));
+  writeJsonFile(challengeOutPath, ch);
+  return ch;
+}
+
+/** `hyperenclave verifier enroll --answer answer.json` */
+export function verifierEnrollFinishFile(v: Verifier, answerPath: string): EnrollmentRecord {
+  const a = readJsonFile<{ id?: unknown; secret?: unknown }>(answerPath, 'enrollment answer');
+  if (typeof a.id !== 'string' || typeof a.secret !== 'string') throw new AttestError(`enrollment answer ${answerPath}: expected {"id": hex, "secret": base64}`);
+  return finishEnrollment(v, { id: a.id, secret: a.secret });
+}
+
+/** `hyperenclave ak enroll --out request.json` */
+export async function akEnrollRequestFile(tpm: import('./enroll.js').EnrollingTpm, outPath: string): Promise<EnrollStartRequest> {
+  const { enrollmentRequest } = await import('./enroll.js');
+  const req = await enrollmentRequest(tpm);
+  writeJsonFile(outPath, req);
+  return req;
+}
+
+/** `hyperenclave ak enroll --challenge challenge.json --out answer.json` */
+export async function akEnrollAnswerFile(tpm: import('./enroll.js').EnrollingTpm, challengePath: string, outPath: string): Promise<{ id: string; secret: string }> {
+  const { answerEnrollment } = await import('./enroll.js');
+  const ans = await answerEnrollment(tpm, readJsonFile<EnrollChallenge>(challengePath, 'enrollment challenge'));
+  writeJsonFile(outPath, ans, 0o600);
+  return ans;
+}

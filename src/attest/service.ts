@@ -1,0 +1,187 @@
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { AttestError } from './errors.js';
+import { NonceStore } from './nonces.js';
+import type { CheckResult } from './result.js';
+import type { Verifier } from './verifier.js';
+import { finishEnrollment, startEnrollment, type EnrollStartRequest } from './enroll.js';
+
+export interface ServiceOptions {
+  verifier: Verifier;
+  host?: string;
+  port?: number;
+  /** Largest accepted request body (default 4 MiB). */
+  maxBodyBytes?: number;
+  /** Deepest accepted JSON nesting (default 32). */
+  maxJsonDepth?: number;
+  nonceTtlMs?: number;
+  headersTimeoutMs?: number;
+  requestTimeoutMs?: number;
+  /** How often Node checks the two timeouts above (default 1 s). */
+  timeoutCheckMs?: number;
+  maxConnections?: number;
+}
+
+export interface RunningService {
+  server: Server;
+  url: string;
+  nonces: NonceStore;
+  close(): Promise<void>;
+}
+
+class HttpError extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/** Nesting depth of a JSON text, counted outside strings, stopping early past `limit`. */
+export function jsonDepthExceeds(text: string, limit: number): boolean {
+  let depth = 0;
+  let inStr = false;
+  for (let i = 0; i < text.length; i++) {
+    const ch = text.charCodeAt(i);
+    if (inStr) {
+      if (ch === 0x5c) i++;
+      else if (ch === 0x22) inStr = false;
+    } else if (ch === 0x22) inStr = true;
+    else if (ch === 0x7b || ch === 0x5b) {
+      if (++depth > limit) return true;
+    } else if (ch === 0x7d || ch === 0x5d) depth--;
+  }
+  return false;
+}
+
+function readBody(req: IncomingMessage, max: number): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const declared = Number(req.headers['content-length'] ?? NaN);
+    if (Number.isFinite(declared) && declared > max) {
+      reject(new HttpError(413, `request body of ${declared} bytes exceeds ${max}`));
+      return;
+    }
+    const chunks: Buffer[] = [];
+    let size = 0;
+    let failed = false;
+    req.on('data', (c: Buffer) => {
+      if (failed) return;
+      size += c.length;
+      if (size > max) {
+        failed = true;
+        reject(new HttpError(413, `request body exceeds ${max} bytes`));
+        return;
+      }
+      chunks.push(c);
+    });
+    req.on('end', () => !failed && resolve(Buffer.concat(chunks)));
+    req.on('error', (e) => !failed && ((failed = true), reject(new HttpError(400, `request error: ${e.message}`))));
+  });
+}
+
+function send(res: ServerResponse, status: number, body: unknown, close = false): void {
+  if (res.headersSent) return;
+  const text = JSON.stringify(body);
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), 'cache-control': 'no-store', ...(close ? { connection: 'close' } : {}) });
+  res.end(text);
+}
+
+/**
+ * The verifier service: POST /challenge, /verify, /enroll/start, /enroll/finish; JSON in and
+ * out; loopback by default; bounded body size, nesting depth, header and request time.
+ */
+export async function startVerifierService(opts: ServiceOptions): Promise<RunningService> {
+  const maxBody = opts.maxBodyBytes ?? 4 * 1024 * 1024;
+  const maxDepth = opts.maxJsonDepth ?? 32;
+  const ttl = opts.nonceTtlMs ?? (opts.verifier.loaded.policy.nonce?.ttlSeconds ?? 300) * 1000;
+  const nonces = new NonceStore(ttl);
+  const v = opts.verifier;
+
+  async function json(req: IncomingMessage): Promise<unknown> {
+    const ct = String(req.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
+    if (ct !== 'application/json') throw new HttpError(415, `content-type must be application/json, got "${ct.slice(0, 60)}"`);
+    const body = await readBody(req, maxBody);
+    const text = body.toString('utf8');
+    if (jsonDepthExceeds(text, maxDepth)) throw new HttpError(400, `JSON nested deeper than ${maxDepth}`);
+    try {
+      return text.length ? JSON.parse(text) : {};
+    } catch (e) {
+      throw new HttpError(400, `body is not JSON: ${(e as Error).message}`);
+    }
+  }
+
+  const handle = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
+    const url = (req.url ?? '/').split('?')[0];
+    if (req.method === 'GET' && url === '/healthz') return send(res, 200, { ok: true });
+    if (req.method !== 'POST') throw new HttpError(405, `${req.method} not allowed; use POST`);
+    switch (url) {
+      case '/challenge': {
+        await json(req);
+        return send(res, 200, nonces.issue());
+      }
+      case '/verify': {
+        const doc = await json(req);
+        const nonce = doc && typeof doc === 'object' ? (doc as { nonce?: unknown }).nonce : undefined;
+        if (typeof nonce !== 'string' || !/^([0-9a-f]{2}){8,64}$/.test(nonce)) throw new HttpError(400, 'evidence has no hex "nonce" (8-64 bytes)');
+        const state = nonces.consume(nonce);
+        const fresh: CheckResult =
+          state === 'fresh'
+            ? { name: 'nonce.freshness', status: 'pass', reason: 'challenge issued by this verifier, unexpired, first use' }
+            : { name: 'nonce.freshness', status: 'fail', reason: state === 'used' ? 'challenge already used (replayed evidence)' : state === 'expired' ? 'challenge expired' : 'challenge not issued by this verifier' };
+        const out = v.verifyBundle(doc, Buffer.from(nonce, 'hex'), { ...fresh, requirement: 'required' });
+        return send(res, 200, { status: out.result['ear.status'], result: out.result, jwt: out.jwt });
+      }
+      case '/enroll/start': {
+        const body = (await json(req)) as EnrollStartRequest;
+        return send(res, 200, startEnrollment(v, body));
+      }
+      case '/enroll/finish': {
+        const body = (await json(req)) as { id?: unknown; secret?: unknown };
+        if (typeof body?.id !== 'string' || typeof body.secret !== 'string') throw new HttpError(400, 'expected {"id": hex, "secret": base64}');
+        return send(res, 200, finishEnrollment(v, { id: body.id, secret: body.secret }));
+      }
+      default:
+        throw new HttpError(404, `no endpoint ${url?.slice(0, 100)}`);
+    }
+  };
+
+  const server = createServer(
+    {
+      headersTimeout: opts.headersTimeoutMs ?? 10_000,
+      requestTimeout: opts.requestTimeoutMs ?? 30_000,
+      connectionsCheckingInterval: opts.timeoutCheckMs ?? 1_000,
+      maxHeaderSize: 16 * 1024,
+      keepAliveTimeout: 5_000,
+    },
+    (req, res) => {
+      handle(req, res).catch((e: unknown) => {
+        if (e instanceof HttpError) send(res, e.status, { error: e.message }, e.status === 413);
+        else if (e instanceof AttestError) send(res, 400, { error: e.message });
+        else send(res, 500, { error: 'internal error' });
+        if (e instanceof HttpError && e.status === 413) req.destroy();
+      });
+    },
+  );
+  server.maxConnections = opts.maxConnections ?? 512;
+  server.on('clientError', (_err, socket) => {
+    if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\nconnection: close\r\n\r\n{"error":"bad request"}');
+    else socket.destroy();
+  });
+  const host = opts.host ?? '127.0.0.1';
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(opts.port ?? 0, host, () => resolve());
+  });
+  const addr = server.address() as AddressInfo;
+  return {
+    server,
+    url: `http://${host.includes(':') ? `[${host}]` : host}:${addr.port}`,
+    nonces,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  };
+}

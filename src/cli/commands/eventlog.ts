@@ -1,0 +1,74 @@
+import type { Command } from 'commander';
+import { existsSync } from 'node:fs';
+import { context } from '../context.js';
+import { emit, UsageError } from '../output.js';
+import { HyperEnclaveError, EXIT } from '../../errors.js';
+import {
+  compareReplay,
+  eventLogToJson,
+  formatEventLogText,
+  formatReplayText,
+  readEventLogFile,
+  replay,
+  replayToJson,
+  type EventLog,
+  type ReplayResult,
+  type ReplayComparison,
+} from '../../eventlog/index.js';
+import { FIRMWARE_EVENT_LOG, runtimeLogPath } from '../../platform/logs.js';
+import { readLivePcrs } from '../tpm-access.js';
+
+/** Logs named on the command line, or (none given) the firmware log plus our runtime log. */
+function logPaths(files: string[], stateDir: string, platformKind: string): string[] {
+  if (files.length) return files;
+  const found = [FIRMWARE_EVENT_LOG, runtimeLogPath(stateDir)].filter((p) => existsSync(p));
+  if (!found.length)
+    throw new HyperEnclaveError(
+      `eventlog: no FILE given and no log found (${platformKind === 'linux' ? FIRMWARE_EVENT_LOG + ', ' : ''}${runtimeLogPath(stateDir)})`,
+      EXIT.NOT_FOUND,
+    );
+  return found;
+}
+
+/** Replays logs in order: each continues from the PCR values the previous one left. */
+export function replayChain(logs: EventLog[]): ReplayResult {
+  let result: ReplayResult | undefined;
+  for (const log of logs) result = replay(log, result ? { initialValues: result } : {});
+  return result!;
+}
+
+export function registerEventlog(program: Command): void {
+  const ev = program.command('eventlog').description('TCG event logs: show and replay (firmware, runtime, DRTM)');
+  ev.command('show')
+    .description('list events with PCR, type, digests and decoded data')
+    .argument('[files...]', 'event log files (default: firmware log + runtime log)')
+    .addHelpText('after', '\nExample:\n  hyperenclave eventlog show /sys/kernel/security/tpm0/binary_bios_measurements --json')
+    .action(async (files: string[], _o, cmd: Command) => {
+      const { opts, platform } = context(cmd);
+      const paths = logPaths(files, platform.stateDir, platform.kind);
+      if (opts.json && paths.length > 1) throw new UsageError('eventlog show --json: give one FILE');
+      const logs = await Promise.all(paths.map((p) => readEventLogFile(p)));
+      if (opts.json) emit(opts, eventLogToJson(logs[0]!) as never, () => '');
+      else process.stdout.write(logs.map((l, i) => `# ${paths[i]}\n${formatEventLogText(l)}`).join('\n') + '\n');
+    });
+  ev.command('replay')
+    .description('PCR values the logs imply, per bank; with --compare, checked against the TPM\'s live PCRs')
+    .argument('[files...]', 'event logs replayed in order (default: firmware log + runtime log)')
+    .option('--compare', 'compare with the live PCRs of the TPM (--tcti or the platform\'s TPM)')
+    .addHelpText('after', '\nExample:\n  hyperenclave eventlog replay fw.bin runtime.log --compare --tcti swtpm:port=2321')
+    .action(async (files: string[], o: { compare?: boolean }, cmd: Command) => {
+      const { opts, platform } = context(cmd);
+      const paths = logPaths(files, platform.stateDir, platform.kind);
+      const logs = await Promise.all(paths.map((p) => readEventLogFile(p)));
+      const result = replayChain(logs);
+      let comparison: ReplayComparison | undefined;
+      if (o.compare) {
+        const wanted = new Map<string, number[]>();
+        for (const [bank, vals] of result) wanted.set(bank, [...vals.keys()]);
+        comparison = compareReplay(result, await readLivePcrs(platform, opts.tcti, wanted));
+      }
+      emit(opts, replayToJson(result, comparison) as never, () => formatReplayText(result, comparison));
+      if (comparison && !comparison.ok) process.exitCode = EXIT.VERIFY_FAILED;
+    });
+}
+

@@ -1,0 +1,157 @@
+import type { Command } from 'commander';
+import { readFileSync } from 'node:fs';
+import { context } from '../context.js';
+import { emit, UsageError } from '../output.js';
+import { loadConfig } from '../../config/index.js';
+import { runBoot } from '../../boot/flow.js';
+import { bootStepsFor } from '../../boot/steps.js';
+import { loadPolicy, DEFAULT_POLICY_NAME } from '../../measure/index.js';
+import { disableHypervisor, enableHypervisor, formatStatus, hypervisorStatus, statusToJson, stopHypervisor } from '../../hypervisor/index.js';
+import { createEnclaveFromManifest, destroyEnclaveById, listEnclaves, parseEcallSpec, runEnclaveFromManifest } from '../../enclave/index.js';
+import { BACKEND_KINDS, type BackendKind } from '../../enclave/backends/index.js';
+import { runDemo } from '../../demo/demo.js';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { verifyContainerFile } from '../../measure/container.js';
+
+function backendOpt(v: string | undefined): BackendKind | undefined {
+  if (v === undefined) return undefined;
+  if (!(BACKEND_KINDS as readonly string[]).includes(v)) throw new UsageError(`--backend: one of ${BACKEND_KINDS.join(', ')}, got "${v}"`);
+  return v as BackendKind;
+}
+
+export function registerHypervisor(program: Command): void {
+  program
+    .command('boot')
+    .description('the boot flow: platform check → verify image → measure (+DRTM) → load → enable; idempotent per boot')
+    .option('--image <file>', 'image container (default: config "image")')
+    .option('--drtm <launch-env>', 'perform the (emulated) dynamic launch with this launch environment blob')
+    .addHelpText('after', '\nExample:\n  hyperenclave boot --image /lib/firmware/hyperenclave/hyperenclave.img')
+    .action(async (o: { image?: string; drtm?: string }, cmd: Command) => {
+      const { opts, platform } = context(cmd);
+      const cfg = loadConfig(opts.config);
+      const imagePath = o.image ?? cfg.image ?? '/lib/firmware/hyperenclave/hyperenclave.img';
+      const policy = loadPolicy(cfg.pcrPolicy ?? DEFAULT_POLICY_NAME);
+      const r = await runBoot(
+        platform.stateDir,
+        bootStepsFor(platform, {
+          imagePath,
+          policy,
+          ...(cfg.imageSigner ? { trustedKeys: [readFileSync(cfg.imageSigner, 'utf8')] } : {}),
+          ...(o.drtm ? { launchEnvironment: readFileSync(o.drtm) } : {}),
+          ...(opts.tcti ? { tcti: opts.tcti } : {}),
+        }),
+      );
+      emit(opts, { schema: 'hyperenclave/boot', version: 1, alreadyEnabled: r.alreadyEnabled, state: r.state as unknown as Record<string, unknown> }, () =>
+        r.alreadyEnabled
+          ? 'hypervisor already enabled in this boot: nothing done'
+          : [`booted: ${r.state.steps.map((s) => `${s.name} ${s.status}`).join(', ')}`, `image ${r.state.image?.id.slice(0, 16)}…, host demoted`].join('\n'),
+      );
+    });
+
+  program
+    .command('enable')
+    .description('load the image (if not loaded) and demote the host')
+    .option('--image <file>', 'image container to load first')
+    .action(async (o: { image?: string }, cmd: Command) => {
+      const { opts, platform } = context(cmd);
+      let image;
+      if (o.image) {
+        const v = await verifyContainerFile(o.image, { banks: ['sha256'] });
+        image = { path: o.image, sha256: v.header.imageSha256.toString('hex') };
+      }
+      const s = await enableHypervisor(platform, image ? { image } : {});
+      emit(opts, statusToJson(s) as never, () => formatStatus(s).join('\n'));
+    });
+  program
+    .command('disable')
+    .description('hand the CPUs back to Linux (refused while enclaves exist)')
+    .action(async (_o, cmd: Command) => {
+      const { opts, platform } = context(cmd);
+      const s = await disableHypervisor(platform);
+      emit(opts, statusToJson(s) as never, () => formatStatus(s).join('\n'));
+    });
+  program
+    .command('status')
+    .description('platform, loaded image, demotion, EPC, enclaves, key slots, host faults')
+    .action(async (_o, cmd: Command) => {
+      const { opts, platform } = context(cmd);
+      const s = await hypervisorStatus(platform);
+      emit(opts, statusToJson(s) as never, () => formatStatus(s).join('\n'));
+    });
+
+  const enc = program.command('enclave').description('enclave VMs: create, run, list, destroy');
+  enc
+    .command('run')
+    .description('create → init → ECALLs on KVM → report → destroy, with a memory-encryption backend')
+    .argument('<manifest>', 'enclave manifest (schemas/enclave-manifest.schema.json)')
+    .option('--backend <kind>', `one of ${BACKEND_KINDS.join(', ')}`)
+    .option('--ecall <spec...>', 'FN, FN:HEX or FN=TEXT')
+    .addHelpText('after', '\nExample:\n  hyperenclave enclave run test/fixtures/enclave/crypto.manifest.json --backend sev --ecall 1=hello')
+    .action(async (manifest: string, o: { backend?: string; ecall?: string[] }, cmd: Command) => {
+      const { opts, platform } = context(cmd);
+      const backend = backendOpt(o.backend);
+      const r = await runEnclaveFromManifest(platform, manifest, { ...(backend ? { backend } : {}), ...(o.ecall ? { ecalls: o.ecall.map(parseEcallSpec) } : {}) });
+      emit(opts, r as never, () =>
+        [
+          `enclave ${r.name}: MRENCLAVE ${r.mrenclave}`,
+          `  MRSIGNER ${r.mrsigner}, backend ${r.backend}, key slot ${r.keySlot ?? '-'}, launch ${r.launch?.measurement ?? '-'}`,
+          ...r.ecalls.map((e) => `  ECALL ${e.fn}: ${e.ok ? `ok ${e.output}` : `FAILED ${e.error}`} (${e.micros} µs)`),
+          `  report ${r.reportVerified ? 'verified' : 'NOT verified'}; EPC returned ${r.epcReturned ?? '-'}`,
+        ].join('\n'),
+      );
+      if (r.ecalls.some((e) => !e.ok)) process.exitCode = 1;
+    });
+  enc
+    .command('create')
+    .description('create and initialize an enclave that stays alive')
+    .argument('<manifest>')
+    .option('--backend <kind>')
+    .action(async (manifest: string, o: { backend?: string }, cmd: Command) => {
+      const { opts, platform } = context(cmd);
+      const backend = backendOpt(o.backend);
+      const s = await createEnclaveFromManifest(platform, manifest, backend ? { backend } : {});
+      emit(opts, { schema: 'hyperenclave/enclave', version: 1, ...(s as unknown as Record<string, unknown>) }, () => `enclave ${JSON.stringify(s)}`);
+    });
+  enc
+    .command('list')
+    .description('enclaves alive in the hypervisor')
+    .action(async (_o, cmd: Command) => {
+      const { opts, platform } = context(cmd);
+      const l = await listEnclaves(platform);
+      emit(opts, { schema: 'hyperenclave/enclave-list', version: 1, enclaves: l as unknown as Record<string, unknown>[] }, () => (l.length ? l.map((e) => JSON.stringify(e)).join('\n') : 'no enclaves'));
+    });
+  enc
+    .command('destroy')
+    .description('destroy an enclave, returning its EPC pages')
+    .argument('<id>')
+    .action(async (id: string, _o, cmd: Command) => {
+      const { opts, platform } = context(cmd);
+      const n = Number(id);
+      if (!Number.isInteger(n) || n <= 0) throw new UsageError(`enclave destroy: id must be a positive integer, got "${id}"`);
+      const pages = await destroyEnclaveById(platform, n);
+      emit(opts, { schema: 'hyperenclave/enclave-destroy', version: 1, id: n, epcReturned: pages }, () => `enclave ${n} destroyed, ${pages} EPC pages returned`);
+    });
+
+  program
+    .command('demo')
+    .description('the whole story on the emulated platform, in a private state directory')
+    .option('--backend <kind>', `one backend (${BACKEND_KINDS.join(', ')}); default all`)
+    .option('--keep', 'leave the emulated TPM and hypervisor running afterwards')
+    .addHelpText('after', '\nExample:\n  hyperenclave demo --backend sev')
+    .action(async (o: { backend?: string; keep?: boolean }, cmd: Command) => {
+      const { opts } = context(cmd);
+      const b = backendOpt(o.backend);
+      const stateDir = opts.stateDir ?? mkdtempSync(join(tmpdir(), 'hyperenclave-demo-'));
+      const summary = await runDemo({
+        stateDir,
+        backends: b ? [b] : ['none', 'sev', 'csv', 'mktme'],
+        cleanup: !o.keep,
+        say: opts.json ? () => undefined : (l) => process.stdout.write(l + '\n'),
+      });
+      if (opts.json) emit(opts, summary as never, () => '');
+      else process.stdout.write(`\nstate and artifacts: ${stateDir}\n`);
+      if (summary.result.status !== 'affirming') process.exitCode = 4;
+    });
+}

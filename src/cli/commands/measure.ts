@@ -1,0 +1,50 @@
+import type { Command } from 'commander';
+import { context } from '../context.js';
+import { emit, table } from '../output.js';
+import { withTpm } from '../tpm-access.js';
+import { loadConfig } from '../../config/index.js';
+import { EventLogAppender } from '../../eventlog/index.js';
+import { loadPolicy, measureImage, DEFAULT_POLICY_NAME } from '../../measure/index.js';
+import { measureTpmFor } from '../../measure/tpm-adapter.js';
+import { runtimeLogPath } from '../../platform/logs.js';
+import { readFileSync } from 'node:fs';
+
+export function registerMeasure(program: Command): void {
+  program
+    .command('measure')
+    .description('verify the hypervisor image container, extend the configured PCRs and append the runtime log')
+    .argument('[image]', 'image container (default: config "image")')
+    .option('--policy <name|file>', `PCR policy: built-in name (${DEFAULT_POLICY_NAME}, hyperenclave-sm3) or a file`)
+    .option('--signer <pem>', 'public key the image signature must verify with')
+    .addHelpText('after', '\nExample:\n  hyperenclave measure /lib/firmware/hyperenclave/hyperenclave.img --policy sha256-sha384 --json')
+    .action(async (image: string | undefined, o: { policy?: string; signer?: string }, cmd: Command) => {
+      const { opts, platform } = context(cmd);
+      const cfg = loadConfig(opts.config);
+      const imagePath = image ?? cfg.image ?? '/lib/firmware/hyperenclave/hyperenclave.img';
+      const policy = loadPolicy(o.policy ?? cfg.pcrPolicy ?? DEFAULT_POLICY_NAME);
+      const signer = o.signer ?? cfg.imageSigner;
+      const result = await withTpm(platform, opts.tcti, async (t) => {
+        const tpm = measureTpmFor(t);
+        const banks = await tpm.activeBanks();
+        const log = await EventLogAppender.open(runtimeLogPath(platform.stateDir), { banks });
+        try {
+          return await measureImage({
+            tpm,
+            log,
+            policy,
+            image: imagePath,
+            ...(signer ? { verify: { trustedKeys: [readFileSync(signer, 'utf8')] } } : {}),
+          });
+        } finally {
+          await log.close();
+        }
+      });
+      emit(opts, result as never, () =>
+        [
+          `measured ${imagePath}: image ${result.image.id.slice(0, 16)}… (${result.image.arch}, ${result.image.imageLength} bytes), policy ${result.policy}`,
+          table(['pcr', 'event', 'measure', 'banks'], result.events.map((e) => [String(e.pcr), e.type, e.measure, Object.keys(e.digests).join(',')])),
+          `runtime log: ${runtimeLogPath(platform.stateDir)}`,
+        ].join('\n'),
+      );
+    });
+}

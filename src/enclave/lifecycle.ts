@@ -1,0 +1,170 @@
+import { readFileSync } from 'node:fs';
+import { EXIT } from '../errors.js';
+import { parseReport } from '../hypervisor/abi.js';
+import type { EcallRequest, EcallResult, HypervisorClient } from '../hypervisor/client.js';
+import type { BackendKind } from './backends/index.js';
+import { EnclaveError } from './errors.js';
+import { type EnclavePlan, loadPayload, planEnclave } from './layout.js';
+import type { EnclaveManifest } from './manifest.js';
+import { buildSigstruct, computeMrEnclave, loadSignerKey, mrsignerOf } from './sgx.js';
+
+/**
+ * Enclave lifecycle over a HypervisorClient: ECREATE → EADD+EEXTEND every page → EINIT with a
+ * SIGSTRUCT signed here (the key never leaves this process) → optional memory-encryption launch
+ * (key slot from the core, launch measurement from the backend model) → ECALLs on KVM → REPORT
+ * → destroy (EPC returned, key slot released and flushed).
+ */
+
+export interface CreatedEnclave {
+  id: number;
+  plan: EnclavePlan;
+  /** MRENCLAVE computed here, independently of the hypervisor, and checked against ENCLAVE_INFO. */
+  mrenclave: Buffer;
+  mrsigner: Buffer;
+  sigstruct: Buffer;
+  epcPages: number;
+}
+
+export async function createEnclave(client: HypervisorClient, m: EnclaveManifest): Promise<CreatedEnclave> {
+  const { image, layout } = loadPayload(m);
+  const plan = planEnclave(m, image, layout);
+  const key = loadSignerKey(readFileSync(m.signer.key), `${m.source}: /signer/key ${m.signer.key}`);
+  const mrenclave = computeMrEnclave(plan.size, plan.ssaFrameSize, plan.pages);
+  const sigstruct = buildSigstruct(
+    { date: m.signer.date, attributes: plan.attributes, xfrm: plan.xfrm, miscSelect: plan.miscSelect, enclaveHash: mrenclave, isvProdId: m.isvProdId, isvSvn: m.isvSvn },
+    key,
+  );
+  const id = await client.enclaveCreate({ size: plan.size, base: plan.base, ssaFrameSize: plan.ssaFrameSize, miscSelect: plan.miscSelect, attributes: plan.attributes, xfrm: plan.xfrm }, { name: m.name });
+  try {
+    await client.enclaveAddPages(
+      id,
+      plan.pages.map((p) => ({ offset: p.offset, data: Buffer.from(p.data), flags: p.flags, measure: p.measured !== false })),
+    );
+    await client.enclaveInit(id, sigstruct);
+    const info = await client.enclaveInfo(id);
+    if (!info.mrenclave.equals(mrenclave))
+      throw new EnclaveError(`enclave ${m.name}: hypervisor MRENCLAVE ${info.mrenclave.toString('hex')} differs from the computed ${mrenclave.toString('hex')}`, EXIT.VERIFY_FAILED);
+    return { id, plan, mrenclave, mrsigner: mrsignerOf(key), sigstruct, epcPages: info.epcPages };
+  } catch (e) {
+    await client.enclaveDestroy(id).catch(() => undefined);
+    throw e;
+  }
+}
+
+export interface LaunchInfo {
+  backend: BackendKind;
+  keySlot: number | null;
+  algorithm: string;
+  measurement: string;
+  launchDigest: string;
+  mnonce: string;
+  policy: number;
+  api: string;
+}
+
+export interface EnclaveRunResult {
+  schema: 'hyperenclave/enclave-run';
+  version: 1;
+  name: string;
+  enclaveId: number;
+  mrenclave: string;
+  mrsigner: string;
+  isvProdId: number;
+  isvSvn: number;
+  debug: boolean;
+  size: string;
+  base: string;
+  epcPages: number;
+  backend: BackendKind;
+  keySlot: number | null;
+  /** SEV/CSV launch measurement or the hypervisor's SHA-256 launch digest (mktme/none); null without a launch. */
+  launch: LaunchInfo | null;
+  ecalls: { fn: number; ok: boolean; ret: string | null; output: string; error: string | null; micros: number }[];
+  /** Self-targeted REPORT (432 B hex) and whether the hypervisor verified its MAC. */
+  report: string;
+  reportData: string;
+  reportVerified: boolean;
+  /** Pages given back by ENCLAVE_DESTROY (null when kept alive). */
+  epcReturned: number | null;
+  destroyed: boolean;
+}
+
+export interface RunOptions {
+  backend?: BackendKind;
+  policy?: number;
+  ecalls?: readonly EcallRequest[];
+  /** Up to 64 bytes bound into the report (e.g. a verifier nonce digest). */
+  reportData?: Buffer;
+  /** Keep the enclave alive after the run (for `enclave list`, later destroy). */
+  keep?: boolean;
+}
+
+export async function launchEnclave(client: HypervisorClient, id: number, backend: BackendKind, policy?: number): Promise<LaunchInfo> {
+  const r = await client.enclaveLaunch(id, backend, policy);
+  const mm = r.measurement;
+  return {
+    backend: r.backend,
+    keySlot: r.keySlot,
+    algorithm: mm.algorithm,
+    measurement: mm.measurement.toString('hex'),
+    launchDigest: mm.launchDigest.toString('hex'),
+    mnonce: mm.mnonce.toString('hex'),
+    policy: mm.policy,
+    api: `${mm.apiMajor}.${mm.apiMinor} build ${mm.build}`,
+  };
+}
+
+/** The whole flow; the enclave is destroyed at the end (also on failure) unless `keep`. */
+export async function runEnclave(client: HypervisorClient, m: EnclaveManifest, opts: RunOptions = {}): Promise<EnclaveRunResult> {
+  const backend = opts.backend ?? m.backend.kind;
+  const policy = opts.policy ?? m.backend.policy;
+  const reportData = Buffer.alloc(64);
+  if (opts.reportData) {
+    if (opts.reportData.length > 64) throw new EnclaveError(`report data is ${opts.reportData.length} bytes (at most 64)`, EXIT.BAD_INPUT);
+    opts.reportData.copy(reportData);
+  }
+  const e = await createEnclave(client, m);
+  let destroyed = false;
+  let epcReturned: number | null = null;
+  try {
+    const launch = await launchEnclave(client, e.id, backend, policy);
+    const ecalls = opts.ecalls?.length ? await client.enclaveRun(e.id, opts.ecalls) : ([] as EcallResult[]);
+    const report = await client.report(e.id, { mrenclave: e.mrenclave, attributes: e.plan.attributes | 1n, xfrm: e.plan.xfrm }, reportData);
+    const parsed = parseReport(report);
+    if (!parsed.mrenclave.equals(e.mrenclave)) throw new EnclaveError(`REPORT.MRENCLAVE ${parsed.mrenclave.toString('hex')} is not the enclave's ${e.mrenclave.toString('hex')}`, EXIT.VERIFY_FAILED);
+    const reportVerified = await client.verifyReport(report, e.mrenclave);
+    if (!opts.keep) {
+      epcReturned = await client.enclaveDestroy(e.id);
+      destroyed = true;
+    }
+    return {
+      schema: 'hyperenclave/enclave-run',
+      version: 1,
+      name: m.name,
+      enclaveId: e.id,
+      mrenclave: e.mrenclave.toString('hex'),
+      mrsigner: e.mrsigner.toString('hex'),
+      isvProdId: m.isvProdId,
+      isvSvn: m.isvSvn,
+      debug: m.debug,
+      size: '0x' + e.plan.size.toString(16),
+      base: '0x' + e.plan.base.toString(16),
+      epcPages: e.epcPages,
+      backend,
+      keySlot: launch.keySlot,
+      launch,
+      ecalls: ecalls.map((c) => ({ fn: c.fn, ok: c.ok, ret: c.ret === null ? null : '0x' + c.ret.toString(16), output: c.output.toString('hex'), error: c.error, micros: c.micros })),
+      report: report.toString('hex'),
+      reportData: reportData.toString('hex'),
+      reportVerified,
+      epcReturned,
+      destroyed,
+    };
+  } finally {
+    if (!destroyed && !opts.keep) await client.enclaveDestroy(e.id).catch(() => undefined);
+  }
+}
+
+export async function destroyEnclave(client: HypervisorClient, id: number): Promise<number> {
+  return client.enclaveDestroy(id);
+}

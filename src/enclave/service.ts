@@ -1,0 +1,67 @@
+import type { Platform } from '../platform/index.js';
+import type { EcallRequest, EnclaveSummary } from '../hypervisor/client.js';
+import { withHypervisor } from '../hypervisor/service.js';
+import type { BackendKind } from './backends/index.js';
+import { type EnclaveRunResult, createEnclave, launchEnclave, runEnclave } from './lifecycle.js';
+import { loadManifest, withBackend } from './manifest.js';
+import { EnclaveError } from './errors.js';
+import { EXIT } from '../errors.js';
+
+/** Small service API for the CLI (`enclave create|run|list|destroy`). */
+
+type Where = Pick<Platform, 'kind' | 'stateDir'>;
+
+export interface EnclaveCommandOptions {
+  backend?: BackendKind;
+  policy?: number;
+}
+
+/** `enclave run <manifest>`: create → launch → ECALLs → report → destroy (unless keep). */
+export function runEnclaveFromManifest(
+  platform: Where,
+  manifestPath: string,
+  opts: EnclaveCommandOptions & { ecalls?: readonly EcallRequest[]; reportData?: Buffer; keep?: boolean } = {},
+): Promise<EnclaveRunResult> {
+  const m = withBackend(loadManifest(manifestPath), opts.backend, opts.policy);
+  return withHypervisor(platform, (c) =>
+    runEnclave(c, m, {
+      ...(opts.ecalls ? { ecalls: opts.ecalls } : {}),
+      ...(opts.reportData ? { reportData: opts.reportData } : {}),
+      ...(opts.keep ? { keep: true } : {}),
+    }),
+  );
+}
+
+/** `enclave create <manifest>`: the enclave stays alive in the hypervisor (emulated: in the service). */
+export function createEnclaveFromManifest(platform: Where, manifestPath: string, opts: EnclaveCommandOptions = {}): Promise<EnclaveSummary> {
+  const m = withBackend(loadManifest(manifestPath), opts.backend, opts.policy);
+  return withHypervisor(platform, async (c) => {
+    const e = await createEnclave(c, m);
+    try {
+      await launchEnclave(c, e.id, m.backend.kind, m.backend.policy);
+    } catch (err) {
+      await c.enclaveDestroy(e.id).catch(() => undefined);
+      throw err;
+    }
+    const list = await c.enclaveList();
+    return list.find((x) => x.id === e.id)!;
+  });
+}
+
+export function listEnclaves(platform: Where): Promise<EnclaveSummary[]> {
+  return withHypervisor(platform, (c) => c.enclaveList());
+}
+
+/** Returns the EPC pages given back. */
+export function destroyEnclaveById(platform: Where, id: number): Promise<number> {
+  return withHypervisor(platform, (c) => c.enclaveDestroy(id));
+}
+
+/** `--ecall FN`, `--ecall FN:HEX` or `--ecall FN=TEXT` → an ECALL request. */
+export function parseEcallSpec(spec: string): EcallRequest {
+  const m = /^(\d{1,9})(?::([0-9a-fA-F]*)|=(.*))?$/s.exec(spec);
+  if (!m) throw new EnclaveError(`--ecall "${spec}": expected FN, FN:HEX or FN=TEXT`, EXIT.USAGE);
+  if (m[2] !== undefined && m[2].length % 2) throw new EnclaveError(`--ecall "${spec}": odd number of hex digits`, EXIT.USAGE);
+  const input = m[2] !== undefined ? Buffer.from(m[2], 'hex') : m[3] !== undefined ? Buffer.from(m[3], 'utf8') : undefined;
+  return { fn: Number(m[1]), ...(input ? { input } : {}) };
+}

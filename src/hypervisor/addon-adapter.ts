@@ -1,0 +1,127 @@
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { EXIT } from '../errors.js';
+import { HypervisorError } from './abi.js';
+import type { CoreConfig, CoreHv, CoreModule, EnclaveVmHandle } from './core-binding.js';
+import type { IoctlBridge } from './linux-client.js';
+
+/**
+ * The one place that knows the addon's native surface (hypervisor/addon/src/exports.rs):
+ * adapts its core bindings (hvCreate, hvHypercall, …), KVM enclave runner (hvEnclaveRun,
+ * enclaveEcall) and ioctl bridge to the interfaces this area uses.
+ */
+interface Native {
+  hvCreate(cfg: Record<string, unknown>): number;
+  hvClose(h: number): void;
+  hvHypercall(h: number, nr: number, args: bigint[], guestBase: bigint, guest: Buffer): { status: number; rdi: bigint; rsi: bigint; rdx: bigint };
+  hvHostAccess(h: number, gpa: bigint, access: string): string | null;
+  hvEnclavePages(h: number, id: number): { offset: bigint; hpa: bigint; type: number; perms: number }[];
+  hvReadPhys(h: number, pa: bigint, length: number): Buffer;
+  hvEnclaveRun(h: number, id: number, opts?: { sharedPages?: number; timeoutMs?: number }): number;
+  enclaveEcall(vm: number, tcs: bigint, fn: bigint, input: Buffer, opts?: { timeoutMs?: number; ocall?: (nr: number, data: Buffer) => Buffer | null }): { status: number; output: Buffer; exits: number };
+  enclaveDestroy(vm: number): void;
+  kvmAvailable(): string | null;
+  ioctl(fd: number, request: number, arg?: Buffer | number | bigint | null): number;
+}
+
+let cached: Native | undefined;
+
+function addonPath(): string | undefined {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (let i = 0; i < 5; i++) {
+    const p = join(dir, 'hypervisor', 'addon', 'hyperenclave-addon.node');
+    if (existsSync(p)) return p;
+    dir = dirname(dir);
+  }
+  return undefined;
+}
+
+function native(): Native {
+  if (cached) return cached;
+  const p = addonPath();
+  if (!p) throw new HypervisorError('addon hypervisor/addon/hyperenclave-addon.node not built (run hypervisor/addon/build.sh)', EXIT.UNSUPPORTED);
+  let m: Partial<Native>;
+  try {
+    m = createRequire(import.meta.url)(p) as Partial<Native>;
+  } catch (e) {
+    throw new HypervisorError(`addon ${p}: ${(e as Error).message}`, EXIT.UNSUPPORTED);
+  }
+  if (typeof m.hvCreate !== 'function' || typeof m.hvHypercall !== 'function') throw new HypervisorError(`addon ${p} has no core bindings (hvCreate/hvHypercall): rebuild it`, EXIT.UNSUPPORTED);
+  cached = m as Native;
+  return cached;
+}
+
+class NativeCore implements CoreHv {
+  constructor(
+    private readonly n: Native,
+    private readonly h: number,
+  ) {}
+  hypercall(nr: number, args: readonly bigint[], guestBase: bigint, guest: Buffer) {
+    return this.n.hvHypercall(this.h, nr, [...args], guestBase, guest);
+  }
+  hostAccess(gpa: bigint, access: 'read' | 'write' | 'execute'): string | null {
+    return this.n.hvHostAccess(this.h, gpa, access);
+  }
+  enclavePages(id: number) {
+    return this.n.hvEnclavePages(this.h, id);
+  }
+  readPhys(pa: bigint, length: number): Buffer {
+    return this.n.hvReadPhys(this.h, pa, length);
+  }
+  kvmUnavailable(): string | null {
+    return this.n.kvmAvailable();
+  }
+  createVm(id: number, opts: { timeoutMs: number }): EnclaveVmHandle {
+    let vm: number;
+    try {
+      vm = this.n.hvEnclaveRun(this.h, id, { timeoutMs: opts.timeoutMs });
+    } catch (e) {
+      throw new HypervisorError((e as Error).message, EXIT.BAD_INPUT);
+    }
+    const n = this.n;
+    return {
+      ecall(tcs, fn, input, ocall) {
+        try {
+          const r = n.enclaveEcall(vm, tcs, BigInt(fn), input, ocall ? { ocall } : {});
+          return { ok: true as const, status: r.status, output: r.output, exits: r.exits };
+        } catch (e) {
+          const err = e as Error & { code?: string };
+          if (err.code === 'ERR_ENCLAVE_DEAD' || err.code === 'ERR_ENCLAVE_CALL') return { ok: false as const, error: err.message, dead: err.code === 'ERR_ENCLAVE_DEAD' };
+          throw e;
+        }
+      },
+      destroy() {
+        try {
+          n.enclaveDestroy(vm);
+        } catch {
+          // already dropped by ENCLAVE_DESTROY
+        }
+      },
+    };
+  }
+  close(): void {
+    this.n.hvClose(this.h);
+  }
+}
+
+export async function addonCore(): Promise<CoreModule> {
+  const n = native();
+  return {
+    createHypervisor(cfg: CoreConfig): CoreHv {
+      const h = n.hvCreate({ ...cfg, keySlots: cfg.keySlots ?? undefined });
+      return new NativeCore(n, h);
+    },
+  };
+}
+
+export async function addonIoctlBridge(): Promise<IoctlBridge> {
+  const n = native();
+  const { openSync, closeSync } = await import('node:fs');
+  return {
+    open: (path) => openSync(path, 'r+'),
+    ioctl: (fd, req, arg) => n.ioctl(fd, req, arg),
+    close: (fd) => closeSync(fd),
+  };
+}

@@ -1,0 +1,185 @@
+import { createHash, generateKeyPairSync, randomBytes, type KeyObject } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { addonUnavailable, buildSigstruct, CoreHypervisor, EnclaveError, kvmUnavailable, loadPayload, payloadPage, type EnclavePayload } from './addon.js';
+import { HypervisorError, parseReport, SECINFO } from './abi.js';
+
+/**
+ * The core bound through the addon: payloads built from hypervisor/enclaves are created,
+ * measured and initialized by hyperenclave-core, then run on KVM straight from the core's EPC
+ * pages (so what runs is what was measured).
+ */
+
+const noAddon = addonUnavailable();
+const noPayloads = (() => {
+  try {
+    loadPayload('sealer');
+    return null;
+  } catch (e) {
+    return (e as Error).message;
+  }
+})();
+const skipCore = noAddon ?? noPayloads;
+const noKvm = skipCore ?? kvmUnavailable();
+if (skipCore) console.warn(`core binding tests skipped: ${skipCore}`);
+else if (noKvm) console.warn(`enclave runs on the core skipped: ${noKvm}`);
+
+const MB = 1n << 20n;
+const config = (secret = Buffer.alloc(16, 7)) => ({
+  base: 0x1_8000_0000n,
+  total: 16n * MB,
+  hypervisorSize: 4n * MB,
+  imageSize: 1n * MB,
+  paging: 'ept' as const,
+  platformSecret: secret,
+  imageDigest: createHash('sha256').update('test image').digest(),
+  keySlots: { kind: 'asid' as const, min: 1, max: 15 },
+  requireSignedSigstruct: true,
+});
+
+/** MRENCLAVE computed here, independently of the core (SDM vol. 3D: ECREATE/EADD/EEXTEND records). */
+function mrenclaveOf(p: EnclavePayload): Buffer {
+  const h = createHash('sha256');
+  const rec = (tag: string) => {
+    const b = Buffer.alloc(64);
+    b.write(tag, 0, 'latin1');
+    return b;
+  };
+  const ecreate = rec('ECREATE');
+  ecreate.writeUInt32LE(p.layout.ssaFrameSize, 8);
+  ecreate.writeBigUInt64LE(BigInt(p.layout.size), 12);
+  h.update(ecreate);
+  for (const pg of p.layout.pages) {
+    const eadd = rec('EADD');
+    eadd.writeBigUInt64LE(BigInt(pg.offset), 8);
+    eadd.writeBigUInt64LE(BigInt(pg.secinfo), 16);
+    h.update(eadd);
+    const page = payloadPage(p, pg.offset);
+    for (let c = 0; c < 4096; c += 256) {
+      const ext = rec('EEXTEND');
+      ext.writeBigUInt64LE(BigInt(pg.offset + c), 8);
+      h.update(ext);
+      h.update(page.subarray(c, c + 256));
+    }
+  }
+  return h.digest();
+}
+
+const SEALER = { SEAL: 0, UNSEAL: 1, REPORT: 2, KEY_FINGERPRINT: 3 } as const;
+
+describe.skipIf(skipCore !== null)('core bindings: measured payloads', () => {
+  let signer: KeyObject;
+  let hv: CoreHypervisor;
+  beforeAll(() => {
+    signer = generateKeyPairSync('rsa', { modulusLength: 3072, publicExponent: 3 }).privateKey;
+    hv = new CoreHypervisor(config());
+  });
+  afterAll(() => hv?.close());
+
+  const signed = (p: EnclavePayload) => buildSigstruct({ enclaveHash: mrenclaveOf(p), attributes: 4n, xfrm: 3n, attributeMask: 0xffff_ffff_ffff_fffdn, isvProdId: 1, isvSvn: 2 }, signer);
+
+  it('MRENCLAVE from the core equals the independent computation; EPC is returned at destroy', () => {
+    const p = loadPayload('crypto');
+    const before = hv.status().epcPagesUsed;
+    const id = hv.loadPayload(p, signed(p));
+    const info = hv.info(id);
+    expect(info.state).toBe('initialized');
+    expect(info.mrenclave.toString('hex')).toBe(mrenclaveOf(p).toString('hex'));
+    const modulus = Buffer.from((signer.export({ format: 'jwk' }) as { n: string }).n, 'base64url');
+    expect(info.mrsigner.toString('hex')).toBe(createHash('sha256').update(Buffer.from(modulus).reverse()).digest('hex'));
+    expect(info.epcPages).toBe(p.layout.pages.length + 1);
+    expect(hv.enclavePages(id).map((pg) => Number(pg.offset))).toEqual(p.layout.pages.map((pg) => pg.offset));
+    expect(hv.status().epcPagesUsed).toBe(before + p.layout.pages.length + 1);
+    expect(hv.destroy(id)).toBe(p.layout.pages.length + 1);
+    expect(hv.status().epcPagesUsed).toBe(before);
+  });
+
+  it('refuses bad inputs with one clear line: tampered image, overlap, add after init, oversize', () => {
+    const p = loadPayload('crypto');
+    const tampered = { layout: p.layout, image: Buffer.from(p.image) };
+    tampered.image[0x1000] ^= 1;
+    expect(() => hv.loadPayload(tampered, signed(p))).toThrow(/ENCLAVE_INIT: MEASUREMENT_MISMATCH/);
+    const id = hv.createEnclave({ size: 0x4000n, base: 0x4000_0000n, ssaFrameSize: 1, attributes: 4n, xfrm: 3n });
+    hv.addPage(id, 0x1000, Buffer.alloc(4096), SECINFO.PT_REG | SECINFO.R);
+    expect(() => hv.addPage(id, 0x1000, Buffer.alloc(4096), SECINFO.PT_REG | SECINFO.R)).toThrow(/ENCLAVE_ADD: PAGE_OVERLAP/);
+    expect(() => hv.addPage(id, 0x4000, Buffer.alloc(4096), SECINFO.PT_REG | SECINFO.R)).toThrow(/OUTSIDE_ELRANGE/);
+    expect(() => hv.run(id)).toThrow(/enclave \d+: enclave \d+ is not initialized \(EINIT first\)/);
+    expect(hv.destroy(id)).toBe(2);
+    const big = { layout: { ...p.layout, size: 0x4000 }, image: p.image };
+    expect(() => hv.loadPayload(big, signed(p))).toThrow(HypervisorError);
+    const ok = hv.loadPayload(p, signed(p));
+    expect(() => hv.addPage(ok, 0x1f000, Buffer.alloc(4096), SECINFO.PT_REG | SECINFO.R)).toThrow(/ENCLAVE_ADD: ENCLAVE_STATE/);
+    hv.destroy(ok);
+  });
+
+  describe.skipIf(noKvm !== null)('run on KVM from the EPC', () => {
+    it('answers ECALLs, seals and unseals with the MRENCLAVE-bound key, reports, and is destroyed', () => {
+      const crypto = loadPayload('crypto');
+      const cid = hv.loadPayload(crypto, signed(crypto));
+      const cvm = hv.run(cid);
+      const data = randomBytes(100);
+      expect(cvm.call(2, data).toString('hex')).toBe(createHash('sha256').update(data).digest('hex'));
+
+      const sealer = loadPayload('sealer');
+      const sid = hv.loadPayload(sealer, signed(sealer));
+      const svm = hv.run(sid);
+      const secret = Buffer.from('the launch codes');
+      const blob = svm.call(SEALER.SEAL, secret);
+      expect(blob.length).toBe(secret.length + 68);
+      expect(blob.includes(secret)).toBe(false);
+      expect(svm.call(SEALER.UNSEAL, blob).equals(secret)).toBe(true);
+      const forged = Buffer.from(blob);
+      forged[forged.length - 1]! ^= 1;
+      expect(svm.ecall(SEALER.UNSEAL, forged)).toMatchObject({ ok: false, errorCode: 4 });
+
+      // a second instance (same MRENCLAVE) unseals; the core's seal key never leaves the enclave
+      const sid2 = hv.loadPayload(sealer, signed(sealer));
+      const svm2 = hv.run(sid2);
+      expect(svm2.call(SEALER.UNSEAL, blob).equals(secret)).toBe(true);
+      expect(svm2.call(SEALER.KEY_FINGERPRINT).equals(svm.call(SEALER.KEY_FINGERPRINT))).toBe(true);
+
+      // a different enclave (one more page → another MRENCLAVE) gets another key
+      const other: EnclavePayload = {
+        layout: { ...sealer.layout, pages: [...sealer.layout.pages, { offset: 0x1f000, type: 'reg', perms: 'r--', secinfo: 0x201 }] },
+        image: sealer.image,
+      };
+      const oid = hv.loadPayload(other, signed(other));
+      const ovm = hv.run(oid);
+      expect(hv.info(oid).mrenclave.equals(hv.info(sid).mrenclave)).toBe(false);
+      expect(ovm.call(SEALER.KEY_FINGERPRINT).equals(svm.call(SEALER.KEY_FINGERPRINT))).toBe(false);
+      expect(ovm.ecall(SEALER.UNSEAL, blob)).toMatchObject({ ok: false, errorCode: 4 });
+
+      // EREPORT through the hypercall: MAC checks out for the target, fields are this enclave's
+      const reportData = randomBytes(64);
+      const target = Buffer.alloc(56);
+      hv.info(cid).mrenclave.copy(target, 0);
+      const raw = svm.call(SEALER.REPORT, Buffer.concat([reportData, target]));
+      const rep = parseReport(raw);
+      expect(rep.mrenclave.equals(hv.info(sid).mrenclave)).toBe(true);
+      expect(rep.reportData.equals(reportData)).toBe(true);
+      expect(rep.isvSvn).toBe(2);
+      expect(hv.verifyReport(raw, hv.info(cid).mrenclave)).toBe(true);
+      expect(hv.verifyReport(raw, hv.info(oid).mrenclave)).toBe(false);
+
+      // destroy: the VM running it ends, pages come back, the others keep answering
+      const used = hv.status().epcPagesUsed;
+      expect(hv.destroy(sid)).toBe(sealer.layout.pages.length + 1);
+      expect(hv.status().epcPagesUsed).toBe(used - sealer.layout.pages.length - 1);
+      expect(() => svm.call(SEALER.KEY_FINGERPRINT)).toThrow(/is dead: enclave destroyed/);
+      expect(svm2.call(SEALER.UNSEAL, blob).equals(secret)).toBe(true);
+      expect(cvm.call(0, Buffer.from('ok')).toString()).toBe('ok');
+      for (const id of [cid, sid2, oid]) hv.destroy(id);
+      for (const vm of [cvm, svm, svm2, ovm]) vm.destroy();
+      expect(hv.status().epcPagesUsed).toBe(0);
+    });
+
+    it('a faulting enclave on the core is ended and its TCS released', () => {
+      const bad = loadPayload('misbehave');
+      const id = hv.loadPayload(bad, signed(bad));
+      const vm = hv.run(id, { timeoutMs: 100 });
+      expect(vm.call(0).toString()).toBe('alive');
+      expect(() => vm.call(1)).toThrow(EnclaveError);
+      expect(hv.info(id).threadsInside).toBe(0);
+      expect(hv.destroy(id)).toBe(bad.layout.pages.length + 1);
+    });
+  });
+});

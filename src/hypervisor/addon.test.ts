@@ -1,0 +1,249 @@
+import { closeSync, existsSync, openSync, readFileSync, writeFileSync, mkdtempSync, rmSync } from 'node:fs';
+import { constants as fsc } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { AddonError, addonUnavailable, cpuid, cpuVendor, ioctl, loadPayload, MappedRegion, readMsr, kvmUnavailable, EnclaveVm, EnclaveError } from './addon.js';
+
+// The syscall bridge: everything here runs wherever the addon is built.
+const noAddon = addonUnavailable();
+if (noAddon) console.warn(`addon tests skipped: ${noAddon}`);
+
+describe.skipIf(noAddon !== null)('addon syscall bridge', () => {
+  it('CPUID leaf 0 vendor matches /proc/cpuinfo', () => {
+    const line = readFileSync('/proc/cpuinfo', 'utf8')
+      .split('\n')
+      .find((l) => l.startsWith('vendor_id'));
+    expect(line).toBeDefined();
+    const vendor = line!.split(':')[1]!.trim();
+    expect(cpuVendor()).toBe(vendor);
+    const r = cpuid(0);
+    const b = Buffer.alloc(12);
+    b.writeUInt32LE(r.ebx >>> 0, 0);
+    b.writeUInt32LE(r.edx >>> 0, 4);
+    b.writeUInt32LE(r.ecx >>> 0, 8);
+    expect(b.toString('latin1')).toBe(vendor);
+    expect(r.eax).toBeGreaterThanOrEqual(1);
+  });
+
+  it.skipIf(!existsSync('/dev/cpu/0/cpuid'))('CPUID agrees with the kernel cpuid driver (/dev/cpu/0/cpuid)', async () => {
+    const { readSync } = await import('node:fs');
+    const fd = openSync('/dev/cpu/0/cpuid', 'r');
+    try {
+      // the driver reads leaf (low 32 bits of the offset) / subleaf (high 32) on CPU 0; we may run
+      // on another CPU, so compare leaves that are the same on every CPU
+      for (const [leaf, sub] of [[0, 0], [0x8000_0000, 0], [7, 0]] as const) {
+        const b = Buffer.alloc(16);
+        readSync(fd, b, 0, 16, leaf + sub * 2 ** 32);
+        expect(cpuid(leaf, sub)).toEqual({ eax: b.readUInt32LE(0), ebx: b.readUInt32LE(4), ecx: b.readUInt32LE(8), edx: b.readUInt32LE(12) });
+      }
+    } finally {
+      closeSync(fd);
+    }
+  });
+
+  it('CPUID leaf 1 feature bits agree with /proc/cpuinfo flags', () => {
+    const flags = new Set(
+      readFileSync('/proc/cpuinfo', 'utf8')
+        .split('\n')
+        .find((l) => l.startsWith('flags'))!
+        .split(':')[1]!
+        .trim()
+        .split(/\s+/),
+    );
+    const ecx = cpuid(1).ecx;
+    expect(((ecx >>> 23) & 1) === 1).toBe(flags.has('popcnt'));
+    expect(((ecx >>> 30) & 1) === 1).toBe(flags.has('rdrand'));
+    const edx = cpuid(0x8000_0001).edx;
+    expect(((edx >>> 29) & 1) === 1).toBe(flags.has('lm'));
+  });
+
+  it('reads an MSR through /dev/cpu/0/msr, or says why not', () => {
+    const path = '/dev/cpu/0/msr';
+    let usable = existsSync(path);
+    if (usable) {
+      try {
+        closeSync(openSync(path, 'r'));
+      } catch {
+        usable = false;
+      }
+    }
+    if (!usable) {
+      console.warn(`MSR read skipped: ${path} absent or not permitted (modprobe msr, run as root)`);
+      const e = (() => {
+        try {
+          readMsr(0x10);
+        } catch (x) {
+          return x;
+        }
+      })();
+      expect(e).toBeInstanceOf(AddonError);
+      expect((e as AddonError).message).toMatch(/MSR 0x10 on CPU 0: \/dev\/cpu\/0\/msr (is absent|not permitted)/);
+      return;
+    }
+    const a = readMsr(0x10); // IA32_TIME_STAMP_COUNTER
+    const b = readMsr(0x10);
+    expect(b).toBeGreaterThan(a);
+  });
+
+  it('ioctl: integer and in/out buffer arguments, errno as code', () => {
+    expect(() => ioctl(-1, 0x5401, Buffer.alloc(64))).toThrow(/EBADF/);
+    const fd = openSync('/dev/null', 'r');
+    try {
+      // TCGETS on a non-terminal
+      const err = (() => {
+        try {
+          ioctl(fd, 0x5401, Buffer.alloc(64));
+        } catch (e) {
+          return e as AddonError;
+        }
+      })();
+      expect(err?.code).toBe('ENOTTY');
+      // a request encoding a bigger struct than the buffer is refused before the kernel sees it
+      expect(() => ioctl(fd, 0xc008ae05, Buffer.alloc(4))).toThrow(/buffer of 4 bytes, the request encodes 8/);
+    } finally {
+      closeSync(fd);
+    }
+  });
+
+  it.skipIf(kvmUnavailable() !== null)('ioctl on /dev/kvm: API version and supported CPUID through a buffer', () => {
+    const fd = openSync('/dev/kvm', fsc.O_RDWR);
+    try {
+      expect(ioctl(fd, 0xae00)).toBe(12); // KVM_GET_API_VERSION
+      const n = 100;
+      const buf = Buffer.alloc(8 + n * 40);
+      buf.writeUInt32LE(n, 0);
+      ioctl(fd, 0xc008ae05, buf); // KVM_GET_SUPPORTED_CPUID
+      const nent = buf.readUInt32LE(0);
+      expect(nent).toBeGreaterThan(0);
+      const leaf0 = [...Array(nent).keys()].map((i) => 8 + i * 40).find((o) => buf.readUInt32LE(o) === 0);
+      expect(leaf0).toBeDefined();
+      const v = Buffer.concat([buf.subarray(leaf0! + 16, leaf0! + 20), buf.subarray(leaf0! + 24, leaf0! + 28), buf.subarray(leaf0! + 20, leaf0! + 24)]);
+      expect(v.toString('latin1')).toBe(cpuVendor());
+    } finally {
+      closeSync(fd);
+    }
+  });
+
+  it('mmap: anonymous and file mappings, bounds-checked', () => {
+    const m = MappedRegion.anonymous(8192);
+    m.write(8190, Buffer.from([1, 2]));
+    expect([...m.read(8190, 2)]).toEqual([1, 2]);
+    expect(() => m.write(8191, Buffer.from([1, 2]))).toThrow(/outside the 0x2000-byte mapping/);
+    m.close();
+    expect(() => m.read(0, 1)).toThrow(/closed/);
+
+    const dir = mkdtempSync(join(tmpdir(), 'he-mmap-'));
+    try {
+      const f = join(dir, 'data');
+      writeFileSync(f, Buffer.alloc(4096, 0x5a));
+      const fd = openSync(f, 'r+');
+      const fm = MappedRegion.open(fd, 4096, 0, true);
+      expect(fm.read(100, 3).toString('hex')).toBe('5a5a5a');
+      fm.write(0, Buffer.from('hello'));
+      fm.close();
+      closeSync(fd);
+      expect(readFileSync(f).subarray(0, 5).toString()).toBe('hello');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+// ---------------------------------------------------------------- enclave VMs without the core
+
+const noKvm = noAddon ?? kvmUnavailable();
+const noPayloads = (() => {
+  try {
+    loadPayload('crypto');
+    return null;
+  } catch (e) {
+    return (e as Error).message;
+  }
+})();
+const skipVm = noKvm ?? noPayloads;
+if (skipVm) console.warn(`enclave VM tests skipped: ${skipVm}`);
+
+const ECALL = { ECHO: 0, ADD: 1, SHA256: 2, VIA_HOST: 3, EMPTY: 4 } as const;
+
+describe.skipIf(skipVm !== null)('KVM enclave runner (standalone payloads)', async () => {
+  const { createHash, randomBytes } = await import('node:crypto');
+
+  it('runs the crypto payload: echo, add, SHA-256 checked against node:crypto, OCALL round trip', () => {
+    const vm = EnclaveVm.standalone(loadPayload('crypto'));
+    try {
+      const msg = randomBytes(300);
+      expect(vm.call(ECALL.ECHO, msg).equals(msg)).toBe(true);
+      const add = Buffer.alloc(16);
+      add.writeBigUInt64LE(0xffff_ffff_ffff_fff0n, 0);
+      add.writeBigUInt64LE(0x20n, 8);
+      expect(vm.call(ECALL.ADD, add).readBigUInt64LE(0)).toBe(0x10n);
+      for (const n of [0, 3, 55, 56, 64, 119, 200]) {
+        const data = randomBytes(n);
+        expect(vm.call(ECALL.SHA256, data).toString('hex')).toBe(createHash('sha256').update(data).digest('hex'));
+      }
+      const seen: number[] = [];
+      const out = vm.call(ECALL.VIA_HOST, Buffer.from('abc'), { ocall: (nr, input) => (seen.push(nr), Buffer.concat([input, Buffer.from('!')])) });
+      expect(seen).toEqual([7]);
+      expect(out.toString()).toBe('!cba');
+      // enclave-reported errors are statuses, not deaths
+      const bad = vm.ecall(ECALL.ADD, Buffer.alloc(3));
+      expect(bad).toMatchObject({ ok: false, errorCode: 2 });
+      expect(vm.ecall(99)).toMatchObject({ ok: false, errorCode: 1 });
+      // an OCALL the host fails is an error code for the enclave, and the host's exception surfaces
+      expect(() => vm.ecall(ECALL.VIA_HOST, Buffer.from('x'), { ocall: () => { throw new Error('host said no'); } })).toThrow('host said no');
+      expect(vm.ecall(ECALL.VIA_HOST, Buffer.from('x'))).toMatchObject({ ok: false, errorCode: 7 });
+      expect(vm.info()).toMatchObject({ dead: null, name: 'crypto' });
+      expect(() => vm.ecall(ECALL.ECHO, Buffer.alloc(vm.info().sharedCapacity + 1))).toThrow(/exceeds the shared buffer/);
+    } finally {
+      vm.destroy();
+    }
+    expect(() => vm.ecall(ECALL.EMPTY)).toThrow(/already destroyed/);
+  });
+
+  it('a faulting or runaway enclave ends with a clear error while another keeps answering', () => {
+    const good = EnclaveVm.standalone(loadPayload('crypto'));
+    const bad = loadPayload('misbehave');
+    const cases: [number, RegExp][] = [
+      [1, /#PF page fault \(vector 14\) at rip 0x[0-9a-f]+ \(offset 0x[0-9a-f]+\), write of 0x0: page not present/],
+      [3, /#UD invalid opcode \(vector 6\)/],
+      [4, /#PF page fault .*write of 0x4000[0-9a-f]+: permission denied/],
+      [5, /enclave executed HLT \(unexpected exit\)/],
+      [6, /#DE divide error \(vector 0\)/],
+      [7, /enclave panicked: deliberate panic with 0 input bytes at misbehave\/src\/main.rs:\d+/],
+      [8, /read of 0x1000: page not present/],
+      [2, /runaway: ECALL exceeded its budget of 100 ms/],
+    ];
+    try {
+      for (const [fn, msg] of cases) {
+        const vm = EnclaveVm.standalone(bad, { timeoutMs: 100 });
+        expect(vm.call(0).toString()).toBe('alive');
+        const t0 = Date.now();
+        const err = (() => {
+          try {
+            vm.ecall(fn);
+          } catch (e) {
+            return e as EnclaveError;
+          }
+        })();
+        expect(err).toBeInstanceOf(EnclaveError);
+        expect(err!.dead).toBe(true);
+        expect(err!.message).toMatch(msg);
+        expect(err!.message).not.toContain('\n');
+        expect(Date.now() - t0).toBeLessThan(5000);
+        expect(() => vm.ecall(0)).toThrow(/is dead: enclave misbehave: /);
+        expect(vm.info().dead).toMatch(msg);
+        vm.destroy();
+        // the other enclave (and this process) carry on
+        expect(good.call(ECALL.ECHO, Buffer.from('still here')).toString()).toBe('still here');
+      }
+    } finally {
+      good.destroy();
+    }
+  });
+
+  it('refuses an image larger than its declared ELRANGE', () => {
+    const p = loadPayload('crypto');
+    expect(() => EnclaveVm.standalone({ layout: { ...p.layout, size: 0x2000 }, image: p.image })).toThrow(/does not fit the declared size 0x2000/);
+  });
+});

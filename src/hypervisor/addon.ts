@@ -1,0 +1,568 @@
+import { existsSync, readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { sign, type KeyObject } from 'node:crypto';
+import { EXIT, HyperEnclaveError } from '../errors.js';
+import { HC, HypervisorError, decodeEnclaveInfo, decodeStatus, encodeSecs, ENCLAVE_INFO_SIZE, PAGE_SIZE, REPORT_SIZE, STATUS_SIZE } from './abi.js';
+import type { EnclaveInfoRecord, HvStatusRecord, SecsSpec } from './abi.js';
+
+/**
+ * Loader and typed wrapper of the Node-API addon (hypervisor/addon, Rust): the syscall bridge
+ * (CPUID, MSRs, ioctl, mmap), the KVM enclave runner and the bindings to hyperenclave-core.
+ * The .node file is found from the package root, so this works from src/ (vitest) and from
+ * dist/src/ (after tsc).
+ */
+
+/** The addon is missing or refused a call (bad argument, OS error): one line, with `code`. */
+export class AddonError extends HyperEnclaveError {
+  readonly code: string | undefined;
+  constructor(message: string, exitCode: number = EXIT.INTERNAL, code?: string) {
+    super(message, exitCode);
+    this.code = code;
+  }
+}
+
+/** An enclave VM was ended (fault, triple fault, runaway, unexpected exit) or a call was refused. */
+export class EnclaveError extends HyperEnclaveError {
+  readonly code: string | undefined;
+  /** True when the VM is gone: later calls fail with "is dead". */
+  readonly dead: boolean;
+  constructor(message: string, code?: string) {
+    super(message, code === 'ERR_INVALID_ARG' ? EXIT.BAD_INPUT : EXIT.INTERNAL);
+    this.code = code;
+    this.dead = code === 'ERR_ENCLAVE_DEAD';
+  }
+}
+
+export interface CpuidRegs {
+  eax: number;
+  ebx: number;
+  ecx: number;
+  edx: number;
+}
+
+interface RawEcall {
+  status: number;
+  output: Buffer;
+  exits: number;
+}
+
+interface RawVmInfo {
+  name: string;
+  dead: string | null;
+  ecalls: number;
+  exits: number;
+  sharedCapacity: number;
+  timeoutMs: number;
+  enclaveId: number | null;
+}
+
+type Int = number | bigint;
+
+/** The raw addon exports (src: hypervisor/addon/src/exports.rs). */
+export interface RawAddon {
+  abiVersion: number;
+  cpuid(leaf: number, subleaf?: number): CpuidRegs;
+  cpuVendor(): string;
+  readMsr(cpu: number, msr: number): bigint;
+  ioctl(fd: number, request: Int, arg?: Uint8Array | Int | null): number;
+  mmapOpen(fd: number, length: number, offset?: Int, writable?: boolean): number;
+  mmapRead(handle: number, offset: number, length: number): Buffer;
+  mmapWrite(handle: number, offset: number, data: Uint8Array): void;
+  munmap(handle: number): void;
+  kvmAvailable(): string | null;
+  enclaveLoad(opts: {
+    name?: string;
+    base: Int;
+    size: Int;
+    image: Uint8Array;
+    imageOffset?: Int;
+    pages: { offset: Int; perms: number; tcs?: boolean }[];
+    sharedPages?: number;
+    timeoutMs?: number;
+  }): number;
+  enclaveEcall(
+    vm: number,
+    tcsOffset: Int,
+    fn: number,
+    input?: Uint8Array | null,
+    opts?: { timeoutMs?: number; ocall?: (nr: number, input: Buffer) => Uint8Array | null | undefined },
+  ): RawEcall;
+  enclaveInfo(vm: number): RawVmInfo;
+  enclaveDestroy(vm: number): void;
+  hvCreate(cfg: {
+    base: Int;
+    total: Int;
+    hypervisorSize: Int;
+    imageSize?: Int;
+    paging?: 'ept' | 'npt';
+    platformSecret: Uint8Array;
+    imageDigest?: Uint8Array;
+    keySlots?: { kind: 'asid' | 'keyid'; min?: number; max: number } | null;
+    requireSignedSigstruct?: boolean;
+  }): number;
+  hvClose(hv: number): void;
+  hvHypercall(hv: number, nr: number, args?: Int[], guestBase?: Int, guest?: Uint8Array): { status: number; rdi: bigint; rsi: bigint; rdx: bigint };
+  hvHostAccess(hv: number, gpa: Int, access: 'read' | 'write' | 'execute'): string | null;
+  hvEnclavePages(hv: number, id: number): { offset: bigint; hpa: bigint; type: number; perms: number }[];
+  hvReadPhys(hv: number, pa: Int, length: number): Buffer;
+  hvEnclaveRun(hv: number, id: number, opts?: { sharedPages?: number; timeoutMs?: number }): number;
+  sigstructBuild(body: {
+    enclaveHash: Uint8Array;
+    vendor?: number;
+    date?: number;
+    miscSelect?: number;
+    miscMask?: number;
+    attributes?: bigint;
+    xfrm?: bigint;
+    attributeMask?: bigint;
+    xfrmMask?: bigint;
+    isvProdId?: number;
+    isvSvn?: number;
+  }): Buffer;
+  sigstructSignedMessage(sigstruct: Uint8Array): Buffer;
+  sigstructAttach(sigstruct: Uint8Array, modulusBE: Uint8Array, signatureBE: Uint8Array): Buffer;
+}
+
+function packageRoot(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (;;) {
+    const pkg = join(dir, 'package.json');
+    if (existsSync(pkg)) {
+      try {
+        if ((JSON.parse(readFileSync(pkg, 'utf8')) as { name?: string }).name === 'hyperenclave-ts') return dir;
+      } catch {
+        /* keep walking */
+      }
+    }
+    const up = dirname(dir);
+    if (up === dir) throw new AddonError('addon: cannot find the hyperenclave-ts package root above ' + fileURLToPath(import.meta.url), EXIT.INTERNAL);
+    dir = up;
+  }
+}
+
+export const addonPath = (): string => join(packageRoot(), 'hypervisor', 'addon', 'hyperenclave-addon.node');
+export const enclavesOutDir = (): string => join(packageRoot(), 'hypervisor', 'enclaves', 'out');
+
+let cached: RawAddon | undefined;
+
+/** The raw addon; throws AddonError "addon not built: run make build" when the file is missing. */
+export function loadAddon(): RawAddon {
+  if (cached) return cached;
+  const path = addonPath();
+  if (!existsSync(path)) throw new AddonError(`addon not built: run make build (missing ${path})`, EXIT.UNSUPPORTED, 'ERR_ADDON_MISSING');
+  try {
+    cached = createRequire(import.meta.url)(path) as RawAddon;
+  } catch (e) {
+    throw new AddonError(`addon ${path} failed to load: ${(e as Error).message.split('\n')[0]}`, EXIT.UNSUPPORTED, 'ERR_ADDON_LOAD');
+  }
+  return cached;
+}
+
+/** null when the addon loads, else why not (one line). */
+export function addonUnavailable(): string | null {
+  try {
+    loadAddon();
+    return null;
+  } catch (e) {
+    return (e as Error).message;
+  }
+}
+
+/** Runs `f`, turning the addon's thrown errors (which carry `code`) into AddonError. */
+function wrap<T>(f: () => T): T {
+  try {
+    return f();
+  } catch (e) {
+    if (e instanceof HyperEnclaveError) throw e;
+    const err = e as Error & { code?: string };
+    const exit = err.code === 'ERR_INVALID_ARG' || err.code === 'ERR_OUT_OF_RANGE' ? EXIT.BAD_INPUT : err.code === 'ERR_MSR' || err.code === 'ERR_NO_KVM' ? EXIT.UNSUPPORTED : EXIT.INTERNAL;
+    throw new AddonError(err.message, exit, err.code);
+  }
+}
+
+// ---------------------------------------------------------------- syscall bridge
+
+export const cpuid = (leaf: number, subleaf = 0): CpuidRegs => wrap(() => loadAddon().cpuid(leaf, subleaf));
+export const cpuVendor = (): string => wrap(() => loadAddon().cpuVendor());
+/** Reads an MSR through /dev/cpu/N/msr; AddonError (code ERR_MSR) when absent or not permitted. */
+export const readMsr = (msr: number, cpu = 0): bigint => wrap(() => loadAddon().readMsr(cpu, msr));
+/** ioctl(fd, request, arg): a Buffer is passed by pointer and updated in place. */
+export const ioctl = (fd: number, request: Int, arg?: Uint8Array | Int): number => wrap(() => loadAddon().ioctl(fd, request, arg ?? null));
+/** null when /dev/kvm can run enclave VMs here, else the reason. */
+export function kvmUnavailable(): string | null {
+  const why = addonUnavailable();
+  return why ?? loadAddon().kvmAvailable();
+}
+
+/** A mapping of a device/file (or anonymous memory), read and written at offsets (bounds-checked). */
+export class MappedRegion {
+  private handle: number | null;
+  private constructor(
+    handle: number,
+    readonly length: number,
+  ) {
+    this.handle = handle;
+  }
+  /** Shared mapping of `fd` at `offset`. */
+  static open(fd: number, length: number, offset: Int = 0, writable = false): MappedRegion {
+    return new MappedRegion(
+      wrap(() => loadAddon().mmapOpen(fd, length, offset, writable)),
+      length,
+    );
+  }
+  static anonymous(length: number): MappedRegion {
+    return new MappedRegion(
+      wrap(() => loadAddon().mmapOpen(-1, length, 0, true)),
+      length,
+    );
+  }
+  private h(): number {
+    if (this.handle === null) throw new AddonError('mapping already closed', EXIT.USAGE, 'ERR_BAD_HANDLE');
+    return this.handle;
+  }
+  read(offset: number, length: number): Buffer {
+    return wrap(() => loadAddon().mmapRead(this.h(), offset, length));
+  }
+  write(offset: number, data: Uint8Array): void {
+    wrap(() => loadAddon().mmapWrite(this.h(), offset, data));
+  }
+  close(): void {
+    if (this.handle !== null) loadAddon().munmap(this.handle);
+    this.handle = null;
+  }
+}
+
+// ---------------------------------------------------------------- enclave payloads
+
+export interface EnclaveLayoutPage {
+  offset: number;
+  type: 'tcs' | 'reg';
+  perms: string;
+  /** SECINFO.FLAGS (R=1 W=2 X=4, page type in 15:8). */
+  secinfo: number;
+}
+
+/** hypervisor/enclaves/out/<name>.json, written by hypervisor/enclaves/layout.mjs. */
+export interface EnclaveLayout {
+  schema: 'hyperenclave-enclave-layout';
+  version: 1;
+  name: string;
+  image: string;
+  imageSize: number;
+  imageSha256: string;
+  base: number;
+  size: number;
+  ssaFrameSize: number;
+  tcsOffset: number;
+  entryOffset: number;
+  ssaOffset: number;
+  pages: EnclaveLayoutPage[];
+}
+
+/** A built payload: its layout and flat image (ELRANGE offset 0 onward). */
+export interface EnclavePayload {
+  layout: EnclaveLayout;
+  image: Buffer;
+}
+
+/** Reads a payload built by hypervisor/enclaves/build.sh (crypto, sealer, misbehave). */
+export function loadPayload(name: string, dir = enclavesOutDir()): EnclavePayload {
+  const jsonPath = join(dir, `${name}.json`);
+  if (!existsSync(jsonPath)) throw new AddonError(`enclave payload ${name} not built: run make build (missing ${jsonPath})`, EXIT.NOT_FOUND, 'ERR_PAYLOAD_MISSING');
+  const layout = JSON.parse(readFileSync(jsonPath, 'utf8')) as EnclaveLayout;
+  if (layout.schema !== 'hyperenclave-enclave-layout' || layout.version !== 1) throw new AddonError(`${jsonPath}: not an enclave layout (schema ${String(layout.schema)})`, EXIT.BAD_INPUT);
+  const image = readFileSync(join(dir, layout.image));
+  if (image.length !== layout.imageSize) throw new AddonError(`${layout.image}: ${image.length} bytes, layout says ${layout.imageSize}`, EXIT.BAD_INPUT);
+  if (image.length > layout.size) throw new AddonError(`${layout.image}: image of ${image.length} bytes is larger than the declared ELRANGE (${layout.size})`, EXIT.BAD_INPUT);
+  return { layout, image };
+}
+
+/** The 4 KiB page at `offset` of a payload (zero-filled past the image end). */
+export function payloadPage(p: EnclavePayload, offset: number): Buffer {
+  const page = Buffer.alloc(PAGE_SIZE);
+  if (offset < p.image.length) p.image.copy(page, 0, offset, Math.min(offset + PAGE_SIZE, p.image.length));
+  return page;
+}
+
+export interface EcallOutcome {
+  /** EAX at EEXIT: output length, or 0x8000_0000 | error code. */
+  status: number;
+  ok: boolean;
+  /** The enclave's error code when !ok. */
+  errorCode: number | null;
+  output: Buffer;
+  /** VM exits this ECALL took (1 unless it made OCALLs or hypercalls). */
+  exits: number;
+}
+
+export interface EcallOptions {
+  /** Runaway budget for this ECALL (default: the VM's). */
+  timeoutMs?: number;
+  /** Serves the enclave's OCALLs: (number, input) → output. A throw fails the OCALL. */
+  ocall?: (nr: number, input: Buffer) => Uint8Array | null | undefined;
+  /** TCS to enter (default: the payload's first). */
+  tcsOffset?: number;
+}
+
+export interface VmInfo extends RawVmInfo {}
+
+/** One enclave VM on KVM (standalone or over a core enclave's EPC pages). */
+export class EnclaveVm {
+  private handle: number | null;
+  private constructor(
+    handle: number,
+    readonly name: string,
+    readonly tcsOffset: number,
+  ) {
+    this.handle = handle;
+  }
+
+  /** Loads a payload without the core (no measurement; EGETKEY/EREPORT unavailable). */
+  static standalone(p: EnclavePayload, opts: { sharedPages?: number; timeoutMs?: number; name?: string } = {}): EnclaveVm {
+    const a = loadAddon();
+    const h = vmCall(() =>
+      a.enclaveLoad({
+        name: opts.name ?? p.layout.name,
+        base: p.layout.base,
+        size: p.layout.size,
+        image: p.image,
+        pages: p.layout.pages.map((pg) => ({ offset: pg.offset, perms: pg.secinfo & 7, tcs: pg.type === 'tcs' })),
+        sharedPages: opts.sharedPages,
+        timeoutMs: opts.timeoutMs,
+      }),
+    );
+    return new EnclaveVm(h, opts.name ?? p.layout.name, p.layout.tcsOffset);
+  }
+
+  /** @internal */
+  static fromHandle(handle: number, name: string, tcsOffset: number): EnclaveVm {
+    return new EnclaveVm(handle, name, tcsOffset);
+  }
+
+  private h(): number {
+    if (this.handle === null) throw new EnclaveError(`enclave ${this.name}: VM already destroyed`, 'ERR_BAD_HANDLE');
+    return this.handle;
+  }
+
+  ecall(fn: number, input?: Uint8Array, opts: EcallOptions = {}): EcallOutcome {
+    const a = loadAddon();
+    const r = vmCall(() => a.enclaveEcall(this.h(), opts.tcsOffset ?? this.tcsOffset, fn, input ?? null, { timeoutMs: opts.timeoutMs, ocall: opts.ocall }));
+    const ok = (r.status & 0x8000_0000) === 0;
+    return { status: r.status, ok, errorCode: ok ? null : r.status & 0x7fff_ffff, output: r.output, exits: r.exits };
+  }
+
+  /** ECALL that must succeed: returns the output, throws EnclaveError with the enclave's code otherwise. */
+  call(fn: number, input?: Uint8Array, opts: EcallOptions = {}): Buffer {
+    const r = this.ecall(fn, input, opts);
+    if (!r.ok) throw new EnclaveError(`enclave ${this.name}: ECALL ${fn} returned error code ${r.errorCode}`, 'ERR_ENCLAVE_STATUS');
+    return r.output;
+  }
+
+  info(): VmInfo {
+    return vmCall(() => loadAddon().enclaveInfo(this.h()));
+  }
+
+  /** Ends the VM (KVM objects freed; a core enclave's pages stay until ENCLAVE_DESTROY). */
+  destroy(): void {
+    if (this.handle !== null) loadAddon().enclaveDestroy(this.handle);
+    this.handle = null;
+  }
+}
+
+function vmCall<T>(f: () => T): T {
+  try {
+    return f();
+  } catch (e) {
+    if (e instanceof HyperEnclaveError) throw e;
+    const err = e as Error & { code?: string };
+    if (err.code === 'ERR_ENCLAVE_DEAD' || err.code === 'ERR_ENCLAVE_CALL' || err.code === 'ERR_ENCLAVE_LOAD' || err.code === 'ERR_NO_KVM' || err.code === 'ERR_BAD_HANDLE')
+      throw new EnclaveError(err.message, err.code);
+    if (err.code === undefined) throw e; // an exception thrown by a JS OCALL handler
+    throw new AddonError(err.message, err.code === 'ERR_INVALID_ARG' ? EXIT.BAD_INPUT : EXIT.INTERNAL, err.code);
+  }
+}
+
+// ---------------------------------------------------------------- the core
+
+/** Same shape as CoreConfig in ./core-binding.ts. */
+export interface CoreHypervisorConfig {
+  base: bigint;
+  total: bigint;
+  hypervisorSize: bigint;
+  imageSize: bigint;
+  paging: 'ept' | 'npt';
+  platformSecret: Buffer;
+  imageDigest: Buffer;
+  keySlots: { kind: 'asid' | 'keyid'; min: number; max: number } | null;
+  requireSignedSigstruct: boolean;
+}
+
+export interface HypercallOutcome {
+  status: number;
+  rdi: bigint;
+  rsi: bigint;
+  rdx: bigint;
+}
+
+const HC_NAME: Record<number, string> = Object.fromEntries(Object.entries(HC).map(([k, v]) => [v, k]));
+
+/**
+ * The core's `Hypervisor` living in this process. `hypercall` is hypercall::dispatch with the
+ * caller's memory (`guest`, at guest-physical `guestBase`); the typed helpers use a private
+ * scratch buffer at `scratchBase` (must be RAM in the ENABLE memory map once enabled).
+ */
+export class CoreHypervisor {
+  private handle: number | null;
+  private readonly scratch = Buffer.alloc(4 * PAGE_SIZE);
+  constructor(
+    cfg: CoreHypervisorConfig,
+    readonly scratchBase: bigint = 0x10_0000n,
+  ) {
+    this.handle = wrap(() => loadAddon().hvCreate(cfg));
+  }
+
+  private h(): number {
+    if (this.handle === null) throw new AddonError('hypervisor core already closed', EXIT.USAGE, 'ERR_BAD_HANDLE');
+    return this.handle;
+  }
+
+  hypercall(nr: number, args: readonly bigint[], guestBase: bigint, guest: Buffer): HypercallOutcome {
+    return wrap(() => loadAddon().hvHypercall(this.h(), nr, [...args], guestBase, guest));
+  }
+
+  hostAccess(gpa: bigint, access: 'read' | 'write' | 'execute'): string | null {
+    return wrap(() => loadAddon().hvHostAccess(this.h(), gpa, access));
+  }
+
+  enclavePages(id: number): { offset: bigint; hpa: bigint; type: number; perms: number }[] {
+    return wrap(() => loadAddon().hvEnclavePages(this.h(), id));
+  }
+
+  readPhys(pa: bigint, length: number): Buffer {
+    return wrap(() => loadAddon().hvReadPhys(this.h(), pa, length));
+  }
+
+  close(): void {
+    if (this.handle !== null) loadAddon().hvClose(this.handle);
+    this.handle = null;
+  }
+
+  /** A hypercall through the scratch buffer (inputs placed at the given offsets); throws on non-SUCCESS. */
+  private call(nr: number, args: bigint[], inputs: [number, Uint8Array][] = []): HypercallOutcome {
+    this.scratch.fill(0);
+    for (const [off, data] of inputs) this.scratch.set(data, off);
+    const r = this.hypercall(nr, args, this.scratchBase, this.scratch);
+    if (r.status !== 0) throw HypervisorError.fromStatus(HC_NAME[nr] ?? `hypercall ${nr}`, r.status);
+    return r;
+  }
+  private at = (off: number): bigint => this.scratchBase + BigInt(off);
+
+  status(): HvStatusRecord {
+    this.call(HC.STATUS, [this.at(0), BigInt(STATUS_SIZE)]);
+    return decodeStatus(Buffer.from(this.scratch.subarray(0, STATUS_SIZE)));
+  }
+
+  createEnclave(secs: SecsSpec): number {
+    return Number(this.call(HC.ENCLAVE_CREATE, [this.at(0)], [[0, encodeSecs(secs)]]).rdi);
+  }
+
+  addPage(id: number, offset: number, page: Uint8Array, secinfo: number): void {
+    this.call(HC.ENCLAVE_ADD, [BigInt(id), BigInt(offset), this.at(0), BigInt(secinfo)], [[0, page]]);
+  }
+
+  extend(id: number, offset: number): void {
+    this.call(HC.ENCLAVE_EXTEND, [BigInt(id), BigInt(offset)]);
+  }
+
+  init(id: number, sigstruct: Uint8Array): void {
+    this.call(HC.ENCLAVE_INIT, [BigInt(id), this.at(0)], [[0, sigstruct]]);
+  }
+
+  /** Returns the EPC pages given back. Any VM running the enclave is ended first. */
+  destroy(id: number): number {
+    return Number(this.call(HC.ENCLAVE_DESTROY, [BigInt(id)]).rdi);
+  }
+
+  info(id: number): EnclaveInfoRecord {
+    this.call(HC.ENCLAVE_INFO, [BigInt(id), this.at(0), BigInt(ENCLAVE_INFO_SIZE)]);
+    return decodeEnclaveInfo(Buffer.from(this.scratch.subarray(0, ENCLAVE_INFO_SIZE)));
+  }
+
+  /** VERIFY_REPORT: true when the REPORT's MAC is right for `targetMrenclave`. */
+  verifyReport(report: Uint8Array, targetMrenclave: Uint8Array): boolean {
+    this.scratch.fill(0);
+    this.scratch.set(report, 0);
+    this.scratch.set(targetMrenclave, 1024);
+    const r = this.hypercall(HC.VERIFY_REPORT, [this.at(0), this.at(1024)], this.scratchBase, this.scratch);
+    return r.status === 0;
+  }
+
+  report(id: number, targetInfo: Uint8Array, reportData: Uint8Array): Buffer {
+    this.call(HC.REPORT, [BigInt(id), this.at(0), this.at(512), this.at(1024)], [[0, targetInfo], [512, reportData]]);
+    return Buffer.from(this.scratch.subarray(1024, 1024 + REPORT_SIZE));
+  }
+
+  /**
+   * ECREATE + EADD/EEXTEND of every page of a built payload + EINIT with `sigstruct` (built
+   * by `payloadSigstruct`). Returns the enclave id.
+   */
+  loadPayload(p: EnclavePayload, sigstruct: Uint8Array, opts: { attributes?: bigint; xfrm?: bigint } = {}): number {
+    const l = p.layout;
+    const id = this.createEnclave({ size: BigInt(l.size), base: BigInt(l.base), ssaFrameSize: l.ssaFrameSize, attributes: opts.attributes ?? 4n, xfrm: opts.xfrm ?? 3n });
+    try {
+      for (const pg of l.pages) {
+        this.addPage(id, pg.offset, payloadPage(p, pg.offset), pg.secinfo);
+        for (let c = 0; c < PAGE_SIZE; c += 256) this.extend(id, pg.offset + c);
+      }
+      this.init(id, sigstruct);
+    } catch (e) {
+      this.destroy(id);
+      throw e;
+    }
+    return id;
+  }
+
+  /** Starts a KVM VM over the EPC pages of initialized enclave `id`. */
+  run(id: number, opts: { sharedPages?: number; timeoutMs?: number; tcsOffset?: number } = {}): EnclaveVm {
+    const h = vmCall(() => loadAddon().hvEnclaveRun(this.h(), id, { sharedPages: opts.sharedPages, timeoutMs: opts.timeoutMs }));
+    return EnclaveVm.fromHandle(h, String(id), opts.tcsOffset ?? 0);
+  }
+}
+
+/** What ./core-binding.ts calls. */
+export function createHypervisor(cfg: CoreHypervisorConfig): CoreHypervisor {
+  return new CoreHypervisor(cfg);
+}
+
+export interface SigstructFields {
+  enclaveHash: Uint8Array;
+  attributes?: bigint;
+  xfrm?: bigint;
+  attributeMask?: bigint;
+  xfrmMask?: bigint;
+  miscSelect?: number;
+  miscMask?: number;
+  isvProdId?: number;
+  isvSvn?: number;
+  vendor?: number;
+  date?: number;
+}
+
+/**
+ * A SIGSTRUCT (the core's layout code), signed with `signer` (RSA-3072, e = 3, PKCS#1 v1.5
+ * SHA-256, as SGX requires) or left unsigned (for a core with requireSignedSigstruct false).
+ */
+export function buildSigstruct(fields: SigstructFields, signer?: KeyObject): Buffer {
+  const a = loadAddon();
+  const raw = wrap(() => a.sigstructBuild(fields));
+  if (!signer) return raw;
+  const jwk = signer.export({ format: 'jwk' }) as { n?: string; e?: string };
+  if (!jwk.n || jwk.e !== 'Aw') throw new AddonError('SIGSTRUCT signer: need an RSA-3072 private key with public exponent 3', EXIT.BAD_INPUT);
+  const modulus = Buffer.from(jwk.n, 'base64url');
+  if (modulus.length !== 384) throw new AddonError(`SIGSTRUCT signer: modulus is ${modulus.length * 8} bits, need 3072`, EXIT.BAD_INPUT);
+  const message = wrap(() => a.sigstructSignedMessage(raw));
+  const signature = sign('sha256', message, signer);
+  return wrap(() => a.sigstructAttach(raw, modulus, signature));
+}

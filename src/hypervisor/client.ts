@@ -1,0 +1,131 @@
+import type { BackendKind, LaunchMeasurement } from '../enclave/backends/index.js';
+import type { EnclaveInfoRecord, HvStatusRecord, MemRangeSpec, SecsSpec } from './abi.js';
+
+/**
+ * One client of the driver ABI. `emulated`: RPC to the long-lived service process holding the
+ * Rust core; `linux`: ioctls on /dev/hyperenclave. Both are created by src/platform.
+ * Binary values are Buffers; 64-bit quantities are bigints.
+ */
+
+export interface LoadedImage {
+  /** Stable identity: the container id (SHA-256 of its header) or, for a bare file, its SHA-256. */
+  id: string;
+  path: string;
+  /** SHA-256 of the image bytes: the value measured into the TPM and returned by IMAGE_DIGEST. */
+  sha256: string;
+  format: 'container' | 'raw';
+  length: number;
+  loadedAt: string;
+}
+
+export interface HypervisorStatus {
+  platform: 'emulated' | 'linux';
+  loaded: boolean;
+  image: LoadedImage | null;
+  /** Host demoted (ENABLE done). */
+  enabled: boolean;
+  cpus: number;
+  /** The reserved region as the kernel command line gives it. */
+  memmap: string | null;
+  /** Decoded STATUS record (null before load). */
+  hv: HvStatusRecord | null;
+  enclaves: EnclaveSummary[];
+  /** Service process facts (emulated) or driver facts (linux). */
+  process: { pid: number; startedAt: string; stateDir: string } | null;
+}
+
+export interface EnclaveSummary {
+  id: number;
+  name: string;
+  state: 'created' | 'initialized';
+  epcPages: number;
+  size: string;
+  base: string;
+  mrenclave: string;
+  mrsigner: string;
+  backend: BackendKind;
+  keySlot: number | null;
+}
+
+export interface EntryInfo {
+  entry: bigint;
+  tcs: bigint;
+  ssa: bigint;
+}
+
+export interface LaunchResult {
+  backend: BackendKind;
+  keySlot: number | null;
+  measurement: LaunchMeasurement;
+}
+
+export interface EcallRequest {
+  /** ECALL number the payload dispatches on. */
+  fn: number;
+  /** Input bytes placed in the enclave's argument buffer. */
+  input?: Buffer;
+  /** TCS offset to enter through (default: the first TCS). */
+  tcs?: bigint;
+}
+
+export interface EcallResult {
+  fn: number;
+  ok: boolean;
+  /** Return value (RAX at exit) when ok. */
+  ret: bigint | null;
+  output: Buffer;
+  /** One line when the enclave faulted or ran away. */
+  error: string | null;
+  micros: number;
+}
+
+export type HostAccessKind = 'read' | 'write' | 'execute';
+
+export interface HypervisorClient {
+  readonly platform: 'emulated' | 'linux';
+  version(callerAbi?: number): Promise<number>;
+  status(): Promise<HypervisorStatus>;
+  /** Load the measured hypervisor image container; `sha256` must match its image digest. */
+  load(path: string, sha256: string): Promise<LoadedImage>;
+  /** Demote the host: build the host tables from `memoryMap` (default: the platform's). */
+  enable(memoryMap?: readonly MemRangeSpec[]): Promise<void>;
+  disable(): Promise<void>;
+  imageDigest(): Promise<Buffer>;
+
+  enclaveCreate(secs: SecsSpec, meta?: { name?: string }): Promise<number>;
+  enclaveAdd(id: number, offset: bigint, page: Buffer, secinfoFlags: number): Promise<void>;
+  enclaveExtend(id: number, offset: bigint): Promise<void>;
+  /** EADD + 16 EEXTEND for each page, in one round trip (pages of 4096 B). */
+  enclaveAddPages(id: number, pages: readonly { offset: bigint; data: Buffer; flags: number; measure: boolean }[]): Promise<void>;
+  enclaveInit(id: number, sigstruct: Buffer): Promise<void>;
+  enclaveEnter(id: number, tcsOffset: bigint): Promise<EntryInfo>;
+  enclaveExit(id: number, tcsOffset: bigint): Promise<void>;
+  /** Returns the EPC pages given back. */
+  enclaveDestroy(id: number): Promise<number>;
+  enclaveInfo(id: number): Promise<EnclaveInfoRecord>;
+  enclaveList(): Promise<EnclaveSummary[]>;
+
+  report(id: number, target: { mrenclave: Buffer; attributes?: bigint; xfrm?: bigint; miscSelect?: number }, reportData: Buffer): Promise<Buffer>;
+  verifyReport(report: Buffer, targetMrenclave: Buffer): Promise<boolean>;
+  /** PEM of the hypervisor's report-signing key (its hash is bound into TPM quotes). */
+  reportKey(): Promise<string>;
+  /** ECDSA P-256/SHA-256 signature (DER) over a REPORT whose MAC the hypervisor verified. */
+  signReport(report: Buffer): Promise<Buffer>;
+  getKey(id: number, keyRequest: Buffer): Promise<Buffer>;
+
+  keyslotAlloc(owner?: number): Promise<number>;
+  keyslotBind(slot: number, owner: number): Promise<void>;
+  keyslotRelease(slot: number): Promise<void>;
+  keyslotFlush(): Promise<number>;
+
+  /** Launch the enclave VM's memory through a memory-encryption backend (key slot from the core). */
+  enclaveLaunch(id: number, backend: BackendKind, policy?: number): Promise<LaunchResult>;
+  /** Run ECALLs in the enclave VM (KVM). */
+  enclaveRun(id: number, ecalls: readonly EcallRequest[]): Promise<EcallResult[]>;
+  /** Enclave memory as the enclave sees it and as the host (DRAM) holds it. */
+  enclaveMemory(id: number, offset: bigint, length: number, view: 'enclave' | 'host'): Promise<Buffer>;
+  /** A host access through the host's nested tables: null if allowed, else the fault line. */
+  hostAccess(gpa: bigint, access: HostAccessKind): Promise<string | null>;
+
+  close(): void;
+}

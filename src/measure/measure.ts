@@ -1,0 +1,83 @@
+import type { HashAlgName } from '../tpm/alg.js';
+import { type VerifiedImage, type VerifyOptions, verifyContainerFile } from './container.js';
+import { type PcrPolicy, banksForTpm } from './policy.js';
+import { type PlannedEvent, type PcrValues, eventTypeName, planMeasurement } from './plan.js';
+
+/** What measuring needs from the TPM client (src/tpm). */
+export interface MeasureTpm {
+  /** Active PCR banks (tpm2-tools names: sha1, sha256, sha384, sha512, sm3_256). */
+  activeBanks(): Promise<string[]>;
+  /** TPM2_PCR_Extend with a digest for every given bank in one command. */
+  pcrExtend(pcr: number, digests: { alg: HashAlgName; digest: Buffer }[]): Promise<void>;
+  /** Optional: current PCR values, to report what the TPM holds after measuring. */
+  pcrRead?(pcrs: number[], banks: HashAlgName[]): Promise<PcrValues>;
+}
+
+/**
+ * The runtime measurement log: src/eventlog's EventLogAppender (one TCG_PCR_EVENT2 per
+ * extension, durable when append resolves) fits as is; it must carry the banks measured.
+ */
+export interface RuntimeLogAppender {
+  append(event: { pcr: number; type: number; digests: Record<string, Buffer>; data: Buffer }): Promise<unknown> | unknown;
+}
+
+export interface MeasureResult {
+  schema: 'hyperenclave/measurement';
+  version: 1;
+  image: { id: string; arch: string; buildId: string; imageLength: number; signer: string | null };
+  policy: string;
+  banks: HashAlgName[];
+  events: { pcr: number; type: string; measure: string; digests: Record<string, string>; data: string }[];
+  /** PCR values after measuring, when the TPM client can read them. */
+  pcrs?: Record<string, Record<string, string>>;
+}
+
+/**
+ * Verifies the container (one streaming pass computing every bank the TPM has active), then for
+ * each policy event extends the PCR in all banks with one PCR_Extend and appends the matching
+ * event to the runtime log. Nothing is extended when verification fails.
+ */
+export async function measureImage(args: {
+  tpm: MeasureTpm;
+  log: RuntimeLogAppender;
+  policy: PcrPolicy;
+  /** A container path (verified here) or an already verified image with digests for the TPM's banks. */
+  image: string | VerifiedImage;
+  verify?: Omit<VerifyOptions, 'banks'>;
+}): Promise<MeasureResult> {
+  const banks = banksForTpm(args.policy, await args.tpm.activeBanks());
+  const img = typeof args.image === 'string' ? await verifyContainerFile(args.image, { ...args.verify, banks }) : args.image;
+  const events: PlannedEvent[] = planMeasurement(img, args.policy, banks);
+  for (const e of events) {
+    // Log after the extend: a crash in between leaves the TPM ahead of the log, which a replay
+    // reports at this event, rather than a log claiming an extension that never happened.
+    await args.tpm.pcrExtend(e.pcr, banks.map((alg) => ({ alg, digest: e.digests[alg]! })));
+    await args.log.append({ pcr: e.pcr, type: e.eventType, digests: e.digests as Record<string, Buffer>, data: e.data });
+  }
+  const result: MeasureResult = {
+    schema: 'hyperenclave/measurement',
+    version: 1,
+    image: {
+      id: img.id,
+      arch: img.header.arch,
+      buildId: img.header.buildId.toString('hex'),
+      imageLength: img.header.imageLength,
+      signer: img.signer ? img.signer.keyId.toString('hex') : null,
+    },
+    policy: args.policy.name,
+    banks,
+    events: events.map((e) => ({
+      pcr: e.pcr,
+      type: eventTypeName(e.eventType),
+      measure: e.measure,
+      digests: Object.fromEntries(Object.entries(e.digests).map(([k, v]) => [k, v!.toString('hex')])),
+      data: e.data.toString('utf8'),
+    })),
+  };
+  if (args.tpm.pcrRead) {
+    const pcrs = [...new Set(events.map((e) => e.pcr))];
+    const v = await args.tpm.pcrRead(pcrs, banks);
+    result.pcrs = Object.fromEntries(Object.entries(v).map(([b, m]) => [b, Object.fromEntries(Object.entries(m ?? {}).map(([i, d]) => [i, d.toString('hex')]))]));
+  }
+  return result;
+}

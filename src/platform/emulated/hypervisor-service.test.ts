@@ -1,0 +1,84 @@
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { compileSchema } from '../../schemas.js';
+import { EmulatedHypervisorClient } from '../../hypervisor/emulated-client.js';
+import { statusToJson } from '../../hypervisor/status.js';
+import { ensureHypervisorService, placeReservedRegion, readMachineMemoryMap, serviceEntry, serviceRecord, stopHypervisorService, SYNTHETIC_MEMORY_MAP } from './hypervisor-service.js';
+
+const entryMissing = existsSync(serviceEntry()) ? undefined : `${serviceEntry()} missing (run npm run build first)`;
+if (entryMissing) console.warn(`SKIP emulated hypervisor service process tests: ${entryMissing}`);
+const validStatus = compileSchema('hypervisor-status.schema.json');
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+describe('memory map and reservation placement', () => {
+  it('places the 192 MiB reservation at the top of the highest RAM range, 2 MiB aligned', () => {
+    const p = placeReservedRegion(SYNTHETIC_MEMORY_MAP, 192n << 20n);
+    expect(p.base).toBe(0x200000000n - (192n << 20n));
+    expect(p.memmap).toBe('memmap=192M$0x1f4000000');
+    const machine = readMachineMemoryMap();
+    if (machine) expect(machine.some((r) => r.kind === 'ram')).toBe(true);
+    expect(() => placeReservedRegion([{ start: 0n, size: 1n << 20n, kind: 'ram' }], 192n << 20n)).toThrow(/no RAM range/);
+  });
+});
+
+describe.skipIf(!!entryMissing)('emulated hypervisor service process', () => {
+  const stateDir = mkdtempSync(join(tmpdir(), 'he-hv-'));
+  afterAll(async () => {
+    await stopHypervisorService(stateDir);
+    rmSync(stateDir, { recursive: true, force: true });
+  });
+
+  it('starts once under concurrent callers, survives clients, reports status, and stops', async () => {
+    const recs = await Promise.all([1, 2, 3].map(() => ensureHypervisorService(stateDir)));
+    const pids = new Set(recs.map((r) => r.pid));
+    expect(pids.size).toBe(1);
+    const pid = recs[0]!.pid;
+    expect(pid).not.toBe(process.pid);
+    expect(alive(pid)).toBe(true);
+
+    const c1 = await EmulatedHypervisorClient.connect(stateDir);
+    const s = await c1.status();
+    c1.close();
+    expect(s.platform).toBe('emulated');
+    expect(s.loaded).toBe(false);
+    expect(s.process?.pid).toBe(pid);
+    const doc = statusToJson(s);
+    expect(validStatus(doc)).toBeUndefined();
+
+    // A second "CLI invocation" finds the same process.
+    const c2 = await EmulatedHypervisorClient.connect(stateDir);
+    expect((await c2.status()).process?.pid).toBe(pid);
+    await expect(c2.enclaveList()).resolves.toEqual([]);
+    await expect(c2.imageDigest()).rejects.toThrow(/no hypervisor image loaded/);
+    c2.close();
+
+    expect(await stopHypervisorService(stateDir)).toBe(true);
+    expect(alive(pid)).toBe(false);
+    expect(serviceRecord(stateDir)).toBeUndefined();
+    await expect(EmulatedHypervisorClient.connect(stateDir, { start: false })).rejects.toThrow(/not running/);
+    expect(await stopHypervisorService(stateDir)).toBe(false);
+    expect(readFileSync(join(stateDir, 'emulated', 'hypervisor', 'service.log'), 'utf8')).toMatch(/ready/);
+  }, 30_000);
+
+  it('replaces a stale record (dead pid) and a stale start lock', async () => {
+    const dir = join(stateDir, 'emulated', 'hypervisor');
+    writeFileSync(join(dir, 'instance.json'), JSON.stringify({ pid: 999_999_999, socket: join(dir, 'gone.sock'), startedAt: '', log: '' }));
+    writeFileSync(join(dir, 'start.lock'), '');
+    writeFileSync(join(dir, 'start.lock.pid'), '999999999');
+    const rec = await ensureHypervisorService(stateDir);
+    expect(rec.pid).not.toBe(999_999_999);
+    expect(alive(rec.pid)).toBe(true);
+    expect(existsSync(join(dir, 'start.lock'))).toBe(false);
+    expect(await stopHypervisorService(stateDir)).toBe(true);
+  }, 30_000);
+});

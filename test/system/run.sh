@@ -1,0 +1,165 @@
+#!/usr/bin/env bash
+# System tier: boot Debian's own kernel under QEMU TCG (SVM + nested paging) with swtpm attached,
+# load the hyperenclave driver and image inside it, run test/system/init.sh as PID 1 and judge the
+# serial console. Exit codes: 0 pass, 1 fail, 2 harness error, 77 skipped (prints "SKIPPED: why").
+#
+#   test/system/run.sh [--timeout SECONDS] [--keep] [--no-image]
+#
+# Work files live under .tmp/system/ (kernel package, module build, initramfs, console log).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+HERE="$ROOT/test/system"
+WORK="$ROOT/.tmp/system"
+TIMEOUT=${HE_SYSTEM_TIMEOUT:-240}
+KEEP=0
+WITH_IMAGE=1
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --timeout) TIMEOUT=$2; shift 2 ;;
+    --keep) KEEP=1; shift ;;
+    --no-image) WITH_IMAGE=0; shift ;;
+    *) echo "usage: $0 [--timeout SECONDS] [--keep] [--no-image]" >&2; exit 2 ;;
+  esac
+done
+
+# Guest layout: 1 GiB of RAM, 32 MiB at 960 MiB reserved for the hypervisor with memmap=.
+RESERVED_BASE=0x3c000000
+RESERVED_SIZE=0x2000000
+MEMMAP="memmap=32M\$${RESERVED_BASE}"
+PCR=12
+
+log() { printf '[system] %s\n' "$*" >&2; }
+skip() { echo "SKIPPED: $*"; exit 77; }
+die() { echo "ERROR: $*" >&2; exit 2; }
+
+mkdir -p "$WORK"
+
+# ---- 1. host packages ---------------------------------------------------------------------------
+KVER_PKG=""
+pick_kernel() {
+  # The ABI name Debian's meta package points at, e.g. 6.1.0-56-amd64.
+  KVER_PKG=$(apt-cache depends linux-image-amd64 2>/dev/null | sed -n 's/.*Depends: linux-image-\(6\.1\.0-[0-9]*-amd64\).*/\1/p' | head -1)
+  [ -n "$KVER_PKG" ] || KVER_PKG=$(apt-cache search --names-only '^linux-image-6\.1\.0-[0-9]+-amd64$' 2>/dev/null \
+    | awk '{print $1}' | sed 's/linux-image-//' | sort -V | tail -1)
+}
+if [ -f "$WORK/kernel/VERSION" ]; then KVER_PKG=$(cat "$WORK/kernel/VERSION"); else pick_kernel; fi
+[ -n "$KVER_PKG" ] || { apt-get update -qq >/dev/null 2>&1 || true; pick_kernel; }
+[ -n "$KVER_PKG" ] || skip "no linux-image-6.1.0-*-amd64 package is offered by apt"
+
+need=()
+command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
+command -v cpio >/dev/null || need+=(cpio)
+dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)
+command -v swtpm >/dev/null || need+=(swtpm)
+command -v tpm2_eventlog >/dev/null || need+=(tpm2-tools)
+[ -d "/usr/src/linux-headers-$KVER_PKG" ] || need+=("linux-headers-$KVER_PKG")
+command -v gcc >/dev/null && command -v make >/dev/null || need+=(build-essential)
+if [ ${#need[@]} -gt 0 ]; then
+  log "installing: ${need[*]}"
+  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo -n"; fi
+  { $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}"; } \
+    >"$WORK/apt.log" 2>&1 || skip "could not install ${need[*]} (see $WORK/apt.log)"
+fi
+command -v qemu-system-x86_64 >/dev/null || skip "qemu-system-x86_64 is not installed"
+BUSYBOX=$(dpkg -L busybox-static 2>/dev/null | grep -m1 '/bin/busybox$' || true)
+[ -n "$BUSYBOX" ] && [ -x "$BUSYBOX" ] || skip "busybox-static is not installed"
+ldd "$BUSYBOX" >/dev/null 2>&1 && skip "$BUSYBOX is dynamically linked (install busybox-static)"
+KDIR="/usr/src/linux-headers-$KVER_PKG"
+[ -d "$KDIR" ] || skip "linux-headers-$KVER_PKG is not installed"
+
+# ---- 2. Debian's kernel (downloaded once, cached) -----------------------------------------------
+mkdir -p "$WORK/kernel"
+VMLINUZ="$WORK/kernel/root/boot/vmlinuz-$KVER_PKG"
+if [ ! -f "$VMLINUZ" ]; then
+  log "downloading linux-image-$KVER_PKG"
+  rm -rf "$WORK/kernel/root" "$WORK/kernel"/*.deb
+  (cd "$WORK/kernel" && apt-get download "linux-image-$KVER_PKG" >"$WORK/kernel/download.log" 2>&1) \
+    || skip "apt-get download linux-image-$KVER_PKG failed (see $WORK/kernel/download.log)"
+  dpkg-deb -x "$WORK/kernel"/linux-image-"$KVER_PKG"_*.deb "$WORK/kernel/root"
+  rm -f "$WORK/kernel"/*.deb
+fi
+echo "$KVER_PKG" >"$WORK/kernel/VERSION"
+[ -f "$VMLINUZ" ] || die "no $VMLINUZ after unpacking"
+
+# ---- 3. driver, user tool, image ----------------------------------------------------------------
+T0=$(date +%s)
+log "building the driver against $KDIR"
+DRV_OUT="$WORK/driver"
+rm -rf "$DRV_OUT"; mkdir -p "$DRV_OUT"
+cp "$ROOT/hypervisor/driver"/*.c "$ROOT/hypervisor/driver"/*.S "$ROOT/hypervisor/driver"/*.h "$ROOT/hypervisor/driver/Kbuild" "$DRV_OUT/"
+make -s -C "$KDIR" M="$DRV_OUT" modules >"$WORK/driver-build.log" 2>&1 || { cat "$WORK/driver-build.log" >&2; die "driver build failed"; }
+gcc -static -O2 -Wall -Werror -I"$ROOT/hypervisor/driver" -o "$WORK/hectl" "$ROOT/hypervisor/driver/tools/hectl.c" \
+  >"$WORK/hectl-build.log" 2>&1 || { cat "$WORK/hectl-build.log" >&2; die "hectl build failed"; }
+
+IMAGE_CONTAINER=""
+if [ "$WITH_IMAGE" = 1 ]; then
+  log "building the hypervisor image"
+  bash "$ROOT/hypervisor/image/build.sh" "$WORK/image" >"$WORK/image-build.log" 2>&1 \
+    || { tail -40 "$WORK/image-build.log" >&2; die "image build failed"; }
+  IMAGE_CONTAINER="$WORK/image/hyperenclave.img"
+fi
+log "builds took $(( $(date +%s) - T0 )) s"
+
+# ---- 4. initramfs -------------------------------------------------------------------------------
+IRD="$WORK/initramfs"
+rm -rf "$IRD"; mkdir -p "$IRD"/{bin,sbin,dev,proc,sys,tmp,lib/firmware/hyperenclave,lib/modules}
+cp "$BUSYBOX" "$IRD/bin/busybox"
+for a in $("$BUSYBOX" --list); do [ "$a" = busybox ] || ln -sf busybox "$IRD/bin/$a"; done
+cp "$HERE/init.sh" "$IRD/init"; chmod 0755 "$IRD/init"
+cp "$DRV_OUT/hyperenclave.ko" "$IRD/lib/modules/"
+# SHA-384/512 are modules in Debian's kernel; the driver hashes every allocated PCR bank.
+cp "$WORK/kernel/root/lib/modules/$KVER_PKG/kernel/crypto/sha512_generic.ko" "$IRD/lib/modules/"
+cp "$WORK/hectl" "$IRD/bin/hectl"
+[ -n "$IMAGE_CONTAINER" ] && cp "$IMAGE_CONTAINER" "$IRD/lib/firmware/hyperenclave/hyperenclave.img"
+cat >"$IRD/etc.scenario" <<EOF
+RESERVED_BASE=$RESERVED_BASE
+RESERVED_SIZE=$RESERVED_SIZE
+PCR=$PCR
+WITH_IMAGE=$WITH_IMAGE
+EOF
+(cd "$IRD" && find . -print0 | cpio --null -o -H newc --quiet | gzip -1) >"$WORK/initramfs.cpio.gz"
+
+# ---- 5. swtpm + QEMU ----------------------------------------------------------------------------
+RUN="$WORK/run"
+rm -rf "$RUN"; mkdir -p "$RUN/tpmstate"
+SOCK="$RUN/swtpm.sock"
+CONSOLE="$WORK/console.log"
+SWTPM_PID=""; QEMU_PID=""
+cleanup() {
+  [ -n "$QEMU_PID" ] && kill "$QEMU_PID" 2>/dev/null || true
+  [ -n "$SWTPM_PID" ] && kill "$SWTPM_PID" 2>/dev/null || true
+  wait 2>/dev/null || true
+  [ "$KEEP" = 1 ] || rm -rf "$RUN"
+}
+trap cleanup EXIT
+
+swtpm_setup --tpm2 --tpmstate "$RUN/tpmstate" --pcr-banks sha1,sha256,sha384 --overwrite >"$RUN/swtpm_setup.log" 2>&1 \
+  || { cat "$RUN/swtpm_setup.log" >&2; die "swtpm_setup failed"; }
+swtpm socket --tpm2 --tpmstate dir="$RUN/tpmstate" --ctrl type=unixio,path="$SOCK" \
+  --log file="$RUN/swtpm.log",level=1 >/dev/null 2>&1 &
+SWTPM_PID=$!
+for _ in $(seq 50); do [ -S "$SOCK" ] && break; sleep 0.1; done
+[ -S "$SOCK" ] || die "swtpm did not create $SOCK"
+
+APPEND="console=ttyS0 loglevel=4 panic=-1 $MEMMAP nokaslr"
+log "booting $KVER_PKG (timeout ${TIMEOUT}s)"
+T1=$(date +%s)
+timeout --kill-after=5 "$TIMEOUT" qemu-system-x86_64 -accel tcg -cpu qemu64,+svm,+npt,+pdpe1gb -smp 2 -m 1G \
+  -nographic -no-reboot -monitor none -serial stdio \
+  -kernel "$VMLINUZ" -initrd "$WORK/initramfs.cpio.gz" -append "$APPEND" \
+  -chardev socket,id=chrtpm,path="$SOCK" -tpmdev emulator,id=tpm0,chardev=chrtpm -device tpm-tis,tpmdev=tpm0 \
+  </dev/null >"$CONSOLE" 2>"$RUN/qemu.stderr" &
+QEMU_PID=$!
+set +e
+wait "$QEMU_PID"; QRC=$?
+set -e
+QEMU_PID=""
+BOOT_S=$(( $(date +%s) - T1 ))
+log "QEMU exited with $QRC after ${BOOT_S}s; console in $CONSOLE"
+if [ "$QRC" = 124 ] || [ "$QRC" = 137 ]; then TIMED_OUT=1; else TIMED_OUT=0; fi
+
+# ---- 6. judge the console -----------------------------------------------------------------------
+tr -d '\r' <"$CONSOLE" >"$WORK/console.txt"
+node "$HERE/judge.mjs" "$WORK/console.txt" "$WORK/out" --timed-out "$TIMED_OUT" --pcr "$PCR" \
+  ${IMAGE_CONTAINER:+--image "$IMAGE_CONTAINER"}
