@@ -7,7 +7,7 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { hasCommand, medianMs, speedup, type BenchRow } from './harness.js';
+import { hasCommand, speedup, type BenchRow } from './harness.js';
 import { buildSigstruct, CoreHypervisor, EnclaveVm, kvmUnavailable, loadPayload, payloadPage, type EnclavePayload } from '../src/hypervisor/addon.js';
 
 const EMPTY = 4; // crypto payload: the empty ECALL
@@ -18,12 +18,31 @@ function floorSource(): string {
   throw new Error('bench/kvm_floor.c not found');
 }
 
-/** Runs the C floor `runs` times and keeps the median of its per-operation µs figures. */
-function floor(bin: string, mode: 'create' | 'exit', n: number, runs = 5): number {
-  const v: number[] = [];
-  for (let i = 0; i < runs; i++) v.push(Number(execFileSync(bin, [mode, String(n)], { encoding: 'utf8' }).trim()));
-  v.sort((a, b) => a - b);
-  return v[Math.floor(v.length / 2)]!;
+const median = (v: number[]): number => [...v].sort((a, b) => a - b)[Math.floor(v.length / 2)]!;
+
+/** One run of the C floor: mean µs per operation over `n`. */
+const floorOnce = (bin: string, mode: 'create' | 'exit', n: number): number => Number(execFileSync(bin, [mode, String(n)], { encoding: 'utf8' }).trim());
+
+/**
+ * Alternates `rounds` runs of the floor and of ours (each a mean over a batch) so that load
+ * from other processes on the shared cores hits both sides alike; returns both medians.
+ */
+function interleaved(rounds: number, floorRun: () => number, oursRun: () => number): { ours: number; floor: number } {
+  const f: number[] = [];
+  const o: number[] = [];
+  oursRun();
+  for (let r = 0; r < rounds; r++) {
+    f.push(floorRun());
+    o.push(oursRun());
+  }
+  return { ours: median(o), floor: median(f) };
+}
+
+/** Mean µs per call of `fn` over `n` calls. */
+function meanUs(n: number, fn: () => void): number {
+  const t0 = process.hrtime.bigint();
+  for (let i = 0; i < n; i++) fn();
+  return Number(process.hrtime.bigint() - t0) / 1e3 / n;
 }
 
 function mrenclaveOf(p: EnclavePayload): Buffer {
@@ -73,17 +92,21 @@ export default async function bench(): Promise<BenchRow[]> {
     });
 
     // create → first ECALL → destroy, standalone (image copied into fresh guest memory)
-    const createFloor = floor(bin, 'create', 200) / 1000;
-    const standalone = await medianMs(60, () => {
-      const vm = EnclaveVm.standalone(payload);
-      vm.ecall(EMPTY);
-      vm.destroy();
-    });
+    const standalone = interleaved(
+      9,
+      () => floorOnce(bin, 'create', 40),
+      () =>
+        meanUs(40, () => {
+          const vm = EnclaveVm.standalone(payload);
+          vm.ecall(EMPTY);
+          vm.destroy();
+        }),
+    );
     rows.push(
       row(
         'enclave create→first ECALL→destroy (19-page payload, no measurement)',
-        standalone,
-        createFloor,
+        standalone.ours / 1000,
+        standalone.floor / 1000,
         'ms',
         'addon runner (JS)',
         'C: create VM+vCPU, run to HLT, destroy',
@@ -106,66 +129,67 @@ export default async function bench(): Promise<BenchRow[]> {
       requireSignedSigstruct: true,
     });
     try {
-      const viaCore = await medianMs(40, () => {
-        const id = hv.loadPayload(payload, sig);
-        const vm = hv.run(id);
-        vm.ecall(EMPTY);
-        hv.destroy(id);
-        vm.destroy();
-      });
+      const viaCore = interleaved(
+        9,
+        () => floorOnce(bin, 'create', 20),
+        () =>
+          meanUs(20, () => {
+            const id = hv.loadPayload(payload, sig);
+            const vm = hv.run(id);
+            vm.ecall(EMPTY);
+            hv.destroy(id);
+            vm.destroy();
+          }),
+      );
       rows.push(
         row(
           'enclave create→first ECALL→destroy through the core (measured, EINIT-verified)',
-          viaCore,
-          createFloor,
+          viaCore.ours / 1000,
+          viaCore.floor / 1000,
           'ms',
           'core + runner (JS)',
           'C: create VM+vCPU, run to HLT, destroy',
-          'ours includes MRENCLAVE (SHA-256 of 76 KiB), SIGSTRUCT RSA check, 323 hypercalls from JS',
+          'ours includes MRENCLAVE (SHA-256 of 76 KiB), SIGSTRUCT RSA-3072 check and 323 hypercalls issued from JS',
         ),
       );
 
       // ECALL round trip (empty ECALL) vs one raw exit round trip
-      const exitFloor = floor(bin, 'exit', 20000);
-      const roundTrip = (vm: EnclaveVm, n: number): number => {
-        for (let i = 0; i < 200; i++) vm.ecall(EMPTY);
-        const samples: number[] = [];
-        for (let r = 0; r < 5; r++) {
-          const t0 = process.hrtime.bigint();
-          for (let i = 0; i < n; i++) vm.ecall(EMPTY);
-          samples.push(Number(process.hrtime.bigint() - t0) / 1e3 / n);
-        }
-        samples.sort((a, b) => a - b);
-        return samples[2]!;
-      };
       const vm = EnclaveVm.standalone(payload);
-      const ecall = roundTrip(vm, 4000);
+      const ecall = interleaved(
+        9,
+        () => floorOnce(bin, 'exit', 3000),
+        () => meanUs(3000, () => vm.ecall(EMPTY)),
+      );
       vm.destroy();
       rows.push(
         row(
           'ECALL round trip, empty ECALL (JS → addon → KVM_RUN → enclave → EEXIT)',
-          ecall,
-          exitFloor,
+          ecall.ours,
+          ecall.floor,
           'µs',
           'addon runner (JS)',
           'C: KVM_RUN loop on `out` (one I/O exit)',
-          'kvm_pvm interprets guest code (~0.3-0.6 µs/instruction): the empty ECALL is 8 guest instructions',
+          'kvm_pvm interprets guest code (~0.3-0.6 µs/instruction); the empty ECALL runs 8 guest instructions',
         ),
       );
       const id = hv.loadPayload(payload, sig);
       const cvm = hv.run(id);
-      const ecallCore = roundTrip(cvm, 4000);
+      const ecallCore = interleaved(
+        9,
+        () => floorOnce(bin, 'exit', 3000),
+        () => meanUs(3000, () => cvm.ecall(EMPTY)),
+      );
       hv.destroy(id);
       cvm.destroy();
       rows.push(
         row(
           'ECALL round trip on a core enclave (EENTER/EEXIT bookkeeping in the core)',
-          ecallCore,
-          exitFloor,
+          ecallCore.ours,
+          ecallCore.floor,
           'µs',
           'core + runner (JS)',
           'C: KVM_RUN loop on `out` (one I/O exit)',
-          'adds the core\'s TCS checks (EENTER reads and re-validates the TCS page) per ECALL',
+          "adds the core's TCS checks per ECALL (EENTER re-reads and re-validates the TCS page)",
         ),
       );
     } finally {

@@ -1,6 +1,7 @@
 import { EventLogAppender } from '../eventlog/index.js';
 import { banksForTpm, measureImage, type MeasureResult, type PcrPolicy } from '../measure/index.js';
-import { verifyContainerFile } from '../measure/container.js';
+import { archForCpuVendor, verifyContainerFile } from '../measure/container.js';
+import { readCpuFacts } from '../platform/cpu.js';
 import { measureTpmFor } from '../measure/tpm-adapter.js';
 import { DrtmLogRecorder, emulatedLaunch, planDrtmLaunch, type DrtmTpm } from '../txt/index.js';
 import type { TpmClient } from '../tpm/client.js';
@@ -41,7 +42,8 @@ export async function measureStep(args: {
 }): Promise<MeasureStepResult> {
   const mt = measureTpmFor(args.tpm);
   const banks = banksForTpm(args.policy, await mt.activeBanks());
-  const verify = { banks, ...(args.trustedKeys ? { trustedKeys: args.trustedKeys, requireSignature: true } : {}) };
+  const expectedArch = archForCpuVendor(readCpuFacts().vendor);
+  const verify = { banks, ...(expectedArch ? { expectedArch } : {}), ...(args.trustedKeys ? { trustedKeys: args.trustedKeys, requireSignature: true } : {}) };
   const img = await verifyContainerFile(args.imagePath, verify);
   const log = await EventLogAppender.open(runtimeLogPath(args.platform.stateDir), { banks });
   let measurement: MeasureResult;

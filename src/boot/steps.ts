@@ -2,7 +2,8 @@ import type { BootSteps } from './flow.js';
 import { measureStep } from './measure-step.js';
 import type { Platform } from '../platform/index.js';
 import { platformReport } from '../platform/report.js';
-import { verifyContainerFile } from '../measure/container.js';
+import { archForCpuVendor, verifyContainerFile } from '../measure/container.js';
+import { readCpuFacts } from '../platform/cpu.js';
 import type { PcrPolicy } from '../measure/index.js';
 import { openTpm } from '../tpm/index.js';
 import { disableHypervisor, enableHypervisor, hypervisorStatus, loadHypervisor } from '../hypervisor/index.js';
@@ -23,7 +24,8 @@ export function bootStepsFor(
       if (missing.length) throw new HyperEnclaveError(`platform: ${missing.map((f) => `${f.name}: ${f.detail}${f.fix ? ` (fix: ${f.fix})` : ''}`).join('; ')}`, EXIT.UNSUPPORTED);
     },
     async verifyImage() {
-      const img = await verifyContainerFile(cfg.imagePath, { banks: ['sha256'], ...(cfg.trustedKeys ? { trustedKeys: cfg.trustedKeys, requireSignature: true } : {}) });
+      const expectedArch = archForCpuVendor(readCpuFacts().vendor);
+      const img = await verifyContainerFile(cfg.imagePath, { banks: ['sha256'], ...(expectedArch ? { expectedArch } : {}), ...(cfg.trustedKeys ? { trustedKeys: cfg.trustedKeys, requireSignature: true } : {}) });
       sha256 = img.header.imageSha256.toString('hex');
       return { id: img.id, path: cfg.imagePath };
     },

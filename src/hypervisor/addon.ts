@@ -89,6 +89,8 @@ export interface RawAddon {
     input?: Uint8Array | null,
     opts?: { timeoutMs?: number; ocall?: (nr: number, input: Buffer) => Uint8Array | null | undefined },
   ): RawEcall;
+  enclaveEcallFast(vm: number, tcsOffset: Int, fn: number, input?: Uint8Array | null): number;
+  enclaveLastOutput(vm: number): Buffer;
   enclaveInfo(vm: number): RawVmInfo;
   enclaveDestroy(vm: number): void;
   hvCreate(cfg: {
@@ -293,9 +295,9 @@ export interface EcallOutcome {
   /** The enclave's error code when !ok. */
   errorCode: number | null;
   output: Buffer;
-  /** VM exits this ECALL took (1 unless it made OCALLs or hypercalls). */
-  exits: number;
 }
+
+const NO_OUTPUT = Buffer.alloc(0);
 
 export interface EcallOptions {
   /** Runaway budget for this ECALL (default: the VM's). */
@@ -348,9 +350,21 @@ export class EnclaveVm {
 
   ecall(fn: number, input?: Uint8Array, opts: EcallOptions = {}): EcallOutcome {
     const a = loadAddon();
-    const r = vmCall(() => a.enclaveEcall(this.h(), opts.tcsOffset ?? this.tcsOffset, fn, input ?? null, { timeoutMs: opts.timeoutMs, ocall: opts.ocall }));
-    const ok = (r.status & 0x8000_0000) === 0;
-    return { status: r.status, ok, errorCode: ok ? null : r.status & 0x7fff_ffff, output: r.output, exits: r.exits };
+    const h = this.h();
+    const tcs = opts.tcsOffset ?? this.tcsOffset;
+    let status: number;
+    let output = NO_OUTPUT;
+    if (opts.ocall === undefined && opts.timeoutMs === undefined) {
+      // hot path: one N-API call returning a number (plus one for the output, if any)
+      status = vmCall(() => a.enclaveEcallFast(h, tcs, fn, input ?? null));
+      if (status !== 0 && (status & 0x8000_0000) === 0) output = a.enclaveLastOutput(h);
+    } else {
+      const r = vmCall(() => a.enclaveEcall(h, tcs, fn, input ?? null, { timeoutMs: opts.timeoutMs, ocall: opts.ocall }));
+      status = r.status;
+      output = r.output;
+    }
+    const ok = (status & 0x8000_0000) === 0;
+    return { status, ok, errorCode: ok ? null : status & 0x7fff_ffff, output };
   }
 
   /** ECALL that must succeed: returns the output, throws EnclaveError with the enclave's code otherwise. */
@@ -451,7 +465,6 @@ export class CoreHypervisor {
 
   /** A hypercall through the scratch buffer (inputs placed at the given offsets); throws on non-SUCCESS. */
   private call(nr: number, args: bigint[], inputs: [number, Uint8Array][] = []): HypercallOutcome {
-    this.scratch.fill(0);
     for (const [off, data] of inputs) this.scratch.set(data, off);
     const r = this.hypercall(nr, args, this.scratchBase, this.scratch);
     if (r.status !== 0) throw HypervisorError.fromStatus(HC_NAME[nr] ?? `hypercall ${nr}`, r.status);
@@ -492,7 +505,6 @@ export class CoreHypervisor {
 
   /** VERIFY_REPORT: true when the REPORT's MAC is right for `targetMrenclave`. */
   verifyReport(report: Uint8Array, targetMrenclave: Uint8Array): boolean {
-    this.scratch.fill(0);
     this.scratch.set(report, 0);
     this.scratch.set(targetMrenclave, 1024);
     const r = this.hypercall(HC.VERIFY_REPORT, [this.at(0), this.at(1024)], this.scratchBase, this.scratch);

@@ -3,6 +3,7 @@ import { context } from '../context.js';
 import { emit } from '../output.js';
 import { emulatedTpmRecord, ensureEmulatedTpm, stopEmulatedTpm } from '../../platform/emulated/tpm-daemon.js';
 import { HyperEnclaveError, EXIT } from '../../errors.js';
+import { stopHypervisor } from '../../hypervisor/index.js';
 
 export function registerEmulator(program: Command): void {
   const emu = program
@@ -26,9 +27,10 @@ export function registerEmulator(program: Command): void {
     });
   emu
     .command('stop')
-    .description('stop the emulated TPM')
+    .description('stop the emulated hypervisor service and TPM (a power-off)')
     .action(async (_o, cmd: Command) => {
       const { opts, platform } = requireEmulated(cmd);
+      await stopHypervisor(platform);
       const stopped = await stopEmulatedTpm(platform.stateDir);
       emit(opts, { schema: 'hyperenclave/emulator', version: 1, running: false, stopped }, () => (stopped ? 'emulated TPM stopped' : 'emulated TPM was not running'));
     });

@@ -1,0 +1,82 @@
+import { afterAll, describe, expect, it } from 'vitest';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { cliMissing, repoRoot, runCli, schemaProblems } from '../helpers/cli.js';
+import { swtpmAvailable } from '../../src/platform/emulated/swtpm.js';
+
+const addon = join(repoRoot, 'hypervisor', 'addon', 'hyperenclave-addon.node');
+const payload = join(repoRoot, 'hypervisor', 'enclaves', 'out', 'crypto.bin');
+const missing =
+  cliMissing() ??
+  swtpmAvailable({ ek: true }) ??
+  (existsSync(addon) ? undefined : `${addon} not built (make build)`) ??
+  (existsSync(payload) ? undefined : `${payload} not built (make build)`) ??
+  (existsSync('/dev/kvm') ? undefined : '/dev/kvm absent: enclaves cannot run');
+if (missing) console.warn(`skipping CLI flow tests: ${missing}`);
+
+describe.skipIf(!!missing)('operator flow on the emulated platform (built CLI as a process)', () => {
+  const state = mkdtempSync(join(tmpdir(), 'he-flow-'));
+  const run = (...a: string[]) => runCli(['--platform', 'emulated', '--state-dir', state, ...a], { timeoutMs: 120_000 });
+  afterAll(async () => {
+    await run('emulator', 'stop');
+    rmSync(state, { recursive: true, force: true });
+  });
+
+  it('boot measures, loads and enables; a second boot in the same boot extends nothing', async () => {
+    const img = join(state, 'hv.img');
+    const b = await run('firmware', 'build', addon, '-o', img, '--arch', 'intel-vmx', '--raw', '--entry', '0');
+    expect(b.code, b.stderr).toBe(0);
+    const first = await run('boot', '--image', img, '--json');
+    expect(first.code, first.stderr).toBe(0);
+    expect(first.json!.alreadyEnabled).toBe(false);
+    const pcr1 = (await run('pcr', 'read', '--bank', 'sha256', '--pcrs', '12', '--json')).json!.banks as Record<string, Record<string, string>>;
+    expect(pcr1.sha256!['12']).not.toBe('0'.repeat(64));
+    const second = await run('boot', '--image', img, '--json');
+    expect(second.code, second.stderr).toBe(0);
+    expect(second.json!.alreadyEnabled).toBe(true);
+    const pcr2 = (await run('pcr', 'read', '--bank', 'sha256', '--pcrs', '12', '--json')).json!.banks as Record<string, Record<string, string>>;
+    expect(pcr2.sha256!['12']).toBe(pcr1.sha256!['12']);
+    const replay = await run('eventlog', 'replay', '--compare', '--json');
+    expect(replay.code, replay.stdout + replay.stderr).toBe(0);
+  });
+
+  it('status reports the demoted host and validates against its schema', async () => {
+    const s = await run('status', '--json');
+    expect(s.code, s.stderr).toBe(0);
+    expect(schemaProblems(s.json!)).toBeUndefined();
+    expect(s.json!.enabled).toBe(true);
+    expect(s.json!.platform).toBe('emulated');
+  });
+
+  it('enclave run answers an ECALL under SEV; bad arguments are usage errors', async () => {
+    const r = await run('enclave', 'run', join(repoRoot, 'test/fixtures/enclave/crypto.manifest.json'), '--backend', 'sev', '--ecall', '2=abc', '--json');
+    expect(r.code, r.stderr).toBe(0);
+    const ecalls = r.json!.ecalls as { ok: boolean; output: string }[];
+    expect(ecalls[0]).toMatchObject({ ok: true, output: 'ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad' });
+    expect(r.json!.keySlot).not.toBeNull();
+    expect((await run('enclave', 'run', 'x.json', '--backend', 'tdx')).code).toBe(2);
+    expect((await run('enclave', 'destroy', 'abc')).code).toBe(2);
+  });
+
+  it('disable hands the CPUs back', async () => {
+    const d = await run('disable', '--json');
+    expect(d.code, d.stderr).toBe(0);
+    expect(d.json!.enabled).toBe(false);
+  });
+});
+
+describe.skipIf(!!missing)('hyperenclave demo', () => {
+  it('runs the whole story and ends affirming', async () => {
+    const state = mkdtempSync(join(tmpdir(), 'he-demo-'));
+    try {
+      const r = await runCli(['--state-dir', state, 'demo', '--json'], { timeoutMs: 180_000 });
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.json!.result).toEqual({ status: 'affirming', failed: [] });
+      expect((r.json!.enclaves as unknown[]).length).toBe(4);
+      expect(r.json!.drtm).toBe(true);
+    } finally {
+      rmSync(state, { recursive: true, force: true });
+    }
+  });
+});
