@@ -106,6 +106,7 @@ describe.skipIf(skipCore !== null)('core bindings: measured payloads', () => {
     expect(hv.destroy(id)).toBe(2);
     const big = { layout: { ...p.layout, size: 0x4000 }, image: p.image };
     expect(() => hv.loadPayload(big, signed(p))).toThrow(HypervisorError);
+    expect(() => hv.loadPayload(big, signed(p))).toThrow(/ENCLAVE_ADD: TCS_INVALID \(.*\): page 0 \(offset 0x0\): TCS\.OSSA\+NSSA\*SSAFRAMESIZE \(outside ELRANGE\)/);
     const ok = hv.loadPayload(p, signed(p));
     expect(() => hv.addPage(ok, 0x1f000, Buffer.alloc(4096), SECINFO.PT_REG | SECINFO.R)).toThrow(/ENCLAVE_ADD: ENCLAVE_STATE/);
     hv.destroy(ok);

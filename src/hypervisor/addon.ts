@@ -106,6 +106,7 @@ export interface RawAddon {
   }): number;
   hvClose(hv: number): void;
   hvHypercall(hv: number, nr: number, args?: Int[], guestBase?: Int, guest?: Uint8Array): { status: number; rdi: bigint; rsi: bigint; rdx: bigint };
+  hvAddPages(hv: number, id: number, image: Uint8Array, pages: { offset: number; secinfo: number }[], measure: boolean): void;
   hvHostAccess(hv: number, gpa: Int, access: 'read' | 'write' | 'execute'): string | null;
   hvEnclavePages(hv: number, id: number): { offset: bigint; hpa: bigint; type: number; perms: number }[];
   hvReadPhys(hv: number, pa: Int, length: number): Buffer;
@@ -353,7 +354,7 @@ export class EnclaveVm {
     const h = this.h();
     const tcs = opts.tcsOffset ?? this.tcsOffset;
     let status: number;
-    let output = NO_OUTPUT;
+    let output: Buffer = NO_OUTPUT;
     if (opts.ocall === undefined && opts.timeoutMs === undefined) {
       // hot path: one N-API call returning a number (plus one for the output, if any)
       status = vmCall(() => a.enclaveEcallFast(h, tcs, fn, input ?? null));
@@ -524,9 +525,16 @@ export class CoreHypervisor {
     const l = p.layout;
     const id = this.createEnclave({ size: BigInt(l.size), base: BigInt(l.base), ssaFrameSize: l.ssaFrameSize, attributes: opts.attributes ?? 4n, xfrm: opts.xfrm ?? 3n });
     try {
-      for (const pg of l.pages) {
-        this.addPage(id, pg.offset, payloadPage(p, pg.offset), pg.secinfo);
-        for (let c = 0; c < PAGE_SIZE; c += 256) this.extend(id, pg.offset + c);
+      // EADD + EEXTEND of every page in one addon call (same core calls as the hypercalls)
+      const a = loadAddon();
+      const h = this.h();
+      try {
+        a.hvAddPages(h, id, p.image, l.pages.map((pg) => ({ offset: pg.offset, secinfo: pg.secinfo })), true);
+      } catch (e) {
+        const err = e as Error & { code?: string };
+        const status = /^HC_STATUS_(\d+)$/.exec(err.code ?? '');
+        if (status) throw HypervisorError.fromStatus('ENCLAVE_ADD', Number(status[1]), err.message);
+        throw new AddonError(err.message, EXIT.INTERNAL, err.code);
       }
       this.init(id, sigstruct);
     } catch (e) {

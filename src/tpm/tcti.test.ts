@@ -8,9 +8,9 @@ describe('TCTI strings', () => {
     expect(parseTcti('swtpm:port=5000')).toEqual({ kind: 'swtpm', host: '127.0.0.1', port: 5000, ctrlPort: 5001 });
     expect(parseTcti('swtpm:port=5000,ctrl=6000')).toMatchObject({ ctrlPort: 6000 });
     expect(parseTcti('swtpm')).toEqual({ kind: 'swtpm', host: '127.0.0.1', port: 2321, ctrlPort: 2322 });
-    expect(parseTcti('swtpm:path=/run/x/tpm.sock')).toEqual({ kind: 'swtpm-unix', path: '/run/x/tpm.sock', ctrlPath: '/run/x/ctrl.sock' });
+    expect(parseTcti('swtpm:path=/run/x/tpm.sock')).toEqual({ kind: 'swtpm-unix', path: '/run/x/tpm.sock', ctrlPath: '/run/x/tpm.sock.ctrl' });
     expect(parseTcti('swtpm:path=/a.sock,ctrl=/b.sock')).toEqual({ kind: 'swtpm-unix', path: '/a.sock', ctrlPath: '/b.sock' });
-    expect(parseTcti('swtpm:path=/a.sock')).toEqual({ kind: 'swtpm-unix', path: '/a.sock', ctrlPath: undefined });
+    expect(parseTcti('swtpm:path=/a.sock')).toEqual({ kind: 'swtpm-unix', path: '/a.sock', ctrlPath: '/a.sock.ctrl' });
     expect(parseTcti('device:/dev/tpmrm0')).toEqual({ kind: 'device', path: '/dev/tpmrm0' });
     expect(parseTcti('device')).toEqual({ kind: 'device', path: '/dev/tpmrm0' });
     expect(openTransport('device:/dev/tpm0').description).toBe('device /dev/tpm0');

@@ -33,8 +33,8 @@ function port(v: string, key: string, whole: string): number {
 /**
  * Parses `swtpm:host=H,port=P`, `swtpm:port=P`, `swtpm:path=/x.sock[,ctrl=/y.sock]`, `swtpm:`
  * (127.0.0.1:2321), `device:/dev/tpmrm0` and `device:` (/dev/tpmrm0). The swtpm control
- * channel is port+1 for TCP (override with ctrl=) and, for Unix sockets, `ctrl.sock` next to
- * a `tpm.sock`, or ctrl=PATH.
+ * channel is port+1 for TCP (override with ctrl=) and, for Unix sockets, PATH.ctrl as
+ * tpm2-tss expects, or ctrl=PATH.
  */
 export function parseTcti(tcti: string): TctiConfig {
   const whole = tcti.trim();
@@ -49,7 +49,8 @@ export function parseTcti(tcti: string): TctiConfig {
       if (path !== undefined) {
         if (kv.has('host') || kv.has('port')) throw new TpmUsageError(`TCTI "${whole}": path= cannot be combined with host= or port=`);
         if (!path) throw new TpmUsageError(`TCTI "${whole}": empty path`);
-        const ctrl = kv.get('ctrl') ?? (path.endsWith('/tpm.sock') ? path.slice(0, -'tpm.sock'.length) + 'ctrl.sock' : undefined);
+        // tpm2-tss's swtpm TCTI looks for the control socket at PATH.ctrl; so do we.
+        const ctrl = kv.get('ctrl') ?? `${path}.ctrl`;
         return { kind: 'swtpm-unix', path, ctrlPath: ctrl };
       }
       const host = kv.get('host') || '127.0.0.1';

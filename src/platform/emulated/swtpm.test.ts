@@ -34,6 +34,14 @@ describe.skipIf(!!missing)('swtpm launcher', () => {
     expect(r.stdout).toMatch(/sha384: \[ \]/);
   });
 
+  it.skipIf(!hasTools)('tpm2-tools reaches a Unix-socket instance through its own swtpm:path= TCTI', async () => {
+    const t = await startSwtpm({ transport: 'unix' });
+    started.push(t);
+    const r = spawnSync('tpm2_getcap', ['-T', t.tcti, 'properties-fixed'], { encoding: 'utf8' });
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout).toContain('TPM2_PT_MANUFACTURER');
+  });
+
   it('creates EK certificates signed by a CA private to the instance', async () => {
     const t = await startSwtpm({ ek: true });
     started.push(t);

@@ -157,7 +157,8 @@ export async function startSwtpm(opts: SwtpmOptions = {}): Promise<SwtpmInstance
     let port = 0;
     let ctrlPort = 0;
     const serverPath = join(stateDir, 'tpm.sock');
-    const ctrlPath = join(stateDir, 'ctrl.sock');
+    // tpm2-tools' swtpm TCTI finds the control channel at <server socket>.ctrl.
+    const ctrlPath = `${serverPath}.ctrl`;
     const args = ['socket', '--tpm2', '--tpmstate', `dir=${stateDir}`, '--flags', 'not-need-init,startup-clear'];
     if (transport === 'tcp') {
       [port, ctrlPort] = await freePortPair();

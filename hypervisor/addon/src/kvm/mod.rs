@@ -225,6 +225,8 @@ impl VmFd {
         let fd = ioctl_int(self.raw(), KVM_CREATE_VCPU, 0).map_err(err("KVM_CREATE_VCPU"))?;
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         let run = Mapping::file(fd.as_raw_fd(), kvm.vcpu_mmap_size, 0, true).map_err(|e| SysError { what: "mmap kvm_run".into(), ..e })?;
+        // The host's supported CPUID: without it, KVM on VMX traps RDRAND (the sealer's
+        // entropy) as #UD.
         unsafe { ioctl_ptr(fd.as_raw_fd(), KVM_SET_CPUID2, &*kvm.cpuid as *const Cpuid2 as *mut _) }.map_err(err("KVM_SET_CPUID2"))?;
         Ok(VcpuFd { fd, run })
     }
