@@ -112,6 +112,36 @@ describe.skipIf(skipCore !== null)('core bindings: measured payloads', () => {
     hv.destroy(ok);
   });
 
+  it('enable demotes the host: enclave and hypervisor memory refused after, allowed before; key slots', () => {
+    const h2 = new CoreHypervisor(config());
+    try {
+      const p = loadPayload('crypto');
+      const id = h2.loadPayload(p, signed(p));
+      const hpa = h2.enclavePages(id)[0]!.hpa;
+      expect(h2.hostAccess(hpa, 'read')).toBeNull();
+      const base = 0x1_8000_0000n;
+      h2.enable([
+        { start: 0n, size: base, kind: 'ram' },
+        { start: base, size: 16n * MB, kind: 'reserved' },
+      ]);
+      expect(h2.status().enabled).toBe(true);
+      expect(h2.hostAccess(hpa, 'read')).toMatch(new RegExp(`host read at 0x${hpa.toString(16)} refused: memory of enclave ${id}`));
+      expect(h2.hostAccess(base, 'write')).toMatch(/refused: hypervisor memory/);
+      expect(h2.hostAccess(0x10_0000n, 'read')).toBeNull();
+      expect(h2.status().hostFaults).toMatchObject({ enclave: 1, hypervisor: 1 });
+      expect(() => h2.disable()).toThrow(/DISABLE: ENCLAVES_ALIVE/);
+      const slot = h2.keySlotAlloc(id);
+      expect(slot).toBe(1);
+      expect(h2.destroy(id)).toBe(p.layout.pages.length + 1);
+      expect(h2.status().keySlotsPendingFlush).toBe(1);
+      expect(h2.keySlotFlush()).toBe(1);
+      h2.disable();
+      expect(h2.hostAccess(hpa, 'read')).toBeNull();
+    } finally {
+      h2.close();
+    }
+  });
+
   describe.skipIf(noKvm !== null)('run on KVM from the EPC', () => {
     it('answers ECALLs, seals and unseals with the MRENCLAVE-bound key, reports, and is destroyed', () => {
       const crypto = loadPayload('crypto');

@@ -242,6 +242,51 @@ describe.skipIf(skipVm !== null)('KVM enclave runner (standalone payloads)', asy
     }
   });
 
+  it('an ECALL from inside the same enclave\'s OCALL handler is refused, not deadlocked', () => {
+    const vm = EnclaveVm.standalone(loadPayload('crypto'));
+    try {
+      let inner: unknown;
+      const r = vm.ecall(ECALL.VIA_HOST, Buffer.from('x'), {
+        ocall: () => {
+          try {
+            vm.ecall(ECALL.EMPTY);
+          } catch (e) {
+            inner = e;
+          }
+          return Buffer.from('y');
+        },
+      });
+      expect(r.output.toString()).toBe('y');
+      expect((inner as Error).message).toMatch(/inside an ECALL \(called again from its OCALL handler\)/);
+    } finally {
+      vm.destroy();
+    }
+  });
+
+  it('destroy releases the KVM objects (no VM or vCPU descriptors left behind)', async () => {
+    const { readdirSync, readlinkSync } = await import('node:fs');
+    const kvmFds = () =>
+      readdirSync('/proc/self/fd').filter((fd) => {
+        try {
+          return /anon_inode:kvm-(vm|vcpu)/.test(readlinkSync(`/proc/self/fd/${fd}`));
+        } catch {
+          return false;
+        }
+      }).length;
+    const before = kvmFds();
+    const vms = [0, 1, 2].map(() => EnclaveVm.standalone(loadPayload('crypto')));
+    for (const vm of vms) vm.call(ECALL.EMPTY);
+    expect(kvmFds()).toBe(before + 6);
+    for (const vm of vms) vm.destroy();
+    expect(kvmFds()).toBe(before);
+    // a dead VM has already given its descriptors back
+    const bad = EnclaveVm.standalone(loadPayload('misbehave'));
+    expect(kvmFds()).toBe(before + 2);
+    expect(() => bad.ecall(1)).toThrow(EnclaveError);
+    expect(kvmFds()).toBe(before);
+    bad.destroy();
+  });
+
   it('refuses an image larger than its declared ELRANGE', () => {
     const p = loadPayload('crypto');
     expect(() => EnclaveVm.standalone({ layout: { ...p.layout, size: 0x2000 }, image: p.image })).toThrow(/does not fit the declared size 0x2000/);

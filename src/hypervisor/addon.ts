@@ -4,8 +4,8 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { sign, type KeyObject } from 'node:crypto';
 import { EXIT, HyperEnclaveError } from '../errors.js';
-import { HC, HypervisorError, decodeEnclaveInfo, decodeStatus, encodeSecs, ENCLAVE_INFO_SIZE, PAGE_SIZE, REPORT_SIZE, STATUS_SIZE } from './abi.js';
-import type { EnclaveInfoRecord, HvStatusRecord, SecsSpec } from './abi.js';
+import { HC, HypervisorError, decodeEnclaveInfo, decodeStatus, encodeMemoryMap, encodeSecs, ENCLAVE_INFO_SIZE, PAGE_SIZE, REPORT_SIZE, STATUS_SIZE } from './abi.js';
+import type { EnclaveInfoRecord, HvStatusRecord, MemRangeSpec, SecsSpec } from './abi.js';
 
 /**
  * Loader and typed wrapper of the Node-API addon (hypervisor/addon, Rust): the syscall bridge
@@ -476,6 +476,45 @@ export class CoreHypervisor {
   status(): HvStatusRecord {
     this.call(HC.STATUS, [this.at(0), BigInt(STATUS_SIZE)]);
     return decodeStatus(Buffer.from(this.scratch.subarray(0, STATUS_SIZE)));
+  }
+
+  /** ENABLE: builds the host demotion tables from the memory map (the host is then "demoted"). */
+  enable(map: readonly MemRangeSpec[]): void {
+    const raw = encodeMemoryMap(map);
+    if (raw.length > this.scratch.length) throw new AddonError(`ENABLE: memory map of ${map.length} entries does not fit the scratch buffer`, EXIT.BAD_INPUT);
+    this.call(HC.ENABLE, [this.at(0), BigInt(map.length)], [[0, raw]]);
+  }
+
+  disable(): void {
+    this.call(HC.DISABLE, []);
+  }
+
+  /** EENTER bookkeeping only (the runner does this itself around each ECALL). */
+  enter(id: number, tcsOffset: number): { entry: bigint; tcs: bigint; ssa: bigint } {
+    const r = this.call(HC.ENCLAVE_ENTER, [BigInt(id), BigInt(tcsOffset)]);
+    return { entry: r.rdi, tcs: r.rsi, ssa: r.rdx };
+  }
+
+  exit(id: number, tcsOffset: number): void {
+    this.call(HC.ENCLAVE_EXIT, [BigInt(id), BigInt(tcsOffset)]);
+  }
+
+  /** Lowest free ASID/KeyID, optionally bound to enclave `owner`. */
+  keySlotAlloc(owner?: number): number {
+    return Number(this.call(HC.KEYSLOT_ALLOC, [BigInt(owner ?? 0)]).rdi);
+  }
+
+  keySlotBind(slot: number, id: number): void {
+    this.call(HC.KEYSLOT_BIND, [BigInt(slot), BigInt(id)]);
+  }
+
+  keySlotRelease(slot: number): void {
+    this.call(HC.KEYSLOT_RELEASE, [BigInt(slot)]);
+  }
+
+  /** Records the cache flush released slots need; returns how many became reusable. */
+  keySlotFlush(): number {
+    return Number(this.call(HC.KEYSLOT_FLUSH, []).rdi);
   }
 
   createEnclave(secs: SecsSpec): number {

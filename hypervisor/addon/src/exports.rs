@@ -61,6 +61,16 @@ fn get_hv(e: &Env, a: &Args) -> JsResult<(u32, HvRef)> {
     Ok((h, hv))
 }
 
+/// Locks a VM for an ECALL; a VM already inside an ECALL (re-entered from its own OCALL
+/// handler) is refused instead of deadlocking.
+fn lock_vm<'a>(vm: &'a VmRef, fname: &str) -> JsResult<std::sync::MutexGuard<'a, VmEntry>> {
+    match vm.try_lock() {
+        Ok(g) => Ok(g),
+        Err(std::sync::TryLockError::WouldBlock) => Err(JsErr::new("ERR_ENCLAVE_CALL", format!("{fname}: the enclave is inside an ECALL (called again from its OCALL handler)"))),
+        Err(std::sync::TryLockError::Poisoned(p)) => Ok(p.into_inner()),
+    }
+}
+
 fn get_vm(e: &Env, a: &Args) -> JsResult<VmRef> {
     let h = e.to_u32(a.req(0, "enclave VM handle")?, "enclave VM handle")?;
     let t = vms().lock().unwrap();
@@ -260,7 +270,7 @@ fn enclave_ecall(e: &Env, a: &Args) -> JsResult<Val> {
         }
         Ok(env.bytes(r, "OCALL result").map_err(|x| x.msg)?.to_vec())
     };
-    let mut guard = vm.lock().unwrap();
+    let mut guard = lock_vm(&vm, a.fname)?;
     let r = guard.vm.ecall(tcs, func, input, timeout, if cb.is_some() { Some(&mut handler) } else { None });
     drop(guard);
     match r {
@@ -286,7 +296,7 @@ fn enclave_ecall_fast(e: &Env, a: &Args) -> JsResult<Val> {
         Some(v) if !e.is_nullish(v) => e.bytes(v, "input")?,
         _ => &[],
     };
-    let mut g = vm.lock().unwrap();
+    let mut g = lock_vm(&vm, a.fname)?;
     match g.vm.ecall(tcs, func, input, None, None) {
         Ok(out) => {
             g.last_output = out.output;
@@ -299,13 +309,13 @@ fn enclave_ecall_fast(e: &Env, a: &Args) -> JsResult<Val> {
 
 fn enclave_last_output(e: &Env, a: &Args) -> JsResult<Val> {
     let vm = get_vm(e, a)?;
-    let g = vm.lock().unwrap();
+    let g = lock_vm(&vm, a.fname)?;
     e.buffer(&g.last_output)
 }
 
 fn enclave_info(e: &Env, a: &Args) -> JsResult<Val> {
     let vm = get_vm(e, a)?;
-    let g = vm.lock().unwrap();
+    let g = lock_vm(&vm, a.fname)?;
     let o = e.object()?;
     e.set(o, "name", e.string(&g.vm.name)?)?;
     e.set(o, "dead", match g.vm.dead_reason() {
@@ -332,21 +342,21 @@ fn enclave_destroy(e: &Env, a: &Args) -> JsResult<Val> {
     }
 }
 
-/// Kills (and forgets) every VM bound to hypervisor `hv` (and enclave `id`, if given).
+/// Kills (and, on close, forgets) every VM bound to hypervisor `hv` (and enclave `id`, if
+/// given). A VM inside an ECALL right now (destroy called from its own OCALL handler) is left
+/// alone: the core then refuses the destroy (ENCLAVE_BUSY, its TCS is entered).
 fn drop_vms_of(hv: u32, id: Option<u32>, why: &str) {
     let mut t = vms().lock().unwrap();
-    let doomed: Vec<u32> = t
-        .items
-        .iter()
-        .filter(|(_, v)| v.lock().unwrap().core.is_some_and(|(h, i)| h == hv && id.is_none_or(|x| x == i)))
-        .map(|(k, _)| *k)
-        .collect();
-    for k in doomed {
-        if let Some(v) = t.items.get(&k) {
-            let mut g = v.lock().unwrap();
+    let mut forget = Vec::new();
+    for (k, v) in t.items.iter() {
+        let Ok(mut g) = v.try_lock() else { continue };
+        if g.core.is_some_and(|(h, i)| h == hv && id.is_none_or(|x| x == i)) {
             g.vm.kill(why.to_string());
+            forget.push(*k);
         }
-        if id.is_none() {
+    }
+    if id.is_none() {
+        for k in forget {
             t.items.remove(&k);
         }
     }

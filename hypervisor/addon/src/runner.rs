@@ -252,8 +252,8 @@ impl EnclaveVm {
     }
 
     fn run_ecall(&mut self, tcs_offset: u64, fresh: Option<Regs>, entry: &Entry, timeout_ms: u64, mut ocall: Option<OcallFn>) -> Result<EcallOut, RunError> {
-        let name = self.name.clone();
         let live = self.live.as_ref().unwrap();
+        let name = &self.name;
         let fail = |e: sys::SysError| RunError::Bad(format!("enclave {name}: {e}"));
         if let Some(regs) = fresh {
             live.vcpu.set_regs(&regs).map_err(fail)?;
@@ -588,7 +588,7 @@ pub struct Standalone {
     mem: *const u8,
     size: u64,
     base: u64,
-    tcs_busy: std::collections::BTreeSet<u64>,
+    tcs_busy: Vec<u64>,
     tcs_pages: Vec<u64>,
 }
 
@@ -599,14 +599,15 @@ impl Backend for Standalone {
         if !self.tcs_pages.contains(&tcs_offset) {
             return Err(format!("no TCS page at offset {tcs_offset:#x}"));
         }
-        if !self.tcs_busy.insert(tcs_offset) {
+        if self.tcs_busy.contains(&tcs_offset) {
             return Err(format!("TCS at offset {tcs_offset:#x} is busy"));
         }
+        self.tcs_busy.push(tcs_offset);
         let page = unsafe { core::slice::from_raw_parts(self.mem.add(tcs_offset as usize), PAGE as usize) };
         let q = |o: usize| u64::from_le_bytes(page[o..o + 8].try_into().unwrap());
         let (oentry, ofs, ogs) = (q(32), q(48), q(56));
         if oentry >= self.size {
-            self.tcs_busy.remove(&tcs_offset);
+            self.tcs_busy.retain(|&t| t != tcs_offset);
             return Err(format!("TCS.OENTRY {oentry:#x} outside ELRANGE"));
         }
         let b = self.base;
@@ -618,7 +619,7 @@ impl Backend for Standalone {
         })
     }
     fn exit(&mut self, tcs_offset: u64) {
-        self.tcs_busy.remove(&tcs_offset);
+        self.tcs_busy.retain(|&t| t != tcs_offset);
     }
     fn get_key(&mut self, _: &[u8; 80]) -> Result<[u8; 16], u64> {
         Err(hc::STATUS_NO_CORE)
@@ -640,13 +641,13 @@ pub fn create_standalone(
     shared_pages: u64,
     timeout_ms: u64,
 ) -> Result<EnclaveVm, String> {
-    if size == 0 || size % PAGE != 0 || image_offset % PAGE != 0 || image_offset + image.len() as u64 > size {
+    if size == 0 || !size.is_multiple_of(PAGE) || !image_offset.is_multiple_of(PAGE) || image_offset + image.len() as u64 > size {
         return Err(format!("enclave {name}: image of {} bytes at offset {image_offset:#x} does not fit the declared size {size:#x}", image.len()));
     }
     let mem = Mapping::anonymous(size as usize).map_err(|e| e.to_string())?;
     mem.write(image_offset as usize, image);
     let tcs_pages: Vec<u64> = pages.iter().filter(|p| p.tcs).map(|p| p.offset).collect();
-    let backend = Standalone { mem: mem.ptr(), size, base, tcs_busy: Default::default(), tcs_pages };
+    let backend = Standalone { mem: mem.ptr(), size, base, tcs_busy: Vec::with_capacity(tcs_pages.len()), tcs_pages };
     // one region per page so read-only pages get read-only slots; coalesced by writability
     let regions = coalesce(pages.iter().map(|p| (p.offset, unsafe { mem.ptr().add(p.offset as usize) }, p.tcs || p.perms & 2 == 0)));
     let spec = VmSpec { base, size, pages, regions, shared_pages, timeout_ms };

@@ -23,9 +23,11 @@ import {
 } from '../../attest/index.js';
 import { createStoredAk, loadStoredAk, readStoredAk } from '../../attest/ak-store.js';
 import { drtmLogPath, FIRMWARE_EVENT_LOG, runtimeLogPath } from '../../platform/logs.js';
+import { writeFileAtomic } from '../../platform/state.js';
 
-function printOutcome(opts: { json?: boolean }, outcome: VerifyOutcome): void {
-  emit(opts, { schema: 'hyperenclave/attestation-result', version: 1, ...(outcome.result as unknown as Record<string, unknown>), jwt: outcome.jwt } as never, () => formatResultTable(outcome.result));
+function printOutcome(opts: { json?: boolean }, outcome: VerifyOutcome, jwtPath?: string): void {
+  if (jwtPath) writeFileAtomic(jwtPath, outcome.jwt + '\n');
+  emit(opts, outcome.result as never, () => formatResultTable(outcome.result));
   process.exitCode = exitCodeOf(outcome);
 }
 
@@ -138,6 +140,7 @@ export function registerAttest(program: Command): void {
     .option('--ak-public <file>', 'AK public key (PEM or TPM2B_PUBLIC)')
     .option('--eventlog <file>', 'firmware event log (with tpm2-tools files)')
     .option('--runtime-log <file>', 'runtime measurement log (with tpm2-tools files)')
+    .option('--jwt <file>', 'also write the signed attestation result (EAR, ES256 JWT)')
     .option('--state-of-verifier <dir>', 'verifier state (enrolled AKs, nonces, result key); default <state-dir>/verifier')
     .addHelpText('after', '\nExamples:\n  hyperenclave verify ev.json --policy policy.json --nonce $N\n  hyperenclave verify --tpm2-quote-message m --tpm2-quote-signature s --tpm2-quote-pcrs p --ak-public ak.pem --nonce $N')
     .action((evidence: string | undefined, o: Record<string, string | undefined>, cmd: Command) => {
@@ -164,7 +167,7 @@ export function registerAttest(program: Command): void {
         if (!evidence) throw new UsageError('verify: give an evidence bundle, or --tpm2-quote-* files');
         outcome = verifyBundleFile({ stateDir, evidencePath: evidence, ...(o.policy ? { policyPath: o.policy } : {}), ...(o.nonce ? { nonceHex: o.nonce } : {}) });
       }
-      printOutcome(opts, outcome);
+      printOutcome(opts, outcome, o.jwt);
     });
 
   const verifier = program.command('verifier').description('the verifier side: enrollment and the HTTP service');

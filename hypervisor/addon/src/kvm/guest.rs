@@ -172,7 +172,7 @@ fn leaf_flags(perms: u8, tcs: bool) -> u64 {
 
 /// Fills the runner area `mem` (GPA 0, `runner_pages(size, shared_pages)` pages).
 pub fn build(mem: &mut [u8], base: u64, size: u64, pages: &[PageDesc], shared_pages: u64) -> Result<Layout, LayoutError> {
-    if base % PAGE != 0 || size == 0 || size % PAGE != 0 || base.checked_add(size).is_none_or(|e| e > 1 << 47) {
+    if !base.is_multiple_of(PAGE) || size == 0 || !size.is_multiple_of(PAGE) || base.checked_add(size).is_none_or(|e| e > 1 << 47) {
         return Err(LayoutError::Elrange { base, size });
     }
     let total = runner_pages(size, shared_pages);
