@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process';
 import { createHash, generateKeyPairSync, randomBytes, sign, type KeyObject } from 'node:crypto';
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readdirSync, rmSync } from 'node:fs';
-import { connect, type Server } from 'node:net';
+import type { Server } from 'node:net';
 import { availableParallelism } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -39,6 +39,7 @@ import type { HostAccessKind } from '../../hypervisor/client.js';
 import type { CoreHv, CoreModule, EnclaveVmHandle } from '../../hypervisor/core-binding.js';
 import { writeFileAtomic } from '../state.js';
 import { serveRpc } from './rpc.js';
+import { alive, canConnect, ensureDaemon } from './daemon.js';
 
 /**
  * The emulated platform's hypervisor: one long-lived process per state directory holding the
@@ -605,26 +606,6 @@ export function serviceRecord(stateDir: string): ServiceRecord | undefined {
   }
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-function canConnect(path: string): Promise<boolean> {
-  return new Promise((res) => {
-    const s = connect(path);
-    s.once('connect', () => {
-      s.destroy();
-      res(true);
-    });
-    s.once('error', () => res(false));
-  });
-}
-
 /** Runs the service in this process until `stop` (called by service-main.ts). */
 export async function runService(opts: ServiceOptions): Promise<Server> {
   const dir = serviceDir(opts.stateDir);
@@ -671,47 +652,30 @@ export interface ServiceStartOptions {
 export async function ensureHypervisorService(stateDir: string, opts: ServiceStartOptions = {}): Promise<ServiceRecord> {
   const dir = serviceDir(stateDir);
   mkdirSync(dir, { recursive: true });
-  const existing = serviceRecord(stateDir);
-  if (existing && alive(existing.pid) && (await canConnect(existing.socket))) return existing;
-
-  const lock = join(dir, 'start.lock');
-  for (let i = 0; ; i++) {
-    try {
-      closeSync(openSync(lock, 'wx'));
-      writeFileAtomic(lock + '.pid', String(process.pid));
-      break;
-    } catch {
-      const holder = Number(existsSync(lock + '.pid') ? readFileSync(lock + '.pid', 'utf8') : 0);
-      if (holder && !alive(holder)) rmSync(lock, { force: true });
-      if (i > 300) throw new HypervisorError(`emulated hypervisor: lock ${lock} held by pid ${holder}`, EXIT.INTERNAL);
-      await new Promise((r) => setTimeout(r, 50));
-      const again = serviceRecord(stateDir);
-      if (again && alive(again.pid) && (await canConnect(again.socket))) return again;
-    }
-  }
-  try {
-    const again = serviceRecord(stateDir);
-    if (again && alive(again.pid) && (await canConnect(again.socket))) return again;
-    const entry = serviceEntry();
-    if (!existsSync(entry)) throw new HypervisorError(`emulated hypervisor: ${entry} missing (run \`npm run build\`)`, EXIT.INTERNAL);
-    const log = join(dir, 'service.log');
-    const fd = openSync(log, 'a');
-    const args = [entry, '--state-dir', stateDir, ...(opts.memoryMap ? ['--memory-map', opts.memoryMap] : []), ...(opts.epcMiB ? ['--epc-mib', String(opts.epcMiB)] : [])];
-    const child = spawn(process.execPath, args, { detached: true, stdio: ['ignore', fd, fd] });
-    closeSync(fd);
-    child.unref();
-    for (let i = 0; i < 200; i++) {
-      await new Promise((r) => setTimeout(r, 25));
-      const rec = serviceRecord(stateDir);
-      if (rec && rec.pid === child.pid && (await canConnect(rec.socket))) return rec;
-      if (child.exitCode !== null || !alive(child.pid!)) break;
-    }
-    const tail = existsSync(log) ? readFileSync(log, 'utf8').trim().split('\n').slice(-1)[0] : '';
-    throw new HypervisorError(`emulated hypervisor did not start${tail ? `: ${tail}` : ''} (log ${log})`, EXIT.INTERNAL);
-  } finally {
-    rmSync(lock, { force: true });
-    rmSync(lock + '.pid', { force: true });
-  }
+  return ensureDaemon({
+    what: 'emulated hypervisor',
+    lock: join(dir, 'start.lock'),
+    current: () => serviceRecord(stateDir),
+    reachable: (r) => canConnect(r.socket),
+    start: async () => {
+      const entry = serviceEntry();
+      if (!existsSync(entry)) throw new HypervisorError(`emulated hypervisor: ${entry} missing (run \`npm run build\`)`, EXIT.INTERNAL);
+      const log = join(dir, 'service.log');
+      const fd = openSync(log, 'a');
+      const args = [entry, '--state-dir', stateDir, ...(opts.memoryMap ? ['--memory-map', opts.memoryMap] : []), ...(opts.epcMiB ? ['--epc-mib', String(opts.epcMiB)] : [])];
+      const child = spawn(process.execPath, args, { detached: true, stdio: ['ignore', fd, fd] });
+      closeSync(fd);
+      child.unref();
+      for (let i = 0; i < 200; i++) {
+        await new Promise((r) => setTimeout(r, 25));
+        const rec = serviceRecord(stateDir);
+        if (rec && rec.pid === child.pid && (await canConnect(rec.socket))) return rec;
+        if (child.exitCode !== null || !alive(child.pid!)) break;
+      }
+      const tail = existsSync(log) ? readFileSync(log, 'utf8').trim().split('\n').slice(-1)[0] : '';
+      throw new HypervisorError(`emulated hypervisor did not start${tail ? `: ${tail}` : ''} (log ${log})`, EXIT.INTERNAL);
+    },
+  });
 }
 
 /** Stops the service (its enclaves and state are gone, as after a reboot). Returns whether one was running. */

@@ -1,9 +1,8 @@
-import { existsSync, mkdirSync, readFileSync, rmSync, openSync, closeSync } from 'node:fs';
-import { connect } from 'node:net';
+import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { HyperEnclaveError, EXIT } from '../../errors.js';
 import { startSwtpm } from './swtpm.js';
 import { writeFileAtomic } from '../state.js';
+import { alive, canConnect, ensureDaemon } from './daemon.js';
 
 /** The emulated platform's TPM: one long-lived swtpm per state directory, on Unix sockets. */
 export interface EmulatedTpmInfo {
@@ -13,26 +12,6 @@ export interface EmulatedTpmInfo {
   stateDir: string;
   caDir: string;
   pid: number;
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-function canConnect(path: string): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = connect(path);
-    s.once('connect', () => {
-      s.once('close', () => resolve(true));
-      s.destroy();
-    });
-    s.once('error', () => resolve(false));
-  });
 }
 
 function tpmDir(stateDir: string): string {
@@ -49,50 +28,34 @@ export function emulatedTpmRecord(stateDir: string): EmulatedTpmInfo | undefined
 export async function ensureEmulatedTpm(stateDir: string): Promise<EmulatedTpmInfo> {
   const dir = tpmDir(stateDir);
   mkdirSync(dir, { recursive: true });
-  const existing = emulatedTpmRecord(stateDir);
-  if (existing && alive(existing.pid) && (await canConnect(existing.ctrlPath))) return existing;
-
-  // One starter at a time: an exclusive lock file; a stale one (dead pid) is taken over.
-  const lock = join(dir, 'start.lock');
-  for (let i = 0; ; i++) {
-    try {
-      closeSync(openSync(lock, 'wx'));
-      writeFileAtomic(lock + '.pid', String(process.pid));
-      break;
-    } catch {
-      const holder = Number(existsSync(lock + '.pid') ? readFileSync(lock + '.pid', 'utf8') : 0);
-      if (holder && !alive(holder)) rmSync(lock, { force: true });
-      if (i > 200) throw new HyperEnclaveError(`emulated TPM: lock ${lock} held by pid ${holder}`, EXIT.INTERNAL);
-      await new Promise((r) => setTimeout(r, 50));
-      const again = emulatedTpmRecord(stateDir);
-      if (again && alive(again.pid) && (await canConnect(again.ctrlPath))) return again;
-    }
-  }
-  try {
-    const state = join(dir, 'state');
-    const fresh = !existsSync(join(state, 'tpm2-00.permall'));
-    mkdirSync(state, { recursive: true });
-    const inst = await startSwtpm({
-      transport: 'unix',
-      stateDir: state,
-      detached: true,
-      // First start manufactures the TPM: four banks and EK certificates from a local CA.
-      ...(fresh ? { ek: true, banks: ['sha1', 'sha256', 'sha384', 'sha512'] } : {}),
-    });
-    const info: EmulatedTpmInfo = {
-      tcti: inst.tcti,
-      ctrlPath: inst.ctrlPath!,
-      serverPath: inst.serverPath!,
-      stateDir: state,
-      caDir: join(state, 'ca'),
-      pid: inst.pid,
-    };
-    writeFileAtomic(join(dir, 'instance.json'), JSON.stringify(info, null, 2) + '\n');
-    return info;
-  } finally {
-    rmSync(lock, { force: true });
-    rmSync(lock + '.pid', { force: true });
-  }
+  return ensureDaemon({
+    what: 'emulated TPM',
+    lock: join(dir, 'start.lock'),
+    current: () => emulatedTpmRecord(stateDir),
+    reachable: (r) => canConnect(r.ctrlPath),
+    start: async () => {
+        const state = join(dir, 'state');
+        const fresh = !existsSync(join(state, 'tpm2-00.permall'));
+        mkdirSync(state, { recursive: true });
+        const inst = await startSwtpm({
+          transport: 'unix',
+          stateDir: state,
+          detached: true,
+          // First start manufactures the TPM: four banks and EK certificates from a local CA.
+          ...(fresh ? { ek: true, banks: ['sha1', 'sha256', 'sha384', 'sha512'] } : {}),
+        });
+        const info: EmulatedTpmInfo = {
+          tcti: inst.tcti,
+          ctrlPath: inst.ctrlPath!,
+          serverPath: inst.serverPath!,
+          stateDir: state,
+          caDir: join(state, 'ca'),
+          pid: inst.pid,
+        };
+        writeFileAtomic(join(dir, 'instance.json'), JSON.stringify(info, null, 2) + '\n');
+        return info;
+    },
+  });
 }
 
 /** Stops the emulated TPM (a power-off: PCRs reset on the next start). */
