@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-APT_PACKAGES := swtpm swtpm-tools tpm2-tools openssl zsh
+APT_PACKAGES := swtpm swtpm-tools tpm2-tools openssl zsh gcc binutils make
 CARGO := cargo
 NPM := npm
 STAMP := .tmp/stamps
@@ -36,7 +36,6 @@ deps: $(STAMP)/apt node_modules/.package-lock.json
 build-rust: deps
 	cd hypervisor && $(CARGO) build --release
 	bash hypervisor/addon/build.sh
-	bash hypervisor/enclaves/build.sh
 
 build-ts: deps
 	$(NPM) run build

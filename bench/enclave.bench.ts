@@ -2,13 +2,13 @@
 // create→first ECALL→destroy vs create VM + vCPU + run to HLT + destroy, and the ECALL round
 // trip vs one raw I/O exit round trip. Both sides run in this process's run, back to back.
 import { execFileSync } from 'node:child_process';
-import { createHash, generateKeyPairSync } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { hasCommand, speedup, type BenchRow } from './harness.js';
-import { buildSigstruct, CoreHypervisor, EnclaveVm, kvmUnavailable, loadPayload, payloadPage, type EnclavePayload } from '../src/hypervisor/addon.js';
+import { buildSigstruct, newSigstructSigner, CoreHypervisor, EnclaveVm, kvmUnavailable, loadPayload, payloadPage, type EnclavePayload } from '../src/hypervisor/addon.js';
 
 const EMPTY = 4; // crypto payload: the empty ECALL
 
@@ -115,7 +115,7 @@ export default async function bench(): Promise<BenchRow[]> {
     );
 
     // the same through the core: ECREATE, 19 × EADD + 304 × EEXTEND (SHA-256), EINIT (RSA-3072 verify), KVM, EREMOVE
-    const signer = generateKeyPairSync('rsa', { modulusLength: 3072, publicExponent: 3 }).privateKey;
+    const signer = newSigstructSigner();
     const sig = buildSigstruct({ enclaveHash: mrenclaveOf(payload), attributes: 4n, xfrm: 3n }, signer);
     const hv = new CoreHypervisor({
       base: 0x1_8000_0000n,

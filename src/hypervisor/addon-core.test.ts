@@ -1,6 +1,6 @@
-import { createHash, generateKeyPairSync, randomBytes, type KeyObject } from 'node:crypto';
+import { createHash, createPublicKey, randomBytes, type KeyObject } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { addonUnavailable, buildSigstruct, CoreHypervisor, EnclaveError, kvmUnavailable, loadPayload, payloadPage, type EnclavePayload } from './addon.js';
+import { addonUnavailable, buildSigstruct, newSigstructSigner, CoreHypervisor, EnclaveError, kvmUnavailable, loadPayload, payloadPage, type EnclavePayload } from './addon.js';
 import { HypervisorError, parseReport, SECINFO } from './abi.js';
 
 /**
@@ -70,7 +70,7 @@ describe.skipIf(skipCore !== null)('core bindings: measured payloads', () => {
   let signer: KeyObject;
   let hv: CoreHypervisor;
   beforeAll(() => {
-    signer = generateKeyPairSync('rsa', { modulusLength: 3072, publicExponent: 3 }).privateKey;
+    signer = newSigstructSigner();
     hv = new CoreHypervisor(config());
   });
   afterAll(() => hv?.close());
@@ -84,7 +84,8 @@ describe.skipIf(skipCore !== null)('core bindings: measured payloads', () => {
     const info = hv.info(id);
     expect(info.state).toBe('initialized');
     expect(info.mrenclave.toString('hex')).toBe(mrenclaveOf(p).toString('hex'));
-    const modulus = Buffer.from((signer.export({ format: 'jwk' }) as { n: string }).n, 'base64url');
+    const spki = createPublicKey(signer).export({ type: 'pkcs1', format: 'der' });
+    const modulus = spki.subarray(spki.length - 3 - 384, spki.length - 3); // RSAPublicKey: SEQUENCE { INTEGER n, INTEGER 3 (02 01 03) }
     expect(info.mrsigner.toString('hex')).toBe(createHash('sha256').update(Buffer.from(modulus).reverse()).digest('hex'));
     expect(info.epcPages).toBe(p.layout.pages.length + 1);
     expect(hv.enclavePages(id).map((pg) => Number(pg.offset))).toEqual(p.layout.pages.map((pg) => pg.offset));

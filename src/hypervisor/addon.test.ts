@@ -190,6 +190,8 @@ describe.skipIf(skipVm !== null)('KVM enclave runner (standalone payloads)', asy
       const bad = vm.ecall(ECALL.ADD, Buffer.alloc(3));
       expect(bad).toMatchObject({ ok: false, errorCode: 2 });
       expect(vm.ecall(99)).toMatchObject({ ok: false, errorCode: 1 });
+      expect(() => vm.ecall(256)).toThrow(/ECALL number 256 out of range \(0..=255\)/);
+      expect(vm.info().dead).toBeNull();
       // an OCALL the host fails is an error code for the enclave, and the host's exception surfaces
       expect(() => vm.ecall(ECALL.VIA_HOST, Buffer.from('x'), { ocall: () => { throw new Error('host said no'); } })).toThrow('host said no');
       expect(vm.ecall(ECALL.VIA_HOST, Buffer.from('x'))).toMatchObject({ ok: false, errorCode: 7 });
@@ -212,6 +214,7 @@ describe.skipIf(skipVm !== null)('KVM enclave runner (standalone payloads)', asy
       [6, /#DE divide error \(vector 0\)/],
       [7, /enclave panicked: deliberate panic with 0 input bytes at misbehave\/src\/main.rs:\d+/],
       [8, /read of 0x1000: page not present/],
+      [9, /enclave misbehave: triple fault \(KVM_EXIT_SHUTDOWN\)/],
       [2, /runaway: ECALL exceeded its budget of 100 ms/],
     ];
     try {

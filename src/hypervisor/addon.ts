@@ -2,7 +2,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { sign, type KeyObject } from 'node:crypto';
+import { createPrivateKey, createPublicKey, generateKeyPairSync, sign, type KeyObject } from 'node:crypto';
 import { EXIT, HyperEnclaveError } from '../errors.js';
 import { HC, HypervisorError, decodeEnclaveInfo, decodeStatus, encodeMemoryMap, encodeSecs, ENCLAVE_INFO_SIZE, PAGE_SIZE, REPORT_SIZE, STATUS_SIZE } from './abi.js';
 import type { EnclaveInfoRecord, HvStatusRecord, MemRangeSpec, SecsSpec } from './abi.js';
@@ -309,7 +309,7 @@ export interface EcallOptions {
   tcsOffset?: number;
 }
 
-export interface VmInfo extends RawVmInfo {}
+export type VmInfo = RawVmInfo;
 
 /** One enclave VM on KVM (standalone or over a core enclave's EPC pages). */
 export class EnclaveVm {
@@ -617,11 +617,51 @@ export function buildSigstruct(fields: SigstructFields, signer?: KeyObject): Buf
   const a = loadAddon();
   const raw = wrap(() => a.sigstructBuild(fields));
   if (!signer) return raw;
-  const jwk = signer.export({ format: 'jwk' }) as { n?: string; e?: string };
-  if (!jwk.n || jwk.e !== 'Aw') throw new AddonError('SIGSTRUCT signer: need an RSA-3072 private key with public exponent 3', EXIT.BAD_INPUT);
-  const modulus = Buffer.from(jwk.n, 'base64url');
+  const { modulus, exponent } = rsaPublicNumbers(signer);
+  if (exponent !== 3n) throw new AddonError(`SIGSTRUCT signer: public exponent ${exponent}, SGX needs 3`, EXIT.BAD_INPUT);
   if (modulus.length !== 384) throw new AddonError(`SIGSTRUCT signer: modulus is ${modulus.length * 8} bits, need 3072`, EXIT.BAD_INPUT);
   const message = wrap(() => a.sigstructSignedMessage(raw));
   const signature = sign('sha256', message, signer);
   return wrap(() => a.sigstructAttach(raw, modulus, signature));
+}
+
+/**
+ * A fresh RSA-3072 (e = 3) SIGSTRUCT signing key. Made through PEM on purpose: exporting a
+ * KeyObject straight from generateKeyPairSync can deadlock Node 20 when a GC runs during the
+ * export (the key-generation job's destructor takes the key's mutex the export holds).
+ */
+export function newSigstructSigner(): KeyObject {
+  const { privateKey } = generateKeyPairSync('rsa', {
+    modulusLength: 3072,
+    publicExponent: 3,
+    publicKeyEncoding: { type: 'spki', format: 'pem' },
+    privateKeyEncoding: { type: 'pkcs8', format: 'pem' },
+  });
+  return createPrivateKey(privateKey);
+}
+
+/** n (big-endian, no leading zero) and e of an RSA key, from its PKCS#1 RSAPublicKey DER. */
+function rsaPublicNumbers(key: KeyObject): { modulus: Buffer; exponent: bigint } {
+  if (key.asymmetricKeyType !== 'rsa') throw new AddonError(`SIGSTRUCT signer: ${String(key.asymmetricKeyType)} key, need RSA`, EXIT.BAD_INPUT);
+  const der = createPublicKey(key).export({ type: 'pkcs1', format: 'der' });
+  let at = 0;
+  const header = (tag: number, what: string): number => {
+    if (der[at] !== tag) throw new AddonError(`RSAPublicKey DER: expected tag ${tag} for ${what} at byte ${at}`, EXIT.BAD_INPUT);
+    let len = der[at + 1]!;
+    at += 2;
+    if (len & 0x80) {
+      const n = len & 0x7f;
+      len = 0;
+      for (let i = 0; i < n; i++) len = len * 256 + der[at++]!;
+    }
+    return len;
+  };
+  header(0x30, 'SEQUENCE');
+  let len = header(0x02, 'modulus');
+  let modulus = der.subarray(at, at + len);
+  at += len;
+  while (modulus.length > 0 && modulus[0] === 0) modulus = modulus.subarray(1);
+  len = header(0x02, 'exponent');
+  const exponent = BigInt('0x' + (der.subarray(at, at + len).toString('hex') || '0'));
+  return { modulus: Buffer.from(modulus), exponent };
 }

@@ -1,5 +1,5 @@
 /** TPM key derivation, names, and secrets sealed to a TPM key (salts, credentials). */
-import { createCipheriv, createHmac, diffieHellman, generateKeyPairSync, publicEncrypt, randomBytes, constants } from 'node:crypto';
+import { createCipheriv, createECDH, createHmac, publicEncrypt, randomBytes, constants } from 'node:crypto';
 import { TPM_ALG, algName, digest, hashAlgById, type HashAlg } from './alg.js';
 import { TpmUsageError } from './errors.js';
 import { TpmWriter } from './marshal.js';
@@ -97,12 +97,13 @@ export function protectSeed(key: TpmtPublic, label: string): { seed: Buffer; enc
   }
   if (key.type === TPM_ALG.ECC) {
     const c = curveInfo(key.parameters.curveId);
-    const eph = generateKeyPairSync('ec', { namedCurve: nodeCurveName(key.parameters.curveId) });
-    const jwk = eph.publicKey.export({ format: 'jwk' });
-    const ex = Buffer.from(jwk.x!, 'base64url');
-    const ey = Buffer.from(jwk.y!, 'base64url');
-    const z = diffieHellman({ privateKey: eph.privateKey, publicKey: publicKeyFromTpmt(key) });
+    // ECDH objects rather than a KeyObject JWK export: exporting a fresh key as JWK can hang Node 20 under GC.
     const pad = (b: Buffer): Buffer => (b.length >= c.size ? b : Buffer.concat([Buffer.alloc(c.size - b.length), b]));
+    const eph = createECDH(nodeCurveName(key.parameters.curveId));
+    const ephPub = eph.generateKeys();
+    const ex = ephPub.subarray(1, 1 + c.size);
+    const ey = ephPub.subarray(1 + c.size);
+    const z = eph.computeSecret(Buffer.concat([Buffer.from([4]), pad(key.unique.x), pad(key.unique.y)]));
     const seed = kdfe(hash, pad(z), label, pad(ex), pad(key.unique.x), hash.size * 8);
     const w = new TpmWriter();
     marshalEccPoint(w, { x: pad(ex), y: pad(ey) });

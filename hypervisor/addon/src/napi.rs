@@ -156,25 +156,24 @@ impl Env {
     }
     /// A non-negative integer given as number (exact, ≤ 2^53) or bigint (< 2^64).
     pub fn to_u64(&self, v: Val, what: &str) -> JsResult<u64> {
-        match self.type_of(v) {
-            T_NUMBER => {
-                let x = self.to_f64(v, what)?;
-                if x < 0.0 || x.fract() != 0.0 || x > 9007199254740991.0 {
-                    return Err(JsErr::arg(format!("{what}: {x} is not a non-negative safe integer")));
-                }
-                Ok(x as u64)
+        // numbers first, without a napi_typeof round trip (the ECALL hot path)
+        let mut x = 0.0;
+        if unsafe { napi_get_value_double(self.0, v.0, &mut x) } == NAPI_OK {
+            if !(0.0..=9007199254740991.0).contains(&x) || x.fract() != 0.0 {
+                return Err(JsErr::arg(format!("{what}: {x} is not a non-negative safe integer")));
             }
-            T_BIGINT => {
-                let mut x = 0u64;
-                let mut lossless = false;
-                check(unsafe { napi_get_value_bigint_uint64(self.0, v.0, &mut x, &mut lossless) }, "napi_get_value_bigint_uint64")?;
-                if !lossless {
-                    return Err(JsErr::arg(format!("{what}: bigint outside 0..2^64")));
-                }
-                Ok(x)
-            }
-            _ => Err(JsErr::arg(format!("{what}: expected a non-negative integer (number or bigint)"))),
+            return Ok(x as u64);
         }
+        if self.type_of(v) != T_BIGINT {
+            return Err(JsErr::arg(format!("{what}: expected a non-negative integer (number or bigint)")));
+        }
+        let mut x = 0u64;
+        let mut lossless = false;
+        check(unsafe { napi_get_value_bigint_uint64(self.0, v.0, &mut x, &mut lossless) }, "napi_get_value_bigint_uint64")?;
+        if !lossless {
+            return Err(JsErr::arg(format!("{what}: bigint outside 0..2^64")));
+        }
+        Ok(x)
     }
     pub fn to_u32(&self, v: Val, what: &str) -> JsResult<u32> {
         let x = self.to_u64(v, what)?;

@@ -1,7 +1,7 @@
 //! The KVM enclave runner: one KVM VM (one vCPU) per enclave, the enclave's pages as guest
-//! memory, entered in 64-bit mode at the TCS entry. ECALL = write input to the shared buffer,
-//! set the entry registers, KVM_RUN until the enclave's EEXIT port write. OCALLs and
-//! hypercalls (EGETKEY, EREPORT) are port writes too. A fault, a triple fault, an unexpected
+//! memory, entered in 64-bit mode at the TCS entry. ECALL = write the input to the shared
+//! buffer, set the entry registers (first entry) or resume the vCPU parked at its last EEXIT,
+//! KVM_RUN until the next EEXIT. OCALLs and hypercalls (EGETKEY, EREPORT) are port I/O too. A fault, a triple fault, an unexpected
 //! exit or a runaway ECALL (watchdog budget) kills that VM only, with a one-line reason.
 //!
 //! Protocol (no register crosses after the first entry: register ioctls cost ~7 µs each on
@@ -10,9 +10,11 @@
 //! - First ECALL on a TCS: RIP = base + OENTRY, RBX = TCS address, RDI = ECALL number,
 //!   RSI = shared buffer, RDX = input length, RCX = shared capacity, R8 = mailbox (all also in
 //!   the mailbox); RSP = 0 (the enclave sets its own stack).
+//! - ECALL numbers are 0..=255.
 //! - EEXIT: mailbox STATUS = output length (output at the start of the shared buffer) or
-//!   0x8000_0000 | error code, then `in eax, PORT_EEXIT`. The vCPU parks there; the next
-//!   ECALL on the same TCS resumes it with EAX = ECALL number (mailbox FUNC/IN_LEN updated).
+//!   0x8000_0000 | error code, then `in al, PORT_EEXIT` (any IN size works). The vCPU parks
+//!   there; the next ECALL on the same TCS resumes it with AL/EAX = ECALL number (mailbox
+//!   FUNC/IN_LEN updated).
 //!   A plain `out PORT_EEXIT, eax` (EAX = status) also ends an ECALL, without parking.
 //! - OCALL: mailbox NR, LEN (input in the shared buffer), `in eax, PORT_OCALL` → EAX =
 //!   output length or 0x8000_0000 | code.
@@ -213,6 +215,9 @@ impl EnclaveVm {
         let cap = live.layout.shared_len as usize;
         if input.len() > cap {
             return Err(RunError::Bad(format!("ECALL {func}: input of {} bytes exceeds the shared buffer ({cap} bytes)", input.len())));
+        }
+        if func > 255 {
+            return Err(RunError::Bad(format!("ECALL number {func} out of range (0..=255)")));
         }
         let entry = self.backend.enter(tcs_offset).map_err(RunError::Bad)?;
         let l = &live.layout;

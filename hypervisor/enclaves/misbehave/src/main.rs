@@ -1,14 +1,15 @@
 //! Payload "misbehave": each ECALL does one thing an enclave must not get away with, so the
 //! tests can check that the runner ends this enclave cleanly and nothing else.
 //! 0 answer "alive" · 1 write through a null pointer · 2 spin forever · 3 ud2 · 4 write to its
-//! own code page · 5 hlt · 6 divide by zero · 7 panic · 8 read outside ELRANGE (runner memory).
+//! own code page · 5 hlt · 6 divide by zero · 7 panic · 8 read outside ELRANGE (runner memory) ·
+//! 9 triple fault (empty IDT, then an exception).
 #![no_std]
 #![no_main]
 
 use core::arch::asm;
 use enclave_rt::marshal;
 
-enclave_rt::ecalls![alive, null_write, spin, undefined, write_code, halt, divide_by_zero, panics, read_outside];
+enclave_rt::ecalls![alive, null_write, spin, undefined, write_code, halt, divide_by_zero, panics, read_outside, triple_fault];
 
 extern "C" fn alive() -> u64 {
     marshal(|_, out| {
@@ -57,4 +58,9 @@ extern "C" fn panics() -> u64 {
 
 extern "C" fn read_outside() -> u64 {
     unsafe { core::ptr::read_volatile(0x1000 as *const u64) }
+}
+
+extern "C" fn triple_fault() -> u64 {
+    let idtr = [0u8; 10]; // limit 0: every exception now escalates to a triple fault
+    unsafe { asm!("lidt [{0}]", "ud2", in(reg) idtr.as_ptr(), options(noreturn)) }
 }

@@ -1,10 +1,10 @@
 //! Enclave runtime for payloads run by the addon's KVM runner (see
 //! hypervisor/addon/src/runner.rs for the register and port conventions).
 //!
-//! The vCPU runs one loop: park in `in eax, 0x10` (EEXIT) until the runner resumes it with the
+//! The vCPU runs one loop: park in `in al, 0x10` (EEXIT) until the runner resumes it with the
 //! ECALL number, call that entry of the payload's `ENCLAVE_ECALLS` table, store the status in
 //! the mailbox, park again. The loop is a few instructions of assembly because kvm_pvm
-//! interprets guest code (~0.3-0.6 µs per instruction): an empty ECALL costs 8 instructions.
+//! interprets guest code (~0.3-0.6 µs per instruction): an empty ECALL costs ~6 instructions.
 //! Payloads list their ECALLs with `ecalls![f0, f1, ...]`; each is `extern "C" fn() -> u64`
 //! returning the status, usually written with `marshal`, which copies the input from the
 //! shared (untrusted) buffer into enclave memory and the output back.
@@ -27,7 +27,9 @@ pub mod err {
 }
 
 // First entry: RDI = ECALL number, R8 = mailbox. Kept in callee-saved registers across the
-// loop: R15 = mailbox (also in MAILBOX), R14 = ECALL table, R13 = its length.
+// loop: R15 = mailbox (also in MAILBOX), R14 = the 256-entry ECALL table. The ECALL number is
+// one byte (`in al`), so any value the host sends indexes the table: no bounds check. The body
+// (call, store status, EEXIT, widen the number) is repeated four times to spread the jump.
 global_asm!(
     ".section .text.entry,\"ax\",@progbits",
     ".global _start",
@@ -35,21 +37,15 @@ global_asm!(
     "mov r15, r8",
     "mov [rip + {mb}], r8",
     "lea rsp, [rip + __stack_top]",
-    "mov r13, [rip + ENCLAVE_ECALLS]",
-    "lea r14, [rip + ENCLAVE_ECALLS + 8]",
-    "mov eax, edi",
-    "jmp 3f",
+    "lea r14, [rip + ENCLAVE_ECALLS]",
+    "movzx eax, dil",
     "2:",
-    "in eax, 0x10",
-    "3:",
-    "cmp rax, r13",
-    "jae 4f",
+    ".rept 4",
     "call [r14 + rax * 8]",
     "mov [r15 + 16], rax",
-    "jmp 2b",
-    "4:",
-    "mov eax, 0x80000001",
-    "mov [r15 + 16], rax",
+    "in al, 0x10",
+    "movzx eax, al",
+    ".endr",
     "jmp 2b",
     mb = sym MAILBOX,
 );
@@ -57,10 +53,27 @@ global_asm!(
 /// One ECALL: returns the status (output length, or 0x8000_0000 | error code).
 pub type EcallFn = extern "C" fn() -> u64;
 
+/// Entries 0..=255, indexed by the ECALL number; unused ones answer UNKNOWN_ECALL.
 #[repr(C)]
-pub struct EcallTable<const N: usize> {
-    pub count: u64,
-    pub fns: [EcallFn; N],
+pub struct EcallTable {
+    pub fns: [EcallFn; 256],
+}
+
+pub extern "C" fn unknown_ecall() -> u64 {
+    (0x8000_0000 | err::UNKNOWN_ECALL) as u64
+}
+
+impl EcallTable {
+    pub const fn new<const N: usize>(fns: [EcallFn; N]) -> Self {
+        assert!(N <= 256, "at most 256 ECALLs");
+        let mut t = [unknown_ecall as EcallFn; 256];
+        let mut i = 0;
+        while i < N {
+            t[i] = fns[i];
+            i += 1;
+        }
+        EcallTable { fns: t }
+    }
 }
 
 /// Declares the payload's ECALL table: `ecalls![echo, add, ...]` (index = ECALL number).
@@ -68,8 +81,7 @@ pub struct EcallTable<const N: usize> {
 macro_rules! ecalls {
     ($($f:expr),* $(,)?) => {
         #[no_mangle]
-        pub static ENCLAVE_ECALLS: $crate::EcallTable<{ [$(stringify!($f)),*].len() }> =
-            $crate::EcallTable { count: [$(stringify!($f)),*].len() as u64, fns: [$($f),*] };
+        pub static ENCLAVE_ECALLS: $crate::EcallTable = $crate::EcallTable::new([$($f as $crate::EcallFn),*]);
     };
 }
 
