@@ -1,9 +1,6 @@
-import { existsSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { EXIT } from '../errors.js';
 import { HypervisorError } from './abi.js';
+import { loadAddon } from './addon.js';
 import type { CoreConfig, CoreHv, CoreModule, EnclaveVmHandle } from './core-binding.js';
 import type { IoctlBridge } from './linux-client.js';
 
@@ -28,27 +25,11 @@ interface Native {
 
 let cached: Native | undefined;
 
-function addonPath(): string | undefined {
-  let dir = dirname(fileURLToPath(import.meta.url));
-  for (let i = 0; i < 5; i++) {
-    const p = join(dir, 'hypervisor', 'addon', 'hyperenclave-addon.node');
-    if (existsSync(p)) return p;
-    dir = dirname(dir);
-  }
-  return undefined;
-}
-
+/** The addon as loaded by addon.ts (the one loader), checked for the core bindings this area needs. */
 function native(): Native {
   if (cached) return cached;
-  const p = addonPath();
-  if (!p) throw new HypervisorError('addon hypervisor/addon/hyperenclave-addon.node not built (run hypervisor/addon/build.sh)', EXIT.UNSUPPORTED);
-  let m: Partial<Native>;
-  try {
-    m = createRequire(import.meta.url)(p) as Partial<Native>;
-  } catch (e) {
-    throw new HypervisorError(`addon ${p}: ${(e as Error).message}`, EXIT.UNSUPPORTED);
-  }
-  if (typeof m.hvCreate !== 'function' || typeof m.hvHypercall !== 'function') throw new HypervisorError(`addon ${p} has no core bindings (hvCreate/hvHypercall): rebuild it`, EXIT.UNSUPPORTED);
+  const m = loadAddon() as unknown as Partial<Native>;
+  if (typeof m.hvCreate !== 'function' || typeof m.hvHypercall !== 'function') throw new HypervisorError('addon has no core bindings (hvCreate/hvHypercall): rebuild it with make build', EXIT.UNSUPPORTED);
   cached = m as Native;
   return cached;
 }
