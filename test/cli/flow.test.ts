@@ -59,6 +59,40 @@ describe.skipIf(!!missing)('operator flow on the emulated platform (built CLI as
     expect((await run('enclave', 'destroy', 'abc')).code).toBe(2);
   });
 
+  it('enclave create / list / destroy keep an enclave alive between commands and return its EPC; disable waits for it', async () => {
+    const c = await run('enclave', 'create', join(repoRoot, 'test/fixtures/enclave/crypto.manifest.json'), '--backend', 'mktme', '--json');
+    expect(c.code, c.stderr).toBe(0);
+    expect(schemaProblems(c.json!)).toBeUndefined();
+    const id = c.json!.id as number;
+    const l = await run('enclave', 'list', '--json');
+    expect(schemaProblems(l.json!)).toBeUndefined();
+    expect((l.json!.enclaves as { id: number }[]).map((e) => e.id)).toContain(id);
+    const busy = await run('disable');
+    expect(busy.code).not.toBe(0);
+    expect(busy.stderr).toMatch(/ENCLAVES_ALIVE/);
+    const d = await run('enclave', 'destroy', String(id), '--json');
+    expect(d.code, d.stderr).toBe(0);
+    expect(schemaProblems(d.json!)).toBeUndefined();
+    expect(d.json!.epcReturned).toBeGreaterThan(0);
+    expect(((await run('enclave', 'list', '--json')).json!.enclaves as unknown[]).length).toBe(0);
+  });
+
+  it('firmware sign / inspect / launch-env work on the same container', async () => {
+    const key = join(state, 'signer.pem');
+    const { generateKeyPairSync } = await import('node:crypto');
+    const { writeFileSync } = await import('node:fs');
+    writeFileSync(key, generateKeyPairSync('ec', { namedCurve: 'P-384' }).privateKey.export({ type: 'pkcs8', format: 'pem' }));
+    const img = join(state, 'hv.img');
+    expect((await run('firmware', 'sign', img, '--key', key)).code).toBe(0);
+    const i = await run('firmware', 'inspect', img, '--json');
+    expect(i.code, i.stderr).toBe(0);
+    expect(schemaProblems(i.json!)).toBeUndefined();
+    expect(JSON.stringify(i.json)).toMatch(/ecdsa-p384-sha384/);
+    const le = await run('firmware', 'launch-env', '-o', join(state, 'le.bin'), '--arch', 'intel-vmx', '--json');
+    expect(le.code, le.stderr).toBe(0);
+    expect(schemaProblems(le.json!)).toBeUndefined();
+  });
+
   it('disable hands the CPUs back', async () => {
     const d = await run('disable', '--json');
     expect(d.code, d.stderr).toBe(0);
