@@ -2,7 +2,7 @@
 // create→first ECALL→destroy vs create VM + vCPU + run to HLT + destroy, and the ECALL round
 // trip vs one raw I/O exit round trip. Both sides run in this process's run, back to back.
 import { execFileSync } from 'node:child_process';
-import { createHash } from 'node:crypto';
+import { computeMrEnclave } from '../src/enclave/sgx.js';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -45,30 +45,13 @@ function meanUs(n: number, fn: () => void): number {
   return Number(process.hrtime.bigint() - t0) / 1e3 / n;
 }
 
+/** MRENCLAVE from src/enclave/sgx.ts (TypeScript, independent of the Rust core). */
 function mrenclaveOf(p: EnclavePayload): Buffer {
-  const h = createHash('sha256');
-  const rec = (tag: string) => {
-    const b = Buffer.alloc(64);
-    b.write(tag, 0, 'latin1');
-    return b;
-  };
-  const ec = rec('ECREATE');
-  ec.writeUInt32LE(p.layout.ssaFrameSize, 8);
-  ec.writeBigUInt64LE(BigInt(p.layout.size), 12);
-  h.update(ec);
-  for (const pg of p.layout.pages) {
-    const ea = rec('EADD');
-    ea.writeBigUInt64LE(BigInt(pg.offset), 8);
-    ea.writeBigUInt64LE(BigInt(pg.secinfo), 16);
-    h.update(ea);
-    const page = payloadPage(p, pg.offset);
-    for (let c = 0; c < 4096; c += 256) {
-      const ex = rec('EEXTEND');
-      ex.writeBigUInt64LE(BigInt(pg.offset + c), 8);
-      h.update(ex).update(page.subarray(c, c + 256));
-    }
-  }
-  return h.digest();
+  return computeMrEnclave(
+    BigInt(p.layout.size),
+    p.layout.ssaFrameSize,
+    p.layout.pages.map((pg) => ({ offset: BigInt(pg.offset), flags: pg.secinfo, data: payloadPage(p, pg.offset) })),
+  );
 }
 
 export default async function bench(): Promise<BenchRow[]> {

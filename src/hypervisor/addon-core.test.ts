@@ -1,4 +1,5 @@
 import { createHash, createPublicKey, randomBytes, type KeyObject } from 'node:crypto';
+import { computeMrEnclave } from '../enclave/sgx.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { addonUnavailable, buildSigstruct, newSigstructSigner, CoreHypervisor, EnclaveError, kvmUnavailable, loadPayload, payloadPage, type EnclavePayload } from './addon.js';
 import { HypervisorError, parseReport, SECINFO } from './abi.js';
@@ -36,32 +37,13 @@ const config = (secret = Buffer.alloc(16, 7)) => ({
   requireSignedSigstruct: true,
 });
 
-/** MRENCLAVE computed here, independently of the core (SDM vol. 3D: ECREATE/EADD/EEXTEND records). */
+/** MRENCLAVE from src/enclave/sgx.ts (TypeScript, independent of the Rust core). */
 function mrenclaveOf(p: EnclavePayload): Buffer {
-  const h = createHash('sha256');
-  const rec = (tag: string) => {
-    const b = Buffer.alloc(64);
-    b.write(tag, 0, 'latin1');
-    return b;
-  };
-  const ecreate = rec('ECREATE');
-  ecreate.writeUInt32LE(p.layout.ssaFrameSize, 8);
-  ecreate.writeBigUInt64LE(BigInt(p.layout.size), 12);
-  h.update(ecreate);
-  for (const pg of p.layout.pages) {
-    const eadd = rec('EADD');
-    eadd.writeBigUInt64LE(BigInt(pg.offset), 8);
-    eadd.writeBigUInt64LE(BigInt(pg.secinfo), 16);
-    h.update(eadd);
-    const page = payloadPage(p, pg.offset);
-    for (let c = 0; c < 4096; c += 256) {
-      const ext = rec('EEXTEND');
-      ext.writeBigUInt64LE(BigInt(pg.offset + c), 8);
-      h.update(ext);
-      h.update(page.subarray(c, c + 256));
-    }
-  }
-  return h.digest();
+  return computeMrEnclave(
+    BigInt(p.layout.size),
+    p.layout.ssaFrameSize,
+    p.layout.pages.map((pg) => ({ offset: BigInt(pg.offset), flags: pg.secinfo, data: payloadPage(p, pg.offset) })),
+  );
 }
 
 const SEALER = { SEAL: 0, UNSEAL: 1, REPORT: 2, KEY_FINGERPRINT: 3 } as const;

@@ -1,4 +1,5 @@
 import { existsSync, readFileSync } from 'node:fs';
+import type { CoreConfig } from './core-binding.js';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -401,18 +402,8 @@ function vmCall<T>(f: () => T): T {
 
 // ---------------------------------------------------------------- the core
 
-/** Same shape as CoreConfig in ./core-binding.ts. */
-export interface CoreHypervisorConfig {
-  base: bigint;
-  total: bigint;
-  hypervisorSize: bigint;
-  imageSize: bigint;
-  paging: 'ept' | 'npt';
-  platformSecret: Buffer;
-  imageDigest: Buffer;
-  keySlots: { kind: 'asid' | 'keyid'; min: number; max: number } | null;
-  requireSignedSigstruct: boolean;
-}
+/** The core's configuration: one type, defined with the service's view of the core. */
+export type CoreHypervisorConfig = CoreConfig;
 
 export interface HypercallOutcome {
   status: number;
