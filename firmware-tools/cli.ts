@@ -81,7 +81,10 @@ function humanInfo(doc: ReturnType<typeof imageInfo>): string {
 type Emit = (opts: { json?: boolean }, doc: { schema: string; version: number } & Record<string, unknown>, human: () => string) => void;
 const defaultEmit: Emit = (opts, doc, human) => process.stdout.write((opts.json ? JSON.stringify(doc, null, 2) : human()) + '\n');
 
-export function registerImageCommands(fw: Command, emit: Emit = defaultEmit): Command {
+/** A progress line for hashing a large image (the hyperenclave CLI draws one on a terminal). */
+export type ImageProgress = (cmd: Command, label: string) => { update(done: number, total: number): void; end(): void } | undefined;
+
+export function registerImageCommands(fw: Command, emit: Emit = defaultEmit, progress: ImageProgress = () => undefined): Command {
   const json = (cmd: Command) => cmd.optsWithGlobals<{ json?: boolean }>();
 
   fw.command('build')
@@ -113,7 +116,14 @@ export function registerImageCommands(fw: Command, emit: Emit = defaultEmit): Co
         },
         o.key,
       );
-      const doc = imageInfo(o.output, await verifyContainerFile(o.output, { banks: ['sha256', 'sha384'] }));
+      const line = progress(cmd, `verify ${o.output}`);
+      let verified: VerifiedImage;
+      try {
+        verified = await verifyContainerFile(o.output, { banks: ['sha256', 'sha384'], ...(line ? { onProgress: line.update } : {}) });
+      } finally {
+        line?.end();
+      }
+      const doc = imageInfo(o.output, verified);
       emit(json(cmd), doc, () => humanInfo(doc));
     });
 
@@ -122,6 +132,7 @@ export function registerImageCommands(fw: Command, emit: Emit = defaultEmit): Co
     .argument('<container>')
     .requiredOption('--key <pem>', 'ECDSA P-256/P-384 or SM2 private key')
     .option('-o, --output <file>', 'write here instead of in place')
+    .addHelpText('after', '\nExample:\n  hyperenclave firmware sign hv.heimg --key signer.pem -o hv-signed.heimg')
     .action(async (container: string, o: { key: string; output?: string }, cmd: Command) => {
       const out = o.output ?? container;
       signImageFile(container, o.key, out);
@@ -136,6 +147,7 @@ export function registerImageCommands(fw: Command, emit: Emit = defaultEmit): Co
     .option('--trusted-key <pem...>', 'the signer must be one of these keys')
     .option('--require-signature', 'refuse unsigned images')
     .option('--banks <list>', 'digests to show', 'sha256,sha384')
+    .addHelpText('after', '\nExample:\n  hyperenclave firmware inspect hv.heimg --arch amd-svm --trusted-key signer.pub.pem --require-signature')
     .action(async (container: string, o: { arch?: string; trustedKey?: string[]; requireSignature?: boolean; banks: string }, cmd: Command) => {
       const v = await verifyContainerFile(container, {
         banks: banks(o.banks)!,
@@ -158,13 +170,20 @@ export function registerImageCommands(fw: Command, emit: Emit = defaultEmit): Co
     .addHelpText('after', '\nExample:\n  hyperenclave firmware reference hv.heimg --launch-env le.bin -o reference-values.json')
     .action(async (container: string, o: { policy: string; banks?: string; initial?: string; launchEnv?: string; output?: string }, cmd: Command) => {
       const b = banks(o.banks);
-      const doc = await referenceValuesFile(container, {
-        policy: loadPolicy(o.policy),
-        ...(b ? { banks: b } : {}),
-        ...(o.initial ? { initial: parseInitialValues(o.initial) } : {}),
-        ...(o.launchEnv ? { launchEnvironmentPath: o.launchEnv } : {}),
-        ...(o.output ? { out: o.output } : {}),
-      });
+      const line = progress(cmd, `hash ${container}`);
+      let doc;
+      try {
+        doc = await referenceValuesFile(container, {
+          policy: loadPolicy(o.policy),
+          ...(b ? { banks: b } : {}),
+          ...(o.initial ? { initial: parseInitialValues(o.initial) } : {}),
+          ...(o.launchEnv ? { launchEnvironmentPath: o.launchEnv } : {}),
+          ...(o.output ? { out: o.output } : {}),
+          ...(line ? { verify: { onProgress: line.update } } : {}),
+        });
+      } finally {
+        line?.end();
+      }
       emit(json(cmd), doc as unknown as { schema: string; version: number } & Record<string, unknown>, () =>
         [
           `image ${doc.image.id as string} (${doc.image.arch as string}), policy ${doc.policy.name}`,
@@ -181,6 +200,7 @@ export function registerImageCommands(fw: Command, emit: Emit = defaultEmit): Co
     .option('--name <name>', 'name recorded in the blob and the DRTM log', 'hyperenclave-emulated-sinit')
     .option('--env-version <n>', 'version number', '1')
     .option('--payload <file>', 'opaque payload to include (e.g. an ACM-like blob)')
+    .addHelpText('after', '\nExample:\n  hyperenclave firmware launch-env -o le.bin --arch intel-vmx')
     .action((o: { output: string; arch: string; name: string; envVersion: string; payload?: string }, cmd: Command) => {
       const blob = buildLaunchEnvironment({ name: o.name, version: size('--env-version', o.envVersion)!, arch: arch(o.arch), payload: o.payload ? readFileSync(o.payload) : Buffer.alloc(0) });
       writeFileAtomic(o.output, blob);

@@ -1,23 +1,77 @@
+import { createRequire } from 'node:module';
 import { pino, type Logger } from 'pino';
 
 export type { Logger };
 
+export type LogLevel = 'silent' | 'error' | 'warn' | 'info' | 'debug';
+export type LogFormat = 'json' | 'pretty';
+
+/** Key material never reaches logs even if a caller passes it by mistake (pino redacts before formatting). */
+export const REDACT_PATHS = ['key', 'secret', 'privateKey', 'password', 'tek', 'tik', '*.key', '*.secret', '*.privateKey', '*.password', '*.tek', '*.tik'];
+
+/**
+ * JSON lines when stderr is not a terminal (the systemd unit, pipes); human lines on a terminal.
+ * HYPERENCLAVE_LOG_FORMAT=json|pretty overrides either way.
+ */
+export function logFormatFor(env: NodeJS.ProcessEnv = process.env, stderrIsTTY = process.stderr.isTTY === true): LogFormat {
+  const f = env.HYPERENCLAVE_LOG_FORMAT?.trim().toLowerCase();
+  if (f === 'json' || f === 'pretty') return f;
+  return stderrIsTTY ? 'pretty' : 'json';
+}
+
+/** Colours only on a terminal, and never with --no-color or NO_COLOR (https://no-color.org). */
+export function logColorFor(color: boolean | undefined, env: NodeJS.ProcessEnv = process.env, stderrIsTTY = process.stderr.isTTY === true): boolean {
+  return color !== false && !env.NO_COLOR && stderrIsTTY;
+}
+
+export interface LoggerOptions {
+  format?: LogFormat;
+  color?: boolean;
+  /** Where lines go (default: stderr, written synchronously). */
+  destination?: { write(line: string): unknown };
+}
+
+type PrettyModule = { prettyFactory(o: Record<string, unknown>): (line: string | object) => string };
+
 /** Structured logs to stderr. The CLI is quiet unless --verbose; the boot unit logs at info. */
-export function createLogger(level: 'silent' | 'error' | 'warn' | 'info' | 'debug' = 'warn'): Logger {
+export function createLogger(level: LogLevel = 'warn', opts: LoggerOptions = {}): Logger {
+  const format = opts.format ?? logFormatFor();
+  const sink = opts.destination ?? pino.destination({ fd: 2, sync: true });
+  let destination = sink;
+  if (format === 'pretty') {
+    // pino-pretty's formatter used in-line (no worker, no transform stream): each line is
+    // written before the logging call returns, so nothing is lost when the process exits.
+    // Loaded on the first line, so a quiet run does not pay for it.
+    let prettify: ((line: string) => string) | undefined;
+    const colorize = opts.color ?? logColorFor(undefined);
+    destination = {
+      write: (line: string) => {
+        prettify ??= (createRequire(import.meta.url)('pino-pretty') as PrettyModule).prettyFactory({ colorize, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname,name' });
+        return sink.write(prettify(line));
+      },
+    };
+  }
   return pino(
     {
       level,
       base: { name: 'hyperenclave' },
-      // Key material never reaches logs even if a caller passes it by mistake.
-      redact: { paths: ['*.key', '*.secret', '*.privateKey', '*.tek', '*.tik', 'key', 'secret'], censor: '[redacted]' },
+      redact: { paths: REDACT_PATHS, censor: '[redacted]' },
     },
-    pino.destination({ fd: 2, sync: true }),
+    destination as pino.DestinationStream,
   );
+}
+
+const LEVELS: readonly string[] = ['silent', 'error', 'warn', 'info', 'debug'];
+
+/** HYPERENCLAVE_LOG_LEVEL (the unit sets info), when it names a level. */
+export function logLevelFromEnv(env: NodeJS.ProcessEnv = process.env): LogLevel | undefined {
+  const l = env.HYPERENCLAVE_LOG_LEVEL?.trim().toLowerCase();
+  return l && LEVELS.includes(l) ? (l as LogLevel) : undefined;
 }
 
 let current: Logger | undefined;
 export function log(): Logger {
-  current ??= createLogger(process.env.HYPERENCLAVE_LOG_LEVEL as 'info' | undefined);
+  current ??= createLogger(logLevelFromEnv() ?? 'warn');
   return current;
 }
 export function setLogger(l: Logger): void {

@@ -16,6 +16,7 @@ export { buildResult, formatResultTable, signResultJwt, verifyResultJwt, summari
 export { verifyEvidence, verifyCertChain, type VerifyInput, type VerifyOptions } from './verify.js';
 export { Verifier, parseNonceHex, type VerifierOptions, type VerifyOutcome } from './verifier.js';
 export { VerifierState } from './state.js';
+export { VerifierClient, enrollWithVerifier, type RemoteVerdict } from './remote.js';
 export { NonceStore } from './nonces.js';
 export { startVerifierService, type ServiceOptions, type RunningService } from './service.js';
 export { startEnrollment, finishEnrollment, enrollmentRequest, answerEnrollment, type EnrollChallenge, type EnrollmentRecord, type EnrollStartRequest, type EnrollingTpm } from './enroll.js';

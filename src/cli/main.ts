@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 import { Command, CommanderError, Option } from 'commander';
 import { EXIT, HyperEnclaveError } from '../errors.js';
-import { createLogger, setLogger } from '../log.js';
+import { createLogger, logColorFor, logFormatFor, logLevelFromEnv, setLogger } from '../log.js';
 import { registerCommands } from './commands/index.js';
 import type { GlobalOptions } from './output.js';
 
@@ -17,11 +17,16 @@ export function buildProgram(): Command {
     .option('-v, --verbose', 'log details to stderr')
     .option('-q, --quiet', 'print only errors')
     .option('--no-color', 'no colours in output')
+    .addHelpText(
+      'after',
+      '\nExample:\n  hyperenclave platform\n  hyperenclave --platform emulated --state-dir /tmp/he demo\n  hyperenclave <command> --help',
+    )
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride();
   program.hook('preAction', (_this, action) => {
     const g = action.optsWithGlobals<GlobalOptions>();
-    setLogger(createLogger(g.verbose ? 'debug' : g.quiet ? 'error' : 'warn'));
+    const level = g.verbose ? 'debug' : g.quiet ? 'error' : (logLevelFromEnv() ?? 'warn');
+    setLogger(createLogger(level, { format: logFormatFor(), color: logColorFor(g.color) }));
   });
   registerCommands(program);
   return program;

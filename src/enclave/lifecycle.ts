@@ -25,7 +25,10 @@ export interface CreatedEnclave {
   epcPages: number;
 }
 
-export async function createEnclave(client: HypervisorClient, m: EnclaveManifest): Promise<CreatedEnclave> {
+/** Pages per EADD request when progress is reported (4 MiB); otherwise all pages go in one request. */
+const PROGRESS_BATCH_PAGES = 1024;
+
+export async function createEnclave(client: HypervisorClient, m: EnclaveManifest, opts: { onProgress?: (bytesAdded: number, bytesTotal: number) => void } = {}): Promise<CreatedEnclave> {
   const { image, layout } = loadPayload(m);
   const plan = planEnclave(m, image, layout);
   const key = loadSignerKey(readFileSync(m.signer.key), `${m.source}: /signer/key ${m.signer.key}`);
@@ -36,10 +39,16 @@ export async function createEnclave(client: HypervisorClient, m: EnclaveManifest
   );
   const id = await client.enclaveCreate({ size: plan.size, base: plan.base, ssaFrameSize: plan.ssaFrameSize, miscSelect: plan.miscSelect, attributes: plan.attributes, xfrm: plan.xfrm }, { name: m.name });
   try {
-    await client.enclaveAddPages(
-      id,
-      plan.pages.map((p) => ({ offset: p.offset, data: Buffer.from(p.data), flags: p.flags, measure: p.measured !== false })),
-    );
+    const pages = plan.pages.map((p) => ({ offset: p.offset, data: Buffer.from(p.data), flags: p.flags, measure: p.measured !== false }));
+    const batch = opts.onProgress ? PROGRESS_BATCH_PAGES : Math.max(1, pages.length);
+    const total = pages.reduce((n, p) => n + p.data.length, 0);
+    let added = 0;
+    for (let i = 0; i < pages.length; i += batch) {
+      const part = pages.slice(i, i + batch);
+      await client.enclaveAddPages(id, part);
+      added += part.reduce((n, p) => n + p.data.length, 0);
+      opts.onProgress?.(added, total);
+    }
     await client.enclaveInit(id, sigstruct);
     const info = await client.enclaveInfo(id);
     if (!info.mrenclave.equals(mrenclave))
@@ -97,6 +106,8 @@ export interface RunOptions {
   reportData?: Buffer;
   /** Keep the enclave alive after the run (for `enclave list`, later destroy). */
   keep?: boolean;
+  /** Called as pages are added (bytes added so far, bytes in all). */
+  onProgress?: (done: number, total: number) => void;
 }
 
 export async function launchEnclave(client: HypervisorClient, id: number, backend: BackendKind, policy?: number): Promise<LaunchInfo> {
@@ -123,7 +134,7 @@ export async function runEnclave(client: HypervisorClient, m: EnclaveManifest, o
     if (opts.reportData.length > 64) throw new EnclaveError(`report data is ${opts.reportData.length} bytes (at most 64)`, EXIT.BAD_INPUT);
     opts.reportData.copy(reportData);
   }
-  const e = await createEnclave(client, m);
+  const e = await createEnclave(client, m, opts.onProgress ? { onProgress: opts.onProgress } : {});
   let destroyed = false;
   let epcReturned: number | null = null;
   try {

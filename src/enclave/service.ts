@@ -14,6 +14,8 @@ type Where = Pick<Platform, 'kind' | 'stateDir'>;
 export interface EnclaveCommandOptions {
   backend?: BackendKind;
   policy?: number;
+  /** Called as pages are added (bytes added so far, bytes in all). */
+  onProgress?: (done: number, total: number) => void;
 }
 
 /** `enclave run <manifest>`: create → launch → ECALLs → report → destroy (unless keep). */
@@ -28,6 +30,7 @@ export function runEnclaveFromManifest(
       ...(opts.ecalls ? { ecalls: opts.ecalls } : {}),
       ...(opts.reportData ? { reportData: opts.reportData } : {}),
       ...(opts.keep ? { keep: true } : {}),
+      ...(opts.onProgress ? { onProgress: opts.onProgress } : {}),
     }),
   );
 }
@@ -36,15 +39,20 @@ export function runEnclaveFromManifest(
 export function createEnclaveFromManifest(platform: Where, manifestPath: string, opts: EnclaveCommandOptions = {}): Promise<EnclaveSummary> {
   const m = withBackend(loadManifest(manifestPath), opts.backend, opts.policy);
   return withHypervisor(platform, async (c) => {
-    const e = await createEnclave(c, m);
-    try {
-      await launchEnclave(c, e.id, m.backend.kind, m.backend.policy);
-    } catch (err) {
-      await c.enclaveDestroy(e.id).catch(() => undefined);
-      throw err;
+    const e = await createEnclave(c, m, opts.onProgress ? { onProgress: opts.onProgress } : {});
+    // The bare-metal hypervisor has no memory-encryption launch: backend "none" needs none.
+    if (c.platform !== 'linux' || m.backend.kind !== 'none') {
+      try {
+        await launchEnclave(c, e.id, m.backend.kind, m.backend.policy);
+      } catch (err) {
+        await c.enclaveDestroy(e.id).catch(() => undefined);
+        throw err;
+      }
     }
     const list = await c.enclaveList();
-    return list.find((x) => x.id === e.id)!;
+    const made = list.find((x) => x.id === e.id);
+    if (!made) throw new EnclaveError(`enclave ${m.name}: created as id ${e.id} but the hypervisor does not list it`, EXIT.INTERNAL);
+    return c.platform === 'linux' ? { ...made, name: m.name } : made;
   });
 }
 

@@ -132,6 +132,8 @@ export interface VerifyOptions {
   chunkSize?: number;
   /** Hash each bank on its own core (default: for images of 16 MiB or more when several banks are asked for). */
   parallel?: boolean;
+  /** Called after each chunk with the image bytes read so far and the image length. */
+  onProgress?: (done: number, total: number) => void;
 }
 
 const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
@@ -511,7 +513,7 @@ export async function verifyContainerFile(path: string, opts: VerifyOptions = {}
     const p = precheck(headerBytes, size, () => sigBlock, opts);
     const chunk = Math.max(64 * 1024, opts.chunkSize ?? DEFAULT_CHUNK_SIZE);
     const parallel = (opts.parallel ?? (p.header.imageLength >= PARALLEL_MIN_LENGTH && availableParallelism() > 1)) && p.banks.length > 1;
-    const digests = parallel ? await hashParallel(fh, p.header.imageLength, p.banks, chunk) : await hashSequential(fh, p.header.imageLength, p.banks, chunk);
+    const digests = parallel ? await hashParallel(fh, p.header.imageLength, p.banks, chunk, opts.onProgress) : await hashSequential(fh, p.header.imageLength, p.banks, chunk, opts.onProgress);
     return finish(p, digests, size, opts);
   } finally {
     await fh.close();
@@ -519,7 +521,7 @@ export async function verifyContainerFile(path: string, opts: VerifyOptions = {}
 }
 
 /** One thread: the next chunk is read while the current one is hashed for every bank. */
-async function hashSequential(fh: FileHandle, length: number, banks: HashAlgName[], chunk: number): Promise<Partial<Record<HashAlgName, Buffer>>> {
+async function hashSequential(fh: FileHandle, length: number, banks: HashAlgName[], chunk: number, onProgress?: (done: number, total: number) => void): Promise<Partial<Record<HashAlgName, Buffer>>> {
   const digests = new MultiDigest(banks);
   const bufs = [Buffer.allocUnsafe(chunk), Buffer.allocUnsafe(chunk)] as const;
   let pos = IMAGE_HEADER_SIZE;
@@ -535,12 +537,13 @@ async function hashSequential(fh: FileHandle, length: number, banks: HashAlgName
     which ^= 1;
     if (remaining > 0) pending = fh.read(bufs[which]!, 0, Math.min(chunk, remaining), pos);
     digests.update(cur.subarray(0, bytesRead));
+    onProgress?.(length - remaining, length);
   }
   return digests.digest();
 }
 
 /** One bank per core (ParallelMultiDigest), chunks read into a shared ring. */
-async function hashParallel(fh: FileHandle, length: number, banks: HashAlgName[], chunk: number): Promise<Partial<Record<HashAlgName, Buffer>>> {
+async function hashParallel(fh: FileHandle, length: number, banks: HashAlgName[], chunk: number, onProgress?: (done: number, total: number) => void): Promise<Partial<Record<HashAlgName, Buffer>>> {
   const pd = new ParallelMultiDigest(banks, chunk);
   try {
     let pos = IMAGE_HEADER_SIZE;
@@ -552,6 +555,7 @@ async function hashParallel(fh: FileHandle, length: number, banks: HashAlgName[]
       pos += bytesRead;
       remaining -= bytesRead;
       pd.submit(slot, bytesRead);
+      onProgress?.(length - remaining, length);
     }
     return await pd.digest();
   } finally {

@@ -3,6 +3,8 @@ import { existsSync, readFileSync } from 'node:fs';
 import { context } from '../context.js';
 import { emit, UsageError } from '../output.js';
 import { withTpm } from '../tpm-access.js';
+import { progressFor } from '../progress.js';
+import { log } from '../../log.js';
 import { HyperEnclaveError, EXIT } from '../../errors.js';
 import {
   akEnrollAnswerFile,
@@ -19,8 +21,11 @@ import {
   verifierEnrollStartFiles,
   verifyBundleFile,
   verifyTpm2ToolsQuote,
+  VerifierClient,
+  enrollWithVerifier,
   type VerifyOutcome,
 } from '../../attest/index.js';
+import { loadConfig } from '../../config/index.js';
 import { createStoredAk, loadStoredAk, readStoredAk } from '../../attest/ak-store.js';
 import { drtmLogPath, FIRMWARE_EVENT_LOG, runtimeLogPath } from '../../platform/logs.js';
 import { writeFileAtomic } from '../../platform/state.js';
@@ -29,6 +34,75 @@ function printOutcome(opts: { json?: boolean }, outcome: VerifyOutcome, jwtPath?
   if (jwtPath) writeFileAtomic(jwtPath, outcome.jwt + '\n');
   emit(opts, outcome.result as never, () => formatResultTable(outcome.result));
   process.exitCode = exitCodeOf(outcome);
+}
+
+/** One line of a batch: the file, its status, and why when it did not pass. */
+interface BatchEntry {
+  evidence: string;
+  status: 'affirming' | 'warning' | 'contraindicated' | 'none' | 'error';
+  exitCode: number;
+  result?: VerifyOutcome['result'];
+  error?: string;
+}
+
+/** `verify A.json B.json …`: each file on its own; one unreadable file does not stop the rest. */
+function verifyBatch(opts: { json?: boolean; quiet?: boolean }, files: string[], verifyOne: (path: string) => VerifyOutcome): void {
+  const line = progressFor(opts, { label: 'verify', unit: 'items', itemName: 'files' });
+  const entries: BatchEntry[] = [];
+  try {
+    for (const [i, path] of files.entries()) {
+      try {
+        const outcome = verifyOne(path);
+        entries.push({ evidence: path, status: outcome.result['ear.status'], exitCode: exitCodeOf(outcome), result: outcome.result });
+      } catch (e) {
+        const errno = e as NodeJS.ErrnoException;
+        if (e instanceof HyperEnclaveError) entries.push({ evidence: path, status: 'error', exitCode: e.exitCode, error: e.message });
+        else if (typeof errno?.code === 'string' && errno.path)
+          entries.push({ evidence: path, status: 'error', exitCode: errno.code === 'ENOENT' ? EXIT.NOT_FOUND : EXIT.BAD_INPUT, error: errno.code === 'ENOENT' ? 'not found' : errno.message });
+        else throw e;
+      }
+      line?.update(i + 1, files.length);
+    }
+  } finally {
+    line?.end();
+  }
+  const count = (s: BatchEntry['status']) => entries.filter((e) => e.status === s).length;
+  const summary = { total: entries.length, affirming: count('affirming'), warning: count('warning'), contraindicated: count('contraindicated') + count('none'), errors: count('error') };
+  emit(opts, { schema: 'hyperenclave/verify-batch', version: 1, summary, results: entries as unknown as Record<string, unknown>[] }, () =>
+    [
+      ...entries.map((e) => {
+        if (e.error) return `ERROR ${e.evidence}: ${e.error.startsWith(`${e.evidence}: `) ? e.error.slice(e.evidence.length + 2) : e.error}`;
+        const why = e.result?.firstFailure;
+        return `${e.exitCode === 0 ? 'PASS ' : 'FAIL '} ${e.evidence}: ${e.status}${why ? ` (${why})` : ''}`;
+      }),
+      `${summary.total} evidence files: ${summary.affirming} affirming, ${summary.warning} warning, ${summary.contraindicated} contraindicated, ${summary.errors} unreadable`,
+    ].join('\n'),
+  );
+  // The first file that did not pass decides the exit code (4 verification failed, 3 not found, 6 malformed).
+  process.exitCode = entries.find((e) => e.exitCode !== 0)?.exitCode ?? EXIT.OK;
+}
+
+/** --verifier URL, or --verifier alone: the config's verifier.endpoint. */
+function verifierEndpoint(opts: { config?: string }, flag: string | true): string {
+  if (typeof flag === 'string') return flag;
+  const endpoint = loadConfig(opts.config).verifier?.endpoint;
+  if (!endpoint) throw new UsageError('--verifier: no URL given and the configuration has no verifier.endpoint');
+  return endpoint;
+}
+
+/** The EK (RSA: swtpm and most TPMs ship its certificate at 0x01C00002) and the stored AK (created when absent), loaded. */
+async function withEnrollingTpm<T>(platform: Parameters<typeof withTpm>[0], tcti: string | undefined, fn: (et: ReturnType<typeof clientEnrollingTpm>) => Promise<T>): Promise<T> {
+  return withTpm(platform, tcti, async (t) => {
+    const stored = readStoredAk(platform.stateDir) ?? (await createStoredAk(t, platform.stateDir));
+    const ek = await t.createEk('rsa');
+    const { ak: loaded, release } = await loadStoredAk(t, stored);
+    try {
+      return await fn(clientEnrollingTpm(t, ek, loaded));
+    } finally {
+      await release();
+      await t.flushContext(ek);
+    }
+  });
 }
 
 function pcrSelectionOf(spec: string): Record<string, number[]> {
@@ -48,10 +122,14 @@ function pcrSelectionOf(spec: string): Record<string, number[]> {
 }
 
 export function registerAttest(program: Command): void {
-  const ak = program.command('ak').description('the attestation key');
+  const ak = program
+    .command('ak')
+    .description('the attestation key')
+    .addHelpText('after', '\nExample:\n  hyperenclave ak create --kind ecc && hyperenclave ak enroll --request req.json');
   ak.command('create')
     .description('create an AK under the SRK and keep its wrapped blob in the state directory')
     .option('--kind <kind>', 'ecc (P-256, ECDSA) or rsa (2048, RSASSA)', 'ecc')
+    .addHelpText('after', '\nExample:\n  hyperenclave ak create --kind rsa --json')
     .action(async (o: { kind: string }, cmd: Command) => {
       const { opts, platform } = context(cmd);
       if (o.kind !== 'ecc' && o.kind !== 'rsa') throw new UsageError(`--kind: ecc or rsa, got "${o.kind}"`);
@@ -63,24 +141,22 @@ export function registerAttest(program: Command): void {
     .option('--request <file>', 'write the enrollment request (EK certificate, EK and AK public areas)')
     .option('--challenge <file>', 'the verifier\'s MakeCredential challenge to answer')
     .option('--answer <file>', 'where to write the answer (with --challenge)')
+    .option('--verifier [url]', 'do the whole exchange with a remote verifier (`verifier serve`); default URL: config verifier.endpoint')
     .addHelpText('after', '\nExample:\n  hyperenclave ak enroll --request req.json\n  hyperenclave verifier enroll --request req.json --challenge ch.json\n  hyperenclave ak enroll --challenge ch.json --answer ans.json\n  hyperenclave verifier enroll --answer ans.json')
-    .action(async (o: { request?: string; challenge?: string; answer?: string }, cmd: Command) => {
+    .action(async (o: { request?: string; challenge?: string; answer?: string; verifier?: string | true }, cmd: Command) => {
       const { opts, platform } = context(cmd);
-      if (!o.request === !o.challenge) throw new UsageError('ak enroll: give --request FILE, or --challenge FILE --answer FILE');
+      if (o.verifier !== undefined) {
+        if (o.request || o.challenge) throw new UsageError('ak enroll --verifier: the exchange is done over HTTP, without --request/--challenge files');
+        const client = new VerifierClient(verifierEndpoint(opts, o.verifier));
+        const enrolled = await withEnrollingTpm(platform, opts.tcti, (et) => enrollWithVerifier(et, client));
+        emit(opts, { schema: 'hyperenclave/ak-enroll', version: 1, verifier: client.endpoint.href, enrolled }, () => `AK enrolled with ${client.endpoint.href}: ${JSON.stringify(enrolled)}`);
+        return;
+      }
+      if (!o.request === !o.challenge) throw new UsageError('ak enroll: give --request FILE, or --challenge FILE --answer FILE, or --verifier URL');
       if (o.challenge && !o.answer) throw new UsageError('ak enroll --challenge: --answer FILE is required');
-      await withTpm(platform, opts.tcti, async (t) => {
-        const stored = readStoredAk(platform.stateDir) ?? (await createStoredAk(t, platform.stateDir));
-        // The RSA EK: swtpm and most TPMs ship its certificate (0x01C00002); ECC EK certs are often P-384 only.
-        const ek = await t.createEk('rsa');
-        const { ak: loaded, release } = await loadStoredAk(t, stored);
-        try {
-          const et = clientEnrollingTpm(t, ek, loaded);
-          if (o.request) await akEnrollRequestFile(et, o.request);
-          else await akEnrollAnswerFile(et, o.challenge!, o.answer!);
-        } finally {
-          await release();
-          await t.flushContext(ek);
-        }
+      await withEnrollingTpm(platform, opts.tcti, async (et) => {
+        if (o.request) await akEnrollRequestFile(et, o.request);
+        else await akEnrollAnswerFile(et, o.challenge!, o.answer!);
       });
       emit(opts, { schema: 'hyperenclave/ak-enroll', version: 1, wrote: o.request ?? o.answer }, () => `wrote ${o.request ?? o.answer}`);
     });
@@ -88,15 +164,18 @@ export function registerAttest(program: Command): void {
   program
     .command('attest')
     .description('quote the PCRs with the AK and export evidence (our JSON, tpm2-tools files, Keylime quote)')
-    .requiredOption('--nonce <hex>', 'the verifier\'s challenge (8-64 bytes, hex)')
+    .option('--nonce <hex>', 'the verifier\'s challenge (8-64 bytes, hex); not with --verifier, which asks for one')
+    .option('--verifier [url]', 'get the nonce from a remote verifier, send it the evidence and print its verdict; default URL: config verifier.endpoint')
     .option('--out <file>', 'evidence bundle (JSON)', 'evidence.json')
     .option('--pcrs <sel>', 'PCRs to quote, bank:list[+bank:list]', 'sha256:0-7,12,17,18+sha384:0-7,12')
     .option('--tpm2-tools <dir>', 'also write message/signature/pcrs/ak.pem for tpm2_checkquote')
     .option('--keylime <file>', 'also write Keylime\'s quote string')
-    .addHelpText('after', '\nExample:\n  hyperenclave attest --nonce $(openssl rand -hex 16) --out ev.json --tpm2-tools ./quote')
-    .action(async (o: { nonce: string; out: string; pcrs: string; tpm2Tools?: string; keylime?: string }, cmd: Command) => {
+    .addHelpText('after', '\nExamples:\n  hyperenclave attest --nonce $(openssl rand -hex 16) --out ev.json --tpm2-tools ./quote\n  hyperenclave attest --verifier http://verifier.example:8437 --out ev.json')
+    .action(async (o: { nonce?: string; verifier?: string | true; out: string; pcrs: string; tpm2Tools?: string; keylime?: string }, cmd: Command) => {
       const { opts, platform } = context(cmd);
-      const nonce = parseNonceHex(o.nonce);
+      if ((o.nonce === undefined) === (o.verifier === undefined)) throw new UsageError('attest: give --nonce HEX (the verifier\'s challenge), or --verifier [URL] to ask a verifier for it');
+      const remote = o.verifier !== undefined ? new VerifierClient(verifierEndpoint(opts, o.verifier)) : undefined;
+      const nonce = parseNonceHex(remote ? (await remote.challenge()).nonce : o.nonce!);
       const logs: Record<string, Buffer> = {};
       for (const [kind, path] of [
         ['firmware', FIRMWARE_EVENT_LOG],
@@ -123,15 +202,30 @@ export function registerAttest(program: Command): void {
           await release();
         }
       });
-      emit(opts, { schema: 'hyperenclave/attest', version: 1, files: res.files, ...(res.checkquote ? { checkquote: res.checkquote } : {}) }, () =>
-        [`evidence written: ${res.files.join(', ')}`, ...(res.checkquote ? [`check with: ${res.checkquote.join(' ')}`] : [])].join('\n'),
+      const verdict = remote ? await remote.verify(res.evidence) : undefined;
+      emit(
+        opts,
+        {
+          schema: 'hyperenclave/attest',
+          version: 1,
+          files: res.files,
+          ...(res.checkquote ? { checkquote: res.checkquote } : {}),
+          ...(verdict && remote ? { verifier: remote.endpoint.href, verdict: { status: verdict.status, result: verdict.result, jwt: verdict.jwt } } : {}),
+        },
+        () =>
+          [
+            `evidence written: ${res.files.join(', ')}`,
+            ...(res.checkquote ? [`check with: ${res.checkquote.join(' ')}`] : []),
+            ...(verdict && remote ? [`verifier ${remote.endpoint.href}: ${verdict.status}`, formatResultTable(verdict.result as never)] : []),
+          ].join('\n'),
       );
+      if (verdict && verdict.status !== 'affirming') process.exitCode = verdict.status === 'warning' ? EXIT.OK : EXIT.VERIFY_FAILED;
     });
 
   program
     .command('verify')
     .description('verify evidence against reference values and policy; prints named checks and a signed result')
-    .argument('[evidence]', 'evidence bundle (JSON)')
+    .argument('[evidence...]', 'evidence bundles (JSON); with several, one result line each')
     .option('--policy <file>', 'verifier policy (schemas/verifier-policy.schema.json)')
     .option('--nonce <hex>', 'the challenge this evidence must answer')
     .option('--tpm2-quote-message <file>', 'tpm2-tools quote message (TPMS_ATTEST)')
@@ -142,14 +236,17 @@ export function registerAttest(program: Command): void {
     .option('--runtime-log <file>', 'runtime measurement log (with tpm2-tools files)')
     .option('--jwt <file>', 'also write the signed attestation result (EAR, ES256 JWT)')
     .option('--state-of-verifier <dir>', 'verifier state (enrolled AKs, nonces, result key); default <state-dir>/verifier')
-    .addHelpText('after', '\nExamples:\n  hyperenclave verify ev.json --policy policy.json --nonce $N\n  hyperenclave verify --tpm2-quote-message m --tpm2-quote-signature s --tpm2-quote-pcrs p --ak-public ak.pem --nonce $N')
-    .action((evidence: string | undefined, o: Record<string, string | undefined>, cmd: Command) => {
+    .addHelpText(
+      'after',
+      '\nExamples:\n  hyperenclave verify ev.json --policy policy.json --nonce $N\n  hyperenclave verify host-*.json --policy policy.json --json   (a batch: exit 0 only if every file affirms)\n  hyperenclave verify --tpm2-quote-message m --tpm2-quote-signature s --tpm2-quote-pcrs p --ak-public ak.pem --nonce $N',
+    )
+    .action((evidenceFiles: string[], o: Record<string, string | undefined>, cmd: Command) => {
       const { opts, platform } = context(cmd);
       const stateDir = o.stateOfVerifier ?? `${platform.stateDir}/verifier`;
       const tpm2 = o.tpm2QuoteMessage || o.tpm2QuoteSignature || o.tpm2QuotePcrs;
       let outcome: VerifyOutcome;
       if (tpm2) {
-        if (evidence) throw new UsageError('verify: give an evidence bundle or tpm2-tools files, not both');
+        if (evidenceFiles.length) throw new UsageError('verify: give an evidence bundle or tpm2-tools files, not both');
         for (const k of ['tpm2QuoteMessage', 'tpm2QuoteSignature', 'tpm2QuotePcrs', 'akPublic', 'nonce'] as const)
           if (!o[k]) throw new UsageError(`verify with tpm2-tools files: --${k.replace(/[A-Z0-9]/g, (c) => '-' + c.toLowerCase())} is required`);
         outcome = verifyTpm2ToolsQuote({
@@ -164,13 +261,22 @@ export function registerAttest(program: Command): void {
           ...(o.runtimeLog ? { runtimeLog: o.runtimeLog } : {}),
         });
       } else {
-        if (!evidence) throw new UsageError('verify: give an evidence bundle, or --tpm2-quote-* files');
-        outcome = verifyBundleFile({ stateDir, evidencePath: evidence, ...(o.policy ? { policyPath: o.policy } : {}), ...(o.nonce ? { nonceHex: o.nonce } : {}) });
+        if (!evidenceFiles.length) throw new UsageError('verify: give an evidence bundle, or --tpm2-quote-* files');
+        const verifyOne = (evidencePath: string) => verifyBundleFile({ stateDir, evidencePath, ...(o.policy ? { policyPath: o.policy } : {}), ...(o.nonce ? { nonceHex: o.nonce } : {}) });
+        if (evidenceFiles.length > 1) {
+          if (o.jwt) throw new UsageError('verify: --jwt takes a single evidence file');
+          verifyBatch(opts, evidenceFiles, verifyOne);
+          return;
+        }
+        outcome = verifyOne(evidenceFiles[0]!);
       }
       printOutcome(opts, outcome, o.jwt);
     });
 
-  const verifier = program.command('verifier').description('the verifier side: enrollment and the HTTP service');
+  const verifier = program
+    .command('verifier')
+    .description('the verifier side: enrollment and the HTTP service')
+    .addHelpText('after', '\nExample:\n  hyperenclave verifier enroll --policy policy.json --request req.json --challenge ch.json\n  hyperenclave verifier serve --listen 127.0.0.1:8437 --policy policy.json');
   verifier
     .command('enroll')
     .description('verifier half of credential activation: --request → --challenge; then --answer')
@@ -178,6 +284,7 @@ export function registerAttest(program: Command): void {
     .option('--challenge <file>', 'where to write the MakeCredential challenge')
     .option('--answer <file>', 'the attester\'s answer: on success the AK is enrolled')
     .option('--policy <file>', 'verifier policy (trusted EK CAs)')
+    .addHelpText('after', '\nExample:\n  hyperenclave verifier enroll --policy policy.json --request req.json --challenge ch.json\n  (the attester answers: hyperenclave ak enroll --challenge ch.json --answer ans.json)\n  hyperenclave verifier enroll --policy policy.json --answer ans.json')
     .action((o: { request?: string; challenge?: string; answer?: string; policy?: string }, cmd: Command) => {
       const { opts, platform } = context(cmd);
       const v = new Verifier({ stateDir: `${platform.stateDir}/verifier`, ...(o.policy ? { policyPath: o.policy } : {}) });
@@ -193,18 +300,28 @@ export function registerAttest(program: Command): void {
   verifier
     .command('serve')
     .description('HTTP verifier on loopback: POST /challenge, /verify, /enroll/start, /enroll/finish')
-    .option('--listen <host:port>', 'address', '127.0.0.1:8437')
+    .option('--listen <host:port>', 'address (port 0: any free port, printed on start)', '127.0.0.1:8437')
     .option('--policy <file>', 'verifier policy')
-    .action(async (o: { listen: string; policy?: string }, cmd: Command) => {
-      const { platform } = context(cmd);
+    .option('--max-body <bytes>', 'largest request body accepted (413 above)', String(4 * 1024 * 1024))
+    .addHelpText(
+      'after',
+      '\nExample:\n  hyperenclave verifier serve --listen 127.0.0.1:8437 --policy policy.json\n  curl -s -X POST -H content-type:application/json -d {} http://127.0.0.1:8437/challenge',
+    )
+    .action(async (o: { listen: string; policy?: string; maxBody: string }, cmd: Command) => {
+      const { opts, platform } = context(cmd);
       const m = /^(.+):(\d+)$/.exec(o.listen);
-      if (!m) throw new UsageError(`--listen: expected host:port, got "${o.listen}"`);
-      const svc = await serveVerifier({ stateDir: `${platform.stateDir}/verifier`, host: m[1]!, port: Number(m[2]), ...(o.policy ? { policyPath: o.policy } : {}) });
-      process.stderr.write(`verifier listening on ${svc.url}\n`);
-      await new Promise<void>((resolve) => {
-        const stop = () => void svc.close().then(resolve);
-        process.once('SIGINT', stop);
-        process.once('SIGTERM', stop);
+      if (!m || Number(m[2]) > 65535) throw new UsageError(`--listen: expected host:port, got "${o.listen}"`);
+      const maxBodyBytes = Number(o.maxBody);
+      if (!Number.isSafeInteger(maxBodyBytes) || maxBodyBytes <= 0) throw new UsageError(`--max-body: expected a positive byte count, got "${o.maxBody}"`);
+      const svc = await serveVerifier({ stateDir: `${platform.stateDir}/verifier`, host: m[1]!, port: Number(m[2]), maxBodyBytes, ...(o.policy ? { policyPath: o.policy } : {}) });
+      emit(opts, { schema: 'hyperenclave/verifier-serve', version: 1, url: svc.url, pid: process.pid }, () => `verifier listening on ${svc.url}`);
+      log().info({ url: svc.url }, 'verifier listening');
+      // SIGINT/SIGTERM: stop accepting, close open connections, exit 0.
+      const signal = await new Promise<NodeJS.Signals>((resolve) => {
+        process.once('SIGINT', resolve);
+        process.once('SIGTERM', resolve);
       });
+      await svc.close();
+      log().info({ signal }, 'verifier stopped');
     });
 }

@@ -20,6 +20,7 @@ export function registerEmulator(program: Command): void {
   emu
     .command('start')
     .description('start the emulated TPM (manufactured with EK certificates on first start)')
+    .addHelpText('after', '\nExample:\n  hyperenclave --state-dir /tmp/he emulator start --json')
     .action(async (_o, cmd: Command) => {
       const { opts, platform } = requireEmulated(cmd);
       const info = await ensureEmulatedTpm(platform.stateDir);
@@ -28,6 +29,7 @@ export function registerEmulator(program: Command): void {
   emu
     .command('stop')
     .description('stop the emulated hypervisor service and TPM (a power-off)')
+    .addHelpText('after', '\nExample:\n  hyperenclave --state-dir /tmp/he emulator stop')
     .action(async (_o, cmd: Command) => {
       const { opts, platform } = requireEmulated(cmd);
       await stopHypervisor(platform);
@@ -37,6 +39,7 @@ export function registerEmulator(program: Command): void {
   emu
     .command('status')
     .description('whether the emulated TPM runs')
+    .addHelpText('after', '\nExample:\n  hyperenclave --state-dir /tmp/he emulator status --json')
     .action(async (_o, cmd: Command) => {
       const { opts, platform } = requireEmulated(cmd);
       const rec = emulatedTpmRecord(platform.stateDir);

@@ -38,7 +38,10 @@ export function replayChain(logs: EventLog[]): ReplayResult {
 }
 
 export function registerEventlog(program: Command): void {
-  const ev = program.command('eventlog').description('TCG event logs: show and replay (firmware, runtime, DRTM)');
+  const ev = program
+    .command('eventlog')
+    .description('TCG event logs: show and replay (firmware, runtime, DRTM)')
+    .addHelpText('after', '\nExample:\n  hyperenclave eventlog replay --compare');
   ev.command('show')
     .description('list events with PCR, type, digests and decoded data')
     .argument('[files...]', 'event log files (default: firmware log + runtime log)')

@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { readFileSync } from 'node:fs';
 import { emit, UsageError } from '../output.js';
+import { progressFor } from '../progress.js';
 import { parseMemmapText, planReservation, readFirmwareMemmap } from '../../../firmware-tools/memmap.js';
 import { registerImageCommands } from '../../../firmware-tools/cli.js';
 
@@ -11,8 +12,11 @@ function intOpt(name: string, v: string): number {
 }
 
 export function registerFirmware(program: Command): Command {
-  const fw = program.command('firmware').description('offline tools: image container, reference values, memory planning');
-  registerImageCommands(fw);
+  const fw = program
+    .command('firmware')
+    .description('offline tools: image container, reference values, memory planning')
+    .addHelpText('after', '\nExample:\n  hyperenclave firmware build hypervisor.elf -o hv.heimg --arch intel-vmx --key signer.pem\n  hyperenclave firmware reference hv.heimg -o reference-values.json');
+  registerImageCommands(fw, undefined, (cmd, label) => progressFor(cmd.optsWithGlobals(), { label, unit: 'bytes' }));
   fw.command('memmap')
     .description('plan the memory reservation (hypervisor + EPC) and print the memmap= kernel argument')
     .option('--hypervisor-mib <n>', 'memory for the hypervisor itself', '64')

@@ -2,6 +2,8 @@ import type { Command } from 'commander';
 import { readFileSync } from 'node:fs';
 import { context } from '../context.js';
 import { emit, UsageError } from '../output.js';
+import { withProgress } from '../progress.js';
+import { log } from '../../log.js';
 import { loadConfig } from '../../config/index.js';
 import { runBoot } from '../../boot/flow.js';
 import { bootStepsFor } from '../../boot/steps.js';
@@ -42,6 +44,7 @@ export function registerHypervisor(program: Command): void {
           ...(o.drtm ? { launchEnvironment: readFileSync(o.drtm) } : {}),
           ...(opts.tcti ? { tcti: opts.tcti } : {}),
         }),
+        log(),
       );
       emit(opts, { schema: 'hyperenclave/boot', version: 1, alreadyEnabled: r.alreadyEnabled, state: r.state as unknown as Record<string, unknown> }, () =>
         r.alreadyEnabled
@@ -54,6 +57,7 @@ export function registerHypervisor(program: Command): void {
     .command('enable')
     .description('load the image (if not loaded) and demote the host')
     .option('--image <file>', 'image container to load first')
+    .addHelpText('after', '\nExample:\n  hyperenclave enable --image /lib/firmware/hyperenclave/hyperenclave.img')
     .action(async (o: { image?: string }, cmd: Command) => {
       const { opts, platform } = context(cmd);
       let image;
@@ -67,6 +71,7 @@ export function registerHypervisor(program: Command): void {
   program
     .command('disable')
     .description('hand the CPUs back to Linux (refused while enclaves exist)')
+    .addHelpText('after', '\nExample:\n  hyperenclave enclave list && hyperenclave disable')
     .action(async (_o, cmd: Command) => {
       const { opts, platform } = context(cmd);
       const s = await disableHypervisor(platform);
@@ -75,13 +80,17 @@ export function registerHypervisor(program: Command): void {
   program
     .command('status')
     .description('platform, loaded image, demotion, EPC, enclaves, key slots, host faults')
+    .addHelpText('after', '\nExample:\n  hyperenclave status --json')
     .action(async (_o, cmd: Command) => {
       const { opts, platform } = context(cmd);
       const s = await hypervisorStatus(platform);
       emit(opts, statusToJson(s) as never, () => formatStatus(s).join('\n'));
     });
 
-  const enc = program.command('enclave').description('enclave VMs: create, run, list, destroy');
+  const enc = program
+    .command('enclave')
+    .description('enclave VMs: create, run, list, destroy')
+    .addHelpText('after', '\nExample:\n  hyperenclave enclave run crypto.manifest.json --backend sev --ecall 2=abc\n  hyperenclave enclave create crypto.manifest.json --backend csv && hyperenclave enclave list');
   enc
     .command('run')
     .description('create → init → ECALLs on KVM → report → destroy, with a memory-encryption backend')
@@ -92,7 +101,10 @@ export function registerHypervisor(program: Command): void {
     .action(async (manifest: string, o: { backend?: string; ecall?: string[] }, cmd: Command) => {
       const { opts, platform } = context(cmd);
       const backend = backendOpt(o.backend);
-      const r = await runEnclaveFromManifest(platform, manifest, { ...(backend ? { backend } : {}), ...(o.ecall ? { ecalls: o.ecall.map(parseEcallSpec) } : {}) });
+      const ecalls = o.ecall?.map(parseEcallSpec);
+      const r = await withProgress(opts, { label: `add pages ${manifest}`, unit: 'bytes' }, (onProgress) =>
+        runEnclaveFromManifest(platform, manifest, { ...(backend ? { backend } : {}), ...(ecalls ? { ecalls } : {}), ...(onProgress ? { onProgress } : {}) }),
+      );
       emit(opts, r as never, () =>
         [
           `enclave ${r.name}: MRENCLAVE ${r.mrenclave}`,
@@ -106,17 +118,21 @@ export function registerHypervisor(program: Command): void {
   enc
     .command('create')
     .description('create and initialize an enclave that stays alive')
-    .argument('<manifest>')
-    .option('--backend <kind>')
+    .argument('<manifest>', 'enclave manifest (schemas/enclave-manifest.schema.json)')
+    .option('--backend <kind>', `one of ${BACKEND_KINDS.join(', ')}`)
+    .addHelpText('after', '\nExample:\n  hyperenclave enclave create test/fixtures/enclave/crypto.manifest.json --backend mktme --json')
     .action(async (manifest: string, o: { backend?: string }, cmd: Command) => {
       const { opts, platform } = context(cmd);
       const backend = backendOpt(o.backend);
-      const s = await createEnclaveFromManifest(platform, manifest, backend ? { backend } : {});
+      const s = await withProgress(opts, { label: `add pages ${manifest}`, unit: 'bytes' }, (onProgress) =>
+        createEnclaveFromManifest(platform, manifest, { ...(backend ? { backend } : {}), ...(onProgress ? { onProgress } : {}) }),
+      );
       emit(opts, { schema: 'hyperenclave/enclave', version: 1, ...(s as unknown as Record<string, unknown>) }, () => `enclave ${JSON.stringify(s)}`);
     });
   enc
     .command('list')
     .description('enclaves alive in the hypervisor')
+    .addHelpText('after', '\nExample:\n  hyperenclave enclave list --json')
     .action(async (_o, cmd: Command) => {
       const { opts, platform } = context(cmd);
       const l = await listEnclaves(platform);
@@ -125,7 +141,8 @@ export function registerHypervisor(program: Command): void {
   enc
     .command('destroy')
     .description('destroy an enclave, returning its EPC pages')
-    .argument('<id>')
+    .argument('<id>', 'enclave id (from enclave list)')
+    .addHelpText('after', '\nExample:\n  hyperenclave enclave destroy 1')
     .action(async (id: string, _o, cmd: Command) => {
       const { opts, platform } = context(cmd);
       const n = Number(id);

@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import { context } from '../context.js';
 import { emit, table } from '../output.js';
 import { withTpm } from '../tpm-access.js';
+import { withProgress } from '../progress.js';
 import { loadConfig } from '../../config/index.js';
 import { EventLogAppender } from '../../eventlog/index.js';
 import { loadPolicy, measureImage, DEFAULT_POLICY_NAME } from '../../measure/index.js';
@@ -28,13 +29,16 @@ export function registerMeasure(program: Command): void {
         const banks = await tpm.activeBanks();
         const log = await EventLogAppender.open(runtimeLogPath(platform.stateDir), { banks });
         try {
-          return await measureImage({
-            tpm,
-            log,
-            policy,
-            image: imagePath,
-            ...(signer ? { verify: { trustedKeys: [readFileSync(signer, 'utf8')] } } : {}),
-          });
+          const trustedKeys = signer ? [readFileSync(signer, 'utf8')] : undefined;
+          return await withProgress(opts, { label: `measure ${imagePath}`, unit: 'bytes' }, (onProgress) =>
+            measureImage({
+              tpm,
+              log,
+              policy,
+              image: imagePath,
+              verify: { ...(trustedKeys ? { trustedKeys } : {}), ...(onProgress ? { onProgress } : {}) },
+            }),
+          );
         } finally {
           await log.close();
         }

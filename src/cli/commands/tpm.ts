@@ -20,7 +20,10 @@ function parsePcrList(s: string | undefined, max = 24): number[] | undefined {
 }
 
 export function registerTpm(program: Command): void {
-  const tpmCmd = program.command('tpm').description('the TPM itself');
+  const tpmCmd = program
+    .command('tpm')
+    .description('the TPM itself')
+    .addHelpText('after', '\nExample:\n  hyperenclave tpm info --json');
   tpmCmd
     .command('info')
     .description('manufacturer, firmware, PCR banks and algorithms')
@@ -40,7 +43,10 @@ export function registerTpm(program: Command): void {
       );
     });
 
-  const pcr = program.command('pcr').description('read and extend PCRs');
+  const pcr = program
+    .command('pcr')
+    .description('read and extend PCRs')
+    .addHelpText('after', '\nExample:\n  hyperenclave pcr read --bank sha256 --pcrs 0-7,12\n  hyperenclave pcr extend 16 --data "hello"');
   pcr
     .command('read')
     .description('PCR values of every active bank (or --bank)')
