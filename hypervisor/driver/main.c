@@ -504,10 +504,21 @@ static long he_ioctl(struct file *f, unsigned int cmd, unsigned long arg)
 		}
 		args[0] = &h.rdi, args[1] = &h.rsi, args[2] = &h.rdx, args[3] = &h.rcx, args[4] = &h.r8;
 		if (h.buf_len) {
-			if (h.buf_len > PAGE_SIZE || h.buf_arg < 1 || h.buf_arg > 5) {
+			/* 1.0: buf_arg names one argument; 1.1: HE_BUF_ARG_MASK with a bit per argument whose
+			 * value is an offset into the buffer (several buffers packed into one page). */
+			u32 mask = h.buf_arg & HE_BUF_ARG_MASK ? h.buf_arg & 0x1f :
+				   h.buf_arg >= 1 && h.buf_arg <= 5 ? 1u << (h.buf_arg - 1) : 0;
+			int i;
+
+			if (h.buf_len > PAGE_SIZE || !mask || (h.buf_arg & HE_BUF_ARG_MASK && h.buf_arg & ~(HE_BUF_ARG_MASK | 0x1fu))) {
 				rc = -EINVAL;
 				break;
 			}
+			for (i = 0; i < 5; i++)
+				if (h.buf_arg & HE_BUF_ARG_MASK && mask & (1u << i) && *args[i] >= h.buf_len)
+					rc = -EINVAL;
+			if (rc)
+				break;
 			page = (void *)get_zeroed_page(GFP_KERNEL);
 			if (!page) {
 				rc = -ENOMEM;
@@ -518,7 +529,9 @@ static long he_ioctl(struct file *f, unsigned int cmd, unsigned long arg)
 				rc = -EFAULT;
 				break;
 			}
-			*args[h.buf_arg - 1] = __pa(page);
+			for (i = 0; i < 5; i++)
+				if (mask & (1u << i))
+					*args[i] = __pa(page) + (h.buf_arg & HE_BUF_ARG_MASK ? *args[i] : 0);
 		}
 		h.rax = he_vmmcall(h.rax, &h.rdi, &h.rsi, &h.rdx, h.rcx, h.r8);
 		if (page) {

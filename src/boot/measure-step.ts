@@ -1,5 +1,5 @@
 import { EventLogAppender } from '../eventlog/index.js';
-import { banksForTpm, measureImage, type MeasureResult, type PcrPolicy } from '../measure/index.js';
+import { banksForTpm, measureImage, type MeasureResult, type PcrPolicy, type PlannedEvent } from '../measure/index.js';
 import { archForCpuVendor, verifyContainerFile } from '../measure/container.js';
 import { readCpuFacts } from '../platform/cpu.js';
 import { measureTpmFor } from '../measure/tpm-adapter.js';
@@ -39,6 +39,8 @@ export async function measureStep(args: {
   policy: PcrPolicy;
   trustedKeys?: string[];
   launchEnvironment?: Buffer;
+  /** See measureImage: the linux driver extends the image event while loading. */
+  extendImage?: (event: PlannedEvent) => Promise<void>;
 }): Promise<MeasureStepResult> {
   const mt = measureTpmFor(args.tpm);
   const banks = banksForTpm(args.policy, await mt.activeBanks());
@@ -48,7 +50,7 @@ export async function measureStep(args: {
   const log = await EventLogAppender.open(runtimeLogPath(args.platform.stateDir), { banks });
   let measurement: MeasureResult;
   try {
-    measurement = await measureImage({ tpm: mt, log, policy: args.policy, image: img });
+    measurement = await measureImage({ tpm: mt, log, policy: args.policy, image: img, ...(args.extendImage ? { extendImage: args.extendImage } : {}) });
   } finally {
     await log.close();
   }

@@ -4,9 +4,11 @@ import type { Platform } from '../platform/index.js';
 import { platformReport } from '../platform/report.js';
 import { archForCpuVendor, verifyContainerFile } from '../measure/container.js';
 import { readCpuFacts } from '../platform/cpu.js';
-import type { PcrPolicy } from '../measure/index.js';
+import { banksForTpm, measureTpmFor, planMeasurement, type PcrPolicy, type PlannedEvent } from '../measure/index.js';
+import { EventLogAppender } from '../eventlog/index.js';
+import { runtimeLogPath } from '../platform/logs.js';
 import { openTpm } from '../tpm/index.js';
-import { disableHypervisor, enableHypervisor, hypervisorStatus, loadHypervisor } from '../hypervisor/index.js';
+import { disableHypervisor, enableHypervisor, hypervisorStatus, loadHypervisor, withHypervisor } from '../hypervisor/index.js';
 import { HyperEnclaveError, EXIT } from '../errors.js';
 
 /** The boot flow's steps on a platform: real devices on linux, swtpm + the service when emulated. */
@@ -32,13 +34,30 @@ export function bootStepsFor(
     async measure() {
       const tpm = await openTpm(cfg.tcti ?? (await platform.defaultTcti()));
       try {
-        const r = await measureStep({ platform, tpm, imagePath: cfg.imagePath, policy: cfg.policy, ...(cfg.trustedKeys ? { trustedKeys: cfg.trustedKeys } : {}), ...(cfg.launchEnvironment ? { launchEnvironment: cfg.launchEnvironment } : {}) });
+        const r = await measureStep({
+          platform,
+          tpm,
+          imagePath: cfg.imagePath,
+          policy: cfg.policy,
+          ...(cfg.trustedKeys ? { trustedKeys: cfg.trustedKeys } : {}),
+          ...(cfg.launchEnvironment ? { launchEnvironment: cfg.launchEnvironment } : {}),
+          // The kernel driver measures what it loads: on linux the image event is its extension.
+          ...(platform.kind === 'linux' ? { extendImage: (e: PlannedEvent) => loadMeasuredByDriver(platform, cfg.imagePath, sha256, e) } : {}),
+        });
         return { events: r.measurement.events.length, pcrs: r.measurement.pcrs ?? {}, ...(r.drtm ? { drtm: r.drtm } : {}) };
       } finally {
         await tpm.close();
       }
     },
     async load(image) {
+      if (platform.kind === 'linux') {
+        const s = await hypervisorStatus(platform);
+        if (s.loaded && s.image?.sha256 === sha256) return; // loaded (and measured) by the measure step
+        // The measurement was recorded earlier in this boot but the driver lost the image (module
+        // reloaded): loading extends the PCR again, so that extension is logged too.
+        await loadAndLogByDriver(platform, cfg, sha256);
+        return;
+      }
       await loadHypervisor(platform, image.path, sha256);
     },
     async enable() {
@@ -57,3 +76,35 @@ export function bootStepsFor(
   };
 }
 
+
+/** HE_IOC_LOAD as the image event's extension: the driver's PCR must be the policy's, every bank extended. */
+async function loadMeasuredByDriver(platform: Platform, imagePath: string, sha256: string, event: PlannedEvent): Promise<void> {
+  await withHypervisor(platform, async (c) => {
+    const driverPcr = c.measurementPcr ? await c.measurementPcr() : undefined;
+    if (driverPcr !== undefined && driverPcr !== event.pcr)
+      throw new HyperEnclaveError(`measure: the driver measures into PCR ${driverPcr}, the PCR policy puts the image into PCR ${event.pcr} (load hyperenclave.ko with pcr=${event.pcr} or change the policy)`, EXIT.UNSUPPORTED);
+    const loaded = await c.load(imagePath, sha256);
+    const banks = Object.keys(event.digests).length;
+    if (loaded.measured && loaded.measured.banks !== banks)
+      throw new HyperEnclaveError(`measure: the driver extended ${loaded.measured.banks} PCR banks, this tool logged ${banks}`, EXIT.VERIFY_FAILED);
+  });
+}
+
+async function loadAndLogByDriver(platform: Platform, cfg: { imagePath: string; policy: PcrPolicy; tcti?: string }, sha256: string): Promise<void> {
+  const tpm = await openTpm(cfg.tcti ?? (await platform.defaultTcti()));
+  try {
+    const banks = banksForTpm(cfg.policy, await measureTpmFor(tpm).activeBanks());
+    const img = await verifyContainerFile(cfg.imagePath, { banks });
+    const event = planMeasurement(img, cfg.policy, banks).find((e) => e.measure === 'image');
+    if (!event) throw new HyperEnclaveError(`load: PCR policy ${cfg.policy.name} has no image event, but the driver measures the image`, EXIT.UNSUPPORTED);
+    await loadMeasuredByDriver(platform, cfg.imagePath, sha256, event);
+    const log = await EventLogAppender.open(runtimeLogPath(platform.stateDir), { banks });
+    try {
+      await log.append({ pcr: event.pcr, type: event.eventType, digests: event.digests as Record<string, Buffer>, data: event.data });
+    } finally {
+      await log.close();
+    }
+  } finally {
+    await tpm.close();
+  }
+}

@@ -29,6 +29,14 @@ describe('EventLogAppender', () => {
     expect(a.byteLength).toBe(statSync(path).size);
   });
 
+  it('creates the missing state directory on first append (a fresh machine has none)', async () => {
+    const path = join(dir, `fresh-${n++}`, 'state', 'runtime.log');
+    const a = await EventLogAppender.open(path, { banks: ['sha256'] });
+    await a.append(ev(1));
+    await a.close();
+    expect(parseEventLog(readFileSync(path)).events).toHaveLength(2);
+  });
+
   it('serialises concurrent appends', async () => {
     const path = fresh();
     const a = await EventLogAppender.open(path, { banks: ['sha256'] });

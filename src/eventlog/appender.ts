@@ -1,4 +1,4 @@
-import { open, readFile, rename, type FileHandle } from 'node:fs/promises';
+import { mkdir, open, readFile, rename, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { EventLogError } from './errors.js';
 import { parseEventLog, type EventLog, type ParseOptions, type SpecIdAlgorithm } from './parse.js';
@@ -128,6 +128,7 @@ export class EventLogAppender {
   /** First append: header + record written to a temp file, fsync'd, renamed into place. */
   private async create(record: Buffer): Promise<AppendResult> {
     const header = encodeSpecIdHeader({ ...this.opts.specId, banks: this.opts.banks });
+    await mkdir(dirname(this.path), { recursive: true }); // a fresh machine has no state directory yet
     const tmp = join(dirname(this.path), `.${basename(this.path)}.${process.pid}.tmp`);
     const fh = await open(tmp, 'w', 0o644);
     try {

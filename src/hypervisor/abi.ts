@@ -356,8 +356,10 @@ export function encodeKeyRequest(k: {
 
 // ---------------------------------------------------------------- /dev/hyperenclave ioctls
 
-/** Mirrors hypervisor/driver/hyperenclave_ioctl.h (ioctl ABI 1.0). */
-export const IOCTL_ABI_VERSION = 0x0001_0000;
+/** Mirrors hypervisor/driver/hyperenclave_ioctl.h (ioctl ABI 1.1: buffers packed into one page, HE_BUF_ARG_MASK). */
+export const IOCTL_ABI_VERSION = 0x0001_0001;
+/** he_hypercall.buf_arg flag (1.1): bits 0-4 mark RDI..R8 as offsets into the buffer the driver relocates. */
+export const HE_BUF_ARG_MASK = 0x100;
 export const HE_IOC_MAGIC = 'H'.charCodeAt(0);
 const IOC_NONE = 0;
 const IOC_WRITE = 1;
@@ -429,7 +431,7 @@ export function decodeHeStatus(b: Buffer): {
     hv: hvLen >= STATUS_SIZE ? decodeStatus(b.subarray(80, 80 + STATUS_SIZE)) : undefined,
   };
 }
-/** he_hypercall: rax, rdi, rsi, rdx, rcx, r8, then buf (user pointer) @48, buf_len @56, buf_arg @60 (1 = RDI .. 5 = R8). */
+/** he_hypercall: rax, rdi, rsi, rdx, rcx, r8, then buf (user pointer) @48, buf_len @56, buf_arg @60 (1 = RDI .. 5 = R8, or HE_BUF_ARG_MASK | bits). */
 export function encodeHeHypercall(nr: number, args: readonly bigint[], buf?: { pointer: bigint; length: number; arg: number }): Buffer {
   const b = Buffer.alloc(HE_STRUCT_SIZE.hypercall);
   b.writeBigUInt64LE(BigInt(nr), 0);
@@ -442,6 +444,7 @@ export function encodeHeHypercall(nr: number, args: readonly bigint[], buf?: { p
   }
   return b;
 }
+export const HE_HYPERCALL_BUF_POINTER_AT = 48;
 export function decodeHeHypercall(b: Buffer): { rax: bigint; rdi: bigint; rsi: bigint; rdx: bigint } {
   need(b, HE_STRUCT_SIZE.hypercall, 'he_hypercall');
   return { rax: b.readBigUInt64LE(0), rdi: b.readBigUInt64LE(8), rsi: b.readBigUInt64LE(16), rdx: b.readBigUInt64LE(24) };

@@ -20,7 +20,7 @@ interface Native {
   enclaveEcall(vm: number, tcs: bigint, fn: bigint, input: Buffer, opts?: { timeoutMs?: number; ocall?: (nr: number, data: Buffer) => Buffer | null }): { status: number; output: Buffer; exits: number };
   enclaveDestroy(vm: number): void;
   kvmAvailable(): string | null;
-  ioctl(fd: number, request: number, arg?: Buffer | number | bigint | null): number;
+  ioctl(fd: number, request: number, arg?: Buffer | number | bigint | null, data?: Buffer, at?: number): number;
 }
 
 let cached: Native | undefined;
@@ -102,7 +102,7 @@ export async function addonIoctlBridge(): Promise<IoctlBridge> {
   const { openSync, closeSync } = await import('node:fs');
   return {
     open: (path) => openSync(path, 'r+'),
-    ioctl: (fd, req, arg) => n.ioctl(fd, req, arg),
+    ioctl: (fd, req, arg, data) => (data ? n.ioctl(fd, req, arg, data.buffer, data.at) : n.ioctl(fd, req, arg)),
     close: (fd) => closeSync(fd),
   };
 }

@@ -67,7 +67,8 @@ export interface RawAddon {
   cpuid(leaf: number, subleaf?: number): CpuidRegs;
   cpuVendor(): string;
   readMsr(cpu: number, msr: number): bigint;
-  ioctl(fd: number, request: Int, arg?: Uint8Array | Int | null): number;
+  /** With `data`, its address is written as a u64 at byte `at` of `arg` first (a struct's user pointer). */
+  ioctl(fd: number, request: Int, arg?: Uint8Array | Int | null, data?: Uint8Array, at?: number): number;
   mmapOpen(fd: number, length: number, offset?: Int, writable?: boolean): number;
   mmapRead(handle: number, offset: number, length: number): Buffer;
   mmapWrite(handle: number, offset: number, data: Uint8Array): void;

@@ -16,6 +16,8 @@ export interface LoadedImage {
   format: 'container' | 'raw';
   length: number;
   loadedAt: string;
+  /** linux: the driver measured the image while loading it (PCR and number of banks extended). */
+  measured?: { pcr: number; banks: number };
 }
 
 export interface HypervisorStatus {
@@ -91,6 +93,8 @@ export interface HypervisorClient {
   enable(memoryMap?: readonly MemRangeSpec[]): Promise<void>;
   disable(): Promise<void>;
   imageDigest(): Promise<Buffer>;
+  /** linux: the PCR the driver measures loaded images into. */
+  measurementPcr?(): Promise<number>;
 
   enclaveCreate(secs: SecsSpec, meta?: { name?: string }): Promise<number>;
   enclaveAdd(id: number, offset: bigint, page: Buffer, secinfoFlags: number): Promise<void>;

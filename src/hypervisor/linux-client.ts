@@ -1,13 +1,23 @@
 import { existsSync } from 'node:fs';
+import { resolve } from 'node:path';
 import { EXIT } from '../errors.js';
 import {
+  ENCLAVE_INFO_SIZE,
   HC,
+  HE_BUF_ARG_MASK,
+  HE_HYPERCALL_BUF_POINTER_AT,
   HE_IOC,
   HE_STATE,
   HE_STRUCT_SIZE,
   HypervisorError,
   IOCTL_ABI_VERSION,
+  KEYREQUEST_SIZE,
+  PAGE_SIZE,
+  REPORT_SIZE,
+  SIGSTRUCT_SIZE,
+  type SecsSpec,
   abiMajor,
+  decodeEnclaveInfo,
   decodeHeHypercall,
   decodeHeLoad,
   decodeHeStatus,
@@ -15,29 +25,38 @@ import {
   encodeHeHypercall,
   encodeHeLoad,
   encodeHeVersion,
+  encodeSecs,
+  encodeTargetInfo,
   formatAbiVersion,
 } from './abi.js';
-import type { HypervisorClient, HypervisorStatus, LoadedImage } from './client.js';
+import type { EnclaveSummary, HypervisorClient, HypervisorStatus, LoadedImage } from './client.js';
+import type { EnclaveInfoRecord } from './abi.js';
 
 export const HYPERENCLAVE_DEVICE = '/dev/hyperenclave';
 
 /** What the linux client needs from the addon's syscall bridge. */
 export interface IoctlBridge {
   open(path: string, flags: 'rw'): number;
-  ioctl(fd: number, request: number, arg: Buffer | null): number;
+  /** With `data`, the address of data.buffer is written as a u64 at byte data.at of `arg` first. */
+  ioctl(fd: number, request: number, arg: Buffer | null, data?: { buffer: Buffer; at: number }): number;
   close(fd: number): void;
 }
 
+/** A hypercall argument: a number, or a buffer the driver stages in a kernel page (`out`: bytes to read back). */
+type HcArg = bigint | { in: Buffer } | { out: number } | { in: Buffer; out: number };
+
 /**
- * The real machine's client: ioctls on /dev/hyperenclave (hypervisor/driver/hyperenclave_ioctl.h,
- * ioctl ABI 1.0). The driver forwards buffer-free hypercalls; enclave page and report calls carry
- * guest buffers the 1.0 ioctl set does not transport yet, so they are refused with that reason.
+ * The real machine's client: ioctls on /dev/hyperenclave (hypervisor/driver/hyperenclave_ioctl.h).
+ * Hypercalls with buffers (SECS, pages, SIGSTRUCT, REPORT, KEYREQUEST) pack them into one page the
+ * driver copies in and out (ioctl ABI 1.1); the hypervisor checks every buffer page against the
+ * host tables, as on the emulated platform.
  */
 export class LinuxHypervisorClient implements HypervisorClient {
   readonly platform = 'linux' as const;
   private constructor(
     private readonly io: IoctlBridge,
     private readonly fd: number,
+    private readonly driverAbi: number = IOCTL_ABI_VERSION,
   ) {}
 
   static async open(device = HYPERENCLAVE_DEVICE, bridge?: IoctlBridge): Promise<LinuxHypervisorClient> {
@@ -49,18 +68,19 @@ export class LinuxHypervisorClient implements HypervisorClient {
     } catch (e) {
       throw new HypervisorError(`${device}: ${(e as Error).message}`, EXIT.UNSUPPORTED);
     }
-    const c = new LinuxHypervisorClient(io, fd);
-    const v = c.ioctl('HE_IOC_VERSION', HE_IOC.VERSION, encodeHeVersion());
-    const got = decodeHeVersion(v).ioctlAbi;
-    if (abiMajor(got) !== abiMajor(IOCTL_ABI_VERSION))
+    const probe = new LinuxHypervisorClient(io, fd);
+    const got = decodeHeVersion(probe.ioctl('HE_IOC_VERSION', HE_IOC.VERSION, encodeHeVersion())).ioctlAbi;
+    if (abiMajor(got) !== abiMajor(IOCTL_ABI_VERSION)) {
+      io.close(fd);
       throw new HypervisorError(`${device}: driver speaks ioctl ABI ${formatAbiVersion(got)}, this tool ${formatAbiVersion(IOCTL_ABI_VERSION)}`, EXIT.UNSUPPORTED);
-    return c;
+    }
+    return new LinuxHypervisorClient(io, fd, got);
   }
 
-  private ioctl(name: string, req: number, arg: Buffer | null): Buffer {
+  private ioctl(name: string, req: number, arg: Buffer | null, data?: { buffer: Buffer; at: number }): Buffer {
     const buf = arg ?? Buffer.alloc(0);
     try {
-      this.io.ioctl(this.fd, req, arg);
+      this.io.ioctl(this.fd, req, arg, data);
     } catch (e) {
       throw new HypervisorError(`${HYPERENCLAVE_DEVICE} ${name}: ${(e as Error).message}`, EXIT.INTERNAL);
     }
@@ -68,13 +88,43 @@ export class LinuxHypervisorClient implements HypervisorClient {
   }
 
   private hypercall(name: keyof typeof HC, args: bigint[]): { rdi: bigint; rsi: bigint; rdx: bigint } {
-    const r = decodeHeHypercall(this.ioctl('HE_IOC_HYPERCALL', HE_IOC.HYPERCALL, encodeHeHypercall(HC[name], args)));
-    if (r.rax !== 0n) throw HypervisorError.fromStatus(name, Number(r.rax));
-    return r;
+    return this.hypercallWith(name, args).regs;
   }
 
-  private unsupported(what: string): never {
-    throw new HypervisorError(`${what}: not carried by the /dev/hyperenclave ioctl ABI ${formatAbiVersion(IOCTL_ABI_VERSION)} (needs guest buffers)`, EXIT.UNSUPPORTED);
+  /** A hypercall whose buffer arguments are packed (64-byte aligned, the first at 0) into one staging page. */
+  private hypercallWith(name: keyof typeof HC, args: HcArg[]): { regs: { rdi: bigint; rsi: bigint; rdx: bigint }; out: Buffer[] } {
+    const regs: bigint[] = [];
+    const spans: { at: number; out: number }[] = [];
+    let mask = 0;
+    let used = 0;
+    const parts: { at: number; data: Buffer }[] = [];
+    args.forEach((a, i) => {
+      if (typeof a === 'bigint') return void regs.push(a);
+      const len = Math.max('in' in a ? a.in.length : 0, 'out' in a ? a.out : 0);
+      const at = used;
+      used = at + Math.ceil(len / 64) * 64;
+      if ('in' in a) parts.push({ at, data: a.in });
+      if ('out' in a) spans.push({ at, out: a.out });
+      mask |= 1 << i;
+      regs.push(BigInt(at));
+    });
+    let staging: Buffer | undefined;
+    let arg: Buffer;
+    if (mask) {
+      if (abiMajor(this.driverAbi) === 1 && (this.driverAbi & 0xffff) < 1)
+        throw new HypervisorError(`${name}: the driver speaks ioctl ABI ${formatAbiVersion(this.driverAbi)}, buffer hypercalls need 1.1 (load the current hyperenclave.ko)`, EXIT.UNSUPPORTED);
+      if (used > PAGE_SIZE) throw new HypervisorError(`${name}: ${used} bytes of buffers exceed the driver's one-page staging area`, EXIT.BAD_INPUT);
+      staging = Buffer.alloc(used);
+      for (const p of parts) p.data.copy(staging, p.at);
+      arg = encodeHeHypercall(HC[name], regs, { pointer: 0n, length: used, arg: HE_BUF_ARG_MASK | mask });
+    } else arg = encodeHeHypercall(HC[name], regs);
+    const r = decodeHeHypercall(this.ioctl('HE_IOC_HYPERCALL', HE_IOC.HYPERCALL, arg, staging ? { buffer: staging, at: HE_HYPERCALL_BUF_POINTER_AT } : undefined));
+    if (r.rax !== 0n) throw HypervisorError.fromStatus(name, Number(r.rax));
+    return { regs: r, out: spans.map((s) => Buffer.from(staging!.subarray(s.at, s.at + s.out))) };
+  }
+
+  private unsupported(what: string, why = 'needs the emulated platform\'s service'): never {
+    throw new HypervisorError(`${what}: not available through /dev/hyperenclave (${why})`, EXIT.UNSUPPORTED);
   }
 
   async version(callerAbi?: number): Promise<number> {
@@ -93,15 +143,18 @@ export class LinuxHypervisorClient implements HypervisorClient {
       cpus: s.cpusEnabled,
       memmap: s.reservedSize ? `memmap=${s.reservedSize >> 20n}M$0x${s.reservedBase.toString(16)}` : null,
       hv: s.hv ?? null,
-      enclaves: [],
+      enclaves: s.hv && s.hv.enclaves > 0 ? await this.enclaveList() : [],
       process: null,
     };
   }
+  /** Loads through request_firmware: the image must live under /lib/firmware. The driver measures it into its PCR. */
   async load(path: string, sha256: string): Promise<LoadedImage> {
-    const r = decodeHeLoad(this.ioctl('HE_IOC_LOAD', HE_IOC.LOAD, encodeHeLoad(path.replace(/^\/lib\/firmware\//, ''))));
+    const m = /^\/(?:usr\/)?lib\/firmware\/(.+)$/.exec(resolve(path));
+    if (!m) throw new HypervisorError(`load: ${path} is not under /lib/firmware (the driver loads the image with request_firmware)`, EXIT.BAD_INPUT);
+    const r = decodeHeLoad(this.ioctl('HE_IOC_LOAD', HE_IOC.LOAD, encodeHeLoad(m[1]!)));
     if (r.imageSha256.toString('hex') !== sha256.toLowerCase())
       throw new HypervisorError(`load: driver measured ${r.imageSha256.toString('hex')}, expected ${sha256}`, EXIT.VERIFY_FAILED);
-    return { id: sha256, path, sha256, format: 'container', length: Number(r.imageLength), loadedAt: new Date().toISOString() };
+    return { id: sha256, path, sha256, format: 'container', length: Number(r.imageLength), loadedAt: new Date().toISOString(), measured: { pcr: r.pcr, banks: r.banks } };
   }
   async enable(memoryMap?: readonly unknown[]): Promise<void> {
     if (memoryMap) this.unsupported('enable with an explicit memory map (the driver uses the firmware map)');
@@ -110,23 +163,32 @@ export class LinuxHypervisorClient implements HypervisorClient {
   async disable(): Promise<void> {
     this.ioctl('HE_IOC_DISABLE', HE_IOC.DISABLE, null);
   }
+  /** The PCR the driver measures images into (its `pcr` module parameter). */
+  async measurementPcr(): Promise<number> {
+    return decodeHeStatus(this.ioctl('HE_IOC_STATUS', HE_IOC.STATUS, Buffer.alloc(HE_STRUCT_SIZE.status))).pcr;
+  }
   async imageDigest(): Promise<Buffer> {
     return decodeHeStatus(this.ioctl('HE_IOC_STATUS', HE_IOC.STATUS, Buffer.alloc(HE_STRUCT_SIZE.status))).imageSha256;
   }
-  enclaveCreate(): Promise<number> {
-    return this.unsupported('ENCLAVE_CREATE');
+  async enclaveCreate(secs: SecsSpec): Promise<number> {
+    return Number(this.hypercallWith('ENCLAVE_CREATE', [{ in: encodeSecs(secs) }]).regs.rdi);
   }
-  enclaveAdd(): Promise<void> {
-    return this.unsupported('ENCLAVE_ADD');
+  async enclaveAdd(id: number, offset: bigint, page: Buffer, flags: number): Promise<void> {
+    if (page.length !== PAGE_SIZE) throw new HypervisorError(`ENCLAVE_ADD: page of ${page.length} bytes (must be ${PAGE_SIZE})`, EXIT.BAD_INPUT);
+    this.hypercallWith('ENCLAVE_ADD', [BigInt(id), offset, { in: page }, BigInt(flags)]);
   }
   async enclaveExtend(id: number, offset: bigint): Promise<void> {
     this.hypercall('ENCLAVE_EXTEND', [BigInt(id), offset]);
   }
-  enclaveAddPages(): Promise<void> {
-    return this.unsupported('ENCLAVE_ADD');
+  async enclaveAddPages(id: number, pages: readonly { offset: bigint; data: Buffer; flags: number; measure: boolean }[]): Promise<void> {
+    for (const p of pages) {
+      await this.enclaveAdd(id, p.offset, p.data, p.flags);
+      if (p.measure) for (let c = 0n; c < BigInt(PAGE_SIZE); c += 256n) await this.enclaveExtend(id, p.offset + c);
+    }
   }
-  enclaveInit(): Promise<void> {
-    return this.unsupported('ENCLAVE_INIT');
+  async enclaveInit(id: number, sigstruct: Buffer): Promise<void> {
+    if (sigstruct.length !== SIGSTRUCT_SIZE) throw new HypervisorError(`ENCLAVE_INIT: SIGSTRUCT of ${sigstruct.length} bytes (must be ${SIGSTRUCT_SIZE})`, EXIT.BAD_INPUT);
+    this.hypercallWith('ENCLAVE_INIT', [BigInt(id), { in: sigstruct }]);
   }
   async enclaveEnter(id: number, tcs: bigint) {
     const r = this.hypercall('ENCLAVE_ENTER', [BigInt(id), tcs]);
@@ -138,26 +200,61 @@ export class LinuxHypervisorClient implements HypervisorClient {
   async enclaveDestroy(id: number): Promise<number> {
     return Number(this.hypercall('ENCLAVE_DESTROY', [BigInt(id)]).rdi);
   }
-  enclaveInfo(): Promise<never> {
-    return this.unsupported('ENCLAVE_INFO');
+  async enclaveInfo(id: number): Promise<EnclaveInfoRecord> {
+    const { out } = this.hypercallWith('ENCLAVE_INFO', [BigInt(id), { out: ENCLAVE_INFO_SIZE }, BigInt(ENCLAVE_INFO_SIZE)]);
+    return decodeEnclaveInfo(out[0]!);
   }
-  async enclaveList() {
-    return [];
+  /** Ids are handed out from 1 upward: ask ENCLAVE_INFO for each created id until every live one is found. */
+  async enclaveList(): Promise<EnclaveSummary[]> {
+    const hv = decodeHeStatus(this.ioctl('HE_IOC_STATUS', HE_IOC.STATUS, Buffer.alloc(HE_STRUCT_SIZE.status))).hv;
+    if (!hv) return [];
+    const out: EnclaveSummary[] = [];
+    for (let id = hv.enclavesCreated; id >= 1 && out.length < hv.enclaves; id--) {
+      let i: EnclaveInfoRecord;
+      try {
+        i = await this.enclaveInfo(id);
+      } catch (e) {
+        if (e instanceof HypervisorError && e.statusName === 'NO_SUCH_ENCLAVE') continue;
+        throw e;
+      }
+      out.push({
+        id,
+        name: `enclave-${id}`, // the hypervisor keeps no names
+        state: i.state,
+        epcPages: i.epcPages,
+        size: '0x' + i.size.toString(16),
+        base: '0x' + i.base.toString(16),
+        mrenclave: i.mrenclave.toString('hex'),
+        mrsigner: i.mrsigner.toString('hex'),
+        backend: 'none',
+        keySlot: null,
+      });
+    }
+    return out.reverse();
   }
-  report(): Promise<Buffer> {
-    return this.unsupported('REPORT');
+  async report(id: number, target: { mrenclave: Buffer; attributes?: bigint; xfrm?: bigint; miscSelect?: number }, reportData: Buffer): Promise<Buffer> {
+    const data = Buffer.alloc(64);
+    reportData.copy(data, 0, 0, 64);
+    return this.hypercallWith('REPORT', [BigInt(id), { in: encodeTargetInfo(target) }, { in: data }, { out: REPORT_SIZE }]).out[0]!;
   }
-  verifyReport(): Promise<boolean> {
-    return this.unsupported('VERIFY_REPORT');
+  async verifyReport(report: Buffer, targetMrenclave: Buffer): Promise<boolean> {
+    try {
+      this.hypercallWith('VERIFY_REPORT', [{ in: report }, { in: targetMrenclave }]);
+      return true;
+    } catch (e) {
+      if (e instanceof HypervisorError && e.statusName === 'REPORT_MAC_MISMATCH') return false;
+      throw e;
+    }
   }
   reportKey(): Promise<string> {
-    return this.unsupported('REPORT_KEY');
+    return this.unsupported('REPORT_KEY', 'the report-signing key is a service of the emulated platform');
   }
   signReport(): Promise<Buffer> {
-    return this.unsupported('SIGN_REPORT');
+    return this.unsupported('SIGN_REPORT', 'the report-signing key is a service of the emulated platform');
   }
-  getKey(): Promise<Buffer> {
-    return this.unsupported('GET_KEY');
+  async getKey(id: number, keyRequest: Buffer): Promise<Buffer> {
+    if (keyRequest.length !== KEYREQUEST_SIZE) throw new HypervisorError(`GET_KEY: KEYREQUEST of ${keyRequest.length} bytes (must be ${KEYREQUEST_SIZE})`, EXIT.BAD_INPUT);
+    return this.hypercallWith('GET_KEY', [BigInt(id), { in: keyRequest }, { out: 16 }]).out[0]!;
   }
   async keyslotAlloc(owner?: number): Promise<number> {
     return Number(this.hypercall('KEYSLOT_ALLOC', [BigInt(owner ?? 0)]).rdi);
@@ -172,13 +269,13 @@ export class LinuxHypervisorClient implements HypervisorClient {
     return Number(this.hypercall('KEYSLOT_FLUSH', []).rdi);
   }
   enclaveLaunch(): Promise<never> {
-    return this.unsupported('enclave launch');
+    return this.unsupported('enclave launch', 'the bare-metal hypervisor does not run enclave VMs yet');
   }
   enclaveRun(): Promise<never> {
-    return this.unsupported('enclave run');
+    return this.unsupported('enclave run', 'the bare-metal hypervisor does not run enclave VMs yet');
   }
   enclaveMemory(): Promise<Buffer> {
-    return this.unsupported('enclave memory views');
+    return this.unsupported('enclave memory views', 'use HE_IOC_PROBE');
   }
   async hostAccess(gpa: bigint): Promise<string | null> {
     return this.unsupported(`host access probe at 0x${gpa.toString(16)} (use HE_IOC_PROBE)`);

@@ -44,6 +44,12 @@ export async function measureImage(args: {
   /** A container path (verified here) or an already verified image with digests for the TPM's banks. */
   image: string | VerifiedImage;
   verify?: Omit<VerifyOptions, 'banks'>;
+  /**
+   * Who extends the image event. Default: the TPM, here. On the linux platform the kernel driver
+   * measures the image itself while loading it (HE_IOC_LOAD), so the caller passes that load; the
+   * event is logged here as for any other extension.
+   */
+  extendImage?: (event: PlannedEvent) => Promise<void>;
 }): Promise<MeasureResult> {
   const banks = banksForTpm(args.policy, await args.tpm.activeBanks());
   const img = typeof args.image === 'string' ? await verifyContainerFile(args.image, { ...args.verify, banks }) : args.image;
@@ -51,7 +57,8 @@ export async function measureImage(args: {
   for (const e of events) {
     // Log after the extend: a crash in between leaves the TPM ahead of the log, which a replay
     // reports at this event, rather than a log claiming an extension that never happened.
-    await args.tpm.pcrExtend(e.pcr, banks.map((alg) => ({ alg, digest: e.digests[alg]! })));
+    if (e.measure === 'image' && args.extendImage) await args.extendImage(e);
+    else await args.tpm.pcrExtend(e.pcr, banks.map((alg) => ({ alg, digest: e.digests[alg]! })));
     await args.log.append({ pcr: e.pcr, type: e.eventType, digests: e.digests as Record<string, Buffer>, data: e.data });
   }
   const result: MeasureResult = {

@@ -3,11 +3,19 @@
 // replays the exported SeaBIOS event log with tpm2_eventlog (an independent peer) against the PCRs
 // the guest read from its TPM, checks the hypervisor measurement, prints a summary and exits
 // 0 (all checks passed) or 1.
-//   judge.mjs CONSOLE OUTDIR --timed-out 0|1 --pcr N [--image CONTAINER]
+// The guest's CLI runs (@@HE:CLI lines and cli-NAME blobs) are checked here: exit codes, --json
+// documents against schemas/, boot idempotence, the remote verifier's verdict, and the exported
+// evidence verified again outside the guest with `hyperenclave verify` against firmware-tools'
+// reference values.
+//   judge.mjs CONSOLE OUTDIR --timed-out 0|1 --pcr N [--image CONTAINER] [--verifier-dir DIR]
 import { createHash } from 'node:crypto';
-import { execFileSync } from 'node:child_process';
-import { mkdirSync, readFileSync, writeFileSync, renameSync, openSync, fsyncSync, closeSync } from 'node:fs';
-import { join } from 'node:path';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, writeFileSync, renameSync, openSync, fsyncSync, closeSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+const CLI = join(ROOT, 'dist', 'src', 'cli', 'main.js');
 
 const [consolePath, outDir, ...rest] = process.argv.slice(2);
 const opt = {};
@@ -28,6 +36,8 @@ const lines = readFileSync(consolePath, 'utf8').split('\n');
 const checks = []; // { name, ok, detail, source }
 const pcrs = {}; // tag -> bank -> index -> hex
 const blobs = {};
+const clis = {}; // name -> { rc, secs, args }
+const stderrs = {};
 let booted = null;
 let done = false;
 let inBlob = null;
@@ -39,8 +49,13 @@ for (const line of lines) {
     if (at >= 0 && line.slice(at).startsWith(`@@HE:B64 END ${inBlob.name}`)) {
       blobs[inBlob.name] = Buffer.from(inBlob.parts.join(''), 'base64');
       inBlob = null;
-    } else inBlob.parts.push(line.trim());
-    continue;
+      continue;
+    }
+    // The hypervisor writes to the same serial port ("[hv] …"): only base64 lines belong to the blob.
+    if (/^[A-Za-z0-9+/=]+$/.test(line.trim())) {
+      inBlob.parts.push(line.trim());
+      continue;
+    }
   }
   if (at < 0) continue;
   const m = line.slice(at + 5);
@@ -50,6 +65,10 @@ for (const line of lines) {
   else if (kind === 'CHECK') checks.push({ name: f[0], ok: f[1] === 'PASS', detail: f.slice(2).join(' '), source: 'guest' });
   else if (kind === 'B64' && f[0] === 'BEGIN') inBlob = { name: f[1], parts: [] };
   else if (kind === 'PCR') ((pcrs[f[0]] ??= {})[f[1]] ??= {})[f[2]] = f[3].toLowerCase();
+  else if (kind === 'CLI') {
+    const kv = Object.fromEntries(f.slice(1, 3).map((x) => x.split('=')));
+    clis[f[0]] = { rc: Number(kv.rc), secs: Number(kv.secs), args: f.slice(3).join(' ').replace(/^args=/, '') };
+  } else if (kind === 'STDERR') (stderrs[f[0]] ??= []).push(f.slice(1).join(' '));
 }
 const host = (name, ok, detail) => checks.push({ name, ok, detail, source: 'host' });
 
@@ -96,24 +115,78 @@ if (bios) {
   }
 }
 
-// The driver's measurement: PCR N = H(PCR_before || H(image)) in every bank the guest showed.
-if (opt.image && pcrs.measured) {
-  const c = readFileSync(opt.image);
-  const len = Number(c.readBigUInt64LE(0x40));
-  const image = c.subarray(0x100, 0x100 + len);
+// The guest's CLI runs: exit code, and every --json document valid against its schema.
+const { compileSchema } = await import(join(ROOT, 'dist', 'src', 'schemas.js'));
+const docs = {};
+for (const [name, r] of Object.entries(clis)) {
+  const why = stderrs[name]?.[0] ? `: ${stderrs[name][0]}` : '';
+  if (r.rc !== 0) { host(`cli-${name}`, false, `hyperenclave ${r.args} exit ${r.rc}${why}`); continue; }
+  const text = blobs[`cli-${name}`]?.toString('utf8') ?? '';
+  if (!r.args.includes('--json')) { host(`cli-${name}`, true, `exit 0 in ${r.secs} s`); continue; }
+  let doc;
+  try { doc = JSON.parse(text); } catch { host(`cli-${name}`, false, `--json output is not JSON: ${text.slice(0, 80)}`); continue; }
+  docs[name] = doc;
+  const schemaFile = typeof doc?.schema === 'string' ? `${doc.schema.replace(/^hyperenclave\//, '')}.schema.json` : null;
+  const bad = schemaFile && existsSync(join(ROOT, 'schemas', schemaFile)) ? compileSchema(schemaFile)(doc) : `no schema for "${doc?.schema}"`;
+  host(`cli-${name}`, !bad, bad ? `--json output: ${bad}` : `exit 0 in ${r.secs} s, output valid against ${schemaFile}`);
+}
+const cpusBooted = Number(booted?.match(/cpus=(\d+)/)?.[1] ?? 0);
+if (docs.boot) host('boot-enabled', docs.boot.state?.phase === 'enabled' && docs.boot.alreadyEnabled === false, `phase ${docs.boot.state?.phase}, steps ${(docs.boot.state?.steps ?? []).map((x) => `${x.name}:${x.status}`).join(' ')}`);
+if (docs['boot-again']) {
+  const same = Object.keys(pcrs.measured ?? {}).every((b) => pcrs['boot-again']?.[b]?.[pcrIndex] === pcrs.measured[b][pcrIndex]);
+  host('boot-idempotent', docs['boot-again'].alreadyEnabled === true && same, `second boot: alreadyEnabled=${docs['boot-again'].alreadyEnabled}, PCR${pcrIndex} ${same ? 'unchanged in every bank' : 'CHANGED'}`);
+}
+if (docs.status) host('status-enabled', docs.status.enabled === true && docs.status.cpus === cpusBooted && docs.status.platform === 'linux', `platform ${docs.status.platform}, enabled ${docs.status.enabled}, ${docs.status.cpus} of ${cpusBooted} CPUs demoted`);
+if (docs['enclave-create']) {
+  const e = docs['enclave-create'];
+  const listed = docs['enclave-list']?.enclaves?.find((x) => x.id === e.id);
+  host('enclave-created', e.state === 'initialized' && !!listed && listed.mrenclave === e.mrenclave, `enclave ${e.id} ${e.state}, MRENCLAVE ${String(e.mrenclave).slice(0, 16)}… (computed by the CLI and by the hypervisor), ${e.epcPages} EPC pages, listed ${!!listed}`);
+  const d = docs['enclave-destroy'];
+  if (d) host('enclave-destroyed', d.epcPages === e.epcPages || d.epcReturned === e.epcPages, `destroy returned ${d.epcPages ?? d.epcReturned} of ${e.epcPages} EPC pages`);
+}
+
+// The measurement: driver (image) + CLI (header, signer) into PCR N equals firmware-tools' prediction.
+const refPath = opt['verifier-dir'] ? join(opt['verifier-dir'], 'reference-values.json') : null;
+const ref = refPath && existsSync(refPath) ? JSON.parse(readFileSync(refPath, 'utf8')) : null;
+if (ref && pcrs.measured) {
   for (const bank of Object.keys(pcrs.measured)) {
-    const before = pcrs.boot?.[bank]?.[pcrIndex];
-    const after = pcrs.measured[bank][pcrIndex];
-    if (!before || !after) continue;
-    const digest = createHash(bank).update(image).digest();
-    const want = createHash(bank).update(Buffer.concat([Buffer.from(before, 'hex'), digest])).digest('hex');
-    const again = pcrs.reloaded?.[bank]?.[pcrIndex];
-    if (again) {
-      const want2 = createHash(bank).update(Buffer.concat([Buffer.from(after, 'hex'), digest])).digest('hex');
-      host(`remeasured-${bank}`, want2 === again, want2 === again ? `second load extended PCR${pcrIndex} again` : `PCR${pcrIndex} is ${again}, expected ${want2}`);
-    }
-    host(`measured-${bank}`, want === after, want === after ? `PCR${pcrIndex} = extend(H(image)) = ${after.slice(0, 16)}…` : `PCR${pcrIndex} is ${after}, expected ${want}`);
+    const want = ref.pcrs?.[bank]?.[String(pcrIndex)];
+    const got = pcrs.measured[bank][pcrIndex];
+    if (!want || !got) continue;
+    host(`measured-${bank}`, want === got, want === got ? `PCR${pcrIndex} = firmware reference prediction ${got.slice(0, 16)}…` : `PCR${pcrIndex} is ${got}, firmware reference predicts ${want}`);
   }
+}
+if (opt.image && pcrs.reloaded) {
+  // second round (hectl load after rmmod): the driver alone extends H(image) once more
+  const c = readFileSync(opt.image);
+  const image = c.subarray(0x100, 0x100 + Number(c.readBigUInt64LE(0x40)));
+  for (const bank of Object.keys(pcrs.reloaded)) {
+    const before = pcrs['boot-again']?.[bank]?.[pcrIndex] ?? pcrs.measured?.[bank]?.[pcrIndex];
+    const again = pcrs.reloaded[bank][pcrIndex];
+    if (!before || !again) continue;
+    const want2 = createHash(bank).update(Buffer.concat([Buffer.from(before, 'hex'), createHash(bank).update(image).digest()])).digest('hex');
+    host(`remeasured-${bank}`, want2 === again, want2 === again ? `second load extended PCR${pcrIndex} by H(image) again` : `PCR${pcrIndex} is ${again}, expected ${want2}`);
+  }
+}
+
+// Remote attestation: the verdict the host's verifier gave the guest, then the same evidence
+// verified again here, offline, with the CLI.
+if (docs.attest) {
+  const v = docs.attest.verdict ?? docs.attest;
+  host('attest-remote', v.status === 'affirming', `verifier on the host answered ${v.status}${v.firstFailure ? ` (${v.firstFailure})` : ''}`);
+}
+const ev = blobs.evidence;
+if (ev && opt['verifier-dir']) {
+  const evPath = join(outDir, 'evidence.json');
+  writeAtomic(evPath, ev);
+  const nonce = JSON.parse(ev.toString('utf8')).nonce;
+  const r = spawnSync('node', [CLI, '--platform', 'emulated', '--state-dir', join(opt['verifier-dir'], 'state'), '--json', 'verify', evPath, '--policy', join(opt['verifier-dir'], 'policy.json'), '--nonce', nonce], { encoding: 'utf8' });
+  let res = {};
+  try { res = JSON.parse(r.stdout); } catch { /* reported below */ }
+  writeAtomic(join(outDir, 'verify-outside.json'), r.stdout ?? '');
+  const fails = (res.checks ?? res.result?.checks ?? []).filter?.((c) => c.status === 'fail').map((c) => c.name) ?? [];
+  const status = res['ear.status'] ?? res.status;
+  host('verify-outside', r.status === 0 && status === 'affirming', `hyperenclave verify (exit ${r.status}): ${status ?? r.stderr.split('\n')[0]}${fails.length ? `; failed: ${fails.join(', ')}` : ''}`);
 }
 
 const summary = { schema: 'hyperenclave/system-tier-result', version: 1, booted, done, checks, pcrs };

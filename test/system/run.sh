@@ -78,6 +78,8 @@ if [ ! -f "$VMLINUZ" ]; then
     || skip "apt-get download linux-image-$KVER_PKG failed (see $WORK/kernel/download.log)"
   dpkg-deb -x "$WORK/kernel"/linux-image-"$KVER_PKG"_*.deb "$WORK/kernel/root"
   rm -f "$WORK/kernel"/*.deb
+  # Keep the kernel and the few modules the guest loads (the package unpacks to ~400 MB).
+  find "$WORK/kernel/root/lib/modules" -name '*.ko' ! -name sha512_generic.ko ! -name e1000.ko -delete
 fi
 echo "$KVER_PKG" >"$WORK/kernel/VERSION"
 [ -f "$VMLINUZ" ] || die "no $VMLINUZ after unpacking"
@@ -99,43 +101,106 @@ if [ "$WITH_IMAGE" = 1 ]; then
     || { tail -40 "$WORK/image-build.log" >&2; die "image build failed"; }
   IMAGE_CONTAINER="$WORK/image/hyperenclave.img"
 fi
+# The management plane as an operator installs it (make install), run by the guest's own Node.
+NODE_BIN=$(command -v node) || die "node is not installed"
+INSTALL_ROOT="$WORK/installroot"
+rm -rf "$INSTALL_ROOT"
+make -s -C "$ROOT" --no-print-directory install DESTDIR="$INSTALL_ROOT" >"$WORK/install.log" 2>&1 \
+  || { tail -20 "$WORK/install.log" >&2; die "make install failed"; }
+CLI=(node "$ROOT/dist/src/cli/main.js")
 log "builds took $(( $(date +%s) - T0 )) s"
 
 # ---- 4. initramfs -------------------------------------------------------------------------------
 IRD="$WORK/initramfs"
-rm -rf "$IRD"; mkdir -p "$IRD"/{bin,sbin,dev,proc,sys,tmp,lib/firmware/hyperenclave,lib/modules}
+rm -rf "$IRD"; mkdir -p "$IRD"/{bin,sbin,dev,proc,sys,tmp,root,lib/firmware/hyperenclave,lib/modules,opt/enclave,usr/bin}
+cp -a "$INSTALL_ROOT"/. "$IRD"/
 cp "$BUSYBOX" "$IRD/bin/busybox"
 for a in $("$BUSYBOX" --list); do [ "$a" = busybox ] || ln -sf busybox "$IRD/bin/$a"; done
 cp "$HERE/init.sh" "$IRD/init"; chmod 0755 "$IRD/init"
 cp "$DRV_OUT/hyperenclave.ko" "$IRD/lib/modules/"
 # SHA-384/512 are modules in Debian's kernel; the driver hashes every allocated PCR bank.
 cp "$WORK/kernel/root/lib/modules/$KVER_PKG/kernel/crypto/sha512_generic.ko" "$IRD/lib/modules/"
+# The guest reaches the verifier on the host through QEMU's user network (10.0.2.2 = host loopback).
+cp "$WORK/kernel/root/lib/modules/$KVER_PKG/kernel/drivers/net/ethernet/intel/e1000/e1000.ko" "$IRD/lib/modules/"
 cp "$WORK/hectl" "$IRD/bin/hectl"
 [ -n "$IMAGE_CONTAINER" ] && cp "$IMAGE_CONTAINER" "$IRD/lib/firmware/hyperenclave/hyperenclave.img"
+# Node and the shared libraries it links (hard links where possible: node alone is ~100 MB).
+cp -l "$NODE_BIN" "$IRD/usr/bin/node" 2>/dev/null || cp "$NODE_BIN" "$IRD/usr/bin/node"
+for lib in $(ldd "$NODE_BIN" | awk '$2 == "=>" && $3 ~ /^\// {print $3} $1 ~ /^\// {print $1}'); do
+  mkdir -p "$IRD$(dirname "$lib")"
+  cp -lL "$lib" "$IRD$lib" 2>/dev/null || cp -L "$lib" "$IRD$lib"
+done
+# An enclave to create from the guest: the crypto payload, its manifest and a test signer.
+cp "$ROOT/hypervisor/enclaves/out/crypto.bin" "$ROOT/hypervisor/enclaves/out/crypto.json" "$ROOT/test/fixtures/enclave/signer-test.pem" "$IRD/opt/enclave/"
+node -e 'const m=JSON.parse(require("fs").readFileSync(process.argv[1],"utf8")); m.payload={image:"crypto.bin",layout:"crypto.json"}; process.stdout.write(JSON.stringify(m,null,2))' \
+  "$ROOT/test/fixtures/enclave/crypto.manifest.json" >"$IRD/opt/enclave/crypto.manifest.json"
 cat >"$IRD/etc.scenario" <<EOF
 RESERVED_BASE=$RESERVED_BASE
 RESERVED_SIZE=$RESERVED_SIZE
 PCR=$PCR
 WITH_IMAGE=$WITH_IMAGE
+VERIFIER_URL=http://10.0.2.2:@VERIFIER_PORT@
 EOF
-(cd "$IRD" && find . -print0 | cpio --null -o -H newc --quiet | gzip -1) >"$WORK/initramfs.cpio.gz"
 
 # ---- 5. swtpm + QEMU ----------------------------------------------------------------------------
 RUN="$WORK/run"
 rm -rf "$RUN"; mkdir -p "$RUN/tpmstate"
 SOCK="$RUN/swtpm.sock"
 CONSOLE="$WORK/console.log"
-SWTPM_PID=""; QEMU_PID=""
+SWTPM_PID=""; QEMU_PID=""; VERIFIER_PID=""
 cleanup() {
   [ -n "$QEMU_PID" ] && kill "$QEMU_PID" 2>/dev/null || true
+  [ -n "$VERIFIER_PID" ] && kill "$VERIFIER_PID" 2>/dev/null || true
   [ -n "$SWTPM_PID" ] && kill "$SWTPM_PID" 2>/dev/null || true
   wait 2>/dev/null || true
   [ "$KEEP" = 1 ] || rm -rf "$RUN"
 }
 trap cleanup EXIT
 
-swtpm_setup --tpm2 --tpmstate "$RUN/tpmstate" --pcr-banks sha1,sha256,sha384 --overwrite >"$RUN/swtpm_setup.log" 2>&1 \
-  || { cat "$RUN/swtpm_setup.log" >&2; die "swtpm_setup failed"; }
+# EKs with certificates from a CA private to this run: the verifier enrolls the guest's AK against it.
+node --input-type=module -e "import { setupWithSwtpmSetup } from '$ROOT/dist/src/platform/emulated/swtpm.js'; setupWithSwtpmSetup('$RUN/tpmstate', { banks: ['sha1', 'sha256', 'sha384'], ek: true });" \
+  >"$RUN/swtpm_setup.log" 2>&1 || { cat "$RUN/swtpm_setup.log" >&2; die "swtpm_setup failed"; }
+
+# The remote verifier, outside the guest: reference values from firmware-tools, the swtpm CA.
+VDIR="$RUN/verifier"
+mkdir -p "$VDIR"
+CAS='"ek-ca.pem"'
+cp "$RUN/tpmstate/ca/issuercert.pem" "$VDIR/ek-ca.pem"
+if [ -f "$RUN/tpmstate/ca/swtpm-localca-rootca-cert.pem" ]; then
+  cp "$RUN/tpmstate/ca/swtpm-localca-rootca-cert.pem" "$VDIR/ek-root.pem"; CAS="$CAS, \"ek-root.pem\""
+fi
+REF=""
+if [ -n "$IMAGE_CONTAINER" ]; then
+  "${CLI[@]}" firmware reference "$IMAGE_CONTAINER" --banks sha1,sha256,sha384 -o "$VDIR/reference-values.json" >/dev/null \
+    || die "firmware reference failed"
+  REF='"referenceValues": "reference-values.json",'
+fi
+cat >"$VDIR/policy.json" <<EOF
+{
+  "schema": "hyperenclave/verifier-policy",
+  "version": 1,
+  $REF
+  "requiredPcrs": { "sha256": [0, 1, 2, 3, 4, 5, 6, 7, $PCR] },
+  "hypervisor": { "pcr": $PCR },
+  "akProvenance": { "trustedEkCaFiles": [$CAS] }
+}
+EOF
+"${CLI[@]}" --platform emulated --state-dir "$VDIR/state" verifier serve --listen 127.0.0.1:0 --policy "$VDIR/policy.json" \
+  >"$VDIR/serve.out" 2>"$VDIR/serve.err" &
+VERIFIER_PID=$!
+VERIFIER_PORT=""
+for _ in $(seq 100); do
+  VERIFIER_PORT=$(cat "$VDIR/serve.out" "$VDIR/serve.err" | sed -n 's/.*listening on http:\/\/127\.0\.0\.1:\([0-9]*\).*/\1/p' | head -1)
+  [ -n "$VERIFIER_PORT" ] && break
+  sleep 0.1
+done
+[ -n "$VERIFIER_PORT" ] || { cat "$VDIR/serve.err" >&2; die "verifier serve did not start"; }
+log "verifier listening on 127.0.0.1:$VERIFIER_PORT (the guest reaches it as 10.0.2.2)"
+sed -i "s/@VERIFIER_PORT@/$VERIFIER_PORT/" "$IRD/etc.scenario"
+# zstd: the kernel unpacks it far faster than gzip under TCG.
+if command -v zstd >/dev/null; then PACK=(zstd -q -3 -T0); INITRD="$WORK/initramfs.cpio.zst"; else PACK=(gzip -1); INITRD="$WORK/initramfs.cpio.gz"; fi
+rm -f "$WORK"/initramfs.cpio.*
+(cd "$IRD" && find . -print0 | cpio --null -o -H newc --quiet | "${PACK[@]}") >"$INITRD"
 swtpm socket --tpm2 --tpmstate dir="$RUN/tpmstate" --ctrl type=unixio,path="$SOCK" \
   --log file="$RUN/swtpm.log",level=1 >/dev/null 2>&1 &
 SWTPM_PID=$!
@@ -145,9 +210,10 @@ for _ in $(seq 50); do [ -S "$SOCK" ] && break; sleep 0.1; done
 APPEND="console=ttyS0 loglevel=4 panic=-1 $MEMMAP nokaslr"
 log "booting $KVER_PKG (timeout ${TIMEOUT}s)"
 T1=$(date +%s)
-timeout --kill-after=5 "$TIMEOUT" qemu-system-x86_64 -accel tcg -cpu qemu64,+svm,+npt,+pdpe1gb -smp 2 -m 1G \
+timeout --kill-after=5 "$TIMEOUT" qemu-system-x86_64 -accel tcg -cpu qemu64,+svm,+npt,+pdpe1gb,+ssse3,+sse4.1,+sse4.2,+popcnt -smp 2 -m 1G \
   -nographic -no-reboot -monitor none -serial stdio \
-  -kernel "$VMLINUZ" -initrd "$WORK/initramfs.cpio.gz" -append "$APPEND" \
+  -kernel "$VMLINUZ" -initrd "$INITRD" -append "$APPEND" \
+  -nic user,model=e1000 \
   -chardev socket,id=chrtpm,path="$SOCK" -tpmdev emulator,id=tpm0,chardev=chrtpm -device tpm-tis,tpmdev=tpm0 \
   </dev/null >"$CONSOLE" 2>"$RUN/qemu.stderr" &
 QEMU_PID=$!
@@ -162,4 +228,4 @@ if [ "$QRC" = 124 ] || [ "$QRC" = 137 ]; then TIMED_OUT=1; else TIMED_OUT=0; fi
 # ---- 6. judge the console -----------------------------------------------------------------------
 tr -d '\r' <"$CONSOLE" >"$WORK/console.txt"
 node "$HERE/judge.mjs" "$WORK/console.txt" "$WORK/out" --timed-out "$TIMED_OUT" --pcr "$PCR" \
-  ${IMAGE_CONTAINER:+--image "$IMAGE_CONTAINER"}
+  --verifier-dir "$VDIR" ${IMAGE_CONTAINER:+--image "$IMAGE_CONTAINER"}

@@ -141,6 +141,16 @@ fn ioctl(e: &Env, a: &Args) -> JsResult<Val> {
             if (req >> 30) != 0 && size > buf.len() {
                 return Err(JsErr::arg(format!("ioctl {req:#x}: buffer of {} bytes, the request encodes {size}", buf.len())));
             }
+            // ioctl(fd, req, arg, data, at): the struct carries a user pointer to `data` at byte `at`
+            // (e.g. he_hypercall.buf); `data` stays alive and in place for the duration of the call.
+            if let Some(d) = a.get(3).filter(|d| !e.is_nullish(*d)) {
+                let data = e.bytes(d, "data")?;
+                let at = e.to_u32(a.req(4, "at")?, "at")? as usize;
+                if at + 8 > buf.len() {
+                    return Err(JsErr::arg(format!("ioctl {req:#x}: pointer offset {at} outside the {}-byte argument", buf.len())));
+                }
+                buf[at..at + 8].copy_from_slice(&(data.as_mut_ptr() as u64).to_le_bytes());
+            }
             unsafe { sys::ioctl_ptr(fd, req, buf.as_mut_ptr() as *mut _) }
         }
     };

@@ -88,7 +88,12 @@ async function freePortPair(): Promise<[number, number]> {
   throw new HyperEnclaveError('swtpm: no free pair of TCP ports on 127.0.0.1', EXIT.INTERNAL);
 }
 
-function setupWithSwtpmSetup(stateDir: string, opts: SwtpmOptions): string | undefined {
+/**
+ * swtpm_setup into `stateDir` (banks; with `ek`, EKs and EK/platform certificates from a CA private
+ * to this state). Returns the CA directory (issuercert.pem, swtpm-localca-rootca-cert.pem) with `ek`.
+ * Also used by the system tier for the TPM QEMU attaches to the guest.
+ */
+export function setupWithSwtpmSetup(stateDir: string, opts: Pick<SwtpmOptions, 'banks' | 'ek'>): string | undefined {
   const args = ['--tpm2', '--tpmstate', stateDir, '--overwrite'];
   if (opts.banks) args.push('--pcr-banks', opts.banks.join(','));
   let caDir: string | undefined;

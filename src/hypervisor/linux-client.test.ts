@@ -1,0 +1,181 @@
+import { createHash, type KeyObject } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { computeMrEnclave } from '../enclave/sgx.js';
+import { HC, HE_BUF_ARG_MASK, HE_HYPERCALL_BUF_POINTER_AT, HE_IOC, HE_STRUCT_SIZE, KEYNAME, encodeKeyRequest, encodeMemoryMap, parseReport } from './abi.js';
+import { addonUnavailable, buildSigstruct, loadPayload, newSigstructSigner, payloadPage, type EnclavePayload } from './addon.js';
+import { addonCore } from './addon-adapter.js';
+import type { CoreHv } from './core-binding.js';
+import { LinuxHypervisorClient, type IoctlBridge } from './linux-client.js';
+
+/**
+ * The linux client's buffer hypercalls (ioctl ABI 1.1) against the real Rust core: the bridge
+ * below does what hypervisor/driver/main.c does for HE_IOC_HYPERCALL (copy the caller's buffer
+ * into one page, add the page's physical address to each argument marked in buf_arg, copy the
+ * page back), so packing and relocation are checked against the core's own buffer checks. The
+ * driver itself is exercised under QEMU by the system tier.
+ */
+
+const noCore = addonUnavailable() ?? (() => {
+  try {
+    loadPayload('crypto');
+    return null;
+  } catch (e) {
+    return (e as Error).message;
+  }
+})();
+if (noCore) console.warn(`linux client over the core skipped: ${noCore}`);
+
+const MB = 1n << 20n;
+const RESERVED = 0x1_8000_0000n;
+const PAGE_GPA = 0x30_0000n; // the driver's staging page (host RAM)
+
+function driverBridge(core: CoreHv, driverAbi: number, seen: { bufArgs: number[] }): IoctlBridge {
+  const page = Buffer.alloc(4096);
+  return {
+    open: () => 3,
+    close: () => undefined,
+    ioctl(_fd, req, arg, data) {
+      if (req === HE_IOC.VERSION) {
+        arg!.writeUInt32LE(driverAbi, 0);
+        return 0;
+      }
+      if (req === HE_IOC.STATUS) {
+        // the driver's status: state ENABLED plus the hypervisor's STATUS record (hyperenclave_ioctl.h he_status)
+        const st = Buffer.alloc(4096);
+        const r = core.hypercall(HC.STATUS, [PAGE_GPA, 240n], PAGE_GPA, st);
+        arg!.writeUInt32LE(driverAbi, 0);
+        arg!.writeUInt32LE(2, 4);
+        arg!.writeBigUInt64LE(240n, 72);
+        st.copy(arg!, 80, 0, 240);
+        return r.status;
+      }
+      if (req !== HE_IOC.HYPERCALL) throw new Error(`unexpected ioctl ${req.toString(16)}`);
+      const h = arg!;
+      const rax = Number(h.readBigUInt64LE(0));
+      const args = [0, 1, 2, 3, 4].map((i) => h.readBigUInt64LE(8 + i * 8));
+      const bufLen = h.readUInt32LE(56);
+      const bufArg = h.readUInt32LE(60);
+      seen.bufArgs.push(bufArg);
+      if (bufLen) {
+        // the addon writes data.buffer's address at data.at (he_hypercall.buf) before the syscall
+        if (!data || data.at !== HE_HYPERCALL_BUF_POINTER_AT) throw new Error('EFAULT: no user buffer');
+        if (bufLen > 4096 || data.buffer.length < bufLen) throw new Error('EINVAL: buf_len');
+        if ((bufArg & HE_BUF_ARG_MASK) === 0 || driverAbi < 0x0001_0001) throw new Error('EINVAL: buf_arg');
+        page.fill(0);
+        data.buffer.copy(page, 0, 0, bufLen);
+        for (let i = 0; i < 5; i++)
+          if (bufArg & (1 << i)) {
+            if (args[i]! >= BigInt(bufLen)) throw new Error(`EINVAL: argument ${i + 1} offset outside the buffer`);
+            args[i] = PAGE_GPA + args[i]!;
+          }
+      }
+      const r = core.hypercall(rax, args, PAGE_GPA, page);
+      if (bufLen) page.copy(data!.buffer, 0, 0, bufLen);
+      h.writeBigUInt64LE(BigInt(r.status), 0);
+      h.writeBigUInt64LE(r.rdi, 8);
+      h.writeBigUInt64LE(r.rsi, 16);
+      h.writeBigUInt64LE(r.rdx, 24);
+      return 0;
+    },
+  };
+}
+
+describe.skipIf(noCore !== null)('linux client: buffer hypercalls through the driver ABI 1.1 into the core', () => {
+  let core: CoreHv;
+  let client: LinuxHypervisorClient;
+  let signer: KeyObject;
+  let dir: string;
+  const seen = { bufArgs: [] as number[] };
+
+  beforeAll(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'he-linux-client-'));
+    const device = join(dir, 'hyperenclave');
+    writeFileSync(device, '');
+    core = (await addonCore()).createHypervisor({
+      base: RESERVED,
+      total: 16n * MB,
+      hypervisorSize: 4n * MB,
+      imageSize: 1n * MB,
+      paging: 'npt',
+      platformSecret: Buffer.alloc(16, 9),
+      imageDigest: createHash('sha256').update('image').digest(),
+      keySlots: null,
+      requireSignedSigstruct: true,
+    });
+    // HE_IOC_ENABLE: the driver hands the kernel's memory map to ENABLE (not a user hypercall).
+    const map = encodeMemoryMap([
+      { start: 0n, size: RESERVED, kind: 'ram' },
+      { start: RESERVED, size: 16n * MB, kind: 'reserved' },
+    ]);
+    const scratch = Buffer.alloc(4096);
+    map.copy(scratch);
+    expect(core.hypercall(HC.ENABLE, [PAGE_GPA, 2n], PAGE_GPA, scratch).status).toBe(0);
+    client = await LinuxHypervisorClient.open(device, driverBridge(core, 0x0001_0001, seen));
+    signer = newSigstructSigner();
+  });
+  afterAll(() => {
+    client?.close();
+    core?.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  const mrenclaveOf = (p: EnclavePayload) =>
+    computeMrEnclave(BigInt(p.layout.size), p.layout.ssaFrameSize, p.layout.pages.map((pg) => ({ offset: BigInt(pg.offset), flags: pg.secinfo, data: payloadPage(p, pg.offset) })));
+
+  it('creates, measures and initializes an enclave; INFO, REPORT (3 packed buffers), VERIFY_REPORT, GET_KEY', async () => {
+    const p = loadPayload('crypto');
+    const id = await client.enclaveCreate({ size: BigInt(p.layout.size), base: BigInt(p.layout.base), ssaFrameSize: p.layout.ssaFrameSize, attributes: 4n, xfrm: 3n });
+    await client.enclaveAddPages(id, p.layout.pages.map((pg) => ({ offset: BigInt(pg.offset), data: payloadPage(p, pg.offset), flags: pg.secinfo, measure: true })));
+    const mr = mrenclaveOf(p);
+    await client.enclaveInit(id, buildSigstruct({ enclaveHash: mr, attributes: 4n, xfrm: 3n, attributeMask: 0xffff_ffff_ffff_fffdn, isvProdId: 1, isvSvn: 2 }, signer));
+    const info = await client.enclaveInfo(id);
+    expect(info.state).toBe('initialized');
+    expect(info.mrenclave.toString('hex')).toBe(mr.toString('hex'));
+    expect(info.epcPages).toBe(p.layout.pages.length + 1);
+
+    const listed = await client.enclaveList();
+    expect(listed.map((e) => [e.id, e.state, e.mrenclave])).toEqual([[id, 'initialized', mr.toString('hex')]]);
+    expect((await client.status()).enclaves).toHaveLength(1);
+
+    const data = Buffer.alloc(64, 0xab);
+    const report = await client.report(id, { mrenclave: mr }, data);
+    expect(seen.bufArgs.at(-1)).toBe(HE_BUF_ARG_MASK | 0b1110); // RSI, RDX, RCX in one page
+    const parsed = parseReport(report);
+    expect(parsed.mrenclave.toString('hex')).toBe(mr.toString('hex'));
+    expect(parsed.reportData.equals(data)).toBe(true);
+    expect(await client.verifyReport(report, mr)).toBe(true);
+    const forged = Buffer.from(report);
+    forged[320] ^= 1; // REPORTDATA
+    expect(await client.verifyReport(forged, mr)).toBe(false);
+
+    const k1 = await client.getKey(id, encodeKeyRequest({ keyName: KEYNAME.SEAL, keyPolicy: 1 }));
+    const k2 = await client.getKey(id, encodeKeyRequest({ keyName: KEYNAME.SEAL, keyPolicy: 1 }));
+    expect(k1).toHaveLength(16);
+    expect(k1.equals(k2)).toBe(true);
+    expect(k1.equals(Buffer.alloc(16))).toBe(false);
+    expect(await client.enclaveDestroy(id)).toBe(p.layout.pages.length + 1);
+  });
+
+  it('core refusals come back as one line with the status name', async () => {
+    const id = await client.enclaveCreate({ size: 0x4000n, base: 0x4000_0000n, ssaFrameSize: 1, attributes: 4n, xfrm: 3n });
+    await client.enclaveAdd(id, 0x1000n, Buffer.alloc(4096), 0x201);
+    await expect(client.enclaveAdd(id, 0x1000n, Buffer.alloc(4096), 0x201)).rejects.toThrow(/^ENCLAVE_ADD: PAGE_OVERLAP/);
+    await expect(client.enclaveAdd(id, 0x1000n, Buffer.alloc(100), 0x201)).rejects.toThrow('ENCLAVE_ADD: page of 100 bytes (must be 4096)');
+    await expect(client.enclaveCreate({ size: 0x3000n, base: 0x4000_0000n, ssaFrameSize: 1, attributes: 4n, xfrm: 3n })).rejects.toThrow(/^ENCLAVE_CREATE: SECS_INVALID/);
+    expect(await client.enclaveDestroy(id)).toBe(2);
+  });
+
+  it('a 1.0 driver is told apart: buffer calls refused with the fix, buffer-free calls still work', async () => {
+    const device = join(dir, 'hyperenclave');
+    const old = await LinuxHypervisorClient.open(device, driverBridge(core, 0x0001_0000, { bufArgs: [] }));
+    await expect(old.enclaveCreate({ size: 0x4000n, base: 0x4000_0000n, ssaFrameSize: 1, attributes: 4n, xfrm: 3n })).rejects.toThrow(
+      'ENCLAVE_CREATE: the driver speaks ioctl ABI 1.0, buffer hypercalls need 1.1 (load the current hyperenclave.ko)',
+    );
+    expect(await old.version()).toBe(0x0001_0000);
+    old.close();
+    await expect(LinuxHypervisorClient.open(device, driverBridge(core, 0x0002_0000, { bufArgs: [] }))).rejects.toThrow(/driver speaks ioctl ABI 2\.0, this tool 1\.1/);
+  });
+});
