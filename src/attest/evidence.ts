@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { compileSchema } from '../schemas.js';
-import { CLAIMS_SCHEME, claimsDigest, publicKeyHash, qualifyingData, type PlatformKindClaim } from './binding.js';
+import { CLAIMS_SCHEME, claimsDigest, publicKeyHash, qualifyingData, type ClaimsInput, type PlatformKindClaim } from './binding.js';
 import { fromB64, fromHex } from './bytes.js';
 import { AttestError } from './errors.js';
 import type { BankName } from './policy.js';
@@ -134,15 +134,23 @@ export function inputFromTpm2ToolsFiles(files: { message: Buffer; signature: Buf
   };
 }
 
+/** The claims a bundle carries, decoded as they were bound into its quotes' qualifyingData. */
+export function bundleClaims(ev: Evidence): ClaimsInput {
+  return {
+    platformKind: ev.claims.platformKind,
+    ...(ev.claims.hypervisorKeyHash ? { hypervisorKeyHash: Buffer.from(ev.claims.hypervisorKeyHash, 'hex') } : {}),
+    enclaves: (ev.enclaves ?? []).map((e) => ({
+      backend: e.backend,
+      report: Buffer.from(e.report, 'base64'),
+      ...(e.launchMeasurement ? { launchMeasurement: Buffer.from(e.launchMeasurement, 'hex') } : {}),
+      ...(e.keySlot !== undefined ? { keySlot: e.keySlot } : {}),
+    })),
+  };
+}
+
 /** The claims digest of a bundle as its attester computed it (for reports; verifiers recompute). */
 export function bundleClaimsDigest(ev: Evidence): string {
-  const enclaves = (ev.enclaves ?? []).map((e) => ({
-    backend: e.backend,
-    report: Buffer.from(e.report, 'base64'),
-    ...(e.launchMeasurement ? { launchMeasurement: Buffer.from(e.launchMeasurement, 'hex') } : {}),
-    ...(e.keySlot !== undefined ? { keySlot: e.keySlot } : {}),
-  }));
-  return claimsDigest({ platformKind: ev.claims.platformKind, ...(ev.claims.hypervisorKeyHash ? { hypervisorKeyHash: Buffer.from(ev.claims.hypervisorKeyHash, 'hex') } : {}), enclaves }).toString('hex');
+  return claimsDigest(bundleClaims(ev)).toString('hex');
 }
 
 export { publicKeyHash };

@@ -1,23 +1,13 @@
 import { join } from 'node:path';
 import { writeFileAtomic } from '../platform/state.js';
 import { qualifyingData } from './binding.js';
-import type { Evidence } from './evidence.js';
+import { bundleClaims, type Evidence } from './evidence.js';
 import type { BankName } from './policy.js';
 import { writePcrsFile } from './tpm2-tools.js';
 
 /** The qualifyingData our quotes carry for this bundle: SHA-256(nonce ‖ claimsDigest), hex. */
 export function bundleQualification(ev: Evidence): string {
-  const enclaves = (ev.enclaves ?? []).map((e) => ({
-    backend: e.backend,
-    report: Buffer.from(e.report, 'base64'),
-    ...(e.launchMeasurement ? { launchMeasurement: Buffer.from(e.launchMeasurement, 'hex') } : {}),
-    ...(e.keySlot !== undefined ? { keySlot: e.keySlot } : {}),
-  }));
-  return qualifyingData(Buffer.from(ev.nonce, 'hex'), {
-    platformKind: ev.claims.platformKind,
-    ...(ev.claims.hypervisorKeyHash ? { hypervisorKeyHash: Buffer.from(ev.claims.hypervisorKeyHash, 'hex') } : {}),
-    enclaves,
-  }).toString('hex');
+  return qualifyingData(Buffer.from(ev.nonce, 'hex'), bundleClaims(ev)).toString('hex');
 }
 
 function pcrBlob(q: Evidence['quotes'][number]): Buffer {

@@ -12,6 +12,7 @@ export * from './session.js';
 export * from './templates.js';
 export * from './policy.js';
 export * from './verify.js';
+export * from './signing-key.js';
 export * from './tcti.js';
 export * from './transport/index.js';
 export * from './client.js';

@@ -6,9 +6,10 @@ import { constants, createPublicKey, verify as cryptoVerify, KeyObject } from 'n
 import { HyperEnclaveError, EXIT } from '../errors.js';
 import { SM2_P256, bigFromBytes, doubleScalarMult, isOnCurve, mod } from '../crypto/ec.js';
 import { TPM_ALG, algName, hashAlgById, digest, type HashAlg } from './alg.js';
-import { TPM_ECC_CURVE } from './constants.js';
+import { TPM_ECC_CURVE, TPM_GENERATED_VALUE } from './constants.js';
 import { TpmProtocolError } from './errors.js';
 import { parseAttest, parseSignature, type PcrSelection, type TpmsAttest, type TpmtPublic, type TpmtSignature } from './structures.js';
+import type { SigningKey } from './signing-key.js';
 
 /** A verification that failed (bad signature, digest mismatch, wrong nonce); names the claim. */
 export class TpmVerifyError extends HyperEnclaveError {
@@ -66,6 +67,11 @@ function leftPad(b: Buffer, size: number, what: string): Buffer {
   return b.length === size ? b : Buffer.concat([Buffer.alloc(size - b.length), b]);
 }
 
+/** First line of an error's message (OpenSSL's can span several). */
+function firstLine(e: unknown): string {
+  return (e instanceof Error ? e.message : String(e)).split('\n')[0]!;
+}
+
 /** The Node public key of a TPM RSA or ECC public area. */
 export function publicKeyFromTpmt(pub: TpmtPublic): KeyObject {
   if (pub.type === TPM_ALG.RSA) {
@@ -75,7 +81,11 @@ export function publicKeyFromTpmt(pub: TpmtPublic): KeyObject {
     eb.writeUInt32BE(e >>> 0);
     let i = 0;
     while (i < 3 && eb[i] === 0) i++;
-    return createPublicKey({ key: { kty: 'RSA', n: pub.unique.toString('base64url'), e: eb.subarray(i).toString('base64url') }, format: 'jwk' });
+    try {
+      return createPublicKey({ key: { kty: 'RSA', n: pub.unique.toString('base64url'), e: eb.subarray(i).toString('base64url') }, format: 'jwk' });
+    } catch (err) {
+      throw new TpmProtocolError(`TPMT_PUBLIC: RSA modulus is not a valid public key: ${firstLine(err)}`);
+    }
   }
   if (pub.type === TPM_ALG.ECC) {
     const c = curveInfo(pub.parameters.curveId);
@@ -84,7 +94,7 @@ export function publicKeyFromTpmt(pub: TpmtPublic): KeyObject {
     try {
       return createPublicKey({ key: spki, format: 'der', type: 'spki' });
     } catch (e) {
-      throw new TpmProtocolError(`TPMT_PUBLIC: ECC point is not a valid ${c.name} public key: ${(e as Error).message}`);
+      throw new TpmProtocolError(`TPMT_PUBLIC: ECC point is not a valid ${c.name} public key: ${firstLine(e)}`);
     }
   }
   throw new TpmProtocolError(`TPMT_PUBLIC: object type ${algName(pub.type)} has no public key`);
@@ -100,17 +110,30 @@ function sigHash(id: number): HashAlg {
   return h;
 }
 
+const ECDSA_SIZES: Record<string, number> = { prime256v1: 32, secp384r1: 48, secp521r1: 66, SM2: 32 };
+
+/** r or s as exactly `size` bytes: leading zeros dropped or added; undefined when it is longer. */
+function fixedWidth(b: Buffer, size: number): Buffer | undefined {
+  let v = b;
+  while (v.length > size && v[0] === 0) v = v.subarray(1);
+  return v.length > size ? undefined : leftPad(v, size, 'ECDSA r/s');
+}
+
 /**
  * Checks a TPMT_SIGNATURE over message bytes (a TPMS_ATTEST) with an RSA or ECC key:
- * RSASSA, RSAPSS, ECDSA. Returns false for a signature that does not verify.
+ * RSASSA, RSAPSS, ECDSA, and SM2 (which needs the key's TPM public area). Returns false for a
+ * signature that does not verify; throws TpmVerifyError when key and signature do not go together.
  */
-export function verifySignature(key: TpmtPublic | KeyObject, message: Uint8Array, sig: TpmtSignature | Uint8Array): boolean {
+export function verifySignature(key: TpmtPublic | KeyObject | SigningKey, message: Uint8Array, sig: TpmtSignature | Uint8Array): boolean {
   const s = sig instanceof Uint8Array ? parseSignature(sig) : sig;
-  const k = key instanceof KeyObject ? key : publicKeyFromTpmt(key);
+  const area = key instanceof KeyObject ? undefined : 'spkiSha256' in key ? key.public : key;
+  // Imported only when needed: SM2 checks work on the public area alone.
+  const nodeKey = (): KeyObject => (key instanceof KeyObject ? key : 'spkiSha256' in key ? key.key : publicKeyFromTpmt(key));
   switch (s.sigAlg) {
     case TPM_ALG.RSASSA:
     case TPM_ALG.RSAPSS: {
       if (s.kind !== 'rsa') return false;
+      const k = nodeKey();
       if (k.asymmetricKeyType !== 'rsa') throw new TpmVerifyError(`an ${algName(s.sigAlg)} signature needs an RSA key, got ${k.asymmetricKeyType}`);
       const h = sigHash(s.hash);
       const padding = s.sigAlg === TPM_ALG.RSASSA ? constants.RSA_PKCS1_PADDING : constants.RSA_PKCS1_PSS_PADDING;
@@ -118,23 +141,57 @@ export function verifySignature(key: TpmtPublic | KeyObject, message: Uint8Array
     }
     case TPM_ALG.ECDSA: {
       if (s.kind !== 'ecc') return false;
+      const k = nodeKey();
       if (k.asymmetricKeyType !== 'ec') throw new TpmVerifyError(`an ECDSA signature needs an EC key, got ${k.asymmetricKeyType}`);
       const h = sigHash(s.hash);
-      const jwk = k.export({ format: 'jwk' });
-      const size = Buffer.from(jwk.x ?? '', 'base64url').length;
-      if (s.r.length > size || s.s.length > size) return false;
-      const raw = Buffer.concat([leftPad(s.r, size, 'ECDSA r'), leftPad(s.s, size, 'ECDSA s')]);
-      return cryptoVerify(h.nodeName, message, { key: k, dsaEncoding: 'ieee-p1363' }, raw);
+      const curve = k.asymmetricKeyDetails?.namedCurve ?? '';
+      const size = ECDSA_SIZES[curve];
+      if (!size) throw new TpmVerifyError(`ECDSA on curve ${curve || 'unknown'} is not supported (P-256, P-384, P-521, SM2 are)`);
+      const r = fixedWidth(s.r, size);
+      const sv = fixedWidth(s.s, size);
+      if (!r || !sv) return false;
+      return cryptoVerify(h.nodeName, message, { key: k, dsaEncoding: 'ieee-p1363' }, Buffer.concat([r, sv]));
     }
     case TPM_ALG.SM2: {
       if (s.kind !== 'ecc') return false;
-      if (key instanceof KeyObject || key.type !== TPM_ALG.ECC || key.parameters.curveId !== TPM_ECC_CURVE.SM2_P256) {
+      if (!area || area.type !== TPM_ALG.ECC || area.parameters.curveId !== TPM_ECC_CURVE.SM2_P256) {
         throw new TpmVerifyError('an SM2 signature needs the TPM public area of an SM2-curve key');
       }
-      return sm2VerifyTpmDigest(key.unique.x, key.unique.y, digest(sigHash(s.hash), message), s.r, s.s);
+      return sm2VerifyTpmDigest(area.unique.x, area.unique.y, digest(sigHash(s.hash), message), s.r, s.s);
     }
     default:
       throw new TpmVerifyError(`signature algorithm ${algName(s.sigAlg)} cannot be verified here (RSASSA, RSAPSS, ECDSA, SM2 are)`);
+  }
+}
+
+/** The outcome of a signature check, for verifiers that report rather than throw. */
+export interface SignatureCheck {
+  ok: boolean;
+  /** Signature scheme as named by algName (ecdsa, rsassa, rsapss, sm2), 'unknown' when unparsable. */
+  scheme: string;
+  /** Hash of the signature (tpm2-tools spelling), '' when unknown. */
+  hashName: string;
+  reason: string;
+}
+
+/** verifySignature over TPMT_SIGNATURE bytes that never throws: says why a signature is refused. */
+export function checkSignature(key: SigningKey, message: Uint8Array, signature: Uint8Array): SignatureCheck {
+  let s: TpmtSignature;
+  try {
+    s = parseSignature(signature);
+  } catch (e) {
+    return { ok: false, scheme: 'unknown', hashName: '', reason: firstLine(e) };
+  }
+  const scheme = algName(s.sigAlg);
+  if (s.kind === 'null') return { ok: false, scheme, hashName: '', reason: 'TPMT_SIGNATURE: sigAlg is TPM_ALG_NULL (unsigned)' };
+  if (s.kind === 'hmac') return { ok: false, scheme, hashName: '', reason: 'hmac signatures are not supported' };
+  const hash = hashAlgById(s.hash);
+  if (!hash) return { ok: false, scheme, hashName: '', reason: `signature hash ${algName(s.hash)} unknown` };
+  try {
+    const ok = verifySignature(key, message, s);
+    return { ok, scheme, hashName: hash.name, reason: ok ? 'verifies' : `${scheme}/${hash.name} signature does not verify with the AK` };
+  } catch (e) {
+    return { ok: false, scheme, hashName: hash.name, reason: `${scheme} verification error: ${firstLine(e)}` };
   }
 }
 
@@ -175,6 +232,18 @@ export function pcrDigest(hashAlg: number, selection: readonly PcrSelection[], b
     }
   }
   return digest(h, ...parts);
+}
+
+/**
+ * TPMS_ATTEST as evidence: parsed as parseAttest does, except that a wrong magic is returned for
+ * the caller to judge and name (like go-tpm's TPMGenerated.Check) instead of refused.
+ */
+export function decodeAttest(bytes: Uint8Array): TpmsAttest {
+  if (bytes.length < 4) return parseAttest(bytes);
+  const asGenerated = Buffer.from(bytes);
+  const magic = asGenerated.readUInt32BE(0);
+  asGenerated.writeUInt32BE(TPM_GENERATED_VALUE, 0);
+  return { ...parseAttest(asGenerated), magic };
 }
 
 export interface QuoteCheck {

@@ -1,5 +1,6 @@
-import { PAGE_SIZE, type XtsKey, xtsCryptPages } from '../../crypto/xts.js';
+import { PAGE_SIZE, type XtsKey } from '../../crypto/xts.js';
 import { BackendError } from './errors.js';
+import { cryptPages } from './page-cipher.js';
 
 /**
  * Guest DRAM as the memory controller stores it: ciphertext under one XTS key, with the page's
@@ -11,9 +12,10 @@ export class EncryptedMemory {
 
   constructor(
     readonly size: number,
-    private readonly tweakBase: bigint = 0n,
+    private readonly tweakBase = 0,
   ) {
     if (!Number.isInteger(size) || size <= 0 || size % PAGE_SIZE !== 0) throw new BackendError(`guest memory size ${size} is not a positive multiple of 4 KiB`);
+    if (!Number.isSafeInteger(tweakBase + size) || tweakBase < 0 || tweakBase % PAGE_SIZE !== 0) throw new BackendError(`guest memory tweak base ${tweakBase} is not a 4 KiB-aligned address below 2^53`);
     this.dram = Buffer.alloc(size);
   }
 
@@ -29,7 +31,8 @@ export class EncryptedMemory {
     const start = Math.floor(gpa / PAGE_SIZE) * PAGE_SIZE;
     const end = Math.ceil((gpa + length) / PAGE_SIZE) * PAGE_SIZE;
     const raw = this.dram.subarray(start, end);
-    const plain = key ? xtsCryptPages(key, this.tweakBase + BigInt(start), raw, false) : Buffer.from(raw);
+    const plain = key ? Buffer.allocUnsafe(end - start) : Buffer.from(raw);
+    if (key) cryptPages(key, this.tweakBase + start, raw, plain, false);
     return plain.subarray(gpa - start, gpa - start + length);
   }
 
@@ -46,7 +49,8 @@ export class EncryptedMemory {
       buf.set(plaintext, gpa - start);
       pages = buf;
     }
-    if (key) xtsCryptPages(key, this.tweakBase + BigInt(start), pages, true).copy(this.dram, start);
+    // Straight into DRAM: no temporary the size of the write.
+    if (key) cryptPages(key, this.tweakBase + start, pages, this.dram.subarray(start, end), true);
     else this.dram.set(pages, start);
   }
 

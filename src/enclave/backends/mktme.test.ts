@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { xtsCryptPages, xtsKey } from '../../crypto/xts.js';
 import { MKTME_ALG_AES_XTS_128, MKTME_CMD, MKTME_DEFAULTS, MKTME_STATUS, MktmePlatform, keyProgramStruct } from './mktme.js';
 
 const page = (v: number): Buffer => Buffer.alloc(4096, v);
@@ -56,5 +57,25 @@ describe('MKTME PCONFIG MKTME_KEY_PROGRAM', () => {
     p.write(p.physicalAddress(6, addr + 8192n), page(9));
     expect(p.read(p.physicalAddress(0, addr + 8192n), 4096).equals(page(9))).toBe(true);
     expect(() => p.read(p.physicalAddress(9, addr), 4096)).toThrow(/KeyID 9, which is not programmed/);
+  });
+
+  it('DRAM across 2 MiB slab boundaries: round trips, unwritten frames decrypt zeros, freed frames read as zeros', () => {
+    const p = new MktmePlatform();
+    expect(p.pconfig(0, keyProgramStruct(2, MKTME_CMD.SET_KEY_DIRECT, MKTME_ALG_AES_XTS_128, Buffer.alloc(16, 3), Buffer.alloc(16, 4)))).toBe(0);
+    const slab = 2n * 1024n * 1024n;
+    const base = 5n * slab - 3n * 4096n; // 3 pages before a slab boundary, 4 after
+    const data = Buffer.from(Array.from({ length: 7 * 4096 }, (_, i) => (i * 7) & 0xff));
+    p.write(p.physicalAddress(2, base), data);
+    expect(p.read(p.physicalAddress(2, base), data.length).equals(data)).toBe(true);
+    expect(p.read(p.physicalAddress(2, base + 4096n), 5 * 4096).equals(data.subarray(4096, 6 * 4096))).toBe(true);
+    // A page never written holds zero ciphertext; through a key it reads as their decryption.
+    const untouched = p.read(p.physicalAddress(2, base + 7n * 4096n), 4096);
+    expect(untouched.equals(Buffer.alloc(4096))).toBe(false);
+    expect(p.readRaw(base + 7n * 4096n, 4096).equals(Buffer.alloc(4096))).toBe(true);
+    p.freeFrames(base, 7 * 4096);
+    expect(p.readRaw(base, 7 * 4096).equals(Buffer.alloc(7 * 4096))).toBe(true);
+    const key = xtsKey('aes-128', Buffer.alloc(16, 3), Buffer.alloc(16, 4));
+    expect(untouched.equals(xtsCryptPages(key, base + 7n * 4096n, Buffer.alloc(4096), false))).toBe(true);
+    expect(p.read(p.physicalAddress(2, base + 4n * 4096n), 4096).equals(xtsCryptPages(key, base + 4n * 4096n, Buffer.alloc(4096), false))).toBe(true);
   });
 });

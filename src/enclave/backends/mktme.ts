@@ -1,7 +1,8 @@
 import { randomBytes } from 'node:crypto';
-import { PAGE_SIZE, type XtsKey, xtsCryptPages, xtsKey } from '../../crypto/xts.js';
+import { PAGE_SIZE, type XtsKey, xtsKey } from '../../crypto/xts.js';
 import { type TmeActivate, type TmeCapability, decodeTmeActivate, decodeTmeCapability } from './detect.js';
 import { BackendError } from './errors.js';
+import { cryptPages } from './page-cipher.js';
 
 /**
  * Intel MKTME model: the memory controller encrypts every line with the key of the KeyID found
@@ -22,6 +23,8 @@ export const MKTME_STATUS = {
   DEVICE_BUSY: 5,
 } as const;
 export const KEY_PROGRAM_STRUCT_SIZE = 256;
+
+const SLAB_SIZE = 2 * 1024 * 1024;
 
 /** Builds MKTME_KEY_PROGRAM_STRUCT: keyid u16 @0, keyid_ctrl u32 @2, reserved @6..63, key @64 (64 B), tweak key @128 (64 B), reserved @192. */
 export function keyProgramStruct(keyId: number, command: number, algorithm: number, key?: Uint8Array, tweakKey?: Uint8Array): Buffer {
@@ -59,7 +62,7 @@ export class MktmePlatform {
   readonly maxKeyId: number;
   private readonly keys = new Map<number, KeyEntry>();
   private readonly tmeKey: XtsKey;
-  /** DRAM pages by frame number (address without KeyID), holding ciphertext. */
+  /** DRAM (ciphertext) in 2 MiB slabs by slab number (address without KeyID / SLAB_SIZE); absent = zeros. */
   private readonly dram = new Map<number, Buffer>();
 
   constructor(o: MktmeOptions = MKTME_DEFAULTS) {
@@ -69,6 +72,7 @@ export class MktmePlatform {
     if (this.activate.keyIdBits === 0) throw new BackendError('MKTME: IA32_TME_ACTIVATE KeyID bits = 0 (MKTME off, TME only)');
     if (this.activate.keyIdBits > this.capability.maxKeyIdBits)
       throw new BackendError(`MKTME: ${this.activate.keyIdBits} KeyID bits activated but TME_CAPABILITY allows ${this.capability.maxKeyIdBits}`);
+    if (!Number.isInteger(o.physAddrBits) || o.physAddrBits < 32 || o.physAddrBits > 52) throw new BackendError(`MKTME: MAXPHYADDR ${o.physAddrBits} outside 32..52`);
     this.physAddrBits = o.physAddrBits;
     this.keyIdShift = o.physAddrBits - this.activate.keyIdBits;
     this.maxKeyId = Math.min((1 << this.activate.keyIdBits) - 1, this.capability.maxKeys);
@@ -136,33 +140,62 @@ export class MktmePlatform {
     const { keyId, address } = this.splitAddress(pa);
     this.checkRange(address, length);
     const key = this.keyFor(keyId);
-    const raw = this.readRaw(address, length);
-    return key ? xtsCryptPages(key, address, raw, false) : raw;
+    if (!key) return this.readRaw(address, length);
+    const out = Buffer.allocUnsafe(length);
+    let zeros: Buffer | undefined; // DRAM never written holds zeros, which decrypt to garbage
+    for (const s of this.slabRuns(address, length)) {
+      const raw = this.dram.get(s.slab)?.subarray(s.offset, s.offset + s.length) ?? (zeros ??= Buffer.alloc(SLAB_SIZE)).subarray(0, s.length);
+      cryptPages(key, s.address, raw, out.subarray(s.at, s.at + s.length), false);
+    }
+    return out;
   }
 
   write(pa: bigint, data: Uint8Array): void {
     const { keyId, address } = this.splitAddress(pa);
     this.checkRange(address, data.length);
     const key = this.keyFor(keyId);
-    this.writeRaw(address, key ? xtsCryptPages(key, address, data, true) : data);
+    if (!key) {
+      this.writeRaw(address, data);
+      return;
+    }
+    // Encrypted straight into the DRAM slabs, one run per slab.
+    for (const s of this.slabRuns(address, data.length)) cryptPages(key, s.address, data.subarray(s.at, s.at + s.length), this.slab(s.slab).subarray(s.offset, s.offset + s.length), true);
   }
 
   /** DRAM contents (ciphertext), address without KeyID. */
   readRaw(address: bigint, length: number): Buffer {
     const out = Buffer.alloc(length);
-    const first = Number(address / BigInt(PAGE_SIZE));
-    for (let i = 0; i < length / PAGE_SIZE; i++) this.dram.get(first + i)?.copy(out, i * PAGE_SIZE);
+    for (const s of this.slabRuns(address, length)) this.dram.get(s.slab)?.copy(out, s.at, s.offset, s.offset + s.length);
     return out;
   }
 
   writeRaw(address: bigint, bytes: Uint8Array): void {
-    const first = Number(address / BigInt(PAGE_SIZE));
-    for (let i = 0; i < bytes.length / PAGE_SIZE; i++) this.dram.set(first + i, Buffer.from(bytes.subarray(i * PAGE_SIZE, (i + 1) * PAGE_SIZE)));
+    for (const s of this.slabRuns(address, bytes.length)) this.slab(s.slab).set(bytes.subarray(s.at, s.at + s.length), s.offset);
   }
 
-  /** Drop DRAM pages (frames returned). */
+  /** Drop DRAM pages (frames returned): they read as zeros again. */
   freeFrames(address: bigint, length: number): void {
-    const first = Number(address / BigInt(PAGE_SIZE));
-    for (let i = 0; i < length / PAGE_SIZE; i++) this.dram.delete(first + i);
+    for (const s of this.slabRuns(address, length)) {
+      if (s.length === SLAB_SIZE) this.dram.delete(s.slab);
+      else this.dram.get(s.slab)?.fill(0, s.offset, s.offset + s.length);
+    }
+  }
+
+  private slab(n: number): Buffer {
+    let b = this.dram.get(n);
+    if (!b) this.dram.set(n, (b = Buffer.alloc(SLAB_SIZE)));
+    return b;
+  }
+
+  /** [address, address+length) cut at slab boundaries: slab number, offset in it, offset in the access. */
+  private *slabRuns(address: bigint, length: number): Generator<{ slab: number; offset: number; at: number; length: number; address: number }> {
+    const start = Number(address);
+    for (let at = 0; at < length; ) {
+      const a = start + at;
+      const offset = a % SLAB_SIZE;
+      const n = Math.min(SLAB_SIZE - offset, length - at);
+      yield { slab: Math.floor(a / SLAB_SIZE), offset, at, length: n, address: a };
+      at += n;
+    }
   }
 }

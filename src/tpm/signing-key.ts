@@ -1,0 +1,94 @@
+/**
+ * A signing key as a verifier holds it (an AK from evidence): the TPM public area and/or a PEM,
+ * imported once, with its Name and SPKI hash. No TPM needed.
+ */
+import { createHash, createPublicKey, type KeyObject } from 'node:crypto';
+import { TPM_ALG, algName, digest, hashAlgById } from './alg.js';
+import { TPM_ECC_CURVE } from './constants.js';
+import { TpmProtocolError, TpmUsageError } from './errors.js';
+import { unmarshalExact } from './marshal.js';
+import { readPublic, type TpmtPublic } from './structures.js';
+import { publicKeyFromTpmt } from './verify.js';
+
+/** TPMT_PUBLIC, or TPM2B_PUBLIC (a leading u16 size equal to the rest): the structure and its exact TPMT bytes. */
+export function parsePublicArea(bytes: Uint8Array): { public: TpmtPublic; bytes: Buffer } {
+  const sized = bytes.length >= 2 && ((bytes[0]! << 8) | bytes[1]!) === bytes.length - 2;
+  const tpmt = Buffer.from(sized ? bytes.subarray(2) : bytes);
+  return { public: unmarshalExact(tpmt, 'TPMT_PUBLIC', readPublic), bytes: tpmt };
+}
+
+/** Object Name = nameAlg (u16) ‖ H_nameAlg(TPMT_PUBLIC), over the bytes as given. */
+export function publicAreaName(tpmt: Uint8Array, nameAlg: number): Buffer {
+  const alg = hashAlgById(nameAlg);
+  if (!alg) throw new TpmProtocolError(`TPMT_PUBLIC: unknown nameAlg ${algName(nameAlg)}`);
+  const head = Buffer.alloc(2);
+  head.writeUInt16BE(nameAlg);
+  return Buffer.concat([head, digest(alg, tpmt)]);
+}
+
+export interface SigningKey {
+  key: KeyObject;
+  /** The TPMT_PUBLIC the key came from, when given (SM2 signatures need it). */
+  public?: TpmtPublic;
+  /** e.g. "ecdsa P-256", "rsa 2048", "sm2 SM2-P256". */
+  description: string;
+  /** Hash of the key's signing scheme (tpm2-tools spelling); sha256 when the key has none. */
+  hashName: string;
+  /** SHA-256 of the DER SubjectPublicKeyInfo, hex. */
+  spkiSha256: string;
+  /** TPM Name (hex) when the TPMT_PUBLIC is known. */
+  name?: string;
+}
+
+// Verifiers see the same few keys again and again; importing one costs ~100 µs.
+const cache = new Map<string, SigningKey>();
+const CACHE_ENTRIES = 4096;
+
+/**
+ * The key from its TPMT_PUBLIC (or TPM2B_PUBLIC) and/or PEM. With both they must be the same key:
+ * the Name comes from the public area, the signature check from the same key.
+ */
+export function signingKeyFrom(input: { tpmtPublic?: Uint8Array; pem?: string }): SigningKey {
+  const id = `${input.tpmtPublic ? Buffer.from(input.tpmtPublic).toString('base64') : ''}|${input.pem ?? ''}`;
+  const hit = cache.get(id);
+  if (hit) return hit;
+  const made = importSigningKey(input);
+  if (cache.size >= CACHE_ENTRIES) cache.delete(cache.keys().next().value!);
+  cache.set(id, made);
+  return made;
+}
+
+function importSigningKey(input: { tpmtPublic?: Uint8Array; pem?: string }): SigningKey {
+  let key: KeyObject | undefined;
+  let area: { public: TpmtPublic; bytes: Buffer } | undefined;
+  let hashName = 'sha256';
+  if (input.tpmtPublic) {
+    area = parsePublicArea(input.tpmtPublic);
+    key = publicKeyFromTpmt(area.public);
+    const p = area.public;
+    const schemeHash = p.type === TPM_ALG.RSA || p.type === TPM_ALG.ECC ? p.parameters.scheme.hashAlg : undefined;
+    if (schemeHash !== undefined && schemeHash !== TPM_ALG.NULL) hashName = hashAlgById(schemeHash)?.name ?? hashName;
+  }
+  if (input.pem) {
+    let fromPem: KeyObject;
+    try {
+      fromPem = createPublicKey(input.pem);
+    } catch (e) {
+      throw new TpmUsageError(`PEM: not a public key (${(e as Error).message.split('\n')[0]})`);
+    }
+    if (key && !key.equals(fromPem)) throw new TpmUsageError('PEM and TPMT_PUBLIC are different keys');
+    key ??= fromPem;
+  }
+  if (!key) throw new TpmUsageError('public key missing (neither TPMT_PUBLIC nor PEM given)');
+  const sm2 = area?.public.type === TPM_ALG.ECC && area.public.parameters.curveId === TPM_ECC_CURVE.SM2_P256;
+  const d = key.asymmetricKeyDetails ?? {};
+  const curve = d.namedCurve === 'prime256v1' ? 'P-256' : d.namedCurve === 'secp384r1' ? 'P-384' : d.namedCurve;
+  const description = sm2 ? 'sm2 SM2-P256' : key.asymmetricKeyType === 'ec' ? `ecdsa ${curve}` : `${key.asymmetricKeyType} ${d.modulusLength ?? ''}`.trim();
+  return {
+    key,
+    ...(area ? { public: area.public, name: publicAreaName(area.bytes, area.public.nameAlg).toString('hex') } : {}),
+    description,
+    hashName,
+    spkiSha256: createHash('sha256').update(key.export({ type: 'spki', format: 'der' })).digest('hex'),
+  };
+}
