@@ -138,8 +138,10 @@ export async function runEnclave(client: HypervisorClient, m: EnclaveManifest, o
   let destroyed = false;
   let epcReturned: number | null = null;
   try {
-    const launch = await launchEnclave(client, e.id, backend, policy);
-    const ecalls = opts.ecalls?.length ? await client.enclaveRun(e.id, opts.ecalls) : ([] as EcallResult[]);
+    // The bare-metal hypervisor has no memory-encryption launch: backend "none" needs none.
+    const launch = client.platform === 'linux' && backend === 'none' ? null : await launchEnclave(client, e.id, backend, policy);
+    const tcs = e.plan.pages.find((p) => ((p.flags >> 8) & 0xff) === 1)?.offset;
+    const ecalls = opts.ecalls?.length ? await client.enclaveRun(e.id, opts.ecalls.map((c) => ({ ...(tcs !== undefined ? { tcs } : {}), ...c }))) : ([] as EcallResult[]);
     const report = await client.report(e.id, { mrenclave: e.mrenclave, attributes: e.plan.attributes | 1n, xfrm: e.plan.xfrm }, reportData);
     const parsed = parseReport(report);
     if (!parsed.mrenclave.equals(e.mrenclave)) throw new EnclaveError(`REPORT.MRENCLAVE ${parsed.mrenclave.toString('hex')} is not the enclave's ${e.mrenclave.toString('hex')}`, EXIT.VERIFY_FAILED);
@@ -162,7 +164,7 @@ export async function runEnclave(client: HypervisorClient, m: EnclaveManifest, o
       base: '0x' + e.plan.base.toString(16),
       epcPages: e.epcPages,
       backend,
-      keySlot: launch.keySlot,
+      keySlot: launch?.keySlot ?? null,
       launch,
       ecalls: ecalls.map((c) => ({ fn: c.fn, ok: c.ok, ret: c.ret === null ? null : '0x' + c.ret.toString(16), output: c.output.toString('hex'), error: c.error, micros: c.micros })),
       report: report.toString('hex'),

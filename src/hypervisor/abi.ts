@@ -25,6 +25,8 @@ export const HC = {
   ENCLAVE_EXIT: 0x15,
   ENCLAVE_DESTROY: 0x16,
   ENCLAVE_INFO: 0x17,
+  /** Runs one ECALL; served by the bare-metal image (the emulated platform runs enclaves on KVM). */
+  ENCLAVE_CALL: 0x18,
   REPORT: 0x20,
   VERIFY_REPORT: 0x21,
   GET_KEY: 0x22,
@@ -71,6 +73,8 @@ export const HC_STATUS: readonly { code: number; name: string; meaning: string; 
   { code: 31, name: 'KEYSLOT_INVALID', meaning: 'key slot not allocated or out of range', exit: EXIT.BAD_INPUT },
   { code: 32, name: 'NO_KEYSLOTS', meaning: 'platform has no memory-encryption key slots', exit: EXIT.UNSUPPORTED },
   { code: 33, name: 'INTERNAL_ERROR', meaning: 'hypervisor internal error', exit: EXIT.INTERNAL },
+  { code: 34, name: 'ENCLAVE_INTERRUPTED', meaning: 'an interrupt arrived while the enclave ran; call again to resume', exit: EXIT.INTERNAL },
+  { code: 35, name: 'ENCLAVE_FAULT', meaning: 'the enclave thread faulted and was ended (see the hypervisor log)', exit: EXIT.BAD_INPUT },
 ];
 export const STATUS_CODE: Readonly<Record<string, number>> = Object.fromEntries(HC_STATUS.map((s) => [s.name, s.code]));
 

@@ -29,7 +29,7 @@ import {
   encodeTargetInfo,
   formatAbiVersion,
 } from './abi.js';
-import type { EnclaveSummary, HypervisorClient, HypervisorStatus, LoadedImage } from './client.js';
+import type { EcallRequest, EcallResult, EnclaveSummary, HypervisorClient, HypervisorStatus, LoadedImage } from './client.js';
 import type { EnclaveInfoRecord } from './abi.js';
 
 export const HYPERENCLAVE_DEVICE = '/dev/hyperenclave';
@@ -41,6 +41,11 @@ export interface IoctlBridge {
   ioctl(fd: number, request: number, arg: Buffer | null, data?: { buffer: Buffer; at: number }): number;
   close(fd: number): void;
 }
+
+/** ENCLAVE_CALL's R8 when aborting an interrupted ECALL. */
+const ECALL_ABORT = 0xffff_ffff_ffff_ffffn;
+/** How long an ECALL may keep being interrupted before it is aborted (the emulated runner's watchdog). */
+const ECALL_BUDGET_MS = 2000;
 
 /** A hypercall argument: a number, or a buffer the driver stages in a kernel page (`out`: bytes to read back). */
 type HcArg = bigint | { in: Buffer } | { out: number } | { in: Buffer; out: number };
@@ -271,8 +276,57 @@ export class LinuxHypervisorClient implements HypervisorClient {
   enclaveLaunch(): Promise<never> {
     return this.unsupported('enclave launch', 'the bare-metal hypervisor does not run enclave VMs yet');
   }
-  enclaveRun(): Promise<never> {
-    return this.unsupported('enclave run', 'the bare-metal hypervisor does not run enclave VMs yet');
+  /**
+   * ECALLs through ENCLAVE_CALL: the hypervisor runs the thread on this CPU. An interrupt parks it
+   * (ENCLAVE_INTERRUPTED) and the call is repeated to resume; after ECALL_BUDGET_MS of that it is
+   * aborted, as the emulated runner's watchdog does.
+   */
+  async enclaveRun(id: number, ecalls: readonly EcallRequest[]): Promise<EcallResult[]> {
+    const out: EcallResult[] = [];
+    for (const e of ecalls) {
+      if (e.tcs === undefined) throw new HypervisorError(`ENCLAVE_CALL: ECALL ${e.fn} names no TCS offset`, EXIT.USAGE);
+      const input = e.input ?? Buffer.alloc(0);
+      if (input.length > PAGE_SIZE) throw new HypervisorError(`ENCLAVE_CALL: input of ${input.length} bytes (the shared buffer holds ${PAGE_SIZE})`, EXIT.BAD_INPUT);
+      const t0 = process.hrtime.bigint();
+      let resumes = 0;
+      let r: { regs: { rdi: bigint }; out: Buffer[] } | undefined;
+      let error: string | null = null;
+      for (;;) {
+        const elapsedMs = Number(process.hrtime.bigint() - t0) / 1e6;
+        const abort = elapsedMs > ECALL_BUDGET_MS;
+        try {
+          r = this.hypercallWith('ENCLAVE_CALL', [BigInt(id), e.tcs, BigInt(e.fn), { in: input, out: PAGE_SIZE }, abort ? ECALL_ABORT : BigInt(input.length)]);
+          break;
+        } catch (err) {
+          const name = err instanceof HypervisorError ? err.statusName : undefined;
+          if (name === 'ENCLAVE_INTERRUPTED' && !abort) {
+            resumes++;
+            continue;
+          }
+          if (name === 'ENCLAVE_FAULT' || name === 'ENCLAVE_INTERRUPTED') {
+            error = abort ? `ECALL ${e.fn} ran longer than ${ECALL_BUDGET_MS} ms (${resumes} interrupts): aborted` : `ECALL ${e.fn}: the enclave thread faulted (see the hypervisor log)`;
+            break;
+          }
+          throw err;
+        }
+      }
+      const micros = Number(process.hrtime.bigint() - t0) / 1000;
+      if (!r) {
+        out.push({ fn: e.fn, ok: false, ret: null, output: Buffer.alloc(0), error, micros });
+        break; // the thread is dead until the enclave is destroyed
+      }
+      const status = r.regs.rdi;
+      const failed = (status & 0x8000_0000n) !== 0n;
+      out.push({
+        fn: e.fn,
+        ok: !failed,
+        ret: status,
+        output: failed ? Buffer.alloc(0) : r.out[0]!.subarray(0, Number(status)),
+        error: failed ? `ECALL ${e.fn} returned error code ${Number(status & 0x7fff_ffffn)}` : null,
+        micros,
+      });
+    }
+    return out;
   }
   enclaveMemory(): Promise<Buffer> {
     return this.unsupported('enclave memory views', 'use HE_IOC_PROBE');

@@ -108,6 +108,9 @@ if cli enclave-create --json enclave create /opt/enclave/crypto.manifest.json; t
   cli enclave-destroy --json enclave destroy "$id" || true
 else check enclave-create FAIL "exit $rc"; fi
 out=$(hectl enclave 2>&1) && check enclave-lifecycle PASS "$out" || check enclave-lifecycle FAIL "$out"
+# ECALLs run by the real hypervisor (ENCLAVE_CALL): echo, sha256, empty; then EGETKEY/EREPORT/RDRAND from the sealer
+cli enclave-run-crypto --json enclave run /opt/enclave/crypto.manifest.json --ecall 0=hello --ecall 2=abc --ecall 4 || true
+cli enclave-run-sealer --json enclave run /opt/enclave/sealer.manifest.json --ecall 3 --ecall 2:$(printf '%0128d' 7) --ecall 0=the-launch-codes || true
 # remote attestation: the verifier runs on the host; the guest reaches it at 10.0.2.2
 cli ak-create --json ak create || true
 cli ak-enroll --json ak enroll --verifier "$VERIFIER_URL" || true

@@ -145,6 +145,26 @@ if (docs['enclave-create']) {
   if (d) host('enclave-destroyed', d.epcPages === e.epcPages || d.epcReturned === e.epcPages, `destroy returned ${d.epcPages ?? d.epcReturned} of ${e.epcPages} EPC pages`);
 }
 
+// ECALLs answered by enclave code the bare-metal hypervisor ran (ENCLAVE_CALL).
+const ecallsOf = (doc) => Object.fromEntries((doc?.ecalls ?? []).map((e) => [e.fn, e]));
+if (docs['enclave-run-crypto']) {
+  const r = docs['enclave-run-crypto'];
+  const e = ecallsOf(r);
+  const sha = createHash('sha256').update('abc').digest('hex');
+  const ok = e[0]?.output === Buffer.from('hello').toString('hex') && e[2]?.output === sha && e[4]?.ok === true && r.reportVerified === true && r.epcReturned === r.epcPages;
+  host('ecall-crypto', ok, `echo ${e[0]?.ok ? Buffer.from(e[0].output, 'hex').toString() : e[0]?.error}, sha256("abc") ${e[2]?.output === sha ? 'correct' : `wrong (${e[2]?.output ?? e[2]?.error})`}, empty ${e[4]?.ok ? 'ok' : e[4]?.error} (${(e[4]?.micros ?? 0).toFixed(0)} µs round trip), REPORT verified ${r.reportVerified}, EPC returned ${r.epcReturned}/${r.epcPages}`);
+}
+if (docs['enclave-run-sealer']) {
+  const r = docs['enclave-run-sealer'];
+  const e = ecallsOf(r);
+  const rep = e[2]?.ok ? Buffer.from(e[2].output, 'hex') : null;
+  // REPORT: MRENCLAVE at 64, REPORTDATA at 320 (init.sh passed 63 zero bytes and 0x07)
+  const repOk = rep?.length === 432 && rep.subarray(64, 96).toString('hex') === r.mrenclave && rep.subarray(320, 384).equals(Buffer.from('0'.repeat(127) + '7', 'hex'));
+  const sealed = e[0]?.ok ? Buffer.from(e[0].output, 'hex') : null;
+  const ok = e[3]?.ok && e[3].output.length === 64 && repOk && !!sealed && sealed.length === 'the-launch-codes'.length + 68 && !sealed.includes(Buffer.from('the-launch-codes'));
+  host('ecall-sealer', !!ok, `EGETKEY fingerprint ${e[3]?.ok ? e[3].output.slice(0, 16) + '…' : e[3]?.error}, EREPORT by the enclave ${repOk ? 'names its own MRENCLAVE and carries the report data' : `bad (${e[2]?.error ?? 'mismatch'})`}, seal (RDRAND + EGETKEY + AES-GCM) ${sealed ? `${sealed.length} bytes, plaintext absent` : e[0]?.error}`);
+}
+
 // The measurement: driver (image) + CLI (header, signer) into PCR N equals firmware-tools' prediction.
 const refPath = opt['verifier-dir'] ? join(opt['verifier-dir'], 'reference-values.json') : null;
 const ref = refPath && existsSync(refPath) ? JSON.parse(readFileSync(refPath, 'utf8')) : null;

@@ -131,9 +131,12 @@ for lib in $(ldd "$NODE_BIN" | awk '$2 == "=>" && $3 ~ /^\// {print $3} $1 ~ /^\
   cp -lL "$lib" "$IRD$lib" 2>/dev/null || cp -L "$lib" "$IRD$lib"
 done
 # An enclave to create from the guest: the crypto payload, its manifest and a test signer.
-cp "$ROOT/hypervisor/enclaves/out/crypto.bin" "$ROOT/hypervisor/enclaves/out/crypto.json" "$ROOT/test/fixtures/enclave/signer-test.pem" "$IRD/opt/enclave/"
-node -e 'const m=JSON.parse(require("fs").readFileSync(process.argv[1],"utf8")); m.payload={image:"crypto.bin",layout:"crypto.json"}; process.stdout.write(JSON.stringify(m,null,2))' \
-  "$ROOT/test/fixtures/enclave/crypto.manifest.json" >"$IRD/opt/enclave/crypto.manifest.json"
+cp "$ROOT/test/fixtures/enclave/signer-test.pem" "$IRD/opt/enclave/"
+for payload in crypto sealer; do
+  cp "$ROOT/hypervisor/enclaves/out/$payload.bin" "$ROOT/hypervisor/enclaves/out/$payload.json" "$IRD/opt/enclave/"
+  node -e 'const m=JSON.parse(require("fs").readFileSync(process.argv[1],"utf8")); m.payload={image:process.argv[2]+".bin",layout:process.argv[2]+".json"}; process.stdout.write(JSON.stringify(m,null,2))' \
+    "$ROOT/test/fixtures/enclave/$payload.manifest.json" "$payload" >"$IRD/opt/enclave/$payload.manifest.json"
+done
 cat >"$IRD/etc.scenario" <<EOF
 RESERVED_BASE=$RESERVED_BASE
 RESERVED_SIZE=$RESERVED_SIZE
@@ -210,7 +213,7 @@ for _ in $(seq 50); do [ -S "$SOCK" ] && break; sleep 0.1; done
 APPEND="console=ttyS0 loglevel=4 panic=-1 $MEMMAP nokaslr"
 log "booting $KVER_PKG (timeout ${TIMEOUT}s)"
 T1=$(date +%s)
-timeout --kill-after=5 "$TIMEOUT" qemu-system-x86_64 -accel tcg -cpu qemu64,+svm,+npt,+pdpe1gb,+ssse3,+sse4.1,+sse4.2,+popcnt -smp 2 -m 1G \
+timeout --kill-after=5 "$TIMEOUT" qemu-system-x86_64 -accel tcg -cpu qemu64,+svm,+npt,+pdpe1gb,+ssse3,+sse4.1,+sse4.2,+popcnt,+rdrand -smp 2 -m 1G \
   -nographic -no-reboot -monitor none -serial stdio \
   -kernel "$VMLINUZ" -initrd "$INITRD" -append "$APPEND" \
   -nic user,model=e1000 \

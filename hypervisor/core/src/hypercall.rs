@@ -39,6 +39,10 @@ pub mod nr {
     pub const KEYSLOT_BIND: u64 = 0x31;
     pub const KEYSLOT_RELEASE: u64 = 0x32;
     pub const KEYSLOT_FLUSH: u64 = 0x33;
+    /// Runs one ECALL (RDI = id, RSI = TCS offset, RDX = ECALL number, RCX = 4 KiB in/out
+    /// buffer, R8 = input length; RDI = ECALL status). Served by the platform that can execute
+    /// enclave code (the bare-metal image); `dispatch` answers UNKNOWN_CALL.
+    pub const ENCLAVE_CALL: u64 = 0x18;
 }
 
 /// Result codes (RAX on return).
@@ -79,6 +83,10 @@ pub enum HcStatus {
     KeySlotInvalid = 31,
     NoKeySlots = 32,
     InternalError = 33,
+    /// ENCLAVE_CALL: an interrupt arrived while the enclave ran; it is parked, call again to resume.
+    EnclaveInterrupted = 34,
+    /// ENCLAVE_CALL: the enclave faulted or misbehaved; that thread is dead (destroy the enclave).
+    EnclaveFault = 35,
 }
 
 impl From<&HvError> for HcStatus {

@@ -540,6 +540,27 @@ impl<M: PhysMem, const EPC_PAGES: usize> Hypervisor<M, EPC_PAGES> {
         Ok(())
     }
 
+    /// Maps a page the platform's enclave runner owns (guest page tables, mailbox, shared buffer)
+    /// into the enclave's nested tables at `gpa`, outside ELRANGE. EPC pages are refused: enclave
+    /// memory is only ever mapped by EADD, into its own enclave.
+    pub fn map_runner_page(&mut self, id: u32, gpa: u64, hpa: u64, perms: Perms) -> HvResult<()> {
+        let slot = self.slot_of(id)?;
+        let e = self.enclaves[slot].as_ref().unwrap();
+        if !gpa.is_multiple_of(PAGE_SIZE) || !hpa.is_multiple_of(PAGE_SIZE) {
+            return Err(HvError::Misaligned { what: "runner page", value: gpa | hpa, align: PAGE_SIZE });
+        }
+        if gpa < e.secs.base.saturating_add(e.secs.size) && gpa.saturating_add(PAGE_SIZE) > e.secs.base {
+            return Err(HvError::InvalidRange { what: "runner page inside ELRANGE", start: gpa, size: PAGE_SIZE });
+        }
+        if hpa >= self.epc_base && hpa < self.epc_base + self.epc_pages as u64 * PAGE_SIZE {
+            return Err(HvError::InvalidRange { what: "runner page in the EPC", start: hpa, size: PAGE_SIZE });
+        }
+        let mut table = e.table;
+        table.map(&mut self.mem, &mut self.pool, gpa, hpa, PageSize::Size4K, perms, MemType::Wb)?;
+        self.enclaves[slot].as_mut().unwrap().table = table;
+        Ok(())
+    }
+
     /// EINIT: checks the SIGSTRUCT (signature if configured, attributes under its masks,
     /// ENCLAVEHASH == MRENCLAVE) and fixes the enclave's identity.
     pub fn init_enclave(&mut self, id: u32, sigstruct: &[u8]) -> HvResult<EnclaveIdentity> {

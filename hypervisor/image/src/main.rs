@@ -27,7 +27,7 @@ use hyperenclave_core::hypercall::nr;
 use hyperenclave_core::{dispatch, Access, DirectMem, Format, HcStatus, HvConfig, HvResult, Hypervisor, MemKind, MemRange, Regs, ReservedRegion, ABI_VERSION};
 use vmcb::{exit, intercept, off, Vmcb};
 
-type Hv = Hypervisor<DirectMem, 4096>;
+pub(crate) type Hv = Hypervisor<DirectMem, 4096>;
 
 /// Physical memory the guest (Linux) can name in hypercall buffers: the host identity map.
 const GUEST_SPAN: u64 = 8 << 30;
@@ -73,19 +73,19 @@ static mut IOPM: Iopm = Iopm([0; 12288]);
 static mut HV: Option<Hv> = None;
 static mut LEAVE_TRAMP: u64 = 0;
 static LOCK: AtomicBool = AtomicBool::new(false);
-static PRINT: AtomicBool = AtomicBool::new(false);
+pub(crate) static PRINT: AtomicBool = AtomicBool::new(false);
 static LAUNCHED: AtomicU32 = AtomicU32::new(0);
 
-fn lock(l: &AtomicBool) {
+pub(crate) fn lock(l: &AtomicBool) {
     while l.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed).is_err() {
         core::hint::spin_loop();
     }
 }
-fn unlock(l: &AtomicBool) {
+pub(crate) fn unlock(l: &AtomicBool) {
     l.store(false, Ordering::Release);
 }
 
-struct Console;
+pub(crate) struct Console;
 impl Write for Console {
     fn write_str(&mut self, s: &str) -> core::fmt::Result {
         serial::puts(s);
@@ -101,6 +101,8 @@ macro_rules! log {
         unlock(&PRINT);
     }};
 }
+
+mod enclave_vm; // after log! so it can use it
 
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo) -> ! {
@@ -427,9 +429,22 @@ fn vmmcall_exit(pc: &mut PerCpu, cpu: usize, fx: *mut u8) {
         unlock(&LOCK);
         leave(pc, cpu, fx);
     }
+    if regs.rax == nr::ENCLAVE_CALL {
+        // runs enclave code: the lock is taken only around core state, not while the enclave runs
+        unlock(&LOCK);
+        let (st, out) = enclave_vm::call(&LOCK, hv as *mut Hv, cpu, regs.rdi, regs.rsi, regs.rdx, regs.rcx, regs.r8);
+        v.w64(off::RAX, st as u64);
+        pc.regs.rdi = out;
+        skip(v, 3);
+        return;
+    }
     // SAFETY: as above; dispatch checks every buffer page against the host tables first.
     let mut guest = unsafe { DirectMem::new(0, MemRange::new(0, GUEST_SPAN, MemKind::Ram)) };
-    dispatch(hv, &mut regs, &mut guest);
+    let destroyed = (regs.rax == nr::ENCLAVE_DESTROY).then_some(regs.rdi as u32);
+    let st = dispatch(hv, &mut regs, &mut guest);
+    if let (Some(id), HcStatus::Success) = (destroyed, st) {
+        enclave_vm::forget(id);
+    }
     unlock(&LOCK);
     v.w64(off::RAX, regs.rax);
     pc.regs.rdi = regs.rdi;

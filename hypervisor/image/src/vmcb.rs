@@ -1,12 +1,14 @@
 //! The VMCB (AMD APM vol. 2, appendix B): a 4 KiB page, control area then state save area at 0x400.
 
 pub mod off {
+    pub const INTERCEPT_EXCEPTIONS: usize = 0x008;
     pub const INTERCEPT_MISC1: usize = 0x00c;
     pub const INTERCEPT_MISC2: usize = 0x010;
     pub const IOPM_BASE: usize = 0x040;
     pub const MSRPM_BASE: usize = 0x048;
     pub const ASID: usize = 0x058;
     pub const TLB_CONTROL: usize = 0x05c;
+    pub const V_INTR: usize = 0x060;
     pub const EXITCODE: usize = 0x070;
     pub const EXITINFO1: usize = 0x078;
     pub const EXITINFO2: usize = 0x080;
@@ -38,7 +40,11 @@ pub mod off {
 
 pub mod intercept {
     // misc vector 1 (offset 0x0c)
+    pub const INTR: u32 = 1 << 0;
+    pub const NMI: u32 = 1 << 1;
     pub const CPUID: u32 = 1 << 18;
+    pub const HLT: u32 = 1 << 24;
+    pub const IOIO_PROT: u32 = 1 << 27;
     pub const MSR_PROT: u32 = 1 << 28;
     pub const SHUTDOWN: u32 = 1 << 31;
     // misc vector 2 (offset 0x10)
@@ -51,7 +57,16 @@ pub mod intercept {
     pub const SKINIT: u32 = 1 << 6;
 }
 
+/// V_INTR_MASKING (offset 0x60 bit 24): physical interrupts follow the host's RFLAGS.IF.
+pub const V_INTR_MASKING: u64 = 1 << 24;
+
 pub mod exit {
+    /// 0x40 + vector: an intercepted exception.
+    pub const EXCP_BASE: u64 = 0x40;
+    pub const INTR: u64 = 0x60;
+    pub const NMI: u64 = 0x61;
+    pub const HLT: u64 = 0x78;
+    pub const IOIO: u64 = 0x7b;
     pub const CPUID: u64 = 0x72;
     pub const SHUTDOWN: u64 = 0x7f;
     pub const MSR: u64 = 0x7c;

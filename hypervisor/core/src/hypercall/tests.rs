@@ -230,6 +230,7 @@ fn status_codes_are_distinct() {
         HcStatus::AttributesMismatch, HcStatus::MeasurementMismatch, HcStatus::TcsBusy, HcStatus::TcsNotEntered, HcStatus::EnclaveBusy,
         HcStatus::EpcExhausted, HcStatus::OutOfMemory, HcStatus::ReportMacMismatch, HcStatus::KeyRequestInvalid, HcStatus::SvnTooHigh,
         HcStatus::KeySlotsExhausted, HcStatus::KeySlotInvalid, HcStatus::NoKeySlots, HcStatus::InternalError,
+        HcStatus::EnclaveInterrupted, HcStatus::EnclaveFault,
     ];
     for (i, s) in all.iter().enumerate() {
         assert_eq!(*s as u64, i as u64);

@@ -294,6 +294,28 @@ fn enter_exit_and_destroy_while_inside() {
 }
 
 #[test]
+fn runner_pages_map_outside_elrange_only_and_never_epc() {
+    let mut hv = hv_with(Format::Npt, false, 4);
+    let pool_empty = hv.status().pool_frames_used;
+    let id = build_small(&mut hv);
+    let r = hv.config().reserved;
+    let runner_hpa = r.base + 0x1000; // hypervisor memory, not EPC
+    let pool_before = hv.status().pool_frames_used;
+    hv.map_runner_page(id, 0x10_0000, runner_hpa, Perms::RW).unwrap();
+    assert_eq!(hv.enclave_access(id, 0x10_0010, Access::Write).unwrap().unwrap(), runner_hpa + 0x10);
+    assert!(hv.enclave_access(id, 0x10_0010, Access::Execute).unwrap().is_err(), "runner pages are not executable unless asked");
+    assert!(matches!(hv.map_runner_page(id, 0x40_4000, runner_hpa, Perms::R), Err(HvError::InvalidRange { what: "runner page inside ELRANGE", .. })));
+    let epc = r.epc_range().start;
+    assert!(matches!(hv.map_runner_page(id, 0x20_0000, epc, Perms::R), Err(HvError::InvalidRange { what: "runner page in the EPC", .. })));
+    assert!(matches!(hv.map_runner_page(id, 0x20_0800, runner_hpa, Perms::R), Err(HvError::Misaligned { .. })));
+    assert!(matches!(hv.map_runner_page(id, 0x10_0000, runner_hpa, Perms::R), Err(HvError::AlreadyMapped { .. })));
+    assert!(hv.status().pool_frames_used > pool_before);
+    // destroy frees the table frames (the runner's pages stay the runner's)
+    hv.destroy_enclave(id).unwrap();
+    assert_eq!(hv.status().pool_frames_used, pool_empty);
+}
+
+#[test]
 fn host_loses_access_to_hypervisor_and_enclave_memory_after_enable() {
     for format in [Format::Ept, Format::Npt] {
         let mut hv = hv_with(format, false, 4);

@@ -1,0 +1,476 @@
+//! ENCLAVE_CALL: runs an enclave thread as a second SVM guest on the calling CPU, with the
+//! enclave's own nested tables (EPC pages at GPA = linear address, from hypervisor/core) plus
+//! four runner pages (guest PML4 and PDPT identity-mapping 512 GiB with 1 GiB pages, the
+//! mailbox and the 4 KiB shared buffer). The register and port protocol is the enclave
+//! runtime's (hypervisor/enclaves/rt, hypervisor/addon/src/runner.rs), so the same payloads run
+//! here and on KVM:
+//! - first entry: RIP = base + OENTRY, RDI = ECALL number, RSI = shared buffer, RDX = input
+//!   length, RCX = capacity, R8 = mailbox; mailbox FUNC, IN_LEN, SHARED, CAP;
+//! - `in al, 0x10` = EEXIT with the status in the mailbox; the thread parks there and the next
+//!   ECALL resumes it with AL = ECALL number; `out 0x10, eax` ends without parking;
+//! - `in eax, 0x12` = EGETKEY/EREPORT served by the core; `in eax, 0x11` = OCALL (refused);
+//!   `out 0x13, eax` = panic.
+//! Every exception, HLT, CPUID, MSR access, SVM instruction and nested fault ends the thread
+//! with one log line. A physical interrupt (or NMI) exits to here and the thread is parked
+//! mid-ECALL (AEX): the caller gets ENCLAVE_INTERRUPTED and calls again to resume, or aborts.
+
+use core::sync::atomic::{AtomicBool, Ordering};
+
+use crate::entry::{self, GuestRegs};
+use crate::vmcb::{exit, intercept, off, Vmcb, V_INTR_MASKING};
+use crate::{lock, unlock, Console, Hv, PRINT};
+use core::fmt::Write;
+use hyperenclave_core::{Access, HcStatus, HvError, Perms, TargetInfo};
+
+const SLOTS: usize = 4;
+const PAGE: u64 = 4096;
+/// R8 = ABORT on an interrupted call ends that thread (the caller's watchdog).
+pub const ABORT: u64 = u64::MAX;
+
+const PORT_EEXIT: u16 = 0x10;
+const PORT_OCALL: u16 = 0x11;
+const PORT_HYPERCALL: u16 = 0x12;
+const PORT_PANIC: u16 = 0x13;
+const HC_EGETKEY: u64 = 1;
+const HC_EREPORT: u64 = 2;
+const HC_BAD_POINTER: u64 = 0x101;
+const OCALL_UNSUPPORTED: u64 = 0x8000_0000 | 7;
+
+mod mb {
+    pub const FUNC: usize = 0;
+    pub const IN_LEN: usize = 1;
+    pub const STATUS: usize = 2;
+    pub const SHARED: usize = 3;
+    pub const CAP: usize = 4;
+    pub const NR: usize = 5;
+    pub const A0: usize = 6;
+    pub const A1: usize = 7;
+    pub const A2: usize = 8;
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum State {
+    Free,
+    /// Allocated; the next call enters at OENTRY.
+    Fresh,
+    /// Parked at its EEXIT; the next call resumes it with AL = ECALL number.
+    Parked,
+    /// Running on some CPU.
+    Running,
+    /// Parked mid-ECALL by an interrupt; the next call resumes it as it was.
+    Interrupted,
+    /// Faulted: refused until the enclave is destroyed.
+    Dead,
+}
+
+#[repr(C, align(4096))]
+struct RunnerPages {
+    pml4: [u64; 512],
+    pdpt: [u64; 512],
+    mailbox: [u64; 512],
+    shared: [u8; 4096],
+}
+
+#[repr(C, align(4096))]
+struct Ctx {
+    vmcb: Vmcb,
+    fx: [u8; 512],
+    regs: GuestRegs,
+    state: State,
+    id: u32,
+    tcs: u64,
+    /// The caller's buffer (host physical) of the call in progress.
+    buf: u64,
+    asid_fresh: bool,
+}
+
+#[repr(C, align(4096))]
+struct AllOnes<const N: usize>([u8; N]);
+
+const PAGES_INIT: RunnerPages = RunnerPages { pml4: [0; 512], pdpt: [0; 512], mailbox: [0; 512], shared: [0; 4096] };
+const CTX_INIT: Ctx = Ctx { vmcb: Vmcb([0; 4096]), fx: [0; 512], regs: GuestRegs { rbx: 0, rcx: 0, rdx: 0, rsi: 0, rdi: 0, rbp: 0, r8: 0, r9: 0, r10: 0, r11: 0, r12: 0, r13: 0, r14: 0, r15: 0 }, state: State::Free, id: 0, tcs: 0, buf: 0, asid_fresh: false };
+
+static mut PAGES: [RunnerPages; SLOTS] = [PAGES_INIT; SLOTS];
+static mut CTX: [Ctx; SLOTS] = [CTX_INIT; SLOTS];
+// Every port and every MSR intercepted.
+static mut IOPM: AllOnes<12288> = AllOnes([0xff; 12288]);
+static mut MSRPM: AllOnes<8192> = AllOnes([0xff; 8192]);
+/// Guards CTX slot states (slot contents belong to whoever moved it to Running).
+static SLOTS_LOCK: AtomicBool = AtomicBool::new(false);
+
+fn pa<T>(p: *const T) -> u64 {
+    p as u64 // the image runs identity-mapped
+}
+
+/// What the exit loop decided.
+enum Outcome {
+    /// EEXIT: ECALL status; `parked` when the thread waits at its EEXIT for the next ECALL.
+    Done { status: u64, parked: bool },
+    Interrupted,
+    Fault,
+}
+
+/// ENCLAVE_CALL from `cpu`. Returns (status, RDI). `hv_lock` is the global hypervisor lock.
+pub fn call(hv_lock: &AtomicBool, hv: *mut Hv, cpu: usize, id: u64, tcs: u64, func: u64, buf: u64, len: u64) -> (HcStatus, u64) {
+    let Ok(id) = u32::try_from(id) else { return (HcStatus::NoSuchEnclave, 0) };
+    lock(&SLOTS_LOCK);
+    // SAFETY: slot states are only read or changed under SLOTS_LOCK.
+    let ctxs = unsafe { &mut *core::ptr::addr_of_mut!(CTX) };
+    let slot = match ctxs.iter().position(|c| c.state != State::Free && c.id == id && c.tcs == tcs) {
+        Some(i) => i,
+        None => match ctxs.iter().position(|c| c.state == State::Free) {
+            Some(i) => {
+                ctxs[i].state = State::Fresh;
+                ctxs[i].id = id;
+                ctxs[i].tcs = tcs;
+                ctxs[i].asid_fresh = true;
+                // map the runner pages into this enclave's nested tables (once per slot and enclave)
+                lock(hv_lock);
+                // SAFETY: under the hypervisor lock.
+                let r = unsafe { map_runner_pages(&mut *hv, id, i) };
+                unlock(hv_lock);
+                if let Err(e) = r {
+                    ctxs[i].state = State::Free;
+                    unlock(&SLOTS_LOCK);
+                    log!("cpu{}: ENCLAVE_CALL enclave {}: runner pages: {}", cpu, id, e);
+                    return (HcStatus::from(&e), 0);
+                }
+                i
+            }
+            None => {
+                unlock(&SLOTS_LOCK);
+                return (HcStatus::EnclaveBusy, 0);
+            }
+        },
+    };
+    let ctx = &mut ctxs[slot];
+    let prior = ctx.state;
+    match prior {
+        State::Running => {
+            unlock(&SLOTS_LOCK);
+            return (HcStatus::TcsBusy, 0);
+        }
+        State::Dead => {
+            unlock(&SLOTS_LOCK);
+            return (HcStatus::EnclaveFault, 0);
+        }
+        State::Interrupted if len == ABORT => {
+            ctx.state = State::Dead;
+            unlock(&SLOTS_LOCK);
+            end_thread(hv_lock, hv, id, tcs);
+            log!("cpu{}: enclave {} TCS {:#x}: interrupted ECALL aborted by the caller", cpu, id, tcs);
+            return (HcStatus::EnclaveFault, 0);
+        }
+        _ => {}
+    }
+    ctx.state = State::Running;
+    unlock(&SLOTS_LOCK);
+    // SAFETY: slot `slot` is ours while Running; its pages likewise.
+    let pages = unsafe { &mut (*core::ptr::addr_of_mut!(PAGES))[slot] };
+
+    if prior != State::Interrupted {
+        if len > PAGE || buf % PAGE != 0 {
+            return finish(ctx, prior, (HcStatus::InvalidArgument, 0));
+        }
+        lock(hv_lock);
+        // SAFETY: under the hypervisor lock.
+        let h = unsafe { &mut *hv };
+        let checked = h.host_access(buf, Access::Write).map_err(|_| HvError::HostAccessDenied { gpa: buf });
+        let entered = checked.and_then(|_| h.enter(id, tcs));
+        unlock(hv_lock);
+        let entry = match entered {
+            Ok(e) => e,
+            Err(e) => return finish(ctx, prior, (HcStatus::from(&e), 0)),
+        };
+        // SAFETY: the host allowed this page of its own RAM; identity-mapped.
+        unsafe { core::ptr::copy_nonoverlapping(buf as *const u8, pages.shared.as_mut_ptr(), len as usize) };
+        pages.mailbox[mb::FUNC] = func;
+        pages.mailbox[mb::IN_LEN] = len;
+        pages.mailbox[mb::STATUS] = 0;
+        pages.mailbox[mb::SHARED] = pa(pages.shared.as_ptr());
+        pages.mailbox[mb::CAP] = PAGE;
+        if prior == State::Fresh {
+            first_entry(ctx, slot, entry.entry, entry.tcs, entry.nested_pointer, func, len, pa(pages.pml4.as_ptr()), pa(pages.mailbox.as_ptr()), pa(pages.shared.as_ptr()));
+        } else {
+            // parked at `in al, 0x10`: AL = ECALL number
+            let rax = ctx.vmcb.r64(off::RAX);
+            ctx.vmcb.w64(off::RAX, (rax & !0xff) | (func & 0xff));
+        }
+    }
+    ctx.buf = buf;
+
+    let outcome = run(ctx, cpu, hv_lock, hv, pages);
+    match outcome {
+        Outcome::Done { status, parked } => {
+            if status < 0x8000_0000 && status <= PAGE {
+                // SAFETY: checked host page (above), identity-mapped.
+                unsafe { core::ptr::copy_nonoverlapping(pages.shared.as_ptr(), ctx.buf as *mut u8, status as usize) };
+            }
+            end_thread(hv_lock, hv, id, tcs);
+            finish(ctx, if parked { State::Parked } else { State::Fresh }, (HcStatus::Success, status))
+        }
+        Outcome::Interrupted => finish(ctx, State::Interrupted, (HcStatus::EnclaveInterrupted, 0)),
+        Outcome::Fault => {
+            end_thread(hv_lock, hv, id, tcs);
+            finish(ctx, State::Dead, (HcStatus::EnclaveFault, 0))
+        }
+    }
+}
+
+fn finish(ctx: &mut Ctx, next: State, r: (HcStatus, u64)) -> (HcStatus, u64) {
+    lock(&SLOTS_LOCK);
+    ctx.state = next;
+    unlock(&SLOTS_LOCK);
+    r
+}
+
+fn end_thread(hv_lock: &AtomicBool, hv: *mut Hv, id: u32, tcs: u64) {
+    lock(hv_lock);
+    // SAFETY: under the hypervisor lock.
+    let _ = unsafe { (*hv).exit(id, tcs) };
+    unlock(hv_lock);
+}
+
+/// After ENCLAVE_DESTROY: the enclave's threads and runner pages are gone with it.
+pub fn forget(id: u32) {
+    lock(&SLOTS_LOCK);
+    // SAFETY: under SLOTS_LOCK.
+    for c in unsafe { (*core::ptr::addr_of_mut!(CTX)).iter_mut() } {
+        if c.state != State::Free && c.id == id {
+            c.state = State::Free;
+        }
+    }
+    unlock(&SLOTS_LOCK);
+}
+
+fn map_runner_pages(hv: &mut Hv, id: u32, slot: usize) -> Result<(), HvError> {
+    // SAFETY: the slot was just allocated under SLOTS_LOCK; nobody else touches its pages.
+    let p = unsafe { &mut (*core::ptr::addr_of_mut!(PAGES))[slot] };
+    const P: u64 = 1;
+    const RW: u64 = 2;
+    const US: u64 = 4;
+    const A: u64 = 1 << 5;
+    const D: u64 = 1 << 6;
+    const PS: u64 = 1 << 7;
+    // Writable in the nested tables: the walker may set A/D bits (QEMU's does even when preset).
+    // The enclave can only remap itself onto GPAs its nested tables map anyway.
+    p.pml4.fill(0);
+    p.pml4[0] = pa(p.pdpt.as_ptr()) | P | RW | US | A;
+    for (i, e) in p.pdpt.iter_mut().enumerate() {
+        *e = ((i as u64) << 30) | P | RW | US | A | D | PS;
+    }
+    for (gpa, perms) in [(pa(p.pml4.as_ptr()), Perms::RW), (pa(p.pdpt.as_ptr()), Perms::RW), (pa(p.mailbox.as_ptr()), Perms::RW), (pa(p.shared.as_ptr()), Perms::RW)] {
+        match hv.map_runner_page(id, gpa, gpa, perms) {
+            Ok(()) | Err(HvError::AlreadyMapped { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn first_entry(ctx: &mut Ctx, slot: usize, rip: u64, tcs_la: u64, ncr3: u64, func: u64, len: u64, cr3: u64, mailbox: u64, shared: u64) {
+    let v = &mut ctx.vmcb;
+    v.0.fill(0);
+    v.w32(off::INTERCEPT_EXCEPTIONS, 0xffff_ffff);
+    v.w32(off::INTERCEPT_MISC1, intercept::INTR | intercept::NMI | intercept::CPUID | intercept::HLT | intercept::IOIO_PROT | intercept::MSR_PROT | intercept::SHUTDOWN);
+    v.w32(
+        off::INTERCEPT_MISC2,
+        intercept::VMRUN | intercept::VMMCALL | intercept::VMLOAD | intercept::VMSAVE | intercept::STGI | intercept::CLGI | intercept::SKINIT,
+    );
+    v.w64(off::IOPM_BASE, core::ptr::addr_of!(IOPM) as u64);
+    v.w64(off::MSRPM_BASE, core::ptr::addr_of!(MSRPM) as u64);
+    v.w32(off::ASID, 2 + slot as u32); // Linux runs with ASID 1
+    v.0[off::TLB_CONTROL] = if ctx.asid_fresh { 1 } else { 0 };
+    ctx.asid_fresh = false;
+    v.w64(off::V_INTR, V_INTR_MASKING);
+    v.w64(off::NP_ENABLE, 1);
+    v.w64(off::N_CR3, ncr3);
+    // 64-bit ring-0 flat segments (attributes: type, S, DPL, P, AVL, L, DB, G)
+    let code = 0xb | 0x10 | 0x80 | 0x200 | 0x800;
+    let data = 0x3 | 0x10 | 0x80 | 0x400 | 0x800;
+    v.seg(off::CS, 0x08, code, 0xffff_ffff, 0);
+    for o in [off::ES, off::SS, off::DS] {
+        v.seg(o, 0x10, data, 0xffff_ffff, 0);
+    }
+    v.0[off::CPL] = 0;
+    v.w64(off::EFER, 0x100 | 0x400 | 0x800 | 0x1000); // LME, LMA, NXE, SVME
+    v.w64(off::CR0, 0x8001_0033); // PG, WP, NE, ET, MP, PE
+    v.w64(off::CR4, 0x20 | 0x200 | 0x400); // PAE, OSFXSR, OSXMMEXCPT
+    v.w64(off::CR3, cr3);
+    v.w64(off::DR7, 0x400);
+    v.w64(off::DR6, 0xffff_0ff0);
+    v.w64(off::RFLAGS, 0x2);
+    v.w64(off::RIP, rip);
+    v.w64(off::RSP, 0);
+    v.w64(off::RAX, 0);
+    v.w64(off::G_PAT, 0x0007_0406_0007_0406);
+    ctx.regs = GuestRegs { rbx: tcs_la, rcx: PAGE, rdx: len, rsi: shared, rdi: func, r8: mailbox, ..GuestRegs::default() };
+    ctx.fx.fill(0);
+    ctx.fx[0..2].copy_from_slice(&0x037fu16.to_le_bytes()); // FCW
+    ctx.fx[24..28].copy_from_slice(&0x1f80u32.to_le_bytes()); // MXCSR: all SIMD exceptions masked
+}
+
+fn run(ctx: &mut Ctx, cpu: usize, hv_lock: &AtomicBool, hv: *mut Hv, pages: &mut RunnerPages) -> Outcome {
+    let vmcb_pa = pa(&ctx.vmcb);
+    let (id, tcs) = (ctx.id, ctx.tcs);
+    let mut exits = 0u64;
+    loop {
+        // Host IF=1 while the enclave runs, so an interrupt exits (V_INTR_MASKING); GIF is 0
+        // here (after the caller's #VMEXIT), so the host itself never takes one.
+        // SAFETY: this CPU owns ctx; GIF=0 keeps sti from delivering anything to the host.
+        unsafe {
+            core::arch::asm!("sti", options(nomem, nostack));
+            entry::he_vmrun(vmcb_pa, &mut ctx.regs, ctx.fx.as_mut_ptr());
+            core::arch::asm!("cli", options(nomem, nostack));
+        }
+        exits += 1;
+        let v = &mut ctx.vmcb;
+        v.0[off::TLB_CONTROL] = 0;
+        let code = v.r64(off::EXITCODE);
+        let rip = v.r64(off::RIP);
+        match code {
+            exit::IOIO => {
+                let info = v.r64(off::EXITINFO1);
+                let input = info & 1 == 1;
+                let port = (info >> 16) as u16;
+                let next = v.r64(off::EXITINFO2);
+                match (port, input) {
+                    (PORT_EEXIT, true) => {
+                        v.w64(off::RIP, next);
+                        return Outcome::Done { status: pages.mailbox[mb::STATUS], parked: true };
+                    }
+                    (PORT_EEXIT, false) => {
+                        let status = v.r64(off::RAX) & 0xffff_ffff;
+                        return Outcome::Done { status, parked: false };
+                    }
+                    (PORT_HYPERCALL, true) => {
+                        lock(hv_lock);
+                        // SAFETY: under the hypervisor lock.
+                        let r = unsafe { enclave_hypercall(&mut *hv, id, &pages.mailbox) };
+                        unlock(hv_lock);
+                        v.w64(off::RAX, r);
+                        v.w64(off::RIP, next);
+                    }
+                    (PORT_OCALL, true) => {
+                        v.w64(off::RAX, OCALL_UNSUPPORTED);
+                        v.w64(off::RIP, next);
+                    }
+                    (PORT_PANIC, false) => {
+                        let n = core::cmp::min(v.r64(off::RAX) & 0xffff_ffff, 200) as usize;
+                        let msg = core::str::from_utf8(&pages.shared[..n]).unwrap_or("(not UTF-8)");
+                        log!("cpu{}: enclave {} TCS {:#x} panicked: {}", cpu, id, tcs, msg);
+                        return Outcome::Fault;
+                    }
+                    _ => {
+                        log!("cpu{}: enclave {} TCS {:#x}: port I/O to {:#x} at rip {:#x}: thread ended", cpu, id, tcs, port, rip);
+                        return Outcome::Fault;
+                    }
+                }
+            }
+            exit::INTR | exit::NMI => return Outcome::Interrupted,
+            c if (exit::EXCP_BASE..exit::EXCP_BASE + 32).contains(&c) => {
+                let vector = c - exit::EXCP_BASE;
+                log!(
+                    "cpu{}: enclave {} TCS {:#x}: exception {} at rip {:#x} (info {:#x} {:#x}) after {} exits: thread ended",
+                    cpu, id, tcs, vector_name(vector), rip, v.r64(off::EXITINFO1), v.r64(off::EXITINFO2), exits
+                );
+                return Outcome::Fault;
+            }
+            exit::NPF => {
+                log!("cpu{}: enclave {} TCS {:#x}: nested page fault at gpa {:#x} (error {:#x}) rip {:#x}: outside the enclave, thread ended", cpu, id, tcs, v.r64(off::EXITINFO2), v.r64(off::EXITINFO1), rip);
+                return Outcome::Fault;
+            }
+            exit::INVALID => {
+                log!("cpu{}: enclave {}: VMRUN refused the enclave state", cpu, id);
+                return Outcome::Fault;
+            }
+            other => {
+                log!("cpu{}: enclave {} TCS {:#x}: exit {:#x} (HLT/CPUID/MSR/SVM or shutdown) at rip {:#x}: thread ended", cpu, id, tcs, other, rip);
+                return Outcome::Fault;
+            }
+        }
+    }
+}
+
+fn vector_name(v: u64) -> &'static str {
+    match v {
+        0 => "#DE",
+        1 => "#DB",
+        3 => "#BP",
+        6 => "#UD",
+        8 => "#DF",
+        13 => "#GP",
+        14 => "#PF",
+        17 => "#AC",
+        19 => "#XM",
+        _ => "exception",
+    }
+}
+
+/// EGETKEY / EREPORT for the enclave; buffers are enclave linear addresses checked through its
+/// own nested tables. Returns the runtime's status (0 = done).
+fn enclave_hypercall(hv: &mut Hv, id: u32, mbx: &[u64; 512]) -> u64 {
+    let (a0, a1, a2) = (mbx[mb::A0], mbx[mb::A1], mbx[mb::A2]);
+    let r = match mbx[mb::NR] {
+        HC_EGETKEY => {
+            let mut req = [0u8; 80];
+            copy_in(hv, id, a0, &mut req).and_then(|_| hv.get_key(id, &req).map_err(|e| HcStatus::from(&e) as u64)).and_then(|key| copy_out(hv, id, a1, &key))
+        }
+        HC_EREPORT => {
+            let (mut ti, mut data) = ([0u8; 56], [0u8; 64]);
+            copy_in(hv, id, a0, &mut ti)
+                .and_then(|_| copy_in(hv, id, a1, &mut data))
+                .and_then(|_| TargetInfo::from_bytes(&ti).and_then(|t| hv.report(id, &t, &data)).map_err(|e| HcStatus::from(&e) as u64))
+                .and_then(|rep| copy_out(hv, id, a2, &rep))
+        }
+        _ => Err(HcStatus::UnknownCall as u64),
+    };
+    match r {
+        Ok(()) => 0,
+        Err(code) => code,
+    }
+}
+
+fn copy_in(hv: &Hv, id: u32, la: u64, out: &mut [u8]) -> Result<(), u64> {
+    let mut done = 0;
+    while done < out.len() {
+        let at = la.wrapping_add(done as u64);
+        let n = core::cmp::min(out.len() - done, (PAGE - at % PAGE) as usize);
+        let hpa = match hv.enclave_access(id, at, Access::Read) {
+            Ok(Ok(h)) => h,
+            _ => return Err(HC_BAD_POINTER),
+        };
+        // SAFETY: an EPC page of this enclave (or one of its runner pages), identity-mapped.
+        unsafe { core::ptr::copy_nonoverlapping(hpa as *const u8, out[done..].as_mut_ptr(), n) };
+        done += n;
+    }
+    Ok(())
+}
+
+fn copy_out(hv: &Hv, id: u32, la: u64, data: &[u8]) -> Result<(), u64> {
+    let mut done = 0;
+    while done < data.len() {
+        let at = la.wrapping_add(done as u64);
+        let n = core::cmp::min(data.len() - done, (PAGE - at % PAGE) as usize);
+        let hpa = match hv.enclave_access(id, at, Access::Write) {
+            Ok(Ok(h)) => h,
+            _ => return Err(HC_BAD_POINTER),
+        };
+        // SAFETY: as copy_in, and the enclave's tables allow writing there.
+        unsafe { core::ptr::copy_nonoverlapping(data[done..].as_ptr(), hpa as *mut u8, n) };
+        done += n;
+    }
+    Ok(())
+}
+
+/// Tells an enclave's runner state apart for status: threads parked or running.
+#[allow(dead_code)]
+pub fn slots_in_use() -> usize {
+    lock(&SLOTS_LOCK);
+    // SAFETY: under SLOTS_LOCK.
+    let n = unsafe { (*core::ptr::addr_of!(CTX)).iter().filter(|c| c.state != State::Free).count() };
+    unlock(&SLOTS_LOCK);
+    let _ = Ordering::Relaxed;
+    n
+}
