@@ -111,6 +111,12 @@ out=$(hectl enclave 2>&1) && check enclave-lifecycle PASS "$out" || check enclav
 # ECALLs run by the real hypervisor (ENCLAVE_CALL): echo, sha256, empty; then EGETKEY/EREPORT/RDRAND from the sealer
 cli enclave-run-crypto --json enclave run /opt/enclave/crypto.manifest.json --ecall 0=hello --ecall 2=abc --ecall 4 || true
 cli enclave-run-sealer --json enclave run /opt/enclave/sealer.manifest.json --ecall 3 --ecall 2:$(printf '%0128d' 7) --ecall 0=the-launch-codes || true
+# misbehaving enclaves end only their own thread: a null write (#PF), then a spin the caller aborts
+cli enclave-run-fault --json enclave run /opt/enclave/misbehave.manifest.json --ecall 0 --ecall 1 --ecall 0 || true
+cli enclave-run-spin --json enclave run /opt/enclave/misbehave.manifest.json --ecall 2 || true
+n=0; for f in /bin/*; do n=$((n+1)); done
+out=$(hectl status 2>&1)
+case "$out" in *state=enabled*cpus=2*) check alive-after-faults PASS "the demoted Linux runs on ($n files listed), hypervisor still enabled on both CPUs" ;; *) check alive-after-faults FAIL "$out" ;; esac
 # remote attestation: the verifier runs on the host; the guest reaches it at 10.0.2.2
 cli ak-create --json ak create || true
 cli ak-enroll --json ak enroll --verifier "$VERIFIER_URL" || true

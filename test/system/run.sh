@@ -132,7 +132,7 @@ for lib in $(ldd "$NODE_BIN" | awk '$2 == "=>" && $3 ~ /^\// {print $3} $1 ~ /^\
 done
 # An enclave to create from the guest: the crypto payload, its manifest and a test signer.
 cp "$ROOT/test/fixtures/enclave/signer-test.pem" "$IRD/opt/enclave/"
-for payload in crypto sealer; do
+for payload in crypto sealer misbehave; do
   cp "$ROOT/hypervisor/enclaves/out/$payload.bin" "$ROOT/hypervisor/enclaves/out/$payload.json" "$IRD/opt/enclave/"
   node -e 'const m=JSON.parse(require("fs").readFileSync(process.argv[1],"utf8")); m.payload={image:process.argv[2]+".bin",layout:process.argv[2]+".json"}; process.stdout.write(JSON.stringify(m,null,2))' \
     "$ROOT/test/fixtures/enclave/$payload.manifest.json" "$payload" >"$IRD/opt/enclave/$payload.manifest.json"
