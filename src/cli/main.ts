@@ -62,6 +62,11 @@ export async function main(argv: string[]): Promise<number> {
 
 const invokedDirectly = process.argv[1] && import.meta.url === new URL(`file://${(await import('node:fs')).realpathSync(process.argv[1])}`).href;
 if (invokedDirectly) {
+  // `hyperenclave … | head`: a closed pipe ends the output quietly, as coreutils and tpm2-tools do.
+  process.stdout.on('error', (e: NodeJS.ErrnoException) => {
+    if (e.code === 'EPIPE') process.exit(typeof process.exitCode === 'number' ? process.exitCode : EXIT.OK);
+    throw e;
+  });
   const code = await main(process.argv);
   process.exitCode = code;
 }

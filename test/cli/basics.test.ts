@@ -2,6 +2,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { spawnSync } from 'node:child_process';
 import { cliMissing, runCli, schemaProblems } from '../helpers/cli.js';
 import { swtpmAvailable } from '../../src/platform/emulated/swtpm.js';
 
@@ -27,6 +28,16 @@ describe.skipIf(!!missing)('hyperenclave CLI basics (built CLI as a process)', (
     const r = await runCli(['firmware', 'memmap', '--help']);
     expect(r.code).toBe(0);
     expect(r.stdout).toContain('Example:');
+  });
+
+  it('a reader that closes the pipe early (| head -1) ends the CLI quietly with exit 0', () => {
+    // ~290 KB of JSON: more than a pipe holds, so the CLI is still writing when head exits
+    const cli = join(process.cwd(), 'dist', 'src', 'cli', 'main.js');
+    const log = join(process.cwd(), 'test', 'fixtures', 'eventlog', 'go-attestation-option_rom_eventlog.bin');
+    const r = spawnSync('bash', ['-c', `set -o pipefail; node ${cli} eventlog show ${log} --json | head -1`], { encoding: 'utf8' });
+    expect(r.stdout.trim()).toBe('{');
+    expect(r.stderr).not.toMatch(/EPIPE|Unhandled/);
+    expect(r.status).toBe(0);
   });
 
   it('firmware memmap plans from a given map, --json valid against its schema', async () => {

@@ -381,12 +381,16 @@ fn run(ctx: &mut Ctx, cpu: usize, hv_lock: &AtomicBool, hv: *mut Hv, pages: &mut
                 log!("cpu{}: enclave {} TCS {:#x}: nested page fault at gpa {:#x} (error {:#x}) rip {:#x}: outside the enclave, thread ended", cpu, id, tcs, v.r64(off::EXITINFO2), v.r64(off::EXITINFO1), rip);
                 return Outcome::Fault;
             }
+            exit::HLT => {
+                log!("cpu{}: enclave {} TCS {:#x}: HLT at rip {:#x}: thread ended", cpu, id, tcs, rip);
+                return Outcome::Fault;
+            }
             exit::INVALID => {
                 log!("cpu{}: enclave {}: VMRUN refused the enclave state", cpu, id);
                 return Outcome::Fault;
             }
             other => {
-                log!("cpu{}: enclave {} TCS {:#x}: exit {:#x} (HLT/CPUID/MSR/SVM or shutdown) at rip {:#x}: thread ended", cpu, id, tcs, other, rip);
+                log!("cpu{}: enclave {} TCS {:#x}: exit {:#x} (CPUID/MSR/SVM instruction or shutdown) at rip {:#x}: thread ended", cpu, id, tcs, other, rip);
                 return Outcome::Fault;
             }
         }

@@ -169,13 +169,29 @@ extern "C" fn he_main(op: u64, handoff: u64, cpu: u64, linux: *const LinuxState)
 }
 
 fn platform_secret(ho: &Handoff) -> [u8; 16] {
-    // No fused key exists under emulation: derived from the TSC and the image digest. Not a
-    // secret against a local attacker; documented in docs/system-tier.md.
-    let tsc: u64;
-    // SAFETY: rdtsc has no side effects.
-    unsafe { core::arch::asm!("rdtsc", "shl rdx, 32", "or rax, rdx", out("rax") tsc, out("rdx") _, options(nomem, nostack)) };
+    // No fused key exists under emulation: RDRAND where the CPU has it (fresh per load, so seal
+    // keys do not survive a reload), else the TSC; mixed with the image digest. Documented in
+    // docs/system-tier.md.
     let mut s = [0u8; 16];
-    s[..8].copy_from_slice(&tsc.to_le_bytes());
+    let has_rdrand = cpu::cpuid(1, 0)[2] & (1 << 30) != 0;
+    for half in 0..2 {
+        let mut v = 0u64;
+        let mut ok = 0u8;
+        if has_rdrand {
+            for _ in 0..10 {
+                // SAFETY: RDRAND is present (CPUID.1:ECX[30]); it only writes the register and CF.
+                unsafe { core::arch::asm!("rdrand {v}", "setc {ok}", v = out(reg) v, ok = out(reg_byte) ok, options(nomem, nostack)) };
+                if ok == 1 {
+                    break;
+                }
+            }
+        }
+        if ok != 1 {
+            // SAFETY: rdtsc has no side effects.
+            unsafe { core::arch::asm!("rdtsc", "shl rdx, 32", "or rax, rdx", out("rax") v, out("rdx") _, options(nomem, nostack)) };
+        }
+        s[half * 8..half * 8 + 8].copy_from_slice(&v.to_le_bytes());
+    }
     for i in 0..16 {
         s[i] ^= ho.image_sha256[i] ^ ho.image_sha256[i + 16];
     }
