@@ -8,7 +8,7 @@
 #define HYPERENCLAVE_HANDOFF_H
 
 #define HE_HANDOFF_MAGIC 0x464f444e41484548ULL /* "HEHANDOF" little-endian */
-#define HE_HANDOFF_VERSION 1
+#define HE_HANDOFF_VERSION 2
 #define HE_MAX_RANGES 64
 #define HE_MAX_CPUS 8
 
@@ -37,6 +37,7 @@ struct he_handoff {
 	__u64 hv_size;         /* hypervisor part from reserved_base (image, pool); EPC follows */
 	__u64 host_cr3;        /* host page tables: identity low half + Linux's kernel half */
 	__u64 leave_tramp;     /* Linux VA of he_leave_tramp (hands a CPU back on DISABLE) */
+	__u64 leave_tramp_pa[2]; /* physical pages of the trampoline (second 0 when it fits in one) */
 	__u32 nranges;
 	__u32 pcr;
 	__u8 image_sha256[32];

@@ -7,6 +7,7 @@
 #define pr_fmt(fmt) "hyperenclave: " fmt
 
 #include <linux/module.h>
+#include <linux/vmalloc.h>
 #include <linux/miscdevice.h>
 #include <linux/fs.h>
 #include <linux/io.h>
@@ -370,6 +371,10 @@ static int he_enable(void)
 	ho->hv_size = hv_size;
 	ho->host_cr3 = he.host_cr3;
 	ho->leave_tramp = (u64)he_leave_tramp;
+	/* module text is vmalloc'ed: the image maps these pages in the address space it leaves through */
+	ho->leave_tramp_pa[0] = page_to_phys(vmalloc_to_page((void *)he_leave_tramp));
+	ho->leave_tramp_pa[1] = offset_in_page(he_leave_tramp) + 64 > PAGE_SIZE ?
+		page_to_phys(vmalloc_to_page((void *)((u64)he_leave_tramp + PAGE_SIZE))) : 0;
 	ho->pcr = pcr;
 	memcpy(ho->image_sha256, he.sha256, 32);
 	he_build_map(ho);

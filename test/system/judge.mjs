@@ -84,6 +84,19 @@ if (lines.some((l) => l.includes('@@HE:POWEROFF-ENABLED'))) {
   host('shutdown-disable', handed === want && released, `${handed} of ${want} CPUs handed back at power-off${released ? ', host tables released' : ''}`);
 }
 
+// The host's own descriptor tables and leave address space: inside the reservation, not Linux's.
+{
+  const launches = lines.map((l) => /\[hv\] cpu(\d+): VMRUN .* host GDT (0x[0-9a-f]+) IDT (0x[0-9a-f]+), leave CR3 (0x[0-9a-f]+)/.exec(l)).filter(Boolean);
+  const base = Number(opt['reserved-base'] ?? 0x3c000000);
+  const size = Number(opt['reserved-size'] ?? 0x2000000);
+  const inside = (x) => Number(x) >= base && Number(x) < base + size;
+  const ok = launches.length >= cpusBootedEarly() && launches.every((m) => inside(m[2]) && inside(m[3]) && inside(m[4]));
+  host('host-tables-private', ok, `${launches.length} launches; host GDT/IDT and the leave page tables ${ok ? 'lie in the reservation (protected from Linux by nested paging)' : `not all in the reservation: ${launches.map((m) => m.slice(2).join('/')).join(', ')}`}`);
+}
+function cpusBootedEarly() {
+  return Number(booted?.match(/cpus=(\d+)/)?.[1] ?? 1);
+}
+
 // Replay the firmware log with tpm2_eventlog and compare with the PCRs read in the guest.
 const bios = blobs['bios-eventlog'];
 if (bios) {

@@ -34,6 +34,8 @@ pub struct LeaveFrame {
     pub rflags: u64,
     pub rax: u64,
     pub tramp: u64,
+    /// CR3 of the leave address space (host.rs): only he_leave and the trampoline are mapped.
+    pub leave_cr3: u64,
 }
 
 extern "C" {
@@ -124,26 +126,26 @@ global_asm!(
     "    pop rbx",
     "    ret",
     ".global he_leave",
-    // rdi = &LeaveFrame, rsi = &GuestRegs, rdx = fx area
+    // rdi = &LeaveFrame, rsi = &GuestRegs, rdx = fx area. r9-r11 are the driver's VMMCALL
+    // clobbers, so they carry the trampoline and the leave CR3; no stack after the CR3 switch.
     "he_leave:",
     "    fxrstor [rdx]",
     "    mov rax, rdi",
     "    mov r11, rsi",
     "    mov rbx, [r11 + 0]",
     "    mov rbp, [r11 + 40]",
-    "    mov r9, [r11 + 56]",
-    "    mov r10, [r11 + 64]",
     "    mov r12, [r11 + 80]",
     "    mov r13, [r11 + 88]",
     "    mov r14, [r11 + 96]",
     "    mov r15, [r11 + 104]",
-    "    push qword ptr [rax + 40]",
     "    mov rdi, [rax + 0]",
     "    mov rsi, [rax + 8]",
     "    mov rdx, [rax + 16]",
     "    mov rcx, [rax + 24]",
     "    mov r8, [rax + 32]",
-    "    mov r11, [r11 + 72]",
-    "    ret",
+    "    mov r9, [rax + 40]",
+    "    mov r10, [rax + 48]",
+    "    mov cr3, r10",
+    "    jmp r9",
     stack_shift = const STACK_SHIFT,
 );

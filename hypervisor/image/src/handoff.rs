@@ -1,7 +1,7 @@
 //! What the driver hands over (mirror of hypervisor/driver/hyperenclave_handoff.h).
 
 pub const MAGIC: u64 = 0x464f_444e_4148_4548; // "HEHANDOF"
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 pub const MAX_RANGES: usize = 64;
 pub const MAX_CPUS: usize = 8;
 
@@ -29,6 +29,7 @@ pub struct Handoff {
     pub hv_size: u64,
     pub host_cr3: u64,
     pub leave_tramp: u64,
+    pub leave_tramp_pa: [u64; 2],
     pub nranges: u32,
     pub pcr: u32,
     pub image_sha256: [u8; 32],

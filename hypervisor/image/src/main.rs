@@ -15,6 +15,7 @@
 mod cpu;
 mod entry;
 mod handoff;
+mod host;
 mod serial;
 mod vmcb;
 
@@ -103,6 +104,11 @@ macro_rules! log {
 }
 
 mod enclave_vm; // after log! so it can use it
+
+/// A host exception (host.rs's IDT): one line, then that CPU halts.
+pub(crate) fn host_exception_log(vector: u64, err: u64, rip: u64, cr2: u64) {
+    log!("HOST EXCEPTION vector {} error {:#x} at rip {:#x} (cr2 {:#x}): this CPU halts", vector, err, rip, cr2);
+}
 
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo) -> ! {
@@ -236,6 +242,7 @@ fn init(ho: &Handoff) -> HvResult<()> {
     })();
     unlock(&LOCK);
     r?;
+    host::init(ho.leave_tramp, ho.leave_tramp_pa);
     // SAFETY: single writer (INIT runs before any LAUNCH); the bitmaps are page-aligned statics.
     unsafe {
         LEAVE_TRAMP = ho.leave_tramp;
@@ -305,9 +312,18 @@ fn launch(cpu: usize, linux: &LinuxState) -> i64 {
     pc.regs = GuestRegs::default();
     pc.launched = true;
     LAUNCHED.fetch_add(1, Ordering::SeqCst);
-    log!("cpu{}: VMRUN rip {:#x} rsp {:#x} cr3 {:#x} nCR3 {:#x}", cpu, linux.rip, linux.rsp, linux.cr3, root);
+
+    // From here the host runs on its own GDT/IDT (saved as host state by VMRUN).
+    host::load_tables();
+    let (hg, hi) = (cpu::sgdt(), cpu::sidt());
+    let (hg_base, hi_base) = (hg.base, hi.base);
+    log!(
+        "cpu{}: VMRUN rip {:#x} rsp {:#x} cr3 {:#x} nCR3 {:#x}; host GDT {:#x} IDT {:#x}, leave CR3 {:#x}",
+        cpu, linux.rip, linux.rsp, linux.cr3, root, hg_base, hi_base, host::leave_cr3()
+    );
     run(pc, cpu);
     // only reached when the first VMRUN was refused
+    host::restore_linux_tables(gdt, idt);
     pc.launched = false;
     LAUNCHED.fetch_sub(1, Ordering::SeqCst);
     cpu::stgi();
@@ -516,7 +532,10 @@ fn leave(pc: &mut PerCpu, cpu: usize, fx: *mut u8) -> ! {
         rax: 0,
         // SAFETY: written once by INIT.
         tramp: unsafe { LEAVE_TRAMP },
+        leave_cr3: host::leave_cr3(),
     };
+    let linux_table = |o: usize| cpu::DescTable { limit: v.r64(o + 4) as u32 as u16, base: v.r64(o + 8) };
+    let (gdt, idt) = (linux_table(off::GDTR), linux_table(off::IDTR));
     let efer = v.r64(off::EFER) & !cpu::EFER_SVME;
     cpu::write_cr0(v.r64(off::CR0));
     cpu::write_cr4(v.r64(off::CR4));
@@ -524,6 +543,7 @@ fn leave(pc: &mut PerCpu, cpu: usize, fx: *mut u8) -> ! {
     log!("cpu{}: handed back to Linux after {} exits", cpu, pc.exits);
     cpu::stgi();
     cpu::wrmsr(cpu::MSR_EFER, efer);
+    host::restore_linux_tables(gdt, idt);
     // SAFETY: frame and registers describe the guest exactly as it trapped.
     unsafe { entry::he_leave(&frame, &pc.regs, fx) }
 }
