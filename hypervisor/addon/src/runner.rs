@@ -30,17 +30,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
-/// Hypercall numbers (EAX at `PORT_HYPERCALL`).
-pub mod hc {
-    /// EGETKEY: A0 = KEYREQUEST (80 B, enclave memory), A1 = key output (16 B, enclave memory).
-    pub const EGETKEY: u32 = 1;
-    /// EREPORT: A0 = TARGETINFO (56 B), A1 = REPORTDATA (64 B), A2 = REPORT output (432 B);
-    /// all in enclave memory.
-    pub const EREPORT: u32 = 2;
-    pub const STATUS_BAD_POINTER: u64 = 0x101;
-    pub const STATUS_NO_CORE: u64 = 0x102;
-    pub const STATUS_UNKNOWN: u64 = 1;
-}
+/// Hypercall numbers (mailbox NR at `PORT_HYPERCALL`) and statuses: the runtime protocol in core.
+pub use hyperenclave_core::enclave::runtime::hc;
 
 /// Enclave memory handed to KVM: `len` bytes at `host`, guest-physical ENCLAVE_GPA + `offset`.
 #[derive(Clone, Copy, Debug)]
@@ -424,7 +415,7 @@ impl EnclaveVm {
 
     /// Serves the hypercall described in the mailbox; returns the status for EAX.
     fn serve_hypercall(&mut self) -> u64 {
-        let (nr, a0, a1, a2) = (self.mailbox(mb::NR) as u32, self.mailbox(mb::A0), self.mailbox(mb::A1), self.mailbox(mb::A2));
+        let (nr, a0, a1, a2) = (self.mailbox(mb::NR), self.mailbox(mb::A0), self.mailbox(mb::A1), self.mailbox(mb::A2));
         match nr {
             hc::EGETKEY => {
                 let mut req = [0u8; 80];

@@ -20,6 +20,7 @@ use crate::entry::{self, GuestRegs};
 use crate::vmcb::{exit, intercept, off, Vmcb, V_INTR_MASKING};
 use crate::{lock, unlock, Console, Hv, PRINT};
 use core::fmt::Write;
+use hyperenclave_core::enclave::runtime::{hc, mb, ECALL_ERROR, ERR_OCALL, PORT_EEXIT, PORT_HYPERCALL, PORT_OCALL, PORT_PANIC};
 use hyperenclave_core::{Access, HcStatus, HvError, Perms, TargetInfo};
 
 const SLOTS: usize = 4;
@@ -27,26 +28,7 @@ const PAGE: u64 = 4096;
 /// R8 = ABORT on an interrupted call ends that thread (the caller's watchdog).
 pub const ABORT: u64 = u64::MAX;
 
-const PORT_EEXIT: u16 = 0x10;
-const PORT_OCALL: u16 = 0x11;
-const PORT_HYPERCALL: u16 = 0x12;
-const PORT_PANIC: u16 = 0x13;
-const HC_EGETKEY: u64 = 1;
-const HC_EREPORT: u64 = 2;
-const HC_BAD_POINTER: u64 = 0x101;
-const OCALL_UNSUPPORTED: u64 = 0x8000_0000 | 7;
-
-mod mb {
-    pub const FUNC: usize = 0;
-    pub const IN_LEN: usize = 1;
-    pub const STATUS: usize = 2;
-    pub const SHARED: usize = 3;
-    pub const CAP: usize = 4;
-    pub const NR: usize = 5;
-    pub const A0: usize = 6;
-    pub const A1: usize = 7;
-    pub const A2: usize = 8;
-}
+const OCALL_UNSUPPORTED: u64 = ECALL_ERROR | ERR_OCALL;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -202,7 +184,7 @@ pub fn call(hv_lock: &AtomicBool, hv: *mut Hv, cpu: usize, id: u64, tcs: u64, fu
     let outcome = run(ctx, cpu, hv_lock, hv, pages);
     match outcome {
         Outcome::Done { status, parked } => {
-            if status < 0x8000_0000 && status <= PAGE {
+            if status < ECALL_ERROR && status <= PAGE {
                 // SAFETY: checked host page (above), identity-mapped.
                 unsafe { core::ptr::copy_nonoverlapping(pages.shared.as_ptr(), ctx.buf as *mut u8, status as usize) };
             }
@@ -417,11 +399,11 @@ fn vector_name(v: u64) -> &'static str {
 fn enclave_hypercall(hv: &mut Hv, id: u32, mbx: &[u64; 512]) -> u64 {
     let (a0, a1, a2) = (mbx[mb::A0], mbx[mb::A1], mbx[mb::A2]);
     let r = match mbx[mb::NR] {
-        HC_EGETKEY => {
+        hc::EGETKEY => {
             let mut req = [0u8; 80];
             copy_in(hv, id, a0, &mut req).and_then(|_| hv.get_key(id, &req).map_err(|e| HcStatus::from(&e) as u64)).and_then(|key| copy_out(hv, id, a1, &key))
         }
-        HC_EREPORT => {
+        hc::EREPORT => {
             let (mut ti, mut data) = ([0u8; 56], [0u8; 64]);
             copy_in(hv, id, a0, &mut ti)
                 .and_then(|_| copy_in(hv, id, a1, &mut data))
@@ -443,7 +425,7 @@ fn copy_in(hv: &Hv, id: u32, la: u64, out: &mut [u8]) -> Result<(), u64> {
         let n = core::cmp::min(out.len() - done, (PAGE - at % PAGE) as usize);
         let hpa = match hv.enclave_access(id, at, Access::Read) {
             Ok(Ok(h)) => h,
-            _ => return Err(HC_BAD_POINTER),
+            _ => return Err(hc::STATUS_BAD_POINTER),
         };
         // SAFETY: an EPC page of this enclave (or one of its runner pages), identity-mapped.
         unsafe { core::ptr::copy_nonoverlapping(hpa as *const u8, out[done..].as_mut_ptr(), n) };
@@ -459,7 +441,7 @@ fn copy_out(hv: &Hv, id: u32, la: u64, data: &[u8]) -> Result<(), u64> {
         let n = core::cmp::min(data.len() - done, (PAGE - at % PAGE) as usize);
         let hpa = match hv.enclave_access(id, at, Access::Write) {
             Ok(Ok(h)) => h,
-            _ => return Err(HC_BAD_POINTER),
+            _ => return Err(hc::STATUS_BAD_POINTER),
         };
         // SAFETY: as copy_in, and the enclave's tables allow writing there.
         unsafe { core::ptr::copy_nonoverlapping(data[done..].as_ptr(), hpa as *mut u8, n) };

@@ -13,11 +13,8 @@ pub const PAGE: u64 = 4096;
 pub const ENCLAVE_GPA: u64 = 0x1000_0000;
 pub const RUNNER_LA: u64 = 0xFFFF_FF80_0000_0000;
 
-/// Ports of the enclave ↔ runner protocol (OUT from the guest).
-pub const PORT_EEXIT: u16 = 0x10;
-pub const PORT_OCALL: u16 = 0x11;
-pub const PORT_HYPERCALL: u16 = 0x12;
-pub const PORT_PANIC: u16 = 0x13;
+/// Ports of the enclave ↔ runner protocol (the runtime's, in core); PORT_FAULT is this runner's IDT stubs.
+pub use hyperenclave_core::enclave::runtime::{PORT_EEXIT, PORT_HYPERCALL, PORT_OCALL, PORT_PANIC};
 pub const PORT_FAULT: u16 = 0xF1;
 
 const SYS_PAGE: u64 = 0;
@@ -28,18 +25,7 @@ const SHARED_FIRST: u64 = 4;
 
 /// Mailbox words (u64, little-endian) at the start of the mailbox page: the ECALL/OCALL/
 /// hypercall arguments and results, so no register has to cross (register ioctls are slow).
-pub mod mb {
-    pub const FUNC: usize = 0;
-    pub const IN_LEN: usize = 1;
-    pub const STATUS: usize = 2;
-    pub const SHARED: usize = 3;
-    pub const CAP: usize = 4;
-    pub const NR: usize = 5;
-    pub const A0: usize = 6;
-    pub const A1: usize = 7;
-    pub const A2: usize = 8;
-    pub const LEN: usize = 9;
-}
+pub use hyperenclave_core::enclave::runtime::mb;
 
 const GDT_OFF: u64 = 0;
 const TSS_OFF: u64 = 0x100;

@@ -5,6 +5,7 @@
 pub mod measure;
 pub mod report;
 pub mod sigstruct;
+pub mod runtime;
 
 use crate::error::{HvError, HvResult};
 use crate::memory::PAGE_SIZE;
