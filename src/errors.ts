@@ -21,3 +21,9 @@ export class HyperEnclaveError extends Error {
     this.exitCode = exitCode;
   }
 }
+
+/** JSON.parse's complaint, always with the position where it stopped (V8 names none when the text just ends). */
+export function jsonSyntaxProblem(e: unknown, text: string): string {
+  const message = e instanceof Error ? e.message : String(e);
+  return /position \d+/.test(message) ? message : `${message} at position ${text.length}`;
+}

@@ -71,8 +71,13 @@ function spkiSha256(key: ReturnType<typeof createPublicKey>): string {
 
 /** Verifier, first half: checks the EK chain and the AK, returns the credential challenge. */
 export function startEnrollment(v: Verifier, req: EnrollStartRequest): EnrollChallenge {
-  if (!req || !Array.isArray(req.ekCertificates) || !req.ekCertificates.every((c) => typeof c === 'string') || typeof req.ekPublic !== 'string' || typeof req.akPublic !== 'string')
-    throw new AttestError('enroll request: expected {ekCertificates: [PEM...], ekPublic: base64 TPMT_PUBLIC, akPublic: base64 TPMT_PUBLIC}');
+  const badField =
+    !req || typeof req !== 'object' ? '/'
+    : !Array.isArray(req.ekCertificates) || !req.ekCertificates.every((c) => typeof c === 'string') ? '/ekCertificates'
+    : typeof req.ekPublic !== 'string' ? '/ekPublic'
+    : typeof req.akPublic !== 'string' ? '/akPublic'
+    : undefined;
+  if (badField) throw new AttestError(`enroll request: ${badField}: expected {ekCertificates: [PEM...], ekPublic: base64 TPMT_PUBLIC, akPublic: base64 TPMT_PUBLIC}`);
   if (!req.ekCertificates.length) throw new AttestError('enroll request: no EK certificate');
   const cas = v.loaded.trustedEkCas;
   if (!cas.length) throw new AttestError('enroll: the verifier policy lists no trusted EK CA (akProvenance.trustedEkCaFiles)', 4);
@@ -152,8 +157,11 @@ export async function enrollmentRequest(tpm: EnrollingTpm): Promise<EnrollStartR
 
 /** Attester, second half (`hyperenclave ak enroll --challenge challenge.json --out answer.json`). */
 export async function answerEnrollment(tpm: EnrollingTpm, ch: EnrollChallenge): Promise<{ id: string; secret: string }> {
-  if (!ch || ch.schema !== 'hyperenclave/ak-enroll-challenge' || typeof ch.id !== 'string' || typeof ch.credentialBlob !== 'string' || typeof ch.encryptedSecret !== 'string')
-    throw new AttestError('enrollment challenge: expected a hyperenclave/ak-enroll-challenge document');
+  const badField =
+    !ch || typeof ch !== 'object' ? '/'
+    : ch.schema !== 'hyperenclave/ak-enroll-challenge' ? '/schema'
+    : (['id', 'credentialBlob', 'encryptedSecret'] as const).map((k) => (typeof ch[k] !== 'string' ? `/${k}` : '')).find(Boolean);
+  if (badField) throw new AttestError(`enrollment challenge: ${badField}: expected a hyperenclave/ak-enroll-challenge document (id, credentialBlob, encryptedSecret)`);
   const secret = await tpm.activateCredential(fromB64(ch.credentialBlob, 'credentialBlob'), fromB64(ch.encryptedSecret, 'encryptedSecret'));
   return { id: ch.id, secret: secret.toString('base64') };
 }

@@ -3,6 +3,7 @@ import { compileSchema } from '../schemas.js';
 import { CLAIMS_SCHEME, claimsDigest, publicKeyHash, qualifyingData, type ClaimsInput, type PlatformKindClaim } from './binding.js';
 import { fromB64, fromHex } from './bytes.js';
 import { AttestError } from './errors.js';
+import { jsonSyntaxProblem } from '../errors.js';
 import type { BankName } from './policy.js';
 import type { CheckResult } from './result.js';
 import { parsePcrsFile } from './tpm2-tools.js';
@@ -54,7 +55,7 @@ export function parseEvidence(text: string, where = 'evidence'): Evidence {
   try {
     doc = JSON.parse(text);
   } catch (e) {
-    throw new AttestError(`${where}: not JSON (${(e as Error).message})`);
+    throw new AttestError(`${where}: not JSON (${jsonSyntaxProblem(e, text)})`);
   }
   const bad = validateEvidence(doc);
   if (bad) throw new AttestError(`${where}: ${bad}`);

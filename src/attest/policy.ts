@@ -2,6 +2,7 @@ import { readFileSync, existsSync } from 'node:fs';
 import { dirname, isAbsolute, join } from 'node:path';
 import { compileSchema, schemasDir } from '../schemas.js';
 import { AttestError } from './errors.js';
+import { jsonSyntaxProblem } from '../errors.js';
 import type { Requirement } from './result.js';
 
 export type BankName = 'sha1' | 'sha256' | 'sha384' | 'sha512' | 'sm3_256';
@@ -71,7 +72,7 @@ function readJson(path: string, what: string): unknown {
   try {
     return JSON.parse(text);
   } catch (e) {
-    throw new AttestError(`${what} ${path}: not JSON (${(e as Error).message})`);
+    throw new AttestError(`${what} ${path}: not JSON (${jsonSyntaxProblem(e, text)})`);
   }
 }
 

@@ -3,6 +3,7 @@ import { Command, CommanderError, Option } from 'commander';
 import { EXIT, HyperEnclaveError } from '../errors.js';
 import { createLogger, logColorFor, logFormatFor, logLevelFromEnv, setLogger } from '../log.js';
 import { registerCommands } from './commands/index.js';
+import { parseTcti } from '../tpm/tcti.js';
 import type { GlobalOptions } from './output.js';
 
 export function buildProgram(): Command {
@@ -21,12 +22,21 @@ export function buildProgram(): Command {
       'after',
       '\nExample:\n  hyperenclave platform\n  hyperenclave --platform emulated --state-dir /tmp/he demo\n  hyperenclave <command> --help',
     )
-    .showHelpAfterError('(run with --help for usage)')
+    // Commander's usage errors as one line, like every other error (subcommands inherit this).
+    .configureOutput({ outputError: (str, write) => write(`hyperenclave: ${str.trim().replace(/^error: /, '')} (run with --help for usage)\n`) })
     .exitOverride();
   program.hook('preAction', (_this, action) => {
     const g = action.optsWithGlobals<GlobalOptions>();
     const level = g.verbose ? 'debug' : g.quiet ? 'error' : (logLevelFromEnv() ?? 'warn');
     setLogger(createLogger(level, { format: logFormatFor(), color: logColorFor(g.color) }));
+    // A malformed --tcti is a bad option (exit 2), refused before any command runs.
+    if (g.tcti) {
+      try {
+        parseTcti(g.tcti);
+      } catch (e) {
+        throw new HyperEnclaveError(`--tcti: ${(e as Error).message}`, EXIT.USAGE);
+      }
+    }
   });
   registerCommands(program);
   return program;

@@ -1,5 +1,5 @@
 import { readFileSync, existsSync } from 'node:fs';
-import { HyperEnclaveError, EXIT } from '../errors.js';
+import { HyperEnclaveError, EXIT, jsonSyntaxProblem } from '../errors.js';
 import { compileSchema } from '../schemas.js';
 
 export interface HyperEnclaveConfig {
@@ -33,7 +33,7 @@ export function parseConfig(text: string, source = 'config'): HyperEnclaveConfig
   try {
     doc = JSON.parse(text);
   } catch (e) {
-    throw new ConfigError(`${source}: not JSON: ${(e as Error).message}`);
+    throw new ConfigError(`${source}: not JSON: ${jsonSyntaxProblem(e, text)}`);
   }
   const problems = validate(doc);
   if (problems) throw new ConfigError(`${source}: ${problems}`);

@@ -1,5 +1,5 @@
 import { existsSync, readFileSync } from 'node:fs';
-import { EXIT } from '../errors.js';
+import { EXIT, jsonSyntaxProblem } from '../errors.js';
 import { PAGE_SIZE } from '../hypervisor/abi.js';
 import { EnclaveError } from './errors.js';
 import type { EnclaveManifest } from './manifest.js';
@@ -233,10 +233,11 @@ export function loadPayload(m: EnclaveManifest): { image: Buffer; layout: Payloa
   const layoutPath = m.payload.layout ?? defaultLayoutPath(m.payload.image);
   if (!layoutPath || !existsSync(layoutPath)) throw new EnclaveError(`${m.source}: no layout JSON for ${m.payload.image} (set /payload/layout)`, EXIT.NOT_FOUND);
   let doc: unknown;
+  const text = readFileSync(layoutPath, 'utf8');
   try {
-    doc = JSON.parse(readFileSync(layoutPath, 'utf8'));
+    doc = JSON.parse(text);
   } catch (e) {
-    throw new EnclaveError(`${layoutPath}: not JSON (${(e as Error).message})`, EXIT.BAD_INPUT);
+    throw new EnclaveError(`${layoutPath}: not JSON (${jsonSyntaxProblem(e, text)})`, EXIT.BAD_INPUT);
   }
   return { image: readFileSync(m.payload.image), layout: parseLayout(doc, layoutPath), layoutPath };
 }

@@ -1,6 +1,6 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
-import { EXIT } from '../errors.js';
+import { EXIT, jsonSyntaxProblem } from '../errors.js';
 import { compileSchema } from '../schemas.js';
 import type { BackendKind } from './backends/index.js';
 import { EnclaveError } from './errors.js';
@@ -93,10 +93,11 @@ export function parseManifest(doc: unknown, file: string): EnclaveManifest {
 export function loadManifest(file: string): EnclaveManifest {
   if (!existsSync(file)) throw new EnclaveError(`enclave manifest ${file} not found`, EXIT.NOT_FOUND);
   let doc: unknown;
+  const text = readFileSync(file, 'utf8');
   try {
-    doc = JSON.parse(readFileSync(file, 'utf8'));
+    doc = JSON.parse(text);
   } catch (e) {
-    throw new EnclaveError(`${file}: not JSON (${(e as Error).message})`, EXIT.BAD_INPUT);
+    throw new EnclaveError(`${file}: not JSON (${jsonSyntaxProblem(e, text)})`, EXIT.BAD_INPUT);
   }
   return parseManifest(doc, file);
 }

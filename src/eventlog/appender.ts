@@ -20,7 +20,13 @@ export interface AppendResult {
 
 /** Reads an event log file, ignoring (and reporting in `tornTail`) an incomplete last record. */
 export async function readEventLogFile(path: string, opts: ParseOptions = {}): Promise<EventLog> {
-  return parseEventLog(await readFile(path), { allowTornTail: true, ...opts });
+  const bytes = await readFile(path);
+  try {
+    return parseEventLog(bytes, { allowTornTail: true, ...opts });
+  } catch (e) {
+    if (e instanceof EventLogError) e.message = `${path}: ${e.message}`;
+    throw e;
+  }
 }
 
 async function fsyncDir(dir: string): Promise<void> {

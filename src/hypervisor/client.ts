@@ -49,6 +49,22 @@ export interface EnclaveSummary {
   keySlot: number | null;
 }
 
+/** An enclave as `enclave list` shows it, from the hypervisor's ENCLAVE_INFO record. */
+export function enclaveSummary(id: number, name: string, i: EnclaveInfoRecord, backend: BackendKind, keySlot: number | null): EnclaveSummary {
+  return {
+    id,
+    name,
+    state: i.state,
+    epcPages: i.epcPages,
+    size: '0x' + i.size.toString(16),
+    base: '0x' + i.base.toString(16),
+    mrenclave: i.mrenclave.toString('hex'),
+    mrsigner: i.mrsigner.toString('hex'),
+    backend,
+    keySlot,
+  };
+}
+
 export interface EntryInfo {
   entry: bigint;
   tcs: bigint;

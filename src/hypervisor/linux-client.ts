@@ -29,7 +29,7 @@ import {
   encodeTargetInfo,
   formatAbiVersion,
 } from './abi.js';
-import type { EcallRequest, EcallResult, EnclaveSummary, HypervisorClient, HypervisorStatus, LoadedImage } from './client.js';
+import { enclaveSummary, type EcallRequest, type EcallResult, type EnclaveSummary, type HypervisorClient, type HypervisorStatus, type LoadedImage } from './client.js';
 import type { EnclaveInfoRecord } from './abi.js';
 
 export const HYPERENCLAVE_DEVICE = '/dev/hyperenclave';
@@ -222,18 +222,7 @@ export class LinuxHypervisorClient implements HypervisorClient {
         if (e instanceof HypervisorError && e.statusName === 'NO_SUCH_ENCLAVE') continue;
         throw e;
       }
-      out.push({
-        id,
-        name: `enclave-${id}`, // the hypervisor keeps no names
-        state: i.state,
-        epcPages: i.epcPages,
-        size: '0x' + i.size.toString(16),
-        base: '0x' + i.base.toString(16),
-        mrenclave: i.mrenclave.toString('hex'),
-        mrsigner: i.mrsigner.toString('hex'),
-        backend: 'none',
-        keySlot: null,
-      });
+      out.push(enclaveSummary(id, `enclave-${id}`, i, 'none', null)); // the hypervisor keeps no names
     }
     return out.reverse();
   }

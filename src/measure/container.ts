@@ -515,6 +515,10 @@ export async function verifyContainerFile(path: string, opts: VerifyOptions = {}
     const parallel = (opts.parallel ?? (p.header.imageLength >= PARALLEL_MIN_LENGTH && availableParallelism() > 1)) && p.banks.length > 1;
     const digests = parallel ? await hashParallel(fh, p.header.imageLength, p.banks, chunk, opts.onProgress) : await hashSequential(fh, p.header.imageLength, p.banks, chunk, opts.onProgress);
     return finish(p, digests, size, opts);
+  } catch (e) {
+    // The refusal says where in the container; this says which container.
+    if (e instanceof ImageError && !e.message.includes(path)) e.message += ` (file ${path})`;
+    throw e;
   } finally {
     await fh.close();
   }

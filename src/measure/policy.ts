@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { compileSchema } from '../schemas.js';
-import { EXIT } from '../errors.js';
+import { EXIT, jsonSyntaxProblem } from '../errors.js';
 import { type HashAlgName, hashAlgByName, nodeSupports } from '../tpm/alg.js';
 import { PolicyError } from './errors.js';
 
@@ -101,7 +101,7 @@ export function loadPolicy(nameOrPath: string = DEFAULT_POLICY_NAME): PcrPolicy 
   try {
     doc = JSON.parse(text);
   } catch (e) {
-    throw new PolicyError(`pcr policy ${nameOrPath}: not JSON (${(e as Error).message})`);
+    throw new PolicyError(`pcr policy ${nameOrPath}: not JSON (${jsonSyntaxProblem(e, text)})`);
   }
   return validatePolicy(doc, `pcr policy ${nameOrPath}`);
 }

@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { type ImageArch, ARCH_CODE } from '../measure/container.js';
 import { TxtError } from './registers.js';
 
@@ -50,4 +51,16 @@ export function parseLaunchEnvironment(buf: Buffer, expectedArch?: ImageArch): L
   const nameBytes = buf.subarray(32, 64);
   const end = nameBytes.indexOf(0);
   return { name: nameBytes.subarray(0, end < 0 ? 32 : end).toString('utf8'), version: buf.readUInt32LE(16), arch, payload: Buffer.from(buf.subarray(LE_HEADER_SIZE)) };
+}
+
+/** Reads a launch environment file and checks its format; a refusal names the file. Returns the bytes (what is measured). */
+export function readLaunchEnvironmentFile(path: string): Buffer {
+  const buf = readFileSync(path);
+  try {
+    parseLaunchEnvironment(buf);
+  } catch (e) {
+    if (e instanceof TxtError) e.message = e.message.replace(/^launch environment: /, `launch environment ${path}: `);
+    throw e;
+  }
+  return buf;
 }

@@ -14,7 +14,7 @@
 //! with one log line. A physical interrupt (or NMI) exits to here and the thread is parked
 //! mid-ECALL (AEX): the caller gets ENCLAVE_INTERRUPTED and calls again to resume, or aborts.
 
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::AtomicBool;
 
 use crate::entry::{self, GuestRegs};
 use crate::vmcb::{exit, intercept, off, Vmcb, V_INTR_MASKING};
@@ -418,45 +418,29 @@ fn enclave_hypercall(hv: &mut Hv, id: u32, mbx: &[u64; 512]) -> u64 {
     }
 }
 
-fn copy_in(hv: &Hv, id: u32, la: u64, out: &mut [u8]) -> Result<(), u64> {
+/// Calls `f(hpa, offset, n)` for each piece of [la, la+len) within one page, translated through
+/// the enclave's own nested tables for `access`.
+fn each_page(hv: &Hv, id: u32, la: u64, len: usize, access: Access, mut f: impl FnMut(u64, usize, usize)) -> Result<(), u64> {
     let mut done = 0;
-    while done < out.len() {
+    while done < len {
         let at = la.wrapping_add(done as u64);
-        let n = core::cmp::min(out.len() - done, (PAGE - at % PAGE) as usize);
-        let hpa = match hv.enclave_access(id, at, Access::Read) {
-            Ok(Ok(h)) => h,
+        let n = core::cmp::min(len - done, (PAGE - at % PAGE) as usize);
+        match hv.enclave_access(id, at, access) {
+            Ok(Ok(hpa)) => f(hpa, done, n),
             _ => return Err(hc::STATUS_BAD_POINTER),
-        };
-        // SAFETY: an EPC page of this enclave (or one of its runner pages), identity-mapped.
-        unsafe { core::ptr::copy_nonoverlapping(hpa as *const u8, out[done..].as_mut_ptr(), n) };
+        }
         done += n;
     }
     Ok(())
+}
+
+fn copy_in(hv: &Hv, id: u32, la: u64, out: &mut [u8]) -> Result<(), u64> {
+    let len = out.len();
+    // SAFETY: an EPC page of this enclave (or one of its runner pages), identity-mapped.
+    each_page(hv, id, la, len, Access::Read, |hpa, at, n| unsafe { core::ptr::copy_nonoverlapping(hpa as *const u8, out[at..].as_mut_ptr(), n) })
 }
 
 fn copy_out(hv: &Hv, id: u32, la: u64, data: &[u8]) -> Result<(), u64> {
-    let mut done = 0;
-    while done < data.len() {
-        let at = la.wrapping_add(done as u64);
-        let n = core::cmp::min(data.len() - done, (PAGE - at % PAGE) as usize);
-        let hpa = match hv.enclave_access(id, at, Access::Write) {
-            Ok(Ok(h)) => h,
-            _ => return Err(hc::STATUS_BAD_POINTER),
-        };
-        // SAFETY: as copy_in, and the enclave's tables allow writing there.
-        unsafe { core::ptr::copy_nonoverlapping(data[done..].as_ptr(), hpa as *mut u8, n) };
-        done += n;
-    }
-    Ok(())
-}
-
-/// Tells an enclave's runner state apart for status: threads parked or running.
-#[allow(dead_code)]
-pub fn slots_in_use() -> usize {
-    lock(&SLOTS_LOCK);
-    // SAFETY: under SLOTS_LOCK.
-    let n = unsafe { (*core::ptr::addr_of!(CTX)).iter().filter(|c| c.state != State::Free).count() };
-    unlock(&SLOTS_LOCK);
-    let _ = Ordering::Relaxed;
-    n
+    // SAFETY: as copy_in, and the enclave's tables allow writing there.
+    each_page(hv, id, la, data.len(), Access::Write, |hpa, at, n| unsafe { core::ptr::copy_nonoverlapping(data[at..].as_ptr(), hpa as *mut u8, n) })
 }

@@ -84,7 +84,10 @@ function verifyBatch(opts: { json?: boolean; quiet?: boolean }, files: string[],
 
 /** --verifier URL, or --verifier alone: the config's verifier.endpoint. */
 function verifierEndpoint(opts: { config?: string }, flag: string | true): string {
-  if (typeof flag === 'string') return flag;
+  if (typeof flag === 'string') {
+    if (!/^https?:\/\/[^/]/.test(flag)) throw new UsageError(`--verifier: expected http://host:port or https://host:port, got "${flag}"`);
+    return flag;
+  }
   const endpoint = loadConfig(opts.config).verifier?.endpoint;
   if (!endpoint) throw new UsageError('--verifier: no URL given and the configuration has no verifier.endpoint');
   return endpoint;

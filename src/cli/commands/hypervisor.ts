@@ -16,6 +16,7 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { verifyContainerFile } from '../../measure/container.js';
+import { readLaunchEnvironmentFile } from '../../txt/launch-env.js';
 
 function backendOpt(v: string | undefined): BackendKind | undefined {
   if (v === undefined) return undefined;
@@ -41,7 +42,7 @@ export function registerHypervisor(program: Command): void {
           imagePath,
           policy,
           ...(cfg.imageSigner ? { trustedKeys: [readFileSync(cfg.imageSigner, 'utf8')] } : {}),
-          ...(o.drtm ? { launchEnvironment: readFileSync(o.drtm) } : {}),
+          ...(o.drtm ? { launchEnvironment: readLaunchEnvironmentFile(o.drtm) } : {}),
           ...(opts.tcti ? { tcti: opts.tcti } : {}),
         }),
         log(),

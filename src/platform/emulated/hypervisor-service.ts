@@ -35,7 +35,7 @@ import {
   encodeMemoryMap,
   statusName,
 } from '../../hypervisor/abi.js';
-import type { HostAccessKind } from '../../hypervisor/client.js';
+import { enclaveSummary, type HostAccessKind } from '../../hypervisor/client.js';
 import type { CoreHv, CoreModule, EnclaveVmHandle } from '../../hypervisor/core-binding.js';
 import { writeFileAtomic } from '../state.js';
 import { serveRpc } from './rpc.js';
@@ -274,21 +274,7 @@ export class HypervisorService {
 
   private summaries() {
     if (!this.core) return [];
-    return [...this.enclaves.entries()].map(([id, m]) => {
-      const i = this.enclaveInfo(id);
-      return {
-        id,
-        name: m.name,
-        state: i.state,
-        epcPages: i.epcPages,
-        size: '0x' + i.size.toString(16),
-        base: '0x' + i.base.toString(16),
-        mrenclave: i.mrenclave.toString('hex'),
-        mrsigner: i.mrsigner.toString('hex'),
-        backend: m.backend,
-        keySlot: m.guest && m.guest.kind !== 'none' ? m.guest.slot : null,
-      };
-    });
+    return [...this.enclaves.entries()].map(([id, m]) => enclaveSummary(id, m.name, this.enclaveInfo(id), m.backend, m.guest && m.guest.kind !== 'none' ? m.guest.slot : null));
   }
 
   async handle(op: string, a: Record<string, unknown>): Promise<unknown> {
