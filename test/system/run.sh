@@ -11,7 +11,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 HERE="$ROOT/test/system"
 WORK="$ROOT/.tmp/system"
-TIMEOUT=${HE_SYSTEM_TIMEOUT:-240}
+TIMEOUT=${HE_SYSTEM_TIMEOUT:-360}
 KEEP=0
 WITH_IMAGE=1
 while [ $# -gt 0 ]; do
@@ -118,6 +118,7 @@ cp -a "$INSTALL_ROOT"/. "$IRD"/
 cp "$BUSYBOX" "$IRD/bin/busybox"
 for a in $("$BUSYBOX" --list); do [ "$a" = busybox ] || ln -sf busybox "$IRD/bin/$a"; done
 cp "$HERE/init.sh" "$IRD/init"; chmod 0755 "$IRD/init"
+cp "$HERE/guest-probe.mjs" "$IRD/opt/guest-probe.mjs"
 cp "$DRV_OUT/hyperenclave.ko" "$IRD/lib/modules/"
 # SHA-384/512 are modules in Debian's kernel; the driver hashes every allocated PCR bank.
 cp "$WORK/kernel/root/lib/modules/$KVER_PKG/kernel/crypto/sha512_generic.ko" "$IRD/lib/modules/"

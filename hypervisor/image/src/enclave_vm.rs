@@ -150,15 +150,21 @@ pub fn call(hv_lock: &AtomicBool, hv: *mut Hv, cpu: usize, id: u64, tcs: u64, fu
     // SAFETY: slot `slot` is ours while Running; its pages likewise.
     let pages = unsafe { &mut (*core::ptr::addr_of_mut!(PAGES))[slot] };
 
+    // Every call, a resume too, names the page the output goes to: it must be the host's own RAM.
+    if (prior != State::Interrupted && len > PAGE) || buf % PAGE != 0 {
+        return finish(ctx, prior, (HcStatus::InvalidArgument, 0));
+    }
+    lock(hv_lock);
+    // SAFETY: under the hypervisor lock.
+    let allowed = unsafe { (*hv).host_access(buf, Access::Write) }.is_ok();
+    unlock(hv_lock);
+    if !allowed {
+        return finish(ctx, prior, (HcStatus::HostAccessDenied, 0));
+    }
     if prior != State::Interrupted {
-        if len > PAGE || buf % PAGE != 0 {
-            return finish(ctx, prior, (HcStatus::InvalidArgument, 0));
-        }
         lock(hv_lock);
         // SAFETY: under the hypervisor lock.
-        let h = unsafe { &mut *hv };
-        let checked = h.host_access(buf, Access::Write).map_err(|_| HvError::HostAccessDenied { gpa: buf });
-        let entered = checked.and_then(|_| h.enter(id, tcs));
+        let entered = unsafe { (*hv).enter(id, tcs) };
         unlock(hv_lock);
         let entry = match entered {
             Ok(e) => e,
