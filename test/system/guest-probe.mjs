@@ -2,11 +2,11 @@
 // ENCLAVE_CALL registers. The output page of an ECALL is a raw physical address in RCX; the
 // hypervisor must refuse one inside its own memory or the EPC (HOST_ACCESS_DENIED), and still
 // serve the same call with an honest page. Prints "@@HE:CHECK" lines for test/system/judge.mjs.
-//   node guest-probe.mjs PACKAGE_DIR MANIFEST RESERVED_BASE RESERVED_SIZE
-const [pkg, manifestPath, baseArg, sizeArg] = process.argv.slice(2);
+//   node guest-probe.mjs PACKAGE_DIR MANIFEST SPIN_MANIFEST RESERVED_BASE RESERVED_SIZE
+const [pkg, manifestPath, spinManifestPath, baseArg, sizeArg] = process.argv.slice(2);
 const base = BigInt(baseArg);
 const size = BigInt(sizeArg);
-const { HC, HE_IOC, decodeHeHypercall, encodeHeHypercall, statusName } = await import(`${pkg}/dist/src/hypervisor/abi.js`);
+const { HC, HE_BUF_ARG_MASK, HE_HYPERCALL_BUF_POINTER_AT, HE_IOC, decodeHeHypercall, encodeHeHypercall, statusName } = await import(`${pkg}/dist/src/hypervisor/abi.js`);
 const { LinuxHypervisorClient, loadIoctlBridge } = await import(`${pkg}/dist/src/hypervisor/linux-client.js`);
 const { loadManifest } = await import(`${pkg}/dist/src/enclave/manifest.js`);
 const { createEnclave } = await import(`${pkg}/dist/src/enclave/lifecycle.js`);
@@ -15,25 +15,41 @@ const check = (name, ok, detail) => console.log(`@@HE:CHECK ${name} ${ok ? 'PASS
 const client = await LinuxHypervisorClient.open();
 const io = await loadIoctlBridge();
 const fd = io.open('/dev/hyperenclave', 'rw');
-const e = await createEnclave(client, loadManifest(manifestPath));
-const tcs = e.plan.pages.find((p) => ((p.flags >> 8) & 0xff) === 1).offset;
-const raw = (page) => {
-  const arg = encodeHeHypercall(HC.ENCLAVE_CALL, [BigInt(e.id), tcs, 4n, page, 0n]);
-  io.ioctl(fd, HE_IOC.HYPERCALL, arg);
+const tcsOf = (en) => en.plan.pages.find((p) => ((p.flags >> 8) & 0xff) === 1).offset;
+/** ENCLAVE_CALL with raw registers; `staged`: RCX is a kernel page the driver stages (honest). */
+const raw = (id, tcs, fn, page, r8 = 0n, staged = false) => {
+  const arg = encodeHeHypercall(HC.ENCLAVE_CALL, [BigInt(id), tcs, BigInt(fn), staged ? 0n : page, r8], staged ? { pointer: 0n, length: 4096, arg: HE_BUF_ARG_MASK | 0b1000 } : undefined);
+  io.ioctl(fd, HE_IOC.HYPERCALL, arg, staged ? { buffer: Buffer.alloc(4096), at: HE_HYPERCALL_BUF_POINTER_AT } : undefined);
   return statusName(Number(decodeHeHypercall(arg).rax));
 };
+
+const e = await createEnclave(client, loadManifest(manifestPath));
+const tcs = tcsOf(e);
 try {
   const results = [
     ['hypervisor image', base],
     ['EPC', base + size / 2n],
     ['misaligned', 0x1000_0010n],
-  ].map(([what, page]) => [what, raw(page)]);
+  ].map(([what, page]) => [what, raw(e.id, tcs, 4, page)]);
   const refusedAll = results.every(([, st]) => st === 'HOST_ACCESS_DENIED' || st === 'INVALID_ARGUMENT');
   const honest = await client.enclaveRun(e.id, [{ fn: 0, tcs, input: Buffer.from('still served') }]);
   const served = honest[0]?.ok && honest[0].output.toString() === 'still served';
   check('ecall-buffer-checked', refusedAll && served, `${results.map(([w, st]) => `${w}: ${st}`).join(', ')}; the same ECALL with an honest page: ${served ? 'answered' : JSON.stringify(honest[0])}`);
 } finally {
   await client.enclaveDestroy(e.id);
+}
+
+// A resume names its output page again: an interrupted spin resumed with the hypervisor's page.
+const spin = await createEnclave(client, loadManifest(spinManifestPath));
+const stcs = tcsOf(spin);
+try {
+  let first = raw(spin.id, stcs, 2, 0n, 0n, true);
+  for (let i = 0; i < 50 && first !== 'ENCLAVE_INTERRUPTED'; i++) first = raw(spin.id, stcs, 2, 0n, 0n, true);
+  const forged = raw(spin.id, stcs, 2, base);
+  const aborted = raw(spin.id, stcs, 2, 0n, 0xffff_ffff_ffff_ffffn, true);
+  check('ecall-resume-checked', first === 'ENCLAVE_INTERRUPTED' && forged === 'HOST_ACCESS_DENIED' && aborted === 'ENCLAVE_FAULT', `spin: ${first}; resume naming the hypervisor image: ${forged}; abort: ${aborted}`);
+} finally {
+  await client.enclaveDestroy(spin.id);
   io.close(fd);
   client.close();
 }

@@ -112,7 +112,7 @@ out=$(hectl enclave 2>&1) && check enclave-lifecycle PASS "$out" || check enclav
 cli enclave-run-crypto --json enclave run /opt/enclave/crypto.manifest.json --ecall 0=hello --ecall 2=abc --ecall 4 || true
 cli enclave-run-sealer --json enclave run /opt/enclave/sealer.manifest.json --ecall 3 --ecall 2:$(printf '%0128d' 7) --ecall 0=the-launch-codes || true
 # a forged ENCLAVE_CALL whose output page is the hypervisor's or the EPC is refused
-node /opt/guest-probe.mjs /usr/lib/hyperenclave /opt/enclave/crypto.manifest.json $RESERVED_BASE $RESERVED_SIZE 2>&1 | sed -n '/^@@HE:/p; /^@@HE:/!s/^/@@HE:INFO probe /p'
+node /opt/guest-probe.mjs /usr/lib/hyperenclave /opt/enclave/crypto.manifest.json /opt/enclave/misbehave.manifest.json $RESERVED_BASE $RESERVED_SIZE 2>&1 | sed -n '/^@@HE:/p; /^@@HE:/!s/^/@@HE:INFO probe /p'
 # misbehaving enclaves end only their own thread: a null write (#PF), then a spin the caller aborts
 cli enclave-run-fault --json enclave run /opt/enclave/misbehave.manifest.json --ecall 0 --ecall 1 --ecall 0 || true
 cli enclave-run-spin --json enclave run /opt/enclave/misbehave.manifest.json --ecall 2 || true
