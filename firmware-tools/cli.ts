@@ -54,6 +54,15 @@ function banks(v: string | undefined): HashAlgName[] | undefined {
   });
 }
 
+/** --initial is an option value: a bad one is a usage error. */
+function initialValues(v: string): ReturnType<typeof parseInitialValues> {
+  try {
+    return parseInitialValues(v);
+  } catch (e) {
+    throw new FirmwareUsageError(`--initial: ${(e as Error).message}`);
+  }
+}
+
 function imageInfo(path: string, v: VerifiedImage) {
   return {
     schema: 'hyperenclave/image-info' as const,
@@ -176,7 +185,7 @@ export function registerImageCommands(fw: Command, emit: Emit = defaultEmit, pro
         doc = await referenceValuesFile(container, {
           policy: loadPolicy(o.policy),
           ...(b ? { banks: b } : {}),
-          ...(o.initial ? { initial: parseInitialValues(o.initial) } : {}),
+          ...(o.initial ? { initial: initialValues(o.initial) } : {}),
           ...(o.launchEnv ? { launchEnvironmentPath: o.launchEnv } : {}),
           ...(o.output ? { out: o.output } : {}),
           ...(line ? { verify: { onProgress: line.update } } : {}),

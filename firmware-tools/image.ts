@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import { type ImageArch, type ImageFields, type ImageSigningKey, MAX_BUILD_ID, buildContainer, resignContainer, signingKeyFromPem } from '../src/measure/container.js';
 import { ImageError } from '../src/measure/errors.js';
 import { writeFileAtomic } from '../src/platform/state.js';
-import { flatLoadImage, parseElf64 } from './elf.js';
+import { ElfError, flatLoadImage, parseElf64 } from './elf.js';
 
 export interface BuildOptions {
   arch: ImageArch;
@@ -79,14 +79,28 @@ export function buildImageFile(inputPath: string, outPath: string, opts: BuildOp
   } catch (e) {
     throw new ImageError(`build: ${inputPath} not readable (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`, 3);
   }
-  const container = buildImage(input, opts, keyPath ? readSigningKey(keyPath) : undefined);
+  const key = keyPath ? readSigningKey(keyPath) : undefined;
+  let container: Buffer;
+  try {
+    container = buildImage(input, opts, key);
+  } catch (e) {
+    if (e instanceof ElfError) e.message = e.message.replace(/^ELF: /, `ELF ${inputPath}: `);
+    throw e;
+  }
   writeFileAtomic(outPath, container);
   return container;
 }
 
 /** `firmware sign`: (re)signs a container file in place or to `outPath`. */
 export function signImageFile(containerPath: string, keyPath: string, outPath = containerPath): Buffer {
-  const signed = resignContainer(readFileSync(containerPath), readSigningKey(keyPath));
+  const key = readSigningKey(keyPath);
+  let signed: Buffer;
+  try {
+    signed = resignContainer(readFileSync(containerPath), key);
+  } catch (e) {
+    if (e instanceof ImageError) e.message += ` (file ${containerPath})`;
+    throw e;
+  }
   writeFileAtomic(outPath, signed);
   return signed;
 }

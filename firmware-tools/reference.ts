@@ -1,5 +1,4 @@
 import { createHash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import { type VerifiedImage, type VerifyOptions, headerToJson, verifyContainerFile } from '../src/measure/container.js';
 import { ImageError } from '../src/measure/errors.js';
 import { type PcrPolicy, canonicalPolicyBytes } from '../src/measure/policy.js';
@@ -8,7 +7,7 @@ import { writeFileAtomic } from '../src/platform/state.js';
 import { compileSchema } from '../src/schemas.js';
 import { type HashAlgName, hashAlgByName } from '../src/tpm/alg.js';
 import { drtmEventName, planDrtmLaunch, predictDrtmPcrs } from '../src/txt/drtm.js';
-import { parseLaunchEnvironment } from '../src/txt/launch-env.js';
+import { parseLaunchEnvironment, readLaunchEnvironmentFile } from '../src/txt/launch-env.js';
 
 export interface ReferenceOptions {
   policy: PcrPolicy;
@@ -89,7 +88,7 @@ export async function referenceValuesFile(containerPath: string, opts: Reference
   const banks = opts.banks ?? opts.policy.banks;
   for (const b of banks) if (!hashAlgByName(b)) throw new ImageError(`reference values: unknown bank "${b}"`);
   const img = await verifyContainerFile(containerPath, { ...opts.verify, banks });
-  const le = opts.launchEnvironment ?? (opts.launchEnvironmentPath ? readFileSync(opts.launchEnvironmentPath) : undefined);
+  const le = opts.launchEnvironment ?? (opts.launchEnvironmentPath ? readLaunchEnvironmentFile(opts.launchEnvironmentPath) : undefined);
   const doc = referenceValuesFor(img, { ...opts, banks, ...(le ? { launchEnvironment: le } : {}) });
   if (opts.out) writeFileAtomic(opts.out, JSON.stringify(doc, null, 2) + '\n');
   return doc;

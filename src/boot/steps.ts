@@ -58,6 +58,9 @@ export function bootStepsFor(
         await loadAndLogByDriver(platform, cfg, sha256);
         return;
       }
+      // Loaded earlier in this boot (enable --image, or a boot before a disable): the same image stays.
+      const s = await hypervisorStatus(platform);
+      if (s.loaded && s.image?.sha256 === sha256) return;
       await loadHypervisor(platform, image.path, sha256);
     },
     async enable() {

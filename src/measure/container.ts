@@ -13,6 +13,7 @@ import {
   sm2Verify,
 } from '../crypto/sm2.js';
 import { type HashAlgName, hashAlgByName } from '../tpm/alg.js';
+import { EXIT } from '../errors.js';
 import { ImageError } from './errors.js';
 import { ParallelMultiDigest } from './parallel-digest.js';
 
@@ -422,7 +423,7 @@ function checkSignature(header: ImageHeader, headerBytes: Buffer, block: Buffer 
   const sigOff = IMAGE_HEADER_SIZE + header.imageLength;
   if (header.signatureAlg === 'none') {
     if (opts.requireSignature || (opts.trustedKeys && opts.trustedKeys.length > 0))
-      throw new ImageError(`image: unsigned (signature algorithm at offset ${off(HDR.signatureAlg)} is none), but a signature is required`);
+      throw new ImageError(`image: unsigned (signature algorithm at offset ${off(HDR.signatureAlg)} is none), but a signature is required`, EXIT.VERIFY_FAILED);
     return undefined;
   }
   if (!block || block.length !== header.signatureLength) throw new ImageError(`image: truncated signature block at offset ${off(sigOff)}`);
@@ -439,7 +440,7 @@ function checkSignature(header: ImageHeader, headerBytes: Buffer, block: Buffer 
   if (pub.alg !== header.signatureAlg) throw new ImageError(`image: signer key at offset ${off(sigOff + 2)} is ${pub.alg}, the header says ${header.signatureAlg}`);
   if (opts.trustedKeys && opts.trustedKeys.length > 0) {
     const trusted = opts.trustedKeys.map((k, i) => keyIdOf(publicKeyFrom(k, `trusted key ${i + 1}`).spki));
-    if (!trusted.some((t) => t.equals(keyId))) throw new ImageError(`image: signed by key ${hex(keyId)}, which is not one of the ${trusted.length} trusted keys`);
+    if (!trusted.some((t) => t.equals(keyId))) throw new ImageError(`image: signed by key ${hex(keyId)}, which is not one of the ${trusted.length} trusted keys`, EXIT.VERIFY_FAILED);
   }
   let ok = false;
   try {
@@ -447,7 +448,7 @@ function checkSignature(header: ImageHeader, headerBytes: Buffer, block: Buffer 
   } catch {
     ok = false;
   }
-  if (!ok) throw new ImageError(`image: bad ${header.signatureAlg} signature at offset ${off(sigOff + 2 + spkiLen)} over the header (bytes 0x0..${off(IMAGE_HEADER_SIZE)})`);
+  if (!ok) throw new ImageError(`image: bad ${header.signatureAlg} signature at offset ${off(sigOff + 2 + spkiLen)} over the header (bytes 0x0..${off(IMAGE_HEADER_SIZE)})`, EXIT.VERIFY_FAILED);
   return { alg: header.signatureAlg, keyId, spki };
 }
 

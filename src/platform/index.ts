@@ -25,7 +25,7 @@ export function detectPlatformKind(): PlatformKind {
 }
 
 export function openPlatform(opts: { platform?: string; stateDir?: string } = {}): Platform {
-  const wanted = opts.platform ?? process.env.HYPERENCLAVE_PLATFORM ?? 'auto';
+  const wanted = opts.platform ?? (process.env.HYPERENCLAVE_PLATFORM || 'auto');
   let kind: PlatformKind;
   if (wanted === 'auto') kind = detectPlatformKind();
   else if (wanted === 'linux' || wanted === 'emulated') kind = wanted;

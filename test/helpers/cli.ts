@@ -57,3 +57,90 @@ export function schemaProblems(doc: { schema: string }): string | undefined {
 export function readJson(path: string): unknown {
   return JSON.parse(readFileSync(path, 'utf8'));
 }
+
+/** stdout as a JSON document whatever the exit code (runCli parses it only on success). */
+export function stdoutJson(r: CliResult): { schema: string; version: number } & Record<string, unknown> {
+  return JSON.parse(r.stdout) as { schema: string; version: number } & Record<string, unknown>;
+}
+
+/**
+ * What is wrong with a failed run's stderr as an operator sees it, or undefined when it is one
+ * clear line: exactly one line, starting "hyperenclave: ", no stack trace.
+ */
+export function errorLineProblem(r: CliResult): string | undefined {
+  if (/\n\s+at \S|node:internal|\.js:\d+:\d+/.test(r.stderr)) return `stack trace on stderr: ${r.stderr}`;
+  if (!r.stderr.endsWith('\n')) return `stderr is not one terminated line: ${JSON.stringify(r.stderr)}`;
+  const lines = r.stderr.slice(0, -1).split('\n');
+  if (lines.length !== 1) return `${lines.length} lines on stderr, want 1: ${JSON.stringify(r.stderr)}`;
+  if (!lines[0]!.startsWith('hyperenclave: ')) return `stderr does not start with "hyperenclave: ": ${lines[0]}`;
+  return undefined;
+}
+
+/** A `hyperenclave verifier serve` child process listening on a port the kernel chose. */
+export interface ServedVerifier {
+  /** http://127.0.0.1:PORT, as the service printed it. */
+  url: string;
+  /** What it printed on stdout so far (with --json: its hyperenclave/verifier-serve document). */
+  stdout(): string;
+  /** SIGTERM, then waits for the exit (SIGKILL after 5 s). */
+  stop(): Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+}
+
+/** Starts `hyperenclave GLOBAL… verifier serve --listen 127.0.0.1:0 ARGS…` and waits for the address it prints. */
+export async function startVerifierServe(globalArgs: string[], serveArgs: string[], opts: { json?: boolean } = {}): Promise<ServedVerifier> {
+  const args = [cliPath, ...globalArgs, ...(opts.json ? ['--json'] : []), 'verifier', 'serve', '--listen', '127.0.0.1:0', ...serveArgs];
+  const child = spawn(process.execPath, args, { env: { ...process.env, HYPERENCLAVE_TCTI: '', TPM2TOOLS_TCTI: '' }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+  let out = '';
+  let err = '';
+  child.stderr.setEncoding('utf8').on('data', (d: string) => (err += d));
+  const stop = async () => {
+    if (child.exitCode === null && child.signalCode === null) {
+      child.kill('SIGTERM');
+      const t = setTimeout(() => child.kill('SIGKILL'), 5_000);
+      const r = await exited;
+      clearTimeout(t);
+      return r;
+    }
+    return exited;
+  };
+  const addressIn = (text: string): string | undefined => {
+    if (!opts.json) return /^verifier listening on (http:\/\/127\.0\.0\.1:\d+)$/m.exec(text)?.[1];
+    try {
+      return (JSON.parse(text) as { url?: string }).url;
+    } catch {
+      return undefined; // not all of the document yet
+    }
+  };
+  try {
+    const url = await new Promise<string>((resolve, reject) => {
+      const t = setTimeout(() => reject(new Error(`verifier serve printed no address in 30 s: ${out} ${err}`)), 30_000);
+      child.stdout.setEncoding('utf8').on('data', (d: string) => {
+        out += d;
+        const u = addressIn(out);
+        if (u) {
+          clearTimeout(t);
+          resolve(u);
+        }
+      });
+      void exited.then(({ code }) => {
+        clearTimeout(t);
+        reject(new Error(`verifier serve exited ${code}: ${err}`));
+      });
+    });
+    return { url, stdout: () => out, stop };
+  } catch (e) {
+    await stop();
+    throw e;
+  }
+}
+
+/** An http:// URL on loopback where nothing listens (a port the kernel just handed out and took back). */
+export async function unusedLoopbackUrl(): Promise<string> {
+  const { createServer } = await import('node:net');
+  const server = createServer();
+  await new Promise<void>((resolve, reject) => server.once('error', reject).listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as { port: number };
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return `http://127.0.0.1:${port}`;
+}

@@ -25,7 +25,7 @@ import {
   enrollWithVerifier,
   type VerifyOutcome,
 } from '../../attest/index.js';
-import { loadConfig } from '../../config/index.js';
+import type { HyperEnclaveConfig } from '../../config/index.js';
 import { createStoredAk, loadStoredAk, readStoredAk } from '../../attest/ak-store.js';
 import { drtmLogPath, FIRMWARE_EVENT_LOG, runtimeLogPath } from '../../platform/logs.js';
 import { writeFileAtomic } from '../../platform/state.js';
@@ -83,12 +83,12 @@ function verifyBatch(opts: { json?: boolean; quiet?: boolean }, files: string[],
 }
 
 /** --verifier URL, or --verifier alone: the config's verifier.endpoint. */
-function verifierEndpoint(opts: { config?: string }, flag: string | true): string {
+function verifierEndpoint(config: HyperEnclaveConfig, flag: string | true): string {
   if (typeof flag === 'string') {
     if (!/^https?:\/\/[^/]/.test(flag)) throw new UsageError(`--verifier: expected http://host:port or https://host:port, got "${flag}"`);
     return flag;
   }
-  const endpoint = loadConfig(opts.config).verifier?.endpoint;
+  const endpoint = config.verifier?.endpoint;
   if (!endpoint) throw new UsageError('--verifier: no URL given and the configuration has no verifier.endpoint');
   return endpoint;
 }
@@ -147,10 +147,10 @@ export function registerAttest(program: Command): void {
     .option('--verifier [url]', 'do the whole exchange with a remote verifier (`verifier serve`); default URL: config verifier.endpoint')
     .addHelpText('after', '\nExample:\n  hyperenclave ak enroll --request req.json\n  hyperenclave verifier enroll --request req.json --challenge ch.json\n  hyperenclave ak enroll --challenge ch.json --answer ans.json\n  hyperenclave verifier enroll --answer ans.json')
     .action(async (o: { request?: string; challenge?: string; answer?: string; verifier?: string | true }, cmd: Command) => {
-      const { opts, platform } = context(cmd);
+      const { opts, platform, config } = context(cmd);
       if (o.verifier !== undefined) {
         if (o.request || o.challenge) throw new UsageError('ak enroll --verifier: the exchange is done over HTTP, without --request/--challenge files');
-        const client = new VerifierClient(verifierEndpoint(opts, o.verifier));
+        const client = new VerifierClient(verifierEndpoint(config, o.verifier));
         const enrolled = await withEnrollingTpm(platform, opts.tcti, (et) => enrollWithVerifier(et, client));
         emit(opts, { schema: 'hyperenclave/ak-enroll', version: 1, verifier: client.endpoint.href, enrolled }, () => `AK enrolled with ${client.endpoint.href}: ${JSON.stringify(enrolled)}`);
         return;
@@ -175,9 +175,10 @@ export function registerAttest(program: Command): void {
     .option('--keylime <file>', 'also write Keylime\'s quote string')
     .addHelpText('after', '\nExamples:\n  hyperenclave attest --nonce $(openssl rand -hex 16) --out ev.json --tpm2-tools ./quote\n  hyperenclave attest --verifier http://verifier.example:8437 --out ev.json')
     .action(async (o: { nonce?: string; verifier?: string | true; out: string; pcrs: string; tpm2Tools?: string; keylime?: string }, cmd: Command) => {
-      const { opts, platform } = context(cmd);
+      const { opts, platform, config } = context(cmd);
       if ((o.nonce === undefined) === (o.verifier === undefined)) throw new UsageError('attest: give --nonce HEX (the verifier\'s challenge), or --verifier [URL] to ask a verifier for it');
-      const remote = o.verifier !== undefined ? new VerifierClient(verifierEndpoint(opts, o.verifier)) : undefined;
+      const pcrSelection = pcrSelectionOf(o.pcrs);
+      const remote = o.verifier !== undefined ? new VerifierClient(verifierEndpoint(config, o.verifier)) : undefined;
       const nonce = parseNonceHex(remote ? (await remote.challenge()).nonce : o.nonce!);
       const logs: Record<string, Buffer> = {};
       for (const [kind, path] of [
@@ -194,7 +195,7 @@ export function registerAttest(program: Command): void {
           return await attestToFiles(clientAttesterTpm(t, loaded), {
             nonce,
             ak: { tpmtPublic: Buffer.from(stored.public, 'base64'), pem: stored.pem, name: Buffer.from(stored.name, 'hex') },
-            pcrSelection: pcrSelectionOf(o.pcrs),
+            pcrSelection,
             claims: { platformKind: platform.kind === 'emulated' ? 'emulated' : 'real' },
             logs,
             outJson: o.out,
@@ -251,7 +252,7 @@ export function registerAttest(program: Command): void {
       if (tpm2) {
         if (evidenceFiles.length) throw new UsageError('verify: give an evidence bundle or tpm2-tools files, not both');
         for (const k of ['tpm2QuoteMessage', 'tpm2QuoteSignature', 'tpm2QuotePcrs', 'akPublic', 'nonce'] as const)
-          if (!o[k]) throw new UsageError(`verify with tpm2-tools files: --${k.replace(/[A-Z0-9]/g, (c) => '-' + c.toLowerCase())} is required`);
+          if (!o[k]) throw new UsageError(`verify with tpm2-tools files: --${k.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase())} is required`);
         outcome = verifyTpm2ToolsQuote({
           stateDir,
           ...(o.policy ? { policyPath: o.policy } : {}),

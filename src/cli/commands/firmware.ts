@@ -27,14 +27,11 @@ export function registerFirmware(program: Command): Command {
     .addHelpText('after', '\nExample:\n  hyperenclave firmware memmap --hypervisor-mib 64 --epc-mib 448')
     .action((o: { hypervisorMib: string; epcMib: string; keepMib: string; base?: string; map?: string }, cmd: Command) => {
       const g = cmd.optsWithGlobals<{ json?: boolean }>();
-      const map = o.map ? parseMemmapText(readFileSync(o.map, 'utf8'), o.map) : readFirmwareMemmap();
+      // Options first: a usage error does not depend on the memory map being readable.
       if (o.base !== undefined && !/^0x[0-9a-f]+$/i.test(o.base)) throw new UsageError(`--base: expected a hex address like 0x100000000, got "${o.base}"`);
-      const plan = planReservation(map, {
-        hypervisorMiB: intOpt('--hypervisor-mib', o.hypervisorMib),
-        epcMiB: intOpt('--epc-mib', o.epcMib),
-        keepForLinuxMiB: intOpt('--keep-mib', o.keepMib),
-        ...(o.base ? { base: BigInt(o.base) } : {}),
-      });
+      const sizes = { hypervisorMiB: intOpt('--hypervisor-mib', o.hypervisorMib), epcMiB: intOpt('--epc-mib', o.epcMib), keepForLinuxMiB: intOpt('--keep-mib', o.keepMib) };
+      const map = o.map ? parseMemmapText(readFileSync(o.map, 'utf8'), o.map) : readFirmwareMemmap();
+      const plan = planReservation(map, { ...sizes, ...(o.base ? { base: BigInt(o.base) } : {}) });
       const hex = (n: bigint) => `0x${n.toString(16)}`;
       emit(
         g,

@@ -4,7 +4,6 @@ import { context } from '../context.js';
 import { emit, UsageError } from '../output.js';
 import { withProgress } from '../progress.js';
 import { log } from '../../log.js';
-import { loadConfig } from '../../config/index.js';
 import { runBoot } from '../../boot/flow.js';
 import { bootStepsFor } from '../../boot/steps.js';
 import { loadPolicy, DEFAULT_POLICY_NAME } from '../../measure/index.js';
@@ -32,8 +31,7 @@ export function registerHypervisor(program: Command): void {
     .option('--drtm <launch-env>', 'perform the (emulated) dynamic launch with this launch environment blob')
     .addHelpText('after', '\nExample:\n  hyperenclave boot --image /lib/firmware/hyperenclave/hyperenclave.img')
     .action(async (o: { image?: string; drtm?: string }, cmd: Command) => {
-      const { opts, platform } = context(cmd);
-      const cfg = loadConfig(opts.config);
+      const { opts, platform, config: cfg } = context(cmd);
       const imagePath = o.image ?? cfg.image ?? '/lib/firmware/hyperenclave/hyperenclave.img';
       const policy = loadPolicy(cfg.pcrPolicy ?? DEFAULT_POLICY_NAME);
       const r = await runBoot(

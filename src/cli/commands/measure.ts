@@ -3,7 +3,6 @@ import { context } from '../context.js';
 import { emit, table } from '../output.js';
 import { withTpm } from '../tpm-access.js';
 import { withProgress } from '../progress.js';
-import { loadConfig } from '../../config/index.js';
 import { EventLogAppender } from '../../eventlog/index.js';
 import { loadPolicy, measureImage, DEFAULT_POLICY_NAME } from '../../measure/index.js';
 import { measureTpmFor } from '../../measure/tpm-adapter.js';
@@ -19,8 +18,7 @@ export function registerMeasure(program: Command): void {
     .option('--signer <pem>', 'public key the image signature must verify with')
     .addHelpText('after', '\nExample:\n  hyperenclave measure /lib/firmware/hyperenclave/hyperenclave.img --policy sha256-sha384 --json')
     .action(async (image: string | undefined, o: { policy?: string; signer?: string }, cmd: Command) => {
-      const { opts, platform } = context(cmd);
-      const cfg = loadConfig(opts.config);
+      const { opts, platform, config: cfg } = context(cmd);
       const imagePath = image ?? cfg.image ?? '/lib/firmware/hyperenclave/hyperenclave.img';
       const policy = loadPolicy(o.policy ?? cfg.pcrPolicy ?? DEFAULT_POLICY_NAME);
       const signer = o.signer ?? cfg.imageSigner;

@@ -56,8 +56,9 @@ export function registerTpm(program: Command): void {
     .action(async (o: { bank?: string[]; pcrs?: string }, cmd: Command) => {
       const { opts, platform } = context(cmd);
       const pcrs = parsePcrList(o.pcrs);
+      const bankIds = o.bank?.map(bankId); // a bad --bank is refused before the TPM is opened
       const banks = await withTpm(platform, opts.tcti, async (t) => {
-        const all = await t.pcrReadAll(o.bank?.map(bankId));
+        const all = await t.pcrReadAll(bankIds);
         return pcrs ? all.map((b) => ({ hash: b.hash, values: new Map([...b.values].filter(([i]) => pcrs.includes(i))) })) : all;
       });
       const doc: Record<string, Record<string, string>> = {};
@@ -78,17 +79,19 @@ export function registerTpm(program: Command): void {
       const index = Number(pcrArg);
       if (!Number.isInteger(index) || index < 0 || index > 23) throw new UsageError(`PCR index: expected 0..23, got "${pcrArg}"`);
       if (!o.data === !o.digest) throw new UsageError('pcr extend: give exactly one of --data or --digest');
+      // Given digests are checked before the TPM is opened.
+      const given = o.digest?.map((d) => {
+        const m = /^([a-z0-9_]+)=([0-9a-fA-F]+)$/.exec(d);
+        const alg = m && hashAlgByName(m[1]!);
+        if (!m || !alg) throw new UsageError(`--digest: expected alg=hex, got "${d}"`);
+        const digest = Buffer.from(m[2]!, 'hex');
+        if (digest.length !== alg.size) throw new UsageError(`--digest ${alg.name}: ${digest.length} bytes, expected ${alg.size}`);
+        return { hashAlg: alg.id, digest };
+      });
       const result = await withTpm(platform, opts.tcti, async (t) => {
         let digests;
-        if (o.digest) {
-          digests = o.digest.map((d) => {
-            const m = /^([a-z0-9_]+)=([0-9a-fA-F]+)$/.exec(d);
-            const alg = m && hashAlgByName(m[1]!);
-            if (!m || !alg) throw new UsageError(`--digest: expected alg=hex, got "${d}"`);
-            const digest = Buffer.from(m[2]!, 'hex');
-            if (digest.length !== alg.size) throw new UsageError(`--digest ${alg.name}: ${digest.length} bytes, expected ${alg.size}`);
-            return { hashAlg: alg.id, digest };
-          });
+        if (given) {
+          digests = given;
         } else {
           const active = (await t.getPcrBanks()).filter((b) => b.pcrs.length).map((b) => hashAlgById(b.hash)).filter((a) => a !== undefined);
           digests = active.map((a) => ({ hashAlg: a.id, digest: createHash(a.nodeName).update(o.data!).digest() }));
