@@ -1,10 +1,10 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { cliMissing, repoRoot, runCli, schemaProblems } from '../helpers/cli.js';
+import { cliMissing, repoRoot, runCli, schemaProblems, writeEmulatedVerifierPolicy } from '../helpers/cli.js';
 import { swtpmAvailable } from '../../src/platform/emulated/swtpm.js';
 import { parseEventLog } from '../../src/eventlog/index.js';
 
@@ -50,21 +50,7 @@ describe.skipIf(!!missing)('attestation through the CLI on the emulated platform
     const ak = await run('ak', 'create', '--json');
     expect(ak.code, ak.stderr).toBe(0);
     expect(schemaProblems(ak.json!)).toBeUndefined();
-    const caDir = join(state, 'emulated/tpm/state/ca');
-    const cas = ['swtpm-localca-rootca-cert.pem', 'issuercert.pem'].filter((c) => existsSync(join(caDir, c)));
-    cas.forEach((c) => writeFileSync(f(c), readFileSync(join(caDir, c))));
-    writeFileSync(
-      f('policy.json'),
-      JSON.stringify({
-        schema: 'hyperenclave/verifier-policy',
-        version: 1,
-        checks: { 'ak.provenance': 'required', 'eventlog.runtime': 'required', 'reference.hypervisor': 'required' },
-        requiredPcrs: { sha256: [0, 1, 2, 3, 4, 5, 6, 7, 12] },
-        referenceValues: 'reference-values.json',
-        hypervisor: { pcr: 12 },
-        akProvenance: { trustedEkCaFiles: cas },
-      }),
-    );
+    writeEmulatedVerifierPolicy(state, f('.'));
     for (const args of [
       ['ak', 'enroll', '--request', f('req.json')],
       ['verifier', 'enroll', '--policy', f('policy.json'), '--request', f('req.json'), '--challenge', f('ch.json')],

@@ -12,6 +12,7 @@ import {
   stdoutJson,
   unusedLoopbackUrl,
   type ServedVerifier,
+  writeEmulatedVerifierPolicy,
 } from '../helpers/cli.js';
 import { compileSchema } from '../../src/schemas.js';
 import { swtpmAvailable } from '../../src/platform/emulated/swtpm.js';
@@ -55,23 +56,7 @@ describe.skipIf(!!missing)('ak enroll --verifier and attest --verifier against v
     expect(ak.code, ak.stderr).toBe(0);
     akName = ak.json!.name as string;
 
-    // The policy trusts the CA that issued the emulated TPM's EK certificate (made when it was first started).
-    const caDir = join(state, 'emulated/tpm/state/ca');
-    const cas = ['swtpm-localca-rootca-cert.pem', 'issuercert.pem'].filter((c) => existsSync(join(caDir, c)));
-    expect(cas.length, `no swtpm CA certificates in ${caDir}`).toBeGreaterThan(0);
-    cas.forEach((c) => writeFileSync(f(c), readFileSync(join(caDir, c))));
-    writeFileSync(
-      f('policy.json'),
-      JSON.stringify({
-        schema: 'hyperenclave/verifier-policy',
-        version: 1,
-        checks: { 'ak.provenance': 'required', 'eventlog.runtime': 'required', 'reference.hypervisor': 'required' },
-        requiredPcrs: { sha256: [0, 1, 2, 3, 4, 5, 6, 7, 12] },
-        referenceValues: 'reference-values.json',
-        hypervisor: { pcr: 12 },
-        akProvenance: { trustedEkCaFiles: cas },
-      }),
-    );
+    writeEmulatedVerifierPolicy(state, f('.'));
     // The verifier keeps its enrollments in <state-dir>/verifier; the stranger has its own, empty.
     [verifier, stranger] = await Promise.all([
       startVerifierServe(['--platform', 'emulated', '--state-dir', state], ['--policy', f('policy.json')]),

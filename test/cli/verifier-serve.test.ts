@@ -2,10 +2,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { request } from 'node:http';
 import { connect } from 'node:net';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { cliMissing, cliPath, repoRoot, runCli, schemaProblems } from '../helpers/cli.js';
+import { cliMissing, cliPath, repoRoot, runCli, schemaProblems, writeEmulatedVerifierPolicy } from '../helpers/cli.js';
 import { compileSchema } from '../../src/schemas.js';
 import { swtpmAvailable } from '../../src/platform/emulated/swtpm.js';
 import { parseEventLog } from '../../src/eventlog/index.js';
@@ -81,21 +81,7 @@ describe.skipIf(!!missing)('verifier serve as a process: HTTP API, refusals, SIG
       const r = await run(...args);
       expect(r.code, `${args.join(' ')}: ${r.stderr}`).toBe(0);
     }
-    const caDir = join(state, 'emulated/tpm/state/ca');
-    const cas = ['swtpm-localca-rootca-cert.pem', 'issuercert.pem'].filter((c) => existsSync(join(caDir, c)));
-    cas.forEach((c) => writeFileSync(f(c), readFileSync(join(caDir, c))));
-    writeFileSync(
-      f('policy.json'),
-      JSON.stringify({
-        schema: 'hyperenclave/verifier-policy',
-        version: 1,
-        checks: { 'ak.provenance': 'required', 'eventlog.runtime': 'required', 'reference.hypervisor': 'required' },
-        requiredPcrs: { sha256: [0, 1, 2, 3, 4, 5, 6, 7, 12] },
-        referenceValues: 'reference-values.json',
-        hypervisor: { pcr: 12 },
-        akProvenance: { trustedEkCaFiles: cas },
-      }),
-    );
+    writeEmulatedVerifierPolicy(state, f('.'));
     for (const args of [
       ['ak', 'enroll', '--request', f('req.json')],
       ['verifier', 'enroll', '--policy', f('policy.json'), '--request', f('req.json'), '--challenge', f('ch.json')],

@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { compileSchema } from '../../src/schemas.js';
@@ -143,4 +143,29 @@ export async function unusedLoopbackUrl(): Promise<string> {
   const { port } = server.address() as { port: number };
   await new Promise<void>((resolve) => server.close(() => resolve()));
   return `http://127.0.0.1:${port}`;
+}
+
+/**
+ * Copies the CA certificates of the emulated platform's swtpm (state dir `state`) into `dir` and
+ * writes `dir/policy.json`: AK enrolled, runtime log and hypervisor reference required, PCRs 0-7
+ * and 12, reference values from `dir/reference-values.json`. Returns the CA file names.
+ */
+export function writeEmulatedVerifierPolicy(state: string, dir: string): string[] {
+  const caDir = join(state, 'emulated/tpm/state/ca');
+  const cas = ['swtpm-localca-rootca-cert.pem', 'issuercert.pem'].filter((c) => existsSync(join(caDir, c)));
+  if (!cas.length) throw new Error(`no swtpm CA certificates in ${caDir}`);
+  cas.forEach((c) => writeFileSync(join(dir, c), readFileSync(join(caDir, c))));
+  writeFileSync(
+    join(dir, 'policy.json'),
+    JSON.stringify({
+      schema: 'hyperenclave/verifier-policy',
+      version: 1,
+      checks: { 'ak.provenance': 'required', 'eventlog.runtime': 'required', 'reference.hypervisor': 'required' },
+      requiredPcrs: { sha256: [0, 1, 2, 3, 4, 5, 6, 7, 12] },
+      referenceValues: 'reference-values.json',
+      hypervisor: { pcr: 12 },
+      akProvenance: { trustedEkCaFiles: cas },
+    }),
+  );
+  return cas;
 }
