@@ -172,19 +172,7 @@ export function planEnclave(m: EnclaveManifest, image: Buffer, layout: PayloadLa
   }
   const base = m.base ?? layout.base ?? 0n;
   if (base % m.size !== 0n) throw new EnclaveError(`${m.source}: ELRANGE base 0x${base.toString(16)} (from the layout) is not aligned to /size 0x${m.size.toString(16)}`, EXIT.BAD_INPUT);
-  return {
-    name: m.name,
-    size: m.size,
-    base,
-    ssaFrameSize: m.ssaFrameSize,
-    attributes: 4n | (m.debug ? 2n : 0n),
-    xfrm: m.xfrm,
-    miscSelect: m.miscSelect,
-    pages,
-    tcs,
-    layout,
-    imageBytes: image.length,
-  };
+  return planOf(m, base, pages, tcs, layout, image);
 }
 
 function planFromPages(m: EnclaveManifest, image: Buffer, layout: PayloadLayout, list: NonNullable<PayloadLayout['pages']>): EnclavePlan {
@@ -212,6 +200,11 @@ function planFromPages(m: EnclaveManifest, image: Buffer, layout: PayloadLayout,
     if (p.type === 'tcs' && m.debug) data.writeBigUInt64LE(data.readBigUInt64LE(8) | 1n, 8);
     return { offset: p.offset, flags: p.secinfo, data };
   });
+  return planOf(m, base, pages, tcsPages.slice(0, m.threads).map((p) => p.offset), layout, image);
+}
+
+/** The plan both layouts end in: the manifest's identity fields, the pages, the TCS offsets. */
+function planOf(m: EnclaveManifest, base: bigint, pages: MeasuredPage[], tcs: bigint[], layout: PayloadLayout, image: Buffer): EnclavePlan {
   return {
     name: m.name,
     size: m.size,
@@ -221,7 +214,7 @@ function planFromPages(m: EnclaveManifest, image: Buffer, layout: PayloadLayout,
     xfrm: m.xfrm,
     miscSelect: m.miscSelect,
     pages,
-    tcs: tcsPages.slice(0, m.threads).map((p) => p.offset),
+    tcs,
     layout,
     imageBytes: image.length,
   };

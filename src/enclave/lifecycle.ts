@@ -140,7 +140,7 @@ export async function runEnclave(client: HypervisorClient, m: EnclaveManifest, o
   try {
     // The bare-metal hypervisor has no memory-encryption launch: backend "none" needs none.
     const launch = client.platform === 'linux' && backend === 'none' ? null : await launchEnclave(client, e.id, backend, policy);
-    const tcs = e.plan.pages.find((p) => ((p.flags >> 8) & 0xff) === 1)?.offset;
+    const tcs = e.plan.tcs[0];
     const ecalls = opts.ecalls?.length ? await client.enclaveRun(e.id, opts.ecalls.map((c) => ({ ...(tcs !== undefined ? { tcs } : {}), ...c }))) : ([] as EcallResult[]);
     const report = await client.report(e.id, { mrenclave: e.mrenclave, attributes: e.plan.attributes | 1n, xfrm: e.plan.xfrm }, reportData);
     const parsed = parseReport(report);

@@ -15,7 +15,7 @@ const check = (name, ok, detail) => console.log(`@@HE:CHECK ${name} ${ok ? 'PASS
 const client = await LinuxHypervisorClient.open();
 const io = await loadIoctlBridge();
 const fd = io.open('/dev/hyperenclave', 'rw');
-const tcsOf = (en) => en.plan.pages.find((p) => ((p.flags >> 8) & 0xff) === 1).offset;
+const tcsOf = (en) => en.plan.tcs[0];
 /** ENCLAVE_CALL with raw registers; `staged`: RCX is a kernel page the driver stages (honest). */
 const raw = (id, tcs, fn, page, r8 = 0n, staged = false) => {
   const arg = encodeHeHypercall(HC.ENCLAVE_CALL, [BigInt(id), tcs, BigInt(fn), staged ? 0n : page, r8], staged ? { pointer: 0n, length: 4096, arg: HE_BUF_ARG_MASK | 0b1000 } : undefined);
