@@ -126,10 +126,11 @@ mod soft {
         x ^ t ^ (t << 28)
     }
 
-    /// Up to 64 bytes → 8 bit planes: bit k of plane j is bit j of byte k.
-    fn to_planes(bytes: &[u8; 64]) -> [u64; 8] {
+    /// The first `words` u64 words (8 bytes each) of `bytes` → 8 bit planes: bit k of plane j
+    /// is bit j of byte k. `words` is public (the number of blocks).
+    fn to_planes(bytes: &[u8; 64], words: usize) -> [u64; 8] {
         let mut planes = [0u64; 8];
-        for w in 0..8 {
+        for w in 0..words {
             let t = transpose8(u64::from_le_bytes(bytes[8 * w..8 * w + 8].try_into().unwrap()));
             for (j, plane) in planes.iter_mut().enumerate() {
                 *plane |= ((t >> (8 * j)) & 0xff) << (8 * w);
@@ -138,9 +139,9 @@ mod soft {
         planes
     }
 
-    fn from_planes(planes: &[u64; 8]) -> [u8; 64] {
+    fn from_planes(planes: &[u64; 8], words: usize) -> [u8; 64] {
         let mut bytes = [0u8; 64];
-        for w in 0..8 {
+        for w in 0..words {
             let mut t = 0u64;
             for (j, plane) in planes.iter().enumerate() {
                 t |= ((plane >> (8 * w)) & 0xff) << (8 * j);
@@ -290,18 +291,18 @@ mod soft {
         *p = [s7, s6, s5, s4, s3, s2, s1, s0];
     }
 
-    /// SubBytes on up to 64 bytes.
-    fn sub_bytes(bytes: &mut [u8; 64]) {
-        let mut planes = to_planes(bytes);
+    /// SubBytes on the first `words` x 8 bytes of `bytes` (the rest comes back zero).
+    fn sub_bytes(bytes: &mut [u8; 64], words: usize) {
+        let mut planes = to_planes(bytes, words);
         sub_bytes_planes(&mut planes);
-        *bytes = from_planes(&planes);
+        *bytes = from_planes(&planes, words);
     }
 
     /// S-box of every byte of `w` (key schedule SubWord).
     fn sub_word(w: [u8; 4]) -> [u8; 4] {
         let mut b = [0u8; 64];
         b[..4].copy_from_slice(&w);
-        sub_bytes(&mut b);
+        sub_bytes(&mut b, 1);
         [b[0], b[1], b[2], b[3]]
     }
 
@@ -344,7 +345,7 @@ mod soft {
             }
         }
         for (round, k) in rk.iter().enumerate().skip(1) {
-            sub_bytes(&mut s);
+            sub_bytes(&mut s, 2 * n);
             for i in 0..n {
                 let b = &mut s[16 * i..16 * i + 16];
                 // ShiftRows: state is column-major, byte (row r, col c) at 4c + r; the
@@ -381,7 +382,7 @@ mod soft {
             for (i, v) in b.iter_mut().enumerate() {
                 *v = (64 * q + i) as u8;
             }
-            sub_bytes(&mut b);
+            sub_bytes(&mut b, 8);
             out[64 * q..64 * q + 64].copy_from_slice(&b);
         }
         out
@@ -389,8 +390,8 @@ mod soft {
 
     #[cfg(test)]
     pub(super) fn transpose_roundtrip(bytes: &[u8; 64]) -> ([u64; 8], [u8; 64]) {
-        let p = to_planes(bytes);
-        (p, from_planes(&p))
+        let p = to_planes(bytes, 8);
+        (p, from_planes(&p, 8))
     }
 }
 
