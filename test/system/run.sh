@@ -215,7 +215,7 @@ for _ in $(seq 50); do [ -S "$SOCK" ] && break; sleep 0.1; done
 APPEND="console=ttyS0 loglevel=4 panic=-1 $MEMMAP nokaslr"
 log "booting $KVER_PKG (timeout ${TIMEOUT}s)"
 T1=$(date +%s)
-timeout --kill-after=5 "$TIMEOUT" qemu-system-x86_64 -accel tcg -cpu qemu64,+svm,+npt,+pdpe1gb,+ssse3,+sse4.1,+sse4.2,+popcnt,+rdrand -smp 2 -m 1G \
+timeout --kill-after=5 "$TIMEOUT" qemu-system-x86_64 -accel tcg -cpu qemu64,+svm,+npt,+pdpe1gb,+ssse3,+sse4.1,+sse4.2,+popcnt,+rdrand,+aes,+pclmulqdq -smp 2 -m 1G \
   -nographic -no-reboot -monitor none -serial stdio \
   -kernel "$VMLINUZ" -initrd "$INITRD" -append "$APPEND" \
   -nic user,model=e1000 \
