@@ -531,20 +531,19 @@ mod ni {
     }
 }
 
+#[cfg(test)]
+extern crate std;
+
 /// Both backends when this CPU has AES-NI, the software one alone otherwise (tests use this to
 /// exercise every available path).
 #[cfg(test)]
 pub(crate) fn test_backends() -> std::vec::Vec<Backend> {
-    extern crate std;
     let mut v = std::vec![Backend::Soft];
     if Backend::detect() == Backend::AesNi {
         v.push(Backend::AesNi);
     }
     v
 }
-
-#[cfg(test)]
-extern crate std;
 
 #[cfg(test)]
 mod tests {
