@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { cliMissing, errorLineProblem, repoRoot, runCli, schemaProblems } from '../helpers/cli.js';
 import { swtpmAvailable } from '../../src/platform/emulated/swtpm.js';
+import { hostImageArch } from '../helpers/arch.js';
 
 const missing = cliMissing();
 const noTpm = missing ?? swtpmAvailable({ ek: true });
@@ -21,7 +22,7 @@ describe.skipIf(!!missing)('--config: a missing, malformed or schema-invalid con
   const withImage = (args: string[]) => args.map((a) => (a === 'IMAGE' ? hv : a));
 
   beforeAll(async () => {
-    const b = await run('firmware', 'build', join(repoRoot, 'test/fixtures/measure/tiny.elf'), '-o', hv, '--arch', 'intel-vmx');
+    const b = await run('firmware', 'build', join(repoRoot, 'test/fixtures/measure/tiny.elf'), '-o', hv, '--arch', hostImageArch());
     expect(b.code, b.stderr).toBe(0);
   });
   afterAll(async () => {

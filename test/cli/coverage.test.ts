@@ -8,6 +8,7 @@ import type { Command } from 'commander';
 import { buildProgram } from '../../src/cli/main.js';
 import { cliMissing, repoRoot, runCli, schemaProblems } from '../helpers/cli.js';
 import { swtpmAvailable } from '../../src/platform/emulated/swtpm.js';
+import { hostImageArch } from '../helpers/arch.js';
 
 /**
  * Successful runs, --json checked against its schema, for the commands no other process test
@@ -78,7 +79,7 @@ describe.skipIf(!!noHypervisor)('firmware, emulator, enable / disable / boot, en
   });
 
   it('firmware build and firmware sign', async () => {
-    const built = await json('firmware', 'build', addon, '-o', f('hv.img'), '--arch', 'intel-vmx', '--raw', '--entry', '0');
+    const built = await json('firmware', 'build', addon, '-o', f('hv.img'), '--arch', hostImageArch(), '--raw', '--entry', '0');
     expect(built).toMatchObject({ schema: 'hyperenclave/image-info', path: f('hv.img'), signer: null, header: { kind: 'raw' } });
     const signed = await json('firmware', 'sign', f('hv.img'), '--key', f('signer.pem'), '-o', f('hv-signed.img'));
     expect(signed).toMatchObject({ path: f('hv-signed.img'), digests: built.digests, signer: { alg: 'ecdsa-p384-sha384' } });

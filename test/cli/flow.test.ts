@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { cliMissing, repoRoot, runCli, schemaProblems } from '../helpers/cli.js';
 import { swtpmAvailable } from '../../src/platform/emulated/swtpm.js';
+import { foreignImageArch, hostImageArch, vendorNote } from '../helpers/arch.js';
 
 const addon = join(repoRoot, 'hypervisor', 'addon', 'hyperenclave-addon.node');
 const payload = join(repoRoot, 'hypervisor', 'enclaves', 'out', 'crypto.bin');
@@ -23,9 +24,21 @@ describe.skipIf(!!missing)('operator flow on the emulated platform (built CLI as
     rmSync(state, { recursive: true, force: true });
   });
 
+  const foreign = foreignImageArch();
+  it.skipIf(!foreign)(`boot refuses an image built for the other CPU vendor and extends nothing (running as ${vendorNote()})`, async () => {
+    const img = join(state, 'foreign.img');
+    const b = await run('firmware', 'build', addon, '-o', img, '--arch', foreign!, '--raw', '--entry', '0');
+    expect(b.code, b.stderr).toBe(0);
+    const refused = await run('boot', '--image', img, '--json');
+    expect(refused.code).toBe(6);
+    expect(refused.stderr).toContain(`image: built for ${foreign} (arch at offset 0xc), this platform is ${hostImageArch()}`);
+    const pcrs = (await run('pcr', 'read', '--bank', 'sha256', '--pcrs', '12', '--json')).json!.banks as Record<string, Record<string, string>>;
+    expect(pcrs.sha256!['12']).toBe('0'.repeat(64));
+  });
+
   it('boot measures, loads and enables; a second boot in the same boot extends nothing', async () => {
     const img = join(state, 'hv.img');
-    const b = await run('firmware', 'build', addon, '-o', img, '--arch', 'intel-vmx', '--raw', '--entry', '0');
+    const b = await run('firmware', 'build', addon, '-o', img, '--arch', hostImageArch(), '--raw', '--entry', '0');
     expect(b.code, b.stderr).toBe(0);
     const first = await run('boot', '--image', img, '--json');
     expect(first.code, first.stderr).toBe(0);
@@ -88,7 +101,7 @@ describe.skipIf(!!missing)('operator flow on the emulated platform (built CLI as
     expect(i.code, i.stderr).toBe(0);
     expect(schemaProblems(i.json!)).toBeUndefined();
     expect(JSON.stringify(i.json)).toMatch(/ecdsa-p384-sha384/);
-    const le = await run('firmware', 'launch-env', '-o', join(state, 'le.bin'), '--arch', 'intel-vmx', '--json');
+    const le = await run('firmware', 'launch-env', '-o', join(state, 'le.bin'), '--arch', hostImageArch(), '--json');
     expect(le.code, le.stderr).toBe(0);
     expect(schemaProblems(le.json!)).toBeUndefined();
   });

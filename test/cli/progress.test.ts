@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { cliMissing, repoRoot, runCli, schemaProblems } from '../helpers/cli.js';
 import { swtpmAvailable } from '../../src/platform/emulated/swtpm.js';
 import { lastScreenLine, runCliOnTty, scriptMissing } from './tty.js';
+import { hostImageArch } from '../helpers/arch.js';
 
 const missing = cliMissing();
 const noTpm = missing ?? swtpmAvailable({ ek: true });
@@ -31,7 +32,7 @@ describe.skipIf(!!missing)('progress of long operations (built CLI as a process)
   beforeAll(async () => {
     // 24 MiB: six 4 MiB chunks, hashed on the parallel path (16 MiB and more, two banks).
     writeFileSync(join(state, 'big.bin'), randomBytes(24 * 1024 * 1024));
-    const b = await run('firmware', 'build', join(state, 'big.bin'), '-o', img, '--arch', 'intel-vmx', '--raw', '--entry', '0');
+    const b = await run('firmware', 'build', join(state, 'big.bin'), '-o', img, '--arch', hostImageArch(), '--raw', '--entry', '0');
     expect(b.code, b.stderr).toBe(0);
     expect(b.stderr).toBe('');
   });
@@ -81,7 +82,7 @@ describe.skipIf(!!missing)('progress of long operations (built CLI as a process)
 
   it.skipIf(!!noEnclave)('enclave run on a terminal shows the pages being added', async () => {
     const hv = join(state, 'hv.img');
-    const b = await run('firmware', 'build', addon, '-o', hv, '--arch', 'intel-vmx', '--raw', '--entry', '0');
+    const b = await run('firmware', 'build', addon, '-o', hv, '--arch', hostImageArch(), '--raw', '--entry', '0');
     expect(b.code, b.stderr).toBe(0);
     const boot = await run('boot', '--image', hv);
     expect(boot.code, boot.stderr).toBe(0);

@@ -16,6 +16,7 @@ import {
 } from '../helpers/cli.js';
 import { compileSchema } from '../../src/schemas.js';
 import { swtpmAvailable } from '../../src/platform/emulated/swtpm.js';
+import { hostImageArch } from '../helpers/arch.js';
 
 const missing = cliMissing() ?? swtpmAvailable({ ek: true });
 if (missing) console.warn(`skipping the remote-verifier CLI tests: ${missing}`);
@@ -45,7 +46,7 @@ describe.skipIf(!!missing)('ak enroll --verifier and attest --verifier against v
   beforeAll(async () => {
     const img = f('hv.img');
     for (const args of [
-      ['firmware', 'build', join(repoRoot, 'test/fixtures/measure/tiny.elf'), '-o', img, '--arch', 'intel-vmx'],
+      ['firmware', 'build', join(repoRoot, 'test/fixtures/measure/tiny.elf'), '-o', img, '--arch', hostImageArch()],
       ['measure', img],
       ['firmware', 'reference', img, '-o', f('reference-values.json')],
     ]) {

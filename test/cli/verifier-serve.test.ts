@@ -10,6 +10,7 @@ import { compileSchema } from '../../src/schemas.js';
 import { swtpmAvailable } from '../../src/platform/emulated/swtpm.js';
 import { parseEventLog } from '../../src/eventlog/index.js';
 import { lastScreenLine, runCliOnTty, scriptMissing } from './tty.js';
+import { hostImageArch } from '../helpers/arch.js';
 
 const missing = cliMissing() ?? swtpmAvailable({ ek: true });
 if (missing) console.warn(`skipping verifier service CLI tests: ${missing}`);
@@ -73,7 +74,7 @@ describe.skipIf(!!missing)('verifier serve as a process: HTTP API, refusals, SIG
   beforeAll(async () => {
     const img = f('hv.img');
     for (const args of [
-      ['firmware', 'build', join(repoRoot, 'test/fixtures/measure/tiny.elf'), '-o', img, '--arch', 'intel-vmx'],
+      ['firmware', 'build', join(repoRoot, 'test/fixtures/measure/tiny.elf'), '-o', img, '--arch', hostImageArch()],
       ['measure', img],
       ['firmware', 'reference', img, '-o', f('reference-values.json')],
       ['ak', 'create'],

@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import { context } from '../context.js';
 import { emit, table } from '../output.js';
 import { platformReport } from '../../platform/report.js';
+import { CPU_VENDOR_OVERRIDE_ENV, cpuVendorOverride } from '../../platform/cpu.js';
 
 export function registerPlatform(program: Command): void {
   program
@@ -14,7 +15,7 @@ export function registerPlatform(program: Command): void {
       emit(opts, r as unknown as { schema: string; version: number }, () =>
         [
           `platform: ${r.platform}${r.platform === 'emulated' ? ' (software models: proves nothing about hardware)' : ''}`,
-          `cpu: ${r.cpu.vendor} ${r.cpu.model}, ${r.cpu.cpus} CPU(s)`,
+          `cpu: ${r.cpu.vendor} ${r.cpu.model}, ${r.cpu.cpus} CPU(s)${cpuVendorOverride() ? ` (vendor forced by ${CPU_VENDOR_OVERRIDE_ENV}, a test setting)` : ''}`,
           '',
           table(
             ['feature', 'status', 'detail'],
