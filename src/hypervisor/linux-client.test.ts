@@ -9,6 +9,7 @@ import { addonUnavailable, buildSigstruct, loadPayload, newSigstructSigner, payl
 import { addonCore } from './addon-adapter.js';
 import type { CoreHv } from './core-binding.js';
 import { LinuxHypervisorClient, type IoctlBridge } from './linux-client.js';
+import { skipUnless } from '../../test/helpers/require.js';
 
 /**
  * The linux client's buffer hypercalls (ioctl ABI 1.1) against the real Rust core: the bridge
@@ -18,15 +19,18 @@ import { LinuxHypervisorClient, type IoctlBridge } from './linux-client.js';
  * driver itself is exercised under QEMU by the system tier.
  */
 
-const noCore = addonUnavailable() ?? (() => {
-  try {
-    loadPayload('crypto');
-    return null;
-  } catch (e) {
-    return (e as Error).message;
-  }
-})();
-if (noCore) console.warn(`linux client over the core skipped: ${noCore}`);
+const noAddon = addonUnavailable();
+const noCore = skipUnless('linux client over the core', [
+  ['addon', noAddon],
+  ['enclave-payloads', !noAddon && (() => {
+    try {
+      loadPayload('crypto');
+      return null;
+    } catch (e) {
+      return (e as Error).message;
+    }
+  })()],
+]) ?? null;
 
 const MB = 1n << 20n;
 const RESERVED = 0x1_8000_0000n;

@@ -8,11 +8,11 @@ import { cliMissing, repoRoot, runCli, schemaProblems, writeEmulatedVerifierPoli
 import { swtpmAvailable } from '../../src/platform/emulated/swtpm.js';
 import { parseEventLog } from '../../src/eventlog/index.js';
 import { hostImageArch } from '../helpers/arch.js';
+import { commandMissing, skipUnless } from '../helpers/require.js';
 
-const hasTools = spawnSync('sh', ['-c', 'command -v tpm2_checkquote'], { stdio: 'ignore' }).status === 0;
-const missing = cliMissing() ?? swtpmAvailable({ ek: true });
-if (missing) console.warn(`skipping CLI attestation tests: ${missing}`);
-if (!hasTools) console.warn('tpm2_checkquote absent: the tpm2-tools interop assertion is skipped');
+
+const missing = skipUnless('CLI attestation tests', [['cli', cliMissing()], ['swtpm', swtpmAvailable({ ek: true })]]);
+const hasTools = !missing && !skipUnless('the tpm2_checkquote interop assertion', [['tpm2-tools', commandMissing('tpm2_checkquote', 'tpm2-tools')]]);
 
 /**
  * The operator and verifier sides as separate processes, through files only:

@@ -9,6 +9,7 @@ import { buildProgram } from '../../src/cli/main.js';
 import { cliMissing, repoRoot, runCli, schemaProblems } from '../helpers/cli.js';
 import { swtpmAvailable } from '../../src/platform/emulated/swtpm.js';
 import { hostImageArch } from '../helpers/arch.js';
+import { commandMissing, pathMissing, skipUnless } from '../helpers/require.js';
 
 /**
  * Successful runs, --json checked against its schema, for the commands no other process test
@@ -16,16 +17,12 @@ import { hostImageArch } from '../helpers/arch.js';
  * demo; and completion (not a reporting command: its script must parse).
  */
 
-const missing = cliMissing();
 const addon = join(repoRoot, 'hypervisor', 'addon', 'hyperenclave-addon.node');
 const payload = join(repoRoot, 'hypervisor', 'enclaves', 'out', 'crypto.bin');
-const noHypervisor = missing ?? swtpmAvailable({ ek: true }) ?? (existsSync(addon) ? undefined : `${addon} not built (make build)`);
-const noEnclave = noHypervisor ?? (existsSync(payload) ? undefined : `${payload} not built (make build)`) ?? (existsSync('/dev/kvm') ? undefined : '/dev/kvm absent: enclaves cannot run');
-const has = (c: string) => spawnSync('sh', ['-c', `command -v ${c}`], { stdio: 'ignore' }).status === 0;
-if (missing) console.warn(`skipping the command coverage process tests: ${missing}`);
-else if (noHypervisor) console.warn(`skipping the hypervisor coverage tests: ${noHypervisor}`);
-else if (noEnclave) console.warn(`skipping the enclave and demo coverage tests: ${noEnclave}`);
-if (!missing && !has('zsh')) console.warn('zsh absent: the zsh completion script is checked for content only, not parsed');
+const missing = skipUnless('the command coverage process tests', [['cli', cliMissing()]]);
+const noHypervisor = missing ?? skipUnless('the hypervisor coverage tests', [['swtpm', swtpmAvailable({ ek: true })], ['addon', pathMissing(addon, 'make build')]]);
+const noEnclave = noHypervisor ?? skipUnless('the enclave and demo coverage tests', [['enclave-payloads', pathMissing(payload, 'make build')], ['kvm', pathMissing('/dev/kvm', 'enclaves cannot run')]]);
+const hasZsh = !missing && !skipUnless('parsing the zsh completion script (its content is still checked)', [['zsh', commandMissing('zsh', 'zsh')]]);
 
 function leafCommands(cmd: Command, prefix: string[] = []): string[][] {
   return cmd.commands.length ? cmd.commands.flatMap((c) => leafCommands(c, [...prefix, c.name()])) : [prefix];
@@ -44,7 +41,7 @@ describe.skipIf(!!missing)('completion bash|zsh (built CLI as a process)', () =>
       for (const path of leaves) for (const word of path) expect(r.stdout, `${shell}: ${path.join(' ')}`).toContain(word);
       const file = join(dir, `hyperenclave.${shell}`);
       writeFileSync(file, r.stdout);
-      if (shell === 'bash' || has('zsh')) {
+      if (shell === 'bash' || hasZsh) {
         const syntax = spawnSync(shell, ['-n', file], { encoding: 'utf8' });
         expect(syntax.status, `${shell} -n: ${syntax.stderr}`).toBe(0);
       }

@@ -6,11 +6,10 @@ import { join } from 'node:path';
 import { cliMissing, errorLineProblem, repoRoot, runCli, type CliResult } from '../helpers/cli.js';
 import { swtpmAvailable } from '../../src/platform/emulated/swtpm.js';
 import { hostImageArch } from '../helpers/arch.js';
+import { skipUnless } from '../helpers/require.js';
 
-const missing = cliMissing();
-const noTpm = missing ?? swtpmAvailable({ ek: true });
-if (missing) console.warn(`skipping the bad-file process tests: ${missing}`);
-else if (noTpm) console.warn(`skipping the bad-file runs that need the emulated TPM: ${noTpm}`);
+const missing = skipUnless('the bad-file process tests', [['cli', cliMissing()]]);
+const noTpm = missing ?? skipUnless('the bad-file runs that need the emulated TPM', [['swtpm', swtpmAvailable({ ek: true })]]);
 
 /** A bad-file run: the file that is missing or malformed, the exit code, and what the message must say besides the file's name. */
 interface BadFile {

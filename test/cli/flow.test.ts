@@ -5,16 +5,17 @@ import { join } from 'node:path';
 import { cliMissing, repoRoot, runCli, schemaProblems } from '../helpers/cli.js';
 import { swtpmAvailable } from '../../src/platform/emulated/swtpm.js';
 import { foreignImageArch, hostImageArch, vendorNote } from '../helpers/arch.js';
+import { pathMissing, skipUnless } from '../helpers/require.js';
 
 const addon = join(repoRoot, 'hypervisor', 'addon', 'hyperenclave-addon.node');
 const payload = join(repoRoot, 'hypervisor', 'enclaves', 'out', 'crypto.bin');
-const missing =
-  cliMissing() ??
-  swtpmAvailable({ ek: true }) ??
-  (existsSync(addon) ? undefined : `${addon} not built (make build)`) ??
-  (existsSync(payload) ? undefined : `${payload} not built (make build)`) ??
-  (existsSync('/dev/kvm') ? undefined : '/dev/kvm absent: enclaves cannot run');
-if (missing) console.warn(`skipping CLI flow tests: ${missing}`);
+const missing = skipUnless('CLI flow tests', [
+  ['cli', cliMissing()],
+  ['swtpm', swtpmAvailable({ ek: true })],
+  ['addon', pathMissing(addon, 'make build')],
+  ['enclave-payloads', pathMissing(payload, 'make build')],
+  ['kvm', pathMissing('/dev/kvm', 'enclaves cannot run')],
+]);
 
 describe.skipIf(!!missing)('operator flow on the emulated platform (built CLI as a process)', () => {
   const state = mkdtempSync(join(tmpdir(), 'he-flow-'));
@@ -25,7 +26,7 @@ describe.skipIf(!!missing)('operator flow on the emulated platform (built CLI as
   });
 
   const foreign = foreignImageArch();
-  it.skipIf(!foreign)(`boot refuses an image built for the other CPU vendor and extends nothing (running as ${vendorNote()})`, async () => {
+  it.skipIf(!!skipUnless('boot refusing the other vendor\'s image', [['known-cpu-vendor', !foreign && `CPU vendor "${vendorNote()}" unknown: boot checks no arch`]]))(`boot refuses an image built for the other CPU vendor and extends nothing (running as ${vendorNote()})`, async () => {
     const img = join(state, 'foreign.img');
     const b = await run('firmware', 'build', addon, '-o', img, '--arch', foreign!, '--raw', '--entry', '0');
     expect(b.code, b.stderr).toBe(0);

@@ -2,9 +2,9 @@ import { describe, expect, it } from 'vitest';
 import type { Command } from 'commander';
 import { buildProgram } from '../../src/cli/main.js';
 import { cliMissing, runCli } from '../helpers/cli.js';
+import { skipUnless } from '../helpers/require.js';
 
-const missing = cliMissing();
-if (missing) console.warn(`skipping the --help process test: ${missing}`);
+const missing = skipUnless('the --help process test', [['cli', cliMissing()]]);
 
 /** Every command path in the commander tree: [], ['tpm'], ['tpm', 'info'], … */
 function commandPaths(cmd: Command, prefix: string[] = []): string[][] {

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { createLogger, logColorFor, logFormatFor, logLevelFromEnv, type LogFormat } from '../../src/log.js';
 import { repoRoot } from '../helpers/cli.js';
 import { scriptMissing } from './tty.js';
+import { skipUnless } from '../helpers/require.js';
 
 const SECRETS = {
   key: 'S3CRET-key-material',
@@ -67,10 +68,8 @@ describe('logs: JSON for the unit, pretty for a terminal, secrets redacted in bo
 });
 
 const logModule = join(repoRoot, 'dist', 'src', 'log.js');
-const noDist = existsSync(logModule) ? undefined : `${logModule} missing: run "make build"`;
-const noPty = noDist ?? scriptMissing();
-if (noDist) console.warn(`skipping log process tests: ${noDist}`);
-else if (noPty) console.warn(`skipping log pseudo-terminal tests: ${noPty}`);
+const noDist = skipUnless('log process tests', [['cli', existsSync(logModule) ? undefined : `${logModule} missing: run "make build"`]]);
+const noPty = noDist ?? skipUnless('log pseudo-terminal tests', [['script', scriptMissing()]]);
 
 /** A process that logs secrets the way the CLI sets its logger up, then exits at once. */
 const PROGRAM = `

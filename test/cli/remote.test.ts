@@ -17,9 +17,9 @@ import {
 import { compileSchema } from '../../src/schemas.js';
 import { swtpmAvailable } from '../../src/platform/emulated/swtpm.js';
 import { hostImageArch } from '../helpers/arch.js';
+import { skipUnless } from '../helpers/require.js';
 
-const missing = cliMissing() ?? swtpmAvailable({ ek: true });
-if (missing) console.warn(`skipping the remote-verifier CLI tests: ${missing}`);
+const missing = skipUnless('the remote-verifier CLI tests', [['cli', cliMissing()], ['swtpm', swtpmAvailable({ ek: true })]]);
 
 const resultProblems = compileSchema('attestation-result.schema.json');
 

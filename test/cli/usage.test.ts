@@ -5,9 +5,9 @@ import { join } from 'node:path';
 import type { Command } from 'commander';
 import { buildProgram } from '../../src/cli/main.js';
 import { cliMissing, errorLineProblem, runCli, schemaProblems } from '../helpers/cli.js';
+import { skipUnless } from '../helpers/require.js';
 
-const missing = cliMissing();
-if (missing) console.warn(`skipping the bad-argument process tests: ${missing}`);
+const missing = skipUnless('the bad-argument process tests', [['cli', cliMissing()]]);
 
 /** Leaf commands of the commander tree: "platform", "tpm info", … */
 function leafCommands(cmd: Command, prefix: string[] = []): string[] {
