@@ -5,11 +5,14 @@ import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Command } from 'commander';
-import { buildProgram } from '../../src/cli/main.js';
+import { buildProgram } from '../../src/cli/program.js';
 import { cliMissing, repoRoot, runCli, schemaProblems } from '../helpers/cli.js';
 import { swtpmAvailable } from '../../src/platform/emulated/swtpm.js';
 import { hostImageArch } from '../helpers/arch.js';
 import { commandMissing, pathMissing, skipUnless } from '../helpers/require.js';
+
+/** Every command group registered, as `--help` and completion see the tree. */
+const fullProgram = await buildProgram();
 
 /**
  * Successful runs, --json checked against its schema, for the commands no other process test
@@ -33,7 +36,7 @@ describe.skipIf(!!missing)('completion bash|zsh (built CLI as a process)', () =>
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
   it('each script names every command and parses in its shell', async () => {
-    const leaves = leafCommands(buildProgram());
+    const leaves = leafCommands(fullProgram);
     for (const shell of ['bash', 'zsh'] as const) {
       const r = await runCli(['completion', shell]);
       expect(r.code, r.stderr).toBe(0);

@@ -1,5 +1,4 @@
 import type { Command } from 'commander';
-import { bashCompletion, zshCompletion } from '../completion.js';
 import { UsageError } from '../output.js';
 
 export function registerCompletion(program: Command): void {
@@ -8,7 +7,8 @@ export function registerCompletion(program: Command): void {
     .description('print a shell completion script (bash or zsh)')
     .argument('<shell>', 'bash or zsh')
     .addHelpText('after', '\nExample:\n  hyperenclave completion bash > /etc/bash_completion.d/hyperenclave')
-    .action((shell: string) => {
+    .action(async (shell: string) => {
+      const { bashCompletion, zshCompletion } = await import('../completion.js');
       if (shell === 'bash') process.stdout.write(bashCompletion(program));
       else if (shell === 'zsh') process.stdout.write(zshCompletion(program));
       else throw new UsageError(`completion: unknown shell "${shell}" (bash or zsh)`);

@@ -1,22 +1,12 @@
 import type { Command } from 'commander';
 import { existsSync } from 'node:fs';
-import { context } from '../context.js';
 import { emit, UsageError } from '../output.js';
 import { HyperEnclaveError, EXIT } from '../../errors.js';
-import {
-  compareReplay,
-  eventLogToJson,
-  formatEventLogText,
-  formatReplayText,
-  readEventLogFile,
-  replay,
-  replayToJson,
-  type EventLog,
-  type ReplayResult,
-  type ReplayComparison,
-} from '../../eventlog/index.js';
+import type { EventLog, ReplayResult, ReplayComparison } from '../../eventlog/index.js';
 import { FIRMWARE_EVENT_LOG, runtimeLogPath } from '../../platform/logs.js';
-import { readLivePcrs } from '../tpm-access.js';
+
+/** What the actions need, loaded when one runs (not for --help or other commands). */
+const lib = async () => ({ ...(await import('../context.js')), ...(await import('../../eventlog/index.js')) });
 
 /** Logs named on the command line, or (none given) the firmware log plus our runtime log. */
 function logPaths(files: string[], stateDir: string, platformKind: string): string[] {
@@ -31,7 +21,7 @@ function logPaths(files: string[], stateDir: string, platformKind: string): stri
 }
 
 /** Replays logs in order: each continues from the PCR values the previous one left. */
-export function replayChain(logs: EventLog[]): ReplayResult {
+function replayChain(logs: EventLog[], replay: typeof import('../../eventlog/replay.js').replay): ReplayResult {
   let result: ReplayResult | undefined;
   for (const log of logs) result = replay(log, result ? { initialValues: result } : {});
   return result!;
@@ -47,6 +37,7 @@ export function registerEventlog(program: Command): void {
     .argument('[files...]', 'event log files (default: firmware log + runtime log)')
     .addHelpText('after', '\nExample:\n  hyperenclave eventlog show /sys/kernel/security/tpm0/binary_bios_measurements --json')
     .action(async (files: string[], _o, cmd: Command) => {
+      const { context, readEventLogFile, eventLogToJson, formatEventLogText } = await lib();
       const { opts, platform } = context(cmd);
       const paths = logPaths(files, platform.stateDir, platform.kind);
       if (opts.json && paths.length > 1) throw new UsageError('eventlog show --json: give one FILE');
@@ -60,14 +51,16 @@ export function registerEventlog(program: Command): void {
     .option('--compare', 'compare with the live PCRs of the TPM (--tcti or the platform\'s TPM)')
     .addHelpText('after', '\nExample:\n  hyperenclave eventlog replay fw.bin runtime.log --compare --tcti swtpm:port=2321')
     .action(async (files: string[], o: { compare?: boolean }, cmd: Command) => {
+      const { context, readEventLogFile, compareReplay, replayToJson, formatReplayText, replay } = await lib();
       const { opts, platform } = context(cmd);
       const paths = logPaths(files, platform.stateDir, platform.kind);
       const logs = await Promise.all(paths.map((p) => readEventLogFile(p)));
-      const result = replayChain(logs);
+      const result = replayChain(logs, replay);
       let comparison: ReplayComparison | undefined;
       if (o.compare) {
         const wanted = new Map<string, number[]>();
         for (const [bank, vals] of result) wanted.set(bank, [...vals.keys()]);
+        const { readLivePcrs } = await import('../tpm-access.js');
         comparison = compareReplay(result, await readLivePcrs(platform, opts.tcti, wanted));
       }
       emit(opts, replayToJson(result, comparison) as never, () => formatReplayText(result, comparison));
