@@ -9,13 +9,8 @@ import { EXIT, HyperEnclaveError } from '../src/errors.js';
 import { type HashAlgName, hashAlgByName } from '../src/tpm/alg.js';
 import type { parseInitialValues } from './reference.js';
 
-/** The container, signing and reference code, loaded when a command runs (not for --help). */
-const lib = async () => ({
-  ...(await import('../src/measure/container.js')),
-  ...(await import('./image.js')),
-  ...(await import('./reference.js')),
-  ...(await import('../src/txt/launch-env.js')),
-});
+// The container, signing and reference code is loaded by the command that runs (not for --help).
+const containerLib = () => import('../src/measure/container.js');
 
 /**
  * `firmware build|sign|inspect|reference|launch-env`: the image container and reference values.
@@ -117,7 +112,8 @@ export function registerImageCommands(fw: Command, emit: Emit = defaultEmit, pro
     .addHelpText('after', '\nExample:\n  hyperenclave firmware build target/hypervisor.elf -o hv.heimg --arch amd-svm --key signer.pem')
     .action(async (input: string, o: { output: string; arch: string; key?: string; raw?: boolean; entry?: string; perCpuSize?: string; coreSize?: string; featureMask: string; buildId?: string }, cmd: Command) => {
       if (o.buildId !== undefined && !/^([0-9a-f]{2}){1,32}$/i.test(o.buildId)) throw new FirmwareUsageError(`--build-id: expected 1-32 bytes of hex, got "${o.buildId}"`);
-      const { buildImageFile, verifyContainerFile, headerToJson } = await lib();
+      const { buildImageFile } = await import('./image.js');
+      const { verifyContainerFile, headerToJson } = await containerLib();
       buildImageFile(
         input,
         o.output,
@@ -151,7 +147,8 @@ export function registerImageCommands(fw: Command, emit: Emit = defaultEmit, pro
     .addHelpText('after', '\nExample:\n  hyperenclave firmware sign hv.heimg --key signer.pem -o hv-signed.heimg')
     .action(async (container: string, o: { key: string; output?: string }, cmd: Command) => {
       const out = o.output ?? container;
-      const { signImageFile, verifyContainerFile, headerToJson } = await lib();
+      const { signImageFile } = await import('./image.js');
+      const { verifyContainerFile, headerToJson } = await containerLib();
       signImageFile(container, o.key, out);
       const doc = imageInfo(out, await verifyContainerFile(out, { banks: ['sha256', 'sha384'] }), headerToJson);
       emit(json(cmd), doc, () => humanInfo(doc));
@@ -166,7 +163,7 @@ export function registerImageCommands(fw: Command, emit: Emit = defaultEmit, pro
     .option('--banks <list>', 'digests to show', 'sha256,sha384')
     .addHelpText('after', '\nExample:\n  hyperenclave firmware inspect hv.heimg --arch amd-svm --trusted-key signer.pub.pem --require-signature')
     .action(async (container: string, o: { arch?: string; trustedKey?: string[]; requireSignature?: boolean; banks: string }, cmd: Command) => {
-      const { verifyContainerFile, headerToJson } = await lib();
+      const { verifyContainerFile, headerToJson } = await containerLib();
       const v = await verifyContainerFile(container, {
         banks: banks(o.banks)!,
         ...(o.arch ? { expectedArch: arch(o.arch) } : {}),
@@ -188,7 +185,7 @@ export function registerImageCommands(fw: Command, emit: Emit = defaultEmit, pro
     .addHelpText('after', '\nExample:\n  hyperenclave firmware reference hv.heimg --launch-env le.bin -o reference-values.json')
     .action(async (container: string, o: { policy: string; banks?: string; initial?: string; launchEnv?: string; output?: string }, cmd: Command) => {
       const b = banks(o.banks);
-      const { referenceValuesFile, parseInitialValues } = await lib();
+      const { referenceValuesFile, parseInitialValues } = await import('./reference.js');
       const line = progress(cmd, `hash ${container}`);
       let doc;
       try {
@@ -221,7 +218,7 @@ export function registerImageCommands(fw: Command, emit: Emit = defaultEmit, pro
     .option('--payload <file>', 'opaque payload to include (e.g. an ACM-like blob)')
     .addHelpText('after', '\nExample:\n  hyperenclave firmware launch-env -o le.bin --arch intel-vmx')
     .action(async (o: { output: string; arch: string; name: string; envVersion: string; payload?: string }, cmd: Command) => {
-      const { buildLaunchEnvironment } = await lib();
+      const { buildLaunchEnvironment } = await import('../src/txt/launch-env.js');
       const blob = buildLaunchEnvironment({ name: o.name, version: size('--env-version', o.envVersion)!, arch: arch(o.arch), payload: o.payload ? readFileSync(o.payload) : Buffer.alloc(0) });
       writeFileAtomic(o.output, blob);
       const doc = {
