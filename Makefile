@@ -68,6 +68,7 @@ demo: build
 
 bench: build
 	node dist/bench/run.js
+	node bench/readme-table.mjs
 
 clean:
 	rm -rf dist hypervisor/target .tmp
