@@ -80,6 +80,7 @@ LIBDIR := $(DESTDIR)$(PREFIX)/lib/hyperenclave
 install: build
 	install -d $(LIBDIR) $(DESTDIR)$(PREFIX)/bin $(DESTDIR)/lib/systemd/system $(DESTDIR)/etc/hyperenclave \
 	  $(DESTDIR)$(PREFIX)/share/bash-completion/completions $(DESTDIR)$(PREFIX)/share/zsh/vendor-completions \
+	  $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d \
 	  $(DESTDIR)$(PREFIX)/share/doc/hyperenclave $(DESTDIR)/lib/firmware/hyperenclave
 	cp -r dist schemas package.json package-lock.json $(LIBDIR)/
 	install -d $(LIBDIR)/hypervisor/addon
@@ -91,5 +92,6 @@ install: build
 	[ -f $(DESTDIR)/etc/hyperenclave/config.json ] || install -m 0644 systemd/config.json $(DESTDIR)/etc/hyperenclave/config.json
 	node dist/src/cli/main.js completion bash > $(DESTDIR)$(PREFIX)/share/bash-completion/completions/hyperenclave
 	node dist/src/cli/main.js completion zsh > $(DESTDIR)$(PREFIX)/share/zsh/vendor-completions/_hyperenclave
+	node dist/src/cli/main.js completion fish > $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d/hyperenclave.fish
 	install -m 0644 README.md $(DESTDIR)$(PREFIX)/share/doc/hyperenclave/
 	if [ -f .tmp/image/hyperenclave.img ]; then install -m 0644 .tmp/image/hyperenclave.img $(DESTDIR)/lib/firmware/hyperenclave/; fi

@@ -26,25 +26,26 @@ const missing = skipUnless('the command coverage process tests', [['cli', cliMis
 const noHypervisor = missing ?? skipUnless('the hypervisor coverage tests', [['swtpm', swtpmAvailable({ ek: true })], ['addon', pathMissing(addon, 'make build')]]);
 const noEnclave = noHypervisor ?? skipUnless('the enclave and demo coverage tests', [['enclave-payloads', pathMissing(payload, 'make build')], ['kvm', pathMissing('/dev/kvm', 'enclaves cannot run')]]);
 const hasZsh = !missing && !skipUnless('parsing the zsh completion script (its content is still checked)', [['zsh', commandMissing('zsh', 'zsh')]]);
+const hasFish = !missing && !skipUnless('parsing the fish completion script (its content is still checked)', [['fish', commandMissing('fish', 'fish')]]);
 
 function leafCommands(cmd: Command, prefix: string[] = []): string[][] {
   return cmd.commands.length ? cmd.commands.flatMap((c) => leafCommands(c, [...prefix, c.name()])) : [prefix];
 }
 
-describe.skipIf(!!missing)('completion bash|zsh (built CLI as a process)', () => {
+describe.skipIf(!!missing)('completion bash|zsh|fish (built CLI as a process)', () => {
   const dir = mkdtempSync(join(tmpdir(), 'he-completion-'));
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
   it('each script names every command and parses in its shell', async () => {
     const leaves = leafCommands(fullProgram);
-    for (const shell of ['bash', 'zsh'] as const) {
+    for (const shell of ['bash', 'zsh', 'fish'] as const) {
       const r = await runCli(['completion', shell]);
       expect(r.code, r.stderr).toBe(0);
       expect(r.stderr).toBe('');
       for (const path of leaves) for (const word of path) expect(r.stdout, `${shell}: ${path.join(' ')}`).toContain(word);
       const file = join(dir, `hyperenclave.${shell}`);
       writeFileSync(file, r.stdout);
-      if (shell === 'bash' || hasZsh) {
+      if (shell === 'bash' || (shell === 'zsh' && hasZsh) || (shell === 'fish' && hasFish)) {
         const syntax = spawnSync(shell, ['-n', file], { encoding: 'utf8' });
         expect(syntax.status, `${shell} -n: ${syntax.stderr}`).toBe(0);
       }

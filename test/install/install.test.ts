@@ -23,6 +23,7 @@ describe.skipIf(!!missing)('make install into a temporary root', () => {
       'etc/hyperenclave/config.json',
       'usr/share/bash-completion/completions/hyperenclave',
       'usr/share/zsh/vendor-completions/_hyperenclave',
+      'usr/share/fish/vendor_completions.d/hyperenclave.fish',
       'usr/share/doc/hyperenclave/README.md',
       'usr/lib/hyperenclave/schemas/config.schema.json',
     ])

@@ -3,7 +3,8 @@ import { existsSync } from 'node:fs';
 import { emit, UsageError } from '../output.js';
 import { HyperEnclaveError, EXIT } from '../../errors.js';
 import type { EventLog, ReplayResult, ReplayComparison } from '../../eventlog/index.js';
-import { FIRMWARE_EVENT_LOG, runtimeLogPath } from '../../platform/logs.js';
+import { resolve } from 'node:path';
+import { drtmLogPath, FIRMWARE_EVENT_LOG, runtimeLogPath } from '../../platform/logs.js';
 
 /** What the actions need, loaded when one runs (not for --help or other commands). */
 const lib = async () => ({ ...(await import('../context.js')), ...(await import('../../eventlog/index.js')) });
@@ -18,6 +19,23 @@ function logPaths(files: string[], stateDir: string, platformKind: string): stri
       EXIT.NOT_FOUND,
     );
   return found;
+}
+
+/**
+ * A log that ends inside an event. Our own logs (the runtime and DRTM logs in the state
+ * directory) may: a crash mid-append leaves a torn record that the next append cuts off, so the
+ * complete records are the log. Any other log (firmware, UEFI) cut short has lost measurements:
+ * replaying what is left would hide them, so it is an error unless --allow-torn-tail.
+ */
+function checkTornTail(path: string, log: EventLog, stateDir: string, allow: boolean, quiet: boolean): void {
+  const t = log.tornTail;
+  if (!t) return;
+  const ours = [runtimeLogPath(stateDir), drtmLogPath(stateDir)].map((p) => resolve(p)).includes(resolve(path));
+  if (ours) return;
+  const where = `${t.length} bytes at offset ${t.offset} (0x${t.offset.toString(16)})`;
+  if (!allow)
+    throw new HyperEnclaveError(`${path}: the log ends inside an event: ${where} do not complete a record; replay refused (--allow-torn-tail replays the complete events)`, EXIT.BAD_INPUT);
+  if (!quiet) process.stderr.write(`hyperenclave: warning: ${path}: the log ends inside an event: ${where} ignored (--allow-torn-tail)\n`);
 }
 
 /** Replays logs in order: each continues from the PCR values the previous one left. */
@@ -49,12 +67,14 @@ export function registerEventlog(program: Command): void {
     .description('PCR values the logs imply, per bank; with --compare, checked against the TPM\'s live PCRs')
     .argument('[files...]', 'event logs replayed in order (default: firmware log + runtime log)')
     .option('--compare', 'compare with the live PCRs of the TPM (--tcti or the platform\'s TPM)')
+    .option('--allow-torn-tail', 'replay the complete events of a log that ends inside an event (our own runtime and DRTM logs always are)')
     .addHelpText('after', '\nExample:\n  hyperenclave eventlog replay fw.bin runtime.log --compare --tcti swtpm:port=2321')
-    .action(async (files: string[], o: { compare?: boolean }, cmd: Command) => {
+    .action(async (files: string[], o: { compare?: boolean; allowTornTail?: boolean }, cmd: Command) => {
       const { context, readEventLogFile, compareReplay, replayToJson, formatReplayText, replay } = await lib();
       const { opts, platform } = context(cmd);
       const paths = logPaths(files, platform.stateDir, platform.kind);
       const logs = await Promise.all(paths.map((p) => readEventLogFile(p)));
+      logs.forEach((l, i) => checkTornTail(paths[i]!, l, platform.stateDir, !!o.allowTornTail, !!opts.quiet));
       const result = replayChain(logs, replay);
       let comparison: ReplayComparison | undefined;
       if (o.compare) {
