@@ -172,6 +172,10 @@ describe.skipIf(noCore !== null)('linux client: buffer hypercalls through the dr
     expect(await client.enclaveDestroy(id)).toBe(2);
   });
 
+  it('no memory-encryption launch on linux: SEV/CSV/MKTME have no hardware path (README platform table)', async () => {
+    expect(() => client.enclaveLaunch()).toThrow('enclave launch: not available through /dev/hyperenclave (the bare-metal hypervisor does not run enclave VMs yet)');
+  });
+
   it('a 1.0 driver is told apart: buffer calls refused with the fix, buffer-free calls still work', async () => {
     const device = join(dir, 'hyperenclave');
     const old = await LinuxHypervisorClient.open(device, driverBridge(core, 0x0001_0000, { bufArgs: [] }));

@@ -55,7 +55,10 @@ describe.skipIf(!!missing)('operator flow on the emulated platform (built CLI as
     expect(replay.code, replay.stdout + replay.stderr).toBe(0);
   });
 
-  it('status reports the demoted host and validates against its schema', async () => {
+  it('status reports the enabled hypervisor (emulated: nothing is demoted, and it says so) and validates against its schema', async () => {
+    const text = await run('status');
+    expect(text.stdout).toContain('state: enabled in the emulated service (no hypervisor runs under Linux: nothing is demoted)');
+    expect(text.stdout).not.toContain('host demoted');
     const s = await run('status', '--json');
     expect(s.code, s.stderr).toBe(0);
     expect(schemaProblems(s.json!)).toBeUndefined();
