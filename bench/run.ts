@@ -1,6 +1,6 @@
 // Runs every bench/*.bench.ts (compiled to dist/bench) and writes bench/results/latest.{json,md}.
 import { mkdirSync, readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
-import { cpus, totalmem } from 'node:os';
+import { cpus, loadavg, totalmem } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { speedup, type BenchFn, type BenchRow } from './harness.js';
@@ -8,6 +8,7 @@ import { speedup, type BenchFn, type BenchRow } from './harness.js';
 const here = dirname(fileURLToPath(import.meta.url));
 const repoRoot = join(here, '..', '..');
 const only = process.argv.slice(2);
+const loadAtStart = loadavg()[0]!;
 
 const files = readdirSync(here)
   .filter((f) => f.endsWith('.bench.js'))
@@ -29,7 +30,7 @@ for (const f of files) {
 const fmt = (n: number): string => (Math.abs(n) >= 100 ? n.toFixed(0) : Math.abs(n) >= 1 ? n.toFixed(2) : n.toPrecision(3));
 const cell = (s: string): string => s.replace(/\|/g, '/').replace(/\n/g, ' ');
 const vendor = /^vendor_id\s*:\s*(.*)$/m.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1]?.trim() ?? 'unknown';
-const machine = `${cpus()[0]?.model.trim() ?? 'unknown CPU'} (${vendor}), ${cpus().length} CPUs, ${(totalmem() / 2 ** 30).toFixed(1)} GiB, ${process.platform}/${process.arch}, Node ${process.version}`;
+const machine = `${cpus()[0]?.model.trim() ?? 'unknown CPU'} (${vendor}), ${cpus().length} CPUs, ${(totalmem() / 2 ** 30).toFixed(1)} GiB, ${process.platform}/${process.arch}, Node ${process.version}, 1-minute load average ${loadAtStart.toFixed(1)} at the start`;
 const side = (s: BenchRow['ours']): string => `${s.scope}: ${cell(s.label)}: ${fmt(s.value)} ${s.unit}`;
 const rowLine = (suite: string, row: BenchRow): string =>
   `| ${suite} | ${cell(row.name)} | ${side(row.ours)} | ${side(row.anchor)} | ${fmt(speedup(row.ours.value, row.anchor.value, row.higherIsBetter))}x | ${cell(row.target ?? '')}${row.met === undefined ? '' : row.met ? ' (met)' : ' (MISSED)'} | ${cell(row.note ?? '')} |`;
