@@ -25,9 +25,9 @@ import { Tpm2ToolsAttester, activateWithTpm2Tools, readEkCertificate, tpm2ToolsA
 import { Verifier } from './verifier.js';
 import { verifyResultJwt, formatResultTable } from './result.js';
 import type { EvidenceEnclave } from './evidence.js';
+import { skipUnless } from '../../test/helpers/require.js';
 
-const skip = swtpmAvailable({ ek: true }) ?? tpm2ToolsAvailable();
-if (skip) console.warn(`skipping attestation end-to-end test: ${skip}`);
+const skip = skipUnless('attestation end-to-end test', [['swtpm', swtpmAvailable({ ek: true })], ['tpm2-tools', tpm2ToolsAvailable()]]);
 
 describe.skipIf(!!skip)('attestation end to end (emulated platform)', () => {
   let tpm: SwtpmInstance;

@@ -3,6 +3,7 @@ import { computeMrEnclave } from '../enclave/sgx.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { addonUnavailable, buildSigstruct, newSigstructSigner, CoreHypervisor, EnclaveError, kvmUnavailable, loadPayload, payloadPage, type EnclavePayload } from './addon.js';
 import { HypervisorError, parseReport, SECINFO } from './abi.js';
+import { skipUnless } from '../../test/helpers/require.js';
 
 /**
  * The core bound through the addon: payloads built from hypervisor/enclaves are created,
@@ -19,10 +20,8 @@ const noPayloads = (() => {
     return (e as Error).message;
   }
 })();
-const skipCore = noAddon ?? noPayloads;
-const noKvm = skipCore ?? kvmUnavailable();
-if (skipCore) console.warn(`core binding tests skipped: ${skipCore}`);
-else if (noKvm) console.warn(`enclave runs on the core skipped: ${noKvm}`);
+const skipCore = skipUnless('core binding tests', [['addon', noAddon], ['enclave-payloads', noPayloads]]) ?? null;
+const noKvm = skipCore ?? skipUnless('enclave runs on the core', [['kvm', kvmUnavailable()]]) ?? null;
 
 const MB = 1n << 20n;
 const config = (secret = Buffer.alloc(16, 7)) => ({

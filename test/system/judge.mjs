@@ -7,7 +7,11 @@
 // documents against schemas/, boot idempotence, the remote verifier's verdict, and the exported
 // evidence verified again outside the guest with `hyperenclave verify` against firmware-tools'
 // reference values.
+// Every check named in test/system/expected-checks.txt (or --expected FILE) must report: one that
+// did not (a crashed probe, a guest that died early) is a failure, and so is a passing check the
+// list does not name. --partial 1 (run.sh --no-image) lists the unreported ones as NOT RUN instead.
 //   judge.mjs CONSOLE OUTDIR --timed-out 0|1 --pcr N [--image CONTAINER] [--verifier-dir DIR]
+//             [--expected FILE] [--partial 0|1]
 import { createHash } from 'node:crypto';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync, renameSync, openSync, fsyncSync, closeSync } from 'node:fs';
@@ -240,12 +244,26 @@ if (ev && opt['verifier-dir']) {
   host('verify-outside', r.status === 0 && status === 'affirming', `hyperenclave verify (exit ${r.status}): ${status ?? r.stderr.split('\n')[0]}${fails.length ? `; failed: ${fails.join(', ')}` : ''}`);
 }
 
-const summary = { schema: 'hyperenclave/system-tier-result', version: 1, booted, done, checks, pcrs };
+// The expected checks: each must have reported; nothing may pass unlisted.
+const expectedFile = opt.expected ?? join(ROOT, 'test', 'system', 'expected-checks.txt');
+const expected = readFileSync(expectedFile, 'utf8').split('\n').map((l) => l.replace(/#.*/, '').trim()).filter(Boolean);
+const dupes = expected.filter((n, i) => expected.indexOf(n) !== i);
+if (dupes.length) host('expected-list', false, `${expectedFile} names ${dupes.join(', ')} more than once`);
+const reported = new Set(checks.map((c) => c.name));
+const notRun = expected.filter((n) => !reported.has(n));
+if (opt.partial !== '1') for (const n of notRun) checks.push({ name: n, ok: false, detail: `did not report (expected by ${expectedFile}): its probe crashed, was skipped or never ran`, source: 'judge' });
+for (const c of [...checks]) {
+  if (c.ok && !expected.includes(c.name)) checks.push({ name: `unlisted:${c.name}`, ok: false, detail: `check "${c.name}" passed but is not listed in ${expectedFile}: add it there`, source: 'judge' });
+}
+
+const summary = { schema: 'hyperenclave/system-tier-result', version: 1, booted, done, checks, pcrs, expected: expected.length, notRun: opt.partial === '1' ? notRun : [] };
 writeAtomic(join(outDir, 'result.json'), JSON.stringify(summary, null, 2) + '\n');
 let failed = 0;
 for (const c of checks) {
   if (!c.ok) failed++;
   console.log(`${c.ok ? 'PASS' : 'FAIL'}  ${c.name.padEnd(22)} ${c.detail}`);
 }
-console.log(failed ? `SYSTEM TIER: FAILED (${failed} of ${checks.length} checks)` : `SYSTEM TIER: PASSED (${checks.length} checks)`);
+if (opt.partial === '1') for (const n of notRun) console.log(`NOT RUN  ${n.padEnd(22)} (partial run)`);
+const ofExpected = opt.partial === '1' ? `${expected.length - notRun.length} of ${expected.length} expected checks reported (partial run)` : `all ${expected.length} expected checks reported`;
+console.log(failed ? `SYSTEM TIER: FAILED (${failed} of ${checks.length} checks)` : `SYSTEM TIER: PASSED (${checks.length} checks; ${ofExpected})`);
 process.exit(failed ? 1 : 0);
