@@ -103,7 +103,7 @@ describe.skipIf(!!skip)('enrollment and attestation against the verifier service
       });
       const verdict = await client.verify(evidence);
       // every check that runs passes; this service has no reference values, so the platform state is not judged: warning
-      expect(verdict.result.checks.filter((c: { status: string }) => c.status === 'fail'), JSON.stringify(verdict.result)).toEqual([]);
+      expect((verdict.result as { checks: { status: string }[] }).checks.filter((c) => c.status === 'fail'), JSON.stringify(verdict.result)).toEqual([]);
       expect(verdict.status).toBe('warning');
       expect(verdict.jwt.split('.')).toHaveLength(3);
       expect((await client.verify(evidence)).status).toBe('contraindicated');

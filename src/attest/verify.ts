@@ -181,7 +181,7 @@ export function verifyEvidence(input: VerifyInput, opts: VerifyOptions): Attesta
   let claims: ClaimsInput | undefined;
   if (input.binding === 'claims') {
     claims = {
-      platformKind: input.platformKind ?? 'emulated',
+      ...(input.platformKind ? { platformKind: input.platformKind } : {}),
       enclaves: input.enclaves.map((e) => ({ backend: e.backend, quote: e.quote, userData: e.userData, ...(e.launchMeasurement ? { launchMeasurement: e.launchMeasurement } : {}), ...(e.keySlot !== undefined ? { keySlot: e.keySlot } : {}) })),
     };
     expectedExtra = qualifyingData(opts.expectedNonce, claims);
