@@ -24,6 +24,7 @@ const B_Y: Fe = Fe([1801439850948184, 1351079888211148, 450359962737049, 9007199
 const B_T: Fe = Fe([1841354044333475, 16398895984059, 755974180946558, 900171276175154, 1821297809914039]);
 
 impl Fe {
+    #[cfg(test)]
     fn from_bytes(b: &[u8; 32]) -> Fe {
         let le = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().unwrap());
         Fe([le(0) & MASK, (le(6) >> 3) & MASK, (le(12) >> 6) & MASK, (le(19) >> 1) & MASK, (le(24) >> 12) & MASK])
