@@ -604,7 +604,29 @@ static long he_ioctl(struct file *f, unsigned int cmd, unsigned long arg)
 			rc = -EFAULT;
 			break;
 		}
-		if (p.offset > reserved_size - 8 || (p.offset & 7)) {
+		if (p.target == HE_PROBE_TPM_TIS) {
+			/* one byte of the TIS registers, e.g. TPM_ACCESS (no side effect on read) */
+			void __iomem *tis;
+
+			if (p.offset >= 5 * PAGE_SIZE) {
+				rc = -EINVAL;
+				break;
+			}
+			tis = ioremap(0xfed40000UL + (p.offset & PAGE_MASK), PAGE_SIZE);
+			if (!tis) {
+				rc = -ENOMEM;
+				break;
+			}
+			p.value = 0;
+			p.result = copy_from_kernel_nofault(&p.value, (void __force *)tis + offset_in_page(p.offset), 1);
+			iounmap(tis);
+			if (p.result)
+				p.value = 0;
+			if (copy_to_user(up, &p, sizeof(p)))
+				rc = -EFAULT;
+			break;
+		}
+		if (p.target != HE_PROBE_RESERVED || p.offset > reserved_size - 8 || (p.offset & 7)) {
 			rc = -EINVAL;
 			break;
 		}

@@ -360,8 +360,8 @@ export function encodeKeyRequest(k: {
 
 // ---------------------------------------------------------------- /dev/hyperenclave ioctls
 
-/** Mirrors hypervisor/driver/hyperenclave_ioctl.h (ioctl ABI 1.1: buffers packed into one page, HE_BUF_ARG_MASK). */
-export const IOCTL_ABI_VERSION = 0x0001_0001;
+/** Mirrors hypervisor/driver/hyperenclave_ioctl.h (ioctl ABI 1.1: buffers packed into one page, HE_BUF_ARG_MASK; 1.2: he_probe.target). */
+export const IOCTL_ABI_VERSION = 0x0001_0002;
 /** he_hypercall.buf_arg flag (1.1): bits 0-4 mark RDI..R8 as offsets into the buffer the driver relocates. */
 export const HE_BUF_ARG_MASK = 0x100;
 export const HE_IOC_MAGIC = 'H'.charCodeAt(0);

@@ -97,6 +97,8 @@ wait $BUSY
   || check guest-alive FAIL "busy loop did not finish"
 out=$(hectl hypercall-status 2>&1) && check vmmcall-status PASS "$out" || check vmmcall-status FAIL "$out"
 out=$(hectl probe 2>&1) && check npt-protects PASS "$out" || check npt-protects FAIL "$out"
+# the TPM's locality 1-4 pages are gone from the host's nested tables; locality 0 (Linux's) stays
+out=$(hectl probe-tpm 2>&1) && check tpm-locality-hidden PASS "$out" || check tpm-locality-hidden FAIL "$out"
 # a second boot in the same boot changes nothing (judge.mjs compares the PCRs)
 cli boot-again --json boot && check boot-again PASS "second hyperenclave boot exit 0" || check boot-again FAIL "exit $rc"
 pcrs boot-again

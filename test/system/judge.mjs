@@ -220,6 +220,18 @@ if (opt.image && pcrs.reloaded) {
   }
 }
 
+// The hypervisor's own TPM transport (TIS locality 2, image/src/tis.rs): at every enable it reads
+// the measurement PCR itself; the last enable (hectl load + enable) must have read exactly what
+// the guest read through Linux's driver (locality 0) right before it.
+{
+  const selfTests = lines.map((l) => /\[hv\] TPM: locality 2 at 0x[0-9a-f]+: GetRandom gave (\d+) bytes, PCR(\d+) sha256 ([0-9a-f]{64})/.exec(l)).filter(Boolean);
+  const failed = lines.find((l) => /\[hv\] TPM: locality 2 self-test failed/.test(l));
+  const last = selfTests.at(-1);
+  const want = pcrs.reloaded?.sha256?.[pcrIndex];
+  host('tpm-hv-transport', !failed && !!last && last[1] === '16' && Number(last[2]) === pcrIndex && last[3] === want,
+    failed ? failed.replace(/.*\[hv\] /, '') : last ? `${selfTests.length} enables: the hypervisor's TIS transport at locality 2 got ${last[1]} random bytes and read PCR${last[2]} = ${last[3].slice(0, 16)}…, ${last[3] === want ? 'equal to' : `NOT equal to ${want}`} what Linux read at locality 0` : 'no self-test line from the hypervisor');
+}
+
 // Remote attestation: the verdict the host's verifier gave the guest, then the same evidence
 // verified again here, offline, with the CLI.
 if (docs.attest) {
