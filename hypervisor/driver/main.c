@@ -47,6 +47,7 @@ MODULE_PARM_DESC(pcr, "PCR the image is measured into (8-16 or 23)");
 #define HC_STATUS 0x01
 #define HC_DISABLE 0x03
 #define HC_TRUST_INIT 0x40
+#define HE_HYPERCALL_BUF_ORDER 2 /* 4 pages = HE_HYPERCALL_BUF_MAX */
 #define HC_STATUS_SIZE 240
 
 long he_enter(u64 op, u64 handoff_pa, u64 cpu, u64 host_cr3, u64 entry_pa);
@@ -557,7 +558,7 @@ static long he_ioctl(struct file *f, unsigned int cmd, unsigned long arg)
 				   h.buf_arg >= 1 && h.buf_arg <= 5 ? 1u << (h.buf_arg - 1) : 0;
 			int i;
 
-			if (h.buf_len > PAGE_SIZE || !mask || (h.buf_arg & HE_BUF_ARG_MASK && h.buf_arg & ~(HE_BUF_ARG_MASK | 0x1fu))) {
+			if (h.buf_len > HE_HYPERCALL_BUF_MAX || !mask || (h.buf_arg & HE_BUF_ARG_MASK && h.buf_arg & ~(HE_BUF_ARG_MASK | 0x1fu))) {
 				rc = -EINVAL;
 				break;
 			}
@@ -566,13 +567,14 @@ static long he_ioctl(struct file *f, unsigned int cmd, unsigned long arg)
 					rc = -EINVAL;
 			if (rc)
 				break;
-			page = (void *)get_zeroed_page(GFP_KERNEL);
+			/* physically contiguous: the hypervisor sees one buffer at one physical address */
+			page = (void *)__get_free_pages(GFP_KERNEL | __GFP_ZERO, HE_HYPERCALL_BUF_ORDER);
 			if (!page) {
 				rc = -ENOMEM;
 				break;
 			}
 			if (copy_from_user(page, u64_to_user_ptr(h.buf), h.buf_len)) {
-				free_page((unsigned long)page);
+				free_pages((unsigned long)page, HE_HYPERCALL_BUF_ORDER);
 				rc = -EFAULT;
 				break;
 			}
@@ -591,7 +593,7 @@ static long he_ioctl(struct file *f, unsigned int cmd, unsigned long arg)
 		if (page) {
 			if (copy_to_user(u64_to_user_ptr(h.buf), page, h.buf_len))
 				rc = -EFAULT;
-			free_page((unsigned long)page);
+			free_pages((unsigned long)page, HE_HYPERCALL_BUF_ORDER);
 		}
 		if (!rc && copy_to_user(up, &h, sizeof(h)))
 			rc = -EFAULT;

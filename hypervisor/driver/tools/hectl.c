@@ -163,37 +163,38 @@ int main(int argc, char **argv)
 	}
 	if (!strcmp(cmd, "trust-init") && argc > 2) {
 		/* TRUST_INIT (0x40) with the sealed root blob in BLOBFILE (missing or empty: none); a new
-		 * blob the hypervisor returns replaces the file atomically */
-		unsigned char page[4096] = { 0 };
+		 * blob the hypervisor returns replaces the file atomically. One 8 KiB buffer (ioctl 1.2):
+		 * the blob at offset 0, the output at 4096 with 4096 bytes of capacity. */
+		static unsigned char buf[8192];
 		size_t len = 0;
 		FILE *f = fopen(argv[2], "rb");
 		if (f) {
-			len = fread(page, 1, 2048, f);
+			len = fread(buf, 1, 4096, f);
 			int more = fgetc(f) != EOF;
 			fclose(f);
 			if (more) {
-				fprintf(stderr, "hectl: %s: larger than 2048 bytes\n", argv[2]);
+				fprintf(stderr, "hectl: %s: larger than 4096 bytes\n", argv[2]);
 				return 1;
 			}
 		}
-		struct he_hypercall h = { .rax = 0x40, .rdi = 0, .rsi = len, .rdx = 2048, .rcx = 2048,
-					  .buf = (uintptr_t)page, .buf_len = sizeof(page),
+		struct he_hypercall h = { .rax = 0x40, .rdi = 0, .rsi = len, .rdx = 4096, .rcx = 4096,
+					  .buf = (uintptr_t)buf, .buf_len = sizeof(buf),
 					  .buf_arg = HE_BUF_ARG_MASK | (len ? 0x1 : 0) | 0x4 };
 		if (do_ioctl(fd, HE_IOC_HYPERCALL, &h, "TRUST_INIT"))
 			return 1;
 		if (h.rax) {
-			printf("TRUST_INIT status=%llu\n", (unsigned long long)h.rax);
+			printf("TRUST_INIT: blob in %zu bytes: status=%llu\n", len, (unsigned long long)h.rax);
 			return 1;
 		}
-		if (h.rdi > 2048) {
-			printf("TRUST_INIT: new blob of %llu bytes exceeds the 2048-byte output\n", (unsigned long long)h.rdi);
+		if (h.rdi > 4096) {
+			printf("TRUST_INIT: new blob of %llu bytes exceeds the 4096-byte output\n", (unsigned long long)h.rdi);
 			return 1;
 		}
 		if (h.rdi) {
 			char tmp[512];
 			snprintf(tmp, sizeof(tmp), "%s.tmp", argv[2]);
 			FILE *o = fopen(tmp, "wb");
-			if (!o || fwrite(page + 2048, 1, h.rdi, o) != h.rdi || fflush(o) || fsync(fileno(o)) || fclose(o) ||
+			if (!o || fwrite(buf + 4096, 1, h.rdi, o) != h.rdi || fflush(o) || fsync(fileno(o)) || fclose(o) ||
 			    rename(tmp, argv[2])) {
 				fprintf(stderr, "hectl: writing %s: %s\n", argv[2], strerror(errno));
 				return 1;
