@@ -360,10 +360,12 @@ export function encodeKeyRequest(k: {
 
 // ---------------------------------------------------------------- /dev/hyperenclave ioctls
 
-/** Mirrors hypervisor/driver/hyperenclave_ioctl.h (ioctl ABI 1.1: buffers packed into one page, HE_BUF_ARG_MASK). */
-export const IOCTL_ABI_VERSION = 0x0001_0001;
+/** Mirrors hypervisor/driver/hyperenclave_ioctl.h (ioctl ABI 1.1: buffers packed into one page, HE_BUF_ARG_MASK; 1.2: he_probe.target). */
+export const IOCTL_ABI_VERSION = 0x0001_0002;
 /** he_hypercall.buf_arg flag (1.1): bits 0-4 mark RDI..R8 as offsets into the buffer the driver relocates. */
 export const HE_BUF_ARG_MASK = 0x100;
+/** Largest he_hypercall buffer the driver copies (1.2; 4096 before): physically contiguous pages. */
+export const HE_HYPERCALL_BUF_MAX = 16384;
 export const HE_IOC_MAGIC = 'H'.charCodeAt(0);
 const IOC_NONE = 0;
 const IOC_WRITE = 1;
@@ -441,7 +443,7 @@ export function encodeHeHypercall(nr: number, args: readonly bigint[], buf?: { p
   b.writeBigUInt64LE(BigInt(nr), 0);
   args.slice(0, 5).forEach((a, i) => b.writeBigUInt64LE(a, 8 + i * 8));
   if (buf) {
-    if (buf.length > 4096) throw new HypervisorError(`he_hypercall: buffer of ${buf.length} bytes (the driver copies at most 4096)`, EXIT.BAD_INPUT);
+    if (buf.length > HE_HYPERCALL_BUF_MAX) throw new HypervisorError(`he_hypercall: buffer of ${buf.length} bytes (the driver copies at most ${HE_HYPERCALL_BUF_MAX})`, EXIT.BAD_INPUT);
     b.writeBigUInt64LE(buf.pointer, 48);
     b.writeUInt32LE(buf.length, 56);
     b.writeUInt32LE(buf.arg, 60);
