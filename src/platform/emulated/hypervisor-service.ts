@@ -407,11 +407,12 @@ export class HypervisorService {
         const [inBuf, out] = this.stage(blob ?? 0, TRUST_BLOB_CAPACITY);
         const r = this.call('TRUST_INIT', [blob ? inBuf! : 0n, BigInt(blob?.length ?? 0), out!, BigInt(TRUST_BLOB_CAPACITY)]);
         const len = Number(r.rdi);
+        const newBlob = len > 0 ? this.out(out!, len).toString('hex') : null; // before HAK_PUBLIC reuses the scratch
         const hak = this.hakPublic();
         return {
           created: (Number(r.rsi) & TRUST_FLAG_CREATED) !== 0,
           pcrExtended: (Number(r.rsi) & TRUST_FLAG_PCR_EXTENDED) !== 0,
-          blob: len > 0 ? this.out(out!, len).toString('hex') : null,
+          blob: newBlob,
           hakPublic: hak.key,
           hakPcr: Number(r.rdx),
         };
