@@ -295,6 +295,13 @@ pub fn wipe(buf: &mut [u8]) {
     core::sync::atomic::compiler_fence(core::sync::atomic::Ordering::SeqCst);
 }
 
+fn wipe_words(w: &mut [u64]) {
+    for x in w.iter_mut() {
+        // SAFETY: `x` is a valid, aligned, exclusive reference into `w`.
+        unsafe { core::ptr::write_volatile(x, 0) };
+    }
+}
+
 /// An Ed25519 signing key (RFC 8032 §5.1.5): the clamped scalar, the prefix and the public key.
 /// Dropping it wipes the secret parts.
 pub struct SigningKey {
@@ -342,8 +349,12 @@ impl SigningKey {
         hk.update(&self.public);
         hk.update(msg);
         let k = mod_l(&limbs_of::<8>(&hk.finalize()));
-        let s = mul_add_mod_l(&k, &limbs_of::<4>(&self.scalar), &r);
+        let mut a = limbs_of::<4>(&self.scalar);
+        let mut r = r;
+        let s = mul_add_mod_l(&k, &a, &r);
         wipe(&mut r_bytes);
+        wipe_words(&mut r);
+        wipe_words(&mut a);
         let mut sig = [0u8; 64];
         sig[..32].copy_from_slice(&big_r);
         sig[32..].copy_from_slice(&bytes_of(&s));

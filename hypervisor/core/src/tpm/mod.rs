@@ -80,24 +80,29 @@ pub mod attr {
 pub struct Cmd {
     buf: [u8; CMD_MAX],
     len: usize,
+    /// Set when a write did not fit: such a command is never sent.
+    overflow: bool,
     /// Where the authorization-area size goes, once the handles are written.
     auth_at: Option<usize>,
 }
 
 impl Cmd {
     pub fn new(sessions: bool, code: u32) -> Cmd {
-        let mut c = Cmd { buf: [0; CMD_MAX], len: 0, auth_at: None };
+        let mut c = Cmd { buf: [0; CMD_MAX], len: 0, overflow: false, auth_at: None };
         c.u16(if sessions { ST_SESSIONS } else { ST_NO_SESSIONS });
         c.u32(0); // size, patched in finish()
         c.u32(code);
         c
     }
     pub fn bytes(&mut self, b: &[u8]) -> &mut Self {
-        // Overflow is a programming error here (every command is far below CMD_MAX); a short
-        // write would send a truncated command, so it saturates to a size the TPM refuses.
-        let end = (self.len + b.len()).min(CMD_MAX);
-        self.buf[self.len..end].copy_from_slice(&b[..end - self.len]);
-        self.len = end;
+        // A write that does not fit marks the command: `Tpm::run` refuses to send it (a blob
+        // from the host could otherwise make a truncated command).
+        if b.len() > CMD_MAX - self.len {
+            self.overflow = true;
+            return self;
+        }
+        self.buf[self.len..self.len + b.len()].copy_from_slice(b);
+        self.len += b.len();
         self
     }
     pub fn u8(&mut self, v: u8) -> &mut Self {
@@ -207,6 +212,9 @@ impl<'t, T: TpmTransport> Tpm<'t, T> {
     /// Sends `cmd`, checks the response header; returns a reader positioned after it.
     /// A non-zero response code becomes `TrustSealFailed { what, rc }`.
     fn run(&mut self, cmd: &mut Cmd, what: &'static str) -> HvResult<Rsp<'_>> {
+        if cmd.overflow {
+            return Err(HvError::TrustSealFailed { what: "a TPM command would exceed the command buffer (oversized input)", rc: 0 });
+        }
         let bytes = cmd.finish();
         let n = self.t.transact(bytes, &mut self.rsp).map_err(|e| HvError::TpmIo { what: e.what, offset: 0 })?;
         if n > RSP_MAX {
