@@ -8,11 +8,15 @@
 //!   P = PolicyOR(branch_0 … branch_7),
 //!   branch_k = PolicyPCR(PolicyLocality(0, TPM_LOC_TWO), sha256:{firmware PCRs, hypervisor PCR},
 //!              firmware values read at TRUST_INIT ‖ v_k)
-//!   v_0 = the hypervisor PCR after the boot-time measurement (default extend(0, image digest)),
+//!   v_0 = the hypervisor PCR after the boot-time measurement (read at creation, kept in the blob),
 //!   v_{k+1} = extend(extend(v_k, H(EXIT_EVENT)), reload digest): k disable/reload cycles.
 //! A blob (untrusted host input) is accepted only when its public area is exactly the sealed
 //! object the hypervisor creates (attributes, nameAlg, authPolicy = P) and it loads under the
-//! parent (the TPM checks the private part's integrity with the parent's keys).
+//! parent (the TPM checks the private part's integrity with the parent's keys). v_0 travels in
+//! the blob: a blob naming another v_0 yields another P, hence another parent, under which only
+//! a caller at locality 2 in that PCR state could have created an object — the hypervisor, or
+//! the host while it holds locality 2 (before launch, trusted by assumption; after DISABLE, the
+//! reload weakness docs/attestation.md states).
 
 use crate::crypto::ed25519::{wipe, SigningKey};
 use crate::crypto::{hmac_sha256, sha256};
@@ -32,8 +36,10 @@ pub struct TrustConfig {
     pub hak_pcr: u8,
     /// Firmware PCRs in the seal policy (bit i = PCR i; default 0-7).
     pub firmware_pcrs: u32,
-    /// The hypervisor PCR's SHA-256 value after the boot-time measurement; None: one event,
-    /// extend(0, image digest) (the default PCR policy).
+    /// The hypervisor PCR's SHA-256 value after the boot-time measurement (v0 of the chain).
+    /// None: a new root takes the value the PCR has at TRUST_INIT (the first launch of a boot
+    /// is measured by the still-trusted host) and records it in the blob; an unseal takes it
+    /// from the blob (the TPM enforces it: another v0 means another policy and another parent).
     pub boot_value: Option<[u8; 32]>,
     /// What each reload extends into the hypervisor PCR; None: the image digest.
     pub reload_digest: Option<[u8; 32]>,
@@ -60,7 +66,8 @@ pub const MAX_RELOADS: usize = 7;
 const BRANCHES: usize = MAX_RELOADS + 1;
 /// Smallest output buffer TRUST_INIT accepts for a new blob.
 pub const TRUST_BLOB_CAPACITY: usize = 4096;
-/// Blob header ("HER1": HyperEnclave root, version 1), then TPM2B_PRIVATE, TPM2B_PUBLIC.
+/// Blob header ("HER1": HyperEnclave root, version 1), then v0 (32 bytes, the hypervisor PCR
+/// after the boot-time measurement), TPM2B_PRIVATE, TPM2B_PUBLIC.
 pub const BLOB_MAGIC: [u8; 4] = *b"HER1";
 
 /// MRENCLAVE of the quoting identity: SHA-256("HyperEnclave-TS quoting identity v1").
@@ -174,19 +181,23 @@ fn satisfy<T: TpmTransport>(tpm: &mut Tpm<'_, T>, nonce: &[u8; 16], selection: &
     }
 }
 
-/// Splits a blob into (TPM2B_PRIVATE, TPM2B_PUBLIC) with their size prefixes, checking bounds.
-fn split_blob(blob: &[u8]) -> HvResult<(&[u8], &[u8])> {
-    if blob.len() < 4 || blob[..4] != BLOB_MAGIC {
-        return Err(HvError::TrustSealFailed { what: "blob does not start with \"HER1\" (byte 0)", rc: 0 });
+/// Bytes before the TPM2B_PRIVATE: magic and v0.
+const BLOB_HEADER: usize = 4 + 32;
+
+/// Splits a blob into (v0, TPM2B_PRIVATE, TPM2B_PUBLIC) with their size prefixes, checking bounds.
+fn split_blob(blob: &[u8]) -> HvResult<([u8; 32], &[u8], &[u8])> {
+    if blob.len() < BLOB_HEADER || blob[..4] != BLOB_MAGIC {
+        return Err(HvError::TrustSealFailed { what: "blob does not start with \"HER1\" and a 32-byte PCR value (byte 0)", rc: 0 });
     }
-    let mut r = crate::tpm::Rsp::new(&blob[4..]);
+    let v0: [u8; 32] = blob[4..BLOB_HEADER].try_into().unwrap();
+    let mut r = crate::tpm::Rsp::new(&blob[BLOB_HEADER..]);
     let bad = |_| HvError::TrustSealFailed { what: "blob truncated inside its private or public area", rc: 0 };
     let private = r.tpm2b_raw("blob private").map_err(bad)?;
     let public = r.tpm2b_raw("blob public").map_err(bad)?;
-    if r.at() != blob.len() - 4 {
+    if r.at() != blob.len() - BLOB_HEADER {
         return Err(HvError::TrustSealFailed { what: "blob has bytes after its public area", rc: 0 });
     }
-    Ok((private, public))
+    Ok((v0, private, public))
 }
 
 impl<M: PhysMem, const E: usize> Hypervisor<M, E> {
@@ -225,14 +236,19 @@ impl<M: PhysMem, const E: usize> Hypervisor<M, E> {
                 n += 1;
             }
         }
-        let boot = tc.boot_value.unwrap_or_else(|| extend(&[0; 32], &self.config().image_digest));
+        let parsed = if blob.is_empty() { None } else { Some(split_blob(blob)?) };
+        let boot = match (&parsed, tc.boot_value) {
+            (Some((v0, _, _)), _) => *v0,
+            (None, Some(v)) => v,
+            (None, None) => values[hv_at],
+        };
         let (open, capped) = hypervisor_pcr_chain(&boot, &tc.reload_digest.unwrap_or(self.config().image_digest));
         if !open.contains(&values[hv_at]) {
             return Err(HvError::TrustSealFailed {
                 what: if capped.contains(&values[hv_at]) {
                     "the hypervisor PCR holds the hypervisor-exit cap: reload the hypervisor (a new measurement) before TRUST_INIT"
                 } else {
-                    "the hypervisor PCR is not the measurement of this image (or more reloads than the policy covers)"
+                    "the hypervisor PCR is not the measurement the root was sealed to (another image or boot chain, or more reloads than the policy covers)"
                 },
                 rc: 0,
             });
@@ -249,8 +265,7 @@ impl<M: PhysMem, const E: usize> Hypervisor<M, E> {
         let parent = tpm.create_primary(&parent_template(&policy))?;
         let mut root = [0u8; 32];
         let res = (|| -> HvResult<usize> {
-            if !blob.is_empty() {
-                let (private, public) = split_blob(blob)?;
+            if let Some((_, private, public)) = parsed {
                 let want = sealed_template(&policy);
                 let body = &public[2..];
                 if body.len() != SEALED_FIXED + 2 + 32 || body[..SEALED_FIXED] != want[..SEALED_FIXED] || body[SEALED_FIXED..SEALED_FIXED + 2] != 32u16.to_be_bytes() {
@@ -288,8 +303,9 @@ impl<M: PhysMem, const E: usize> Hypervisor<M, E> {
                 wipe(&mut b);
                 let s = satisfy(&mut tpm, &nonce, &selection, &branches)?;
                 out[..4].copy_from_slice(&BLOB_MAGIC);
-                match tpm.create_sealed(parent, s, &sealed_template(&policy), &root, &mut out[4..]) {
-                    Ok(len) => Ok(4 + len),
+                out[4..BLOB_HEADER].copy_from_slice(&boot);
+                match tpm.create_sealed(parent, s, &sealed_template(&policy), &root, &mut out[BLOB_HEADER..]) {
+                    Ok(len) => Ok(BLOB_HEADER + len),
                     Err(e) => {
                         let _ = tpm.flush(s);
                         Err(e)

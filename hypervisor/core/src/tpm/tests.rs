@@ -39,11 +39,23 @@ fn free_port_pair() -> u16 {
 
 impl Swtpm {
     pub fn start() -> Swtpm {
-        if std::env::var_os("HYPERENCLAVE_SKIP_SWTPM").is_some() {
-            panic!("HYPERENCLAVE_SKIP_SWTPM is set; run these tests where swtpm is installed");
-        }
         let dir = std::env::temp_dir().join(format!("he-core-swtpm-{}-{}", std::process::id(), free_port_pair()));
         std::fs::create_dir_all(&dir).unwrap();
+        Swtpm::start_in(dir)
+    }
+
+    /// A reboot: the TPM process stops and starts again on the same state (same seeds, PCRs reset).
+    pub fn reboot(self) -> Swtpm {
+        let mut me = std::mem::ManuallyDrop::new(self);
+        let _ = me.child.kill();
+        let _ = me.child.wait();
+        let dir = std::mem::take(&mut me.dir);
+        // SAFETY: `me` is never used or dropped again; its Child was waited for above.
+        unsafe { std::ptr::drop_in_place(&mut me.child) };
+        Swtpm::start_in(dir)
+    }
+
+    fn start_in(dir: PathBuf) -> Swtpm {
         for _ in 0..5 {
             let port = free_port_pair();
             let child = Command::new("swtpm")
@@ -239,19 +251,23 @@ fn root_secret_seals_unseals_caps_and_survives_a_reload() {
     let (r3, _) = init(&mut hv3, &tpm, &blob, 0);
     assert!(matches!(r3, Err(crate::HvError::TrustSealFailed { rc, .. }) if rc != 0), "{r3:?}");
 
-    // another image (one byte changed) does not unseal
+    // an image that claims another digest without its measurement in PCR 12 gets another policy
     let mut other = img;
     other[0] ^= 1;
-    let mut hv4 = hv_for(other);
-    let (r4, _) = init(&mut hv4, &tpm, &blob, 2);
+    let (r4, _) = init(&mut hv_for(other), &tpm, &blob, 2);
     assert!(matches!(r4, Err(crate::HvError::TrustSealFailed { rc: 0, .. })), "{r4:?}");
 
     // a tampered blob is refused (public area changed: attributes)
     let mut bad = blob.clone();
-    let pub_at = 4 + 2 + u16::from_be_bytes([blob[4], blob[5]]) as usize;
+    let pub_at = 36 + 2 + u16::from_be_bytes([blob[36], blob[37]]) as usize;
     bad[pub_at + 2 + 7] ^= 0x40; // userWithAuth
     let (r5, _) = init(&mut hv_for(img), &tpm, &bad, 2);
     assert!(matches!(r5, Err(crate::HvError::TrustSealFailed { rc: 0, .. })), "{r5:?}");
+    // a blob claiming another boot measurement (v0) is not in the PCR state: refused
+    let mut lied = blob.clone();
+    lied[4] ^= 1;
+    let (r9, _) = init(&mut hv_for(img), &tpm, &lied, 2);
+    assert!(matches!(r9, Err(crate::HvError::TrustSealFailed { rc: 0, .. })), "{r9:?}");
     // and truncated
     let (r6, _) = init(&mut hv_for(img), &tpm, &blob[..blob.len() - 1], 2);
     assert!(matches!(r6, Err(crate::HvError::TrustSealFailed { .. })), "{r6:?}");
@@ -269,6 +285,18 @@ fn root_secret_seals_unseals_caps_and_survives_a_reload() {
     measure(&tpm, &img);
     let (r8, _) = init(&mut hv_for(img), &tpm, &blob, 2);
     assert_eq!(r8.unwrap().hak_public, r.hak_public);
+
+    // reboot of the same stack: unseals, PCR 13 gets the same event again
+    let tpm = tpm.reboot();
+    measure(&tpm, &img);
+    let (r10, _) = init(&mut hv_for(img), &tpm, &blob, 2);
+    let r10 = r10.unwrap();
+    assert!(r10.hak_public == r.hak_public && !r10.created && r10.pcr_extended);
+    // reboot with another image (one byte changed), measured as the loader does: refused
+    let tpm = tpm.reboot();
+    measure(&tpm, &other);
+    let (r11, _) = init(&mut hv_for(other), &tpm, &blob, 2);
+    assert!(matches!(r11, Err(crate::HvError::TrustSealFailed { rc: 0, what }) if what.contains("not the measurement")), "{r11:?}");
 }
 
 #[test]
@@ -281,8 +309,8 @@ fn a_blob_the_host_sealed_itself_is_refused() {
     measure(&tpm, &img);
     let (r, blob) = init(&mut hv_for(img), &tpm, &[], 2);
     r.unwrap();
-    let priv_len = u16::from_be_bytes([blob[4], blob[5]]) as usize;
-    let public = &blob[4 + 2 + priv_len..];
+    let priv_len = u16::from_be_bytes([blob[36], blob[37]]) as usize;
+    let public = &blob[36 + 2 + priv_len..];
     let policy = &public[2 + 10..2 + 42];
     std::fs::write(tpm.dir.join("policy.bin"), policy).unwrap();
     std::fs::write(tpm.dir.join("secret.bin"), [7u8; 32]).unwrap();
@@ -291,11 +319,11 @@ fn a_blob_the_host_sealed_itself_is_refused() {
         "tpm2_create", "-C", "host.ctx", "-L", "policy.bin", "-a", "fixedtpm|fixedparent|adminwithpolicy|noda", "-i", "secret.bin", "-u", "h.pub", "-r", "h.priv",
     ]);
     tpm.tool(&["tpm2_flushcontext", "-t"]);
-    let mut forged = b"HER1".to_vec();
+    let mut forged = blob[..36].to_vec();
     forged.extend(tpm.file("h.priv"));
     forged.extend(tpm.file("h.pub"));
     // the public area is exactly what the hypervisor expects…
-    assert_eq!(&forged[4 + 2 + u16::from_be_bytes([forged[4], forged[5]]) as usize..][..2 + 44], &public[..2 + 44]);
+    assert_eq!(&forged[36 + 2 + u16::from_be_bytes([forged[36], forged[37]]) as usize..][..2 + 44], &public[..2 + 44]);
     // …but it was not created under the hypervisor's parent: Load fails integrity
     let (r2, _) = init(&mut hv_for(img), &tpm, &forged, 2);
     assert!(matches!(r2, Err(crate::HvError::TrustSealFailed { rc, .. }) if rc != 0), "{r2:?}");
