@@ -8,7 +8,7 @@
 #define HYPERENCLAVE_HANDOFF_H
 
 #define HE_HANDOFF_MAGIC 0x464f444e41484548ULL /* "HEHANDOF" little-endian */
-#define HE_HANDOFF_VERSION 3
+#define HE_HANDOFF_VERSION 2
 #define HE_MAX_RANGES 64
 #define HE_MAX_CPUS 8
 
@@ -42,10 +42,6 @@ struct he_handoff {
 	__u32 pcr;
 	__u8 image_sha256[32];
 	struct he_range ranges[HE_MAX_RANGES];
-	/* v3: the container's 256-byte header (docs/image-container.md): with the image digest it
-	 * names every event a launch measures into the PCR, so the image can tell which measurement
-	 * (image only, or image + header + signer) and how many reloads the PCR holds */
-	__u8 container_header[256];
 };
 
 #endif

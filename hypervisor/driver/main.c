@@ -59,7 +59,6 @@ static struct {
 	u32 state;
 	u64 image_length, load_addr, load_size, entry_pa;
 	u8 sha256[32];
-	u8 header[HEIMG_HDR];      /* the loaded container's header (handed to the image) */
 	struct he_handoff *handoff;
 	u64 handoff_pa, host_cr3;
 	long cpu_result[HE_MAX_CPUS];
@@ -259,7 +258,6 @@ static int he_load(struct he_load *req)
 	he.load_size = load_size;
 	he.entry_pa = load_addr + entry_off;
 	memcpy(he.sha256, digest, 32);
-	memcpy(he.header, h, HEIMG_HDR);
 	he.state = HE_STATE_LOADED;
 	req->image_length = image_len;
 	req->load_address = load_addr;
@@ -425,7 +423,6 @@ static int he_enable(void)
 		page_to_phys(vmalloc_to_page((void *)((u64)he_leave_tramp + PAGE_SIZE))) : 0;
 	ho->pcr = pcr;
 	memcpy(ho->image_sha256, he.sha256, 32);
-	memcpy(ho->container_header, he.header, HEIMG_HDR);
 	he_build_map(ho);
 
 	chip = he_tpm_hold();

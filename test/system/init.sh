@@ -82,7 +82,6 @@ out=$(hectl cpuid 2>&1); case "$out" in *HyperEnclave*) check cpuid-before-enabl
 T0=$(now)
 if cli boot --json boot; then check boot PASS "hyperenclave boot: verified, measured, loaded, enabled in $(awk "BEGIN{print $(now) - $T0}") s"
 else check boot FAIL "hyperenclave boot exit $rc"; dmesg_he; finish; fi
-out=$(hectl trust-init $STATE_DIR/trust-root.blob 2>&1); echo "@@HE:TRUST boot $out"  # DEV: until the boot flow runs TRUST_INIT
 pcrs measured
 RTLOG=/var/lib/hyperenclave/runtime-measurements.log
 [ -f $RTLOG ] && b64 runtime-log $RTLOG || echo "@@HE:INFO no runtime log: $(ls /var/lib/hyperenclave 2>&1 | tr '\n' ' ')"

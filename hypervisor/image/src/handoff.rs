@@ -1,7 +1,7 @@
 //! What the driver hands over (mirror of hypervisor/driver/hyperenclave_handoff.h).
 
 pub const MAGIC: u64 = 0x464f_444e_4148_4548; // "HEHANDOF"
-pub const VERSION: u32 = 3;
+pub const VERSION: u32 = 2;
 pub const MAX_RANGES: usize = 64;
 pub const MAX_CPUS: usize = 8;
 
@@ -34,8 +34,6 @@ pub struct Handoff {
     pub pcr: u32,
     pub image_sha256: [u8; 32],
     pub ranges: [Range; MAX_RANGES],
-    /// v3: the container header the image came in (its digest and signer key id are events).
-    pub container_header: [u8; 256],
 }
 
 /// Linux's state at the call, pushed by the driver's he_enter: where it resumes as a guest.

@@ -218,7 +218,7 @@ fn init(ho: &Handoff) -> HvResult<()> {
     // The transport's self-test at the hypervisor's locality (before launch; the driver holds
     // Linux's TPM lock around ENABLE): GetRandom and PCR_Read of the measurement PCR.
     let pcr = if ho.pcr < 24 { ho.pcr } else { 12 };
-    let boot_pcr = match tis::self_test(pcr) {
+    match tis::self_test(pcr) {
         Ok((random, digest, clean)) => {
             log!(
                 "TPM: locality {} at {:#x}: GetRandom gave {} bytes, PCR{} sha256 {}{}",
@@ -229,13 +229,9 @@ fn init(ho: &Handoff) -> HvResult<()> {
                 Hex(&digest),
                 if clean { "" } else { " (locality seized from the host)" }
             );
-            Some(digest)
         }
-        Err(e) => {
-            log!("TPM: locality {} self-test failed: {}", tis::HV_LOCALITY, e);
-            None
-        }
-    };
+        Err(e) => log!("TPM: locality {} self-test failed: {}", tis::HV_LOCALITY, e),
+    }
     CAPPED.store(false, Ordering::SeqCst);
     lock(&LOCK);
     // SAFETY: HV is only touched under LOCK.
@@ -246,8 +242,6 @@ fn init(ho: &Handoff) -> HvResult<()> {
             let mut cfg = HvConfig::new(reserved, Format::Npt, rdrand_fill);
             cfg.image_digest = ho.image_sha256;
             cfg.trust.hypervisor_pcr = pcr as u8;
-            // The seal policy's first state: the measurement a launch leaves in the hypervisor PCR.
-            cfg.trust.boot_value = boot_pcr.and_then(|p| boot_value(ho, &p));
             // SAFETY: the host tables identity-map the reservation; nothing else aliases it.
             let mem = unsafe { DirectMem::new(0, MemRange::new(ho.reserved_base, ho.reserved_size, MemKind::Reserved)) };
             *hv = Some(Hv::new(cfg, mem)?);
@@ -293,36 +287,6 @@ fn init(ho: &Handoff) -> HvResult<()> {
         m.0[hsave] |= 3 << ((0x117 * 2) % 8);
     }
     Ok(())
-}
-
-/// Which launch measurement the hypervisor PCR (`now`, read at INIT) holds, as the seal policy's
-/// first state v0: either the driver's H(image) alone (an image-only PCR policy) or followed by
-/// the CLI's header and signer events (the default `sha256-sha384` policy: SHA-256 of the 256
-/// header bytes, then of the signer's SPKI, i.e. the header's key id, or of nothing when
-/// unsigned); after k reloads the PCR is v_k of that chain (trust.rs). None: neither (e.g. the
-/// PCR is capped, or holds another image): TRUST_INIT then refuses with the core's reason.
-fn boot_value(ho: &Handoff, now: &[u8; 32]) -> Option<[u8; 32]> {
-    use hyperenclave_core::crypto::sha256;
-    use hyperenclave_core::tpm::policy::extend;
-    use hyperenclave_core::trust::hypervisor_pcr_chain;
-    let h = &ho.container_header;
-    if h[..8] != *b"HEIMG\0\0\0" || h[0x70..0x90] != ho.image_sha256 {
-        log!("TPM: the handed-over container header does not describe the loaded image");
-        return None;
-    }
-    let image_only = extend(&[0; 32], &ho.image_sha256);
-    let key_id: [u8; 32] = h[0xc0..0xe0].try_into().unwrap();
-    let signer = if key_id == [0; 32] { sha256(b"") } else { key_id };
-    let full = extend(&extend(&image_only, &sha256(h)), &signer);
-    for (what, v0) in [("image, header and signer events", full), ("the image event", image_only)] {
-        let (open, _) = hypervisor_pcr_chain(&v0, &ho.image_sha256);
-        if let Some(k) = open.iter().position(|v| v == now) {
-            log!("TPM: PCR{} holds {} of this image, {} reload(s) since", ho.pcr, what, k);
-            return Some(v0);
-        }
-    }
-    log!("TPM: PCR{} is not a launch measurement of this image (capped, or another image): no root of trust until a reload", ho.pcr);
-    None
 }
 
 /// Removes [cut.0, cut.1) from the first `n` ranges of `map` (splitting one in two where the
