@@ -171,8 +171,9 @@ if (docs['enclave-run-crypto']) {
   const r = docs['enclave-run-crypto'];
   const e = ecallsOf(r);
   const sha = createHash('sha256').update('abc').digest('hex');
-  const ok = e[0]?.output === Buffer.from('hello').toString('hex') && e[2]?.output === sha && e[4]?.ok === true && r.reportVerified === true && r.epcReturned === r.epcPages;
-  host('ecall-crypto', ok, `echo ${e[0]?.ok ? Buffer.from(e[0].output, 'hex').toString() : e[0]?.error}, sha256("abc") ${e[2]?.output === sha ? 'correct' : `wrong (${e[2]?.output ?? e[2]?.error})`}, empty ${e[4]?.ok ? 'ok' : e[4]?.error} (${(e[4]?.micros ?? 0).toFixed(0)} µs round trip), REPORT verified ${r.reportVerified}, EPC returned ${r.epcReturned}/${r.epcPages}`);
+  // (no host REPORT any more: REPORT is enclave-only; the enclave's own EREPORT is ecall-sealer's)
+  const ok = e[0]?.output === Buffer.from('hello').toString('hex') && e[2]?.output === sha && e[4]?.ok === true && r.epcReturned === r.epcPages;
+  host('ecall-crypto', ok, `echo ${e[0]?.ok ? Buffer.from(e[0].output, 'hex').toString() : e[0]?.error}, sha256("abc") ${e[2]?.output === sha ? 'correct' : `wrong (${e[2]?.output ?? e[2]?.error})`}, empty ${e[4]?.ok ? 'ok' : e[4]?.error} (${(e[4]?.micros ?? 0).toFixed(0)} µs round trip), EPC returned ${r.epcReturned}/${r.epcPages}`);
 }
 if (docs['enclave-run-sealer']) {
   const r = docs['enclave-run-sealer'];
@@ -211,16 +212,22 @@ if (ref && pcrs.measured) {
     host(`measured-${bank}`, want === got, want === got ? `PCR${pcrIndex} = firmware reference prediction ${got.slice(0, 16)}…` : `PCR${pcrIndex} is ${got}, firmware reference predicts ${want}`);
   }
 }
+// The event the hypervisor extends into its PCR at DISABLE (hypervisor/core/src/trust.rs
+// EXIT_EVENT): the cap that keeps the sealed root from unsealing once the host has every locality.
+const EXIT_EVENT = Buffer.from('hyperenclave:hypervisor-exit v=1', 'ascii');
 if (opt.image && pcrs.reloaded) {
-  // second round (hectl load after rmmod): the driver alone extends H(image) once more
+  // second round (disable, rmmod, insmod, hectl load): the hypervisor capped PCR N with the exit
+  // event at disable, then the driver alone extends H(image) once more
   const c = readFileSync(opt.image);
   const image = c.subarray(0x100, 0x100 + Number(c.readBigUInt64LE(0x40)));
   for (const bank of Object.keys(pcrs.reloaded)) {
     const before = pcrs['boot-again']?.[bank]?.[pcrIndex] ?? pcrs.measured?.[bank]?.[pcrIndex];
     const again = pcrs.reloaded[bank][pcrIndex];
     if (!before || !again) continue;
-    const want2 = createHash(bank).update(Buffer.concat([Buffer.from(before, 'hex'), createHash(bank).update(image).digest()])).digest('hex');
-    host(`remeasured-${bank}`, want2 === again, want2 === again ? `second load extended PCR${pcrIndex} by H(image) again` : `PCR${pcrIndex} is ${again}, expected ${want2}`);
+    const h = (x) => createHash(bank).update(x).digest();
+    const capped = h(Buffer.concat([Buffer.from(before, 'hex'), h(EXIT_EVENT)]));
+    const want2 = h(Buffer.concat([capped, h(image)])).toString('hex');
+    host(`remeasured-${bank}`, want2 === again, want2 === again ? `disable capped PCR${pcrIndex} with the exit event, the second load extended it by H(image) again` : `PCR${pcrIndex} is ${again}, expected ${want2} (cap, then H(image))`);
   }
 }
 
@@ -314,7 +321,7 @@ let enclaveOutside = null;
   const outside = enclaveOutside?.platformKind;
   const check = enclaveOutside?.checks?.find?.((c) => c.name === 'platform.kind');
   host('platform-kind-from-ek', remote === 'emulated' && outside === 'emulated' && check?.status === 'pass',
-    `guest ran --platform ${docs.status?.platform ?? '?'}; verifier on the host: ${remote}; outside: ${outside} (${check?.status}: ${check?.detail ?? check?.message ?? ''})`);
+    `guest ran --platform ${docs.status?.platform ?? '?'}; verifier on the host: ${remote}; outside: ${outside} (${check?.status}: ${check?.reason ?? ''})`);
 }
 
 // Sealing across reloads: the enclave sealed "the-launch-codes" before disable/rmmod/insmod/enable;
@@ -331,8 +338,10 @@ let enclaveOutside = null;
   const other = ecallsOf(docs['unseal-other']);
   const [oldRoot, newRoot] = [trustLines['other-old'] ?? 'not run', trustLines['other-new'] ?? 'not run'];
   const keyDiffers = !!other[3]?.ok && !!before[3]?.ok && other[3].output !== before[3].output;
-  // TRUST_SEAL_FAILED (38): the kept root does not unseal under that image's measurement
-  host('seal-other-image-refused', /status=38\b/.test(oldRoot) && /created 1/.test(newRoot) && other[1]?.ok === false && keyDiffers,
+  // TRUST_SEAL_FAILED (38): the kept root does not unseal under that image's measurement; the
+  // data does not open with that image's own root: sealer error 4 = AUTH_FAILED (GCM tag,
+  // hypervisor/enclaves/rt err::AUTH_FAILED), not a failed EGETKEY
+  host('seal-other-image-refused', /status=38\b/.test(oldRoot) && /created 1/.test(newRoot) && other[1]?.ok === false && /error code 4\b/.test(other[1]?.error ?? '') && keyDiffers,
     `image with one byte changed: TRUST_INIT with the kept root: ${oldRoot}; without: ${newRoot}; unseal → ${other[1] ? (other[1].ok ? 'UNSEALED' : other[1].error) : 'not run'}; seal-key fingerprint ${other[3]?.ok ? (keyDiffers ? 'differs' : 'SAME') : other[3]?.error ?? 'not reached'}`);
 }
 
