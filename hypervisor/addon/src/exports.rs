@@ -488,8 +488,10 @@ fn hv_hypercall(e: &Env, a: &Args) -> JsResult<Val> {
     }
     let mut regs = Regs::call(nr, &args);
     let mut mem = SliceMem::new(guest_base, guest);
-    // TRUST_INIT and DISABLE (which caps the hypervisor PCR) need the core's TPM transport
-    let tpm = tpms().lock().unwrap().get(&h).cloned();
+    // TRUST_INIT needs the core's TPM transport. DISABLE goes through plain `dispatch` here (no
+    // PCR cap): this process is the host's, which can read the root from its memory anyway, and
+    // disable → enable within one emulated TPM boot must find the PCR where the root unseals.
+    let tpm = if nr == hypercall::nr::TRUST_INIT { tpms().lock().unwrap().get(&h).cloned() } else { None };
     match tpm {
         Some(mut t) => hypercall::dispatch_with_tpm(&mut hv.lock().unwrap(), &mut regs, &mut mem, &mut t),
         None => hypercall::dispatch(&mut hv.lock().unwrap(), &mut regs, &mut mem),
