@@ -22,31 +22,13 @@ import type { EvidenceEnclave } from './evidence.js';
  */
 export const ECALL_QUOTE_REPORT = 4;
 
-/** A hypervisor client that can turn a MAC-checked REPORT into an enclave quote (QUOTE 0x42). */
-export type QuotingClient = HypervisorClient & { quote(report: Buffer): Promise<Buffer> };
-
-export interface EnclaveQuoteResult {
-  evidence: EvidenceEnclave;
-  name: string;
-  mrenclave: string;
-  mrsigner: string;
-  debug: boolean;
-  keySlot: number | null;
-}
-
-function quoting(c: HypervisorClient): QuotingClient {
-  const q = (c as Partial<QuotingClient>).quote;
-  if (typeof q !== 'function') throw new AttestError(`the ${c.platform} hypervisor client has no QUOTE call (this build lacks the hypervisor attestation key)`, 7);
-  return c as QuotingClient;
-}
-
 /**
  * One enclave quote for `nonce`: create → launch (when the platform has a launch) → quote-report
  * ECALL → QUOTE → destroy (always). The quote is checked here too (size, MRENCLAVE as computed
  * from the manifest, REPORTDATA) so a broken stack fails at the attester with a clear line.
  */
 export async function quoteEnclave(client: HypervisorClient, manifestPath: string, nonce: Buffer, opts: { userData?: Buffer; backend?: BackendKind; id?: string } = {}): Promise<EnclaveQuoteResult> {
-  const qc = quoting(client);
+  const qc = client;
   const m = withBackend(loadManifest(manifestPath), opts.backend);
   const userData = opts.userData ?? Buffer.alloc(0);
   const reportData = expectedReportData(nonce, userData);
