@@ -22,6 +22,15 @@ import type { EvidenceEnclave } from './evidence.js';
  */
 export const ECALL_QUOTE_REPORT = 4;
 
+export interface EnclaveQuoteResult {
+  evidence: EvidenceEnclave;
+  name: string;
+  mrenclave: string;
+  mrsigner: string;
+  debug: boolean;
+  keySlot: number | null;
+}
+
 /**
  * One enclave quote for `nonce`: create → launch (when the platform has a launch) → quote-report
  * ECALL → QUOTE → destroy (always). The quote is checked here too (size, MRENCLAVE as computed
