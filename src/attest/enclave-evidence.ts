@@ -24,6 +24,8 @@ export const ECALL_QUOTE_REPORT = 4;
 
 export interface EnclaveQuoteResult {
   evidence: EvidenceEnclave;
+  /** The memory-encryption backend the enclave ran under (the evidence says "sgx-like" for "none"). */
+  backend: BackendKind;
   name: string;
   mrenclave: string;
   mrsigner: string;
@@ -64,6 +66,7 @@ export async function quoteEnclave(client: HypervisorClient, manifestPath: strin
         ...(launch?.measurement ? { launchMeasurement: launch.measurement } : {}),
         ...(launch?.keySlot != null ? { keySlot: launch.keySlot } : {}),
       },
+      backend: m.backend.kind,
       name: m.name,
       mrenclave: e.mrenclave.toString('hex'),
       mrsigner: e.mrsigner.toString('hex'),

@@ -205,7 +205,7 @@ export async function runDemo(opts: DemoOptions): Promise<DemoSummary> {
       pcrs,
       drtm: pcr17ok,
       hypervisor: { enabled: st.enabled, hostFaults: faults },
-      enclaves: quoted.map((q) => ({ backend: q.evidence.backend, name: q.name, mrenclave: q.mrenclave, mrsigner: q.mrsigner, keySlot: q.keySlot, launch: q.evidence.launchMeasurement ?? null, quoted: true })),
+      enclaves: quoted.map((q) => ({ backend: q.backend, name: q.name, mrenclave: q.mrenclave, mrsigner: q.mrsigner, keySlot: q.keySlot, launch: q.evidence.launchMeasurement ?? null, quoted: true })),
       evidence: evidencePath,
       result: { status: outcome.result['ear.status'], failed },
     };
