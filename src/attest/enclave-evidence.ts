@@ -6,9 +6,8 @@
  * `hyperenclave attest --enclave` and `hyperenclave demo` both use this; nothing here signs
  * anything itself.
  */
-import { createHash } from 'node:crypto';
 import type { HypervisorClient } from '../hypervisor/client.js';
-import { encodeTargetInfo, REPORT_SIZE } from '../hypervisor/abi.js';
+import { REPORT_SIZE } from '../hypervisor/abi.js';
 import type { BackendKind } from '../enclave/backends/index.js';
 import { createEnclave, launchEnclave } from '../enclave/lifecycle.js';
 import { loadManifest, withBackend } from '../enclave/manifest.js';
@@ -17,35 +16,21 @@ import { ENCLAVE_QUOTE_SIZE, expectedReportData, parseEnclaveQuote } from './enc
 import type { EvidenceEnclave } from './evidence.js';
 
 /**
- * The quoting identity an enclave targets its REPORT at: MEASUREMENT = SHA-256("HyperEnclave-TS
- * quoting identity v1"), ATTRIBUTES = 0, MISCSELECT = 0 (CONTRACT-12).
- * TODO(trust-core merge): import QUOTING_TARGET_MRENCLAVE from src/hypervisor/abi.ts.
+ * The sealer payload's quote-report ECALL (CONTRACT-12): input the 64-byte REPORTDATA, output the
+ * 432-byte REPORT the enclave issued with EREPORT targeted at the hypervisor's quoting identity
+ * (hypervisor/enclaves/sealer, ECALL 4; the TARGETINFO is built inside the enclave).
  */
-export const QUOTING_TARGET_MRENCLAVE = createHash('sha256').update('HyperEnclave-TS quoting identity v1', 'ascii').digest();
-
-/**
- * ECALL of the sealer payload that returns a REPORT for a given REPORTDATA and TARGETINFO
- * (hypervisor/enclaves/sealer: ECALL 2, input REPORTDATA 64 B ‖ TARGETINFO 56 B).
- * TODO(trust-core merge): ECALL_QUOTE_REPORT from the contract once chosen.
- */
-export const ECALL_QUOTE_REPORT = 2;
-
-/** A hypervisor client that can turn a MAC-checked REPORT into an enclave quote (QUOTE 0x42). */
-export type QuotingClient = HypervisorClient & { quote(report: Buffer): Promise<Buffer> };
+export const ECALL_QUOTE_REPORT = 4;
 
 export interface EnclaveQuoteResult {
   evidence: EvidenceEnclave;
+  /** The memory-encryption backend the enclave ran under (the evidence says "sgx-like" for "none"). */
+  backend: BackendKind;
   name: string;
   mrenclave: string;
   mrsigner: string;
   debug: boolean;
   keySlot: number | null;
-}
-
-function quoting(c: HypervisorClient): QuotingClient {
-  const q = (c as Partial<QuotingClient>).quote;
-  if (typeof q !== 'function') throw new AttestError(`the ${c.platform} hypervisor client has no QUOTE call (this build lacks the hypervisor attestation key)`, 7);
-  return c as QuotingClient;
 }
 
 /**
@@ -54,7 +39,7 @@ function quoting(c: HypervisorClient): QuotingClient {
  * from the manifest, REPORTDATA) so a broken stack fails at the attester with a clear line.
  */
 export async function quoteEnclave(client: HypervisorClient, manifestPath: string, nonce: Buffer, opts: { userData?: Buffer; backend?: BackendKind; id?: string } = {}): Promise<EnclaveQuoteResult> {
-  const qc = quoting(client);
+  const qc = client;
   const m = withBackend(loadManifest(manifestPath), opts.backend);
   const userData = opts.userData ?? Buffer.alloc(0);
   const reportData = expectedReportData(nonce, userData);
@@ -63,8 +48,7 @@ export async function quoteEnclave(client: HypervisorClient, manifestPath: strin
     // The bare-metal hypervisor has no memory-encryption launch: backend "none" needs none.
     const launch = qc.platform === 'linux' && m.backend.kind === 'none' ? null : await launchEnclave(qc, e.id, m.backend.kind, m.backend.policy);
     const tcs = e.plan.tcs[0];
-    const input = Buffer.concat([reportData, encodeTargetInfo({ mrenclave: QUOTING_TARGET_MRENCLAVE, attributes: 0n, xfrm: 0n, miscSelect: 0 })]);
-    const [r] = await qc.enclaveRun(e.id, [{ fn: ECALL_QUOTE_REPORT, input, ...(tcs !== undefined ? { tcs } : {}) }]);
+    const [r] = await qc.enclaveRun(e.id, [{ fn: ECALL_QUOTE_REPORT, input: reportData, ...(tcs !== undefined ? { tcs } : {}) }]);
     if (!r || !r.ok) throw new AttestError(`${m.name}: quote-report ECALL ${ECALL_QUOTE_REPORT} failed: ${r?.error ?? 'no result'}`, 7);
     if (r.output.length < REPORT_SIZE) throw new AttestError(`${m.name}: quote-report ECALL returned ${r.output.length} bytes, expected a ${REPORT_SIZE}-byte REPORT`, 7);
     const quote = await qc.quote(r.output.subarray(0, REPORT_SIZE));
@@ -82,6 +66,7 @@ export async function quoteEnclave(client: HypervisorClient, manifestPath: strin
         ...(launch?.measurement ? { launchMeasurement: launch.measurement } : {}),
         ...(launch?.keySlot != null ? { keySlot: launch.keySlot } : {}),
       },
+      backend: m.backend.kind,
       name: m.name,
       mrenclave: e.mrenclave.toString('hex'),
       mrsigner: e.mrsigner.toString('hex'),
