@@ -57,7 +57,7 @@ describe('hypercall ABI', () => {
     const st = Buffer.alloc(STATUS_SIZE);
     const w = (i: number, v: bigint) => st.writeBigUInt64LE(v, i * 8);
     w(0, 0x10000n);
-    w(1, 0b1011n);
+    w(1, 0b11011n);
     w(2, 0x1f4000000n);
     w(6, 32768n);
     w(7, 12n);
@@ -67,7 +67,7 @@ describe('hypercall ABI', () => {
     w(19, 4n);
     st.fill(0xab, 208);
     const s = decodeStatus(st);
-    expect(s).toMatchObject({ abiVersion: 0x10000, enabled: true, paging: 'npt', keySlotsPresent: false, signaturesRequired: true, reservedBase: 0x1f4000000n, epcPagesTotal: 32768, epcPagesUsed: 12, keySlotKind: 'keyid', keySlotMin: 1, keySlotMax: 15 });
+    expect(s).toMatchObject({ abiVersion: 0x10000, enabled: true, paging: 'npt', keySlotsPresent: false, signaturesRequired: true, trustEstablished: true, reservedBase: 0x1f4000000n, epcPagesTotal: 32768, epcPagesUsed: 12, keySlotKind: 'keyid', keySlotMin: 1, keySlotMax: 15 });
     expect(s.hostFaults.enclave).toBe(4);
     expect(s.imageDigest.equals(Buffer.alloc(32, 0xab))).toBe(true);
     expect(() => decodeStatus(Buffer.alloc(100))).toThrow(/STATUS: record is 100 bytes, need 240/);

@@ -163,6 +163,8 @@ export interface HvStatusRecord {
   paging: 'ept' | 'npt';
   keySlotsPresent: boolean;
   signaturesRequired: boolean;
+  /** TRUST_INIT ran since the last load/enable: EREPORT, EGETKEY, QUOTE and HAK_PUBLIC are served. */
+  trustEstablished: boolean;
   reservedBase: bigint;
   hypervisorBytes: bigint;
   imageBytes: bigint;
@@ -205,6 +207,7 @@ export function decodeStatus(raw: Uint8Array): HvStatusRecord {
     paging: flags & 2 ? 'npt' : 'ept',
     keySlotsPresent: (flags & 4) !== 0,
     signaturesRequired: (flags & 8) !== 0,
+    trustEstablished: (flags & 16) !== 0,
     reservedBase: w(2),
     hypervisorBytes: w(3),
     imageBytes: w(4),

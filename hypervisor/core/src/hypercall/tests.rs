@@ -177,7 +177,7 @@ fn full_enclave_lifecycle_through_hypercalls() {
     g.read(BUF, &mut st).unwrap();
     let w = |i: usize| u64::from_le_bytes(st[i * 8..i * 8 + 8].try_into().unwrap());
     assert_eq!(w(0), ABI_VERSION as u64);
-    assert_eq!(w(1), 0b100, "not enabled, EPT, key slots, unsigned allowed");
+    assert_eq!(w(1), 0b10100, "not enabled, EPT, key slots, unsigned allowed, trust established");
     assert_eq!((w(6), w(7), w(10)), (1024, 0, 0));
     assert_eq!((w(12), w(13), w(14), w(17)), (1, 1, 4, 1));
     assert_eq!(w(22), hv.status().hypercalls);
