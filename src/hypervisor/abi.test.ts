@@ -7,6 +7,7 @@ import { describe, expect, it } from 'vitest';
 import {
   HC,
   HC_STATUS,
+  HYPERVISOR_EXIT_EVENT,
   QUOTING_TARGET_MRENCLAVE,
   HE_IOC,
   HypervisorError,
@@ -51,6 +52,7 @@ describe('hypercall ABI', () => {
     expect(QUOTING_TARGET_MRENCLAVE.toString('hex')).toBe(createHash('sha256').update('HyperEnclave-TS quoting identity v1').digest('hex'));
     const rs = readFileSync(join(root, 'hypervisor/core/src/trust.rs'), 'utf8');
     expect(rs).toContain('b"HyperEnclave-TS quoting identity v1"');
+    expect(rs).toContain(`pub const EXIT_EVENT: &[u8] = b"${HYPERVISOR_EXIT_EVENT}";`);
   });
 
   it('decodes STATUS, ENCLAVE_INFO and REPORT records at the documented offsets', () => {

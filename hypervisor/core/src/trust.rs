@@ -56,7 +56,8 @@ impl Default for TrustConfig {
 pub type EntropySource = fn(&mut [u8]) -> bool;
 
 /// The event the hypervisor extends into its PCR at DISABLE: afterwards the PCR is in no state
-/// the root secret unseals in until a reload measures the image again.
+/// the root secret unseals in until a reload measures the image again. Mirrored as
+/// HYPERVISOR_EXIT_EVENT in src/hypervisor/abi.ts (the CLI logs it after a linux DISABLE).
 pub const EXIT_EVENT: &[u8] = b"hyperenclave:hypervisor-exit v=1";
 /// The HAK event data prefix; the 64 lowercase hex characters of the public key follow.
 pub const HAK_EVENT_PREFIX: &[u8] = b"hyperenclave-hak:ed25519:";
