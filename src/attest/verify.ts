@@ -10,7 +10,7 @@ import { buildResult, type AttestationResult, type CheckResult, type CheckStatus
 import { akKeyFromInput, parseQuoteAttest, verifyQuoteSignature, TPM_GENERATED_VALUE, TPM_ST_ATTEST_QUOTE, type ParsedQuote } from './tpm-structures.js';
 import { replayEventLogs, type LogKind } from './eventlog-check.js';
 import type { EnrollmentRecord } from './enroll.js';
-import { DEFAULT_HAK_PCR, enclaveQuoteSignatureOk, expectedReportData, hakEventData, hakFromEventData, hakPcrValue, parseEnclaveQuote, type EnclaveQuote } from './enclave-quote.js';
+import { DEFAULT_HAK_PCR, HYPERVISOR_EXIT_EVENT, enclaveQuoteSignatureOk, expectedReportData, hakEventData, hakFromEventData, hakPcrValue, parseEnclaveQuote, type EnclaveQuote } from './enclave-quote.js';
 
 /** PCR values: bank -> index -> value. */
 export type PcrValues = Map<BankName, Map<number, Buffer>>;
@@ -326,7 +326,14 @@ export function verifyEvidence(input: VerifyInput, opts: VerifyOptions): Attesta
         else matched++;
       }
     }
-    if (!ref) c.add('reference.hypervisor', 'skip', `no reference values: the hypervisor in PCR ${hvPcr} is not judged`);
+    // A DISABLE caps the hypervisor PCR with the exit event; a reload measures the image again.
+    // Between the two the host held every TPM locality: refuse what followed, whatever the image.
+    for (const e of replayed.filter((x) => x.pcr === hvPcr)) {
+      const alg = hashAlgByName(e.bank);
+      if (alg && e.digest === createHash(alg.nodeName).update(HYPERVISOR_EXIT_EVENT).digest('hex'))
+        bad.push(`${e.bank} PCR ${hvPcr}: event #${e.index} is the hypervisor-exit cap ("${HYPERVISOR_EXIT_EVENT}"): the hypervisor was disabled since boot and the host held every TPM locality`);
+    }
+    if (!ref) c.add('reference.hypervisor', bad.length ? 'fail' : 'skip', bad[0] ?? `no reference values: the hypervisor in PCR ${hvPcr} is not judged`, bad.slice(1));
     else if (!isQuoted(hvPcr)) c.add('reference.hypervisor', 'fail', `the hypervisor PCR ${hvPcr} is not quoted`);
     else if (!anyRef && !bad.length) c.add('reference.hypervisor', 'fail', `no reference value for the hypervisor PCR ${hvPcr} in any quoted bank (${ref.source})`);
     else c.add('reference.hypervisor', bad.length ? 'fail' : 'pass', bad[0] ?? `PCR ${hvPcr} holds a reference hypervisor measurement`, bad.slice(1));
