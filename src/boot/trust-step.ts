@@ -37,7 +37,7 @@ export async function trustStep(platform: Platform, tcti?: string): Promise<Trus
   try {
     r = await withHypervisor(platform, (c) => c.trustInit(blob));
   } catch (e) {
-    if (blob && e instanceof HypervisorError && e.statusName === 'TRUST_SEAL_FAILED')
+    if (blob && e instanceof Error && (e instanceof HypervisorError ? e.statusName === 'TRUST_SEAL_FAILED' : /\bTRUST_SEAL_FAILED\b/.test(e.message)))
       throw new HyperEnclaveError(`trust: the sealed root ${path} does not unseal for this hypervisor image and PCR state (${e.message}); data sealed under it stays sealed. Move the file aside to create a new root`, EXIT.VERIFY_FAILED, { cause: e });
     throw e;
   }
