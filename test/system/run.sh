@@ -264,4 +264,5 @@ if [ "$QRC" = 124 ] || [ "$QRC" = 137 ]; then TIMED_OUT=1; else TIMED_OUT=0; fi
 # ---- 6. judge the console -----------------------------------------------------------------------
 tr -d '\r' <"$CONSOLE" >"$WORK/console.txt"
 node "$HERE/judge.mjs" "$WORK/console.txt" "$WORK/out" --timed-out "$TIMED_OUT" --pcr "$PCR" --hak-pcr "$HAK_PCR" \
-  --verifier-dir "$VDIR" --reserved-base "$RESERVED_BASE" --reserved-size "$RESERVED_SIZE" ${IMAGE_CONTAINER:+--image "$IMAGE_CONTAINER"}
+  --verifier-dir "$VDIR" --reserved-base "$RESERVED_BASE" --reserved-size "$RESERVED_SIZE" ${IMAGE_CONTAINER:+--image "$IMAGE_CONTAINER"} \
+  --expected "$HERE/expected-checks.txt" --partial $(( 1 - WITH_IMAGE ))
