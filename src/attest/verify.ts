@@ -2,6 +2,7 @@ import { createHash, timingSafeEqual, X509Certificate } from 'node:crypto';
 import { CSV_SUITE, SEV_SUITE, launchMeasurement } from '../enclave/backends/sev-firmware.js';
 import { hashAlgById, hashAlgByName } from '../tpm/alg.js';
 import { parseEventLog } from '../eventlog/index.js';
+import { ATTR } from '../hypervisor/abi.js';
 import { CLAIMS_SCHEME, qualifyingData, type ClaimsInput } from './binding.js';
 import { AttestError } from './errors.js';
 import type { LoadedPolicy, BankName } from './policy.js';
@@ -543,7 +544,7 @@ function verifyEnclaves(input: VerifyInput, opts: VerifyOptions, c: Checks, ctx:
 
   // identity against the allowed list (an enclave must match one entry in every field it names)
   const entries = allowedEnclaveIdentities(policy);
-  const DEBUG = 2n;
+  const DEBUG = ATTR.DEBUG;
   type Step = { check: string; ok: (x: NonNullable<typeof entries>[number], q: EnclaveQuote) => boolean; what: (q: EnclaveQuote) => string };
   const steps: Step[] = [
     { check: 'enclave.mrenclave', ok: (x, q) => !x.mrenclave || x.mrenclave === hex(q.body.mrenclave), what: (q) => `MRENCLAVE ${short(q.body.mrenclave)}` },
