@@ -204,6 +204,22 @@ describe.skipIf(!!skip)('verifier negative matrix (swtpm quotes, Ed25519 test HA
     expect(check(r, 'platform.kind')!.reason).toMatch(/swtpm/);
   });
 
+  it('an enrollment record without the platform kind: derived from the evidence\'s EK certificate only if it is the enrolled one', () => {
+    const v = verifier();
+    const rec = v.state.findEnrollment(undefined, akSpki())!;
+    const { platformKind: _k, platformReason: _r, ...old } = rec;
+    v.state.saveEnrollment(old);
+    const fresh = () => new Verifier({ stateDir: v.state.dir, policy: v.loaded });
+    const r = verify(bundle(), fresh());
+    expect(check(r, 'platform.kind')).toMatchObject({ status: 'pass', reason: expect.stringMatching(/swtpm/) });
+    expect(r['ear.status']).toBe('affirming');
+    const ev = bundle();
+    ev.akProvenance!.ekCertificates = [readFileSync(join(dir, cas[0]!), 'utf8')]; // a certificate, but not the enrolled EK's
+    const r2 = verify(ev, fresh());
+    expect(check(r2, 'platform.kind')).toMatchObject({ status: 'skip', reason: expect.stringMatching(/not the one this AK was enrolled with/) });
+    expect(r2['ear.status']).toBe('warning');
+  });
+
   it('a check that could not run gives at best warning (no reference values)', () => {
     const r = verify(bundle(), verifier({}, undefined, null));
     expect(check(r, 'reference.pcrs')?.status).toBe('skip');
