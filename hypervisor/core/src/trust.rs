@@ -221,7 +221,14 @@ impl<M: PhysMem, const E: usize> Hypervisor<M, E> {
             return Err(HvError::TrustSealFailed { what: "the root of trust is already established (TRUST_INIT runs once per enable; DISABLE drops it)", rc: 0 });
         }
         let tc = self.config().trust;
-        if tc.hypervisor_pcr > 23 || tc.hak_pcr > 23 || tc.firmware_pcrs >> 24 != 0 || tc.firmware_pcrs & (1 << tc.hypervisor_pcr) != 0 {
+        // the HAK PCR must not be one the policy covers (extending it would lock the root out)
+        if tc.hypervisor_pcr > 23
+            || tc.hak_pcr > 23
+            || tc.firmware_pcrs >> 24 != 0
+            || tc.firmware_pcrs & (1 << tc.hypervisor_pcr) != 0
+            || tc.firmware_pcrs & (1 << tc.hak_pcr) != 0
+            || tc.hak_pcr == tc.hypervisor_pcr
+        {
             return Err(HvError::InvalidRange { what: "trust PCR configuration", start: tc.hypervisor_pcr as u64, size: tc.firmware_pcrs as u64 });
         }
         let mut nonce = [0u8; 16];

@@ -221,6 +221,13 @@ fn root_secret_seals_unseals_caps_and_survives_a_reload() {
     let img = image_digest(b"hypervisor image v1");
     measure(&tpm, &img);
 
+    // a configuration whose HAK PCR is one the policy covers is refused before any TPM command
+    let mut bad_cfg = hv_for(img);
+    let mut c = *bad_cfg.config();
+    c.trust.hak_pcr = 12;
+    bad_cfg = Hypervisor::new(c, backing(&c.reserved)).unwrap();
+    assert!(matches!(init(&mut bad_cfg, &tpm, &[], 2).0, Err(crate::HvError::InvalidRange { .. })));
+
     // before TRUST_INIT nothing derived from the root is served
     let mut hv = hv_for(img);
     assert_eq!(hv.hak_public().unwrap_err(), crate::HvError::TrustNotEstablished);
