@@ -98,6 +98,8 @@ describe.skipIf(!!missing)('root of trust on the emulated platform (CLI boot + s
     const log = parseEventLog(readFileSync(runtimeLogPath(state)));
     const hakEvents = log.events.filter((e) => e.pcr === 13);
     expect(hakEvents.map((e) => [e.type, e.data.toString()])).toEqual([[0x11, event.toString()]]);
+    const status = await run('status', '--json');
+    expect((status.json!.hv as { trustEstablished: boolean }).trustEstablished).toBe(true);
     // the runtime log replays to the TPM's PCRs (12 and 13 included)
     const replay = await run('eventlog', 'replay', '--compare', '--json');
     expect(replay.code, replay.stdout + replay.stderr).toBe(0);

@@ -56,7 +56,8 @@ impl Default for TrustConfig {
 pub type EntropySource = fn(&mut [u8]) -> bool;
 
 /// The event the hypervisor extends into its PCR at DISABLE: afterwards the PCR is in no state
-/// the root secret unseals in until a reload measures the image again.
+/// the root secret unseals in until a reload measures the image again. Mirrored as
+/// HYPERVISOR_EXIT_EVENT in src/hypervisor/abi.ts (the CLI logs it after a linux DISABLE).
 pub const EXIT_EVENT: &[u8] = b"hyperenclave:hypervisor-exit v=1";
 /// The HAK event data prefix; the 64 lowercase hex characters of the public key follow.
 pub const HAK_EVENT_PREFIX: &[u8] = b"hyperenclave-hak:ed25519:";
@@ -181,6 +182,9 @@ fn satisfy<T: TpmTransport>(tpm: &mut Tpm<'_, T>, nonce: &[u8; 16], selection: &
     }
 }
 
+/// Largest TPM2B_PRIVATE accepted: a sealed 32-byte secret's is about 150 bytes.
+const BLOB_PRIVATE_MAX: usize = 512;
+
 /// Bytes before the TPM2B_PRIVATE: magic and v0.
 const BLOB_HEADER: usize = 4 + 32;
 
@@ -197,6 +201,9 @@ fn split_blob(blob: &[u8]) -> HvResult<([u8; 32], &[u8], &[u8])> {
     if r.at() != blob.len() - BLOB_HEADER {
         return Err(HvError::TrustSealFailed { what: "blob has bytes after its public area", rc: 0 });
     }
+    if private.len() > BLOB_PRIVATE_MAX {
+        return Err(HvError::TrustSealFailed { what: "blob's private area is larger than a sealed 32-byte secret's", rc: 0 });
+    }
     Ok((v0, private, public))
 }
 
@@ -209,7 +216,10 @@ impl<M: PhysMem, const E: usize> Hypervisor<M, E> {
         if out.len() < TRUST_BLOB_CAPACITY {
             return Err(HvError::BufferTooSmall { what: "TRUST_INIT blob output", need: TRUST_BLOB_CAPACITY as u64, got: out.len() as u64 });
         }
-        self.trust = None; // a failed re-run leaves no stale keys
+        if self.trust.is_some() {
+            // once per enable: a second call could only swap the root under running enclaves
+            return Err(HvError::TrustSealFailed { what: "the root of trust is already established (TRUST_INIT runs once per enable; DISABLE drops it)", rc: 0 });
+        }
         let tc = self.config().trust;
         if tc.hypervisor_pcr > 23 || tc.hak_pcr > 23 || tc.firmware_pcrs >> 24 != 0 || tc.firmware_pcrs & (1 << tc.hypervisor_pcr) != 0 {
             return Err(HvError::InvalidRange { what: "trust PCR configuration", start: tc.hypervisor_pcr as u64, size: tc.firmware_pcrs as u64 });

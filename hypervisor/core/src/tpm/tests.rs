@@ -388,3 +388,80 @@ fn quote_verifies_with_openssl_and_report_mac_is_checked() {
     forged[320] ^= 1;
     assert_eq!(hv.quote(&forged).unwrap_err(), crate::HvError::ReportMacMismatch);
 }
+
+/// Wraps the swtpm transport and damages the response of one chosen exchange.
+struct Damaging {
+    inner: SwtpmTransport,
+    at: usize,
+    calls: usize,
+    how: u8,
+}
+
+impl TpmTransport for Damaging {
+    fn transact(&mut self, cmd: &[u8], rsp: &mut [u8]) -> Result<usize, TpmIoError> {
+        let n = self.inner.transact(cmd, rsp)?;
+        let this = self.calls;
+        self.calls += 1;
+        if this != self.at {
+            return Ok(n);
+        }
+        match self.how {
+            // cut the parameters in half and make the header agree: every field read must be bounded
+            0 => {
+                let m = 10 + (n - 10) / 2;
+                rsp[2..6].copy_from_slice(&(m as u32).to_be_bytes());
+                Ok(m)
+            }
+            // a size field that disagrees with the bytes received
+            1 => {
+                rsp[2..6].copy_from_slice(&((n + 1) as u32).to_be_bytes());
+                Ok(n)
+            }
+            // every TPM2B size at its maximum: reads past the end must be refused
+            _ => {
+                for b in rsp[10..n].iter_mut() {
+                    *b = 0xff;
+                }
+                Ok(n)
+            }
+        }
+    }
+}
+
+#[test]
+fn damaged_responses_are_named_errors_never_panics_or_stale_trust() {
+    let tpm = Swtpm::start();
+    let img = image_digest(b"hypervisor image v1");
+    measure(&tpm, &img);
+    // a clean run counts the exchanges of a creation and of an unseal
+    let (r, blob) = init(&mut hv_for(img), &tpm, &[], 2);
+    r.unwrap();
+    for blob_in in [std::vec::Vec::new(), blob.clone()] {
+        let mut counter = Damaging { inner: SwtpmTransport { port: tpm.port, locality: 2 }, at: usize::MAX, calls: 0, how: 0 };
+        let mut out = std::vec![0u8; 4096];
+        let mut hv = hv_for(img);
+        hv.trust_init(&mut counter, &blob_in, &mut out).unwrap();
+        let exchanges = counter.calls;
+        assert!(exchanges >= 10, "{exchanges}");
+        let mut refused = 0;
+        for at in 0..exchanges {
+            for how in 0..3u8 {
+                let mut t = Damaging { inner: SwtpmTransport { port: tpm.port, locality: 2 }, at, calls: 0, how };
+                let mut hv = hv_for(img);
+                let r = hv.trust_init(&mut t, &blob_in, &mut out);
+                // flushes are best effort (their damage is ignored); every other damaged exchange fails
+                if let Err(e) = r {
+                    assert!(matches!(e, crate::HvError::TpmIo { .. } | crate::HvError::TrustSealFailed { .. }), "exchange {at} damage {how}: {e:?}");
+                    assert!(!hv.trust_established());
+                    refused += 1;
+                }
+                // leave no transient objects or sessions behind for the next round
+                tpm.tool(&["tpm2_flushcontext", "-t"]);
+                tpm.tool(&["tpm2_flushcontext", "-s"]);
+            }
+        }
+        // the size-mismatch damage (1) fails every exchange; most others fail too
+        std::eprintln!("{} exchanges ({}), {refused} of {} damaged runs refused", exchanges, if blob_in.is_empty() { "create" } else { "unseal" }, 3 * exchanges);
+        assert!(refused >= 2 * exchanges, "{refused} of {}", 3 * exchanges);
+    }
+}
