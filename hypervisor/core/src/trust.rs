@@ -108,7 +108,7 @@ pub struct TrustInit {
 }
 
 /// TPMT_PUBLIC of the sealed data object (unique empty; the TPM fills it).
-fn sealed_template(policy: &[u8; 32]) -> [u8; SEALED_FIXED + 2] {
+pub(crate) fn sealed_template(policy: &[u8; 32]) -> [u8; SEALED_FIXED + 2] {
     let mut t = [0u8; SEALED_FIXED + 2];
     t[0..2].copy_from_slice(&alg::KEYEDHASH.to_be_bytes());
     t[2..4].copy_from_slice(&alg::SHA256.to_be_bytes());
@@ -120,7 +120,7 @@ fn sealed_template(policy: &[u8; 32]) -> [u8; SEALED_FIXED + 2] {
 }
 
 /// TPMT_PUBLIC of the parent: an ECC P-256 restricted decryption (storage) key, AES-128-CFB.
-fn parent_template(policy: &[u8; 32]) -> [u8; 58] {
+pub(crate) fn parent_template(policy: &[u8; 32]) -> [u8; 58] {
     let mut t = [0u8; 58];
     let mut at = 0;
     let mut put = |b: &[u8]| {
@@ -170,7 +170,7 @@ pub fn hak_event(public: &[u8; 32]) -> [u8; HAK_EVENT_SIZE] {
 }
 
 /// Runs the policy in a new session; on failure the session is flushed.
-fn satisfy<T: TpmTransport>(tpm: &mut Tpm<'_, T>, nonce: &[u8; 16], selection: &[u8; 10], branches: &[[u8; 32]]) -> HvResult<u32> {
+pub(crate) fn satisfy<T: TpmTransport>(tpm: &mut Tpm<'_, T>, nonce: &[u8; 16], selection: &[u8; 10], branches: &[[u8; 32]]) -> HvResult<u32> {
     let s = tpm.start_policy_session(nonce)?;
     let r = tpm.policy_locality(s, LOCALITY_TWO).and_then(|_| tpm.policy_pcr(s, selection)).and_then(|_| tpm.policy_or(s, branches));
     match r {
@@ -189,7 +189,7 @@ const BLOB_PRIVATE_MAX: usize = 512;
 const BLOB_HEADER: usize = 4 + 32;
 
 /// Splits a blob into (v0, TPM2B_PRIVATE, TPM2B_PUBLIC) with their size prefixes, checking bounds.
-fn split_blob(blob: &[u8]) -> HvResult<([u8; 32], &[u8], &[u8])> {
+pub(crate) fn split_blob(blob: &[u8]) -> HvResult<([u8; 32], &[u8], &[u8])> {
     if blob.len() < BLOB_HEADER || blob[..4] != BLOB_MAGIC {
         return Err(HvError::TrustSealFailed { what: "blob does not start with \"HER1\" and a 32-byte PCR value (byte 0)", rc: 0 });
     }
@@ -221,7 +221,14 @@ impl<M: PhysMem, const E: usize> Hypervisor<M, E> {
             return Err(HvError::TrustSealFailed { what: "the root of trust is already established (TRUST_INIT runs once per enable; DISABLE drops it)", rc: 0 });
         }
         let tc = self.config().trust;
-        if tc.hypervisor_pcr > 23 || tc.hak_pcr > 23 || tc.firmware_pcrs >> 24 != 0 || tc.firmware_pcrs & (1 << tc.hypervisor_pcr) != 0 {
+        // the HAK PCR must not be one the policy covers (extending it would lock the root out)
+        if tc.hypervisor_pcr > 23
+            || tc.hak_pcr > 23
+            || tc.firmware_pcrs >> 24 != 0
+            || tc.firmware_pcrs & (1 << tc.hypervisor_pcr) != 0
+            || tc.firmware_pcrs & (1 << tc.hak_pcr) != 0
+            || tc.hak_pcr == tc.hypervisor_pcr
+        {
             return Err(HvError::InvalidRange { what: "trust PCR configuration", start: tc.hypervisor_pcr as u64, size: tc.firmware_pcrs as u64 });
         }
         let mut nonce = [0u8; 16];
