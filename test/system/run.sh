@@ -11,7 +11,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 HERE="$ROOT/test/system"
 WORK="$ROOT/.tmp/system"
-TIMEOUT=${HE_SYSTEM_TIMEOUT:-360}
+TIMEOUT=${HE_SYSTEM_TIMEOUT:-900}
 KEEP=0
 WITH_IMAGE=1
 while [ $# -gt 0 ]; do
