@@ -8,6 +8,10 @@ export const EXIT = {
   UNSUPPORTED: 5,
   BAD_INPUT: 6,
   TPM: 7,
+  /** Another hyperenclave process holds the state directory's lock (the message names its PID). */
+  BUSY: 8,
+  /** The file system refused: permission denied, read-only or full (the message names the path). */
+  FILESYSTEM: 9,
 } as const;
 
 export type ExitCode = (typeof EXIT)[keyof typeof EXIT];

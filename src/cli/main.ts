@@ -5,6 +5,7 @@ import { createLogger, logColorFor, logFormatFor, logLevelFromEnv, setLogger } f
 import { registerCommands } from './commands/index.js';
 import { parseTcti } from '../tpm/tcti.js';
 import type { GlobalOptions } from './output.js';
+import { fileSystemError } from '../platform/fs-errors.js';
 
 export function buildProgram(): Command {
   const program = new Command('hyperenclave')
@@ -60,6 +61,11 @@ export async function main(argv: string[]): Promise<number> {
       return e.exitCode;
     }
     const err = e as NodeJS.ErrnoException;
+    const fsErr = fileSystemError(e);
+    if (fsErr) {
+      process.stderr.write(`hyperenclave: ${fsErr.message}\n`);
+      return fsErr.exitCode;
+    }
     if (err && typeof err.code === 'string' && err.path) {
       process.stderr.write(`hyperenclave: ${err.path}: ${err.message.replace(/^[A-Z]+: /, '')}\n`);
       return err.code === 'ENOENT' ? EXIT.NOT_FOUND : EXIT.BAD_INPUT;

@@ -1,4 +1,5 @@
-import { closeSync, fsyncSync, mkdirSync, openSync, renameSync, writeSync, readFileSync, existsSync } from 'node:fs';
+import { closeSync, fsyncSync, mkdirSync, openSync, renameSync, rmSync, writeSync, readFileSync, existsSync } from 'node:fs';
+import { fileSystemError } from './fs-errors.js';
 import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
 
@@ -14,18 +15,27 @@ export function resolveStateDir(explicit?: string): string {
   return join(xdg, 'hyperenclave');
 }
 
-/** Writes a file so that readers see the old or the new content, never a mix (temp + fsync + rename). */
+/**
+ * Writes a file so that readers see the old or the new content, never a mix (temp + fsync +
+ * rename). On any failure (a full or read-only disk, no permission) the temporary file is
+ * removed and the error is one line naming the path (exit 9, src/platform/fs-errors.ts).
+ */
 export function writeFileAtomic(path: string, data: string | Uint8Array, mode = 0o644): void {
-  mkdirSync(dirname(path), { recursive: true });
   const tmp = `${path}.tmp-${process.pid}`;
-  const fd = openSync(tmp, 'w', mode);
   try {
-    writeSync(fd, typeof data === 'string' ? Buffer.from(data) : data);
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
+    mkdirSync(dirname(path), { recursive: true });
+    const fd = openSync(tmp, 'w', mode);
+    try {
+      writeSync(fd, typeof data === 'string' ? Buffer.from(data) : data);
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+    renameSync(tmp, path);
+  } catch (e) {
+    rmSync(tmp, { force: true });
+    throw fileSystemError(e) ?? e;
   }
-  renameSync(tmp, path);
   // Persist the rename itself.
   const dfd = openSync(dirname(path), 'r');
   try {
