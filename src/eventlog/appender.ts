@@ -1,4 +1,4 @@
-import { mkdir, open, readFile, rename, type FileHandle } from 'node:fs/promises';
+import { mkdir, open, readFile, rename, stat, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { EventLogError } from './errors.js';
 import { parseEventLog, type EventLog, type ParseOptions, type SpecIdAlgorithm } from './parse.js';
@@ -36,6 +36,17 @@ async function fsyncDir(dir: string): Promise<void> {
   } finally {
     await d.close();
   }
+}
+
+/**
+ * Moves a runtime log that belongs to an earlier TPM boot aside (`<path>.prev`, replacing an
+ * older one) so the next append starts a new log; the rename is made durable. Returns the new name.
+ */
+export async function archiveEventLogFile(path: string): Promise<string> {
+  const to = `${path}.prev`;
+  await rename(path, to);
+  await fsyncDir(dirname(path));
+  return to;
 }
 
 /**

@@ -3,11 +3,11 @@ import { context } from '../context.js';
 import { emit, table } from '../output.js';
 import { withTpm } from '../tpm-access.js';
 import { withProgress } from '../progress.js';
-import { EventLogAppender } from '../../eventlog/index.js';
 import { loadPolicy, measureImage, DEFAULT_POLICY_NAME } from '../../measure/index.js';
 import { measureTpmFor } from '../../measure/tpm-adapter.js';
 import { runtimeLogPath } from '../../platform/logs.js';
-import { readFileSync } from 'node:fs';
+import { withJournaledRuntimeLog } from '../../measure/journal.js';
+import { readTextFile } from '../../platform/bounded-read.js';
 
 export function registerMeasure(program: Command): void {
   program
@@ -25,21 +25,23 @@ export function registerMeasure(program: Command): void {
       const result = await withTpm(platform, opts.tcti, async (t) => {
         const tpm = measureTpmFor(t);
         const banks = await tpm.activeBanks();
-        const log = await EventLogAppender.open(runtimeLogPath(platform.stateDir), { banks });
-        try {
-          const trustedKeys = signer ? [readFileSync(signer, 'utf8')] : undefined;
-          return await withProgress(opts, { label: `measure ${imagePath}`, unit: 'bytes' }, (onProgress) =>
+        const trustedKeys = signer ? [readTextFile(signer, { what: '--signer', kind: 'key' })] : undefined;
+        // Under the state directory's lock, with the write-ahead journal: `measure` extends every
+        // time it runs (it is the explicit command), but a killed run never leaves the log behind the TPM.
+        return withJournaledRuntimeLog({ stateDir: platform.stateDir, tpm, banks, what: 'measure' }, async ({ log, journal }) => {
+          return withProgress(opts, { label: `measure ${imagePath}`, unit: 'bytes' }, (onProgress) =>
             measureImage({
               tpm,
               log,
+              journal,
+              // The explicit command measures every time it runs, even if boot already did.
+              resume: false,
               policy,
               image: imagePath,
               verify: { ...(trustedKeys ? { trustedKeys } : {}), ...(onProgress ? { onProgress } : {}) },
             }),
           );
-        } finally {
-          await log.close();
-        }
+        });
       });
       emit(opts, result as never, () =>
         [

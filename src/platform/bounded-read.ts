@@ -1,0 +1,93 @@
+import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
+import { HyperEnclaveError, EXIT } from '../errors.js';
+import { fileSystemError } from './fs-errors.js';
+
+/**
+ * Size-capped file reading for every file the toolchain is given: the cap is checked before
+ * reading (fstat for regular files) and while reading anything else (devices, pipes), so
+ * `/dev/zero` or a multi-gigabyte file is refused at once instead of filling memory.
+ * A directory, a missing file, no permission: one-line errors with their own exit codes.
+ */
+
+const MiB = 1024 * 1024;
+
+/** Default caps by kind of input (HYPERENCLAVE_MAX_INPUT_MIB raises every one of them to that many MiB). */
+export const INPUT_CAPS = {
+  /** Keys, certificates, PEM. */
+  key: 1 * MiB,
+  /** Configuration, policies, manifests, small JSON documents. */
+  document: 16 * MiB,
+  /** Event logs, evidence bundles (which carry event logs), memory maps, TPM structures. */
+  log: 64 * MiB,
+} as const;
+
+export type InputKind = keyof typeof INPUT_CAPS;
+
+/** The cap for a kind of input, raised (never lowered) by HYPERENCLAVE_MAX_INPUT_MIB. */
+export function inputCap(kind: InputKind): number {
+  const env = process.env.HYPERENCLAVE_MAX_INPUT_MIB;
+  const base = INPUT_CAPS[kind];
+  if (!env) return base;
+  const n = Number(env);
+  if (!Number.isFinite(n) || n <= 0) throw new HyperEnclaveError(`HYPERENCLAVE_MAX_INPUT_MIB: expected a positive number of MiB, got "${env}"`, EXIT.USAGE);
+  return Math.max(base, Math.floor(n * MiB));
+}
+
+function tooBig(what: string, path: string, max: number, size?: number): HyperEnclaveError {
+  return new HyperEnclaveError(
+    `${what}: ${path} ${size !== undefined ? `is ${size} bytes` : 'is larger than the limit'}, the limit is ${max} bytes (set HYPERENCLAVE_MAX_INPUT_MIB to allow more)`,
+    EXIT.BAD_INPUT,
+  );
+}
+
+/** Reads at most `maxBytes` (else refuses) from a file, device or pipe. */
+export function readFileBounded(path: string, opts: { what?: string; maxBytes?: number; kind?: InputKind } = {}): Buffer {
+  const what = opts.what ?? 'input';
+  const max = opts.maxBytes ?? inputCap(opts.kind ?? 'document');
+  if (typeof path !== 'string' || path === '') throw new HyperEnclaveError(`${what}: empty file name`, EXIT.USAGE);
+  let fd: number;
+  try {
+    fd = openSync(path, 'r');
+  } catch (e) {
+    const err = e as NodeJS.ErrnoException;
+    if (err.code === 'ENOENT') throw new HyperEnclaveError(`${what}: ${path} not found`, EXIT.NOT_FOUND, { cause: e });
+    throw fileSystemError(e, what) ?? e;
+  }
+  try {
+    const st = fstatSync(fd);
+    if (st.isDirectory()) throw new HyperEnclaveError(`${what}: ${path} is a directory, expected a file`, EXIT.BAD_INPUT);
+    if (st.isFile()) {
+      if (st.size > max) throw tooBig(what, path, max, st.size);
+    }
+    // Read to EOF in chunks, never past max + 1 bytes (a file can grow after fstat; devices have no size).
+    const chunks: Buffer[] = [];
+    let total = 0;
+    const chunk = Math.min(max + 1, 1 * MiB);
+    for (;;) {
+      const buf = Buffer.allocUnsafe(Math.min(chunk, max + 1 - total));
+      let n: number;
+      try {
+        n = readSync(fd, buf, 0, buf.length, null);
+      } catch (e) {
+        const err = e as NodeJS.ErrnoException;
+        if (err.code === 'EAGAIN') {
+          throw new HyperEnclaveError(`${what}: ${path} has no data to read (a non-blocking device or pipe)`, EXIT.BAD_INPUT);
+        }
+        if (err.code === 'EISDIR') throw new HyperEnclaveError(`${what}: ${path} is a directory, expected a file`, EXIT.BAD_INPUT);
+        throw fileSystemError(Object.assign(err, { path }), what) ?? e;
+      }
+      if (n === 0) break;
+      chunks.push(n === buf.length ? buf : buf.subarray(0, n));
+      total += n;
+      if (total > max) throw tooBig(what, path, max);
+    }
+    return Buffer.concat(chunks, total);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** readFileBounded as UTF-8 text. */
+export function readTextFile(path: string, opts: { what?: string; maxBytes?: number; kind?: InputKind } = {}): string {
+  return readFileBounded(path, opts).toString('utf8');
+}
