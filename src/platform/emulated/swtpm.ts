@@ -36,6 +36,8 @@ export interface SwtpmOptions {
   startTimeoutMs?: number;
   /** Outlive this process (the emulated platform's long-lived TPM); stop() still works by pid. */
   detached?: boolean;
+  /** swtpm writes its PID here (--pid file=…), so a caller killed before recording it can be found. */
+  pidFile?: string;
 }
 
 const running = new Set<ChildProcess>();
@@ -174,6 +176,7 @@ export async function startSwtpm(opts: SwtpmOptions = {}): Promise<SwtpmInstance
       args.push('--server', `type=unixio,path=${serverPath}`, '--ctrl', `type=unixio,path=${ctrlPath}`);
     }
     args.push('--log', `file=${join(stateDir, 'swtpm.log')},level=1`);
+    if (opts.pidFile) args.push('--pid', `file=${opts.pidFile}`);
     const detached = opts.detached ?? false;
     const child = spawn('swtpm', args, { stdio: ['ignore', 'ignore', detached ? 'ignore' : 'pipe'], detached });
     let stderr = '';
