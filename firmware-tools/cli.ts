@@ -10,6 +10,7 @@ import { type HashAlgName, hashAlgByName } from '../src/tpm/alg.js';
 import { buildLaunchEnvironment } from '../src/txt/launch-env.js';
 import { buildImageFile, signImageFile } from './image.js';
 import { parseInitialValues, referenceValuesFile } from './reference.js';
+import { readFileBounded, readTextFile } from '../src/platform/bounded-read.js';
 
 /**
  * `firmware build|sign|inspect|reference|launch-env`: the image container and reference values.
@@ -161,7 +162,7 @@ export function registerImageCommands(fw: Command, emit: Emit = defaultEmit, pro
       const v = await verifyContainerFile(container, {
         banks: banks(o.banks)!,
         ...(o.arch ? { expectedArch: arch(o.arch) } : {}),
-        ...(o.trustedKey ? { trustedKeys: o.trustedKey.map((p) => readFileSync(p, 'utf8')) } : {}),
+        ...(o.trustedKey ? { trustedKeys: o.trustedKey.map((p) => readTextFile(p, { what: '--trusted-key', kind: 'key' })) } : {}),
         ...(o.requireSignature ? { requireSignature: true } : {}),
       });
       const doc = imageInfo(container, v);
@@ -211,7 +212,7 @@ export function registerImageCommands(fw: Command, emit: Emit = defaultEmit, pro
     .option('--payload <file>', 'opaque payload to include (e.g. an ACM-like blob)')
     .addHelpText('after', '\nExample:\n  hyperenclave firmware launch-env -o le.bin --arch intel-vmx')
     .action((o: { output: string; arch: string; name: string; envVersion: string; payload?: string }, cmd: Command) => {
-      const blob = buildLaunchEnvironment({ name: o.name, version: size('--env-version', o.envVersion)!, arch: arch(o.arch), payload: o.payload ? readFileSync(o.payload) : Buffer.alloc(0) });
+      const blob = buildLaunchEnvironment({ name: o.name, version: size('--env-version', o.envVersion)!, arch: arch(o.arch), payload: o.payload ? readFileBounded(o.payload, { what: '--payload', kind: 'log' }) : Buffer.alloc(0) });
       writeFileAtomic(o.output, blob);
       const doc = {
         schema: 'hyperenclave/launch-environment' as const,

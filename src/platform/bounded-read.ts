@@ -19,6 +19,8 @@ export const INPUT_CAPS = {
   document: 16 * MiB,
   /** Event logs, evidence bundles (which carry event logs), memory maps, TPM structures. */
   log: 64 * MiB,
+  /** Hypervisor ELF files and image containers given to firmware tools (a hypervisor is a few MiB). */
+  image: 256 * MiB,
 } as const;
 
 export type InputKind = keyof typeof INPUT_CAPS;

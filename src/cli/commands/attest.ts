@@ -29,6 +29,7 @@ import type { HyperEnclaveConfig } from '../../config/index.js';
 import { createStoredAk, loadStoredAk, readStoredAk } from '../../attest/ak-store.js';
 import { drtmLogPath, FIRMWARE_EVENT_LOG, runtimeLogPath } from '../../platform/logs.js';
 import { writeFileAtomic } from '../../platform/state.js';
+import { readFileBounded } from '../../platform/bounded-read.js';
 
 function printOutcome(opts: { json?: boolean }, outcome: VerifyOutcome, jwtPath?: string): void {
   if (jwtPath) writeFileAtomic(jwtPath, outcome.jwt + '\n');
@@ -186,7 +187,7 @@ export function registerAttest(program: Command): void {
         ['runtime', runtimeLogPath(platform.stateDir)],
         ['drtm', drtmLogPath(platform.stateDir)],
       ] as const)
-        if (existsSync(path)) logs[kind] = readFileSync(path);
+        if (existsSync(path)) logs[kind] = readFileBounded(path, { what: `${kind} event log`, kind: 'log' });
       const res = await withTpm(platform, opts.tcti, async (t) => {
         const stored = readStoredAk(platform.stateDir);
         if (!stored) throw new HyperEnclaveError('attest: no AK yet: run "hyperenclave ak create" (and enroll it with your verifier)', EXIT.NOT_FOUND);
@@ -266,7 +267,9 @@ export function registerAttest(program: Command): void {
         });
       } else {
         if (!evidenceFiles.length) throw new UsageError('verify: give an evidence bundle, or --tpm2-quote-* files');
-        const verifyOne = (evidencePath: string) => verifyBundleFile({ stateDir, evidencePath, ...(o.policy ? { policyPath: o.policy } : {}), ...(o.nonce ? { nonceHex: o.nonce } : {}) });
+        // An empty --nonce is a bad option, never "use the bundle's own nonce".
+        if (o.nonce !== undefined) parseNonceHex(o.nonce);
+        const verifyOne = (evidencePath: string) => verifyBundleFile({ stateDir, evidencePath, ...(o.policy ? { policyPath: o.policy } : {}), ...(o.nonce !== undefined ? { nonceHex: o.nonce } : {}) });
         if (evidenceFiles.length > 1) {
           if (o.jwt) throw new UsageError('verify: --jwt takes a single evidence file');
           verifyBatch(opts, evidenceFiles, verifyOne);

@@ -16,6 +16,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { verifyContainerFile } from '../../measure/container.js';
 import { readLaunchEnvironmentFile } from '../../txt/launch-env.js';
+import { readTextFile } from '../../platform/bounded-read.js';
 
 function backendOpt(v: string | undefined): BackendKind | undefined {
   if (v === undefined) return undefined;
@@ -39,7 +40,7 @@ export function registerHypervisor(program: Command): void {
         bootStepsFor(platform, {
           imagePath,
           policy,
-          ...(cfg.imageSigner ? { trustedKeys: [readFileSync(cfg.imageSigner, 'utf8')] } : {}),
+          ...(cfg.imageSigner ? { trustedKeys: [readTextFile(cfg.imageSigner, { what: 'config imageSigner', kind: 'key' })] } : {}),
           ...(o.drtm ? { launchEnvironment: readLaunchEnvironmentFile(o.drtm) } : {}),
           ...(opts.tcti ? { tcti: opts.tcti } : {}),
         }),

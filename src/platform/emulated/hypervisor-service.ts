@@ -38,6 +38,7 @@ import {
 import { enclaveSummary, type HostAccessKind } from '../../hypervisor/client.js';
 import type { CoreHv, CoreModule, EnclaveVmHandle } from '../../hypervisor/core-binding.js';
 import { writeFileAtomic } from '../state.js';
+import { readFileBounded } from '../bounded-read.js';
 import { serveRpc } from './rpc.js';
 import { alive, canConnect, ensureDaemon } from './daemon.js';
 
@@ -649,7 +650,7 @@ export function jsonable(v: unknown): unknown {
 /** The image to load: a measured container (src/measure) when it parses as one, else any file by its SHA-256. */
 async function describeImage(path: string): Promise<{ id: string; path: string; sha256: string; format: 'container' | 'raw'; length: number }> {
   if (!existsSync(path)) throw new HypervisorError(`load: ${path} not found`, EXIT.NOT_FOUND);
-  const bytes = readFileSync(path);
+  const bytes = readFileBounded(path, { what: 'load', kind: 'image' });
   const measure = await import('../../measure/index.js').catch(() => undefined);
   if (measure && bytes.subarray(0, 8).equals(measure.IMAGE_MAGIC)) {
     const v = await measure.verifyContainerFile(path, { banks: ['sha256'] });
