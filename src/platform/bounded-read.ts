@@ -37,7 +37,7 @@ export function inputCap(kind: InputKind): number {
 
 function tooBig(what: string, path: string, max: number, size?: number): HyperEnclaveError {
   return new HyperEnclaveError(
-    `${what}: ${path} ${size !== undefined ? `is ${size} bytes` : 'is larger than the limit'}, the limit is ${max} bytes (set HYPERENCLAVE_MAX_INPUT_MIB to allow more)`,
+    `${what} ${path}: ${size !== undefined ? `${size} bytes` : 'larger than the limit'}, the limit is ${max} bytes (set HYPERENCLAVE_MAX_INPUT_MIB to allow more)`,
     EXIT.BAD_INPUT,
   );
 }
@@ -46,18 +46,18 @@ function tooBig(what: string, path: string, max: number, size?: number): HyperEn
 export function readFileBounded(path: string, opts: { what?: string; maxBytes?: number; kind?: InputKind } = {}): Buffer {
   const what = opts.what ?? 'input';
   const max = opts.maxBytes ?? inputCap(opts.kind ?? 'document');
-  if (typeof path !== 'string' || path === '') throw new HyperEnclaveError(`${what}: empty file name`, EXIT.USAGE);
+  if (typeof path !== 'string' || path === '') throw new HyperEnclaveError(`${what}: an empty file name`, EXIT.USAGE);
   let fd: number;
   try {
     fd = openSync(path, 'r');
   } catch (e) {
     const err = e as NodeJS.ErrnoException;
-    if (err.code === 'ENOENT') throw new HyperEnclaveError(`${what}: ${path} not found`, EXIT.NOT_FOUND, { cause: e });
+    if (err.code === 'ENOENT') throw Object.assign(new HyperEnclaveError(`${what} ${path}: not found`, EXIT.NOT_FOUND, { cause: e }), { code: 'ENOENT', path });
     throw fileSystemError(e, what) ?? e;
   }
   try {
     const st = fstatSync(fd);
-    if (st.isDirectory()) throw new HyperEnclaveError(`${what}: ${path} is a directory, expected a file`, EXIT.BAD_INPUT);
+    if (st.isDirectory()) throw new HyperEnclaveError(`${what} ${path}: a directory, expected a file`, EXIT.BAD_INPUT);
     if (st.isFile()) {
       if (st.size > max) throw tooBig(what, path, max, st.size);
     }
@@ -73,9 +73,9 @@ export function readFileBounded(path: string, opts: { what?: string; maxBytes?: 
       } catch (e) {
         const err = e as NodeJS.ErrnoException;
         if (err.code === 'EAGAIN') {
-          throw new HyperEnclaveError(`${what}: ${path} has no data to read (a non-blocking device or pipe)`, EXIT.BAD_INPUT);
+          throw new HyperEnclaveError(`${what} ${path}: no data to read (a non-blocking device or pipe)`, EXIT.BAD_INPUT);
         }
-        if (err.code === 'EISDIR') throw new HyperEnclaveError(`${what}: ${path} is a directory, expected a file`, EXIT.BAD_INPUT);
+        if (err.code === 'EISDIR') throw new HyperEnclaveError(`${what} ${path}: a directory, expected a file`, EXIT.BAD_INPUT);
         throw fileSystemError(Object.assign(err, { path }), what) ?? e;
       }
       if (n === 0) break;

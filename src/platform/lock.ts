@@ -1,3 +1,4 @@
+import { AsyncLocalStorage } from 'node:async_hooks';
 import { spawnSync } from 'node:child_process';
 import { closeSync, ftruncateSync, mkdirSync, openSync, readFileSync, writeSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -20,12 +21,6 @@ import { fileSystemError } from './fs-errors.js';
  * The holder writes its PID into the file so a waiting copy can name it; the PID is information
  * only: a stale PID in a file nobody has locked means nothing.
  */
-
-interface Held {
-  fd: number;
-  count: number;
-}
-const held = new Map<string, Held>();
 
 export interface LockHandle {
   readonly path: string;
@@ -66,15 +61,10 @@ export function lockHolder(path: string): number | undefined {
 }
 
 /**
- * Takes the exclusive lock `path` (reentrant within this process), waiting up to `waitMs`.
- * Throws exit 8 (busy) naming the holder's PID when it is still held after that.
+ * Takes the exclusive flock on `path`, waiting up to `waitMs`; throws exit 8 (busy) naming the
+ * holder's PID when it is still held after that. Not reentrant: use withLock.
  */
 export async function acquireLock(path: string, opts: { what: string; waitMs?: number; onWait?: (holder: number | undefined) => void }): Promise<LockHandle> {
-  const again = held.get(path);
-  if (again) {
-    again.count++;
-    return handle(path);
-  }
   let fd: number;
   try {
     mkdirSync(dirname(path), { recursive: true });
@@ -109,37 +99,50 @@ export async function acquireLock(path: string, opts: { what: string; waitMs?: n
   } catch {
     // The PID is information only; a full disk must not stop the lock from working.
   }
-  held.set(path, { fd, count: 1 });
-  return handle(path);
-}
-
-function handle(path: string): LockHandle {
   let released = false;
   return {
     path,
     release() {
       if (released) return;
       released = true;
-      const h = held.get(path);
-      if (!h) return;
-      if (--h.count > 0) return;
-      held.delete(path);
       try {
-        ftruncateSync(h.fd, 0);
+        ftruncateSync(fd, 0);
       } catch {
         /* informational */
       }
-      closeSync(h.fd); // the kernel drops the flock with the last descriptor
+      closeSync(fd); // the kernel drops the flock with the last descriptor
     },
   };
 }
 
+/** Locks held by the current async call chain (so a nested withLock on the same path does not wait for itself). */
+const heldHere = new AsyncLocalStorage<ReadonlySet<string>>();
+/** In this process, callers of one path queue here before taking the flock (flock is per open file, not per process). */
+const queues = new Map<string, Promise<void>>();
+
+/**
+ * Runs `fn` holding the lock `path`: reentrant along one async call chain, queued between
+ * concurrent callers in this process, and a flock between processes.
+ */
 export async function withLock<T>(path: string, opts: { what: string; waitMs?: number; onWait?: (holder: number | undefined) => void }, fn: () => Promise<T>): Promise<T> {
-  const l = await acquireLock(path, opts);
+  const mine = heldHere.getStore();
+  if (mine?.has(path)) return fn();
+  const prev = queues.get(path) ?? Promise.resolve();
+  let done!: () => void;
+  const turn = new Promise<void>((r) => (done = r));
+  const tail = prev.then(() => turn);
+  queues.set(path, tail);
+  await prev;
   try {
-    return await fn();
+    const l = await acquireLock(path, opts);
+    try {
+      return await heldHere.run(new Set([...(mine ?? []), path]), fn);
+    } finally {
+      l.release();
+    }
   } finally {
-    l.release();
+    done();
+    if (queues.get(path) === tail) queues.delete(path);
   }
 }
 

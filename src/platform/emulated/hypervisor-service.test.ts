@@ -78,7 +78,8 @@ describe.skipIf(!!entryMissing)('emulated hypervisor service process', () => {
     const rec = await ensureHypervisorService(stateDir);
     expect(rec.pid).not.toBe(999_999_999);
     expect(alive(rec.pid)).toBe(true);
-    expect(existsSync(join(dir, 'start.lock'))).toBe(false);
+    // start.lock is now a flock file: it stays, held by nobody; the old-style .pid file is gone.
+    expect(existsSync(join(dir, 'start.lock.pid'))).toBe(false);
     expect(await stopHypervisorService(stateDir)).toBe(true);
   }, 30_000);
 });
