@@ -7,7 +7,7 @@ import type { LoadedPolicy, BankName } from './policy.js';
 import { requirementOf } from './policy.js';
 import { buildResult, type AttestationResult, type CheckResult, type CheckStatus } from './result.js';
 import { akKeyFromInput, parseQuoteAttest, verifyQuoteSignature, TPM_GENERATED_VALUE, TPM_ST_ATTEST_QUOTE, type ParsedQuote } from './tpm-structures.js';
-import { replayEventLogs, type LogKind } from './eventlog-check.js';
+import { checkEventData, replayEventLogs, type LogKind } from './eventlog-check.js';
 import type { EnrollmentRecord } from './enroll.js';
 import { verifyEnclaveReport } from './enclave-report.js';
 
@@ -223,6 +223,8 @@ export function verifyEvidence(input: VerifyInput, opts: VerifyOptions): Attesta
     c.add(name, r.ok ? 'pass' : 'fail', r.reason, r.details);
   }
   const replayed = replay.events;
+  const data = checkEventData(input.eventLogs);
+  c.add('eventlog.event-data', data.status, data.reason, data.details);
 
   // --- reference values ---
   const ref = opts.policy.reference;
