@@ -23,7 +23,7 @@ const fields: ImageFields = {
 const pem = generateKeyPairSync('ec', { namedCurve: 'prime256v1' }).privateKey.export({ type: 'pkcs8', format: 'pem' }) as string;
 const container = buildContainer(randomBytes(0x2000), fields, signingKeyFromPem(pem));
 const img = verifyContainerBytes(container, { banks: ['sha256', 'sha384'] });
-const events: EventInput[] = planMeasurement(img, loadPolicy('sha256-sha384'), ['sha256', 'sha384']).map((e) => ({
+const events: (EventInput & { data: Buffer; digests: Record<string, Buffer> })[] = planMeasurement(img, loadPolicy('sha256-sha384'), ['sha256', 'sha384']).map((e) => ({
   pcr: e.pcr,
   type: e.eventType,
   digests: e.digests as Record<string, Buffer>,
@@ -31,7 +31,7 @@ const events: EventInput[] = planMeasurement(img, loadPolicy('sha256-sha384'), [
 }));
 const logOf = (evs: EventInput[]) => parseEventLog(writeEventLog({ specId: { banks: ['sha256', 'sha384'] }, events: evs }));
 /** Replaces `from` by `to` in one event's text, digests unchanged (an edited log or evidence). */
-const edit = (i: number, from: RegExp, to: string): EventInput[] => events.map((e, j) => (j === i ? { ...e, data: Buffer.from(e.data.toString('latin1').replace(from, to), 'latin1') } : e));
+const edit = (i: number, from: RegExp, to: string): typeof events => events.map((e, j) => (j === i ? { ...e, data: Buffer.from(Buffer.from(e.data).toString('latin1').replace(from, to), 'latin1') } : e));
 
 describe('hyperenclave runtime events: data checked against digests', () => {
   it('the measured events of a signed image verify (header digest recomputed here with Node crypto)', () => {

@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { existsSync, readFileSync } from 'node:fs';
 import { context } from '../context.js';
+import { locked } from '../locked.js';
 import { emit, UsageError } from '../output.js';
 import { withTpm } from '../tpm-access.js';
 import { progressFor } from '../progress.js';
@@ -134,12 +135,12 @@ export function registerAttest(program: Command): void {
     .description('create an AK under the SRK and keep its wrapped blob in the state directory')
     .option('--kind <kind>', 'ecc (P-256, ECDSA) or rsa (2048, RSASSA)', 'ecc')
     .addHelpText('after', '\nExample:\n  hyperenclave ak create --kind rsa --json')
-    .action(async (o: { kind: string }, cmd: Command) => {
+    .action(locked('ak create', async (o: { kind: string }, cmd: Command) => {
       const { opts, platform } = context(cmd);
       if (o.kind !== 'ecc' && o.kind !== 'rsa') throw new UsageError(`--kind: ecc or rsa, got "${o.kind}"`);
       const stored = await withTpm(platform, opts.tcti, (t) => createStoredAk(t, platform.stateDir, o.kind as 'ecc'));
       emit(opts, { schema: 'hyperenclave/ak', version: 1, kind: stored.kind, name: stored.name, pem: stored.pem }, () => `AK created (${stored.kind}), name ${stored.name}\n${stored.pem}`);
-    });
+    }));
   ak.command('enroll')
     .description('attester half of credential activation: --request writes EK cert + AK public; --challenge answers the verifier')
     .option('--request <file>', 'write the enrollment request (EK certificate, EK and AK public areas)')

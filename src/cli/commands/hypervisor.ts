@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { readFileSync } from 'node:fs';
 import { context } from '../context.js';
+import { locked } from '../locked.js';
 import { emit, UsageError } from '../output.js';
 import { withProgress } from '../progress.js';
 import { log } from '../../log.js';
@@ -58,7 +59,7 @@ export function registerHypervisor(program: Command): void {
     .description('load the image (if not loaded) and demote the host')
     .option('--image <file>', 'image container to load first')
     .addHelpText('after', '\nExample:\n  hyperenclave enable --image /lib/firmware/hyperenclave/hyperenclave.img')
-    .action(async (o: { image?: string }, cmd: Command) => {
+    .action(locked('enable', async (o: { image?: string }, cmd: Command) => {
       const { opts, platform } = context(cmd);
       let image;
       if (o.image) {
@@ -67,16 +68,16 @@ export function registerHypervisor(program: Command): void {
       }
       const s = await enableHypervisor(platform, image ? { image } : {});
       emit(opts, statusToJson(s) as never, () => formatStatus(s).join('\n'));
-    });
+    }));
   program
     .command('disable')
     .description('hand the CPUs back to Linux (refused while enclaves exist)')
     .addHelpText('after', '\nExample:\n  hyperenclave enclave list && hyperenclave disable')
-    .action(async (_o, cmd: Command) => {
+    .action(locked('disable', async (_o, cmd: Command) => {
       const { opts, platform } = context(cmd);
       const s = await disableHypervisor(platform);
       emit(opts, statusToJson(s) as never, () => formatStatus(s).join('\n'));
-    });
+    }));
   program
     .command('status')
     .description('platform, loaded image, demotion, EPC, enclaves, key slots, host faults')

@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
 import { context } from '../context.js';
+import { locked } from '../locked.js';
 import { emit, table } from '../output.js';
 import { withTpm } from '../tpm-access.js';
 import { withProgress } from '../progress.js';
@@ -17,7 +18,7 @@ export function registerMeasure(program: Command): void {
     .option('--policy <name|file>', `PCR policy: built-in name (${DEFAULT_POLICY_NAME}, hyperenclave-sm3) or a file`)
     .option('--signer <pem>', 'public key the image signature must verify with')
     .addHelpText('after', '\nExample:\n  hyperenclave measure /lib/firmware/hyperenclave/hyperenclave.img --policy sha256-sha384 --json')
-    .action(async (image: string | undefined, o: { policy?: string; signer?: string }, cmd: Command) => {
+    .action(locked('measure', async (image: string | undefined, o: { policy?: string; signer?: string }, cmd: Command) => {
       const { opts, platform, config: cfg } = context(cmd);
       const imagePath = image ?? cfg.image ?? '/lib/firmware/hyperenclave/hyperenclave.img';
       const policy = loadPolicy(o.policy ?? cfg.pcrPolicy ?? DEFAULT_POLICY_NAME);
@@ -50,5 +51,5 @@ export function registerMeasure(program: Command): void {
           `runtime log: ${runtimeLogPath(platform.stateDir)}`,
         ].join('\n'),
       );
-    });
+    }));
 }

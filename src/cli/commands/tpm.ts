@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { createHash } from 'node:crypto';
 import { context } from '../context.js';
+import { locked } from '../locked.js';
 import { emit, table, UsageError } from '../output.js';
 import { bankId, withTpm } from '../tpm-access.js';
 import { hashAlgById, hashAlgByName } from '../../tpm/index.js';
@@ -74,7 +75,7 @@ export function registerTpm(program: Command): void {
     .option('--data <string>', 'hash this string with each bank\'s algorithm')
     .option('--digest <alg=hex...>', 'explicit digests, e.g. sha256=ab12…')
     .addHelpText('after', '\nExample:\n  hyperenclave pcr extend 16 --data "hello"')
-    .action(async (pcrArg: string, o: { data?: string; digest?: string[] }, cmd: Command) => {
+    .action(locked('pcr extend', async (pcrArg: string, o: { data?: string; digest?: string[] }, cmd: Command) => {
       const { opts, platform } = context(cmd);
       const index = Number(pcrArg);
       if (!Number.isInteger(index) || index < 0 || index > 23) throw new UsageError(`PCR index: expected 0..23, got "${pcrArg}"`);
@@ -103,5 +104,5 @@ export function registerTpm(program: Command): void {
       emit(opts, { schema: 'hyperenclave/pcr-extend', version: 1, pcr: index, values: result }, () =>
         table(['bank', `PCR ${index} now`], result.map((r) => [r.bank, r.value])),
       );
-    });
+    }));
 }
