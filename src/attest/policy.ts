@@ -4,7 +4,7 @@ import { compileSchema, schemasDir } from '../schemas.js';
 import { AttestError } from './errors.js';
 import { jsonSyntaxProblem } from '../errors.js';
 import type { Requirement } from './result.js';
-import { readFileBounded } from '../platform/bounded-read.js';
+import { readFileBounded, showPath } from '../platform/bounded-read.js';
 
 export type BankName = 'sha1' | 'sha256' | 'sha384' | 'sha512' | 'sm3_256';
 
@@ -87,13 +87,13 @@ export function loadPolicy(path: string): LoadedPolicy {
   const trustedEkCas = (policy.akProvenance?.trustedEkCaFiles ?? []).map((f) => {
     if (typeof f !== 'string' || f === '') throw new AttestError(`policy ${path}: akProvenance.trustedEkCaFiles: an empty file name`);
     const p = rel(f);
-    if (!existsSync(p)) throw new AttestError(`policy ${path}: trustedEkCaFiles: ${p} not found`, 3);
+    if (!existsSync(p)) throw new AttestError(`policy ${showPath(path)}: trustedEkCaFiles: ${showPath(p)} not found`, 3);
     return readFileBounded(p, { what: `policy ${path}: trustedEkCaFiles`, kind: 'key' }).toString('utf8');
   });
   let launchTik: Buffer | undefined;
   if (policy.enclaves?.launch) {
     const p = rel(policy.enclaves.launch.tikFile);
-    if (!existsSync(p)) throw new AttestError(`policy ${path}: enclaves.launch.tikFile: ${p} not found`, 3);
+    if (!existsSync(p)) throw new AttestError(`policy ${showPath(path)}: enclaves.launch.tikFile: ${showPath(p)} not found`, 3);
     const raw = readFileBounded(p, { what: `policy ${path}: enclaves.launch.tikFile`, kind: 'key' });
     const t = raw.toString('utf8').trim();
     launchTik = /^[0-9a-fA-F]{32}$/.test(t) ? Buffer.from(t, 'hex') : raw;

@@ -11,6 +11,11 @@ import { fileSystemError } from './fs-errors.js';
 
 const MiB = 1024 * 1024;
 
+/** A path as it goes into a one-line message: quoted when it holds control characters (a newline in a file name). */
+export function showPath(path: string): string {
+  return /[\u0000-\u001f\u007f]/.test(path) ? JSON.stringify(path) : path;
+}
+
 /** Default caps by kind of input (HYPERENCLAVE_MAX_INPUT_MIB raises every one of them to that many MiB). */
 export const INPUT_CAPS = {
   /** Keys, certificates, PEM. */
@@ -18,9 +23,9 @@ export const INPUT_CAPS = {
   /** Configuration, policies, manifests, small JSON documents. */
   document: 16 * MiB,
   /** Event logs, evidence bundles (which carry event logs), memory maps, TPM structures. */
-  log: 64 * MiB,
+  log: 32 * MiB,
   /** Hypervisor ELF files and image containers given to firmware tools (a hypervisor is a few MiB). */
-  image: 256 * MiB,
+  image: 64 * MiB,
 } as const;
 
 export type InputKind = keyof typeof INPUT_CAPS;
@@ -45,6 +50,7 @@ function tooBig(what: string, path: string, max: number, size?: number): HyperEn
 /** Reads at most `maxBytes` (else refuses) from a file, device or pipe. */
 export function readFileBounded(path: string, opts: { what?: string; maxBytes?: number; kind?: InputKind } = {}): Buffer {
   const what = opts.what ?? 'input';
+  const shown = typeof path === 'string' ? showPath(path) : String(path);
   const max = opts.maxBytes ?? inputCap(opts.kind ?? 'document');
   if (typeof path !== 'string' || path === '') throw new HyperEnclaveError(`${what}: an empty file name`, EXIT.USAGE);
   let fd: number;
@@ -52,14 +58,14 @@ export function readFileBounded(path: string, opts: { what?: string; maxBytes?: 
     fd = openSync(path, 'r');
   } catch (e) {
     const err = e as NodeJS.ErrnoException;
-    if (err.code === 'ENOENT') throw Object.assign(new HyperEnclaveError(`${what} ${path}: not found`, EXIT.NOT_FOUND, { cause: e }), { code: 'ENOENT', path });
+    if (err.code === 'ENOENT') throw Object.assign(new HyperEnclaveError(`${what} ${shown}: not found`, EXIT.NOT_FOUND, { cause: e }), { code: 'ENOENT', path });
     throw fileSystemError(e, what) ?? e;
   }
   try {
     const st = fstatSync(fd);
-    if (st.isDirectory()) throw new HyperEnclaveError(`${what} ${path}: a directory, expected a file`, EXIT.BAD_INPUT);
+    if (st.isDirectory()) throw new HyperEnclaveError(`${what} ${shown}: a directory, expected a file`, EXIT.BAD_INPUT);
     if (st.isFile()) {
-      if (st.size > max) throw tooBig(what, path, max, st.size);
+      if (st.size > max) throw tooBig(what, shown, max, st.size);
     }
     // Read to EOF in chunks, never past max + 1 bytes (a file can grow after fstat; devices have no size).
     const chunks: Buffer[] = [];
@@ -73,15 +79,15 @@ export function readFileBounded(path: string, opts: { what?: string; maxBytes?: 
       } catch (e) {
         const err = e as NodeJS.ErrnoException;
         if (err.code === 'EAGAIN') {
-          throw new HyperEnclaveError(`${what} ${path}: no data to read (a non-blocking device or pipe)`, EXIT.BAD_INPUT);
+          throw new HyperEnclaveError(`${what} ${shown}: no data to read (a non-blocking device or pipe)`, EXIT.BAD_INPUT);
         }
-        if (err.code === 'EISDIR') throw new HyperEnclaveError(`${what} ${path}: a directory, expected a file`, EXIT.BAD_INPUT);
+        if (err.code === 'EISDIR') throw new HyperEnclaveError(`${what} ${shown}: a directory, expected a file`, EXIT.BAD_INPUT);
         throw fileSystemError(Object.assign(err, { path }), what) ?? e;
       }
       if (n === 0) break;
       chunks.push(n === buf.length ? buf : buf.subarray(0, n));
       total += n;
-      if (total > max) throw tooBig(what, path, max);
+      if (total > max) throw tooBig(what, shown, max);
     }
     return Buffer.concat(chunks, total);
   } finally {
