@@ -152,7 +152,8 @@ export class EventLogAppender {
     try {
       const fh = await open(tmp, 'w', 0o644);
       try {
-        await fh.write(Buffer.concat([header, record]));
+        const all = Buffer.concat([header, record]);
+        for (let done = 0; done < all.length; ) done += (await fh.write(all, done, all.length - done)).bytesWritten;
         await fh.sync();
       } finally {
         await fh.close();

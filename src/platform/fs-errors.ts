@@ -1,3 +1,4 @@
+import { accessSync, constants, statfsSync } from 'node:fs';
 import { HyperEnclaveError, EXIT } from '../errors.js';
 
 /**
@@ -9,7 +10,7 @@ export function fileSystemError(e: unknown, what?: string): HyperEnclaveError | 
   const err = e as NodeJS.ErrnoException;
   if (!err || typeof err.code !== 'string') return undefined;
   const path = err.path ?? (err as { dest?: string }).dest ?? '';
-  const at = `${what ? `${what}: ` : ''}${path}`;
+  const at = [what, path].filter(Boolean).join(': ') || 'file system';
   switch (err.code) {
     case 'EISDIR':
       return new HyperEnclaveError(`${at}: is a directory, expected a file`, EXIT.BAD_INPUT, { cause: e });
@@ -26,4 +27,24 @@ export function fileSystemError(e: unknown, what?: string): HyperEnclaveError | 
     default:
       return undefined;
   }
+}
+
+/**
+ * Why a tool writing into `dir` may have failed, when the file system is the reason: read-only,
+ * or (almost) full. For child processes (swtpm_setup) whose own messages do not say so.
+ */
+export function fileSystemTrouble(dir: string, what: string): HyperEnclaveError | undefined {
+  try {
+    accessSync(dir, constants.W_OK);
+  } catch (e) {
+    return fileSystemError(e, what);
+  }
+  try {
+    const st = statfsSync(dir);
+    const free = Number(st.bavail) * Number(st.bsize);
+    if (free < 64 * 1024) return new HyperEnclaveError(`${what}: ${dir}: no space left on the device (${Math.floor(free / 1024)} KiB free); free space and run the command again`, EXIT.FILESYSTEM);
+  } catch {
+    return undefined;
+  }
+  return undefined;
 }

@@ -26,7 +26,10 @@ export function writeFileAtomic(path: string, data: string | Uint8Array, mode = 
     mkdirSync(dirname(path), { recursive: true });
     const fd = openSync(tmp, 'w', mode);
     try {
-      writeSync(fd, typeof data === 'string' ? Buffer.from(data) : data);
+      // writeSync may write less than asked (a disk filling up): loop until all is written or
+      // the next write fails (ENOSPC), never rename a short file into place.
+      const buf = typeof data === 'string' ? Buffer.from(data) : data;
+      for (let done = 0; done < buf.length; ) done += writeSync(fd, buf, done, buf.length - done);
       fsyncSync(fd);
     } finally {
       closeSync(fd);
@@ -34,6 +37,8 @@ export function writeFileAtomic(path: string, data: string | Uint8Array, mode = 
     renameSync(tmp, path);
   } catch (e) {
     rmSync(tmp, { force: true });
+    const err = e as NodeJS.ErrnoException;
+    if (err && typeof err === 'object' && !err.path) err.path = path; // write(2) errors name no file
     throw fileSystemError(e) ?? e;
   }
   // Persist the rename itself.

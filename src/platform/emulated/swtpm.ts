@@ -4,6 +4,7 @@ import { createServer, connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { HyperEnclaveError, EXIT } from '../../errors.js';
+import { fileSystemTrouble } from '../fs-errors.js';
 
 /** A private swtpm (TPM 2.0 from libtpms) with its own state directory and sockets. */
 export interface SwtpmInstance {
@@ -157,6 +158,10 @@ export async function startSwtpm(opts: SwtpmOptions = {}): Promise<SwtpmInstance
   const transport = opts.transport ?? 'tcp';
   const ownsState = !opts.stateDir;
   const stateDir = opts.stateDir ?? mkdtempSync(join(tmpdir(), 'hyperenclave-swtpm-'));
+  // swtpm writes its state (and pid file) at start; on a full or read-only disk it neither
+  // starts nor says why, so that is checked first.
+  const trouble = fileSystemTrouble(stateDir, 'swtpm');
+  if (trouble) throw trouble;
   const caDir = opts.banks || opts.ek ? setupWithSwtpmSetup(stateDir, opts) : undefined;
   const timeoutMs = opts.startTimeoutMs ?? 10_000;
 
@@ -204,7 +209,9 @@ export async function startSwtpm(opts: SwtpmOptions = {}): Promise<SwtpmInstance
       await exitedP;
       if (detached && existsSync(join(stateDir, 'swtpm.log'))) stderr = readFileSync(join(stateDir, 'swtpm.log'), 'utf8');
       if (attempt < 4 && /bind|address already in use/i.test(stderr)) continue;
+      const fsTrouble = fileSystemTrouble(stateDir, 'swtpm');
       if (ownsState) rmSync(stateDir, { recursive: true, force: true });
+      if (fsTrouble) throw fsTrouble;
       throw new HyperEnclaveError(`swtpm did not start: ${stderr.trim().split('\n').pop() || 'no answer within ' + timeoutMs + ' ms'}`, EXIT.INTERNAL);
     }
 

@@ -4,6 +4,7 @@ import { setupWithSwtpmSetup, startSwtpm } from './swtpm.js';
 import { writeFileAtomic } from '../state.js';
 import { alive, canConnect, ensureDaemon } from './daemon.js';
 import { log } from '../../log.js';
+import { fileSystemError, fileSystemTrouble } from '../fs-errors.js';
 
 /** The emulated platform's TPM: one long-lived swtpm per state directory, on Unix sockets. */
 export interface EmulatedTpmInfo {
@@ -38,9 +39,15 @@ function manufacture(dir: string, state: string): void {
   for (const f of readdirSync(dir)) if (f.startsWith('state.setup-')) rmSync(join(dir, f), { recursive: true, force: true });
   rmSync(state, { recursive: true, force: true });
   const staging = join(dir, `state.setup-${process.pid}`);
-  mkdirSync(staging, { recursive: true });
-  setupWithSwtpmSetup(staging, { ek: true, banks: ['sha1', 'sha256', 'sha384', 'sha512'] });
-  renameSync(staging, state);
+  try {
+    mkdirSync(staging, { recursive: true });
+    setupWithSwtpmSetup(staging, { ek: true, banks: ['sha1', 'sha256', 'sha384', 'sha512'] });
+    renameSync(staging, state);
+  } catch (e) {
+    rmSync(staging, { recursive: true, force: true }); // nothing half-made left behind
+    // swtpm_setup's own message does not say that the disk is full or read-only.
+    throw fileSystemTrouble(dir, 'emulated TPM manufacture') ?? fileSystemError(e, 'emulated TPM manufacture') ?? e;
+  }
   const fd = openSync(dir, 'r');
   try {
     fsyncSync(fd);
