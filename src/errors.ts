@@ -17,10 +17,18 @@ export const EXIT = {
 export type ExitCode = (typeof EXIT)[keyof typeof EXIT];
 
 /** Base of every domain error: a one-line message and the exit code the CLI uses for it. */
+/**
+ * A message as one line: line breaks and other control characters (which can come from the
+ * input itself: a key or file name with a newline in it) are shown escaped.
+ */
+export function oneLine(message: string): string {
+  return message.replace(/\r\n|[\u0000-\u001f\u007f]/g, (c) => (c === '\r\n' || c === '\n' ? '\\n' : c === '\t' ? ' ' : `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`));
+}
+
 export class HyperEnclaveError extends Error {
   readonly exitCode: number;
   constructor(message: string, exitCode: number = EXIT.INTERNAL, options?: { cause?: unknown }) {
-    super(message, options);
+    super(oneLine(message), options);
     this.name = new.target.name;
     this.exitCode = exitCode;
   }

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 import { Command, CommanderError, Option } from 'commander';
-import { EXIT, HyperEnclaveError } from '../errors.js';
+import { EXIT, HyperEnclaveError, oneLine } from '../errors.js';
 import { createLogger, logColorFor, logFormatFor, logLevelFromEnv, setLogger } from '../log.js';
 import { registerCommands } from './commands/index.js';
 import { parseTcti } from '../tpm/tcti.js';
@@ -56,7 +56,7 @@ export async function main(argv: string[]): Promise<number> {
       return EXIT.USAGE;
     }
     if (e instanceof HyperEnclaveError) {
-      process.stderr.write(`hyperenclave: ${e.message}\n`);
+      process.stderr.write(`hyperenclave: ${oneLine(e.message)}\n`);
       if (verbose && e.cause) process.stderr.write(`  cause: ${e.cause instanceof Error ? e.cause.stack : String(e.cause)}\n`);
       return e.exitCode;
     }
