@@ -95,7 +95,7 @@ describe.skipIf(!!entryMissing)('emulated hypervisor service process', () => {
     expect(s.lost).toMatchObject({ previousPid: first.pid, image: (loaded as { id: string }).id, enabled: false, enclaves: [] });
     expect(s.lost!.message).toMatch(/^the hypervisor service restarted at \S+ \(pid \d+, started .*\); the loaded image [0-9a-f]{16}… was lost: run `hyperenclave boot`/);
     expect(validStatus(statusToJson(s))).toBeUndefined();
-    const e = await c2.imageDigest().catch((x: unknown) => x as Error & { exitCode?: number });
+    const e = (await c2.imageDigest().then(() => new Error("resolved"), (x: unknown) => x)) as Error & { exitCode?: number };
     expect(e.message).toMatch(/restarted at .*hyperenclave boot/);
     expect(e.exitCode).toBe(3);
     c2.close();
