@@ -201,6 +201,9 @@ export async function startSwtpm(opts: SwtpmOptions = {}): Promise<SwtpmInstance
         () => (transport === 'tcp' ? connect(ctrlPort, '127.0.0.1') : connect(ctrlPath)),
         500,
       );
+      // The command socket too (unix): swtpm may still be creating it when the control channel
+      // answers; the probe closes at once, leaving the one client slot free.
+      if (up && transport === 'unix') up = await probe(() => connect(serverPath), 500);
       if (up) break;
       await new Promise((r) => setTimeout(r, 25));
     }
