@@ -9,10 +9,11 @@ import { fileSystemError } from './fs-errors.js';
  * Advisory locks that cannot go stale: flock(2) on a lock file, which the kernel releases when
  * the last descriptor of the holder closes (exit, crash, SIGKILL).
  *
- * Node has no flock(), so the lock is taken by util-linux `flock(1)` (busybox has it too, as
- * the system tier's initramfs does) on a descriptor this process opened and passes as fd 3:
- * flock locks belong to the open file description, which the child shares, so when `flock -xn 3`
- * exits with 0 the lock stays held by this process's descriptor until it closes it or dies.
+ * Node has no flock(), so the lock is taken by util-linux `flock(1)` (Essential on Debian; the
+ * system tier copies it into its initramfs, whose busybox has no flock applet) on a descriptor
+ * this process opened and passes as fd 3: flock locks belong to the open file description,
+ * which the child shares, so when `flock -xn 3` exits with 0 the lock stays held by this
+ * process's descriptor until it closes it or dies.
  * The alternative, a `flock` export in the N-API addon, would tie every state-changing command
  * (and the linux platform, where the addon is not otherwise needed) to the addon being built.
  * Descriptors Node opens are close-on-exec, so daemons started while holding a lock do not
