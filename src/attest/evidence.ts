@@ -83,7 +83,7 @@ export function checkEvidenceKeys(ev: Evidence, where = 'evidence'): void {
 }
 
 export function readEvidenceFile(path: string): Evidence {
-  return parseEvidence(readFileBounded(path, { what: 'evidence', kind: 'log' }).toString('utf8'), path);
+  return parseEvidence(readFileBounded(path, { what: '', kind: 'log' }).toString('utf8'), path);
 }
 
 /** Decodes a schema-valid bundle into what the verifier checks (bytes decoded, nothing trusted yet). */

@@ -40,9 +40,9 @@ export function inputCap(kind: InputKind): number {
   return Math.max(base, Math.floor(n * MiB));
 }
 
-function tooBig(what: string, path: string, max: number, size?: number): HyperEnclaveError {
+function tooBig(shown: string, max: number, size?: number): HyperEnclaveError {
   return new HyperEnclaveError(
-    `${what} ${path}: ${size !== undefined ? `${size} bytes` : 'larger than the limit'}, the limit is ${max} bytes (set HYPERENCLAVE_MAX_INPUT_MIB to allow more)`,
+    `${shown}: ${size !== undefined ? `${size} bytes` : 'larger than the limit'}, the limit is ${max} bytes (set HYPERENCLAVE_MAX_INPUT_MIB to allow more)`,
     EXIT.BAD_INPUT,
   );
 }
@@ -50,22 +50,24 @@ function tooBig(what: string, path: string, max: number, size?: number): HyperEn
 /** Reads at most `maxBytes` (else refuses) from a file, device or pipe. */
 export function readFileBounded(path: string, opts: { what?: string; maxBytes?: number; kind?: InputKind } = {}): Buffer {
   const what = opts.what ?? 'input';
-  const shown = typeof path === 'string' ? showPath(path) : String(path);
+  const shownPath = typeof path === 'string' ? showPath(path) : String(path);
+  /** "<what> <path>", or the path alone when the caller names it otherwise (what: ''). */
+  const shown = what ? `${what} ${shownPath}` : shownPath;
   const max = opts.maxBytes ?? inputCap(opts.kind ?? 'document');
-  if (typeof path !== 'string' || path === '') throw new HyperEnclaveError(`${what}: an empty file name`, EXIT.USAGE);
+  if (typeof path !== 'string' || path === '') throw new HyperEnclaveError(`${what || 'file'}: an empty file name`, EXIT.USAGE);
   let fd: number;
   try {
     fd = openSync(path, 'r');
   } catch (e) {
     const err = e as NodeJS.ErrnoException;
-    if (err.code === 'ENOENT') throw Object.assign(new HyperEnclaveError(`${what} ${shown}: not found`, EXIT.NOT_FOUND, { cause: e }), { code: 'ENOENT', path });
+    if (err.code === 'ENOENT') throw Object.assign(new HyperEnclaveError(`${shown}: not found`, EXIT.NOT_FOUND, { cause: e }), { code: 'ENOENT', path });
     throw fileSystemError(e, what) ?? e;
   }
   try {
     const st = fstatSync(fd);
-    if (st.isDirectory()) throw new HyperEnclaveError(`${what} ${shown}: a directory, expected a file`, EXIT.BAD_INPUT);
+    if (st.isDirectory()) throw new HyperEnclaveError(`${shown}: a directory, expected a file`, EXIT.BAD_INPUT);
     if (st.isFile()) {
-      if (st.size > max) throw tooBig(what, shown, max, st.size);
+      if (st.size > max) throw tooBig(shown, max, st.size);
     }
     // Read to EOF in chunks, never past max + 1 bytes (a file can grow after fstat; devices have no size).
     const chunks: Buffer[] = [];
@@ -79,15 +81,15 @@ export function readFileBounded(path: string, opts: { what?: string; maxBytes?: 
       } catch (e) {
         const err = e as NodeJS.ErrnoException;
         if (err.code === 'EAGAIN') {
-          throw new HyperEnclaveError(`${what} ${shown}: no data to read (a non-blocking device or pipe)`, EXIT.BAD_INPUT);
+          throw new HyperEnclaveError(`${shown}: no data to read (a non-blocking device or pipe)`, EXIT.BAD_INPUT);
         }
-        if (err.code === 'EISDIR') throw new HyperEnclaveError(`${what} ${shown}: a directory, expected a file`, EXIT.BAD_INPUT);
+        if (err.code === 'EISDIR') throw new HyperEnclaveError(`${shown}: a directory, expected a file`, EXIT.BAD_INPUT);
         throw fileSystemError(Object.assign(err, { path }), what) ?? e;
       }
       if (n === 0) break;
       chunks.push(n === buf.length ? buf : buf.subarray(0, n));
       total += n;
-      if (total > max) throw tooBig(what, shown, max);
+      if (total > max) throw tooBig(shown, max);
     }
     return Buffer.concat(chunks, total);
   } finally {
