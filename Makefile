@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-APT_PACKAGES := swtpm swtpm-tools tpm2-tools openssl zsh gcc binutils make
+APT_PACKAGES := swtpm swtpm-tools tpm2-tools openssl zsh gcc binutils make postgresql
 CARGO := cargo
 NPM := npm
 STAMP := .tmp/stamps

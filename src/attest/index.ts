@@ -62,10 +62,13 @@ export function exitCodeOf(outcome: VerifyOutcome): number {
 }
 
 /** `hyperenclave verifier serve [--listen 127.0.0.1:PORT] [--policy P]`: runs until closed. */
-export async function serveVerifier(opts: { stateDir: string; policyPath?: string; host?: string; port?: number; maxBodyBytes?: number }): Promise<import('./service.js').RunningService> {
+export async function serveVerifier(
+  opts: { stateDir: string; policyPath?: string; host?: string; port?: number; maxBodyBytes?: number } & Omit<import('./service.js').ServiceOptions, 'verifier' | 'host' | 'port' | 'maxBodyBytes'>,
+): Promise<import('./service.js').RunningService> {
   const { startVerifierService } = await import('./service.js');
-  const verifier = new Verifier({ stateDir: opts.stateDir, ...(opts.policyPath ? { policyPath: opts.policyPath } : {}) });
-  return startVerifierService({ verifier, ...(opts.host ? { host: opts.host } : {}), ...(opts.port !== undefined ? { port: opts.port } : {}), ...(opts.maxBodyBytes ? { maxBodyBytes: opts.maxBodyBytes } : {}) });
+  const { stateDir, policyPath, ...rest } = opts;
+  const verifier = new Verifier({ stateDir, ...(policyPath ? { policyPath } : {}) });
+  return startVerifierService({ verifier, ...rest });
 }
 
 export { collectEvidence, type AttesterTpm, type CollectOptions } from './collect.js';

@@ -1,13 +1,21 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { AttestError } from './errors.js';
-import { NonceStore } from './nonces.js';
-import type { CheckResult } from './result.js';
+import { randomBytes } from 'node:crypto';
+import { join } from 'node:path';
 import type { Verifier } from './verifier.js';
-import { finishEnrollment, startEnrollment, type EnrollStartRequest } from './enroll.js';
+import type { EnrollStartRequest } from './enroll.js';
+import { finishEnrollmentStored, importFileEnrollments, issueChallenge, startEnrollmentStored, verifyWithStore } from '../verifier/engine.js';
+import { defaultDbUrl, openVerifierStore, type VerifierStore } from '../verifier/store.js';
 
 export interface ServiceOptions {
   verifier: Verifier;
+  /**
+   * Shared state (nonces, enrollments, clocks, history): an open store, or a database URL
+   * (`postgresql://…`, `sqlite:<file>`); default: SQLite in the verifier's state directory.
+   */
+  store?: VerifierStore;
+  dbUrl?: string;
   host?: string;
   port?: number;
   /** Largest accepted request body (default 4 MiB). */
@@ -25,7 +33,7 @@ export interface ServiceOptions {
 export interface RunningService {
   server: Server;
   url: string;
-  nonces: NonceStore;
+  store: VerifierStore;
   close(): Promise<void>;
 }
 
@@ -95,8 +103,13 @@ export async function startVerifierService(opts: ServiceOptions): Promise<Runnin
   const maxBody = opts.maxBodyBytes ?? 4 * 1024 * 1024;
   const maxDepth = opts.maxJsonDepth ?? 32;
   const ttl = opts.nonceTtlMs ?? (opts.verifier.loaded.policy.nonce?.ttlSeconds ?? 300) * 1000;
-  const nonces = new NonceStore(ttl);
   const v = opts.verifier;
+  const ownStore = !opts.store;
+  const store = opts.store ?? (await openVerifierStore(opts.dbUrl ?? defaultDbUrl(v.state.dir)));
+  await importFileEnrollments(v, store);
+  // Expired nonces are dropped once they can no longer be told "expired" rather than "unknown".
+  const pruner = setInterval(() => void store.pruneNonces(Date.now() - ttl).catch(() => undefined), Math.max(1000, Math.min(ttl, 60_000)));
+  pruner.unref();
 
   async function json(req: IncomingMessage): Promise<unknown> {
     const ct = String(req.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
@@ -118,28 +131,23 @@ export async function startVerifierService(opts: ServiceOptions): Promise<Runnin
     switch (url) {
       case '/challenge': {
         await json(req);
-        return send(res, 200, nonces.issue());
+        return send(res, 200, await issueChallenge(store, ttl, randomBytes(32).toString('hex')));
       }
       case '/verify': {
         const doc = await json(req);
         const nonce = doc && typeof doc === 'object' ? (doc as { nonce?: unknown }).nonce : undefined;
         if (typeof nonce !== 'string' || !/^([0-9a-f]{2}){8,64}$/.test(nonce)) throw new HttpError(400, 'evidence has no hex "nonce" (8-64 bytes)');
-        const state = nonces.consume(nonce);
-        const fresh: CheckResult =
-          state === 'fresh'
-            ? { name: 'nonce.freshness', status: 'pass', reason: 'challenge issued by this verifier, unexpired, first use' }
-            : { name: 'nonce.freshness', status: 'fail', reason: state === 'used' ? 'challenge already used (replayed evidence)' : state === 'expired' ? 'challenge expired' : 'challenge not issued by this verifier' };
-        const out = v.verifyBundle(doc, Buffer.from(nonce, 'hex'), { ...fresh, requirement: 'required' });
+        const out = await verifyWithStore(v, store, doc, nonce);
         return send(res, 200, { status: out.result['ear.status'], result: out.result, jwt: out.jwt });
       }
       case '/enroll/start': {
         const body = (await json(req)) as EnrollStartRequest;
-        return send(res, 200, startEnrollment(v, body));
+        return send(res, 200, await startEnrollmentStored(v, store, body));
       }
       case '/enroll/finish': {
         const body = (await json(req)) as { id?: unknown; secret?: unknown };
         if (typeof body?.id !== 'string' || typeof body.secret !== 'string') throw new HttpError(400, 'expected {"id": hex, "secret": base64}');
-        return send(res, 200, finishEnrollment(v, { id: body.id, secret: body.secret }));
+        return send(res, 200, await finishEnrollmentStored(v, store, { id: body.id, secret: body.secret }));
       }
       default:
         throw new HttpError(404, `no endpoint ${url?.slice(0, 100)}`);
@@ -169,19 +177,28 @@ export async function startVerifierService(opts: ServiceOptions): Promise<Runnin
     else socket.destroy();
   });
   const host = opts.host ?? '127.0.0.1';
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(opts.port ?? 0, host, () => resolve());
-  });
+  try {
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(opts.port ?? 0, host, () => resolve());
+    });
+  } catch (e) {
+    clearInterval(pruner);
+    if (ownStore) await store.close();
+    throw e;
+  }
   const addr = server.address() as AddressInfo;
   return {
     server,
     url: `http://${host.includes(':') ? `[${host}]` : host}:${addr.port}`,
-    nonces,
-    close: () =>
-      new Promise<void>((resolve) => {
+    store,
+    close: async () => {
+      clearInterval(pruner);
+      await new Promise<void>((resolve) => {
         server.closeAllConnections();
         server.close(() => resolve());
-      }),
+      });
+      if (ownStore) await store.close();
+    },
   };
 }

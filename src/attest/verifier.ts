@@ -4,7 +4,8 @@ import { inputFromTpm2ToolsFiles, prepareEvidence } from './evidence.js';
 import { loadPolicy, parsePolicy, type LoadedPolicy, type VerifierPolicy } from './policy.js';
 import { buildResult, signResultJwt, type AttestationResult, type CheckResult } from './result.js';
 import { VerifierState } from './state.js';
-import { verifyEvidence, type VerifyInput } from './verify.js';
+import { verifyEvidence, type ClockRecord, type VerifyInput } from './verify.js';
+import type { EnrollmentRecord } from './enroll.js';
 import type { LogKind } from './eventlog-check.js';
 
 export interface VerifierOptions {
@@ -13,6 +14,16 @@ export interface VerifierOptions {
   /** Policy file path, or an inline policy (reference values then given as `reference`). */
   policyPath?: string;
   policy?: VerifierPolicy | LoadedPolicy;
+}
+
+/**
+ * Where enrollments and clock records come from during one verification: the state directory by
+ * default; the service passes values it fetched from its database (src/verifier) beforehand.
+ */
+export interface VerifyLookups {
+  findEnrollment(akNameHex: string | undefined, akSpkiHash: string): EnrollmentRecord | undefined;
+  previousClock(akSpkiHash: string): ClockRecord | undefined;
+  recordClock(akSpkiHash: string, rec: ClockRecord): void;
 }
 
 export interface VerifyOutcome {
@@ -33,14 +44,15 @@ export class Verifier {
     else this.loaded = { policy: parsePolicy(opts.policy ?? { schema: 'hyperenclave/verifier-policy', version: 1 }), trustedEkCas: [] };
   }
 
-  private run(input: VerifyInput, nonce: Buffer, pre: CheckResult[]): VerifyOutcome {
+  private run(input: VerifyInput, nonce: Buffer, pre: CheckResult[], lookups?: VerifyLookups): VerifyOutcome {
     const key = this.state.key();
+    const l = lookups ?? this.state;
     const result = verifyEvidence(input, {
       expectedNonce: nonce,
       policy: this.loaded,
-      findEnrollment: (n, s) => this.state.findEnrollment(n, s),
-      previousClock: (s) => this.state.previousClock(s),
-      recordClock: (s, r) => this.state.recordClock(s, r),
+      findEnrollment: (n, s) => l.findEnrollment(n, s),
+      previousClock: (s) => l.previousClock(s),
+      recordClock: (s, r) => l.recordClock(s, r),
       preChecks: pre,
       keyId: key.kid,
     });
@@ -58,7 +70,7 @@ export class Verifier {
    * Verifies a bundle (parsed JSON or text) against the challenge this verifier issued.
    * `freshness` comes from the nonce store when the service checks single use and expiry.
    */
-  verifyBundle(doc: unknown, challenge: Buffer, freshness?: CheckResult): VerifyOutcome {
+  verifyBundle(doc: unknown, challenge: Buffer, freshness?: CheckResult, lookups?: VerifyLookups): VerifyOutcome {
     let parsed = doc;
     if (typeof doc === 'string' || Buffer.isBuffer(doc)) {
       try {
@@ -70,7 +82,7 @@ export class Verifier {
     const prep = prepareEvidence(parsed);
     const pre = [prep.check, ...(freshness ? [freshness] : [])];
     if (!prep.input) return this.refuse(pre, challenge);
-    return this.run(prep.input, challenge, pre);
+    return this.run(prep.input, challenge, pre, lookups);
   }
 
   /** Verifies tpm2-tools' own quote files (message, signature, serialized PCRs) with the AK PEM. */

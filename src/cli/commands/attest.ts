@@ -307,17 +307,19 @@ export function registerAttest(program: Command): void {
     .option('--listen <host:port>', 'address (port 0: any free port, printed on start)', '127.0.0.1:8437')
     .option('--policy <file>', 'verifier policy')
     .option('--max-body <bytes>', 'largest request body accepted (413 above)', String(4 * 1024 * 1024))
+    .option('--db <url>', 'shared state: postgresql://user@host/db (several instances) or sqlite:<file>; default sqlite:<state-dir>/verifier/verifier.db')
     .addHelpText(
       'after',
-      '\nExample:\n  hyperenclave verifier serve --listen 127.0.0.1:8437 --policy policy.json\n  curl -s -X POST -H content-type:application/json -d {} http://127.0.0.1:8437/challenge',
+      '\nExample:\n  hyperenclave verifier serve --listen 127.0.0.1:8437 --policy policy.json\n  hyperenclave verifier serve --db postgresql://verifier@%2Frun%2Fpostgresql/verifier --policy policy.json\n  curl -s -X POST -H content-type:application/json -d {} http://127.0.0.1:8437/challenge',
     )
-    .action(async (o: { listen: string; policy?: string; maxBody: string }, cmd: Command) => {
+    .action(async (o: { listen: string; policy?: string; maxBody: string; db?: string }, cmd: Command) => {
       const { opts, platform } = context(cmd);
       const m = /^(.+):(\d+)$/.exec(o.listen);
       if (!m || Number(m[2]) > 65535) throw new UsageError(`--listen: expected host:port, got "${o.listen}"`);
       const maxBodyBytes = Number(o.maxBody);
       if (!Number.isSafeInteger(maxBodyBytes) || maxBodyBytes <= 0) throw new UsageError(`--max-body: expected a positive byte count, got "${o.maxBody}"`);
-      const svc = await serveVerifier({ stateDir: `${platform.stateDir}/verifier`, host: m[1]!, port: Number(m[2]), maxBodyBytes, ...(o.policy ? { policyPath: o.policy } : {}) });
+      if (o.db !== undefined && !/^(postgres(ql)?:\/\/|sqlite:)./i.test(o.db)) throw new UsageError(`--db: expected postgresql://… or sqlite:<file>, got "${o.db.replace(/:[^:@/]*@/, ':***@').slice(0, 80)}"`);
+      const svc = await serveVerifier({ stateDir: `${platform.stateDir}/verifier`, host: m[1]!, port: Number(m[2]), maxBodyBytes, ...(o.policy ? { policyPath: o.policy } : {}), ...(o.db ? { dbUrl: o.db } : {}) });
       emit(opts, { schema: 'hyperenclave/verifier-serve', version: 1, url: svc.url, pid: process.pid }, () => `verifier listening on ${svc.url}`);
       log().info({ url: svc.url }, 'verifier listening');
       // SIGINT/SIGTERM: stop accepting, close open connections, exit 0.
