@@ -12,7 +12,8 @@ export { buildEvidence, evidenceProblems, inputFromEvidence, parseEvidence, qual
 export { exportTpm2Tools, keylimeQuotes, bundleQualification, type Tpm2ToolsExport } from './export.js';
 export { parsePcrsFile, writePcrsFile } from './tpm2-tools.js';
 export { loadPolicy, parsePolicy, loadReferenceValues, type VerifierPolicy, type ReferenceValues, type LoadedPolicy } from './policy.js';
-export { buildResult, formatResultTable, signResultJwt, verifyResultJwt, summarize, type AttestationResult, type CheckResult, type EarStatus } from './result.js';
+export { earClaims, signEar, verifyEar, validateEar, EAR_PROFILE, type EarClaims } from '../verifier/ear.js';
+export { buildResult, formatResultTable, summarize, type AttestationResult, type CheckResult, type EarStatus } from './result.js';
 export { verifyEvidence, verifyCertChain, type VerifyInput, type VerifyOptions } from './verify.js';
 export { Verifier, parseNonceHex, type VerifierOptions, type VerifyOutcome } from './verifier.js';
 export { VerifierState } from './state.js';

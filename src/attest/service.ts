@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import type { Verifier } from './verifier.js';
 import type { EnrollStartRequest } from './enroll.js';
 import { finishEnrollmentStored, importFileEnrollments, issueChallenge, startEnrollmentStored, verifyWithStore } from '../verifier/engine.js';
+import { publicJwk } from '../verifier/ear.js';
 import { defaultDbUrl, openVerifierStore, type VerifierStore } from '../verifier/store.js';
 
 export interface ServiceOptions {
@@ -107,6 +108,7 @@ export async function startVerifierService(opts: ServiceOptions): Promise<Runnin
   const ownStore = !opts.store;
   const store = opts.store ?? (await openVerifierStore(opts.dbUrl ?? defaultDbUrl(v.state.dir)));
   await importFileEnrollments(v, store);
+  await store.publishKey(v.state.key().kid, { ...(await publicJwk(v.state.key())) });
   // Expired nonces are dropped once they can no longer be told "expired" rather than "unknown".
   const pruner = setInterval(() => void store.pruneNonces(Date.now() - ttl).catch(() => undefined), Math.max(1000, Math.min(ttl, 60_000)));
   pruner.unref();
@@ -127,6 +129,8 @@ export async function startVerifierService(opts: ServiceOptions): Promise<Runnin
   const handle = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
     const url = (req.url ?? '/').split('?')[0];
     if (req.method === 'GET' && url === '/healthz') return send(res, 200, { ok: true });
+    // Every instance's result-signing key (instances sharing a database publish theirs there).
+    if (req.method === 'GET' && (url === '/.well-known/jwks.json' || url === '/jwks')) return send(res, 200, { keys: (await store.listKeys()).map((k) => k.jwk) });
     if (req.method !== 'POST') throw new HttpError(405, `${req.method} not allowed; use POST`);
     switch (url) {
       case '/challenge': {
@@ -138,7 +142,7 @@ export async function startVerifierService(opts: ServiceOptions): Promise<Runnin
         const nonce = doc && typeof doc === 'object' ? (doc as { nonce?: unknown }).nonce : undefined;
         if (typeof nonce !== 'string' || !/^([0-9a-f]{2}){8,64}$/.test(nonce)) throw new HttpError(400, 'evidence has no hex "nonce" (8-64 bytes)');
         const out = await verifyWithStore(v, store, doc, nonce);
-        return send(res, 200, { status: out.result['ear.status'], result: out.result, jwt: out.jwt });
+        return send(res, 200, { status: out.result['ear.status'], result: out.result, jwt: await out.ear() });
       }
       case '/enroll/start': {
         const body = (await json(req)) as EnrollStartRequest;

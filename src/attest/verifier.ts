@@ -2,7 +2,8 @@ import { readFileSync } from 'node:fs';
 import { AttestError } from './errors.js';
 import { inputFromTpm2ToolsFiles, prepareEvidence } from './evidence.js';
 import { loadPolicy, parsePolicy, type LoadedPolicy, type VerifierPolicy } from './policy.js';
-import { buildResult, signResultJwt, type AttestationResult, type CheckResult } from './result.js';
+import { buildResult, type AttestationResult, type CheckResult } from './result.js';
+import { earClaims, policyId, signEar } from '../verifier/ear.js';
 import { VerifierState } from './state.js';
 import { verifyEvidence, type ClockRecord, type VerifyInput } from './verify.js';
 import type { EnrollmentRecord } from './enroll.js';
@@ -28,8 +29,8 @@ export interface VerifyLookups {
 
 export interface VerifyOutcome {
   result: AttestationResult;
-  /** ES256 JWT of `result`, signed by the verifier key. */
-  jwt: string;
+  /** The result as an EAR JWT (draft-ietf-rats-ear, ES256 with the verifier key, kid and exp set). */
+  ear(): Promise<string>;
 }
 
 /** A verifier: policy + state, verifying bundles and tpm2-tools quotes. */
@@ -56,14 +57,24 @@ export class Verifier {
       preChecks: pre,
       keyId: key.kid,
     });
-    return { result, jwt: signResultJwt(result, key) };
+    return this.outcome(result);
+  }
+
+  private outcome(result: AttestationResult): VerifyOutcome {
+    return { result, ear: () => this.earJwt(result) };
+  }
+
+  /** Signs `result` as an EAR JWT with this verifier's key and policy id. */
+  earJwt(result: AttestationResult): Promise<string> {
+    const ttl = this.loaded.policy.resultTtlSeconds;
+    return signEar(earClaims(result, { policyId: policyId(this.loaded), ...(ttl ? { ttlSeconds: ttl } : {}) }), this.state.key());
   }
 
   /** A contraindicated result for evidence that could not even be read. */
   private refuse(checks: CheckResult[], nonce?: Buffer): VerifyOutcome {
     const key = this.state.key();
     const result = buildResult(checks.map((c) => ({ requirement: 'required' as const, ...c })), { ...(nonce ? { nonce: nonce.toString('hex') } : {}), keyId: key.kid });
-    return { result, jwt: signResultJwt(result, key) };
+    return this.outcome(result);
   }
 
   /**

@@ -30,8 +30,8 @@ import { createStoredAk, loadStoredAk, readStoredAk } from '../../attest/ak-stor
 import { drtmLogPath, FIRMWARE_EVENT_LOG, runtimeLogPath } from '../../platform/logs.js';
 import { writeFileAtomic } from '../../platform/state.js';
 
-function printOutcome(opts: { json?: boolean }, outcome: VerifyOutcome, jwtPath?: string): void {
-  if (jwtPath) writeFileAtomic(jwtPath, outcome.jwt + '\n');
+async function printOutcome(opts: { json?: boolean }, outcome: VerifyOutcome, jwtPath?: string): Promise<void> {
+  if (jwtPath) writeFileAtomic(jwtPath, (await outcome.ear()) + '\n');
   emit(opts, outcome.result as never, () => formatResultTable(outcome.result));
   process.exitCode = exitCodeOf(outcome);
 }
@@ -238,13 +238,13 @@ export function registerAttest(program: Command): void {
     .option('--ak-public <file>', 'AK public key (PEM or TPM2B_PUBLIC)')
     .option('--eventlog <file>', 'firmware event log (with tpm2-tools files)')
     .option('--runtime-log <file>', 'runtime measurement log (with tpm2-tools files)')
-    .option('--jwt <file>', 'also write the signed attestation result (EAR, ES256 JWT)')
+    .option('--jwt <file>', 'also write the attestation result as an EAR JWT (draft-ietf-rats-ear, ES256, kid = key thumbprint)')
     .option('--state-of-verifier <dir>', 'verifier state (enrolled AKs, nonces, result key); default <state-dir>/verifier')
     .addHelpText(
       'after',
       '\nExamples:\n  hyperenclave verify ev.json --policy policy.json --nonce $N\n  hyperenclave verify host-*.json --policy policy.json --json   (a batch: exit 0 only if every file affirms)\n  hyperenclave verify --tpm2-quote-message m --tpm2-quote-signature s --tpm2-quote-pcrs p --ak-public ak.pem --nonce $N',
     )
-    .action((evidenceFiles: string[], o: Record<string, string | undefined>, cmd: Command) => {
+    .action(async (evidenceFiles: string[], o: Record<string, string | undefined>, cmd: Command) => {
       const { opts, platform } = context(cmd);
       const stateDir = o.stateOfVerifier ?? `${platform.stateDir}/verifier`;
       const tpm2 = o.tpm2QuoteMessage || o.tpm2QuoteSignature || o.tpm2QuotePcrs;
@@ -274,7 +274,7 @@ export function registerAttest(program: Command): void {
         }
         outcome = verifyOne(evidenceFiles[0]!);
       }
-      printOutcome(opts, outcome, o.jwt);
+      await printOutcome(opts, outcome, o.jwt);
     });
 
   const verifier = program
