@@ -11,7 +11,7 @@ import { fromB64 } from './bytes.js';
 import { AttestError } from './errors.js';
 import { akNameOf, parsePublic } from './tpm-structures.js';
 import { makeCredentialForEk } from './credential.js';
-import { verifyCertChain } from './verify.js';
+import { platformKindOfEk, verifyCertChain } from './verify.js';
 import type { Verifier } from './verifier.js';
 
 export interface EnrollmentRecord {
@@ -23,6 +23,9 @@ export interface EnrollmentRecord {
   akPublic: string;
   ekCertSha256: string;
   ekCertSubject?: string;
+  /** Derived at enrollment from the CA the EK certificate chains to: swtpm's local CA means emulated. */
+  platformKind?: 'real' | 'emulated';
+  platformReason?: string;
   enrolledAt: string;
   method: 'credential-activation';
   /** ES256 signature (base64url, r‖s) over the JSON of this record without `signature`, by the verifier key. */
@@ -37,6 +40,8 @@ export interface PendingEnrollment {
   akPublic: string;
   ekCertSha256: string;
   ekCertSubject?: string;
+  platformKind?: 'real' | 'emulated';
+  platformReason?: string;
   expiresAt: string;
 }
 
@@ -104,6 +109,7 @@ export function prepareEnrollment(v: Verifier, req: EnrollStartRequest): { chall
   if (a & ATTR.decrypt) throw new AttestError('enroll: AK must not be a decryption key', 4);
 
   const akName = akNameOf(ak.tpmt);
+  const kind = platformKindOfEk(req.ekCertificates, cas);
   const secret = randomBytes(32);
   const { credentialBlob, encryptedSecret } = makeCredentialForEk(ekPub.tpmt, secret, akName);
   const id = randomBytes(16).toString('hex');
@@ -116,6 +122,7 @@ export function prepareEnrollment(v: Verifier, req: EnrollStartRequest): { chall
     akPublic: ak.tpmt.toString('base64'),
     ekCertSha256: createHash('sha256').update(ekCert.raw).digest('hex'),
     ekCertSubject: ekCert.subject.replace(/\n/g, ', '),
+    ...(kind.kind !== 'unknown' ? { platformKind: kind.kind, platformReason: kind.reason } : {}),
     expiresAt,
   };
   secret.fill(0);
@@ -148,6 +155,7 @@ export function completeEnrollment(v: Verifier, p: PendingEnrollment | undefined
     akPublic: p.akPublic,
     ekCertSha256: p.ekCertSha256,
     ...(p.ekCertSubject ? { ekCertSubject: p.ekCertSubject } : {}),
+    ...(p.platformKind ? { platformKind: p.platformKind, ...(p.platformReason ? { platformReason: p.platformReason } : {}) } : {}),
     enrolledAt: new Date().toISOString(),
     method: 'credential-activation',
   };
