@@ -93,7 +93,7 @@ export function prepareEnrollment(v: Verifier, req: EnrollStartRequest): { chall
   if (!req.ekCertificates.length) throw new AttestError('enroll request: no EK certificate');
   const cas = v.loaded.trustedEkCas;
   if (!cas.length) throw new AttestError('enroll: the verifier policy lists no trusted EK CA (akProvenance.trustedEkCaFiles)', 4);
-  const chain = verifyCertChain(req.ekCertificates, cas);
+  const chain = verifyCertChain(req.ekCertificates, cas, new Date(), v.loaded.ekCrls);
   if (!chain.ok) throw new AttestError(`enroll: EK certificate: ${chain.reason}`, 4);
 
   const ekPub = parsePublic(fromB64(req.ekPublic, 'ekPublic'));
