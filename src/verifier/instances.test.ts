@@ -73,12 +73,16 @@ describe.skipIf(!!tpmSkip)('two verifier instances, one database', () => {
       const evidence = await collectEvidence(clientAttesterTpm(tpm, ak), {
         nonce: Buffer.from(nonce, 'hex'),
         ak: { tpmtPublic: Buffer.from(stored.public, 'base64'), pem: stored.pem, name: Buffer.from(stored.name, 'hex') },
-        pcrSelection: { sha256: [0, 7] },
+        pcrSelection: { sha256: [0, 7, 12] },
         claims: { platformKind: 'emulated' },
         logs: {},
       });
       const verdict = await cb.verify(evidence);
-      expect(verdict.status, JSON.stringify(verdict.result)).toBe('affirming');
+      // No reference values in this policy: the platform state is not judged, so at best warning.
+      const checks = (verdict.result as { checks: { name: string; status: string }[] }).checks;
+      expect(checks.filter((c) => c.status === 'fail'), JSON.stringify(verdict.result)).toEqual([]);
+      for (const n of ['nonce.freshness', 'signature', 'nonce', 'ak.provenance']) expect(checks.find((c) => c.name === n)?.status, n).toBe('pass');
+      expect(['affirming', 'warning']).toContain(verdict.status);
       for (const c of [ca, cb]) {
         const again = await c.verify(evidence);
         expect(again.status).toBe('contraindicated');
@@ -86,7 +90,7 @@ describe.skipIf(!!tpmSkip)('two verifier instances, one database', () => {
       }
       // both instances recorded into the shared history, and the clock record is shared
       const hist = await a.store.history({ limit: 10 });
-      expect(hist.map((h) => h.status)).toEqual(['contraindicated', 'contraindicated', 'affirming']);
+      expect(hist.map((h) => h.status)).toEqual(['contraindicated', 'contraindicated', verdict.status]);
       expect(new Set(hist.map((h) => h.instance)).size).toBe(2);
       expect(await a.store.getClock(hist[0]!.akSpkiSha256!)).toMatchObject({ resetCount: expect.any(Number) });
     } finally {
