@@ -1,4 +1,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
+import { startMonitor, type MonitorOptions, type RunningMonitor } from '../verifier/monitor.js';
+import { serverTlsOptions, type TlsMaterial } from '../verifier/tls.js';
 import type { AddressInfo } from 'node:net';
 import { AttestError } from './errors.js';
 import { randomBytes } from 'node:crypto';
@@ -17,6 +20,10 @@ export interface ServiceOptions {
    */
   store?: VerifierStore;
   dbUrl?: string;
+  /** Serve HTTPS; with `ca`, clients must present a certificate chaining to it (mutual TLS). */
+  tls?: TlsMaterial;
+  /** Attest every host in the `hosts` table at this interval (continuous attestation). */
+  monitor?: Omit<MonitorOptions, 'verifier' | 'store'>;
   host?: string;
   port?: number;
   /** Largest accepted request body (default 4 MiB). */
@@ -35,6 +42,7 @@ export interface RunningService {
   server: Server;
   url: string;
   store: VerifierStore;
+  monitor?: RunningMonitor;
   close(): Promise<void>;
 }
 
@@ -131,6 +139,7 @@ export async function startVerifierService(opts: ServiceOptions): Promise<Runnin
     if (req.method === 'GET' && url === '/healthz') return send(res, 200, { ok: true });
     // Every instance's result-signing key (instances sharing a database publish theirs there).
     if (req.method === 'GET' && (url === '/.well-known/jwks.json' || url === '/jwks')) return send(res, 200, { keys: (await store.listKeys()).map((k) => k.jwk) });
+    if (req.method === 'GET' && url === '/hosts') return send(res, 200, { hosts: await store.listHosts() });
     if (req.method !== 'POST') throw new HttpError(405, `${req.method} not allowed; use POST`);
     switch (url) {
       case '/challenge': {
@@ -158,25 +167,24 @@ export async function startVerifierService(opts: ServiceOptions): Promise<Runnin
     }
   };
 
-  const server = createServer(
-    {
-      headersTimeout: opts.headersTimeoutMs ?? 10_000,
-      requestTimeout: opts.requestTimeoutMs ?? 30_000,
-      connectionsCheckingInterval: opts.timeoutCheckMs ?? 1_000,
-      maxHeaderSize: 16 * 1024,
-      keepAliveTimeout: 5_000,
-    },
-    (req, res) => {
+  const serverOpts = {
+    headersTimeout: opts.headersTimeoutMs ?? 10_000,
+    requestTimeout: opts.requestTimeoutMs ?? 30_000,
+    connectionsCheckingInterval: opts.timeoutCheckMs ?? 1_000,
+    maxHeaderSize: 16 * 1024,
+    keepAliveTimeout: 5_000,
+  };
+  const listener = (req: IncomingMessage, res: ServerResponse): void => {
       handle(req, res).catch((e: unknown) => {
         if (e instanceof HttpError) send(res, e.status, { error: e.message }, e.status === 413);
         else if (e instanceof AttestError) send(res, 400, { error: e.message });
         else send(res, 500, { error: 'internal error' });
         if (e instanceof HttpError && e.status === 413) req.destroy();
       });
-    },
-  );
+  };
+  const server: Server = opts.tls ? createHttpsServer({ ...serverOpts, ...serverTlsOptions(opts.tls) }, listener) : createServer(serverOpts, listener);
   server.maxConnections = opts.maxConnections ?? 512;
-  server.on('clientError', (_err, socket) => {
+  server.on('clientError', (_err: Error, socket: import('node:stream').Duplex) => {
     if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\nconnection: close\r\n\r\n{"error":"bad request"}');
     else socket.destroy();
   });
@@ -192,12 +200,15 @@ export async function startVerifierService(opts: ServiceOptions): Promise<Runnin
     throw e;
   }
   const addr = server.address() as AddressInfo;
+  const monitor = opts.monitor ? startMonitor({ ...opts.monitor, verifier: v, store }) : undefined;
   return {
     server,
-    url: `http://${host.includes(':') ? `[${host}]` : host}:${addr.port}`,
+    url: `${opts.tls ? 'https' : 'http'}://${host.includes(':') ? `[${host}]` : host}:${addr.port}`,
     store,
+    ...(monitor ? { monitor } : {}),
     close: async () => {
       clearInterval(pruner);
+      await monitor?.stop();
       await new Promise<void>((resolve) => {
         server.closeAllConnections();
         server.close(() => resolve());
