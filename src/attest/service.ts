@@ -2,6 +2,8 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { createServer as createHttpsServer } from 'node:https';
 import { startMonitor, type MonitorOptions, type RunningMonitor } from '../verifier/monitor.js';
 import { serverTlsOptions, type TlsMaterial } from '../verifier/tls.js';
+import { VerifierMetrics, routeOf } from '../verifier/metrics.js';
+import type { Logger } from '../log.js';
 import type { AddressInfo } from 'node:net';
 import { AttestError } from './errors.js';
 import { randomBytes } from 'node:crypto';
@@ -24,6 +26,8 @@ export interface ServiceOptions {
   tls?: TlsMaterial;
   /** Attest every host in the `hosts` table at this interval (continuous attestation). */
   monitor?: Omit<MonitorOptions, 'verifier' | 'store'>;
+  /** One line per request (method, route, status, duration, peer) at info; errors at warn/error. */
+  logger?: Logger;
   host?: string;
   port?: number;
   /** Largest accepted request body (default 4 MiB). */
@@ -43,6 +47,7 @@ export interface RunningService {
   url: string;
   store: VerifierStore;
   monitor?: RunningMonitor;
+  metrics: VerifierMetrics;
   close(): Promise<void>;
 }
 
@@ -118,6 +123,7 @@ export async function startVerifierService(opts: ServiceOptions): Promise<Runnin
   await importFileEnrollments(v, store);
   await store.publishKey(v.state.key().kid, { ...(await publicJwk(v.state.key())) });
   // Expired nonces are dropped once they can no longer be told "expired" rather than "unknown".
+  const metrics = new VerifierMetrics(store);
   const pruner = setInterval(() => void store.pruneNonces(Date.now() - ttl).catch(() => undefined), Math.max(1000, Math.min(ttl, 60_000)));
   pruner.unref();
 
@@ -140,6 +146,12 @@ export async function startVerifierService(opts: ServiceOptions): Promise<Runnin
     // Every instance's result-signing key (instances sharing a database publish theirs there).
     if (req.method === 'GET' && (url === '/.well-known/jwks.json' || url === '/jwks')) return send(res, 200, { keys: (await store.listKeys()).map((k) => k.jwk) });
     if (req.method === 'GET' && url === '/hosts') return send(res, 200, { hosts: await store.listHosts() });
+    if (req.method === 'GET' && url === '/metrics') {
+      const text = await metrics.registry.metrics();
+      res.writeHead(200, { 'content-type': metrics.registry.contentType, 'content-length': Buffer.byteLength(text) });
+      res.end(text);
+      return;
+    }
     if (req.method !== 'POST') throw new HttpError(405, `${req.method} not allowed; use POST`);
     switch (url) {
       case '/challenge': {
@@ -150,8 +162,12 @@ export async function startVerifierService(opts: ServiceOptions): Promise<Runnin
         const doc = await json(req);
         const nonce = doc && typeof doc === 'object' ? (doc as { nonce?: unknown }).nonce : undefined;
         if (typeof nonce !== 'string' || !/^([0-9a-f]{2}){8,64}$/.test(nonce)) throw new HttpError(400, 'evidence has no hex "nonce" (8-64 bytes)');
+        const t0 = process.hrtime.bigint();
         const out = await verifyWithStore(v, store, doc, nonce);
-        return send(res, 200, { status: out.result['ear.status'], result: out.result, jwt: await out.ear() });
+        const jwt = await out.ear();
+        metrics.verifications.inc({ status: out.result['ear.status'] });
+        metrics.latency.observe({ source: 'service' }, Number(process.hrtime.bigint() - t0) / 1e9);
+        return send(res, 200, { status: out.result['ear.status'], result: out.result, jwt });
       }
       case '/enroll/start': {
         const body = (await json(req)) as EnrollStartRequest;
@@ -175,12 +191,25 @@ export async function startVerifierService(opts: ServiceOptions): Promise<Runnin
     keepAliveTimeout: 5_000,
   };
   const listener = (req: IncomingMessage, res: ServerResponse): void => {
-      handle(req, res).catch((e: unknown) => {
-        if (e instanceof HttpError) send(res, e.status, { error: e.message }, e.status === 413);
-        else if (e instanceof AttestError) send(res, 400, { error: e.message });
-        else send(res, 500, { error: 'internal error' });
-        if (e instanceof HttpError && e.status === 413) req.destroy();
-      });
+    const t0 = process.hrtime.bigint();
+    const route = routeOf((req.url ?? '/').split('?')[0]!);
+    res.on('finish', () => {
+      metrics.requests.inc({ route, code: String(res.statusCode) });
+      const ms = Number(process.hrtime.bigint() - t0) / 1e6;
+      const line = { method: req.method, route, status: res.statusCode, ms: Math.round(ms * 10) / 10, peer: req.socket.remoteAddress };
+      if (res.statusCode >= 500) opts.logger?.error(line, 'request failed');
+      else if (res.statusCode >= 400) opts.logger?.warn(line, 'request refused');
+      else opts.logger?.info(line, 'request');
+    });
+    handle(req, res).catch((e: unknown) => {
+      if (e instanceof HttpError) send(res, e.status, { error: e.message }, e.status === 413);
+      else if (e instanceof AttestError) send(res, 400, { error: e.message });
+      else {
+        opts.logger?.error({ err: (e as Error).message, route }, 'internal error');
+        send(res, 500, { error: 'internal error' });
+      }
+      if (e instanceof HttpError && e.status === 413) req.destroy();
+    });
   };
   const server: Server = opts.tls ? createHttpsServer({ ...serverOpts, ...serverTlsOptions(opts.tls) }, listener) : createServer(serverOpts, listener);
   server.maxConnections = opts.maxConnections ?? 512;
@@ -200,11 +229,34 @@ export async function startVerifierService(opts: ServiceOptions): Promise<Runnin
     throw e;
   }
   const addr = server.address() as AddressInfo;
-  const monitor = opts.monitor ? startMonitor({ ...opts.monitor, verifier: v, store }) : undefined;
+  const m = opts.monitor;
+  const monitor = m
+    ? startMonitor({
+        ...m,
+        verifier: v,
+        store,
+        onVerdict: (e) => {
+          metrics.verifications.inc({ status: e.status });
+          metrics.latency.observe({ source: 'monitor' }, e.ms / 1000);
+          opts.logger?.[e.state === 'revoked' ? 'warn' : 'info']({ host: e.hostId, status: e.status, state: e.state, ms: e.ms, ...(e.status !== 'affirming' ? { reason: e.reason } : {}) }, 'host attested');
+          m.onVerdict?.(e);
+        },
+        onRevocation: (ev) => {
+          metrics.revocations.inc();
+          opts.logger?.error({ host: ev.hostId, status: ev.status, reason: ev.reason }, 'host revoked');
+          m.onRevocation?.(ev);
+        },
+        onWebhookError: (url, err) => {
+          opts.logger?.error({ webhook: url, err }, 'revocation webhook not delivered');
+          m.onWebhookError?.(url, err);
+        },
+      })
+    : undefined;
   return {
     server,
     url: `${opts.tls ? 'https' : 'http'}://${host.includes(':') ? `[${host}]` : host}:${addr.port}`,
     store,
+    metrics,
     ...(monitor ? { monitor } : {}),
     close: async () => {
       clearInterval(pruner);

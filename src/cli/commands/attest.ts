@@ -29,6 +29,7 @@ import type { HyperEnclaveConfig } from '../../config/index.js';
 import { createStoredAk, loadStoredAk, readStoredAk } from '../../attest/ak-store.js';
 import { drtmLogPath, FIRMWARE_EVENT_LOG, runtimeLogPath } from '../../platform/logs.js';
 import { writeFileAtomic } from '../../platform/state.js';
+import { dbUrlOption, parseListen, tlsOption } from './fleet.js';
 
 async function printOutcome(opts: { json?: boolean }, outcome: VerifyOutcome, jwtPath?: string): Promise<void> {
   if (jwtPath) writeFileAtomic(jwtPath, (await outcome.ear()) + '\n');
@@ -108,7 +109,7 @@ async function withEnrollingTpm<T>(platform: Parameters<typeof withTpm>[0], tcti
   });
 }
 
-function pcrSelectionOf(spec: string): Record<string, number[]> {
+export function pcrSelectionOf(spec: string): Record<string, number[]> {
   // "sha256:0-7,12+sha384:0,12"
   const out: Record<string, number[]> = {};
   for (const part of spec.split('+')) {
@@ -303,25 +304,47 @@ export function registerAttest(program: Command): void {
     });
   verifier
     .command('serve')
-    .description('HTTP verifier on loopback: POST /challenge, /verify, /enroll/start, /enroll/finish')
+    .description('HTTP(S) verifier: POST /challenge, /verify, /enroll/start, /enroll/finish; GET /hosts, /metrics, /.well-known/jwks.json; continuous attestation of enrolled hosts')
     .option('--listen <host:port>', 'address (port 0: any free port, printed on start)', '127.0.0.1:8437')
     .option('--policy <file>', 'verifier policy')
     .option('--max-body <bytes>', 'largest request body accepted (413 above)', String(4 * 1024 * 1024))
     .option('--db <url>', 'shared state: postgresql://user@host/db (several instances) or sqlite:<file>; default sqlite:<state-dir>/verifier/verifier.db')
+    .option('--attest-interval <seconds>', 'attest every host in `verifier hosts` this often (0: off)', '0')
+    .option('--webhook <url>', 'POST revocation events here (repeatable)', (v: string, acc: string[]) => [...acc, v], [] as string[])
+    .option('--revoke-on-warning', 'revoke a host whose verdict is warning too (default: contraindicated or no evidence)')
+    .option('--tls-cert <file>', 'serve HTTPS with this certificate (PEM)')
+    .option('--tls-key <file>', 'its private key (PEM)')
+    .option('--tls-ca <file>', 'require client certificates chaining to this CA (mutual TLS)')
+    .option('--agent-tls-cert <file>', 'client certificate presented to agents (mutual TLS)')
+    .option('--agent-tls-key <file>', 'its private key')
+    .option('--agent-tls-ca <file>', 'CA the agents\' certificates chain to')
     .addHelpText(
       'after',
-      '\nExample:\n  hyperenclave verifier serve --listen 127.0.0.1:8437 --policy policy.json\n  hyperenclave verifier serve --db postgresql://verifier@%2Frun%2Fpostgresql/verifier --policy policy.json\n  curl -s -X POST -H content-type:application/json -d {} http://127.0.0.1:8437/challenge',
+      '\nExample:\n  hyperenclave verifier serve --listen 127.0.0.1:8437 --policy policy.json\n  hyperenclave verifier serve --db postgresql://verifier@%2Frun%2Fpostgresql/verifier --policy policy.json --attest-interval 10 --webhook https://ops.example/hooks/revoked\n  curl -s -X POST -H content-type:application/json -d {} http://127.0.0.1:8437/challenge',
     )
-    .action(async (o: { listen: string; policy?: string; maxBody: string; db?: string }, cmd: Command) => {
+    .action(async (o: { listen: string; policy?: string; maxBody: string; db?: string; attestInterval: string; webhook: string[]; revokeOnWarning?: boolean; tlsCert?: string; tlsKey?: string; tlsCa?: string; agentTlsCert?: string; agentTlsKey?: string; agentTlsCa?: string }, cmd: Command) => {
       const { opts, platform } = context(cmd);
-      const m = /^(.+):(\d+)$/.exec(o.listen);
-      if (!m || Number(m[2]) > 65535) throw new UsageError(`--listen: expected host:port, got "${o.listen}"`);
+      const { host, port } = parseListen(o.listen);
       const maxBodyBytes = Number(o.maxBody);
       if (!Number.isSafeInteger(maxBodyBytes) || maxBodyBytes <= 0) throw new UsageError(`--max-body: expected a positive byte count, got "${o.maxBody}"`);
-      if (o.db !== undefined && !/^(postgres(ql)?:\/\/|sqlite:)./i.test(o.db)) throw new UsageError(`--db: expected postgresql://… or sqlite:<file>, got "${o.db.replace(/:[^:@/]*@/, ':***@').slice(0, 80)}"`);
-      const svc = await serveVerifier({ stateDir: `${platform.stateDir}/verifier`, host: m[1]!, port: Number(m[2]), maxBodyBytes, ...(o.policy ? { policyPath: o.policy } : {}), ...(o.db ? { dbUrl: o.db } : {}) });
+      const interval = Number(o.attestInterval);
+      if (!Number.isFinite(interval) || interval < 0 || (interval > 0 && interval < 1)) throw new UsageError(`--attest-interval: expected 0 (off) or at least 1 second, got "${o.attestInterval}"`);
+      for (const w of o.webhook) if (!/^https?:\/\/./.test(w)) throw new UsageError(`--webhook: expected http(s)://…, got "${w.slice(0, 80)}"`);
+      const tls = tlsOption(o);
+      const agentTls = tlsOption({ ...(o.agentTlsCert ? { tlsCert: o.agentTlsCert } : {}), ...(o.agentTlsKey ? { tlsKey: o.agentTlsKey } : {}), ...(o.agentTlsCa ? { tlsCa: o.agentTlsCa } : {}) }, '--agent-tls');
+      const svc = await serveVerifier({
+        stateDir: `${platform.stateDir}/verifier`,
+        host,
+        port,
+        maxBodyBytes,
+        ...(o.policy ? { policyPath: o.policy } : {}),
+        dbUrl: dbUrlOption(o.db, platform.stateDir),
+        logger: log(),
+        ...(tls ? { tls } : {}),
+        ...(interval > 0 ? { monitor: { intervalMs: interval * 1000, webhooks: o.webhook, ...(agentTls ? { agentTls } : {}), ...(o.revokeOnWarning ? { revokeOnWarning: true } : {}) } } : {}),
+      });
       emit(opts, { schema: 'hyperenclave/verifier-serve', version: 1, url: svc.url, pid: process.pid }, () => `verifier listening on ${svc.url}`);
-      log().info({ url: svc.url }, 'verifier listening');
+      log().info({ url: svc.url, db: svc.store.where, instance: svc.store.instance, attestIntervalSeconds: interval }, 'verifier listening');
       // SIGINT/SIGTERM: stop accepting, close open connections, exit 0.
       const signal = await new Promise<NodeJS.Signals>((resolve) => {
         process.once('SIGINT', resolve);
