@@ -53,6 +53,7 @@ const CASES: [string, string[], RegExp][] = [
   ['attest', ['attest', '--nonce', '00ff', '--pcrs', 'bogus'], /--pcrs: expected bank:list/],
   ['attest', ['attest', '--nonce', '00ff', '--verifier', 'http://127.0.0.1:9'], /give --nonce HEX .*, or --verifier/],
   ['attest', ['attest', '--verifier', 'notaurl'], /--verifier: expected http:\/\/host:port .*got "notaurl"/],
+  ['attest', ['attest', '--raw-nonce', '--nonce', '00ff'], /attest --raw-nonce: --nonce HEX and --tpm2-tools DIR are required/],
   ['verify', ['verify'], /verify: give an evidence bundle, or --tpm2-quote-\* files/],
   ['verify', ['verify', '--tpm2-quote-message', 'm'], /--tpm2-quote-signature is required/],
   ['verify', ['verify', 'a.json', 'b.json', '--jwt', 'x.jwt'], /--jwt takes a single evidence file/],

@@ -30,6 +30,7 @@ import { createStoredAk, loadStoredAk, readStoredAk } from '../../attest/ak-stor
 import { drtmLogPath, FIRMWARE_EVENT_LOG, runtimeLogPath } from '../../platform/logs.js';
 import { writeFileAtomic } from '../../platform/state.js';
 import { dbUrlOption, parseListen, tlsOption } from './fleet.js';
+import { collectRawQuotes, writeRawExport } from '../../verifier/raw-export.js';
 
 async function printOutcome(opts: { json?: boolean }, outcome: VerifyOutcome, jwtPath?: string): Promise<void> {
   if (jwtPath) writeFileAtomic(jwtPath, (await outcome.ear()) + '\n');
@@ -174,9 +175,28 @@ export function registerAttest(program: Command): void {
     .option('--pcrs <sel>', 'PCRs to quote, bank:list[+bank:list]', 'sha256:0-7,12,17,18+sha384:0-7,12')
     .option('--tpm2-tools <dir>', 'also write message/signature/pcrs/ak.pem for tpm2_checkquote')
     .option('--keylime <file>', 'also write Keylime\'s quote string')
+    .option('--raw-nonce', 'export for other verifiers: quote extraData = the nonce itself (tpm2_checkquote -q NONCE, Keylime); writes only --tpm2-tools DIR (with keylime-<bank>.txt), no bundle')
     .addHelpText('after', '\nExamples:\n  hyperenclave attest --nonce $(openssl rand -hex 16) --out ev.json --tpm2-tools ./quote\n  hyperenclave attest --verifier http://verifier.example:8437 --out ev.json')
-    .action(async (o: { nonce?: string; verifier?: string | true; out: string; pcrs: string; tpm2Tools?: string; keylime?: string }, cmd: Command) => {
+    .action(async (o: { nonce?: string; verifier?: string | true; out: string; pcrs: string; tpm2Tools?: string; keylime?: string; rawNonce?: boolean }, cmd: Command) => {
       const { opts, platform, config } = context(cmd);
+      if (o.rawNonce) {
+        if (o.verifier !== undefined || o.keylime) throw new UsageError('attest --raw-nonce: give --nonce HEX and --tpm2-tools DIR (the Keylime strings are written there); not --verifier or --keylime');
+        if (!o.nonce || !o.tpm2Tools) throw new UsageError('attest --raw-nonce: --nonce HEX and --tpm2-tools DIR are required');
+        const nonce = parseNonceHex(o.nonce);
+        const pcrSelection = pcrSelectionOf(o.pcrs);
+        const out = await withTpm(platform, opts.tcti, async (t) => {
+          const stored = readStoredAk(platform.stateDir);
+          if (!stored) throw new HyperEnclaveError('attest: no AK yet: run "hyperenclave ak create" (and enroll it with your verifier)', EXIT.NOT_FOUND);
+          const { ak: loaded, release } = await loadStoredAk(t, stored);
+          try {
+            return writeRawExport(o.tpm2Tools!, await collectRawQuotes(clientAttesterTpm(t, loaded), { nonce, pcrSelection, akPem: stored.pem }));
+          } finally {
+            await release();
+          }
+        });
+        emit(opts, { schema: 'hyperenclave/attest', version: 1, files: out.files, checkquote: out.commands }, () => [`raw-nonce export written: ${out.files.join(', ')}`, `check with (in ${o.tpm2Tools}): ${out.commands.join(' ; ')}`].join('\n'));
+        return;
+      }
       if ((o.nonce === undefined) === (o.verifier === undefined)) throw new UsageError('attest: give --nonce HEX (the verifier\'s challenge), or --verifier [URL] to ask a verifier for it');
       const pcrSelection = pcrSelectionOf(o.pcrs);
       const remote = o.verifier !== undefined ? new VerifierClient(verifierEndpoint(config, o.verifier)) : undefined;
