@@ -164,7 +164,10 @@ export async function startVerifierService(opts: ServiceOptions): Promise<Runnin
         if (typeof nonce !== 'string' || !/^([0-9a-f]{2}){8,64}$/.test(nonce)) throw new HttpError(400, 'evidence has no hex "nonce" (8-64 bytes)');
         const t0 = process.hrtime.bigint();
         const out = await verifyWithStore(v, store, doc, nonce);
+        const ts = process.hrtime.bigint();
         const jwt = await out.ear();
+        for (const [phase, sec] of Object.entries(out.phases)) metrics.phases.observe({ phase }, sec);
+        metrics.phases.observe({ phase: 'sign' }, Number(process.hrtime.bigint() - ts) / 1e9);
         metrics.verifications.inc({ status: out.result['ear.status'] });
         metrics.latency.observe({ source: 'service' }, Number(process.hrtime.bigint() - t0) / 1e9);
         return send(res, 200, { status: out.result['ear.status'], result: out.result, jwt });

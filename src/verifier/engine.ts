@@ -33,6 +33,8 @@ export function akSpkiOfBundle(doc: unknown): string | undefined {
 export interface StoredOutcome extends VerifyOutcome {
   akSpkiSha256?: string;
   nonceState: NonceState;
+  /** Seconds spent per phase (for metrics: where the time goes). */
+  phases: Record<'nonce' | 'lookup' | 'checks' | 'record', number>;
 }
 
 /** Issues a challenge recorded in the store (single use, expiring). */
@@ -44,15 +46,25 @@ export async function issueChallenge(store: VerifierStore, ttlMs: number, nonce:
 
 /** Verifies a bundle answering `nonceHex` with state from `store`; records clock and verdict. */
 export async function verifyWithStore(v: Verifier, store: VerifierStore, doc: unknown, nonceHex: string, meta: { hostId?: string } = {}): Promise<StoredOutcome> {
+  let t = process.hrtime.bigint();
+  const lap = (): number => {
+    const n = process.hrtime.bigint();
+    const d = Number(n - t) / 1e9;
+    t = n;
+    return d;
+  };
   const nonceState = await store.consumeNonce(nonceHex);
+  const nonceS = lap();
   const ak = akSpkiOfBundle(doc);
   const [enrollment, prevClock] = ak ? await Promise.all([store.findEnrollment(ak), store.getClock(ak)]) : [undefined, undefined];
+  const lookupS = lap();
   let newClock: { ak: string; rec: ClockRecord } | undefined;
   const out = v.verifyBundle(doc, Buffer.from(nonceHex, 'hex'), { ...freshnessCheck(nonceState), requirement: 'required' }, {
     findEnrollment: (name, spki) => (enrollment && spki === ak && (!name || enrollment.akName === name) ? enrollment : undefined),
     previousClock: (spki) => (spki === ak ? prevClock : undefined),
     recordClock: (spki, rec) => void (newClock = { ak: spki, rec }),
   });
+  const checksS = lap();
   // A replayed or unknown challenge must not move the clock record either.
   if (newClock && nonceState === 'fresh') await store.putClock(newClock.ak, newClock.rec);
   await store.recordVerdict({
@@ -64,7 +76,7 @@ export async function verifyWithStore(v: Verifier, store: VerifierStore, doc: un
     status: out.result['ear.status'],
     ...(out.result.firstFailure ? { firstFailure: out.result.firstFailure } : {}),
   });
-  return { ...out, nonceState, ...(ak ? { akSpkiSha256: ak } : {}) };
+  return { ...out, nonceState, ...(ak ? { akSpkiSha256: ak } : {}), phases: { nonce: nonceS, lookup: lookupS, checks: checksS, record: lap() } };
 }
 
 export async function startEnrollmentStored(v: Verifier, store: VerifierStore, req: EnrollStartRequest): Promise<EnrollChallenge> {

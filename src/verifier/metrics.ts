@@ -5,6 +5,7 @@
  *   hyperenclave_http_requests_total{route,code}    requests by route and status code
  *   hyperenclave_hosts{state}                       enrolled hosts by state (read from the database at scrape)
  *   hyperenclave_revocations_total                  revocation events emitted by this instance
+ *   hyperenclave_verification_phase_seconds{phase}  where a verification's time goes
  * plus prom-client's default process metrics. Each service has its own registry.
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
@@ -16,6 +17,7 @@ export class VerifierMetrics {
   readonly latency: Histogram<'source'>;
   readonly requests: Counter<'route' | 'code'>;
   readonly revocations: Counter;
+  readonly phases: Histogram<'phase'>;
   constructor(store: VerifierStore) {
     const registers = [this.registry];
     this.verifications = new Counter({ name: 'hyperenclave_verifications_total', help: 'Verdicts issued, by EAR status', labelNames: ['status'], registers });
@@ -27,6 +29,13 @@ export class VerifierMetrics {
       registers,
     });
     this.requests = new Counter({ name: 'hyperenclave_http_requests_total', help: 'HTTP requests by route and status code', labelNames: ['route', 'code'], registers });
+    this.phases = new Histogram({
+      name: 'hyperenclave_verification_phase_seconds',
+      help: 'Time per phase of one verification: nonce (consume), lookup (enrollment, clock), checks (verify.ts), record (clock, history), sign (EAR JWT)',
+      labelNames: ['phase'],
+      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25],
+      registers,
+    });
     this.revocations = new Counter({ name: 'hyperenclave_revocations_total', help: 'Revocation events emitted by this instance', registers });
     new Gauge({
       name: 'hyperenclave_hosts',

@@ -94,6 +94,8 @@ export interface VerifierStore {
   putClock(akSpkiSha256: string, rec: ClockRecord): Promise<boolean>;
 
   recordVerdict(v: VerdictRecord): Promise<void>;
+  /** How many verdicts were recorded at or after `since` (ms). */
+  countVerdicts(since: number): Promise<number>;
   history(filter?: { hostId?: string; limit?: number }): Promise<VerdictRecord[]>;
 
   addHost(h: { hostId: string; agentUrl: string; akSpkiSha256?: string }, now?: number): Promise<void>;
@@ -223,6 +225,10 @@ export class SqlVerifierStore implements VerifierStore {
       v.firstFailure ?? null,
       v.result ?? null,
     ]);
+  }
+
+  async countVerdicts(since: number): Promise<number> {
+    return Number((await this.db.all('SELECT COUNT(*) AS n FROM attestations WHERE at >= ?', [since]))[0]!.n);
   }
 
   async history(filter: { hostId?: string; limit?: number } = {}): Promise<VerdictRecord[]> {
