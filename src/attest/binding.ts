@@ -7,7 +7,7 @@ import { u32be } from './bytes.js';
  *   enclavesDigest = SHA-256("HyperEnclave enclaves v2\0" ‖ u32 n ‖ n × (u32 len ‖ backend
  *                    ‖ u32 len ‖ enclave quote ‖ u32 len ‖ userData ‖ u32 len ‖ launchMeasurement
  *                    ‖ u32 keySlot|0xFFFFFFFF))
- *   claimsDigest   = SHA-256("HyperEnclave claims v2\0" ‖ u8 kind (1 real, 2 emulated) ‖ enclavesDigest)
+ *   claimsDigest   = SHA-256("HyperEnclave claims v2\0" ‖ u8 kind (0 not claimed, 1 real, 2 emulated) ‖ enclavesDigest)
  *   extraData      = SHA-256(nonce ‖ claimsDigest)          (the quote's qualifyingData)
  *
  * A verifier recomputes all three from the bundle and the nonce it issued; nothing here is
@@ -29,7 +29,7 @@ export interface EnclaveBindingInput {
 }
 
 export interface ClaimsInput {
-  platformKind: PlatformKindClaim;
+  platformKind?: PlatformKindClaim;
   enclaves: EnclaveBindingInput[];
 }
 
@@ -53,7 +53,7 @@ export function enclavesDigest(enclaves: EnclaveBindingInput[]): Buffer {
 }
 
 export function claimsDigest(c: ClaimsInput): Buffer {
-  return sha256(Buffer.from('HyperEnclave claims v2\0'), Buffer.from([c.platformKind === 'real' ? 1 : 2]), enclavesDigest(c.enclaves));
+  return sha256(Buffer.from('HyperEnclave claims v2\0'), Buffer.from([c.platformKind === 'real' ? 1 : c.platformKind === 'emulated' ? 2 : 0]), enclavesDigest(c.enclaves));
 }
 
 /** The qualifyingData a quote must carry for this nonce and these claims (32 bytes). */

@@ -35,7 +35,7 @@ export interface Evidence {
   version: 1;
   createdAt?: string;
   nonce: string;
-  claims: { scheme: typeof CLAIMS_SCHEME; platformKind: PlatformKindClaim; claimsDigest?: string };
+  claims: { scheme: typeof CLAIMS_SCHEME; platformKind?: PlatformKindClaim; claimsDigest?: string };
   quotes: EvidenceQuote[];
   ak: { public: string; pem: string; name?: string };
   akProvenance?: { ekCertificates?: string[]; enrollment?: Record<string, unknown> };
@@ -92,7 +92,7 @@ export function inputFromEvidence(ev: Evidence): VerifyInput {
   return {
     source: 'bundle',
     binding: 'claims',
-    platformKind: ev.claims.platformKind,
+    ...(ev.claims.platformKind ? { platformKind: ev.claims.platformKind } : {}),
     quotes,
     ak: { tpmtPublic: fromB64(ev.ak.public, 'ak.public'), pem: ev.ak.pem },
     ...(ev.akProvenance?.ekCertificates ? { ekCertificates: ev.akProvenance.ekCertificates } : {}),
@@ -135,7 +135,7 @@ export function inputFromTpm2ToolsFiles(files: { message: Buffer; signature: Buf
 /** The claims a bundle carries, decoded as they were bound into its quotes' qualifyingData. */
 export function bundleClaims(ev: Evidence): ClaimsInput {
   return {
-    platformKind: ev.claims.platformKind,
+    ...(ev.claims.platformKind ? { platformKind: ev.claims.platformKind } : {}),
     enclaves: (ev.enclaves ?? []).map(enclaveBinding),
   };
 }
@@ -158,14 +158,15 @@ export function bundleClaimsDigest(ev: Evidence): string {
 /** Everything a bundle says besides the quotes, known before quoting (it determines extraData). */
 export interface BundleClaims {
   nonce: Buffer;
-  platformKind: PlatformKindClaim;
+  /** What the attester believes it runs on; optional and never trusted (the verifier derives the kind from the EK certificate). */
+  platformKind?: PlatformKindClaim;
   hypervisor?: { containerDigest?: string; buildId?: string; version?: string; pcr?: number; hakPcr?: number };
   enclaves?: EvidenceEnclave[];
 }
 
 function claimsInputOf(c: BundleClaims): import('./binding.js').ClaimsInput {
   return {
-    platformKind: c.platformKind,
+    ...(c.platformKind ? { platformKind: c.platformKind } : {}),
     enclaves: (c.enclaves ?? []).map(enclaveBinding),
   };
 }
@@ -194,7 +195,7 @@ export function buildEvidence(
     nonce: c.nonce.toString('hex'),
     claims: {
       scheme: CLAIMS_SCHEME,
-      platformKind: c.platformKind,
+      ...(c.platformKind ? { platformKind: c.platformKind } : {}),
       claimsDigest: claimsDigest(ci).toString('hex'),
     },
     quotes: parts.quotes.map((q) => ({

@@ -35,7 +35,7 @@ describe.skipIf(!!tpmSkip)('continuous attestation: a host whose PCR 12 changes 
   let cluster: PgCluster | undefined;
   let stored: StoredAk;
   let ak: Awaited<ReturnType<typeof loadStoredAk>>;
-  let ek: number;
+  let ek: Awaited<ReturnType<TpmClient['createEk']>>;
   let agent: RunningAgent;
   let hook: Server;
   let hookUrl: string;
