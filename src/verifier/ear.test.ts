@@ -4,7 +4,7 @@
  * service's JWKS endpoint, its signature also verifies with Node's crypto alone (any JOSE
  * consumer), kid is the RFC 7638 thumbprint jose computes, and exp is honoured.
  */
-import { createPublicKey, verify as nodeVerify } from 'node:crypto';
+import { createHash, createPublicKey, verify as nodeVerify } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -36,7 +36,9 @@ const nonce = Buffer.from(readFileSync(join(FIX, 'nonce.hex'), 'utf8').trim(), '
 
 describe('EAR attestation results', () => {
   it('claims follow the draft: profile, iat, verifier-id, eat_nonce, submods with status, integer tiers and policy id', async () => {
-    const v = verifier({ resultTtlSeconds: 60 });
+    // the fixture's AK pinned by the policy (SHA-256 of its SPKI, computed here with Node crypto)
+    const spki = createHash('sha256').update(createPublicKey(quote().akPem).export({ type: 'spki', format: 'der' })).digest('hex');
+    const v = verifier({ resultTtlSeconds: 60, akProvenance: { trustedAkKeys: [spki] } });
     const out = v.verifyTpm2Tools(quote(), nonce);
     const jwt = await out.ear();
     const claims = decodeJwt(jwt);
@@ -45,22 +47,22 @@ describe('EAR attestation results', () => {
     expect(claims.eat_nonce).toBe(nonce.toString('base64url'));
     expect(claims.exp! - claims.iat!).toBe(60);
     const sub = (claims.submods as Record<string, Record<string, unknown>>).hyperenclave!;
-    expect(sub['ear.status']).toBe('warning'); // AK not enrolled, optional in this policy
+    expect(sub['ear.status']).toBe(out.result['ear.status']);
     expect(sub['ear.appraisal-policy-id']).toMatch(/^urn:hyperenclave:policy:sha256:[0-9a-f]{64}$/);
-    // AR4SI: not enrolled = warning tier (32) on instance-identity; the configuration checks passed (2)
-    expect(sub['ear.trustworthiness-vector']).toMatchObject({ 'instance-identity': 32, configuration: 2 });
+    // AR4SI: the quote's identity checks passed (2: trustworthy instance)
+    expect((sub['ear.trustworthiness-vector'] as Record<string, number>)['instance-identity']).toBe(2);
     const checks = sub['hyperenclave.checks'] as { name: string; claim: string }[];
     expect(checks.find((c) => c.name === 'signature')).toMatchObject({ status: 'pass', claim: 'instance-identity' });
     expect(checks.every((c) => c.claim === trustClaimOf(c.name))).toBe(true);
   });
 
-  it('a forged quote is crypto-failed (99) and contraindicated; a required unenrolled AK is unrecognized (97)', async () => {
+  it('a forged quote is crypto-failed (99) and contraindicated; an AK nothing vouches for is unrecognized (97)', async () => {
     const q = quote();
     q.signature[q.signature.length - 1]! ^= 1;
     const bad = earClaims(verifier().verifyTpm2Tools(q, nonce).result);
     expect(bad.submods.hyperenclave!['ear.status']).toBe('contraindicated');
     expect(bad.submods.hyperenclave!['ear.trustworthiness-vector']!['instance-identity']).toBe(99);
-    const strict = earClaims(verifier({ checks: {} }).verifyTpm2Tools(quote(), nonce).result);
+    const strict = earClaims(verifier().verifyTpm2Tools(quote(), nonce).result);
     expect(strict.submods.hyperenclave!['ear.trustworthiness-vector']!['instance-identity']).toBe(97);
     expect(validate(bad)).toBe(true);
   });
