@@ -4,6 +4,7 @@ import { startMonitor, type MonitorOptions, type RunningMonitor } from '../verif
 import { serverTlsOptions, type TlsMaterial } from '../verifier/tls.js';
 import { VerifierMetrics, routeOf } from '../verifier/metrics.js';
 import type { Logger } from '../log.js';
+import { releaseResource, type KbsResource } from '../verifier/kbs.js';
 import type { AddressInfo } from 'node:net';
 import { AttestError } from './errors.js';
 import { randomBytes } from 'node:crypto';
@@ -26,6 +27,8 @@ export interface ServiceOptions {
   tls?: TlsMaterial;
   /** Attest every host in the `hosts` table at this interval (continuous attestation). */
   monitor?: Omit<MonitorOptions, 'verifier' | 'store'>;
+  /** Key broker resources (verifier serve --kbs-policy): POST /kbs/resource. */
+  kbs?: Map<string, KbsResource>;
   /** One line per request (method, route, status, duration, peer) at info; errors at warn/error. */
   logger?: Logger;
   host?: string;
@@ -171,6 +174,12 @@ export async function startVerifierService(opts: ServiceOptions): Promise<Runnin
         metrics.verifications.inc({ status: out.result['ear.status'] });
         metrics.latency.observe({ source: 'service' }, Number(process.hrtime.bigint() - t0) / 1e9);
         return send(res, 200, { status: out.result['ear.status'], result: out.result, jwt });
+      }
+      case '/kbs/resource': {
+        if (!opts.kbs) throw new HttpError(404, 'no key broker: start the verifier with --kbs-policy');
+        const body = (await json(req)) as { resource?: unknown; evidence?: unknown };
+        const out = await releaseResource(v, store, opts.kbs, body ?? {});
+        return send(res, out.status, out.body);
       }
       case '/enroll/start': {
         const body = (await json(req)) as EnrollStartRequest;

@@ -32,6 +32,7 @@ import { drtmLogPath, FIRMWARE_EVENT_LOG, runtimeLogPath } from '../../platform/
 import { writeFileAtomic } from '../../platform/state.js';
 import { dbUrlOption, parseListen, tlsOption } from './fleet.js';
 import { collectRawQuotes, writeRawExport } from '../../verifier/raw-export.js';
+import { loadKbsPolicy } from '../../verifier/kbs.js';
 import { withHypervisor } from '../../hypervisor/service.js';
 import { quoteEnclaves } from '../../attest/enclave-evidence.js';
 import { DEFAULT_HAK_PCR } from '../../attest/enclave-quote.js';
@@ -361,6 +362,7 @@ export function registerAttest(program: Command): void {
     .option('--db <url>', 'shared state: postgresql://user@host/db (several instances) or sqlite:<file>; default sqlite:<state-dir>/verifier/verifier.db')
     .option('--attest-interval <seconds>', 'attest every host in `verifier hosts` this often (0: off)', '0')
     .option('--webhook <url>', 'POST revocation events here (repeatable)', (v: string, acc: string[]) => [...acc, v], [] as string[])
+    .option('--kbs-policy <file>', 'key broker: release the resources this policy names (schemas/kbs-policy.schema.json) to affirming enclaves, POST /kbs/resource')
     .option('--revoke-on-warning', 'revoke a host whose verdict is warning too (default: contraindicated or no evidence)')
     .option('--tls-cert <file>', 'serve HTTPS with this certificate (PEM)')
     .option('--tls-key <file>', 'its private key (PEM)')
@@ -372,7 +374,7 @@ export function registerAttest(program: Command): void {
       'after',
       '\nExample:\n  hyperenclave verifier serve --listen 127.0.0.1:8437 --policy policy.json\n  hyperenclave verifier serve --db postgresql://verifier@%2Frun%2Fpostgresql/verifier --policy policy.json --attest-interval 10 --webhook https://ops.example/hooks/revoked\n  curl -s -X POST -H content-type:application/json -d {} http://127.0.0.1:8437/challenge',
     )
-    .action(async (o: { listen: string; policy?: string; maxBody: string; db?: string; attestInterval: string; webhook: string[]; revokeOnWarning?: boolean; tlsCert?: string; tlsKey?: string; tlsCa?: string; agentTlsCert?: string; agentTlsKey?: string; agentTlsCa?: string }, cmd: Command) => {
+    .action(async (o: { listen: string; policy?: string; maxBody: string; db?: string; attestInterval: string; webhook: string[]; revokeOnWarning?: boolean; kbsPolicy?: string; tlsCert?: string; tlsKey?: string; tlsCa?: string; agentTlsCert?: string; agentTlsKey?: string; agentTlsCa?: string }, cmd: Command) => {
       const { opts, platform } = context(cmd);
       const { host, port } = parseListen(o.listen);
       const maxBodyBytes = Number(o.maxBody);
@@ -391,6 +393,7 @@ export function registerAttest(program: Command): void {
         dbUrl: dbUrlOption(o.db, platform.stateDir),
         logger: log(),
         ...(tls ? { tls } : {}),
+        ...(o.kbsPolicy ? { kbs: loadKbsPolicy(o.kbsPolicy) } : {}),
         ...(interval > 0 ? { monitor: { intervalMs: interval * 1000, webhooks: o.webhook, ...(agentTls ? { agentTls } : {}), ...(o.revokeOnWarning ? { revokeOnWarning: true } : {}) } } : {}),
       });
       emit(opts, { schema: 'hyperenclave/verifier-serve', version: 1, url: svc.url, pid: process.pid }, () => `verifier listening on ${svc.url}`);
