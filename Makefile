@@ -7,12 +7,13 @@ CARGO := cargo
 NPM := npm
 STAMP := .tmp/stamps
 
-.PHONY: help deps build build-ts build-rust test test-rust test-ts demo bench clean
+.PHONY: help deps build build-ts build-rust test test-rust test-ts demo bench bench-verifier clean
 
 help:
 	@echo "make demo   - set up and run the whole flow on the emulated platform"
 	@echo "make test   - set up and run every test (Rust + TypeScript)"
 	@echo "make bench  - run the side-by-side benchmarks (writes bench/results/)"
+	@echo "make bench-verifier - the verifier load goal (5,000 agents every 10 s for 2 minutes)"
 
 # System packages: installed with apt-get only when one is missing.
 $(STAMP)/apt:
@@ -63,6 +64,12 @@ demo: build
 
 bench: build
 	node dist/bench/run.js
+
+# The verifier's load goal: 5,000 agents every 10 s for 2 minutes, one instance (SQLite), one and
+# two instances sharing a private PostgreSQL (loopback only). Writes bench/results/verifier-load.json.
+.PHONY: bench-verifier
+bench-verifier: build
+	node dist/bench/verifier-load-goal.js
 
 clean:
 	rm -rf dist hypervisor/target .tmp

@@ -129,7 +129,8 @@ function post(agent: Agent, url: string, body: unknown): Promise<any> {
 }
 
 async function startInstance(stateDir: string, policy: string, db: string): Promise<{ url: string; child: ChildProcess }> {
-  const child = spawn(process.execPath, [cli, '--platform', 'emulated', '--state-dir', stateDir, 'verifier', 'serve', '--listen', '127.0.0.1:0', '--policy', policy, '--db', db, '--json'], {
+  const prof = process.env.HE_LOAD_PROFILE_DIR ? ['--cpu-prof', `--cpu-prof-dir=${process.env.HE_LOAD_PROFILE_DIR}`] : [];
+  const child = spawn(process.execPath, [...prof, cli, '--platform', 'emulated', '--state-dir', stateDir, 'verifier', 'serve', '--listen', '127.0.0.1:0', '--policy', policy, '--db', db, '--json'], {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, HYPERENCLAVE_LOG_LEVEL: 'warn' },
   });

@@ -5,7 +5,7 @@
  * along inside the submodule as a private claim ("hyperenclave.checks"), each mapped to the
  * trust-vector claim it contributes to. schemas/ear.schema.json is written from the draft.
  */
-import { createHash, type KeyObject } from 'node:crypto';
+import { createHash, webcrypto, type KeyObject } from 'node:crypto';
 import { SignJWT, exportJWK, jwtVerify, createLocalJWKSet, type JWK, type JSONWebKeySet, type JWTPayload } from 'jose';
 import { compileSchema } from '../schemas.js';
 import type { AttestationResult, CheckResult, EarStatus } from '../attest/result.js';
@@ -73,11 +73,17 @@ function tier(claim: TrustClaimName, checks: CheckResult[]): number | undefined 
   return worst;
 }
 
+const policyIds = new WeakMap<LoadedPolicy, string>();
 /** The policy's identity: SHA-256 of its canonical JSON (and of the reference values it loaded). */
 export function policyId(p: LoadedPolicy): string {
-  const h = createHash('sha256').update(JSON.stringify(p.policy));
-  if (p.reference) h.update(JSON.stringify(p.reference));
-  return `urn:hyperenclave:policy:sha256:${h.digest('hex')}`;
+  let id = policyIds.get(p);
+  if (!id) {
+    const h = createHash('sha256').update(JSON.stringify(p.policy));
+    if (p.reference) h.update(JSON.stringify(p.reference));
+    id = `urn:hyperenclave:policy:sha256:${h.digest('hex')}`;
+    policyIds.set(p, id);
+  }
+  return id;
 }
 
 /** EAR claims for one verification result. */
@@ -124,9 +130,20 @@ export async function publicJwk(key: VerifierKey): Promise<JWK> {
   return { ...(await exportJWK(key.publicKey)), kid: key.kid, alg: 'ES256', use: 'sig' };
 }
 
+/** The verifier key as a WebCrypto key, imported once (jose signs through WebCrypto; a KeyObject is re-imported on every call). */
+const cryptoKeys = new WeakMap<KeyObject, Promise<webcrypto.CryptoKey>>();
+function signingKey(k: KeyObject): Promise<webcrypto.CryptoKey> {
+  let c = cryptoKeys.get(k);
+  if (!c) {
+    c = webcrypto.subtle.importKey('pkcs8', k.export({ type: 'pkcs8', format: 'der' }), { name: 'ECDSA', namedCurve: 'P-256' }, false, ['sign']);
+    cryptoKeys.set(k, c);
+  }
+  return c;
+}
+
 /** Signs EAR claims as a compact JWS (ES256, typ JWT, kid = the key's RFC 7638 thumbprint). */
-export function signEar(claims: EarClaims, key: VerifierKey): Promise<string> {
-  return new SignJWT(claims).setProtectedHeader({ alg: 'ES256', typ: 'JWT', kid: key.kid }).sign(key.privateKey);
+export async function signEar(claims: EarClaims, key: VerifierKey): Promise<string> {
+  return new SignJWT(claims).setProtectedHeader({ alg: 'ES256', typ: 'JWT', kid: key.kid }).sign(await signingKey(key.privateKey));
 }
 
 /** Verifies an EAR JWT against a JWKS (or one public key): signature, kid, exp, profile, schema. */

@@ -18,13 +18,23 @@ export function freshnessCheck(state: NonceState): CheckResult {
     : { name: 'nonce.freshness', status: 'fail', reason: state === 'used' ? 'challenge already used (replayed evidence)' : state === 'expired' ? 'challenge expired' : 'challenge not issued by this verifier' };
 }
 
+/** Recently seen AK encodings -> SPKI hash (importing a key costs more than the rest of the lookup). */
+const spkiCache = new Map<string, string>();
+const SPKI_CACHE_MAX = 20_000;
+
 /** SHA-256 of the AK's SPKI from a bundle's `ak` (PEM or TPMT_PUBLIC), or undefined if unusable. */
 export function akSpkiOfBundle(doc: unknown): string | undefined {
   const ak = doc && typeof doc === 'object' ? (doc as { ak?: { public?: unknown; pem?: unknown } }).ak : undefined;
   if (!ak || typeof ak !== 'object') return undefined;
+  const cacheKey = `${typeof ak.public === 'string' ? ak.public : ''}|${typeof ak.pem === 'string' ? ak.pem : ''}`;
+  const hit = spkiCache.get(cacheKey);
+  if (hit) return hit;
   try {
     const pub = typeof ak.public === 'string' ? Buffer.from(ak.public, 'base64') : undefined;
-    return akKeyFromInput({ ...(pub?.length ? { tpmtPublic: pub } : {}), ...(typeof ak.pem === 'string' ? { pem: ak.pem } : {}) }).spkiSha256;
+    const spki = akKeyFromInput({ ...(pub?.length ? { tpmtPublic: pub } : {}), ...(typeof ak.pem === 'string' ? { pem: ak.pem } : {}) }).spkiSha256;
+    if (spkiCache.size >= SPKI_CACHE_MAX) spkiCache.delete(spkiCache.keys().next().value!);
+    spkiCache.set(cacheKey, spki);
+    return spki;
   } catch {
     return undefined;
   }
