@@ -27,6 +27,8 @@ export interface ServiceOptions {
   tls?: TlsMaterial;
   /** Attest every host in the `hosts` table at this interval (continuous attestation). */
   monitor?: Omit<MonitorOptions, 'verifier' | 'store'>;
+  /** How long attestation history is kept (default 7 days; 0 keeps it forever). */
+  historyRetentionMs?: number;
   /** Key broker resources (verifier serve --kbs-policy): POST /kbs/resource. */
   kbs?: Map<string, KbsResource>;
   /** One line per request (method, route, status, duration, peer) at info; errors at warn/error. */
@@ -127,7 +129,11 @@ export async function startVerifierService(opts: ServiceOptions): Promise<Runnin
   await store.publishKey(v.state.key().kid, { ...(await publicJwk(v.state.key())) });
   // Expired nonces are dropped once they can no longer be told "expired" rather than "unknown".
   const metrics = new VerifierMetrics(store);
-  const pruner = setInterval(() => void store.pruneNonces(Date.now() - ttl).catch(() => undefined), Math.max(1000, Math.min(ttl, 60_000)));
+  const retention = opts.historyRetentionMs ?? 7 * 86_400_000;
+  const pruner = setInterval(() => {
+    void store.pruneNonces(Date.now() - ttl).catch(() => undefined);
+    if (retention > 0) void store.pruneHistory(Date.now() - retention).catch(() => undefined);
+  }, Math.max(1000, Math.min(ttl, 60_000)));
   pruner.unref();
 
   async function json(req: IncomingMessage): Promise<unknown> {

@@ -15,6 +15,8 @@ import { startSwtpm, swtpmAvailable, swtpmCaCertificates } from '../platform/emu
 import { openTpm } from '../tpm/index.js';
 import { clientEnrollingTpm } from '../attest/index.js';
 import { validateEkChain } from './ek-cert.js';
+import { Verifier } from '../attest/verifier.js';
+import { startEnrollment } from '../attest/enroll.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'he-ekcert-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -174,6 +176,16 @@ describe('EK certificate chains (openssl-made certificates)', () => {
     expect(validateEkChain(chain, [pem('root.pem')], { crls: [pem('clean.crl')], at: later }).reason).toMatch(/^CRL of O=HE Test, CN=int: stale \(nextUpdate /);
     expect(validateEkChain(chain, [pem('root.pem')], { crls: [pem('forged.crl')] }).reason).toBe("CRL of O=HE Test, CN=int: signature does not verify with the issuer's key");
     expect(validateEkChain(chain, [pem('root.pem')], { crls: ['garbage'] }).reason).toMatch(/^CRL 0: does not parse/);
+  });
+});
+
+describe('enrollment uses it', () => {
+  it('an enrollment request whose EK certificate lacks the EK EKU is refused before any credential is made', () => {
+    writeFileSync(f('policy.json'), JSON.stringify({ schema: 'hyperenclave/verifier-policy', version: 1, akProvenance: { trustedEkCaFiles: ['root.pem'] } }));
+    const v = new Verifier({ stateDir: f('vstate'), policyPath: f('policy.json') });
+    const req = { ekCertificates: [pem('ektls.pem'), pem('int.pem')], ekPublic: 'AA==', akPublic: 'AA==' };
+    expect(() => startEnrollment(v, req)).toThrow(/^enroll: EK certificate: .*lacks tcg-kp-EKCertificate \(2\.23\.133\.8\.1\)/);
+    expect(() => startEnrollment(v, { ...req, ekCertificates: [pem('ek.pem'), pem('int.pem')] })).not.toThrow(/EK certificate:/);
   });
 });
 

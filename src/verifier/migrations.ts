@@ -54,6 +54,7 @@ export const MIGRATIONS: Migration[] = [
          first_failure TEXT,
          result TEXT)`,
       `CREATE INDEX attestations_host ON attestations (host_id, at)`,
+      `CREATE INDEX attestations_at ON attestations (at)`,
       `CREATE TABLE hosts (
          host_id TEXT PRIMARY KEY,
          agent_url TEXT NOT NULL,

@@ -105,6 +105,10 @@ describe.each(backends)('verifier store on %s', (kind, newUrl, skip) => {
     expect((await b.claimDueHosts(now, 60_000, 10)).map((h) => h.hostId)).toEqual(['h0']);
     await b.recordVerdict({ at: now, instance: b.instance, hostId: 'h0', status: 'contraindicated', firstFailure: 'x' });
     expect((await a.history({ hostId: 'h0' }))[0]).toMatchObject({ instance: b.instance, status: 'contraindicated' });
+    expect(await a.countVerdicts(now)).toBe(1);
+    expect(await a.pruneHistory(now)).toBe(0);
+    expect(await a.pruneHistory(now + 1)).toBe(1);
+    expect(await a.history({ hostId: 'h0' })).toEqual([]);
     await b.recordRevocation('h0', { type: 'revocation' }, now);
     expect((await a.revocations('h0'))[0]).toMatchObject({ hostId: 'h0', event: { type: 'revocation' } });
     await a.publishKey('k1', { kty: 'EC' });

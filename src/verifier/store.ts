@@ -94,6 +94,8 @@ export interface VerifierStore {
   putClock(akSpkiSha256: string, rec: ClockRecord): Promise<boolean>;
 
   recordVerdict(v: VerdictRecord): Promise<void>;
+  /** Deletes verdicts recorded before `before` (history retention); returns how many. */
+  pruneHistory(before: number): Promise<number>;
   /** How many verdicts were recorded at or after `since` (ms). */
   countVerdicts(since: number): Promise<number>;
   history(filter?: { hostId?: string; limit?: number }): Promise<VerdictRecord[]>;
@@ -225,6 +227,10 @@ export class SqlVerifierStore implements VerifierStore {
       v.firstFailure ?? null,
       v.result ?? null,
     ]);
+  }
+
+  async pruneHistory(before: number): Promise<number> {
+    return this.db.run('DELETE FROM attestations WHERE at < ?', [before]);
   }
 
   async countVerdicts(since: number): Promise<number> {

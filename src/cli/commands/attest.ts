@@ -363,6 +363,7 @@ export function registerAttest(program: Command): void {
     .option('--attest-interval <seconds>', 'attest every host in `verifier hosts` this often (0: off)', '0')
     .option('--webhook <url>', 'POST revocation events here (repeatable)', (v: string, acc: string[]) => [...acc, v], [] as string[])
     .option('--kbs-policy <file>', 'key broker: release the resources this policy names (schemas/kbs-policy.schema.json) to affirming enclaves, POST /kbs/resource')
+    .option('--history-days <days>', 'keep attestation history this long (0: forever)', '7')
     .option('--revoke-on-warning', 'revoke a host whose verdict is warning too (default: contraindicated or no evidence)')
     .option('--tls-cert <file>', 'serve HTTPS with this certificate (PEM)')
     .option('--tls-key <file>', 'its private key (PEM)')
@@ -374,13 +375,15 @@ export function registerAttest(program: Command): void {
       'after',
       '\nExample:\n  hyperenclave verifier serve --listen 127.0.0.1:8437 --policy policy.json\n  hyperenclave verifier serve --db postgresql://verifier@%2Frun%2Fpostgresql/verifier --policy policy.json --attest-interval 10 --webhook https://ops.example/hooks/revoked\n  curl -s -X POST -H content-type:application/json -d {} http://127.0.0.1:8437/challenge',
     )
-    .action(async (o: { listen: string; policy?: string; maxBody: string; db?: string; attestInterval: string; webhook: string[]; revokeOnWarning?: boolean; kbsPolicy?: string; tlsCert?: string; tlsKey?: string; tlsCa?: string; agentTlsCert?: string; agentTlsKey?: string; agentTlsCa?: string }, cmd: Command) => {
+    .action(async (o: { listen: string; policy?: string; maxBody: string; db?: string; attestInterval: string; webhook: string[]; revokeOnWarning?: boolean; historyDays: string; kbsPolicy?: string; tlsCert?: string; tlsKey?: string; tlsCa?: string; agentTlsCert?: string; agentTlsKey?: string; agentTlsCa?: string }, cmd: Command) => {
       const { opts, platform } = context(cmd);
       const { host, port } = parseListen(o.listen);
       const maxBodyBytes = Number(o.maxBody);
       if (!Number.isSafeInteger(maxBodyBytes) || maxBodyBytes <= 0) throw new UsageError(`--max-body: expected a positive byte count, got "${o.maxBody}"`);
       const interval = Number(o.attestInterval);
       if (!Number.isFinite(interval) || interval < 0 || (interval > 0 && interval < 1)) throw new UsageError(`--attest-interval: expected 0 (off) or at least 1 second, got "${o.attestInterval}"`);
+      const historyDays = Number(o.historyDays);
+      if (!Number.isFinite(historyDays) || historyDays < 0) throw new UsageError(`--history-days: expected a number of days (0: forever), got "${o.historyDays}"`);
       for (const w of o.webhook) if (!/^https?:\/\/./.test(w)) throw new UsageError(`--webhook: expected http(s)://…, got "${w.slice(0, 80)}"`);
       const tls = tlsOption(o);
       const agentTls = tlsOption({ ...(o.agentTlsCert ? { tlsCert: o.agentTlsCert } : {}), ...(o.agentTlsKey ? { tlsKey: o.agentTlsKey } : {}), ...(o.agentTlsCa ? { tlsCa: o.agentTlsCa } : {}) }, '--agent-tls');
@@ -394,6 +397,7 @@ export function registerAttest(program: Command): void {
         logger: log(),
         ...(tls ? { tls } : {}),
         ...(o.kbsPolicy ? { kbs: loadKbsPolicy(o.kbsPolicy) } : {}),
+        historyRetentionMs: historyDays * 86_400_000,
         ...(interval > 0 ? { monitor: { intervalMs: interval * 1000, webhooks: o.webhook, ...(agentTls ? { agentTls } : {}), ...(o.revokeOnWarning ? { revokeOnWarning: true } : {}) } } : {}),
       });
       emit(opts, { schema: 'hyperenclave/verifier-serve', version: 1, url: svc.url, pid: process.pid }, () => `verifier listening on ${svc.url}`);

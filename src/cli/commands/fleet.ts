@@ -131,7 +131,7 @@ export function registerFleet(program: Command): void {
     .command('serve')
     .description('HTTP(S) agent: POST /quote {"nonce": hex} -> evidence bundle over the configured PCRs (the verifier pulls)')
     .option('--listen <host:port>', 'address', '127.0.0.1:8438')
-    .option('--pcrs <sel>', 'PCRs to quote, bank:list[+bank:list]', 'sha256:0-7,12')
+    .option('--pcrs <sel>', 'PCRs to quote, bank:list[+bank:list]', 'sha256:0-7,12,13')
     .option('--tls-cert <file>', 'serve HTTPS with this certificate (PEM)')
     .option('--tls-key <file>', 'its private key (PEM)')
     .option('--tls-ca <file>', 'require a client certificate chaining to this CA (mutual TLS with the verifier)')
