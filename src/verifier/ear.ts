@@ -41,13 +41,13 @@ export interface EarClaims extends JWTPayload {
 export function trustClaimOf(check: string): TrustClaimName {
   if (check === 'platform.kind' || check === 'ek.certificate') return 'hardware';
   if (check.startsWith('eventlog.') || check === 'reference.hypervisor' || check === 'reference.drtm') return 'executables';
-  if (check.startsWith('reference.enclave') || check.startsWith('reference.sev') || check === 'reference.launch' || check === 'enclave.reports') return 'runtime-opaque';
+  if (check.startsWith('enclave.') || check.startsWith('reference.enclave') || check.startsWith('reference.sev') || check === 'reference.launch') return 'runtime-opaque';
   if (check.startsWith('reference.') || check === 'pcr.selection' || check === 'clock') return 'configuration';
   return 'instance-identity';
 }
 
 /** Checks whose failure means the evidence failed cryptographic validation (AR4SI value 99). */
-const CRYPTO = new Set(['attest.magic', 'attest.type', 'signature', 'nonce', 'pcr.digest', 'enclave.reports']);
+const CRYPTO = new Set(['attest.magic', 'attest.type', 'signature', 'nonce', 'pcr.digest', 'enclave.quote-format', 'enclave.quote-signature', 'enclave.reportdata-nonce']);
 
 /**
  * AR4SI values (draft-ietf-rats-ar4si §2.3): 2 = the claim's affirming value (trustworthy

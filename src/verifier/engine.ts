@@ -44,7 +44,7 @@ export interface StoredOutcome extends VerifyOutcome {
   akSpkiSha256?: string;
   nonceState: NonceState;
   /** Seconds spent per phase (for metrics: where the time goes). */
-  phases: Record<'nonce' | 'lookup' | 'checks' | 'record', number>;
+  phases: Record<'ak' | 'begin' | 'checks' | 'record', number>;
 }
 
 /** Issues a challenge recorded in the store (single use, expiring). */
@@ -63,11 +63,10 @@ export async function verifyWithStore(v: Verifier, store: VerifierStore, doc: un
     t = n;
     return d;
   };
-  const nonceState = await store.consumeNonce(nonceHex);
-  const nonceS = lap();
   const ak = akSpkiOfBundle(doc);
-  const [enrollment, prevClock] = ak ? await Promise.all([store.findEnrollment(ak), store.getClock(ak)]) : [undefined, undefined];
-  const lookupS = lap();
+  const akS = lap();
+  const { nonceState, enrollment, clock: prevClock } = await store.beginVerification(nonceHex, ak);
+  const beginS = lap();
   let newClock: { ak: string; rec: ClockRecord } | undefined;
   const out = v.verifyBundle(doc, Buffer.from(nonceHex, 'hex'), { ...freshnessCheck(nonceState), requirement: 'required' }, {
     findEnrollment: (name, spki) => (enrollment && spki === ak && (!name || enrollment.akName === name) ? enrollment : undefined),
@@ -76,8 +75,7 @@ export async function verifyWithStore(v: Verifier, store: VerifierStore, doc: un
   });
   const checksS = lap();
   // A replayed or unknown challenge must not move the clock record either.
-  if (newClock && nonceState === 'fresh') await store.putClock(newClock.ak, newClock.rec);
-  await store.recordVerdict({
+  await store.finishVerification(newClock && nonceState === 'fresh' ? newClock : undefined, {
     at: Date.now(),
     instance: store.instance,
     ...(meta.hostId ? { hostId: meta.hostId } : {}),
@@ -86,7 +84,7 @@ export async function verifyWithStore(v: Verifier, store: VerifierStore, doc: un
     status: out.result['ear.status'],
     ...(out.result.firstFailure ? { firstFailure: out.result.firstFailure } : {}),
   });
-  return { ...out, nonceState, ...(ak ? { akSpkiSha256: ak } : {}), phases: { nonce: nonceS, lookup: lookupS, checks: checksS, record: lap() } };
+  return { ...out, nonceState, ...(ak ? { akSpkiSha256: ak } : {}), phases: { ak: akS, begin: beginS, checks: checksS, record: lap() } };
 }
 
 export async function startEnrollmentStored(v: Verifier, store: VerifierStore, req: EnrollStartRequest): Promise<EnrollChallenge> {

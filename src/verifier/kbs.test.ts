@@ -142,6 +142,11 @@ describe.skipIf(!!skip)('key broker: secrets only to affirming, allowed enclaves
     expect(r.json).toMatchObject({ failedCheck: 'enclave.mrenclave', status: 'contraindicated' });
     expect(r.json.error).toMatch(/^not released: enclave\.mrenclave: /);
     expect(r.json.jwe).toBeUndefined();
+    // the EAR says why in AR4SI terms: the enclave's runtime is contraindicated (96), its identity checks are on runtime-opaque
+    const { decodeJwt } = await import('jose');
+    const sub = (decodeJwt(r.json.ear).submods as Record<string, Record<string, unknown>>).hyperenclave!;
+    expect((sub['ear.trustworthiness-vector'] as Record<string, number>)['runtime-opaque']).toBe(96);
+    expect((sub['hyperenclave.checks'] as { name: string; claim: string }[]).find((c) => c.name === 'enclave.mrenclave')).toMatchObject({ status: 'fail', claim: 'runtime-opaque' });
     expect((await svc.store.releases('kv/master-key')).at(-1)).toMatchObject({ outcome: 'refused', mrenclave: OTHER.toString('hex'), reason: expect.stringMatching(/^enclave\.mrenclave: /) });
     expect((await post('/kbs/resource', { resource: 'nope', evidence: ev })).status).toBe(404);
   }, 60_000);

@@ -31,7 +31,7 @@ export class VerifierMetrics {
     this.requests = new Counter({ name: 'hyperenclave_http_requests_total', help: 'HTTP requests by route and status code', labelNames: ['route', 'code'], registers });
     this.phases = new Histogram({
       name: 'hyperenclave_verification_phase_seconds',
-      help: 'Time per phase of one verification: nonce (consume), lookup (enrollment, clock), checks (verify.ts), record (clock, history), sign (EAR JWT)',
+      help: 'Time per phase of one verification: ak (AK key from the bundle), begin (consume the nonce, read enrollment and clock), checks (verify.ts), record (clock record, history), sign (EAR JWT)',
       labelNames: ['phase'],
       buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25],
       registers,

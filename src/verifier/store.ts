@@ -94,6 +94,13 @@ export interface VerifierStore {
   putClock(akSpkiSha256: string, rec: ClockRecord): Promise<boolean>;
 
   recordVerdict(v: VerdictRecord): Promise<void>;
+  /**
+   * The reads one verification starts with: consume the nonce, fetch the AK's enrollment and
+   * clock record (PostgreSQL: one round trip).
+   */
+  beginVerification(nonce: string, akSpkiSha256: string | undefined, now?: number): Promise<{ nonceState: NonceState; enrollment?: EnrollmentRecord; clock?: ClockRecord }>;
+  /** The writes it ends with: the clock record (when given) and the verdict (PostgreSQL: one round trip). */
+  finishVerification(clock: { ak: string; rec: ClockRecord } | undefined, v: VerdictRecord): Promise<void>;
   /** Deletes verdicts recorded before `before` (history retention); returns how many. */
   pruneHistory(before: number): Promise<number>;
   /** How many verdicts were recorded at or after `since` (ms). */
@@ -142,6 +149,12 @@ function hostOf(r: Row): HostRecord {
   ];
   for (const [k, v] of opt) if (v !== undefined) (h as unknown as Record<string, unknown>)[k] = v;
   return h;
+}
+
+/** TPMS_CLOCK_INFO.clock is a UINT64: stored as 20 zero-padded digits (text order = numeric order). */
+function clockParam(rec: ClockRecord): string {
+  if (!/^\d{1,20}$/.test(rec.clock) || BigInt(rec.clock) >= 1n << 64n) throw new Error(`clock record: "${rec.clock.slice(0, 30)}" is not a UINT64`);
+  return rec.clock.padStart(20, '0');
 }
 
 export class SqlVerifierStore implements VerifierStore {
@@ -204,9 +217,7 @@ export class SqlVerifierStore implements VerifierStore {
   }
 
   async putClock(ak: string, rec: ClockRecord): Promise<boolean> {
-    // TPMS_CLOCK_INFO.clock is a UINT64: stored as 20 zero-padded digits (text order = numeric order).
-    if (!/^\d{1,20}$/.test(rec.clock) || BigInt(rec.clock) >= 1n << 64n) throw new Error(`clock record: "${rec.clock.slice(0, 30)}" is not a UINT64`);
-    const param = rec.clock.padStart(20, '0');
+    const param = clockParam(rec);
     const n = await this.db.run(
       `INSERT INTO clocks (ak_spki_sha256, reset_count, restart_count, clock, at) VALUES (?, ?, ?, ?, ?)
        ON CONFLICT (ak_spki_sha256) DO UPDATE SET reset_count = excluded.reset_count, restart_count = excluded.restart_count, clock = excluded.clock, at = excluded.at
@@ -227,6 +238,48 @@ export class SqlVerifierStore implements VerifierStore {
       v.firstFailure ?? null,
       v.result ?? null,
     ]);
+  }
+
+  async beginVerification(nonce: string, ak: string | undefined, now = Date.now()): Promise<{ nonceState: NonceState; enrollment?: EnrollmentRecord; clock?: ClockRecord }> {
+    if (this.db.dialect !== 'postgres') {
+      const nonceState = await this.consumeNonce(nonce, now);
+      if (!ak) return { nonceState };
+      const [enrollment, clock] = await Promise.all([this.findEnrollment(ak), this.getClock(ak)]);
+      return { nonceState, ...(enrollment ? { enrollment } : {}), ...(clock ? { clock } : {}) };
+    }
+    // One statement: the UPDATE consumes the nonce; the sub-selects read the snapshot before it
+    // (so "seen" tells a used nonce from one never issued).
+    const rows = await this.db.all(
+      `WITH c AS (UPDATE nonces SET used_at = ?, used_by = ? WHERE nonce = ? AND used_at IS NULL RETURNING expires_at)
+       SELECT (SELECT expires_at FROM c) AS consumed, (SELECT 1 FROM nonces WHERE nonce = ?) AS seen,
+              e.record AS enrollment, k.reset_count, k.restart_count, k.clock, k.at
+       FROM (SELECT 1) AS one
+       LEFT JOIN enrollments e ON e.ak_spki_sha256 = ?
+       LEFT JOIN clocks k ON k.ak_spki_sha256 = ?`,
+      [now, this.instance, nonce.toLowerCase(), nonce.toLowerCase(), ak ?? '', ak ?? ''],
+    );
+    const r = rows[0]!;
+    const nonceState: NonceState = r.consumed != null ? (now > Number(r.consumed) ? 'expired' : 'fresh') : r.seen != null ? 'used' : 'unknown';
+    return {
+      nonceState,
+      ...(ak && r.enrollment != null ? { enrollment: JSON.parse(String(r.enrollment)) as EnrollmentRecord } : {}),
+      ...(ak && r.clock != null ? { clock: { clock: BigInt(String(r.clock)).toString(), resetCount: Number(r.reset_count), restartCount: Number(r.restart_count), at: String(r.at) } } : {}),
+    };
+  }
+
+  async finishVerification(clock: { ak: string; rec: ClockRecord } | undefined, v: VerdictRecord): Promise<void> {
+    if (this.db.dialect !== 'postgres' || !clock) {
+      if (clock) await this.putClock(clock.ak, clock.rec);
+      return this.recordVerdict(v);
+    }
+    const c = clockParam(clock.rec);
+    await this.db.run(
+      `WITH k AS (INSERT INTO clocks (ak_spki_sha256, reset_count, restart_count, clock, at) VALUES (?, ?, ?, ?, ?)
+         ON CONFLICT (ak_spki_sha256) DO UPDATE SET reset_count = excluded.reset_count, restart_count = excluded.restart_count, clock = excluded.clock, at = excluded.at
+         WHERE (excluded.reset_count, excluded.restart_count, excluded.clock) >= (clocks.reset_count, clocks.restart_count, clocks.clock) RETURNING 1)
+       INSERT INTO attestations (at, instance, host_id, ak_spki_sha256, nonce, status, first_failure, result) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+      [clock.ak, clock.rec.resetCount, clock.rec.restartCount, c, clock.rec.at, v.at, v.instance, v.hostId ?? null, v.akSpkiSha256 ?? null, v.nonce ?? null, v.status, v.firstFailure ?? null, v.result ?? null],
+    );
   }
 
   async pruneHistory(before: number): Promise<number> {
