@@ -27,9 +27,9 @@ const lines = [
   '',
   `Run ${new Date().toISOString()}, Node ${process.version}, loopback; the load generator shares the machine. "holds" = p99 < 250 ms, nothing lost, no overrun, >= 95% of the offered rate.`,
   '',
-  '| setup | agents / period | offered /s | achieved /s | p50 ms | p99 ms | lost | overruns | holds | server ms per verification (mean, by phase) |',
-  '|---|---|---|---|---|---|---|---|---|---|',
-  ...results.map((r) => `| ${r.setup} | ${r.agents} / ${r.periodS} s | ${r.offeredPerS} | ${r.achievedPerS} | ${r.latencyMs.p50} | ${r.latencyMs.p99} | ${lost(r)} | ${r.overruns} | ${holds(r) ? 'yes' : 'no'} | ${Object.entries(r.phasesMsMean).map(([k, v]) => `${k} ${v}`).join(', ')} |`),
+  '| setup | agents / period | offered /s | achieved /s | p50 ms | p99 ms | lost | overruns | holds | CPU ms per verification (verifiers / generator) | server ms per verification (mean, by phase) |',
+  '|---|---|---|---|---|---|---|---|---|---|---|',
+  ...results.map((r) => `| ${r.setup} | ${r.agents} / ${r.periodS} s | ${r.offeredPerS} | ${r.achievedPerS} | ${r.latencyMs.p50} | ${r.latencyMs.p99} | ${lost(r)} | ${r.overruns} | ${holds(r) ? 'yes' : 'no'} | ${r.cpuMsPerVerification.verifiers} / ${r.cpuMsPerVerification.generator} | ${Object.entries(r.phasesMsMean).map(([k, v]) => `${k} ${v}`).join(', ')} |`),
 ];
 mkdirSync(join(repoRoot, 'bench', 'results'), { recursive: true });
 writeFileSync(join(repoRoot, 'bench', 'results', 'verifier-load.json'), JSON.stringify({ schema: 'hyperenclave/verifier-load', version: 1, results }, null, 2) + '\n');

@@ -55,6 +55,8 @@ export interface LoadResult {
   latencyMs: { p50: number; p90: number; p99: number; max: number };
   scheduleLagMsP99: number;
   phasesMsMean: Record<string, number>;
+  /** CPU milliseconds per verification: the verifier processes (from their process_cpu_seconds_total) and this generator. */
+  cpuMsPerVerification: { verifiers: number; generator: number };
   firstError?: string;
   stoppedEarly?: string;
 }
@@ -150,6 +152,16 @@ async function startInstance(stateDir: string, policy: string, db: string): Prom
 
 const pct = (sorted: number[], p: number): number => (sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]! : NaN);
 
+/** Sum of the instances' process CPU seconds (prom-client's default metric). */
+async function cpuSeconds(urls: string[]): Promise<number> {
+  let total = 0;
+  for (const u of urls) {
+    const m = /^hyperenclave_process_cpu_seconds_total ([\d.e+-]+)$/m.exec(await (await fetch(`${u}/metrics`)).text());
+    if (m) total += Number(m[1]);
+  }
+  return total;
+}
+
 /** Mean ms per phase from the instances' /metrics histograms (sum / count). */
 async function phaseMeans(urls: string[]): Promise<Record<string, number>> {
   const sum: Record<string, number> = {};
@@ -208,6 +220,8 @@ export async function runLoad(o: LoadOptions): Promise<LoadResult> {
     const urls = instances.map((x) => x.url);
     const httpAgent = new Agent({ keepAlive: true, maxSockets: 128 });
 
+    const cpu0 = await cpuSeconds(urls);
+    const gen0 = process.cpuUsage();
     const latencies: number[] = [];
     const lags: number[] = [];
     let sent = 0;
@@ -282,6 +296,8 @@ export async function runLoad(o: LoadOptions): Promise<LoadResult> {
     });
     await Promise.race([Promise.allSettled([...inflight]), new Promise((r) => setTimeout(r, 35_000))]);
     const unfinished = inflight.size;
+    const cpu1 = await cpuSeconds(urls);
+    const gen1 = process.cpuUsage(gen0);
     const recorded = await store.countVerdicts(since);
     const phases = await phaseMeans(urls);
     await store.close();
@@ -304,6 +320,10 @@ export async function runLoad(o: LoadOptions): Promise<LoadResult> {
       latencyMs: { p50: pct(latencies, 50), p90: pct(latencies, 90), p99: pct(latencies, 99), max: latencies[latencies.length - 1] ?? NaN },
       scheduleLagMsP99: pct(lags, 99),
       phasesMsMean: phases,
+      cpuMsPerVerification: {
+        verifiers: Math.round(((cpu1 - cpu0) * 1000 * 100) / Math.max(1, latencies.length)) / 100,
+        generator: Math.round(((gen1.user + gen1.system) / 1000 * 100) / Math.max(1, latencies.length)) / 100,
+      },
       ...(firstError ? { firstError } : {}),
       ...(stoppedEarly ? { stoppedEarly } : {}),
     };

@@ -146,7 +146,7 @@ export function redactUrl(url: string): string {
 }
 
 export interface OpenOptions {
-  /** PostgreSQL pool size (default 10). */
+  /** PostgreSQL pool size (default 16). */
   poolSize?: number;
 }
 
@@ -158,7 +158,7 @@ export interface OpenOptions {
 export async function openSqlDb(url: string, opts: OpenOptions = {}): Promise<SqlDb> {
   if (/^postgres(ql)?:\/\//i.test(url)) {
     const pg = require('pg') as typeof import('pg');
-    const pool = new pg.Pool({ connectionString: url, max: opts.poolSize ?? 10, connectionTimeoutMillis: 10_000 });
+    const pool = new pg.Pool({ connectionString: url, max: opts.poolSize ?? 16, connectionTimeoutMillis: 10_000 });
     pool.on('error', () => undefined); // an idle client's connection dropped: the next query reconnects
     const db = new PgDb(pool, redactUrl(url));
     try {
