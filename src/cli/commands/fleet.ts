@@ -115,6 +115,7 @@ export function registerFleet(program: Command): void {
     .description('stop attesting a host')
     .argument('<host-id>')
     .option('--db <url>', 'the verifier database')
+    .addHelpText('after', '\nExample:\n  hyperenclave verifier hosts remove web-1')
     .action(async (id: string, o: { db?: string }, cmd: Command) => {
       const { opts, platform } = context(cmd);
       const store = await openVerifierStore(dbUrlOption(o.db, platform.stateDir));
@@ -126,7 +127,10 @@ export function registerFleet(program: Command): void {
       }
     });
 
-  const agent = program.command('agent').description('the attestation agent on each host: answers the verifier\'s challenges with quotes');
+  const agent = program
+    .command('agent')
+    .description('the attestation agent on each host: answers the verifier\'s challenges with quotes')
+    .addHelpText('after', '\nExample:\n  hyperenclave agent serve --listen 0.0.0.0:8438 --tls-cert agent.pem --tls-key agent.key --tls-ca verifier-ca.pem');
   agent
     .command('serve')
     .description('HTTP(S) agent: POST /quote {"nonce": hex} -> evidence bundle over the configured PCRs (the verifier pulls)')
