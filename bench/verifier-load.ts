@@ -298,6 +298,8 @@ export async function runLoad(o: LoadOptions): Promise<LoadResult> {
     const unfinished = inflight.size;
     const cpu1 = await cpuSeconds(urls);
     const gen1 = process.cpuUsage(gen0);
+    // Verdicts received before the count must all be in the history (rows are written before the answer is sent).
+    const receivedBeforeCount = latencies.length;
     const recorded = await store.countVerdicts(since);
     const phases = await phaseMeans(urls);
     await store.close();
@@ -316,7 +318,7 @@ export async function runLoad(o: LoadOptions): Promise<LoadResult> {
       sent,
       overruns,
       affirming,
-      lost: { errors, notAffirming, missingFromHistory: Math.max(0, completed - recorded), unfinished },
+      lost: { errors, notAffirming, missingFromHistory: Math.max(0, receivedBeforeCount - recorded), unfinished },
       latencyMs: { p50: pct(latencies, 50), p90: pct(latencies, 90), p99: pct(latencies, 99), max: latencies[latencies.length - 1] ?? NaN },
       scheduleLagMsP99: pct(lags, 99),
       phasesMsMean: phases,
