@@ -7,6 +7,7 @@ import { describe, expect, it } from 'vitest';
 import {
   HC,
   HC_STATUS,
+  HYPERVISOR_EXIT_EVENT,
   QUOTING_TARGET_MRENCLAVE,
   HE_IOC,
   HypervisorError,
@@ -51,13 +52,14 @@ describe('hypercall ABI', () => {
     expect(QUOTING_TARGET_MRENCLAVE.toString('hex')).toBe(createHash('sha256').update('HyperEnclave-TS quoting identity v1').digest('hex'));
     const rs = readFileSync(join(root, 'hypervisor/core/src/trust.rs'), 'utf8');
     expect(rs).toContain('b"HyperEnclave-TS quoting identity v1"');
+    expect(rs).toContain(`pub const EXIT_EVENT: &[u8] = b"${HYPERVISOR_EXIT_EVENT}";`);
   });
 
   it('decodes STATUS, ENCLAVE_INFO and REPORT records at the documented offsets', () => {
     const st = Buffer.alloc(STATUS_SIZE);
     const w = (i: number, v: bigint) => st.writeBigUInt64LE(v, i * 8);
     w(0, 0x10000n);
-    w(1, 0b1011n);
+    w(1, 0b11011n);
     w(2, 0x1f4000000n);
     w(6, 32768n);
     w(7, 12n);
@@ -67,7 +69,7 @@ describe('hypercall ABI', () => {
     w(19, 4n);
     st.fill(0xab, 208);
     const s = decodeStatus(st);
-    expect(s).toMatchObject({ abiVersion: 0x10000, enabled: true, paging: 'npt', keySlotsPresent: false, signaturesRequired: true, reservedBase: 0x1f4000000n, epcPagesTotal: 32768, epcPagesUsed: 12, keySlotKind: 'keyid', keySlotMin: 1, keySlotMax: 15 });
+    expect(s).toMatchObject({ abiVersion: 0x10000, enabled: true, paging: 'npt', keySlotsPresent: false, signaturesRequired: true, trustEstablished: true, reservedBase: 0x1f4000000n, epcPagesTotal: 32768, epcPagesUsed: 12, keySlotKind: 'keyid', keySlotMin: 1, keySlotMax: 15 });
     expect(s.hostFaults.enclave).toBe(4);
     expect(s.imageDigest.equals(Buffer.alloc(32, 0xab))).toBe(true);
     expect(() => decodeStatus(Buffer.alloc(100))).toThrow(/STATUS: record is 100 bytes, need 240/);

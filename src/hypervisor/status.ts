@@ -46,6 +46,7 @@ export function formatStatus(s: HypervisorStatus): string[] {
   if (h) {
     out.push(`hypervisor memory: ${mib(h.hypervisorBytes)} (image ${mib(h.imageBytes)}), page-table pool ${h.poolFramesUsed}/${h.poolFramesTotal} frames, ${h.paging.toUpperCase()}`);
     out.push(`EPC: ${h.epcPagesUsed} used / ${h.epcPagesTotal - h.epcPagesUsed} free of ${h.epcPagesTotal} pages (${mib(h.epcBytes)})`);
+    out.push(`root of trust: ${h.trustEstablished ? 'established (enclave keys, HAK and quotes served)' : 'not established (boot runs TRUST_INIT after enable)'}`);
     out.push(`enclaves: ${h.enclaves} alive (limit ${h.enclaveLimit}), ${h.enclavesCreated} created, ${h.enclavesDestroyed} destroyed, ${h.reportsIssued} reports`);
     out.push(
       h.keySlotKind === 'none'

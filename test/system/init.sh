@@ -131,7 +131,7 @@ cli ak-enroll --json ak enroll --verifier "$VERIFIER_URL" || true
 SEL="sha256:0-7,$PCR,$HAK_PCR,17,18+sha384:0-7,$PCR,$HAK_PCR"
 cli attest --json attest --verifier "$VERIFIER_URL" --pcrs "$SEL" --out /tmp/evidence.json || true
 [ -f /tmp/evidence.json ] && b64 evidence /tmp/evidence.json
-# an enclave's quote (EREPORT to the quoting identity, signed by the HAK) in the same evidence
+# evidence with an enclave's quote (its EREPORT to the quoting identity, signed by the HAK) next to the TPM quote
 cli attest-enclave --json attest --enclave /opt/enclave/sealer.manifest.json --verifier "$VERIFIER_URL" --pcrs "$SEL" --out /tmp/enclave-evidence.json || true
 [ -f /tmp/enclave-evidence.json ] && b64 enclave-evidence /tmp/enclave-evidence.json
 out=$(hectl status 2>&1); echo "@@HE:INFO status-enabled $out"
@@ -147,7 +147,6 @@ insmod /lib/modules/hyperenclave.ko reserved_base=$RESERVED_BASE reserved_size=$
 # seal key and the data it sealed before the reload come back
 out=$(hectl trust-init $STATE_DIR/trust-root.blob 2>&1); echo "@@HE:TRUST reload $out"
 cli unseal-reload --json enclave run /opt/enclave/sealer.manifest.json --ecall 1:$(cat /tmp/sealed.hex) --ecall 3 || true
-pcrs trusted-reload
 # last: an image that differs by one byte (built by run.sh) cannot unseal that root
 hectl disable >/dev/null && rmmod hyperenclave && insmod /lib/modules/hyperenclave.ko reserved_base=$RESERVED_BASE reserved_size=$RESERVED_SIZE pcr=$PCR \
   && hectl load hyperenclave/other.img >/dev/null && pcrs other-loaded && hectl enable >/dev/null || echo "@@HE:INFO other image: load/enable failed"
