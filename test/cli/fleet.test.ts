@@ -11,6 +11,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { cliMissing, cliPath, runCli, schemaProblems } from '../helpers/cli.js';
+import { swtpmAvailable } from '../../src/platform/emulated/swtpm.js';
+import { randomBytes } from 'node:crypto';
 
 const missing = cliMissing();
 if (missing) console.warn(`skipping fleet CLI tests: ${missing}`);
@@ -93,4 +95,48 @@ describe.skipIf(!!missing)('verifier hosts and continuous attestation (built CLI
     expect(JSON.parse(requests[0]!.slice(3))).toMatchObject({ method: 'GET', route: '/hosts', status: 200, ms: expect.any(Number) });
     expect(lines.some((l) => l.startsWith('<3>') && l.includes('"msg":"host revoked"'))).toBe(true);
   }, 60_000);
+});
+
+const noTpm = missing ?? swtpmAvailable();
+describe.skipIf(!!noTpm)('agent serve on the emulated platform (built CLI)', () => {
+  const state = mkdtempSync(join(tmpdir(), 'he-agent-cli-'));
+  const run = (...args: string[]) => runCli(['--platform', 'emulated', '--state-dir', state, ...args], { timeoutMs: 60_000 });
+  afterAll(async () => {
+    await run('emulator', 'stop');
+    rmSync(state, { recursive: true, force: true });
+  });
+
+  it('answers POST /quote with an evidence bundle over the nonce; refuses a bad nonce; --json with schema', async () => {
+    expect((await run('ak', 'create')).code).toBe(0);
+    const child = spawn(process.execPath, [cliPath, '--platform', 'emulated', '--state-dir', state, 'agent', 'serve', '--listen', '127.0.0.1:0', '--json'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    child.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
+    child.stderr.setEncoding('utf8').on('data', (d: string) => (err += d));
+    try {
+      const doc = await new Promise<{ schema: string; url: string }>((resolve, reject) => {
+        child.stdout.on('data', () => {
+          try {
+            resolve(JSON.parse(out));
+          } catch {
+            /* not complete yet */
+          }
+        });
+        child.once('exit', (c) => reject(new Error(`agent exited ${c}: ${err}`)));
+      });
+      expect(schemaProblems(doc)).toBeUndefined();
+      const nonce = randomBytes(32).toString('hex');
+      const r = await fetch(`${doc.url}/quote`, { method: 'POST', body: JSON.stringify({ nonce }) });
+      expect(r.status).toBe(200);
+      const ev = (await r.json()) as { schema: string; nonce: string; quotes: { bank: string; pcrs: Record<string, string> }[] };
+      expect(schemaProblems(ev)).toBeUndefined();
+      expect(ev.nonce).toBe(nonce);
+      expect(Object.keys(ev.quotes[0]!.pcrs)).toEqual(['0', '1', '2', '3', '4', '5', '6', '7', '12', '13']);
+      const bad = await fetch(`${doc.url}/quote`, { method: 'POST', body: '{"nonce":"zz"}' });
+      expect(bad.status).toBe(400);
+    } finally {
+      child.kill('SIGTERM');
+      await new Promise((r) => (child.exitCode !== null ? r(null) : child.once('exit', r)));
+    }
+  }, 120_000);
 });
