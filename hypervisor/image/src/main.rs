@@ -17,6 +17,7 @@ mod entry;
 mod handoff;
 mod host;
 mod serial;
+mod tis;
 mod vmcb;
 
 use core::fmt::Write;
@@ -206,7 +207,7 @@ fn platform_secret(ho: &Handoff) -> [u8; 16] {
 
 fn init(ho: &Handoff) -> HvResult<()> {
     let n = core::cmp::min(ho.nranges as usize, handoff::MAX_RANGES);
-    let mut map = [MemRange::new(0, 0, MemKind::Ram); handoff::MAX_RANGES];
+    let mut map = [MemRange::new(0, 0, MemKind::Ram); handoff::MAX_RANGES + 1];
     for (i, r) in ho.ranges[..n].iter().enumerate() {
         let kind = match r.kind {
             0 => MemKind::Ram,
@@ -215,6 +216,9 @@ fn init(ho: &Handoff) -> HvResult<()> {
         };
         map[i] = MemRange::new(r.start, r.size, kind);
     }
+    // The TPM's locality 1-4 pages stay out of the host tables: after launch only the
+    // hypervisor reaches locality 2 (the host keeps locality 0 for Linux's driver).
+    let n = cut_out(&mut map, n, tis::HIDDEN);
     lock(&LOCK);
     // SAFETY: HV is only touched under LOCK.
     let hv = unsafe { &mut *core::ptr::addr_of_mut!(HV) };
@@ -229,6 +233,20 @@ fn init(ho: &Handoff) -> HvResult<()> {
         }
         let h = hv.as_mut().unwrap();
         h.enable(&map[..n])?;
+        let t = h.host_table().unwrap();
+        let visible = |pa: u64| t.translate(h.mem(), pa).is_ok();
+        let hidden = (tis::HIDDEN.0..tis::HIDDEN.1).step_by(4096).all(|pa| !visible(pa));
+        log!(
+            "TPM: TIS localities 1-4 ({:#x}-{:#x}) {} the host tables, locality 0 {}",
+            tis::HIDDEN.0,
+            tis::HIDDEN.1 - 1,
+            if hidden { "absent from" } else { "STILL MAPPED in" },
+            if visible(tis::TIS_BASE) { "mapped" } else { "absent" }
+        );
+        if !hidden {
+            h.disable()?;
+            return Err(hyperenclave_core::HvError::InvalidRange { what: "TPM locality pages still mapped for the host", start: tis::HIDDEN.0, size: tis::HIDDEN.1 - tis::HIDDEN.0 });
+        }
         let s = h.status();
         log!(
             "init: {} memory ranges, host NPT root {:#x}, {} of {} pool frames, EPC {} pages, crypto {}",
@@ -243,6 +261,21 @@ fn init(ho: &Handoff) -> HvResult<()> {
     })();
     unlock(&LOCK);
     r?;
+    // The transport's self-test at the hypervisor's locality (before launch; the driver holds
+    // Linux's TPM lock around ENABLE): GetRandom and PCR_Read of the measurement PCR.
+    let pcr = if ho.pcr < 24 { ho.pcr } else { 12 };
+    match tis::self_test(pcr) {
+        Ok((random, digest, clean)) => log!(
+            "TPM: locality {} at {:#x}: GetRandom gave {} bytes, PCR{} sha256 {}{}",
+            tis::HV_LOCALITY,
+            tis::TIS_BASE + tis::HV_LOCALITY as u64 * tis::LOCALITY_STRIDE,
+            random,
+            pcr,
+            Hex(&digest),
+            if clean { "" } else { " (locality seized from the host)" }
+        ),
+        Err(e) => log!("TPM: locality {} self-test failed: {}", tis::HV_LOCALITY, e),
+    }
     host::init(ho.leave_tramp, ho.leave_tramp_pa);
     // SAFETY: single writer (INIT runs before any LAUNCH); the bitmaps are page-aligned statics.
     unsafe {
@@ -255,6 +288,55 @@ fn init(ho: &Handoff) -> HvResult<()> {
         m.0[hsave] |= 3 << ((0x117 * 2) % 8);
     }
     Ok(())
+}
+
+/// Removes [cut.0, cut.1) from the first `n` ranges of `map` (splitting one in two where the
+/// cut lies inside it; `map` has one spare slot). Returns the new count.
+fn cut_out(map: &mut [MemRange], n: usize, cut: (u64, u64)) -> usize {
+    let mut n = n;
+    let mut i = 0;
+    while i < n {
+        let (s, e) = (map[i].start, map[i].start + map[i].size);
+        if e <= cut.0 || s >= cut.1 {
+            i += 1;
+            continue;
+        }
+        let kind = map[i].kind;
+        let before = (s < cut.0).then(|| MemRange::new(s, cut.0 - s, kind));
+        let after = (e > cut.1).then(|| MemRange::new(cut.1, e - cut.1, kind));
+        match (before, after) {
+            (Some(b), Some(a)) if n < map.len() => {
+                map.copy_within(i + 1..n, i + 2);
+                map[i] = b;
+                map[i + 1] = a;
+                n += 1;
+                i += 2;
+            }
+            (Some(b), Some(_)) => {
+                map[i] = b; // no spare slot: drop what follows the cut rather than expose it
+                i += 1;
+            }
+            (Some(r), None) | (None, Some(r)) => {
+                map[i] = r;
+                i += 1;
+            }
+            (None, None) => {
+                map.copy_within(i + 1..n, i);
+                n -= 1;
+            }
+        }
+    }
+    n
+}
+
+pub(crate) struct Hex<'a>(pub &'a [u8]);
+impl core::fmt::Display for Hex<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        for b in self.0 {
+            write!(f, "{:02x}", b)?;
+        }
+        Ok(())
+    }
 }
 
 fn launch(cpu: usize, linux: &LinuxState) -> i64 {
@@ -514,6 +596,16 @@ fn npf_exit(pc: &mut PerCpu, cpu: usize) {
                 log!("cpu{}: nested fault at {:#x} repeats on a mapped page: #GP", cpu, gpa);
                 inject(v, 13, Some(0));
             }
+        }
+        Err(f) if (tis::HIDDEN.0..tis::HIDDEN.1).contains(&gpa) => {
+            log!(
+                "cpu{}: host access to TPM locality {} at {:#x} refused (rip {:#x}): #GP injected",
+                cpu,
+                (gpa - tis::TIS_BASE) / tis::LOCALITY_STRIDE,
+                f.gpa,
+                v.r64(off::RIP)
+            );
+            inject(v, 13, Some(0));
         }
         Err(f) => {
             log!("cpu{}: {} (rip {:#x}): #GP injected", cpu, f, v.r64(off::RIP));
