@@ -1,0 +1,87 @@
+/**
+ * Boot checks on a real OVMF + systemd-stub 252 log (test/fixtures/uefi, origin in its README),
+ * with the PCR values the guest read from its TPM as the "quoted" values and the UKI reference
+ * values `firmware uki-reference` computed from the booted UKI file.
+ */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { writeEventLog } from '../eventlog/index.js';
+import { bootChecks, loadUkiReference, type BootCheckInput } from './boot-checks.js';
+import { replayEventLogs } from './eventlog-check.js';
+
+const FIX = join(import.meta.dirname, '..', '..', 'test', 'fixtures', 'uefi');
+const log = readFileSync(join(FIX, 'ovmf-uki.binary_bios_measurements'));
+const pcrJson = JSON.parse(readFileSync(join(FIX, 'ovmf-uki.pcrs.json'), 'utf8')) as Record<string, Record<string, string>>;
+const uki = loadUkiReference(join(FIX, 'ovmf-uki.uki-reference.json'));
+const other = loadUkiReference(join(FIX, 'ovmf-uki.cmdline-changed.uki-reference.json'));
+const HV = Buffer.alloc(32, 0x5a);
+
+function quotedOf(pcrs: number[], banks = ['sha256', 'sha384']): Map<string, Map<number, Buffer>> {
+  return new Map(banks.map((b) => [b, new Map(pcrs.map((i) => [i, Buffer.from(pcrJson[b]![String(i)]!, 'hex')]))]));
+}
+const runtime = writeEventLog({ specId: { banks: ['sha256'] }, events: [{ pcr: 12, type: 'EV_IPL', data: Buffer.from('hyperenclave image'), digests: { sha256: HV } }] });
+const base = (over: Partial<BootCheckInput> = {}): BootCheckInput => ({
+  firmwareLog: log,
+  runtimeLog: runtime,
+  quoted: quotedOf([0, 1, 2, 3, 4, 5, 6, 7, 9, 11]),
+  firmwareReplayOk: true,
+  ukis: [uki],
+  hypervisorPcr: 12,
+  hakPcr: 13,
+  hypervisorDigests: { sha256: [HV.toString('hex')] },
+  ...over,
+});
+const byName = (r: ReturnType<typeof bootChecks>) => Object.fromEntries(r.map((c) => [c.name, c]));
+
+describe('boot checks on an OVMF + systemd-stub log', () => {
+  it('the recorded log replays to the PCRs the guest read (0-7, 9, 11), so its events are vouched for', () => {
+    const r = replayEventLogs({ firmware: log }, quotedOf([0, 1, 2, 3, 4, 5, 6, 7, 9, 11], ['sha1', 'sha256', 'sha384']) as never);
+    expect(r.perLog.firmware?.ok, r.perLog.firmware?.reason).toBe(true);
+  });
+
+  it('affirm the booted UKI: application, sections, hypervisor after ExitBootServices', () => {
+    const r = byName(bootChecks(base()));
+    expect(r['boot.application']?.status, r['boot.application']?.reason).toBe('pass');
+    expect(r['boot.application']!.reason).toMatch(/event #32 .*BOOTX64.EFI.*; 1 later application\(s\) are its kernel/);
+    expect(r['boot.uki-sections']?.status, r['boot.uki-sections']?.reason).toBe('pass');
+    expect(r['boot.uki-sections']!.reason).toMatch(/8 systemd-stub events are .linux, .osrel, .cmdline, .initrd/);
+    expect(r['boot.hypervisor-follows']?.status, r['boot.hypervisor-follows']?.reason).toBe('pass');
+  });
+
+  it('a UKI whose command line differs by one character: both checks name the event and the digests', () => {
+    const r = byName(bootChecks(base({ ukis: [other] })));
+    expect(r['boot.application']?.status).toBe('fail');
+    expect(r['boot.application']!.reason).toContain(`event #32 (PCR 4 EV_EFI_BOOT_SERVICES_APPLICATION`);
+    expect(r['boot.application']!.reason).toContain(`sha256 digest ${uki.bootApplication.sha256} is not an allowed UKI (expected ${other.bootApplication.sha256}`);
+    expect(r['boot.uki-sections']?.status).toBe('fail');
+    const ev38 = other.events[5]!;
+    expect(ev38.section).toBe('.cmdline');
+    expect(r['boot.uki-sections']!.reason).toBe(`event #38 (PCR 11 EV_IPL ".cmdline") = .cmdline contents: sha256 expected ${ev38.digests.sha256}, actual ${uki.events[5]!.digests.sha256}`);
+    expect(r['boot.uki-sections']!.details?.join('\n')).toMatch(/quoted sha256 PCR 11 .* is not the value predicted/);
+    // either UKI allowed: the booted one is chosen
+    expect(bootChecks(base({ ukis: [other, uki] })).every((c) => c.status === 'pass')).toBe(true);
+  });
+
+  it('PCR 11 or PCR 4 not quoted: the events are not vouched for', () => {
+    const r = byName(bootChecks(base({ quoted: quotedOf([0, 1, 2, 3, 4, 5, 6, 7]) })));
+    expect(r['boot.uki-sections']?.status).toBe('fail');
+    expect(r['boot.uki-sections']!.reason).toMatch(/PCR 11 is not quoted/);
+    const r2 = byName(bootChecks(base({ quoted: quotedOf([0, 11]) })));
+    expect(r2['boot.application']!.reason).toMatch(/PCR 4 is not quoted/);
+  });
+
+  it('a log that does not replay, or no log at all, fails every boot check', () => {
+    for (const over of [{ firmwareReplayOk: false }, { firmwareLog: undefined }, { firmwareLog: log.subarray(0, 30) }] as Partial<BootCheckInput>[]) {
+      const r = bootChecks(base(over));
+      expect(r.map((c) => c.status)).toEqual(['fail', 'fail', 'fail']);
+    }
+    expect(bootChecks(base({ ukis: [] }))).toEqual([]);
+  });
+
+  it('the hypervisor must follow: runtime log present and its first PCR 12 event is the reference image', () => {
+    expect(byName(bootChecks(base({ runtimeLog: undefined })))['boot.hypervisor-follows']!.reason).toMatch(/no runtime log/);
+    const wrong = writeEventLog({ specId: { banks: ['sha256'] }, events: [{ pcr: 12, type: 'EV_IPL', data: Buffer.from('x'), digests: { sha256: Buffer.alloc(32, 1) } }] });
+    expect(byName(bootChecks(base({ runtimeLog: wrong })))['boot.hypervisor-follows']!.reason).toMatch(/first event in PCR 12 is not the reference hypervisor image/);
+  });
+});
