@@ -63,6 +63,7 @@ static struct {
 	u64 handoff_pa, host_cr3;
 	long cpu_result[HE_MAX_CPUS];
 	bool cpu_on[HE_MAX_CPUS];
+	bool pinned;               /* a module reference while CPUs run under the hypervisor */
 } he;
 
 static inline u64 he_vmmcall(u64 nr, u64 *rdi, u64 *rsi, u64 *rdx, u64 rcx, u64 r8v)
@@ -373,6 +374,10 @@ static int he_disable_all(void)
 			return -EBUSY;
 		}
 	he.state = HE_STATE_LOADED;
+	if (he.pinned) {
+		he.pinned = false;
+		module_put(THIS_MODULE);
+	}
 	pr_info("disabled: every CPU handed back\n");
 	return 0;
 }
@@ -443,6 +448,9 @@ static int he_enable(void)
 		he.state = HE_STATE_LOADED;
 		return -EIO;
 	}
+	/* rmmod is refused (in use) until every CPU is handed back: the leave trampoline is module text */
+	__module_get(THIS_MODULE);
+	he.pinned = true;
 	pr_info("enabled: %d CPUs run as guests of the hypervisor\n", ok);
 	return 0;
 }

@@ -22,22 +22,15 @@ import type { EvidenceEnclave } from './evidence.js';
  */
 export const ECALL_QUOTE_REPORT = 4;
 
-/** A hypervisor client that can turn a MAC-checked REPORT into an enclave quote (QUOTE 0x42). */
-export type QuotingClient = HypervisorClient & { quote(report: Buffer): Promise<Buffer> };
-
 export interface EnclaveQuoteResult {
   evidence: EvidenceEnclave;
+  /** The memory-encryption backend the enclave ran under (the evidence says "sgx-like" for "none"). */
+  backend: BackendKind;
   name: string;
   mrenclave: string;
   mrsigner: string;
   debug: boolean;
   keySlot: number | null;
-}
-
-function quoting(c: HypervisorClient): QuotingClient {
-  const q = (c as Partial<QuotingClient>).quote;
-  if (typeof q !== 'function') throw new AttestError(`the ${c.platform} hypervisor client has no QUOTE call (this build lacks the hypervisor attestation key)`, 7);
-  return c as QuotingClient;
 }
 
 /**
@@ -46,7 +39,7 @@ function quoting(c: HypervisorClient): QuotingClient {
  * from the manifest, REPORTDATA) so a broken stack fails at the attester with a clear line.
  */
 export async function quoteEnclave(client: HypervisorClient, manifestPath: string, nonce: Buffer, opts: { userData?: Buffer; backend?: BackendKind; id?: string } = {}): Promise<EnclaveQuoteResult> {
-  const qc = quoting(client);
+  const qc = client;
   const m = withBackend(loadManifest(manifestPath), opts.backend);
   const userData = opts.userData ?? Buffer.alloc(0);
   const reportData = expectedReportData(nonce, userData);
@@ -73,6 +66,7 @@ export async function quoteEnclave(client: HypervisorClient, manifestPath: strin
         ...(launch?.measurement ? { launchMeasurement: launch.measurement } : {}),
         ...(launch?.keySlot != null ? { keySlot: launch.keySlot } : {}),
       },
+      backend: m.backend.kind,
       name: m.name,
       mrenclave: e.mrenclave.toString('hex'),
       mrsigner: e.mrsigner.toString('hex'),

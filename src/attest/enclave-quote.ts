@@ -28,6 +28,13 @@ export const DEFAULT_HAK_PCR = 13;
 /** ASCII prefix of the HAK event data; followed by the 64 lowercase hex digits of the key. */
 export const HAK_EVENT_PREFIX = 'hyperenclave-hak:ed25519:';
 
+/**
+ * The event the hypervisor extends into its PCR at DISABLE (mirrors EXIT_EVENT in
+ * hypervisor/core/src/trust.rs). After it the host holds every TPM locality again, so evidence
+ * whose hypervisor PCR shows it is not from an uninterrupted run of the measured hypervisor.
+ */
+export const HYPERVISOR_EXIT_EVENT = 'hyperenclave:hypervisor-exit v=1';
+
 /** Fields of the SGX REPORT body (bytes 0..384 of a REPORT). */
 export interface ReportBody {
   cpuSvn: Buffer;

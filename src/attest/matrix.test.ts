@@ -36,6 +36,7 @@ const HV_HEADER = sha256('hypervisor header');
 const HV_SIGNER = sha256('hypervisor signer');
 const MRENCLAVE = sha256('enclave code');
 const MRSIGNER = sha256('enclave signer');
+const EXIT_CAP = sha256('hyperenclave:hypervisor-exit v=1'); // hypervisor/core/src/trust.rs EXIT_EVENT
 const ISVPRODID = 7;
 const ISVSVN = 2;
 const ATTR_INIT_64 = 0x5n; // INIT | MODE64BIT
@@ -85,6 +86,8 @@ describe.skipIf(!!skip)('verifier negative matrix (swtpm quotes, Ed25519 test HA
     }
     pcr12 = v.toString('hex');
     att.extend(13, 'sha256', sha256(hakEvent(hakPub)).toString('hex'));
+    // PCR 11: a hypervisor measured, disabled (the exit cap), and measured again (a reload)
+    for (const d of [HV_IMAGE, EXIT_CAP, HV_IMAGE]) att.extend(11, 'sha256', d.toString('hex'));
     att.extend(14, 'sha256', sha256(hakEvent(hakPub)).toString('hex'));
     att.extend(14, 'sha256', sha256('something else').toString('hex'));
     // enrollment by credential activation, as `verifier enroll` does
@@ -217,7 +220,7 @@ describe.skipIf(!!skip)('verifier negative matrix (swtpm quotes, Ed25519 test HA
     expect(r2.firstFailure).toMatch(/^eventlog\.runtime/);
   });
 
-  const cases: [string, () => AttestationResult, string][] = [
+  const cases: [string, () => AttestationResult, string, RegExp?][] = [
     ['enclave quote signature forged (one bit of the Ed25519 signature)', () => {
       const ev = bundle({ enclaves: (x) => {
         const e = enclave(x);
@@ -271,6 +274,12 @@ describe.skipIf(!!skip)('verifier negative matrix (swtpm quotes, Ed25519 test HA
     ['AK pinned only by another key (trustedAkKeys names a different AK)', () => verify(bundle(), verifier({ akProvenance: { acceptEnrolled: false, trustedAkKeys: ['00'.repeat(32)] } })), 'ak.provenance'],
     ['reference PCR not quoted (references name PCR 9)', () => verify(bundle(), verifier({}, undefined, refValues({ pcrs: { sha256: { '12': pcr12, '9': '00'.repeat(32) } } }))), 'reference.pcrs'],
     ['hypervisor PCR missing from the quote', () => verify(bundle({ pcrs: [0, 1, 2, 3, 4, 5, 6, 7, 13] }), verifier({ requiredPcrs: { sha256: [13] } })), 'reference.hypervisor'],
+    ['hypervisor disabled and reloaded since boot (exit cap in its PCR, image measured again)', () => {
+      const reload: EventInput[] = [HV_IMAGE, EXIT_CAP, HV_IMAGE].map((d, i) => ({ pcr: 11, type: 'EV_IPL', data: Buffer.from(i === 1 ? 'hyperenclave:hypervisor-exit v=1' : 'hypervisor image'), digests: { sha256: d } }));
+      const ev = bundle({ pcrs: [0, 1, 2, 3, 4, 5, 6, 7, 11, 13], runtime: runtimeLog(runtimeEvents(reload)) });
+      // references that name only the image event (no final PCR value), which the reload also shows
+      return verify(ev, verifier({ requiredPcrs: { sha256: [11, 13] }, hypervisor: { pcr: 11, hakPcr: 13 } }, undefined, { schema: 'hyperenclave/reference-values', version: 1, pcrs: {}, hypervisor: { pcr: 11, digests: { sha256: [HV_IMAGE.toString('hex')] } } }));
+    }, 'reference.hypervisor', /hypervisor-exit cap/],
     ['hypervisor measured from another image', () => verify(bundle(), verifier({}, undefined, refValues({ pcrs: { sha256: { '12': sha256(Buffer.alloc(32), sha256('evil image')).toString('hex') } }, hypervisor: { pcr: 12, digests: { sha256: [sha256('evil image').toString('hex')] } } }))), 'reference.hypervisor'],
     ['PCR digest mismatch (a PCR value changed after quoting)', () => {
       const ev = bundle();
@@ -320,10 +329,11 @@ describe.skipIf(!!skip)('verifier negative matrix (swtpm quotes, Ed25519 test HA
     ['platform kind claimed hardware with an swtpm EK', () => verify(bundle({ platformKind: 'real' })), 'platform.kind'],
     ['policy requires real hardware, EK chains to swtpm\'s CA', () => verify(bundle(), verifier({ platform: { requireReal: true } })), 'platform.kind'],
   ];
-  for (const [what, run, name] of cases) {
+  for (const [what, run, name, why] of cases) {
     it(`${what} -> ${name}`, () => {
       const r = run();
       expect(check(r, name)?.status, formatResultTable(r)).toBe('fail');
+      if (why) expect([check(r, name)!.reason, ...(check(r, name)!.details ?? [])].join('\n')).toMatch(why);
       expect(r['ear.status']).toBe('contraindicated');
     });
   }

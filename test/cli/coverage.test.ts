@@ -102,7 +102,7 @@ describe.skipIf(!!noHypervisor)('firmware, emulator, enable / disable / boot, en
     expect(booted.alreadyEnabled).toBe(false);
     const state0 = booted.state as { phase: string; steps: { name: string; status: string }[]; image: { id: string } };
     expect(state0.phase).toBe('enabled');
-    expect(state0.steps.map((s) => `${s.name}:${s.status}`)).toEqual(['platform:done', 'verify-image:done', 'measure:done', 'load:done', 'enable:done']);
+    expect(state0.steps.map((s) => `${s.name}:${s.status}`)).toEqual(['platform:done', 'verify-image:done', 'measure:done', 'load:done', 'enable:done', 'trust:done']);
     expect((await json('status')).enabled).toBe(true);
   });
 

@@ -5,6 +5,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { cliMissing, repoRoot, runCli, schemaProblems, writeEmulatedVerifierPolicy } from '../helpers/cli.js';
 import { swtpmAvailable } from '../../src/platform/emulated/swtpm.js';
+import { readCpuFacts } from '../../src/platform/cpu.js';
+import { archForCpuVendor } from '../../src/measure/container.js';
 
 const addon = join(repoRoot, 'hypervisor', 'addon', 'hyperenclave-addon.node');
 const payload = join(repoRoot, 'hypervisor', 'enclaves', 'out', 'sealer.bin');
@@ -33,7 +35,7 @@ describe.skipIf(!!missing)('attest --enclave + verify on the emulated platform (
   beforeAll(async () => {
     const img = f('hv.img');
     for (const args of [
-      ['firmware', 'build', addon, '-o', img, '--arch', 'intel-vmx', '--raw', '--entry', '0'],
+      ['firmware', 'build', addon, '-o', img, '--arch', archForCpuVendor(readCpuFacts().vendor) ?? 'intel-vmx', '--raw', '--entry', '0'],
       ['firmware', 'reference', img, '-o', f('reference-values.json')],
       ['boot', '--image', img],
       ['ak', 'create'],

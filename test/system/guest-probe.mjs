@@ -34,28 +34,28 @@ const rawCall = (nr, regs, bufMask = 0, page = undefined) => {
 
 const e = await createEnclave(client, loadManifest(manifestPath));
 const tcs = tcsOf(e);
-// The demoted host (root) asks for a live enclave's REPORT and SEAL key with raw hypercalls:
-// both leaves are served only to the enclave itself (ENCLAVE_ONLY), and nothing is written back.
-{
-  const page = Buffer.alloc(4096);
-  page.fill(0x5a, 512, 576); // REPORTDATA
-  const rep = rawCall(HC.REPORT, [BigInt(e.id), 0n, 512n, 1024n], 0b1110, page); // RSI = TARGETINFO, RDX = REPORTDATA, RCX = out
-  const repOut = page.subarray(1024, 1024 + 432);
-  check('host-report-refused', rep.status === 'ENCLAVE_ONLY' && repOut.every((b) => b === 0),
-    `REPORT (0x20) for enclave ${e.id} from the host: ${rep.status}; output page ${repOut.every((b) => b === 0) ? 'untouched' : 'WRITTEN'}`);
-  const kpage = Buffer.alloc(4096);
-  kpage.writeUInt16LE(4, 0); // KEYNAME = SEAL
-  kpage.writeUInt16LE(1, 2); // KEYPOLICY = MRENCLAVE
-  const key = rawCall(HC.GET_KEY, [BigInt(e.id), 0n, 512n], 0b0110, kpage); // RSI = KEYREQUEST, RDX = out
-  const keyOut = kpage.subarray(512, 528);
-  check('host-getkey-refused', key.status === 'ENCLAVE_ONLY' && keyOut.every((b) => b === 0),
-    `GET_KEY (0x22, SEAL, MRENCLAVE policy) for enclave ${e.id} from the host: ${key.status}; output ${keyOut.every((b) => b === 0) ? 'untouched' : 'WRITTEN'}`);
-  // The hypervisor's attestation key as it reports it (judge.mjs recomputes the HAK PCR from it).
-  const hpage = Buffer.alloc(4096);
-  const hak = rawCall(HC.HAK_PUBLIC, [0n], 0b0001, hpage);
-  console.log(`@@HE:HAK ${hak.status} ${hpage.subarray(0, 32).toString('hex')} ${hak.rdi}`);
-}
 try {
+  // The demoted host (root) asks for a live enclave's REPORT and SEAL key with raw hypercalls:
+  // both leaves are served only to the enclave itself (ENCLAVE_ONLY), and nothing is written back.
+  {
+    const page = Buffer.alloc(4096);
+    page.fill(0x5a, 512, 576); // REPORTDATA
+    const rep = rawCall(HC.REPORT, [BigInt(e.id), 0n, 512n, 1024n], 0b1110, page); // RSI = TARGETINFO, RDX = REPORTDATA, RCX = out
+    const repOut = page.subarray(1024, 1024 + 432);
+    check('host-report-refused', rep.status === 'ENCLAVE_ONLY' && repOut.every((b) => b === 0),
+      `REPORT (0x20) for enclave ${e.id} from the host: ${rep.status}; output page ${repOut.every((b) => b === 0) ? 'untouched' : 'WRITTEN'}`);
+    const kpage = Buffer.alloc(4096);
+    kpage.writeUInt16LE(4, 0); // KEYNAME = SEAL
+    kpage.writeUInt16LE(1, 2); // KEYPOLICY = MRENCLAVE
+    const key = rawCall(HC.GET_KEY, [BigInt(e.id), 0n, 512n], 0b0110, kpage); // RSI = KEYREQUEST, RDX = out
+    const keyOut = kpage.subarray(512, 528);
+    check('host-getkey-refused', key.status === 'ENCLAVE_ONLY' && keyOut.every((b) => b === 0),
+      `GET_KEY (0x22, SEAL, MRENCLAVE policy) for enclave ${e.id} from the host: ${key.status}; output ${keyOut.every((b) => b === 0) ? 'untouched' : 'WRITTEN'}`);
+    // The hypervisor's attestation key as it reports it (judge.mjs recomputes the HAK PCR from it).
+    const hpage = Buffer.alloc(4096);
+    const hak = rawCall(HC.HAK_PUBLIC, [0n], 0b0001, hpage);
+    console.log(`@@HE:HAK ${hak.status} ${hpage.subarray(0, 32).toString('hex')} ${hak.rdi}`);
+  }
   const results = [
     ['hypervisor image', base],
     ['EPC', base + size / 2n],

@@ -321,4 +321,5 @@ TIMED_OUT=$TIMED_OUT_1
 # ---- 6. judge the console -----------------------------------------------------------------------
 tr -d '\r' <"$CONSOLE" >"$WORK/console.txt"
 node "$HERE/judge.mjs" "$WORK/console.txt" "$WORK/out" --timed-out "$TIMED_OUT" --pcr "$PCR" --hak-pcr "$HAK_PCR" \
-  --verifier-dir "$VDIR" --reserved-base "$RESERVED_BASE" --reserved-size "$RESERVED_SIZE" ${IMAGE_CONTAINER:+--image "$IMAGE_CONTAINER"} "${UEFI_JUDGE[@]}"
+  --verifier-dir "$VDIR" --reserved-base "$RESERVED_BASE" --reserved-size "$RESERVED_SIZE" ${IMAGE_CONTAINER:+--image "$IMAGE_CONTAINER"} \
+  --expected "$HERE/expected-checks.txt" --partial $(( 1 - WITH_IMAGE )) "${UEFI_JUDGE[@]}"

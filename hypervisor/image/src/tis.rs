@@ -107,13 +107,15 @@ pub struct Tis {
     high_water: usize,
     /// Whether the locality was seized from the host (logged by the caller).
     pub seized: bool,
+    /// The last transport error, in full (the core's TpmIoError carries only a static name).
+    pub last_error: Option<TisError>,
 }
 
 impl Tis {
     /// Requests `locality` (then seizes it if a lower locality keeps it) and waits until it is
     /// active. The caller must run with the TIS pages identity-mapped (the image always does).
     pub fn open(locality: u8) -> Result<Tis, TisError> {
-        let mut t = Tis { base: TIS_BASE + locality as u64 * LOCALITY_STRIDE, high_water: 0, seized: false };
+        let mut t = Tis { base: TIS_BASE + locality as u64 * LOCALITY_STRIDE, high_water: 0, seized: false, last_error: None };
         let did_vid = t.r32(DID_VID);
         if did_vid == 0 || did_vid == u32::MAX {
             return Err(TisError::NoDevice { did_vid });
@@ -309,6 +311,31 @@ impl Tis {
     fn w32(&self, off: u64, v: u32) {
         // SAFETY: as r32.
         unsafe { write_volatile(self.reg(off) as *mut u32, v) }
+    }
+}
+
+impl TisError {
+    /// A static name for the core's TpmIoError (the full error stays in `Tis::last_error`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            TisError::NoDevice { .. } => "TIS: no TPM at 0xfed40000",
+            TisError::LocalityNotGranted { .. } => "TIS: locality 2 not granted",
+            TisError::Timeout { .. } => "TIS: timed out",
+            TisError::BadCommand { .. } => "TIS: command without a valid header",
+            TisError::ExpectMismatch { .. } => "TIS: TPM_STS.expect wrong while writing",
+            TisError::BadResponseSize { .. } => "TIS: response size out of bounds",
+            TisError::TrailingData { .. } => "TIS: data left after the response",
+        }
+    }
+}
+
+/// The core's TPM layer runs its commands through the open locality.
+impl hyperenclave_core::TpmTransport for Tis {
+    fn transact(&mut self, cmd: &[u8], rsp: &mut [u8]) -> Result<usize, hyperenclave_core::TpmIoError> {
+        Tis::transact(self, cmd, rsp).map_err(|e| {
+            self.last_error = Some(e);
+            hyperenclave_core::TpmIoError { what: e.name() }
+        })
     }
 }
 

@@ -45,7 +45,7 @@ import type { CoreHv, CoreModule, EnclaveVmHandle } from '../../hypervisor/core-
 import { writeFileAtomic } from '../state.js';
 import { serveRpc } from './rpc.js';
 import { alive, canConnect, ensureDaemon } from './daemon.js';
-import { ensureEmulatedTpm } from './tpm-daemon.js';
+import { emulatedTpmSockets, ensureEmulatedTpm } from './tpm-daemon.js';
 
 /**
  * The emulated platform's hypervisor: one long-lived process per state directory holding the
@@ -402,16 +402,22 @@ export class HypervisorService {
       }
       case 'trustInit': {
         // The core unseals/creates its root over swtpm itself (locality 2); Node only moves the blob.
+        this.need();
+        const info = await ensureEmulatedTpm(this.opts.stateDir);
+        const want = emulatedTpmSockets(this.opts.stateDir);
+        if (info.serverPath !== want.server || info.ctrlPath !== want.ctrl)
+          throw new HypervisorError(`trustInit: the emulated TPM listens on ${info.serverPath}, the core was given ${want.server}`, EXIT.INTERNAL);
         const blob = a.blob === undefined ? undefined : hexArg(a, 'blob');
         if (blob && (blob.length === 0 || blob.length > TRUST_BLOB_CAPACITY)) throw new HypervisorError(`trustInit: sealed root of ${blob.length} bytes (1..${TRUST_BLOB_CAPACITY})`, EXIT.BAD_INPUT);
         const [inBuf, out] = this.stage(blob ?? 0, TRUST_BLOB_CAPACITY);
         const r = this.call('TRUST_INIT', [blob ? inBuf! : 0n, BigInt(blob?.length ?? 0), out!, BigInt(TRUST_BLOB_CAPACITY)]);
         const len = Number(r.rdi);
+        const newBlob = len > 0 ? this.out(out!, len).toString('hex') : null; // before HAK_PUBLIC reuses the scratch
         const hak = this.hakPublic();
         return {
           created: (Number(r.rsi) & TRUST_FLAG_CREATED) !== 0,
           pcrExtended: (Number(r.rsi) & TRUST_FLAG_PCR_EXTENDED) !== 0,
-          blob: len > 0 ? this.out(out!, len).toString('hex') : null,
+          blob: newBlob,
           hakPublic: hak.key,
           hakPcr: Number(r.rdx),
         };
@@ -475,15 +481,16 @@ export class HypervisorService {
           throw new HypervisorError(`load: ${path}: image SHA-256 ${img.sha256} differs from the measured ${want}`, EXIT.VERIFY_FAILED);
         const base = this.reservedBase;
         const core = await this.opts.core();
-        // the emulated platform's TPM: the core seals its root secret there (TRUST_INIT)
-        const tpm = await ensureEmulatedTpm(this.opts.stateDir);
+        // the emulated platform's TPM: the core seals its root secret there (TRUST_INIT; the TPM
+        // daemon is started then, not at load)
+        const tpm = emulatedTpmSockets(this.opts.stateDir);
         this.core = core.createHypervisor({
           base,
           total: RESERVED_DEFAULT.hypervisor + this.epcBytes,
           hypervisorSize: RESERVED_DEFAULT.hypervisor,
           imageSize: RESERVED_DEFAULT.image,
           paging: 'ept',
-          tpm: { server: tpm.serverPath, ctrl: tpm.ctrlPath },
+          tpm,
           imageDigest: Buffer.from(img.sha256, 'hex'),
           keySlots: { kind: 'asid', min: 1, max: 15 },
           requireSignedSigstruct: true,
