@@ -84,4 +84,17 @@ describe('boot checks on an OVMF + systemd-stub log', () => {
     const wrong = writeEventLog({ specId: { banks: ['sha256'] }, events: [{ pcr: 12, type: 'EV_IPL', data: Buffer.from('x'), digests: { sha256: Buffer.alloc(32, 1) } }] });
     expect(byName(bootChecks(base({ runtimeLog: wrong })))['boot.hypervisor-follows']!.reason).toMatch(/first event in PCR 12 is not the reference hypervisor image/);
   });
+  it('boot-time events in the hypervisor PCR (stub overrides/credentials) are refused unless the policy accepts them', () => {
+    // the recorded log with PCR 9's first event moved to PCR 12 (a stand-in for a stub PCR 12 event)
+    const moved = Buffer.from(log);
+    const idx = moved.indexOf(Buffer.from('LOADED_IMAGE::LoadOptions'));
+    // TCG_PCR_EVENT2 starts with pcrIndex (u32); find the record start by scanning back for PCR 9 + EV_EVENT_TAG
+    let at = idx;
+    while (at > 0 && !(moved.readUInt32LE(at) === 9 && moved.readUInt32LE(at + 4) === 6)) at--;
+    moved.writeUInt32LE(12, at);
+    const r = byName(bootChecks(base({ firmwareLog: moved })));
+    expect(r['boot.hypervisor-follows']?.status).toBe('fail');
+    expect(r['boot.hypervisor-follows']!.reason).toMatch(/^event #42 \(PCR 12 EV_EVENT_TAG.*boot-time event in PCR 12/);
+    expect(byName(bootChecks(base({ firmwareLog: moved, allowStubPcrEvents: true })))['boot.hypervisor-follows']?.status).toBe('pass');
+  });
 });

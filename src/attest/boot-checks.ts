@@ -49,6 +49,12 @@ export interface BootCheckInput {
   ukis: UkiRef[];
   hypervisorPcr: number;
   hakPcr: number;
+  /**
+   * Accept boot-time events in the hypervisor/HAK PCRs before ExitBootServices (systemd-stub's
+   * command-line override or credentials in PCR 12, system extensions in PCR 13). Default: refuse,
+   * since they change what the kernel runs with beyond the UKI the references judge.
+   */
+  allowStubPcrEvents?: boolean;
   /** bank -> allowed hypervisor image digests (reference values), when known. */
   hypervisorDigests?: Record<string, string[]>;
 }
@@ -187,7 +193,11 @@ export function bootChecks(input: BootCheckInput): BootCheckResult[] {
     if (!ebs) bad.push(`the firmware log has no EV_EFI_ACTION "${EBS}": the firmware never handed the machine to the booted kernel`);
     else if (ebs.index < lastUki) bad.push(`${where(ebs)} comes before the last boot-application/UKI event #${lastUki}`);
     const shared = log.events.filter((e) => e.pcr === input.hypervisorPcr || e.pcr === input.hakPcr);
-    for (const e of shared) if (ebs && e.index > ebs.index) bad.push(`${where(e)}: the firmware log extends PCR ${e.pcr} after ExitBootServices`);
+    for (const e of shared) {
+      if (ebs && e.index > ebs.index) bad.push(`${where(e)}: the firmware log extends PCR ${e.pcr} after ExitBootServices`);
+      else if (!input.allowStubPcrEvents)
+        bad.push(`${where(e)}: a boot-time event in PCR ${e.pcr} (systemd-stub puts command-line overrides and credentials in PCR 12, system extensions in PCR 13): the kernel ran with more than the UKI the references judge (policy boot.allowStubPcrEvents accepts them)`);
+    }
     let hvEvent: LogEvent | undefined;
     if (!input.runtimeLog) bad.push(`no runtime log: the hypervisor measurement in PCR ${input.hypervisorPcr} is not in the evidence`);
     else {

@@ -19,7 +19,7 @@ export interface VerifierPolicy {
   drtm?: { required?: boolean };
   hypervisor?: { pcr?: number; hakPcr?: number };
   /** UEFI measured boot: allowed UKIs (files of `hyperenclave firmware uki-reference`); runs the boot.* checks. */
-  boot?: { ukiReferences?: string[] };
+  boot?: { ukiReferences?: string[]; allowStubPcrEvents?: boolean };
   enclaves?: {
     /** Allowed enclave identities (Keylime-style policy as data): an enclave must match one entry in every field it names. */
     allowed?: EnclaveIdentityPolicy[];

@@ -364,7 +364,7 @@ export function verifyEvidence(input: VerifyInput, opts: VerifyOptions): Attesta
   }
 
   // --- UEFI boot chain: boot application, UKI sections, hypervisor after them (src/attest/boot-checks.ts) ---
-  for (const b of bootChecks({ firmwareLog: input.eventLogs.firmware, runtimeLog: input.eventLogs.runtime, quoted, firmwareReplayOk: c.passed('eventlog.firmware'), ukis: opts.policy.ukis ?? [], hypervisorPcr: hvPcr, hakPcr, ...(ref ? { hypervisorDigests: ref.hypervisorDigests } : {}) }))
+  for (const b of bootChecks({ firmwareLog: input.eventLogs.firmware, runtimeLog: input.eventLogs.runtime, quoted, firmwareReplayOk: c.passed('eventlog.firmware'), ukis: opts.policy.ukis ?? [], allowStubPcrEvents: policy.boot?.allowStubPcrEvents === true, hypervisorPcr: hvPcr, hakPcr, ...(ref ? { hypervisorDigests: ref.hypervisorDigests } : {}) }))
     c.add(b.name, b.status, b.reason, b.details);
 
   // --- enclaves: quote format, HAK signature, HAK bound in its PCR, REPORTDATA, identity ---
