@@ -99,7 +99,7 @@ uefi_chain_policy() {
 # The second, short boot: same TPM state (same EK, so the guest can enroll a new AK), the UKI whose
 # command line differs by one character. Its console goes to $WORK/console-broken.txt.
 uefi_second_boot() {
-  [ -n "$SWTPM_PID" ] && kill "$SWTPM_PID" 2>/dev/null; wait "$SWTPM_PID" 2>/dev/null || true
+  if [ -n "$SWTPM_PID" ]; then kill "$SWTPM_PID" 2>/dev/null || true; wait "$SWTPM_PID" 2>/dev/null || true; fi
   rm -f "$SOCK"
   start_swtpm
   uefi_qemu_args "$UEFI_DIR/esp-broken.img" "$RUN/ovmf-vars-broken.fd"
