@@ -50,13 +50,18 @@ test-ts: build
 
 # The system tier: Debian's kernel under QEMU TCG (SVM + NPT) with swtpm, demoted by our hypervisor.
 # Exit 77 from run.sh means "cannot run here" and is reported as skipped with its reason.
-.PHONY: test-system test-system-or-skip
+# Then the UEFI mode (q35 + OVMF booting a unified kernel image, measured from power-on; run.sh --uefi).
+.PHONY: test-system test-system-or-skip test-system-uefi test-system-uefi-or-skip
 test-system: deps build-ts
 	bash test/system/run.sh
 test-system-or-skip: deps build-ts
 	@bash test/system/run.sh; rc=$$?; if [ $$rc = 77 ]; then echo "system tier: skipped (see SKIPPED line above)"; exit 0; fi; exit $$rc
+test-system-uefi: deps build-ts
+	bash test/system/run.sh --uefi
+test-system-uefi-or-skip: deps build-ts
+	@bash test/system/run.sh --uefi; rc=$$?; if [ $$rc = 77 ]; then echo "system tier (UEFI): skipped (see SKIPPED line above)"; exit 0; fi; exit $$rc
 
-test: test-rust test-ts test-system-or-skip
+test: test-rust test-ts test-system-or-skip test-system-uefi-or-skip
 
 demo: build
 	node dist/src/cli/main.js demo
