@@ -372,9 +372,11 @@ function judgeUefi() {
     const got = pcrs.boot ?? {};
     const banks = ['sha1', 'sha256', 'sha384'];
     const bad = banks.filter((b) => got[b]?.['11'] !== ref.pcrs?.[b]?.['11']);
-    host('uki-measured', bad.length === 0, bad.length
+    // and PCR 9: the kernel's EFI stub measured the command line and initrd it received
+    const bad9 = ref.kernelEfiStub ? banks.filter((b) => got[b]?.['9'] !== ref.kernelEfiStub.pcrs[b]) : banks;
+    host('uki-measured', bad.length === 0 && bad9.length === 0, bad.length
       ? `PCR 11 differs from the prediction in ${bad.map((b) => `${b} (guest ${got[b]?.['11'] ?? 'none'}, predicted ${ref.pcrs?.[b]?.['11']})`).join(', ')}`
-      : `PCR 11 in sha1/sha256/sha384 equals the prediction from the UKI file (${ref.sections.map((x) => x.name).join(' ')}): sha256 ${got.sha256['11'].slice(0, 16)}…`);
+      : `PCR 11 in sha1/sha256/sha384 equals the prediction from the UKI file (${ref.sections.map((x) => x.name).join(' ')}): sha256 ${got.sha256['11'].slice(0, 16)}…; PCR 9 (kernel EFI stub: command line, initrd) ${bad9.length ? `differs in ${bad9.join(', ')}` : 'equals its prediction too'}`);
 
     // boot-app-digest: the first PCR 4 EV_EFI_BOOT_SERVICES_APPLICATION (tpm2_eventlog) = Authenticode of the UKI
     const ev = (eventlogYaml ?? '').split(/^- EventNum: /m).slice(1).map((t) => ({
