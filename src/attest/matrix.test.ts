@@ -22,6 +22,7 @@ import { Verifier } from './verifier.js';
 import type { VerifierPolicy } from './policy.js';
 import { formatResultTable, type AttestationResult, type CheckResult } from './result.js';
 import { startVerifierService } from './service.js';
+import { parseQuoteAttest } from './tpm-structures.js';
 
 const skip = swtpmAvailable({ ek: true }) ?? tpm2ToolsAvailable();
 if (skip) console.warn(`skipping the verifier negative matrix: ${skip}`);
@@ -204,6 +205,22 @@ describe.skipIf(!!skip)('verifier negative matrix (swtpm quotes, Ed25519 test HA
     expect(check(r, 'platform.kind')!.reason).toMatch(/swtpm/);
   });
 
+  it('an enrollment record without the platform kind: derived from the evidence\'s EK certificate only if it is the enrolled one', () => {
+    const v = verifier();
+    const rec = v.state.findEnrollment(undefined, akSpki())!;
+    const { platformKind: _k, platformReason: _r, ...old } = rec;
+    v.state.saveEnrollment(old);
+    const fresh = () => new Verifier({ stateDir: v.state.dir, policy: v.loaded });
+    const r = verify(bundle(), fresh());
+    expect(check(r, 'platform.kind')).toMatchObject({ status: 'pass', reason: expect.stringMatching(/swtpm/) });
+    expect(r['ear.status']).toBe('affirming');
+    const ev = bundle();
+    ev.akProvenance!.ekCertificates = [readFileSync(join(dir, cas[0]!), 'utf8')]; // a certificate, but not the enrolled EK's
+    const r2 = verify(ev, fresh());
+    expect(check(r2, 'platform.kind')).toMatchObject({ status: 'skip', reason: expect.stringMatching(/not the one this AK was enrolled with/) });
+    expect(r2['ear.status']).toBe('warning');
+  });
+
   it('a check that could not run gives at best warning (no reference values)', () => {
     const r = verify(bundle(), verifier({}, undefined, null));
     expect(check(r, 'reference.pcrs')?.status).toBe('skip');
@@ -354,6 +371,20 @@ describe.skipIf(!!skip)('verifier negative matrix (swtpm quotes, Ed25519 test HA
     } finally {
       await svc.close();
     }
+  });
+
+  it('reset/restart counters (obfuscated by a per-key constant for this storage-hierarchy AK) compare modulo 2^32', () => {
+    const ev = bundle();
+    const q = parseQuoteAttest(Buffer.from(ev.quotes[0]!.attest, 'base64'));
+    const at = (resetCount: number) => {
+      const v = verifier();
+      v.state.recordClock(akSpki(), { clock: '0', resetCount: resetCount >>> 0, restartCount: q.restartCount, at: new Date().toISOString() });
+      return check(verify(ev, v), 'clock')!;
+    };
+    // numerically larger but 2^31 + 1 behind modulo 2^32: this quote is the newer one
+    expect(at(q.resetCount + 0x80000001)).toMatchObject({ status: 'pass', reason: expect.stringMatching(/TPM reset/) });
+    expect(at(q.resetCount - 1)).toMatchObject({ status: 'pass', reason: expect.stringMatching(/TPM reset/) });
+    expect(at(q.resetCount + 1)).toMatchObject({ status: 'fail', reason: expect.stringMatching(/older than the last accepted/) });
   });
 
   it('only accepted evidence moves the clock record: a refused quote does not block a later one', () => {

@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
 import { existsSync, readFileSync } from 'node:fs';
+import { X509Certificate } from 'node:crypto';
 import { context } from '../context.js';
 import { emit, UsageError } from '../output.js';
 import { withTpm } from '../tpm-access.js';
@@ -206,10 +207,20 @@ export function registerAttest(program: Command): void {
       const res = await withTpm(platform, opts.tcti, async (t) => {
         const stored = readStoredAk(platform.stateDir);
         if (!stored) throw new HyperEnclaveError('attest: no AK yet: run "hyperenclave ak create" (and enroll it with your verifier)', EXIT.NOT_FOUND);
+        // The EK certificate travels along (informative: the verifier consults its enrollment
+        // record, and uses this only when that record predates the platform kind it keeps).
+        const ekDer = await t.readEkCertificate('rsa').catch(() => undefined);
+        let ekCertificates: string[] | undefined;
+        try {
+          ekCertificates = ekDer ? [new X509Certificate(ekDer).toString()] : undefined;
+        } catch {
+          ekCertificates = undefined;
+        }
         const { ak: loaded, release } = await loadStoredAk(t, stored);
         try {
           return await attestToFiles(clientAttesterTpm(t, loaded), {
             nonce,
+            ...(ekCertificates ? { ekCertificates } : {}),
             ak: { tpmtPublic: Buffer.from(stored.public, 'base64'), pem: stored.pem, name: Buffer.from(stored.name, 'hex') },
             pcrSelection,
             // No platform-kind claim: the verifier derives it from the EK certificate, not from --platform.
