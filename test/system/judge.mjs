@@ -11,6 +11,8 @@
 // did not (a crashed probe, a guest that died early) is a failure, and so is a passing check the
 // list does not name. --partial 1 (run.sh --no-image) lists the unreported ones as NOT RUN instead.
 //   judge.mjs CONSOLE OUTDIR --timed-out 0|1 --pcr N [--image CONTAINER] [--verifier-dir DIR]
+//             [--mode uefi --uki-reference FILE --uki FILE --chain-policy FILE --second-console FILE
+//              --second-timed-out 0|1 --boot-secs S1,S2]   (run.sh --uefi; checks in judgeUefi below)
 //             [--expected FILE] [--partial 0|1]
 import { createHash } from 'node:crypto';
 import { execFileSync, spawnSync } from 'node:child_process';
@@ -106,6 +108,10 @@ function cpusBootedEarly() {
 }
 
 // Replay the firmware log with tpm2_eventlog and compare with the PCRs read in the guest.
+const uefi = opt.mode === 'uefi';
+// UEFI: also PCR 9 (the kernel's EFI stub: load options, initrd) and 11 (systemd-stub: UKI sections)
+const replayedPcrs = ['0', '1', '2', '3', '4', '5', '6', '7', ...(uefi ? ['9', '11'] : [])];
+let eventlogYaml = null;
 const bios = blobs['bios-eventlog'];
 if (bios) {
   const logPath = join(outDir, 'binary_bios_measurements');
@@ -113,6 +119,7 @@ if (bios) {
   try {
     const yaml = execFileSync('tpm2_eventlog', [logPath], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
     writeAtomic(join(outDir, 'eventlog.yaml'), yaml);
+    eventlogYaml = yaml;
     const replayed = {};
     let bank = null;
     let inPcrs = false;
@@ -128,8 +135,8 @@ if (bios) {
     for (const b of ['sha1', 'sha256']) {
       const guest = pcrs.boot?.[b];
       if (!guest || !replayed[b]) { host(`replay-${b}`, false, `missing ${!guest ? 'guest PCRs' : 'replayed bank'}`); continue; }
-      const bad = ['0', '1', '2', '3', '4', '5', '6', '7'].filter((i) => (replayed[b][i] ?? '0'.repeat(guest[i]?.length ?? 0)) !== guest[i]);
-      host(`replay-${b}`, bad.length === 0, bad.length ? `PCR ${bad.join(',')} differ from the log (${events} events)` : `PCRs 0-7 equal the replay of ${events} SeaBIOS events`);
+      const bad = replayedPcrs.filter((i) => (replayed[b][i] ?? '0'.repeat(guest[i]?.length ?? 0)) !== guest[i]);
+      host(`replay-${b}`, bad.length === 0, bad.length ? `PCR ${bad.join(',')} differ from the log (${events} events)` : `PCRs ${replayedPcrs.join(',')} equal the replay of ${events} ${uefi ? 'OVMF/systemd-stub/EFI-stub' : 'SeaBIOS'} events`);
     }
   } catch (e) {
     host('replay', false, `tpm2_eventlog failed: ${String(e.stderr ?? e.message).split('\n')[0]}`);
@@ -288,7 +295,7 @@ const hakPcr = Number(opt['hak-pcr'] ?? 13);
 
 /** Verifies an evidence file outside the guest with the CLI, against the run's policy, on a copy of
  * the verifier state without its replay record (the service already accepted this very quote). */
-function verifyOutside(name, evBuf) {
+function verifyOutside(name, evBuf, policy = join(opt['verifier-dir'], 'policy.json')) {
   const evPath = join(outDir, `${name}.json`);
   writeAtomic(evPath, evBuf);
   const nonce = JSON.parse(evBuf.toString('utf8')).nonce;
@@ -296,7 +303,7 @@ function verifyOutside(name, evBuf) {
   rmSync(state, { recursive: true, force: true });
   cpSync(join(opt['verifier-dir'], 'state'), state, { recursive: true });
   for (const f of readdirSync(state, { recursive: true })) if (/clock/i.test(String(f))) rmSync(join(state, String(f)), { recursive: true, force: true });
-  const r = spawnSync('node', [CLI, '--platform', 'emulated', '--state-dir', state, '--json', 'verify', evPath, '--policy', join(opt['verifier-dir'], 'policy.json'), '--nonce', nonce], { encoding: 'utf8' });
+  const r = spawnSync('node', [CLI, '--platform', 'emulated', '--state-dir', state, '--json', 'verify', evPath, '--policy', policy, '--nonce', nonce], { encoding: 'utf8' });
   let res = {};
   try { res = JSON.parse(r.stdout); } catch { /* reported below */ }
   writeAtomic(join(outDir, `${name}-verify-outside.json`), r.stdout ?? '');
@@ -351,9 +358,112 @@ let enclaveOutside = null;
     `image with one byte changed: TRUST_INIT with the kept root: ${oldRoot}; without: ${newRoot}; unseal → ${other[1] ? (other[1].ok ? 'UNSEALED' : other[1].error) : 'not run'}; seal-key fingerprint ${other[3]?.ok ? (keyDiffers ? 'differs' : 'SAME') : other[3]?.error ?? 'not reached'}`);
 }
 
+if (uefi) judgeUefi();
+
+/**
+ * UEFI mode (run.sh --uefi): the boot measured from power-on, judged against values computed on
+ * the host from the UKI file alone (`firmware uki-reference`; its Authenticode also from pesign
+ * when installed) and the firmware log as tpm2_eventlog reads it.
+ */
+function judgeUefi() {
+  const ref = existsSync(opt['uki-reference'] ?? '') ? JSON.parse(readFileSync(opt['uki-reference'], 'utf8')) : null;
+  if (!ref) {
+    for (const n of ['uki-measured', 'boot-app-digest']) host(n, false, `no UKI reference values (${opt['uki-reference']})`);
+  } else {
+    // uki-measured: PCR 11 the guest read = prediction from the UKI file, every bank
+    const got = pcrs.boot ?? {};
+    const banks = ['sha1', 'sha256', 'sha384'];
+    const bad = banks.filter((b) => got[b]?.['11'] !== ref.pcrs?.[b]?.['11']);
+    // and PCR 9: the kernel's EFI stub measured the command line and initrd it received
+    const bad9 = ref.kernelEfiStub ? banks.filter((b) => got[b]?.['9'] !== ref.kernelEfiStub.pcrs[b]) : banks;
+    host('uki-measured', bad.length === 0 && bad9.length === 0, bad.length
+      ? `PCR 11 differs from the prediction in ${bad.map((b) => `${b} (guest ${got[b]?.['11'] ?? 'none'}, predicted ${ref.pcrs?.[b]?.['11']})`).join(', ')}`
+      : `PCR 11 in sha1/sha256/sha384 equals the prediction from the UKI file (${ref.sections.map((x) => x.name).join(' ')}): sha256 ${got.sha256['11'].slice(0, 16)}…; PCR 9 (kernel EFI stub: command line, initrd) ${bad9.length ? `differs in ${bad9.join(', ')}` : 'equals its prediction too'}`);
+
+    // boot-app-digest: the first PCR 4 EV_EFI_BOOT_SERVICES_APPLICATION (tpm2_eventlog) = Authenticode of the UKI
+    const ev = (eventlogYaml ?? '').split(/^- EventNum: /m).slice(1).map((t) => ({
+      num: Number(t.split('\n')[0]),
+      pcr: Number(/PCRIndex: (\d+)/.exec(t)?.[1]),
+      type: /EventType: (\S+)/.exec(t)?.[1],
+      digests: Object.fromEntries([...t.matchAll(/AlgorithmId: (\w+)\n\s+Digest: "([0-9a-f]+)"/g)].map((m) => [m[1], m[2]])),
+    }));
+    const app = ev.find((e) => e.pcr === 4 && e.type === 'EV_EFI_BOOT_SERVICES_APPLICATION');
+    let pesign = null;
+    if (opt.uki) {
+      const r = spawnSync('pesign', ['-i', opt.uki, '-h', '-d', 'sha256'], { encoding: 'utf8' });
+      if (r.status === 0) pesign = /hash: ([0-9a-f]+)/.exec(r.stdout)?.[1] ?? null;
+    }
+    const wrong = app ? banks.filter((b) => app.digests[b] !== ref.bootApplication.digests[b]) : banks;
+    const pesignOk = pesign === null || pesign === ref.bootApplication.digests.sha256;
+    host('boot-app-digest', !!app && wrong.length === 0 && pesignOk, !app ? 'no EV_EFI_BOOT_SERVICES_APPLICATION in PCR 4 of the firmware log'
+      : `event #${app.num}: ${wrong.length ? `logged ${wrong.map((b) => `${b} ${app.digests[b]} != Authenticode ${ref.bootApplication.digests[b]}`).join('; ')}` : `logged sha1/sha256/sha384 equal the UKI's Authenticode digests computed on the host (sha256 ${app.digests.sha256.slice(0, 16)}…)`}; pesign -h: ${pesign === null ? 'not installed' : pesignOk ? 'agrees' : `DISAGREES (${pesign})`}`);
+  }
+
+  // chain-verified: hyperenclave verify on the host, the chain policy (firmware log, UKI, hypervisor,
+  // HAK and enclave required), on the evidence with the enclave quote (else the plain one)
+  const chainPolicy = opt['chain-policy'];
+  const evName = blobs['enclave-evidence'] ? 'enclave-evidence' : 'evidence';
+  const LINKS = ['eventlog.firmware', 'boot.application', 'boot.uki-sections', 'boot.hypervisor-follows', 'eventlog.runtime', 'reference.hypervisor', 'enclave.hak-bound'];
+  if (!blobs[evName] || !chainPolicy) host('chain-verified', false, `no ${evName} from the guest or no chain policy`);
+  else {
+    const r = verifyOutside(`chain-${evName}`, blobs[evName], chainPolicy);
+    const st = Object.fromEntries(r.checks.map((c) => [c.name, c.status]));
+    const need = evName === 'enclave-evidence' ? LINKS : LINKS.filter((n) => n !== 'enclave.hak-bound');
+    const notPass = need.filter((n) => st[n] !== 'pass');
+    host('chain-verified', r.rc === 0 && r.status === 'affirming' && notPass.length === 0,
+      `hyperenclave verify --policy chain-policy.json on the ${evName} (exit ${r.rc}): ${r.status ?? r.stderr.split('\n')[0]}; ${need.map((n) => `${n}:${st[n] ?? 'absent'}`).join(' ')}${evName === 'evidence' ? ' (no enclave evidence: the HAK link is not judged)' : ''}`);
+  }
+
+  // chain-broken-refused: the second boot (UKI command line one character different)
+  const second = opt['second-console'] && existsSync(opt['second-console']) ? readConsoleBlobs(readFileSync(opt['second-console'], 'utf8').split('\n')) : null;
+  if (!second) host('chain-broken-refused', false, 'no console of the second boot');
+  else {
+    const att = second.blobs['cli-attest'] ? (() => { try { return JSON.parse(second.blobs['cli-attest'].toString('utf8')); } catch { return null; } })() : null;
+    const v = att?.verdict ?? att;
+    const remoteBoot = (v?.result?.checks ?? v?.checks ?? []).filter((c) => /^boot\./.test(c.name) && c.status === 'fail').map((c) => c.name);
+    const remoteNames = remoteBoot.length ? remoteBoot : [v?.firstFailure ?? ''].filter((x) => /boot\./.test(x));
+    const ev2 = second.blobs.evidence;
+    const r = ev2 && chainPolicy ? verifyOutside('chain-broken-evidence', ev2, chainPolicy) : null;
+    const failed = (r?.checks ?? []).filter((c) => c.status === 'fail');
+    const sections = failed.find((c) => c.name === 'boot.uki-sections');
+    const why = sections?.reason ?? sections?.detail ?? sections?.message ?? '';
+    const ok = !!v && v.status === 'contraindicated' && remoteNames.length > 0 && r?.status === 'contraindicated' && !!sections && /\.cmdline/.test(why) && failed.every((c) => /^boot\./.test(c.name));
+    host('chain-broken-refused', ok, `second boot (${second.timedOut ? 'TIMED OUT' : `${second.done ? 'finished' : 'did not finish'}`}): verifier on the host answered ${v?.status ?? 'nothing'}${remoteNames.length ? ` naming ${remoteNames.join(', ')}` : ''}; hyperenclave verify: ${r?.status ?? 'not run'}, failed ${failed.map((c) => c.name).join(', ') || 'nothing'}; boot.uki-sections: ${why || 'did not fail'}`);
+  }
+  if (opt['boot-secs']) {
+    // the kernel's last printk timestamp ~ time since the kernel started; the rest of QEMU's time is
+    // OVMF, the UKI's measurement and systemd-stub (the guest clock follows the host's under TCG)
+    const lastTs = (ls) => Math.max(0, ...ls.map((l) => Number(/^\[\s*(\d+\.\d+)\]/.exec(l)?.[1] ?? 0)));
+    const [s1, s2] = opt['boot-secs'].split(',').map(Number);
+    const k1 = lastTs(lines);
+    const k2 = opt['second-console'] && existsSync(opt['second-console']) ? lastTs(readFileSync(opt['second-console'], 'utf8').split('\n')) : NaN;
+    console.log(`UEFI boots: ${s1} s and ${s2} s of QEMU time; the kernel ran ${k1.toFixed(0)} s and ${k2.toFixed(0)} s of them, so firmware + UKI measurement + stub took about ${(s1 - k1).toFixed(0)} s and ${(s2 - k2).toFixed(0)} s`);
+  }
+}
+
+/** Blobs (and the DONE marker) of another console, for the second UEFI boot. */
+function readConsoleBlobs(ls) {
+  const out = { blobs: {}, done: false, timedOut: opt['second-timed-out'] === '1' };
+  let cur = null;
+  for (const line of ls) {
+    const at = line.indexOf('@@HE:');
+    if (cur) {
+      if (at >= 0 && line.slice(at).startsWith(`@@HE:B64 END ${cur.name}`)) { out.blobs[cur.name] = Buffer.from(cur.parts.join(''), 'base64'); cur = null; continue; }
+      if (/^[A-Za-z0-9+/=]+$/.test(line.trim())) { cur.parts.push(line.trim()); continue; }
+    }
+    if (at < 0) continue;
+    const [kind, a, b] = line.slice(at + 5).split(' ');
+    if (kind === 'DONE') out.done = true;
+    else if (kind === 'B64' && a === 'BEGIN') cur = { name: b, parts: [] };
+  }
+  return out;
+}
+
 // The expected checks: each must have reported; nothing may pass unlisted.
 const expectedFile = opt.expected ?? join(ROOT, 'test', 'system', 'expected-checks.txt');
-const expected = readFileSync(expectedFile, 'utf8').split('\n').map((l) => l.replace(/#.*/, '').trim()).filter(Boolean);
+// The UEFI mode's own checks are expected only from a UEFI run (run.sh --uefi).
+const UEFI_ONLY = ['uefi-boot', 'uki-measured', 'boot-app-digest', 'chain-verified', 'chain-broken-refused'];
+const expected = readFileSync(expectedFile, 'utf8').split('\n').map((l) => l.replace(/#.*/, '').trim()).filter(Boolean).filter((n) => uefi || !UEFI_ONLY.includes(n));
 const dupes = expected.filter((n, i) => expected.indexOf(n) !== i);
 if (dupes.length) host('expected-list', false, `${expectedFile} names ${dupes.join(', ')} more than once`);
 const reported = new Set(checks.map((c) => c.name));
