@@ -461,16 +461,21 @@ function readConsoleBlobs(ls) {
 
 // The expected checks: each must have reported; nothing may pass unlisted.
 const expectedFile = opt.expected ?? join(ROOT, 'test', 'system', 'expected-checks.txt');
-// The UEFI mode's own checks are expected only from a UEFI run (run.sh --uefi).
-const UEFI_ONLY = ['uefi-boot', 'uki-measured', 'boot-app-digest', 'chain-verified', 'chain-broken-refused'];
-const expected = readFileSync(expectedFile, 'utf8').split('\n').map((l) => l.replace(/#.*/, '').trim()).filter(Boolean).filter((n) => uefi || !UEFI_ONLY.includes(n));
+// Each line names a check; "name @m1,m2" limits it to those modes (run.sh --uefi is mode uefi,
+// the default SeaBIOS run is mode bios). An untagged check is expected from the bios and uefi modes.
+const mode = opt.mode ?? 'bios';
+const listed = readFileSync(expectedFile, 'utf8').split('\n').map((l) => l.replace(/#.*/, '').trim()).filter(Boolean).map((l) => {
+  const [name, tag] = l.split(/\s+@/);
+  return { name, modes: tag ? tag.split(',').map((m) => m.trim()) : ['bios', 'uefi'] };
+});
+const expected = listed.filter((e) => e.modes.includes(mode)).map((e) => e.name);
 const dupes = expected.filter((n, i) => expected.indexOf(n) !== i);
 if (dupes.length) host('expected-list', false, `${expectedFile} names ${dupes.join(', ')} more than once`);
 const reported = new Set(checks.map((c) => c.name));
 const notRun = expected.filter((n) => !reported.has(n));
 if (opt.partial !== '1') for (const n of notRun) checks.push({ name: n, ok: false, detail: `did not report (expected by ${expectedFile}): its probe crashed, was skipped or never ran`, source: 'judge' });
 for (const c of [...checks]) {
-  if (c.ok && !expected.includes(c.name)) checks.push({ name: `unlisted:${c.name}`, ok: false, detail: `check "${c.name}" passed but is not listed in ${expectedFile}: add it there`, source: 'judge' });
+  if (c.ok && !expected.includes(c.name)) checks.push({ name: `unlisted:${c.name}`, ok: false, detail: `check "${c.name}" passed but is not listed for mode ${mode} in ${expectedFile}: add it there`, source: 'judge' });
 }
 
 const summary = { schema: 'hyperenclave/system-tier-result', version: 1, booted, done, checks, pcrs, expected: expected.length, notRun: opt.partial === '1' ? notRun : [] };
