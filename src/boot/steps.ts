@@ -9,6 +9,7 @@ import { withJournaledRuntimeLog } from '../measure/journal.js';
 import { openTpm } from '../tpm/index.js';
 import { disableHypervisor, enableHypervisor, hypervisorStatus, loadHypervisor, withHypervisor } from '../hypervisor/index.js';
 import { HyperEnclaveError, EXIT } from '../errors.js';
+import { trustStep } from './trust-step.js';
 
 /** The boot flow's steps on a platform: real devices on linux, swtpm + the service when emulated. */
 export function bootStepsFor(
@@ -71,6 +72,7 @@ export function bootStepsFor(
     async enable() {
       await enableHypervisor(platform);
     },
+    trust: async () => ({ ...(await trustStep(platform, cfg.tcti)) }),
     async isEnabled() {
       try {
         return (await hypervisorStatus(platform)).enabled;

@@ -1,14 +1,14 @@
 import type { Command } from 'commander';
-import { context } from './context.js';
-import { withStateLock } from '../platform/lock.js';
 
 /**
  * A state-changing command's action run under the state directory's lock (src/platform/lock.ts):
  * a second copy waits for the first (HYPERENCLAVE_LOCK_WAIT) or reports its PID (exit 8).
+ * What it needs is loaded when the action runs (not for --help).
  */
 export function locked<A extends unknown[]>(what: string, action: (...args: A) => Promise<void> | void): (...args: A) => Promise<void> {
   return async (...args: A) => {
     const cmd = args[args.length - 1] as Command;
+    const [{ context }, { withStateLock }] = await Promise.all([import('./context.js'), import('../platform/lock.js')]);
     const { platform } = context(cmd);
     await withStateLock(platform.stateDir, what, async () => {
       await action(...args);

@@ -1,10 +1,14 @@
 import { execFileSync, spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import {
+  HC,
   HC_STATUS,
+  HYPERVISOR_EXIT_EVENT,
+  QUOTING_TARGET_MRENCLAVE,
   HE_IOC,
   HypervisorError,
   STATUS_SIZE,
@@ -17,12 +21,13 @@ import {
   statusName,
 } from './abi.js';
 import { LinuxHypervisorClient } from './linux-client.js';
+import { skipUnless } from '../../test/helpers/require.js';
 
 const root = new URL('../../', import.meta.url).pathname;
 
 describe('hypercall ABI', () => {
-  it('numbers every status code 0..35 as docs/hypercall-abi.md, each with a meaning and an exit code', () => {
-    expect(HC_STATUS.map((s) => s.code)).toEqual([...Array(36).keys()]);
+  it('numbers every status code 0..39 as docs/hypercall-abi.md, each with a meaning and an exit code', () => {
+    expect(HC_STATUS.map((s) => s.code)).toEqual([...Array(40).keys()]);
     const doc = readFileSync(join(root, 'docs/hypercall-abi.md'), 'utf8');
     for (const s of HC_STATUS) expect(doc).toMatch(new RegExp(`\\| ${s.code} \\| ${s.name}`));
     const e = HypervisorError.fromStatus('ENCLAVE_ADD', 15, 'enclave 3 offset 0x1000');
@@ -32,11 +37,30 @@ describe('hypercall ABI', () => {
     expect(statusName(99)).toBe('STATUS_99');
   });
 
+  it('call numbers and status codes equal the Rust core (hypervisor/core/src/hypercall.rs, the source of truth)', () => {
+    const rs = readFileSync(join(root, 'hypervisor/core/src/hypercall.rs'), 'utf8');
+    const nrs = Object.fromEntries([...rs.matchAll(/pub const ([A-Z_]+): u64 = (0x[0-9A-Fa-f]+);/g)].map((m) => [m[1]!, Number(m[2])]));
+    expect(nrs).toEqual({ ...HC });
+    const statuses = [...rs.slice(rs.indexOf('pub enum HcStatus')).matchAll(/^\s+([A-Za-z]+) = (\d+),$/gm)].map((m) => [m[1]!.replace(/([a-z])([A-Z])/g, '$1_$2').toUpperCase(), Number(m[2])]);
+    expect(statuses.length).toBe(HC_STATUS.length);
+    // the same name at the same code, underscores aside (KeySlotsExhausted ↔ KEYSLOTS_EXHAUSTED)
+    for (const [name, code] of statuses) expect([code, HC_STATUS[code as number]!.name.replace(/_/g, '')]).toEqual([code, (name as string).replace(/_/g, '')]);
+    expect(statuses.slice(36)).toEqual([['ENCLAVE_ONLY', 36], ['TRUST_NOT_ESTABLISHED', 37], ['TRUST_SEAL_FAILED', 38], ['TPM_IO', 39]]);
+    expect(HC_STATUS.slice(36).map((s) => s.name)).toEqual(['ENCLAVE_ONLY', 'TRUST_NOT_ESTABLISHED', 'TRUST_SEAL_FAILED', 'TPM_IO']);
+  });
+
+  it('the quoting identity is SHA-256 of its label (independent of the core)', () => {
+    expect(QUOTING_TARGET_MRENCLAVE.toString('hex')).toBe(createHash('sha256').update('HyperEnclave-TS quoting identity v1').digest('hex'));
+    const rs = readFileSync(join(root, 'hypervisor/core/src/trust.rs'), 'utf8');
+    expect(rs).toContain('b"HyperEnclave-TS quoting identity v1"');
+    expect(rs).toContain(`pub const EXIT_EVENT: &[u8] = b"${HYPERVISOR_EXIT_EVENT}";`);
+  });
+
   it('decodes STATUS, ENCLAVE_INFO and REPORT records at the documented offsets', () => {
     const st = Buffer.alloc(STATUS_SIZE);
     const w = (i: number, v: bigint) => st.writeBigUInt64LE(v, i * 8);
     w(0, 0x10000n);
-    w(1, 0b1011n);
+    w(1, 0b11011n);
     w(2, 0x1f4000000n);
     w(6, 32768n);
     w(7, 12n);
@@ -46,7 +70,7 @@ describe('hypercall ABI', () => {
     w(19, 4n);
     st.fill(0xab, 208);
     const s = decodeStatus(st);
-    expect(s).toMatchObject({ abiVersion: 0x10000, enabled: true, paging: 'npt', keySlotsPresent: false, signaturesRequired: true, reservedBase: 0x1f4000000n, epcPagesTotal: 32768, epcPagesUsed: 12, keySlotKind: 'keyid', keySlotMin: 1, keySlotMax: 15 });
+    expect(s).toMatchObject({ abiVersion: 0x10000, enabled: true, paging: 'npt', keySlotsPresent: false, signaturesRequired: true, trustEstablished: true, reservedBase: 0x1f4000000n, epcPagesTotal: 32768, epcPagesUsed: 12, keySlotKind: 'keyid', keySlotMin: 1, keySlotMax: 15 });
     expect(s.hostFaults.enclave).toBe(4);
     expect(s.imageDigest.equals(Buffer.alloc(32, 0xab))).toBe(true);
     expect(() => decodeStatus(Buffer.alloc(100))).toThrow(/STATUS: record is 100 bytes, need 240/);
@@ -85,7 +109,7 @@ describe('hypercall ABI', () => {
     expect(() => decodeMemoryMap(bad)).toThrow(/entry 1 \(byte 40\): kind 7/);
   });
 
-  const cc = spawnSync('cc', ['--version']).status === 0 ? 'cc' : undefined;
+  const cc = skipUnless('ioctl-number check against the C header', [['cc', spawnSync('cc', ['--version']).status === 0 ? undefined : 'cc not runnable (apt-get install gcc)']]) ? undefined : 'cc';
   it.skipIf(!cc)('ioctl numbers equal the C driver header (compiled with cc)', () => {
     const dir = mkdtempSync(join(tmpdir(), 'he-ioc-'));
     try {
@@ -101,9 +125,8 @@ describe('hypercall ABI', () => {
       rmSync(dir, { recursive: true, force: true });
     }
   });
-  if (!cc) console.warn('SKIP ioctl-number check: no C compiler (cc)');
 
-  it.skipIf(existsSync('/dev/hyperenclave'))('linux client fails clearly without the kernel driver', async () => {
+  it.skipIf(!!skipUnless('linux client without the driver', [['hardware-absent', existsSync('/dev/hyperenclave') && '/dev/hyperenclave exists here (the driver is loaded)']]))('linux client fails clearly without the kernel driver', async () => {
     await expect(LinuxHypervisorClient.open()).rejects.toThrow('/dev/hyperenclave absent: kernel driver not loaded');
   });
 });

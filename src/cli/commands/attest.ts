@@ -1,36 +1,44 @@
 import type { Command } from 'commander';
 import { existsSync, readFileSync } from 'node:fs';
-import { context } from '../context.js';
+import { X509Certificate } from 'node:crypto';
 import { locked } from '../locked.js';
 import { emit, UsageError } from '../output.js';
-import { withTpm } from '../tpm-access.js';
 import { progressFor } from '../progress.js';
 import { log } from '../../log.js';
 import { HyperEnclaveError, EXIT } from '../../errors.js';
-import {
-  akEnrollAnswerFile,
-  akEnrollRequestFile,
-  attestToFiles,
-  clientAttesterTpm,
-  clientEnrollingTpm,
-  exitCodeOf,
-  formatResultTable,
-  parseNonceHex,
-  serveVerifier,
-  Verifier,
-  verifierEnrollFinishFile,
-  verifierEnrollStartFiles,
-  verifyBundleFile,
-  verifyTpm2ToolsQuote,
-  VerifierClient,
-  enrollWithVerifier,
-  type VerifyOutcome,
-} from '../../attest/index.js';
+import type * as AttestLib from '../../attest/index.js';
+import type { VerifyOutcome } from '../../attest/index.js';
 import type { HyperEnclaveConfig } from '../../config/index.js';
-import { createStoredAk, loadStoredAk, readStoredAk } from '../../attest/ak-store.js';
+import type * as AkStore from '../../attest/ak-store.js';
+import type * as Context from '../context.js';
+import type * as TpmAccess from '../tpm-access.js';
 import { drtmLogPath, FIRMWARE_EVENT_LOG, runtimeLogPath } from '../../platform/logs.js';
 import { writeFileAtomic } from '../../platform/state.js';
+import type * as HypervisorService from '../../hypervisor/service.js';
+import type * as EnclaveEvidence from '../../attest/enclave-evidence.js';
+import type * as EnclaveQuote from '../../attest/enclave-quote.js';
+import type * as VerifyLib from '../../attest/verify.js';
 import { readFileBounded } from '../../platform/bounded-read.js';
+
+// The attestation stack, loaded by load() when an action runs (not for --help or other commands).
+let { context }: typeof Context = {} as typeof Context;
+let { withTpm }: typeof TpmAccess = {} as typeof TpmAccess;
+let { createStoredAk, loadStoredAk, readStoredAk }: typeof AkStore = {} as typeof AkStore;
+let { akEnrollAnswerFile, akEnrollRequestFile, attestToFiles, clientAttesterTpm, clientEnrollingTpm, exitCodeOf, formatResultTable, parseNonceHex, serveVerifier, Verifier, verifierEnrollFinishFile, verifierEnrollStartFiles, verifyBundleFile, verifyTpm2ToolsQuote, VerifierClient, enrollWithVerifier }: typeof AttestLib = {} as typeof AttestLib;
+let { withHypervisor }: typeof HypervisorService = {} as typeof HypervisorService;
+let { quoteEnclaves }: typeof EnclaveEvidence = {} as typeof EnclaveEvidence;
+let { DEFAULT_HAK_PCR }: typeof EnclaveQuote = {} as typeof EnclaveQuote;
+let { NONCE_MAX, NONCE_MIN }: typeof VerifyLib = {} as typeof VerifyLib;
+async function load(): Promise<void> {
+  ({ withHypervisor } = await import('../../hypervisor/service.js'));
+  ({ quoteEnclaves } = await import('../../attest/enclave-evidence.js'));
+  ({ DEFAULT_HAK_PCR } = await import('../../attest/enclave-quote.js'));
+  ({ NONCE_MAX, NONCE_MIN } = await import('../../attest/verify.js'));
+  ({ context } = await import('../context.js'));
+  ({ withTpm } = await import('../tpm-access.js'));
+  ({ createStoredAk, loadStoredAk, readStoredAk } = await import('../../attest/ak-store.js'));
+  ({ akEnrollAnswerFile, akEnrollRequestFile, attestToFiles, clientAttesterTpm, clientEnrollingTpm, exitCodeOf, formatResultTable, parseNonceHex, serveVerifier, Verifier, verifierEnrollFinishFile, verifierEnrollStartFiles, verifyBundleFile, verifyTpm2ToolsQuote, VerifierClient, enrollWithVerifier } = await import('../../attest/index.js'));
+}
 
 function printOutcome(opts: { json?: boolean }, outcome: VerifyOutcome, jwtPath?: string): void {
   if (jwtPath) writeFileAtomic(jwtPath, outcome.jwt + '\n');
@@ -136,6 +144,7 @@ export function registerAttest(program: Command): void {
     .option('--kind <kind>', 'ecc (P-256, ECDSA) or rsa (2048, RSASSA)', 'ecc')
     .addHelpText('after', '\nExample:\n  hyperenclave ak create --kind rsa --json')
     .action(locked('ak create', async (o: { kind: string }, cmd: Command) => {
+      await load();
       const { opts, platform } = context(cmd);
       if (o.kind !== 'ecc' && o.kind !== 'rsa') throw new UsageError(`--kind: ecc or rsa, got "${o.kind}"`);
       const stored = await withTpm(platform, opts.tcti, (t) => createStoredAk(t, platform.stateDir, o.kind as 'ecc'));
@@ -149,6 +158,7 @@ export function registerAttest(program: Command): void {
     .option('--verifier [url]', 'do the whole exchange with a remote verifier (`verifier serve`); default URL: config verifier.endpoint')
     .addHelpText('after', '\nExample:\n  hyperenclave ak enroll --request req.json\n  hyperenclave verifier enroll --request req.json --challenge ch.json\n  hyperenclave ak enroll --challenge ch.json --answer ans.json\n  hyperenclave verifier enroll --answer ans.json')
     .action(async (o: { request?: string; challenge?: string; answer?: string; verifier?: string | true }, cmd: Command) => {
+      await load();
       const { opts, platform, config } = context(cmd);
       if (o.verifier !== undefined) {
         if (o.request || o.challenge) throw new UsageError('ak enroll --verifier: the exchange is done over HTTP, without --request/--challenge files');
@@ -172,16 +182,29 @@ export function registerAttest(program: Command): void {
     .option('--nonce <hex>', 'the verifier\'s challenge (8-64 bytes, hex); not with --verifier, which asks for one')
     .option('--verifier [url]', 'get the nonce from a remote verifier, send it the evidence and print its verdict; default URL: config verifier.endpoint')
     .option('--out <file>', 'evidence bundle (JSON)', 'evidence.json')
-    .option('--pcrs <sel>', 'PCRs to quote, bank:list[+bank:list]', 'sha256:0-7,12,17,18+sha384:0-7,12')
+    .option('--pcrs <sel>', 'PCRs to quote, bank:list[+bank:list]', 'sha256:0-7,12,13,17,18+sha384:0-7,12,13')
+    .option('--enclave <manifest>', 'also quote an enclave: create it from this manifest, have it report with REPORTDATA = SHA-256(nonce || user data), QUOTE it through the hypervisor, destroy it (repeatable)', (v: string, prev: string[] = []) => [...prev, v])
+    .option('--user-data <hex>', 'data bound with the nonce into each enclave\'s REPORTDATA (e.g. a key it published; default empty)')
     .option('--tpm2-tools <dir>', 'also write message/signature/pcrs/ak.pem for tpm2_checkquote')
     .option('--keylime <file>', 'also write Keylime\'s quote string')
-    .addHelpText('after', '\nExamples:\n  hyperenclave attest --nonce $(openssl rand -hex 16) --out ev.json --tpm2-tools ./quote\n  hyperenclave attest --verifier http://verifier.example:8437 --out ev.json')
-    .action(async (o: { nonce?: string; verifier?: string | true; out: string; pcrs: string; tpm2Tools?: string; keylime?: string }, cmd: Command) => {
+    .addHelpText('after', '\nExamples:\n  hyperenclave attest --nonce $(openssl rand -hex 16) --out ev.json --tpm2-tools ./quote\n  hyperenclave attest --nonce $N --enclave sealer.manifest.json --out ev.json\n  hyperenclave attest --verifier http://verifier.example:8437 --out ev.json')
+    .action(async (o: { nonce?: string; verifier?: string | true; out: string; pcrs: string; enclave?: string[]; userData?: string; tpm2Tools?: string; keylime?: string }, cmd: Command) => {
+      await load();
       const { opts, platform, config } = context(cmd);
       if ((o.nonce === undefined) === (o.verifier === undefined)) throw new UsageError('attest: give --nonce HEX (the verifier\'s challenge), or --verifier [URL] to ask a verifier for it');
       const pcrSelection = pcrSelectionOf(o.pcrs);
+      let userData: Buffer | undefined;
+      if (o.userData !== undefined) {
+        if (!/^([0-9a-fA-F]{2}){0,4096}$/.test(o.userData)) throw new UsageError(`--user-data: expected up to 4096 bytes of hex, got "${o.userData.slice(0, 40)}"`);
+        if (!o.enclave?.length) throw new UsageError('--user-data goes with --enclave');
+        userData = Buffer.from(o.userData, 'hex');
+      }
+      for (const m of o.enclave ?? []) if (!existsSync(m)) throw new HyperEnclaveError(`--enclave ${m}: not found`, EXIT.NOT_FOUND);
       const remote = o.verifier !== undefined ? new VerifierClient(verifierEndpoint(config, o.verifier)) : undefined;
       const nonce = parseNonceHex(remote ? (await remote.challenge()).nonce : o.nonce!);
+      if (nonce.length < NONCE_MIN || nonce.length > NONCE_MAX) throw new UsageError(`--nonce: ${nonce.length} bytes; a challenge is ${NONCE_MIN}-${NONCE_MAX} bytes`);
+      // Enclave quotes first: they are claims the TPM quote then binds (with the nonce) in its qualifying data.
+      const enclaves = o.enclave?.length ? await withHypervisor(platform, (c) => quoteEnclaves(c, o.enclave!, nonce, userData ? { userData } : {})) : [];
       const logs: Record<string, Buffer> = {};
       for (const [kind, path] of [
         ['firmware', FIRMWARE_EVENT_LOG],
@@ -192,13 +215,24 @@ export function registerAttest(program: Command): void {
       const res = await withTpm(platform, opts.tcti, async (t) => {
         const stored = readStoredAk(platform.stateDir);
         if (!stored) throw new HyperEnclaveError('attest: no AK yet: run "hyperenclave ak create" (and enroll it with your verifier)', EXIT.NOT_FOUND);
+        // The EK certificate travels along (informative: the verifier consults its enrollment
+        // record, and uses this only when that record predates the platform kind it keeps).
+        const ekDer = await t.readEkCertificate('rsa').catch(() => undefined);
+        let ekCertificates: string[] | undefined;
+        try {
+          ekCertificates = ekDer ? [new X509Certificate(ekDer).toString()] : undefined;
+        } catch {
+          ekCertificates = undefined;
+        }
         const { ak: loaded, release } = await loadStoredAk(t, stored);
         try {
           return await attestToFiles(clientAttesterTpm(t, loaded), {
             nonce,
+            ...(ekCertificates ? { ekCertificates } : {}),
             ak: { tpmtPublic: Buffer.from(stored.public, 'base64'), pem: stored.pem, name: Buffer.from(stored.name, 'hex') },
             pcrSelection,
-            claims: { platformKind: platform.kind === 'emulated' ? 'emulated' : 'real' },
+            // No platform-kind claim: the verifier derives it from the EK certificate, not from --platform.
+            claims: enclaves.length ? { hypervisor: { hakPcr: DEFAULT_HAK_PCR }, enclaves: enclaves.map((e) => e.evidence) } : {},
             logs,
             outJson: o.out,
             ...(o.tpm2Tools ? { tpm2ToolsDir: o.tpm2Tools } : {}),
@@ -215,12 +249,14 @@ export function registerAttest(program: Command): void {
           schema: 'hyperenclave/attest',
           version: 1,
           files: res.files,
+          ...(enclaves.length ? { enclaves: enclaves.map((e) => ({ name: e.name, mrenclave: e.mrenclave, mrsigner: e.mrsigner, debug: e.debug })) } : {}),
           ...(res.checkquote ? { checkquote: res.checkquote } : {}),
           ...(verdict && remote ? { verifier: remote.endpoint.href, verdict: { status: verdict.status, result: verdict.result, jwt: verdict.jwt } } : {}),
         },
         () =>
           [
             `evidence written: ${res.files.join(', ')}`,
+            ...enclaves.map((e) => `enclave ${e.name}: MRENCLAVE ${e.mrenclave}, quoted by the hypervisor`),
             ...(res.checkquote ? [`check with: ${res.checkquote.join(' ')}`] : []),
             ...(verdict && remote ? [`verifier ${remote.endpoint.href}: ${verdict.status}`, formatResultTable(verdict.result as never)] : []),
           ].join('\n'),
@@ -246,7 +282,8 @@ export function registerAttest(program: Command): void {
       'after',
       '\nExamples:\n  hyperenclave verify ev.json --policy policy.json --nonce $N\n  hyperenclave verify host-*.json --policy policy.json --json   (a batch: exit 0 only if every file affirms)\n  hyperenclave verify --tpm2-quote-message m --tpm2-quote-signature s --tpm2-quote-pcrs p --ak-public ak.pem --nonce $N',
     )
-    .action((evidenceFiles: string[], o: Record<string, string | undefined>, cmd: Command) => {
+    .action(async (evidenceFiles: string[], o: Record<string, string | undefined>, cmd: Command) => {
+      await load();
       const { opts, platform } = context(cmd);
       const stateDir = o.stateOfVerifier ?? `${platform.stateDir}/verifier`;
       const tpm2 = o.tpm2QuoteMessage || o.tpm2QuoteSignature || o.tpm2QuotePcrs;
@@ -293,7 +330,8 @@ export function registerAttest(program: Command): void {
     .option('--answer <file>', 'the attester\'s answer: on success the AK is enrolled')
     .option('--policy <file>', 'verifier policy (trusted EK CAs)')
     .addHelpText('after', '\nExample:\n  hyperenclave verifier enroll --policy policy.json --request req.json --challenge ch.json\n  (the attester answers: hyperenclave ak enroll --challenge ch.json --answer ans.json)\n  hyperenclave verifier enroll --policy policy.json --answer ans.json')
-    .action((o: { request?: string; challenge?: string; answer?: string; policy?: string }, cmd: Command) => {
+    .action(async (o: { request?: string; challenge?: string; answer?: string; policy?: string }, cmd: Command) => {
+      await load();
       const { opts, platform } = context(cmd);
       const v = new Verifier({ stateDir: `${platform.stateDir}/verifier`, ...(o.policy ? { policyPath: o.policy } : {}) });
       if (o.request) {
@@ -316,6 +354,7 @@ export function registerAttest(program: Command): void {
       '\nExample:\n  hyperenclave verifier serve --listen 127.0.0.1:8437 --policy policy.json\n  curl -s -X POST -H content-type:application/json -d {} http://127.0.0.1:8437/challenge',
     )
     .action(async (o: { listen: string; policy?: string; maxBody: string }, cmd: Command) => {
+      await load();
       const { opts, platform } = context(cmd);
       const m = /^(.+):(\d+)$/.exec(o.listen);
       if (!m || Number(m[2]) > 65535) throw new UsageError(`--listen: expected host:port, got "${o.listen}"`);

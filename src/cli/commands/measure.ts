@@ -1,14 +1,10 @@
 import type { Command } from 'commander';
-import { context } from '../context.js';
 import { locked } from '../locked.js';
 import { emit, table } from '../output.js';
-import { withTpm } from '../tpm-access.js';
 import { withProgress } from '../progress.js';
-import { loadPolicy, measureImage, DEFAULT_POLICY_NAME } from '../../measure/index.js';
-import { measureTpmFor } from '../../measure/tpm-adapter.js';
 import { runtimeLogPath } from '../../platform/logs.js';
-import { withJournaledRuntimeLog } from '../../measure/journal.js';
-import { readTextFile } from '../../platform/bounded-read.js';
+import { readFileSync } from 'node:fs';
+import { DEFAULT_POLICY_NAME } from '../../measure/policy.js';
 
 export function registerMeasure(program: Command): void {
   program
@@ -19,6 +15,12 @@ export function registerMeasure(program: Command): void {
     .option('--signer <pem>', 'public key the image signature must verify with')
     .addHelpText('after', '\nExample:\n  hyperenclave measure /lib/firmware/hyperenclave/hyperenclave.img --policy sha256-sha384 --json')
     .action(locked('measure', async (image: string | undefined, o: { policy?: string; signer?: string }, cmd: Command) => {
+      const { context } = await import('../context.js');
+      const { withTpm } = await import('../tpm-access.js');
+      const { withJournaledRuntimeLog } = await import('../../measure/journal.js');
+      const { readTextFile } = await import('../../platform/bounded-read.js');
+      const { loadPolicy, measureImage } = await import('../../measure/index.js');
+      const { measureTpmFor } = await import('../../measure/tpm-adapter.js');
       const { opts, platform, config: cfg } = context(cmd);
       const imagePath = image ?? cfg.image ?? '/lib/firmware/hyperenclave/hyperenclave.img';
       const policy = loadPolicy(o.policy ?? cfg.pcrPolicy ?? DEFAULT_POLICY_NAME);

@@ -8,9 +8,9 @@ import { EmulatedHypervisorClient } from '../../hypervisor/emulated-client.js';
 import { statusToJson } from '../../hypervisor/status.js';
 import { alive as daemonAlive } from './daemon.js';
 import { ensureHypervisorService, placeReservedRegion, readMachineMemoryMap, serviceEntry, serviceRecord, stopHypervisorService, SYNTHETIC_MEMORY_MAP } from './hypervisor-service.js';
+import { skipUnless } from '../../../test/helpers/require.js';
 
-const entryMissing = existsSync(serviceEntry()) ? undefined : `${serviceEntry()} missing (run npm run build first)`;
-if (entryMissing) console.warn(`SKIP emulated hypervisor service process tests: ${entryMissing}`);
+const entryMissing = skipUnless('emulated hypervisor service process tests', [['cli', existsSync(serviceEntry()) ? undefined : `${serviceEntry()} missing (run npm run build first)`]]);
 const validStatus = compileSchema('hypervisor-status.schema.json');
 
 /** Exited processes not yet reaped by their parent (zombies) count as dead, as in daemon.ts. */
