@@ -8,11 +8,11 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BACKEND_KINDS, type BackendKind } from '../../enclave/backends/types.js';
+import { readTextFile } from '../../platform/bounded-read.js';
 
 /** What the actions need, loaded when one runs (not for --help or other commands). */
 const lib = async () => ({ ...(await import('../context.js')), ...(await import('../../hypervisor/index.js')) });
 const enclaves = () => import('../../enclave/index.js');
-import { readTextFile } from '../../platform/bounded-read.js';
 
 function backendOpt(v: string | undefined): BackendKind | undefined {
   if (v === undefined) return undefined;
