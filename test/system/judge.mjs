@@ -15,6 +15,7 @@
 //              --second-timed-out 0|1 --boot-secs S1,S2]   (run.sh --uefi; checks in judgeUefi below)
 //             [--expected FILE] [--partial 0|1]
 import { createHash } from 'node:crypto';
+import { createRequire } from 'node:module';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync, renameSync, openSync, fsyncSync, closeSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -22,6 +23,7 @@ import { fileURLToPath } from 'node:url';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const CLI = join(ROOT, 'dist', 'src', 'cli', 'main.js');
+const Database = createRequire(join(ROOT, 'package.json'))('better-sqlite3');
 
 const [consolePath, outDir, ...rest] = process.argv.slice(2);
 const opt = {};
@@ -303,6 +305,13 @@ function verifyOutside(name, evBuf, policy = join(opt['verifier-dir'], 'policy.j
   rmSync(state, { recursive: true, force: true });
   cpSync(join(opt['verifier-dir'], 'state'), state, { recursive: true });
   for (const f of readdirSync(state, { recursive: true })) if (/clock/i.test(String(f))) rmSync(join(state, String(f)), { recursive: true, force: true });
+  // The service keeps its clock records in its database (sqlite in the state directory): drop them
+  // in the copy, so this second, independent verification is not refused as a replay.
+  for (const f of readdirSync(state, { recursive: true })) {
+    if (!/\.db$/.test(String(f))) continue;
+    const db = new Database(join(state, String(f)));
+    try { db.exec('DELETE FROM clocks'); } finally { db.close(); }
+  }
   const r = spawnSync('node', [CLI, '--platform', 'emulated', '--state-dir', state, '--json', 'verify', evPath, '--policy', policy, '--nonce', nonce], { encoding: 'utf8' });
   let res = {};
   try { res = JSON.parse(r.stdout); } catch { /* reported below */ }
