@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-APT_PACKAGES := swtpm swtpm-tools tpm2-tools openssl zsh gcc binutils make
+APT_PACKAGES := swtpm swtpm-tools tpm2-tools openssl zsh gcc binutils make postgresql
 CARGO := cargo
 NPM := npm
 STAMP := .tmp/stamps
@@ -85,8 +85,10 @@ install: build
 	install -m 0644 hypervisor/addon/hyperenclave-addon.node $(LIBDIR)/hypervisor/addon/
 	if [ -d hypervisor/enclaves/out ]; then install -d $(LIBDIR)/hypervisor/enclaves && cp -r hypervisor/enclaves/out $(LIBDIR)/hypervisor/enclaves/; fi
 	cd $(LIBDIR) && $(NPM) install --no-save --omit=dev --ignore-scripts --no-audit --no-fund --loglevel=error
+	# better-sqlite3's native binding, built by `make deps` (install scripts are not run above)
+	cp -r node_modules/better-sqlite3/build $(LIBDIR)/node_modules/better-sqlite3/
 	install -m 0755 systemd/hyperenclave-wrapper.sh $(DESTDIR)$(PREFIX)/bin/hyperenclave
-	install -m 0644 systemd/hyperenclave.service $(DESTDIR)/lib/systemd/system/
+	install -m 0644 systemd/hyperenclave.service systemd/hyperenclave-verifier.service systemd/hyperenclave-agent.service $(DESTDIR)/lib/systemd/system/
 	[ -f $(DESTDIR)/etc/hyperenclave/config.json ] || install -m 0644 systemd/config.json $(DESTDIR)/etc/hyperenclave/config.json
 	node dist/src/cli/main.js completion bash > $(DESTDIR)$(PREFIX)/share/bash-completion/completions/hyperenclave
 	node dist/src/cli/main.js completion zsh > $(DESTDIR)$(PREFIX)/share/zsh/vendor-completions/_hyperenclave

@@ -30,7 +30,7 @@ export interface VerifierPolicy {
     minCount?: number;
     launch?: { tikFile: string; allowedLaunchDigests: string[]; allowedPolicies?: number[] };
   };
-  akProvenance?: { acceptEnrolled?: boolean; trustedEkCaFiles?: string[]; trustedAkKeys?: string[] };
+  akProvenance?: { acceptEnrolled?: boolean; trustedEkCaFiles?: string[]; ekCrlFiles?: string[]; trustedAkKeys?: string[] };
   nonce?: { ttlSeconds?: number };
   resultTtlSeconds?: number;
 }
@@ -128,6 +128,8 @@ export interface LoadedPolicy {
   reference?: ReferenceValues;
   /** PEM certificates of CAs an EK certificate may chain to. */
   trustedEkCas: string[];
+  /** CRLs (PEM or DER) the EK chain is checked against (akProvenance.ekCrlFiles). */
+  ekCrls?: Buffer[];
   /** SEV/CSV transport integrity key of the guest owner (policy.enclaves.launch.tikFile). */
   launchTik?: Buffer;
   /** The allowed UKIs of policy.boot.ukiReferences. */
@@ -166,6 +168,11 @@ export function loadPolicy(path: string): LoadedPolicy {
     if (!existsSync(p)) throw new AttestError(`policy ${path}: trustedEkCaFiles: ${p} not found`, 3);
     return readFileSync(p, 'utf8');
   });
+  const ekCrls = (policy.akProvenance?.ekCrlFiles ?? []).map((f) => {
+    const p = rel(f);
+    if (!existsSync(p)) throw new AttestError(`policy ${path}: ekCrlFiles: ${p} not found`, 3);
+    return readFileSync(p);
+  });
   let launchTik: Buffer | undefined;
   if (policy.enclaves?.launch) {
     const p = rel(policy.enclaves.launch.tikFile);
@@ -176,7 +183,7 @@ export function loadPolicy(path: string): LoadedPolicy {
     if (launchTik.length !== 16) throw new AttestError(`policy ${path}: ${p}: TIK must be 16 bytes (raw or 32 hex digits)`);
   }
   const ukis = (policy.boot?.ukiReferences ?? []).map((f) => loadUkiReference(rel(f)));
-  return { policy, ...(reference ? { reference } : {}), trustedEkCas, ...(launchTik ? { launchTik } : {}), ...(ukis.length ? { ukis } : {}), path };
+  return { policy, ...(reference ? { reference } : {}), trustedEkCas, ...(ekCrls.length ? { ekCrls } : {}), ...(launchTik ? { launchTik } : {}), ...(ukis.length ? { ukis } : {}), path };
 }
 
 const HEX = /^([0-9a-f]{2})+$/;

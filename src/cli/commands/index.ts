@@ -6,6 +6,7 @@ import { registerPlatform } from './platform.js';
 import { registerTpm } from './tpm.js';
 import { registerEventlog } from './eventlog.js';
 import { registerAttest } from './attest.js';
+import { registerFleet } from './fleet.js';
 import { registerMeasure } from './measure.js';
 import { registerHypervisor } from './hypervisor.js';
 
@@ -17,6 +18,7 @@ export function registerCommands(program: Command): void {
   registerHypervisor(program);
   registerMeasure(program);
   registerAttest(program);
+  registerFleet(program);
   registerFirmware(program);
   registerEmulator(program);
   // Last: it describes every command registered before it.
