@@ -90,6 +90,10 @@ install: build
 	install -m 0755 systemd/hyperenclave-wrapper.sh $(DESTDIR)$(PREFIX)/bin/hyperenclave
 	install -m 0644 systemd/hyperenclave.service systemd/hyperenclave-verifier.service systemd/hyperenclave-agent.service $(DESTDIR)/lib/systemd/system/
 	[ -f $(DESTDIR)/etc/hyperenclave/config.json ] || install -m 0644 systemd/config.json $(DESTDIR)/etc/hyperenclave/config.json
+	# the driver is loaded at boot by systemd-modules-load.service, with its parameters from modprobe.d
+	install -d $(DESTDIR)$(PREFIX)/lib/modules-load.d $(DESTDIR)/etc/modprobe.d
+	install -m 0644 systemd/modules-load.conf $(DESTDIR)$(PREFIX)/lib/modules-load.d/hyperenclave.conf
+	[ -f $(DESTDIR)/etc/modprobe.d/hyperenclave.conf ] || install -m 0644 systemd/modprobe.conf $(DESTDIR)/etc/modprobe.d/hyperenclave.conf
 	node dist/src/cli/main.js completion bash > $(DESTDIR)$(PREFIX)/share/bash-completion/completions/hyperenclave
 	node dist/src/cli/main.js completion zsh > $(DESTDIR)$(PREFIX)/share/zsh/vendor-completions/_hyperenclave
 	install -m 0644 README.md $(DESTDIR)$(PREFIX)/share/doc/hyperenclave/

@@ -5,10 +5,13 @@ import { platformReport } from '../platform/report.js';
 import { archForCpuVendor, verifyContainerFile } from '../measure/container.js';
 import { readCpuFacts } from '../platform/cpu.js';
 import { banksForTpm, measureTpmFor, planMeasurement, type PcrPolicy, type PlannedEvent } from '../measure/index.js';
-import { EventLogAppender } from '../eventlog/index.js';
+import { EventLogAppender, parseEventLog } from '../eventlog/index.js';
+import { existsSync, readFileSync } from 'node:fs';
+import { HYPERVISOR_EXIT_EVENT } from '../attest/enclave-quote.js';
+import type { HypervisorStatus } from '../hypervisor/client.js';
 import { runtimeLogPath } from '../platform/logs.js';
 import { openTpm } from '../tpm/index.js';
-import { disableHypervisor, enableHypervisor, hypervisorStatus, loadHypervisor, withHypervisor } from '../hypervisor/index.js';
+import { enableHypervisor, hypervisorStatus, loadHypervisor, withHypervisor } from '../hypervisor/index.js';
 import { HyperEnclaveError, EXIT } from '../errors.js';
 import { trustStep } from './trust-step.js';
 
@@ -50,10 +53,12 @@ export function bootStepsFor(
         await tpm.close();
       }
     },
-    async load(image) {
+    async load(image, opts) {
       if (platform.kind === 'linux') {
         const s = await hypervisorStatus(platform);
-        if (s.loaded && s.image?.sha256 === sha256) return; // loaded (and measured) by the measure step
+        // loaded (and measured) by the measure step; after a disable in this boot the PCR is capped
+        // and the image is loaded again below (the driver measures it, the log records it)
+        if (!opts?.reload && s.loaded && s.image?.sha256 === sha256) return;
         // The measurement was recorded earlier in this boot but the driver lost the image (module
         // reloaded): loading extends the PCR again, so that extension is logged too.
         await loadAndLogByDriver(platform, cfg, sha256);
@@ -76,11 +81,41 @@ export function bootStepsFor(
       }
     },
     async rollback() {
-      await disableHypervisor(platform);
+      await disableAndRecord(platform);
     },
   };
 }
 
+
+/** EV_NONHOST_INFO: the type the runtime log gives the hypervisor's own events (its HAK event, its exit cap). */
+const EV_NONHOST_INFO = 0x11;
+
+/**
+ * DISABLE, and on linux the exit cap in the runtime log: the bare-metal hypervisor extends
+ * HYPERVISOR_EXIT_EVENT into its PCR before the first CPU leaves (hypervisor/image DISABLE), so the
+ * log records that event too and keeps replaying to the PCR (a verifier then sees the cap).
+ */
+export async function disableAndRecord(platform: Platform): Promise<HypervisorStatus> {
+  let pcr: number | undefined;
+  const s = await withHypervisor(platform, async (c) => {
+    if ((await c.status()).enabled) {
+      await c.disable();
+      if (platform.kind === 'linux' && c.measurementPcr) pcr = await c.measurementPcr();
+    }
+    return c.status();
+  });
+  const path = runtimeLogPath(platform.stateDir);
+  if (pcr !== undefined && existsSync(path)) {
+    const banks = parseEventLog(readFileSync(path), { allowTornTail: true }).banks;
+    const log = await EventLogAppender.open(path, { banks });
+    try {
+      await log.append({ pcr, type: EV_NONHOST_INFO, data: Buffer.from(HYPERVISOR_EXIT_EVENT, 'ascii') });
+    } finally {
+      await log.close();
+    }
+  }
+  return s;
+}
 
 /** HE_IOC_LOAD as the image event's extension: the driver's PCR must be the policy's, every bank extended. */
 async function loadMeasuredByDriver(platform: Platform, imagePath: string, sha256: string, event: PlannedEvent): Promise<void> {

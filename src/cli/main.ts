@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 import { Command, CommanderError, Option } from 'commander';
 import { EXIT, HyperEnclaveError } from '../errors.js';
-import { createLogger, logColorFor, logFormatFor, logLevelFromEnv, setLogger } from '../log.js';
+import { createLogger, logColorFor, logFormatFor, logLevelFromEnv, setLogger, underJournald } from '../log.js';
 import { registerCommands } from './commands/index.js';
 import { parseTcti } from '../tpm/tcti.js';
 import type { GlobalOptions } from './output.js';
@@ -42,6 +42,14 @@ export function buildProgram(): Command {
   return program;
 }
 
+/**
+ * The one error line of a failed run. Under journald (the boot unit) it carries the sd-daemon
+ * "<3>" prefix, so `journalctl -p err` finds it; on a terminal or a pipe it is printed as is.
+ */
+export function errorLine(msg: string, env: NodeJS.ProcessEnv = process.env): string {
+  return `${underJournald(env) ? '<3>' : ''}hyperenclave: ${msg.replace(/\s*\n\s*/g, ' ')}\n`;
+}
+
 /** Runs the CLI; resolves to the process exit code. Bad input never prints a stack trace. */
 export async function main(argv: string[]): Promise<number> {
   const program = buildProgram();
@@ -55,16 +63,16 @@ export async function main(argv: string[]): Promise<number> {
       return EXIT.USAGE;
     }
     if (e instanceof HyperEnclaveError) {
-      process.stderr.write(`hyperenclave: ${e.message}\n`);
+      process.stderr.write(errorLine(e.message));
       if (verbose && e.cause) process.stderr.write(`  cause: ${e.cause instanceof Error ? e.cause.stack : String(e.cause)}\n`);
       return e.exitCode;
     }
     const err = e as NodeJS.ErrnoException;
     if (err && typeof err.code === 'string' && err.path) {
-      process.stderr.write(`hyperenclave: ${err.path}: ${err.message.replace(/^[A-Z]+: /, '')}\n`);
+      process.stderr.write(errorLine(`${err.path}: ${err.message.replace(/^[A-Z]+: /, '')}`));
       return err.code === 'ENOENT' ? EXIT.NOT_FOUND : EXIT.BAD_INPUT;
     }
-    process.stderr.write(`hyperenclave: internal error: ${err?.message ?? String(e)}\n`);
+    process.stderr.write(errorLine(`internal error: ${err?.message ?? String(e)}`));
     if (verbose) process.stderr.write(`${err?.stack ?? ''}\n`);
     return EXIT.INTERNAL;
   }

@@ -4,8 +4,8 @@ import { context } from '../context.js';
 import { emit, UsageError } from '../output.js';
 import { withProgress } from '../progress.js';
 import { log } from '../../log.js';
-import { runBoot } from '../../boot/flow.js';
-import { bootStepsFor } from '../../boot/steps.js';
+import { formatLastBoot, lastBootRecord, runBoot } from '../../boot/flow.js';
+import { bootStepsFor, disableAndRecord } from '../../boot/steps.js';
 import { loadPolicy, DEFAULT_POLICY_NAME } from '../../measure/index.js';
 import { disableHypervisor, enableHypervisor, formatStatus, hypervisorStatus, statusToJson, stopHypervisor } from '../../hypervisor/index.js';
 import { createEnclaveFromManifest, destroyEnclaveById, listEnclaves, parseEcallSpec, runEnclaveFromManifest } from '../../enclave/index.js';
@@ -73,7 +73,7 @@ export function registerHypervisor(program: Command): void {
     .addHelpText('after', '\nExample:\n  hyperenclave enclave list && hyperenclave disable')
     .action(async (_o, cmd: Command) => {
       const { opts, platform } = context(cmd);
-      const s = await disableHypervisor(platform);
+      const s = await disableAndRecord(platform);
       emit(opts, statusToJson(s) as never, () => formatStatus(s).join('\n'));
     });
   program
@@ -83,7 +83,9 @@ export function registerHypervisor(program: Command): void {
     .action(async (_o, cmd: Command) => {
       const { opts, platform } = context(cmd);
       const s = await hypervisorStatus(platform);
-      emit(opts, statusToJson(s) as never, () => formatStatus(s).join('\n'));
+      // What the last `hyperenclave boot` (the boot unit) did, and whether that was in this boot.
+      const boot = await lastBootRecord(platform.stateDir, () => platform.bootId());
+      emit(opts, { ...statusToJson(s), ...(boot ? { lastBoot: boot } : {}) } as never, () => [...formatStatus(s), ...(boot ? [formatLastBoot(boot)] : [])].join('\n'));
     });
 
   const enc = program
