@@ -61,7 +61,15 @@ test-system-uefi: deps build-ts
 test-system-uefi-or-skip: deps build-ts
 	@bash test/system/run.sh --uefi; rc=$$?; if [ $$rc = 77 ]; then echo "system tier (UEFI): skipped (see SKIPPED line above)"; exit 0; fi; exit $$rc
 
-test: test-rust test-ts test-system-or-skip test-system-uefi-or-skip
+# Then the systemd mode (a Debian root file system from mmdebstrap, cached under .tmp/system/debian,
+# with systemd as PID 1 starting hyperenclave.service; run.sh --systemd, three boots).
+.PHONY: test-system-systemd test-system-systemd-or-skip
+test-system-systemd: deps build-ts
+	bash test/system/run.sh --systemd
+test-system-systemd-or-skip: deps build-ts
+	@bash test/system/run.sh --systemd; rc=$$?; if [ $$rc = 77 ]; then echo "system tier (systemd): skipped (see SKIPPED line above)"; exit 0; fi; exit $$rc
+
+test: test-rust test-ts test-system-or-skip test-system-uefi-or-skip test-system-systemd-or-skip
 
 demo: build
 	node dist/src/cli/main.js demo

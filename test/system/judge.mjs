@@ -516,12 +516,18 @@ function judgeSystemd() {
       if (!(st?.platform === 'linux' && st.enabled === true && st.cpus === cpusOf(n) && st.lastBoot?.phase === 'enabled' && st.lastBoot.thisBoot === true)) why.push(`boot ${n}: status says platform ${st?.platform} enabled ${st?.enabled} cpus ${st?.cpus} lastBoot ${JSON.stringify(st?.lastBoot ?? null)}`);
       const m = (extra.MODULE ?? []).find((f) => f[0] === t)?.join(' ') ?? '';
       const base = Number(/reserved_base=(\d+)/.exec(m)?.[1] ?? -1);
-      if (base !== Number(opt['reserved-base'] ?? 0x3c000000) || !/Inserted module 'hyperenclave'/.test(m)) why.push(`boot ${n}: module not loaded by systemd-modules-load with the modprobe.d parameters (${m})`);
+      // loaded with the modprobe.d parameters (reserved_base has no default: without them the
+      // driver refuses to load), before the unit started; modules-load.d is what loads it
+      const ready = journal(`kmsg-b${n}`).find((e) => /hyperenclave: ready:/.test(msg(e)));
+      const tr = Number(ready?._SOURCE_MONOTONIC_TIMESTAMP ?? ready?.__MONOTONIC_TIMESTAMP ?? Infinity);
+      const started = Number(u.InactiveExitTimestampMonotonic ?? 0);
+      const mlActive = !/modules-load=/.test(m) || /modules-load=active\b/.test(m);
+      if (base !== Number(opt['reserved-base'] ?? 0x3c000000) || !(tr < started) || !mlActive) why.push(`boot ${n}: driver not ready before the unit started with the modprobe.d parameters (${m}; ready at ${tr} µs, unit started at ${started} µs)`);
     }
     const sec = blobs.security?.toString('utf8') ?? '';
     const exposure = Number(/Overall exposure level for hyperenclave\.service: ([\d.]+)/.exec(sec)?.[1] ?? NaN);
     if (!(exposure <= 2.5)) why.push(`systemd-analyze security on the booted unit: ${Number.isNaN(exposure) ? 'no result' : exposure} (limit 2.5)`);
-    host('systemd-unit-boot', why.length === 0, why.length ? why.join('; ') : `two boots with systemd as PID 1: the driver loaded by systemd-modules-load with its modprobe.d parameters, ${UNIT} active (exited) before multi-user.target, the hypervisor enabled on all ${cpusOf(1)} CPUs (driver line before multi-user.target, CPUID on each CPU), status enabled; systemd-analyze security exposure ${exposure}`);
+    host('systemd-unit-boot', why.length === 0, why.length ? why.join('; ') : `two boots with systemd as PID 1: the driver loaded (modules-load.d) with its modprobe.d parameters before the unit started, ${UNIT} active (exited) before multi-user.target, the hypervisor enabled on all ${cpusOf(1)} CPUs (driver line before multi-user.target, CPUID on each CPU), status enabled; systemd-analyze security exposure ${exposure}`);
   }
 
   // ---- systemd-journal-priorities ----

@@ -51,7 +51,7 @@ echo "@@HE:BOOTED boot=$N kernel=$(uname -r) cpus=$(nproc) pid1=$(cat /proc/1/co
 # The driver's own line with its time since boot, and multi-user.target's time (both CLOCK_MONOTONIC).
 journalctl -b 0 -k -o json --no-pager 2>/dev/null | grep '"hyperenclave: \(enabled\|ready\)' >/tmp/kmsg
 b64 kmsg-b$N /tmp/kmsg
-echo "@@HE:MODULE b$N reserved_base=$(cat /sys/module/hyperenclave/parameters/reserved_base 2>&1) pcr=$(cat /sys/module/hyperenclave/parameters/pcr 2>&1) by $(journalctl -b 0 -u systemd-modules-load.service -o cat --no-pager 2>&1 | grep -i hyperenclave | head -1)"
+echo "@@HE:MODULE b$N reserved_base=$(cat /sys/module/hyperenclave/parameters/reserved_base 2>&1) pcr=$(cat /sys/module/hyperenclave/parameters/pcr 2>&1) modules-load=$(systemctl is-active systemd-modules-load.service 2>&1)"
 snapshot b$N
 
 case $N in
@@ -68,7 +68,7 @@ case $N in
   systemctl start $U; echo "@@HE:RC start-after-stop $?"
   snapshot b1-restarted
   echo "@@HE:REBOOT 1"
-  systemctl --no-block reboot
+  systemctl start --no-block --job-mode=replace-irreversibly reboot.target
   ;;
 2)
   journalctl -b -1 -u $U -o json --no-pager >/tmp/prev 2>&1
@@ -77,10 +77,10 @@ case $N in
   cp /opt/he/wrong-signer.img /lib/firmware/hyperenclave/hyperenclave.img
   sync
   echo "@@HE:REBOOT 2"
-  systemctl --no-block reboot
+  systemctl start --no-block --job-mode=replace-irreversibly reboot.target
   ;;
 3)
-  echo "@@HE:SYSTEM b3 $(systemctl is-system-running 2>&1) multi-user=$(systemctl is-active multi-user.target 2>&1) unit=$(systemctl is-failed $U 2>&1)"
+  echo "@@HE:SYSTEM b3 $(systemctl is-system-running --wait 2>&1) multi-user=$(systemctl is-active multi-user.target 2>&1) unit=$(systemctl is-failed $U 2>&1)"
   journalctl -b 0 -p err -u $U -o cat --no-pager >/tmp/err 2>&1
   b64 journal-err-b3 /tmp/err
   journalctl -b 0 -p err -u $U -o json --no-pager >/tmp/errj 2>&1
@@ -96,10 +96,10 @@ case $N in
   journalctl -b 0 -p err -u $U -o json --no-pager >/tmp/errj 2>&1
   b64 journal-errjson-b3-missing /tmp/errj
   echo "@@HE:DONE"
-  systemctl --no-block poweroff
+  systemctl start --no-block --job-mode=replace-irreversibly poweroff.target
   ;;
 *)
   echo "@@HE:DONE unexpected boot $N"
-  systemctl --no-block poweroff
+  systemctl start --no-block --job-mode=replace-irreversibly poweroff.target
   ;;
 esac

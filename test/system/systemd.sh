@@ -18,7 +18,7 @@
 . "$HERE/debian-rootfs.sh"
 
 SD_DIR="$WORK/systemd"
-HE_SCENARIO_TIMEOUT=${HE_SYSTEMD_TIMEOUT:-900}
+HE_SCENARIO_TIMEOUT=${HE_SYSTEMD_TIMEOUT:-1800}
 
 systemd_need_packages() {
   command -v mmdebstrap >/dev/null || need+=(mmdebstrap)
@@ -90,7 +90,8 @@ Description=HyperEnclave system tier scenario (test only)
 After=multi-user.target
 
 [Service]
-Type=oneshot
+# simple, not oneshot: the boot counts as finished while it runs (is-system-running --wait)
+Type=simple
 ExecStart=/usr/local/sbin/he-scenario
 StandardOutput=tty
 StandardError=tty
