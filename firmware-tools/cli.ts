@@ -217,6 +217,7 @@ export function registerImageCommands(fw: Command, emit: Emit = defaultEmit, pro
           ...Object.entries(doc.bootApplication.digests).map(([b, d]) => `  PCR 4 UKI    ${b}: ${d}`),
           ...Object.entries(doc.kernel.digests).map(([b, d]) => `  PCR 4 kernel ${b}: ${d}`),
           ...Object.entries(doc.pcrs).map(([b, m]) => `  PCR 11       ${b}: ${m['11']}`),
+          ...Object.entries(doc.kernelEfiStub?.pcrs ?? {}).map(([b, v]) => `  PCR 9        ${b}: ${v} (kernel EFI stub: command line, initrd)`),
           ...(o.output ? [`written to ${o.output}`] : []),
         ].join('\n'),
       );

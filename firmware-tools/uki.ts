@@ -24,6 +24,8 @@ export const UKI_SECTIONS_PCR = 11;
 /** EV_IPL: the event type systemd-stub 252 gives its PCR 11 events (data: the section name, UTF-16). */
 const EV_IPL = 0x0000000d;
 const EV_EFI_BOOT_SERVICES_APPLICATION = 0x80000003;
+/** EV_EVENT_TAG: the Linux EFI stub's PCR 9 events. */
+const EV_EVENT_TAG = 0x00000006;
 
 /**
  * The sections systemd-stub 252 measures, in its order (`unified_sections[]` in src/fundamental/tpm-pcr.c;
@@ -165,6 +167,12 @@ export interface UkiReferenceDoc {
   sections: { name: string; size: number; digests: Record<string, string> }[];
   events: UkiEvent[];
   pcrs: Record<string, Record<string, string>>;
+  /**
+   * What the kernel's own EFI stub (Linux 6.1+) measures into PCR 9 when systemd-stub starts it:
+   * EV_EVENT_TAG "LOADED_IMAGE::LoadOptions" = H(the command line as UTF-16LE with its NUL, which
+   * is how systemd-stub passes `.cmdline`), then "Linux initrd" = H(.initrd). Absent without .cmdline.
+   */
+  kernelEfiStub?: { pcr: 9; events: { tag: string; eventType: number; digests: Record<string, string> }[]; pcrs: Record<string, string> };
 }
 
 function nodeHashOf(bank: HashAlgName): string {
@@ -202,6 +210,23 @@ export function ukiReference(b: Buffer, banks: HashAlgName[], path = 'UKI'): Uki
     for (const e of events) v = hash(bank, Buffer.concat([v, Buffer.from(e.digests[bank]!, 'hex')]));
     pcrs[bank] = { [String(UKI_SECTIONS_PCR)]: v.toString('hex') };
   }
+  let kernelEfiStub: UkiReferenceDoc['kernelEfiStub'];
+  const cmdSec = byName.get('.cmdline');
+  if (cmdSec && cmdSec.virtualSize > 0) {
+    const raw = sectionContents(b, cmdSec);
+    const nul = raw.indexOf(0);
+    const utf16 = Buffer.from(`${raw.subarray(0, nul < 0 ? raw.length : nul).toString('latin1')}\0`, 'utf16le');
+    const evs = [{ tag: 'LOADED_IMAGE::LoadOptions', eventType: EV_EVENT_TAG, digests: per((bank) => hash(bank, utf16)) }];
+    const initrd = byName.get('.initrd');
+    if (initrd && initrd.virtualSize > 0) evs.push({ tag: 'Linux initrd', eventType: EV_EVENT_TAG, digests: sections.find((x) => x.name === '.initrd')!.digests });
+    const values: Record<string, string> = {};
+    for (const bank of banks) {
+      let v: Buffer = Buffer.alloc(hashAlgByName(bank)!.size);
+      for (const e of evs) v = hash(bank, Buffer.concat([v, Buffer.from(e.digests[bank]!, 'hex')]));
+      values[bank] = v.toString('hex');
+    }
+    kernelEfiStub = { pcr: 9, events: evs, pcrs: values };
+  }
   const sdmagic = byName.get('.sdmagic');
   const stub = sdmagic ? textOrUndefined(sectionContents(b, sdmagic)) : undefined;
   const doc: UkiReferenceDoc = {
@@ -215,6 +240,7 @@ export function ukiReference(b: Buffer, banks: HashAlgName[], path = 'UKI'): Uki
     sections,
     events,
     pcrs,
+    ...(kernelEfiStub ? { kernelEfiStub } : {}),
   };
   const problem = validateUkiReference(doc);
   if (problem) throw new ImageError(`uki reference: generated document fails its schema: ${problem}`);

@@ -46,6 +46,7 @@ describe('boot checks on an OVMF + systemd-stub log', () => {
     expect(r['boot.application']!.reason).toMatch(/event #32 .*BOOTX64.EFI.*; 1 later application\(s\) are its kernel/);
     expect(r['boot.uki-sections']?.status, r['boot.uki-sections']?.reason).toBe('pass');
     expect(r['boot.uki-sections']!.reason).toMatch(/8 systemd-stub events are .linux, .osrel, .cmdline, .initrd/);
+    expect(r['boot.uki-sections']!.reason).toMatch(/PCR 9: the kernel received the UKI's command line and initrd$/);
     expect(r['boot.hypervisor-follows']?.status, r['boot.hypervisor-follows']?.reason).toBe('pass');
   });
 
@@ -96,5 +97,15 @@ describe('boot checks on an OVMF + systemd-stub log', () => {
     expect(r['boot.hypervisor-follows']?.status).toBe('fail');
     expect(r['boot.hypervisor-follows']!.reason).toMatch(/^event #42 \(PCR 12 EV_EVENT_TAG.*boot-time event in PCR 12/);
     expect(byName(bootChecks(base({ firmwareLog: moved, allowStubPcrEvents: true })))['boot.hypervisor-follows']?.status).toBe('pass');
+  });
+  it('PCR 9 predicted from the UKI equals what the guest\'s TPM holds (the kernel EFI stub\'s events), every bank', () => {
+    for (const b of ['sha1', 'sha256', 'sha384']) expect(uki.pcr9?.pcrs[b], b).toBe(pcrJson[b]!['9']);
+    // the one-character command line changes the LoadOptions event, not the initrd one
+    expect(other.pcr9!.events[0]!.digests.sha256).not.toBe(uki.pcr9!.events[0]!.digests.sha256);
+    expect(other.pcr9!.events[1]!.digests.sha256).toBe(uki.pcr9!.events[1]!.digests.sha256);
+    // a reference whose PCR 11 matches but whose PCR 9 does not: named by event
+    const bent = { ...uki, pcr9: { ...uki.pcr9!, events: [other.pcr9!.events[0]!, uki.pcr9!.events[1]!] } };
+    const r = byName(bootChecks(base({ ukis: [bent] })));
+    expect(r['boot.uki-sections']!.reason).toBe(`event #42 (PCR 9 EV_EVENT_TAG "LOADED_IMAGE::LoadOptions") = kernel EFI stub "LOADED_IMAGE::LoadOptions": sha256 expected ${other.pcr9!.events[0]!.digests.sha256}, actual ${uki.pcr9!.events[0]!.digests.sha256}`);
   });
 });

@@ -30,6 +30,8 @@ export interface UkiRef {
   kernel: Record<string, string>;
   events: { section: string; what: 'name' | 'contents'; eventType: number; digests: Record<string, string> }[];
   pcr11: Record<string, string>;
+  /** PCR 9 as the kernel's EFI stub extends it (command line it received, initrd), when predicted. */
+  pcr9?: { events: { tag: string; eventType: number; digests: Record<string, string> }[]; pcrs: Record<string, string> };
 }
 
 export interface BootCheckResult {
@@ -61,6 +63,8 @@ export interface BootCheckInput {
 
 const BOOT_APP_PCR = 4;
 const UKI_PCR = 11;
+/** PCR the Linux EFI stub (6.1+) measures its load options and initrd into. */
+const KERNEL_STUB_PCR = 9;
 const EBS = 'Exit Boot Services Invocation';
 
 let validate: ((d: unknown) => string | undefined) | undefined;
@@ -77,13 +81,14 @@ export function loadUkiReference(path: string): UkiRef {
   if (!validate && existsSync(join(schemasDir(), 'uki-reference.schema.json'))) validate = compileSchema('uki-reference.schema.json');
   const bad = validate?.(doc);
   if (bad) throw new AttestError(`UKI reference ${path}: ${bad}`);
-  const d = doc as { bootApplication: { digests: Record<string, string> }; kernel: { digests: Record<string, string> }; events: UkiRef['events']; pcrs: Record<string, Record<string, string>> };
+  const d = doc as { bootApplication: { digests: Record<string, string> }; kernel: { digests: Record<string, string> }; events: UkiRef['events']; pcrs: Record<string, Record<string, string>>; kernelEfiStub?: UkiRef['pcr9'] };
   return {
     source: path,
     bootApplication: d.bootApplication.digests,
     kernel: d.kernel.digests,
     events: d.events.map((e) => ({ section: e.section, what: e.what, eventType: e.eventType, digests: e.digests })),
     pcr11: Object.fromEntries(Object.entries(d.pcrs).map(([b, m]) => [b, m['11']!])),
+    ...(d.kernelEfiStub ? { pcr9: { events: d.kernelEfiStub.events, pcrs: d.kernelEfiStub.pcrs } } : {}),
   };
 }
 
@@ -178,10 +183,27 @@ export function bootChecks(input: BootCheckInput): BootCheckResult[] {
         if (q !== ref.pcr11[b]) bad.push(`quoted ${b} PCR ${UKI_PCR} ${q} is not the value predicted from ${ref.source} (${ref.pcr11[b]})`);
       }
     }
+    // PCR 9, when quoted: the kernel's EFI stub got exactly the UKI's command line and initrd (an
+    // override passed around the UKI's .cmdline would show here)
+    let pcr9Note = '';
+    if (ref.pcr9 && !bad.length) {
+      const b9 = commonBanks(log, input.quoted, KERNEL_STUB_PCR, [ref.pcr9.pcrs, ...ref.pcr9.events.map((e) => e.digests)]);
+      const evs = log.events.filter((e) => e.pcr === KERNEL_STUB_PCR);
+      if (b9.length) {
+        ref.pcr9.events.forEach((r, i) => {
+          const e = evs[i];
+          const b = e && b9.find((x) => hexOf(e, x) !== r.digests[x]);
+          if (!e) bad.push(`PCR ${KERNEL_STUB_PCR}: the kernel's EFI stub logged ${evs.length} event(s), ${ref.source} expects "${r.tag}" as #${i + 1}`);
+          else if (b) bad.push(`${where(e)} = kernel EFI stub "${r.tag}": ${b} expected ${r.digests[b]}, actual ${hexOf(e, b)}`);
+        });
+        if (evs.length > ref.pcr9.events.length) bad.push(`${where(evs[ref.pcr9.events.length]!)}: unexpected, ${ref.source} predicts ${ref.pcr9.events.length} PCR ${KERNEL_STUB_PCR} event(s)`);
+        if (!bad.length) pcr9Note = `; PCR ${KERNEL_STUB_PCR}: the kernel received the UKI's command line and initrd`;
+      } else pcr9Note = `; PCR ${KERNEL_STUB_PCR} not quoted: what the kernel received is not compared`;
+    }
     out.push(
       bad.length
         ? { name: 'boot.uki-sections', status: 'fail', reason: bad[0]!, details: bad.slice(1) }
-        : { name: 'boot.uki-sections', status: 'pass', reason: `PCR ${UKI_PCR}: the ${pcr11.length} systemd-stub events are ${[...new Set(ref.events.map((e) => e.section))].join(', ')} of ${ref.source}, and the quoted ${banks.join('/')} value is its prediction` },
+        : { name: 'boot.uki-sections', status: 'pass', reason: `PCR ${UKI_PCR}: the ${pcr11.length} systemd-stub events are ${[...new Set(ref.events.map((e) => e.section))].join(', ')} of ${ref.source}, and the quoted ${banks.join('/')} value is its prediction${pcr9Note}` },
     );
   }
 

@@ -377,9 +377,11 @@ function judgeUefi() {
     const got = pcrs.boot ?? {};
     const banks = ['sha1', 'sha256', 'sha384'];
     const bad = banks.filter((b) => got[b]?.['11'] !== ref.pcrs?.[b]?.['11']);
-    host('uki-measured', bad.length === 0, bad.length
+    // and PCR 9: the kernel's EFI stub measured the command line and initrd it received
+    const bad9 = ref.kernelEfiStub ? banks.filter((b) => got[b]?.['9'] !== ref.kernelEfiStub.pcrs[b]) : banks;
+    host('uki-measured', bad.length === 0 && bad9.length === 0, bad.length
       ? `PCR 11 differs from the prediction in ${bad.map((b) => `${b} (guest ${got[b]?.['11'] ?? 'none'}, predicted ${ref.pcrs?.[b]?.['11']})`).join(', ')}`
-      : `PCR 11 in sha1/sha256/sha384 equals the prediction from the UKI file (${ref.sections.map((x) => x.name).join(' ')}): sha256 ${got.sha256['11'].slice(0, 16)}…`);
+      : `PCR 11 in sha1/sha256/sha384 equals the prediction from the UKI file (${ref.sections.map((x) => x.name).join(' ')}): sha256 ${got.sha256['11'].slice(0, 16)}…; PCR 9 (kernel EFI stub: command line, initrd) ${bad9.length ? `differs in ${bad9.join(', ')}` : 'equals its prediction too'}`);
 
     // boot-app-digest: the first PCR 4 EV_EFI_BOOT_SERVICES_APPLICATION (tpm2_eventlog) = Authenticode of the UKI
     const ev = (eventlogYaml ?? '').split(/^- EventNum: /m).slice(1).map((t) => ({
@@ -431,7 +433,15 @@ function judgeUefi() {
     const ok = !!v && v.status === 'contraindicated' && remoteNames.length > 0 && r?.status === 'contraindicated' && !!sections && /\.cmdline/.test(why) && failed.every((c) => /^boot\./.test(c.name));
     host('chain-broken-refused', ok, `second boot (${second.timedOut ? 'TIMED OUT' : `${second.done ? 'finished' : 'did not finish'}`}): verifier on the host answered ${v?.status ?? 'nothing'}${remoteNames.length ? ` naming ${remoteNames.join(', ')}` : ''}; hyperenclave verify: ${r?.status ?? 'not run'}, failed ${failed.map((c) => c.name).join(', ') || 'nothing'}; boot.uki-sections: ${why || 'did not fail'}`);
   }
-  if (opt['boot-secs']) console.log(`UEFI boots took ${opt['boot-secs'].split(',').map((x) => `${x} s`).join(' and ')} of QEMU time`);
+  if (opt['boot-secs']) {
+    // the kernel's last printk timestamp ~ time since the kernel started; the rest of QEMU's time is
+    // OVMF, the UKI's measurement and systemd-stub (the guest clock follows the host's under TCG)
+    const lastTs = (ls) => Math.max(0, ...ls.map((l) => Number(/^\[\s*(\d+\.\d+)\]/.exec(l)?.[1] ?? 0)));
+    const [s1, s2] = opt['boot-secs'].split(',').map(Number);
+    const k1 = lastTs(lines);
+    const k2 = opt['second-console'] && existsSync(opt['second-console']) ? lastTs(readFileSync(opt['second-console'], 'utf8').split('\n')) : NaN;
+    console.log(`UEFI boots: ${s1} s and ${s2} s of QEMU time; the kernel ran ${k1.toFixed(0)} s and ${k2.toFixed(0)} s of them, so firmware + UKI measurement + stub took about ${(s1 - k1).toFixed(0)} s and ${(s2 - k2).toFixed(0)} s`);
+  }
 }
 
 /** Blobs (and the DONE marker) of another console, for the second UEFI boot. */

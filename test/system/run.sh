@@ -18,7 +18,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 HERE="$ROOT/test/system"
 WORK="$ROOT/.tmp/system"
-TIMEOUT=${HE_SYSTEM_TIMEOUT:-360}
+TIMEOUT=${HE_SYSTEM_TIMEOUT:-}
 KEEP=0
 WITH_IMAGE=1
 MODE=${HE_SYSTEM_MODE:-bios}
@@ -33,6 +33,8 @@ while [ $# -gt 0 ]; do
     *) echo "usage: $0 [--timeout SECONDS] [--keep] [--no-image] [--uefi | --bios | --systemd]" >&2; exit 2 ;;
   esac
 done
+# Per boot. UEFI: each boot hashes a 45 MiB UKI several times in firmware under TCG.
+[ -n "$TIMEOUT" ] || { [ "$MODE" = uefi ] && TIMEOUT=600 || TIMEOUT=360; }
 
 # Guest layout: 1 GiB of RAM, 32 MiB at 960 MiB reserved for the hypervisor with memmap=.
 RESERVED_BASE=0x3c000000
