@@ -604,7 +604,26 @@ function judgeSystemd() {
       reload = ok ? `PCR${pcrIndex} = extend(cap, H(image))` : `PCR${pcrIndex} not extend(cap, H(image))`;
       if (!ok || again.ActiveState !== 'active' || rc('start-after-stop')?.rc !== 0) why.push(`start after stop: exit ${rc('start-after-stop')?.rc}, unit ${again.ActiveState}, ${reload}`);
     }
-    host('systemd-stop-disables', why.length === 0, why.length ? why.join('; ') : `systemctl stop ran \`hyperenclave disable\`: unit inactive, every CPU handed back (CPUID, driver state=loaded), PCR${pcrIndex} capped with the exit event; shutdown disabled it at both reboots (${h1}+${h2} CPUs handed back, 2 stops in boot 1's journal); started again in the same boot it reloaded the image (${reload}) and is active`);
+    // the runtime log records the cap and the reload: tpm2_eventlog's replay of it is the guest's PCR
+    const rt = blobs['runtime-b1-restarted'];
+    let replayNote = 'runtime log not reported';
+    if (rt) {
+      const path = join(outDir, 'runtime-b1-restarted.log');
+      writeAtomic(path, rt);
+      try {
+        const yaml = execFileSync('tpm2_eventlog', [path], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+        const sec = yaml.slice(yaml.search(/^pcrs:/m));
+        const sha = /^\s{2}sha256:\s*$([\s\S]*?)(?=^\s{2}\w+:\s*$|(?![\s\S]))/m.exec(sec)?.[1] ?? '';
+        const got = new RegExp(`^\\s+${pcrIndex}\\s*:\\s*0x([0-9A-Fa-f]+)`, 'm').exec(sha)?.[1]?.toLowerCase();
+        const want = pcr('b1-restarted', 'sha256');
+        replayNote = got === want ? `the runtime log replays (tpm2_eventlog) to PCR${pcrIndex}` : `runtime log replays to ${got}, PCR${pcrIndex} is ${want}`;
+        if (got !== want) why.push(replayNote);
+      } catch (e) {
+        replayNote = `tpm2_eventlog failed: ${String(e.stderr ?? e.message).split('\n')[0]}`;
+        why.push(replayNote);
+      }
+    } else why.push(replayNote);
+    host('systemd-stop-disables', why.length === 0, why.length ? why.join('; ') : `systemctl stop ran \`hyperenclave disable\`: unit inactive, every CPU handed back (CPUID, driver state=loaded), PCR${pcrIndex} capped with the exit event; shutdown disabled it at both reboots (${h1}+${h2} CPUs handed back, 2 stops in boot 1's journal); started again in the same boot it reloaded the image (${reload}) and is active; ${replayNote}`);
   }
 
   // ---- systemd-reboot-once-per-boot ----
