@@ -3,11 +3,14 @@
 # load the hyperenclave driver and image inside it, run test/system/init.sh as PID 1 and judge the
 # serial console. Exit codes: 0 pass, 1 fail, 2 harness error, 77 skipped (prints "SKIPPED: why").
 #
-#   test/system/run.sh [--timeout SECONDS] [--keep] [--no-image] [--uefi | --bios]
+#   test/system/run.sh [--timeout SECONDS] [--keep] [--no-image] [--uefi | --bios | --systemd]
 #
 # --bios (default): SeaBIOS, QEMU's -kernel/-initrd/-append (i440fx). --uefi: q35 + OVMF booting a
 # unified kernel image from an EFI system partition, measured from power-on (test/system/uefi.sh),
-# plus a second short boot of a UKI whose command line differs by one character.
+# plus a second short boot of a UKI whose command line differs by one character. --systemd: a Debian
+# root file system (mmdebstrap, cached) on a virtio disk with systemd as PID 1 and the package
+# installed, booted three times in one QEMU (guest reboots: swtpm state kept, PCRs reset) to judge
+# the boot unit (test/system/systemd.sh).
 #
 # Work files live under .tmp/system/ (kernel package, module build, initramfs, console log).
 set -euo pipefail
@@ -26,7 +29,8 @@ while [ $# -gt 0 ]; do
     --no-image) WITH_IMAGE=0; shift ;;
     --uefi) MODE=uefi; shift ;;
     --bios) MODE=bios; shift ;;
-    *) echo "usage: $0 [--timeout SECONDS] [--keep] [--no-image] [--uefi | --bios]" >&2; exit 2 ;;
+    --systemd) MODE=systemd; shift ;;
+    *) echo "usage: $0 [--timeout SECONDS] [--keep] [--no-image] [--uefi | --bios | --systemd]" >&2; exit 2 ;;
   esac
 done
 
@@ -54,6 +58,13 @@ if [ "$MODE" = uefi ]; then
   GUEST_MEM=2G
   BOOT_PCRS="9 11"
 fi
+# QEMU: one boot per process, with the user network the verifier is reached through (modes may change both).
+QEMU_REBOOT=(-no-reboot)
+QEMU_NET=(-nic user,model=e1000)
+if [ "$MODE" = systemd ]; then
+  # shellcheck source=test/system/systemd.sh
+  . "$HERE/systemd.sh"
+fi
 
 # ---- 1. host packages ---------------------------------------------------------------------------
 KVER_PKG=""
@@ -76,6 +87,7 @@ command -v tpm2_eventlog >/dev/null || need+=(tpm2-tools)
 [ -d "/usr/src/linux-headers-$KVER_PKG" ] || need+=("linux-headers-$KVER_PKG")
 command -v gcc >/dev/null && command -v make >/dev/null || need+=(build-essential)
 [ "$MODE" = uefi ] && uefi_need_packages
+[ "$MODE" = systemd ] && systemd_need_packages
 if [ ${#need[@]} -gt 0 ]; then
   log "installing: ${need[*]}"
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo -n"; fi
@@ -88,6 +100,7 @@ BUSYBOX=$(dpkg -L busybox-static 2>/dev/null | grep -m1 '/bin/busybox$' || true)
 ldd "$BUSYBOX" >/dev/null 2>&1 && skip "$BUSYBOX is dynamically linked (install busybox-static)"
 KDIR="/usr/src/linux-headers-$KVER_PKG"
 [ "$MODE" = uefi ] && uefi_check_packages
+[ "$MODE" = systemd ] && systemd_check_packages
 [ -d "$KDIR" ] || skip "linux-headers-$KVER_PKG is not installed"
 
 # ---- 2. Debian's kernel (downloaded once, cached) -----------------------------------------------
@@ -141,7 +154,57 @@ make -s -C "$ROOT" --no-print-directory install DESTDIR="$INSTALL_ROOT" >"$WORK/
 CLI=(node "$ROOT/dist/src/cli/main.js")
 log "builds took $(( $(date +%s) - T0 )) s"
 
-# ---- 4. initramfs -------------------------------------------------------------------------------
+# ---- 4. swtpm and QEMU (every mode) -------------------------------------------------------------
+RUN="$WORK/run"
+rm -rf "$RUN"; mkdir -p "$RUN/tpmstate"
+SOCK="$RUN/swtpm.sock"
+CONSOLE="$WORK/console.log"
+SWTPM_PID=""; QEMU_PID=""; VERIFIER_PID=""
+cleanup() {
+  [ -n "$QEMU_PID" ] && kill "$QEMU_PID" 2>/dev/null || true
+  [ -n "$VERIFIER_PID" ] && kill "$VERIFIER_PID" 2>/dev/null || true
+  [ -n "$SWTPM_PID" ] && kill "$SWTPM_PID" 2>/dev/null || true
+  wait 2>/dev/null || true
+  [ "$KEEP" = 1 ] || rm -rf "$RUN"
+}
+trap cleanup EXIT
+
+# EKs with certificates from a CA private to this run: the verifier enrolls the guest's AK against it.
+node --input-type=module -e "import { setupWithSwtpmSetup } from '$ROOT/dist/src/platform/emulated/swtpm.js'; setupWithSwtpmSetup('$RUN/tpmstate', { banks: ['sha1', 'sha256', 'sha384'], ek: true });" \
+  >"$RUN/swtpm_setup.log" 2>&1 || { cat "$RUN/swtpm_setup.log" >&2; die "swtpm_setup failed"; }
+
+start_swtpm() {
+  swtpm socket --tpm2 --tpmstate dir="$RUN/tpmstate" --ctrl type=unixio,path="$SOCK" \
+    --log file="$RUN/swtpm.log",level=1 >/dev/null 2>&1 &
+  SWTPM_PID=$!
+  for _ in $(seq 50); do [ -S "$SOCK" ] && break; sleep 0.1; done
+  [ -S "$SOCK" ] || die "swtpm did not create $SOCK"
+}
+
+# boot_guest CONSOLE: one QEMU run with $QEMU_BOOT (firmware, kernel or disk), under the time limit.
+boot_guest() {
+  local t1; t1=$(date +%s)
+  timeout --kill-after=5 "$TIMEOUT" qemu-system-x86_64 -accel tcg -cpu qemu64,+svm,+npt,+pdpe1gb,+ssse3,+sse4.1,+sse4.2,+popcnt,+rdrand,+aes,+pclmulqdq -smp 2 -m "$GUEST_MEM" \
+    -nographic "${QEMU_REBOOT[@]}" -monitor none -serial stdio \
+    "${QEMU_BOOT[@]}" \
+    "${QEMU_NET[@]}" \
+    -chardev socket,id=chrtpm,path="$SOCK" -tpmdev emulator,id=tpm0,chardev=chrtpm -device tpm-tis,tpmdev=tpm0 \
+    </dev/null >"$1" 2>"$RUN/qemu.stderr" &
+  QEMU_PID=$!
+  set +e
+  wait "$QEMU_PID"; QRC=$?
+  set -e
+  QEMU_PID=""
+  BOOT_S=$(( $(date +%s) - t1 ))
+  log "QEMU exited with $QRC after ${BOOT_S}s; console in $1"
+  if [ "$QRC" = 124 ] || [ "$QRC" = 137 ]; then TIMED_OUT=1; else TIMED_OUT=0; fi
+}
+
+# The systemd mode boots a Debian system from a disk instead of the initramfs scenario below
+# (test/system/systemd.sh: it builds the disk, boots it three times and runs the judge).
+if [ "$MODE" = systemd ]; then systemd_main; exit $?; fi
+
+# ---- 4b. initramfs -------------------------------------------------------------------------------
 IRD="$WORK/initramfs"
 rm -rf "$IRD"; mkdir -p "$IRD"/{bin,sbin,dev,proc,sys,tmp,root,lib/firmware/hyperenclave,lib/modules,opt/enclave,usr/bin}
 cp -a "$INSTALL_ROOT"/. "$IRD"/
@@ -191,24 +254,6 @@ BOOT_PCRS="$BOOT_PCRS"
 VERIFIER_URL=http://10.0.2.2:@VERIFIER_PORT@
 EOF
 
-# ---- 5. swtpm + QEMU ----------------------------------------------------------------------------
-RUN="$WORK/run"
-rm -rf "$RUN"; mkdir -p "$RUN/tpmstate"
-SOCK="$RUN/swtpm.sock"
-CONSOLE="$WORK/console.log"
-SWTPM_PID=""; QEMU_PID=""; VERIFIER_PID=""
-cleanup() {
-  [ -n "$QEMU_PID" ] && kill "$QEMU_PID" 2>/dev/null || true
-  [ -n "$VERIFIER_PID" ] && kill "$VERIFIER_PID" 2>/dev/null || true
-  [ -n "$SWTPM_PID" ] && kill "$SWTPM_PID" 2>/dev/null || true
-  wait 2>/dev/null || true
-  [ "$KEEP" = 1 ] || rm -rf "$RUN"
-}
-trap cleanup EXIT
-
-# EKs with certificates from a CA private to this run: the verifier enrolls the guest's AK against it.
-node --input-type=module -e "import { setupWithSwtpmSetup } from '$ROOT/dist/src/platform/emulated/swtpm.js'; setupWithSwtpmSetup('$RUN/tpmstate', { banks: ['sha1', 'sha256', 'sha384'], ek: true });" \
-  >"$RUN/swtpm_setup.log" 2>&1 || { cat "$RUN/swtpm_setup.log" >&2; die "swtpm_setup failed"; }
 
 # The remote verifier, outside the guest: reference values from firmware-tools, the swtpm CA.
 VDIR="$RUN/verifier"
@@ -287,33 +332,9 @@ if [ "$MODE" != uefi ]; then
   sed -i "s/@VERIFIER_PORT@/$VERIFIER_PORT/" "$IRD/etc.scenario"
   pack_initramfs
 fi
-start_swtpm() {
-  swtpm socket --tpm2 --tpmstate dir="$RUN/tpmstate" --ctrl type=unixio,path="$SOCK" \
-    --log file="$RUN/swtpm.log",level=1 >/dev/null 2>&1 &
-  SWTPM_PID=$!
-  for _ in $(seq 50); do [ -S "$SOCK" ] && break; sleep 0.1; done
-  [ -S "$SOCK" ] || die "swtpm did not create $SOCK"
-}
+# ---- 5. swtpm + QEMU ----------------------------------------------------------------------------
 start_swtpm
 
-# boot_guest CONSOLE: one QEMU run with $QEMU_BOOT (firmware, kernel or disk), under the time limit.
-boot_guest() {
-  local t1; t1=$(date +%s)
-  timeout --kill-after=5 "$TIMEOUT" qemu-system-x86_64 -accel tcg -cpu qemu64,+svm,+npt,+pdpe1gb,+ssse3,+sse4.1,+sse4.2,+popcnt,+rdrand,+aes,+pclmulqdq -smp 2 -m "$GUEST_MEM" \
-    -nographic -no-reboot -monitor none -serial stdio \
-    "${QEMU_BOOT[@]}" \
-    -nic user,model=e1000 \
-    -chardev socket,id=chrtpm,path="$SOCK" -tpmdev emulator,id=tpm0,chardev=chrtpm -device tpm-tis,tpmdev=tpm0 \
-    </dev/null >"$1" 2>"$RUN/qemu.stderr" &
-  QEMU_PID=$!
-  set +e
-  wait "$QEMU_PID"; QRC=$?
-  set -e
-  QEMU_PID=""
-  BOOT_S=$(( $(date +%s) - t1 ))
-  log "QEMU exited with $QRC after ${BOOT_S}s; console in $1"
-  if [ "$QRC" = 124 ] || [ "$QRC" = 137 ]; then TIMED_OUT=1; else TIMED_OUT=0; fi
-}
 if [ "$MODE" = uefi ]; then uefi_qemu_args "$UEFI_DIR/esp.img" "$RUN/ovmf-vars.fd"
 else QEMU_BOOT=(-kernel "$VMLINUZ" -initrd "$INITRD" -append "$APPEND"); fi
 log "booting $KVER_PKG ($MODE, timeout ${TIMEOUT}s)"
