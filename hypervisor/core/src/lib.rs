@@ -73,6 +73,7 @@
 #[cfg(test)]
 extern crate std;
 
+pub mod acpi;
 pub mod crypto;
 pub mod demote;
 pub mod enclave;
