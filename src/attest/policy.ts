@@ -16,7 +16,8 @@ export interface VerifierPolicy {
   referenceValues?: string;
   platform?: { requireReal?: boolean };
   drtm?: { required?: boolean };
-  hypervisor?: { pcr?: number; hakPcr?: number };
+  /** requireDmaProtection: every enclave quote's HAK-signed flags must say DMA protection was on. */
+  hypervisor?: { pcr?: number; hakPcr?: number; requireDmaProtection?: boolean };
   enclaves?: {
     /** Allowed enclave identities (Keylime-style policy as data): an enclave must match one entry in every field it names. */
     allowed?: EnclaveIdentityPolicy[];
