@@ -454,7 +454,7 @@ export function verifyEvidence(input: VerifyInput, opts: VerifyOptions): Attesta
   // Enclave identities are vouched for only by a HAK signature whose key is bound in the HAK PCR.
   if (!(c.passed('enclave.quote-signature') && c.passed('enclave.hak-bound') && c.passed('enclave.quote-format'))) {
     for (const ch of c.list)
-      if (ch.status === 'pass' && /^enclave\.(reportdata-nonce|mrenclave|mrsigner|isvprodid|isvsvn|attributes)$/.test(ch.name))
+      if (ch.status === 'pass' && (/^enclave\.(reportdata-nonce|mrenclave|mrsigner|isvprodid|isvsvn|attributes)$/.test(ch.name) || ch.name === 'hypervisor.dma-protection'))
         Object.assign(ch, { status: 'skip', reason: `not judged: the enclave quote is not vouched for by a HAK bound in PCR ${hakPcr} (${ch.reason})` });
   }
 

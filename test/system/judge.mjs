@@ -349,6 +349,16 @@ let enclaveOutside = null;
     `image with one byte changed: TRUST_INIT with the kept root: ${oldRoot}; without: ${newRoot}; unseal → ${other[1] ? (other[1].ok ? 'UNSEALED' : other[1].error) : 'not run'}; seal-key fingerprint ${other[3]?.ok ? (keyDiffers ? 'differs' : 'SAME') : other[3]?.error ?? 'not reached'}`);
 }
 
+// dma-blocked-hv: the guest saw the data not arrive and the STATUS counter move; the fault must
+// also be in the hypervisor's own log (drained from the IOMMU's event log) for the reservation base.
+{
+  const c = checks.find((x) => x.name === 'dma-blocked-hv' && x.source === 'guest');
+  const base = Number(opt['reserved-base'] ?? 0x3c000000);
+  const faultLine = lines.find((l) => /\[hv\] IOMMU: DMA fault IO_PAGE_FAULT from device /.test(l) && l.includes(`at 0x${base.toString(16)} `));
+  if (c && c.ok && !faultLine) Object.assign(c, { ok: false, detail: `${c.detail}; but no "[hv] IOMMU: DMA fault IO_PAGE_FAULT … at 0x${base.toString(16)}" line in the hypervisor's log` });
+  else if (c && faultLine) c.detail += `; hypervisor log: ${faultLine.replace(/^.*\[hv\] /, '').trim()}`;
+}
+
 // The expected checks: each must have reported; nothing may pass unlisted.
 const expectedFile = opt.expected ?? join(ROOT, 'test', 'system', 'expected-checks.txt');
 const expected = readFileSync(expectedFile, 'utf8').split('\n').map((l) => l.replace(/#.*/, '').trim()).filter(Boolean);
