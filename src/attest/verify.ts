@@ -478,7 +478,7 @@ function verifyEnclaves(input: VerifyInput, opts: VerifyOptions, c: Checks, ctx:
   const n = input.enclaves.length;
   if (encPol.minCount) c.add('enclave.count', n >= encPol.minCount ? 'pass' : 'fail', n >= encPol.minCount ? `${n} enclave(s), policy needs ${encPol.minCount}` : `policy needs ${encPol.minCount} enclave(s), evidence has ${n}`);
   const requireDma = policy.hypervisor?.requireDmaProtection === true;
-  if (requireDma && !n) c.add('hypervisor.dma-protection', 'fail', 'the policy requires DMA protection; only an enclave quote (HAK-signed) carries it and the evidence has none');
+  if (requireDma && !n) c.add('hypervisor.dma-protection', 'fail', 'the policy requires DMA protection; only an enclave quote (HAK-signed) carries it and the evidence has none', undefined, 'expected');
   if (!n) return;
   const who = (e: EnclaveInput, i: number): string => `enclave ${e.id ?? i}`;
 
@@ -500,7 +500,7 @@ function verifyEnclaves(input: VerifyInput, opts: VerifyOptions, c: Checks, ctx:
   // binding checks below decide whether the flags can be believed)
   if (requireDma) {
     const dmaBad = quotes.flatMap((q, i) => (!q ? [`${who(input.enclaves[i]!, i)}: quote does not parse`] : q.dmaProtected ? [] : [`${who(input.enclaves[i]!, i)}: the HAK-signed quote says DMA protection was off (flags 0x${q.flags.toString(16)})`]));
-    c.add('hypervisor.dma-protection', dmaBad.length ? 'fail' : 'pass', dmaBad[0] ?? `${n} quote(s) signed with DMA protection on (the hypervisor owned the IOMMU)`, dmaBad.slice(1));
+    c.add('hypervisor.dma-protection', dmaBad.length ? 'fail' : 'pass', dmaBad[0] ?? `${n} quote(s) signed with DMA protection on (the hypervisor owned the IOMMU)`, dmaBad.slice(1), 'expected');
   }
 
   // signature with the HAK the quote carries
