@@ -5,12 +5,14 @@
  * 0x88 DMA destination, 0x90 count, 0x98 command (bit 0 start/busy, bit 1 direction: 0 = RAM to
  * the device's buffer, 1 = buffer to RAM); the device's 4 KiB buffer is at device address 0x40000.
  * QEMU must run it with dma_mask wide enough for the targets (edu clamps to 28 bits by default).
+ * QEMU 7.2's edu aborts the whole VM (hw_error) on a transfer that ends at the buffer's last byte,
+ * so every DMA here moves at most CHUNK bytes at the buffer's start.
  *
  *   edu-dma selftest            RAM -> device -> RAM between two pages of this process: prints
  *                               "ok <bytes>" or "mismatch at <offset>"
- *   edu-dma read PA LEN         fills the device buffer with 0xa5, DMAs LEN bytes from PA into it,
- *                               then back into a page of this process; prints them as hex
- *   edu-dma write PA LEN BYTE   DMAs LEN bytes of value BYTE to PA
+ *   edu-dma read PA LEN         fills the device buffer with 0xa5, DMAs LEN (<= 2048) bytes from
+ *                               PA into it, then back into a page of this process; prints them as hex
+ *   edu-dma write PA LEN BYTE   DMAs LEN (<= 4096) bytes of value BYTE to PA, in 2048-byte pieces
  * Exit 0 when the DMA engine finished (whatever the IOMMU did to the data), 1 on a usage or
  * device error (one line on stderr).
  */
@@ -28,7 +30,7 @@
 #define EDU_VENDOR 0x1234
 #define EDU_DEVICE 0x11e8
 #define EDU_BUF 0x40000ULL
-#define EDU_BUF_SIZE 4096
+#define CHUNK 2048
 
 static volatile uint8_t *bar;
 
@@ -150,8 +152,10 @@ int main(int argc, char **argv)
 	if (!strcmp(argv[1], "selftest")) {
 		for (i = 0; i < 4096; i++)
 			a[i] = (uint8_t)(i * 7 + 3);
-		dma(pa_a, EDU_BUF, 4096, 0);
-		dma(EDU_BUF, pa_b, 4096, 1);
+		for (i = 0; i < 4096; i += CHUNK) {
+			dma(pa_a + i, EDU_BUF, CHUNK, 0);
+			dma(EDU_BUF, pa_b + i, CHUNK, 1);
+		}
 		for (i = 0; i < 4096; i++)
 			if (a[i] != b[i]) {
 				printf("mismatch at %d (sent 0x%02x, got 0x%02x) pages 0x%llx -> 0x%llx\n", i, a[i], b[i],
@@ -163,10 +167,10 @@ int main(int argc, char **argv)
 	}
 	if (!strcmp(argv[1], "read") && argc == 4) {
 		uint64_t pa = strtoull(argv[2], NULL, 0), len = strtoull(argv[3], NULL, 0);
-		if (!len || len > EDU_BUF_SIZE)
+		if (!len || len > CHUNK)
 			goto usage;
 		memset(a, 0xa5, 4096);
-		dma(pa_a, EDU_BUF, 4096, 0);   /* marker into the device buffer */
+		dma(pa_a, EDU_BUF, CHUNK, 0);  /* marker into the device buffer */
 		dma(pa, EDU_BUF, len, 0);      /* the read under test */
 		dma(EDU_BUF, pa_b, len, 1);    /* what the device got, into our page */
 		for (i = 0; i < (int)len; i++)
@@ -176,15 +180,16 @@ int main(int argc, char **argv)
 	}
 	if (!strcmp(argv[1], "write") && argc == 5) {
 		uint64_t pa = strtoull(argv[2], NULL, 0), len = strtoull(argv[3], NULL, 0);
-		if (!len || len > EDU_BUF_SIZE)
+		if (!len || len > 4096)
 			goto usage;
 		memset(a, (int)strtoul(argv[4], NULL, 0), 4096);
-		dma(pa_a, EDU_BUF, len, 0);
-		dma(EDU_BUF, pa, len, 1);
+		dma(pa_a, EDU_BUF, CHUNK, 0);
+		for (i = 0; i < (int)len; i += CHUNK)
+			dma(EDU_BUF, pa + i, len - i < CHUNK ? len - i : CHUNK, 1);
 		printf("wrote %llu bytes of 0x%02x to 0x%llx\n", (unsigned long long)len, a[0], (unsigned long long)pa);
 		return 0;
 	}
 usage:
-	fprintf(stderr, "usage: edu-dma selftest | read PA LEN | write PA LEN BYTE (LEN <= 4096)\n");
+	fprintf(stderr, "usage: edu-dma selftest | read PA LEN (<= 2048) | write PA LEN BYTE (LEN <= 4096)\n");
 	return 1;
 }
