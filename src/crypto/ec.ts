@@ -6,9 +6,19 @@ import { CryptoError } from './errors.js';
  * Generic in (p, a, b) so the same code runs the SM2 recommended curve and the test curve the
  * GB/T 32918 drafts use for their worked examples.
  *
- * Side channels: scalar multiplication is a Montgomery ladder over a fixed number of bits
- * (the same sequence of point operations for every scalar of the curve size), but JavaScript
- * BigInt arithmetic is variable-time; this is NOT constant-time code.
+ * Side channels (scalarMult, used with secret scalars: private keys, signing nonces): the
+ * Montgomery ladder's control flow, its sequence of point operations and its memory accesses
+ * do not depend on the scalar (a fixed number of steps; the bit only builds a mask for a
+ * conditional swap, no branch and no index). On top of that every call blinds the scalar
+ * (k + r·n with a fresh 63-bit r chosen so the top bit is fixed) and the base point's
+ * Jacobian coordinates (a fresh random Z), so the values the ladder computes on differ from
+ * call to call for the same secret.
+ *
+ * That is NOT constant-time code: V8's BigInt arithmetic takes time that depends on operand
+ * values and sizes, and the exceptional branches in jAdd/jDouble (infinity, equal points) are
+ * taken only for degenerate scalars. Blinding decorrelates those timings from the secret
+ * across calls; it does not remove them. Where a local attacker can time many signatures,
+ * use a constant-time native implementation instead.
  */
 export interface Curve {
   name: string;
@@ -130,19 +140,50 @@ function toAffine(c: Curve, P: Jacobian): AffinePoint | null {
   return { x: (P.x * zi2) % c.p, y: (P.y * zi2 * zi) % c.p };
 }
 
-/** k·P by a Montgomery ladder over bitLength(n) bits (fixed operation sequence; not constant-time in JS). Null = infinity. */
+/** Random bits of the scalar blinding factor r (k + r·n); 63 of them are free (see scalarMult). */
+const BLIND_BITS = 64;
+
+/**
+ * Swaps a and b when mask = -1n, leaves them when mask = 0n, by XOR-and-mask on every
+ * coordinate: the same operations either way, no branch on the mask.
+ */
+function cswap(a: Jacobian, b: Jacobian, mask: bigint): [Jacobian, Jacobian] {
+  const dx = (a.x ^ b.x) & mask;
+  const dy = (a.y ^ b.y) & mask;
+  const dz = (a.z ^ b.z) & mask;
+  return [
+    { x: a.x ^ dx, y: a.y ^ dy, z: a.z ^ dz },
+    { x: b.x ^ dx, y: b.y ^ dy, z: b.z ^ dz },
+  ];
+}
+
+/**
+ * k·P for a point P of the curve's order-n group (every affine point of these h = 1 curves),
+ * k any integer (taken mod n). Null = infinity. Meant for secret k; see the side-channel note
+ * at the top of this file.
+ *
+ * The scalar is blinded: k' = (k mod n) + r·n ≡ k (mod n), with r uniform in the range that
+ * puts k' in [2^(L-1), 2^L), L = bitLength(n) + 64. The ladder then starts from the known top
+ * bit (R0 = P, R1 = 2P) and runs exactly L - 1 identical steps: conditional swap by bit,
+ * R1 = R0 + R1, R0 = 2·R0, swap back. P enters with random Jacobian Z (λ²x, λ³y, λ).
+ */
 export function scalarMult(c: Curve, k: bigint, P: AffinePoint): AffinePoint | null {
-  const bits = c.n.toString(2).length;
-  let r0: Jacobian = INF;
-  let r1: Jacobian = { x: P.x, y: P.y, z: 1n };
-  for (let i = bits - 1; i >= 0; i--) {
-    if ((k >> BigInt(i)) & 1n) {
-      r0 = jAdd(c, r0, r1);
-      r1 = jDouble(c, r1);
-    } else {
-      r1 = jAdd(c, r0, r1);
-      r0 = jDouble(c, r0);
-    }
+  const { n, p } = c;
+  const L = n.toString(2).length + BLIND_BITS;
+  const top = 1n << BigInt(L - 1);
+  const rLo = (top + n - 1n) / n; // smallest r with r·n ≥ 2^(L-1)
+  const rHi = (2n * top) / n - 1n; // largest r with (n - 1) + r·n < 2^L
+  const kb = mod(k, n) + randomInRange(rLo, rHi) * n;
+  const lambda = randomInRange(1n, p - 1n);
+  const l2 = (lambda * lambda) % p;
+  let r0: Jacobian = { x: (P.x * l2) % p, y: (((P.y * l2) % p) * lambda) % p, z: lambda };
+  let r1 = jDouble(c, r0);
+  for (let i = L - 2; i >= 0; i--) {
+    const mask = -((kb >> BigInt(i)) & 1n);
+    [r0, r1] = cswap(r0, r1, mask);
+    r1 = jAdd(c, r0, r1);
+    r0 = jDouble(c, r0);
+    [r0, r1] = cswap(r0, r1, mask);
   }
   return toAffine(c, r0);
 }

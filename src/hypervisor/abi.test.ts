@@ -21,6 +21,7 @@ import {
   statusName,
 } from './abi.js';
 import { LinuxHypervisorClient } from './linux-client.js';
+import { skipUnless } from '../../test/helpers/require.js';
 
 const root = new URL('../../', import.meta.url).pathname;
 
@@ -113,7 +114,7 @@ describe('hypercall ABI', () => {
     expect(() => decodeMemoryMap(bad)).toThrow(/entry 1 \(byte 40\): kind 7/);
   });
 
-  const cc = spawnSync('cc', ['--version']).status === 0 ? 'cc' : undefined;
+  const cc = skipUnless('ioctl-number check against the C header', [['cc', spawnSync('cc', ['--version']).status === 0 ? undefined : 'cc not runnable (apt-get install gcc)']]) ? undefined : 'cc';
   it.skipIf(!cc)('ioctl numbers equal the C driver header (compiled with cc)', () => {
     const dir = mkdtempSync(join(tmpdir(), 'he-ioc-'));
     try {
@@ -129,9 +130,8 @@ describe('hypercall ABI', () => {
       rmSync(dir, { recursive: true, force: true });
     }
   });
-  if (!cc) console.warn('SKIP ioctl-number check: no C compiler (cc)');
 
-  it.skipIf(existsSync('/dev/hyperenclave'))('linux client fails clearly without the kernel driver', async () => {
+  it.skipIf(!!skipUnless('linux client without the driver', [['hardware-absent', existsSync('/dev/hyperenclave') && '/dev/hyperenclave exists here (the driver is loaded)']]))('linux client fails clearly without the kernel driver', async () => {
     await expect(LinuxHypervisorClient.open()).rejects.toThrow('/dev/hyperenclave absent: kernel driver not loaded');
   });
 });

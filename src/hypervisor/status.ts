@@ -41,7 +41,8 @@ export function formatStatus(s: HypervisorStatus): string[] {
   const mib = (v: bigint): string => `${Number(v >> 20n)} MiB`;
   const out = [`platform: ${s.platform}`, `cpus: ${s.cpus}`];
   out.push(s.image ? `image: ${s.image.id.slice(0, 16)}… (${s.image.format}, ${s.image.length} bytes) sha256 ${s.image.sha256}` : 'image: not loaded');
-  out.push(`state: ${s.enabled ? 'enabled (host demoted)' : s.loaded ? 'loaded, not enabled' : 'not loaded'}`);
+  const enabled = s.platform === 'emulated' ? 'enabled in the emulated service (no hypervisor runs under Linux: nothing is demoted)' : 'enabled (host demoted)';
+  out.push(`state: ${s.enabled ? enabled : s.loaded ? 'loaded, not enabled' : 'not loaded'}`);
   if (s.memmap) out.push(`reserved: ${s.memmap}`);
   const h = s.hv;
   if (h) {

@@ -11,7 +11,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 HERE="$ROOT/test/system"
 WORK="$ROOT/.tmp/system"
-TIMEOUT=${HE_SYSTEM_TIMEOUT:-360}
+TIMEOUT=${HE_SYSTEM_TIMEOUT:-900}
 KEEP=0
 WITH_IMAGE=1
 while [ $# -gt 0 ]; do
@@ -255,7 +255,7 @@ T1=$(date +%s)
 # q35 with QEMU's AMD IOMMU (created before the PCI devices it translates; interrupt remapping off,
 # which this hypervisor does not program), the e1000 NIC and the edu DMA device behind it (edu's
 # DMA mask widened from 28 to 40 bits so it can aim at the reservation at 960 MiB).
-timeout --kill-after=5 "$TIMEOUT" qemu-system-x86_64 -accel tcg -machine q35 -cpu qemu64,+svm,+npt,+pdpe1gb,+ssse3,+sse4.1,+sse4.2,+popcnt,+rdrand -smp 2 -m 1G \
+timeout --kill-after=5 "$TIMEOUT" qemu-system-x86_64 -accel tcg -machine q35 -cpu qemu64,+svm,+npt,+pdpe1gb,+ssse3,+sse4.1,+sse4.2,+popcnt,+rdrand,+aes,+pclmulqdq -smp 2 -m 1G \
   -nographic -no-reboot -monitor none -serial stdio \
   -kernel "$VMLINUZ" -initrd "$INITRD" -append "$APPEND" \
   -device amd-iommu,intremap=off \

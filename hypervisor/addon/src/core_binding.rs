@@ -27,6 +27,7 @@ impl ReservedMem {
     }
     /// Host address of physical `pa` (bounds-checked for `len` bytes).
     pub fn host_ptr(&self, pa: u64, len: usize) -> HvResult<*mut u8> {
+        // SAFETY: offset() checked off + len <= map.len(), so the result stays inside the mapping.
         Ok(unsafe { self.map.ptr().add(self.offset(pa, len)?) })
     }
 }

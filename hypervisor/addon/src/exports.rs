@@ -157,6 +157,12 @@ fn ioctl(e: &Env, a: &Args) -> JsResult<Val> {
                 }
                 buf[at..at + 8].copy_from_slice(&(data.as_mut_ptr() as u64).to_le_bytes());
             }
+            // SAFETY: NOT fully established here. `buf` is a live JS buffer at least as large as
+            // the size the request encodes (checked above when the request has direction bits), and
+            // `data`, whose address was written at `at`, stays alive for the call. A request
+            // without direction bits, or a driver trusting a length field inside `buf`, can still
+            // make the kernel touch memory outside them: this raw primitive is what issue 13 item 2
+            // replaces with typed calls.
             unsafe { sys::ioctl_ptr(fd, req, buf.as_mut_ptr() as *mut _) }
         }
     };
@@ -669,6 +675,8 @@ fn register(e: &Env, exports: Val) -> JsResult<()> {
 }
 
 #[no_mangle]
+// SAFETY: called by Node once per module load on the JS thread with a live env and exports object
+// (the N-API module contract); both are used only for the duration of the call.
 pub unsafe extern "C" fn napi_register_module_v1(env: napi_env, exports: napi_value) -> napi_value {
     let e = Env(env);
     if let Err(err) = register(&e, Val(exports)) {

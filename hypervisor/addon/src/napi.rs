@@ -6,6 +6,11 @@ use crate::napi_sys::*;
 use core::ffi::{c_char, c_void};
 use std::ffi::CString;
 
+/// The env contract every `unsafe` N-API call below relies on: an `Env` is made only by
+/// `trampoline` and `napi_register_module_v1` from the napi_env Node passed in, and is used
+/// only on the JS thread during that call (N-API envs are not valid on other threads or after
+/// the callback returns). `Clone + Copy` and the public field do not enforce this; the
+/// callers in this crate keep it. `Val`s used with it come from the same env.
 #[derive(Clone, Copy)]
 pub struct Env(pub napi_env);
 
@@ -65,70 +70,98 @@ impl Args {
 impl Env {
     pub fn undefined(&self) -> Val {
         let mut v = core::ptr::null_mut();
+        // SAFETY: env contract (see `Env`): live napi_env on the JS thread; `v` is a valid
+        // out-pointer.
         unsafe { napi_get_undefined(self.0, &mut v) };
         Val(v)
     }
     pub fn null(&self) -> Val {
         let mut v = core::ptr::null_mut();
+        // SAFETY: env contract (see `Env`): live napi_env on the JS thread; `v` is a valid
+        // out-pointer.
         unsafe { napi_get_null(self.0, &mut v) };
         Val(v)
     }
     pub fn f64(&self, x: f64) -> JsResult<Val> {
         let mut v = core::ptr::null_mut();
+        // SAFETY: env contract (see `Env`): live napi_env on the JS thread; `v` is a valid
+        // out-pointer.
         check(unsafe { napi_create_double(self.0, x, &mut v) }, "napi_create_double")?;
         Ok(Val(v))
     }
     pub fn u32(&self, x: u32) -> JsResult<Val> {
         let mut v = core::ptr::null_mut();
+        // SAFETY: env contract (see `Env`): live napi_env on the JS thread; `v` is a valid
+        // out-pointer.
         check(unsafe { napi_create_uint32(self.0, x, &mut v) }, "napi_create_uint32")?;
         Ok(Val(v))
     }
     pub fn i64(&self, x: i64) -> JsResult<Val> {
         let mut v = core::ptr::null_mut();
+        // SAFETY: env contract (see `Env`): live napi_env on the JS thread; `v` is a valid
+        // out-pointer.
         check(unsafe { napi_create_int64(self.0, x, &mut v) }, "napi_create_int64")?;
         Ok(Val(v))
     }
     pub fn bigint(&self, x: u64) -> JsResult<Val> {
         let mut v = core::ptr::null_mut();
+        // SAFETY: env contract (see `Env`): live napi_env on the JS thread; `v` is a valid
+        // out-pointer.
         check(unsafe { napi_create_bigint_uint64(self.0, x, &mut v) }, "napi_create_bigint_uint64")?;
         Ok(Val(v))
     }
     pub fn string(&self, s: &str) -> JsResult<Val> {
         let mut v = core::ptr::null_mut();
+        // SAFETY: env contract (see `Env`): live napi_env on the JS thread; `s` is s.len() bytes of
+        // UTF-8 (length given, no NUL needed); N-API copies it.
         check(unsafe { napi_create_string_utf8(self.0, s.as_ptr() as *const c_char, s.len(), &mut v) }, "napi_create_string_utf8")?;
         Ok(Val(v))
     }
     pub fn buffer(&self, data: &[u8]) -> JsResult<Val> {
         let mut v = core::ptr::null_mut();
         let mut p = core::ptr::null_mut();
+        // SAFETY: env contract (see `Env`): live napi_env on the JS thread; `data` is data.len()
+        // readable bytes, copied by N-API; `p` and `v` are out-pointers.
         check(unsafe { napi_create_buffer_copy(self.0, data.len(), data.as_ptr() as *const c_void, &mut p, &mut v) }, "napi_create_buffer_copy")?;
         Ok(Val(v))
     }
     pub fn object(&self) -> JsResult<Val> {
         let mut v = core::ptr::null_mut();
+        // SAFETY: env contract (see `Env`): live napi_env on the JS thread; `v` is a valid
+        // out-pointer.
         check(unsafe { napi_create_object(self.0, &mut v) }, "napi_create_object")?;
         Ok(Val(v))
     }
     pub fn array(&self, items: &[Val]) -> JsResult<Val> {
         let mut v = core::ptr::null_mut();
+        // SAFETY: env contract (see `Env`): live napi_env on the JS thread; `v` is a valid
+        // out-pointer.
         check(unsafe { napi_create_array_with_length(self.0, items.len(), &mut v) }, "napi_create_array_with_length")?;
         for (i, it) in items.iter().enumerate() {
+            // SAFETY: env contract (see `Env`): live napi_env on the JS thread; `v` is the array
+            // just created, `it` a value of this env.
             check(unsafe { napi_set_element(self.0, v, i as u32, it.0) }, "napi_set_element")?;
         }
         Ok(Val(v))
     }
     pub fn set(&self, obj: Val, name: &str, value: Val) -> JsResult<()> {
         let c = CString::new(name).map_err(|_| JsErr::arg("property name with NUL"))?;
+        // SAFETY: env contract (see `Env`): live napi_env on the JS thread; `c` is a NUL-terminated
+        // CString alive across the call.
         check(unsafe { napi_set_named_property(self.0, obj.0, c.as_ptr(), value.0) }, "napi_set_named_property")
     }
     pub fn get(&self, obj: Val, name: &str) -> JsResult<Val> {
         let c = CString::new(name).map_err(|_| JsErr::arg("property name with NUL"))?;
         let mut v = core::ptr::null_mut();
+        // SAFETY: env contract (see `Env`): live napi_env on the JS thread; `c` is a NUL-terminated
+        // CString alive across the call; `v` is an out-pointer.
         check(unsafe { napi_get_named_property(self.0, obj.0, c.as_ptr(), &mut v) }, "napi_get_named_property")?;
         Ok(Val(v))
     }
     pub fn type_of(&self, v: Val) -> i32 {
         let mut t = 0;
+        // SAFETY: env contract (see `Env`): live napi_env on the JS thread; `t` is a valid
+        // out-pointer (left 0 = undefined if the call fails).
         unsafe { napi_typeof(self.0, v.0, &mut t) };
         t
     }
@@ -147,6 +180,8 @@ impl Env {
         match self.type_of(v) {
             T_NUMBER => {
                 let mut x = 0.0;
+                // SAFETY: env contract (see `Env`): live napi_env on the JS thread; `x` is a valid
+                // out-pointer.
                 check(unsafe { napi_get_value_double(self.0, v.0, &mut x) }, "napi_get_value_double")?;
                 Ok(x)
             }
@@ -158,6 +193,8 @@ impl Env {
     pub fn to_u64(&self, v: Val, what: &str) -> JsResult<u64> {
         // numbers first, without a napi_typeof round trip (the ECALL hot path)
         let mut x = 0.0;
+        // SAFETY: env contract (see `Env`): live napi_env on the JS thread; `x` is a valid
+        // out-pointer; a non-number only returns a status.
         if unsafe { napi_get_value_double(self.0, v.0, &mut x) } == NAPI_OK {
             if !(0.0..=9007199254740991.0).contains(&x) || x.fract() != 0.0 {
                 return Err(JsErr::arg(format!("{what}: {x} is not a non-negative safe integer")));
@@ -169,6 +206,8 @@ impl Env {
         }
         let mut x = 0u64;
         let mut lossless = false;
+        // SAFETY: env contract (see `Env`): live napi_env on the JS thread; `x` and `lossless` are
+        // valid out-pointers.
         check(unsafe { napi_get_value_bigint_uint64(self.0, v.0, &mut x, &mut lossless) }, "napi_get_value_bigint_uint64")?;
         if !lossless {
             return Err(JsErr::arg(format!("{what}: bigint outside 0..2^64")));
@@ -191,6 +230,8 @@ impl Env {
             return Err(JsErr::arg(format!("{what}: expected a boolean")));
         }
         let mut b = false;
+        // SAFETY: env contract (see `Env`): live napi_env on the JS thread; `b` is a valid
+        // out-pointer.
         check(unsafe { napi_get_value_bool(self.0, v.0, &mut b) }, "napi_get_value_bool")?;
         Ok(b)
     }
@@ -199,9 +240,13 @@ impl Env {
             return Err(JsErr::arg(format!("{what}: expected a string")));
         }
         let mut len = 0usize;
+        // SAFETY: env contract (see `Env`): live napi_env on the JS thread; a null buffer asks only
+        // for the length, written to `len`.
         check(unsafe { napi_get_value_string_utf8(self.0, v.0, core::ptr::null_mut(), 0, &mut len) }, "napi_get_value_string_utf8")?;
         let mut buf = vec![0u8; len + 1];
         check(
+            // SAFETY: env contract (see `Env`): live napi_env on the JS thread; `buf` has buf.len()
+            // = len + 1 writable bytes and N-API writes at most buf.len() - 1 bytes plus a NUL.
             unsafe { napi_get_value_string_utf8(self.0, v.0, buf.as_mut_ptr() as *mut c_char, buf.len(), &mut len) },
             "napi_get_value_string_utf8",
         )?;
@@ -212,11 +257,15 @@ impl Env {
     /// for the duration of the call that received `v`.
     pub fn bytes<'a>(&self, v: Val, what: &str) -> JsResult<&'a mut [u8]> {
         let mut is = false;
+        // SAFETY: env contract (see `Env`): live napi_env on the JS thread; `is` is a valid
+        // out-pointer.
         unsafe { napi_is_typedarray(self.0, v.0, &mut is) };
         if !is {
             return Err(JsErr::arg(format!("{what}: expected a Buffer or Uint8Array")));
         }
         let (mut kind, mut len, mut data, mut ab, mut off) = (0i32, 0usize, core::ptr::null_mut(), core::ptr::null_mut(), 0usize);
+        // SAFETY: env contract (see `Env`): live napi_env on the JS thread; all five are valid
+        // out-pointers.
         check(unsafe { napi_get_typedarray_info(self.0, v.0, &mut kind, &mut len, &mut data, &mut ab, &mut off) }, "napi_get_typedarray_info")?;
         // element size by napi_typedarray_type: int8 uint8 uint8c int16 uint16 int32 uint32 float32 float64 bigint64 biguint64
         let elem = [1usize, 1, 1, 2, 2, 4, 4, 4, 8, 8, 8].get(kind as usize).copied().unwrap_or(1);
@@ -224,19 +273,31 @@ impl Env {
         if n == 0 || data.is_null() {
             return Ok(&mut []);
         }
+        // SAFETY: only partly established. `data` is the typed array's backing store with len
+        // elements of `elem` bytes (n bytes, non-null, checked above), alive while the JS value is,
+        // i.e. for the current callback. Not enforced: the caller-chosen lifetime 'a must not
+        // outlive that callback, and two calls on views of one ArrayBuffer (e.g. ioctl's `arg` and
+        // `data`) yield aliasing &mut slices; callers must not do both. Issue 13 item 2 (typed
+        // boundary) is meant to remove this.
         Ok(unsafe { core::slice::from_raw_parts_mut(data as *mut u8, n) })
     }
     pub fn array_items(&self, v: Val, what: &str) -> JsResult<Vec<Val>> {
         let mut is = false;
+        // SAFETY: env contract (see `Env`): live napi_env on the JS thread; `is` is a valid
+        // out-pointer.
         unsafe { napi_is_array(self.0, v.0, &mut is) };
         if !is {
             return Err(JsErr::arg(format!("{what}: expected an array")));
         }
         let mut n = 0u32;
+        // SAFETY: env contract (see `Env`): live napi_env on the JS thread; `n` is a valid
+        // out-pointer.
         check(unsafe { napi_get_array_length(self.0, v.0, &mut n) }, "napi_get_array_length")?;
         let mut out = Vec::with_capacity(n as usize);
         for i in 0..n {
             let mut e = core::ptr::null_mut();
+            // SAFETY: env contract (see `Env`): live napi_env on the JS thread; `e` is a valid
+            // out-pointer; i < length.
             check(unsafe { napi_get_element(self.0, v.0, i, &mut e) }, "napi_get_element")?;
             out.push(Val(e));
         }
@@ -246,6 +307,8 @@ impl Env {
     pub fn call(&self, f: Val, args: &[Val]) -> JsResult<Val> {
         let argv: Vec<napi_value> = args.iter().map(|a| a.0).collect();
         let mut out = core::ptr::null_mut();
+        // SAFETY: env contract (see `Env`): live napi_env on the JS thread; `argv` holds argv.len()
+        // values of this env and lives across the call; `out` is an out-pointer.
         let s = unsafe { napi_call_function(self.0, self.undefined().0, f.0, argv.len(), argv.as_ptr(), &mut out) };
         if s == NAPI_PENDING_EXCEPTION {
             return Err(JsErr::new("ERR_JS_PENDING", "callback threw"));
@@ -255,6 +318,8 @@ impl Env {
     }
     pub fn exception_pending(&self) -> bool {
         let mut b = false;
+        // SAFETY: env contract (see `Env`): live napi_env on the JS thread; `b` is a valid
+        // out-pointer.
         unsafe { napi_is_exception_pending(self.0, &mut b) };
         b
     }
@@ -264,6 +329,8 @@ impl Env {
         }
         let (Ok(code), Ok(msg)) = (self.string(&e.code), self.string(&e.msg)) else { return };
         let mut err = core::ptr::null_mut();
+        // SAFETY: env contract (see `Env`): live napi_env on the JS thread; `code` and `msg` are
+        // strings of this env, `err` an out-pointer; napi_throw takes the error just created.
         unsafe {
             napi_create_error(self.0, code.0, msg.0, &mut err);
             napi_throw(self.0, err);
@@ -276,6 +343,9 @@ impl Env {
         let data = Box::into_raw(Box::new((f, name))) as *mut c_void;
         let mut v = core::ptr::null_mut();
         check(
+            // SAFETY: env contract (see `Env`): live napi_env on the JS thread; `name` is
+            // name.len() bytes (length given); `trampoline` has the napi_callback signature; `data`
+            // is the leaked (Method, name) box, never freed, so it outlives the function.
             unsafe { napi_create_function(self.0, name.as_ptr() as *const c_char, name.len(), trampoline, data, &mut v) },
             "napi_create_function",
         )?;
@@ -283,6 +353,10 @@ impl Env {
     }
 }
 
+// SAFETY: called only by Node as the napi_callback of functions made by `export`, on the JS thread
+// with a live env and callback info; `data` is then the leaked `(Method, &'static str)` box
+// `export` created (read by copy, never freed); napi_get_cb_info writes at most MAX_ARGS values
+// into `args.vals`.
 unsafe extern "C" fn trampoline(env: napi_env, info: napi_callback_info) -> napi_value {
     let e = Env(env);
     let mut args = Args { vals: [core::ptr::null_mut(); MAX_ARGS], n: MAX_ARGS, fname: "" };

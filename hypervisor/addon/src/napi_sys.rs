@@ -21,7 +21,10 @@ pub type napi_value = *mut napi_value__;
 pub type napi_callback_info = *mut napi_callback_info__;
 pub type napi_status = i32;
 pub type napi_valuetype = i32;
+// SAFETY (both callback types): Node calls them on the JS thread with a live env; implementations
+// may assume that (see napi::trampoline).
 pub type napi_callback = unsafe extern "C" fn(napi_env, napi_callback_info) -> napi_value;
+// SAFETY: as for napi_callback.
 pub type napi_finalize = unsafe extern "C" fn(napi_env, *mut c_void, *mut c_void);
 
 pub const NAPI_OK: napi_status = 0;

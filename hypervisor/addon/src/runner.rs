@@ -121,6 +121,10 @@ pub struct EnclaveVm {
     _regions_keepalive: Option<Mapping>,
 }
 
+// SAFETY: the raw pointers in `pages` point into mappings this value keeps alive
+// (`_regions_keepalive`, or the core's reserved memory held through CoreBackend's Arc); every
+// access goes through &mut self or &self methods of one owner, so moving it to another thread does
+// not share them.
 unsafe impl Send for EnclaveVm {}
 
 fn kvm() -> Result<&'static Kvm, String> {
@@ -138,15 +142,23 @@ impl EnclaveVm {
         let kvm = kvm()?;
         let rp = guest::runner_pages(spec.size, spec.shared_pages);
         let runner = Mapping::anonymous((rp * PAGE) as usize).map_err(|e| e.to_string())?;
+        // SAFETY: `runner` is a fresh anonymous mapping of runner.len() bytes, not yet given to KVM
+        // nor referenced elsewhere, so this is the only reference while guest::build fills it.
         let rmem = unsafe { core::slice::from_raw_parts_mut(runner.ptr(), runner.len()) };
         let layout = guest::build(rmem, spec.base, spec.size, &spec.pages, spec.shared_pages).map_err(|e| format!("enclave {name}: {e}"))?;
         let vm = kvm.create_vm().map_err(|e| e.to_string())?;
+        // SAFETY: `runner` moves into the Live that also owns `vm`, so it stays mapped while the VM
+        // exists.
         unsafe { vm.set_memory(0, 0, runner.len() as u64, runner.ptr(), false) }.map_err(|e| e.to_string())?;
         for (i, r) in spec.regions.iter().enumerate() {
             if r.offset % PAGE != 0 || r.len % PAGE != 0 || r.offset + r.len > spec.size {
                 return Err(format!("enclave {name}: memory region {:#x}+{:#x} outside ELRANGE", r.offset, r.len));
             }
             let ro = r.readonly && kvm.readonly_mem;
+            // SAFETY: each region's host range is kept mapped for the VM's life by `keepalive`
+            // (standalone) or by the core's reserved mapping behind CoreBackend's Arc (core
+            // enclaves). Not guarded: if the core destroys the enclave and reuses those EPC frames
+            // while this VM lives, the VM still maps them (memory stays valid, isolation does not).
             unsafe { vm.set_memory(1 + i as u32, ENCLAVE_GPA + r.offset, r.len, r.host, ro) }.map_err(|e| e.to_string())?;
         }
         let vcpu = vm.create_vcpu(kvm).map_err(|e| e.to_string())?;
@@ -158,6 +170,8 @@ impl EnclaveVm {
                 .regions
                 .iter()
                 .find(|r| p.offset >= r.offset && p.offset < r.offset + r.len)
+                // SAFETY: the filter guarantees r.offset <= p.offset < r.offset + r.len, so the
+                // pointer stays in the region's r.len host bytes.
                 .map(|r| unsafe { r.host.add((p.offset - r.offset) as usize) })
                 .ok_or_else(|| format!("enclave {name}: page at offset {:#x} has no backing memory", p.offset))?;
             pages.insert(p.offset / PAGE, (host, !p.tcs && p.perms & 2 != 0));
@@ -379,12 +393,17 @@ impl EnclaveVm {
 
     /// Copies `len` bytes of enclave memory at linear `la` (ELRANGE only).
     fn enclave_read(&self, la: u64, out: &mut [u8]) -> bool {
+        // SAFETY: enclave_span hands out `host` with n bytes left in its enclave page and off + n
+        // <= out.len(); the enclave page is guest memory the vCPU (stopped during this call) may
+        // also write, hence a plain byte copy and no reference into it.
         self.enclave_span(la, out.len() as u64, false, |host, off, n| unsafe {
             core::ptr::copy_nonoverlapping(host, out.as_mut_ptr().add(off), n)
         })
     }
     /// Writes enclave memory at linear `la`; every page must be enclave-writable.
     fn enclave_write(&self, la: u64, data: &[u8]) -> bool {
+        // SAFETY: as in enclave_read, with every touched page enclave-writable (checked by
+        // enclave_span) and off + n <= data.len().
         self.enclave_span(la, data.len() as u64, true, |host, off, n| unsafe {
             core::ptr::copy_nonoverlapping(data.as_ptr().add(off), host, n)
         })
@@ -404,6 +423,7 @@ impl EnclaveVm {
             }
             let in_page = off % PAGE;
             let n = (PAGE - in_page).min(end - at);
+            // SAFETY: `host` is the start of a PAGE-byte enclave page and in_page < PAGE.
             plan.push((unsafe { host.add(in_page as usize) }, (at - la) as usize, n as usize));
             at += n;
         }
@@ -552,6 +572,11 @@ fn watchdog() -> &'static Watchdog {
                             s.fired.store(true, Ordering::SeqCst);
                             // kvm_run.immediate_exit: the next KVM_RUN returns at once; the
                             // signal kicks a vCPU that is inside KVM_RUN now.
+                            // SAFETY: st.run is non-zero only between arm() and disarm() (same
+                            // mutex, held here), i.e. while the vCPU's run loop holds &mut
+                            // EnclaveVm and so keeps its kvm_run mapping alive; byte 1 is
+                            // kvm_run.immediate_exit, written volatile as the vCPU thread and the
+                            // kernel read it.
                             unsafe { core::ptr::write_volatile((st.run as *mut u8).add(1), 1) };
                             sys::kick_thread(st.thread);
                         }
@@ -588,6 +613,8 @@ pub struct Standalone {
     tcs_pages: Vec<u64>,
 }
 
+// SAFETY: `mem` points into the Mapping the owning EnclaveVm keeps in `_regions_keepalive` (dropped
+// after the backend); Standalone is only used through that EnclaveVm.
 unsafe impl Send for Standalone {}
 
 impl Backend for Standalone {
@@ -599,6 +626,9 @@ impl Backend for Standalone {
             return Err(format!("TCS at offset {tcs_offset:#x} is busy"));
         }
         self.tcs_busy.push(tcs_offset);
+        // SAFETY: tcs_offset is one of the TCS pages, which EnclaveVm::create accepted only inside
+        // page-aligned regions within `size`, the length of the mapping at `mem`; the bytes are
+        // read while the vCPU is parked, not running.
         let page = unsafe { core::slice::from_raw_parts(self.mem.add(tcs_offset as usize), PAGE as usize) };
         let q = |o: usize| u64::from_le_bytes(page[o..o + 8].try_into().unwrap());
         let (oentry, ofs, ogs) = (q(32), q(48), q(56));
@@ -645,6 +675,11 @@ pub fn create_standalone(
     let tcs_pages: Vec<u64> = pages.iter().filter(|p| p.tcs).map(|p| p.offset).collect();
     let backend = Standalone { mem: mem.ptr(), size, base, tcs_busy: Vec::with_capacity(tcs_pages.len()), tcs_pages };
     // one region per page so read-only pages get read-only slots; coalesced by writability
+    // SAFETY: NOT established for every input: p.offset comes from the caller's page list and is
+    // checked against `size` (by EnclaveVm::create's region check) only after this pointer is
+    // computed; an offset past the mapping makes `add` out of bounds (wrapping_add would make the
+    // computation well-defined until the check rejects it). Flagged for the typed-boundary work
+    // (issue 13 item 2).
     let regions = coalesce(pages.iter().map(|p| (p.offset, unsafe { mem.ptr().add(p.offset as usize) }, p.tcs || p.perms & 2 == 0)));
     let spec = VmSpec { base, size, pages, regions, shared_pages, timeout_ms };
     EnclaveVm::create(name, spec, Box::new(backend), Some(mem))
@@ -674,6 +709,8 @@ mod tests {
     #[test]
     fn coalesce_merges_contiguous_runs_only() {
         let base = 0x10000 as *mut u8;
+        // SAFETY: test-only fake addresses: the pointers are compared, never dereferenced (for
+        // `add` they should still lie in one allocation; a wrapping_add would be exact).
         let p = |o: u64, h: usize, ro| (o, unsafe { base.add(h) }, ro);
         let r = coalesce([p(0x2000, 0x2000, false), p(0, 0, true), p(0x1000, 0x1000, false), p(0x3000, 0x5000, false)].into_iter());
         let got: Vec<(u64, u64, bool)> = r.iter().map(|r| (r.offset, r.len, r.readonly)).collect();

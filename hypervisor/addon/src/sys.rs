@@ -79,6 +79,7 @@ pub fn errno_name(e: i32) -> Option<&'static str> {
 ///
 /// # Safety
 /// `arg` must be valid for whatever the request reads or writes.
+// SAFETY (contract): see # Safety; the body passes `arg` through unchanged.
 pub unsafe fn ioctl_ptr(fd: i32, request: u64, arg: *mut c_void) -> Result<i32, i32> {
     let r = ioctl(fd, request as c_ulong, arg);
     if r < 0 {
@@ -90,6 +91,10 @@ pub unsafe fn ioctl_ptr(fd: i32, request: u64, arg: *mut c_void) -> Result<i32, 
 
 /// ioctl with an integer argument.
 pub fn ioctl_int(fd: i32, request: u64, arg: u64) -> Result<i32, i32> {
+    // SAFETY: the argument is passed by value. This is sound only for requests that take an
+    // integer; for a request the kernel treats as a pointer, the integer becomes a user pointer the
+    // kernel may read or write. Callers in this crate pass integer requests (KVM_GET_API_VERSION,
+    // KVM_CREATE_VM, ...); exports' `ioctl` lets JS choose the request (issue 13 item 2).
     let r = unsafe { ioctl(fd, request as c_ulong, arg as c_ulong) };
     if r < 0 {
         Err(io::Error::last_os_error().raw_os_error().unwrap_or(0))
@@ -104,7 +109,12 @@ pub struct Mapping {
     len: usize,
 }
 
+// SAFETY (Send, Sync): the mapping is plain process memory owned by this value and unmapped once,
+// on drop; the pointer is not tied to a thread. Sync lets two threads call read/write on one
+// mapping at once, which would race on the same bytes: callers serialize (the core's reserved
+// memory behind the Hypervisor's Mutex, the mmap exports on the JS thread).
 unsafe impl Send for Mapping {}
+// SAFETY: see Send above (Sync: callers serialize access to the same bytes).
 unsafe impl Sync for Mapping {}
 
 impl Mapping {
@@ -121,6 +131,8 @@ impl Mapping {
         if len == 0 {
             return Err(SysError { errno: 22, what: format!("{what}: length 0") });
         }
+        // SAFETY: a null hint lets the kernel choose an address, so no existing mapping is
+        // replaced; the result is checked against MAP_FAILED.
         let p = unsafe { mmap(core::ptr::null_mut(), len, prot, flags, fd, off) };
         if p == MAP_FAILED {
             return Err(SysError::last(format!("{what} of {len} bytes")));
@@ -139,6 +151,8 @@ impl Mapping {
     /// Bounds-checked range `[off, off+n)`.
     pub fn range(&self, off: usize, n: usize) -> Option<*mut u8> {
         if off.checked_add(n)? <= self.len {
+            // SAFETY: off + n <= len (checked), so the pointer stays within (or one past the end
+            // of) the mapping.
             Some(unsafe { self.ptr.add(off) })
         } else {
             None
@@ -147,6 +161,8 @@ impl Mapping {
     pub fn read(&self, off: usize, out: &mut [u8]) -> bool {
         match self.range(off, out.len()) {
             Some(p) => {
+                // SAFETY: range() checked out.len() bytes at `p` lie in the mapping; `out` is a
+                // distinct Rust buffer, so they do not overlap.
                 unsafe { core::ptr::copy_nonoverlapping(p, out.as_mut_ptr(), out.len()) };
                 true
             }
@@ -156,6 +172,8 @@ impl Mapping {
     pub fn write(&self, off: usize, data: &[u8]) -> bool {
         match self.range(off, data.len()) {
             Some(p) => {
+                // SAFETY: range() checked data.len() bytes at `p` lie in the mapping; `data` is a
+                // distinct Rust buffer, so they do not overlap.
                 unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), p, data.len()) };
                 true
             }
@@ -166,6 +184,8 @@ impl Mapping {
 
 impl Drop for Mapping {
     fn drop(&mut self) {
+        // SAFETY: ptr/len are exactly what mmap returned; drop runs once, and references into the
+        // mapping cannot outlive `self`.
         unsafe { munmap(self.ptr as *mut c_void, self.len) };
     }
 }
@@ -222,16 +242,22 @@ extern "C" fn kick_handler(_sig: c_int) {}
 /// elsewhere only restarts a syscall; KVM_RUN returns EINTR regardless).
 pub fn install_kick_handler() {
     static ONCE: std::sync::Once = std::sync::Once::new();
+    // SAFETY: installs a handler that does nothing (async-signal-safe) for a real-time signal
+    // nothing else in the process uses.
     ONCE.call_once(|| unsafe {
         signal(KICK_SIGNAL, kick_handler as *const () as usize);
     });
 }
 
 pub fn current_thread() -> u64 {
+    // SAFETY: pthread_self has no preconditions.
     unsafe { pthread_self() }
 }
 
 pub fn kick_thread(t: u64) {
+    // SAFETY: pthread_kill needs a live thread's pthread_t. The only caller, the watchdog,
+    // passes the one arm() recorded and holds the slot lock that disarm() needs, so that thread
+    // is still inside its run loop; KICK_SIGNAL has a no-op handler (install_kick_handler).
     unsafe {
         pthread_kill(t, KICK_SIGNAL);
     }

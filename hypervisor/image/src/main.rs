@@ -285,12 +285,13 @@ fn init(ho: &Handoff) -> HvResult<()> {
         }
         let s = h.status();
         log!(
-            "init: {} memory ranges, host NPT root {:#x}, {} of {} pool frames, EPC {} pages",
+            "init: {} memory ranges, host NPT root {:#x}, {} of {} pool frames, EPC {} pages, crypto {}",
             n,
             h.host_table().map(|t| t.root()).unwrap_or(0),
             s.pool_frames_used,
             s.pool_frames_total,
-            s.epc_pages_total
+            s.epc_pages_total,
+            hyperenclave_core::crypto::aes::Backend::detect().name()
         );
         Ok(())
     })();

@@ -185,6 +185,8 @@ impl Kvm {
         }
         let vcpu_mmap_size = ioctl_int(fd, KVM_GET_VCPU_MMAP_SIZE, 0).map_err(err("KVM_GET_VCPU_MMAP_SIZE"))? as usize;
         let mut cpuid = Box::new(Cpuid2 { nent: MAX_CPUID as u32, padding: 0, entries: [CpuidEntry::default(); MAX_CPUID] });
+        // SAFETY: `cpuid` is a boxed kvm_cpuid2 with room for `nent` = MAX_CPUID entries; the
+        // kernel writes at most nent entries (E2BIG otherwise) and lowers nent.
         unsafe { ioctl_ptr(fd, KVM_GET_SUPPORTED_CPUID, &mut *cpuid as *mut Cpuid2 as *mut _) }.map_err(err("KVM_GET_SUPPORTED_CPUID"))?;
         let readonly_mem = ioctl_int(fd, KVM_CHECK_EXTENSION, KVM_CAP_READONLY_MEM).unwrap_or(0) > 0;
         Ok(Kvm { file, vcpu_mmap_size, cpuid, readonly_mem })
@@ -192,6 +194,7 @@ impl Kvm {
 
     pub fn create_vm(&self) -> Result<VmFd, SysError> {
         let fd = ioctl_int(self.file.as_raw_fd(), KVM_CREATE_VM, 0).map_err(err("KVM_CREATE_VM"))?;
+        // SAFETY: KVM_CREATE_VM succeeded, so `fd` is a fresh descriptor owned by nobody else.
         Ok(VmFd { fd: unsafe { OwnedFd::from_raw_fd(fd) } })
     }
 }
@@ -208,6 +211,9 @@ impl VmFd {
     ///
     /// # Safety
     /// `host..host+len` must stay mapped for as long as the VM lives.
+    // SAFETY (contract): the caller keeps host..host+len mapped and does not unmap or reuse it
+    // while the VM exists (KVM accesses it on behalf of the guest); the ioctl itself only reads
+    // `r`.
     pub unsafe fn set_memory(&self, slot: u32, gpa: u64, len: u64, host: *mut u8, readonly: bool) -> Result<(), SysError> {
         let mut r = MemoryRegion {
             slot,
@@ -223,10 +229,13 @@ impl VmFd {
 
     pub fn create_vcpu(&self, kvm: &Kvm) -> Result<VcpuFd, SysError> {
         let fd = ioctl_int(self.raw(), KVM_CREATE_VCPU, 0).map_err(err("KVM_CREATE_VCPU"))?;
+        // SAFETY: KVM_CREATE_VCPU succeeded, so `fd` is a fresh descriptor owned by nobody else.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         let run = Mapping::file(fd.as_raw_fd(), kvm.vcpu_mmap_size, 0, true).map_err(|e| SysError { what: "mmap kvm_run".into(), ..e })?;
         // The host's supported CPUID: without it, KVM on VMX traps RDRAND (the sealer's
         // entropy) as #UD.
+        // SAFETY: KVM_SET_CPUID2 only reads the kvm_cpuid2 (nent entries, filled by
+        // KVM_GET_SUPPORTED_CPUID); the *mut cast is for the ioctl signature.
         unsafe { ioctl_ptr(fd.as_raw_fd(), KVM_SET_CPUID2, &*kvm.cpuid as *const Cpuid2 as *mut _) }.map_err(err("KVM_SET_CPUID2"))?;
         Ok(VcpuFd { fd, run })
     }
@@ -267,56 +276,80 @@ impl VcpuFd {
     }
     pub fn get_regs(&self) -> Result<Regs, SysError> {
         let mut r = Regs::default();
+        // SAFETY: `r` is a kvm_regs (size asserted 144 at compile time) the kernel fills.
         unsafe { ioctl_ptr(self.raw(), KVM_GET_REGS, &mut r as *mut _ as *mut _) }.map_err(err("KVM_GET_REGS"))?;
         Ok(r)
     }
     pub fn set_regs(&self, r: &Regs) -> Result<(), SysError> {
+        // SAFETY: KVM_SET_REGS only reads the kvm_regs behind `r` (size asserted 144).
         unsafe { ioctl_ptr(self.raw(), KVM_SET_REGS, r as *const _ as *mut _) }.map_err(err("KVM_SET_REGS"))?;
         Ok(())
     }
     pub fn get_sregs(&self) -> Result<Sregs, SysError> {
         let mut r = Sregs::default();
+        // SAFETY: `r` is a kvm_sregs (size asserted 312 at compile time) the kernel fills.
         unsafe { ioctl_ptr(self.raw(), KVM_GET_SREGS, &mut r as *mut _ as *mut _) }.map_err(err("KVM_GET_SREGS"))?;
         Ok(r)
     }
     pub fn set_sregs(&self, r: &Sregs) -> Result<(), SysError> {
+        // SAFETY: KVM_SET_SREGS only reads the kvm_sregs behind `r` (size asserted 312).
         unsafe { ioctl_ptr(self.raw(), KVM_SET_SREGS, r as *const _ as *mut _) }.map_err(err("KVM_SET_SREGS"))?;
         Ok(())
     }
     /// The value the pending IN instruction returns when the vCPU next runs.
     pub fn set_io_in(&self, data_off: usize, value: u32) {
         if data_off + 4 <= self.run.len() {
+            // SAFETY: data_off + 4 <= the kvm_run mapping's length (checked just above); unaligned
+            // write, and the vCPU is stopped (between KVM_RUN calls on this thread).
             unsafe { core::ptr::write_unaligned(self.run.ptr().add(data_off) as *mut u32, value) };
         }
     }
     pub fn clear_immediate_exit(&self) {
+        // SAFETY: kvm_run.immediate_exit is byte 1 of the vcpu mapping (at least vcpu_mmap_size
+        // bytes); volatile because the watchdog thread writes it too.
         unsafe { core::ptr::write_volatile(self.run.ptr().add(RUN_IMMEDIATE_EXIT), 0) };
     }
     /// One KVM_RUN, decoded.
     pub fn run(&self) -> Result<Exit, SysError> {
+        // SAFETY: KVM_RUN takes no argument; the guest memory slots were registered with
+        // set_memory, whose callers keep them mapped.
         match unsafe { ioctl_ptr(self.raw(), KVM_RUN, core::ptr::null_mut()) } {
             Ok(_) => {}
             Err(4) => return Ok(Exit::Interrupted),
             Err(e) => return Err(SysError { errno: e, what: "KVM_RUN".into() }),
         }
         let p = self.run.ptr();
+        // SAFETY (rd32, rd64): `p` is the kvm_run mapping (vcpu_mmap_size >= one page); the offsets
+        // used are fixed kvm_run fields below 64 bytes, naturally aligned in a page-aligned
+        // mapping; the kernel does not write them while KVM_RUN is not running.
         let rd32 = |off: usize| unsafe { core::ptr::read_volatile(p.add(off) as *const u32) };
+        // SAFETY: as for rd32 (u64 fields at 8-aligned offsets).
         let rd64 = |off: usize| unsafe { core::ptr::read_volatile(p.add(off) as *const u64) };
         let reason = rd32(RUN_EXIT_REASON);
         Ok(match reason {
             EXIT_IO => {
+                // SAFETY: kvm_run.io.direction, byte 32 of the mapping (see rd32).
                 let dir = unsafe { *p.add(RUN_UNION) };
+                // SAFETY: kvm_run.io.size, byte 33 of the mapping.
                 let size = unsafe { *p.add(RUN_UNION + 1) };
+                // SAFETY: kvm_run.io.port, a u16 at byte 34 (aligned) of the mapping.
                 let port = unsafe { core::ptr::read_volatile(p.add(RUN_UNION + 2) as *const u16) };
                 let off = rd64(RUN_UNION + 8) as usize;
                 let data = match size {
+                    // SAFETY (the three reads of the I/O data): `off` is kvm_run.io.data_offset,
+                    // which the kernel points at the PIO page inside the vcpu mapping
+                    // (KVM_PIO_PAGE_OFFSET, within vcpu_mmap_size); it is trusted, not re-checked
+                    // against the mapping length here (set_io_in does check); unaligned reads.
                     1 => unsafe { *p.add(off) as u32 },
+                    // SAFETY: as for the 1-byte read above.
                     2 => unsafe { core::ptr::read_unaligned(p.add(off) as *const u16) as u32 },
+                    // SAFETY: as for the 1-byte read above.
                     _ => unsafe { core::ptr::read_unaligned(p.add(off) as *const u32) },
                 };
                 Exit::Io { port, out: dir == 1, size, data, data_off: off }
             }
             EXIT_HLT => Exit::Hlt,
+            // SAFETY: kvm_run.mmio.is_write, byte 52 of the mapping.
             EXIT_MMIO => Exit::Mmio { gpa: rd64(RUN_UNION), len: rd32(RUN_UNION + 16), write: unsafe { *p.add(RUN_UNION + 20) } != 0 },
             EXIT_SHUTDOWN => Exit::Shutdown,
             EXIT_FAIL_ENTRY => Exit::FailEntry { reason: rd64(RUN_UNION) },
