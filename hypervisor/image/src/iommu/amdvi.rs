@@ -275,6 +275,10 @@ impl AmdVi {
     /// COMPLETION_WAIT with a store: true once the IOMMU wrote the sequence number back.
     fn sync(&mut self) -> bool {
         self.wait_seq += 1;
+        // SAFETY: WAIT is ours. Cleared first: a value left by an earlier enable must not pass
+        // for this completion.
+        unsafe { write_volatile(addr_of_mut!(WAIT) as *mut u64, 0) };
+        core::sync::atomic::fence(core::sync::atomic::Ordering::SeqCst);
         let at = pa_of(addr_of!(WAIT));
         self.command([(at & 0x000f_ffff_ffff_fff8) | 1 | (1u64 << 60), self.wait_seq]);
         for _ in 0..50_000_000u64 {
