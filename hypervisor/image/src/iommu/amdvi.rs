@@ -76,11 +76,15 @@ static mut WAIT: Page = Page([0; 512]);
 
 pub struct AmdVi {
     base: u64,
+    /// The IOMMU's own PCI function (IVHD device ID): bus << 8 | device << 3 | function.
+    bdf: u16,
     prev_control: u64,
     cmd_tail: u64,
     wait_seq: u64,
     pool_used: usize,
     pub faults: u64,
+    /// Faults seen only as the IOMMU function's Signaled Target Abort (no event logged).
+    pub aborts: u64,
     pub overflows: u64,
     pub mapped_bytes: u64,
     pub table_pages: usize,
@@ -106,6 +110,7 @@ impl Event {
             6 => "COMMAND_HARDWARE_ERROR",
             7 => "IOTLB_INV_TIMEOUT",
             8 => "INVALID_DEVICE_REQUEST",
+            0 => "TARGET_ABORT",
             _ => "event",
         }
     }
@@ -127,11 +132,11 @@ impl AmdVi {
 
     /// Takes the IOMMU at `base` over: refused when the host already turned translation on (it
     /// would lose its own mappings; boot Linux with amd_iommu=off).
-    pub fn new(base: u64) -> Result<AmdVi, &'static str> {
+    pub fn new(base: u64, bdf: u16) -> Result<AmdVi, &'static str> {
         if base == 0 || base & 0x3fff != 0 || base + MMIO_SPAN > super::IDENTITY_SPAN {
             return Err("IVHD register base is not a 16 KiB-aligned address below 8 GiB");
         }
-        let mut v = AmdVi { base, prev_control: 0, cmd_tail: 0, wait_seq: 0, pool_used: 0, faults: 0, overflows: 0, mapped_bytes: 0, table_pages: 0 };
+        let mut v = AmdVi { base, bdf, prev_control: 0, cmd_tail: 0, wait_seq: 0, pool_used: 0, faults: 0, aborts: 0, overflows: 0, mapped_bytes: 0, table_pages: 0 };
         let ctrl = v.r(reg::CONTROL);
         if ctrl == u64::MAX {
             return Err("IOMMU registers read all-ones (no device at the IVHD base)");
@@ -243,6 +248,7 @@ impl AmdVi {
         self.w(reg::EVT_HEAD, 0);
         self.w(reg::EVT_TAIL, 0);
         self.w(reg::STATUS, STATUS_EVT_OVERFLOW); // write-1-to-clear
+        self.pci_status(1 << 11); // a target abort from before this enable is not ours to count
         self.cmd_tail = 0;
         self.w(reg::CONTROL, (self.prev_control & !(CTRL_EVTINT_EN | CTRL_COMWAIT_INT_EN)) | CTRL_IOMMU_EN | CTRL_EVTLOG_EN | CTRL_CMDBUF_EN);
         // drop whatever the IOMMU cached before (a previous enable's tables)
@@ -291,8 +297,38 @@ impl AmdVi {
         false
     }
 
-    /// Drains the event log: calls `each` for every new event and counts them.
+    /// The IOMMU function's PCI status register (configuration mechanism #1, ports 0xCF8/0xCFC;
+    /// the host's 0xCF8 value is put back). `clear`: write-1-to-clear those bits.
+    fn pci_status(&self, clear: u16) -> u16 {
+        let addr = 0x8000_0000u32 | ((self.bdf as u32) << 8) | 0x04;
+        let (saved, dword): (u32, u32);
+        // SAFETY: ports 0xCF8/0xCFC are PCI configuration mechanism #1; this reads and (for
+        // `clear`) writes the command/status dword of the IOMMU's own function only.
+        unsafe {
+            core::arch::asm!("in eax, dx", out("eax") saved, in("dx") 0xcf8u16, options(nomem, nostack));
+            core::arch::asm!("out dx, eax", in("eax") addr, in("dx") 0xcf8u16, options(nomem, nostack));
+            core::arch::asm!("in eax, dx", out("eax") dword, in("dx") 0xcfcu16, options(nomem, nostack));
+            if clear != 0 {
+                // command unchanged; status bits are write-1-to-clear, so only `clear` changes
+                let v = (dword & 0xffff) | ((clear as u32) << 16);
+                core::arch::asm!("out dx, eax", in("eax") v, in("dx") 0xcfcu16, options(nomem, nostack));
+            }
+            core::arch::asm!("out dx, eax", in("eax") saved, in("dx") 0xcf8u16, options(nomem, nostack));
+        }
+        (dword >> 16) as u16
+    }
+
+    /// Drains the event log: calls `each` for every new event and counts them. An IOMMU that
+    /// signalled a target abort (PCI status bit 11) without logging an event counts one fault:
+    /// QEMU 7.2's AMD IOMMU never writes its event log (its amdvi_log_event tests the status
+    /// register with OR instead of AND and always returns) but sets that bit at every
+    /// IO_PAGE_FAULT, so there at most one fault is counted per poll.
     pub fn poll(&mut self, mut each: impl FnMut(&Event)) {
+        const SIG_TARGET_ABORT: u16 = 1 << 11;
+        let abort = self.pci_status(0) & SIG_TARGET_ABORT != 0;
+        if abort {
+            self.pci_status(SIG_TARGET_ABORT);
+        }
         let mut head = self.r(reg::EVT_HEAD) & 0x7_fff0;
         let tail = self.r(reg::EVT_TAIL) & 0x7_fff0;
         let mut n = 0;
@@ -310,6 +346,11 @@ impl AmdVi {
             n += 1;
         }
         self.w(reg::EVT_HEAD, head);
+        if n == 0 && abort {
+            self.faults += 1;
+            self.aborts += 1;
+            each(&Event { code: 0, device: self.bdf, flags: SIG_TARGET_ABORT, address: 0 });
+        }
         if self.r(reg::STATUS) & STATUS_EVT_OVERFLOW != 0 {
             self.overflows += 1;
             // the spec's restart: clear the overflow, turn the log off and on again

@@ -115,7 +115,7 @@ pub fn prepare() -> HvResult<Option<(u64, u64)>> {
     match discover() {
         Found::AmdVi(u) => {
             log!("IOMMU: AMD-Vi at {:#x} (IVHD type {:#x}, segment {}, requester ID {:#06x})", u.register_base, u.detail, u.segment, u.device_id);
-            let v = amdvi::AmdVi::new(u.register_base).map_err(|what| HvError::InvalidRange { what, start: u.register_base, size: amdvi::MMIO_SPAN })?;
+            let v = amdvi::AmdVi::new(u.register_base, u.device_id).map_err(|what| HvError::InvalidRange { what, start: u.register_base, size: amdvi::MMIO_SPAN })?;
             *unit() = Some(v);
             Ok(Some((u.register_base, u.register_base + amdvi::MMIO_SPAN)))
         }
@@ -156,6 +156,15 @@ pub fn start(hv: &mut Hv, map: &[MemRange], reserved: (u64, u64)) -> HvResult<()
 pub fn poll(hv: &mut Hv) {
     let Some(v) = unit().as_mut() else { return };
     v.poll(|e| {
+        if e.code == 0 {
+            log!(
+                "IOMMU: DMA fault: the IOMMU ({:02x}:{:02x}.{}) signalled a target abort without an event log entry (QEMU 7.2): blocked, counted",
+                e.device >> 8,
+                (e.device >> 3) & 0x1f,
+                e.device & 7
+            );
+            return;
+        }
         log!(
             "IOMMU: DMA fault {} from device {:02x}:{:02x}.{} at {:#x} (flags {:#x}): blocked",
             e.name(),
