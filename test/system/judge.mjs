@@ -288,7 +288,7 @@ const hakPcr = Number(opt['hak-pcr'] ?? 13);
 
 /** Verifies an evidence file outside the guest with the CLI, against the run's policy, on a copy of
  * the verifier state without its replay record (the service already accepted this very quote). */
-function verifyOutside(name, evBuf) {
+function verifyOutside(name, evBuf, policyPath = join(opt['verifier-dir'], 'policy.json')) {
   const evPath = join(outDir, `${name}.json`);
   writeAtomic(evPath, evBuf);
   const nonce = JSON.parse(evBuf.toString('utf8')).nonce;
@@ -296,7 +296,7 @@ function verifyOutside(name, evBuf) {
   rmSync(state, { recursive: true, force: true });
   cpSync(join(opt['verifier-dir'], 'state'), state, { recursive: true });
   for (const f of readdirSync(state, { recursive: true })) if (/clock/i.test(String(f))) rmSync(join(state, String(f)), { recursive: true, force: true });
-  const r = spawnSync('node', [CLI, '--platform', 'emulated', '--state-dir', state, '--json', 'verify', evPath, '--policy', join(opt['verifier-dir'], 'policy.json'), '--nonce', nonce], { encoding: 'utf8' });
+  const r = spawnSync('node', [CLI, '--platform', 'emulated', '--state-dir', state, '--json', 'verify', evPath, '--policy', policyPath, '--nonce', nonce], { encoding: 'utf8' });
   let res = {};
   try { res = JSON.parse(r.stdout); } catch { /* reported below */ }
   writeAtomic(join(outDir, `${name}-verify-outside.json`), r.stdout ?? '');
@@ -317,6 +317,25 @@ let enclaveOutside = null;
   const enclaveChecks = (enclaveOutside?.checks ?? []).filter((c) => /^enclave/.test(c.name));
   const ok = v?.status === 'affirming' && quoted >= 1 && enclaveOutside?.rc === 0 && enclaveOutside.status === 'affirming' && enclaveChecks.length > 0 && enclaveChecks.every((c) => c.status === 'pass');
   if (d) host('enclave-attested', ok, `verifier on the host: ${v?.status}${v?.firstFailure ? ` (${v.firstFailure})` : ''}; ${quoted} enclave quote(s) in the evidence; hyperenclave verify outside (exit ${enclaveOutside?.rc}): ${enclaveOutside?.status ?? enclaveOutside?.stderr.split('\n')[0]}${enclaveOutside?.fails.length ? `, failed: ${enclaveOutside.fails.join(', ')}` : ''}; ${enclaveChecks.map((c) => `${c.name}:${c.status}`).join(' ')}`);
+}
+
+// dma-attested: the HAK signed "DMA protection on" into the enclave quote (flags bit 0), so a
+// policy that requires it (the run's policy plus hypervisor.requireDmaProtection, written next to
+// it so its relative paths hold) affirms the same evidence.
+{
+  const ev = blobs['enclave-evidence'];
+  if (ev && opt['verifier-dir']) {
+    const evDoc = JSON.parse(ev.toString('utf8'));
+    const flags = (evDoc.enclaves ?? []).map((e) => Buffer.from(e.quote, 'base64')).filter((q) => q.length === 496).map((q) => q.readUInt32LE(12));
+    const pol = JSON.parse(readFileSync(join(opt['verifier-dir'], 'policy.json'), 'utf8'));
+    pol.hypervisor = { ...(pol.hypervisor ?? {}), requireDmaProtection: true };
+    const polPath = join(opt['verifier-dir'], 'policy-dma.json');
+    writeAtomic(polPath, JSON.stringify(pol, null, 2));
+    const r = verifyOutside('enclave-evidence-dma', ev, polPath);
+    const c = r.checks.find((x) => x.name === 'hypervisor.dma-protection');
+    host('dma-attested', flags.length > 0 && flags.every((f) => f === 1) && r.rc === 0 && r.status === 'affirming' && c?.status === 'pass',
+      `enclave quote flags ${flags.map((f) => '0x' + f.toString(16)).join(',') || 'none'} (HAK-signed); hyperenclave verify with hypervisor.requireDmaProtection (exit ${r.rc}): ${r.status ?? r.stderr.split('\n')[0]}; hypervisor.dma-protection: ${c ? `${c.status} (${c.reason})` : 'not reported'}${r.fails.length ? `; failed: ${r.fails.join(', ')}` : ''}`);
+  }
 }
 
 // The platform kind comes from the EK certificate's CA (the run's swtpm CA), not from the guest's
