@@ -49,7 +49,7 @@ MODULE_PARM_DESC(pcr, "PCR the image is measured into (8-16 or 23)");
 #define HC_DISABLE 0x03
 #define HC_TRUST_INIT 0x40
 #define HE_HYPERCALL_BUF_ORDER 2 /* 4 pages = HE_HYPERCALL_BUF_MAX */
-#define HC_STATUS_SIZE 240
+#define HC_STATUS_SIZE 256 /* hypervisor/core STATUS_SIZE (1.3: DMA words after the digest) */
 
 long he_enter(u64 op, u64 handoff_pa, u64 cpu, u64 host_cr3, u64 entry_pa);
 void he_leave_tramp(void);
