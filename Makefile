@@ -75,7 +75,7 @@ test-system-uefi-or-skip: deps build-ts
 test-system-systemd: deps build-ts
 	bash test/system/run.sh --systemd
 test-system-systemd-or-skip: deps build-ts
-	@bash test/system/run.sh --systemd; rc=$$?; if [ $$rc = 77 ]; then echo "system tier (systemd): skipped (see SKIPPED line above)"; exit 0; fi; exit $$rc
+	@$(call SYSTEM_OR_SKIP,--systemd)
 
 test: test-rust test-ts test-system-or-skip test-system-uefi-or-skip test-system-systemd-or-skip
 
