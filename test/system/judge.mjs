@@ -340,10 +340,10 @@ let enclaveOutside = null;
 
 // dma-attested: the HAK signed "DMA protection on" into the enclave quote (flags bit 0), so a
 // policy that requires it (the run's policy plus hypervisor.requireDmaProtection, written next to
-// it so its relative paths hold) affirms the same evidence.
+// it so its relative paths hold) affirms the same evidence. bios mode only (its machine has the IOMMU).
 {
   const ev = blobs['enclave-evidence'];
-  if (ev && opt['verifier-dir']) {
+  if (ev && opt['verifier-dir'] && (opt.mode ?? 'bios') === 'bios') {
     const evDoc = JSON.parse(ev.toString('utf8'));
     const flags = (evDoc.enclaves ?? []).map((e) => Buffer.from(e.quote, 'base64')).filter((q) => q.length === 496).map((q) => q.readUInt32LE(12));
     const pol = JSON.parse(readFileSync(join(opt['verifier-dir'], 'policy.json'), 'utf8'));
