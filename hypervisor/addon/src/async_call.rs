@@ -102,6 +102,7 @@ unsafe extern "C" fn call_js<R>(env: napi_env, js_cb: napi_value, context: *mut 
                 let args = [e.u32(nr).map_err(|x| x.msg)?, e.buffer(&input).map_err(|x| x.msg)?];
                 match e.call(Val(js_cb), &args) {
                     Ok(r) if e.is_nullish(r) => Ok(Vec::new()),
+                    Ok(r) if e.type_of(r) == T_BOOLEAN && !e.to_bool(r, "OCALL result").unwrap_or(true) => Err(format!("OCALL {nr} refused by the host")),
                     Ok(r) => Ok(e.bytes(r, "OCALL result").map_err(|x| x.msg)?.to_vec()),
                     Err(x) => Err(e.take_exception().unwrap_or(x.msg)),
                 }

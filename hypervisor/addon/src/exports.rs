@@ -283,6 +283,9 @@ fn enclave_ecall(e: &Env, a: &Args) -> JsResult<Val> {
         if env.is_nullish(r) {
             return Ok(Vec::new());
         }
+        if env.type_of(r) == crate::napi_sys::T_BOOLEAN && !env.to_bool(r, "OCALL result").unwrap_or(true) {
+            return Err(format!("OCALL {nr} refused by the host"));
+        }
         Ok(env.bytes(r, "OCALL result").map_err(|x| x.msg)?.to_vec())
     };
     let r = vm.vm.ecall(tcs, func, input, timeout, if cb.is_some() { Some(&mut handler) } else { None });
