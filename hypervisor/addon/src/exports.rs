@@ -337,6 +337,10 @@ fn enclave_ecall_async(e: &Env, a: &Args) -> JsResult<Val> {
             return Err(JsErr::arg("ocall: expected a function"));
         }
     }
+    if vm.vm.tcs_busy(tcs) {
+        // refused at once (not on the thread) so a caller inside an OCALL of that TCS sees it
+        return Err(JsErr::new("ERR_ENCLAVE_CALL", format!("TCS at offset {tcs:#x} is busy (TCS_BUSY): an ECALL is in progress on it")));
+    }
     crate::async_call::spawn(e, cb, move |ocall| vm.vm.ecall(tcs, func, &input, timeout, ocall), |env, r| ecall_result(env, r))
 }
 

@@ -331,6 +331,12 @@ impl EnclaveVm {
         }
     }
 
+    /// Whether an ECALL is in progress on the TCS at `tcs_offset` right now (e.g. parked in an
+    /// OCALL): a new one there would be refused with TCS_BUSY.
+    pub fn tcs_busy(&self, tcs_offset: u64) -> bool {
+        self.thread_of(tcs_offset).is_ok_and(|t| matches!(t.try_lock(), Err(std::sync::TryLockError::WouldBlock)))
+    }
+
     /// One ECALL on the TCS at `tcs_offset` (its own vCPU; other TCSs may run at the same time).
     pub fn ecall(&self, tcs_offset: u64, func: u64, input: &[u8], timeout_ms: Option<u64>, ocall: Option<OcallFn>) -> Result<EcallOut, RunError> {
         if let Some(d) = self.dead.lock().unwrap().as_ref() {
@@ -601,7 +607,9 @@ impl EnclaveVm {
         let sregs = vcpu.get_sregs().map_err(|e| format!("{desc} (AEX: {e})"))?;
         let g = Gpr {
             regs: [rax, regs.rcx, regs.rdx, regs.rbx, rsp, regs.rbp, regs.rsi, regs.rdi, regs.r8, regs.r9, regs.r10, regs.r11, regs.r12, regs.r13, regs.r14, regs.r15],
-            rflags,
+            // RF (bit 16) is set in the frame the CPU pushes for a fault; the saved state is the
+            // context to resume, which ERESUME accepts only with RF clear
+            rflags: rflags & !(1 << 16),
             rip,
             ursp: 0,
             urbp: 0,
