@@ -19,6 +19,8 @@ export interface EnclaveManifest {
   debug: boolean;
   xfrm: bigint;
   miscSelect: number;
+  /** SECS.ATTRIBUTES.EDMM (bit 8): dynamic memory allowed. */
+  edmm: boolean;
   backend: { kind: BackendKind; policy: number | undefined };
   signer: { key: string; date: number };
   isvProdId: number;
@@ -35,7 +37,7 @@ export interface RawManifest {
   base?: number | string;
   ssaFrameSize?: number;
   threads?: number;
-  attributes?: { debug?: boolean; xfrm?: number; miscSelect?: number };
+  attributes?: { debug?: boolean; xfrm?: number; miscSelect?: number; edmm?: boolean };
   backend?: { kind: BackendKind; policy?: number };
   signer: { key: string; date?: string };
   isvProdId?: number;
@@ -84,6 +86,7 @@ export function parseManifest(doc: unknown, file: string): EnclaveManifest {
     debug: m.attributes?.debug ?? false,
     xfrm: BigInt(m.attributes?.xfrm ?? 3),
     miscSelect: m.attributes?.miscSelect ?? 0,
+    edmm: m.attributes?.edmm ?? false,
     backend: { kind: m.backend?.kind ?? 'none', policy: m.backend?.policy },
     signer: { key: abs(m.signer.key), date },
     isvProdId: m.isvProdId ?? 0,

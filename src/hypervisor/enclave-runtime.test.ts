@@ -1,5 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import { addonUnavailable, EnclaveError, EnclaveVm, kvmUnavailable, loadPayload, type EnclavePayload } from './addon.js';
+import { addonUnavailable, buildSigstruct, CoreHypervisor, EnclaveError, EnclaveVm, kvmUnavailable, loadPayload, newSigstructSigner, payloadPage, type EnclavePayload } from './addon.js';
+import { HC, statusName } from './abi.js';
+import { computeMrEnclave } from '../enclave/sgx.js';
 import { skipUnless } from '../../test/helpers/require.js';
 
 /**
@@ -254,6 +256,80 @@ describe.skipIf(skip !== null)('enclave runtime on KVM (probe payload)', () => {
       expect(vm.call(P.OUTPUT_SIZE, u64(12000)).equals(Buffer.alloc(12000, 0xab))).toBe(true);
     } finally {
       vm.destroy();
+    }
+  });
+});
+
+/** MRENCLAVE from src/enclave/sgx.ts (TypeScript, independent of the Rust core). */
+function mrenclaveOf(p: EnclavePayload): Buffer {
+  return computeMrEnclave(
+    BigInt(p.layout.size),
+    p.layout.ssaFrameSize,
+    p.layout.pages.map((pg) => ({ offset: BigInt(pg.offset), flags: pg.secinfo, data: payloadPage(p, pg.offset) })),
+  );
+}
+
+const EDMM = 1n << 8n;
+
+describe.skipIf(skip !== null)('enclave runtime on KVM over the core (probe payload, measured)', () => {
+  const probe = (): EnclavePayload => loadPayload('probe');
+  const MB = 1n << 20n;
+  const core = () => new CoreHypervisor({ base: 0x1_8000_0000n, total: 16n * MB, hypervisorSize: 4n * MB, imageSize: 1n * MB, paging: 'ept', requireSignedSigstruct: false });
+  const signer = newSigstructSigner();
+  const load = (hv: CoreHypervisor, p: EnclavePayload, attributes: bigint) =>
+    hv.loadPayload(p, buildSigstruct({ enclaveHash: mrenclaveOf(p), attributes, xfrm: 3n, attributeMask: 0xffff_ffff_ffff_fffdn, isvProdId: 1, isvSvn: 1 }, signer), { attributes });
+
+  it('ATTRIBUTES.EDMM opts in: heap_grow through ENCLAVE_AUGMENT, MRENCLAVE unchanged, pages returned at destroy', () => {
+    const p = probe();
+    const hv = core();
+    try {
+      const plain = load(hv, p, 4n);
+      const pvm = hv.run(plain, { timeoutMs: 10000 });
+      // no opt-in: the core refuses ENCLAVE_AUGMENT, the enclave sees its OCALL fail (7)
+      expect(pvm.ecall(P.HEAP, u64(1))).toMatchObject({ ok: false, errorCode: 7 });
+      pvm.destroy();
+      expect(hv.destroy(plain)).toBe(p.layout.pages.length + 1);
+
+      const id = load(hv, p, 4n | EDMM);
+      const used = hv.status().epcPagesUsed;
+      const vm = hv.run(id, { timeoutMs: 20000 });
+      expect(words(vm.call(P.HEAP, u64(2)))[0]).toBe(BigInt(p.layout.heapOffset!));
+      expect(hv.status().epcPagesUsed).toBe(used + 2);
+      expect(hv.info(id).mrenclave.equals(mrenclaveOf(p))).toBe(true);
+      // exceptions are delivered on the core path too
+      expect(words(vm.call(P.UD))).toEqual([0x600dn, 1n, 6n, 1n]);
+      // host EDMM leaves through the core's hypercall dispatch: the running VM follows them
+      const [a, b] = words(vm.call(P.EDMM_PREP)).map(Number) as [number, number];
+      expect(hv.hypercall(HC.ENCLAVE_RESTRICT, [BigInt(id), BigInt(a), 1n, 1n], 0n, Buffer.alloc(0)).status).toBe(0);
+      expect(words(vm.call(P.AFTER_RESTRICT, u64(a)))).toEqual([0n, 0x11n, 1n, 14n, 0n, 0n]);
+      expect(statusName(hv.hypercall(HC.ENCLAVE_REMOVE, [BigInt(id), BigInt(a), 1n], 0n, Buffer.alloc(0)).status)).toBe('PAGE_STATE');
+      expect(hv.hypercall(HC.ENCLAVE_MODIFY_TYPE, [BigInt(id), BigInt(b), 1n, 4n], 0n, Buffer.alloc(0)).status).toBe(0);
+      expect(words(vm.call(P.AFTER_TRIM, u64(b)))).toEqual([0n, 1n, 14n, 0n]);
+      const r = hv.hypercall(HC.ENCLAVE_REMOVE, [BigInt(id), BigInt(b), 1n], 0n, Buffer.alloc(0));
+      expect([r.status, r.rdi]).toEqual([0, 1n]);
+      expect(hv.status().epcPagesUsed).toBe(used + 3);
+      vm.destroy();
+      expect(hv.destroy(id)).toBe(p.layout.pages.length + 1 + 3);
+    } finally {
+      hv.close();
+    }
+  });
+
+  it('two ECALLs on two TCSs of a core enclave are inside at the same time', async () => {
+    const p = probe();
+    const hv = core();
+    try {
+      const id = load(hv, p, 4n);
+      const vm = hv.run(id, { timeoutMs: 60000 });
+      vm.call(P.BARRIER_RESET);
+      const rounds = u64(50_000_000);
+      const [x, y] = await Promise.all([vm.ecallAsync(P.BARRIER, rounds, { tcsOffset: 0x1000 }), vm.ecallAsync(P.BARRIER, rounds, { tcsOffset: 0x3000 })]);
+      expect(words(x.output)).toEqual([1n, 1n, 2n]);
+      expect(words(y.output)).toEqual([3n, 1n, 2n]);
+      vm.destroy();
+      hv.destroy(id);
+    } finally {
+      hv.close();
     }
   });
 });
