@@ -274,7 +274,8 @@ const EDMM = 1n << 8n;
 describe.skipIf(skip !== null)('enclave runtime on KVM over the core (probe payload, measured)', () => {
   const probe = (): EnclavePayload => loadPayload('probe');
   const MB = 1n << 20n;
-  const core = () => new CoreHypervisor({ base: 0x1_8000_0000n, total: 16n * MB, hypervisorSize: 4n * MB, imageSize: 1n * MB, paging: 'ept', requireSignedSigstruct: false });
+  const core = () =>
+    new CoreHypervisor({ base: 0x1_8000_0000n, total: 16n * MB, hypervisorSize: 4n * MB, imageSize: 1n * MB, paging: 'ept', requireSignedSigstruct: false, imageDigest: Buffer.alloc(32), keySlots: null });
   const signer = newSigstructSigner();
   const load = (hv: CoreHypervisor, p: EnclavePayload, attributes: bigint) =>
     hv.loadPayload(p, buildSigstruct({ enclaveHash: mrenclaveOf(p), attributes, xfrm: 3n, attributeMask: 0xffff_ffff_ffff_fffdn, isvProdId: 1, isvSvn: 1 }, signer), { attributes });
