@@ -17,10 +17,10 @@ export interface EnclaveManifest {
   ssaFrameSize: number;
   threads: number;
   debug: boolean;
+  /** SECS.ATTRIBUTES.EDMM (bit 8): dynamic memory at run time. */
+  edmm: boolean;
   xfrm: bigint;
   miscSelect: number;
-  /** SECS.ATTRIBUTES.EDMM (bit 8): dynamic memory allowed. */
-  edmm: boolean;
   backend: { kind: BackendKind; policy: number | undefined };
   signer: { key: string; date: number };
   isvProdId: number;
@@ -37,7 +37,7 @@ export interface RawManifest {
   base?: number | string;
   ssaFrameSize?: number;
   threads?: number;
-  attributes?: { debug?: boolean; xfrm?: number; miscSelect?: number; edmm?: boolean };
+  attributes?: { debug?: boolean; edmm?: boolean; xfrm?: number; miscSelect?: number };
   backend?: { kind: BackendKind; policy?: number };
   signer: { key: string; date?: string };
   isvProdId?: number;
@@ -84,9 +84,9 @@ export function parseManifest(doc: unknown, file: string): EnclaveManifest {
     ssaFrameSize: ssa,
     threads: m.threads ?? 1,
     debug: m.attributes?.debug ?? false,
+    edmm: m.attributes?.edmm ?? false,
     xfrm: BigInt(m.attributes?.xfrm ?? 3),
     miscSelect: m.attributes?.miscSelect ?? 0,
-    edmm: m.attributes?.edmm ?? false,
     backend: { kind: m.backend?.kind ?? 'none', policy: m.backend?.policy },
     signer: { key: abs(m.signer.key), date },
     isvProdId: m.isvProdId ?? 0,
