@@ -152,6 +152,8 @@ struct Thread {
     entry: Entry,
     /// The last exception delivered (for messages).
     last_fault: String,
+    /// FS/GS.base loaded into the vCPU.
+    fs_gs: (u64, u64),
 }
 
 /// The VM's memory view, changed only by EDMM (under this lock).
@@ -255,10 +257,18 @@ impl EnclaveVm {
         let mut threads = Vec::new();
         for (i, &tcs) in tcs_list.iter().enumerate() {
             let vcpu = vm.create_vcpu_id(kvm, i as u64).map_err(|e| e.to_string())?;
-            setup_sregs(&vcpu, &layout, &layout.threads[i]).map_err(|e| e.to_string())?;
+            // FS/GS.base = base + TCS.OFSBASE/OGSBASE (fixed: the TCS is measured and read-only),
+            // loaded now so the first ECALL needs no segment-register ioctl
+            let (host, _) = pages[&(tcs / PAGE)];
+            let mut f = [0u8; 16];
+            // SAFETY: `host` is the TCS page (4096 bytes of enclave memory); bytes 48..64 are
+            // OFSBASE and OGSBASE, read before any vCPU runs.
+            unsafe { core::ptr::copy_nonoverlapping(host.add(48), f.as_mut_ptr(), 16) };
+            let fs_gs = (spec.base.wrapping_add(u64::from_le_bytes(f[..8].try_into().unwrap())), spec.base.wrapping_add(u64::from_le_bytes(f[8..].try_into().unwrap())));
+            setup_sregs(&vcpu, &layout, &layout.threads[i], fs_gs).map_err(|e| e.to_string())?;
             let slot = Arc::new(RunSlot::default());
             watchdog().register(&slot);
-            threads.push(Mutex::new(Thread { tcs, vcpu: Some(vcpu), slot, l: layout.threads[i], parked: None, dead: None, entry: Entry::default(), last_fault: String::new() }));
+            threads.push(Mutex::new(Thread { tcs, vcpu: Some(vcpu), slot, l: layout.threads[i], parked: None, dead: None, entry: Entry::default(), last_fault: String::new(), fs_gs }));
         }
         let next_slot = 1 + spec.regions.len() as u32;
         Ok(EnclaveVm {
@@ -421,10 +431,13 @@ impl EnclaveVm {
         let fail = |e: sys::SysError| RunError::Bad(format!("enclave {name}: {e}"));
         if let Some(regs) = fresh {
             vcpu.set_regs(&regs).map_err(fail)?;
-            let mut s = vcpu.get_sregs().map_err(fail)?;
-            s.fs.base = th.entry.fs_base;
-            s.gs.base = th.entry.gs_base;
-            vcpu.set_sregs(&s).map_err(fail)?;
+            if th.fs_gs != (th.entry.fs_base, th.entry.gs_base) {
+                let mut s = vcpu.get_sregs().map_err(fail)?;
+                s.fs.base = th.entry.fs_base;
+                s.gs.base = th.entry.gs_base;
+                vcpu.set_sregs(&s).map_err(fail)?;
+                th.fs_gs = (th.entry.fs_base, th.entry.gs_base);
+            }
         }
         vcpu.clear_immediate_exit();
         th.slot.arm(vcpu.run_ptr(), timeout_ms);
@@ -898,7 +911,7 @@ impl EnclaveVm {
     }
 }
 
-fn setup_sregs(vcpu: &VcpuFd, l: &Layout, t: &ThreadLayout) -> Result<(), sys::SysError> {
+fn setup_sregs(vcpu: &VcpuFd, l: &Layout, t: &ThreadLayout, fs_gs: (u64, u64)) -> Result<(), sys::SysError> {
     let mut s = vcpu.get_sregs()?;
     let code = Segment { base: 0, limit: 0xFFFF_FFFF, selector: guest::SEL_CODE, type_: 11, present: 1, dpl: 0, db: 0, s: 1, l: 1, g: 1, ..Default::default() };
     let data = Segment { base: 0, limit: 0xFFFF_FFFF, selector: guest::SEL_DATA, type_: 3, present: 1, dpl: 0, db: 1, s: 1, l: 0, g: 1, ..Default::default() };
@@ -906,8 +919,8 @@ fn setup_sregs(vcpu: &VcpuFd, l: &Layout, t: &ThreadLayout) -> Result<(), sys::S
     s.ds = data;
     s.es = data;
     s.ss = data;
-    s.fs = data;
-    s.gs = data;
+    s.fs = Segment { base: fs_gs.0, ..data };
+    s.gs = Segment { base: fs_gs.1, ..data };
     s.tr = Segment { base: t.tss_la, limit: 103, selector: guest::SEL_TSS, type_: 11, present: 1, s: 0, ..Default::default() };
     s.gdt.base = t.gdt_la;
     s.gdt.limit = 39;
@@ -1088,12 +1101,8 @@ impl Backend for Standalone {
             return Err(format!("TCS.OENTRY {oentry:#x} outside ELRANGE"));
         }
         let b = self.base;
-        Ok(Entry {
-            entry: b + oentry,
-            tcs: b + tcs_offset,
-            fs_base: if ofs != 0 { b + ofs } else { 0 },
-            gs_base: if ogs != 0 { b + ogs } else { 0 },
-        })
+        // as EENTER (and the core): FS/GS.base = base + OFSBASE/OGSBASE
+        Ok(Entry { entry: b + oentry, tcs: b + tcs_offset, fs_base: b.wrapping_add(ofs), gs_base: b.wrapping_add(ogs) })
     }
     fn exit(&mut self, tcs_offset: u64) {
         self.tcs_busy.retain(|&t| t != tcs_offset);
