@@ -563,6 +563,13 @@ fn hv_hypercall(e: &Env, a: &Args) -> JsResult<Val> {
         // The VM maps the enclave's EPC pages; end it before the core scrubs them.
         drop_vms_of(h, u32::try_from(args[0]).ok(), "enclave destroyed");
     }
+    if nr == hypercall::nr::ENCLAVE_REMOVE {
+        // the frames may be handed out again as soon as the core frees them
+        let bound: Vec<VmRef> = vms().lock().unwrap().items.values().filter(|v| v.core == Some((h, args[0] as u32))).cloned().collect();
+        for v in bound {
+            v.vm.before_remove(args[1], args[2]).map_err(|m| JsErr::new("ERR_ENCLAVE_EDMM", m))?;
+        }
+    }
     let mut regs = Regs::call(nr, &args);
     let mut mem = SliceMem::new(guest_base, guest);
     // TRUST_INIT needs the core's TPM transport. DISABLE goes through plain `dispatch` here (no

@@ -821,10 +821,28 @@ impl EnclaveVm {
     /// (pages mapped only when accessible; restricted, trimmed and removed pages get their KVM
     /// slot re-registered, which drops every cached translation of them).
     pub fn edmm(&self, op: Edmm) -> Result<u32, (u64, String)> {
+        if let Edmm::Remove { offset, count } = op {
+            self.before_remove(offset, count).map_err(|e| (hc::STATUS_NO_CORE, e))?;
+        }
         let n = self.backend.lock().unwrap().edmm(op)?;
         let (offset, count) = op.range();
         self.resync(offset, count).map_err(|m| (hc::STATUS_NO_CORE, m))?;
         Ok(n)
+    }
+
+    /// Before an EREMOVE of [offset, offset + count pages): the frames go back to the EPC pool
+    /// (and maybe to another enclave) as soon as the backend removes them, so every page of the
+    /// range the guest cannot reach now (the only removable ones: accepted TRIM pages) leaves
+    /// this VM's memory slots first.
+    pub fn before_remove(&self, offset: u64, count: u64) -> Result<(), String> {
+        let mut m = self.mem.lock().unwrap();
+        for k in 0..count.min(self.size / PAGE) {
+            let off = offset.wrapping_add(k * PAGE);
+            if !m.pages.contains_key(&(off / PAGE)) {
+                self.carve(&mut m, off)?;
+            }
+        }
+        Ok(())
     }
 
     /// Makes the guest page tables and KVM slots of pages [offset, offset + count × 4096) match
