@@ -868,9 +868,11 @@ impl EnclaveVm {
                 continue; // unchanged
             }
             self.carve(&mut m, off)?;
-            // SAFETY: the runner area is this VM's own mapping; the page tables in it are
-            // changed under the mem lock only, while vCPUs may walk them (a torn 8-byte
-            // entry cannot happen: each entry is written whole).
+            // SAFETY: the runner area is this VM's own mapping. Through this slice only the
+            // page-table pool (and the PML4) is written, under the mem lock; other threads touch
+            // only their own mailbox, shared and IST pages (never through this slice), and vCPUs
+            // walking the tables see whole entries (guest::store_entry writes each with one
+            // aligned 8-byte store).
             let rmem = unsafe { core::slice::from_raw_parts_mut(self.runner.ptr(), self.runner.len()) };
             match access {
                 Some((host, perms)) => {
