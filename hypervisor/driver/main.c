@@ -27,6 +27,7 @@
 #include <asm/processor.h>
 #include <asm/unaligned.h>
 
+#include "hyperenclave_hypercall.h"
 #include "hyperenclave_ioctl.h"
 #include "hyperenclave_handoff.h"
 
@@ -44,12 +45,10 @@ module_param(pcr, int, 0444);
 MODULE_PARM_DESC(pcr, "PCR the image is measured into (8-16 or 23)");
 
 #define HEIMG_HDR 256
-#define HC_VERSION 0x00
-#define HC_STATUS 0x01
-#define HC_DISABLE 0x03
-#define HC_TRUST_INIT 0x40
 #define HE_HYPERCALL_BUF_ORDER 2 /* 4 pages = HE_HYPERCALL_BUF_MAX */
-#define HC_STATUS_SIZE 240
+_Static_assert((PAGE_SIZE << HE_HYPERCALL_BUF_ORDER) == HE_HYPERCALL_BUF_MAX, "hypercall buffer order");
+_Static_assert(sizeof(((struct he_status *)0)->hv_status) == sizeof(struct he_hv_status), "he_status.hv_status");
+_Static_assert(sizeof(struct he_handoff) <= PAGE_SIZE, "the handoff is one page");
 
 long he_enter(u64 op, u64 handoff_pa, u64 cpu, u64 host_cr3, u64 entry_pa);
 void he_leave_tramp(void);
@@ -646,7 +645,7 @@ static long he_ioctl(struct file *f, unsigned int cmd, unsigned long arg)
 			rc = -EFAULT;
 			break;
 		}
-		if (h.rax == HC_DISABLE || h.rax == 0x02 /* ENABLE */) {
+		if (h.rax == HC_DISABLE || h.rax == HC_ENABLE) {
 			rc = -EINVAL; /* the driver owns the CPU hand-over */
 			break;
 		}

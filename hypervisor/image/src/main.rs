@@ -25,6 +25,7 @@ use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use entry::{GuestRegs, LeaveFrame};
 use handoff::{Handoff, LinuxState, MAX_CPUS};
+use hyperenclave_abi::mem_kind;
 use hyperenclave_core::hypercall::{dispatch_with_tpm, nr};
 use hyperenclave_core::{dispatch, Access, DirectMem, Format, HcStatus, HvConfig, HvError, HvResult, Hypervisor, MemKind, MemRange, Regs, ReservedRegion, ABI_VERSION};
 use vmcb::{exit, intercept, off, Vmcb};
@@ -160,7 +161,7 @@ pub unsafe extern "C" fn bcmp(a: *const u8, b: *const u8, n: usize) -> i32 {
 extern "C" fn he_main(op: u64, handoff: u64, cpu: u64, linux: *const LinuxState) -> i64 {
     // SAFETY: the driver passes the physical (= identity-mapped) address of its handoff page.
     let ho = unsafe { &*(handoff as *const Handoff) };
-    if ho.magic != handoff::MAGIC || ho.version != handoff::VERSION || cpu as usize >= MAX_CPUS {
+    if ho.magic != handoff::HANDOFF_MAGIC || ho.version != handoff::HANDOFF_VERSION || cpu as usize >= MAX_CPUS {
         return -1;
     }
     match op {
@@ -206,8 +207,8 @@ fn init(ho: &Handoff) -> HvResult<()> {
     let mut map = [MemRange::new(0, 0, MemKind::Ram); handoff::MAX_RANGES + 1];
     for (i, r) in ho.ranges[..n].iter().enumerate() {
         let kind = match r.kind {
-            0 => MemKind::Ram,
-            1 => MemKind::Reserved,
+            mem_kind::RAM => MemKind::Ram,
+            mem_kind::RESERVED => MemKind::Reserved,
             _ => MemKind::Mmio,
         };
         map[i] = MemRange::new(r.start, r.size, kind);

@@ -89,7 +89,7 @@ pub struct SecsParams {
     pub xfrm: u64,
 }
 
-pub const SECS_MIN_BYTES: usize = 64;
+pub const SECS_MIN_BYTES: usize = hyperenclave_abi::sizes::SECS_SIZE;
 
 impl SecsParams {
     /// Reads the SGX SECS layout: SIZE @0, BASEADDR @8, SSAFRAMESIZE @16, MISCSELECT @20,

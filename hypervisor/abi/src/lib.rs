@@ -1,0 +1,607 @@
+//! The one definition of the HyperEnclave ABI (docs/hypercall-abi.md): hypercall numbers,
+//! statuses, the records hypercalls exchange, the /dev/hyperenclave ioctls and the driver →
+//! image handoff. `no_std`, no dependencies; core, image and addon use it directly, and
+//! `abi-gen` (src/bin/abi-gen.rs) emits hypervisor/driver/hyperenclave_{hypercall,ioctl,handoff}.h
+//! and src/hypervisor/abi.generated.ts from it (`cargo test -p hyperenclave-abi` fails when one
+//! of them is stale).
+//!
+//! Adding a hypercall is one edit here: a line in `nr` (and, if it has one, a status in
+//! `statuses!` or a record with `record!`), then `cargo run -p hyperenclave-abi --bin abi-gen`.
+#![no_std]
+
+pub mod meta;
+#[macro_use]
+mod macros;
+
+pub use meta::{AbiType, ErrorClass, StatusInfo};
+
+/// Hypercall ABI version: major in bits 31:16, minor in 15:0. A caller with another major is refused.
+pub const ABI_VERSION: u32 = 0x0001_0000;
+
+consts! {
+    /// Call numbers (RAX). Arguments in RDI, RSI, RDX, RCX, R8; outputs in RDI, RSI, RDX.
+    pub mod nr ("HC_", "HC") {
+        VERSION: u64 = 0x00;
+        STATUS: u64 = 0x01;
+        ENABLE: u64 = 0x02;
+        DISABLE: u64 = 0x03;
+        IMAGE_DIGEST: u64 = 0x04;
+        ENCLAVE_CREATE: u64 = 0x10;
+        ENCLAVE_ADD: u64 = 0x11;
+        ENCLAVE_EXTEND: u64 = 0x12;
+        ENCLAVE_INIT: u64 = 0x13;
+        ENCLAVE_ENTER: u64 = 0x14;
+        ENCLAVE_EXIT: u64 = 0x15;
+        ENCLAVE_DESTROY: u64 = 0x16;
+        ENCLAVE_INFO: u64 = 0x17;
+        /// Runs one ECALL (RDI = id, RSI = TCS offset, RDX = ECALL number, RCX = 4 KiB in/out
+        /// buffer, R8 = input length; RDI = ECALL status). Served by the platform that can execute
+        /// enclave code (the bare-metal image); `dispatch` answers UNKNOWN_CALL.
+        ENCLAVE_CALL: u64 = 0x18;
+        /// Enclave-only (EREPORT): the host gets ENCLAVE_ONLY.
+        REPORT: u64 = 0x20;
+        VERIFY_REPORT: u64 = 0x21;
+        /// Enclave-only (EGETKEY): the host gets ENCLAVE_ONLY.
+        GET_KEY: u64 = 0x22;
+        KEYSLOT_ALLOC: u64 = 0x30;
+        KEYSLOT_BIND: u64 = 0x31;
+        KEYSLOT_RELEASE: u64 = 0x32;
+        KEYSLOT_FLUSH: u64 = 0x33;
+        /// Unseals or creates the TPM-sealed root secret (RDI = blob, RSI = its length, RDX = output
+        /// for a new blob, RCX = its capacity ≥ 4096; out: RDI = new blob length, RSI = flags (bit 0
+        /// created, bit 1 HAK PCR extended), RDX = HAK PCR). Served by `dispatch_with_tpm` (the
+        /// platform that owns a TPM transport); `dispatch` answers UNKNOWN_CALL.
+        TRUST_INIT: u64 = 0x40;
+        /// RDI = 32-byte output for the HAK (Ed25519 public key); out: RDI = HAK PCR.
+        HAK_PUBLIC: u64 = 0x41;
+        /// RDI = a 432-byte REPORT targeted at the quoting identity, RSI = 496-byte output.
+        QUOTE: u64 = 0x42;
+    }
+}
+
+statuses! {
+    Success = 0, "SUCCESS", Ok, "success";
+    UnknownCall = 1, "UNKNOWN_CALL", Unsupported, "unknown hypercall number";
+    VersionMismatch = 2, "VERSION_MISMATCH", Unsupported, "caller and hypervisor ABI majors differ";
+    InvalidArgument = 3, "INVALID_ARGUMENT", BadInput, "misaligned value or bad range";
+    BufferTooSmall = 4, "BUFFER_TOO_SMALL", BadInput, "output buffer too small";
+    HostAccessDenied = 5, "HOST_ACCESS_DENIED", BadInput, "buffer lies in hypervisor or enclave memory (host fault)";
+    NotEnabled = 6, "NOT_ENABLED", Usage, "hypervisor is not enabled";
+    AlreadyEnabled = 7, "ALREADY_ENABLED", Usage, "hypervisor is already enabled";
+    EnclavesAlive = 8, "ENCLAVES_ALIVE", Usage, "enclaves still exist; destroy them first";
+    NoSuchEnclave = 9, "NO_SUCH_ENCLAVE", NotFound, "no enclave with that id";
+    TooManyEnclaves = 10, "TOO_MANY_ENCLAVES", BadInput, "enclave limit reached";
+    EnclaveState = 11, "ENCLAVE_STATE", BadInput, "operation not allowed in the enclave state (e.g. add after init)";
+    SecsInvalid = 12, "SECS_INVALID", BadInput, "SECS field invalid (size, base, attributes, xfrm, ssa)";
+    SecinfoInvalid = 13, "SECINFO_INVALID", BadInput, "SECINFO flags invalid";
+    TcsInvalid = 14, "TCS_INVALID", BadInput, "TCS page invalid";
+    PageOverlap = 15, "PAGE_OVERLAP", BadInput, "a page already exists at that offset";
+    OutsideElrange = 16, "OUTSIDE_ELRANGE", BadInput, "offset beyond the declared enclave size";
+    PageNotAdded = 17, "PAGE_NOT_ADDED", BadInput, "no page added at that offset";
+    SigstructInvalid = 18, "SIGSTRUCT_INVALID", BadInput, "SIGSTRUCT malformed";
+    SignatureInvalid = 19, "SIGNATURE_INVALID", VerifyFailed, "SIGSTRUCT RSA signature does not verify";
+    AttributesMismatch = 20, "ATTRIBUTES_MISMATCH", VerifyFailed, "enclave attributes/MISCSELECT differ from the SIGSTRUCT under its masks";
+    MeasurementMismatch = 21, "MEASUREMENT_MISMATCH", VerifyFailed, "MRENCLAVE differs from SIGSTRUCT.ENCLAVEHASH";
+    TcsBusy = 22, "TCS_BUSY", BadInput, "TCS already entered";
+    TcsNotEntered = 23, "TCS_NOT_ENTERED", BadInput, "TCS was not entered";
+    EnclaveBusy = 24, "ENCLAVE_BUSY", BadInput, "threads still inside the enclave";
+    EpcExhausted = 25, "EPC_EXHAUSTED", BadInput, "enclave page cache exhausted";
+    OutOfMemory = 26, "OUT_OF_MEMORY", Internal, "page-table pool exhausted";
+    ReportMacMismatch = 27, "REPORT_MAC_MISMATCH", VerifyFailed, "REPORT MAC does not verify";
+    KeyRequestInvalid = 28, "KEYREQUEST_INVALID", BadInput, "KEYREQUEST field invalid";
+    SvnTooHigh = 29, "SVN_TOO_HIGH", BadInput, "requested SVN above the enclave's own";
+    KeySlotsExhausted = 30, "KEYSLOTS_EXHAUSTED", BadInput, "no free key slot (ASID/KeyID); released ones need a flush";
+    KeySlotInvalid = 31, "KEYSLOT_INVALID", BadInput, "key slot not allocated or out of range";
+    NoKeySlots = 32, "NO_KEYSLOTS", Unsupported, "platform has no memory-encryption key slots";
+    InternalError = 33, "INTERNAL_ERROR", Internal, "hypervisor internal error";
+    /// ENCLAVE_CALL: an interrupt arrived while the enclave ran; it is parked, call again to resume.
+    EnclaveInterrupted = 34, "ENCLAVE_INTERRUPTED", Internal, "an interrupt arrived while the enclave ran; call again to resume";
+    /// ENCLAVE_CALL: the enclave faulted or misbehaved; that thread is dead (destroy the enclave).
+    EnclaveFault = 35, "ENCLAVE_FAULT", BadInput, "the enclave thread faulted and was ended (see the hypervisor log)";
+    /// REPORT / GET_KEY asked for by the host: they are served only to a running enclave.
+    EnclaveOnly = 36, "ENCLAVE_ONLY", Usage, "REPORT and GET_KEY are served only to a running enclave, never to the host";
+    /// EREPORT/EGETKEY/QUOTE/HAK_PUBLIC/VERIFY_REPORT before TRUST_INIT.
+    TrustNotEstablished = 37, "TRUST_NOT_ESTABLISHED", Usage, "the root of trust is not established (TRUST_INIT has not run since load or enable)";
+    /// The TPM refused a sealing step, or the sealed root is not the hypervisor's.
+    TrustSealFailed = 38, "TRUST_SEAL_FAILED", VerifyFailed, "the TPM refused to seal or unseal the root secret, or the sealed root is not for this hypervisor and PCR state";
+    /// The TPM transport failed.
+    TpmIo = 39, "TPM_IO", Internal, "the hypervisor could not talk to the TPM";
+}
+
+consts! {
+    /// Sizes of the buffers hypercalls read and write (bytes).
+    pub mod sizes ("HC_", "SIZES") {
+        PAGE_SIZE: usize = 4096;
+        /// STATUS record (`StatusRecord`).
+        STATUS_SIZE: usize = StatusRecord::SIZE;
+        /// ENCLAVE_INFO record (`EnclaveInfo`).
+        ENCLAVE_INFO_SIZE: usize = EnclaveInfo::SIZE;
+        /// ENABLE memory-map entry (`MemMapEntry`).
+        MEMMAP_ENTRY_SIZE: usize = MemMapEntry::SIZE;
+        /// Most ENABLE memory-map entries.
+        MAX_MEMMAP_ENTRIES: usize = 128;
+        /// SGX REPORT.
+        REPORT_SIZE: usize = 432;
+        /// The part of SECS ENCLAVE_CREATE reads.
+        SECS_SIZE: usize = Secs::SIZE;
+        SIGSTRUCT_SIZE: usize = 1808;
+        /// The part of TARGETINFO used.
+        TARGETINFO_SIZE: usize = 56;
+        /// The part of KEYREQUEST used.
+        KEYREQUEST_SIZE: usize = 80;
+        /// QUOTE output (`Quote`).
+        QUOTE_SIZE: usize = Quote::SIZE;
+        /// HAK: Ed25519 public key bytes.
+        HAK_PUBLIC_SIZE: usize = 32;
+        /// TRUST_INIT's output buffer (RCX) is at least this; a blob given in is at most this.
+        TRUST_BLOB_CAPACITY: usize = 4096;
+    }
+}
+
+consts! {
+    /// STATUS record `flags` bits.
+    pub mod status_flags ("HC_STATUS_", "STATUS_FLAGS") {
+        ENABLED: u64 = 1 << 0;
+        /// NPT (AMD); clear: EPT.
+        NPT: u64 = 1 << 1;
+        KEY_SLOTS: u64 = 1 << 2;
+        SIGNATURES_REQUIRED: u64 = 1 << 3;
+        /// TRUST_INIT ran since the last load/enable: EREPORT, EGETKEY, QUOTE and HAK_PUBLIC are served.
+        TRUST_ESTABLISHED: u64 = 1 << 4;
+    }
+}
+
+consts! {
+    /// STATUS record `key_slot_kind`.
+    pub mod slot_kind ("HC_SLOT_", "SLOT_KIND") {
+        NONE: u64 = 0;
+        ASID: u64 = 1;
+        KEYID: u64 = 2;
+    }
+}
+
+consts! {
+    /// TRUST_INIT flags (RSI on return).
+    pub mod trust_flags ("HC_TRUST_", "TRUST_FLAGS") {
+        CREATED: u64 = 1 << 0;
+        PCR_EXTENDED: u64 = 1 << 1;
+    }
+}
+
+consts! {
+    /// Memory-map entry kinds (ENABLE's entries and the handoff's ranges).
+    pub mod mem_kind ("HE_MEM_", "MEM_KIND") {
+        RAM: u64 = 0;
+        RESERVED: u64 = 1;
+        MMIO: u64 = 2;
+    }
+}
+
+byte_strings! {
+    /// Byte strings the host and the hypervisor must agree on.
+    pub mod labels {
+        /// TARGETINFO.MEASUREMENT an enclave's EREPORT names to be quoted: SHA-256 of this.
+        QUOTING_IDENTITY_LABEL = b"HyperEnclave-TS quoting identity v1";
+        /// The HAK event's data: this prefix, then the key's 64 lowercase hex characters.
+        HAK_EVENT_PREFIX = b"hyperenclave-hak:ed25519:";
+        /// What the bare-metal hypervisor extends into its PCR at DISABLE.
+        HYPERVISOR_EXIT_EVENT = b"hyperenclave:hypervisor-exit v=1";
+        /// First bytes of a QUOTE.
+        QUOTE_MAGIC = b"HEQ1";
+    }
+}
+
+consts! {
+    /// SECINFO.FLAGS: R/W/X in bits 2:0, page type in 15:8 (ENCLAVE_ADD's RCX).
+    pub mod secinfo ("HC_SECINFO_", "SECINFO") {
+        R: u64 = 1;
+        W: u64 = 2;
+        X: u64 = 4;
+        PT_TCS: u64 = 1 << 8;
+        PT_REG: u64 = 2 << 8;
+    }
+}
+
+consts! {
+    /// SECS/REPORT ATTRIBUTES.FLAGS bits.
+    pub mod attr ("HC_ATTR_", "ATTR") {
+        INIT: u64 = 1;
+        DEBUG: u64 = 2;
+        MODE64BIT: u64 = 4;
+        PROVISIONKEY: u64 = 16;
+        EINITTOKENKEY: u64 = 32;
+        KSS: u64 = 128;
+    }
+}
+
+consts! {
+    /// KEYREQUEST.KEYNAME.
+    pub mod keyname ("HC_KEYNAME_", "KEYNAME") {
+        REPORT: u64 = 3;
+        SEAL: u64 = 4;
+    }
+}
+
+consts! {
+    /// KEYREQUEST.KEYPOLICY bits.
+    pub mod keypolicy ("HC_KEYPOLICY_", "KEYPOLICY") {
+        MRENCLAVE: u64 = 1;
+        MRSIGNER: u64 = 2;
+        NOISVPRODID: u64 = 4;
+    }
+}
+
+record! {
+    /// The SECS bytes ENCLAVE_CREATE reads (SGX layout; bytes 24..48 must be zero).
+    pub struct Secs("he_secs", 64) {
+        /// ELRANGE size: a power of two, at least two pages.
+        pub size: u64,
+        /// ELRANGE base, aligned to size.
+        pub base: u64,
+        /// SSA frame size in pages.
+        pub ssa_frame_size: u32,
+        pub misc_select: u32,
+        pub reserved: [u8; 24],
+        /// ATTRIBUTES.FLAGS (HC_ATTR_*).
+        pub attributes: u64,
+        /// ATTRIBUTES.XFRM.
+        pub xfrm: u64,
+    }
+}
+
+consts! {
+    /// QUOTE output's fixed values (`Quote`).
+    pub mod quote ("HC_QUOTE_", "QUOTE") {
+        VERSION: u16 = 1;
+        /// Ed25519 (RFC 8032, pure).
+        SIG_ED25519: u16 = 1;
+        /// The HAK's signature covers bytes [0, SIGNED_BYTES).
+        SIGNED_BYTES: usize = core::mem::offset_of!(Quote, signature);
+    }
+}
+
+record! {
+    /// QUOTE output: an enclave REPORT whose MAC the hypervisor checked, signed by the HAK.
+    pub struct Quote("he_quote", 496) {
+        /// QUOTE_MAGIC ("HEQ1").
+        pub magic: [u8; 4],
+        /// HC_QUOTE_VERSION.
+        pub version: u16,
+        /// HC_QUOTE_SIG_ED25519.
+        pub sig_alg: u16,
+        /// The PCR the HAK event is extended into.
+        pub hak_pcr: u32,
+        /// Zero.
+        pub reserved: u32,
+        /// SGX REPORT body (the MAC-checked bytes 0..384 of the REPORT).
+        pub body: [u8; 384],
+        /// HAK public key (Ed25519).
+        pub hak: [u8; 32],
+        /// Ed25519 signature over bytes [0, HC_QUOTE_SIGNED_BYTES).
+        pub signature: [u8; 64],
+    }
+}
+
+record! {
+    /// STATUS record: little-endian u64 words, then the image digest.
+    pub struct StatusRecord("he_hv_status", 240) {
+        pub abi_version: u64,
+        /// HC_STATUS_* bits.
+        pub flags: u64,
+        pub reserved_base: u64,
+        pub hypervisor_bytes: u64,
+        pub image_bytes: u64,
+        pub epc_bytes: u64,
+        pub epc_pages_total: u64,
+        pub epc_pages_used: u64,
+        pub pool_frames_total: u64,
+        pub pool_frames_used: u64,
+        pub enclaves: u64,
+        pub max_enclaves: u64,
+        /// HC_SLOT_*.
+        pub key_slot_kind: u64,
+        pub slot_min: u64,
+        pub slot_max: u64,
+        pub slots_allocated: u64,
+        pub slots_pending_flush: u64,
+        pub flushes: u64,
+        /// Host faults in hypervisor memory.
+        pub faults_hypervisor: u64,
+        /// Host faults in enclave memory.
+        pub faults_enclave: u64,
+        /// Host faults outside the memory map.
+        pub faults_unmapped: u64,
+        /// Host faults on permissions.
+        pub faults_permission: u64,
+        pub hypercalls: u64,
+        pub enclaves_created: u64,
+        pub enclaves_destroyed: u64,
+        pub reports_issued: u64,
+        /// SHA-256 of the hypervisor image.
+        pub image_digest: [u8; 32],
+    }
+}
+
+record! {
+    /// ENCLAVE_INFO record.
+    pub struct EnclaveInfo("he_enclave_info", 128) {
+        /// 0 created, 1 initialized.
+        pub state: u32,
+        pub epc_pages: u32,
+        pub threads_inside: u32,
+        pub ssa_frame_size: u32,
+        pub base: u64,
+        pub size: u64,
+        pub nested_pointer: u64,
+        pub mrenclave: [u8; 32],
+        pub mrsigner: [u8; 32],
+        pub attributes: u64,
+        pub xfrm: u64,
+        pub misc_select: u32,
+        pub isv_prod_id: u16,
+        pub isv_svn: u16,
+    }
+}
+
+record! {
+    /// One ENABLE memory-map entry (and one handoff range).
+    pub struct MemMapEntry("he_range", 24) {
+        pub start: u64,
+        pub size: u64,
+        /// HE_MEM_*.
+        pub kind: u64,
+    }
+}
+
+/// The /dev/hyperenclave ioctl ABI (user space ↔ driver).
+pub mod ioctl {
+    use super::*;
+
+    consts! {
+        /// /dev/hyperenclave ioctl ABI: versioned like the hypercall ABI (major in bits 31:16,
+        /// minor in 15:0); a caller whose major differs is refused with -EPROTO.
+        pub mod consts ("", "HE") {
+            /// This ABI (1.1: HE_BUF_ARG_MASK; 1.2: he_probe.target, 16 KiB hypercall buffers, HE_IOC_TPM_FIFO).
+            HE_IOCTL_ABI_VERSION: u32 = 0x0001_0002;
+            /// The hypercall ABI the driver was written against.
+            HE_HYPERCALL_ABI_VERSION: u32 = ABI_VERSION;
+            HE_IOC_MAGIC: u8 = b'H';
+            HE_STATE_EMPTY: u32 = 0;
+            HE_STATE_LOADED: u32 = 1;
+            HE_STATE_ENABLED: u32 = 2;
+            /// he_hypercall.buf_arg (1.1): bits 0-4 mark RDI..R8 as offsets into the buffer the driver relocates.
+            HE_BUF_ARG_MASK: u32 = 0x100;
+            /// Largest he_hypercall buffer the driver copies (1.2; 4096 before): physically contiguous pages.
+            HE_HYPERCALL_BUF_MAX: u32 = 16384;
+            /// he_probe.target: 8 bytes of the reserved region.
+            HE_PROBE_RESERVED: u32 = 0;
+            /// he_probe.target: 1 byte of the TPM's TIS registers (offset from 0xFED40000, locality n at n * 0x1000).
+            HE_PROBE_TPM_TIS: u32 = 1;
+            HE_TPM_FIFO_ARM: u32 = 1;
+            HE_TPM_FIFO_REREAD: u32 = 2;
+        }
+    }
+    pub use consts::*;
+
+    record! {
+        pub struct HeVersion("he_version", 16) {
+            /// in: caller's HE_IOCTL_ABI_VERSION; out: the driver's.
+            pub ioctl_abi: u32,
+            /// out: ABI the driver speaks to the hypervisor.
+            pub hypercall_abi: u32,
+            /// out: VERSION hypercall answer when enabled, else 0.
+            pub hv_abi: u32,
+            pub reserved: u32,
+        }
+    }
+
+    record! {
+        pub struct HeLoad("he_load", 192) {
+            /// in: name under /lib/firmware (NUL-terminated).
+            pub firmware: [i8; 128],
+            pub image_length: u64,
+            /// out: physical address the image is linked at.
+            pub load_address: u64,
+            pub load_size: u64,
+            /// out: SHA-256 of the image (the value measured).
+            pub image_sha256: [u8; 32],
+            /// out: PCR extended.
+            pub pcr: u32,
+            /// out: number of PCR banks extended.
+            pub banks: u32,
+        }
+    }
+
+    record! {
+        pub struct HeStatus("he_status", 320) {
+            pub ioctl_abi: u32,
+            /// HE_STATE_*.
+            pub state: u32,
+            pub reserved_base: u64,
+            pub reserved_size: u64,
+            pub image_length: u64,
+            pub image_sha256: [u8; 32],
+            pub pcr: u32,
+            /// CPUs running as guests of the hypervisor.
+            pub cpus_enabled: u32,
+            /// Bytes of hv_status filled (STATUS hypercall record), 0 when not enabled.
+            pub hv_status_len: u64,
+            pub hv_status: [u8; StatusRecord::SIZE],
+        }
+    }
+
+    record! {
+        /// A hypercall (RAX = call, RDI.. = arguments, outputs written back). When buf_len > 0 the
+        /// driver copies buf_len bytes (<= HE_HYPERCALL_BUF_MAX) from buf into physically
+        /// contiguous kernel pages, puts their physical address into argument buf_arg (1 = RDI
+        /// .. 5 = R8), and copies them back afterwards. Since 1.1, buf_arg = HE_BUF_ARG_MASK | bits
+        /// (bit 0 = RDI .. bit 4 = R8): each marked argument holds an offset into buf (< buf_len)
+        /// and the driver adds the pages' physical address to it, so calls with several buffers
+        /// pack them into one.
+        pub struct HeHypercall("he_hypercall", 64) {
+            pub rax: u64,
+            pub rdi: u64,
+            pub rsi: u64,
+            pub rdx: u64,
+            pub rcx: u64,
+            pub r8: u64,
+            /// User pointer, or 0.
+            pub buf: u64,
+            pub buf_len: u32,
+            pub buf_arg: u32,
+        }
+    }
+
+    record! {
+        /// Reads through a kernel mapping (test of the protection): see HE_PROBE_*; after enable the
+        /// TIS pages of localities 1-4 are refused.
+        pub struct HeProbe("he_probe", 24) {
+            /// in: offset into the target.
+            pub offset: u64,
+            /// out: the bytes read when result == 0.
+            pub value: u64,
+            /// out: 0 read, -EFAULT refused (fault taken and survived).
+            pub result: i32,
+            /// in: HE_PROBE_* (0 before 1.2).
+            pub target: u32,
+        }
+    }
+
+    record! {
+        /// 1.2, a test of the hypervisor's FIFO scrub (docs/attestation.md): QEMU's tpm-tis shares
+        /// one command/response buffer between localities, and a locality left in the completion
+        /// state can re-read it with responseRetry. HE_TPM_FIFO_ARM runs TPM2_GetRandom(8) at
+        /// locality 0 and leaves locality 0 in the completion state (Linux's TPM lock held); after
+        /// the hypervisor has used locality 2, HE_TPM_FIFO_REREAD re-reads the buffer at locality 0
+        /// and reports only its header and whether everything after it is zero (the scrub
+        /// pattern), then puts locality 0 back to ready.
+        pub struct HeTpmFifo("he_tpm_fifo", 32) {
+            /// in: HE_TPM_FIFO_*.
+            pub op: u32,
+            /// out: 0, or -ETIMEDOUT/-EIO naming the TIS step that failed.
+            pub result: i32,
+            /// out (REREAD): the size field of the buffer's header.
+            pub size: u32,
+            /// out (REREAD): 1 when bytes 10..size are all zero.
+            pub zero_tail: u32,
+            /// out: the 10-byte header read (ARM: GetRandom's response header).
+            pub header: [u8; 10],
+            pub reserved: [u8; 6],
+        }
+    }
+
+    ioctls! {
+        HE_IOC_VERSION = 0x00, rw, HeVersion;
+        HE_IOC_LOAD = 0x01, rw, HeLoad;
+        HE_IOC_ENABLE = 0x02, none;
+        HE_IOC_DISABLE = 0x03, none;
+        HE_IOC_STATUS = 0x04, r, HeStatus;
+        HE_IOC_HYPERCALL = 0x05, rw, HeHypercall;
+        HE_IOC_PROBE = 0x06, rw, HeProbe;
+        HE_IOC_TPM_FIFO = 0x07, rw, HeTpmFifo;
+    }
+}
+
+/// What the driver hands the bare-metal image: one page right after the image's load size; its
+/// physical address is the second argument of every image entry call.
+pub mod handoff {
+    use super::*;
+
+    consts! {
+        /// Handoff constants and the image entry ops (first argument).
+        pub mod consts ("HE_", "HANDOFF") {
+            /// "HEHANDOF" little-endian.
+            HANDOFF_MAGIC: u64 = 0x464f_444e_4148_4548;
+            HANDOFF_VERSION: u32 = 2;
+            MAX_RANGES: usize = 64;
+            MAX_CPUS: usize = 8;
+            /// Build the hypervisor state and the host nested tables (one CPU).
+            OP_INIT: u64 = 1;
+            /// Demote this CPU: capture its state into a VMCB and VMRUN it.
+            OP_LAUNCH: u64 = 2;
+        }
+    }
+    pub use consts::*;
+
+    record! {
+        pub struct Handoff("he_handoff", 1672) {
+            pub magic: u64,
+            pub version: u32,
+            pub ncpus: u32,
+            /// memmap= region.
+            pub reserved_base: u64,
+            pub reserved_size: u64,
+            /// Where the image is linked and loaded (inside the region).
+            pub image_base: u64,
+            /// Image + bss.
+            pub image_load_size: u64,
+            /// First free byte after the driver's pages.
+            pub pool_base: u64,
+            /// Hypervisor part from reserved_base (image, pool); EPC follows.
+            pub hv_size: u64,
+            /// Host page tables: identity low half + Linux's kernel half.
+            pub host_cr3: u64,
+            /// Linux VA of he_leave_tramp (hands a CPU back on DISABLE).
+            pub leave_tramp: u64,
+            /// Physical pages of the trampoline (second 0 when it fits in one).
+            pub leave_tramp_pa: [u64; 2],
+            pub nranges: u32,
+            pub pcr: u32,
+            pub image_sha256: [u8; 32],
+            pub ranges: [MemMapEntry; MAX_RANGES],
+        }
+    }
+}
+
+/// Every constant group, in the order the generated files list them.
+pub const GROUPS: &[meta::Group] =
+    &[nr::GROUP, sizes::GROUP, status_flags::GROUP, slot_kind::GROUP, trust_flags::GROUP, quote::GROUP, mem_kind::GROUP, secinfo::GROUP, attr::GROUP, keyname::GROUP, keypolicy::GROUP];
+/// Records the hypercalls exchange (C: hyperenclave_hypercall.h).
+pub const HYPERCALL_RECORDS: &[meta::StructLayout] = &[StatusRecord::LAYOUT, EnclaveInfo::LAYOUT, MemMapEntry::LAYOUT, Secs::LAYOUT, Quote::LAYOUT];
+/// ioctl records (C: hyperenclave_ioctl.h).
+pub const IOCTL_RECORDS: &[meta::StructLayout] =
+    &[ioctl::HeVersion::LAYOUT, ioctl::HeLoad::LAYOUT, ioctl::HeStatus::LAYOUT, ioctl::HeHypercall::LAYOUT, ioctl::HeProbe::LAYOUT, ioctl::HeTpmFifo::LAYOUT];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_are_numbered_in_order() {
+        for (i, s) in STATUSES.iter().enumerate() {
+            assert_eq!(s.code, i as u64, "{}", s.name);
+            assert_eq!(HcStatus::from_code(i as u64).map(|h| h as u64), Some(i as u64));
+        }
+    }
+
+    #[test]
+    fn call_numbers_are_unique() {
+        for (i, a) in nr::GROUP.items.iter().enumerate() {
+            for b in &nr::GROUP.items[i + 1..] {
+                assert_ne!(a.value, b.value, "{} and {}", a.name, b.name);
+            }
+        }
+    }
+
+    #[test]
+    fn ioctl_numbers_match_linux_encoding() {
+        // independent values: _IOWR('H', 0, 16-byte struct) etc., as <asm-generic/ioctl.h> encodes them
+        assert_eq!(ioctl::HE_IOC_VERSION, 0xc010_4800);
+        assert_eq!(ioctl::HE_IOC_ENABLE, 0x0000_4802);
+        assert_eq!(ioctl::HE_IOC_STATUS, 0x8140_4804);
+        assert_eq!(ioctl::HE_IOC_HYPERCALL, 0xc040_4805);
+    }
+
+    #[test]
+    fn records_round_trip_little_endian() {
+        let mut s = StatusRecord::zeroed();
+        s.flags = 0x0102;
+        s.image_digest[31] = 0xab;
+        let b = s.to_bytes();
+        assert_eq!((b[8], b[9], b[239]), (0x02, 0x01, 0xab));
+        assert_eq!(StatusRecord::from_bytes(&b), Some(s));
+        assert_eq!(StatusRecord::from_bytes(&b[..239]), None);
+        let off = |n: &str| StatusRecord::LAYOUT.fields.iter().find(|f| f.name == n).unwrap().offset;
+        assert_eq!((off("key_slot_kind"), off("image_digest")), (96, 208));
+    }
+}
