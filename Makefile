@@ -7,12 +7,13 @@ CARGO := cargo
 NPM := npm
 STAMP := .tmp/stamps
 
-.PHONY: help deps build build-ts build-rust test test-rust test-ts demo bench clean
+.PHONY: help deps build build-ts build-rust test test-rust test-ts demo bench clean fuzz
 
 help:
 	@echo "make demo   - set up and run the whole flow on the emulated platform"
 	@echo "make test   - set up and run every test (Rust + TypeScript)"
 	@echo "make bench  - run the side-by-side benchmarks (writes bench/results/)"
+	@echo "make fuzz   - the readers' fuzz tests with a fresh seed and many more inputs"
 
 # System packages: installed with apt-get only when one is missing.
 $(STAMP)/apt:
@@ -62,6 +63,13 @@ test-system-or-skip: deps build-ts
 	fi; exit $$rc
 
 test: test-rust test-ts test-system-or-skip
+
+# The fuzz tests run in `make test` with a fixed seed; here with a fresh one (printed, so a failure
+# replays with HE_FUZZ_SEED=<seed>) and FUZZ_ITERATIONS inputs per reader.
+FUZZ_ITERATIONS ?= 50000
+fuzz: build
+	@seed=$${HE_FUZZ_SEED:-$$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')}; echo "fuzz seed $$seed, $(FUZZ_ITERATIONS) inputs per reader"; \
+	HE_FUZZ_SEED=$$seed HE_FUZZ_ITERATIONS=$(FUZZ_ITERATIONS) npx vitest run firmware-tools/elf.test.ts src/attest/readers.fuzz.test.ts --testTimeout=0
 
 demo: build
 	node dist/src/cli/main.js demo

@@ -4,6 +4,7 @@ import { compileSchema, schemasDir } from '../schemas.js';
 import { AttestError } from './errors.js';
 import { jsonSyntaxProblem } from '../errors.js';
 import type { Requirement } from './result.js';
+import { readFileBounded, showPath } from '../platform/bounded-read.js';
 
 export type BankName = 'sha1' | 'sha256' | 'sha384' | 'sha512' | 'sm3_256';
 
@@ -131,12 +132,7 @@ export interface LoadedPolicy {
 }
 
 function readJson(path: string, what: string): unknown {
-  let text: string;
-  try {
-    text = readFileSync(path, 'utf8');
-  } catch (e) {
-    throw new AttestError(`${what} ${path}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'not found' : (e as Error).message}`, (e as NodeJS.ErrnoException).code === 'ENOENT' ? 3 : 6);
-  }
+  const text = readFileBounded(path, { what, kind: 'document' }).toString('utf8');
   try {
     return JSON.parse(text);
   } catch (e) {
@@ -157,15 +153,16 @@ export function loadPolicy(path: string): LoadedPolicy {
   const rel = (p: string): string => (isAbsolute(p) ? p : join(base, p));
   const reference = policy.referenceValues ? loadReferenceValues(rel(policy.referenceValues)) : undefined;
   const trustedEkCas = (policy.akProvenance?.trustedEkCaFiles ?? []).map((f) => {
+    if (typeof f !== 'string' || f === '') throw new AttestError(`policy ${path}: akProvenance.trustedEkCaFiles: an empty file name`);
     const p = rel(f);
-    if (!existsSync(p)) throw new AttestError(`policy ${path}: trustedEkCaFiles: ${p} not found`, 3);
-    return readFileSync(p, 'utf8');
+    if (!existsSync(p)) throw new AttestError(`policy ${showPath(path)}: trustedEkCaFiles: ${showPath(p)} not found`, 3);
+    return readFileBounded(p, { what: `policy ${path}: trustedEkCaFiles`, kind: 'key' }).toString('utf8');
   });
   let launchTik: Buffer | undefined;
   if (policy.enclaves?.launch) {
     const p = rel(policy.enclaves.launch.tikFile);
-    if (!existsSync(p)) throw new AttestError(`policy ${path}: enclaves.launch.tikFile: ${p} not found`, 3);
-    const raw = readFileSync(p);
+    if (!existsSync(p)) throw new AttestError(`policy ${showPath(path)}: enclaves.launch.tikFile: ${showPath(p)} not found`, 3);
+    const raw = readFileBounded(p, { what: `policy ${path}: enclaves.launch.tikFile`, kind: 'key' });
     const t = raw.toString('utf8').trim();
     launchTik = /^[0-9a-fA-F]{32}$/.test(t) ? Buffer.from(t, 'hex') : raw;
     if (launchTik.length !== 16) throw new AttestError(`policy ${path}: ${p}: TIK must be 16 bytes (raw or 32 hex digits)`);

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { writeFileAtomic } from '../platform/state.js';
 import { compileSchema } from '../schemas.js';
 import { AttestError } from './errors.js';
+import { readFileBounded } from '../platform/bounded-read.js';
 
 export type CheckStatus = 'pass' | 'fail' | 'skip';
 /** required: must pass; expected: a failure contraindicates, a skip is neutral; optional: a failure warns; off: not run. */
@@ -134,7 +135,7 @@ export function loadOrCreateVerifierKey(dir: string): VerifierKey {
   let privateKey: KeyObject;
   if (existsSync(path)) {
     try {
-      privateKey = createPrivateKey(readFileSync(path));
+      privateKey = createPrivateKey(readFileBounded(path, { what: 'verifier key', kind: 'key' }));
     } catch (e) {
       throw new AttestError(`${path}: not a PEM private key`, undefined, { cause: e });
     }

@@ -6,6 +6,7 @@ import { buildResult, signResultJwt, type AttestationResult, type CheckResult } 
 import { VerifierState } from './state.js';
 import { verifyEvidence, type VerifyInput } from './verify.js';
 import type { LogKind } from './eventlog-check.js';
+import { readFileBounded } from '../platform/bounded-read.js';
 
 export interface VerifierOptions {
   /** Verifier state directory (key, enrollments, clock records). */
@@ -87,12 +88,7 @@ export class Verifier {
   /** Same, from file paths (the CLI's `verify --tpm2-quote-*`). */
   verifyTpm2ToolsFiles(paths: { message: string; signature: string; pcrs: string; akPem: string; eventLogs?: Partial<Record<LogKind, string>> }, nonceHex: string): VerifyOutcome {
     const read = (p: string, what: string): Buffer => {
-      try {
-        return readFileSync(p);
-      } catch (e) {
-        const code = (e as NodeJS.ErrnoException).code;
-        throw new AttestError(`${what} ${p}: ${code === 'ENOENT' ? 'not found' : (e as Error).message}`, code === 'ENOENT' ? 3 : 6);
-      }
+      return readFileBounded(p, { what, kind: what === 'AK public key' ? 'key' : 'log' });
     };
     const logs: Partial<Record<LogKind, Buffer>> = {};
     for (const [k, p] of Object.entries(paths.eventLogs ?? {})) if (p) logs[k as LogKind] = read(p, `${k} event log`);

@@ -9,7 +9,7 @@ import type { LoadedPolicy, BankName } from './policy.js';
 import { allowedEnclaveIdentities, maxRequirement, requirementOf } from './policy.js';
 import { buildResult, type AttestationResult, type CheckResult, type CheckStatus, type Requirement } from './result.js';
 import { akKeyFromInput, parseQuoteAttest, verifyQuoteSignature, TPM_GENERATED_VALUE, TPM_ST_ATTEST_QUOTE, type ParsedQuote } from './tpm-structures.js';
-import { replayEventLogs, type LogKind } from './eventlog-check.js';
+import { checkEventData, replayEventLogs, type LogKind } from './eventlog-check.js';
 import type { EnrollmentRecord } from './enroll.js';
 import { DEFAULT_HAK_PCR, HYPERVISOR_EXIT_EVENT, enclaveQuoteSignatureOk, expectedReportData, hakEventData, hakFromEventData, hakPcrValue, parseEnclaveQuote, type EnclaveQuote } from './enclave-quote.js';
 
@@ -278,6 +278,8 @@ export function verifyEvidence(input: VerifyInput, opts: VerifyOptions): Attesta
     c.add(name, r.ok ? 'pass' : 'fail', r.reason, r.details);
   }
   const replayed = replay.events;
+  const data = checkEventData(input.eventLogs);
+  c.add('eventlog.event-data', data.status, data.reason, data.details);
 
   // --- reference values ---
   if (!ref) {

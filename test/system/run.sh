@@ -142,6 +142,15 @@ for lib in $(ldd "$NODE_BIN" | awk '$2 == "=>" && $3 ~ /^\// {print $3} $1 ~ /^\
   mkdir -p "$IRD$(dirname "$lib")"
   cp -lL "$lib" "$IRD$lib" 2>/dev/null || cp -L "$lib" "$IRD$lib"
 done
+# util-linux flock(1): the CLI takes the state directory's lock with it (src/platform/lock.ts);
+# Debian's busybox-static has no flock applet. It links only libc, copied above for node.
+FLOCK_BIN=$(command -v flock) || die "flock (util-linux) is not installed"
+cp -L "$FLOCK_BIN" "$IRD/usr/bin/flock"
+for lib in $(ldd "$FLOCK_BIN" | awk '$2 == "=>" && $3 ~ /^\// {print $3} $1 ~ /^\// {print $1}'); do
+  [ -e "$IRD$lib" ] && continue
+  mkdir -p "$IRD$(dirname "$lib")"
+  cp -lL "$lib" "$IRD$lib" 2>/dev/null || cp -L "$lib" "$IRD$lib"
+done
 # An enclave to create from the guest: the crypto payload, its manifest and a test signer.
 cp "$ROOT/test/fixtures/enclave/signer-test.pem" "$IRD/opt/enclave/"
 for payload in crypto sealer misbehave; do

@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { existsSync, readFileSync } from 'node:fs';
 import { X509Certificate } from 'node:crypto';
+import { locked } from '../locked.js';
 import { emit, UsageError } from '../output.js';
 import { progressFor } from '../progress.js';
 import { log } from '../../log.js';
@@ -37,6 +38,7 @@ async function load(): Promise<void> {
   ({ createStoredAk, loadStoredAk, readStoredAk } = await import('../../attest/ak-store.js'));
   ({ akEnrollAnswerFile, akEnrollRequestFile, attestToFiles, clientAttesterTpm, clientEnrollingTpm, exitCodeOf, formatResultTable, parseNonceHex, serveVerifier, Verifier, verifierEnrollFinishFile, verifierEnrollStartFiles, verifyBundleFile, verifyTpm2ToolsQuote, VerifierClient, enrollWithVerifier } = await import('../../attest/index.js'));
 }
+import { readFileBounded } from '../../platform/bounded-read.js';
 
 function printOutcome(opts: { json?: boolean }, outcome: VerifyOutcome, jwtPath?: string): void {
   if (jwtPath) writeFileAtomic(jwtPath, outcome.jwt + '\n');
@@ -141,13 +143,13 @@ export function registerAttest(program: Command): void {
     .description('create an AK under the SRK and keep its wrapped blob in the state directory')
     .option('--kind <kind>', 'ecc (P-256, ECDSA) or rsa (2048, RSASSA)', 'ecc')
     .addHelpText('after', '\nExample:\n  hyperenclave ak create --kind rsa --json')
-    .action(async (o: { kind: string }, cmd: Command) => {
+    .action(locked('ak create', async (o: { kind: string }, cmd: Command) => {
       await load();
       const { opts, platform } = context(cmd);
       if (o.kind !== 'ecc' && o.kind !== 'rsa') throw new UsageError(`--kind: ecc or rsa, got "${o.kind}"`);
       const stored = await withTpm(platform, opts.tcti, (t) => createStoredAk(t, platform.stateDir, o.kind as 'ecc'));
       emit(opts, { schema: 'hyperenclave/ak', version: 1, kind: stored.kind, name: stored.name, pem: stored.pem }, () => `AK created (${stored.kind}), name ${stored.name}\n${stored.pem}`);
-    });
+    }));
   ak.command('enroll')
     .description('attester half of credential activation: --request writes EK cert + AK public; --challenge answers the verifier')
     .option('--request <file>', 'write the enrollment request (EK certificate, EK and AK public areas)')
@@ -209,7 +211,7 @@ export function registerAttest(program: Command): void {
         ['runtime', runtimeLogPath(platform.stateDir)],
         ['drtm', drtmLogPath(platform.stateDir)],
       ] as const)
-        if (existsSync(path)) logs[kind] = readFileSync(path);
+        if (existsSync(path)) logs[kind] = readFileBounded(path, { what: `${kind} event log`, kind: 'log' });
       const res = await withTpm(platform, opts.tcti, async (t) => {
         const stored = readStoredAk(platform.stateDir);
         if (!stored) throw new HyperEnclaveError('attest: no AK yet: run "hyperenclave ak create" (and enroll it with your verifier)', EXIT.NOT_FOUND);
@@ -303,7 +305,9 @@ export function registerAttest(program: Command): void {
         });
       } else {
         if (!evidenceFiles.length) throw new UsageError('verify: give an evidence bundle, or --tpm2-quote-* files');
-        const verifyOne = (evidencePath: string) => verifyBundleFile({ stateDir, evidencePath, ...(o.policy ? { policyPath: o.policy } : {}), ...(o.nonce ? { nonceHex: o.nonce } : {}) });
+        // An empty --nonce is a bad option, never "use the bundle's own nonce".
+        if (o.nonce !== undefined) parseNonceHex(o.nonce);
+        const verifyOne = (evidencePath: string) => verifyBundleFile({ stateDir, evidencePath, ...(o.policy ? { policyPath: o.policy } : {}), ...(o.nonce !== undefined ? { nonceHex: o.nonce } : {}) });
         if (evidenceFiles.length > 1) {
           if (o.jwt) throw new UsageError('verify: --jwt takes a single evidence file');
           verifyBatch(opts, evidenceFiles, verifyOne);
