@@ -10,7 +10,7 @@ import type { EnclaveInfoRecord, HvStatusRecord, MemRangeSpec, SecsSpec } from '
 
 /**
  * Loader and typed wrapper of the Node-API addon (hypervisor/addon, Rust): the syscall bridge
- * (CPUID, MSRs, ioctl, mmap), the KVM enclave runner and the bindings to hyperenclave-core.
+ * (CPUID, MSRs, typed /dev/hyperenclave calls, mmap), the KVM enclave runner and the bindings to hyperenclave-core.
  * The .node file is found from the package root, so this works from src/ (vitest) and from
  * dist/src/ (after tsc).
  */
@@ -67,8 +67,14 @@ export interface RawAddon {
   cpuid(leaf: number, subleaf?: number): CpuidRegs;
   cpuVendor(): string;
   readMsr(cpu: number, msr: number): bigint;
-  /** With `data`, its address is written as a u64 at byte `at` of `arg` first (a struct's user pointer). */
-  ioctl(fd: number, request: Int, arg?: Uint8Array | Int | null, data?: Uint8Array, at?: number): number;
+  /** /dev/hyperenclave, one typed call per ioctl (hypervisor/addon/src/device.rs): records (LAYOUT.he_*) in and out as bytes. */
+  heVersion(fd: number, rec: Uint8Array): Buffer;
+  heLoad(fd: number, rec: Uint8Array): Buffer;
+  heEnable(fd: number): void;
+  heDisable(fd: number): void;
+  heStatus(fd: number): Buffer;
+  /** The record's buf field is ignored: the addon points it at `staging`, which the driver copies in and back (buf_len bytes). */
+  heHypercall(fd: number, rec: Uint8Array, staging: Uint8Array | null): Buffer;
   mmapOpen(fd: number, length: number, offset?: Int, writable?: boolean): number;
   mmapRead(handle: number, offset: number, length: number): Buffer;
   mmapWrite(handle: number, offset: number, data: Uint8Array): void;
@@ -196,8 +202,8 @@ export const cpuid = (leaf: number, subleaf = 0): CpuidRegs => wrap(() => loadAd
 export const cpuVendor = (): string => wrap(() => loadAddon().cpuVendor());
 /** Reads an MSR through /dev/cpu/N/msr; AddonError (code ERR_MSR) when absent or not permitted. */
 export const readMsr = (msr: number, cpu = 0): bigint => wrap(() => loadAddon().readMsr(cpu, msr));
-/** ioctl(fd, request, arg): a Buffer is passed by pointer and updated in place. */
-export const ioctl = (fd: number, request: Int, arg?: Uint8Array | Int): number => wrap(() => loadAddon().ioctl(fd, request, arg ?? null));
+/** HE_IOC_STATUS on an open /dev/hyperenclave (the he_status record's bytes). */
+export const heStatus = (fd: number): Buffer => wrap(() => loadAddon().heStatus(fd));
 /** null when /dev/kvm can run enclave VMs here, else the reason. */
 export function kvmUnavailable(): string | null {
   const why = addonUnavailable();
