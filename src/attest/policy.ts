@@ -28,7 +28,7 @@ export interface VerifierPolicy {
     minCount?: number;
     launch?: { tikFile: string; allowedLaunchDigests: string[]; allowedPolicies?: number[] };
   };
-  akProvenance?: { acceptEnrolled?: boolean; trustedEkCaFiles?: string[]; trustedAkKeys?: string[] };
+  akProvenance?: { acceptEnrolled?: boolean; trustedEkCaFiles?: string[]; ekCrlFiles?: string[]; trustedAkKeys?: string[] };
   nonce?: { ttlSeconds?: number };
   resultTtlSeconds?: number;
 }
@@ -126,6 +126,8 @@ export interface LoadedPolicy {
   reference?: ReferenceValues;
   /** PEM certificates of CAs an EK certificate may chain to. */
   trustedEkCas: string[];
+  /** CRLs (PEM or DER) the EK chain is checked against (akProvenance.ekCrlFiles). */
+  ekCrls?: Buffer[];
   /** SEV/CSV transport integrity key of the guest owner (policy.enclaves.launch.tikFile). */
   launchTik?: Buffer;
   path?: string;
@@ -158,6 +160,11 @@ export function loadPolicy(path: string): LoadedPolicy {
     if (!existsSync(p)) throw new AttestError(`policy ${showPath(path)}: trustedEkCaFiles: ${showPath(p)} not found`, 3);
     return readFileBounded(p, { what: `policy ${path}: trustedEkCaFiles`, kind: 'key' }).toString('utf8');
   });
+  const ekCrls = (policy.akProvenance?.ekCrlFiles ?? []).map((f) => {
+    const p = rel(f);
+    if (!existsSync(p)) throw new AttestError(`policy ${path}: ekCrlFiles: ${p} not found`, 3);
+    return readFileSync(p);
+  });
   let launchTik: Buffer | undefined;
   if (policy.enclaves?.launch) {
     const p = rel(policy.enclaves.launch.tikFile);
@@ -167,7 +174,7 @@ export function loadPolicy(path: string): LoadedPolicy {
     launchTik = /^[0-9a-fA-F]{32}$/.test(t) ? Buffer.from(t, 'hex') : raw;
     if (launchTik.length !== 16) throw new AttestError(`policy ${path}: ${p}: TIK must be 16 bytes (raw or 32 hex digits)`);
   }
-  return { policy, ...(reference ? { reference } : {}), trustedEkCas, ...(launchTik ? { launchTik } : {}), path };
+  return { policy, ...(reference ? { reference } : {}), trustedEkCas, ...(ekCrls.length ? { ekCrls } : {}), ...(launchTik ? { launchTik } : {}), path };
 }
 
 const HEX = /^([0-9a-f]{2})+$/;
