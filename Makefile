@@ -53,17 +53,31 @@ test-ts: build
 # The system tier: Debian's kernel under QEMU TCG (SVM + NPT) with swtpm, demoted by our hypervisor.
 # Exit 77 from run.sh means "cannot run here" and is reported as skipped with its reason;
 # under CI (CI=true, set by .ci/run) a skipped system tier fails the run like a missing component.
-.PHONY: test-system test-system-or-skip
+# Then the UEFI mode (q35 + OVMF booting a unified kernel image, measured from power-on; run.sh --uefi).
+SYSTEM_OR_SKIP = bash test/system/run.sh $(1); rc=$$?; \
+	if [ $$rc = 77 ]; then \
+	  if [ "$${CI:-}" = true ] || [ "$${CI:-}" = 1 ]; then echo "system tier $(1): skipped, and CI=$$CI requires it: FAILED (see SKIPPED line above)"; exit 1; fi; \
+	  echo "system tier $(1): skipped (see SKIPPED line above)"; exit 0; \
+	fi; exit $$rc
+.PHONY: test-system test-system-or-skip test-system-uefi test-system-uefi-or-skip
 test-system: deps build-ts
 	bash test/system/run.sh
 test-system-or-skip: deps build-ts
-	@bash test/system/run.sh; rc=$$?; \
-	if [ $$rc = 77 ]; then \
-	  if [ "$${CI:-}" = true ] || [ "$${CI:-}" = 1 ]; then echo "system tier: skipped, and CI=$$CI requires it: FAILED (see SKIPPED line above)"; exit 1; fi; \
-	  echo "system tier: skipped (see SKIPPED line above)"; exit 0; \
-	fi; exit $$rc
+	@$(call SYSTEM_OR_SKIP,)
+test-system-uefi: deps build-ts
+	bash test/system/run.sh --uefi
+test-system-uefi-or-skip: deps build-ts
+	@$(call SYSTEM_OR_SKIP,--uefi)
 
-test: test-rust test-ts test-system-or-skip
+# Then the systemd mode (a Debian root file system from mmdebstrap, cached under .tmp/system/debian,
+# with systemd as PID 1 starting hyperenclave.service; run.sh --systemd, three boots).
+.PHONY: test-system-systemd test-system-systemd-or-skip
+test-system-systemd: deps build-ts
+	bash test/system/run.sh --systemd
+test-system-systemd-or-skip: deps build-ts
+	@bash test/system/run.sh --systemd; rc=$$?; if [ $$rc = 77 ]; then echo "system tier (systemd): skipped (see SKIPPED line above)"; exit 0; fi; exit $$rc
+
+test: test-rust test-ts test-system-or-skip test-system-uefi-or-skip test-system-systemd-or-skip
 
 # The fuzz tests run in `make test` with a fixed seed; here with a fresh one (printed, so a failure
 # replays with HE_FUZZ_SEED=<seed>) and FUZZ_ITERATIONS inputs per reader.
@@ -107,6 +121,10 @@ install: build
 	install -m 0755 systemd/hyperenclave-wrapper.sh $(DESTDIR)$(PREFIX)/bin/hyperenclave
 	install -m 0644 systemd/hyperenclave.service systemd/hyperenclave-verifier.service systemd/hyperenclave-agent.service $(DESTDIR)/lib/systemd/system/
 	[ -f $(DESTDIR)/etc/hyperenclave/config.json ] || install -m 0644 systemd/config.json $(DESTDIR)/etc/hyperenclave/config.json
+	# the driver is loaded at boot by systemd-modules-load.service, with its parameters from modprobe.d
+	install -d $(DESTDIR)$(PREFIX)/lib/modules-load.d $(DESTDIR)/etc/modprobe.d
+	install -m 0644 systemd/modules-load.conf $(DESTDIR)$(PREFIX)/lib/modules-load.d/hyperenclave.conf
+	[ -f $(DESTDIR)/etc/modprobe.d/hyperenclave.conf ] || install -m 0644 systemd/modprobe.conf $(DESTDIR)/etc/modprobe.d/hyperenclave.conf
 	node dist/src/cli/main.js completion bash > $(DESTDIR)$(PREFIX)/share/bash-completion/completions/hyperenclave
 	node dist/src/cli/main.js completion zsh > $(DESTDIR)$(PREFIX)/share/zsh/vendor-completions/_hyperenclave
 	node dist/src/cli/main.js completion fish > $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d/hyperenclave.fish

@@ -553,7 +553,13 @@ static long he_ioctl(struct file *f, unsigned int cmd, unsigned long arg)
 	void __user *up = (void __user *)arg;
 	long rc = 0;
 
-	if (!capable(CAP_SYS_ADMIN))
+	/*
+	 * CAP_SYS_RAWIO, as for /dev/mem and /dev/cpu/N/msr: every request here reaches physical
+	 * memory (the reservation, contiguous hypercall buffers) or MSRs (EFER.SVME, VM_HSAVE_PA),
+	 * and loading and enabling demote the running kernel. The boot unit keeps only this one
+	 * (systemd/hyperenclave.service CapabilityBoundingSet=).
+	 */
+	if (!capable(CAP_SYS_RAWIO))
 		return -EPERM;
 	mutex_lock(&he.lock);
 	switch (cmd) {

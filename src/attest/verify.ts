@@ -11,6 +11,7 @@ import { allowedEnclaveIdentities, maxRequirement, requirementOf } from './polic
 import { buildResult, type AttestationResult, type CheckResult, type CheckStatus, type Requirement } from './result.js';
 import { akKeyFromInput, parseQuoteAttest, verifyQuoteSignature, TPM_GENERATED_VALUE, TPM_ST_ATTEST_QUOTE, type ParsedQuote } from './tpm-structures.js';
 import { checkEventData, replayEventLogs, type LogKind } from './eventlog-check.js';
+import { bootChecks } from './boot-checks.js';
 import type { EnrollmentRecord } from './enroll.js';
 import { DEFAULT_HAK_PCR, HYPERVISOR_EXIT_EVENT, enclaveQuoteSignatureOk, expectedReportData, hakEventData, hakFromEventData, hakPcrValue, parseEnclaveQuote, type EnclaveQuote } from './enclave-quote.js';
 
@@ -366,6 +367,10 @@ export function verifyEvidence(input: VerifyInput, opts: VerifyOptions): Attesta
     c.add('reference.drtm', bad.length ? 'fail' : n ? 'pass' : 'skip', bad[0] ?? (n ? `PCR17/18 match reference values` : 'no DRTM reference values for the quoted PCR17/18'), bad.slice(1));
   }
 
+  // --- UEFI boot chain: boot application, UKI sections, hypervisor after them (src/attest/boot-checks.ts) ---
+  for (const b of bootChecks({ firmwareLog: input.eventLogs.firmware, runtimeLog: input.eventLogs.runtime, quoted, firmwareReplayOk: c.passed('eventlog.firmware'), ukis: opts.policy.ukis ?? [], allowStubPcrEvents: policy.boot?.allowStubPcrEvents === true, hypervisorPcr: hvPcr, hakPcr, ...(ref ? { hypervisorDigests: ref.hypervisorDigests } : {}) }))
+    c.add(b.name, b.status, b.reason, b.details);
+
   // --- enclaves: quote format, HAK signature, HAK bound in its PCR, REPORTDATA, identity ---
   verifyEnclaves(input, opts, c, { quoted, pcrsTrusted, hakPcr });
 
@@ -449,7 +454,7 @@ export function verifyEvidence(input: VerifyInput, opts: VerifyOptions): Attesta
   const claimsBound = quotesAuthentic && !nonceBad.length;
   for (const ch of c.list) {
     if (ch.status !== 'pass') continue;
-    const pcrBased = ch.name.startsWith('eventlog.') || ch.name === 'reference.pcrs' || ch.name === 'reference.hypervisor' || ch.name === 'reference.drtm' || ch.name === 'enclave.hak-bound';
+    const pcrBased = ch.name.startsWith('eventlog.') || ch.name.startsWith('boot.') || ch.name === 'reference.pcrs' || ch.name === 'reference.hypervisor' || ch.name === 'reference.drtm' || ch.name === 'enclave.hak-bound';
     const claimBased = ch.name === 'reference.launch' || ch.name === 'enclave.count';
     if (pcrBased && !pcrsTrusted) Object.assign(ch, { status: 'skip', reason: `not judged: the PCR values are not authenticated (${ch.reason})` });
     if (claimBased && !claimsBound) Object.assign(ch, { status: 'skip', reason: `not judged: these claims are not bound by an authentic quote (${ch.reason})` });

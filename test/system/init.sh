@@ -18,7 +18,7 @@ b64() { # name file
 }
 pcrs() { # tag: print sha1/sha256/sha384 PCRs 0-7, the hypervisor PCR and the HAK PCR
   for bank in sha1 sha256 sha384; do
-    for i in 0 1 2 3 4 5 6 7 $PCR $HAK_PCR; do
+    for i in 0 1 2 3 4 5 6 7 $BOOT_PCRS $PCR $HAK_PCR; do
       f=/sys/class/tpm/tpm0/pcr-$bank/$i
       [ -r $f ] && echo "@@HE:PCR $1 $bank $i $(cat $f)"
     done
@@ -59,6 +59,13 @@ else
   check bios-eventlog FAIL "$LOG missing"
 fi
 pcrs boot
+# UEFI mode: booted by OVMF from the UKI (judge.mjs checks the log and PCR 11 against the UKI file)
+if [ "$MODE" = uefi ]; then
+  fw=$(dmesg | grep -m1 'efi: EFI v' | sed 's/^\[[^]]*\] //')
+  if [ -d /sys/firmware/efi ] && [ -n "$fw" ] && [ -s /tmp/bios.log ]; then check uefi-boot PASS "$fw; $(wc -c </tmp/bios.log) bytes of UEFI event log; $(tr ' ' '\n' </proc/cmdline | grep -c .) cmdline words from the UKI"
+  else check uefi-boot FAIL "no EFI firmware (/sys/firmware/efi: $(ls -d /sys/firmware/efi 2>&1)) or no event log"; fi
+fi
+case " $(cat /proc/cmdline) " in *" he.scenario=2 "*) SHORT=1 ;; *) SHORT=0 ;; esac
 
 # ---- the driver ----
 insmod /lib/modules/sha512_generic.ko || echo "@@HE:INFO sha512_generic not loaded"
@@ -78,6 +85,17 @@ if insmod /lib/modules/e1000.ko 2>/dev/null; then
 fi
 cli version --version && check cli-runs PASS "$(cat /tmp/cli-version.out) on node $(node --version)" || check cli-runs FAIL "hyperenclave --version failed"
 cli platform --json platform && check cli-platform PASS "platform report" || check cli-platform FAIL "exit $rc"
+if [ "$SHORT" = 1 ]; then
+  # the second UEFI boot (a UKI whose command line differs by one character): launch the
+  # hypervisor and attest; the verifier must refuse it (judge.mjs: chain-broken-refused)
+  cli boot --json boot
+  cli ak-create --json ak create
+  cli ak-enroll --json ak enroll --verifier "$VERIFIER_URL"
+  BP=$(echo $BOOT_PCRS | tr ' ' ','); BP=${BP:+$BP,}
+  cli attest --json attest --verifier "$VERIFIER_URL" --pcrs "sha256:0-7,$BP$PCR,$HAK_PCR+sha384:0-7,$BP$PCR,$HAK_PCR" --out /tmp/evidence.json
+  [ -f /tmp/evidence.json ] && b64 evidence /tmp/evidence.json
+  finish
+fi
 out=$(hectl cpuid 2>&1); case "$out" in *HyperEnclave*) check cpuid-before-enable FAIL "$out" ;; *) check cpuid-before-enable PASS "$out" ;; esac
 T0=$(now)
 if cli boot --json boot; then check boot PASS "hyperenclave boot: verified, measured, loaded, enabled in $(awk "BEGIN{print $(now) - $T0}") s"
@@ -128,7 +146,8 @@ case "$out" in *state=enabled*cpus=2*) check alive-after-faults PASS "the demote
 cli ak-create --json ak create || true
 cli ak-enroll --json ak enroll --verifier "$VERIFIER_URL" || true
 # the quotes cover the HAK PCR too (the policy requires it)
-SEL="sha256:0-7,$PCR,$HAK_PCR,17,18+sha384:0-7,$PCR,$HAK_PCR"
+BP=$(echo $BOOT_PCRS | tr ' ' ','); BP=${BP:+$BP,}
+SEL="sha256:0-7,$BP$PCR,$HAK_PCR,17,18+sha384:0-7,$BP$PCR,$HAK_PCR"
 cli attest --json attest --verifier "$VERIFIER_URL" --pcrs "$SEL" --out /tmp/evidence.json || true
 [ -f /tmp/evidence.json ] && b64 evidence /tmp/evidence.json
 # evidence with an enclave's quote (its EREPORT to the quoting identity, signed by the HAK) next to the TPM quote
