@@ -57,12 +57,17 @@ describe('hypercall ABI', () => {
     w(13, 1n);
     w(14, 15n);
     w(19, 4n);
-    st.fill(0xab, 208);
+    st.fill(0xab, 208, 240);
+    w(30, 7n);
+    w(31, 0xfed80000n);
     const s = decodeStatus(st);
     expect(s).toMatchObject({ abiVersion: 0x10000, enabled: true, paging: 'npt', keySlotsPresent: false, signaturesRequired: true, trustEstablished: true, reservedBase: 0x1f4000000n, epcPagesTotal: 32768, epcPagesUsed: 12, keySlotKind: 'keyid', keySlotMin: 1, keySlotMax: 15 });
     expect(s.hostFaults.enclave).toBe(4);
     expect(s.imageDigest.equals(Buffer.alloc(32, 0xab))).toBe(true);
-    expect(() => decodeStatus(Buffer.alloc(100))).toThrow(/STATUS: record is 100 bytes, need 240/);
+    expect(s.dma).toEqual({ protected: false, faults: 7, iommuBase: 0xfed80000n });
+    w(1, 0b111011n);
+    expect(decodeStatus(st).dma.protected).toBe(true);
+    expect(() => decodeStatus(Buffer.alloc(100))).toThrow(/STATUS: record is 100 bytes, need 256/);
 
     const info = Buffer.alloc(128);
     info.writeUInt32LE(1, 0);
@@ -134,8 +139,12 @@ describe('hypercall ABI', () => {
       }
       want.HE_HANDOFF_MAGIC = String(Buffer.from('HEHANDOF', 'ascii').readBigUInt64LE(0));
       expect(got).toEqual(want);
-      // independent of the generator: Linux's _IOWR('H', 5, 64-byte struct) and the STATUS record of docs/hypercall-abi.md
-      expect([HE_IOC.HYPERCALL, got['sizeof(struct he_hv_status)'], HC.TRUST_INIT, HC_STATUS[39]!.name]).toEqual([0xc0404805, '240', 0x40, 'TPM_IO']);
+      // independent of the generator: Linux's _IOWR('H', 5, 64-byte struct) and _IOR('H', 4, 336-byte struct), the STATUS
+      // record of docs/hypercall-abi.md (256 B, DMA faults at 240, IOMMU base at 248) and the quote's flags at byte 12
+      expect([HE_IOC.HYPERCALL, HE_IOC.STATUS, got['sizeof(struct he_hv_status)'], got['offsetof(struct he_hv_status, dma_faults)'], got['offsetof(struct he_hv_status, iommu_base)']]).toEqual([
+        0xc0404805, 0x81504804, '256', '240', '248',
+      ]);
+      expect([got['offsetof(struct he_quote, flags)'], HC.TRUST_INIT, HC.QUOTE, HC_STATUS[39]!.name]).toEqual(['12', 0x40, 0x42, 'TPM_IO']);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

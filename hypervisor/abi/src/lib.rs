@@ -148,6 +148,8 @@ consts! {
         SIGNATURES_REQUIRED: u64 = 1 << 3;
         /// TRUST_INIT ran since the last load/enable: EREPORT, EGETKEY, QUOTE and HAK_PUBLIC are served.
         TRUST_ESTABLISHED: u64 = 1 << 4;
+        /// DMA protection: an IOMMU the hypervisor owns translates every device's DMA (only while enabled).
+        DMA_PROTECTED: u64 = 1 << 5;
     }
 }
 
@@ -250,6 +252,15 @@ record! {
 }
 
 consts! {
+    /// QUOTE `flags` bits (bytes 12..16), set as the platform stood when the quote was made.
+    pub mod quote_flags ("HC_QUOTE_FLAG_", "QUOTE_FLAGS") {
+        /// An IOMMU the hypervisor owns translated every device's DMA (the verifier's
+        /// `hypervisor.requireDmaProtection` policy requires it).
+        DMA_PROTECTED: u32 = 1 << 0;
+    }
+}
+
+consts! {
     /// QUOTE output's fixed values (`Quote`).
     pub mod quote ("HC_QUOTE_", "QUOTE") {
         VERSION: u16 = 1;
@@ -271,8 +282,8 @@ record! {
         pub sig_alg: u16,
         /// The PCR the HAK event is extended into.
         pub hak_pcr: u32,
-        /// Zero.
-        pub reserved: u32,
+        /// Platform flags the HAK signs with the report (HC_QUOTE_FLAG_*); other bits 0.
+        pub flags: u32,
         /// SGX REPORT body (the MAC-checked bytes 0..384 of the REPORT).
         pub body: [u8; 384],
         /// HAK public key (Ed25519).
@@ -283,8 +294,8 @@ record! {
 }
 
 record! {
-    /// STATUS record: little-endian u64 words, then the image digest.
-    pub struct StatusRecord("he_hv_status", 240) {
+    /// STATUS record: little-endian u64 words, the image digest, then (1.x, offset 240) the DMA words.
+    pub struct StatusRecord("he_hv_status", 256) {
         pub abi_version: u64,
         /// HC_STATUS_* bits.
         pub flags: u64,
@@ -319,6 +330,10 @@ record! {
         pub reports_issued: u64,
         /// SHA-256 of the hypervisor image.
         pub image_digest: [u8; 32],
+        /// DMA faults the IOMMU logged since protection went on (0 without protection).
+        pub dma_faults: u64,
+        /// The IOMMU's register base (0 without one).
+        pub iommu_base: u64,
     }
 }
 
@@ -361,8 +376,9 @@ pub mod ioctl {
         /// /dev/hyperenclave ioctl ABI: versioned like the hypercall ABI (major in bits 31:16,
         /// minor in 15:0); a caller whose major differs is refused with -EPROTO.
         pub mod consts ("", "HE") {
-            /// This ABI (1.1: HE_BUF_ARG_MASK; 1.2: he_probe.target, 16 KiB hypercall buffers, HE_IOC_TPM_FIFO).
-            HE_IOCTL_ABI_VERSION: u32 = 0x0001_0002;
+            /// This ABI (1.1: HE_BUF_ARG_MASK; 1.2: he_probe.target, 16 KiB hypercall buffers, HE_IOC_TPM_FIFO;
+            /// 1.3: 256-byte hv_status with the DMA words).
+            HE_IOCTL_ABI_VERSION: u32 = 0x0001_0003;
             /// The hypercall ABI the driver was written against.
             HE_HYPERCALL_ABI_VERSION: u32 = ABI_VERSION;
             HE_IOC_MAGIC: u8 = b'H';
@@ -413,7 +429,7 @@ pub mod ioctl {
     }
 
     record! {
-        pub struct HeStatus("he_status", 320) {
+        pub struct HeStatus("he_status", 336) {
             pub ioctl_abi: u32,
             /// HE_STATE_*.
             pub state: u32,
@@ -555,7 +571,7 @@ pub mod handoff {
 
 /// Every constant group, in the order the generated files list them.
 pub const GROUPS: &[meta::Group] =
-    &[nr::GROUP, sizes::GROUP, status_flags::GROUP, slot_kind::GROUP, trust_flags::GROUP, quote::GROUP, mem_kind::GROUP, secinfo::GROUP, attr::GROUP, keyname::GROUP, keypolicy::GROUP];
+    &[nr::GROUP, sizes::GROUP, status_flags::GROUP, slot_kind::GROUP, trust_flags::GROUP, quote::GROUP, quote_flags::GROUP, mem_kind::GROUP, secinfo::GROUP, attr::GROUP, keyname::GROUP, keypolicy::GROUP];
 /// Records the hypercalls exchange (C: hyperenclave_hypercall.h).
 pub const HYPERCALL_RECORDS: &[meta::StructLayout] = &[StatusRecord::LAYOUT, EnclaveInfo::LAYOUT, MemMapEntry::LAYOUT, Secs::LAYOUT, Quote::LAYOUT];
 /// ioctl records (C: hyperenclave_ioctl.h).
@@ -588,7 +604,7 @@ mod tests {
         // independent values: _IOWR('H', 0, 16-byte struct) etc., as <asm-generic/ioctl.h> encodes them
         assert_eq!(ioctl::HE_IOC_VERSION, 0xc010_4800);
         assert_eq!(ioctl::HE_IOC_ENABLE, 0x0000_4802);
-        assert_eq!(ioctl::HE_IOC_STATUS, 0x8140_4804);
+        assert_eq!(ioctl::HE_IOC_STATUS, 0x8150_4804);
         assert_eq!(ioctl::HE_IOC_HYPERCALL, 0xc040_4805);
     }
 
@@ -597,11 +613,13 @@ mod tests {
         let mut s = StatusRecord::zeroed();
         s.flags = 0x0102;
         s.image_digest[31] = 0xab;
+        s.iommu_base = 0xfed8_0000;
         let b = s.to_bytes();
         assert_eq!((b[8], b[9], b[239]), (0x02, 0x01, 0xab));
+        assert_eq!(&b[248..256], &[0, 0, 0xd8, 0xfe, 0, 0, 0, 0]);
         assert_eq!(StatusRecord::from_bytes(&b), Some(s));
-        assert_eq!(StatusRecord::from_bytes(&b[..239]), None);
+        assert_eq!(StatusRecord::from_bytes(&b[..255]), None);
         let off = |n: &str| StatusRecord::LAYOUT.fields.iter().find(|f| f.name == n).unwrap().offset;
-        assert_eq!((off("key_slot_kind"), off("image_digest")), (96, 208));
+        assert_eq!((off("key_slot_kind"), off("image_digest"), off("dma_faults"), off("iommu_base")), (96, 208, 240, 248));
     }
 }

@@ -91,6 +91,9 @@ int main(int argc, char **argv)
 			       (unsigned long long)hv(&s).flags, (unsigned long long)hv(&s).hypercalls,
 			       (unsigned long long)hv(&s).faults_hypervisor, (unsigned long long)hv(&s).faults_unmapped,
 			       (unsigned long long)hv(&s).pool_frames_used, (unsigned long long)hv(&s).pool_frames_total);
+		if (s.hv_status_len >= sizeof(struct he_hv_status))
+			printf(" dma=%s dma.faults=%llu iommu=0x%llx", hv(&s).flags & HC_STATUS_DMA_PROTECTED ? "on" : "off",
+			       (unsigned long long)hv(&s).dma_faults, (unsigned long long)hv(&s).iommu_base);
 		printf("\n");
 		return 0;
 	}
