@@ -569,6 +569,89 @@ pub mod handoff {
     }
 }
 
+/// The HEIMG v1 hypervisor image container (docs/image-container.md): a 256-byte little-endian
+/// header, the image, then an optional signature block. Written by src/measure/container.ts
+/// (`hyperenclave firmware build`), read by the driver's HE_IOC_LOAD and the CLI's verifier.
+pub mod image {
+    #[allow(unused_imports)]
+    use super::*;
+
+    consts! {
+        /// HEIMG header values (docs/image-container.md).
+        pub mod consts ("HEIMG_", "HEIMG") {
+            FORMAT_VERSION: u16 = 1;
+            /// Header bytes (the image starts here).
+            HEADER_SIZE: usize = ImageHeader::SIZE;
+            /// Longest build id (bytes).
+            MAX_BUILD_ID: usize = 32;
+            /// Longest signature block (bytes).
+            MAX_SIGNATURE_BLOCK: usize = 4096;
+            /// `arch`: Intel VMX + EPT (hypercalls by VMCALL).
+            ARCH_INTEL_VMX: u8 = 1;
+            /// `arch`: AMD SVM + NPT (hypercalls by VMMCALL).
+            ARCH_AMD_SVM: u8 = 2;
+            /// `arch`: Hygon (SVM + NPT).
+            ARCH_HYGON: u8 = 3;
+            /// `kind`: the memory image a bare-metal loader copies to the load address.
+            KIND_FLAT: u8 = 1;
+            /// `kind`: opaque bytes (e.g. an ELF kept as is).
+            KIND_RAW: u8 = 2;
+            SIG_NONE: u8 = 0;
+            SIG_ECDSA_P256_SHA256: u8 = 1;
+            SIG_ECDSA_P384_SHA384: u8 = 2;
+            SIG_SM2_SM3: u8 = 3;
+        }
+    }
+    pub use consts::*;
+
+    byte_strings! {
+        /// The container's first bytes.
+        pub mod magic {
+            HEIMG_MAGIC = b"HEIMG\0\0\0";
+        }
+    }
+
+    record! {
+        /// The HEIMG header (little-endian; the signature covers these 256 bytes).
+        pub struct ImageHeader("heimg_header", 256) {
+            /// "HEIMG\0\0\0".
+            pub magic: [u8; 8],
+            /// HEIMG_FORMAT_VERSION.
+            pub format_version: u16,
+            /// HEIMG_HEADER_SIZE.
+            pub header_size: u16,
+            /// HEIMG_ARCH_*: must be the CPU vendor's.
+            pub arch: u8,
+            /// HEIMG_KIND_*.
+            pub kind: u8,
+            /// HEIMG_SIG_*.
+            pub signature_alg: u8,
+            pub build_id_length: u8,
+            /// Lowest PT_LOAD p_vaddr (flat).
+            pub load_address: u64,
+            /// Entry point from the load address.
+            pub entry_offset: u64,
+            pub core_size: u64,
+            /// Bytes of state the image needs per CPU (the driver gives every possible CPU an area of this size).
+            pub per_cpu_size: u64,
+            /// Memory the loader reserves (bytes past the image are zero-filled).
+            pub load_size: u64,
+            pub feature_mask: u64,
+            pub image_length: u64,
+            /// 0 when unsigned.
+            pub signature_length: u32,
+            pub reserved1: u32,
+            /// Zero-padded.
+            pub build_id: [u8; 32],
+            pub image_sha256: [u8; 32],
+            pub image_sha384: [u8; 48],
+            /// SHA-256 of the signer's SubjectPublicKeyInfo DER (0 when unsigned).
+            pub signer_key_id: [u8; 32],
+            pub reserved2: [u8; 32],
+        }
+    }
+}
+
 /// Every constant group, in the order the generated files list them.
 pub const GROUPS: &[meta::Group] =
     &[nr::GROUP, sizes::GROUP, status_flags::GROUP, slot_kind::GROUP, trust_flags::GROUP, quote::GROUP, quote_flags::GROUP, mem_kind::GROUP, secinfo::GROUP, attr::GROUP, keyname::GROUP, keypolicy::GROUP];

@@ -1,10 +1,10 @@
 //! Emits the C headers and the TypeScript module from the ABI crate.
 //!   abi-gen [--root DIR] [--check]
-//! Writes (atomically) DIR/hypervisor/driver/hyperenclave_{hypercall,ioctl,handoff}.h and
-//! DIR/src/hypervisor/abi.generated.ts (DIR defaults to the repository). --check writes nothing
+//! Writes (atomically) DIR/hypervisor/driver/hyperenclave_{hypercall,ioctl,handoff,image}.h and
+//! DIR/src/hypervisor/abi.generated.ts and DIR/src/measure/image-abi.generated.ts (DIR defaults to the repository). --check writes nothing
 //! and exits 1 naming each file that differs from what would be generated.
 use hyperenclave_abi::meta::{Const, Group, StructLayout, Ty};
-use hyperenclave_abi::{handoff, ioctl, labels, GROUPS, HYPERCALL_RECORDS, IOCTL_RECORDS, STATUSES};
+use hyperenclave_abi::{handoff, image, ioctl, labels, GROUPS, HYPERCALL_RECORDS, IOCTL_RECORDS, STATUSES};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -162,6 +162,19 @@ fn handoff_h() -> String {
     o
 }
 
+fn image_h() -> String {
+    let mut o = String::new();
+    c_header_start(&mut o, "HYPERENCLAVE_IMAGE_H", "GPL-2.0", "The HEIMG v1 hypervisor image container's header (docs/image-container.md): what HE_IOC_LOAD reads from the firmware file.");
+    c_group(&mut o, &image::consts::GROUP);
+    for b in image::magic::ALL {
+        writeln!(o, "#define {} \"{}\" /* {} bytes */", b.name, c_string(b.value), b.value.len()).unwrap();
+    }
+    o.push('\n');
+    c_struct(&mut o, &image::ImageHeader::LAYOUT);
+    o.push_str("#endif\n");
+    o
+}
+
 fn ts_num(v: u64, hex: bool) -> String {
     if hex {
         format!("0x{v:02x}")
@@ -175,7 +188,16 @@ fn ts_num(v: u64, hex: bool) -> String {
 }
 
 fn ts_str(s: &str) -> String {
-    format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"))
+    let body: String = s
+        .chars()
+        .map(|c| match c {
+            '\\' => "\\\\".to_string(),
+            '\'' => "\\'".to_string(),
+            c if (c as u32) < 0x20 => format!("\\x{:02x}", c as u32),
+            c => c.to_string(),
+        })
+        .collect();
+    format!("'{body}'")
 }
 
 fn ts_doc(out: &mut String, doc: &str, indent: &str) {
@@ -251,12 +273,54 @@ fn ts_module() -> String {
     o
 }
 
+/// The image container's constants and header layout for src/measure (which must not import
+/// src/hypervisor: the hypervisor layer depends on measure, not the reverse).
+fn ts_image_module() -> String {
+    let mut o = String::new();
+    writeln!(o, "// {NOTE}\n// Used by src/measure/container.ts.\n/* eslint-disable */\n").unwrap();
+    let g = &image::consts::GROUP;
+    ts_doc(&mut o, g.doc, "");
+    writeln!(o, "export const {} = {{", g.ts).unwrap();
+    for c in g.items {
+        ts_doc(&mut o, c.doc, "  ");
+        writeln!(o, "  {}: {},", c.name, ts_num(c.value, false)).unwrap();
+    }
+    o.push_str("} as const;\n\n");
+    for b in image::magic::ALL {
+        ts_doc(&mut o, b.doc, "");
+        writeln!(o, "export const {} = {};\n", b.name, ts_str(std::str::from_utf8(b.value).expect("ASCII magic"))).unwrap();
+    }
+    o.push_str("/** Byte offsets of the header fields (LAYOUT.heimg_header's fields, camelCase). */\nexport const HDR = {\n");
+    for f in image::ImageHeader::LAYOUT.fields {
+        let mut camel = String::new();
+        let mut up = false;
+        for c in f.name.chars() {
+            if c == '_' {
+                up = true;
+            } else if up {
+                camel.push(c.to_ascii_uppercase());
+                up = false;
+            } else {
+                camel.push(c);
+            }
+        }
+        writeln!(o, "  {camel}: 0x{:02x},", f.offset).unwrap();
+    }
+    o.push_str("} as const;\n\n");
+    o.push_str("/** Header layout: byte offset, size and type of every field (little-endian). */\nexport const LAYOUT = {\n");
+    ts_layout(&mut o, &image::ImageHeader::LAYOUT);
+    o.push_str("} as const;\n");
+    o
+}
+
 fn outputs() -> Vec<(&'static str, String)> {
     vec![
         ("hypervisor/driver/hyperenclave_hypercall.h", hypercall_h()),
         ("hypervisor/driver/hyperenclave_ioctl.h", ioctl_h()),
         ("hypervisor/driver/hyperenclave_handoff.h", handoff_h()),
+        ("hypervisor/driver/hyperenclave_image.h", image_h()),
         ("src/hypervisor/abi.generated.ts", ts_module()),
+        ("src/measure/image-abi.generated.ts", ts_image_module()),
     ]
 }
 
