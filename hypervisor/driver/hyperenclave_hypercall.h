@@ -62,6 +62,13 @@ typedef uint64_t __u64;
 #define HC_HAK_PUBLIC_SIZE 32 /* HAK: Ed25519 public key bytes. */
 #define HC_TRUST_BLOB_CAPACITY 0x1000u /* TRUST_INIT's output buffer (RCX) is at least this; a blob given in is at most this. */
 
+/*
+ * CPUID leaves the hypervisor answers for its guest (the demoted host): leaf 1 ECX bit 31
+ * (hypervisor present) and these.
+ */
+#define HC_CPUID_LEAF_SIGNATURE 0x40000000u /* EAX = the highest hypervisor leaf (LEAF_VERSION); EBX, ECX, EDX = HC_CPUID_SIGNATURE. */
+#define HC_CPUID_LEAF_VERSION 0x40000001u /* EAX = ABI_VERSION. */
+
 /* STATUS record `flags` bits. */
 #define HC_STATUS_ENABLED 1
 #define HC_STATUS_NPT 2 /* NPT (AMD); clear: EPT. */
@@ -166,6 +173,8 @@ typedef uint64_t __u64;
 #define HC_HYPERVISOR_EXIT_EVENT "hyperenclave:hypervisor-exit v=1"
 /* First bytes of a QUOTE. */
 #define HC_QUOTE_MAGIC "HEQ1"
+/* CPUID leaf HC_CPUID_LEAF_SIGNATURE's EBX, ECX, EDX (12 bytes, little-endian words). */
+#define HC_CPUID_SIGNATURE "HyperEnclave"
 
 /* STATUS record: little-endian u64 words, the image digest, then (1.x, offset 240) the DMA words. */
 struct he_hv_status {

@@ -66,6 +66,14 @@ export const SIZES = {
   TRUST_BLOB_CAPACITY: 0x1000,
 } as const;
 
+/** CPUID leaves the hypervisor answers for its guest (the demoted host): leaf 1 ECX bit 31 (hypervisor present) and these. */
+export const CPUID = {
+  /** EAX = the highest hypervisor leaf (LEAF_VERSION); EBX, ECX, EDX = HC_CPUID_SIGNATURE. */
+  LEAF_SIGNATURE: 0x40000000,
+  /** EAX = ABI_VERSION. */
+  LEAF_VERSION: 0x40000001,
+} as const;
+
 /** STATUS record `flags` bits. */
 export const STATUS_FLAGS = {
   ENABLED: 1,
@@ -235,6 +243,8 @@ export const LABELS = {
   HYPERVISOR_EXIT_EVENT: 'hyperenclave:hypervisor-exit v=1',
   /** First bytes of a QUOTE. */
   QUOTE_MAGIC: 'HEQ1',
+  /** CPUID leaf HC_CPUID_LEAF_SIGNATURE's EBX, ECX, EDX (12 bytes, little-endian words). */
+  CPUID_SIGNATURE: 'HyperEnclave',
 } as const;
 
 /** ioctl request numbers (_IOC encoding with magic 'H'). */
@@ -487,6 +497,16 @@ export const LAYOUT = {
       pcr: { offset: 100, size: 4, type: 'u32' },
       image_sha256: { offset: 104, size: 32, type: 'bytes' },
       ranges: { offset: 136, size: 1536, type: 'array', count: 64, element: { size: 24, type: 'struct', name: 'he_range' } },
+    },
+  },
+  /** Linux's state at an image entry call: the driver's he_enter (tramp.S) pushes cr3, rsp, then rip on Linux's stack and passes that address as the fourth argument; on OP_LAUNCH the image resumes Linux there as its guest. */
+  he_linux_state: {
+    size: 24,
+    fields: {
+      /** he_resume in tramp.S. */
+      rip: { offset: 0, size: 8, type: 'u64' },
+      rsp: { offset: 8, size: 8, type: 'u64' },
+      cr3: { offset: 16, size: 8, type: 'u64' },
     },
   },
 } as const;

@@ -154,6 +154,17 @@ consts! {
 }
 
 consts! {
+    /// CPUID leaves the hypervisor answers for its guest (the demoted host): leaf 1 ECX bit 31
+    /// (hypervisor present) and these.
+    pub mod cpuid ("HC_CPUID_", "CPUID") {
+        /// EAX = the highest hypervisor leaf (LEAF_VERSION); EBX, ECX, EDX = HC_CPUID_SIGNATURE.
+        LEAF_SIGNATURE: u32 = 0x4000_0000;
+        /// EAX = ABI_VERSION.
+        LEAF_VERSION: u32 = 0x4000_0001;
+    }
+}
+
+consts! {
     /// STATUS record `key_slot_kind`.
     pub mod slot_kind ("HC_SLOT_", "SLOT_KIND") {
         NONE: u64 = 0;
@@ -190,6 +201,8 @@ byte_strings! {
         HYPERVISOR_EXIT_EVENT = b"hyperenclave:hypervisor-exit v=1";
         /// First bytes of a QUOTE.
         QUOTE_MAGIC = b"HEQ1";
+        /// CPUID leaf HC_CPUID_LEAF_SIGNATURE's EBX, ECX, EDX (12 bytes, little-endian words).
+        CPUID_SIGNATURE = b"HyperEnclave";
     }
 }
 
@@ -567,6 +580,18 @@ pub mod handoff {
             pub ranges: [MemMapEntry; MAX_RANGES],
         }
     }
+
+    record! {
+        /// Linux's state at an image entry call: the driver's he_enter (tramp.S) pushes cr3, rsp,
+        /// then rip on Linux's stack and passes that address as the fourth argument; on OP_LAUNCH
+        /// the image resumes Linux there as its guest.
+        pub struct LinuxState("he_linux_state", 24) {
+            /// he_resume in tramp.S.
+            pub rip: u64,
+            pub rsp: u64,
+            pub cr3: u64,
+        }
+    }
 }
 
 /// The HEIMG v1 hypervisor image container (docs/image-container.md): a 256-byte little-endian
@@ -654,7 +679,7 @@ pub mod image {
 
 /// Every constant group, in the order the generated files list them.
 pub const GROUPS: &[meta::Group] =
-    &[nr::GROUP, sizes::GROUP, status_flags::GROUP, slot_kind::GROUP, trust_flags::GROUP, quote::GROUP, quote_flags::GROUP, mem_kind::GROUP, secinfo::GROUP, attr::GROUP, keyname::GROUP, keypolicy::GROUP];
+    &[nr::GROUP, sizes::GROUP, cpuid::GROUP, status_flags::GROUP, slot_kind::GROUP, trust_flags::GROUP, quote::GROUP, quote_flags::GROUP, mem_kind::GROUP, secinfo::GROUP, attr::GROUP, keyname::GROUP, keypolicy::GROUP];
 /// Records the hypercalls exchange (C: hyperenclave_hypercall.h).
 pub const HYPERCALL_RECORDS: &[meta::StructLayout] = &[StatusRecord::LAYOUT, EnclaveInfo::LAYOUT, MemMapEntry::LAYOUT, Secs::LAYOUT, Quote::LAYOUT];
 /// ioctl records (C: hyperenclave_ioctl.h).

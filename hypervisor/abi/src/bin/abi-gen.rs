@@ -158,6 +158,7 @@ fn handoff_h() -> String {
     o.push_str("#include \"hyperenclave_hypercall.h\" /* struct he_range, HE_MEM_* */\n\n");
     c_group(&mut o, &handoff::consts::GROUP);
     c_struct(&mut o, &handoff::Handoff::LAYOUT);
+    c_struct(&mut o, &handoff::LinuxState::LAYOUT);
     o.push_str("#endif\n");
     o
 }
@@ -266,7 +267,7 @@ fn ts_module() -> String {
     }
     o.push_str("} as const;\n\n");
     o.push_str("/** Record layouts: byte offset, size and type of every field (little-endian). */\nexport const LAYOUT = {\n");
-    for s in HYPERCALL_RECORDS.iter().chain(IOCTL_RECORDS).chain([&handoff::Handoff::LAYOUT]) {
+    for s in HYPERCALL_RECORDS.iter().chain(IOCTL_RECORDS).chain([&handoff::Handoff::LAYOUT, &handoff::LinuxState::LAYOUT]) {
         ts_layout(&mut o, s);
     }
     o.push_str("} as const;\n");
