@@ -106,7 +106,6 @@ export default async function bench(): Promise<BenchRow[]> {
       hypervisorSize: 4n << 20n,
       imageSize: 1n << 20n,
       paging: 'ept',
-      platformSecret: Buffer.alloc(16, 1),
       imageDigest: Buffer.alloc(32),
       keySlots: null,
       requireSignedSigstruct: true,

@@ -19,7 +19,7 @@ typedef int32_t __s32;
 typedef uint64_t __u64;
 #endif
 
-#define HE_IOCTL_ABI_VERSION 0x00010001u /* this header (1.1: HE_BUF_ARG_MASK) */
+#define HE_IOCTL_ABI_VERSION 0x00010002u /* this header (1.1: HE_BUF_ARG_MASK; 1.2: he_probe.target, 16 KiB hypercall buffers) */
 #define HE_HYPERCALL_ABI_VERSION 0x00010000u /* hypervisor/core ABI_VERSION it was written against */
 #define HE_IOC_MAGIC 'H'
 
@@ -59,13 +59,15 @@ struct he_status {
 
 /*
  * A hypercall (RAX = call, RDI.. = arguments, outputs written back). When buf_len > 0 the
- * driver copies buf_len bytes (<= 4096) from buf into a kernel page, puts that page's physical
- * address into argument buf_arg (1 = RDI .. 5 = R8), and copies the page back afterwards.
+ * driver copies buf_len bytes (<= 4096 before 1.2, <= HE_HYPERCALL_BUF_MAX since) from buf into
+ * physically contiguous kernel pages, puts their physical address into argument buf_arg (1 = RDI
+ * .. 5 = R8), and copies them back afterwards.
  * Since 1.1, buf_arg = HE_BUF_ARG_MASK | bits (bit 0 = RDI .. bit 4 = R8): each marked argument
  * holds an offset into buf (< buf_len) and the driver adds the page's physical address to it, so
  * calls with several buffers (REPORT: TARGETINFO, REPORTDATA, output) pack them into one page.
  */
 #define HE_BUF_ARG_MASK 0x100u
+#define HE_HYPERCALL_BUF_MAX 16384u /* 1.2: e.g. TRUST_INIT's blob in and a 4 KiB output in one call */
 struct he_hypercall {
 	__u64 rax, rdi, rsi, rdx, rcx, r8;
 	__u64 buf;            /* user pointer, or 0 */
@@ -73,12 +75,18 @@ struct he_hypercall {
 	__u32 buf_arg;
 };
 
-/* Reads 8 bytes of the reserved region through the driver's mapping (test of the protection). */
+/*
+ * Reads through a kernel mapping (test of the protection): target HE_PROBE_RESERVED reads 8 bytes
+ * of the reserved region; HE_PROBE_TPM_TIS reads 1 byte of the TPM's TIS registers (offset from
+ * 0xFED40000, locality n at n * 0x1000; after enable the pages of localities 1-4 are refused).
+ */
+#define HE_PROBE_RESERVED 0
+#define HE_PROBE_TPM_TIS 1
 struct he_probe {
-	__u64 offset;         /* in: offset into the reserved region */
+	__u64 offset;         /* in: offset into the target */
 	__u64 value;          /* out: the bytes read when result == 0 */
 	__s32 result;         /* out: 0 read, -EFAULT refused (fault taken and survived) */
-	__u32 reserved;
+	__u32 target;         /* in: HE_PROBE_* (0 before 1.2) */
 };
 
 #define HE_IOC_VERSION   _IOWR(HE_IOC_MAGIC, 0x00, struct he_version)

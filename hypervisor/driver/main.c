@@ -46,6 +46,8 @@ MODULE_PARM_DESC(pcr, "PCR the image is measured into (8-16 or 23)");
 #define HC_VERSION 0x00
 #define HC_STATUS 0x01
 #define HC_DISABLE 0x03
+#define HC_TRUST_INIT 0x40
+#define HE_HYPERCALL_BUF_ORDER 2 /* 4 pages = HE_HYPERCALL_BUF_MAX */
 #define HC_STATUS_SIZE 240
 
 long he_enter(u64 op, u64 handoff_pa, u64 cpu, u64 host_cr3, u64 entry_pa);
@@ -61,6 +63,7 @@ static struct {
 	u64 handoff_pa, host_cr3;
 	long cpu_result[HE_MAX_CPUS];
 	bool cpu_on[HE_MAX_CPUS];
+	bool pinned;               /* a module reference while CPUs run under the hypervisor */
 } he;
 
 static inline u64 he_vmmcall(u64 nr, u64 *rdi, u64 *rsi, u64 *rdx, u64 rcx, u64 r8v)
@@ -146,6 +149,41 @@ out:
 	kfree(digests);
 	put_device(&chip->dev);
 	return rc;
+}
+
+/*
+ * The hypervisor drives the TPM itself through the TIS registers of locality 2 (the image's
+ * tis.rs); Linux's tpm_tis uses locality 0 of the same FIFO. Around every operation that makes
+ * the hypervisor use the TPM (ENABLE: its transport self-test; TRUST_INIT; DISABLE: the core
+ * caps its PCR) the driver holds the chip the way tpm_try_get_ops does, minus tpm_chip_start:
+ * ops_sem (the chip stays registered) and tpm_mutex (no Linux command runs, and tpm_chip_stop has
+ * relinquished locality 0). This is liveness only: the hypervisor does not rely on it (it would
+ * seize locality 2 from a host that keeps locality 0, and the host cannot reach locality 2's
+ * page after launch). docs/attestation.md, "The hypervisor's TPM".
+ */
+static struct tpm_chip *he_tpm_hold(void)
+{
+	struct tpm_chip *chip = tpm_default_chip();
+
+	if (!chip)
+		return NULL;
+	down_read(&chip->ops_sem);
+	if (!chip->ops) {
+		up_read(&chip->ops_sem);
+		put_device(&chip->dev);
+		return NULL;
+	}
+	mutex_lock(&chip->tpm_mutex);
+	return chip;
+}
+
+static void he_tpm_release(struct tpm_chip *chip)
+{
+	if (!chip)
+		return;
+	mutex_unlock(&chip->tpm_mutex);
+	up_read(&chip->ops_sem);
+	put_device(&chip->dev);
 }
 
 /* ---- image container (docs/image-container.md) ---------------------------------------- */
@@ -322,23 +360,31 @@ static void he_disable_cpu(void *unused)
 
 static int he_disable_all(void)
 {
+	struct tpm_chip *chip;
 	int cpu;
 
 	if (!hv_cpus_on())
 		return 0;
+	chip = he_tpm_hold();
 	on_each_cpu(he_disable_cpu, NULL, 1);
+	he_tpm_release(chip);
 	for (cpu = 0; cpu < HE_MAX_CPUS; cpu++)
 		if (he.cpu_on[cpu]) {
 			pr_err("CPU %d still runs under the hypervisor (status %ld)\n", cpu, he.cpu_result[cpu]);
 			return -EBUSY;
 		}
 	he.state = HE_STATE_LOADED;
+	if (he.pinned) {
+		he.pinned = false;
+		module_put(THIS_MODULE);
+	}
 	pr_info("disabled: every CPU handed back\n");
 	return 0;
 }
 
 static int he_enable(void)
 {
+	struct tpm_chip *chip;
 	struct he_handoff *ho;
 	u64 next, init;
 	int cpu, ok = 0;
@@ -379,9 +425,11 @@ static int he_enable(void)
 	memcpy(ho->image_sha256, he.sha256, 32);
 	he_build_map(ho);
 
+	chip = he_tpm_hold();
 	cpu = get_cpu();
 	init = he_enter(HE_OP_INIT, he.handoff_pa, cpu, he.host_cr3, he.entry_pa);
 	put_cpu();
+	he_tpm_release(chip);
 	if (init) {
 		pr_err("image init failed: %lld\n", init);
 		return -EIO;
@@ -400,6 +448,9 @@ static int he_enable(void)
 		he.state = HE_STATE_LOADED;
 		return -EIO;
 	}
+	/* rmmod is refused (in use) until every CPU is handed back: the leave trampoline is module text */
+	__module_get(THIS_MODULE);
+	he.pinned = true;
 	pr_info("enabled: %d CPUs run as guests of the hypervisor\n", ok);
 	return 0;
 }
@@ -515,7 +566,7 @@ static long he_ioctl(struct file *f, unsigned int cmd, unsigned long arg)
 				   h.buf_arg >= 1 && h.buf_arg <= 5 ? 1u << (h.buf_arg - 1) : 0;
 			int i;
 
-			if (h.buf_len > PAGE_SIZE || !mask || (h.buf_arg & HE_BUF_ARG_MASK && h.buf_arg & ~(HE_BUF_ARG_MASK | 0x1fu))) {
+			if (h.buf_len > HE_HYPERCALL_BUF_MAX || !mask || (h.buf_arg & HE_BUF_ARG_MASK && h.buf_arg & ~(HE_BUF_ARG_MASK | 0x1fu))) {
 				rc = -EINVAL;
 				break;
 			}
@@ -524,13 +575,14 @@ static long he_ioctl(struct file *f, unsigned int cmd, unsigned long arg)
 					rc = -EINVAL;
 			if (rc)
 				break;
-			page = (void *)get_zeroed_page(GFP_KERNEL);
+			/* physically contiguous: the hypervisor sees one buffer at one physical address */
+			page = (void *)__get_free_pages(GFP_KERNEL | __GFP_ZERO, HE_HYPERCALL_BUF_ORDER);
 			if (!page) {
 				rc = -ENOMEM;
 				break;
 			}
 			if (copy_from_user(page, u64_to_user_ptr(h.buf), h.buf_len)) {
-				free_page((unsigned long)page);
+				free_pages((unsigned long)page, HE_HYPERCALL_BUF_ORDER);
 				rc = -EFAULT;
 				break;
 			}
@@ -538,11 +590,18 @@ static long he_ioctl(struct file *f, unsigned int cmd, unsigned long arg)
 				if (mask & (1u << i))
 					*args[i] = __pa(page) + (h.buf_arg & HE_BUF_ARG_MASK ? *args[i] : 0);
 		}
-		h.rax = he_vmmcall(h.rax, &h.rdi, &h.rsi, &h.rdx, h.rcx, h.r8);
+		if (h.rax == HC_TRUST_INIT) {
+			struct tpm_chip *chip = he_tpm_hold();
+
+			h.rax = he_vmmcall(h.rax, &h.rdi, &h.rsi, &h.rdx, h.rcx, h.r8);
+			he_tpm_release(chip);
+		} else {
+			h.rax = he_vmmcall(h.rax, &h.rdi, &h.rsi, &h.rdx, h.rcx, h.r8);
+		}
 		if (page) {
 			if (copy_to_user(u64_to_user_ptr(h.buf), page, h.buf_len))
 				rc = -EFAULT;
-			free_page((unsigned long)page);
+			free_pages((unsigned long)page, HE_HYPERCALL_BUF_ORDER);
 		}
 		if (!rc && copy_to_user(up, &h, sizeof(h)))
 			rc = -EFAULT;
@@ -555,7 +614,29 @@ static long he_ioctl(struct file *f, unsigned int cmd, unsigned long arg)
 			rc = -EFAULT;
 			break;
 		}
-		if (p.offset > reserved_size - 8 || (p.offset & 7)) {
+		if (p.target == HE_PROBE_TPM_TIS) {
+			/* one byte of the TIS registers, e.g. TPM_ACCESS (no side effect on read) */
+			void __iomem *tis;
+
+			if (p.offset >= 5 * PAGE_SIZE) {
+				rc = -EINVAL;
+				break;
+			}
+			tis = ioremap(0xfed40000UL + (p.offset & PAGE_MASK), PAGE_SIZE);
+			if (!tis) {
+				rc = -ENOMEM;
+				break;
+			}
+			p.value = 0;
+			p.result = copy_from_kernel_nofault(&p.value, (void __force *)tis + offset_in_page(p.offset), 1);
+			iounmap(tis);
+			if (p.result)
+				p.value = 0;
+			if (copy_to_user(up, &p, sizeof(p)))
+				rc = -EFAULT;
+			break;
+		}
+		if (p.target != HE_PROBE_RESERVED || p.offset > reserved_size - 8 || (p.offset & 7)) {
 			rc = -EINVAL;
 			break;
 		}

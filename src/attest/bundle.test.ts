@@ -3,7 +3,7 @@
  * through the qualifying data, reference values, enclaves, export to tpm2-tools files that
  * tpm2_checkquote accepts, Keylime quote strings, and the service refusing a replay.
  */
-import { createHash, generateKeyPairSync, sign, randomBytes } from 'node:crypto';
+import { createHash, createPublicKey, generateKeyPairSync, sign, randomBytes } from 'node:crypto';
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -39,7 +39,7 @@ describe.skipIf(!!skip)('evidence bundles from a tpm2-tools attester on swtpm', 
   let att: Tpm2ToolsAttester;
   let ak: { tpmtPublic: Buffer; pem: string };
   let hvKey: ReturnType<typeof generateKeyPairSync>;
-  let hvPub: string;
+  let akSpki: string;
   const tmp: string[] = [];
   let pcr12: string;
 
@@ -54,8 +54,8 @@ describe.skipIf(!!skip)('evidence bundles from a tpm2-tools attester on swtpm', 
       v = createHash('sha256').update(Buffer.concat([v, Buffer.from(d, 'hex')])).digest();
     }
     pcr12 = v.toString('hex');
-    hvKey = generateKeyPairSync('ec', { namedCurve: 'P-256' });
-    hvPub = hvKey.publicKey.export({ type: 'spki', format: 'pem' }) as string;
+    hvKey = generateKeyPairSync('ed25519');
+    akSpki = createHash('sha256').update(createPublicKey(ak.pem).export({ type: 'spki', format: 'der' })).digest('hex');
   });
   afterAll(async () => {
     att?.cleanup();
@@ -63,13 +63,20 @@ describe.skipIf(!!skip)('evidence bundles from a tpm2-tools attester on swtpm', 
     tmp.forEach((d) => rmSync(d, { recursive: true, force: true }));
   });
 
+  /** An enclave quote in the CONTRACT-12 layout, signed by a throw-away Ed25519 key (the HAK checks are in matrix.test.ts). */
   function enclave(mrenclave = MRENCLAVE, backend: EvidenceEnclave['backend'] = 'sgx-like', lm?: Buffer): EvidenceEnclave {
-    const report = Buffer.alloc(432);
-    mrenclave.copy(report, 64);
-    MRSIGNER.copy(report, 128);
-    randomBytes(64).copy(report, 320);
-    const sig = sign('sha256', report, { key: hvKey.privateKey, dsaEncoding: 'ieee-p1363' });
-    return { backend, report: report.toString('base64'), reportSignature: sig.toString('base64'), ...(lm ? { launchMeasurement: lm.toString('hex'), launch: SEV_LAUNCH } : {}), keySlot: 1 };
+    const head = Buffer.alloc(16);
+    head.write('HEQ1', 0, 'latin1');
+    head.writeUInt16LE(1, 4);
+    head.writeUInt16LE(1, 6);
+    head.writeUInt32LE(13, 8);
+    const body = Buffer.alloc(384);
+    mrenclave.copy(body, 64);
+    MRSIGNER.copy(body, 128);
+    randomBytes(64).copy(body, 320);
+    const signed = Buffer.concat([head, body, (hvKey.publicKey.export({ type: 'spki', format: 'der' }) as Buffer).subarray(12)]);
+    const quote = Buffer.concat([signed, sign(null, signed, hvKey.privateKey)]);
+    return { backend, quote: quote.toString('base64'), userData: '', ...(lm ? { launchMeasurement: lm.toString('hex'), launch: SEV_LAUNCH } : {}), keySlot: 1 };
   }
 
   const runtimeEvents = (): EventInput[] => [
@@ -81,7 +88,7 @@ describe.skipIf(!!skip)('evidence bundles from a tpm2-tools attester on swtpm', 
   const firmwareLog = (): Buffer => writeEventLog({ specId: { banks: ['sha256'] }, events: [] });
 
   function bundle(over: Partial<BundleClaims> = {}, pcrs = [0, 7, 12], logs: { runtime?: Buffer; firmware?: Buffer } = { runtime: runtimeLog(), firmware: firmwareLog() }): Evidence {
-    const claims: BundleClaims = { nonce: randomBytes(32), platformKind: 'emulated', hypervisor: { containerDigest: HV_IMAGE_DIGEST, pcr: 12, reportKey: hvPub }, enclaves: [enclave()], ...over };
+    const claims: BundleClaims = { nonce: randomBytes(32), platformKind: 'emulated', hypervisor: { containerDigest: HV_IMAGE_DIGEST, pcr: 12 }, ...over };
     const q = att.quote('sha256', pcrs, qualificationFor(claims).toString('hex'));
     return buildEvidence(claims, { quotes: [{ bank: 'sha256', attest: q.attest, signature: q.signature, values: q.values }], ak, eventLogs: logs });
   }
@@ -97,7 +104,8 @@ describe.skipIf(!!skip)('evidence bundles from a tpm2-tools attester on swtpm', 
     const p: VerifierPolicy = {
       schema: 'hyperenclave/verifier-policy',
       version: 1,
-      checks: { 'ak.provenance': 'optional' },
+      // the AK is pinned (no EK here): enrollment is covered by matrix.test.ts and the TPM client tests
+      akProvenance: { trustedAkKeys: [akSpki] },
       requiredPcrs: { sha256: [0, 7, 12] },
       hypervisor: { pcr: 12 },
       enclaves: { allowedMrenclave: [MRENCLAVE.toString('hex')], allowedMrsigner: [MRSIGNER.toString('hex')], allowedLaunchMeasurements: [SEV_LM.toString('hex')] },
@@ -115,12 +123,12 @@ describe.skipIf(!!skip)('evidence bundles from a tpm2-tools attester on swtpm', 
   it('a fresh bundle verifies (everything bound, reference values met)', () => {
     const ev = bundle();
     const { result } = verifier({}, refValues()).verifyBundle(ev, Buffer.from(ev.nonce, 'hex'));
-    const failing = result.checks.filter((c) => c.status === 'fail');
-    // not enrolled here (optional in this policy): enrollment is covered by the TPM client tests
-    expect(failing.map((c) => c.name), JSON.stringify(failing)).toEqual(['ak.provenance']);
+    const notPassing = result.checks.filter((c) => c.status !== 'pass');
+    // a pinned AK has no EK certificate, so nothing says what platform it is on: at best warning
+    expect(notPassing.map((c) => `${c.name}:${c.status}`), formatResultTable(result)).toEqual(['platform.kind:skip']);
     expect(result['ear.status']).toBe('warning');
-    for (const n of ['signature', 'nonce', 'pcr.digest', 'pcr.selection', 'eventlog.firmware', 'eventlog.runtime', 'reference.pcrs', 'reference.hypervisor', 'enclave.reports', 'reference.enclaves', 'platform.kind']) expect(check(result, n)?.status, n).toBe('pass');
-    expect(result.platformKind).toBe('emulated');
+    for (const n of ['signature', 'nonce', 'pcr.digest', 'pcr.selection', 'eventlog.firmware', 'eventlog.runtime', 'reference.pcrs', 'reference.hypervisor', 'ak.provenance', 'clock']) expect(check(result, n)?.status, n).toBe('pass');
+    expect(result.platformKind).toBe('unknown');
   });
 
   it('event-log failures say which PCR, bank and event', () => {
@@ -212,10 +220,6 @@ describe.skipIf(!!skip)('evidence bundles from a tpm2-tools attester on swtpm', 
         ref.hypervisor.digests.sha256 = [OTHER_IMAGE_DIGEST];
         return verifier({}, ref).verifyBundle(ev, Buffer.from(ev.nonce, 'hex')).result;
       }, 'reference.hypervisor'],
-      ['enclave MRENCLAVE not allowed', () => {
-        const ev = bundle({ enclaves: [enclave(createHash('sha256').update('other enclave').digest())] });
-        return verifier({}, refValues()).verifyBundle(ev, Buffer.from(ev.nonce, 'hex')).result;
-      }, 'reference.enclaves'],
       ['SEV launch measurement off by one byte', () => {
         const lm = Buffer.from(SEV_LM);
         lm[31]! ^= 0x01;
@@ -230,15 +234,9 @@ describe.skipIf(!!skip)('evidence bundles from a tpm2-tools attester on swtpm', 
         const ev = bundle({}, [0, 12]);
         return verifier({}, refValues()).verifyBundle(ev, Buffer.from(ev.nonce, 'hex')).result;
       }, 'pcr.selection'],
-      ['enclave report signed by another key', () => {
-        const ev = bundle();
-        const other = generateKeyPairSync('ec', { namedCurve: 'P-256' });
-        ev.enclaves![0]!.reportSignature = sign('sha256', Buffer.from(ev.enclaves![0]!.report, 'base64'), { key: other.privateKey, dsaEncoding: 'ieee-p1363' }).toString('base64');
-        return verifier({}, refValues()).verifyBundle(ev, Buffer.from(ev.nonce, 'hex')).result;
-      }, 'enclave.reports'],
       ['AK not enrolled (provenance required)', () => {
         const ev = bundle();
-        return verifier({ checks: { 'ak.provenance': 'required' } }, refValues()).verifyBundle(ev, Buffer.from(ev.nonce, 'hex')).result;
+        return verifier({ checks: { 'ak.provenance': 'required' }, akProvenance: {} }, refValues()).verifyBundle(ev, Buffer.from(ev.nonce, 'hex')).result;
       }, 'ak.provenance'],
     ];
     for (const [what, run, name] of cases) {

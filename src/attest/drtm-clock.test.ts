@@ -2,7 +2,7 @@
  * DRTM (PCR17 after a locality-4 HASH_START/DATA/END on swtpm's control channel) and the clock
  * check (reset/restart counters between two quotes of the same AK across a TPM power cycle).
  */
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash, createPublicKey, randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { parsePcrsFile } from './tpm2-tools.js';
 import { connect } from 'node:net';
@@ -81,7 +81,8 @@ describe.skipIf(!!skip)('DRTM and clock checks on swtpm', () => {
     return new Verifier({
       stateDir: d,
       policy: {
-        policy: { schema: 'hyperenclave/verifier-policy', version: 1, checks: { 'ak.provenance': 'off' }, ...policy },
+        // the AK is pinned by its SPKI hash (enrollment is tested in enroll.test.ts)
+        policy: { schema: 'hyperenclave/verifier-policy', version: 1, akProvenance: { trustedAkKeys: [createHash('sha256').update(createPublicKey(ak.pem).export({ type: 'spki', format: 'der' })).digest('hex')] }, ...policy },
         trustedEkCas: [],
         ...(pcrs ? { reference: normalizeReferenceValues({ pcrs }, 'test reference') } : {}),
       },
@@ -105,12 +106,15 @@ describe.skipIf(!!skip)('DRTM and clock checks on swtpm', () => {
     const res = await ctrl(tpm.ctrlPort, [u32(6), Buffer.concat([u32(7), u32(MLE.length), MLE]), u32(8)]);
     expect(res).toEqual([0, 0, 0]);
     const expected = createHash('sha256').update(Buffer.concat([Buffer.alloc(32), createHash('sha256').update(MLE).digest()])).digest('hex');
-    const { claims, ev } = quoteBundle([0, 17, 18]);
+    const { claims, ev } = quoteBundle([0, 12, 17, 18]);
     expect(ev.quotes[0]!.pcrs['17']).toBe(expected);
     const pcr18 = ev.quotes[0]!.pcrs['18']!;
-    const ok = verifier({ drtm: { required: true } }, { sha256: { '17': expected, '18': pcr18 } }).verifyBundle(ev, claims.nonce).result;
+    const ok = verifier({ drtm: { required: true } }, { sha256: { '12': ev.quotes[0]!.pcrs['12']!, '17': expected, '18': pcr18 } }).verifyBundle(ev, claims.nonce).result;
     expect(ok.checks.find((c) => c.name === 'reference.drtm')?.status, JSON.stringify(ok.checks)).toBe('pass');
-    expect(ok['ear.status']).toBe('affirming');
+    expect(ok.checks.filter((c) => c.status === 'fail')).toEqual([]);
+    // no logs to replay PCR 12 and 17/18, and no EK certificate: at best warning
+    expect(ok.checks.filter((c) => c.status === 'skip').map((c) => c.name).sort()).toEqual(['eventlog.drtm', 'eventlog.runtime', 'platform.kind']);
+    expect(ok['ear.status']).toBe('warning');
     const other = createHash('sha256').update(Buffer.concat([Buffer.alloc(32), createHash('sha256').update('other MLE').digest()])).digest('hex');
     const bad = verifier({ drtm: { required: true } }, { sha256: { '17': other } }).verifyBundle(ev, claims.nonce).result;
     expect(bad.checks.find((c) => c.name === 'reference.drtm')?.status).toBe('fail');
@@ -119,18 +123,22 @@ describe.skipIf(!!skip)('DRTM and clock checks on swtpm', () => {
     expect(omitted.checks.find((c) => c.name === 'pcr.selection')?.reason).toMatch(/PCR 17 required/);
   });
 
-  it('clock: same boot passes; after a TPM reset (power cycle) the next quote fails the clock check', async () => {
-    const v = verifier({ checks: { 'ak.provenance': 'off', clock: 'required' } });
-    const first = quoteBundle([0]);
-    expect(v.verifyBundle(first.ev, first.claims.nonce).result.checks.find((c) => c.name === 'clock')?.status).toBe('skip');
-    const second = quoteBundle([0]);
-    expect(v.verifyBundle(second.ev, second.claims.nonce).result.checks.find((c) => c.name === 'clock')?.status).toBe('pass');
-    // power cycle: CMD_INIT, then TPM2_Startup(CLEAR) -> resetCount increments
+  it('clock: each accepted quote must be newer (same boot: clock; after a TPM reset: resetCount); an older one is refused', async () => {
+    const v = verifier({ checks: { clock: 'required' } });
+    const clockOf = (b: ReturnType<typeof quoteBundle>) => v.verifyBundle(b.ev, b.claims.nonce).result.checks.find((c) => c.name === 'clock');
+    const first = quoteBundle([0, 12]);
+    expect(clockOf(first)).toMatchObject({ status: 'pass', reason: expect.stringMatching(/first accepted quote/) });
+    const second = quoteBundle([0, 12]);
+    expect(clockOf(second)).toMatchObject({ status: 'pass', reason: expect.stringMatching(/same boot/) });
+    // orderly power cycle: TPM2_Shutdown(CLEAR), CMD_INIT, TPM2_Startup(CLEAR) -> resetCount increments
+    att.run('tpm2_shutdown', ['-c']);
     expect(await ctrl(tpm.ctrlPort, [Buffer.concat([u32(2), u32(0)])])).toEqual([0]);
     att.run('tpm2_startup', ['-c']);
-    const third = quoteBundle([0]);
-    const r = v.verifyBundle(third.ev, third.claims.nonce).result;
-    expect(r.checks.find((c) => c.name === 'clock')).toMatchObject({ status: 'fail', reason: expect.stringMatching(/resetCount \d+ -> \d+: the TPM was reset/) });
+    const third = quoteBundle([0, 12]);
+    expect(clockOf(third)).toMatchObject({ status: 'pass', reason: expect.stringMatching(/resetCount \d+ -> \d+/) });
+    // the second quote (before the reset) is now older than the last accepted one
+    const r = v.verifyBundle(second.ev, second.claims.nonce).result;
+    expect(r.checks.find((c) => c.name === 'clock')).toMatchObject({ status: 'fail', reason: expect.stringMatching(/resetCount \d+ is older than the last accepted/) });
     expect(r['ear.status']).toBe('contraindicated');
   });
 });

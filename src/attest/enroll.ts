@@ -11,7 +11,7 @@ import { fromB64 } from './bytes.js';
 import { AttestError } from './errors.js';
 import { akNameOf, parsePublic } from './tpm-structures.js';
 import { makeCredentialForEk } from './credential.js';
-import { verifyCertChain } from './verify.js';
+import { platformKindOfEk, verifyCertChain } from './verify.js';
 import type { Verifier } from './verifier.js';
 
 export interface EnrollmentRecord {
@@ -23,6 +23,9 @@ export interface EnrollmentRecord {
   akPublic: string;
   ekCertSha256: string;
   ekCertSubject?: string;
+  /** Derived at enrollment from the CA the EK certificate chains to: swtpm's local CA means emulated. */
+  platformKind?: 'real' | 'emulated';
+  platformReason?: string;
   enrolledAt: string;
   method: 'credential-activation';
   /** ES256 signature (base64url, r‖s) over the JSON of this record without `signature`, by the verifier key. */
@@ -37,6 +40,8 @@ export interface PendingEnrollment {
   akPublic: string;
   ekCertSha256: string;
   ekCertSubject?: string;
+  platformKind?: 'real' | 'emulated';
+  platformReason?: string;
   expiresAt: string;
 }
 
@@ -97,6 +102,7 @@ export function startEnrollment(v: Verifier, req: EnrollStartRequest): EnrollCha
   if (a & ATTR.decrypt) throw new AttestError('enroll: AK must not be a decryption key', 4);
 
   const akName = akNameOf(ak.tpmt);
+  const kind = platformKindOfEk(req.ekCertificates, cas);
   const secret = randomBytes(32);
   const { credentialBlob, encryptedSecret } = makeCredentialForEk(ekPub.tpmt, secret, akName);
   const id = randomBytes(16).toString('hex');
@@ -109,6 +115,7 @@ export function startEnrollment(v: Verifier, req: EnrollStartRequest): EnrollCha
     akPublic: ak.tpmt.toString('base64'),
     ekCertSha256: createHash('sha256').update(ekCert.raw).digest('hex'),
     ekCertSubject: ekCert.subject.replace(/\n/g, ', '),
+    ...(kind.kind !== 'unknown' ? { platformKind: kind.kind, platformReason: kind.reason } : {}),
     expiresAt,
   });
   secret.fill(0);
@@ -130,6 +137,7 @@ export function finishEnrollment(v: Verifier, answer: { id: string; secret: stri
     akPublic: p.akPublic,
     ekCertSha256: p.ekCertSha256,
     ...(p.ekCertSubject ? { ekCertSubject: p.ekCertSubject } : {}),
+    ...(p.platformKind ? { platformKind: p.platformKind, ...(p.platformReason ? { platformReason: p.platformReason } : {}) } : {}),
     enrolledAt: new Date().toISOString(),
     method: 'credential-activation',
   };

@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { compileSchema } from '../schemas.js';
-import { CLAIMS_SCHEME, claimsDigest, publicKeyHash, qualifyingData, type ClaimsInput, type PlatformKindClaim } from './binding.js';
+import { CLAIMS_SCHEME, claimsDigest, qualifyingData, type ClaimsInput, type PlatformKindClaim } from './binding.js';
 import { fromB64, fromHex } from './bytes.js';
 import { AttestError } from './errors.js';
 import { jsonSyntaxProblem } from '../errors.js';
@@ -19,10 +19,11 @@ export interface EvidenceQuote {
 export interface EvidenceEnclave {
   id?: string;
   backend: 'none' | 'sgx-like' | 'sev' | 'sev-es' | 'sev-snp' | 'csv' | 'mktme';
-  report: string;
-  reportSignature?: string;
-  mrenclave?: string;
-  mrsigner?: string;
+  /** The hypervisor's enclave quote (496 B), base64. */
+  quote: string;
+  /** What the enclave bound with the nonce into REPORTDATA, hex (may be empty). */
+  userData: string;
+  name?: string;
   launchMeasurement?: string;
   launch?: Record<string, string | number>;
   keySlot?: number;
@@ -34,12 +35,12 @@ export interface Evidence {
   version: 1;
   createdAt?: string;
   nonce: string;
-  claims: { scheme: typeof CLAIMS_SCHEME; platformKind: PlatformKindClaim; hypervisorKeyHash?: string; claimsDigest?: string };
+  claims: { scheme: typeof CLAIMS_SCHEME; platformKind?: PlatformKindClaim; claimsDigest?: string };
   quotes: EvidenceQuote[];
   ak: { public: string; pem: string; name?: string };
   akProvenance?: { ekCertificates?: string[]; enrollment?: Record<string, unknown> };
   eventLogs?: { firmware?: string; runtime?: string; drtm?: string };
-  hypervisor?: { containerDigest?: string; buildId?: string; version?: string; pcr?: number; reportKey?: string };
+  hypervisor?: { containerDigest?: string; buildId?: string; version?: string; pcr?: number; hakPcr?: number };
   enclaves?: EvidenceEnclave[];
 }
 
@@ -77,10 +78,8 @@ export function inputFromEvidence(ev: Evidence): VerifyInput {
   const enclaves: EnclaveInput[] = (ev.enclaves ?? []).map((e, i) => ({
     ...(e.id ? { id: e.id } : {}),
     backend: e.backend,
-    report: fromB64(e.report, `enclaves[${i}].report`),
-    ...(e.reportSignature ? { reportSignature: fromB64(e.reportSignature, `enclaves[${i}].reportSignature`) } : {}),
-    ...(e.mrenclave ? { mrenclave: e.mrenclave } : {}),
-    ...(e.mrsigner ? { mrsigner: e.mrsigner } : {}),
+    quote: fromB64(e.quote, `enclaves[${i}].quote`),
+    userData: fromHex(e.userData, `enclaves[${i}].userData`),
     ...(e.launchMeasurement ? { launchMeasurement: fromHex(e.launchMeasurement, `enclaves[${i}].launchMeasurement`) } : {}),
     ...(e.launch ? { launch: e.launch } : {}),
     ...(e.keySlot !== undefined ? { keySlot: e.keySlot } : {}),
@@ -92,10 +91,8 @@ export function inputFromEvidence(ev: Evidence): VerifyInput {
   }
   return {
     source: 'bundle',
-    binding: 'claims-v1',
-    platformKind: ev.claims.platformKind,
-    ...(ev.claims.hypervisorKeyHash ? { hypervisorKeyHash: Buffer.from(ev.claims.hypervisorKeyHash, 'hex') } : {}),
-    ...(ev.hypervisor?.reportKey ? { hypervisorReportKey: ev.hypervisor.reportKey } : {}),
+    binding: 'claims',
+    ...(ev.claims.platformKind ? { platformKind: ev.claims.platformKind } : {}),
     quotes,
     ak: { tpmtPublic: fromB64(ev.ak.public, 'ak.public'), pem: ev.ak.pem },
     ...(ev.akProvenance?.ekCertificates ? { ekCertificates: ev.akProvenance.ekCertificates } : {}),
@@ -138,14 +135,18 @@ export function inputFromTpm2ToolsFiles(files: { message: Buffer; signature: Buf
 /** The claims a bundle carries, decoded as they were bound into its quotes' qualifyingData. */
 export function bundleClaims(ev: Evidence): ClaimsInput {
   return {
-    platformKind: ev.claims.platformKind,
-    ...(ev.claims.hypervisorKeyHash ? { hypervisorKeyHash: Buffer.from(ev.claims.hypervisorKeyHash, 'hex') } : {}),
-    enclaves: (ev.enclaves ?? []).map((e) => ({
-      backend: e.backend,
-      report: Buffer.from(e.report, 'base64'),
-      ...(e.launchMeasurement ? { launchMeasurement: Buffer.from(e.launchMeasurement, 'hex') } : {}),
-      ...(e.keySlot !== undefined ? { keySlot: e.keySlot } : {}),
-    })),
+    ...(ev.claims.platformKind ? { platformKind: ev.claims.platformKind } : {}),
+    enclaves: (ev.enclaves ?? []).map(enclaveBinding),
+  };
+}
+
+function enclaveBinding(e: EvidenceEnclave): import('./binding.js').EnclaveBindingInput {
+  return {
+    backend: e.backend,
+    quote: Buffer.from(e.quote, 'base64'),
+    userData: Buffer.from(e.userData, 'hex'),
+    ...(e.launchMeasurement ? { launchMeasurement: Buffer.from(e.launchMeasurement, 'hex') } : {}),
+    ...(e.keySlot !== undefined ? { keySlot: e.keySlot } : {}),
   };
 }
 
@@ -154,26 +155,19 @@ export function bundleClaimsDigest(ev: Evidence): string {
   return claimsDigest(bundleClaims(ev)).toString('hex');
 }
 
-export { publicKeyHash };
-
 /** Everything a bundle says besides the quotes, known before quoting (it determines extraData). */
 export interface BundleClaims {
   nonce: Buffer;
-  platformKind: PlatformKindClaim;
-  hypervisor?: { containerDigest?: string; buildId?: string; version?: string; pcr?: number; reportKey?: string };
+  /** What the attester believes it runs on; optional and never trusted (the verifier derives the kind from the EK certificate). */
+  platformKind?: PlatformKindClaim;
+  hypervisor?: { containerDigest?: string; buildId?: string; version?: string; pcr?: number; hakPcr?: number };
   enclaves?: EvidenceEnclave[];
 }
 
 function claimsInputOf(c: BundleClaims): import('./binding.js').ClaimsInput {
   return {
-    platformKind: c.platformKind,
-    ...(c.hypervisor?.reportKey ? { hypervisorKeyHash: publicKeyHash(c.hypervisor.reportKey) } : {}),
-    enclaves: (c.enclaves ?? []).map((e) => ({
-      backend: e.backend,
-      report: Buffer.from(e.report, 'base64'),
-      ...(e.launchMeasurement ? { launchMeasurement: Buffer.from(e.launchMeasurement, 'hex') } : {}),
-      ...(e.keySlot !== undefined ? { keySlot: e.keySlot } : {}),
-    })),
+    ...(c.platformKind ? { platformKind: c.platformKind } : {}),
+    enclaves: (c.enclaves ?? []).map(enclaveBinding),
   };
 }
 
@@ -201,8 +195,7 @@ export function buildEvidence(
     nonce: c.nonce.toString('hex'),
     claims: {
       scheme: CLAIMS_SCHEME,
-      platformKind: c.platformKind,
-      ...(ci.hypervisorKeyHash ? { hypervisorKeyHash: Buffer.from(ci.hypervisorKeyHash).toString('hex') } : {}),
+      ...(c.platformKind ? { platformKind: c.platformKind } : {}),
       claimsDigest: claimsDigest(ci).toString('hex'),
     },
     quotes: parts.quotes.map((q) => ({

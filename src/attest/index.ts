@@ -7,7 +7,7 @@ import type { CheckResult } from './result.js';
 import { Verifier, parseNonceHex, type VerifyOutcome } from './verifier.js';
 
 export { AttestError, VerifyError } from './errors.js';
-export { CLAIMS_SCHEME, claimsDigest, qualifyingData, publicKeyHash } from './binding.js';
+export { CLAIMS_SCHEME, claimsDigest, qualifyingData } from './binding.js';
 export { buildEvidence, evidenceProblems, inputFromEvidence, parseEvidence, qualificationFor, readEvidenceFile, type BundleClaims, type Evidence, type EvidenceEnclave } from './evidence.js';
 export { exportTpm2Tools, keylimeQuotes, bundleQualification, type Tpm2ToolsExport } from './export.js';
 export { parsePcrsFile, writePcrsFile } from './tpm2-tools.js';
@@ -22,7 +22,7 @@ export { startVerifierService, type ServiceOptions, type RunningService } from '
 export { startEnrollment, finishEnrollment, enrollmentRequest, answerEnrollment, type EnrollChallenge, type EnrollmentRecord, type EnrollStartRequest, type EnrollingTpm } from './enroll.js';
 export { makeCredentialForEk, toTpm2ToolsCredentialFile, type Credential } from './credential.js';
 export { verifierEnrollStartFiles, verifierEnrollFinishFile, akEnrollRequestFile, akEnrollAnswerFile, readJsonFile, writeJsonFile } from './files.js';
-export { registerEnclaveReportDecoder } from './enclave-report.js';
+export { parseEnclaveQuote, expectedReportData, hakEventData, hakPcrValue, ENCLAVE_QUOTE_SIZE, DEFAULT_HAK_PCR } from './enclave-quote.js';
 
 /**
  * `hyperenclave verify EVIDENCE.json [--policy P] [--nonce HEX]`: verifies a bundle file.

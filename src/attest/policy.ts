@@ -16,11 +16,32 @@ export interface VerifierPolicy {
   referenceValues?: string;
   platform?: { requireReal?: boolean };
   drtm?: { required?: boolean };
-  hypervisor?: { pcr?: number; allowedReportKeys?: string[] };
-  enclaves?: { allowedMrenclave?: string[]; allowedMrsigner?: string[]; allowedLaunchMeasurements?: string[]; minCount?: number; launch?: { tikFile: string; allowedLaunchDigests: string[]; allowedPolicies?: number[] } };
-  akProvenance?: { acceptEnrolled?: boolean; trustedEkCaFiles?: string[] };
+  hypervisor?: { pcr?: number; hakPcr?: number };
+  enclaves?: {
+    /** Allowed enclave identities (Keylime-style policy as data): an enclave must match one entry in every field it names. */
+    allowed?: EnclaveIdentityPolicy[];
+    /** Shorthand: every MRENCLAVE × MRSIGNER pair of these lists is an allowed identity. */
+    allowedMrenclave?: string[];
+    allowedMrsigner?: string[];
+    allowedLaunchMeasurements?: string[];
+    minCount?: number;
+    launch?: { tikFile: string; allowedLaunchDigests: string[]; allowedPolicies?: number[] };
+  };
+  akProvenance?: { acceptEnrolled?: boolean; trustedEkCaFiles?: string[]; trustedAkKeys?: string[] };
   nonce?: { ttlSeconds?: number };
   resultTtlSeconds?: number;
+}
+
+/** One allowed enclave identity; absent fields are not constrained. */
+export interface EnclaveIdentityPolicy {
+  name?: string;
+  mrenclave?: string;
+  mrsigner?: string;
+  isvProdId?: number;
+  /** Lowest accepted ISVSVN. */
+  minIsvSvn?: number;
+  /** A DEBUG enclave (ATTRIBUTES bit 1) matches only with this set. */
+  allowDebug?: boolean;
 }
 
 /** Reference values as the verifier uses them: allowed values per bank and PCR, lower-case hex. */
@@ -34,11 +55,47 @@ export interface ReferenceValues {
   source: string;
 }
 
-/** Checks that run as `expected` (a failure contraindicates, a skip is neutral) unless the policy says otherwise. */
-const DEFAULT_EXPECTED = ['evidence.format', 'attest.magic', 'attest.type', 'signature', 'nonce', 'nonce.*', 'pcr.digest', 'pcr.selection', 'eventlog.*', 'reference.*', 'ak.provenance', 'enclave.reports', 'platform.kind'];
+/**
+ * Checks that run as `expected` unless the policy says otherwise: a failure contraindicates,
+ * a skip (the check could not run) gives at best `warning`.
+ */
+const DEFAULT_EXPECTED = ['evidence.format', 'attest.magic', 'attest.type', 'signature', 'nonce', 'nonce.*', 'pcr.digest', 'pcr.selection', 'eventlog.*', 'reference.*', 'ak.provenance', 'enclave.*', 'platform.kind', 'clock'];
 
-/** How a check is treated: exact name, then the longest matching `prefix.*`, then defaults. */
+const RANK: Record<Requirement, number> = { off: 0, optional: 1, expected: 2, required: 3 };
+
+/**
+ * Floors the policy cannot go below. The quote's own integrity (format, signature, nonce, PCR
+ * digest) is required; AK provenance, the replay (clock) check and the enclave chain run at
+ * least as `expected`: switching AK provenance off is done by naming another trust anchor
+ * (akProvenance.trustedAkKeys), not by lowering the check.
+ */
+const FLOORS: [string, Requirement][] = [
+  ['evidence.format', 'required'],
+  ['attest.magic', 'required'],
+  ['attest.type', 'required'],
+  ['signature', 'required'],
+  ['nonce', 'required'],
+  ['pcr.digest', 'required'],
+  ['ak.provenance', 'expected'],
+  ['clock', 'expected'],
+  ['enclave.*', 'expected'],
+];
+
+export function floorOf(check: string): Requirement {
+  for (const [k, v] of FLOORS) if (k === check || (k.endsWith('*') && check.startsWith(k.slice(0, -1)))) return v;
+  return 'off';
+}
+
+export function maxRequirement(a: Requirement, b: Requirement): Requirement {
+  return RANK[a] >= RANK[b] ? a : b;
+}
+
+/** How a check is treated: exact name, then the longest matching `prefix.*`, then defaults; never below its floor. */
 export function requirementOf(policy: VerifierPolicy, check: string): Requirement {
+  return maxRequirement(policyRequirement(policy, check), floorOf(check));
+}
+
+function policyRequirement(policy: VerifierPolicy, check: string): Requirement {
   const table = policy.checks ?? {};
   if (table[check]) return table[check]!;
   let best: { len: number; req: Requirement } | undefined;
@@ -48,6 +105,17 @@ export function requirementOf(policy: VerifierPolicy, check: string): Requiremen
   if (best) return best.req;
   for (const k of DEFAULT_EXPECTED) if (k === check || (k.endsWith('*') && check.startsWith(k.slice(0, -1)))) return 'expected';
   return 'optional';
+}
+
+/** The allowed enclave identities a policy names (the `allowed` list, else the MRENCLAVE × MRSIGNER shorthand); undefined when it names none. */
+export function allowedEnclaveIdentities(policy: VerifierPolicy): EnclaveIdentityPolicy[] | undefined {
+  const e = policy.enclaves;
+  if (!e) return undefined;
+  if (e.allowed) return e.allowed;
+  if (!e.allowedMrenclave && !e.allowedMrsigner) return undefined;
+  const out: EnclaveIdentityPolicy[] = [];
+  for (const mrenclave of e.allowedMrenclave ?? [undefined]) for (const mrsigner of e.allowedMrsigner ?? [undefined]) out.push({ ...(mrenclave ? { mrenclave } : {}), ...(mrsigner ? { mrsigner } : {}) });
+  return out;
 }
 
 const validatePolicy = compileSchema<VerifierPolicy>('verifier-policy.schema.json');

@@ -84,7 +84,7 @@ describe.skipIf(!!skip)('enrollment and attestation against the verifier service
     if (dir) rmSync(dir, { recursive: true, force: true });
   });
 
-  it('enrolls the AK by credential activation, then a quote on the verifier\'s nonce is affirming; a replay is not', async () => {
+  it('enrolls the AK by credential activation, then a quote on the verifier\'s nonce passes every check it can run; a replay is refused', async () => {
     const client = new VerifierClient(svc.url);
     const stored = await createStoredAk(tpm, join(dir, 'attester'), 'ecc');
     const ek = await tpm.createEk('rsa');
@@ -97,12 +97,14 @@ describe.skipIf(!!skip)('enrollment and attestation against the verifier service
       const evidence = await collectEvidence(clientAttesterTpm(tpm, ak), {
         nonce: Buffer.from(nonce, 'hex'),
         ak: { tpmtPublic: Buffer.from(stored.public, 'base64'), pem: stored.pem, name: Buffer.from(stored.name, 'hex') },
-        pcrSelection: { sha256: [0, 7] },
+        pcrSelection: { sha256: [0, 7, 12] },
         claims: { platformKind: 'emulated' },
         logs: {},
       });
       const verdict = await client.verify(evidence);
-      expect(verdict.status, JSON.stringify(verdict.result)).toBe('affirming');
+      // every check that runs passes; this service has no reference values, so the platform state is not judged: warning
+      expect((verdict.result as { checks: { status: string }[] }).checks.filter((c) => c.status === 'fail'), JSON.stringify(verdict.result)).toEqual([]);
+      expect(verdict.status).toBe('warning');
       expect(verdict.jwt.split('.')).toHaveLength(3);
       expect((await client.verify(evidence)).status).toBe('contraindicated');
       // a second enrollment of the same AK from the same TPM is accepted again (idempotent re-enrollment)

@@ -41,14 +41,19 @@ export const EAT_PROFILE = 'tag:hyperenclave.dev,2026:ear-tpm-v1';
 function claimOf(check: string): string {
   if (check === 'platform.kind') return 'hardware';
   if (check.startsWith('eventlog.') || check === 'reference.hypervisor' || check === 'reference.drtm') return 'executables';
-  if (check.startsWith('reference.enclave') || check.startsWith('reference.sev') || check === 'enclave.reports') return 'runtime-opaque';
+  if (check.startsWith('enclave.') || check === 'reference.launch') return 'runtime-opaque';
   if (check.startsWith('reference.') || check === 'pcr.selection') return 'configuration';
   return 'instance-identity';
 }
 
 const rank: Record<EarStatus, number> = { none: 0, affirming: 1, warning: 2, contraindicated: 3 };
 
-/** Overall and per-claim status: a required check that fails or is skipped contraindicates; an optional failure warns. */
+/**
+ * Overall and per-claim status. `affirming` only when every check the policy requires ran and
+ * passed: a required check that fails or is skipped contraindicates; an expected check that
+ * fails contraindicates and one that could not run (skip) gives at best `warning`; an optional
+ * failure warns and an optional skip is neutral.
+ */
 export function summarize(checks: CheckResult[]): { status: EarStatus; vector: Record<string, EarStatus>; firstFailure?: string } {
   const vector: Record<string, EarStatus> = {};
   let status: EarStatus = 'affirming';
@@ -59,7 +64,7 @@ export function summarize(checks: CheckResult[]): { status: EarStatus; vector: R
     let s: EarStatus;
     if (c.status === 'pass') s = 'affirming';
     else if (req === 'required') s = 'contraindicated';
-    else if (c.status === 'skip') s = 'affirming';
+    else if (c.status === 'skip') s = req === 'expected' ? 'warning' : 'affirming';
     else s = req === 'expected' ? 'contraindicated' : 'warning';
     const claim = claimOf(c.name);
     if (!vector[claim] || rank[s] > rank[vector[claim]!]) vector[claim] = s;

@@ -44,7 +44,7 @@ describe.skipIf(!!skip)('attester on our TPM client (swtpm)', () => {
     ['RSASSA', 'rsa', TPM_ALG.RSASSA],
     ['RSAPSS', 'rsa', TPM_ALG.RSAPSS],
   ] as const) {
-    it(`${label} AK: enroll, collect, verify affirming${noTools || scheme === TPM_ALG.RSAPSS ? '' : '; tpm2_checkquote accepts the export'}`, async () => {
+    it(`${label} AK: enroll, collect, every check passes${noTools || scheme === TPM_ALG.RSAPSS ? '' : '; tpm2_checkquote accepts the export'}`, async () => {
       const ek = await client.createEk('rsa');
       const { object: ak } = await client.createAk(ek, kind, { template: akTemplate(kind, { scheme }) });
       try {
@@ -65,7 +65,10 @@ describe.skipIf(!!skip)('attester on our TPM client (swtpm)', () => {
           claims: { platformKind: 'emulated' },
         });
         const { result } = verifier.verifyBundle(JSON.parse(JSON.stringify(ev)), nonce);
-        expect(result['ear.status'], formatResultTable(result)).toBe('affirming');
+        expect(result.checks.filter((c) => c.status === 'fail'), formatResultTable(result)).toEqual([]);
+        // no reference values in this policy: the platform state is not judged, so at best warning
+        expect(result['ear.status']).toBe('warning');
+        expect(result.platformKind).toBe('emulated');
         expect(result.checks.find((c) => c.name === 'signature')?.reason).toMatch(new RegExp(`^${label.split(' ')[0]!.toLowerCase()}`));
 
         // tpm2_checkquote 5.4 refuses RSAPSS quotes with a hash-sized salt (test/fixtures/attest/NOTES.md)

@@ -38,7 +38,9 @@ describe('tpm2-tools quotes (fixtures made by tpm2_quote against swtpm)', () => 
       const f = files(kind);
       const { result, jwt } = v.verifyTpm2Tools(f, f.nonce);
       for (const n of ['attest.magic', 'attest.type', 'signature', 'nonce', 'pcr.digest']) expect(check(result, n)?.status, n).toBe('pass');
-      expect(result['ear.status']).toBe('warning'); // AK not enrolled (optional here)
+      // AK provenance cannot go below `expected`: an AK nobody enrolled contraindicates
+      expect(check(result, 'ak.provenance')).toMatchObject({ status: 'fail', requirement: 'expected' });
+      expect(result['ear.status']).toBe('contraindicated');
       expect(verifyResultJwt(jwt, v.state.key().publicKey)).toEqual(result);
     });
   }
@@ -78,7 +80,8 @@ describe('tpm2-tools quotes (fixtures made by tpm2_quote against swtpm)', () => 
       ['quote from another TPM (other AK)', () => verifier().verifyTpm2Tools({ ...f, akPem: files('ecc-p384').akPem }, f.nonce), 'signature'],
       ['PCR selection omitting a required PCR', () => verifier({ requiredPcrs: { sha256: [0, 7, 12, 14] } }).verifyTpm2Tools(f, f.nonce), 'pcr.selection'],
       ['AK not enrolled (policy requires provenance)', () => verifier({ checks: {} }).verifyTpm2Tools(f, f.nonce), 'ak.provenance'],
-      ['emulated/unbound platform when policy requires real hardware', () => verifier({ platform: { requireReal: true } }).verifyTpm2Tools(f, f.nonce), 'platform.kind'],
+      ['platform kind unknown (nothing vouches for the AK) when policy requires real hardware', () => verifier({ platform: { requireReal: true } }).verifyTpm2Tools(f, f.nonce), 'platform.kind'],
+      ['AK provenance "optional" in the policy: raised to its floor (expected)', () => verifier({ checks: { 'ak.provenance': 'optional' } }).verifyTpm2Tools(f, f.nonce), 'ak.provenance'],
     ];
     for (const [what, run, name] of cases) {
       it(`${what} -> ${name} fails, contraindicated`, () => {

@@ -1,15 +1,16 @@
 import { createHash, timingSafeEqual, X509Certificate } from 'node:crypto';
 import { CSV_SUITE, SEV_SUITE, launchMeasurement } from '../enclave/backends/sev-firmware.js';
 import { hashAlgById, hashAlgByName } from '../tpm/alg.js';
-import { CLAIMS_SCHEME, qualifyingData, publicKeyHash, type ClaimsInput } from './binding.js';
+import { parseEventLog } from '../eventlog/index.js';
+import { CLAIMS_SCHEME, qualifyingData, type ClaimsInput } from './binding.js';
 import { AttestError } from './errors.js';
 import type { LoadedPolicy, BankName } from './policy.js';
-import { requirementOf } from './policy.js';
-import { buildResult, type AttestationResult, type CheckResult, type CheckStatus } from './result.js';
+import { allowedEnclaveIdentities, maxRequirement, requirementOf } from './policy.js';
+import { buildResult, type AttestationResult, type CheckResult, type CheckStatus, type Requirement } from './result.js';
 import { akKeyFromInput, parseQuoteAttest, verifyQuoteSignature, TPM_GENERATED_VALUE, TPM_ST_ATTEST_QUOTE, type ParsedQuote } from './tpm-structures.js';
 import { replayEventLogs, type LogKind } from './eventlog-check.js';
 import type { EnrollmentRecord } from './enroll.js';
-import { verifyEnclaveReport } from './enclave-report.js';
+import { DEFAULT_HAK_PCR, enclaveQuoteSignatureOk, expectedReportData, hakEventData, hakFromEventData, hakPcrValue, parseEnclaveQuote, type EnclaveQuote } from './enclave-quote.js';
 
 /** PCR values: bank -> index -> value. */
 export type PcrValues = Map<BankName, Map<number, Buffer>>;
@@ -24,10 +25,10 @@ export interface QuoteInput {
 export interface EnclaveInput {
   id?: string;
   backend: string;
-  report: Buffer;
-  reportSignature?: Buffer;
-  mrenclave?: string;
-  mrsigner?: string;
+  /** The hypervisor's enclave quote (496 B, CONTRACT-12). */
+  quote: Buffer;
+  /** What the enclave bound with the nonce: REPORTDATA[0..32] = SHA-256(nonce ‖ userData). */
+  userData: Buffer;
   launchMeasurement?: Buffer;
   /** Firmware launch inputs (apiMajor, apiMinor, build, policy, mnonce hex) for recomputing LAUNCH_MEASURE. */
   launch?: Record<string, string | number>;
@@ -37,11 +38,10 @@ export interface EnclaveInput {
 /** What the verifier checks, whatever format it arrived in. */
 export interface VerifyInput {
   source: 'bundle' | 'tpm2-tools';
-  /** claims-v1: extraData = H(nonce ‖ claimsDigest); raw: extraData = nonce (tpm2-tools' own quotes). */
-  binding: 'claims-v1' | 'raw';
+  /** claims: extraData = H(nonce ‖ claimsDigest); raw: extraData = nonce (tpm2-tools' own quotes). */
+  binding: 'claims' | 'raw';
+  /** What the attester claims to run on (never trusted: compared with the kind the EK certificate gives). */
   platformKind?: 'real' | 'emulated';
-  hypervisorKeyHash?: Buffer;
-  hypervisorReportKey?: string;
   quotes: QuoteInput[];
   ak: { tpmtPublic?: Buffer; pem?: string };
   ekCertificates?: string[];
@@ -63,37 +63,75 @@ export interface VerifyOptions {
   policy: LoadedPolicy;
   /** Enrollment lookup by AK name (hex) or, for a PEM-only AK, SHA-256(SPKI) hex. */
   findEnrollment?: (akNameHex: string | undefined, akSpkiHash: string) => EnrollmentRecord | undefined;
-  /** Previous clock record for this AK (by SPKI hash), and where to store the new one. */
+  /** Clock record of the last ACCEPTED quote from this AK (by SPKI hash), and where to store a new one. */
   previousClock?: (akSpkiHash: string) => ClockRecord | undefined;
+  /** Called only when the result is not contraindicated. */
   recordClock?: (akSpkiHash: string, rec: ClockRecord) => void;
-  /** Extra reasons a check failed before verification (e.g. the schema check of a bundle). */
+  /** Checks made before verification (schema check, nonce freshness); a `requirement` on them is a floor the policy cannot lower. */
   preChecks?: CheckResult[];
   keyId?: string;
 }
 
+/** Nonce length the verifier accepts (bytes): shorter ones can be guessed, longer ones do not fit TPM2B_DATA. */
+export const NONCE_MIN = 8;
+export const NONCE_MAX = 64;
+/** PCR the hypervisor image is measured into when neither policy nor reference values say. */
+export const DEFAULT_HYPERVISOR_PCR = 12;
+
 class Checks {
   readonly list: CheckResult[] = [];
   constructor(private readonly loaded: LoadedPolicy) {}
-  enabled(name: string): boolean {
-    return requirementOf(this.loaded.policy, name) !== 'off';
-  }
-  add(name: string, status: CheckStatus, reason: string, details?: string[]): void {
-    const requirement = requirementOf(this.loaded.policy, name);
+  add(name: string, status: CheckStatus, reason: string, details?: string[], floor?: Requirement): void {
+    const requirement = maxRequirement(requirementOf(this.loaded.policy, name), floor ?? 'off');
     if (requirement === 'off') return;
     this.list.push({ name, status, requirement, reason, ...(details && details.length ? { details } : {}) });
   }
-  failed(name: string): boolean {
-    return this.list.some((c) => c.name === name && c.status === 'fail');
+  get(name: string): CheckResult | undefined {
+    return this.list.find((c) => c.name === name);
+  }
+  passed(name: string): boolean {
+    return this.get(name)?.status === 'pass';
   }
 }
 
 const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
+const short = (b: Uint8Array | string): string => (typeof b === 'string' ? b : hex(b)).slice(0, 16) + '…';
+
+/** The log that owns a PCR's final value. */
+function logOf(pcr: number): LogKind {
+  return pcr <= 7 ? 'firmware' : pcr >= 17 && pcr <= 22 ? 'drtm' : 'runtime';
+}
+
+/** True when a CA name says it is swtpm's local CA (swtpm_localca: "swtpm-localca-rootca", "swtpm-localca"). */
+function isSwtpmName(name: string): boolean {
+  return /swtpm/i.test(name);
+}
+
+/**
+ * The platform kind an EK certificate chain shows: `emulated` when it chains to (or is issued by)
+ * swtpm's local CA, `real` when it chains to another CA the policy trusts, `unknown` when it
+ * does not chain to a trusted CA at all.
+ */
+export function platformKindOfEk(chainPem: string[], trustedPem: string[]): { kind: 'real' | 'emulated' | 'unknown'; reason: string } {
+  const chain = verifyCertChain(chainPem, trustedPem);
+  if (!chain.ok) return { kind: 'unknown', reason: `EK certificate: ${chain.reason}` };
+  let names: string[] = [];
+  try {
+    const certs = chainPem.map((p) => new X509Certificate(p));
+    names = [...certs.map((c) => c.issuer), ...certs.slice(1).map((c) => c.subject), chain.root ?? ''];
+  } catch {
+    return { kind: 'unknown', reason: 'EK certificate does not parse' };
+  }
+  const swtpm = names.find(isSwtpmName);
+  if (swtpm) return { kind: 'emulated', reason: `EK certificate chains to swtpm's local CA (${swtpm.replace(/\n/g, ', ')})` };
+  return { kind: 'real', reason: `EK certificate ${chain.reason}` };
+}
 
 /** Runs every check; never throws for bad evidence (bad evidence is a failed check). */
 export function verifyEvidence(input: VerifyInput, opts: VerifyOptions): AttestationResult {
   const { policy } = opts.policy;
   const c = new Checks(opts.policy);
-  for (const p of opts.preChecks ?? []) c.add(p.name, p.status, p.reason, p.details);
+  for (const p of opts.preChecks ?? []) c.add(p.name, p.status, p.reason, p.details, p.requirement);
 
   // --- AK key ---
   let akSpkiHash = '';
@@ -141,21 +179,22 @@ export function verifyEvidence(input: VerifyInput, opts: VerifyOptions): Attesta
   // --- nonce / claims binding ---
   let expectedExtra: Buffer;
   let claims: ClaimsInput | undefined;
-  if (input.binding === 'claims-v1') {
+  if (input.binding === 'claims') {
     claims = {
-      platformKind: input.platformKind ?? 'emulated',
-      ...(input.hypervisorKeyHash ? { hypervisorKeyHash: input.hypervisorKeyHash } : {}),
-      enclaves: input.enclaves.map((e) => ({ backend: e.backend, report: e.report, ...(e.launchMeasurement ? { launchMeasurement: e.launchMeasurement } : {}), ...(e.keySlot !== undefined ? { keySlot: e.keySlot } : {}) })),
+      ...(input.platformKind ? { platformKind: input.platformKind } : {}),
+      enclaves: input.enclaves.map((e) => ({ backend: e.backend, quote: e.quote, userData: e.userData, ...(e.launchMeasurement ? { launchMeasurement: e.launchMeasurement } : {}), ...(e.keySlot !== undefined ? { keySlot: e.keySlot } : {}) })),
     };
     expectedExtra = qualifyingData(opts.expectedNonce, claims);
   } else expectedExtra = opts.expectedNonce;
   const nonceBad: string[] = [];
+  const nlen = opts.expectedNonce.length;
+  if (nlen < NONCE_MIN || nlen > NONCE_MAX) nonceBad.push(`the challenge is ${nlen} byte(s); a nonce must be ${NONCE_MIN}-${NONCE_MAX} bytes (a short one can be guessed and answered in advance)`);
   parsed.forEach((p, i) => {
     if (p && !p.extraData.equals(expectedExtra))
-      nonceBad.push(`quote ${i}: extraData ${hex(p.extraData).slice(0, 16)}… is not ${input.binding === 'claims-v1' ? 'SHA-256(challenge ‖ claimsDigest)' : 'the challenge'} ${hex(expectedExtra).slice(0, 16)}… (wrong or reused nonce, or altered claims)`);
+      nonceBad.push(`quote ${i}: extraData ${short(p.extraData)} is not ${input.binding === 'claims' ? 'SHA-256(challenge ‖ claimsDigest)' : 'the challenge'} ${short(expectedExtra)} (wrong or reused nonce, or altered claims)`);
   });
   if (parsed.some((p) => !p)) nonceBad.push('a quote could not be parsed');
-  c.add('nonce', nonceBad.length ? 'fail' : 'pass', nonceBad[0] ?? (input.binding === 'claims-v1' ? `extraData = H(challenge ‖ claims) (${CLAIMS_SCHEME})` : 'extraData equals the challenge'), nonceBad.slice(1));
+  c.add('nonce', nonceBad.length ? 'fail' : 'pass', nonceBad[0] ?? (input.binding === 'claims' ? `extraData = H(challenge ‖ claims) (${CLAIMS_SCHEME}), ${nlen}-byte challenge` : `extraData equals the ${nlen}-byte challenge`), nonceBad.slice(1));
 
   // --- PCR digest and selection ---
   const quoted: PcrValues = new Map();
@@ -191,10 +230,15 @@ export function verifyEvidence(input: VerifyInput, opts: VerifyOptions): Attesta
     const halg = p.pcrDigest.length === 20 ? 'sha1' : p.pcrDigest.length === 48 ? 'sha384' : p.pcrDigest.length === 64 ? 'sha512' : 'sha256';
     const sigHash = hashAlgByName(sigHashes[i] ?? '')?.nodeName ?? halg;
     const d = createHash(sigHash).update(Buffer.concat(parts)).digest();
-    if (!d.equals(p.pcrDigest)) digestBad.push(`quote ${i}: pcrDigest ${hex(p.pcrDigest).slice(0, 16)}… != ${sigHash}(supplied PCR values) ${hex(d).slice(0, 16)}…`);
+    if (!d.equals(p.pcrDigest)) digestBad.push(`quote ${i}: pcrDigest ${short(p.pcrDigest)} != ${sigHash}(supplied PCR values) ${short(d)}`);
   });
   c.add('pcr.digest', digestBad.length || parsed.some((x) => !x) ? 'fail' : 'pass', digestBad[0] ?? (parsed.some((x) => !x) ? 'quote not parsed' : `supplied values match the quoted digest (${[...quoted].map(([b, m]) => `${b}:${[...m.keys()].join(',')}`).join(' ')})`), digestBad.slice(1));
-  const pcrsTrusted = quotesAuthentic && !digestBad.length;
+  const pcrsTrusted = quotesAuthentic && !digestBad.length && !parsed.some((x) => !x);
+  const isQuoted = (idx: number): boolean => [...quoted.values()].some((m) => m.has(idx));
+
+  const ref = opts.policy.reference;
+  const hvPcr = policy.hypervisor?.pcr ?? ref?.hypervisorPcr ?? DEFAULT_HYPERVISOR_PCR;
+  const hakPcr = policy.hypervisor?.hakPcr ?? DEFAULT_HAK_PCR;
 
   const selBad: string[] = [];
   for (const [bank, list] of Object.entries(policy.requiredPcrs ?? {})) {
@@ -206,68 +250,85 @@ export function verifyEvidence(input: VerifyInput, opts: VerifyOptions): Attesta
     const missing = list.filter((i) => !have.has(i));
     if (missing.length) selBad.push(`${bank} PCR ${missing.join(',')} required by policy but not in the quote's selection`);
   }
-  if (policy.drtm?.required) for (const i of [17, 18]) if (![...quoted.values()].some((m) => m.has(i))) selBad.push(`PCR ${i} required (drtm.required) but not quoted`);
-  c.add('pcr.selection', selBad.length ? 'fail' : 'pass', selBad[0] ?? (policy.requiredPcrs ? 'every PCR the policy requires is quoted' : 'policy requires no particular PCRs'), selBad.slice(1));
+  if (policy.drtm?.required) for (const i of [17, 18]) if (!isQuoted(i)) selBad.push(`PCR ${i} required (drtm.required) but not quoted`);
+  if (input.enclaves.length && !isQuoted(hakPcr)) selBad.push(`the evidence has enclaves but the HAK PCR ${hakPcr} is not quoted`);
+  if (!isQuoted(hvPcr)) selBad.push(`the hypervisor PCR ${hvPcr} is not quoted`);
+  c.add('pcr.selection', selBad.length ? 'fail' : 'pass', selBad[0] ?? `the quote covers the hypervisor PCR ${hvPcr}${input.enclaves.length ? `, the HAK PCR ${hakPcr}` : ''}${policy.requiredPcrs ? ' and every PCR the policy requires' : ''}`, selBad.slice(1));
 
-  // --- event logs ---
-  const logKinds: LogKind[] = ['firmware', 'runtime', 'drtm'];
+  // --- event logs: every quoted PCR with reference values must be explained by its log ---
+  const needReplay = new Map<LogKind, Set<string>>();
+  const need = (idx: number, bank: string): void => {
+    const k = logOf(idx);
+    if (!needReplay.has(k)) needReplay.set(k, new Set());
+    needReplay.get(k)!.add(`${bank} PCR ${idx}`);
+  };
+  for (const [bank, m] of quoted) for (const idx of m.keys()) if (ref?.pcrs[bank]?.[idx] || (idx === hvPcr && ref?.hypervisorDigests[bank])) need(idx, bank);
+  if (policy.drtm?.required) for (const idx of [17, 18]) for (const [bank, m] of quoted) if (m.has(idx)) need(idx, bank);
   const replay = replayEventLogs(input.eventLogs, quoted);
-  for (const k of logKinds) {
-    const r = replay.perLog[k];
+  for (const k of ['firmware', 'runtime', 'drtm'] as LogKind[]) {
     const name = `eventlog.${k}`;
+    const needed = [...(needReplay.get(k) ?? [])];
     if (!input.eventLogs[k]) {
-      c.add(name, 'skip', k === 'drtm' && policy.drtm?.required ? 'DRTM required but no DRTM log supplied' : 'no log supplied');
+      if (needed.length) c.add(name, 'skip', `no ${k} log supplied: ${needed.join(', ')} ${needed.length > 1 ? 'have' : 'has'} reference values and cannot be replayed`);
       continue;
     }
+    const r = replay.perLog[k];
     if (!r) continue;
     c.add(name, r.ok ? 'pass' : 'fail', r.reason, r.details);
   }
   const replayed = replay.events;
 
   // --- reference values ---
-  const ref = opts.policy.reference;
   if (!ref) {
-    c.add('reference.pcrs', 'skip', 'no reference values configured in the policy');
+    c.add('reference.pcrs', 'skip', 'no reference values configured in the policy: the platform state is not judged');
   } else {
     const bad: string[] = [];
     let n = 0;
+    const named = new Map<number, string[]>();
+    for (const [bank, byIdx] of Object.entries(ref.pcrs)) for (const idxS of Object.keys(byIdx)) named.set(Number(idxS), [...(named.get(Number(idxS)) ?? []), bank]);
+    for (const [idx, banks] of [...named].sort((a, b) => a[0] - b[0])) {
+      if (!banks.some((b) => quoted.get(b as BankName)?.has(idx))) bad.push(`PCR ${idx} has reference values (${banks.join(', ')}) but is not quoted in any of those banks`);
+    }
     for (const [bank, byIdx] of Object.entries(ref.pcrs)) {
       const have = quoted.get(bank as BankName);
       for (const [idxS, allowed] of Object.entries(byIdx)) {
         const idx = Number(idxS);
-        if (ref.hypervisorPcr === idx || (idx === 17 || idx === 18)) continue; // judged by reference.hypervisor / reference.drtm
+        if (hvPcr === idx || idx === 17 || idx === 18) continue; // judged by reference.hypervisor / reference.drtm
         const v = have?.get(idx);
         if (!v) continue;
         n++;
-        if (!allowed.includes(hex(v))) bad.push(`${bank} PCR ${idx} = ${hex(v).slice(0, 16)}… not among ${allowed.length} reference value(s) from ${ref.source}`);
+        if (!allowed.includes(hex(v))) bad.push(`${bank} PCR ${idx} = ${short(v)} not among ${allowed.length} reference value(s) from ${ref.source}`);
       }
     }
-    c.add('reference.pcrs', bad.length ? 'fail' : n ? 'pass' : 'skip', bad[0] ?? (n ? `${n} quoted PCR(s) match reference values` : 'no quoted PCR has a reference value'), bad.slice(1));
+    c.add('reference.pcrs', bad.length ? 'fail' : 'pass', bad[0] ?? `every PCR named by the reference values is quoted; ${n} compared here (the hypervisor and DRTM PCRs by their own checks)`, bad.slice(1));
   }
 
-  // hypervisor measurement in its PCR
-  const hvPcr = policy.hypervisor?.pcr ?? ref?.hypervisorPcr;
-  if (hvPcr === undefined) c.add('reference.hypervisor', 'skip', 'no hypervisor PCR configured');
-  else {
+  // hypervisor measurement in its PCR (always judged: its PCR defaults to ${DEFAULT_HYPERVISOR_PCR})
+  {
     const bad: string[] = [];
     let matched = 0;
+    let anyRef = false;
     for (const [bank, m] of quoted) {
       const v = m.get(hvPcr);
       if (!v) continue;
       const allowedPcr = ref?.pcrs[bank]?.[hvPcr];
       const allowedEv = ref?.hypervisorDigests[bank];
       if (allowedPcr) {
+        anyRef = true;
         if (allowedPcr.includes(hex(v))) matched++;
-        else bad.push(`${bank} PCR ${hvPcr} = ${hex(v).slice(0, 16)}… is not the reference value for the hypervisor image`);
+        else bad.push(`${bank} PCR ${hvPcr} = ${short(v)} is not the reference value for the hypervisor image`);
       } else if (allowedEv) {
+        anyRef = true;
         const evs = replayed.filter((e) => e.pcr === hvPcr && e.bank === bank);
-        if (!evs.length) bad.push(`no event log entry explains ${bank} PCR ${hvPcr}`);
+        if (!evs.length) bad.push(`no replayed event log entry explains ${bank} PCR ${hvPcr}`);
         // The PCR may also hold header/signer events (pcr-policy); the image event must be one of the references.
         else if (!evs.some((e) => allowedEv.includes(e.digest))) bad.push(`${bank} PCR ${hvPcr}: none of its ${evs.length} event(s) is a reference hypervisor measurement`);
         else matched++;
       }
     }
-    if (!matched && !bad.length) c.add('reference.hypervisor', policy.hypervisor?.pcr !== undefined ? 'fail' : 'skip', `PCR ${hvPcr} not quoted or no reference value for it`);
+    if (!ref) c.add('reference.hypervisor', 'skip', `no reference values: the hypervisor in PCR ${hvPcr} is not judged`);
+    else if (!isQuoted(hvPcr)) c.add('reference.hypervisor', 'fail', `the hypervisor PCR ${hvPcr} is not quoted`);
+    else if (!anyRef && !bad.length) c.add('reference.hypervisor', 'fail', `no reference value for the hypervisor PCR ${hvPcr} in any quoted bank (${ref.source})`);
     else c.add('reference.hypervisor', bad.length ? 'fail' : 'pass', bad[0] ?? `PCR ${hvPcr} holds a reference hypervisor measurement`, bad.slice(1));
   }
 
@@ -287,115 +348,252 @@ export function verifyEvidence(input: VerifyInput, opts: VerifyOptions): Attesta
         const allowed = ref?.pcrs[bank]?.[idx];
         if (!allowed) continue;
         n++;
-        if (!allowed.includes(hex(v))) bad.push(`${bank} PCR ${idx} = ${hex(v).slice(0, 16)}… not the reference DRTM value`);
+        if (!allowed.includes(hex(v))) bad.push(`${bank} PCR ${idx} = ${short(v)} not the reference DRTM value`);
       }
     }
     if (policy.drtm?.required && !n && !bad.length) bad.push('PCR17/18 not quoted or no reference values for them');
-    c.add('reference.drtm', bad.length ? 'fail' : n ? 'pass' : 'skip', bad[0] ?? (n ? `PCR17/18 match reference values` : 'no DRTM reference values'), bad.slice(1));
+    c.add('reference.drtm', bad.length ? 'fail' : n ? 'pass' : 'skip', bad[0] ?? (n ? `PCR17/18 match reference values` : 'no DRTM reference values for the quoted PCR17/18'), bad.slice(1));
   }
 
-  // --- enclaves ---
-  const encPol = policy.enclaves ?? {};
-  if (input.enclaves.length === 0) {
-    const need = encPol.minCount ?? 0;
-    c.add('reference.enclaves', need > 0 ? 'fail' : 'skip', need > 0 ? `policy needs ${need} enclave(s), evidence has none` : 'no enclaves in the evidence');
-  } else {
-    // Report authenticity: signed by the hypervisor key whose hash the quote binds.
-    const repBad: string[] = [];
-    if (input.binding !== 'claims-v1' || !input.hypervisorKeyHash) repBad.push('enclave reports present but no hypervisor key hash is bound into the quote');
-    else if (!input.hypervisorReportKey) repBad.push('no hypervisor report key supplied');
-    else if (!publicKeyHash(input.hypervisorReportKey).equals(input.hypervisorKeyHash)) repBad.push('hypervisor report key does not match the key hash bound into the quote');
-    else if (policy.hypervisor?.allowedReportKeys?.length && !policy.hypervisor.allowedReportKeys.includes(hex(input.hypervisorKeyHash))) repBad.push(`hypervisor report key ${hex(input.hypervisorKeyHash).slice(0, 16)}… not allowed by policy`);
-    const identities: { mrenclave?: string; mrsigner?: string }[] = [];
-    input.enclaves.forEach((e, i) => {
-      const r = verifyEnclaveReport(e, input.hypervisorReportKey);
-      if (!r.ok) repBad.push(`enclave ${e.id ?? i}: ${r.reason}`);
-      identities.push(r.identity);
-    });
-    c.add('enclave.reports', repBad.length ? 'fail' : 'pass', repBad[0] ?? `${input.enclaves.length} report(s) signed by the bound hypervisor key`, repBad.slice(1));
-
-    const bad: string[] = [];
-    identities.forEach((id, i) => {
-      const e = input.enclaves[i]!;
-      if (encPol.allowedMrenclave && !(id.mrenclave && encPol.allowedMrenclave.includes(id.mrenclave))) bad.push(`enclave ${e.id ?? i}: MRENCLAVE ${id.mrenclave?.slice(0, 16) ?? '(none)'}… not in the allow-list`);
-      if (encPol.allowedMrsigner && !(id.mrsigner && encPol.allowedMrsigner.includes(id.mrsigner))) bad.push(`enclave ${e.id ?? i}: MRSIGNER ${id.mrsigner?.slice(0, 16) ?? '(none)'}… not in the allow-list`);
-    });
-    if (encPol.minCount && input.enclaves.length < encPol.minCount) bad.push(`policy needs ${encPol.minCount} enclave(s), evidence has ${input.enclaves.length}`);
-    const judged = !!(encPol.allowedMrenclave || encPol.allowedMrsigner);
-    c.add('reference.enclaves', bad.length ? 'fail' : judged ? 'pass' : 'skip', bad[0] ?? (judged ? `${input.enclaves.length} enclave identity(ies) allowed` : 'policy has no enclave allow-list'), bad.slice(1));
-
-    const launched = input.enclaves.filter((e) => /^(sev|sev-es|sev-snp|csv)$/.test(e.backend));
-    if (launched.length) {
-      const allowed = encPol.allowedLaunchMeasurements;
-      const owner = encPol.launch && opts.policy.launchTik ? { ...encPol.launch, tik: opts.policy.launchTik } : undefined;
-      const lbad: string[] = [];
-      for (const e of launched) {
-        const who = `enclave ${e.id ?? input.enclaves.indexOf(e)} (${e.backend})`;
-        if (!e.launchMeasurement) lbad.push(`${who}: no launch measurement`);
-        else if (owner) {
-          const r = recomputeLaunch(e, owner);
-          if (!r.ok) lbad.push(`${who}: ${r.reason}`);
-        } else if (!allowed) continue;
-        else if (!allowed.includes(hex(e.launchMeasurement))) lbad.push(`${who}: launch measurement ${hex(e.launchMeasurement).slice(0, 16)}… not among ${allowed.length} expected`);
-      }
-      const judged = !!(allowed || owner);
-      c.add('reference.launch', lbad.length ? 'fail' : judged ? 'pass' : 'skip', lbad[0] ?? (judged ? `${launched.length} SEV/CSV launch measurement(s) as expected` : 'policy lists no launch measurements'), lbad.slice(1));
-    }
-  }
+  // --- enclaves: quote format, HAK signature, HAK bound in its PCR, REPORTDATA, identity ---
+  verifyEnclaves(input, opts, c, { quoted, pcrsTrusted, hakPcr });
 
   // --- AK provenance ---
-  const enrollment = akKey ? opts.findEnrollment?.(akNameHex, akSpkiHash) : undefined;
-  if (policy.akProvenance?.acceptEnrolled === false) c.add('ak.provenance', 'skip', 'policy does not accept enrolled AKs and no other provenance is implemented');
-  else if (enrollment) c.add('ak.provenance', 'pass', `AK enrolled by credential activation at ${enrollment.enrolledAt} (EK cert ${enrollment.ekCertSha256.slice(0, 16)}…)`);
+  const prov = policy.akProvenance ?? {};
+  const acceptEnrolled = prov.acceptEnrolled !== false;
+  const pinned = prov.trustedAkKeys ?? [];
+  const enrollment = akKey && acceptEnrolled ? opts.findEnrollment?.(akNameHex, akSpkiHash) : undefined;
+  if (!akKey) c.add('ak.provenance', 'fail', 'no usable AK');
+  else if (enrollment) c.add('ak.provenance', 'pass', `AK enrolled by credential activation at ${enrollment.enrolledAt} (EK cert ${short(enrollment.ekCertSha256)})`);
+  else if (pinned.includes(akSpkiHash)) c.add('ak.provenance', 'pass', `AK ${short(akSpkiHash)} is pinned by the policy (akProvenance.trustedAkKeys)`);
+  else if (!acceptEnrolled && !pinned.length) c.add('ak.provenance', 'fail', 'the policy accepts no enrolled AK and names no other trust anchor (akProvenance.trustedAkKeys): nothing vouches for this AK');
   else {
-    const why = input.ekCertificates?.length ? 'AK is not enrolled (an EK certificate alone does not bind the AK to that TPM)' : 'AK is not enrolled with this verifier';
-    c.add('ak.provenance', 'fail', akKey ? why : 'no usable AK');
+    const anchors = [...(acceptEnrolled ? ['enrolled with this verifier'] : []), ...(pinned.length ? ['pinned in akProvenance.trustedAkKeys'] : [])].join(' or ');
+    c.add('ak.provenance', 'fail', `AK ${short(akSpkiHash)} is not ${anchors}${input.ekCertificates?.length ? ' (an EK certificate alone does not bind an AK to that TPM: enroll it by credential activation)' : ''}`);
   }
+  const akVouched = c.passed('ak.provenance');
 
-  // --- clock / reboots ---
+  // --- clock / reboots: a quote must be newer than the last accepted one from this AK ---
   const p0 = parsed.find((p): p is ParsedQuote => !!p);
+  let clockNow: ClockRecord | undefined;
   if (!p0 || !quotesAuthentic) c.add('clock', 'skip', 'no authentic quote');
   else {
     const prev = opts.previousClock?.(akSpkiHash);
-    const now: ClockRecord = { clock: p0.clock.toString(), resetCount: p0.resetCount, restartCount: p0.restartCount, at: new Date().toISOString() };
+    clockNow = { clock: p0.clock.toString(), resetCount: p0.resetCount, restartCount: p0.restartCount, at: new Date().toISOString() };
     const bad: string[] = [];
+    const others = parsed.filter((p): p is ParsedQuote => !!p && (p.resetCount !== p0.resetCount || p.restartCount !== p0.restartCount));
+    if (others.length) bad.push('the quotes of one bundle come from different TPM boots');
+    let how = '';
     if (prev) {
-      if (p0.resetCount !== prev.resetCount) bad.push(`resetCount ${prev.resetCount} -> ${p0.resetCount}: the TPM was reset (reboot) since the previous quote`);
-      else if (p0.restartCount !== prev.restartCount) bad.push(`restartCount ${prev.restartCount} -> ${p0.restartCount}: TPM restart/resume since the previous quote`);
-      else if (BigInt(prev.clock) > p0.clock) bad.push(`clock went backwards (${prev.clock} -> ${p0.clock})`);
+      const pc = BigInt(prev.clock);
+      if (p0.resetCount > prev.resetCount) how = `TPM reset (reboot) since the last accepted quote (resetCount ${prev.resetCount} -> ${p0.resetCount})`;
+      else if (p0.resetCount < prev.resetCount) bad.push(`resetCount ${p0.resetCount} is older than the last accepted ${prev.resetCount} (replayed quote or cleared TPM)`);
+      else if (p0.restartCount > prev.restartCount) how = `TPM restart/resume since the last accepted quote (restartCount ${prev.restartCount} -> ${p0.restartCount})`;
+      else if (p0.restartCount < prev.restartCount) bad.push(`restartCount ${p0.restartCount} is older than the last accepted ${prev.restartCount} (replayed quote)`);
+      else if (p0.clock > pc) how = `clock ${prev.clock} -> ${p0.clock} ms, same boot`;
+      else bad.push(`clock ${p0.clock} is not newer than the last accepted quote's ${prev.clock} (same boot): a replayed quote`);
     }
     if (!p0.safe) bad.push('TPM clock not safe (clockInfo.safe = 0: no orderly shutdown since the clock was last saved)');
-    c.add('clock', bad.length ? 'fail' : prev ? 'pass' : 'skip', bad[0] ?? (prev ? `same boot as previous quote (reset ${p0.resetCount}, restart ${p0.restartCount})` : 'first quote from this AK: nothing to compare'), bad.slice(1));
-    if (nonceBad.length === 0 && !digestBad.length) opts.recordClock?.(akSpkiHash, now);
+    c.add('clock', bad.length ? 'fail' : 'pass', bad[0] ?? (prev ? `newer than the last accepted quote: ${how}` : `first accepted quote from this AK (clock ${p0.clock}, reset ${p0.resetCount}, restart ${p0.restartCount})`), bad.slice(1));
   }
 
-  // --- platform kind ---
-  if (input.binding !== 'claims-v1' || !input.platformKind) {
-    c.add('platform.kind', policy.platform?.requireReal ? 'fail' : 'skip', policy.platform?.requireReal ? 'policy requires real hardware but the platform kind is not bound into the quote' : 'platform kind not bound into the quote');
-  } else if (nonceBad.length) {
-    c.add('platform.kind', 'fail', `claim "${input.platformKind}" is not covered by the quote (nonce check failed)`);
-  } else if (policy.platform?.requireReal && input.platformKind !== 'real') {
-    c.add('platform.kind', 'fail', `evidence is from an ${input.platformKind} platform; policy requires real hardware`);
-  } else c.add('platform.kind', 'pass', `${input.platformKind} (signed over by the quote)`);
+  // --- platform kind: from the EK certificate the AK's enrollment rests on, never from a claim ---
+  let platformKind: 'real' | 'emulated' | undefined;
+  {
+    let derived: { kind: 'real' | 'emulated' | 'unknown'; reason: string } = { kind: 'unknown', reason: 'no EK certificate vouches for this AK' };
+    if (enrollment?.platformKind) derived = { kind: enrollment.platformKind, reason: enrollment.platformReason ?? `recorded at enrollment (EK cert ${short(enrollment.ekCertSha256)})` };
+    else if (enrollment && input.ekCertificates?.length) {
+      const leafHash = (() => {
+        try {
+          return createHash('sha256').update(new X509Certificate(input.ekCertificates![0]!).raw).digest('hex');
+        } catch {
+          return '';
+        }
+      })();
+      if (leafHash === enrollment.ekCertSha256) derived = platformKindOfEk(input.ekCertificates, opts.policy.trustedEkCas);
+      else derived = { kind: 'unknown', reason: 'the EK certificate in the evidence is not the one this AK was enrolled with' };
+    }
+    if (!akVouched) c.add('platform.kind', policy.platform?.requireReal ? 'fail' : 'skip', `not judged: nothing vouches for the AK, so no EK certificate says what it runs on${policy.platform?.requireReal ? ' (policy requires real hardware)' : ''}`);
+    else if (derived.kind === 'unknown') c.add('platform.kind', policy.platform?.requireReal ? 'fail' : 'skip', `platform kind unknown: ${derived.reason}`);
+    else {
+      platformKind = derived.kind;
+      const claimed = input.binding === 'claims' ? input.platformKind : undefined;
+      if (claimed && claimed !== derived.kind) c.add('platform.kind', 'fail', `the evidence claims ${claimed === 'real' ? 'real hardware' : 'an emulated platform'} but ${derived.reason}`);
+      else if (policy.platform?.requireReal && derived.kind !== 'real') c.add('platform.kind', 'fail', `${derived.reason}: emulated; the policy requires real hardware`);
+      else c.add('platform.kind', 'pass', `${derived.kind}: ${derived.reason}`);
+    }
+  }
 
   // A check that passed on values nobody vouches for is not a pass: PCR-based checks need an
   // authentic quote and matching PCR values; claim-based checks need the claims bound by the nonce.
   const claimsBound = quotesAuthentic && !nonceBad.length;
   for (const ch of c.list) {
     if (ch.status !== 'pass') continue;
-    const pcrBased = ch.name.startsWith('eventlog.') || ch.name === 'reference.pcrs' || ch.name === 'reference.hypervisor' || ch.name === 'reference.drtm';
-    const claimBased = ch.name === 'enclave.reports' || ch.name === 'reference.enclaves' || ch.name === 'reference.launch';
+    const pcrBased = ch.name.startsWith('eventlog.') || ch.name === 'reference.pcrs' || ch.name === 'reference.hypervisor' || ch.name === 'reference.drtm' || ch.name === 'enclave.hak-bound';
+    const claimBased = ch.name === 'reference.launch' || ch.name === 'enclave.count';
     if (pcrBased && !pcrsTrusted) Object.assign(ch, { status: 'skip', reason: `not judged: the PCR values are not authenticated (${ch.reason})` });
     if (claimBased && !claimsBound) Object.assign(ch, { status: 'skip', reason: `not judged: these claims are not bound by an authentic quote (${ch.reason})` });
   }
-  return buildResult(c.list, {
+  // Enclave identities are vouched for only by a HAK signature whose key is bound in the HAK PCR.
+  if (!(c.passed('enclave.quote-signature') && c.passed('enclave.hak-bound') && c.passed('enclave.quote-format'))) {
+    for (const ch of c.list)
+      if (ch.status === 'pass' && /^enclave\.(reportdata-nonce|mrenclave|mrsigner|isvprodid|isvsvn|attributes)$/.test(ch.name))
+        Object.assign(ch, { status: 'skip', reason: `not judged: the enclave quote is not vouched for by a HAK bound in PCR ${hakPcr} (${ch.reason})` });
+  }
+
+  const result = buildResult(c.list, {
     nonce: hex(opts.expectedNonce),
     ...(akNameHex ? { akName: akNameHex } : {}),
     enrolled: !!enrollment,
-    ...(input.binding === 'claims-v1' && input.platformKind && !nonceBad.length ? { platformKind: input.platformKind } : {}),
+    ...(platformKind ? { platformKind } : {}),
     ...(opts.policy.policy.resultTtlSeconds ? { ttlSeconds: opts.policy.policy.resultTtlSeconds } : {}),
     ...(opts.keyId ? { keyId: opts.keyId } : {}),
   });
+  // Only accepted evidence moves the replay record forward.
+  if (clockNow && result['ear.status'] !== 'contraindicated' && result['ear.status'] !== 'none') opts.recordClock?.(akSpkiHash, clockNow);
+  return result;
+}
+
+/** Enclave quotes (CONTRACT-12) against the HAK PCR, the challenge and the policy's allowed identities. */
+function verifyEnclaves(input: VerifyInput, opts: VerifyOptions, c: Checks, ctx: { quoted: PcrValues; pcrsTrusted: boolean; hakPcr: number }): void {
+  const { policy } = opts.policy;
+  const encPol = policy.enclaves ?? {};
+  const n = input.enclaves.length;
+  if (encPol.minCount) c.add('enclave.count', n >= encPol.minCount ? 'pass' : 'fail', n >= encPol.minCount ? `${n} enclave(s), policy needs ${encPol.minCount}` : `policy needs ${encPol.minCount} enclave(s), evidence has ${n}`);
+  if (!n) return;
+  const who = (e: EnclaveInput, i: number): string => `enclave ${e.id ?? i}`;
+
+  // format
+  const quotes: (EnclaveQuote | undefined)[] = [];
+  const fmtBad: string[] = [];
+  input.enclaves.forEach((e, i) => {
+    try {
+      const q = parseEnclaveQuote(e.quote);
+      if (q.hakPcr !== ctx.hakPcr) fmtBad.push(`${who(e, i)}: quote names HAK PCR ${q.hakPcr}, the policy's HAK PCR is ${ctx.hakPcr}`);
+      quotes.push(q);
+    } catch (err) {
+      fmtBad.push(`${who(e, i)}: ${(err as Error).message}`);
+      quotes.push(undefined);
+    }
+  });
+  c.add('enclave.quote-format', fmtBad.length ? 'fail' : 'pass', fmtBad[0] ?? `${n} quote(s): HEQ1 v1, Ed25519, HAK PCR ${ctx.hakPcr}`, fmtBad.slice(1));
+
+  // signature with the HAK the quote carries
+  const sigBad: string[] = [];
+  quotes.forEach((q, i) => {
+    if (q && !enclaveQuoteSignatureOk(q)) sigBad.push(`${who(input.enclaves[i]!, i)}: Ed25519 signature does not verify with the HAK ${short(q.hakPublic)} in the quote`);
+  });
+  if (quotes.some((q) => !q)) sigBad.push('a quote could not be parsed');
+  c.add('enclave.quote-signature', sigBad.length ? 'fail' : 'pass', sigBad[0] ?? `${n} quote(s) signed by their HAK (Ed25519, RFC 8032)`, sigBad.slice(1));
+
+  // the HAK bound in its PCR: exactly one event naming this key
+  const hakBad: string[] = [];
+  const haks = [...new Set(quotes.filter((q): q is EnclaveQuote => !!q).map((q) => hex(q.hakPublic)))];
+  if (haks.length > 1) hakBad.push(`the quotes carry ${haks.length} different HAKs; one hypervisor has one`);
+  const hak = haks.length === 1 ? Buffer.from(haks[0]!, 'hex') : undefined;
+  let banksChecked = 0;
+  if (hak) {
+    for (const [bank, m] of ctx.quoted) {
+      const v = m.get(ctx.hakPcr);
+      if (!v) continue;
+      const alg = hashAlgByName(bank);
+      if (!alg) continue;
+      let want: Buffer;
+      try {
+        want = hakPcrValue(alg.nodeName, hak);
+      } catch {
+        hakBad.push(`${bank} PCR ${ctx.hakPcr}: this verifier cannot compute ${bank} (hash unavailable in this Node build)`);
+        continue;
+      }
+      banksChecked++;
+      if (!v.equals(want)) hakBad.push(`${bank} PCR ${ctx.hakPcr} = ${short(v)} is not exactly one extend with the HAK event for key ${short(hak)} (expected ${short(want)}): the key is not bound, or the PCR holds other events`);
+    }
+    if (!banksChecked) hakBad.push(`the HAK PCR ${ctx.hakPcr} is not quoted`);
+    const rt = input.eventLogs.runtime;
+    if (rt) {
+      try {
+        const evs = parseEventLog(rt).events.filter((e) => e.pcr === ctx.hakPcr);
+        const keys = evs.map((e) => hakFromEventData(e.data));
+        if (evs.length !== 1) hakBad.push(`the runtime log has ${evs.length} event(s) for PCR ${ctx.hakPcr}; exactly one HAK event is required`);
+        else if (!keys[0] || !keys[0].equals(hak)) hakBad.push(`the runtime log's PCR ${ctx.hakPcr} event does not name the quote's HAK (data ${JSON.stringify(evs[0]!.data.toString('latin1').slice(0, 40))}…, expected ${JSON.stringify(hakEventData(hak).toString('latin1').slice(0, 40))}…)`);
+      } catch (err) {
+        hakBad.push(`runtime log does not parse: ${(err as Error).message}`);
+      }
+    }
+  } else if (!haks.length) hakBad.push('no parsable quote carries a HAK');
+  if (!ctx.pcrsTrusted && !hakBad.length) hakBad.push(`the PCR values are not authenticated, so PCR ${ctx.hakPcr} proves nothing`);
+  c.add('enclave.hak-bound', hakBad.length ? 'fail' : 'pass', hakBad[0] ?? `PCR ${ctx.hakPcr} is exactly one event naming the HAK ${short(hak!)} (${banksChecked} bank(s))`, hakBad.slice(1));
+
+  // REPORTDATA = SHA-256(nonce ‖ userData) ‖ 0^32
+  const rdBad: string[] = [];
+  quotes.forEach((q, i) => {
+    if (!q) return;
+    const e = input.enclaves[i]!;
+    const want = expectedReportData(opts.expectedNonce, e.userData);
+    if (!q.body.reportData.equals(want)) rdBad.push(`${who(e, i)}: REPORTDATA ${short(q.body.reportData)} is not SHA-256(challenge ‖ userData) ‖ 0^32 ${short(want)} (stale, or bound to other data)`);
+  });
+  c.add('enclave.reportdata-nonce', rdBad.length ? 'fail' : 'pass', rdBad[0] ?? `${n} REPORTDATA bound to this challenge and the enclave's userData`, rdBad.slice(1));
+
+  // identity against the allowed list (an enclave must match one entry in every field it names)
+  const entries = allowedEnclaveIdentities(policy);
+  const DEBUG = 2n;
+  type Step = { check: string; ok: (x: NonNullable<typeof entries>[number], q: EnclaveQuote) => boolean; what: (q: EnclaveQuote) => string };
+  const steps: Step[] = [
+    { check: 'enclave.mrenclave', ok: (x, q) => !x.mrenclave || x.mrenclave === hex(q.body.mrenclave), what: (q) => `MRENCLAVE ${short(q.body.mrenclave)}` },
+    { check: 'enclave.mrsigner', ok: (x, q) => !x.mrsigner || x.mrsigner === hex(q.body.mrsigner), what: (q) => `MRSIGNER ${short(q.body.mrsigner)}` },
+    { check: 'enclave.isvprodid', ok: (x, q) => x.isvProdId === undefined || x.isvProdId === q.body.isvProdId, what: (q) => `ISVPRODID ${q.body.isvProdId}` },
+    { check: 'enclave.isvsvn', ok: (x, q) => x.minIsvSvn === undefined || q.body.isvSvn >= x.minIsvSvn, what: (q) => `ISVSVN ${q.body.isvSvn}` },
+    { check: 'enclave.attributes', ok: (x, q) => (q.body.attributes & DEBUG) === 0n || x.allowDebug === true, what: (q) => `ATTRIBUTES 0x${q.body.attributes.toString(16)}${q.body.attributes & DEBUG ? ' (DEBUG: the host can read its memory through the debug interface)' : ''}` },
+  ];
+  const results = new Map<string, { bad: string[]; notJudged: string[] }>(steps.map((s) => [s.check, { bad: [], notJudged: [] }]));
+  quotes.forEach((q, i) => {
+    const e = input.enclaves[i]!;
+    if (!q) {
+      for (const s of steps) results.get(s.check)!.notJudged.push(`${who(e, i)}: quote not parsed`);
+      return;
+    }
+    let cand = entries ?? [{}];
+    let failedAt: string | undefined;
+    for (const s of steps) {
+      if (failedAt) {
+        results.get(s.check)!.notJudged.push(`${who(e, i)}: already refused by ${failedAt}`);
+        continue;
+      }
+      const next = cand.filter((x) => s.ok(x, q));
+      if (!next.length) {
+        failedAt = s.check;
+        results.get(s.check)!.bad.push(`${who(e, i)}: ${s.what(q)} ${s.check === 'enclave.attributes' ? 'not allowed (no matching policy entry sets allowDebug)' : `not allowed by the policy's enclave identities`}`);
+      }
+      cand = next;
+    }
+  });
+  for (const s of steps) {
+    const r = results.get(s.check)!;
+    const judgedByList = s.check !== 'enclave.attributes';
+    if (r.bad.length) c.add(s.check, 'fail', r.bad[0]!, r.bad.slice(1));
+    else if (judgedByList && !entries) c.add(s.check, 'skip', 'the policy names no allowed enclave identities (enclaves.allowed): not judged');
+    else if (r.notJudged.length === n) c.add(s.check, 'skip', `not judged: ${r.notJudged[0]}`, r.notJudged.slice(1));
+    else c.add(s.check, 'pass', `${n - r.notJudged.length} enclave(s): ${s.check.slice('enclave.'.length)} allowed by the policy`, r.notJudged);
+  }
+
+  // SEV/CSV launch measurements (backends that encrypt the enclave VM's memory)
+  const launched = input.enclaves.filter((e) => /^(sev|sev-es|sev-snp|csv)$/.test(e.backend));
+  if (launched.length) {
+    const allowed = encPol.allowedLaunchMeasurements;
+    const owner = encPol.launch && opts.policy.launchTik ? { ...encPol.launch, tik: opts.policy.launchTik } : undefined;
+    const lbad: string[] = [];
+    for (const e of launched) {
+      const w = `enclave ${e.id ?? input.enclaves.indexOf(e)} (${e.backend})`;
+      if (!e.launchMeasurement) lbad.push(`${w}: no launch measurement`);
+      else if (owner) {
+        const r = recomputeLaunch(e, owner);
+        if (!r.ok) lbad.push(`${w}: ${r.reason}`);
+      } else if (!allowed) continue;
+      else if (!allowed.includes(hex(e.launchMeasurement))) lbad.push(`${w}: launch measurement ${short(e.launchMeasurement)} not among ${allowed.length} expected`);
+    }
+    const judged = !!(allowed || owner);
+    c.add('reference.launch', lbad.length ? 'fail' : judged ? 'pass' : 'skip', lbad[0] ?? (judged ? `${launched.length} SEV/CSV launch measurement(s) as expected` : 'policy lists no launch measurements'), lbad.slice(1));
+  }
 }
 
 /**
@@ -421,7 +619,7 @@ function recomputeLaunch(e: EnclaveInput, owner: { tik: Buffer; allowedLaunchDig
 }
 
 /** Checks a certificate chain [leaf, ...intermediates] up to one of the trusted CAs (signatures, validity). */
-export function verifyCertChain(chainPem: string[], trustedPem: string[], at = new Date()): { ok: boolean; reason: string } {
+export function verifyCertChain(chainPem: string[], trustedPem: string[], at = new Date()): { ok: boolean; reason: string; root?: string } {
   if (!chainPem.length) return { ok: false, reason: 'no certificate' };
   let certs: X509Certificate[];
   let roots: X509Certificate[];
@@ -439,7 +637,7 @@ export function verifyCertChain(chainPem: string[], trustedPem: string[], at = n
     const root = roots.find((r) => cur.checkIssued(r) && cur.verify(r.publicKey));
     if (root) {
       if (!valid(root)) return { ok: false, reason: `trusted CA ${root.subject.replace(/\n/g, ', ')} expired` };
-      return { ok: true, reason: `chains to ${root.subject.replace(/\n/g, ', ')}` };
+      return { ok: true, reason: `chains to ${root.subject.replace(/\n/g, ', ')}`, root: root.subject };
     }
     const issuer = pool.find((p) => p !== cur && cur.checkIssued(p) && cur.verify(p.publicKey));
     if (!issuer) return { ok: false, reason: `${cur.subject.replace(/\n/g, ', ')}: no trusted issuer verifies its signature` };

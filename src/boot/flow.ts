@@ -15,6 +15,8 @@ export interface BootSteps {
   measure(image: { id: string; path: string }): Promise<Record<string, unknown>>;
   load(image: { id: string; path: string }): Promise<void>;
   enable(): Promise<void>;
+  /** After enable: the hypervisor unseals (or creates) its TPM-sealed root and binds its HAK in a PCR (src/boot/trust-step.ts). */
+  trust?(): Promise<Record<string, unknown>>;
   isEnabled(): Promise<boolean>;
   /** Undoes load/enable after a failure, so nothing is left half-enabled. */
   rollback(): Promise<void>;
@@ -27,6 +29,8 @@ export interface BootState {
   phase: 'measured' | 'enabled' | 'failed';
   image?: { id: string; path: string };
   measurement?: Record<string, unknown>;
+  /** The trust step's result: HAK, whether a new root was created, whether its event was logged. */
+  trust?: Record<string, unknown>;
   error?: string;
   steps: { name: string; status: 'done' | 'skipped' | 'failed'; ms: number; detail?: string }[];
   updatedAt: string;
@@ -90,6 +94,7 @@ export async function runBoot(stateDir: string, steps: BootSteps, log?: Logger):
     loaded = true;
     await step('load', () => steps.load(image));
     await step('enable', () => steps.enable());
+    if (steps.trust) state.trust = await step('trust', () => steps.trust!());
     state.phase = 'enabled';
     delete state.error;
     save();

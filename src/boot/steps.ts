@@ -10,6 +10,7 @@ import { runtimeLogPath } from '../platform/logs.js';
 import { openTpm } from '../tpm/index.js';
 import { disableHypervisor, enableHypervisor, hypervisorStatus, loadHypervisor, withHypervisor } from '../hypervisor/index.js';
 import { HyperEnclaveError, EXIT } from '../errors.js';
+import { trustStep } from './trust-step.js';
 
 /** The boot flow's steps on a platform: real devices on linux, swtpm + the service when emulated. */
 export function bootStepsFor(
@@ -66,6 +67,7 @@ export function bootStepsFor(
     async enable() {
       await enableHypervisor(platform);
     },
+    trust: async () => ({ ...(await trustStep(platform, cfg.tcti)) }),
     async isEnabled() {
       try {
         return (await hypervisorStatus(platform)).enabled;

@@ -1,4 +1,4 @@
-import { createHash, generateKeyPairSync, randomBytes } from 'node:crypto';
+import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -18,7 +18,6 @@ import { buildLaunchEnvironment } from '../txt/index.js';
 import { runBoot } from '../boot/flow.js';
 import { bootStepsFor } from '../boot/steps.js';
 import { hypervisorStatus, stopHypervisor, withHypervisor } from '../hypervisor/index.js';
-import { runEnclaveFromManifest, type EnclaveRunResult } from '../enclave/index.js';
 import type { BackendKind } from '../enclave/backends/index.js';
 import {
   attestToFiles,
@@ -30,8 +29,9 @@ import {
   finishEnrollment,
   Verifier,
   verifyBundleFile,
-  type EvidenceEnclave,
 } from '../attest/index.js';
+import { quoteEnclave, type EnclaveQuoteResult } from '../attest/enclave-evidence.js';
+import { DEFAULT_HAK_PCR } from '../attest/enclave-quote.js';
 import { createStoredAk, loadStoredAk } from '../attest/ak-store.js';
 import { HyperEnclaveError, EXIT } from '../errors.js';
 
@@ -58,17 +58,18 @@ export interface DemoSummary {
   pcrs: Record<string, Record<string, string>>;
   drtm: boolean;
   hypervisor: { enabled: boolean; hostFaults: number | null };
-  enclaves: { backend: string; mrenclave: string; keySlot: number | null; launch: string | null; ecalls: number; reportVerified: boolean }[];
+  enclaves: { backend: string; name: string; mrenclave: string; mrsigner: string; keySlot: number | null; launch: string | null; quoted: boolean }[];
   evidence: string;
   result: { status: string; failed: string[] };
 }
 
-const MANIFESTS: Record<BackendKind, string> = { none: 'crypto', sev: 'crypto', 'sev-es': 'crypto', csv: 'crypto', mktme: 'crypto' };
+/** The enclave every backend runs: the sealer payload has the quote-report ECALL. */
+const MANIFEST = 'sealer';
 
 /**
  * The whole story on the emulated platform: platform check → signed image + reference values →
- * boot (verify, measure + DRTM, load, enable) → an enclave per backend → AK enrollment →
- * attest → verify against reference values.
+ * boot (verify, measure + DRTM, load, enable) → an enclave per backend, each quoted by the
+ * hypervisor's attestation key → AK enrollment → attest → verify against reference values.
  */
 export async function runDemo(opts: DemoOptions): Promise<DemoSummary> {
   const say = opts.say ?? (() => undefined);
@@ -120,16 +121,20 @@ export async function runDemo(opts: DemoOptions): Promise<DemoSummary> {
     const faults = st.hv ? st.hv.hostFaults.hypervisor + st.hv.hostFaults.enclave : null;
     say(`hypervisor loaded ${st.image?.sha256?.slice(0, 16) ?? '?'}…, host ${st.enabled ? 'demoted' : 'NOT demoted'} (boot ${boot.alreadyEnabled ? 'was already done' : 'ran'})`);
 
-    // 4. one enclave per backend, with real guest code on KVM
-    const enclaves: EnclaveRunResult[] = [];
-    for (const backend of opts.backends) {
-      const manifest = join(root, 'test', 'fixtures', 'enclave', `${MANIFESTS[backend]}.manifest.json`);
-      const r = await runEnclaveFromManifest(platform, manifest, { backend, ecalls: [{ fn: 2, input: Buffer.from('hello from the demo') }], reportData: randomBytes(64) });
-      enclaves.push(r);
-      say(
-        `enclave    ${backend.padEnd(6)} MRENCLAVE ${r.mrenclave.slice(0, 16)}…, ECALL sha256 ${r.ecalls[0]?.output === createHash('sha256').update('hello from the demo').digest('hex') ? 'correct' : 'WRONG'}, key slot ${r.keySlot ?? '-'}, launch ${r.launch?.measurement?.slice(0, 16) ?? '-'}…, report ${r.reportVerified ? 'verified' : 'NOT verified'}`,
-      );
-    }
+    // 4. one enclave per backend, with real guest code on KVM: each reports (EREPORT targeted at
+    //    the hypervisor's quoting identity, REPORTDATA bound to the verifier's nonce) and the
+    //    hypervisor turns the report into a quote signed by its attestation key (HAK). This is
+    //    `hyperenclave attest --enclave`'s code path.
+    const nonce = randomBytes(32);
+    const manifest = join(root, 'test', 'fixtures', 'enclave', `${MANIFEST}.manifest.json`);
+    const quoted: EnclaveQuoteResult[] = [];
+    await withHypervisor(platform, async (c) => {
+      for (const [i, backend] of opts.backends.entries()) {
+        const r = await quoteEnclave(c, manifest, nonce, { backend, id: String(i), userData: Buffer.from(`demo enclave ${i}`) });
+        quoted.push(r);
+        say(`enclave    ${backend.padEnd(6)} MRENCLAVE ${r.mrenclave.slice(0, 16)}…, key slot ${r.keySlot ?? '-'}, launch ${r.evidence.launchMeasurement?.slice(0, 16) ?? '-'}…, quote ${Buffer.from(r.evidence.quote, 'base64').length} B signed by the HAK`);
+      }
+    });
 
     // 5. AK enrollment (credential activation), attest, verify against reference values
     const caFiles = swtpmCaCertificates({ caDir: tpmInfo.caDir } as never).map((pem, i) => {
@@ -138,22 +143,24 @@ export async function runDemo(opts: DemoOptions): Promise<DemoSummary> {
       return `ek-ca${i}.pem`;
     });
     const policyPath = join(work, 'verifier-policy.json');
+    const identities = [...new Map(quoted.map((q) => [`${q.mrenclave}/${q.mrsigner}`, q])).values()];
     writeFileAtomic(
       policyPath,
       JSON.stringify({
         schema: 'hyperenclave/verifier-policy',
         version: 1,
-        checks: { 'ak.provenance': 'required', 'eventlog.runtime': 'required', 'reference.hypervisor': 'required', 'platform.kind': 'required', 'nonce.freshness': 'required' },
-        requiredPcrs: { sha256: [0, 1, 2, 3, 4, 5, 6, 7, 12, 17, 18] },
+        // reference.launch optional: the emulated SEV/CSV firmware makes the launch session keys
+        // itself, so no guest owner here holds the TIK to recompute LAUNCH_MEASURE (said below).
+        checks: { 'ak.provenance': 'required', 'eventlog.runtime': 'required', 'reference.hypervisor': 'required', 'platform.kind': 'required', 'nonce.freshness': 'required', 'enclave.*': 'required', 'reference.launch': 'optional' },
+        requiredPcrs: { sha256: [0, 1, 2, 3, 4, 5, 6, 7, 12, 13, 17, 18] },
         referenceValues: 'reference-values.json',
-        hypervisor: { pcr: 12 },
+        hypervisor: { pcr: 12, hakPcr: DEFAULT_HAK_PCR },
         drtm: { required: true },
-        enclaves: { allowedMrenclave: [...new Set(enclaves.map((e) => e.mrenclave))], minCount: enclaves.length },
+        enclaves: { allowed: identities.map((q) => ({ name: q.name, mrenclave: q.mrenclave, mrsigner: q.mrsigner })), minCount: quoted.length },
         akProvenance: { trustedEkCaFiles: caFiles },
       }, null, 2) + '\n',
     );
     const verifier = new Verifier({ stateDir: join(work, 'verifier'), policyPath });
-    const nonce = randomBytes(32);
     const evidencePath = join(work, 'evidence.json');
     const tpm2 = await openTpm(tpmInfo.tcti);
     try {
@@ -166,25 +173,11 @@ export async function runDemo(opts: DemoOptions): Promise<DemoSummary> {
         finishEnrollment(verifier, await answerEnrollment(et, challenge));
         const logs: Record<string, Buffer> = { runtime: readFileSync(runtimeLogPath(platform.stateDir)) };
         if (existsSync(drtmLogPath(platform.stateDir))) logs.drtm = readFileSync(drtmLogPath(platform.stateDir));
-        // The hypervisor signs each report whose MAC it verified; its key hash goes into the quote.
-        const { reportKey, signatures } = await withHypervisor(platform, async (c) => ({
-          reportKey: await c.reportKey(),
-          signatures: await Promise.all(enclaves.map((e) => c.signReport(Buffer.from(e.report, 'hex')))),
-        }));
-        const evEnclaves: EvidenceEnclave[] = enclaves.map((e, i) => ({
-          backend: e.backend === 'none' ? 'sgx-like' : e.backend,
-          report: Buffer.from(e.report, 'hex').toString('base64'),
-          reportSignature: signatures[i]!.toString('base64'),
-          mrenclave: e.mrenclave,
-          mrsigner: e.mrsigner,
-          ...(e.launch?.measurement ? { launchMeasurement: e.launch.measurement } : {}),
-          ...(e.keySlot !== null ? { keySlot: e.keySlot } : {}),
-        }));
         await attestToFiles(clientAttesterTpm(tpm2, ak), {
           nonce,
           ak: { tpmtPublic: Buffer.from(stored.public, 'base64'), pem: stored.pem, name: Buffer.from(stored.name, 'hex') },
-          pcrSelection: { sha256: [0, 1, 2, 3, 4, 5, 6, 7, 12, 17, 18] },
-          claims: { platformKind: 'emulated', hypervisor: { pcr: 12, containerDigest: img.id, reportKey }, enclaves: evEnclaves },
+          pcrSelection: { sha256: [0, 1, 2, 3, 4, 5, 6, 7, 12, 13, 17, 18] },
+          claims: { hypervisor: { pcr: 12, hakPcr: DEFAULT_HAK_PCR, containerDigest: img.id }, enclaves: quoted.map((q) => q.evidence) },
           logs,
           outJson: evidencePath,
           tpm2ToolsDir: join(work, 'tpm2-tools'),
@@ -199,6 +192,10 @@ export async function runDemo(opts: DemoOptions): Promise<DemoSummary> {
     say(`attest     evidence ${evidencePath} (+ tpm2-tools files in ${join(work, 'tpm2-tools')})`);
     const outcome = verifyBundleFile({ stateDir: join(work, 'verifier'), policyPath, evidencePath, nonceHex: nonce.toString('hex') });
     const failed = outcome.result.checks.filter((c) => c.status === 'fail').map((c) => `${c.name}: ${c.reason}`);
+    const enclaveChecks = outcome.result.checks.filter((c) => c.name.startsWith('enclave.'));
+    say(`verify     ${enclaveChecks.filter((c) => c.status === 'pass').length}/${enclaveChecks.length} enclave checks pass (quote signature, HAK bound in PCR ${DEFAULT_HAK_PCR}, REPORTDATA bound to the nonce, identity); platform ${outcome.result.platformKind} (from the EK certificate's CA)`);
+    const notJudged = outcome.result.checks.filter((c) => c.status === 'skip').map((c) => `${c.name} (${c.requirement}): ${c.reason}`);
+    if (notJudged.length) say(`           not judged: ${notJudged.join('; ')}`);
     say(`verify     ${outcome.result['ear.status']}${failed.length ? ` (${failed.join('; ')})` : ''}`);
     return {
       schema: 'hyperenclave/demo',
@@ -208,7 +205,7 @@ export async function runDemo(opts: DemoOptions): Promise<DemoSummary> {
       pcrs,
       drtm: pcr17ok,
       hypervisor: { enabled: st.enabled, hostFaults: faults },
-      enclaves: enclaves.map((e) => ({ backend: e.backend, mrenclave: e.mrenclave, keySlot: e.keySlot, launch: e.launch?.measurement ?? null, ecalls: e.ecalls.length, reportVerified: e.reportVerified })),
+      enclaves: quoted.map((q) => ({ backend: q.backend, name: q.name, mrenclave: q.mrenclave, mrsigner: q.mrsigner, keySlot: q.keySlot, launch: q.evidence.launchMeasurement ?? null, quoted: true })),
       evidence: evidencePath,
       result: { status: outcome.result['ear.status'], failed },
     };

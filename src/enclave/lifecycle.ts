@@ -1,6 +1,5 @@
 import { readFileSync } from 'node:fs';
 import { EXIT } from '../errors.js';
-import { parseReport } from '../hypervisor/abi.js';
 import type { EcallRequest, EcallResult, HypervisorClient } from '../hypervisor/client.js';
 import type { BackendKind } from './backends/index.js';
 import { EnclaveError } from './errors.js';
@@ -90,9 +89,6 @@ export interface EnclaveRunResult {
   launch: LaunchInfo | null;
   ecalls: { fn: number; ok: boolean; ret: string | null; output: string; error: string | null; micros: number }[];
   /** Self-targeted REPORT (432 B hex) and whether the hypervisor verified its MAC. */
-  report: string;
-  reportData: string;
-  reportVerified: boolean;
   /** Pages given back by ENCLAVE_DESTROY (null when kept alive). */
   epcReturned: number | null;
   destroyed: boolean;
@@ -102,8 +98,6 @@ export interface RunOptions {
   backend?: BackendKind;
   policy?: number;
   ecalls?: readonly EcallRequest[];
-  /** Up to 64 bytes bound into the report (e.g. a verifier nonce digest). */
-  reportData?: Buffer;
   /** Keep the enclave alive after the run (for `enclave list`, later destroy). */
   keep?: boolean;
   /** Called as pages are added (bytes added so far, bytes in all). */
@@ -129,11 +123,6 @@ export async function launchEnclave(client: HypervisorClient, id: number, backen
 export async function runEnclave(client: HypervisorClient, m: EnclaveManifest, opts: RunOptions = {}): Promise<EnclaveRunResult> {
   const backend = opts.backend ?? m.backend.kind;
   const policy = opts.policy ?? m.backend.policy;
-  const reportData = Buffer.alloc(64);
-  if (opts.reportData) {
-    if (opts.reportData.length > 64) throw new EnclaveError(`report data is ${opts.reportData.length} bytes (at most 64)`, EXIT.BAD_INPUT);
-    opts.reportData.copy(reportData);
-  }
   const e = await createEnclave(client, m, opts.onProgress ? { onProgress: opts.onProgress } : {});
   let destroyed = false;
   let epcReturned: number | null = null;
@@ -142,10 +131,8 @@ export async function runEnclave(client: HypervisorClient, m: EnclaveManifest, o
     const launch = client.platform === 'linux' && backend === 'none' ? null : await launchEnclave(client, e.id, backend, policy);
     const tcs = e.plan.tcs[0];
     const ecalls = opts.ecalls?.length ? await client.enclaveRun(e.id, opts.ecalls.map((c) => ({ ...(tcs !== undefined ? { tcs } : {}), ...c }))) : ([] as EcallResult[]);
-    const report = await client.report(e.id, { mrenclave: e.mrenclave, attributes: e.plan.attributes | 1n, xfrm: e.plan.xfrm }, reportData);
-    const parsed = parseReport(report);
-    if (!parsed.mrenclave.equals(e.mrenclave)) throw new EnclaveError(`REPORT.MRENCLAVE ${parsed.mrenclave.toString('hex')} is not the enclave's ${e.mrenclave.toString('hex')}`, EXIT.VERIFY_FAILED);
-    const reportVerified = await client.verifyReport(report, e.mrenclave);
+    // No host REPORT here: EREPORT is the enclave's own (the hypervisor refuses the host with
+    // ENCLAVE_ONLY); an enclave's evidence comes from `hyperenclave attest --enclave`.
     if (!opts.keep) {
       epcReturned = await client.enclaveDestroy(e.id);
       destroyed = true;
@@ -167,9 +154,6 @@ export async function runEnclave(client: HypervisorClient, m: EnclaveManifest, o
       keySlot: launch?.keySlot ?? null,
       launch,
       ecalls: ecalls.map((c) => ({ fn: c.fn, ok: c.ok, ret: c.ret === null ? null : '0x' + c.ret.toString(16), output: c.output.toString('hex'), error: c.error, micros: c.micros })),
-      report: report.toString('hex'),
-      reportData: reportData.toString('hex'),
-      reportVerified,
       epcReturned,
       destroyed,
     };

@@ -1,3 +1,4 @@
+import { stopEmulatedTpm } from '../platform/emulated/tpm-daemon.js';
 import { createHash } from 'node:crypto';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -26,7 +27,7 @@ const why = !existsSync(serviceEntry())
     ? 'enclave payloads not built (hypervisor/enclaves/build.sh)'
     : await addonCore().then(
         (m) => {
-          const hv = m.createHypervisor({ base: 0x100000000n, total: 3n << 20n, hypervisorSize: 2n << 20n, imageSize: 0n, paging: 'ept', platformSecret: Buffer.alloc(16), imageDigest: Buffer.alloc(32), keySlots: null, requireSignedSigstruct: true });
+          const hv = m.createHypervisor({ base: 0x100000000n, total: 3n << 20n, hypervisorSize: 2n << 20n, imageSize: 0n, paging: 'ept', imageDigest: Buffer.alloc(32), keySlots: null, requireSignedSigstruct: true });
           const r = hv.kvmUnavailable();
           hv.close();
           return r ?? undefined;
@@ -40,6 +41,7 @@ describe.skipIf(!!why)('CLI service API across invocations (each call its own co
   const platform = { kind: 'emulated' as const, stateDir };
   afterAll(async () => {
     await stopHypervisor(platform);
+    await stopEmulatedTpm(stateDir); // the service's core started it to seal its root
     rmSync(stateDir, { recursive: true, force: true });
   });
 

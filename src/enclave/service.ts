@@ -18,17 +18,16 @@ export interface EnclaveCommandOptions {
   onProgress?: (done: number, total: number) => void;
 }
 
-/** `enclave run <manifest>`: create → launch → ECALLs → report → destroy (unless keep). */
+/** `enclave run <manifest>`: create → launch → ECALLs → destroy (unless keep). */
 export function runEnclaveFromManifest(
   platform: Where,
   manifestPath: string,
-  opts: EnclaveCommandOptions & { ecalls?: readonly EcallRequest[]; reportData?: Buffer; keep?: boolean } = {},
+  opts: EnclaveCommandOptions & { ecalls?: readonly EcallRequest[]; keep?: boolean } = {},
 ): Promise<EnclaveRunResult> {
   const m = withBackend(loadManifest(manifestPath), opts.backend, opts.policy);
   return withHypervisor(platform, (c) =>
     runEnclave(c, m, {
       ...(opts.ecalls ? { ecalls: opts.ecalls } : {}),
-      ...(opts.reportData ? { reportData: opts.reportData } : {}),
       ...(opts.keep ? { keep: true } : {}),
       ...(opts.onProgress ? { onProgress: opts.onProgress } : {}),
     }),

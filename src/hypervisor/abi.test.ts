@@ -1,10 +1,13 @@
 import { execFileSync, spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import {
+  HC,
   HC_STATUS,
+  QUOTING_TARGET_MRENCLAVE,
   HE_IOC,
   HypervisorError,
   STATUS_SIZE,
@@ -21,8 +24,8 @@ import { LinuxHypervisorClient } from './linux-client.js';
 const root = new URL('../../', import.meta.url).pathname;
 
 describe('hypercall ABI', () => {
-  it('numbers every status code 0..35 as docs/hypercall-abi.md, each with a meaning and an exit code', () => {
-    expect(HC_STATUS.map((s) => s.code)).toEqual([...Array(36).keys()]);
+  it('numbers every status code 0..39 as docs/hypercall-abi.md, each with a meaning and an exit code', () => {
+    expect(HC_STATUS.map((s) => s.code)).toEqual([...Array(40).keys()]);
     const doc = readFileSync(join(root, 'docs/hypercall-abi.md'), 'utf8');
     for (const s of HC_STATUS) expect(doc).toMatch(new RegExp(`\\| ${s.code} \\| ${s.name}`));
     const e = HypervisorError.fromStatus('ENCLAVE_ADD', 15, 'enclave 3 offset 0x1000');
@@ -30,6 +33,24 @@ describe('hypercall ABI', () => {
     expect(e.exitCode).toBe(6);
     expect(statusName(25)).toBe('EPC_EXHAUSTED');
     expect(statusName(99)).toBe('STATUS_99');
+  });
+
+  it('call numbers and status codes equal the Rust core (hypervisor/core/src/hypercall.rs, the source of truth)', () => {
+    const rs = readFileSync(join(root, 'hypervisor/core/src/hypercall.rs'), 'utf8');
+    const nrs = Object.fromEntries([...rs.matchAll(/pub const ([A-Z_]+): u64 = (0x[0-9A-Fa-f]+);/g)].map((m) => [m[1]!, Number(m[2])]));
+    expect(nrs).toEqual({ ...HC });
+    const statuses = [...rs.slice(rs.indexOf('pub enum HcStatus')).matchAll(/^\s+([A-Za-z]+) = (\d+),$/gm)].map((m) => [m[1]!.replace(/([a-z])([A-Z])/g, '$1_$2').toUpperCase(), Number(m[2])]);
+    expect(statuses.length).toBe(HC_STATUS.length);
+    // the same name at the same code, underscores aside (KeySlotsExhausted ↔ KEYSLOTS_EXHAUSTED)
+    for (const [name, code] of statuses) expect([code, HC_STATUS[code as number]!.name.replace(/_/g, '')]).toEqual([code, (name as string).replace(/_/g, '')]);
+    expect(statuses.slice(36)).toEqual([['ENCLAVE_ONLY', 36], ['TRUST_NOT_ESTABLISHED', 37], ['TRUST_SEAL_FAILED', 38], ['TPM_IO', 39]]);
+    expect(HC_STATUS.slice(36).map((s) => s.name)).toEqual(['ENCLAVE_ONLY', 'TRUST_NOT_ESTABLISHED', 'TRUST_SEAL_FAILED', 'TPM_IO']);
+  });
+
+  it('the quoting identity is SHA-256 of its label (independent of the core)', () => {
+    expect(QUOTING_TARGET_MRENCLAVE.toString('hex')).toBe(createHash('sha256').update('HyperEnclave-TS quoting identity v1').digest('hex'));
+    const rs = readFileSync(join(root, 'hypervisor/core/src/trust.rs'), 'utf8');
+    expect(rs).toContain('b"HyperEnclave-TS quoting identity v1"');
   });
 
   it('decodes STATUS, ENCLAVE_INFO and REPORT records at the documented offsets', () => {

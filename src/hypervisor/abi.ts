@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { EXIT, HyperEnclaveError } from '../errors.js';
 
 /**
@@ -27,13 +28,19 @@ export const HC = {
   ENCLAVE_INFO: 0x17,
   /** Runs one ECALL; served by the bare-metal image (the emulated platform runs enclaves on KVM). */
   ENCLAVE_CALL: 0x18,
+  /** Enclave-only (EREPORT): the host gets ENCLAVE_ONLY. */
   REPORT: 0x20,
   VERIFY_REPORT: 0x21,
+  /** Enclave-only (EGETKEY): the host gets ENCLAVE_ONLY. */
   GET_KEY: 0x22,
   KEYSLOT_ALLOC: 0x30,
   KEYSLOT_BIND: 0x31,
   KEYSLOT_RELEASE: 0x32,
   KEYSLOT_FLUSH: 0x33,
+  /** Unseal (or create and seal) the TPM-held root secret; served by the platform owning the TPM transport. */
+  TRUST_INIT: 0x40,
+  HAK_PUBLIC: 0x41,
+  QUOTE: 0x42,
 } as const;
 export type HypercallName = keyof typeof HC;
 
@@ -75,6 +82,10 @@ export const HC_STATUS: readonly { code: number; name: string; meaning: string; 
   { code: 33, name: 'INTERNAL_ERROR', meaning: 'hypervisor internal error', exit: EXIT.INTERNAL },
   { code: 34, name: 'ENCLAVE_INTERRUPTED', meaning: 'an interrupt arrived while the enclave ran; call again to resume', exit: EXIT.INTERNAL },
   { code: 35, name: 'ENCLAVE_FAULT', meaning: 'the enclave thread faulted and was ended (see the hypervisor log)', exit: EXIT.BAD_INPUT },
+  { code: 36, name: 'ENCLAVE_ONLY', meaning: 'REPORT and GET_KEY are served only to a running enclave, never to the host', exit: EXIT.USAGE },
+  { code: 37, name: 'TRUST_NOT_ESTABLISHED', meaning: 'the root of trust is not established (TRUST_INIT has not run since load or enable)', exit: EXIT.USAGE },
+  { code: 38, name: 'TRUST_SEAL_FAILED', meaning: 'the TPM refused to seal or unseal the root secret, or the sealed root is not for this hypervisor and PCR state', exit: EXIT.VERIFY_FAILED },
+  { code: 39, name: 'TPM_IO', meaning: 'the hypervisor could not talk to the TPM', exit: EXIT.INTERNAL },
 ];
 export const STATUS_CODE: Readonly<Record<string, number>> = Object.fromEntries(HC_STATUS.map((s) => [s.name, s.code]));
 
@@ -110,6 +121,23 @@ export const SECS_SIZE = 64;
 export const SIGSTRUCT_SIZE = 1808;
 export const TARGETINFO_SIZE = 56;
 export const KEYREQUEST_SIZE = 80;
+/** QUOTE output (docs/hypercall-abi.md): "HEQ1", version, algorithm, HAK PCR, body, HAK, Ed25519 signature. */
+export const QUOTE_SIZE = 496;
+/** HAK: Ed25519 public key bytes. */
+export const HAK_PUBLIC_SIZE = 32;
+/** TRUST_INIT's output buffer (RCX) is at least this; a blob given in is at most this. */
+export const TRUST_BLOB_CAPACITY = 4096;
+/** TRUST_INIT flags (RSI on return). */
+export const TRUST_FLAG_CREATED = 1;
+export const TRUST_FLAG_PCR_EXTENDED = 2;
+/** TARGETINFO.MEASUREMENT an enclave's EREPORT names to be quoted: SHA-256("HyperEnclave-TS quoting identity v1"). */
+export const QUOTING_IDENTITY_LABEL = 'HyperEnclave-TS quoting identity v1';
+export const QUOTING_TARGET_MRENCLAVE = createHash('sha256').update(QUOTING_IDENTITY_LABEL, 'ascii').digest();
+/** The HAK event's data: this prefix, then the key's 64 lowercase hex characters (extended into the HAK PCR). */
+export const HAK_EVENT_PREFIX = 'hyperenclave-hak:ed25519:';
+export const hakEventData = (hak: Buffer): Buffer => Buffer.from(HAK_EVENT_PREFIX + hak.toString('hex'), 'ascii');
+/** The sealer payload's ECALL that EREPORTs for the quoting identity (64-byte REPORTDATA in, 432-byte REPORT out). */
+export const ECALL_QUOTE_REPORT = 4;
 export const MEMMAP_ENTRY_SIZE = 24;
 export const MAX_MEMMAP_ENTRIES = 128;
 
@@ -360,10 +388,12 @@ export function encodeKeyRequest(k: {
 
 // ---------------------------------------------------------------- /dev/hyperenclave ioctls
 
-/** Mirrors hypervisor/driver/hyperenclave_ioctl.h (ioctl ABI 1.1: buffers packed into one page, HE_BUF_ARG_MASK). */
-export const IOCTL_ABI_VERSION = 0x0001_0001;
+/** Mirrors hypervisor/driver/hyperenclave_ioctl.h (ioctl ABI 1.1: buffers packed into one page, HE_BUF_ARG_MASK; 1.2: he_probe.target). */
+export const IOCTL_ABI_VERSION = 0x0001_0002;
 /** he_hypercall.buf_arg flag (1.1): bits 0-4 mark RDI..R8 as offsets into the buffer the driver relocates. */
 export const HE_BUF_ARG_MASK = 0x100;
+/** Largest he_hypercall buffer the driver copies (1.2; 4096 before): physically contiguous pages. */
+export const HE_HYPERCALL_BUF_MAX = 16384;
 export const HE_IOC_MAGIC = 'H'.charCodeAt(0);
 const IOC_NONE = 0;
 const IOC_WRITE = 1;
@@ -441,7 +471,7 @@ export function encodeHeHypercall(nr: number, args: readonly bigint[], buf?: { p
   b.writeBigUInt64LE(BigInt(nr), 0);
   args.slice(0, 5).forEach((a, i) => b.writeBigUInt64LE(a, 8 + i * 8));
   if (buf) {
-    if (buf.length > 4096) throw new HypervisorError(`he_hypercall: buffer of ${buf.length} bytes (the driver copies at most 4096)`, EXIT.BAD_INPUT);
+    if (buf.length > HE_HYPERCALL_BUF_MAX) throw new HypervisorError(`he_hypercall: buffer of ${buf.length} bytes (the driver copies at most ${HE_HYPERCALL_BUF_MAX})`, EXIT.BAD_INPUT);
     b.writeBigUInt64LE(buf.pointer, 48);
     b.writeUInt32LE(buf.length, 56);
     b.writeUInt32LE(buf.arg, 60);

@@ -1,8 +1,12 @@
-import { createHash, createPublicKey, randomBytes, type KeyObject } from 'node:crypto';
+import { execFileSync } from 'node:child_process';
+import { createHash, createPublicKey, randomBytes, verify, type KeyObject } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { startSwtpm, swtpmAvailable, type SwtpmInstance } from '../platform/emulated/swtpm.js';
 import { computeMrEnclave } from '../enclave/sgx.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { addonUnavailable, buildSigstruct, newSigstructSigner, CoreHypervisor, EnclaveError, kvmUnavailable, loadPayload, payloadPage, type EnclavePayload } from './addon.js';
-import { HypervisorError, parseReport, SECINFO } from './abi.js';
+import { ECALL_QUOTE_REPORT, HC, hakEventData, HypervisorError, parseReport, QUOTING_TARGET_MRENCLAVE, SECINFO, statusName } from './abi.js';
 
 /**
  * The core bound through the addon: payloads built from hypervisor/enclaves are created,
@@ -19,19 +23,21 @@ const noPayloads = (() => {
     return (e as Error).message;
   }
 })();
-const skipCore = noAddon ?? noPayloads;
+const skipCore = noAddon ?? noPayloads ?? swtpmAvailable() ?? null;
 const noKvm = skipCore ?? kvmUnavailable();
 if (skipCore) console.warn(`core binding tests skipped: ${skipCore}`);
 else if (noKvm) console.warn(`enclave runs on the core skipped: ${noKvm}`);
 
 const MB = 1n << 20n;
-const config = (secret = Buffer.alloc(16, 7)) => ({
+/** One swtpm for the file: the core seals its root secret there (TRUST_INIT at locality 2). */
+let tpm: SwtpmInstance;
+const config = () => ({
   base: 0x1_8000_0000n,
   total: 16n * MB,
   hypervisorSize: 4n * MB,
   imageSize: 1n * MB,
   paging: 'ept' as const,
-  platformSecret: secret,
+  tpm: { server: tpm.serverPath!, ctrl: tpm.ctrlPath! },
   imageDigest: createHash('sha256').update('test image').digest(),
   keySlots: { kind: 'asid' as const, min: 1, max: 15 },
   requireSignedSigstruct: true,
@@ -46,16 +52,24 @@ function mrenclaveOf(p: EnclavePayload): Buffer {
   );
 }
 
-const SEALER = { SEAL: 0, UNSEAL: 1, REPORT: 2, KEY_FINGERPRINT: 3 } as const;
+const SEALER = { SEAL: 0, UNSEAL: 1, REPORT: 2, KEY_FINGERPRINT: 3, QUOTE_REPORT: ECALL_QUOTE_REPORT } as const;
 
 describe.skipIf(skipCore !== null)('core bindings: measured payloads', () => {
   let signer: KeyObject;
   let hv: CoreHypervisor;
-  beforeAll(() => {
+  let root: Buffer;
+  beforeAll(async () => {
+    tpm = await startSwtpm({ transport: 'unix' });
     signer = newSigstructSigner();
     hv = new CoreHypervisor(config());
+    const t = hv.trustInit();
+    expect(t.created && t.blob !== undefined).toBe(true);
+    root = t.blob!;
   });
-  afterAll(() => hv?.close());
+  afterAll(async () => {
+    hv?.close();
+    await tpm?.stop();
+  });
 
   const signed = (p: EnclavePayload) => buildSigstruct({ enclaveHash: mrenclaveOf(p), attributes: 4n, xfrm: 3n, attributeMask: 0xffff_ffff_ffff_fffdn, isvProdId: 1, isvSvn: 2 }, signer);
 
@@ -93,6 +107,32 @@ describe.skipIf(skipCore !== null)('core bindings: measured payloads', () => {
     const ok = hv.loadPayload(p, signed(p));
     expect(() => hv.addPage(ok, 0x1f000, Buffer.alloc(4096), SECINFO.PT_REG | SECINFO.R)).toThrow(/ENCLAVE_ADD: ENCLAVE_STATE/);
     hv.destroy(ok);
+  });
+
+  it('before TRUST_INIT nothing derived from the root is served; the host never gets REPORT or GET_KEY', () => {
+    const fresh = new CoreHypervisor(config());
+    try {
+      expect(() => fresh.hakPublic()).toThrow(/HAK_PUBLIC: TRUST_NOT_ESTABLISHED/);
+      expect(() => fresh.quote(Buffer.alloc(432))).toThrow(/QUOTE: TRUST_NOT_ESTABLISHED/);
+      const p = loadPayload('crypto');
+      const id = fresh.loadPayload(p, signed(p));
+      // host REPORT / GET_KEY on an initialized enclave, before and after trust: ENCLAVE_ONLY
+      for (const h of [fresh, hv]) {
+        expect(statusName(h.rawStatus(HC.REPORT, [BigInt(id), 0x10_0000n, 0x10_0200n, 0x10_0400n]))).toBe('ENCLAVE_ONLY');
+        expect(statusName(h.rawStatus(HC.GET_KEY, [BigInt(id), 0x10_0000n, 0x10_0400n]))).toBe('ENCLAVE_ONLY');
+      }
+      fresh.destroy(id);
+      // the same TPM, the root's blob: the same HAK, nothing new
+      const t = fresh.trustInit(root);
+      expect(t).toMatchObject({ created: false, pcrExtended: false, hakPcr: 13 });
+      expect(fresh.hakPublic().key.equals(hv.hakPublic().key)).toBe(true);
+      // a blob with one byte changed is refused, named
+      const bad = Buffer.from(root);
+      bad[bad.length - 5]! ^= 1;
+      expect(() => new CoreHypervisor(config()).trustInit(bad)).toThrow(/TRUST_INIT: TRUST_SEAL_FAILED/);
+    } finally {
+      fresh.close();
+    }
   });
 
   it('enable demotes the host: enclave and hypervisor memory refused after, allowed before; key slots', () => {
@@ -184,6 +224,78 @@ describe.skipIf(skipCore !== null)('core bindings: measured payloads', () => {
       for (const id of [cid, sid2, oid]) hv.destroy(id);
       for (const vm of [cvm, svm, svm2, ovm]) vm.destroy();
       expect(hv.status().epcPagesUsed).toBe(0);
+    });
+
+    it('quote-report ECALL → QUOTE: Node verifies the Ed25519 signature, tpm2_pcrread shows the HAK event in PCR 13', () => {
+      const sealer = loadPayload('sealer');
+      const sid = hv.loadPayload(sealer, signed(sealer));
+      const svm = hv.run(sid);
+      const reportData = randomBytes(64);
+      const report = svm.call(SEALER.QUOTE_REPORT, reportData);
+      expect(report.length).toBe(432);
+      const q = hv.quote(report);
+      expect(q.length).toBe(496);
+      expect(q.subarray(0, 4).toString()).toBe('HEQ1');
+      expect([q.readUInt16LE(4), q.readUInt16LE(6), q.readUInt32LE(8), q.readUInt32LE(12)]).toEqual([1, 1, 13, 0]);
+      expect(q.subarray(16, 400).equals(report.subarray(0, 384))).toBe(true);
+      const body = parseReport(report);
+      expect(body.mrenclave.equals(hv.info(sid).mrenclave)).toBe(true);
+      expect(body.reportData.equals(reportData)).toBe(true);
+      const hak = hv.hakPublic();
+      expect(q.subarray(400, 432).equals(hak.key)).toBe(true);
+      const spki = createPublicKey({ key: Buffer.concat([Buffer.from('302a300506032b6570032100', 'hex'), hak.key]), format: 'der', type: 'spki' });
+      expect(verify(null, q.subarray(0, 432), spki, q.subarray(432))).toBe(true);
+      const tampered = Buffer.from(q.subarray(0, 432));
+      tampered[350]! ^= 1;
+      expect(verify(null, tampered, spki, q.subarray(432))).toBe(false);
+      // PCR 13 (read by tpm2-tools) = extend(0, SHA-256("hyperenclave-hak:ed25519:" ‖ hex(HAK)))
+      const out = join(tpm.stateDir, 'pcr13.bin');
+      execFileSync('tpm2_pcrread', ['-T', tpm.tcti, '-o', out, 'sha256:13']);
+      const event = Buffer.from(`hyperenclave-hak:ed25519:${hak.key.toString('hex')}`);
+      expect(hakEventData(hak.key).equals(event)).toBe(true);
+      const want = createHash('sha256').update(Buffer.alloc(32)).update(createHash('sha256').update(event).digest()).digest();
+      expect(readFileSync(out).equals(want)).toBe(true);
+      // a report for the enclave's own identity (ECALL 2) is not quoted: its MAC is for another target
+      const target = Buffer.alloc(56);
+      hv.info(sid).mrenclave.copy(target, 0);
+      expect(() => hv.quote(svm.call(SEALER.REPORT, Buffer.concat([reportData, target])))).toThrow(/QUOTE: REPORT_MAC_MISMATCH/);
+      // the quoting identity's report via ECALL 2 with an explicit TARGETINFO is quoted too
+      const qt = Buffer.alloc(56);
+      QUOTING_TARGET_MRENCLAVE.copy(qt, 0);
+      expect(hv.quote(svm.call(SEALER.REPORT, Buffer.concat([reportData, qt]))).subarray(400, 432).equals(hak.key)).toBe(true);
+      hv.destroy(sid);
+      svm.destroy();
+    });
+
+    it('data sealed under one root unseals after the hypervisor restarts on the same TPM (blob), not under another root', () => {
+      const sealer = loadPayload('sealer');
+      const sid = hv.loadPayload(sealer, signed(sealer));
+      const svm = hv.run(sid);
+      const secret = Buffer.from('survives a restart');
+      const blob = svm.call(SEALER.SEAL, secret);
+      hv.destroy(sid);
+      svm.destroy();
+      // a new core instance (a service restart) unseals the root from its blob
+      const again = new CoreHypervisor(config());
+      const other = new CoreHypervisor(config());
+      try {
+        again.trustInit(root);
+        const id = again.loadPayload(sealer, signed(sealer));
+        const vm = again.run(id);
+        expect(vm.call(SEALER.UNSEAL, blob).equals(secret)).toBe(true);
+        vm.destroy();
+        again.destroy(id);
+        // a new root (no blob): another seal key, the data stays sealed
+        expect(other.trustInit().created).toBe(true);
+        const oid = other.loadPayload(sealer, signed(sealer));
+        const ovm = other.run(oid);
+        expect(ovm.ecall(SEALER.UNSEAL, blob)).toMatchObject({ ok: false, errorCode: 4 });
+        ovm.destroy();
+        other.destroy(oid);
+      } finally {
+        again.close();
+        other.close();
+      }
     });
 
     it('a faulting enclave on the core is ended and its TCS released', () => {

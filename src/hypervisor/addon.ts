@@ -101,8 +101,11 @@ export interface RawAddon {
     hypervisorSize: Int;
     imageSize?: Int;
     paging?: 'ept' | 'npt';
-    platformSecret: Uint8Array;
     imageDigest?: Uint8Array;
+    /** swtpm's Unix sockets: the core seals its root secret there (TRUST_INIT at locality 2). */
+    tpm?: { server: string; ctrl: string };
+    /** PCRs of the root of trust (default 12 and 13). */
+    trustPcrs?: { hypervisor: number; hak: number };
     keySlots?: { kind: 'asid' | 'keyid'; min?: number; max: number } | null;
     requireSignedSigstruct?: boolean;
   }): number;
@@ -423,6 +426,7 @@ const HC_NAME: Record<number, string> = Object.fromEntries(Object.entries(HC).ma
 export class CoreHypervisor {
   private handle: number | null;
   private readonly scratch = Buffer.alloc(4 * PAGE_SIZE);
+  private readonly trustScratch = Buffer.alloc(2 * PAGE_SIZE);
   constructor(
     cfg: CoreHypervisorConfig,
     readonly scratchBase: bigint = 0x10_0000n,
@@ -543,9 +547,41 @@ export class CoreHypervisor {
     return r.status === 0;
   }
 
-  report(id: number, targetInfo: Uint8Array, reportData: Uint8Array): Buffer {
-    this.call(HC.REPORT, [BigInt(id), this.at(0), this.at(512), this.at(1024)], [[0, targetInfo], [512, reportData]]);
-    return Buffer.from(this.scratch.subarray(1024, 1024 + REPORT_SIZE));
+  /**
+   * TRUST_INIT over the TPM given at creation (`tpm`): unseals `blob` or creates and seals a new
+   * root. Returns the flags, the new blob (when created) and the HAK PCR.
+   */
+  trustInit(blob?: Uint8Array): { created: boolean; pcrExtended: boolean; blob?: Buffer; hakPcr: number } {
+    const s = this.trustScratch;
+    s.fill(0);
+    if (blob) s.set(blob, 0);
+    const base = this.scratchBase + 0x10_0000n;
+    const r = this.hypercall(HC.TRUST_INIT, [blob ? base : 0n, BigInt(blob?.length ?? 0), base + BigInt(PAGE_SIZE), BigInt(PAGE_SIZE)], base, s);
+    if (r.status !== 0) throw HypervisorError.fromStatus('TRUST_INIT', r.status);
+    const n = Number(r.rdi);
+    return {
+      created: (Number(r.rsi) & 1) !== 0,
+      pcrExtended: (Number(r.rsi) & 2) !== 0,
+      ...(n > 0 ? { blob: Buffer.from(s.subarray(PAGE_SIZE, PAGE_SIZE + n)) } : {}),
+      hakPcr: Number(r.rdx),
+    };
+  }
+
+  /** HAK_PUBLIC: the hypervisor attestation key (Ed25519) and its PCR. */
+  hakPublic(): { key: Buffer; pcr: number } {
+    const r = this.call(HC.HAK_PUBLIC, [this.at(0)]);
+    return { key: Buffer.from(this.scratch.subarray(0, 32)), pcr: Number(r.rdi) };
+  }
+
+  /** QUOTE: a REPORT for the quoting identity → the 496-byte HAK-signed quote. */
+  quote(report: Uint8Array): Buffer {
+    this.call(HC.QUOTE, [this.at(0), this.at(1024)], [[0, report]]);
+    return Buffer.from(this.scratch.subarray(1024, 1024 + 496));
+  }
+
+  /** A raw host hypercall's status (to show what the core refuses the host, e.g. REPORT). */
+  rawStatus(nr: number, args: bigint[]): number {
+    return this.hypercall(nr, args, this.scratchBase, this.scratch).status;
   }
 
   /**

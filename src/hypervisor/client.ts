@@ -99,6 +99,17 @@ export interface EcallResult {
 
 export type HostAccessKind = 'read' | 'write' | 'execute';
 
+export interface TrustInitResult {
+  /** A new root secret was created (no blob given). */
+  created: boolean;
+  /** The HAK event was extended into the HAK PCR by this call (log it). */
+  pcrExtended: boolean;
+  /** The new sealed root (only when created). */
+  blob?: Buffer;
+  hakPublic: Buffer;
+  hakPcr: number;
+}
+
 export interface HypervisorClient {
   readonly platform: 'emulated' | 'linux';
   version(callerAbi?: number): Promise<number>;
@@ -125,13 +136,19 @@ export interface HypervisorClient {
   enclaveInfo(id: number): Promise<EnclaveInfoRecord>;
   enclaveList(): Promise<EnclaveSummary[]>;
 
-  report(id: number, target: { mrenclave: Buffer; attributes?: bigint; xfrm?: bigint; miscSelect?: number }, reportData: Buffer): Promise<Buffer>;
+  /** Checks a REPORT's MAC as enclave `targetMrenclave` would (host-callable; REPORT and GET_KEY are enclave-only). */
   verifyReport(report: Buffer, targetMrenclave: Buffer): Promise<boolean>;
-  /** PEM of the hypervisor's report-signing key (its hash is bound into TPM quotes). */
-  reportKey(): Promise<string>;
-  /** ECDSA P-256/SHA-256 signature (DER) over a REPORT whose MAC the hypervisor verified. */
-  signReport(report: Buffer): Promise<Buffer>;
-  getKey(id: number, keyRequest: Buffer): Promise<Buffer>;
+
+  /**
+   * TRUST_INIT: the hypervisor unseals its root secret from `blob` (or, without one, creates and
+   * seals a new one: `blob` in the result is then the new sealed root to keep), derives its keys
+   * and the HAK, and extends the HAK event into the HAK PCR when it is not already there.
+   */
+  trustInit(blob?: Buffer): Promise<TrustInitResult>;
+  /** The hypervisor attestation key (Ed25519 public key) and the PCR it is bound in. */
+  hakPublic(): Promise<{ key: Buffer; pcr: number }>;
+  /** QUOTE: a 432-byte REPORT targeted at the quoting identity → the 496-byte HAK-signed quote. */
+  quote(report: Buffer): Promise<Buffer>;
 
   keyslotAlloc(owner?: number): Promise<number>;
   keyslotBind(slot: number, owner: number): Promise<void>;

@@ -13,8 +13,13 @@ export interface CoreConfig {
   hypervisorSize: bigint;
   imageSize: bigint;
   paging: 'ept' | 'npt';
-  platformSecret: Buffer;
   imageDigest: Buffer;
+  /**
+   * The TPM the core seals its root secret with (swtpm's server and control Unix sockets); the
+   * core speaks to it itself at locality 2 (TRUST_INIT). Without it TRUST_INIT answers
+   * UNKNOWN_CALL and nothing derived from the root (EREPORT, EGETKEY, QUOTE) is served.
+   */
+  tpm?: { server: string; ctrl: string };
   keySlots: { kind: 'asid' | 'keyid'; min: number; max: number } | null;
   requireSignedSigstruct: boolean;
 }
@@ -35,7 +40,7 @@ export interface CoreEnclavePage {
 }
 
 export interface CoreHv {
-  /** hypercall::dispatch with `guest` as the caller's memory starting at guest-physical `guestBase`. */
+  /** hypercall::dispatch (dispatch_with_tpm for TRUST_INIT) with `guest` as the caller's memory starting at guest-physical `guestBase`. */
   hypercall(nr: number, args: readonly bigint[], guestBase: bigint, guest: Buffer): HypercallResult;
   /** Host access through the host's nested tables: null when allowed, else the fault line (counted). */
   hostAccess(gpa: bigint, access: HostAccessKind): string | null;

@@ -8,9 +8,8 @@ import {
   type SecsSpec,
   encodeMemoryMap,
   encodeSecs,
-  encodeTargetInfo,
 } from './abi.js';
-import type { EcallRequest, EcallResult, EnclaveSummary, EntryInfo, HostAccessKind, HypervisorClient, HypervisorStatus, LaunchResult, LoadedImage } from './client.js';
+import type { EcallRequest, EcallResult, EnclaveSummary, EntryInfo, HostAccessKind, HypervisorClient, HypervisorStatus, LaunchResult, LoadedImage, TrustInitResult } from './client.js';
 
 const hex = (b: Buffer): string => b.toString('hex');
 const big = (s: string): bigint => BigInt(s);
@@ -113,22 +112,25 @@ export class EmulatedHypervisorClient implements HypervisorClient {
   enclaveList(): Promise<EnclaveSummary[]> {
     return this.rpc.call<EnclaveSummary[]>('enclave.list');
   }
-  async report(id: number, target: { mrenclave: Buffer; attributes?: bigint; xfrm?: bigint; miscSelect?: number }, reportData: Buffer): Promise<Buffer> {
-    const data = Buffer.alloc(64);
-    reportData.copy(data, 0, 0, 64);
-    return Buffer.from(await this.rpc.call<string>('report', { id, targetinfo: hex(encodeTargetInfo(target)), reportData: hex(data) }), 'hex');
-  }
-  reportKey(): Promise<string> {
-    return this.rpc.call<string>('reportKey');
-  }
-  async signReport(report: Buffer): Promise<Buffer> {
-    return Buffer.from(await this.rpc.call<string>('signReport', { report: hex(report) }), 'hex');
-  }
   verifyReport(report: Buffer, targetMrenclave: Buffer): Promise<boolean> {
     return this.rpc.call<boolean>('verifyReport', { report: hex(report), mrenclave: hex(targetMrenclave) });
   }
-  async getKey(id: number, keyRequest: Buffer): Promise<Buffer> {
-    return Buffer.from(await this.rpc.call<string>('getKey', { id, keyRequest: hex(keyRequest) }), 'hex');
+  async trustInit(blob?: Buffer): Promise<TrustInitResult> {
+    const r = await this.rpc.call<{ created: boolean; pcrExtended: boolean; blob: string | null; hakPublic: string; hakPcr: number }>('trustInit', blob ? { blob: hex(blob) } : {});
+    return {
+      created: r.created,
+      pcrExtended: r.pcrExtended,
+      ...(r.blob ? { blob: Buffer.from(r.blob, 'hex') } : {}),
+      hakPublic: Buffer.from(r.hakPublic, 'hex'),
+      hakPcr: r.hakPcr,
+    };
+  }
+  async hakPublic(): Promise<{ key: Buffer; pcr: number }> {
+    const r = await this.rpc.call<{ key: string; pcr: number }>('hakPublic');
+    return { key: Buffer.from(r.key, 'hex'), pcr: r.pcr };
+  }
+  async quote(report: Buffer): Promise<Buffer> {
+    return Buffer.from(await this.rpc.call<string>('quote', { report: hex(report) }), 'hex');
   }
   keyslotAlloc(owner?: number): Promise<number> {
     return this.rpc.call<number>('keyslot.alloc', owner === undefined ? {} : { owner });

@@ -4,7 +4,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { computeMrEnclave } from '../enclave/sgx.js';
-import { HC, HE_BUF_ARG_MASK, HE_HYPERCALL_BUF_POINTER_AT, HE_IOC, HE_STRUCT_SIZE, KEYNAME, encodeKeyRequest, encodeMemoryMap, parseReport } from './abi.js';
+import { createPublicKey } from 'node:crypto';
+import { HC, HE_BUF_ARG_MASK, HE_HYPERCALL_BUF_MAX, HE_HYPERCALL_BUF_POINTER_AT, HE_IOC, HE_STRUCT_SIZE, encodeMemoryMap, statusName } from './abi.js';
+import { startSwtpm, swtpmAvailable, type SwtpmInstance } from '../platform/emulated/swtpm.js';
 import { addonUnavailable, buildSigstruct, loadPayload, newSigstructSigner, payloadPage, type EnclavePayload } from './addon.js';
 import { addonCore } from './addon-adapter.js';
 import type { CoreHv } from './core-binding.js';
@@ -18,7 +20,7 @@ import { LinuxHypervisorClient, type IoctlBridge } from './linux-client.js';
  * driver itself is exercised under QEMU by the system tier.
  */
 
-const noCore = addonUnavailable() ?? (() => {
+const noCore = addonUnavailable() ?? swtpmAvailable() ?? (() => {
   try {
     loadPayload('crypto');
     return null;
@@ -33,7 +35,7 @@ const RESERVED = 0x1_8000_0000n;
 const PAGE_GPA = 0x30_0000n; // the driver's staging page (host RAM)
 
 function driverBridge(core: CoreHv, driverAbi: number, seen: { bufArgs: number[] }): IoctlBridge {
-  const page = Buffer.alloc(4096);
+  const page = Buffer.alloc(HE_HYPERCALL_BUF_MAX);
   return {
     open: () => 3,
     close: () => undefined,
@@ -62,7 +64,7 @@ function driverBridge(core: CoreHv, driverAbi: number, seen: { bufArgs: number[]
       if (bufLen) {
         // the addon writes data.buffer's address at data.at (he_hypercall.buf) before the syscall
         if (!data || data.at !== HE_HYPERCALL_BUF_POINTER_AT) throw new Error('EFAULT: no user buffer');
-        if (bufLen > 4096 || data.buffer.length < bufLen) throw new Error('EINVAL: buf_len');
+        if (bufLen > HE_HYPERCALL_BUF_MAX || data.buffer.length < bufLen) throw new Error('EINVAL: buf_len');
         if ((bufArg & HE_BUF_ARG_MASK) === 0 || driverAbi < 0x0001_0001) throw new Error('EINVAL: buf_arg');
         page.fill(0);
         data.buffer.copy(page, 0, 0, bufLen);
@@ -85,12 +87,14 @@ function driverBridge(core: CoreHv, driverAbi: number, seen: { bufArgs: number[]
 
 describe.skipIf(noCore !== null)('linux client: buffer hypercalls through the driver ABI 1.1 into the core', () => {
   let core: CoreHv;
+  let tpm: SwtpmInstance;
   let client: LinuxHypervisorClient;
   let signer: KeyObject;
   let dir: string;
   const seen = { bufArgs: [] as number[] };
 
   beforeAll(async () => {
+    tpm = await startSwtpm({ transport: 'unix' });
     dir = mkdtempSync(join(tmpdir(), 'he-linux-client-'));
     const device = join(dir, 'hyperenclave');
     writeFileSync(device, '');
@@ -100,7 +104,7 @@ describe.skipIf(noCore !== null)('linux client: buffer hypercalls through the dr
       hypervisorSize: 4n * MB,
       imageSize: 1n * MB,
       paging: 'npt',
-      platformSecret: Buffer.alloc(16, 9),
+      tpm: { server: tpm.serverPath!, ctrl: tpm.ctrlPath! },
       imageDigest: createHash('sha256').update('image').digest(),
       keySlots: null,
       requireSignedSigstruct: true,
@@ -116,16 +120,17 @@ describe.skipIf(noCore !== null)('linux client: buffer hypercalls through the dr
     client = await LinuxHypervisorClient.open(device, driverBridge(core, 0x0001_0001, seen));
     signer = newSigstructSigner();
   });
-  afterAll(() => {
+  afterAll(async () => {
     client?.close();
     core?.close();
+    await tpm?.stop();
     rmSync(dir, { recursive: true, force: true });
   });
 
   const mrenclaveOf = (p: EnclavePayload) =>
     computeMrEnclave(BigInt(p.layout.size), p.layout.ssaFrameSize, p.layout.pages.map((pg) => ({ offset: BigInt(pg.offset), flags: pg.secinfo, data: payloadPage(p, pg.offset) })));
 
-  it('creates, measures and initializes an enclave; INFO, REPORT (3 packed buffers), VERIFY_REPORT, GET_KEY', async () => {
+  it('creates, measures and initializes an enclave; INFO; host REPORT/GET_KEY refused (ENCLAVE_ONLY); TRUST_INIT, HAK_PUBLIC, QUOTE', async () => {
     const p = loadPayload('crypto');
     const id = await client.enclaveCreate({ size: BigInt(p.layout.size), base: BigInt(p.layout.base), ssaFrameSize: p.layout.ssaFrameSize, attributes: 4n, xfrm: 3n });
     await client.enclaveAddPages(id, p.layout.pages.map((pg) => ({ offset: BigInt(pg.offset), data: payloadPage(p, pg.offset), flags: pg.secinfo, measure: true })));
@@ -140,22 +145,34 @@ describe.skipIf(noCore !== null)('linux client: buffer hypercalls through the dr
     expect(listed.map((e) => [e.id, e.state, e.mrenclave])).toEqual([[id, 'initialized', mr.toString('hex')]]);
     expect((await client.status()).enclaves).toHaveLength(1);
 
-    const data = Buffer.alloc(64, 0xab);
-    const report = await client.report(id, { mrenclave: mr }, data);
-    expect(seen.bufArgs.at(-1)).toBe(HE_BUF_ARG_MASK | 0b1110); // RSI, RDX, RCX in one page
-    const parsed = parseReport(report);
-    expect(parsed.mrenclave.toString('hex')).toBe(mr.toString('hex'));
-    expect(parsed.reportData.equals(data)).toBe(true);
-    expect(await client.verifyReport(report, mr)).toBe(true);
-    const forged = Buffer.from(report);
-    forged[320] ^= 1; // REPORTDATA
-    expect(await client.verifyReport(forged, mr)).toBe(false);
+    // the host's REPORT and GET_KEY (raw hypercalls with packed buffers): refused, named
+    const raw = (nr: number, args: bigint[]) => {
+      const h = Buffer.alloc(HE_STRUCT_SIZE.hypercall);
+      h.writeBigUInt64LE(BigInt(nr), 0);
+      args.forEach((a, i) => h.writeBigUInt64LE(a, 8 + i * 8));
+      const buf = Buffer.alloc(2048);
+      h.writeUInt32LE(buf.length, 56);
+      h.writeUInt32LE(HE_BUF_ARG_MASK | 0b1110, 60);
+      driverBridge(core, 0x0001_0002, seen).ioctl(3, HE_IOC.HYPERCALL, h, { buffer: buf, at: HE_HYPERCALL_BUF_POINTER_AT });
+      return statusName(Number(h.readBigUInt64LE(0)));
+    };
+    expect(raw(HC.REPORT, [BigInt(id), 0n, 512n, 1024n])).toBe('ENCLAVE_ONLY');
+    expect(raw(HC.GET_KEY, [BigInt(id), 0n, 512n])).toBe('ENCLAVE_ONLY');
+    expect(client).not.toHaveProperty('getKey');
+    expect(client).not.toHaveProperty('report');
 
-    const k1 = await client.getKey(id, encodeKeyRequest({ keyName: KEYNAME.SEAL, keyPolicy: 1 }));
-    const k2 = await client.getKey(id, encodeKeyRequest({ keyName: KEYNAME.SEAL, keyPolicy: 1 }));
-    expect(k1).toHaveLength(16);
-    expect(k1.equals(k2)).toBe(true);
-    expect(k1.equals(Buffer.alloc(16))).toBe(false);
+    // TRUST_INIT (blob in + 4 KiB out in one staging area), HAK_PUBLIC; QUOTE refuses a forged report
+    await expect(client.hakPublic()).rejects.toThrow(/^HAK_PUBLIC: TRUST_NOT_ESTABLISHED/);
+    const t = await client.trustInit();
+    expect(t).toMatchObject({ created: true, pcrExtended: true, hakPcr: 13 });
+    expect(t.blob!.subarray(0, 4).toString()).toBe('HER1');
+    const again = await client.trustInit(t.blob);
+    expect(seen.bufArgs.at(-2)).toBe(HE_BUF_ARG_MASK | 0b0101); // RDI (blob) and RDX (output) relocated
+    expect(again).toMatchObject({ created: false, pcrExtended: false, hakPcr: 13 });
+    expect(again.hakPublic.equals(t.hakPublic)).toBe(true);
+    expect((await client.hakPublic()).key.equals(t.hakPublic)).toBe(true);
+    await expect(client.quote(Buffer.alloc(432))).rejects.toThrow(/^QUOTE: REPORT_MAC_MISMATCH/);
+    expect(createPublicKey({ key: Buffer.concat([Buffer.from('302a300506032b6570032100', 'hex'), t.hakPublic]), format: 'der', type: 'spki' }).asymmetricKeyType).toBe('ed25519');
     expect(await client.enclaveDestroy(id)).toBe(p.layout.pages.length + 1);
   });
 
@@ -176,6 +193,6 @@ describe.skipIf(noCore !== null)('linux client: buffer hypercalls through the dr
     );
     expect(await old.version()).toBe(0x0001_0000);
     old.close();
-    await expect(LinuxHypervisorClient.open(device, driverBridge(core, 0x0002_0000, { bufArgs: [] }))).rejects.toThrow(/driver speaks ioctl ABI 2\.0, this tool 1\.1/);
+    await expect(LinuxHypervisorClient.open(device, driverBridge(core, 0x0002_0000, { bufArgs: [] }))).rejects.toThrow(/driver speaks ioctl ABI 2\.0, this tool 1\.\d/);
   });
 });

@@ -4,16 +4,21 @@ import { EXIT } from '../errors.js';
 import {
   ENCLAVE_INFO_SIZE,
   HC,
+  HAK_PUBLIC_SIZE,
   HE_BUF_ARG_MASK,
+  HE_HYPERCALL_BUF_MAX,
   HE_HYPERCALL_BUF_POINTER_AT,
   HE_IOC,
   HE_STATE,
   HE_STRUCT_SIZE,
   HypervisorError,
   IOCTL_ABI_VERSION,
-  KEYREQUEST_SIZE,
   PAGE_SIZE,
+  QUOTE_SIZE,
   REPORT_SIZE,
+  TRUST_BLOB_CAPACITY,
+  TRUST_FLAG_CREATED,
+  TRUST_FLAG_PCR_EXTENDED,
   SIGSTRUCT_SIZE,
   type SecsSpec,
   abiMajor,
@@ -29,7 +34,7 @@ import {
   encodeTargetInfo,
   formatAbiVersion,
 } from './abi.js';
-import { enclaveSummary, type EcallRequest, type EcallResult, type EnclaveSummary, type HypervisorClient, type HypervisorStatus, type LoadedImage } from './client.js';
+import { enclaveSummary, type EcallRequest, type EcallResult, type EnclaveSummary, type HypervisorClient, type HypervisorStatus, type LoadedImage, type TrustInitResult } from './client.js';
 import type { EnclaveInfoRecord } from './abi.js';
 
 export const HYPERENCLAVE_DEVICE = '/dev/hyperenclave';
@@ -118,7 +123,7 @@ export class LinuxHypervisorClient implements HypervisorClient {
     if (mask) {
       if (abiMajor(this.driverAbi) === 1 && (this.driverAbi & 0xffff) < 1)
         throw new HypervisorError(`${name}: the driver speaks ioctl ABI ${formatAbiVersion(this.driverAbi)}, buffer hypercalls need 1.1 (load the current hyperenclave.ko)`, EXIT.UNSUPPORTED);
-      if (used > PAGE_SIZE) throw new HypervisorError(`${name}: ${used} bytes of buffers exceed the driver's one-page staging area`, EXIT.BAD_INPUT);
+      if (used > HE_HYPERCALL_BUF_MAX) throw new HypervisorError(`${name}: ${used} bytes of buffers exceed the driver's staging area (${HE_HYPERCALL_BUF_MAX} bytes)`, EXIT.BAD_INPUT);
       staging = Buffer.alloc(used);
       for (const p of parts) p.data.copy(staging, p.at);
       arg = encodeHeHypercall(HC[name], regs, { pointer: 0n, length: used, arg: HE_BUF_ARG_MASK | mask });
@@ -226,11 +231,6 @@ export class LinuxHypervisorClient implements HypervisorClient {
     }
     return out.reverse();
   }
-  async report(id: number, target: { mrenclave: Buffer; attributes?: bigint; xfrm?: bigint; miscSelect?: number }, reportData: Buffer): Promise<Buffer> {
-    const data = Buffer.alloc(64);
-    reportData.copy(data, 0, 0, 64);
-    return this.hypercallWith('REPORT', [BigInt(id), { in: encodeTargetInfo(target) }, { in: data }, { out: REPORT_SIZE }]).out[0]!;
-  }
   async verifyReport(report: Buffer, targetMrenclave: Buffer): Promise<boolean> {
     try {
       this.hypercallWith('VERIFY_REPORT', [{ in: report }, { in: targetMrenclave }]);
@@ -240,15 +240,30 @@ export class LinuxHypervisorClient implements HypervisorClient {
       throw e;
     }
   }
-  reportKey(): Promise<string> {
-    return this.unsupported('REPORT_KEY', 'the report-signing key is a service of the emulated platform');
+  async trustInit(blob?: Buffer): Promise<TrustInitResult> {
+    if (blob && (blob.length === 0 || blob.length > TRUST_BLOB_CAPACITY)) throw new HypervisorError(`TRUST_INIT: sealed root of ${blob.length} bytes (1..${TRUST_BLOB_CAPACITY})`, EXIT.BAD_INPUT);
+    // blob (if any) and the output buffer share the driver's staging area (ioctl ABI 1.2: up to 16 KiB)
+    const r = blob
+      ? this.hypercallWith('TRUST_INIT', [{ in: blob }, BigInt(blob.length), { out: TRUST_BLOB_CAPACITY }, BigInt(TRUST_BLOB_CAPACITY)])
+      : this.hypercallWith('TRUST_INIT', [0n, 0n, { out: TRUST_BLOB_CAPACITY }, BigInt(TRUST_BLOB_CAPACITY)]);
+    const len = Number(r.regs.rdi);
+    const flags = Number(r.regs.rsi);
+    const hak = await this.hakPublic();
+    return {
+      created: (flags & TRUST_FLAG_CREATED) !== 0,
+      pcrExtended: (flags & TRUST_FLAG_PCR_EXTENDED) !== 0,
+      ...(len > 0 ? { blob: Buffer.from(r.out[0]!.subarray(0, len)) } : {}),
+      hakPublic: hak.key,
+      hakPcr: Number(r.regs.rdx),
+    };
   }
-  signReport(): Promise<Buffer> {
-    return this.unsupported('SIGN_REPORT', 'the report-signing key is a service of the emulated platform');
+  async hakPublic(): Promise<{ key: Buffer; pcr: number }> {
+    const r = this.hypercallWith('HAK_PUBLIC', [{ out: HAK_PUBLIC_SIZE }]);
+    return { key: r.out[0]!, pcr: Number(r.regs.rdi) };
   }
-  async getKey(id: number, keyRequest: Buffer): Promise<Buffer> {
-    if (keyRequest.length !== KEYREQUEST_SIZE) throw new HypervisorError(`GET_KEY: KEYREQUEST of ${keyRequest.length} bytes (must be ${KEYREQUEST_SIZE})`, EXIT.BAD_INPUT);
-    return this.hypercallWith('GET_KEY', [BigInt(id), { in: keyRequest }, { out: 16 }]).out[0]!;
+  async quote(report: Buffer): Promise<Buffer> {
+    if (report.length !== REPORT_SIZE) throw new HypervisorError(`QUOTE: REPORT of ${report.length} bytes (must be ${REPORT_SIZE})`, EXIT.BAD_INPUT);
+    return this.hypercallWith('QUOTE', [{ in: report }, { out: QUOTE_SIZE }]).out[0]!;
   }
   async keyslotAlloc(owner?: number): Promise<number> {
     return Number(this.hypercall('KEYSLOT_ALLOC', [BigInt(owner ?? 0)]).rdi);

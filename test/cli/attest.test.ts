@@ -91,7 +91,7 @@ describe.skipIf(!!missing)('attestation through the CLI on the emulated platform
     expect(bad.stdout).toMatch(/eventlog\.runtime\s+FAIL/);
   });
 
-  it('verifies tpm2-tools files with the same named checks', async () => {
+  it('verifies tpm2-tools files with the same named checks; the already accepted quote is refused as a replay', async () => {
     const v = await run(
       'verify',
       '--tpm2-quote-message', join(f('q'), 'quote-sha256.msg'),
@@ -101,9 +101,13 @@ describe.skipIf(!!missing)('attestation through the CLI on the emulated platform
       '--nonce', readFileSync(join(f('q'), 'qualification.hex'), 'utf8').trim(),
       '--json',
     );
-    expect(schemaProblems(v.json ?? { schema: 'hyperenclave/attestation-result' })).toBeUndefined();
-    const checks = (v.json!.checks as { name: string; status: string }[]).filter((c) => ['signature', 'pcr.digest', 'nonce'].includes(c.name));
-    expect(checks.map((c) => `${c.name}:${c.status}`)).toEqual(['signature:pass', 'nonce:pass', 'pcr.digest:pass']);
+    // the same TPM quote as ev.json, which this verifier state already accepted: refused as a replay (exit 4)
+    expect(v.code, v.stderr).toBe(4);
+    const doc = JSON.parse(v.stdout) as { schema: string; checks: { name: string; status: string; reason: string }[] };
+    expect(schemaProblems(doc)).toBeUndefined();
+    const checks = doc.checks.filter((c) => ['signature', 'pcr.digest', 'nonce', 'clock'].includes(c.name));
+    expect(checks.map((c) => `${c.name}:${c.status}`)).toEqual(['signature:pass', 'nonce:pass', 'pcr.digest:pass', 'clock:fail']);
+    expect(doc.checks.find((c) => c.name === 'clock')!.reason).toMatch(/not newer than the last accepted/);
     expect((await run('verify', '--tpm2-quote-message', 'm')).code).toBe(2);
   });
 });

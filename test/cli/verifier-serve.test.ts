@@ -167,34 +167,40 @@ describe.skipIf(!!missing)('verifier serve as a process: HTTP API, refusals, SIG
     expect((await post(`${url}/challenge`, '{}')).status).toBe(200);
   });
 
-  it('verify takes a batch of evidence files: a line each, exit code of the first that fails, --json valid', async () => {
-    const nonce = 'ab'.repeat(16);
-    for (const n of ['b1.json', 'b2.json']) {
-      const a = await run('attest', '--nonce', nonce, '--out', f(n), '--pcrs', 'sha256:0-7,12');
+  /** Fresh evidence for the fixed nonce (each file's quote newer than the ones before it). */
+  async function attestFiles(...names: string[]): Promise<void> {
+    for (const n of names) {
+      const a = await run('attest', '--nonce', 'ab'.repeat(16), '--out', f(n), '--pcrs', 'sha256:0-7,12');
       expect(a.code, a.stderr).toBe(0);
     }
+  }
+
+  it('verify takes a batch of evidence files: a line each, exit code of the first that fails, --json valid; an accepted quote seen again is refused', async () => {
+    const nonce = 'ab'.repeat(16);
+    await attestFiles('b1.json', 'b2.json', 'b3.json', 'b4.json', 'b5.json');
     const ok = await run('verify', f('b1.json'), f('b2.json'), '--policy', f('policy.json'), '--nonce', nonce);
     expect(ok.code, ok.stdout + ok.stderr).toBe(0);
     expect(ok.stdout).toMatch(/^PASS  \S*b1\.json: affirming\nPASS  \S*b2\.json: affirming\n2 evidence files: 2 affirming, 0 warning, 0 contraindicated, 0 unreadable\n$/);
 
     // A log with its last event removed no longer replays to PCR 12.
-    const ev = JSON.parse(readFileSync(f('b2.json'), 'utf8'));
+    const ev = JSON.parse(readFileSync(f('b4.json'), 'utf8'));
     const log = Buffer.from(ev.eventLogs.runtime, 'base64');
     const parsed = parseEventLog(log);
     ev.eventLogs.runtime = log.subarray(0, parsed.events[parsed.events.length - 1]!.offset).toString('base64');
-    writeFileSync(f('b2-cut.json'), JSON.stringify(ev));
+    writeFileSync(f('b4-cut.json'), JSON.stringify(ev));
 
-    const mixed = await run('verify', f('b1.json'), f('absent.json'), f('b2-cut.json'), '--policy', f('policy.json'), '--nonce', nonce);
+    const mixed = await run('verify', f('b3.json'), f('absent.json'), f('b4-cut.json'), f('b1.json'), '--policy', f('policy.json'), '--nonce', nonce);
     expect(mixed.code).toBe(3); // absent.json is the first that fails
     const lines = mixed.stdout.trimEnd().split('\n');
-    expect(lines).toHaveLength(4);
-    expect(lines[0]).toMatch(/^PASS  \S*b1\.json: (affirming|warning)/);
+    expect(lines).toHaveLength(5);
+    expect(lines[0]).toMatch(/^PASS  \S*b3\.json: affirming$/);
     expect(lines[1]).toMatch(/^ERROR \S*absent\.json: not found$/);
-    expect(lines[2]).toMatch(/^FAIL  \S*b2-cut\.json: contraindicated \(eventlog\.runtime: /);
-    // b1 was accepted before b2: seen again, its older TPM clock may only warn (the clock check is optional).
-    expect(lines[3]).toMatch(/^3 evidence files: (1 affirming, 0 warning|0 affirming, 1 warning), 1 contraindicated, 1 unreadable$/);
+    expect(lines[2]).toMatch(/^FAIL  \S*b4-cut\.json: contraindicated \(eventlog\.runtime: /);
+    // b1 was accepted before b3: its quote is older than the last accepted one (a replay)
+    expect(lines[3]).toMatch(/^FAIL  \S*b1\.json: contraindicated \(clock: .*not newer than the last accepted/);
+    expect(lines[4]).toBe('4 evidence files: 1 affirming, 0 warning, 2 contraindicated, 1 unreadable');
 
-    const json = await run('verify', f('b2-cut.json'), f('b1.json'), '--policy', f('policy.json'), '--nonce', nonce, '--json');
+    const json = await run('verify', f('b4-cut.json'), f('b5.json'), '--policy', f('policy.json'), '--nonce', nonce, '--json');
     expect(json.code).toBe(4);
     const doc = JSON.parse(json.stdout) as { schema: string; results: { status: string; exitCode: number; result?: unknown }[] };
     expect(schemaProblems(doc)).toBeUndefined();
@@ -206,7 +212,8 @@ describe.skipIf(!!missing)('verifier serve as a process: HTTP API, refusals, SIG
 
   it.skipIf(!!noPty)('a batch on a terminal shows files verified, cleared before the result lines', async () => {
     const out = f('batch.out');
-    const files = ['b1.json', 'b2.json', 'b1.json', 'b2.json'].map(f);
+    await attestFiles('t1.json', 't2.json', 't3.json', 't4.json');
+    const files = ['t1.json', 't2.json', 't3.json', 't4.json'].map(f);
     const r = await runCliOnTty(['--platform', 'emulated', '--state-dir', state, 'verify', ...files, '--policy', f('policy.json'), '--nonce', 'ab'.repeat(16)], { stdoutFile: out });
     expect(r.code, r.terminal).toBe(0);
     expect(r.terminal).toMatch(/\rverify \[[#.]{20}\] +\d+%  \d\/4 files/);

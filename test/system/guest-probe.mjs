@@ -1,5 +1,6 @@
 // Runs inside the system-tier guest (on the installed package): a demoted Linux that forges
-// ENCLAVE_CALL registers. The output page of an ECALL is a raw physical address in RCX; the
+// hypercall registers: REPORT and GET_KEY for a live enclave (refused: enclave-only leaves), the
+// HAK public key (printed for judge.mjs), and ENCLAVE_CALL. The output page of an ECALL is a raw physical address in RCX; the
 // hypervisor must refuse one inside its own memory or the EPC (HOST_ACCESS_DENIED), and still
 // serve the same call with an honest page. Prints "@@HE:CHECK" lines for test/system/judge.mjs.
 //   node guest-probe.mjs PACKAGE_DIR MANIFEST SPIN_MANIFEST RESERVED_BASE RESERVED_SIZE
@@ -23,9 +24,38 @@ const raw = (id, tcs, fn, page, r8 = 0n, staged = false) => {
   return statusName(Number(decodeHeHypercall(arg).rax));
 };
 
+/** Any hypercall with raw registers; `bufMask` marks the arguments that are offsets into `page`. */
+const rawCall = (nr, regs, bufMask = 0, page = undefined) => {
+  const arg = encodeHeHypercall(nr, regs, page ? { pointer: 0n, length: page.length, arg: HE_BUF_ARG_MASK | bufMask } : undefined);
+  io.ioctl(fd, HE_IOC.HYPERCALL, arg, page ? { buffer: page, at: HE_HYPERCALL_BUF_POINTER_AT } : undefined);
+  const r = decodeHeHypercall(arg);
+  return { status: statusName(Number(r.rax)), rdi: r.rdi };
+};
+
 const e = await createEnclave(client, loadManifest(manifestPath));
 const tcs = tcsOf(e);
 try {
+  // The demoted host (root) asks for a live enclave's REPORT and SEAL key with raw hypercalls:
+  // both leaves are served only to the enclave itself (ENCLAVE_ONLY), and nothing is written back.
+  {
+    const page = Buffer.alloc(4096);
+    page.fill(0x5a, 512, 576); // REPORTDATA
+    const rep = rawCall(HC.REPORT, [BigInt(e.id), 0n, 512n, 1024n], 0b1110, page); // RSI = TARGETINFO, RDX = REPORTDATA, RCX = out
+    const repOut = page.subarray(1024, 1024 + 432);
+    check('host-report-refused', rep.status === 'ENCLAVE_ONLY' && repOut.every((b) => b === 0),
+      `REPORT (0x20) for enclave ${e.id} from the host: ${rep.status}; output page ${repOut.every((b) => b === 0) ? 'untouched' : 'WRITTEN'}`);
+    const kpage = Buffer.alloc(4096);
+    kpage.writeUInt16LE(4, 0); // KEYNAME = SEAL
+    kpage.writeUInt16LE(1, 2); // KEYPOLICY = MRENCLAVE
+    const key = rawCall(HC.GET_KEY, [BigInt(e.id), 0n, 512n], 0b0110, kpage); // RSI = KEYREQUEST, RDX = out
+    const keyOut = kpage.subarray(512, 528);
+    check('host-getkey-refused', key.status === 'ENCLAVE_ONLY' && keyOut.every((b) => b === 0),
+      `GET_KEY (0x22, SEAL, MRENCLAVE policy) for enclave ${e.id} from the host: ${key.status}; output ${keyOut.every((b) => b === 0) ? 'untouched' : 'WRITTEN'}`);
+    // The hypervisor's attestation key as it reports it (judge.mjs recomputes the HAK PCR from it).
+    const hpage = Buffer.alloc(4096);
+    const hak = rawCall(HC.HAK_PUBLIC, [0n], 0b0001, hpage);
+    console.log(`@@HE:HAK ${hak.status} ${hpage.subarray(0, 32).toString('hex')} ${hak.rdi}`);
+  }
   const results = [
     ['hypervisor image', base],
     ['EPC', base + size / 2n],

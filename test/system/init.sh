@@ -16,9 +16,9 @@ check() { # name PASS|FAIL detail...
 b64() { # name file
   echo "@@HE:B64 BEGIN $1"; base64 "$2"; echo "@@HE:B64 END $1"
 }
-pcrs() { # tag: print sha1/sha256/sha384 PCRs 0-7 and the hypervisor PCR
+pcrs() { # tag: print sha1/sha256/sha384 PCRs 0-7, the hypervisor PCR and the HAK PCR
   for bank in sha1 sha256 sha384; do
-    for i in 0 1 2 3 4 5 6 7 $PCR; do
+    for i in 0 1 2 3 4 5 6 7 $PCR $HAK_PCR; do
       f=/sys/class/tpm/tpm0/pcr-$bank/$i
       [ -r $f ] && echo "@@HE:PCR $1 $bank $i $(cat $f)"
     done
@@ -97,6 +97,8 @@ wait $BUSY
   || check guest-alive FAIL "busy loop did not finish"
 out=$(hectl hypercall-status 2>&1) && check vmmcall-status PASS "$out" || check vmmcall-status FAIL "$out"
 out=$(hectl probe 2>&1) && check npt-protects PASS "$out" || check npt-protects FAIL "$out"
+# the TPM's locality 1-4 pages are gone from the host's nested tables; locality 0 (Linux's) stays
+out=$(hectl probe-tpm 2>&1) && check tpm-locality-hidden PASS "$out" || check tpm-locality-hidden FAIL "$out"
 # a second boot in the same boot changes nothing (judge.mjs compares the PCRs)
 cli boot-again --json boot && check boot-again PASS "second hyperenclave boot exit 0" || check boot-again FAIL "exit $rc"
 pcrs boot-again
@@ -111,6 +113,9 @@ out=$(hectl enclave 2>&1) && check enclave-lifecycle PASS "$out" || check enclav
 # ECALLs run by the real hypervisor (ENCLAVE_CALL): echo, sha256, empty; then EGETKEY/EREPORT/RDRAND from the sealer
 cli enclave-run-crypto --json enclave run /opt/enclave/crypto.manifest.json --ecall 0=hello --ecall 2=abc --ecall 4 || true
 cli enclave-run-sealer --json enclave run /opt/enclave/sealer.manifest.json --ecall 3 --ecall 2:$(printf '%0128d' 7) --ecall 0=the-launch-codes || true
+# the sealed blob stays in /tmp across the reloads below (seal-survives-reload, seal-other-image-refused)
+node -e 'const d = JSON.parse(require("fs").readFileSync("/tmp/cli-enclave-run-sealer.out", "utf8")); const e = d.ecalls.find((x) => x.fn === 0); if (e && e.ok) process.stdout.write(e.output)' >/tmp/sealed.hex 2>/dev/null
+echo "@@HE:INFO sealed $(wc -c </tmp/sealed.hex) hex chars kept in /tmp/sealed.hex"
 # a forged ENCLAVE_CALL whose output page is the hypervisor's or the EPC is refused
 node /opt/guest-probe.mjs /usr/lib/hyperenclave /opt/enclave/crypto.manifest.json /opt/enclave/misbehave.manifest.json $RESERVED_BASE $RESERVED_SIZE 2>&1 | sed -n '/^@@HE:/p; /^@@HE:/!s/^/@@HE:INFO probe /p'
 # misbehaving enclaves end only their own thread: a null write (#PF), then a spin the caller aborts
@@ -122,8 +127,13 @@ case "$out" in *state=enabled*cpus=2*) check alive-after-faults PASS "the demote
 # remote attestation: the verifier runs on the host; the guest reaches it at 10.0.2.2
 cli ak-create --json ak create || true
 cli ak-enroll --json ak enroll --verifier "$VERIFIER_URL" || true
-cli attest --json attest --verifier "$VERIFIER_URL" --out /tmp/evidence.json || true
+# the quotes cover the HAK PCR too (the policy requires it)
+SEL="sha256:0-7,$PCR,$HAK_PCR,17,18+sha384:0-7,$PCR,$HAK_PCR"
+cli attest --json attest --verifier "$VERIFIER_URL" --pcrs "$SEL" --out /tmp/evidence.json || true
 [ -f /tmp/evidence.json ] && b64 evidence /tmp/evidence.json
+# evidence with an enclave's quote (its EREPORT to the quoting identity, signed by the HAK) next to the TPM quote
+cli attest-enclave --json attest --enclave /opt/enclave/sealer.manifest.json --verifier "$VERIFIER_URL" --pcrs "$SEL" --out /tmp/enclave-evidence.json || true
+[ -f /tmp/enclave-evidence.json ] && b64 enclave-evidence /tmp/enclave-evidence.json
 out=$(hectl status 2>&1); echo "@@HE:INFO status-enabled $out"
 if cli disable --json disable; then check disable PASS "hyperenclave disable"; else check disable FAIL "exit $rc"; fi
 out=$(taskset -c 0 hectl cpuid 2>&1); case "$out" in *HyperEnclave*) check cpuid-after-disable FAIL "$out" ;; *) check cpuid-after-disable PASS "$out" ;; esac
@@ -133,6 +143,18 @@ rmmod hyperenclave && check module-unload PASS "rmmod ok" || check module-unload
 insmod /lib/modules/hyperenclave.ko reserved_base=$RESERVED_BASE reserved_size=$RESERVED_SIZE pcr=$PCR \
   && hectl load hyperenclave/hyperenclave.img >/dev/null && pcrs reloaded && hectl enable >/dev/null \
   && out=$(taskset -c 1 hectl cpuid 2>&1) && check re-enable PASS "$out" || check re-enable FAIL "reload/enable failed"
+# the same image, reloaded: TRUST_INIT with the kept blob unseals the same root, so the enclave's
+# seal key and the data it sealed before the reload come back
+out=$(hectl trust-init $STATE_DIR/trust-root.blob 2>&1); echo "@@HE:TRUST reload $out"
+cli unseal-reload --json enclave run /opt/enclave/sealer.manifest.json --ecall 1:$(cat /tmp/sealed.hex) --ecall 3 || true
+# last: an image that differs by one byte (built by run.sh) cannot unseal that root
+hectl disable >/dev/null && rmmod hyperenclave && insmod /lib/modules/hyperenclave.ko reserved_base=$RESERVED_BASE reserved_size=$RESERVED_SIZE pcr=$PCR \
+  && hectl load hyperenclave/other.img >/dev/null && pcrs other-loaded && hectl enable >/dev/null || echo "@@HE:INFO other image: load/enable failed"
+cp $STATE_DIR/trust-root.blob /tmp/trust-root.copy
+out=$(hectl trust-init /tmp/trust-root.copy 2>&1); echo "@@HE:TRUST other-old $out"
+# that image's own root (TRUST_INIT without a blob): it establishes trust, with other keys
+out=$(hectl trust-init /tmp/other-root.blob 2>&1); echo "@@HE:TRUST other-new $out"
+cli unseal-other --json enclave run /opt/enclave/sealer.manifest.json --ecall 1:$(cat /tmp/sealed.hex) --ecall 3 || true
 dmesg_he
 echo "@@HE:POWEROFF-ENABLED"
 finish

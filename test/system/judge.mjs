@@ -7,10 +7,14 @@
 // documents against schemas/, boot idempotence, the remote verifier's verdict, and the exported
 // evidence verified again outside the guest with `hyperenclave verify` against firmware-tools'
 // reference values.
+// Every check named in test/system/expected-checks.txt (or --expected FILE) must report: one that
+// did not (a crashed probe, a guest that died early) is a failure, and so is a passing check the
+// list does not name. --partial 1 (run.sh --no-image) lists the unreported ones as NOT RUN instead.
 //   judge.mjs CONSOLE OUTDIR --timed-out 0|1 --pcr N [--image CONTAINER] [--verifier-dir DIR]
+//             [--expected FILE] [--partial 0|1]
 import { createHash } from 'node:crypto';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, writeFileSync, renameSync, openSync, fsyncSync, closeSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync, renameSync, openSync, fsyncSync, closeSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -38,6 +42,8 @@ const pcrs = {}; // tag -> bank -> index -> hex
 const blobs = {};
 const clis = {}; // name -> { rc, secs, args }
 const stderrs = {};
+const trustLines = {}; // tag -> hectl trust-init output
+let hakLine = null; // { status, key (hex), pcr }
 let booted = null;
 let done = false;
 let inBlob = null;
@@ -69,6 +75,8 @@ for (const line of lines) {
     const kv = Object.fromEntries(f.slice(1, 3).map((x) => x.split('=')));
     clis[f[0]] = { rc: Number(kv.rc), secs: Number(kv.secs), args: f.slice(3).join(' ').replace(/^args=/, '') };
   } else if (kind === 'STDERR') (stderrs[f[0]] ??= []).push(f.slice(1).join(' '));
+  else if (kind === 'HAK') hakLine = { status: f[0], key: f[1], pcr: Number(f[2]) };
+  else if (kind === 'TRUST') trustLines[f[0]] = f.slice(1).join(' ');
 }
 const host = (name, ok, detail) => checks.push({ name, ok, detail, source: 'host' });
 
@@ -132,7 +140,7 @@ if (bios) {
 const { compileSchema } = await import(join(ROOT, 'dist', 'src', 'schemas.js'));
 const docs = {};
 // runs whose ECALLs are meant to fail: the CLI exits 1 and still reports every ECALL
-const EXPECT_EXIT_1 = new Set(['enclave-run-fault', 'enclave-run-spin']);
+const EXPECT_EXIT_1 = new Set(['enclave-run-fault', 'enclave-run-spin', 'unseal-other']);
 for (const [name, r] of Object.entries(clis)) {
   const why = stderrs[name]?.[0] ? `: ${stderrs[name][0]}` : '';
   const wantRc = EXPECT_EXIT_1.has(name) ? 1 : 0;
@@ -167,8 +175,9 @@ if (docs['enclave-run-crypto']) {
   const r = docs['enclave-run-crypto'];
   const e = ecallsOf(r);
   const sha = createHash('sha256').update('abc').digest('hex');
-  const ok = e[0]?.output === Buffer.from('hello').toString('hex') && e[2]?.output === sha && e[4]?.ok === true && r.reportVerified === true && r.epcReturned === r.epcPages;
-  host('ecall-crypto', ok, `echo ${e[0]?.ok ? Buffer.from(e[0].output, 'hex').toString() : e[0]?.error}, sha256("abc") ${e[2]?.output === sha ? 'correct' : `wrong (${e[2]?.output ?? e[2]?.error})`}, empty ${e[4]?.ok ? 'ok' : e[4]?.error} (${(e[4]?.micros ?? 0).toFixed(0)} µs round trip), REPORT verified ${r.reportVerified}, EPC returned ${r.epcReturned}/${r.epcPages}`);
+  // (no host REPORT any more: REPORT is enclave-only; the enclave's own EREPORT is ecall-sealer's)
+  const ok = e[0]?.output === Buffer.from('hello').toString('hex') && e[2]?.output === sha && e[4]?.ok === true && r.epcReturned === r.epcPages;
+  host('ecall-crypto', ok, `echo ${e[0]?.ok ? Buffer.from(e[0].output, 'hex').toString() : e[0]?.error}, sha256("abc") ${e[2]?.output === sha ? 'correct' : `wrong (${e[2]?.output ?? e[2]?.error})`}, empty ${e[4]?.ok ? 'ok' : e[4]?.error} (${(e[4]?.micros ?? 0).toFixed(0)} µs round trip), EPC returned ${r.epcReturned}/${r.epcPages}`);
 }
 if (docs['enclave-run-sealer']) {
   const r = docs['enclave-run-sealer'];
@@ -207,17 +216,35 @@ if (ref && pcrs.measured) {
     host(`measured-${bank}`, want === got, want === got ? `PCR${pcrIndex} = firmware reference prediction ${got.slice(0, 16)}…` : `PCR${pcrIndex} is ${got}, firmware reference predicts ${want}`);
   }
 }
+// The event the hypervisor extends into its PCR at DISABLE (hypervisor/core/src/trust.rs
+// EXIT_EVENT): the cap that keeps the sealed root from unsealing once the host has every locality.
+const EXIT_EVENT = Buffer.from('hyperenclave:hypervisor-exit v=1', 'ascii');
 if (opt.image && pcrs.reloaded) {
-  // second round (hectl load after rmmod): the driver alone extends H(image) once more
+  // second round (disable, rmmod, insmod, hectl load): the hypervisor capped PCR N with the exit
+  // event at disable, then the driver alone extends H(image) once more
   const c = readFileSync(opt.image);
   const image = c.subarray(0x100, 0x100 + Number(c.readBigUInt64LE(0x40)));
   for (const bank of Object.keys(pcrs.reloaded)) {
     const before = pcrs['boot-again']?.[bank]?.[pcrIndex] ?? pcrs.measured?.[bank]?.[pcrIndex];
     const again = pcrs.reloaded[bank][pcrIndex];
     if (!before || !again) continue;
-    const want2 = createHash(bank).update(Buffer.concat([Buffer.from(before, 'hex'), createHash(bank).update(image).digest()])).digest('hex');
-    host(`remeasured-${bank}`, want2 === again, want2 === again ? `second load extended PCR${pcrIndex} by H(image) again` : `PCR${pcrIndex} is ${again}, expected ${want2}`);
+    const h = (x) => createHash(bank).update(x).digest();
+    const capped = h(Buffer.concat([Buffer.from(before, 'hex'), h(EXIT_EVENT)]));
+    const want2 = h(Buffer.concat([capped, h(image)])).toString('hex');
+    host(`remeasured-${bank}`, want2 === again, want2 === again ? `disable capped PCR${pcrIndex} with the exit event, the second load extended it by H(image) again` : `PCR${pcrIndex} is ${again}, expected ${want2} (cap, then H(image))`);
   }
+}
+
+// The hypervisor's own TPM transport (TIS locality 2, image/src/tis.rs): at every enable it reads
+// the measurement PCR itself; the last enable (hectl load + enable) must have read exactly what
+// the guest read through Linux's driver (locality 0) right before it.
+{
+  const selfTests = lines.map((l) => /\[hv\] TPM: locality 2 at 0x[0-9a-f]+: GetRandom gave (\d+) bytes, PCR(\d+) sha256 ([0-9a-f]{64})/.exec(l)).filter(Boolean);
+  const failed = lines.find((l) => /\[hv\] TPM: locality 2 self-test failed/.test(l));
+  const last = selfTests.at(-1);
+  const want = (pcrs['other-loaded'] ?? pcrs.reloaded)?.sha256?.[pcrIndex];
+  if (selfTests.length || failed) host('tpm-hv-transport', !failed && !!last && last[1] === '16' && Number(last[2]) === pcrIndex && last[3] === want,
+    failed ? failed.replace(/.*\[hv\] /, '') : last ? `${selfTests.length} enables: the hypervisor's TIS transport at locality 2 got ${last[1]} random bytes and read PCR${last[2]} = ${last[3].slice(0, 16)}…, ${last[3] === want ? 'equal to' : `NOT equal to ${want}`} what Linux read at locality 0` : 'no self-test line from the hypervisor');
 }
 
 // Remote attestation: the verdict the host's verifier gave the guest, then the same evidence
@@ -228,24 +255,120 @@ if (docs.attest) {
 }
 const ev = blobs.evidence;
 if (ev && opt['verifier-dir']) {
-  const evPath = join(outDir, 'evidence.json');
-  writeAtomic(evPath, ev);
-  const nonce = JSON.parse(ev.toString('utf8')).nonce;
-  const r = spawnSync('node', [CLI, '--platform', 'emulated', '--state-dir', join(opt['verifier-dir'], 'state'), '--json', 'verify', evPath, '--policy', join(opt['verifier-dir'], 'policy.json'), '--nonce', nonce], { encoding: 'utf8' });
-  let res = {};
-  try { res = JSON.parse(r.stdout); } catch { /* reported below */ }
-  writeAtomic(join(outDir, 'verify-outside.json'), r.stdout ?? '');
-  const fails = (res.checks ?? res.result?.checks ?? []).filter?.((c) => c.status === 'fail').map((c) => c.name) ?? [];
-  const status = res['ear.status'] ?? res.status;
-  host('verify-outside', r.status === 0 && status === 'affirming', `hyperenclave verify (exit ${r.status}): ${status ?? r.stderr.split('\n')[0]}${fails.length ? `; failed: ${fails.join(', ')}` : ''}`);
+  const r = verifyOutside('evidence', ev);
+  host('verify-outside', r.rc === 0 && r.status === 'affirming', `hyperenclave verify (exit ${r.rc}): ${r.status ?? r.stderr.split('\n')[0]}${r.fails.length ? `; failed: ${r.fails.join(', ')}` : ''}`);
 }
 
-const summary = { schema: 'hyperenclave/system-tier-result', version: 1, booted, done, checks, pcrs };
+// The HAK bound in its PCR: the PCR the guest read after boot equals, in every bank, the replay of
+// exactly one event whose data names the key the hypervisor reports (HAK_PUBLIC), recomputed here
+// with Node's hashes; the runtime log carries that event.
+const hakPcr = Number(opt['hak-pcr'] ?? 13);
+{
+  const got = pcrs.measured ?? {};
+  const banks = Object.keys(got).filter((b) => got[b][hakPcr] !== undefined);
+  let detail;
+  let ok = false;
+  if (!hakLine) detail = null; // did not run: expected-checks.txt reports it
+  else if (hakLine.status !== 'SUCCESS' || !/^[0-9a-f]{64}$/.test(hakLine.key)) detail = `HAK_PUBLIC: ${hakLine.status}`;
+  else {
+    const eventData = Buffer.from(`hyperenclave-hak:ed25519:${hakLine.key}`, 'ascii');
+    const bad = banks.filter((b) => {
+      const h = (x) => createHash(b).update(x).digest();
+      const want = h(Buffer.concat([Buffer.alloc(h(Buffer.alloc(0)).length), h(eventData)])).toString('hex');
+      return got[b][hakPcr] !== want;
+    });
+    const logged = blobs['runtime-log']?.includes(eventData) ?? false;
+    ok = hakLine.pcr === hakPcr && banks.length >= 2 && bad.length === 0 && logged;
+    detail = `HAK ${hakLine.key.slice(0, 16)}… (HAK_PUBLIC names PCR ${hakLine.pcr}); PCR${hakPcr} in ${banks.join('/')} ${bad.length ? `differs from one-event replay in ${bad.join(',')}` : 'equals the replay of the one event "hyperenclave-hak:ed25519:<key>"'}; runtime log ${logged ? 'carries' : 'LACKS'} the event`;
+  }
+  if (detail !== null) host('hak-bound', ok, detail);
+}
+
+/** Verifies an evidence file outside the guest with the CLI, against the run's policy, on a copy of
+ * the verifier state without its replay record (the service already accepted this very quote). */
+function verifyOutside(name, evBuf) {
+  const evPath = join(outDir, `${name}.json`);
+  writeAtomic(evPath, evBuf);
+  const nonce = JSON.parse(evBuf.toString('utf8')).nonce;
+  const state = join(outDir, `${name}-state`);
+  rmSync(state, { recursive: true, force: true });
+  cpSync(join(opt['verifier-dir'], 'state'), state, { recursive: true });
+  for (const f of readdirSync(state, { recursive: true })) if (/clock/i.test(String(f))) rmSync(join(state, String(f)), { recursive: true, force: true });
+  const r = spawnSync('node', [CLI, '--platform', 'emulated', '--state-dir', state, '--json', 'verify', evPath, '--policy', join(opt['verifier-dir'], 'policy.json'), '--nonce', nonce], { encoding: 'utf8' });
+  let res = {};
+  try { res = JSON.parse(r.stdout); } catch { /* reported below */ }
+  writeAtomic(join(outDir, `${name}-verify-outside.json`), r.stdout ?? '');
+  const list = res.checks ?? res.result?.checks ?? [];
+  return { rc: r.status, status: res['ear.status'] ?? res.status ?? res.result?.['ear.status'], platformKind: res.platformKind ?? res.result?.platformKind, checks: list, fails: list.filter?.((c) => c.status === 'fail').map((c) => c.name) ?? [], stderr: r.stderr ?? '' };
+}
+
+// An enclave quote from `hyperenclave attest --enclave` in the guest: the host's verifier affirmed
+// it, and so does `hyperenclave verify` here on the same evidence.
+let enclaveOutside = null;
+{
+  const d = docs['attest-enclave'];
+  const v = d?.verdict ?? d;
+  const ev = blobs['enclave-evidence'];
+  const evDoc = ev ? JSON.parse(ev.toString('utf8')) : null;
+  const quoted = evDoc?.enclaves?.filter?.((e) => typeof e.quote === 'string' && Buffer.from(e.quote, 'base64').length === 496).length ?? 0;
+  if (ev && opt['verifier-dir']) enclaveOutside = verifyOutside('enclave-evidence', ev);
+  const enclaveChecks = (enclaveOutside?.checks ?? []).filter((c) => /^enclave/.test(c.name));
+  const ok = v?.status === 'affirming' && quoted >= 1 && enclaveOutside?.rc === 0 && enclaveOutside.status === 'affirming' && enclaveChecks.length > 0 && enclaveChecks.every((c) => c.status === 'pass');
+  if (d) host('enclave-attested', ok, `verifier on the host: ${v?.status}${v?.firstFailure ? ` (${v.firstFailure})` : ''}; ${quoted} enclave quote(s) in the evidence; hyperenclave verify outside (exit ${enclaveOutside?.rc}): ${enclaveOutside?.status ?? enclaveOutside?.stderr.split('\n')[0]}${enclaveOutside?.fails.length ? `, failed: ${enclaveOutside.fails.join(', ')}` : ''}; ${enclaveChecks.map((c) => `${c.name}:${c.status}`).join(' ')}`);
+}
+
+// The platform kind comes from the EK certificate's CA (the run's swtpm CA), not from the guest's
+// --platform (linux, i.e. what a real machine would claim).
+{
+  const v = docs['attest-enclave']?.verdict ?? docs['attest-enclave'] ?? docs.attest?.verdict ?? docs.attest;
+  const remote = v?.result?.platformKind ?? v?.platformKind;
+  const outside = enclaveOutside?.platformKind;
+  const check = enclaveOutside?.checks?.find?.((c) => c.name === 'platform.kind');
+  if (v) host('platform-kind-from-ek', remote === 'emulated' && outside === 'emulated' && check?.status === 'pass',
+    `guest ran --platform ${docs.status?.platform ?? '?'}; verifier on the host: ${remote}; outside: ${outside} (${check?.status}: ${check?.reason ?? ''})`);
+}
+
+// Sealing across reloads: the enclave sealed "the-launch-codes" before disable/rmmod/insmod/enable;
+// after TRUST_INIT unsealed the same root it unseals again with the same seal key. An image that
+// differs by one byte cannot unseal the root (TRUST_INIT creates a new one) nor the data.
+{
+  const before = ecallsOf(docs['enclave-run-sealer']);
+  const after = ecallsOf(docs['unseal-reload']);
+  const plain = after[1]?.ok ? Buffer.from(after[1].output, 'hex').toString() : null;
+  const sameKey = !!before[3]?.ok && after[3]?.output === before[3].output;
+  const t = trustLines.reload ?? '';
+  if (docs['unseal-reload']) host('seal-survives-reload', plain === 'the-launch-codes' && sameKey && /new blob 0 bytes/.test(t) && /created 0/.test(t),
+    `TRUST_INIT after the reload: ${t || 'not run'}; unseal → ${plain !== null ? JSON.stringify(plain) : after[1]?.error ?? 'not run'}; seal-key fingerprint ${sameKey ? 'unchanged' : `changed (${before[3]?.output?.slice(0, 16)} → ${after[3]?.output?.slice(0, 16) ?? after[3]?.error})`}`);
+  const other = ecallsOf(docs['unseal-other']);
+  const [oldRoot, newRoot] = [trustLines['other-old'] ?? 'not run', trustLines['other-new'] ?? 'not run'];
+  const keyDiffers = !!other[3]?.ok && !!before[3]?.ok && other[3].output !== before[3].output;
+  // TRUST_SEAL_FAILED (38): the kept root does not unseal under that image's measurement; the
+  // data does not open with that image's own root: sealer error 4 = AUTH_FAILED (GCM tag,
+  // hypervisor/enclaves/rt err::AUTH_FAILED), not a failed EGETKEY
+  if (docs['unseal-other']) host('seal-other-image-refused', /status=38\b/.test(oldRoot) && /created 1/.test(newRoot) && other[1]?.ok === false && /error code 4\b/.test(other[1]?.error ?? '') && keyDiffers,
+    `image with one byte changed: TRUST_INIT with the kept root: ${oldRoot}; without: ${newRoot}; unseal → ${other[1] ? (other[1].ok ? 'UNSEALED' : other[1].error) : 'not run'}; seal-key fingerprint ${other[3]?.ok ? (keyDiffers ? 'differs' : 'SAME') : other[3]?.error ?? 'not reached'}`);
+}
+
+// The expected checks: each must have reported; nothing may pass unlisted.
+const expectedFile = opt.expected ?? join(ROOT, 'test', 'system', 'expected-checks.txt');
+const expected = readFileSync(expectedFile, 'utf8').split('\n').map((l) => l.replace(/#.*/, '').trim()).filter(Boolean);
+const dupes = expected.filter((n, i) => expected.indexOf(n) !== i);
+if (dupes.length) host('expected-list', false, `${expectedFile} names ${dupes.join(', ')} more than once`);
+const reported = new Set(checks.map((c) => c.name));
+const notRun = expected.filter((n) => !reported.has(n));
+if (opt.partial !== '1') for (const n of notRun) checks.push({ name: n, ok: false, detail: `did not report (expected by ${expectedFile}): its probe crashed, was skipped or never ran`, source: 'judge' });
+for (const c of [...checks]) {
+  if (c.ok && !expected.includes(c.name)) checks.push({ name: `unlisted:${c.name}`, ok: false, detail: `check "${c.name}" passed but is not listed in ${expectedFile}: add it there`, source: 'judge' });
+}
+
+const summary = { schema: 'hyperenclave/system-tier-result', version: 1, booted, done, checks, pcrs, expected: expected.length, notRun: opt.partial === '1' ? notRun : [] };
 writeAtomic(join(outDir, 'result.json'), JSON.stringify(summary, null, 2) + '\n');
 let failed = 0;
 for (const c of checks) {
   if (!c.ok) failed++;
   console.log(`${c.ok ? 'PASS' : 'FAIL'}  ${c.name.padEnd(22)} ${c.detail}`);
 }
-console.log(failed ? `SYSTEM TIER: FAILED (${failed} of ${checks.length} checks)` : `SYSTEM TIER: PASSED (${checks.length} checks)`);
+if (opt.partial === '1') for (const n of notRun) console.log(`NOT RUN  ${n.padEnd(22)} (partial run)`);
+const ofExpected = opt.partial === '1' ? `${expected.length - notRun.length} of ${expected.length} expected checks reported (partial run)` : `all ${expected.length} expected checks reported`;
+console.log(failed ? `SYSTEM TIER: FAILED (${failed} of ${checks.length} checks)` : `SYSTEM TIER: PASSED (${checks.length} checks; ${ofExpected})`);
 process.exit(failed ? 1 : 0);

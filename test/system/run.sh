@@ -28,6 +28,7 @@ RESERVED_BASE=0x3c000000
 RESERVED_SIZE=0x2000000
 MEMMAP="memmap=32M\$${RESERVED_BASE}"
 PCR=12
+HAK_PCR=13
 
 log() { printf '[system] %s\n' "$*" >&2; }
 skip() { echo "SKIPPED: $*"; exit 77; }
@@ -101,6 +102,14 @@ if [ "$WITH_IMAGE" = 1 ]; then
   bash "$ROOT/hypervisor/image/build.sh" "$WORK/image" >"$WORK/image-build.log" 2>&1 \
     || { tail -40 "$WORK/image-build.log" >&2; die "image build failed"; }
   IMAGE_CONTAINER="$WORK/image/hyperenclave.img"
+  # seal-other-image-refused: the same ELF with one byte of a log message changed ("guest write"
+  # -> "Guest write"), wrapped by firmware-tools like the real one: another image digest.
+  OTHER_CONTAINER="$WORK/image/other.img"
+  node -e 'const fs = require("fs"); const b = fs.readFileSync(process.argv[1]); const needle = Buffer.from("guest write of VM_HSAVE_PA");
+    const at = b.indexOf(needle); if (at < 0 || b.indexOf(needle, at + 1) >= 0) { console.error("other image: the marker string is not unique in the ELF"); process.exit(1); }
+    b[at] = 0x47; fs.writeFileSync(process.argv[2], b)' "$WORK/image/hyperenclave.elf" "$WORK/image/other.elf" \
+    && node "$ROOT/dist/firmware-tools/cli.js" build "$WORK/image/other.elf" -o "$OTHER_CONTAINER" --arch amd-svm >"$WORK/other-image.log" 2>&1 \
+    || { cat "$WORK/other-image.log" >&2; die "building the one-byte-different image failed"; }
 fi
 # The management plane as an operator installs it (make install), run by the guest's own Node.
 NODE_BIN=$(command -v node) || die "node is not installed"
@@ -125,7 +134,8 @@ cp "$WORK/kernel/root/lib/modules/$KVER_PKG/kernel/crypto/sha512_generic.ko" "$I
 # The guest reaches the verifier on the host through QEMU's user network (10.0.2.2 = host loopback).
 cp "$WORK/kernel/root/lib/modules/$KVER_PKG/kernel/drivers/net/ethernet/intel/e1000/e1000.ko" "$IRD/lib/modules/"
 cp "$WORK/hectl" "$IRD/bin/hectl"
-[ -n "$IMAGE_CONTAINER" ] && cp "$IMAGE_CONTAINER" "$IRD/lib/firmware/hyperenclave/hyperenclave.img"
+[ -n "$IMAGE_CONTAINER" ] && cp "$IMAGE_CONTAINER" "$IRD/lib/firmware/hyperenclave/hyperenclave.img" \
+  && cp "$OTHER_CONTAINER" "$IRD/lib/firmware/hyperenclave/other.img"
 # Node and the shared libraries it links (hard links where possible: node alone is ~100 MB).
 cp -l "$NODE_BIN" "$IRD/usr/bin/node" 2>/dev/null || cp "$NODE_BIN" "$IRD/usr/bin/node"
 for lib in $(ldd "$NODE_BIN" | awk '$2 == "=>" && $3 ~ /^\// {print $3} $1 ~ /^\// {print $1}'); do
@@ -143,6 +153,8 @@ cat >"$IRD/etc.scenario" <<EOF
 RESERVED_BASE=$RESERVED_BASE
 RESERVED_SIZE=$RESERVED_SIZE
 PCR=$PCR
+HAK_PCR=$HAK_PCR
+STATE_DIR=/var/lib/hyperenclave
 WITH_IMAGE=$WITH_IMAGE
 VERIFIER_URL=http://10.0.2.2:@VERIFIER_PORT@
 EOF
@@ -180,13 +192,32 @@ if [ -n "$IMAGE_CONTAINER" ]; then
     || die "firmware reference failed"
   REF='"referenceValues": "reference-values.json",'
 fi
+# The sealer enclave's identity, allowed by the policy: MRENCLAVE from the manifest and payload
+# (src/enclave, the same computation the guest's CLI does; the hypervisor's own is checked against
+# it by enclave-created), MRSIGNER from the test signer's modulus.
+SEALER=$(node --input-type=module -e "
+  import { loadManifest } from '$ROOT/dist/src/enclave/manifest.js';
+  import { loadPayload, planEnclave } from '$ROOT/dist/src/enclave/layout.js';
+  import { computeMrEnclave, loadSignerKey, mrsignerOf } from '$ROOT/dist/src/enclave/sgx.js';
+  import { readFileSync } from 'node:fs';
+  import { dirname, resolve } from 'node:path';
+  const file = '$IRD/opt/enclave/sealer.manifest.json';
+  const m = loadManifest(file);
+  const { image, layout } = loadPayload(m);
+  const plan = planEnclave(m, image, layout);
+  const mrenclave = computeMrEnclave(plan.size, plan.ssaFrameSize, plan.pages).toString('hex');
+  const raw = JSON.parse(readFileSync(file, 'utf8'));
+  const mrsigner = mrsignerOf(loadSignerKey(readFileSync(resolve(dirname(file), raw.signer.key)))).toString('hex');
+  process.stdout.write(JSON.stringify({ name: 'sealer', mrenclave, mrsigner, isvProdId: raw.isvProdId, minIsvSvn: raw.isvSvn }));
+") || die "could not compute the sealer enclave's identity"
 cat >"$VDIR/policy.json" <<EOF
 {
   "schema": "hyperenclave/verifier-policy",
   "version": 1,
   $REF
-  "requiredPcrs": { "sha256": [0, 1, 2, 3, 4, 5, 6, 7, $PCR] },
-  "hypervisor": { "pcr": $PCR },
+  "requiredPcrs": { "sha256": [0, 1, 2, 3, 4, 5, 6, 7, $PCR, $HAK_PCR] },
+  "hypervisor": { "pcr": $PCR, "hakPcr": $HAK_PCR },
+  "enclaves": { "allowed": [$SEALER] },
   "akProvenance": { "trustedEkCaFiles": [$CAS] }
 }
 EOF
@@ -232,5 +263,6 @@ if [ "$QRC" = 124 ] || [ "$QRC" = 137 ]; then TIMED_OUT=1; else TIMED_OUT=0; fi
 
 # ---- 6. judge the console -----------------------------------------------------------------------
 tr -d '\r' <"$CONSOLE" >"$WORK/console.txt"
-node "$HERE/judge.mjs" "$WORK/console.txt" "$WORK/out" --timed-out "$TIMED_OUT" --pcr "$PCR" \
-  --verifier-dir "$VDIR" --reserved-base "$RESERVED_BASE" --reserved-size "$RESERVED_SIZE" ${IMAGE_CONTAINER:+--image "$IMAGE_CONTAINER"}
+node "$HERE/judge.mjs" "$WORK/console.txt" "$WORK/out" --timed-out "$TIMED_OUT" --pcr "$PCR" --hak-pcr "$HAK_PCR" \
+  --verifier-dir "$VDIR" --reserved-base "$RESERVED_BASE" --reserved-size "$RESERVED_SIZE" ${IMAGE_CONTAINER:+--image "$IMAGE_CONTAINER"} \
+  --expected "$HERE/expected-checks.txt" --partial $(( 1 - WITH_IMAGE ))

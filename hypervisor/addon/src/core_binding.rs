@@ -53,8 +53,9 @@ pub struct CoreOptions {
     pub hypervisor_size: u64,
     pub image_size: u64,
     pub paging: Format,
-    pub platform_secret: [u8; 16],
     pub image_digest: [u8; 32],
+    /// PCR indices of the root of trust (hypervisor measurement, HAK event); None: 12 and 13.
+    pub trust_pcrs: Option<(u8, u8)>,
     /// (kind "asid"/"keyid", min, max)
     pub key_slots: Option<(String, u32, u32)>,
     pub require_signed_sigstruct: bool,
@@ -62,8 +63,12 @@ pub struct CoreOptions {
 
 pub fn create(o: &CoreOptions) -> Result<Box<Hv>, String> {
     let reserved = ReservedRegion::split(o.base, o.total, o.hypervisor_size, o.image_size).map_err(|e| e.to_string())?;
-    let mut cfg = HvConfig::new(reserved, o.paging, o.platform_secret);
+    let mut cfg = HvConfig::new(reserved, o.paging, crate::tpm::entropy);
     cfg.image_digest = o.image_digest;
+    if let Some((hv_pcr, hak_pcr)) = o.trust_pcrs {
+        cfg.trust.hypervisor_pcr = hv_pcr;
+        cfg.trust.hak_pcr = hak_pcr;
+    }
     cfg.require_signed_sigstruct = o.require_signed_sigstruct;
     cfg.key_slots = match &o.key_slots {
         None => None,

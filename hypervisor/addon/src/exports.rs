@@ -54,6 +54,12 @@ fn maps() -> &'static Mutex<Table<Arc<Mapping>>> {
     T.get_or_init(table)
 }
 
+/// The TPM transport of each hypervisor handle that has one.
+fn tpms() -> &'static Mutex<std::collections::HashMap<u32, crate::tpm::SwtpmUnix>> {
+    static T: std::sync::OnceLock<Mutex<std::collections::HashMap<u32, crate::tpm::SwtpmUnix>>> = std::sync::OnceLock::new();
+    T.get_or_init(|| Mutex::new(std::collections::HashMap::new()))
+}
+
 fn get_hv(e: &Env, a: &Args) -> JsResult<(u32, HvRef)> {
     let h = e.to_u32(a.req(0, "hypervisor handle")?, "hypervisor handle")?;
     let t = hvs().lock().unwrap();
@@ -401,7 +407,25 @@ fn hv_create(e: &Env, a: &Args) -> JsResult<Val> {
         },
         None => Format::Ept,
     };
-    let secret = buf_exact::<16>(e, e.opt(o, "platformSecret")?, "platformSecret")?.ok_or_else(|| JsErr::arg("platformSecret: required (16 bytes)"))?;
+    // The TPM the core seals its root secret with (swtpm's Unix sockets on the emulated platform).
+    let tpm = match e.opt(o, "tpm")? {
+        None => None,
+        Some(t) => Some(crate::tpm::SwtpmUnix {
+            server: e.to_string(e.get(t, "server")?, "tpm.server")?.into(),
+            ctrl: e.to_string(e.get(t, "ctrl")?, "tpm.ctrl")?.into(),
+        }),
+    };
+    let trust_pcrs = match e.opt(o, "trustPcrs")? {
+        None => None,
+        Some(t) => {
+            let hv_pcr = req_u64(e, t, "hypervisor")?;
+            let hak_pcr = req_u64(e, t, "hak")?;
+            if hv_pcr > 23 || hak_pcr > 23 || hv_pcr == hak_pcr {
+                return Err(JsErr::arg(format!("trustPcrs: hypervisor {hv_pcr} / hak {hak_pcr}: need two different PCRs 0..23")));
+            }
+            Some((hv_pcr as u8, hak_pcr as u8))
+        }
+    };
     let digest = buf_exact::<32>(e, e.opt(o, "imageDigest")?, "imageDigest")?.unwrap_or([0; 32]);
     let key_slots = match e.opt(o, "keySlots")? {
         None => None,
@@ -421,13 +445,16 @@ fn hv_create(e: &Env, a: &Args) -> JsResult<Val> {
         hypervisor_size: req_u64(e, o, "hypervisorSize")?,
         image_size: opt_u64(e, o, "imageSize", 0)?,
         paging,
-        platform_secret: secret,
         image_digest: digest,
+        trust_pcrs,
         key_slots,
         require_signed_sigstruct: require,
     };
     let hv = core_binding::create(&opts).map_err(|m| JsErr::new("ERR_HV_CONFIG", format!("hypervisor core: {m}")))?;
     let h = hvs().lock().unwrap().insert(Arc::new(Mutex::new(hv)));
+    if let Some(t) = tpm {
+        tpms().lock().unwrap().insert(h, t);
+    }
     e.u32(h)
 }
 
@@ -435,6 +462,7 @@ fn hv_close(e: &Env, a: &Args) -> JsResult<Val> {
     let (h, _) = get_hv(e, a)?;
     drop_vms_of(h, None, "hypervisor closed");
     hvs().lock().unwrap().items.remove(&h);
+    tpms().lock().unwrap().remove(&h);
     Ok(e.undefined())
 }
 
@@ -466,7 +494,14 @@ fn hv_hypercall(e: &Env, a: &Args) -> JsResult<Val> {
     }
     let mut regs = Regs::call(nr, &args);
     let mut mem = SliceMem::new(guest_base, guest);
-    hypercall::dispatch(&mut hv.lock().unwrap(), &mut regs, &mut mem);
+    // TRUST_INIT needs the core's TPM transport. DISABLE goes through plain `dispatch` here (no
+    // PCR cap): this process is the host's, which can read the root from its memory anyway, and
+    // disable → enable within one emulated TPM boot must find the PCR where the root unseals.
+    let tpm = if nr == hypercall::nr::TRUST_INIT { tpms().lock().unwrap().get(&h).cloned() } else { None };
+    match tpm {
+        Some(mut t) => hypercall::dispatch_with_tpm(&mut hv.lock().unwrap(), &mut regs, &mut mem, &mut t),
+        None => hypercall::dispatch(&mut hv.lock().unwrap(), &mut regs, &mut mem),
+    };
     let o = e.object()?;
     e.set(o, "status", e.u32(regs.rax as u32)?)?;
     e.set(o, "rdi", e.bigint(regs.rdi)?)?;

@@ -6,6 +6,7 @@
 pub mod kvm;
 pub mod runner;
 pub mod sys;
+pub mod tpm;
 
 #[cfg(not(test))]
 mod napi;

@@ -73,6 +73,15 @@ pub enum HvError {
     /// A hypercall buffer points into memory the caller may not touch.
     HostAccessDenied { gpa: u64 },
     UnknownHypercall { nr: u64 },
+    /// A leaf that yields enclave secrets (REPORT, GET_KEY) was asked for by the host.
+    EnclaveOnly { call: &'static str },
+    /// EREPORT/EGETKEY/QUOTE/HAK_PUBLIC before TRUST_INIT established the root secret.
+    TrustNotEstablished,
+    /// The TPM refused a step of sealing/unsealing the root secret, or the sealed root is not
+    /// ours (`rc` is the TPM response code, 0 when the check was the hypervisor's own).
+    TrustSealFailed { what: &'static str, rc: u32 },
+    /// The TPM transport failed (no answer, short or oversized response, malformed framing).
+    TpmIo { what: &'static str, offset: u32 },
 }
 
 impl fmt::Display for HvError {
@@ -122,6 +131,11 @@ impl fmt::Display for HvError {
             BufferTooSmall { what, need, got } => write!(f, "{what}: need {need} bytes, got {got}"),
             HostAccessDenied { gpa } => write!(f, "host buffer at {gpa:#x} is in protected memory"),
             UnknownHypercall { nr } => write!(f, "unknown hypercall {nr:#x}"),
+            EnclaveOnly { call } => write!(f, "{call} is served only to a running enclave, not to the host"),
+            TrustNotEstablished => write!(f, "the hypervisor's root of trust is not established (TRUST_INIT has not run)"),
+            TrustSealFailed { what, rc: 0 } => write!(f, "sealed root secret: {what}"),
+            TrustSealFailed { what, rc } => write!(f, "sealed root secret: {what} (TPM response code {rc:#x})"),
+            TpmIo { what, offset } => write!(f, "TPM transport: {what} (at byte {offset})"),
         }
     }
 }

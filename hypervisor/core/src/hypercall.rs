@@ -5,7 +5,7 @@
 //! `dispatch` serves the emulated service today and the bare-metal VM-exit handler later.
 
 use crate::demote::MAX_MAP_RANGES;
-use crate::enclave::report::{TargetInfo, KEYREQUEST_MIN, REPORT_SIZE, TARGETINFO_MIN};
+use crate::enclave::report::REPORT_SIZE;
 use crate::enclave::sigstruct::SIGSTRUCT_SIZE;
 use crate::enclave::{SecsParams, SECS_MIN_BYTES};
 use crate::error::{HvError, HvResult};
@@ -13,6 +13,7 @@ use crate::hypervisor::{EnclaveState, Hypervisor, Status};
 use crate::keyslot::SlotKind;
 use crate::memory::{MemKind, MemRange, PhysMem, PAGE_SIZE};
 use crate::paging::{Access, Format};
+use crate::tpm::TpmTransport;
 
 /// ABI version: major in bits 31:16, minor in 15:0. A caller with another major is refused.
 pub const ABI_VERSION: u32 = 0x0001_0000;
@@ -43,6 +44,15 @@ pub mod nr {
     /// buffer, R8 = input length; RDI = ECALL status). Served by the platform that can execute
     /// enclave code (the bare-metal image); `dispatch` answers UNKNOWN_CALL.
     pub const ENCLAVE_CALL: u64 = 0x18;
+    /// Unseals or creates the TPM-sealed root secret (RDI = blob, RSI = its length, RDX = output
+    /// for a new blob, RCX = its capacity ≥ 4096; out: RDI = new blob length, RSI = flags (bit 0
+    /// created, bit 1 HAK PCR extended), RDX = HAK PCR). Served by `dispatch_with_tpm` (the
+    /// platform that owns a TPM transport); `dispatch` answers UNKNOWN_CALL.
+    pub const TRUST_INIT: u64 = 0x40;
+    /// RDI = 32-byte output for the HAK (Ed25519 public key); out: RDI = HAK PCR.
+    pub const HAK_PUBLIC: u64 = 0x41;
+    /// RDI = a 432-byte REPORT targeted at the quoting identity, RSI = 496-byte output.
+    pub const QUOTE: u64 = 0x42;
 }
 
 /// Result codes (RAX on return).
@@ -87,6 +97,14 @@ pub enum HcStatus {
     EnclaveInterrupted = 34,
     /// ENCLAVE_CALL: the enclave faulted or misbehaved; that thread is dead (destroy the enclave).
     EnclaveFault = 35,
+    /// REPORT / GET_KEY asked for by the host: they are served only to a running enclave.
+    EnclaveOnly = 36,
+    /// EREPORT/EGETKEY/QUOTE/HAK_PUBLIC/VERIFY_REPORT before TRUST_INIT.
+    TrustNotEstablished = 37,
+    /// The TPM refused a sealing step, or the sealed root is not the hypervisor's.
+    TrustSealFailed = 38,
+    /// The TPM transport failed.
+    TpmIo = 39,
 }
 
 impl From<&HvError> for HcStatus {
@@ -124,6 +142,10 @@ impl From<&HvError> for HcStatus {
             E::KeySlotInvalid { .. } => HcStatus::KeySlotInvalid,
             E::KeySlotConfig { .. } => HcStatus::NoKeySlots,
             E::UnknownHypercall { .. } => HcStatus::UnknownCall,
+            E::EnclaveOnly { .. } => HcStatus::EnclaveOnly,
+            E::TrustNotEstablished => HcStatus::TrustNotEstablished,
+            E::TrustSealFailed { .. } => HcStatus::TrustSealFailed,
+            E::TpmIo { .. } => HcStatus::TpmIo,
             E::AlreadyMapped { .. } | E::NotMapped { .. } | E::FrameNotAllocated { .. } => HcStatus::InternalError,
         }
     }
@@ -348,13 +370,20 @@ fn serve<M: PhysMem, const E: usize>(hv: &mut Hypervisor<M, E>, c: &Regs, out: &
             write_out(hv, guest, c.rsi, &b)?;
             out.rdi = ENCLAVE_INFO_SIZE as u64;
         }
-        nr::REPORT => {
-            let mut ti = [0u8; TARGETINFO_MIN];
-            read_in(hv, guest, c.rsi, &mut ti)?;
-            let mut data = [0u8; 64];
-            read_in(hv, guest, c.rdx, &mut data)?;
-            let rep = hv.report(id_arg(c.rdi)?, &TargetInfo::from_bytes(&ti)?, &data)?;
-            write_out(hv, guest, c.rcx, &rep)?;
+        // EREPORT and EGETKEY yield enclave secrets: only the enclave itself gets them (the KVM
+        // runner's and the bare-metal ENCLAVE_CALL's enclave exits call hv.report / hv.get_key).
+        nr::REPORT => return Err(HvError::EnclaveOnly { call: "REPORT" }),
+        nr::GET_KEY => return Err(HvError::EnclaveOnly { call: "GET_KEY" }),
+        nr::HAK_PUBLIC => {
+            let (key, pcr) = hv.hak_public()?;
+            write_out(hv, guest, c.rdi, &key)?;
+            out.rdi = pcr as u64;
+        }
+        nr::QUOTE => {
+            let mut rep = [0u8; REPORT_SIZE];
+            read_in(hv, guest, c.rdi, &mut rep)?;
+            let q = hv.quote(&rep)?;
+            write_out(hv, guest, c.rsi, &q)?;
         }
         nr::VERIFY_REPORT => {
             let mut rep = [0u8; REPORT_SIZE];
@@ -362,12 +391,6 @@ fn serve<M: PhysMem, const E: usize>(hv: &mut Hypervisor<M, E>, c: &Regs, out: &
             let mut target = [0u8; 32];
             read_in(hv, guest, c.rsi, &mut target)?;
             hv.verify_report(&rep, &target)?;
-        }
-        nr::GET_KEY => {
-            let mut req = [0u8; KEYREQUEST_MIN];
-            read_in(hv, guest, c.rsi, &mut req)?;
-            let key = hv.get_key(id_arg(c.rdi)?, &req)?;
-            write_out(hv, guest, c.rdx, &key)?;
         }
         nr::KEYSLOT_ALLOC => {
             let owner = if c.rdi == 0 { None } else { Some(id_arg(c.rdi)?) };
@@ -379,6 +402,69 @@ fn serve<M: PhysMem, const E: usize>(hv: &mut Hypervisor<M, E>, c: &Regs, out: &
         n => return Err(HvError::UnknownHypercall { nr: n }),
     }
     Ok(HcStatus::Success)
+}
+
+/// Largest sealed-root blob TRUST_INIT reads.
+pub const TRUST_BLOB_MAX: usize = 4096;
+
+/// `dispatch` for the platform that owns a TPM transport: serves TRUST_INIT, and at DISABLE
+/// first caps the hypervisor PCR (`trust_exit`); a DISABLE whose cap fails is refused, so the
+/// host never gets the localities back with the PCRs the root secret unseals in.
+pub fn dispatch_with_tpm<M: PhysMem, const E: usize, T: TpmTransport>(hv: &mut Hypervisor<M, E>, regs: &mut Regs, guest: &mut impl PhysMem, tpm: &mut T) -> HcStatus {
+    match regs.rax {
+        nr::TRUST_INIT => {
+            hv.count_hypercall();
+            let c = *regs;
+            regs.rdi = 0;
+            regs.rsi = 0;
+            regs.rdx = 0;
+            let status = match trust_init_call(hv, &c, regs, guest, tpm) {
+                Ok(()) => HcStatus::Success,
+                Err(e) => {
+                    regs.rdi = 0;
+                    regs.rsi = 0;
+                    regs.rdx = 0;
+                    HcStatus::from(&e)
+                }
+            };
+            regs.rax = status as u64;
+            status
+        }
+        nr::DISABLE if hv.is_enabled() && hv.enclave_count() == 0 => {
+            if let Err(e) = hv.trust_exit(tpm) {
+                hv.count_hypercall();
+                *regs = Regs { rax: HcStatus::from(&e) as u64, ..Regs::default() };
+                return HcStatus::from(&e);
+            }
+            dispatch(hv, regs, guest)
+        }
+        _ => dispatch(hv, regs, guest),
+    }
+}
+
+fn trust_init_call<M: PhysMem, const E: usize, T: TpmTransport>(hv: &mut Hypervisor<M, E>, c: &Regs, out: &mut Regs, guest: &mut impl PhysMem, tpm: &mut T) -> HvResult<()> {
+    if c.rsi as usize > TRUST_BLOB_MAX {
+        return Err(HvError::InvalidRange { what: "TRUST_INIT blob length", start: c.rdi, size: c.rsi });
+    }
+    if (c.rcx as usize) < crate::trust::TRUST_BLOB_CAPACITY {
+        return Err(HvError::BufferTooSmall { what: "TRUST_INIT output buffer", need: crate::trust::TRUST_BLOB_CAPACITY as u64, got: c.rcx });
+    }
+    let mut blob = [0u8; TRUST_BLOB_MAX];
+    let n = c.rsi as usize;
+    if n > 0 {
+        read_in(hv, guest, c.rdi, &mut blob[..n])?;
+    }
+    // the output page must be the caller's before anything is sealed
+    check_host(hv, c.rdx, crate::trust::TRUST_BLOB_CAPACITY as u64, Access::Write)?;
+    let mut new_blob = [0u8; crate::trust::TRUST_BLOB_CAPACITY];
+    let r = hv.trust_init(tpm, &blob[..n], &mut new_blob)?;
+    if r.blob_len > 0 {
+        write_out(hv, guest, c.rdx, &new_blob[..r.blob_len])?;
+    }
+    out.rdi = r.blob_len as u64;
+    out.rsi = r.created as u64 | (r.pcr_extended as u64) << 1;
+    out.rdx = r.hak_pcr as u64;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -3,13 +3,14 @@
 
 use crate::demote::HostPlan;
 use crate::enclave::measure::Measurement;
-use crate::enclave::report::{EnclaveIdentity, KeyRequest, KeyRoots, Report, TargetInfo, REPORT_SIZE};
+use crate::enclave::report::{EnclaveIdentity, KeyRequest, Report, TargetInfo, REPORT_SIZE};
 use crate::enclave::sigstruct::Sigstruct;
 use crate::enclave::{attr, PageType, SecInfo, SecsParams, Tcs};
 use crate::error::{HvError, HvResult};
 use crate::keyslot::{KeySlotConfig, KeySlotStats, KeySlots};
 use crate::memory::{FrameAllocator, MemRange, PhysMem, ReservedRegion, PAGE_SIZE};
 use crate::paging::{Access, Format, MemType, NestedPageTable, PageSize, Perms, WalkFault};
+use crate::trust::{EntropySource, TrustConfig, TrustState};
 
 /// Most enclaves alive at once.
 pub const MAX_ENCLAVES: usize = 32;
@@ -19,15 +20,18 @@ pub const KEY_SLOT_CAPACITY: usize = 1024;
 pub const POOL_WORDS: usize = 1024;
 
 /// How the hypervisor is set up at load time.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug)]
 pub struct HvConfig {
     pub reserved: ReservedRegion,
     /// EPT on Intel, NPT on AMD/Hygon.
     pub paging: Format,
     /// None when the platform has no memory encryption.
     pub key_slots: Option<KeySlotConfig>,
-    /// Platform secret all report and seal keys derive from (fuse-key analogue).
-    pub platform_secret: [u8; 16],
+    /// Randomness for a new root secret and TPM session nonces (RDRAND on bare metal,
+    /// getrandom on the emulated platform).
+    pub entropy: EntropySource,
+    /// The TPM-sealed root of trust: PCRs of the seal policy and of the HAK event.
+    pub trust: TrustConfig,
     /// Security version of the hypervisor (goes into reports and keys).
     pub cpu_svn: [u8; 16],
     /// SHA-256 of the loaded hypervisor image (what was extended into the TPM).
@@ -42,12 +46,13 @@ pub struct HvConfig {
 }
 
 impl HvConfig {
-    pub fn new(reserved: ReservedRegion, paging: Format, platform_secret: [u8; 16]) -> Self {
+    pub fn new(reserved: ReservedRegion, paging: Format, entropy: EntropySource) -> Self {
         HvConfig {
             reserved,
             paging,
             key_slots: None,
-            platform_secret,
+            entropy,
+            trust: TrustConfig::default(),
             cpu_svn: [0; 16],
             image_digest: [0; 32],
             xfrm_supported: 0x7,
@@ -227,7 +232,8 @@ pub struct Hypervisor<M: PhysMem, const EPC_PAGES: usize = 4096> {
     epcm: [EpcmEntry; EPC_PAGES],
     enclaves: [Option<Enclave>; MAX_ENCLAVES],
     next_id: u32,
-    keys: KeyRoots,
+    /// The root of trust once TRUST_INIT ran (None before, and after DISABLE).
+    pub(crate) trust: Option<TrustState>,
     slots: Option<KeySlots<KEY_SLOT_CAPACITY>>,
     host: Option<NestedPageTable>,
     faults: HostFaultCounts,
@@ -250,7 +256,7 @@ impl<M: PhysMem, const EPC_PAGES: usize> Hypervisor<M, EPC_PAGES> {
         mem.zero(r.epc_range().start, r.epc_size)?;
         let epc_pages = core::cmp::min((r.epc_size / PAGE_SIZE) as usize, EPC_PAGES);
         Ok(Hypervisor {
-            keys: KeyRoots::new(&cfg.platform_secret, cfg.cpu_svn),
+            trust: None,
             slots: match cfg.key_slots {
                 Some(k) => Some(KeySlots::new(k)?),
                 None => None,
@@ -304,6 +310,11 @@ impl<M: PhysMem, const EPC_PAGES: usize> Hypervisor<M, EPC_PAGES> {
         }
     }
 
+    /// Enclaves alive (DISABLE is refused while any exists).
+    pub fn enclave_count(&self) -> u32 {
+        self.enclaves.iter().filter(|e| e.is_some()).count() as u32
+    }
+
     pub(crate) fn count_hypercall(&mut self) {
         self.hypercalls += 1;
     }
@@ -333,6 +344,8 @@ impl<M: PhysMem, const EPC_PAGES: usize> Hypervisor<M, EPC_PAGES> {
         }
         t.destroy(&mut self.mem, &mut self.pool)?;
         self.host = None;
+        // the secrets go with the hypervisor (dropping TrustState wipes them)
+        self.trust = None;
         Ok(())
     }
 
@@ -735,25 +748,36 @@ impl<M: PhysMem, const EPC_PAGES: usize> Hypervisor<M, EPC_PAGES> {
         Ok(e.identity)
     }
 
+    /// Test-only: establishes the key roots and HAK from a given root secret, as TRUST_INIT does
+    /// after unsealing (the TPM path itself is tested against swtpm in tpm/tests.rs).
+    #[cfg(test)]
+    pub(crate) fn trust_from_root_for_test(&mut self, root: &[u8; 32]) {
+        let keys = crate::enclave::report::KeyRoots::from_root(root, self.cfg.cpu_svn);
+        let seed = crate::crypto::hmac_sha256(root, b"hyperenclave hak ed25519 v1");
+        let hak = crate::crypto::ed25519::SigningKey::from_seed(&seed);
+        self.trust = Some(TrustState { keys, hak, hak_pcr: self.cfg.trust.hak_pcr });
+    }
+
     /// EREPORT: a REPORT about enclave `id` for `target`, MAC'd with the target's report key.
     pub fn report(&mut self, id: u32, target: &TargetInfo, report_data: &[u8; 64]) -> HvResult<[u8; REPORT_SIZE]> {
         let me = self.identity_of(id)?;
+        self.trust_keys()?;
         self.reports += 1;
         let mut key_id = [0u8; 32];
         key_id[..8].copy_from_slice(&self.reports.to_le_bytes());
-        Ok(self.keys.report(&me, target, report_data, key_id).to_bytes())
+        Ok(self.trust_keys()?.report(&me, target, report_data, key_id).to_bytes())
     }
 
     /// Checks a REPORT's MAC as enclave `target_mrenclave` would (the hypervisor can derive
     /// every report key). Returns the parsed report.
     pub fn verify_report(&self, report: &[u8], target_mrenclave: &[u8; 32]) -> HvResult<Report> {
-        self.keys.verify_report(report, target_mrenclave)
+        self.trust_keys()?.verify_report(report, target_mrenclave)
     }
 
     /// EGETKEY for enclave `id` (KEYREQUEST bytes, SGX layout, ≥ 80 bytes).
     pub fn get_key(&self, id: u32, key_request: &[u8]) -> HvResult<[u8; 16]> {
         let me = self.identity_of(id)?;
-        self.keys.get_key(&me, &KeyRequest::from_bytes(key_request)?)
+        self.trust_keys()?.get_key(&me, &KeyRequest::from_bytes(key_request)?)
     }
 
     // ---------------------------------------------------------------- key slots

@@ -10,9 +10,9 @@
 //! // set-up
 //! parse_memmap_arg("memmap=96M$0x180000000") -> HvResult<(base, size)>
 //! ReservedRegion::split(base, total, hypervisor_size, image_size) -> HvResult<ReservedRegion>
-//! HvConfig::new(reserved: ReservedRegion, paging: Format, platform_secret: [u8; 16]) -> HvConfig
+//! HvConfig::new(reserved: ReservedRegion, paging: Format, entropy: fn(&mut [u8]) -> bool) -> HvConfig
 //!   (pub fields: key_slots: Option<KeySlotConfig>, cpu_svn, image_digest, xfrm_supported,
-//!    misc_supported, require_signed_sigstruct)
+//!    misc_supported, require_signed_sigstruct, trust: TrustConfig {hypervisor_pcr 12, hak_pcr 13, …})
 //! Hypervisor::<M: PhysMem, const EPC_PAGES: usize = 4096>::new(cfg, mem) -> HvResult<Hypervisor>
 //!   M backs [reserved.base, reserved.base + reserved.total()): SliceMem over a Vec<u8> on
 //!   the host, DirectMem (linear map, unsafe constructor) on bare metal.
@@ -36,7 +36,12 @@
 //! hv.enclave_pages(id, |EnclavePage| ...) -> HvResult<()>  // offset, hpa, type, perms
 //! hv.enclave_access(id, la: u64, Access) -> HvResult<Result<u64 /*hpa*/, WalkFault>>
 //!
-//! // attestation and keys (AES-128-CMAC, as SGX)
+//! // root of trust (trust.rs, docs/attestation.md): TPM-sealed root secret → keys and HAK
+//! hv.trust_init(&mut impl TpmTransport, blob: &[u8], out: &mut [u8] /*>= 4096*/) -> HvResult<TrustInit>
+//! hv.trust_exit(&mut impl TpmTransport) -> HvResult<()>   // DISABLE: cap the hypervisor PCR
+//! hv.hak_public() -> HvResult<([u8; 32], u8)>             hv.quote(report) -> HvResult<[u8; 496]>
+//!
+//! // attestation and keys (AES-128-CMAC, as SGX; TRUST_NOT_ESTABLISHED before trust_init)
 //! hv.report(id, &TargetInfo, report_data: &[u8; 64]) -> HvResult<[u8; 432]>
 //! hv.verify_report(report: &[u8], target_mrenclave: &[u8; 32]) -> HvResult<Report>
 //! hv.get_key(id, key_request: &[u8] /*>= 80*/) -> HvResult<[u8; 16]>
@@ -47,6 +52,8 @@
 //!
 //! // the hypercall ABI (docs/hypercall-abi.md)
 //! hypercall::dispatch(&mut hv, &mut Regs, guest: &mut impl PhysMem) -> HcStatus
+//! hypercall::dispatch_with_tpm(&mut hv, &mut Regs, guest, &mut impl TpmTransport) -> HcStatus
+//!   (adds TRUST_INIT, and caps the hypervisor PCR at DISABLE)
 //! ```
 //!
 //! Helpers usable on their own: [`enclave::measure::measure_image`] (predict MRENCLAVE),
@@ -75,6 +82,8 @@ pub mod hypervisor;
 pub mod keyslot;
 pub mod memory;
 pub mod paging;
+pub mod tpm;
+pub mod trust;
 
 pub use enclave::report::{EnclaveIdentity, KeyRequest, Report, TargetInfo, REPORT_SIZE};
 pub use enclave::sigstruct::SIGSTRUCT_SIZE;
@@ -88,3 +97,5 @@ pub use hypervisor::{
 pub use keyslot::{KeySlotConfig, SlotKind};
 pub use memory::{parse_memmap_arg, DirectMem, MemKind, MemRange, PhysMem, ReservedRegion, SliceMem, PAGE_SIZE};
 pub use paging::{Access, Format, Perms, WalkFault};
+pub use tpm::{TpmIoError, TpmTransport};
+pub use trust::{EntropySource, TrustConfig, TrustInit};

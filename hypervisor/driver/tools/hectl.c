@@ -2,7 +2,8 @@
 /*
  * hectl: minimal user-space client of /dev/hyperenclave for the system tier (the initramfs has
  * no Node). One line of output per command; exit status 0 on success.
- *   hectl version | status | load NAME | enable | disable | cpuid | hypercall-status | probe | enclave
+ *   hectl version | status | load NAME | enable | disable | cpuid | hypercall-status | probe | probe-tpm
+ *         | enclave | trust-init BLOBFILE
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -140,6 +141,70 @@ int main(int argc, char **argv)
 		       (unsigned long long)p.value, f0, f1);
 		return p.result != 0 && f1 == f0 + 1 ? 0 : 1;
 	}
+	if (!strcmp(cmd, "probe-tpm")) {
+		/* TPM_ACCESS of localities 0, 2 and 4 through Linux's own mapping: after enable the
+		 * host keeps locality 0; the pages of 1-4 are absent from its nested tables */
+		struct he_probe p[3] = { { .offset = 0x0000, .target = HE_PROBE_TPM_TIS },
+					 { .offset = 0x2000, .target = HE_PROBE_TPM_TIS },
+					 { .offset = 0x4000, .target = HE_PROBE_TPM_TIS } };
+		struct he_status before, after;
+		if (do_ioctl(fd, HE_IOC_STATUS, &before, "status"))
+			return 1;
+		for (int i = 0; i < 3; i++)
+			if (do_ioctl(fd, HE_IOC_PROBE, &p[i], "probe"))
+				return 1;
+		if (do_ioctl(fd, HE_IOC_STATUS, &after, "status"))
+			return 1;
+		unsigned long long f0 = before.hv_status_len ? word(&before, 20) : 0;
+		unsigned long long f1 = after.hv_status_len ? word(&after, 20) : 0;
+		printf("TPM_ACCESS locality 0: result=%d value=0x%02llx; locality 2: result=%d; locality 4: result=%d; faults outside the map %llu -> %llu\n",
+		       p[0].result, (unsigned long long)p[0].value, p[1].result, p[2].result, f0, f1);
+		return p[0].result == 0 && (p[0].value & 0x80) && p[1].result != 0 && p[2].result != 0 && f1 == f0 + 2 ? 0 : 1;
+	}
+	if (!strcmp(cmd, "trust-init") && argc > 2) {
+		/* TRUST_INIT (0x40) with the sealed root blob in BLOBFILE (missing or empty: none); a new
+		 * blob the hypervisor returns replaces the file atomically. One 8 KiB buffer (ioctl 1.2):
+		 * the blob at offset 0, the output at 4096 with 4096 bytes of capacity. */
+		static unsigned char buf[8192];
+		size_t len = 0;
+		FILE *f = fopen(argv[2], "rb");
+		if (f) {
+			len = fread(buf, 1, 4096, f);
+			int more = fgetc(f) != EOF;
+			fclose(f);
+			if (more) {
+				fprintf(stderr, "hectl: %s: larger than 4096 bytes\n", argv[2]);
+				return 1;
+			}
+		}
+		struct he_hypercall h = { .rax = 0x40, .rdi = 0, .rsi = len, .rdx = 4096, .rcx = 4096,
+					  .buf = (uintptr_t)buf, .buf_len = sizeof(buf),
+					  .buf_arg = HE_BUF_ARG_MASK | (len ? 0x1 : 0) | 0x4 };
+		if (do_ioctl(fd, HE_IOC_HYPERCALL, &h, "TRUST_INIT"))
+			return 1;
+		if (h.rax) {
+			printf("TRUST_INIT: blob in %zu bytes: status=%llu\n", len, (unsigned long long)h.rax);
+			return 1;
+		}
+		if (h.rdi > 4096) {
+			printf("TRUST_INIT: new blob of %llu bytes exceeds the 4096-byte output\n", (unsigned long long)h.rdi);
+			return 1;
+		}
+		if (h.rdi) {
+			char tmp[512];
+			snprintf(tmp, sizeof(tmp), "%s.tmp", argv[2]);
+			FILE *o = fopen(tmp, "wb");
+			if (!o || fwrite(buf + 4096, 1, h.rdi, o) != h.rdi || fflush(o) || fsync(fileno(o)) || fclose(o) ||
+			    rename(tmp, argv[2])) {
+				fprintf(stderr, "hectl: writing %s: %s\n", argv[2], strerror(errno));
+				return 1;
+			}
+		}
+		printf("TRUST_INIT: blob in %zu bytes, new blob %llu bytes, flags 0x%llx (created %d, pcr-extended %d), HAK PCR %llu\n",
+		       len, (unsigned long long)h.rdi, (unsigned long long)h.rsi, (int)(h.rsi & 1), (int)((h.rsi >> 1) & 1),
+		       (unsigned long long)h.rdx);
+		return 0;
+	}
 	if (!strcmp(cmd, "enclave")) {
 		/* ECREATE, EADD of one page, ENCLAVE_INFO, a host read of its EPC page (must be refused
 		 * as enclave memory), ENCLAVE_DESTROY: all served by the hypervisor through VMMCALL */
@@ -183,6 +248,6 @@ int main(int argc, char **argv)
 		       id, pages, (unsigned long long)p.offset, p.result, word(&s0, 19), word(&s1, 19), (unsigned long long)d.rdi);
 		return pages == 2 && d.rdi == 2 && p.result != 0 && word(&s1, 19) == word(&s0, 19) + 1 ? 0 : 1;
 	}
-	fprintf(stderr, "usage: hectl version|status|load NAME|enable|disable|cpuid|hypercall-status|probe|enclave\n");
+	fprintf(stderr, "usage: hectl version|status|load NAME|enable|disable|cpuid|hypercall-status|probe|probe-tpm|enclave|trust-init BLOBFILE\n");
 	return 2;
 }

@@ -17,6 +17,7 @@ mod entry;
 mod handoff;
 mod host;
 mod serial;
+mod tis;
 mod vmcb;
 
 use core::fmt::Write;
@@ -24,8 +25,8 @@ use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use entry::{GuestRegs, LeaveFrame};
 use handoff::{Handoff, LinuxState, MAX_CPUS};
-use hyperenclave_core::hypercall::nr;
-use hyperenclave_core::{dispatch, Access, DirectMem, Format, HcStatus, HvConfig, HvResult, Hypervisor, MemKind, MemRange, Regs, ReservedRegion, ABI_VERSION};
+use hyperenclave_core::hypercall::{dispatch_with_tpm, nr};
+use hyperenclave_core::{dispatch, Access, DirectMem, Format, HcStatus, HvConfig, HvError, HvResult, Hypervisor, MemKind, MemRange, Regs, ReservedRegion, ABI_VERSION};
 use vmcb::{exit, intercept, off, Vmcb};
 
 pub(crate) type Hv = Hypervisor<DirectMem, 4096>;
@@ -76,6 +77,8 @@ static mut LEAVE_TRAMP: u64 = 0;
 static LOCK: AtomicBool = AtomicBool::new(false);
 pub(crate) static PRINT: AtomicBool = AtomicBool::new(false);
 static LAUNCHED: AtomicU32 = AtomicU32::new(0);
+/// The hypervisor PCR was capped at this enable's first DISABLE (reset at INIT).
+static CAPPED: AtomicBool = AtomicBool::new(false);
 
 pub(crate) fn lock(l: &AtomicBool) {
     while l.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed).is_err() {
@@ -174,39 +177,33 @@ extern "C" fn he_main(op: u64, handoff: u64, cpu: u64, linux: *const LinuxState)
     }
 }
 
-fn platform_secret(ho: &Handoff) -> [u8; 16] {
-    // No fused key exists under emulation: RDRAND where the CPU has it (fresh per load, so seal
-    // keys do not survive a reload), else the TSC; mixed with the image digest. Documented in
-    // docs/system-tier.md.
-    let mut s = [0u8; 16];
-    let has_rdrand = cpu::cpuid(1, 0)[2] & (1 << 30) != 0;
-    for half in 0..2 {
+/// The core's entropy source: RDRAND (10 tries per word); false without RDRAND or when it keeps
+/// failing. (The core mixes it with TPM2_GetRandom for a new root secret.)
+fn rdrand_fill(buf: &mut [u8]) -> bool {
+    if cpu::cpuid(1, 0)[2] & (1 << 30) == 0 {
+        return false;
+    }
+    for chunk in buf.chunks_mut(8) {
         let mut v = 0u64;
         let mut ok = 0u8;
-        if has_rdrand {
-            for _ in 0..10 {
-                // SAFETY: RDRAND is present (CPUID.1:ECX[30]); it only writes the register and CF.
-                unsafe { core::arch::asm!("rdrand {v}", "setc {ok}", v = out(reg) v, ok = out(reg_byte) ok, options(nomem, nostack)) };
-                if ok == 1 {
-                    break;
-                }
+        for _ in 0..10 {
+            // SAFETY: RDRAND is present (CPUID.1:ECX[30]); it only writes the register and CF.
+            unsafe { core::arch::asm!("rdrand {v}", "setc {ok}", v = out(reg) v, ok = out(reg_byte) ok, options(nomem, nostack)) };
+            if ok == 1 {
+                break;
             }
         }
         if ok != 1 {
-            // SAFETY: rdtsc has no side effects.
-            unsafe { core::arch::asm!("rdtsc", "shl rdx, 32", "or rax, rdx", out("rax") v, out("rdx") _, options(nomem, nostack)) };
+            return false;
         }
-        s[half * 8..half * 8 + 8].copy_from_slice(&v.to_le_bytes());
+        chunk.copy_from_slice(&v.to_le_bytes()[..chunk.len()]);
     }
-    for i in 0..16 {
-        s[i] ^= ho.image_sha256[i] ^ ho.image_sha256[i + 16];
-    }
-    s
+    true
 }
 
 fn init(ho: &Handoff) -> HvResult<()> {
     let n = core::cmp::min(ho.nranges as usize, handoff::MAX_RANGES);
-    let mut map = [MemRange::new(0, 0, MemKind::Ram); handoff::MAX_RANGES];
+    let mut map = [MemRange::new(0, 0, MemKind::Ram); handoff::MAX_RANGES + 1];
     for (i, r) in ho.ranges[..n].iter().enumerate() {
         let kind = match r.kind {
             0 => MemKind::Ram,
@@ -215,20 +212,56 @@ fn init(ho: &Handoff) -> HvResult<()> {
         };
         map[i] = MemRange::new(r.start, r.size, kind);
     }
+    // The TPM's locality 1-4 pages stay out of the host tables: after launch only the
+    // hypervisor reaches locality 2 (the host keeps locality 0 for Linux's driver).
+    let n = cut_out(&mut map, n, tis::HIDDEN);
+    // The transport's self-test at the hypervisor's locality (before launch; the driver holds
+    // Linux's TPM lock around ENABLE): GetRandom and PCR_Read of the measurement PCR.
+    let pcr = if ho.pcr < 24 { ho.pcr } else { 12 };
+    match tis::self_test(pcr) {
+        Ok((random, digest, clean)) => {
+            log!(
+                "TPM: locality {} at {:#x}: GetRandom gave {} bytes, PCR{} sha256 {}{}",
+                tis::HV_LOCALITY,
+                tis::TIS_BASE + tis::HV_LOCALITY as u64 * tis::LOCALITY_STRIDE,
+                random,
+                pcr,
+                Hex(&digest),
+                if clean { "" } else { " (locality seized from the host)" }
+            );
+        }
+        Err(e) => log!("TPM: locality {} self-test failed: {}", tis::HV_LOCALITY, e),
+    }
+    CAPPED.store(false, Ordering::SeqCst);
     lock(&LOCK);
     // SAFETY: HV is only touched under LOCK.
     let hv = unsafe { &mut *core::ptr::addr_of_mut!(HV) };
     let r = (|| {
         if hv.is_none() {
             let reserved = ReservedRegion::split(ho.reserved_base, ho.reserved_size, ho.hv_size, ho.pool_base - ho.reserved_base)?;
-            let mut cfg = HvConfig::new(reserved, Format::Npt, platform_secret(ho));
+            let mut cfg = HvConfig::new(reserved, Format::Npt, rdrand_fill);
             cfg.image_digest = ho.image_sha256;
+            cfg.trust.hypervisor_pcr = pcr as u8;
             // SAFETY: the host tables identity-map the reservation; nothing else aliases it.
             let mem = unsafe { DirectMem::new(0, MemRange::new(ho.reserved_base, ho.reserved_size, MemKind::Reserved)) };
             *hv = Some(Hv::new(cfg, mem)?);
         }
         let h = hv.as_mut().unwrap();
         h.enable(&map[..n])?;
+        let t = h.host_table().unwrap();
+        let visible = |pa: u64| t.translate(h.mem(), pa).is_ok();
+        let hidden = (tis::HIDDEN.0..tis::HIDDEN.1).step_by(4096).all(|pa| !visible(pa));
+        log!(
+            "TPM: TIS localities 1-4 ({:#x}-{:#x}) {} the host tables, locality 0 {}",
+            tis::HIDDEN.0,
+            tis::HIDDEN.1 - 1,
+            if hidden { "absent from" } else { "STILL MAPPED in" },
+            if visible(tis::TIS_BASE) { "mapped" } else { "absent" }
+        );
+        if !hidden {
+            h.disable()?;
+            return Err(HvError::InvalidRange { what: "TPM locality pages still mapped for the host", start: tis::HIDDEN.0, size: tis::HIDDEN.1 - tis::HIDDEN.0 });
+        }
         let s = h.status();
         log!(
             "init: {} memory ranges, host NPT root {:#x}, {} of {} pool frames, EPC {} pages, crypto {}",
@@ -255,6 +288,55 @@ fn init(ho: &Handoff) -> HvResult<()> {
         m.0[hsave] |= 3 << ((0x117 * 2) % 8);
     }
     Ok(())
+}
+
+/// Removes [cut.0, cut.1) from the first `n` ranges of `map` (splitting one in two where the
+/// cut lies inside it; `map` has one spare slot). Returns the new count.
+fn cut_out(map: &mut [MemRange], n: usize, cut: (u64, u64)) -> usize {
+    let mut n = n;
+    let mut i = 0;
+    while i < n {
+        let (s, e) = (map[i].start, map[i].start + map[i].size);
+        if e <= cut.0 || s >= cut.1 {
+            i += 1;
+            continue;
+        }
+        let kind = map[i].kind;
+        let before = (s < cut.0).then(|| MemRange::new(s, cut.0 - s, kind));
+        let after = (e > cut.1).then(|| MemRange::new(cut.1, e - cut.1, kind));
+        match (before, after) {
+            (Some(b), Some(a)) if n < map.len() => {
+                map.copy_within(i + 1..n, i + 2);
+                map[i] = b;
+                map[i + 1] = a;
+                n += 1;
+                i += 2;
+            }
+            (Some(b), Some(_)) => {
+                map[i] = b; // no spare slot: drop what follows the cut rather than expose it
+                i += 1;
+            }
+            (Some(r), None) | (None, Some(r)) => {
+                map[i] = r;
+                i += 1;
+            }
+            (None, None) => {
+                map.copy_within(i + 1..n, i);
+                n -= 1;
+            }
+        }
+    }
+    n
+}
+
+pub(crate) struct Hex<'a>(pub &'a [u8]);
+impl core::fmt::Display for Hex<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        for b in self.0 {
+            write!(f, "{:02x}", b)?;
+        }
+        Ok(())
+    }
 }
 
 fn launch(cpu: usize, linux: &LinuxState) -> i64 {
@@ -451,6 +533,32 @@ fn vmmcall_exit(pc: &mut PerCpu, cpu: usize, fx: *mut u8) {
             skip(v, 3);
             return;
         }
+        // Before the first CPU leaves (from then on the host could reach locality 2 through it)
+        // the core caps the hypervisor PCR and wipes the root of trust; if the cap fails, no CPU
+        // leaves.
+        if !CAPPED.load(Ordering::SeqCst) {
+            let r = tis::Tis::open(tis::HV_LOCALITY).map_err(|e| (HvError::TpmIo { what: e.name(), offset: 0 }, Some(e))).and_then(|mut t| {
+                let r = hv.trust_exit(&mut t).map_err(|e| (e, t.last_error));
+                drop(t);
+                r
+            });
+            match r {
+                Ok(()) => {
+                    CAPPED.store(true, Ordering::SeqCst);
+                    log!("cpu{}: DISABLE: hypervisor PCR capped, root of trust wiped", cpu);
+                }
+                Err((e, detail)) => {
+                    unlock(&LOCK);
+                    match detail {
+                        Some(d) => log!("cpu{}: DISABLE refused: PCR cap failed: {} ({})", cpu, e, d),
+                        None => log!("cpu{}: DISABLE refused: PCR cap failed: {}", cpu, e),
+                    }
+                    v.w64(off::RAX, HcStatus::from(&e) as u64);
+                    skip(v, 3);
+                    return;
+                }
+            }
+        }
         // the last CPU out tears the host tables down (the others may still run on them)
         let last = LAUNCHED.fetch_sub(1, Ordering::SeqCst) == 1;
         if last {
@@ -461,6 +569,42 @@ fn vmmcall_exit(pc: &mut PerCpu, cpu: usize, fx: *mut u8) {
         }
         unlock(&LOCK);
         leave(pc, cpu, fx);
+    }
+    if regs.rax == nr::TRUST_INIT {
+        // The core's TPM sequence at locality 2, held for the whole call.
+        // SAFETY: as below; the core checks the blob and output pages against the host tables.
+        let mut guest = unsafe { DirectMem::new(0, MemRange::new(0, GUEST_SPAN, MemKind::Ram)) };
+        let (st, detail, seized) = match tis::Tis::open(tis::HV_LOCALITY) {
+            Ok(mut t) => {
+                let st = dispatch_with_tpm(hv, &mut regs, &mut guest, &mut t);
+                let (d, s) = (t.last_error, t.seized);
+                drop(t);
+                (st, d, s)
+            }
+            Err(e) => {
+                regs = Regs { rax: HcStatus::TpmIo as u64, ..Regs::default() };
+                (HcStatus::TpmIo, Some(e), false)
+            }
+        };
+        unlock(&LOCK);
+        match (st, detail) {
+            (HcStatus::Success, _) => log!(
+                "cpu{}: TRUST_INIT: root {}, HAK PCR {}{}{}",
+                cpu,
+                if regs.rsi & 1 != 0 { "created and sealed" } else { "unsealed" },
+                regs.rdx,
+                if regs.rsi & 2 != 0 { " extended with the HAK event" } else { " already holds the HAK event" },
+                if seized { " (locality 2 seized from the host)" } else { "" }
+            ),
+            (st, Some(d)) => log!("cpu{}: TRUST_INIT failed: {:?} ({})", cpu, st, d),
+            (st, None) => log!("cpu{}: TRUST_INIT failed: {:?}", cpu, st),
+        }
+        v.w64(off::RAX, regs.rax);
+        pc.regs.rdi = regs.rdi;
+        pc.regs.rsi = regs.rsi;
+        pc.regs.rdx = regs.rdx;
+        skip(v, 3);
+        return;
     }
     if regs.rax == nr::ENCLAVE_CALL {
         // runs enclave code: the lock is taken only around core state, not while the enclave runs
@@ -514,6 +658,16 @@ fn npf_exit(pc: &mut PerCpu, cpu: usize) {
                 log!("cpu{}: nested fault at {:#x} repeats on a mapped page: #GP", cpu, gpa);
                 inject(v, 13, Some(0));
             }
+        }
+        Err(f) if (tis::HIDDEN.0..tis::HIDDEN.1).contains(&gpa) => {
+            log!(
+                "cpu{}: host access to TPM locality {} at {:#x} refused (rip {:#x}): #GP injected",
+                cpu,
+                (gpa - tis::TIS_BASE) / tis::LOCALITY_STRIDE,
+                f.gpa,
+                v.r64(off::RIP)
+            );
+            inject(v, 13, Some(0));
         }
         Err(f) => {
             log!("cpu{}: {} (rip {:#x}): #GP injected", cpu, f, v.r64(off::RIP));

@@ -29,6 +29,10 @@ import type { HyperEnclaveConfig } from '../../config/index.js';
 import { createStoredAk, loadStoredAk, readStoredAk } from '../../attest/ak-store.js';
 import { drtmLogPath, FIRMWARE_EVENT_LOG, runtimeLogPath } from '../../platform/logs.js';
 import { writeFileAtomic } from '../../platform/state.js';
+import { withHypervisor } from '../../hypervisor/service.js';
+import { quoteEnclaves } from '../../attest/enclave-evidence.js';
+import { DEFAULT_HAK_PCR } from '../../attest/enclave-quote.js';
+import { NONCE_MAX, NONCE_MIN } from '../../attest/verify.js';
 
 function printOutcome(opts: { json?: boolean }, outcome: VerifyOutcome, jwtPath?: string): void {
   if (jwtPath) writeFileAtomic(jwtPath, outcome.jwt + '\n');
@@ -170,16 +174,28 @@ export function registerAttest(program: Command): void {
     .option('--nonce <hex>', 'the verifier\'s challenge (8-64 bytes, hex); not with --verifier, which asks for one')
     .option('--verifier [url]', 'get the nonce from a remote verifier, send it the evidence and print its verdict; default URL: config verifier.endpoint')
     .option('--out <file>', 'evidence bundle (JSON)', 'evidence.json')
-    .option('--pcrs <sel>', 'PCRs to quote, bank:list[+bank:list]', 'sha256:0-7,12,17,18+sha384:0-7,12')
+    .option('--pcrs <sel>', 'PCRs to quote, bank:list[+bank:list]', 'sha256:0-7,12,13,17,18+sha384:0-7,12,13')
+    .option('--enclave <manifest>', 'also quote an enclave: create it from this manifest, have it report with REPORTDATA = SHA-256(nonce || user data), QUOTE it through the hypervisor, destroy it (repeatable)', (v: string, prev: string[] = []) => [...prev, v])
+    .option('--user-data <hex>', 'data bound with the nonce into each enclave\'s REPORTDATA (e.g. a key it published; default empty)')
     .option('--tpm2-tools <dir>', 'also write message/signature/pcrs/ak.pem for tpm2_checkquote')
     .option('--keylime <file>', 'also write Keylime\'s quote string')
-    .addHelpText('after', '\nExamples:\n  hyperenclave attest --nonce $(openssl rand -hex 16) --out ev.json --tpm2-tools ./quote\n  hyperenclave attest --verifier http://verifier.example:8437 --out ev.json')
-    .action(async (o: { nonce?: string; verifier?: string | true; out: string; pcrs: string; tpm2Tools?: string; keylime?: string }, cmd: Command) => {
+    .addHelpText('after', '\nExamples:\n  hyperenclave attest --nonce $(openssl rand -hex 16) --out ev.json --tpm2-tools ./quote\n  hyperenclave attest --nonce $N --enclave sealer.manifest.json --out ev.json\n  hyperenclave attest --verifier http://verifier.example:8437 --out ev.json')
+    .action(async (o: { nonce?: string; verifier?: string | true; out: string; pcrs: string; enclave?: string[]; userData?: string; tpm2Tools?: string; keylime?: string }, cmd: Command) => {
       const { opts, platform, config } = context(cmd);
       if ((o.nonce === undefined) === (o.verifier === undefined)) throw new UsageError('attest: give --nonce HEX (the verifier\'s challenge), or --verifier [URL] to ask a verifier for it');
       const pcrSelection = pcrSelectionOf(o.pcrs);
+      let userData: Buffer | undefined;
+      if (o.userData !== undefined) {
+        if (!/^([0-9a-fA-F]{2}){0,4096}$/.test(o.userData)) throw new UsageError(`--user-data: expected up to 4096 bytes of hex, got "${o.userData.slice(0, 40)}"`);
+        if (!o.enclave?.length) throw new UsageError('--user-data goes with --enclave');
+        userData = Buffer.from(o.userData, 'hex');
+      }
+      for (const m of o.enclave ?? []) if (!existsSync(m)) throw new HyperEnclaveError(`--enclave ${m}: not found`, EXIT.NOT_FOUND);
       const remote = o.verifier !== undefined ? new VerifierClient(verifierEndpoint(config, o.verifier)) : undefined;
       const nonce = parseNonceHex(remote ? (await remote.challenge()).nonce : o.nonce!);
+      if (nonce.length < NONCE_MIN || nonce.length > NONCE_MAX) throw new UsageError(`--nonce: ${nonce.length} bytes; a challenge is ${NONCE_MIN}-${NONCE_MAX} bytes`);
+      // Enclave quotes first: they are claims the TPM quote then binds (with the nonce) in its qualifying data.
+      const enclaves = o.enclave?.length ? await withHypervisor(platform, (c) => quoteEnclaves(c, o.enclave!, nonce, userData ? { userData } : {})) : [];
       const logs: Record<string, Buffer> = {};
       for (const [kind, path] of [
         ['firmware', FIRMWARE_EVENT_LOG],
@@ -196,7 +212,8 @@ export function registerAttest(program: Command): void {
             nonce,
             ak: { tpmtPublic: Buffer.from(stored.public, 'base64'), pem: stored.pem, name: Buffer.from(stored.name, 'hex') },
             pcrSelection,
-            claims: { platformKind: platform.kind === 'emulated' ? 'emulated' : 'real' },
+            // No platform-kind claim: the verifier derives it from the EK certificate, not from --platform.
+            claims: enclaves.length ? { hypervisor: { hakPcr: DEFAULT_HAK_PCR }, enclaves: enclaves.map((e) => e.evidence) } : {},
             logs,
             outJson: o.out,
             ...(o.tpm2Tools ? { tpm2ToolsDir: o.tpm2Tools } : {}),
@@ -213,12 +230,14 @@ export function registerAttest(program: Command): void {
           schema: 'hyperenclave/attest',
           version: 1,
           files: res.files,
+          ...(enclaves.length ? { enclaves: enclaves.map((e) => ({ name: e.name, mrenclave: e.mrenclave, mrsigner: e.mrsigner, debug: e.debug })) } : {}),
           ...(res.checkquote ? { checkquote: res.checkquote } : {}),
           ...(verdict && remote ? { verifier: remote.endpoint.href, verdict: { status: verdict.status, result: verdict.result, jwt: verdict.jwt } } : {}),
         },
         () =>
           [
             `evidence written: ${res.files.join(', ')}`,
+            ...enclaves.map((e) => `enclave ${e.name}: MRENCLAVE ${e.mrenclave}, quoted by the hypervisor`),
             ...(res.checkquote ? [`check with: ${res.checkquote.join(' ')}`] : []),
             ...(verdict && remote ? [`verifier ${remote.endpoint.href}: ${verdict.status}`, formatResultTable(verdict.result as never)] : []),
           ].join('\n'),

@@ -109,7 +109,7 @@ export function registerHypervisor(program: Command): void {
           `enclave ${r.name}: MRENCLAVE ${r.mrenclave}`,
           `  MRSIGNER ${r.mrsigner}, backend ${r.backend}, key slot ${r.keySlot ?? '-'}, launch ${r.launch?.measurement ?? '-'}`,
           ...r.ecalls.map((e) => `  ECALL ${e.fn}: ${e.ok ? `ok ${e.output}` : `FAILED ${e.error}`} (${e.micros} µs)`),
-          `  report ${r.reportVerified ? 'verified' : 'NOT verified'}; EPC returned ${r.epcReturned ?? '-'}`,
+          `  EPC returned ${r.epcReturned ?? '-'} (enclave evidence: hyperenclave attest --enclave)`,
         ].join('\n'),
       );
       if (r.ecalls.some((e) => !e.ok)) process.exitCode = 1;

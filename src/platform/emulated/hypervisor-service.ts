@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { createHash, generateKeyPairSync, randomBytes, sign, type KeyObject } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import type { Server } from 'node:net';
 import { availableParallelism } from 'node:os';
@@ -19,16 +19,21 @@ import {
 import {
   ABI_VERSION,
   ENCLAVE_INFO_SIZE,
+  HAK_PUBLIC_SIZE,
   HC,
   HypervisorError,
   KEYREQUEST_SIZE,
   type MemRangeSpec,
   PAGE_SIZE,
+  QUOTE_SIZE,
   REPORT_SIZE,
   SECS_SIZE,
   SIGSTRUCT_SIZE,
   STATUS_SIZE,
   TARGETINFO_SIZE,
+  TRUST_BLOB_CAPACITY,
+  TRUST_FLAG_CREATED,
+  TRUST_FLAG_PCR_EXTENDED,
   decodeEnclaveInfo,
   decodeMemoryMap,
   decodeStatus,
@@ -40,6 +45,7 @@ import type { CoreHv, CoreModule, EnclaveVmHandle } from '../../hypervisor/core-
 import { writeFileAtomic } from '../state.js';
 import { serveRpc } from './rpc.js';
 import { alive, canConnect, ensureDaemon } from './daemon.js';
+import { emulatedTpmSockets, ensureEmulatedTpm } from './tpm-daemon.js';
 
 /**
  * The emulated platform's hypervisor: one long-lived process per state directory holding the
@@ -186,8 +192,6 @@ export interface ServiceOptions {
 /** The request handler: the core, the loaded image, backends and per-enclave metadata. */
 export class HypervisorService {
   private core: CoreHv | undefined;
-  /** Signs enclave reports whose MAC the core verified; its key hash is bound into TPM quotes. */
-  private readonly reportSigner: { privateKey: KeyObject; publicKey: KeyObject } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
   private image: Record<string, unknown> | null = null;
   private map: MemRangeSpec[];
   private memmap: string;
@@ -238,6 +242,12 @@ export class HypervisorService {
   private out(gpa: bigint, len: number): Buffer {
     const at = Number(gpa - SCRATCH_BASE);
     return Buffer.from(this.scratch.subarray(at, at + len));
+  }
+
+  private hakPublic(): { key: string; pcr: number } {
+    const [buf] = this.stage(HAK_PUBLIC_SIZE);
+    const r = this.call('HAK_PUBLIC', [buf!]);
+    return { key: this.out(buf!, HAK_PUBLIC_SIZE).toString('hex'), pcr: Number(r.rdi) };
   }
 
   private statusRecord() {
@@ -369,11 +379,19 @@ export class HypervisorService {
         return jsonable(this.enclaveInfo(intArg(a, 'id')));
       case 'enclave.list':
         return this.summaries();
+      // REPORT and GET_KEY go to the core as the host's hypercalls: it refuses them (ENCLAVE_ONLY);
+      // enclaves get them from inside through the KVM runner. Kept so the refusal is testable.
       case 'report': {
         const id = intArg(a, 'id');
         const [ti, data, out] = this.stage(hexArg(a, 'targetinfo', TARGETINFO_SIZE), hexArg(a, 'reportData', 64), REPORT_SIZE);
         this.call('REPORT', [BigInt(id), ti!, data!, out!], `enclave ${id}`);
         return this.out(out!, REPORT_SIZE).toString('hex');
+      }
+      case 'getKey': {
+        const id = intArg(a, 'id');
+        const [req, out] = this.stage(hexArg(a, 'keyRequest', KEYREQUEST_SIZE), 16);
+        this.call('GET_KEY', [BigInt(id), req!, out!], `enclave ${id}`);
+        return this.out(out!, 16).toString('hex');
       }
       case 'verifyReport': {
         const [rep, target] = this.stage(hexArg(a, 'report', REPORT_SIZE), hexArg(a, 'mrenclave', 32));
@@ -382,21 +400,34 @@ export class HypervisorService {
         if (statusName(r.status) === 'REPORT_MAC_MISMATCH') return false;
         throw HypervisorError.fromStatus('VERIFY_REPORT', r.status);
       }
-      case 'reportKey':
-        return this.reportSigner.publicKey.export({ type: 'spki', format: 'pem' }).toString();
-      case 'signReport': {
-        // Only a report the core vouches for (its MAC verifies for the enclave it names) is signed.
-        const report = hexArg(a, 'report', REPORT_SIZE);
-        const [rep, target] = this.stage(report, report.subarray(64, 96));
-        const r = this.need().hypercall(HC.VERIFY_REPORT, [rep!, target!], SCRATCH_BASE, this.scratch);
-        if (r.status !== 0) throw HypervisorError.fromStatus('VERIFY_REPORT', r.status);
-        return sign('sha256', report, this.reportSigner.privateKey).toString('hex');
+      case 'trustInit': {
+        // The core unseals/creates its root over swtpm itself (locality 2); Node only moves the blob.
+        this.need();
+        const info = await ensureEmulatedTpm(this.opts.stateDir);
+        const want = emulatedTpmSockets(this.opts.stateDir);
+        if (info.serverPath !== want.server || info.ctrlPath !== want.ctrl)
+          throw new HypervisorError(`trustInit: the emulated TPM listens on ${info.serverPath}, the core was given ${want.server}`, EXIT.INTERNAL);
+        const blob = a.blob === undefined ? undefined : hexArg(a, 'blob');
+        if (blob && (blob.length === 0 || blob.length > TRUST_BLOB_CAPACITY)) throw new HypervisorError(`trustInit: sealed root of ${blob.length} bytes (1..${TRUST_BLOB_CAPACITY})`, EXIT.BAD_INPUT);
+        const [inBuf, out] = this.stage(blob ?? 0, TRUST_BLOB_CAPACITY);
+        const r = this.call('TRUST_INIT', [blob ? inBuf! : 0n, BigInt(blob?.length ?? 0), out!, BigInt(TRUST_BLOB_CAPACITY)]);
+        const len = Number(r.rdi);
+        const newBlob = len > 0 ? this.out(out!, len).toString('hex') : null; // before HAK_PUBLIC reuses the scratch
+        const hak = this.hakPublic();
+        return {
+          created: (Number(r.rsi) & TRUST_FLAG_CREATED) !== 0,
+          pcrExtended: (Number(r.rsi) & TRUST_FLAG_PCR_EXTENDED) !== 0,
+          blob: newBlob,
+          hakPublic: hak.key,
+          hakPcr: Number(r.rdx),
+        };
       }
-      case 'getKey': {
-        const id = intArg(a, 'id');
-        const [req, out] = this.stage(hexArg(a, 'keyRequest', KEYREQUEST_SIZE), 16);
-        this.call('GET_KEY', [BigInt(id), req!, out!], `enclave ${id}`);
-        return this.out(out!, 16).toString('hex');
+      case 'hakPublic':
+        return this.hakPublic();
+      case 'quote': {
+        const [rep, out] = this.stage(hexArg(a, 'report', REPORT_SIZE), QUOTE_SIZE);
+        this.call('QUOTE', [rep!, out!]);
+        return this.out(out!, QUOTE_SIZE).toString('hex');
       }
       case 'keyslot.alloc':
         return Number(this.call('KEYSLOT_ALLOC', [BigInt(a.owner === undefined ? 0 : intArg(a, 'owner'))]).rdi);
@@ -450,13 +481,16 @@ export class HypervisorService {
           throw new HypervisorError(`load: ${path}: image SHA-256 ${img.sha256} differs from the measured ${want}`, EXIT.VERIFY_FAILED);
         const base = this.reservedBase;
         const core = await this.opts.core();
+        // the emulated platform's TPM: the core seals its root secret there (TRUST_INIT; the TPM
+        // daemon is started then, not at load)
+        const tpm = emulatedTpmSockets(this.opts.stateDir);
         this.core = core.createHypervisor({
           base,
           total: RESERVED_DEFAULT.hypervisor + this.epcBytes,
           hypervisorSize: RESERVED_DEFAULT.hypervisor,
           imageSize: RESERVED_DEFAULT.image,
           paging: 'ept',
-          platformSecret: randomBytes(16),
+          tpm,
           imageDigest: Buffer.from(img.sha256, 'hex'),
           keySlots: { kind: 'asid', min: 1, max: 15 },
           requireSignedSigstruct: true,

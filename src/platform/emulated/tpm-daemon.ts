@@ -24,6 +24,12 @@ export function emulatedTpmRecord(stateDir: string): EmulatedTpmInfo | undefined
   return JSON.parse(readFileSync(rec, 'utf8')) as EmulatedTpmInfo;
 }
 
+/** Where this state directory's emulated TPM listens (swtpm.ts names the sockets after its state directory). */
+export function emulatedTpmSockets(stateDir: string): { server: string; ctrl: string } {
+  const server = join(tpmDir(stateDir), 'state', 'tpm.sock');
+  return { server, ctrl: `${server}.ctrl` };
+}
+
 /** Returns the running emulated TPM of this state directory, starting it (with EK certs) if needed. */
 export async function ensureEmulatedTpm(stateDir: string): Promise<EmulatedTpmInfo> {
   const dir = tpmDir(stateDir);

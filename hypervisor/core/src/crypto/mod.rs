@@ -3,10 +3,12 @@
 
 pub mod aes;
 pub mod cmac;
+pub mod ed25519;
 pub mod gcm;
 pub mod hmac;
 pub mod rsa;
 pub mod sha256;
+pub mod sha512;
 
 pub use cmac::{aes_cmac, ct_eq, Cmac};
 pub use gcm::{aes128_gcm_open, aes128_gcm_seal};

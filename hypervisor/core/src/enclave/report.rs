@@ -199,6 +199,13 @@ impl Derivation {
     }
 }
 
+impl Drop for KeyRoots {
+    fn drop(&mut self) {
+        crate::crypto::ed25519::wipe(&mut self.report);
+        crate::crypto::ed25519::wipe(&mut self.seal);
+    }
+}
+
 impl KeyRoots {
     pub fn new(platform_secret: &[u8; 16], cpu_svn: [u8; 16]) -> Self {
         let mut label = [0u8; 32];
@@ -207,6 +214,18 @@ impl KeyRoots {
         label[..20].copy_from_slice(b"hyperenclave seal   ");
         let seal = aes_cmac(platform_secret, &label);
         KeyRoots { report, seal, cpu_svn }
+    }
+
+    /// From the TPM-sealed 32-byte root secret (trust.rs): the same labels, keyed by
+    /// HMAC-SHA-256(root, "hyperenclave key roots v1") truncated to 128 bits.
+    pub fn from_root(root: &[u8; 32], cpu_svn: [u8; 16]) -> Self {
+        let mut k = crate::crypto::hmac_sha256(root, b"hyperenclave key roots v1");
+        let mut platform = [0u8; 16];
+        platform.copy_from_slice(&k[..16]);
+        let r = KeyRoots::new(&platform, cpu_svn);
+        crate::crypto::ed25519::wipe(&mut k);
+        crate::crypto::ed25519::wipe(&mut platform);
+        r
     }
 
     pub fn cpu_svn(&self) -> [u8; 16] {

@@ -104,26 +104,50 @@ fn full_enclave_lifecycle_through_hypercalls() {
     assert_eq!(call(&mut hv, &mut g, nr::ENCLAVE_DESTROY, &[id]).0, HcStatus::EnclaveBusy);
     assert_eq!(call(&mut hv, &mut g, nr::ENCLAVE_EXIT, &[id, 0]).0, HcStatus::Success);
 
-    // report for itself, verified by the hypervisor, and a seal key
+    // REPORT and GET_KEY are the enclave's own (EREPORT/EGETKEY from inside): the host is refused
     let mut ti = [0u8; 64];
     ti[..32].copy_from_slice(&mr);
     g.write(BUF + 0x5000, &ti).unwrap();
     g.write(BUF + 0x5100, &[0x77; 64]).unwrap();
-    assert_eq!(call(&mut hv, &mut g, nr::REPORT, &[id, BUF + 0x5000, BUF + 0x5100, BUF + 0x6000]).0, HcStatus::Success);
+    let (s, r) = call(&mut hv, &mut g, nr::REPORT, &[id, BUF + 0x5000, BUF + 0x5100, BUF + 0x6000]);
+    assert_eq!((s, s as u64, r.rdi), (HcStatus::EnclaveOnly, 36, 0));
+    let mut untouched = [0u8; REPORT_SIZE];
+    g.read(BUF + 0x6000, &mut untouched).unwrap();
+    assert_eq!(untouched, [0u8; REPORT_SIZE], "nothing written for the host");
+    let req = KeyRequest { key_name: keyname::SEAL, key_policy: 1, ..Default::default() };
+    g.write(BUF + 0x7000, &req.to_bytes()).unwrap();
+    assert_eq!(call(&mut hv, &mut g, nr::GET_KEY, &[id, BUF + 0x7000, BUF + 0x7100]).0, HcStatus::EnclaveOnly);
+    let mut key = [0u8; 16];
+    g.read(BUF + 0x7100, &mut key).unwrap();
+    assert_eq!(key, [0u8; 16]);
+    // the enclave path still works; the host may verify a report's MAC
+    let rep = hv.report(id as u32, &crate::enclave::report::TargetInfo::from_bytes(&ti).unwrap(), &[0x77; 64]).unwrap();
+    g.write(BUF + 0x6000, &rep).unwrap();
     g.write(BUF + 0x5200, &mr).unwrap();
     assert_eq!(call(&mut hv, &mut g, nr::VERIFY_REPORT, &[BUF + 0x6000, BUF + 0x5200]).0, HcStatus::Success);
-    let mut rep = [0u8; REPORT_SIZE];
-    g.read(BUF + 0x6000, &mut rep).unwrap();
-    assert_eq!(&rep[320..384], &[0x77; 64]);
+    let mut rep = rep;
     rep[330] ^= 1;
     g.write(BUF + 0x6000, &rep).unwrap();
     assert_eq!(call(&mut hv, &mut g, nr::VERIFY_REPORT, &[BUF + 0x6000, BUF + 0x5200]).0, HcStatus::ReportMacMismatch);
-    let req = KeyRequest { key_name: keyname::SEAL, key_policy: 1, ..Default::default() };
-    g.write(BUF + 0x7000, &req.to_bytes()).unwrap();
-    assert_eq!(call(&mut hv, &mut g, nr::GET_KEY, &[id, BUF + 0x7000, BUF + 0x7100]).0, HcStatus::Success);
-    let mut key = [0u8; 16];
-    g.read(BUF + 0x7100, &mut key).unwrap();
-    assert_eq!(key, hv.get_key(id as u32, &req.to_bytes()).unwrap());
+
+    // HAK_PUBLIC and QUOTE: a report for the quoting identity becomes a quote
+    let (s, r) = call(&mut hv, &mut g, nr::HAK_PUBLIC, &[BUF + 0x8000]);
+    assert_eq!((s, r.rdi), (HcStatus::Success, 13));
+    let mut hak = [0u8; 32];
+    g.read(BUF + 0x8000, &mut hak).unwrap();
+    assert_eq!(hak, hv.hak_public().unwrap().0);
+    let qti = crate::enclave::report::TargetInfo { mrenclave: crate::trust::quoting_target_mrenclave(), ..Default::default() };
+    let qrep = hv.report(id as u32, &qti, &[0x55; 64]).unwrap();
+    g.write(BUF + 0x9000, &qrep).unwrap();
+    assert_eq!(call(&mut hv, &mut g, nr::QUOTE, &[BUF + 0x9000, BUF + 0xa000]).0, HcStatus::Success);
+    let mut q = [0u8; 496];
+    g.read(BUF + 0xa000, &mut q).unwrap();
+    assert_eq!((&q[0..4], &q[16..400], &q[400..432]), (&b"HEQ1"[..], &qrep[..384], &hak[..]));
+    // a report for another target (here: the enclave itself) is not quoted
+    g.write(BUF + 0x9000, &rep).unwrap();
+    assert_eq!(call(&mut hv, &mut g, nr::QUOTE, &[BUF + 0x9000, BUF + 0xa000]).0, HcStatus::ReportMacMismatch);
+    // TRUST_INIT needs the platform's TPM: plain dispatch does not serve it
+    assert_eq!(call(&mut hv, &mut g, nr::TRUST_INIT, &[0, 0, BUF + 0xb000, 4096]).0, HcStatus::UnknownCall);
 
     // key slots
     let (s, r) = call(&mut hv, &mut g, nr::KEYSLOT_ALLOC, &[id]);
@@ -157,7 +181,7 @@ fn full_enclave_lifecycle_through_hypercalls() {
     assert_eq!((w(6), w(7), w(10)), (1024, 0, 0));
     assert_eq!((w(12), w(13), w(14), w(17)), (1, 1, 4, 1));
     assert_eq!(w(22), hv.status().hypercalls);
-    assert_eq!((w(23), w(24), w(25)), (1, 1, 1));
+    assert_eq!((w(23), w(24), w(25)), (1, 1, 2), "two reports made on the enclave path above");
     assert_eq!(&st[208..240], &d);
     assert_eq!(call(&mut hv, &mut g, nr::STATUS, &[BUF, 16]).0, HcStatus::BufferTooSmall);
 }
@@ -258,7 +282,7 @@ fn random_hypercalls_never_panic() {
     };
     let n_map = restore(&mut g);
     let mut rng = Lcg(0x1234_5678_9abc_def0);
-    let calls = [0x00, 0x01, 0x02, 0x03, 0x04, 0x10, 0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17, 0x20, 0x21, 0x22, 0x30, 0x31, 0x32, 0x33, 0x99];
+    let calls = [0x00, 0x01, 0x02, 0x03, 0x04, 0x10, 0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17, 0x20, 0x21, 0x22, 0x30, 0x31, 0x32, 0x33, 0x40, 0x41, 0x42, 0x99];
     let mut seen = HashMap::new();
     for i in 0..20_000 {
         if i % 50 == 0 {
@@ -346,4 +370,74 @@ impl Lcg {
         self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         self.0 >> 7
     }
+}
+
+#[test]
+fn before_trust_init_keys_reports_and_quotes_are_refused() {
+    let r = crate::hypervisor::tests::region(4);
+    let mut cfg = crate::hypervisor::HvConfig::new(r, Format::Ept, crate::hypervisor::tests::test_entropy);
+    cfg.require_signed_sigstruct = false;
+    let mut hv: Hv = crate::hypervisor::Hypervisor::new(cfg, crate::hypervisor::tests::backing(&r)).unwrap();
+    let mut g = HostRam::default();
+    let id = crate::hypervisor::tests::build_small(&mut hv);
+    let mr = crate::hypervisor::tests::small_mrenclave();
+    hv.init_enclave(id, &unsigned_sigstruct(&mr, 5, 3, 2)).unwrap();
+    // the enclave's own EREPORT / EGETKEY
+    assert_eq!(hv.report(id, &Default::default(), &[0; 64]).unwrap_err(), HvError::TrustNotEstablished);
+    let req = KeyRequest { key_name: keyname::SEAL, key_policy: 1, ..Default::default() };
+    assert_eq!(hv.get_key(id, &req.to_bytes()).unwrap_err(), HvError::TrustNotEstablished);
+    // the host's calls
+    assert_eq!(call(&mut hv, &mut g, nr::HAK_PUBLIC, &[BUF]).0, HcStatus::TrustNotEstablished);
+    assert_eq!(call(&mut hv, &mut g, nr::QUOTE, &[BUF, BUF + 0x1000]).0, HcStatus::TrustNotEstablished);
+    assert_eq!(call(&mut hv, &mut g, nr::VERIFY_REPORT, &[BUF, BUF + 0x1000]).0, HcStatus::TrustNotEstablished);
+    assert_eq!(HcStatus::TrustNotEstablished as u64, 37);
+    assert_eq!((HcStatus::TrustSealFailed as u64, HcStatus::TpmIo as u64), (38, 39));
+}
+
+#[test]
+fn trust_init_through_dispatch_with_tpm_and_disable_caps_the_pcr() {
+    use crate::tpm::tests::{Swtpm, SwtpmTransport};
+    let tpm = Swtpm::start();
+    let r = crate::hypervisor::tests::region(4);
+    let mut cfg = crate::hypervisor::HvConfig::new(r, Format::Ept, crate::hypervisor::tests::test_entropy);
+    cfg.image_digest = crate::crypto::sha256(b"dispatch image");
+    tpm.tool(&["tpm2_pcrextend", &std::format!("12:sha256={}", cfg.image_digest.iter().map(|b| std::format!("{b:02x}")).collect::<std::string::String>())]);
+    let mut hv: Hv = crate::hypervisor::Hypervisor::new(cfg, crate::hypervisor::tests::backing(&r)).unwrap();
+    let mut g = HostRam::default();
+    let mut t = SwtpmTransport { port: tpm.port, locality: 2 };
+    let mut go = |hv: &mut Hv, g: &mut HostRam, nr: u64, args: &[u64]| {
+        let mut r = Regs::call(nr, args);
+        let s = dispatch_with_tpm(hv, &mut r, g, &mut t);
+        assert_eq!(r.rax, s as u64);
+        (s, r)
+    };
+    assert_eq!(go(&mut hv, &mut g, nr::TRUST_INIT, &[0, 0, BUF, 100]).0, HcStatus::BufferTooSmall);
+    let (s, r) = go(&mut hv, &mut g, nr::TRUST_INIT, &[0, 0, BUF, 4096]);
+    assert_eq!(s, HcStatus::Success);
+    assert!(r.rdi > 100 && r.rsi == 0b11 && r.rdx == 13, "{r:?}");
+    let mut blob = std::vec![0u8; r.rdi as usize];
+    g.read(BUF, &mut blob).unwrap();
+    assert_eq!(&blob[..4], b"HER1");
+    // unseal from the blob in host memory: nothing new, PCR 13 already holds the event
+    g.write(BUF + 0x2000, &blob).unwrap();
+    let (s, r) = go(&mut hv, &mut g, nr::TRUST_INIT, &[BUF + 0x2000, blob.len() as u64, BUF + 0x4000, 4096]);
+    assert_eq!((s, r.rdi, r.rsi, r.rdx), (HcStatus::Success, 0, 0, 13));
+    // DISABLE caps PCR 12 and drops the secrets; a later TRUST_INIT is refused until a reload
+    let map = memmap();
+    for (i, m) in map.iter().enumerate() {
+        let mut e = [0u8; MEMMAP_ENTRY_SIZE];
+        e[0..8].copy_from_slice(&m.start.to_le_bytes());
+        e[8..16].copy_from_slice(&m.size.to_le_bytes());
+        e[16..24].copy_from_slice(&(if m.kind == MemKind::Mmio { 2u64 } else { 0 }).to_le_bytes());
+        g.write(BUF + 0x8000 + (i * MEMMAP_ENTRY_SIZE) as u64, &e).unwrap();
+    }
+    assert_eq!(go(&mut hv, &mut g, nr::ENABLE, &[BUF + 0x8000, map.len() as u64]).0, HcStatus::Success);
+    assert_eq!(go(&mut hv, &mut g, nr::DISABLE, &[]).0, HcStatus::Success);
+    assert_eq!(go(&mut hv, &mut g, nr::HAK_PUBLIC, &[BUF]).0, HcStatus::TrustNotEstablished);
+    let (s, _) = go(&mut hv, &mut g, nr::TRUST_INIT, &[BUF + 0x2000, blob.len() as u64, BUF + 0x4000, 4096]);
+    assert_eq!(s, HcStatus::TrustSealFailed);
+    // a TPM that does not answer: TPM_IO
+    let mut dead = SwtpmTransport { port: 1, locality: 2 };
+    let mut r = Regs::call(nr::TRUST_INIT, &[0, 0, BUF, 4096]);
+    assert_eq!(dispatch_with_tpm(&mut hv, &mut r, &mut g, &mut dead), HcStatus::TpmIo);
 }

@@ -33,13 +33,21 @@ pub(crate) fn memmap() -> [MemRange; 4] {
 
 pub(crate) type Hv = Hypervisor<SliceMem<'static>, 1024>;
 
+/// Entropy for tests that never create a root (fixed bytes; the swtpm tests use getrandom).
+pub(crate) fn test_entropy(b: &mut [u8]) -> bool {
+    b.fill(0x5a);
+    true
+}
+
 pub(crate) fn hv_with(format: Format, signed: bool, epc_mib: u64) -> Hv {
     let r = region(epc_mib);
-    let mut cfg = HvConfig::new(r, format, [0x11; 16]);
+    let mut cfg = HvConfig::new(r, format, test_entropy);
     cfg.require_signed_sigstruct = signed;
     cfg.key_slots = Some(KeySlotConfig::asids(1, 4).unwrap());
     cfg.image_digest = crate::crypto::sha256(b"test hypervisor image");
-    Hypervisor::new(cfg, backing(&r)).unwrap()
+    let mut hv = Hypervisor::new(cfg, backing(&r)).unwrap();
+    hv.trust_from_root_for_test(&[0x11; 32]);
+    hv
 }
 
 pub(crate) fn secs(size: u64) -> SecsParams {
@@ -79,7 +87,7 @@ pub(crate) fn build_small(hv: &mut Hv) -> u32 {
     id
 }
 
-fn small_mrenclave() -> [u8; 32] {
+pub(crate) fn small_mrenclave() -> [u8; 32] {
     let pages = small_pages();
     crate::enclave::measure::measure_image(
         0x8000,
@@ -201,7 +209,7 @@ fn bad_lifecycle_inputs_are_refused() {
 fn epc_exhaustion_is_an_error_and_destroy_returns_pages() {
     // EPCM capacity 8 pages although the region has 4 MiB
     let r = region(4);
-    let mut cfg = HvConfig::new(r, Format::Ept, [1; 16]);
+    let mut cfg = HvConfig::new(r, Format::Ept, test_entropy);
     cfg.require_signed_sigstruct = false;
     let mut hv: Hypervisor<SliceMem<'static>, 8> = Hypervisor::new(cfg, backing(&r)).unwrap();
     assert_eq!(hv.status().epc_pages_total, 8);
@@ -250,7 +258,7 @@ fn enclave_limit_and_page_table_pool_exhaustion() {
 
     // a pool of 8 frames: each enclave needs a root, each page up to 3 more tables
     let r = ReservedRegion { base: BASE, hypervisor_size: MIB + 8 * 4096, image_size: MIB, epc_size: 4 * MIB };
-    let mut cfg = HvConfig::new(r, Format::Ept, [1; 16]);
+    let mut cfg = HvConfig::new(r, Format::Ept, test_entropy);
     cfg.require_signed_sigstruct = false;
     let mut hv: Hv = Hypervisor::new(cfg, backing(&r)).unwrap();
     let id = hv.create_enclave(&SecsParams { base: 1 << 32, ..secs(1 << 32) }).unwrap();
@@ -421,14 +429,14 @@ fn reports_between_enclaves_and_seal_keys() {
     hv.init_enclave(a2, &unsigned_sigstruct(&mr_a, 5, 3, 2)).unwrap();
     assert_ne!(a, a2);
     assert_eq!(seal(&hv, a2, policy::MRENCLAVE), sealed_a);
-    // another platform secret: different keys
+    // another root secret: different keys
     let mut other = hv_with(Format::Ept, false, 4);
     let o = build_small(&mut other);
     other.init_enclave(o, &unsigned_sigstruct(&mr_a, 5, 3, 2)).unwrap();
-    let mut cfg = *other.config();
-    cfg.platform_secret = [0x22; 16];
+    let cfg = *other.config();
     let r2 = cfg.reserved;
     let mut other2: Hv = Hypervisor::new(cfg, backing(&r2)).unwrap();
+    other2.trust_from_root_for_test(&[0x22; 32]);
     let o2 = build_small(&mut other2);
     other2.init_enclave(o2, &unsigned_sigstruct(&mr_a, 5, 3, 2)).unwrap();
     assert_eq!(seal(&other, o, policy::MRENCLAVE), sealed_a);
@@ -457,7 +465,7 @@ fn key_slots_follow_enclaves() {
     assert_eq!(hv.slots.as_ref().unwrap().state(s4).unwrap(), SlotState::Allocated { owner: None });
 
     let r = region(4);
-    let mut cfg = HvConfig::new(r, Format::Npt, [0; 16]);
+    let mut cfg = HvConfig::new(r, Format::Npt, test_entropy);
     cfg.key_slots = None;
     let mut none: Hv = Hypervisor::new(cfg, backing(&r)).unwrap();
     assert!(matches!(none.keyslot_alloc(None), Err(HvError::KeySlotConfig { .. })));
@@ -467,8 +475,8 @@ fn key_slots_follow_enclaves() {
 fn construction_checks_the_backing() {
     let r = region(4);
     let short = SliceMem::new(r.base, Box::leak(vec![0u8; (r.total() - 4096) as usize].into_boxed_slice()));
-    let cfg = HvConfig::new(r, Format::Ept, [0; 16]);
+    let cfg = HvConfig::new(r, Format::Ept, test_entropy);
     assert!(matches!(Hv::new(cfg, short), Err(HvError::PhysOutOfRange { .. })));
-    let bad = HvConfig::new(ReservedRegion { base: BASE + 1, ..r }, Format::Ept, [0; 16]);
+    let bad = HvConfig::new(ReservedRegion { base: BASE + 1, ..r }, Format::Ept, test_entropy);
     assert!(matches!(Hv::new(bad, backing(&r)), Err(HvError::Misaligned { .. })));
 }

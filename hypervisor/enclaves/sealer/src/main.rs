@@ -2,7 +2,9 @@
 //! platform) can get — EGETKEY through the hypervisor, like SGX's seal key.
 //! ECALL 0 seal(plaintext) → blob, 1 unseal(blob) → plaintext, 2 report(REPORTDATA 64 B
 //! [‖ TARGETINFO 56 B]) → REPORT (432 B), 3 seal-key fingerprint for KEYID 0 (SHA-256 of the
-//! key, so tests can check that the key is bound to MRENCLAVE without ever seeing it).
+//! key, so tests can check that the key is bound to MRENCLAVE without ever seeing it),
+//! 4 quote-report(REPORTDATA 64 B) → REPORT (432 B) targeted at the hypervisor's quoting
+//! identity, which the host turns into a HAK-signed quote with the QUOTE hypercall.
 //!
 //! Blob: "HESL" ‖ version u32 LE (1) ‖ KEYID (32, random) ‖ IV (12, random) ‖ tag (16) ‖
 //! ciphertext. AES-128-GCM, AAD = the first 52 bytes (magic, version, KEYID, IV).
@@ -11,6 +13,7 @@
 
 use enclave_rt::{egetkey, ereport, err, fill_random, marshal};
 use hyperenclave_core::crypto::{aes128_gcm_open, aes128_gcm_seal, sha256};
+use hyperenclave_core::trust::quoting_target_mrenclave;
 
 const MAGIC: &[u8; 4] = b"HESL";
 const HEADER: usize = 4 + 4 + 32 + 12;
@@ -33,7 +36,7 @@ fn seal_key(key_id: &[u8; 32]) -> Result<[u8; 16], u32> {
     Ok(key)
 }
 
-enclave_rt::ecalls![seal, unseal, report, key_fingerprint];
+enclave_rt::ecalls![seal, unseal, report, key_fingerprint, quote_report];
 
 extern "C" fn seal() -> u64 {
     marshal(|input, out| {
@@ -102,5 +105,21 @@ extern "C" fn key_fingerprint() -> u64 {
         let key = seal_key(&[0u8; 32])?;
         out[..32].copy_from_slice(&sha256(&key));
         Ok(32)
+    })
+}
+
+/// ECALL 4: EREPORT for the quoting identity (TARGETINFO.MEASUREMENT = QUOTING_TARGET_MRENCLAVE,
+/// ATTRIBUTES 0, MISCSELECT 0) with the caller's REPORTDATA.
+extern "C" fn quote_report() -> u64 {
+    marshal(|input, out| {
+        let data: [u8; 64] = input.try_into().map_err(|_| err::BAD_INPUT)?;
+        let mut ti = [0u8; 56];
+        ti[..32].copy_from_slice(&quoting_target_mrenclave());
+        let mut report = [0u8; 432];
+        if ereport(&ti, &data, &mut report) != 0 {
+            return Err(err::HYPERCALL);
+        }
+        out[..432].copy_from_slice(&report);
+        Ok(432)
     })
 }

@@ -1,0 +1,135 @@
+/**
+ * Enclave quotes (CONTRACT-12): the hypervisor's QUOTE hypercall turns an enclave REPORT whose MAC
+ * it checked into 496 bytes signed by the hypervisor attestation key (HAK, Ed25519):
+ *
+ *   off size field
+ *     0    4 magic "HEQ1"
+ *     4    2 version = 1
+ *     6    2 signature algorithm = 1 (Ed25519, RFC 8032, pure)
+ *     8    4 HAK PCR index
+ *    12    4 reserved = 0
+ *    16  384 SGX REPORT body (the MAC-checked bytes 0..384 of the REPORT)
+ *   400   32 HAK public key
+ *   432   64 Ed25519 signature over bytes [0, 432)
+ *
+ * The HAK is trusted only through the TPM: the hypervisor extends
+ * H("hyperenclave-hak:ed25519:" ‖ hex(HAK)) into the HAK PCR, which the AK-signed quote covers.
+ * This module parses, checks the signature with the key the quote carries (whose binding the
+ * verifier checks separately), and computes the PCR value that one HAK event yields.
+ */
+import { createHash, createPublicKey, verify as cryptoVerify, type KeyObject } from 'node:crypto';
+
+export const ENCLAVE_QUOTE_SIZE = 496;
+export const ENCLAVE_QUOTE_MAGIC = 'HEQ1';
+export const ENCLAVE_QUOTE_VERSION = 1;
+export const ENCLAVE_QUOTE_SIG_ED25519 = 1;
+/** The HAK PCR when the policy names none (as HyperEnclave uses PCR 13). */
+export const DEFAULT_HAK_PCR = 13;
+/** ASCII prefix of the HAK event data; followed by the 64 lowercase hex digits of the key. */
+export const HAK_EVENT_PREFIX = 'hyperenclave-hak:ed25519:';
+
+/** Fields of the SGX REPORT body (bytes 0..384 of a REPORT). */
+export interface ReportBody {
+  cpuSvn: Buffer;
+  miscSelect: number;
+  attributes: bigint;
+  xfrm: bigint;
+  mrenclave: Buffer;
+  mrsigner: Buffer;
+  isvProdId: number;
+  isvSvn: number;
+  reportData: Buffer;
+}
+
+export interface EnclaveQuote {
+  magic: string;
+  version: number;
+  sigAlg: number;
+  hakPcr: number;
+  reserved: number;
+  body: ReportBody;
+  hakPublic: Buffer;
+  signature: Buffer;
+  /** Bytes [0, 432): what the signature covers. */
+  signed: Buffer;
+}
+
+/** SGX REPORT body layout (Intel SDM Vol. 3D, 38.15): offsets within the 384 bytes. */
+export function parseReportBody(b: Buffer): ReportBody {
+  if (b.length < 384) throw new RangeError(`REPORT body: ${b.length} bytes, need 384`);
+  return {
+    cpuSvn: Buffer.from(b.subarray(0, 16)),
+    miscSelect: b.readUInt32LE(16),
+    attributes: b.readBigUInt64LE(48),
+    xfrm: b.readBigUInt64LE(56),
+    mrenclave: Buffer.from(b.subarray(64, 96)),
+    mrsigner: Buffer.from(b.subarray(128, 160)),
+    isvProdId: b.readUInt16LE(256),
+    isvSvn: b.readUInt16LE(258),
+    reportData: Buffer.from(b.subarray(320, 384)),
+  };
+}
+
+/** Parses the 496-byte layout; throws a one-line error naming the field and offset. */
+export function parseEnclaveQuote(q: Buffer): EnclaveQuote {
+  if (q.length !== ENCLAVE_QUOTE_SIZE) throw new RangeError(`enclave quote: ${q.length} bytes, expected exactly ${ENCLAVE_QUOTE_SIZE}`);
+  const magic = q.subarray(0, 4).toString('latin1');
+  if (magic !== ENCLAVE_QUOTE_MAGIC) throw new RangeError(`enclave quote: byte 0: magic ${JSON.stringify(magic)} is not "HEQ1"`);
+  const version = q.readUInt16LE(4);
+  if (version !== ENCLAVE_QUOTE_VERSION) throw new RangeError(`enclave quote: byte 4: version ${version}, expected 1`);
+  const sigAlg = q.readUInt16LE(6);
+  if (sigAlg !== ENCLAVE_QUOTE_SIG_ED25519) throw new RangeError(`enclave quote: byte 6: signature algorithm ${sigAlg}, expected 1 (Ed25519)`);
+  const hakPcr = q.readUInt32LE(8);
+  if (hakPcr > 23) throw new RangeError(`enclave quote: byte 8: HAK PCR index ${hakPcr} out of range 0-23`);
+  const reserved = q.readUInt32LE(12);
+  if (reserved !== 0) throw new RangeError(`enclave quote: byte 12: reserved field is 0x${reserved.toString(16)}, expected 0`);
+  return {
+    magic,
+    version,
+    sigAlg,
+    hakPcr,
+    reserved,
+    body: parseReportBody(q.subarray(16, 400)),
+    hakPublic: Buffer.from(q.subarray(400, 432)),
+    signature: Buffer.from(q.subarray(432, 496)),
+    signed: Buffer.from(q.subarray(0, 432)),
+  };
+}
+
+/** Ed25519 public key object from 32 raw bytes (RFC 8410 SPKI wrapping). */
+export function ed25519PublicKey(raw: Buffer): KeyObject {
+  if (raw.length !== 32) throw new RangeError(`Ed25519 public key: ${raw.length} bytes, expected 32`);
+  return createPublicKey({ key: Buffer.concat([Buffer.from('302a300506032b6570032100', 'hex'), raw]), format: 'der', type: 'spki' });
+}
+
+/** True when the quote's signature verifies with the HAK it carries (RFC 8032 pure Ed25519). */
+export function enclaveQuoteSignatureOk(q: EnclaveQuote): boolean {
+  try {
+    return cryptoVerify(null, q.signed, ed25519PublicKey(q.hakPublic), q.signature);
+  } catch {
+    return false;
+  }
+}
+
+/** The HAK event data: ASCII prefix + 64 lowercase hex digits (89 bytes). */
+export function hakEventData(hakPublic: Buffer): Buffer {
+  return Buffer.from(HAK_EVENT_PREFIX + hakPublic.toString('hex'), 'ascii');
+}
+
+/** The value a PCR of `bank` holds after exactly one extend with H_bank(hakEventData). */
+export function hakPcrValue(nodeHash: string, hakPublic: Buffer): Buffer {
+  const d = createHash(nodeHash).update(hakEventData(hakPublic)).digest();
+  return createHash(nodeHash).update(Buffer.concat([Buffer.alloc(d.length), d])).digest();
+}
+
+/** REPORTDATA an enclave must carry for this challenge: SHA-256(nonce ‖ userData) ‖ 32 zero bytes. */
+export function expectedReportData(nonce: Buffer, userData: Buffer): Buffer {
+  return Buffer.concat([createHash('sha256').update(nonce).update(userData).digest(), Buffer.alloc(32)]);
+}
+
+/** Decodes "hyperenclave-hak:ed25519:<64 hex>" event data; undefined when it is not one. */
+export function hakFromEventData(data: Buffer): Buffer | undefined {
+  const s = data.toString('latin1');
+  const m = /^hyperenclave-hak:ed25519:([0-9a-f]{64})$/.exec(s);
+  return m ? Buffer.from(m[1]!, 'hex') : undefined;
+}
