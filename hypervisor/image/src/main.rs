@@ -16,16 +16,18 @@
 #![no_std]
 #![no_main]
 
+#[allow(dead_code)] // privileged instructions of both backends
 mod cpu;
+#[cfg_attr(feature = "vmx", allow(dead_code))]
 mod entry;
 mod handoff;
 mod host;
 mod serial;
 mod tis;
 mod vcpu;
-#[cfg(not(feature = "vmx"))]
+#[cfg_attr(feature = "vmx", allow(dead_code))]
 mod vmcb;
-#[cfg(feature = "vmx")]
+#[cfg_attr(not(feature = "vmx"), allow(dead_code))]
 mod vmcs;
 
 use core::fmt::Write;

@@ -2,6 +2,8 @@
 //! (Intel SDM vol. 3C, appendix B for the encodings, appendix A for the capability MSRs,
 //! chapter 30 for the instructions). Only what vmx.rs needs.
 
+#![allow(dead_code)] // the encoding tables are complete; the backend uses a subset
+
 use core::arch::asm;
 
 use crate::cpu;
