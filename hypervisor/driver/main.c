@@ -40,6 +40,9 @@ module_param(hv_size, ulong, 0444);
 MODULE_PARM_DESC(hv_size, "bytes for the hypervisor (image + page-table pool); the rest is EPC");
 static int pcr = 12;
 module_param(pcr, int, 0444);
+static bool unmeasured_ok;
+module_param(unmeasured_ok, bool, 0444);
+MODULE_PARM_DESC(unmeasured_ok, "load without a TPM, unmeasured (emulators without a TPM, e.g. the Bochs VMX tier); default off");
 MODULE_PARM_DESC(pcr, "PCR the image is measured into (8-16 or 23)");
 
 #define HEIMG_HDR 256
@@ -66,14 +69,66 @@ static struct {
 	bool pinned;               /* a module reference while CPUs run under the hypervisor */
 } he;
 
+/*
+ * One image per CPU vendor (docs/image-container.md arch byte): Intel runs the VMX + EPT image
+ * (hypercalls by VMCALL), AMD and Hygon the SVM + NPT one (VMMCALL). On Intel VMMCALL is #UD in
+ * VMX non-root operation and vice versa, so the instruction follows the vendor.
+ */
+static bool he_intel;
+
 static inline u64 he_vmmcall(u64 nr, u64 *rdi, u64 *rsi, u64 *rdx, u64 rcx, u64 r8v)
 {
 	register u64 r8 asm("r8") = r8v;
-	asm volatile("vmmcall"
-		     : "+a"(nr), "+D"(*rdi), "+S"(*rsi), "+d"(*rdx), "+c"(rcx), "+r"(r8)
-		     :
-		     : "memory", "cc", "r9", "r10", "r11");
+	if (he_intel)
+		asm volatile("vmcall"
+			     : "+a"(nr), "+D"(*rdi), "+S"(*rsi), "+d"(*rdx), "+c"(rcx), "+r"(r8)
+			     :
+			     : "memory", "cc", "r9", "r10", "r11");
+	else
+		asm volatile("vmmcall"
+			     : "+a"(nr), "+D"(*rdi), "+S"(*rsi), "+d"(*rdx), "+c"(rcx), "+r"(r8)
+			     :
+			     : "memory", "cc", "r9", "r10", "r11");
 	return nr;
+}
+
+/* Image arch codes (src/measure/container.ts ARCH_CODE). */
+#define HEIMG_ARCH_INTEL_VMX 1
+#define HEIMG_ARCH_AMD_SVM 2
+#define HEIMG_ARCH_HYGON 3
+
+/* The image name when HE_IOC_LOAD names none: the vendor's own container. */
+static const char *he_default_image(void)
+{
+	return he_intel ? "hyperenclave/hyperenclave-intel.img" : "hyperenclave/hyperenclave-amd.img";
+}
+
+/*
+ * Why this CPU cannot run the hypervisor, or NULL. Intel: VMX, and IA32_FEATURE_CONTROL either
+ * unlocked (the image locks it with VMX enabled) or locked with VMX outside SMX allowed; EPT
+ * with 4-level walks, 1 GiB pages and INVEPT (the core's tables use the largest pages).
+ * AMD/Hygon: SVM with nested paging.
+ */
+static const char *he_cpu_unsupported(void)
+{
+	if (he_intel) {
+		u64 fc, ept;
+
+		if (!boot_cpu_has(X86_FEATURE_VMX))
+			return "CPU lacks VMX (or firmware disabled it: IA32_FEATURE_CONTROL)";
+		if (rdmsrl_safe(MSR_IA32_FEAT_CTL, &fc))
+			return "IA32_FEATURE_CONTROL (MSR 0x3a) is not readable";
+		if ((fc & FEAT_CTL_LOCKED) && !(fc & FEAT_CTL_VMX_ENABLED_OUTSIDE_SMX))
+			return "IA32_FEATURE_CONTROL is locked with VMX outside SMX disabled";
+		if (rdmsrl_safe(MSR_IA32_VMX_EPT_VPID_CAP, &ept))
+			return "IA32_VMX_EPT_VPID_CAP (MSR 0x48c) is not readable: no EPT";
+		if (!(ept & (1ULL << 6)) || !(ept & (1ULL << 17)) || !(ept & (1ULL << 20)))
+			return "EPT lacks 4-level walks, 1 GiB pages or INVEPT (IA32_VMX_EPT_VPID_CAP)";
+		return NULL;
+	}
+	if (!boot_cpu_has(X86_FEATURE_SVM) || !boot_cpu_has(X86_FEATURE_NPT))
+		return "CPU lacks SVM with nested paging";
+	return NULL;
 }
 
 static u32 hv_cpus_on(void)
@@ -117,6 +172,11 @@ static int he_measure(const u8 *image, size_t len, u32 *banks)
 	int rc = 0;
 
 	if (!chip) {
+		if (unmeasured_ok) {
+			pr_warn("no TPM: loading the image UNMEASURED (unmeasured_ok=1; test beds without a TPM only)\n");
+			*banks = 0;
+			return 0;
+		}
 		pr_err("no TPM: refusing to load an unmeasured image\n");
 		return -ENODEV;
 	}
@@ -200,6 +260,8 @@ static int he_load(struct he_load *req)
 	if (he.state == HE_STATE_ENABLED)
 		return -EBUSY;
 	req->firmware[sizeof(req->firmware) - 1] = 0;
+	if (!req->firmware[0])
+		strscpy(req->firmware, he_default_image(), sizeof(req->firmware));
 	rc = request_firmware(&fw, req->firmware, NULL);
 	if (rc) {
 		pr_err("request_firmware(%s) failed: %d\n", req->firmware, rc);
@@ -215,8 +277,9 @@ static int he_load(struct he_load *req)
 		pr_err("%s: unsupported format version/header size at offset 0x8\n", req->firmware);
 		goto out;
 	}
-	if (h[0x0c] != 2 && h[0x0c] != 3) {
-		pr_err("%s: arch %u at offset 0xc is not amd-svm/hygon\n", req->firmware, h[0x0c]);
+	if (he_intel ? h[0x0c] != HEIMG_ARCH_INTEL_VMX : h[0x0c] != HEIMG_ARCH_AMD_SVM && h[0x0c] != HEIMG_ARCH_HYGON) {
+		pr_err("%s: arch %u at offset 0xc is not %s (this CPU's vendor)\n", req->firmware, h[0x0c],
+		       he_intel ? "intel-vmx" : "amd-svm/hygon");
 		goto out;
 	}
 	if (h[0x0d] != 1) {
@@ -395,8 +458,8 @@ static int he_enable(void)
 		return -ENOEXEC;
 	if (num_online_cpus() > HE_MAX_CPUS)
 		return -E2BIG;
-	if (!boot_cpu_has(X86_FEATURE_SVM) || !boot_cpu_has(X86_FEATURE_NPT)) {
-		pr_err("CPU lacks SVM with nested paging\n");
+	if (he_cpu_unsupported()) {
+		pr_err("%s\n", he_cpu_unsupported());
 		return -ENODEV;
 	}
 	next = PAGE_ALIGN(he.load_addr + he.load_size);
@@ -684,6 +747,7 @@ static int __init he_init(void)
 	int rc;
 
 	mutex_init(&he.lock);
+	he_intel = boot_cpu_data.x86_vendor == X86_VENDOR_INTEL;
 	if (!reserved_base || !reserved_size || (reserved_base | reserved_size) & (PAGE_SIZE - 1)) {
 		pr_err("reserved_base/reserved_size must name the page-aligned memmap=SIZE$BASE region\n");
 		return -EINVAL;
