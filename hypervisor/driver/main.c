@@ -64,8 +64,9 @@ static struct {
 	u8 sha256[32];
 	struct he_handoff *handoff;
 	u64 handoff_pa, host_cr3;
-	long cpu_result[HE_MAX_CPUS];
-	bool cpu_on[HE_MAX_CPUS];
+	u64 percpu_size;           /* container header offset 0x28 */
+	long *cpu_result;          /* nr_cpu_ids entries (no fixed CPU limit) */
+	bool *cpu_on;
 	bool pinned;               /* a module reference while CPUs run under the hypervisor */
 } he;
 
@@ -135,7 +136,7 @@ static u32 hv_cpus_on(void)
 {
 	u32 n = 0, i;
 
-	for (i = 0; i < HE_MAX_CPUS; i++)
+	for (i = 0; i < nr_cpu_ids; i++)
 		n += he.cpu_on[i];
 	return n;
 }
@@ -289,6 +290,12 @@ static int he_load(struct he_load *req)
 	load_addr = get_unaligned_le64(h + 0x10);
 	entry_off = get_unaligned_le64(h + 0x18);
 	load_size = get_unaligned_le64(h + 0x30);
+	if (get_unaligned_le64(h + 0x28) < PAGE_SIZE || get_unaligned_le64(h + 0x28) > (64UL << 20) ||
+	    (get_unaligned_le64(h + 0x28) & (PAGE_SIZE - 1))) {
+		pr_err("%s: per-CPU size 0x%llx at offset 0x28 is not a page multiple between 4 KiB and 64 MiB\n",
+		       req->firmware, get_unaligned_le64(h + 0x28));
+		goto out;
+	}
 	image_len = get_unaligned_le64(h + 0x40);
 	sig_len = get_unaligned_le32(h + 0x48);
 	if (image_len == 0 || HEIMG_HDR + image_len + sig_len != fw->size) {
@@ -319,6 +326,7 @@ static int he_load(struct he_load *req)
 	he.image_length = image_len;
 	he.load_addr = load_addr;
 	he.load_size = load_size;
+	he.percpu_size = get_unaligned_le64(h + 0x28);
 	he.entry_pa = load_addr + entry_off;
 	memcpy(he.sha256, digest, 32);
 	he.state = HE_STATE_LOADED;
@@ -400,10 +408,6 @@ static void he_launch_cpu(void *unused)
 {
 	int cpu = smp_processor_id();
 
-	if (cpu >= HE_MAX_CPUS) {
-		he.cpu_result[cpu % HE_MAX_CPUS] = -E2BIG;
-		return;
-	}
 	he.cpu_result[cpu] = he_enter(HE_OP_LAUNCH, he.handoff_pa, cpu, he.host_cr3, he.entry_pa);
 	he.cpu_on[cpu] = he.cpu_result[cpu] == 0;
 }
@@ -413,7 +417,7 @@ static void he_disable_cpu(void *unused)
 	int cpu = smp_processor_id();
 	u64 a = 0, b = 0, c = 0, st;
 
-	if (cpu >= HE_MAX_CPUS || !he.cpu_on[cpu])
+	if (!he.cpu_on[cpu])
 		return;
 	st = he_vmmcall(HC_DISABLE, &a, &b, &c, 0, 0);
 	he.cpu_result[cpu] = st;
@@ -431,7 +435,7 @@ static int he_disable_all(void)
 	chip = he_tpm_hold();
 	on_each_cpu(he_disable_cpu, NULL, 1);
 	he_tpm_release(chip);
-	for (cpu = 0; cpu < HE_MAX_CPUS; cpu++)
+	for (cpu = 0; cpu < nr_cpu_ids; cpu++)
 		if (he.cpu_on[cpu]) {
 			pr_err("CPU %d still runs under the hypervisor (status %ld)\n", cpu, he.cpu_result[cpu]);
 			return -EBUSY;
@@ -456,8 +460,6 @@ static int he_enable(void)
 		return -EALREADY;
 	if (he.state != HE_STATE_LOADED)
 		return -ENOEXEC;
-	if (num_online_cpus() > HE_MAX_CPUS)
-		return -E2BIG;
 	if (he_cpu_unsupported()) {
 		pr_err("%s\n", he_cpu_unsupported());
 		return -ENODEV;
@@ -469,6 +471,16 @@ static int he_enable(void)
 	memset(ho, 0, PAGE_SIZE);
 	next += PAGE_SIZE;
 	he.host_cr3 = he_build_host_tables(&next);
+	/* per-CPU areas for every possible CPU id, then core's page-table pool (at least 1 MiB) */
+	ho->percpu_base = next;
+	ho->percpu_size = he.percpu_size;
+	ho->cpu_slots = nr_cpu_ids;
+	next += (u64)nr_cpu_ids * he.percpu_size;
+	if (next + (1UL << 20) > reserved_base + hv_size) {
+		pr_err("%u CPUs x 0x%llx bytes of per-CPU state do not fit in hv_size 0x%lx: raise hv_size and the memmap= region\n",
+		       nr_cpu_ids, he.percpu_size, hv_size);
+		return -ENOSPC;
+	}
 	ho->magic = HE_HANDOFF_MAGIC;
 	ho->version = HE_HANDOFF_VERSION;
 	ho->ncpus = num_online_cpus();
@@ -497,11 +509,11 @@ static int he_enable(void)
 		pr_err("image init failed: %lld\n", init);
 		return -EIO;
 	}
-	memset(he.cpu_result, 0, sizeof(he.cpu_result));
+	memset(he.cpu_result, 0, nr_cpu_ids * sizeof(*he.cpu_result));
 	on_each_cpu(he_launch_cpu, NULL, 1);
 	for_each_online_cpu(cpu) {
-		if (he.cpu_result[cpu % HE_MAX_CPUS])
-			pr_err("CPU %d: launch failed: %ld\n", cpu, he.cpu_result[cpu % HE_MAX_CPUS]);
+		if (he.cpu_result[cpu])
+			pr_err("CPU %d: launch failed: %ld\n", cpu, he.cpu_result[cpu]);
 		else
 			ok++;
 	}
@@ -765,14 +777,25 @@ static int __init he_init(void)
 		       reserved_base, reserved_size, reserved_size, reserved_base);
 		return -EINVAL;
 	}
+	he.cpu_result = kcalloc(nr_cpu_ids, sizeof(*he.cpu_result), GFP_KERNEL);
+	he.cpu_on = kcalloc(nr_cpu_ids, sizeof(*he.cpu_on), GFP_KERNEL);
+	if (!he.cpu_result || !he.cpu_on) {
+		kfree(he.cpu_result);
+		kfree(he.cpu_on);
+		return -ENOMEM;
+	}
 	he.virt = memremap(reserved_base, reserved_size, MEMREMAP_WB);
 	if (!he.virt) {
+		kfree(he.cpu_result);
+		kfree(he.cpu_on);
 		pr_err("memremap of 0x%lx+0x%lx failed\n", reserved_base, reserved_size);
 		return -ENOMEM;
 	}
 	rc = misc_register(&he_misc);
 	if (rc) {
 		memunmap(he.virt);
+		kfree(he.cpu_result);
+		kfree(he.cpu_on);
 		return rc;
 	}
 	register_reboot_notifier(&he_reboot_nb);
@@ -790,6 +813,10 @@ static void __exit he_exit(void)
 	mutex_unlock(&he.lock);
 	misc_deregister(&he_misc);
 	memunmap(he.virt);
+	if (!hv_cpus_on()) { /* CPUs still on the hypervisor keep their state: leak it rather than free it */
+		kfree(he.cpu_result);
+		kfree(he.cpu_on);
+	}
 }
 
 module_init(he_init);

@@ -37,5 +37,10 @@ if [ ! -f "$FW" ]; then
       --target es2022 --strict --skipLibCheck --esModuleInterop --resolveJsonModule)
   fi
 fi
-node "$FW" build "$OUT/hyperenclave.elf" -o "$OUT/hyperenclave.img" --arch "$ARCH"
+# The per-CPU area size the image needs (entry.rs HE_PERCPU_SIZE, section .he_info) goes into the
+# container header: the driver gives every possible CPU an area of that size.
+objcopy -O binary --only-section=.he_info "$OUT/hyperenclave.elf" "$OUT/he_info.bin"
+PERCPU=$(od -An -t u8 -N 8 "$OUT/he_info.bin" | tr -d ' ')
+[ -n "$PERCPU" ] && [ "$PERCPU" -gt 0 ] || { echo "build.sh: no HE_PERCPU_SIZE in section .he_info of $OUT/hyperenclave.elf" >&2; exit 1; }
+node "$FW" build "$OUT/hyperenclave.elf" -o "$OUT/hyperenclave.img" --arch "$ARCH" --per-cpu-size "$PERCPU"
 node "$FW" inspect "$OUT/hyperenclave.img" --banks sha256 || true

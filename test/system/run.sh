@@ -261,8 +261,36 @@ BOOT_S=$(( $(date +%s) - T1 ))
 log "QEMU exited with $QRC after ${BOOT_S}s; console in $CONSOLE"
 if [ "$QRC" = 124 ] || [ "$QRC" = 137 ]; then TIMED_OUT=1; else TIMED_OUT=0; fi
 
+# ---- 5b. many CPUs: a second, short boot with HE_MANY_CPUS (default 12) CPUs ------------------
+# The same initramfs plus an appended cpio whose /etc.scenario says SCENARIO=many: init.sh loads
+# the image (no TPM attached: unmeasured_ok=1, this run is about CPUs), enables it, checks CPUID on
+# every CPU, runs a busy loop on the last one and disables. The judge reads its cpus-many check.
+MANY=${HE_MANY_CPUS:-12}
+MANY_CONSOLE="$WORK/console-many.log"
+rm -f "$MANY_CONSOLE" "$WORK/console-many.txt"
+if [ "$WITH_IMAGE" = 1 ] && [ "$TIMED_OUT" = 0 ] && [ "$MANY" -gt 0 ]; then
+  EXTRA="$RUN/many"
+  mkdir -p "$EXTRA/root"
+  sed 's/^SCENARIO=.*//' "$IRD/etc.scenario" >"$EXTRA/root/etc.scenario"
+  echo "SCENARIO=many" >>"$EXTRA/root/etc.scenario"
+  (cd "$EXTRA/root" && find . -print0 | cpio --null -o -H newc --quiet) >"$EXTRA/extra.cpio"
+  cat "$INITRD" "$EXTRA/extra.cpio" >"$EXTRA/initrd"
+  log "booting again with $MANY CPUs (cpus-many)"
+  T2=$(date +%s)
+  set +e
+  timeout --kill-after=5 "$TIMEOUT" qemu-system-x86_64 -accel tcg -cpu qemu64,+svm,+npt,+pdpe1gb,+ssse3,+sse4.1,+sse4.2,+popcnt,+rdrand,+aes,+pclmulqdq -smp "$MANY" -m 1G \
+    -nographic -no-reboot -monitor none -serial stdio \
+    -kernel "$VMLINUZ" -initrd "$EXTRA/initrd" -append "$APPEND" \
+    </dev/null >"$MANY_CONSOLE" 2>"$RUN/qemu-many.stderr"
+  MRC=$?
+  set -e
+  log "QEMU ($MANY CPUs) exited with $MRC after $(( $(date +%s) - T2 ))s; console in $MANY_CONSOLE"
+  tr -d '\r' <"$MANY_CONSOLE" >"$WORK/console-many.txt"
+fi
+
 # ---- 6. judge the console -----------------------------------------------------------------------
 tr -d '\r' <"$CONSOLE" >"$WORK/console.txt"
 node "$HERE/judge.mjs" "$WORK/console.txt" "$WORK/out" --timed-out "$TIMED_OUT" --pcr "$PCR" --hak-pcr "$HAK_PCR" \
   --verifier-dir "$VDIR" --reserved-base "$RESERVED_BASE" --reserved-size "$RESERVED_SIZE" ${IMAGE_CONTAINER:+--image "$IMAGE_CONTAINER"} \
-  --expected "$HERE/expected-checks.txt" --partial $(( 1 - WITH_IMAGE ))
+  --expected "$HERE/expected-checks.txt" --partial $(( 1 - WITH_IMAGE )) \
+  ${MANY_CONSOLE:+--many-console "$WORK/console-many.txt"} --many-cpus "$MANY"

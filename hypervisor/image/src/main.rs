@@ -33,7 +33,7 @@ mod vmcs;
 use core::fmt::Write;
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
-use handoff::{Handoff, LinuxState, MAX_CPUS};
+use handoff::{Handoff, LinuxState};
 use hyperenclave_core::hypercall::{dispatch_with_tpm, nr};
 use hyperenclave_core::{dispatch, Access, DirectMem, HcStatus, HvConfig, HvError, HvResult, Hypervisor, MemKind, MemRange, Regs, ReservedRegion, ABI_VERSION};
 use vcpu::Vcpu;
@@ -44,15 +44,22 @@ pub(crate) type Hv = Hypervisor<DirectMem, 4096>;
 const GUEST_SPAN: u64 = 8 << 30;
 const NPF_RETRY_LIMIT: u32 = 16;
 
-#[repr(C, align(16))]
-pub struct Stacks([[u8; 1 << entry::STACK_SHIFT]; MAX_CPUS]);
-#[repr(C, align(64))]
-pub struct FxAreas([[u8; 512]; MAX_CPUS]);
+/// The per-CPU areas (handoff v3), recorded at every entry (the driver passes the same values).
+static mut PERCPU_BASE: u64 = 0;
+static mut PERCPU_SIZE: u64 = 0;
 
-#[no_mangle]
-static mut HE_STACKS: Stacks = Stacks([[0; 1 << entry::STACK_SHIFT]; MAX_CPUS]);
-#[no_mangle]
-static mut HE_FX: FxAreas = FxAreas([[0; 512]; MAX_CPUS]);
+/// This CPU's FPU save area (the first 512 bytes of its area).
+pub(crate) fn fx_area(cpu: usize) -> *mut u8 {
+    // SAFETY: set at entry before any backend code runs; never changed while CPUs run.
+    unsafe { (PERCPU_BASE + cpu as u64 * PERCPU_SIZE) as *mut u8 }
+}
+
+/// This CPU's backend vCPU state, in its own area (entry.rs checked the area's size).
+pub(crate) fn percpu_state(cpu: usize) -> &'static mut backend::PerCpu {
+    // SAFETY: each CPU only touches its own area; the page-aligned offset suits PerCpu's alignment.
+    unsafe { &mut *((PERCPU_BASE + cpu as u64 * PERCPU_SIZE + entry::PERCPU_STATE) as *mut backend::PerCpu) }
+}
+
 static mut HV: Option<Hv> = None;
 static mut LEAVE_TRAMP: u64 = 0;
 static LOCK: AtomicBool = AtomicBool::new(false);
@@ -149,8 +156,13 @@ pub unsafe extern "C" fn bcmp(a: *const u8, b: *const u8, n: usize) -> i32 {
 extern "C" fn he_main(op: u64, handoff: u64, cpu: u64, linux: *const LinuxState) -> i64 {
     // SAFETY: the driver passes the physical (= identity-mapped) address of its handoff page.
     let ho = unsafe { &*(handoff as *const Handoff) };
-    if ho.magic != handoff::MAGIC || ho.version != handoff::VERSION || cpu as usize >= MAX_CPUS {
+    if ho.magic != handoff::MAGIC || ho.version != handoff::VERSION || cpu >= ho.cpu_slots as u64 || ho.percpu_size < entry::PERCPU_BYTES {
         return -1;
+    }
+    // SAFETY: the same values on every entry (the driver's layout); read by fx_area/percpu_state.
+    unsafe {
+        PERCPU_BASE = ho.percpu_base;
+        PERCPU_SIZE = ho.percpu_size;
     }
     match op {
         handoff::OP_INIT => match init(ho) {

@@ -7,10 +7,10 @@
 use core::sync::atomic::Ordering;
 
 use crate::entry::{self, GuestRegs, LeaveFrame};
-use crate::handoff::{LinuxState, MAX_CPUS};
+use crate::handoff::LinuxState;
 use crate::vcpu::{EnclaveExit, EnclaveVcpu, Vcpu};
 use crate::vmcb::{exit, intercept, off, Vmcb, V_INTR_MASKING};
-use crate::{cpu, host, lock, unlock, Console, HE_FX, HV, LAUNCHED, LEAVE_TRAMP, LOCK, PRINT};
+use crate::{cpu, host, lock, unlock, Console, HV, LAUNCHED, LEAVE_TRAMP, LOCK, PRINT};
 use core::fmt::Write;
 use hyperenclave_core::{Access, Format};
 
@@ -18,7 +18,7 @@ pub const PAGING: Format = Format::Npt;
 pub const TABLES: &str = "NPT";
 
 #[repr(C, align(4096))]
-struct PerCpu {
+pub struct PerCpu {
     vmcb: Vmcb,
     hsave: [u8; 4096],
     regs: GuestRegs,
@@ -28,15 +28,6 @@ struct PerCpu {
     exits: u64,
 }
 
-const PERCPU_INIT: PerCpu = PerCpu {
-    vmcb: Vmcb([0; 4096]),
-    hsave: [0; 4096],
-    regs: GuestRegs { rbx: 0, rcx: 0, rdx: 0, rsi: 0, rdi: 0, rbp: 0, r8: 0, r9: 0, r10: 0, r11: 0, r12: 0, r13: 0, r14: 0, r15: 0 },
-    launched: false,
-    npf_last: 0,
-    npf_repeat: 0,
-    exits: 0,
-};
 
 #[repr(C, align(4096))]
 struct Msrpm([u8; 8192]);
@@ -44,13 +35,13 @@ struct Msrpm([u8; 8192]);
 #[repr(C, align(4096))]
 struct Iopm([u8; 12288]);
 
-static mut PERCPU: [PerCpu; MAX_CPUS] = [PERCPU_INIT; MAX_CPUS];
 static mut MSRPM: Msrpm = Msrpm([0; 8192]);
 static mut IOPM: Iopm = Iopm([0; 12288]);
 
 pub fn launch(cpu: usize, linux: &LinuxState) -> i64 {
-    // SAFETY: each CPU only touches its own PerCpu slot.
-    let pc = unsafe { &mut (*core::ptr::addr_of_mut!(PERCPU))[cpu] };
+    let pc = crate::percpu_state(cpu);
+    // SAFETY: this CPU's own state in its area (not zeroed by the driver); all-zero is a valid PerCpu.
+    unsafe { core::ptr::write_bytes(pc as *mut PerCpu, 0, 1) };
     let root = {
         lock(&LOCK);
         // SAFETY: under LOCK.
@@ -139,8 +130,7 @@ fn skip(v: &mut Vmcb, len: u64) {
 /// The exit loop. Returns only if the very first VMRUN is refused.
 fn run(pc: &mut PerCpu, cpu: usize) {
     let vmcb_pa = &pc.vmcb as *const Vmcb as u64;
-    // SAFETY: this CPU's FX area.
-    let fx = unsafe { (*core::ptr::addr_of_mut!(HE_FX)).0[cpu].as_mut_ptr() };
+    let fx = crate::fx_area(cpu);
     let mut first = true;
     loop {
         // SAFETY: VMCB, register block and FX area belong to this CPU and stay valid.
@@ -245,8 +235,7 @@ impl Vcpu for PerCpu {
     }
     fn leave(&mut self, cpu: usize) -> ! {
         let pc = self;
-        // SAFETY: this CPU's FX area.
-        let fx = unsafe { (*core::ptr::addr_of_mut!(HE_FX)).0[cpu].as_mut_ptr() };
+        let fx = crate::fx_area(cpu);
         let v = &pc.vmcb;
         let frame = LeaveFrame {
             cr3: v.r64(off::CR3),

@@ -17,10 +17,10 @@ use core::arch::{asm, global_asm};
 use core::sync::atomic::Ordering;
 
 use crate::entry::{self, GuestRegs, LeaveFrame};
-use crate::handoff::{LinuxState, MAX_CPUS};
+use crate::handoff::LinuxState;
 use crate::vcpu::{EnclaveExit, EnclaveVcpu, Vcpu};
 use crate::vmcs::{self, ctl, f, msr, reason, Region, AR_UNUSABLE, CR4_VMXE};
-use crate::{cpu, host, lock, unlock, Console, HE_FX, HV, LAUNCHED, LEAVE_TRAMP, LOCK, PRINT};
+use crate::{cpu, host, lock, unlock, Console, HV, LAUNCHED, LEAVE_TRAMP, LOCK, PRINT};
 use core::fmt::Write;
 use hyperenclave_core::{Access, Format};
 
@@ -127,7 +127,7 @@ global_asm!(
 );
 
 #[repr(C, align(4096))]
-struct PerCpu {
+pub struct PerCpu {
     vmxon: Region,
     vmcs: Region,
     regs: VmxRegs,
@@ -140,18 +140,7 @@ struct PerCpu {
     exits: u64,
 }
 
-const PERCPU_INIT: PerCpu = PerCpu {
-    vmxon: Region::new(),
-    vmcs: Region::new(),
-    regs: VmxRegs { g: GuestRegs { rbx: 0, rcx: 0, rdx: 0, rsi: 0, rdi: 0, rbp: 0, r8: 0, r9: 0, r10: 0, r11: 0, r12: 0, r13: 0, r14: 0, r15: 0 }, rax: 0 },
-    launched: false,
-    cr4_before: 0,
-    npf_last: 0,
-    npf_repeat: 0,
-    exits: 0,
-};
 
-static mut PERCPU: [PerCpu; MAX_CPUS] = [PERCPU_INIT; MAX_CPUS];
 /// Linux's MSR bitmap: all zero, no RDMSR/WRMSR in the bitmap ranges exits (the MSRs the VMCS
 /// switches are the guest's own while it runs; CPUID hides VMX, so Linux does not use it).
 #[repr(C, align(4096))]
@@ -218,8 +207,9 @@ pub fn launch(cpu: usize, linux: &LinuxState) -> i64 {
         log!("cpu{}: VMX unusable: {}", cpu, why);
         return -5;
     }
-    // SAFETY: each CPU only touches its own PerCpu slot.
-    let pc = unsafe { &mut (*core::ptr::addr_of_mut!(PERCPU))[cpu] };
+    let pc = crate::percpu_state(cpu);
+    // SAFETY: this CPU's own state in its area (not zeroed by the driver); all-zero is a valid PerCpu.
+    unsafe { core::ptr::write_bytes(pc as *mut PerCpu, 0, 1) };
     let eptp = {
         lock(&LOCK);
         // SAFETY: under LOCK.
@@ -393,8 +383,7 @@ fn inject_event(vector: u8, error_code: Option<u32>) {
 
 /// The exit loop. Returns only if the very first VMLAUNCH fails.
 fn run(pc: &mut PerCpu, cpu: usize) {
-    // SAFETY: this CPU's FX area.
-    let fx = unsafe { (*core::ptr::addr_of_mut!(HE_FX)).0[cpu].as_mut_ptr() };
+    let fx = crate::fx_area(cpu);
     loop {
         // SAFETY: the current VMCS, register block and FX area belong to this CPU.
         let failed = unsafe { he_vmx_run(&mut pc.regs, fx, pc.launched as u64) };
@@ -567,8 +556,7 @@ impl Vcpu for PerCpu {
     }
     fn leave(&mut self, cpu: usize) -> ! {
         let pc = self;
-        // SAFETY: this CPU's FX area.
-        let fx = unsafe { (*core::ptr::addr_of_mut!(HE_FX)).0[cpu].as_mut_ptr() };
+        let fx = crate::fx_area(cpu);
         let frame = LeaveFrame {
             cr3: vmcs::read(f::GUEST_CR3),
             rsp: vmcs::read(f::GUEST_RSP),
