@@ -14,7 +14,8 @@ dmesg -n 1
 check() { n=$1; r=$2; shift 2; echo "@@HE:CHECK $n $r $*"; }
 now() { cut -d' ' -f1 /proc/uptime; }
 dmesg_he() { dmesg | grep -i -E "hyperenclave|vmx" | sed 's/^/@@HE:DMESG /'; }
-finish() { echo "@@HE:DONE uptime=$(now)"; sync; poweroff -f; sleep 5; }
+# The serial console drains after the shell's writes: give it time before the power goes off.
+finish() { echo "@@HE:DONE uptime=$(now)"; sync; sleep 5; poweroff -f; sleep 5; }
 
 NCPU=$(grep -c ^processor /proc/cpuinfo)
 echo "@@HE:BOOTED kernel=$(uname -r) cpus=$NCPU uptime=$(now)"

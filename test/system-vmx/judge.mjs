@@ -20,7 +20,16 @@ if (!consolePath || !opt.expected) {
   process.exit(2);
 }
 const ncpu = Number(opt.cpus ?? 2);
-const lines = readFileSync(consolePath, 'utf8').split('\n');
+// The hypervisor writes whole "[hv] ...\n" lines to COM1 synchronously, while Linux's own
+// console output drains later: an [hv] line can land inside a guest line. Taking every [hv] line
+// out first restores the guest's lines.
+const hvLines = [];
+const lines = readFileSync(consolePath, 'utf8')
+  .replace(/\[hv\] [^\n]*\n/g, (m) => {
+    hvLines.push(m.trim());
+    return '';
+  })
+  .split('\n');
 const checks = new Map(); // name -> { ok, detail }
 const put = (name, ok, detail) => checks.set(name, { ok, detail });
 let booted = null;
@@ -37,13 +46,12 @@ for (const line of lines) {
   else if ((m = /^@@HE:DONE(.*)$/.exec(l))) done = m[1].trim();
   else if ((m = /^@@HE:CHECK (\S+) (PASS|FAIL) ?(.*)$/.exec(l))) put(m[1], m[2] === 'PASS', m[3]);
   else if ((m = /^@@HE:ECALL rc=(\d+) (.*)$/.exec(l))) ecall = { rc: Number(m[1]), text: m[2] };
-  const h = line.indexOf('[hv] ');
-  if (h >= 0) {
-    const t = line.slice(h);
-    hv.push(t);
-    if ((m = /^\[hv\] cpu(\d+): running as guest \(VMX non-root\)/.exec(t))) running.add(Number(m[1]));
-    if ((m = /^\[hv\] cpu(\d+): handed back to Linux after \d+ exits \(VMXOFF\)/.exec(t))) handed.add(Number(m[1]));
-  }
+}
+for (const t of hvLines) {
+  let m;
+  hv.push(t);
+  if ((m = /^\[hv\] cpu(\d+): running as guest \(VMX non-root\)/.exec(t))) running.add(Number(m[1]));
+  if ((m = /^\[hv\] cpu(\d+): handed back to Linux after \d+ exits \(VMXOFF\)/.exec(t))) handed.add(Number(m[1]));
 }
 const cpusBooted = booted && /cpus=(\d+)/.exec(booted);
 put('booted', !!booted && Number(cpusBooted?.[1]) === ncpu, booted ? `${booted} (asked for ${ncpu})` : 'the guest never reached init');

@@ -166,7 +166,7 @@ TIMECMD=()
 BRC=$?
 set -e
 BOOT_S=$(( $(date +%s) - T1 ))
-read -r WALL USER SYS <"$RUN/time" 2>/dev/null || { WALL=$BOOT_S; USER=?; SYS=?; }
+read -r WALL USER SYS < <(tail -1 "$RUN/time" 2>/dev/null) || { WALL=$BOOT_S; USER=?; SYS=?; }
 log "Bochs exited with $BRC after ${BOOT_S}s (cpu user ${USER}s sys ${SYS}s); console in $CONSOLE"
 if [ "$BRC" = 124 ] || [ "$BRC" = 137 ]; then TIMED_OUT=1; else TIMED_OUT=0; fi
 TICKS=$(grep -o '^[0-9]\{11\}' "$RUN/bochs.log" | tail -1 || true)

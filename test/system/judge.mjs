@@ -83,7 +83,15 @@ const host = (name, ok, detail) => checks.push({ name, ok, detail, source: 'host
 // lines must show every one of them running as a guest and handed back.
 if (opt['many-console'] && existsSync(opt['many-console'])) {
   const want = Number(opt['many-cpus'] ?? 12);
-  const ml = readFileSync(opt['many-console'], 'utf8').split('\n');
+  // [hv] lines are written synchronously and may land inside a guest line: take them out first
+  const hvl = [];
+  const ml = readFileSync(opt['many-console'], 'utf8')
+    .replace(/\[hv\] [^\n]*\n/g, (x) => {
+      hvl.push(x);
+      return '';
+    })
+    .split('\n')
+    .concat(hvl);
   const guest = new Set();
   const back = new Set();
   let mc = null;

@@ -67,6 +67,9 @@ pub(crate) static PRINT: AtomicBool = AtomicBool::new(false);
 static LAUNCHED: AtomicU32 = AtomicU32::new(0);
 /// The hypervisor PCR was capped at this enable's first DISABLE (reset at INIT).
 static CAPPED: AtomicBool = AtomicBool::new(false);
+/// INIT's self-test found no TPM at all (nothing answers at the TIS address: Bochs, a machine
+/// without a TPM). DISABLE then has no PCR to cap, as long as there is still none.
+static NO_TPM_AT_INIT: AtomicBool = AtomicBool::new(false);
 
 pub(crate) fn lock(l: &AtomicBool) {
     while l.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed).is_err() {
@@ -219,7 +222,9 @@ fn init(ho: &Handoff) -> HvResult<()> {
     // The transport's self-test at the hypervisor's locality (before launch; the driver holds
     // Linux's TPM lock around ENABLE): GetRandom and PCR_Read of the measurement PCR.
     let pcr = if ho.pcr < 24 { ho.pcr } else { 12 };
-    match tis::self_test(pcr) {
+    let self_test = tis::self_test(pcr);
+    NO_TPM_AT_INIT.store(matches!(self_test, Err(tis::TisError::NoDevice { .. })), Ordering::SeqCst);
+    match self_test {
         Ok((random, digest, clean)) => {
             log!(
                 "TPM: locality {} at {:#x}: GetRandom gave {} bytes, PCR{} sha256 {}{}",
@@ -386,6 +391,11 @@ pub(crate) fn hypercall_exit<V: Vcpu>(vc: &mut V, cpu: usize) {
                 Ok(()) => {
                     CAPPED.store(true, Ordering::SeqCst);
                     log!("cpu{}: DISABLE: hypervisor PCR capped, root of trust wiped", cpu);
+                }
+                Err((_, Some(tis::TisError::NoDevice { did_vid }))) if NO_TPM_AT_INIT.load(Ordering::SeqCst) => {
+                    // no TPM at INIT and none now: no PCR was ever the hypervisor's, nothing to cap
+                    CAPPED.store(true, Ordering::SeqCst);
+                    log!("cpu{}: DISABLE: no TPM at INIT nor now (DID_VID {:#010x}): no PCR to cap", cpu, did_vid);
                 }
                 Err((e, detail)) => {
                     unlock(&LOCK);

@@ -481,10 +481,15 @@ fn run(pc: &mut PerCpu, cpu: usize) {
     }
 }
 
-/// MOV to/from CR3 (exits only where the CPU cannot clear CR3-load/store exiting).
+/// MOV to/from CR3 (exits only where the CPU cannot clear CR3-load/store exiting); MOV to CR4
+/// exits only when it would set VMXE (the only bit in the CR4 mask): #GP, as on a CPU without VMX.
 fn cr_access(pc: &mut PerCpu, cpu: usize) {
     let q = vmcs::read(f::EXIT_QUALIFICATION);
     let (cr, kind, gpr) = (q & 0xf, (q >> 4) & 3, ((q >> 8) & 0xf) as usize);
+    if cr == 4 && kind == 0 {
+        pc.inject(13, Some(0));
+        return;
+    }
     if cr != 3 || kind > 1 {
         log!("cpu{}: unexpected control-register access {:#x}: this CPU halts", cpu, q);
         cpu::halt_forever();
