@@ -117,21 +117,39 @@ export default async function bench(): Promise<BenchRow[]> {
       ]),
     );
 
-    const anchorRow = { label: 'tpm2_eventlog FILE (process)', value: anchor, unit: 'ms' };
+    const anchorRow = { label: 'tpm2_eventlog FILE', value: anchor, unit: 'ms', scope: 'process' as const };
     const target = '>= 1 (at least as fast as tpm2_eventlog)';
     const note = `${EVENTS.toLocaleString('en')} events, sha1+sha256, ${(buf.length / 1048576).toFixed(1)} MiB`;
+    const met = (ours: number) => speedup(ours, anchor, false) >= 1;
     return [
-      { name: 'parse + replay 100k events, in-process', ours: { label: 'parseEventLog + replay', value: inProc, unit: 'ms' }, anchor: anchorRow, ratio: speedup(inProc, anchor, false), higherIsBetter: false, target, note },
+      // The headline: both sides whole processes printing the same thing (every event decoded + the final PCRs).
       {
-        name: 'parse + replay 100k events, as a process',
-        ours: { label: viaCli ? 'hyperenclave eventlog replay FILE --json' : 'node -e (dist eventlog module) replay --json', value: replayProc, unit: 'ms' },
+        name: 'every event decoded + final PCRs, 100k events',
+        ours: { label: 'node + compiled eventlog module: eventLogToJson + replayToJson', value: showProc, unit: 'ms', scope: 'process' },
+        anchor: anchorRow,
+        ratio: speedup(showProc, anchor, false),
+        higherIsBetter: false,
+        target,
+        met: met(showProc),
+        note: `${note}; same output scope as tpm2_eventlog (every event + final PCRs)`,
+        headline: true,
+      },
+      {
+        name: 'parse + replay 100k events (PCRs only)',
+        ours: { label: viaCli ? 'hyperenclave eventlog replay FILE --json' : 'node -e (dist eventlog module) replay --json', value: replayProc, unit: 'ms', scope: 'process' },
         anchor: anchorRow,
         ratio: speedup(replayProc, anchor, false),
         higherIsBetter: false,
-        target,
-        note: viaCli ? note : `${note}; CLI has no eventlog replay yet, so a node -e script importing the compiled module`,
+        note: `${note}; narrower output than tpm2_eventlog (final PCRs, no per-event output)${viaCli ? '' : '; CLI has no eventlog replay, so a node -e script importing the compiled module'}`,
       },
-      { name: 'every event decoded + PCRs as JSON, as a process', ours: { label: 'node -e eventLogToJson + replayToJson', value: showProc, unit: 'ms' }, anchor: anchorRow, ratio: speedup(showProc, anchor, false), higherIsBetter: false, target, note: `${note}; same output scope as tpm2_eventlog (every event + final PCRs)` },
+      {
+        name: 'parse + replay 100k events (PCRs only)',
+        ours: { label: 'parseEventLog + replay', value: inProc, unit: 'ms', scope: 'in-process' },
+        anchor: anchorRow,
+        ratio: speedup(inProc, anchor, false),
+        higherIsBetter: false,
+        note: `${note}; ours without process start-up and without output`,
+      },
     ];
   } finally {
     rmSync(dir, { recursive: true, force: true });

@@ -2,14 +2,15 @@ import { Command } from 'commander';
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { type ImageArch, type VerifiedImage, headerToJson, verifyContainerFile } from '../src/measure/container.js';
+import type { ImageArch, VerifiedImage } from '../src/measure/container.js';
 import { loadPolicy } from '../src/measure/policy.js';
 import { writeFileAtomic } from '../src/platform/state.js';
 import { EXIT, HyperEnclaveError } from '../src/errors.js';
 import { type HashAlgName, hashAlgByName } from '../src/tpm/alg.js';
-import { buildLaunchEnvironment } from '../src/txt/launch-env.js';
-import { buildImageFile, signImageFile } from './image.js';
-import { parseInitialValues, referenceValuesFile } from './reference.js';
+import type { parseInitialValues } from './reference.js';
+
+// The container, signing and reference code is loaded by the command that runs (not for --help).
+const containerLib = () => import('../src/measure/container.js');
 
 /**
  * `firmware build|sign|inspect|reference|launch-env`: the image container and reference values.
@@ -55,15 +56,15 @@ function banks(v: string | undefined): HashAlgName[] | undefined {
 }
 
 /** --initial is an option value: a bad one is a usage error. */
-function initialValues(v: string): ReturnType<typeof parseInitialValues> {
+function initialValues(v: string, parse: typeof parseInitialValues): ReturnType<typeof parseInitialValues> {
   try {
-    return parseInitialValues(v);
+    return parse(v);
   } catch (e) {
     throw new FirmwareUsageError(`--initial: ${(e as Error).message}`);
   }
 }
 
-function imageInfo(path: string, v: VerifiedImage) {
+function imageInfo(path: string, v: VerifiedImage, headerToJson: (h: VerifiedImage['header']) => unknown) {
   return {
     schema: 'hyperenclave/image-info' as const,
     version: 1 as const,
@@ -111,6 +112,8 @@ export function registerImageCommands(fw: Command, emit: Emit = defaultEmit, pro
     .addHelpText('after', '\nExample:\n  hyperenclave firmware build target/hypervisor.elf -o hv.heimg --arch amd-svm --key signer.pem')
     .action(async (input: string, o: { output: string; arch: string; key?: string; raw?: boolean; entry?: string; perCpuSize?: string; coreSize?: string; featureMask: string; buildId?: string }, cmd: Command) => {
       if (o.buildId !== undefined && !/^([0-9a-f]{2}){1,32}$/i.test(o.buildId)) throw new FirmwareUsageError(`--build-id: expected 1-32 bytes of hex, got "${o.buildId}"`);
+      const { buildImageFile } = await import('./image.js');
+      const { verifyContainerFile, headerToJson } = await containerLib();
       buildImageFile(
         input,
         o.output,
@@ -132,7 +135,7 @@ export function registerImageCommands(fw: Command, emit: Emit = defaultEmit, pro
       } finally {
         line?.end();
       }
-      const doc = imageInfo(o.output, verified);
+      const doc = imageInfo(o.output, verified, headerToJson);
       emit(json(cmd), doc, () => humanInfo(doc));
     });
 
@@ -144,8 +147,10 @@ export function registerImageCommands(fw: Command, emit: Emit = defaultEmit, pro
     .addHelpText('after', '\nExample:\n  hyperenclave firmware sign hv.heimg --key signer.pem -o hv-signed.heimg')
     .action(async (container: string, o: { key: string; output?: string }, cmd: Command) => {
       const out = o.output ?? container;
+      const { signImageFile } = await import('./image.js');
+      const { verifyContainerFile, headerToJson } = await containerLib();
       signImageFile(container, o.key, out);
-      const doc = imageInfo(out, await verifyContainerFile(out, { banks: ['sha256', 'sha384'] }));
+      const doc = imageInfo(out, await verifyContainerFile(out, { banks: ['sha256', 'sha384'] }), headerToJson);
       emit(json(cmd), doc, () => humanInfo(doc));
     });
 
@@ -158,13 +163,14 @@ export function registerImageCommands(fw: Command, emit: Emit = defaultEmit, pro
     .option('--banks <list>', 'digests to show', 'sha256,sha384')
     .addHelpText('after', '\nExample:\n  hyperenclave firmware inspect hv.heimg --arch amd-svm --trusted-key signer.pub.pem --require-signature')
     .action(async (container: string, o: { arch?: string; trustedKey?: string[]; requireSignature?: boolean; banks: string }, cmd: Command) => {
+      const { verifyContainerFile, headerToJson } = await containerLib();
       const v = await verifyContainerFile(container, {
         banks: banks(o.banks)!,
         ...(o.arch ? { expectedArch: arch(o.arch) } : {}),
         ...(o.trustedKey ? { trustedKeys: o.trustedKey.map((p) => readFileSync(p, 'utf8')) } : {}),
         ...(o.requireSignature ? { requireSignature: true } : {}),
       });
-      const doc = imageInfo(container, v);
+      const doc = imageInfo(container, v, headerToJson);
       emit(json(cmd), doc, () => humanInfo(doc));
     });
 
@@ -179,13 +185,14 @@ export function registerImageCommands(fw: Command, emit: Emit = defaultEmit, pro
     .addHelpText('after', '\nExample:\n  hyperenclave firmware reference hv.heimg --launch-env le.bin -o reference-values.json')
     .action(async (container: string, o: { policy: string; banks?: string; initial?: string; launchEnv?: string; output?: string }, cmd: Command) => {
       const b = banks(o.banks);
+      const { referenceValuesFile, parseInitialValues } = await import('./reference.js');
       const line = progress(cmd, `hash ${container}`);
       let doc;
       try {
         doc = await referenceValuesFile(container, {
           policy: loadPolicy(o.policy),
           ...(b ? { banks: b } : {}),
-          ...(o.initial ? { initial: initialValues(o.initial) } : {}),
+          ...(o.initial ? { initial: initialValues(o.initial, parseInitialValues) } : {}),
           ...(o.launchEnv ? { launchEnvironmentPath: o.launchEnv } : {}),
           ...(o.output ? { out: o.output } : {}),
           ...(line ? { verify: { onProgress: line.update } } : {}),
@@ -210,7 +217,8 @@ export function registerImageCommands(fw: Command, emit: Emit = defaultEmit, pro
     .option('--env-version <n>', 'version number', '1')
     .option('--payload <file>', 'opaque payload to include (e.g. an ACM-like blob)')
     .addHelpText('after', '\nExample:\n  hyperenclave firmware launch-env -o le.bin --arch intel-vmx')
-    .action((o: { output: string; arch: string; name: string; envVersion: string; payload?: string }, cmd: Command) => {
+    .action(async (o: { output: string; arch: string; name: string; envVersion: string; payload?: string }, cmd: Command) => {
+      const { buildLaunchEnvironment } = await import('../src/txt/launch-env.js');
       const blob = buildLaunchEnvironment({ name: o.name, version: size('--env-version', o.envVersion)!, arch: arch(o.arch), payload: o.payload ? readFileSync(o.payload) : Buffer.alloc(0) });
       writeFileAtomic(o.output, blob);
       const doc = {

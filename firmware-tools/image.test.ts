@@ -11,6 +11,7 @@ import { ElfError, flatLoadImage, parseElf64 } from './elf.js';
 import { buildImage, buildImageFile, readSigningKey, signImageFile } from './image.js';
 import { checkReferenceValues, parseInitialValues, referenceValuesFile } from './reference.js';
 import { buildLaunchEnvironment } from '../src/txt/launch-env.js';
+import { present } from '../test/helpers/require.js';
 
 const fx = join(dirname(fileURLToPath(import.meta.url)), '..', 'test', 'fixtures', 'measure');
 const tiny = readFileSync(join(fx, 'tiny.elf'));
@@ -46,10 +47,7 @@ describe('ELF64 → flat load image', () => {
   it('agrees with objcopy -O binary on the fixture and on a system ELF (/bin/true)', () => {
     for (const path of [join(fx, 'tiny.elf'), '/bin/true']) {
       const r = spawnSync('objcopy', ['-O', 'binary', path, join(dir, 'objcopy.bin')]);
-      if (r.status !== 0) {
-        console.warn(`skipping objcopy comparison for ${path}: objcopy failed or is absent (binutils)`);
-        continue;
-      }
+      if (!present(`objcopy comparison for ${path}`, 'binutils', r.status !== 0 && `objcopy ${r.error ? 'absent' : `failed (exit ${r.status})`} (apt-get install binutils)`)) continue;
       const bin = readFileSync(path);
       const flat = flatLoadImage(parseElf64(bin), bin);
       // objcopy starts at the lowest allocated section, we at the lowest PT_LOAD address; both end

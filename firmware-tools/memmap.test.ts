@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { existsSync } from 'node:fs';
 import { parseMemmapText, planReservation, readFirmwareMemmap } from './memmap.js';
+import { pathMissing, skipUnless } from '../test/helpers/require.js';
 
 const QEMU_MAP = `
 0x0 0x9fbff System RAM
@@ -37,7 +38,7 @@ describe('memory reservation planning', () => {
     expect(() => planReservation(parseMemmapText('0x100000 0x3fffffff System RAM'), { hypervisorMiB: 64, epcMiB: 512 })).toThrow(/leaves .* MiB .* for Linux/);
   });
 
-  it.skipIf(!existsSync('/sys/firmware/memmap'))('reads this machine\'s firmware memory map', () => {
+  it.skipIf(!!skipUnless('the firmware memory map of this machine', [['firmware-memmap', pathMissing('/sys/firmware/memmap', 'kernel without CONFIG_FIRMWARE_MEMMAP, or a container')]]))('reads this machine\'s firmware memory map', () => {
     const m = readFirmwareMemmap();
     expect(m.some((r) => r.type === 'System RAM')).toBe(true);
   });

@@ -71,8 +71,8 @@ export function referenceValuesFor(img: VerifiedImage, opts: ReferenceOptions): 
     };
     for (const [bank, m] of Object.entries(drtmPcrs)) doc.pcrs[bank] = { ...doc.pcrs[bank], ...m };
   }
-  const bad = validateReference(doc);
-  if (bad) throw new ImageError(`reference values: generated document fails its schema: ${bad}`);
+  // Not validated here (compiling the schema costs more than hashing a small image): the tests
+  // validate what this writes (firmware-tools/image.test.ts), and every reader validates what it reads.
   return doc;
 }
 

@@ -1,5 +1,9 @@
 import { createRequire } from 'node:module';
-import { pino, type Logger } from 'pino';
+import type { DestinationStream, Logger } from 'pino';
+
+const requireHere = createRequire(import.meta.url);
+/** pino, loaded when the first logger is made (a run that logs nothing never loads it). */
+const pinoModule = (): typeof import('pino') => requireHere('pino') as typeof import('pino');
 
 export type { Logger };
 
@@ -36,6 +40,7 @@ type PrettyModule = { prettyFactory(o: Record<string, unknown>): (line: string |
 /** Structured logs to stderr. The CLI is quiet unless --verbose; the boot unit logs at info. */
 export function createLogger(level: LogLevel = 'warn', opts: LoggerOptions = {}): Logger {
   const format = opts.format ?? logFormatFor();
+  const { pino } = pinoModule();
   const sink = opts.destination ?? pino.destination({ fd: 2, sync: true });
   let destination = sink;
   if (format === 'pretty') {
@@ -46,7 +51,7 @@ export function createLogger(level: LogLevel = 'warn', opts: LoggerOptions = {})
     const colorize = opts.color ?? logColorFor(undefined);
     destination = {
       write: (line: string) => {
-        prettify ??= (createRequire(import.meta.url)('pino-pretty') as PrettyModule).prettyFactory({ colorize, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname,name' });
+        prettify ??= (requireHere('pino-pretty') as PrettyModule).prettyFactory({ colorize, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname,name' });
         return sink.write(prettify(line));
       },
     };
@@ -57,7 +62,7 @@ export function createLogger(level: LogLevel = 'warn', opts: LoggerOptions = {})
       base: { name: 'hyperenclave' },
       redact: { paths: REDACT_PATHS, censor: '[redacted]' },
     },
-    destination as pino.DestinationStream,
+    destination as DestinationStream,
   );
 }
 
@@ -69,9 +74,37 @@ export function logLevelFromEnv(env: NodeJS.ProcessEnv = process.env): LogLevel 
   return l && LEVELS.includes(l) ? (l as LogLevel) : undefined;
 }
 
+/** pino's numeric levels for the methods a caller may use. */
+const METHOD_LEVEL: Record<string, number> = { trace: 10, debug: 20, info: 30, warn: 40, error: 50, fatal: 60 };
+const THRESHOLD: Record<LogLevel, number> = { debug: 20, info: 30, warn: 40, error: 50, silent: Infinity };
+const noop = (): void => {};
+
+/**
+ * createLogger(level, opts) made on the first call at or above `level`: below it a call is a
+ * no-op, so a command that logs nothing at its level never loads pino. Anything else (child,
+ * bindings, flush, ...) makes the real logger.
+ */
+export function lazyLogger(level: LogLevel = 'warn', opts: LoggerOptions = {}): Logger {
+  let real: Logger | undefined;
+  const make = (): Logger => (real ??= createLogger(level, opts));
+  return new Proxy({} as Logger, {
+    get(_t, prop) {
+      if (typeof prop === 'string') {
+        if (prop === 'level' && !real) return level;
+        if (prop === 'isLevelEnabled' && !real) return (l: string) => (METHOD_LEVEL[l] ?? Infinity) >= THRESHOLD[level];
+        const m = METHOD_LEVEL[prop];
+        if (m !== undefined && m < THRESHOLD[level]) return noop;
+      }
+      const r = make();
+      const v = Reflect.get(r, prop, r) as unknown;
+      return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(r) : v;
+    },
+  });
+}
+
 let current: Logger | undefined;
 export function log(): Logger {
-  current ??= createLogger(logLevelFromEnv() ?? 'warn');
+  current ??= lazyLogger(logLevelFromEnv() ?? 'warn');
   return current;
 }
 export function setLogger(l: Logger): void {

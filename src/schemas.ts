@@ -1,7 +1,8 @@
 import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Ajv, type ErrorObject } from 'ajv';
+import { createRequire } from 'node:module';
+import type { Ajv as AjvType, ErrorObject } from 'ajv';
 
 /** schemas/ at the package root, from src/ (vitest) and from dist/src/ (built). */
 export function schemasDir(): string {
@@ -18,7 +19,15 @@ export function schemasDir(): string {
   throw new Error('schemas/ directory not found next to the package');
 }
 
-const ajv = new Ajv({ allErrors: true, strict: false, useDefaults: false });
+// Loaded on the first validation: a command that validates nothing does not pay for ajv.
+let ajvInstance: AjvType | undefined;
+function ajv(): AjvType {
+  if (!ajvInstance) {
+    const { Ajv } = createRequire(import.meta.url)('ajv') as typeof import('ajv');
+    ajvInstance = new Ajv({ allErrors: true, strict: false, useDefaults: false });
+  }
+  return ajvInstance;
+}
 
 function describe(errors: ErrorObject[]): string {
   return errors
@@ -40,7 +49,7 @@ export function compileSchema<T>(file: string): (doc: unknown) => string | undef
   return (doc: unknown) => {
     if (!fn) {
       const schema = JSON.parse(readFileSync(join(schemasDir(), file), 'utf8')) as object & { $id?: string };
-      fn = (schema.$id && ajv.getSchema(schema.$id)) || ajv.compile<T>(schema);
+      fn = (schema.$id && ajv().getSchema(schema.$id)) || ajv().compile<T>(schema);
     }
     return fn(doc) ? undefined : describe(fn.errors ?? []);
   };

@@ -18,9 +18,9 @@ import type { VerifierPolicy } from './policy.js';
 import { formatResultTable, type AttestationResult } from './result.js';
 import { startVerifierService } from './service.js';
 import { writeEventLog, type EventInput } from '../eventlog/index.js';
+import { skipUnless } from '../../test/helpers/require.js';
 
-const skip = swtpmAvailable() ?? tpm2ToolsAvailable();
-if (skip) console.warn(`skipping attestation bundle tests: ${skip}`);
+const skip = skipUnless('attestation bundle tests', [['swtpm', swtpmAvailable()], ['tpm2-tools', tpm2ToolsAvailable()]]);
 
 const HV_IMAGE_DIGEST = createHash('sha256').update('hypervisor image v1').digest('hex');
 const HEADER_DIGEST = createHash('sha256').update('container header').digest('hex');

@@ -7,9 +7,9 @@ import { startSwtpm, swtpmAvailable, type SwtpmInstance } from '../platform/emul
 import { collectEvidence, type AttesterTpm } from './collect.js';
 import { Tpm2ToolsAttester, tpm2ToolsAttesterTpm, tpm2ToolsAvailable } from './tpm2-tools-attester.js';
 import { Verifier } from './verifier.js';
+import { skipUnless } from '../../test/helpers/require.js';
 
-const skip = swtpmAvailable() ?? tpm2ToolsAvailable();
-if (skip) console.warn(`skipping collectEvidence tests: ${skip}`);
+const skip = skipUnless('collectEvidence tests', [['swtpm', swtpmAvailable()], ['tpm2-tools', tpm2ToolsAvailable()]]);
 
 describe.skipIf(!!skip)('collectEvidence: PCR read and quote taken consistently', () => {
   let tpm: SwtpmInstance;

@@ -15,9 +15,9 @@ import { Tpm2ToolsAttester, tpm2ToolsAvailable } from './tpm2-tools-attester.js'
 import { Verifier } from './verifier.js';
 import type { VerifierPolicy } from './policy.js';
 import { normalizeReferenceValues } from './policy.js';
+import { skipUnless } from '../../test/helpers/require.js';
 
-const skip = swtpmAvailable() ?? tpm2ToolsAvailable();
-if (skip) console.warn(`skipping DRTM/clock tests: ${skip}`);
+const skip = skipUnless('DRTM/clock tests', [['swtpm', swtpmAvailable()], ['tpm2-tools', tpm2ToolsAvailable()]]);
 
 /** Sends swtpm control commands (u32 BE code + payload) on one connection; resolves with each 4-byte result. */
 function ctrl(port: number, cmds: Buffer[]): Promise<number[]> {

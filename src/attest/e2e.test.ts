@@ -24,9 +24,10 @@ import { toTpm2ToolsCredentialFile } from './credential.js';
 import { Tpm2ToolsAttester, activateWithTpm2Tools, readEkCertificate, tpm2ToolsAttesterTpm, tpm2ToolsAvailable } from './tpm2-tools-attester.js';
 import { Verifier } from './verifier.js';
 import { verifyResultJwt, formatResultTable } from './result.js';
+import type { EvidenceEnclave } from './evidence.js';
+import { skipUnless } from '../../test/helpers/require.js';
 
-const skip = swtpmAvailable({ ek: true }) ?? tpm2ToolsAvailable();
-if (skip) console.warn(`skipping attestation end-to-end test: ${skip}`);
+const skip = skipUnless('attestation end-to-end test', [['swtpm', swtpmAvailable({ ek: true })], ['tpm2-tools', tpm2ToolsAvailable()]]);
 
 describe.skipIf(!!skip)('attestation end to end (emulated platform)', () => {
   let tpm: SwtpmInstance;

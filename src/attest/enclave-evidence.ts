@@ -7,20 +7,15 @@
  * anything itself.
  */
 import type { HypervisorClient } from '../hypervisor/client.js';
-import { REPORT_SIZE } from '../hypervisor/abi.js';
+import { ECALL_QUOTE_REPORT, REPORT_SIZE } from '../hypervisor/abi.js';
+
+export { ECALL_QUOTE_REPORT };
 import type { BackendKind } from '../enclave/backends/index.js';
 import { createEnclave, launchEnclave } from '../enclave/lifecycle.js';
 import { loadManifest, withBackend } from '../enclave/manifest.js';
 import { AttestError } from './errors.js';
 import { ENCLAVE_QUOTE_SIZE, expectedReportData, parseEnclaveQuote } from './enclave-quote.js';
 import type { EvidenceEnclave } from './evidence.js';
-
-/**
- * The sealer payload's quote-report ECALL (CONTRACT-12): input the 64-byte REPORTDATA, output the
- * 432-byte REPORT the enclave issued with EREPORT targeted at the hypervisor's quoting identity
- * (hypervisor/enclaves/sealer, ECALL 4; the TARGETINFO is built inside the enclave).
- */
-export const ECALL_QUOTE_REPORT = 4;
 
 export interface EnclaveQuoteResult {
   evidence: EvidenceEnclave;

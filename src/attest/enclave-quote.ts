@@ -18,15 +18,22 @@
  * verifier checks separately), and computes the PCR value that one HAK event yields.
  */
 import { createHash, createPublicKey, verify as cryptoVerify, type KeyObject } from 'node:crypto';
+import { HAK_EVENT_PREFIX, QUOTE_SIZE, REPORT_SIZE, hakEventData, parseReport } from '../hypervisor/abi.js';
 
-export const ENCLAVE_QUOTE_SIZE = 496;
+export { HAK_EVENT_PREFIX, hakEventData };
+export const ENCLAVE_QUOTE_SIZE = QUOTE_SIZE;
 export const ENCLAVE_QUOTE_MAGIC = 'HEQ1';
 export const ENCLAVE_QUOTE_VERSION = 1;
 export const ENCLAVE_QUOTE_SIG_ED25519 = 1;
 /** The HAK PCR when the policy names none (as HyperEnclave uses PCR 13). */
 export const DEFAULT_HAK_PCR = 13;
-/** ASCII prefix of the HAK event data; followed by the 64 lowercase hex digits of the key. */
-export const HAK_EVENT_PREFIX = 'hyperenclave-hak:ed25519:';
+
+/**
+ * The event the hypervisor extends into its PCR at DISABLE (mirrors EXIT_EVENT in
+ * hypervisor/core/src/trust.rs). After it the host holds every TPM locality again, so evidence
+ * whose hypervisor PCR shows it is not from an uninterrupted run of the measured hypervisor.
+ */
+export const HYPERVISOR_EXIT_EVENT = 'hyperenclave:hypervisor-exit v=1';
 
 /** Fields of the SGX REPORT body (bytes 0..384 of a REPORT). */
 export interface ReportBody {
@@ -54,20 +61,11 @@ export interface EnclaveQuote {
   signed: Buffer;
 }
 
-/** SGX REPORT body layout (Intel SDM Vol. 3D, 38.15): offsets within the 384 bytes. */
+/** The REPORT body (bytes 0..384 of a REPORT) through src/hypervisor's REPORT parser (SGX layout). */
 export function parseReportBody(b: Buffer): ReportBody {
   if (b.length < 384) throw new RangeError(`REPORT body: ${b.length} bytes, need 384`);
-  return {
-    cpuSvn: Buffer.from(b.subarray(0, 16)),
-    miscSelect: b.readUInt32LE(16),
-    attributes: b.readBigUInt64LE(48),
-    xfrm: b.readBigUInt64LE(56),
-    mrenclave: Buffer.from(b.subarray(64, 96)),
-    mrsigner: Buffer.from(b.subarray(128, 160)),
-    isvProdId: b.readUInt16LE(256),
-    isvSvn: b.readUInt16LE(258),
-    reportData: Buffer.from(b.subarray(320, 384)),
-  };
+  const r = parseReport(Buffer.concat([b.subarray(0, 384), Buffer.alloc(REPORT_SIZE - 384)]));
+  return { cpuSvn: r.cpuSvn, miscSelect: r.miscSelect, attributes: r.attributes, xfrm: r.xfrm, mrenclave: r.mrenclave, mrsigner: r.mrsigner, isvProdId: r.isvProdId, isvSvn: r.isvSvn, reportData: r.reportData };
 }
 
 /** Parses the 496-byte layout; throws a one-line error naming the field and offset. */
@@ -109,11 +107,6 @@ export function enclaveQuoteSignatureOk(q: EnclaveQuote): boolean {
   } catch {
     return false;
   }
-}
-
-/** The HAK event data: ASCII prefix + 64 lowercase hex digits (89 bytes). */
-export function hakEventData(hakPublic: Buffer): Buffer {
-  return Buffer.from(HAK_EVENT_PREFIX + hakPublic.toString('hex'), 'ascii');
 }
 
 /** The value a PCR of `bank` holds after exactly one extend with H_bank(hakEventData). */

@@ -14,9 +14,9 @@ import { toTpm2ToolsCredentialFile } from './credential.js';
 import { buildEvidence, qualificationFor } from './evidence.js';
 import { Tpm2ToolsAttester, activateWithTpm2Tools, readEkCertificate, tpm2ToolsAvailable } from './tpm2-tools-attester.js';
 import { Verifier } from './verifier.js';
+import { skipUnless } from '../../test/helpers/require.js';
 
-const skip = swtpmAvailable({ ek: true }) ?? tpm2ToolsAvailable();
-if (skip) console.warn(`skipping enrollment tests: ${skip}`);
+const skip = skipUnless('enrollment tests', [['swtpm', swtpmAvailable({ ek: true })], ['tpm2-tools', tpm2ToolsAvailable()]]);
 
 describe.skipIf(!!skip)('AK enrollment by credential activation (swtpm with EK certificate)', () => {
   let tpmA: SwtpmInstance;

@@ -22,6 +22,7 @@ import { Verifier } from './verifier.js';
 import type { VerifierPolicy } from './policy.js';
 import { formatResultTable, type AttestationResult, type CheckResult } from './result.js';
 import { startVerifierService } from './service.js';
+import { parseQuoteAttest } from './tpm-structures.js';
 
 const skip = swtpmAvailable({ ek: true }) ?? tpm2ToolsAvailable();
 if (skip) console.warn(`skipping the verifier negative matrix: ${skip}`);
@@ -36,6 +37,7 @@ const HV_HEADER = sha256('hypervisor header');
 const HV_SIGNER = sha256('hypervisor signer');
 const MRENCLAVE = sha256('enclave code');
 const MRSIGNER = sha256('enclave signer');
+const EXIT_CAP = sha256('hyperenclave:hypervisor-exit v=1'); // hypervisor/core/src/trust.rs EXIT_EVENT
 const ISVPRODID = 7;
 const ISVSVN = 2;
 const ATTR_INIT_64 = 0x5n; // INIT | MODE64BIT
@@ -85,6 +87,8 @@ describe.skipIf(!!skip)('verifier negative matrix (swtpm quotes, Ed25519 test HA
     }
     pcr12 = v.toString('hex');
     att.extend(13, 'sha256', sha256(hakEvent(hakPub)).toString('hex'));
+    // PCR 11: a hypervisor measured, disabled (the exit cap), and measured again (a reload)
+    for (const d of [HV_IMAGE, EXIT_CAP, HV_IMAGE]) att.extend(11, 'sha256', d.toString('hex'));
     att.extend(14, 'sha256', sha256(hakEvent(hakPub)).toString('hex'));
     att.extend(14, 'sha256', sha256('something else').toString('hex'));
     // enrollment by credential activation, as `verifier enroll` does
@@ -201,6 +205,22 @@ describe.skipIf(!!skip)('verifier negative matrix (swtpm quotes, Ed25519 test HA
     expect(check(r, 'platform.kind')!.reason).toMatch(/swtpm/);
   });
 
+  it('an enrollment record without the platform kind: derived from the evidence\'s EK certificate only if it is the enrolled one', () => {
+    const v = verifier();
+    const rec = v.state.findEnrollment(undefined, akSpki())!;
+    const { platformKind: _k, platformReason: _r, ...old } = rec;
+    v.state.saveEnrollment(old);
+    const fresh = () => new Verifier({ stateDir: v.state.dir, policy: v.loaded });
+    const r = verify(bundle(), fresh());
+    expect(check(r, 'platform.kind')).toMatchObject({ status: 'pass', reason: expect.stringMatching(/swtpm/) });
+    expect(r['ear.status']).toBe('affirming');
+    const ev = bundle();
+    ev.akProvenance!.ekCertificates = [readFileSync(join(dir, cas[0]!), 'utf8')]; // a certificate, but not the enrolled EK's
+    const r2 = verify(ev, fresh());
+    expect(check(r2, 'platform.kind')).toMatchObject({ status: 'skip', reason: expect.stringMatching(/not the one this AK was enrolled with/) });
+    expect(r2['ear.status']).toBe('warning');
+  });
+
   it('a check that could not run gives at best warning (no reference values)', () => {
     const r = verify(bundle(), verifier({}, undefined, null));
     expect(check(r, 'reference.pcrs')?.status).toBe('skip');
@@ -217,7 +237,7 @@ describe.skipIf(!!skip)('verifier negative matrix (swtpm quotes, Ed25519 test HA
     expect(r2.firstFailure).toMatch(/^eventlog\.runtime/);
   });
 
-  const cases: [string, () => AttestationResult, string][] = [
+  const cases: [string, () => AttestationResult, string, RegExp?][] = [
     ['enclave quote signature forged (one bit of the Ed25519 signature)', () => {
       const ev = bundle({ enclaves: (x) => {
         const e = enclave(x);
@@ -271,6 +291,12 @@ describe.skipIf(!!skip)('verifier negative matrix (swtpm quotes, Ed25519 test HA
     ['AK pinned only by another key (trustedAkKeys names a different AK)', () => verify(bundle(), verifier({ akProvenance: { acceptEnrolled: false, trustedAkKeys: ['00'.repeat(32)] } })), 'ak.provenance'],
     ['reference PCR not quoted (references name PCR 9)', () => verify(bundle(), verifier({}, undefined, refValues({ pcrs: { sha256: { '12': pcr12, '9': '00'.repeat(32) } } }))), 'reference.pcrs'],
     ['hypervisor PCR missing from the quote', () => verify(bundle({ pcrs: [0, 1, 2, 3, 4, 5, 6, 7, 13] }), verifier({ requiredPcrs: { sha256: [13] } })), 'reference.hypervisor'],
+    ['hypervisor disabled and reloaded since boot (exit cap in its PCR, image measured again)', () => {
+      const reload: EventInput[] = [HV_IMAGE, EXIT_CAP, HV_IMAGE].map((d, i) => ({ pcr: 11, type: 'EV_IPL', data: Buffer.from(i === 1 ? 'hyperenclave:hypervisor-exit v=1' : 'hypervisor image'), digests: { sha256: d } }));
+      const ev = bundle({ pcrs: [0, 1, 2, 3, 4, 5, 6, 7, 11, 13], runtime: runtimeLog(runtimeEvents(reload)) });
+      // references that name only the image event (no final PCR value), which the reload also shows
+      return verify(ev, verifier({ requiredPcrs: { sha256: [11, 13] }, hypervisor: { pcr: 11, hakPcr: 13 } }, undefined, { schema: 'hyperenclave/reference-values', version: 1, pcrs: {}, hypervisor: { pcr: 11, digests: { sha256: [HV_IMAGE.toString('hex')] } } }));
+    }, 'reference.hypervisor', /hypervisor-exit cap/],
     ['hypervisor measured from another image', () => verify(bundle(), verifier({}, undefined, refValues({ pcrs: { sha256: { '12': sha256(Buffer.alloc(32), sha256('evil image')).toString('hex') } }, hypervisor: { pcr: 12, digests: { sha256: [sha256('evil image').toString('hex')] } } }))), 'reference.hypervisor'],
     ['PCR digest mismatch (a PCR value changed after quoting)', () => {
       const ev = bundle();
@@ -320,10 +346,11 @@ describe.skipIf(!!skip)('verifier negative matrix (swtpm quotes, Ed25519 test HA
     ['platform kind claimed hardware with an swtpm EK', () => verify(bundle({ platformKind: 'real' })), 'platform.kind'],
     ['policy requires real hardware, EK chains to swtpm\'s CA', () => verify(bundle(), verifier({ platform: { requireReal: true } })), 'platform.kind'],
   ];
-  for (const [what, run, name] of cases) {
+  for (const [what, run, name, why] of cases) {
     it(`${what} -> ${name}`, () => {
       const r = run();
       expect(check(r, name)?.status, formatResultTable(r)).toBe('fail');
+      if (why) expect([check(r, name)!.reason, ...(check(r, name)!.details ?? [])].join('\n')).toMatch(why);
       expect(r['ear.status']).toBe('contraindicated');
     });
   }
@@ -344,6 +371,20 @@ describe.skipIf(!!skip)('verifier negative matrix (swtpm quotes, Ed25519 test HA
     } finally {
       await svc.close();
     }
+  });
+
+  it('reset/restart counters (obfuscated by a per-key constant for this storage-hierarchy AK) compare modulo 2^32', () => {
+    const ev = bundle();
+    const q = parseQuoteAttest(Buffer.from(ev.quotes[0]!.attest, 'base64'));
+    const at = (resetCount: number) => {
+      const v = verifier();
+      v.state.recordClock(akSpki(), { clock: '0', resetCount: resetCount >>> 0, restartCount: q.restartCount, at: new Date().toISOString() });
+      return check(verify(ev, v), 'clock')!;
+    };
+    // numerically larger but 2^31 + 1 behind modulo 2^32: this quote is the newer one
+    expect(at(q.resetCount + 0x80000001)).toMatchObject({ status: 'pass', reason: expect.stringMatching(/TPM reset/) });
+    expect(at(q.resetCount - 1)).toMatchObject({ status: 'pass', reason: expect.stringMatching(/TPM reset/) });
+    expect(at(q.resetCount + 1)).toMatchObject({ status: 'fail', reason: expect.stringMatching(/older than the last accepted/) });
   });
 
   it('only accepted evidence moves the clock record: a refused quote does not block a later one', () => {

@@ -13,6 +13,7 @@ import { collectEvidence } from './collect.js';
 import { enrollWithVerifier, VerifierClient } from './remote.js';
 import { startVerifierService, type RunningService } from './service.js';
 import { Verifier } from './verifier.js';
+import { skipUnless } from '../../test/helpers/require.js';
 
 describe('VerifierClient failures are one line naming the endpoint', () => {
   it('refuses a non-URL and a non-HTTP scheme', () => {
@@ -57,8 +58,7 @@ describe('VerifierClient failures are one line naming the endpoint', () => {
   });
 });
 
-const skip = swtpmAvailable({ ek: true });
-if (skip) console.warn(`skipping remote enrollment: ${skip}`);
+const skip = skipUnless('remote enrollment', [['swtpm', swtpmAvailable({ ek: true })]]);
 
 describe.skipIf(!!skip)('enrollment and attestation against the verifier service over HTTP (swtpm with EK certificate)', () => {
   let tpmDev: SwtpmInstance;

@@ -19,9 +19,9 @@ import { clientAttesterTpm, clientEnrollingTpm } from './tpm-client-adapter.js';
 import { tpm2ToolsAvailable } from './tpm2-tools-attester.js';
 import { Verifier } from './verifier.js';
 import { formatResultTable } from './result.js';
+import { skipUnless } from '../../test/helpers/require.js';
 
-const skip = swtpmAvailable({ ek: true });
-if (skip) console.warn(`skipping TPM-client attestation tests: ${skip}`);
+const skip = skipUnless('TPM-client attestation tests', [['swtpm', swtpmAvailable({ ek: true })]]);
 const noTools = tpm2ToolsAvailable();
 
 describe.skipIf(!!skip)('attester on our TPM client (swtpm)', () => {

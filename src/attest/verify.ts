@@ -2,6 +2,7 @@ import { createHash, timingSafeEqual, X509Certificate } from 'node:crypto';
 import { CSV_SUITE, SEV_SUITE, launchMeasurement } from '../enclave/backends/sev-firmware.js';
 import { hashAlgById, hashAlgByName } from '../tpm/alg.js';
 import { parseEventLog } from '../eventlog/index.js';
+import { ATTR } from '../hypervisor/abi.js';
 import { CLAIMS_SCHEME, qualifyingData, type ClaimsInput } from './binding.js';
 import { AttestError } from './errors.js';
 import type { LoadedPolicy, BankName } from './policy.js';
@@ -10,7 +11,7 @@ import { buildResult, type AttestationResult, type CheckResult, type CheckStatus
 import { akKeyFromInput, parseQuoteAttest, verifyQuoteSignature, TPM_GENERATED_VALUE, TPM_ST_ATTEST_QUOTE, type ParsedQuote } from './tpm-structures.js';
 import { replayEventLogs, type LogKind } from './eventlog-check.js';
 import type { EnrollmentRecord } from './enroll.js';
-import { DEFAULT_HAK_PCR, enclaveQuoteSignatureOk, expectedReportData, hakEventData, hakFromEventData, hakPcrValue, parseEnclaveQuote, type EnclaveQuote } from './enclave-quote.js';
+import { DEFAULT_HAK_PCR, HYPERVISOR_EXIT_EVENT, enclaveQuoteSignatureOk, expectedReportData, hakEventData, hakFromEventData, hakPcrValue, parseEnclaveQuote, type EnclaveQuote } from './enclave-quote.js';
 
 /** PCR values: bank -> index -> value. */
 export type PcrValues = Map<BankName, Map<number, Buffer>>;
@@ -300,7 +301,7 @@ export function verifyEvidence(input: VerifyInput, opts: VerifyOptions): Attesta
         if (!allowed.includes(hex(v))) bad.push(`${bank} PCR ${idx} = ${short(v)} not among ${allowed.length} reference value(s) from ${ref.source}`);
       }
     }
-    c.add('reference.pcrs', bad.length ? 'fail' : 'pass', bad[0] ?? `every PCR named by the reference values is quoted; ${n} compared here (the hypervisor and DRTM PCRs by their own checks)`, bad.slice(1));
+    c.add('reference.pcrs', bad.length ? 'fail' : 'pass', bad[0] ?? `every PCR named by the reference values is quoted${n ? `; ${n} other PCR value(s) match` : ''} (the hypervisor and DRTM PCRs are judged by reference.hypervisor and reference.drtm)`, bad.slice(1));
   }
 
   // hypervisor measurement in its PCR (always judged: its PCR defaults to ${DEFAULT_HYPERVISOR_PCR})
@@ -326,7 +327,14 @@ export function verifyEvidence(input: VerifyInput, opts: VerifyOptions): Attesta
         else matched++;
       }
     }
-    if (!ref) c.add('reference.hypervisor', 'skip', `no reference values: the hypervisor in PCR ${hvPcr} is not judged`);
+    // A DISABLE caps the hypervisor PCR with the exit event; a reload measures the image again.
+    // Between the two the host held every TPM locality: refuse what followed, whatever the image.
+    for (const e of replayed.filter((x) => x.pcr === hvPcr)) {
+      const alg = hashAlgByName(e.bank);
+      if (alg && e.digest === createHash(alg.nodeName).update(HYPERVISOR_EXIT_EVENT).digest('hex'))
+        bad.push(`${e.bank} PCR ${hvPcr}: event #${e.index} is the hypervisor-exit cap ("${HYPERVISOR_EXIT_EVENT}"): the hypervisor was disabled since boot and the host held every TPM locality`);
+    }
+    if (!ref) c.add('reference.hypervisor', bad.length ? 'fail' : 'skip', bad[0] ?? `no reference values: the hypervisor in PCR ${hvPcr} is not judged`, bad.slice(1));
     else if (!isQuoted(hvPcr)) c.add('reference.hypervisor', 'fail', `the hypervisor PCR ${hvPcr} is not quoted`);
     else if (!anyRef && !bad.length) c.add('reference.hypervisor', 'fail', `no reference value for the hypervisor PCR ${hvPcr} in any quoted bank (${ref.source})`);
     else c.add('reference.hypervisor', bad.length ? 'fail' : 'pass', bad[0] ?? `PCR ${hvPcr} holds a reference hypervisor measurement`, bad.slice(1));
@@ -386,10 +394,19 @@ export function verifyEvidence(input: VerifyInput, opts: VerifyOptions): Attesta
     let how = '';
     if (prev) {
       const pc = BigInt(prev.clock);
-      if (p0.resetCount > prev.resetCount) how = `TPM reset (reboot) since the last accepted quote (resetCount ${prev.resetCount} -> ${p0.resetCount})`;
-      else if (p0.resetCount < prev.resetCount) bad.push(`resetCount ${p0.resetCount} is older than the last accepted ${prev.resetCount} (replayed quote or cleared TPM)`);
-      else if (p0.restartCount > prev.restartCount) how = `TPM restart/resume since the last accepted quote (restartCount ${prev.restartCount} -> ${p0.restartCount})`;
-      else if (p0.restartCount < prev.restartCount) bad.push(`restartCount ${p0.restartCount} is older than the last accepted ${prev.restartCount} (replayed quote)`);
+      // For an AK outside the endorsement/platform hierarchy the TPM adds a per-key constant to
+      // resetCount and restartCount (TPM 2.0 Part 1, "Obfuscation"; FillInAttestInfo), so the
+      // counters are compared as differences modulo 2^32, which the constant does not change.
+      const order = (a: number, b: number): number => {
+        const d = (a - b) >>> 0;
+        return d === 0 ? 0 : d < 0x80000000 ? 1 : -1;
+      };
+      const reset = order(p0.resetCount, prev.resetCount);
+      const restart = order(p0.restartCount, prev.restartCount);
+      if (reset > 0) how = `TPM reset (reboot) since the last accepted quote (resetCount ${prev.resetCount} -> ${p0.resetCount})`;
+      else if (reset < 0) bad.push(`resetCount ${p0.resetCount} is older than the last accepted ${prev.resetCount} (replayed quote or cleared TPM)`);
+      else if (restart > 0) how = `TPM restart/resume since the last accepted quote (restartCount ${prev.restartCount} -> ${p0.restartCount})`;
+      else if (restart < 0) bad.push(`restartCount ${p0.restartCount} is older than the last accepted ${prev.restartCount} (replayed quote)`);
       else if (p0.clock > pc) how = `clock ${prev.clock} -> ${p0.clock} ms, same boot`;
       else bad.push(`clock ${p0.clock} is not newer than the last accepted quote's ${prev.clock} (same boot): a replayed quote`);
     }
@@ -536,7 +553,7 @@ function verifyEnclaves(input: VerifyInput, opts: VerifyOptions, c: Checks, ctx:
 
   // identity against the allowed list (an enclave must match one entry in every field it names)
   const entries = allowedEnclaveIdentities(policy);
-  const DEBUG = 2n;
+  const DEBUG = ATTR.DEBUG;
   type Step = { check: string; ok: (x: NonNullable<typeof entries>[number], q: EnclaveQuote) => boolean; what: (q: EnclaveQuote) => string };
   const steps: Step[] = [
     { check: 'enclave.mrenclave', ok: (x, q) => !x.mrenclave || x.mrenclave === hex(q.body.mrenclave), what: (q) => `MRENCLAVE ${short(q.body.mrenclave)}` },

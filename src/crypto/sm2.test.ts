@@ -26,6 +26,7 @@ import {
   sm2SignatureToRaw,
   sm2Verify,
 } from './sm2.js';
+import { skipUnless } from '../../test/helpers/require.js';
 
 interface Vector {
   name: string;
@@ -127,8 +128,7 @@ describe('SM2 sign/verify and encodings', () => {
 });
 
 const openssl = spawnSync('openssl', ['version'], { encoding: 'utf8' });
-const opensslReason = openssl.status === 0 ? '' : 'openssl not installed';
-if (opensslReason) console.warn(`skipping SM2 openssl interop: ${opensslReason}`);
+const opensslReason = skipUnless('SM2 interop with openssl', [['openssl', openssl.status === 0 ? undefined : 'openssl not runnable (apt-get install openssl)']]);
 
 describe.skipIf(!!opensslReason)('SM2 interop with openssl (distid 1234567812345678)', () => {
   const dir = mkdtempSync(join(tmpdir(), 'sm2-interop-'));

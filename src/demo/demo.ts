@@ -119,7 +119,8 @@ export async function runDemo(opts: DemoOptions): Promise<DemoSummary> {
     say(`measure    PCR12 sha256 ${pcrs.sha256!['12']!.slice(0, 16)}… ${pcr12ok ? '= firmware-tools prediction' : '!= prediction'}; DRTM PCR17 ${pcr17ok ? '= prediction' : '!= prediction'}`);
     const st = await hypervisorStatus(platform);
     const faults = st.hv ? st.hv.hostFaults.hypervisor + st.hv.hostFaults.enclave : null;
-    say(`hypervisor loaded ${st.image?.sha256?.slice(0, 16) ?? '?'}…, host ${st.enabled ? 'demoted' : 'NOT demoted'} (boot ${boot.alreadyEnabled ? 'was already done' : 'ran'})`);
+    // The emulated platform runs the hypervisor core in a service process: Linux is not demoted.
+    say(`hypervisor loaded ${st.image?.sha256?.slice(0, 16) ?? '?'}…, ${st.enabled ? 'enabled in the emulated service (nothing is demoted)' : 'NOT enabled'} (boot ${boot.alreadyEnabled ? 'was already done' : 'ran'})`);
 
     // 4. one enclave per backend, with real guest code on KVM: each reports (EREPORT targeted at
     //    the hypervisor's quoting identity, REPORTDATA bound to the verifier's nonce) and the

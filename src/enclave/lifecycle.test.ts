@@ -13,15 +13,13 @@ import { loadManifest, withBackend } from './manifest.js';
 import { createEnclave, runEnclave } from './lifecycle.js';
 import { loadPayload, planEnclave } from './layout.js';
 import { computeMrEnclave } from './sgx.js';
+import { skipUnless } from '../../test/helpers/require.js';
 
 const fixture = (n: string): string => new URL(`../../test/fixtures/enclave/${n}`, import.meta.url).pathname;
-const why = !existsSync(serviceEntry())
-  ? `${serviceEntry()} missing (npm run build)`
-  : await addonCore().then(
-      () => undefined,
-      (e: Error) => e.message,
-    );
-if (why) console.warn(`SKIP enclave lifecycle tests: ${why}`);
+const why = skipUnless('enclave lifecycle tests', [
+  ['cli', existsSync(serviceEntry()) ? undefined : `${serviceEntry()} missing (npm run build)`],
+  ['addon', await addonCore().then(() => undefined, (e: Error) => e.message)],
+]);
 
 describe.skipIf(!!why)('enclave lifecycle on the emulated hypervisor', () => {
   const stateDir = mkdtempSync(join(tmpdir(), 'he-encl-'));
@@ -120,13 +118,15 @@ describe.skipIf(!!why)('enclave lifecycle on the emulated hypervisor', () => {
 // ---------------------------------------------------------------- real payloads on KVM
 
 const payloadsBuilt = ['crypto', 'sealer', 'misbehave'].every((p) => existsSync(new URL(`../../hypervisor/enclaves/out/${p}.json`, import.meta.url).pathname));
-const kvmWhy = why ?? (!payloadsBuilt ? 'enclave payloads not built (hypervisor/enclaves/build.sh)' : await addonCore().then((m) => {
-  const hv = m.createHypervisor({ base: 0x100000000n, total: 3n << 20n, hypervisorSize: 2n << 20n, imageSize: 0n, paging: 'ept', imageDigest: Buffer.alloc(32), keySlots: null, requireSignedSigstruct: true });
-  const r = hv.kvmUnavailable();
-  hv.close();
-  return r ?? undefined;
-}));
-if (kvmWhy) console.warn(`SKIP enclave ECALL tests on KVM: ${kvmWhy}`);
+const kvmWhy = why ?? skipUnless('enclave ECALL tests on KVM', [
+  ['enclave-payloads', !payloadsBuilt && 'enclave payloads not built (hypervisor/enclaves/build.sh)'],
+  ['kvm', payloadsBuilt && await addonCore().then((m) => {
+    const hv = m.createHypervisor({ base: 0x100000000n, total: 3n << 20n, hypervisorSize: 2n << 20n, imageSize: 0n, paging: 'ept', imageDigest: Buffer.alloc(32), keySlots: null, requireSignedSigstruct: true });
+    const r = hv.kvmUnavailable();
+    hv.close();
+    return r ?? undefined;
+  })],
+]);
 
 describe.skipIf(!!kvmWhy)('enclave payloads built from the repo, run on KVM', () => {
   const stateDir = mkdtempSync(join(tmpdir(), 'he-kvm-'));

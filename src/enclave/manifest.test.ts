@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { loadPayload, parseLayout, planEnclave } from './layout.js';
 import { loadManifest, parseManifest, parseSize, withBackend } from './manifest.js';
+import { pathMissing, skipUnless } from '../../test/helpers/require.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'he-man-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -88,8 +89,7 @@ describe('enclave layout plan', () => {
 
 describe('payload layouts from hypervisor/enclaves/build.sh', () => {
   const f = new URL('../../test/fixtures/enclave/crypto.manifest.json', import.meta.url).pathname;
-  const built = existsSync(new URL('../../hypervisor/enclaves/out/crypto.json', import.meta.url).pathname);
-  if (!built) console.warn('SKIP payload layout test: hypervisor/enclaves/out/crypto.json missing (run hypervisor/enclaves/build.sh)');
+  const built = !skipUnless('payload layout test', [['enclave-payloads', pathMissing(new URL('../../hypervisor/enclaves/out/crypto.json', import.meta.url).pathname, 'run hypervisor/enclaves/build.sh')]]);
   it.skipIf(!built)('uses the page list as linked (TCS first, base from the layout) and refuses a too-small size', () => {
     const m = loadManifest(f);
     const { image, layout } = loadPayload(m);

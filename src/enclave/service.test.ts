@@ -8,6 +8,7 @@ import { addonCore } from '../hypervisor/addon-adapter.js';
 import { disableHypervisor, enableHypervisor, hypervisorStatus, stopHypervisor } from '../hypervisor/index.js';
 import { serviceEntry } from '../platform/emulated/hypervisor-service.js';
 import { createEnclaveFromManifest, destroyEnclaveById, listEnclaves, parseEcallSpec, runEnclaveFromManifest } from './service.js';
+import { skipUnless } from '../../test/helpers/require.js';
 
 const fixture = (n: string): string => new URL(`../../test/fixtures/enclave/${n}`, import.meta.url).pathname;
 
@@ -21,20 +22,18 @@ describe('--ecall specs', () => {
   });
 });
 
-const why = !existsSync(serviceEntry())
-  ? `${serviceEntry()} missing (npm run build)`
-  : !existsSync(new URL('../../hypervisor/enclaves/out/crypto.json', import.meta.url).pathname)
-    ? 'enclave payloads not built (hypervisor/enclaves/build.sh)'
-    : await addonCore().then(
-        (m) => {
-          const hv = m.createHypervisor({ base: 0x100000000n, total: 3n << 20n, hypervisorSize: 2n << 20n, imageSize: 0n, paging: 'ept', imageDigest: Buffer.alloc(32), keySlots: null, requireSignedSigstruct: true });
-          const r = hv.kvmUnavailable();
-          hv.close();
-          return r ?? undefined;
-        },
-        (e: Error) => e.message,
-      );
-if (why) console.warn(`SKIP enclave CLI service API tests: ${why}`);
+const noAddon = await addonCore().then(() => undefined, (e: Error) => e.message);
+const why = skipUnless('enclave CLI service API tests', [
+  ['cli', existsSync(serviceEntry()) ? undefined : `${serviceEntry()} missing (npm run build)`],
+  ['enclave-payloads', existsSync(new URL('../../hypervisor/enclaves/out/crypto.json', import.meta.url).pathname) ? undefined : 'enclave payloads not built (hypervisor/enclaves/build.sh)'],
+  ['addon', noAddon],
+  ['kvm', !noAddon && await addonCore().then((m) => {
+    const hv = m.createHypervisor({ base: 0x100000000n, total: 3n << 20n, hypervisorSize: 2n << 20n, imageSize: 0n, paging: 'ept', imageDigest: Buffer.alloc(32), keySlots: null, requireSignedSigstruct: true });
+    const r = hv.kvmUnavailable();
+    hv.close();
+    return r ?? undefined;
+  })],
+]);
 
 describe.skipIf(!!why)('CLI service API across invocations (each call its own connection)', () => {
   const stateDir = mkdtempSync(join(tmpdir(), 'he-cli-'));

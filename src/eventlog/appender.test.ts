@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startSwtpm, swtpmAvailable, type SwtpmInstance } from '../platform/emulated/swtpm.js';
 import { compareReplay, EVENT_TYPES, EventLogAppender, EventLogError, parseEventLog, readEventLogFile, replay, type BankPcrValues } from './index.js';
+import { commandMissing, skipUnless } from '../../test/helpers/require.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'eventlog-append-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -111,10 +112,10 @@ describe('EventLogAppender', () => {
 
 // ---- Against a real TPM (swtpm): the runtime log replays to the live PCRs. ----
 
-const noSwtpm = swtpmAvailable();
-const noTools = spawnSync('sh', ['-c', 'command -v tpm2_pcrextend && command -v tpm2_pcrread'], { stdio: 'ignore' }).status === 0 ? undefined : 'tpm2-tools missing';
-const skipTpm = noSwtpm ?? noTools;
-if (skipTpm) console.warn(`eventlog appender: live TPM tests skipped: ${skipTpm}`);
+const skipTpm = skipUnless('eventlog appender: live TPM tests', [
+  ['swtpm', swtpmAvailable()],
+  ['tpm2-tools', commandMissing('tpm2_pcrextend', 'tpm2-tools') ?? commandMissing('tpm2_pcrread', 'tpm2-tools')],
+]);
 
 function pcrRead(tcti: string, banks: string[], pcrs: number[]): BankPcrValues {
   const r = spawnSync('tpm2_pcrread', ['-T', tcti, banks.map((b) => `${b}:${pcrs.join(',')}`).join('+')], { encoding: 'utf8' });

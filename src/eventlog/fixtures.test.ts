@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { compareReplay, EVENT_TYPES, eventLogToJson, formatEventLogText, parseEventLog, replay, writeEventLog, type BankPcrValues } from './index.js';
 import { runTpm2Eventlog, tpm2EventlogUnavailable } from './tpm2-eventlog.js';
+import { skipUnless } from '../../test/helpers/require.js';
 
 const DIR = join(import.meta.dirname, '../../test/fixtures/eventlog');
 const FIXTURES = readdirSync(DIR).filter((f) => f.endsWith('.bin')).sort();
@@ -11,8 +12,7 @@ const TPM2_CANNOT: Record<string, string> = {
   'go-attestation-option_rom_eventlog.bin': 'tpm2_eventlog 5.4 crashes (SIGSEGV) on this SHA-1-only log',
   'go-attestation-short_no_action_eventlog.bin': 'tpm2_eventlog 5.4 refuses a SHA-1 log whose only event is a short EV_NO_ACTION',
 };
-const noTool = tpm2EventlogUnavailable();
-if (noTool) console.warn(`eventlog fixtures: tpm2_eventlog comparisons skipped: ${noTool}`);
+const noTool = skipUnless('eventlog fixtures: tpm2_eventlog comparisons', [['tpm2-tools', tpm2EventlogUnavailable()]]);
 
 describe('real event logs', () => {
   it('has the fixtures', () => {

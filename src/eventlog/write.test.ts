@@ -5,12 +5,12 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { EVENT_TYPES, EventLogError, parseEventLog, replay, writeEventLog, type EventInput } from './index.js';
 import { runTpm2Eventlog, tpm2EventlogUnavailable } from './tpm2-eventlog.js';
+import { skipUnless } from '../../test/helpers/require.js';
 
 const sha = (alg: string, ...parts: Buffer[]): Buffer => createHash(alg).update(Buffer.concat(parts)).digest();
 const dir = mkdtempSync(join(tmpdir(), 'eventlog-write-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
-const noTool = tpm2EventlogUnavailable();
-if (noTool) console.warn(`eventlog write: tpm2_eventlog comparisons skipped: ${noTool}`);
+const noTool = skipUnless('eventlog write: tpm2_eventlog comparisons', [['tpm2-tools', tpm2EventlogUnavailable()]]);
 
 /** A small but varied log: strings, a UEFI variable, an image load, a separator, a DRTM-free set of PCRs. */
 function sampleEvents(): EventInput[] {

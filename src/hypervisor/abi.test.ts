@@ -7,6 +7,7 @@ import { describe, expect, it } from 'vitest';
 import {
   HC,
   HC_STATUS,
+  HYPERVISOR_EXIT_EVENT,
   QUOTING_TARGET_MRENCLAVE,
   HE_IOC,
   HypervisorError,
@@ -20,6 +21,7 @@ import {
   statusName,
 } from './abi.js';
 import { LinuxHypervisorClient } from './linux-client.js';
+import { skipUnless } from '../../test/helpers/require.js';
 
 const root = new URL('../../', import.meta.url).pathname;
 
@@ -51,13 +53,14 @@ describe('hypercall ABI', () => {
     expect(QUOTING_TARGET_MRENCLAVE.toString('hex')).toBe(createHash('sha256').update('HyperEnclave-TS quoting identity v1').digest('hex'));
     const rs = readFileSync(join(root, 'hypervisor/core/src/trust.rs'), 'utf8');
     expect(rs).toContain('b"HyperEnclave-TS quoting identity v1"');
+    expect(rs).toContain(`pub const EXIT_EVENT: &[u8] = b"${HYPERVISOR_EXIT_EVENT}";`);
   });
 
   it('decodes STATUS, ENCLAVE_INFO and REPORT records at the documented offsets', () => {
     const st = Buffer.alloc(STATUS_SIZE);
     const w = (i: number, v: bigint) => st.writeBigUInt64LE(v, i * 8);
     w(0, 0x10000n);
-    w(1, 0b1011n);
+    w(1, 0b11011n);
     w(2, 0x1f4000000n);
     w(6, 32768n);
     w(7, 12n);
@@ -67,7 +70,7 @@ describe('hypercall ABI', () => {
     w(19, 4n);
     st.fill(0xab, 208);
     const s = decodeStatus(st);
-    expect(s).toMatchObject({ abiVersion: 0x10000, enabled: true, paging: 'npt', keySlotsPresent: false, signaturesRequired: true, reservedBase: 0x1f4000000n, epcPagesTotal: 32768, epcPagesUsed: 12, keySlotKind: 'keyid', keySlotMin: 1, keySlotMax: 15 });
+    expect(s).toMatchObject({ abiVersion: 0x10000, enabled: true, paging: 'npt', keySlotsPresent: false, signaturesRequired: true, trustEstablished: true, reservedBase: 0x1f4000000n, epcPagesTotal: 32768, epcPagesUsed: 12, keySlotKind: 'keyid', keySlotMin: 1, keySlotMax: 15 });
     expect(s.hostFaults.enclave).toBe(4);
     expect(s.imageDigest.equals(Buffer.alloc(32, 0xab))).toBe(true);
     expect(() => decodeStatus(Buffer.alloc(100))).toThrow(/STATUS: record is 100 bytes, need 240/);
@@ -106,7 +109,7 @@ describe('hypercall ABI', () => {
     expect(() => decodeMemoryMap(bad)).toThrow(/entry 1 \(byte 40\): kind 7/);
   });
 
-  const cc = spawnSync('cc', ['--version']).status === 0 ? 'cc' : undefined;
+  const cc = skipUnless('ioctl-number check against the C header', [['cc', spawnSync('cc', ['--version']).status === 0 ? undefined : 'cc not runnable (apt-get install gcc)']]) ? undefined : 'cc';
   it.skipIf(!cc)('ioctl numbers equal the C driver header (compiled with cc)', () => {
     const dir = mkdtempSync(join(tmpdir(), 'he-ioc-'));
     try {
@@ -122,9 +125,8 @@ describe('hypercall ABI', () => {
       rmSync(dir, { recursive: true, force: true });
     }
   });
-  if (!cc) console.warn('SKIP ioctl-number check: no C compiler (cc)');
 
-  it.skipIf(existsSync('/dev/hyperenclave'))('linux client fails clearly without the kernel driver', async () => {
+  it.skipIf(!!skipUnless('linux client without the driver', [['hardware-absent', existsSync('/dev/hyperenclave') && '/dev/hyperenclave exists here (the driver is loaded)']]))('linux client fails clearly without the kernel driver', async () => {
     await expect(LinuxHypervisorClient.open()).rejects.toThrow('/dev/hyperenclave absent: kernel driver not loaded');
   });
 });

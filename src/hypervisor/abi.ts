@@ -136,6 +136,8 @@ export const QUOTING_TARGET_MRENCLAVE = createHash('sha256').update(QUOTING_IDEN
 /** The HAK event's data: this prefix, then the key's 64 lowercase hex characters (extended into the HAK PCR). */
 export const HAK_EVENT_PREFIX = 'hyperenclave-hak:ed25519:';
 export const hakEventData = (hak: Buffer): Buffer => Buffer.from(HAK_EVENT_PREFIX + hak.toString('hex'), 'ascii');
+/** What the bare-metal hypervisor extends into its PCR at DISABLE (hypervisor/core/src/trust.rs EXIT_EVENT). */
+export const HYPERVISOR_EXIT_EVENT = 'hyperenclave:hypervisor-exit v=1';
 /** The sealer payload's ECALL that EREPORTs for the quoting identity (64-byte REPORTDATA in, 432-byte REPORT out). */
 export const ECALL_QUOTE_REPORT = 4;
 export const MEMMAP_ENTRY_SIZE = 24;
@@ -163,6 +165,8 @@ export interface HvStatusRecord {
   paging: 'ept' | 'npt';
   keySlotsPresent: boolean;
   signaturesRequired: boolean;
+  /** TRUST_INIT ran since the last load/enable: EREPORT, EGETKEY, QUOTE and HAK_PUBLIC are served. */
+  trustEstablished: boolean;
   reservedBase: bigint;
   hypervisorBytes: bigint;
   imageBytes: bigint;
@@ -205,6 +209,7 @@ export function decodeStatus(raw: Uint8Array): HvStatusRecord {
     paging: flags & 2 ? 'npt' : 'ept',
     keySlotsPresent: (flags & 4) !== 0,
     signaturesRequired: (flags & 8) !== 0,
+    trustEstablished: (flags & 16) !== 0,
     reservedBase: w(2),
     hypervisorBytes: w(3),
     imageBytes: w(4),

@@ -7,6 +7,7 @@ import { computeMrEnclave } from '../enclave/sgx.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { addonUnavailable, buildSigstruct, newSigstructSigner, CoreHypervisor, EnclaveError, kvmUnavailable, loadPayload, payloadPage, type EnclavePayload } from './addon.js';
 import { ECALL_QUOTE_REPORT, HC, hakEventData, HypervisorError, parseReport, QUOTING_TARGET_MRENCLAVE, SECINFO, statusName } from './abi.js';
+import { skipUnless } from '../../test/helpers/require.js';
 
 /**
  * The core bound through the addon: payloads built from hypervisor/enclaves are created,
@@ -23,10 +24,8 @@ const noPayloads = (() => {
     return (e as Error).message;
   }
 })();
-const skipCore = noAddon ?? noPayloads ?? swtpmAvailable() ?? null;
-const noKvm = skipCore ?? kvmUnavailable();
-if (skipCore) console.warn(`core binding tests skipped: ${skipCore}`);
-else if (noKvm) console.warn(`enclave runs on the core skipped: ${noKvm}`);
+const skipCore = skipUnless('core binding tests', [['addon', noAddon], ['enclave-payloads', noPayloads], ['swtpm', swtpmAvailable()]]) ?? null;
+const noKvm = skipCore ?? skipUnless('enclave runs on the core', [['kvm', kvmUnavailable()]]) ?? null;
 
 const MB = 1n << 20n;
 /** One swtpm for the file: the core seals its root secret there (TRUST_INIT at locality 2). */

@@ -4,12 +4,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { AddonError, addonUnavailable, cpuid, cpuVendor, ioctl, loadPayload, MappedRegion, readMsr, kvmUnavailable, EnclaveVm, EnclaveError } from './addon.js';
+import { pathMissing, skipUnless } from '../../test/helpers/require.js';
 
 // The syscall bridge: everything here runs wherever the addon is built.
-const noAddon = addonUnavailable();
-if (noAddon) console.warn(`addon tests skipped: ${noAddon}`);
+const noAddon = skipUnless('addon tests', [['addon', addonUnavailable()]]);
 
-describe.skipIf(noAddon !== null)('addon syscall bridge', () => {
+describe.skipIf(!!noAddon)('addon syscall bridge', () => {
   it('CPUID leaf 0 vendor matches /proc/cpuinfo', () => {
     const line = readFileSync('/proc/cpuinfo', 'utf8')
       .split('\n')
@@ -26,7 +26,7 @@ describe.skipIf(noAddon !== null)('addon syscall bridge', () => {
     expect(r.eax).toBeGreaterThanOrEqual(1);
   });
 
-  it.skipIf(!existsSync('/dev/cpu/0/cpuid'))('CPUID agrees with the kernel cpuid driver (/dev/cpu/0/cpuid)', async () => {
+  it.skipIf(!!skipUnless('CPUID against /dev/cpu/0/cpuid', [['cpuid-device', pathMissing('/dev/cpu/0/cpuid', 'modprobe cpuid')]]))('CPUID agrees with the kernel cpuid driver (/dev/cpu/0/cpuid)', async () => {
     const { readSync } = await import('node:fs');
     const fd = openSync('/dev/cpu/0/cpuid', 'r');
     try {
@@ -69,7 +69,7 @@ describe.skipIf(noAddon !== null)('addon syscall bridge', () => {
       }
     }
     if (!usable) {
-      console.warn(`MSR read skipped: ${path} absent or not permitted (modprobe msr, run as root)`);
+      skipUnless('MSR read through /dev/cpu/0/msr (the refusal is checked instead)', [['msr-device', `${path} absent or not permitted (modprobe msr, run as root)`]]);
       const e = (() => {
         try {
           readMsr(0x10);
@@ -106,7 +106,7 @@ describe.skipIf(noAddon !== null)('addon syscall bridge', () => {
     }
   });
 
-  it.skipIf(kvmUnavailable() !== null)('ioctl on /dev/kvm: API version and supported CPUID through a buffer', () => {
+  it.skipIf(!!skipUnless('KVM ioctls through the addon', [['kvm', kvmUnavailable()]]))('ioctl on /dev/kvm: API version and supported CPUID through a buffer', () => {
     const fd = openSync('/dev/kvm', fsc.O_RDWR);
     try {
       expect(ioctl(fd, 0xae00)).toBe(12); // KVM_GET_API_VERSION
@@ -152,7 +152,6 @@ describe.skipIf(noAddon !== null)('addon syscall bridge', () => {
 
 // ---------------------------------------------------------------- enclave VMs without the core
 
-const noKvm = noAddon ?? kvmUnavailable();
 const noPayloads = (() => {
   try {
     loadPayload('crypto');
@@ -161,8 +160,7 @@ const noPayloads = (() => {
     return (e as Error).message;
   }
 })();
-const skipVm = noKvm ?? noPayloads;
-if (skipVm) console.warn(`enclave VM tests skipped: ${skipVm}`);
+const skipVm = skipUnless('enclave VM tests', [['addon', noAddon], ['kvm', !noAddon && kvmUnavailable()], ['enclave-payloads', !noAddon && noPayloads]]) ?? null;
 
 const ECALL = { ECHO: 0, ADD: 1, SHA256: 2, VIA_HOST: 3, EMPTY: 4 } as const;
 

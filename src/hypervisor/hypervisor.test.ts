@@ -10,19 +10,17 @@ import { SECINFO, STATUS_CODE } from './abi.js';
 import { addonCore } from './addon-adapter.js';
 import { EmulatedHypervisorClient } from './emulated-client.js';
 import { statusToJson } from './status.js';
+import { skipUnless } from '../../test/helpers/require.js';
 
 /**
  * The emulated hypervisor end to end: the service process with the Rust core behind the ABI.
  * Needs the compiled service entry (npm run build) and the addon's core bindings.
  */
 const fx = (n: string): Buffer => readFileSync(new URL(`../../test/fixtures/enclave/${n}`, import.meta.url));
-const why = !existsSync(serviceEntry())
-  ? `${serviceEntry()} missing (npm run build)`
-  : await addonCore().then(
-      () => undefined,
-      (e: Error) => e.message,
-    );
-if (why) console.warn(`SKIP emulated hypervisor core tests: ${why}`);
+const why = skipUnless('emulated hypervisor core tests', [
+  ['cli', existsSync(serviceEntry()) ? undefined : `${serviceEntry()} missing (npm run build)`],
+  ['addon', await addonCore().then(() => undefined, (e: Error) => e.message)],
+]);
 const validStatus = compileSchema('hypervisor-status.schema.json');
 
 const SELFTEST_MRENCLAVE = 'b999536238fcf4e9d360ef6cd3e0c20ef8a684c7b93f74a9c4a4c6d517d61fc0';

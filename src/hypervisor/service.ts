@@ -2,6 +2,7 @@ import type { Platform } from '../platform/index.js';
 import type { MemRangeSpec } from './abi.js';
 import type { HypervisorClient, HypervisorStatus, LoadedImage } from './client.js';
 import { openHypervisor } from './open.js';
+import { logHypervisorExit } from './exit-event.js';
 
 /** Small service API for the CLI (`load`, `enable`, `disable`, `status`; `stopHypervisor` in open.ts): each call opens and closes its client. */
 
@@ -40,7 +41,12 @@ export function enableHypervisor(platform: Where, opts: { image?: { path: string
 
 export function disableHypervisor(platform: Where): Promise<HypervisorStatus> {
   return withHypervisor(platform, async (c) => {
-    if ((await c.status()).enabled) await c.disable();
+    if ((await c.status()).enabled) {
+      await c.disable();
+      // The bare-metal hypervisor capped its PCR before leaving (a refused cap refuses DISABLE):
+      // log that extension. The emulated platform does not cap (docs/attestation.md).
+      if (c.platform === 'linux' && c.measurementPcr) await logHypervisorExit(platform.stateDir, await c.measurementPcr());
+    }
     return c.status();
   });
 }

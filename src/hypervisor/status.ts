@@ -40,12 +40,14 @@ export function formatStatus(s: HypervisorStatus): string[] {
   const mib = (v: bigint): string => `${Number(v >> 20n)} MiB`;
   const out = [`platform: ${s.platform}`, `cpus: ${s.cpus}`];
   out.push(s.image ? `image: ${s.image.id.slice(0, 16)}… (${s.image.format}, ${s.image.length} bytes) sha256 ${s.image.sha256}` : 'image: not loaded');
-  out.push(`state: ${s.enabled ? 'enabled (host demoted)' : s.loaded ? 'loaded, not enabled' : 'not loaded'}`);
+  const enabled = s.platform === 'emulated' ? 'enabled in the emulated service (no hypervisor runs under Linux: nothing is demoted)' : 'enabled (host demoted)';
+  out.push(`state: ${s.enabled ? enabled : s.loaded ? 'loaded, not enabled' : 'not loaded'}`);
   if (s.memmap) out.push(`reserved: ${s.memmap}`);
   const h = s.hv;
   if (h) {
     out.push(`hypervisor memory: ${mib(h.hypervisorBytes)} (image ${mib(h.imageBytes)}), page-table pool ${h.poolFramesUsed}/${h.poolFramesTotal} frames, ${h.paging.toUpperCase()}`);
     out.push(`EPC: ${h.epcPagesUsed} used / ${h.epcPagesTotal - h.epcPagesUsed} free of ${h.epcPagesTotal} pages (${mib(h.epcBytes)})`);
+    out.push(`root of trust: ${h.trustEstablished ? 'established (enclave keys, HAK and quotes served)' : 'not established (boot runs TRUST_INIT after enable)'}`);
     out.push(`enclaves: ${h.enclaves} alive (limit ${h.enclaveLimit}), ${h.enclavesCreated} created, ${h.enclavesDestroyed} destroyed, ${h.reportsIssued} reports`);
     out.push(
       h.keySlotKind === 'none'

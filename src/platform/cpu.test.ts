@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { existsSync } from 'node:fs';
-import { kvmFacts, parseCpuinfo, readCpuFacts } from './cpu.js';
+import { cpuVendorOverride, kvmFacts, parseCpuinfo, readCpuFacts } from './cpu.js';
 
 const EPYC = `processor\t: 0
 vendor_id\t: AuthenticAMD
@@ -22,6 +22,12 @@ describe('cpu facts', () => {
     expect(f.cpus).toBeGreaterThan(0);
     expect(['GenuineIntel', 'AuthenticAMD', 'HygonGenuine']).toContain(f.vendor);
     expect(f.kvm.present).toBe(existsSync('/dev/kvm'));
+  });
+
+  it('the test-only vendor override takes one of the three known vendors and refuses anything else', () => {
+    expect(cpuVendorOverride({})).toBeUndefined();
+    expect(cpuVendorOverride({ HYPERENCLAVE_TEST_CPU_VENDOR: 'HygonGenuine' })).toBe('HygonGenuine');
+    expect(() => cpuVendorOverride({ HYPERENCLAVE_TEST_CPU_VENDOR: 'CentaurHauls' })).toThrow('HYPERENCLAVE_TEST_CPU_VENDOR: expected one of GenuineIntel, AuthenticAMD, HygonGenuine, got "CentaurHauls"');
   });
 
   it('explains a missing /dev/kvm', () => {

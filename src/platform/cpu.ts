@@ -42,6 +42,24 @@ export function kvmFacts(dev = '/dev/kvm'): CpuFacts['kvm'] {
   }
 }
 
+/**
+ * Test-only: the CPU vendor string the test suite makes this process believe in, so that one
+ * machine proves the other vendor's paths (which image arch `boot` expects) pass too. Only the
+ * three vendor strings the product knows are honoured; `hyperenclave platform` says when it is set.
+ */
+export const CPU_VENDOR_OVERRIDE_ENV = 'HYPERENCLAVE_TEST_CPU_VENDOR';
+export const KNOWN_CPU_VENDORS = ['GenuineIntel', 'AuthenticAMD', 'HygonGenuine'] as const;
+
+/** The vendor forced by CPU_VENDOR_OVERRIDE_ENV, or undefined; any other value is an error. */
+export function cpuVendorOverride(env: NodeJS.ProcessEnv = process.env): string | undefined {
+  const v = env[CPU_VENDOR_OVERRIDE_ENV];
+  if (!v) return undefined;
+  if (!(KNOWN_CPU_VENDORS as readonly string[]).includes(v)) throw new Error(`${CPU_VENDOR_OVERRIDE_ENV}: expected one of ${KNOWN_CPU_VENDORS.join(', ')}, got "${v}"`);
+  return v;
+}
+
 export function readCpuFacts(): CpuFacts {
-  return { ...parseCpuinfo(readFileSync('/proc/cpuinfo', 'utf8')), kvm: kvmFacts() };
+  const facts = { ...parseCpuinfo(readFileSync('/proc/cpuinfo', 'utf8')), kvm: kvmFacts() };
+  const forced = cpuVendorOverride();
+  return forced ? { ...facts, vendor: forced } : facts;
 }

@@ -10,9 +10,9 @@ import { TpmError, TPM_RC } from './errors.js';
 import { openTpm } from './index.js';
 import { akTemplate, srkTemplate, EK_AUTH_POLICY_SHA256 } from './templates.js';
 import { verifyQuote, verifySignature, publicKeyPem, TpmVerifyError } from './verify.js';
+import { skipUnless } from '../../test/helpers/require.js';
 
-const why = swtpmAvailable();
-if (why) console.warn(`skipping TPM client tests: ${why}`);
+const why = skipUnless('TPM client tests', [['swtpm', swtpmAvailable()]]);
 
 describe.skipIf(!!why)('TpmClient against swtpm (tcp)', () => {
   let tpm: SwtpmInstance;
@@ -355,7 +355,7 @@ describe.skipIf(!!why)('TpmClient against swtpm (tcp)', () => {
   });
 });
 
-describe.skipIf(!!swtpmAvailable({ ek: true }))('TpmClient against swtpm with EK certificates (unix socket)', () => {
+describe.skipIf(!!skipUnless('TPM client EK certificate tests', [['swtpm', swtpmAvailable({ ek: true })]]))('TpmClient against swtpm with EK certificates (unix socket)', () => {
   let tpm: SwtpmInstance;
   let c: TpmClient;
   beforeAll(async () => {
@@ -392,7 +392,7 @@ describe.skipIf(!!swtpmAvailable({ ek: true }))('TpmClient against swtpm with EK
 
 describe('Linux TPM character device', () => {
   const dev = ['/dev/tpmrm0', '/dev/tpm0'].find((d) => existsSync(d));
-  if (!dev) console.warn('skipping device transport test against a real TPM: no /dev/tpmrm0 or /dev/tpm0 here');
+  skipUnless('device transport test against a real TPM', [['tpm-device', !dev && 'no /dev/tpmrm0 or /dev/tpm0 here']]);
   it.skipIf(!dev)('reads random bytes and PCRs through the device', async () => {
     const c = await openTpm(`device:${dev}`);
     try {

@@ -7,9 +7,9 @@ import { TpmError, TPM_RC } from './errors.js';
 import { openTpm } from './index.js';
 import { swtpmControlFor } from './tcti.js';
 import type { SwtpmControl } from './transport/swtpm-control.js';
+import { skipUnless } from '../../test/helpers/require.js';
 
-const why = swtpmAvailable();
-if (why) console.warn(`skipping DRTM tests: ${why}`);
+const why = skipUnless('DRTM tests', [['swtpm', swtpmAvailable()]]);
 
 describe.skipIf(!!why)('DRTM through the swtpm control channel', () => {
   let tpm: SwtpmInstance;

@@ -15,6 +15,7 @@ import { akTemplate, ekTemplateEcc, ekTemplateRsa } from './templates.js';
 import { openTransport } from './tcti.js';
 import type { TpmTransport } from './transport/transport.js';
 import { readPcrsSerialized, writePcrsSerialized } from './verify.js';
+import { skipUnless } from '../../test/helpers/require.js';
 
 function prng(seed: number): () => number {
   let s = seed >>> 0;
@@ -113,7 +114,7 @@ class ReplayTransport implements TpmTransport {
   async close(): Promise<void> {}
 }
 
-const why = swtpmAvailable();
+const why = skipUnless('fuzzing with mutated swtpm responses', [['swtpm', swtpmAvailable()]]);
 describe.skipIf(!!why)('fuzzing response parsing with mutated real swtpm responses', () => {
   let tpm: SwtpmInstance;
   beforeAll(async () => {

@@ -12,16 +12,12 @@ import { TpmReader, marshal } from './marshal.js';
 import { marshalPublic2B, parseSignature, readPublic2B, type PcrSelection } from './structures.js';
 import { openTransport } from './tcti.js';
 import { publicKeyPem, readPcrsSerialized, verifyQuote, writePcrsSerialized } from './verify.js';
+import { commandMissing, skipUnless } from '../../test/helpers/require.js';
 
-function hasTools(): string | undefined {
-  if (swtpmAvailable()) return swtpmAvailable();
-  for (const t of ['tpm2_pcrread', 'tpm2_checkquote', 'tpm2_createak', 'tpm2_flushcontext']) {
-    if (spawnSync('sh', ['-c', `command -v ${t}`]).status !== 0) return `${t} is not installed (apt-get install tpm2-tools)`;
-  }
-  return undefined;
-}
-const why = hasTools();
-if (why) console.warn(`skipping tpm2-tools interop tests: ${why}`);
+const why = skipUnless('tpm2-tools interop tests', [
+  ['swtpm', swtpmAvailable()],
+  ...['tpm2_pcrread', 'tpm2_checkquote', 'tpm2_createak', 'tpm2_flushcontext'].map((t) => ['tpm2-tools', commandMissing(t, 'tpm2-tools')] as const),
+]);
 
 describe.skipIf(!!why)('interop with tpm2-tools', () => {
   let tpm: SwtpmInstance;

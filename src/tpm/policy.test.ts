@@ -9,6 +9,7 @@ import { TpmError } from './errors.js';
 import { openTpm } from './index.js';
 import { emptyPolicy, policyAuthValueDigest, policyCommandCodeDigest, policyPcrDigest, policySecretDigest } from './policy.js';
 import { EK_AUTH_POLICY_SHA256, sealedDataTemplate } from './templates.js';
+import { skipUnless } from '../../test/helpers/require.js';
 
 const sha256 = hashAlgById(TPM_ALG.SHA256)!;
 
@@ -18,8 +19,7 @@ describe('policy digests in software', () => {
   });
 });
 
-const why = swtpmAvailable();
-if (why) console.warn(`skipping policy tests against swtpm: ${why}`);
+const why = skipUnless('policy tests against swtpm', [['swtpm', swtpmAvailable()]]);
 describe.skipIf(!!why)('policies on swtpm', () => {
   let tpm: SwtpmInstance;
   let c: TpmClient;

@@ -28,10 +28,10 @@ import { replay } from '../eventlog/replay.js';
 import { EventLogAppender } from '../eventlog/appender.js';
 import { DRTM_EVTYPE, DrtmLogRecorder, emulatedLaunch, planDrtmLaunch } from './drtm.js';
 import { buildLaunchEnvironment } from './launch-env.js';
+import { present, skipUnless } from '../../test/helpers/require.js';
 
 const fx = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'test', 'fixtures', 'measure');
-const skip = swtpmAvailable();
-if (skip) console.warn(`skipping measured-load tests against swtpm: ${skip}`);
+const skip = skipUnless('measured-load tests against swtpm', [['swtpm', swtpmAvailable()]]);
 
 type Logged = { pcr: number; type: number; digests: Record<string, Buffer>; data: Buffer };
 const hexPcrs = (v: Partial<Record<string, Record<number, Buffer>>>) =>
@@ -40,10 +40,7 @@ const hexPcrs = (v: Partial<Record<string, Record<number, Buffer>>>) =>
 /** tpm2_eventlog (tpm2-tools) parses the log and its final PCRs (from zero) equal `live`. */
 function expectTpm2EventlogPcrs(file: string, live: Record<string, Record<string, string>>, pcrs: number[]): void {
   const r = spawnSync('tpm2_eventlog', [file], { encoding: 'utf8' });
-  if (r.error || r.status === null) {
-    console.warn('tpm2_eventlog (tpm2-tools) not runnable, skipping its cross-check');
-    return;
-  }
+  if (!present('tpm2_eventlog cross-check of the DRTM log', 'tpm2-tools', (r.error || r.status === null) && `tpm2_eventlog not runnable: ${r.error?.message ?? 'killed'} (apt-get install tpm2-tools)`)) return;
   expect(r.status, r.stderr).toBe(0);
   const out = r.stdout;
   const section = out.slice(out.indexOf("pcrs:"));

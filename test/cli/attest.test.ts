@@ -7,11 +7,12 @@ import { join } from 'node:path';
 import { cliMissing, repoRoot, runCli, schemaProblems, writeEmulatedVerifierPolicy } from '../helpers/cli.js';
 import { swtpmAvailable } from '../../src/platform/emulated/swtpm.js';
 import { parseEventLog } from '../../src/eventlog/index.js';
+import { hostImageArch } from '../helpers/arch.js';
+import { commandMissing, skipUnless } from '../helpers/require.js';
 
-const hasTools = spawnSync('sh', ['-c', 'command -v tpm2_checkquote'], { stdio: 'ignore' }).status === 0;
-const missing = cliMissing() ?? swtpmAvailable({ ek: true });
-if (missing) console.warn(`skipping CLI attestation tests: ${missing}`);
-if (!hasTools) console.warn('tpm2_checkquote absent: the tpm2-tools interop assertion is skipped');
+
+const missing = skipUnless('CLI attestation tests', [['cli', cliMissing()], ['swtpm', swtpmAvailable({ ek: true })]]);
+const hasTools = !missing && !skipUnless('the tpm2_checkquote interop assertion', [['tpm2-tools', commandMissing('tpm2_checkquote', 'tpm2-tools')]]);
 
 /**
  * The operator and verifier sides as separate processes, through files only:
@@ -25,7 +26,7 @@ describe.skipIf(!!missing)('attestation through the CLI on the emulated platform
   let img = '';
   beforeAll(async () => {
     img = f('hv.img');
-    const b = await run('firmware', 'build', join(repoRoot, 'test/fixtures/measure/tiny.elf'), '-o', img, '--arch', 'intel-vmx');
+    const b = await run('firmware', 'build', join(repoRoot, 'test/fixtures/measure/tiny.elf'), '-o', img, '--arch', hostImageArch());
     expect(b.code, b.stderr).toBe(0);
   });
   afterAll(async () => {

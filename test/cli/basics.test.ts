@@ -5,9 +5,9 @@ import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { cliMissing, runCli, schemaProblems } from '../helpers/cli.js';
 import { swtpmAvailable } from '../../src/platform/emulated/swtpm.js';
+import { skipUnless } from '../helpers/require.js';
 
-const missing = cliMissing();
-if (missing) console.warn(`skipping CLI end-to-end tests: ${missing}`);
+const missing = skipUnless('CLI end-to-end tests', [['cli', cliMissing()]]);
 
 describe.skipIf(!!missing)('hyperenclave CLI basics (built CLI as a process)', () => {
   const state = mkdtempSync(join(tmpdir(), 'he-cli-'));
@@ -56,7 +56,7 @@ describe.skipIf(!!missing)('hyperenclave CLI basics (built CLI as a process)', (
     expect(gone.code).toBe(3);
   });
 
-  it.skipIf(!!swtpmAvailable({ ek: true }))('emulator start/status/stop keep one TPM per state directory', async () => {
+  it.skipIf(!!missing || !!skipUnless('emulator start/status/stop', [['swtpm', swtpmAvailable({ ek: true })]]))('emulator start/status/stop keep one TPM per state directory', async () => {
     const a = await runCli(['--platform', 'emulated', '--state-dir', state, 'emulator', 'start', '--json']);
     expect(a.code, a.stderr).toBe(0);
     expect(schemaProblems(a.json!)).toBeUndefined();

@@ -4,13 +4,13 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { swtpmAvailable } from '../../src/platform/emulated/swtpm.js';
 import { cliMissing, runCli, stdoutJson } from '../helpers/cli.js';
+import { skipUnless } from '../helpers/require.js';
 
 /**
  * The configuration's `platform` and `stateDir` select the platform and the state directory for
  * every command; a flag on the command line wins; an invalid --config is refused by any command.
  */
-const missing = cliMissing() ?? swtpmAvailable();
-if (missing) console.warn(`skipping config platform tests: ${missing}`);
+const missing = skipUnless('config platform tests', [['cli', cliMissing()], ['swtpm', swtpmAvailable()]]);
 
 describe.skipIf(!!missing)('configuration platform and stateDir (built CLI as a process)', () => {
   const dir = mkdtempSync(join(tmpdir(), 'he-cfg-platform-'));

@@ -4,11 +4,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { cliMissing, errorLineProblem, repoRoot, runCli, schemaProblems } from '../helpers/cli.js';
 import { swtpmAvailable } from '../../src/platform/emulated/swtpm.js';
+import { hostImageArch } from '../helpers/arch.js';
+import { skipUnless } from '../helpers/require.js';
 
-const missing = cliMissing();
-const noTpm = missing ?? swtpmAvailable({ ek: true });
-if (missing) console.warn(`skipping the configuration process tests: ${missing}`);
-else if (noTpm) console.warn(`skipping the valid-configuration measure test: ${noTpm}`);
+const missing = skipUnless('the configuration process tests', [['cli', cliMissing()]]);
+const noTpm = missing ?? skipUnless('the valid-configuration measure test', [['swtpm', swtpmAvailable({ ek: true })]]);
 
 /** The commands that read the configuration (attest and ak enroll: --verifier without a URL reads verifier.endpoint). */
 const READERS: string[][] = [['measure', 'IMAGE'], ['boot', '--image', 'IMAGE'], ['attest', '--verifier'], ['ak', 'enroll', '--verifier']];
@@ -21,7 +21,7 @@ describe.skipIf(!!missing)('--config: a missing, malformed or schema-invalid con
   const withImage = (args: string[]) => args.map((a) => (a === 'IMAGE' ? hv : a));
 
   beforeAll(async () => {
-    const b = await run('firmware', 'build', join(repoRoot, 'test/fixtures/measure/tiny.elf'), '-o', hv, '--arch', 'intel-vmx');
+    const b = await run('firmware', 'build', join(repoRoot, 'test/fixtures/measure/tiny.elf'), '-o', hv, '--arch', hostImageArch());
     expect(b.code, b.stderr).toBe(0);
   });
   afterAll(async () => {

@@ -5,9 +5,14 @@ import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Command } from 'commander';
-import { buildProgram } from '../../src/cli/main.js';
+import { buildProgram } from '../../src/cli/program.js';
 import { cliMissing, repoRoot, runCli, schemaProblems } from '../helpers/cli.js';
 import { swtpmAvailable } from '../../src/platform/emulated/swtpm.js';
+import { hostImageArch } from '../helpers/arch.js';
+import { commandMissing, pathMissing, skipUnless } from '../helpers/require.js';
+
+/** Every command group registered, as `--help` and completion see the tree. */
+const fullProgram = await buildProgram();
 
 /**
  * Successful runs, --json checked against its schema, for the commands no other process test
@@ -15,35 +20,32 @@ import { swtpmAvailable } from '../../src/platform/emulated/swtpm.js';
  * demo; and completion (not a reporting command: its script must parse).
  */
 
-const missing = cliMissing();
 const addon = join(repoRoot, 'hypervisor', 'addon', 'hyperenclave-addon.node');
 const payload = join(repoRoot, 'hypervisor', 'enclaves', 'out', 'crypto.bin');
-const noHypervisor = missing ?? swtpmAvailable({ ek: true }) ?? (existsSync(addon) ? undefined : `${addon} not built (make build)`);
-const noEnclave = noHypervisor ?? (existsSync(payload) ? undefined : `${payload} not built (make build)`) ?? (existsSync('/dev/kvm') ? undefined : '/dev/kvm absent: enclaves cannot run');
-const has = (c: string) => spawnSync('sh', ['-c', `command -v ${c}`], { stdio: 'ignore' }).status === 0;
-if (missing) console.warn(`skipping the command coverage process tests: ${missing}`);
-else if (noHypervisor) console.warn(`skipping the hypervisor coverage tests: ${noHypervisor}`);
-else if (noEnclave) console.warn(`skipping the enclave and demo coverage tests: ${noEnclave}`);
-if (!missing && !has('zsh')) console.warn('zsh absent: the zsh completion script is checked for content only, not parsed');
+const missing = skipUnless('the command coverage process tests', [['cli', cliMissing()]]);
+const noHypervisor = missing ?? skipUnless('the hypervisor coverage tests', [['swtpm', swtpmAvailable({ ek: true })], ['addon', pathMissing(addon, 'make build')]]);
+const noEnclave = noHypervisor ?? skipUnless('the enclave and demo coverage tests', [['enclave-payloads', pathMissing(payload, 'make build')], ['kvm', pathMissing('/dev/kvm', 'enclaves cannot run')]]);
+const hasZsh = !missing && !skipUnless('parsing the zsh completion script (its content is still checked)', [['zsh', commandMissing('zsh', 'zsh')]]);
+const hasFish = !missing && !skipUnless('parsing the fish completion script (its content is still checked)', [['fish', commandMissing('fish', 'fish')]]);
 
 function leafCommands(cmd: Command, prefix: string[] = []): string[][] {
   return cmd.commands.length ? cmd.commands.flatMap((c) => leafCommands(c, [...prefix, c.name()])) : [prefix];
 }
 
-describe.skipIf(!!missing)('completion bash|zsh (built CLI as a process)', () => {
+describe.skipIf(!!missing)('completion bash|zsh|fish (built CLI as a process)', () => {
   const dir = mkdtempSync(join(tmpdir(), 'he-completion-'));
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
   it('each script names every command and parses in its shell', async () => {
-    const leaves = leafCommands(buildProgram());
-    for (const shell of ['bash', 'zsh'] as const) {
+    const leaves = leafCommands(fullProgram);
+    for (const shell of ['bash', 'zsh', 'fish'] as const) {
       const r = await runCli(['completion', shell]);
       expect(r.code, r.stderr).toBe(0);
       expect(r.stderr).toBe('');
       for (const path of leaves) for (const word of path) expect(r.stdout, `${shell}: ${path.join(' ')}`).toContain(word);
       const file = join(dir, `hyperenclave.${shell}`);
       writeFileSync(file, r.stdout);
-      if (shell === 'bash' || has('zsh')) {
+      if (shell === 'bash' || (shell === 'zsh' && hasZsh) || (shell === 'fish' && hasFish)) {
         const syntax = spawnSync(shell, ['-n', file], { encoding: 'utf8' });
         expect(syntax.status, `${shell} -n: ${syntax.stderr}`).toBe(0);
       }
@@ -78,7 +80,7 @@ describe.skipIf(!!noHypervisor)('firmware, emulator, enable / disable / boot, en
   });
 
   it('firmware build and firmware sign', async () => {
-    const built = await json('firmware', 'build', addon, '-o', f('hv.img'), '--arch', 'intel-vmx', '--raw', '--entry', '0');
+    const built = await json('firmware', 'build', addon, '-o', f('hv.img'), '--arch', hostImageArch(), '--raw', '--entry', '0');
     expect(built).toMatchObject({ schema: 'hyperenclave/image-info', path: f('hv.img'), signer: null, header: { kind: 'raw' } });
     const signed = await json('firmware', 'sign', f('hv.img'), '--key', f('signer.pem'), '-o', f('hv-signed.img'));
     expect(signed).toMatchObject({ path: f('hv-signed.img'), digests: built.digests, signer: { alg: 'ecdsa-p384-sha384' } });

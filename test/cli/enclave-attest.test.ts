@@ -76,6 +76,7 @@ describe.skipIf(!!missing)('attest --enclave + verify on the emulated platform (
     expect(Buffer.from(ev.enclaves[0].quote, 'base64').subarray(0, 4).toString('latin1')).toBe('HEQ1');
     expect(ev.enclaves[0].userData).toBe('c0ffee');
     expect(ev.claims.platformKind).toBeUndefined();
+    expect(ev.akProvenance.ekCertificates[0]).toMatch(/^-----BEGIN CERTIFICATE-----/);
 
     const pol = policy('policy-encl.json', { allowed: [{ name: 'sealer', mrenclave: attested[0]!.mrenclave, mrsigner: attested[0]!.mrsigner, isvProdId: 7, minIsvSvn: 1 }], minCount: 1 });
     const v = await run('verify', f('ev.json'), '--policy', pol, '--nonce', nonce, '--state-of-verifier', join(state, 'verifier'), '--json');

@@ -5,11 +5,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { cliMissing, errorLineProblem, repoRoot, runCli, type CliResult } from '../helpers/cli.js';
 import { swtpmAvailable } from '../../src/platform/emulated/swtpm.js';
+import { hostImageArch } from '../helpers/arch.js';
+import { skipUnless } from '../helpers/require.js';
 
-const missing = cliMissing();
-const noTpm = missing ?? swtpmAvailable({ ek: true });
-if (missing) console.warn(`skipping the bad-file process tests: ${missing}`);
-else if (noTpm) console.warn(`skipping the bad-file runs that need the emulated TPM: ${noTpm}`);
+const missing = skipUnless('the bad-file process tests', [['cli', cliMissing()]]);
+const noTpm = missing ?? skipUnless('the bad-file runs that need the emulated TPM', [['swtpm', swtpmAvailable({ ek: true })]]);
 
 /** A bad-file run: the file that is missing or malformed, the exit code, and what the message must say besides the file's name. */
 interface BadFile {
@@ -62,7 +62,7 @@ describe.skipIf(!!missing)('missing and malformed files on every command that re
   const key = f('signer.pem');
 
   beforeAll(async () => {
-    const b = await run(['firmware', 'build', join(repoRoot, 'test/fixtures/measure/tiny.elf'), '-o', hv, '--arch', 'intel-vmx']);
+    const b = await run(['firmware', 'build', join(repoRoot, 'test/fixtures/measure/tiny.elf'), '-o', hv, '--arch', hostImageArch()]);
     expect(b.code, b.stderr).toBe(0);
     // Neither a container, nor an ELF, nor an event log, nor a launch environment, nor PEM.
     writeFileSync(junk, 'this is not what any command expects. '.repeat(8));
@@ -100,8 +100,8 @@ describe.skipIf(!!missing)('missing and malformed files on every command that re
       { args: ['verifier', 'enroll', '--request', absent('req.json'), '--challenge', f('ch.json')], file: absent('req.json'), code: 3 },
       { args: ['verifier', 'enroll', '--answer', absent('ans.json')], file: absent('ans.json'), code: 3 },
       { args: ['verifier', 'serve', '--listen', '127.0.0.1:0', '--policy', absent('policy.json')], file: absent('policy.json'), code: 3 },
-      { args: ['firmware', 'build', absent('hv.elf'), '-o', f('o.img'), '--arch', 'intel-vmx'], file: absent('hv.elf'), code: 3 },
-      { args: ['firmware', 'build', junk, '--raw', '-o', f('o.img'), '--arch', 'intel-vmx', '--key', absent('key.pem')], file: absent('key.pem'), code: 3 },
+      { args: ['firmware', 'build', absent('hv.elf'), '-o', f('o.img'), '--arch', hostImageArch()], file: absent('hv.elf'), code: 3 },
+      { args: ['firmware', 'build', junk, '--raw', '-o', f('o.img'), '--arch', hostImageArch(), '--key', absent('key.pem')], file: absent('key.pem'), code: 3 },
       { args: ['firmware', 'sign', absent('hv.img'), '--key', key, '-o', f('o.img')], file: absent('hv.img'), code: 3 },
       { args: ['firmware', 'sign', hv, '--key', absent('key.pem'), '-o', f('o.img')], file: absent('key.pem'), code: 3 },
       { args: ['firmware', 'inspect', absent('hv.img')], file: absent('hv.img'), code: 3 },
@@ -109,7 +109,7 @@ describe.skipIf(!!missing)('missing and malformed files on every command that re
       { args: ['firmware', 'reference', absent('hv.img')], file: absent('hv.img'), code: 3 },
       { args: ['firmware', 'reference', hv, '--launch-env', absent('le.bin')], file: absent('le.bin'), code: 3 },
       { args: ['firmware', 'reference', hv, '--policy', absent('policy.json')], file: absent('policy.json'), code: 3 },
-      { args: ['firmware', 'launch-env', '-o', f('le.bin'), '--arch', 'intel-vmx', '--payload', absent('payload.bin')], file: absent('payload.bin'), code: 3 },
+      { args: ['firmware', 'launch-env', '-o', f('le.bin'), '--arch', hostImageArch(), '--payload', absent('payload.bin')], file: absent('payload.bin'), code: 3 },
       { args: ['firmware', 'memmap', '--map', absent('map.txt')], file: absent('map.txt'), code: 3 },
     ];
     expect(await check(cases)).toEqual([]);
@@ -133,9 +133,9 @@ describe.skipIf(!!missing)('missing and malformed files on every command that re
       { args: ['verifier', 'enroll', '--answer', brokenJson], file: brokenJson, code: 6, says: /not JSON \(.*at position 28\)/ },
       { args: ['verifier', 'serve', '--listen', '127.0.0.1:0', '--policy', wrongJson], file: wrongJson, code: 6, says: /\/schema: must be equal to constant/ },
       { args: ['verifier', 'serve', '--listen', '127.0.0.1:0', '--policy', truncJson], file: truncJson, code: 6, says: POSITION },
-      { args: ['firmware', 'build', junk, '-o', f('o.img'), '--arch', 'intel-vmx'], file: junk, code: 6, says: /ELF \S+: bad magic at offset 0x0/ },
+      { args: ['firmware', 'build', junk, '-o', f('o.img'), '--arch', hostImageArch()], file: junk, code: 6, says: /ELF \S+: bad magic at offset 0x0/ },
       // PEM has no offsets: naming the file is what there is to name.
-      { args: ['firmware', 'build', junk, '--raw', '-o', f('o.img'), '--arch', 'intel-vmx', '--key', junk], file: junk, code: 6, says: /signing key \S+: not a PEM private key/ },
+      { args: ['firmware', 'build', junk, '--raw', '-o', f('o.img'), '--arch', hostImageArch(), '--key', junk], file: junk, code: 6, says: /signing key \S+: not a PEM private key/ },
       { args: ['firmware', 'sign', junk, '--key', key, '-o', f('o.img')], file: junk, code: 6, says: /image: bad magic at offset 0x0/ },
       { args: ['firmware', 'inspect', truncImg], file: truncImg, code: 6, says: /truncated header: 100 bytes.*offset 0x100/ },
       { args: ['firmware', 'reference', junk], file: junk, code: 6, says: /image: bad magic at offset 0x0/ },

@@ -4,16 +4,18 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { cliMissing, repoRoot, runCli, schemaProblems } from '../helpers/cli.js';
 import { swtpmAvailable } from '../../src/platform/emulated/swtpm.js';
+import { foreignImageArch, hostImageArch, vendorNote } from '../helpers/arch.js';
+import { pathMissing, skipUnless } from '../helpers/require.js';
 
 const addon = join(repoRoot, 'hypervisor', 'addon', 'hyperenclave-addon.node');
 const payload = join(repoRoot, 'hypervisor', 'enclaves', 'out', 'crypto.bin');
-const missing =
-  cliMissing() ??
-  swtpmAvailable({ ek: true }) ??
-  (existsSync(addon) ? undefined : `${addon} not built (make build)`) ??
-  (existsSync(payload) ? undefined : `${payload} not built (make build)`) ??
-  (existsSync('/dev/kvm') ? undefined : '/dev/kvm absent: enclaves cannot run');
-if (missing) console.warn(`skipping CLI flow tests: ${missing}`);
+const missing = skipUnless('CLI flow tests', [
+  ['cli', cliMissing()],
+  ['swtpm', swtpmAvailable({ ek: true })],
+  ['addon', pathMissing(addon, 'make build')],
+  ['enclave-payloads', pathMissing(payload, 'make build')],
+  ['kvm', pathMissing('/dev/kvm', 'enclaves cannot run')],
+]);
 
 describe.skipIf(!!missing)('operator flow on the emulated platform (built CLI as a process)', () => {
   const state = mkdtempSync(join(tmpdir(), 'he-flow-'));
@@ -23,9 +25,21 @@ describe.skipIf(!!missing)('operator flow on the emulated platform (built CLI as
     rmSync(state, { recursive: true, force: true });
   });
 
+  const foreign = foreignImageArch();
+  it.skipIf(!!skipUnless('boot refusing the other vendor\'s image', [['known-cpu-vendor', !foreign && `CPU vendor "${vendorNote()}" unknown: boot checks no arch`]]))(`boot refuses an image built for the other CPU vendor and extends nothing (running as ${vendorNote()})`, async () => {
+    const img = join(state, 'foreign.img');
+    const b = await run('firmware', 'build', addon, '-o', img, '--arch', foreign!, '--raw', '--entry', '0');
+    expect(b.code, b.stderr).toBe(0);
+    const refused = await run('boot', '--image', img, '--json');
+    expect(refused.code).toBe(6);
+    expect(refused.stderr).toContain(`image: built for ${foreign} (arch at offset 0xc), this platform is ${hostImageArch()}`);
+    const pcrs = (await run('pcr', 'read', '--bank', 'sha256', '--pcrs', '12', '--json')).json!.banks as Record<string, Record<string, string>>;
+    expect(pcrs.sha256!['12']).toBe('0'.repeat(64));
+  });
+
   it('boot measures, loads and enables; a second boot in the same boot extends nothing', async () => {
     const img = join(state, 'hv.img');
-    const b = await run('firmware', 'build', addon, '-o', img, '--arch', 'intel-vmx', '--raw', '--entry', '0');
+    const b = await run('firmware', 'build', addon, '-o', img, '--arch', hostImageArch(), '--raw', '--entry', '0');
     expect(b.code, b.stderr).toBe(0);
     const first = await run('boot', '--image', img, '--json');
     expect(first.code, first.stderr).toBe(0);
@@ -41,7 +55,10 @@ describe.skipIf(!!missing)('operator flow on the emulated platform (built CLI as
     expect(replay.code, replay.stdout + replay.stderr).toBe(0);
   });
 
-  it('status reports the demoted host and validates against its schema', async () => {
+  it('status reports the enabled hypervisor (emulated: nothing is demoted, and it says so) and validates against its schema', async () => {
+    const text = await run('status');
+    expect(text.stdout).toContain('state: enabled in the emulated service (no hypervisor runs under Linux: nothing is demoted)');
+    expect(text.stdout).not.toContain('host demoted');
     const s = await run('status', '--json');
     expect(s.code, s.stderr).toBe(0);
     expect(schemaProblems(s.json!)).toBeUndefined();
@@ -88,7 +105,7 @@ describe.skipIf(!!missing)('operator flow on the emulated platform (built CLI as
     expect(i.code, i.stderr).toBe(0);
     expect(schemaProblems(i.json!)).toBeUndefined();
     expect(JSON.stringify(i.json)).toMatch(/ecdsa-p384-sha384/);
-    const le = await run('firmware', 'launch-env', '-o', join(state, 'le.bin'), '--arch', 'intel-vmx', '--json');
+    const le = await run('firmware', 'launch-env', '-o', join(state, 'le.bin'), '--arch', hostImageArch(), '--json');
     expect(le.code, le.stderr).toBe(0);
     expect(schemaProblems(le.json!)).toBeUndefined();
   });

@@ -1,10 +1,45 @@
 import { describe, expect, it } from 'vitest';
 import type { Command } from 'commander';
-import { buildProgram } from '../../src/cli/main.js';
+import { Command as CommanderCommand } from 'commander';
+import { buildProgram } from '../../src/cli/program.js';
+import { COMMAND_GROUPS, invokedGroup } from '../../src/cli/commands/index.js';
 import { cliMissing, runCli } from '../helpers/cli.js';
+import { skipUnless } from '../helpers/require.js';
 
-const missing = cliMissing();
-if (missing) console.warn(`skipping the --help process test: ${missing}`);
+/** Every command group registered, as `--help` and completion see the tree. */
+const fullProgram = await buildProgram();
+
+const missing = skipUnless('the --help process test', [['cli', cliMissing()]]);
+
+describe('command groups (src/cli/commands/index.ts): a run loads only the group it invokes', () => {
+  it('each group registers exactly the top-level commands it names, and together they are the whole tree', async () => {
+    for (const g of COMMAND_GROUPS) {
+      const p = new CommanderCommand('x');
+      (await g.load())(p);
+      expect(p.commands.map((c) => c.name()), g.file).toEqual(g.names);
+    }
+    expect(COMMAND_GROUPS.flatMap((g) => g.names)).toEqual(fullProgram.commands.map((c) => c.name()));
+  });
+
+  it('finds the command word past global options and their values', () => {
+    const values = new Set(['--platform', '--config', '--state-dir', '--tcti']);
+    const file = (args: string[]) => invokedGroup(args, values)?.file;
+    expect(file(['pcr', 'read'])).toBe('tpm');
+    expect(file(['--platform', 'emulated', '--state-dir', 'verify', 'status'])).toBe('hypervisor');
+    expect(file(['--tcti=swtpm:port=1', '--json', 'verify', 'x.json'])).toBe('attest');
+    expect(file(['--help'])).toBeUndefined();
+    expect(file(['help', 'pcr'])).toBeUndefined();
+    expect(file(['completion', 'bash'])).toBeUndefined();
+    expect(file(['no-such-command'])).toBeUndefined();
+  });
+
+  it('a single command loads only its group (exact same help as in the whole tree)', async () => {
+    const one = await buildProgram(['node', 'hyperenclave', '--json', 'pcr', 'read']);
+    expect(one.commands.map((c) => c.name())).toEqual(['tpm', 'pcr']);
+    const pcrRead = (p: Command) => p.commands.find((c) => c.name() === 'pcr')!.commands.find((c) => c.name() === 'read')!.helpInformation();
+    expect(pcrRead(one)).toBe(pcrRead(fullProgram));
+  });
+});
 
 /** Every command path in the commander tree: [], ['tpm'], ['tpm', 'info'], … */
 function commandPaths(cmd: Command, prefix: string[] = []): string[][] {
@@ -12,7 +47,7 @@ function commandPaths(cmd: Command, prefix: string[] = []): string[][] {
 }
 
 describe.skipIf(!!missing)('--help on every command (built CLI as a process)', () => {
-  const paths = commandPaths(buildProgram());
+  const paths = commandPaths(fullProgram);
 
   it('the tree is walked whole', () => {
     const names = paths.map((p) => p.join(' '));

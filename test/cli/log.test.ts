@@ -2,9 +2,10 @@ import { describe, expect, it } from 'vitest';
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { createLogger, logColorFor, logFormatFor, logLevelFromEnv, type LogFormat } from '../../src/log.js';
+import { createLogger, lazyLogger, logColorFor, logFormatFor, logLevelFromEnv, type LogFormat } from '../../src/log.js';
 import { repoRoot } from '../helpers/cli.js';
 import { scriptMissing } from './tty.js';
+import { skipUnless } from '../helpers/require.js';
 
 const SECRETS = {
   key: 'S3CRET-key-material',
@@ -21,6 +22,21 @@ function capture(format: LogFormat, color = false): { lines: string[]; log: Retu
   const lines: string[] = [];
   return { lines, log: createLogger('debug', { format, color, destination: { write: (l: string) => lines.push(l) } }) };
 }
+
+describe('the CLI\'s lazy logger: pino is made on the first line at the level, not before', () => {
+  it('below the level nothing is written and nothing made; at the level the line is written, redacted', () => {
+    const lines: string[] = [];
+    const log = lazyLogger('warn', { format: 'json', destination: { write: (l: string) => lines.push(l) } });
+    expect(log.level).toBe('warn');
+    expect(log.isLevelEnabled('info')).toBe(false);
+    log.info({ secret: 'S3CRET' }, 'not at this level');
+    log.debug('nor this');
+    expect(lines).toEqual([]);
+    log.warn({ secret: 'S3CRET', step: 'boot' }, 'at the level');
+    expect(lines).toHaveLength(1);
+    expect(JSON.parse(lines[0]!)).toMatchObject({ level: 40, msg: 'at the level', secret: '[redacted]', step: 'boot', name: 'hyperenclave' });
+  });
+});
 
 describe('logs: JSON for the unit, pretty for a terminal, secrets redacted in both', () => {
   for (const format of ['json', 'pretty'] as const) {
@@ -67,10 +83,8 @@ describe('logs: JSON for the unit, pretty for a terminal, secrets redacted in bo
 });
 
 const logModule = join(repoRoot, 'dist', 'src', 'log.js');
-const noDist = existsSync(logModule) ? undefined : `${logModule} missing: run "make build"`;
-const noPty = noDist ?? scriptMissing();
-if (noDist) console.warn(`skipping log process tests: ${noDist}`);
-else if (noPty) console.warn(`skipping log pseudo-terminal tests: ${noPty}`);
+const noDist = skipUnless('log process tests', [['cli', existsSync(logModule) ? undefined : `${logModule} missing: run "make build"`]]);
+const noPty = noDist ?? skipUnless('log pseudo-terminal tests', [['script', scriptMissing()]]);
 
 /** A process that logs secrets the way the CLI sets its logger up, then exits at once. */
 const PROGRAM = `

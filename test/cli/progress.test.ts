@@ -6,18 +6,16 @@ import { join } from 'node:path';
 import { cliMissing, repoRoot, runCli, schemaProblems } from '../helpers/cli.js';
 import { swtpmAvailable } from '../../src/platform/emulated/swtpm.js';
 import { lastScreenLine, runCliOnTty, scriptMissing } from './tty.js';
+import { hostImageArch } from '../helpers/arch.js';
+import { pathMissing, skipUnless } from '../helpers/require.js';
 
-const missing = cliMissing();
-const noTpm = missing ?? swtpmAvailable({ ek: true });
-const noPty = missing ?? scriptMissing();
 const addon = join(repoRoot, 'hypervisor', 'addon', 'hyperenclave-addon.node');
 const payload = join(repoRoot, 'hypervisor', 'enclaves', 'out', 'crypto.bin');
+const missing = skipUnless('CLI progress tests', [['cli', cliMissing()]]);
+const noTpm = missing ?? skipUnless('measure progress tests', [['swtpm', swtpmAvailable({ ek: true })]]);
+const noPty = missing ?? skipUnless('pseudo-terminal progress tests', [['script', scriptMissing()]]);
 const noEnclave =
-  noTpm ?? noPty ?? (existsSync(addon) ? undefined : `${addon} not built`) ?? (existsSync(payload) ? undefined : `${payload} not built`) ?? (existsSync('/dev/kvm') ? undefined : '/dev/kvm absent');
-if (missing) console.warn(`skipping CLI progress tests: ${missing}`);
-if (!missing && noTpm) console.warn(`skipping measure progress tests: ${noTpm}`);
-if (!missing && noPty) console.warn(`skipping pseudo-terminal progress tests: ${noPty}`);
-if (!noTpm && !noPty && noEnclave) console.warn(`skipping the enclave progress test: ${noEnclave}`);
+  noTpm ?? noPty ?? skipUnless('the enclave progress test', [['addon', pathMissing(addon, 'make build')], ['enclave-payloads', pathMissing(payload, 'make build')], ['kvm', pathMissing('/dev/kvm', 'enclaves cannot run')]]);
 
 /** Progress is a carriage-return redraw with a percentage: none of it may reach a pipe. */
 const PROGRESS = /\r|\d+%|MiB\/s/;
@@ -31,7 +29,7 @@ describe.skipIf(!!missing)('progress of long operations (built CLI as a process)
   beforeAll(async () => {
     // 24 MiB: six 4 MiB chunks, hashed on the parallel path (16 MiB and more, two banks).
     writeFileSync(join(state, 'big.bin'), randomBytes(24 * 1024 * 1024));
-    const b = await run('firmware', 'build', join(state, 'big.bin'), '-o', img, '--arch', 'intel-vmx', '--raw', '--entry', '0');
+    const b = await run('firmware', 'build', join(state, 'big.bin'), '-o', img, '--arch', hostImageArch(), '--raw', '--entry', '0');
     expect(b.code, b.stderr).toBe(0);
     expect(b.stderr).toBe('');
   });
@@ -81,7 +79,7 @@ describe.skipIf(!!missing)('progress of long operations (built CLI as a process)
 
   it.skipIf(!!noEnclave)('enclave run on a terminal shows the pages being added', async () => {
     const hv = join(state, 'hv.img');
-    const b = await run('firmware', 'build', addon, '-o', hv, '--arch', 'intel-vmx', '--raw', '--entry', '0');
+    const b = await run('firmware', 'build', addon, '-o', hv, '--arch', hostImageArch(), '--raw', '--entry', '0');
     expect(b.code, b.stderr).toBe(0);
     const boot = await run('boot', '--image', hv);
     expect(boot.code, boot.stderr).toBe(0);

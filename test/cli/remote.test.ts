@@ -16,9 +16,10 @@ import {
 } from '../helpers/cli.js';
 import { compileSchema } from '../../src/schemas.js';
 import { swtpmAvailable } from '../../src/platform/emulated/swtpm.js';
+import { hostImageArch } from '../helpers/arch.js';
+import { skipUnless } from '../helpers/require.js';
 
-const missing = cliMissing() ?? swtpmAvailable({ ek: true });
-if (missing) console.warn(`skipping the remote-verifier CLI tests: ${missing}`);
+const missing = skipUnless('the remote-verifier CLI tests', [['cli', cliMissing()], ['swtpm', swtpmAvailable({ ek: true })]]);
 
 const resultProblems = compileSchema('attestation-result.schema.json');
 
@@ -45,7 +46,7 @@ describe.skipIf(!!missing)('ak enroll --verifier and attest --verifier against v
   beforeAll(async () => {
     const img = f('hv.img');
     for (const args of [
-      ['firmware', 'build', join(repoRoot, 'test/fixtures/measure/tiny.elf'), '-o', img, '--arch', 'intel-vmx'],
+      ['firmware', 'build', join(repoRoot, 'test/fixtures/measure/tiny.elf'), '-o', img, '--arch', hostImageArch()],
       ['measure', img],
       ['firmware', 'reference', img, '-o', f('reference-values.json')],
     ]) {

@@ -7,10 +7,10 @@ import { join } from 'node:path';
 import { cliMissing, runCli, schemaProblems } from '../helpers/cli.js';
 import { startSwtpm, swtpmAvailable, type SwtpmInstance } from '../../src/platform/emulated/swtpm.js';
 import { writeEventLog } from '../../src/eventlog/index.js';
+import { commandMissing, skipUnless } from '../helpers/require.js';
 
-const missing = cliMissing() ?? swtpmAvailable();
-if (missing) console.warn(`skipping CLI TPM tests: ${missing}`);
-const hasTools = spawnSync('sh', ['-c', 'command -v tpm2_pcrread'], { stdio: 'ignore' }).status === 0;
+const missing = skipUnless('CLI TPM tests', [['cli', cliMissing()], ['swtpm', swtpmAvailable()]]);
+const hasTools = !missing && !skipUnless('the tpm2_pcrread cross-check', [['tpm2-tools', commandMissing('tpm2_pcrread', 'tpm2-tools')]]);
 
 describe.skipIf(!!missing)('hyperenclave tpm / pcr / eventlog against swtpm (built CLI as a process)', () => {
   let tpm: SwtpmInstance;

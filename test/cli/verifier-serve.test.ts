@@ -10,10 +10,11 @@ import { compileSchema } from '../../src/schemas.js';
 import { swtpmAvailable } from '../../src/platform/emulated/swtpm.js';
 import { parseEventLog } from '../../src/eventlog/index.js';
 import { lastScreenLine, runCliOnTty, scriptMissing } from './tty.js';
+import { hostImageArch } from '../helpers/arch.js';
+import { skipUnless } from '../helpers/require.js';
 
-const missing = cliMissing() ?? swtpmAvailable({ ek: true });
-if (missing) console.warn(`skipping verifier service CLI tests: ${missing}`);
-const noPty = scriptMissing();
+const missing = skipUnless('verifier service CLI tests', [['cli', cliMissing()], ['swtpm', swtpmAvailable({ ek: true })]]);
+const noPty = missing ?? skipUnless('verifier batch progress on a terminal', [['script', scriptMissing()]]);
 
 const verdictProblems = compileSchema('verifier-verdict.schema.json');
 const resultProblems = compileSchema('attestation-result.schema.json');
@@ -73,7 +74,7 @@ describe.skipIf(!!missing)('verifier serve as a process: HTTP API, refusals, SIG
   beforeAll(async () => {
     const img = f('hv.img');
     for (const args of [
-      ['firmware', 'build', join(repoRoot, 'test/fixtures/measure/tiny.elf'), '-o', img, '--arch', 'intel-vmx'],
+      ['firmware', 'build', join(repoRoot, 'test/fixtures/measure/tiny.elf'), '-o', img, '--arch', hostImageArch()],
       ['measure', img],
       ['firmware', 'reference', img, '-o', f('reference-values.json')],
       ['ak', 'create'],

@@ -4,10 +4,9 @@ import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { cliMissing, repoRoot } from '../helpers/cli.js';
+import { commandMissing, skipUnless } from '../helpers/require.js';
 
-const has = (c: string) => spawnSync('sh', ['-c', `command -v ${c}`], { stdio: 'ignore' }).status === 0;
-const missing = cliMissing() ?? (has('make') ? undefined : 'make not installed');
-if (missing) console.warn(`skipping install tests: ${missing}`);
+const missing = skipUnless('install tests', [['cli', cliMissing()], ['make', commandMissing('make', 'make')]]);
 
 describe.skipIf(!!missing)('make install into a temporary root', () => {
   const root = mkdtempSync(join(tmpdir(), 'he-destdir-'));
@@ -24,6 +23,7 @@ describe.skipIf(!!missing)('make install into a temporary root', () => {
       'etc/hyperenclave/config.json',
       'usr/share/bash-completion/completions/hyperenclave',
       'usr/share/zsh/vendor-completions/_hyperenclave',
+      'usr/share/fish/vendor_completions.d/hyperenclave.fish',
       'usr/share/doc/hyperenclave/README.md',
       'usr/lib/hyperenclave/schemas/config.schema.json',
     ])
@@ -43,7 +43,7 @@ describe.skipIf(!!missing)('make install into a temporary root', () => {
     expect(loadConfig(join(root, 'etc/hyperenclave/config.json')).schema).toBe('hyperenclave/config');
   });
 
-  it.skipIf(!has('systemd-analyze'))('the unit verifies and its sandbox exposure stays low', () => {
+  it.skipIf(!!missing || !!skipUnless('unit verification and sandbox rating', [['systemd-analyze', commandMissing('systemd-analyze', 'systemd')]]))('the unit verifies and its sandbox exposure stays low', () => {
     const v = spawnSync('systemd-analyze', ['verify', `--root=${root}`, '/lib/systemd/system/hyperenclave.service'], { encoding: 'utf8' });
     expect(v.status, v.stderr).toBe(0);
     const s = spawnSync('systemd-analyze', ['security', '--offline=yes', `--root=${root}`, 'hyperenclave.service'], { encoding: 'utf8' });

@@ -13,6 +13,15 @@ use std::path::PathBuf;
 const CMD_SET_LOCALITY: u32 = 5;
 /// The locality the hypervisor uses; the demoted host is left with locality 0.
 pub const HYPERVISOR_LOCALITY: u8 = 2;
+/// A TPM that does not answer within this is a transport error, not a hung service.
+const IO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+fn connect(path: &std::path::Path, what: &'static str) -> Result<UnixStream, TpmIoError> {
+    let s = UnixStream::connect(path).map_err(|_| TpmIoError { what })?;
+    s.set_read_timeout(Some(IO_TIMEOUT)).map_err(|_| TpmIoError { what })?;
+    s.set_write_timeout(Some(IO_TIMEOUT)).map_err(|_| TpmIoError { what })?;
+    Ok(s)
+}
 
 #[derive(Clone, Debug)]
 pub struct SwtpmUnix {
@@ -23,7 +32,7 @@ pub struct SwtpmUnix {
 impl SwtpmUnix {
     fn set_locality(&self, loc: u8) -> Result<(), TpmIoError> {
         let io = |_| TpmIoError { what: "swtpm control socket" };
-        let mut c = UnixStream::connect(&self.ctrl).map_err(io)?;
+        let mut c = connect(&self.ctrl, "swtpm control socket")?;
         let mut cmd = [0u8; 5];
         cmd[..4].copy_from_slice(&CMD_SET_LOCALITY.to_be_bytes());
         cmd[4] = loc;
@@ -38,7 +47,7 @@ impl SwtpmUnix {
 
     fn exchange(&self, cmd: &[u8], rsp: &mut [u8]) -> Result<usize, TpmIoError> {
         let io = |_| TpmIoError { what: "swtpm server socket" };
-        let mut s = UnixStream::connect(&self.server).map_err(io)?;
+        let mut s = connect(&self.server, "swtpm server socket")?;
         s.write_all(cmd).map_err(io)?;
         if rsp.len() < 10 {
             return Err(TpmIoError { what: "response buffer below a TPM header" });

@@ -179,7 +179,7 @@ pub const MEMMAP_ENTRY_SIZE: usize = 24;
 
 /// STATUS record, little-endian u64 words (index: meaning):
 /// 0 ABI version · 1 flags (bit 0 enabled, bit 1 NPT (else EPT), bit 2 key slots present,
-/// bit 3 SIGSTRUCT signatures required) · 2 reserved base · 3 hypervisor bytes · 4 image bytes ·
+/// bit 3 SIGSTRUCT signatures required, bit 4 root of trust established) · 2 reserved base · 3 hypervisor bytes · 4 image bytes ·
 /// 5 EPC bytes · 6 EPC pages total · 7 EPC pages used · 8 pool frames total · 9 pool frames used
 /// · 10 enclaves · 11 max enclaves · 12 key-slot kind (0 none, 1 ASID, 2 KeyID) · 13 slot min ·
 /// 14 slot max · 15 slots allocated · 16 slots waiting for flush · 17 flushes · 18 host faults in
@@ -190,7 +190,11 @@ pub fn encode_status(s: &Status, signatures_required: bool) -> [u8; STATUS_SIZE]
         None => (0, 0, 0, Default::default()),
         Some((c, st)) => (if c.kind == SlotKind::Asid { 1 } else { 2 }, c.min as u64, (c.min + st.total).saturating_sub(1) as u64, st),
     };
-    let flags = s.enabled as u64 | ((s.paging == Format::Npt) as u64) << 1 | ((kind != 0) as u64) << 2 | (signatures_required as u64) << 3;
+    let flags = s.enabled as u64
+        | ((s.paging == Format::Npt) as u64) << 1
+        | ((kind != 0) as u64) << 2
+        | (signatures_required as u64) << 3
+        | (s.trust_established as u64) << 4;
     let words: [u64; 26] = [
         s.abi_version as u64,
         flags,

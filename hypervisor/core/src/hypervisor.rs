@@ -194,6 +194,8 @@ pub struct Status {
     pub enclaves_destroyed: u64,
     pub reports_issued: u64,
     pub image_digest: [u8; 32],
+    /// TRUST_INIT has run since the last enable/load (keys, HAK and QUOTE available).
+    pub trust_established: bool,
 }
 
 #[derive(Clone, Copy)]
@@ -307,6 +309,7 @@ impl<M: PhysMem, const EPC_PAGES: usize> Hypervisor<M, EPC_PAGES> {
             enclaves_destroyed: self.destroyed,
             reports_issued: self.reports,
             image_digest: self.cfg.image_digest,
+            trust_established: self.trust.is_some(),
         }
     }
 

@@ -56,7 +56,8 @@ impl Default for TrustConfig {
 pub type EntropySource = fn(&mut [u8]) -> bool;
 
 /// The event the hypervisor extends into its PCR at DISABLE: afterwards the PCR is in no state
-/// the root secret unseals in until a reload measures the image again.
+/// the root secret unseals in until a reload measures the image again. Mirrored as
+/// HYPERVISOR_EXIT_EVENT in src/hypervisor/abi.ts (the CLI logs it after a linux DISABLE).
 pub const EXIT_EVENT: &[u8] = b"hyperenclave:hypervisor-exit v=1";
 /// The HAK event data prefix; the 64 lowercase hex characters of the public key follow.
 pub const HAK_EVENT_PREFIX: &[u8] = b"hyperenclave-hak:ed25519:";
@@ -107,7 +108,7 @@ pub struct TrustInit {
 }
 
 /// TPMT_PUBLIC of the sealed data object (unique empty; the TPM fills it).
-fn sealed_template(policy: &[u8; 32]) -> [u8; SEALED_FIXED + 2] {
+pub(crate) fn sealed_template(policy: &[u8; 32]) -> [u8; SEALED_FIXED + 2] {
     let mut t = [0u8; SEALED_FIXED + 2];
     t[0..2].copy_from_slice(&alg::KEYEDHASH.to_be_bytes());
     t[2..4].copy_from_slice(&alg::SHA256.to_be_bytes());
@@ -119,7 +120,7 @@ fn sealed_template(policy: &[u8; 32]) -> [u8; SEALED_FIXED + 2] {
 }
 
 /// TPMT_PUBLIC of the parent: an ECC P-256 restricted decryption (storage) key, AES-128-CFB.
-fn parent_template(policy: &[u8; 32]) -> [u8; 58] {
+pub(crate) fn parent_template(policy: &[u8; 32]) -> [u8; 58] {
     let mut t = [0u8; 58];
     let mut at = 0;
     let mut put = |b: &[u8]| {
@@ -169,7 +170,7 @@ pub fn hak_event(public: &[u8; 32]) -> [u8; HAK_EVENT_SIZE] {
 }
 
 /// Runs the policy in a new session; on failure the session is flushed.
-fn satisfy<T: TpmTransport>(tpm: &mut Tpm<'_, T>, nonce: &[u8; 16], selection: &[u8; 10], branches: &[[u8; 32]]) -> HvResult<u32> {
+pub(crate) fn satisfy<T: TpmTransport>(tpm: &mut Tpm<'_, T>, nonce: &[u8; 16], selection: &[u8; 10], branches: &[[u8; 32]]) -> HvResult<u32> {
     let s = tpm.start_policy_session(nonce)?;
     let r = tpm.policy_locality(s, LOCALITY_TWO).and_then(|_| tpm.policy_pcr(s, selection)).and_then(|_| tpm.policy_or(s, branches));
     match r {
@@ -181,11 +182,14 @@ fn satisfy<T: TpmTransport>(tpm: &mut Tpm<'_, T>, nonce: &[u8; 16], selection: &
     }
 }
 
+/// Largest TPM2B_PRIVATE accepted: a sealed 32-byte secret's is about 150 bytes.
+const BLOB_PRIVATE_MAX: usize = 512;
+
 /// Bytes before the TPM2B_PRIVATE: magic and v0.
 const BLOB_HEADER: usize = 4 + 32;
 
 /// Splits a blob into (v0, TPM2B_PRIVATE, TPM2B_PUBLIC) with their size prefixes, checking bounds.
-fn split_blob(blob: &[u8]) -> HvResult<([u8; 32], &[u8], &[u8])> {
+pub(crate) fn split_blob(blob: &[u8]) -> HvResult<([u8; 32], &[u8], &[u8])> {
     if blob.len() < BLOB_HEADER || blob[..4] != BLOB_MAGIC {
         return Err(HvError::TrustSealFailed { what: "blob does not start with \"HER1\" and a 32-byte PCR value (byte 0)", rc: 0 });
     }
@@ -196,6 +200,9 @@ fn split_blob(blob: &[u8]) -> HvResult<([u8; 32], &[u8], &[u8])> {
     let public = r.tpm2b_raw("blob public").map_err(bad)?;
     if r.at() != blob.len() - BLOB_HEADER {
         return Err(HvError::TrustSealFailed { what: "blob has bytes after its public area", rc: 0 });
+    }
+    if private.len() > BLOB_PRIVATE_MAX {
+        return Err(HvError::TrustSealFailed { what: "blob's private area is larger than a sealed 32-byte secret's", rc: 0 });
     }
     Ok((v0, private, public))
 }
@@ -209,9 +216,19 @@ impl<M: PhysMem, const E: usize> Hypervisor<M, E> {
         if out.len() < TRUST_BLOB_CAPACITY {
             return Err(HvError::BufferTooSmall { what: "TRUST_INIT blob output", need: TRUST_BLOB_CAPACITY as u64, got: out.len() as u64 });
         }
-        self.trust = None; // a failed re-run leaves no stale keys
+        if self.trust.is_some() {
+            // once per enable: a second call could only swap the root under running enclaves
+            return Err(HvError::TrustSealFailed { what: "the root of trust is already established (TRUST_INIT runs once per enable; DISABLE drops it)", rc: 0 });
+        }
         let tc = self.config().trust;
-        if tc.hypervisor_pcr > 23 || tc.hak_pcr > 23 || tc.firmware_pcrs >> 24 != 0 || tc.firmware_pcrs & (1 << tc.hypervisor_pcr) != 0 {
+        // the HAK PCR must not be one the policy covers (extending it would lock the root out)
+        if tc.hypervisor_pcr > 23
+            || tc.hak_pcr > 23
+            || tc.firmware_pcrs >> 24 != 0
+            || tc.firmware_pcrs & (1 << tc.hypervisor_pcr) != 0
+            || tc.firmware_pcrs & (1 << tc.hak_pcr) != 0
+            || tc.hak_pcr == tc.hypervisor_pcr
+        {
             return Err(HvError::InvalidRange { what: "trust PCR configuration", start: tc.hypervisor_pcr as u64, size: tc.firmware_pcrs as u64 });
         }
         let mut nonce = [0u8; 16];

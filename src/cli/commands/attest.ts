@@ -1,38 +1,42 @@
 import type { Command } from 'commander';
 import { existsSync, readFileSync } from 'node:fs';
-import { context } from '../context.js';
+import { X509Certificate } from 'node:crypto';
 import { emit, UsageError } from '../output.js';
-import { withTpm } from '../tpm-access.js';
 import { progressFor } from '../progress.js';
 import { log } from '../../log.js';
 import { HyperEnclaveError, EXIT } from '../../errors.js';
-import {
-  akEnrollAnswerFile,
-  akEnrollRequestFile,
-  attestToFiles,
-  clientAttesterTpm,
-  clientEnrollingTpm,
-  exitCodeOf,
-  formatResultTable,
-  parseNonceHex,
-  serveVerifier,
-  Verifier,
-  verifierEnrollFinishFile,
-  verifierEnrollStartFiles,
-  verifyBundleFile,
-  verifyTpm2ToolsQuote,
-  VerifierClient,
-  enrollWithVerifier,
-  type VerifyOutcome,
-} from '../../attest/index.js';
+import type * as AttestLib from '../../attest/index.js';
+import type { VerifyOutcome } from '../../attest/index.js';
 import type { HyperEnclaveConfig } from '../../config/index.js';
-import { createStoredAk, loadStoredAk, readStoredAk } from '../../attest/ak-store.js';
+import type * as AkStore from '../../attest/ak-store.js';
+import type * as Context from '../context.js';
+import type * as TpmAccess from '../tpm-access.js';
 import { drtmLogPath, FIRMWARE_EVENT_LOG, runtimeLogPath } from '../../platform/logs.js';
 import { writeFileAtomic } from '../../platform/state.js';
-import { withHypervisor } from '../../hypervisor/service.js';
-import { quoteEnclaves } from '../../attest/enclave-evidence.js';
-import { DEFAULT_HAK_PCR } from '../../attest/enclave-quote.js';
-import { NONCE_MAX, NONCE_MIN } from '../../attest/verify.js';
+import type * as HypervisorService from '../../hypervisor/service.js';
+import type * as EnclaveEvidence from '../../attest/enclave-evidence.js';
+import type * as EnclaveQuote from '../../attest/enclave-quote.js';
+import type * as VerifyLib from '../../attest/verify.js';
+
+// The attestation stack, loaded by load() when an action runs (not for --help or other commands).
+let { context }: typeof Context = {} as typeof Context;
+let { withTpm }: typeof TpmAccess = {} as typeof TpmAccess;
+let { createStoredAk, loadStoredAk, readStoredAk }: typeof AkStore = {} as typeof AkStore;
+let { akEnrollAnswerFile, akEnrollRequestFile, attestToFiles, clientAttesterTpm, clientEnrollingTpm, exitCodeOf, formatResultTable, parseNonceHex, serveVerifier, Verifier, verifierEnrollFinishFile, verifierEnrollStartFiles, verifyBundleFile, verifyTpm2ToolsQuote, VerifierClient, enrollWithVerifier }: typeof AttestLib = {} as typeof AttestLib;
+let { withHypervisor }: typeof HypervisorService = {} as typeof HypervisorService;
+let { quoteEnclaves }: typeof EnclaveEvidence = {} as typeof EnclaveEvidence;
+let { DEFAULT_HAK_PCR }: typeof EnclaveQuote = {} as typeof EnclaveQuote;
+let { NONCE_MAX, NONCE_MIN }: typeof VerifyLib = {} as typeof VerifyLib;
+async function load(): Promise<void> {
+  ({ withHypervisor } = await import('../../hypervisor/service.js'));
+  ({ quoteEnclaves } = await import('../../attest/enclave-evidence.js'));
+  ({ DEFAULT_HAK_PCR } = await import('../../attest/enclave-quote.js'));
+  ({ NONCE_MAX, NONCE_MIN } = await import('../../attest/verify.js'));
+  ({ context } = await import('../context.js'));
+  ({ withTpm } = await import('../tpm-access.js'));
+  ({ createStoredAk, loadStoredAk, readStoredAk } = await import('../../attest/ak-store.js'));
+  ({ akEnrollAnswerFile, akEnrollRequestFile, attestToFiles, clientAttesterTpm, clientEnrollingTpm, exitCodeOf, formatResultTable, parseNonceHex, serveVerifier, Verifier, verifierEnrollFinishFile, verifierEnrollStartFiles, verifyBundleFile, verifyTpm2ToolsQuote, VerifierClient, enrollWithVerifier } = await import('../../attest/index.js'));
+}
 
 function printOutcome(opts: { json?: boolean }, outcome: VerifyOutcome, jwtPath?: string): void {
   if (jwtPath) writeFileAtomic(jwtPath, outcome.jwt + '\n');
@@ -138,6 +142,7 @@ export function registerAttest(program: Command): void {
     .option('--kind <kind>', 'ecc (P-256, ECDSA) or rsa (2048, RSASSA)', 'ecc')
     .addHelpText('after', '\nExample:\n  hyperenclave ak create --kind rsa --json')
     .action(async (o: { kind: string }, cmd: Command) => {
+      await load();
       const { opts, platform } = context(cmd);
       if (o.kind !== 'ecc' && o.kind !== 'rsa') throw new UsageError(`--kind: ecc or rsa, got "${o.kind}"`);
       const stored = await withTpm(platform, opts.tcti, (t) => createStoredAk(t, platform.stateDir, o.kind as 'ecc'));
@@ -151,6 +156,7 @@ export function registerAttest(program: Command): void {
     .option('--verifier [url]', 'do the whole exchange with a remote verifier (`verifier serve`); default URL: config verifier.endpoint')
     .addHelpText('after', '\nExample:\n  hyperenclave ak enroll --request req.json\n  hyperenclave verifier enroll --request req.json --challenge ch.json\n  hyperenclave ak enroll --challenge ch.json --answer ans.json\n  hyperenclave verifier enroll --answer ans.json')
     .action(async (o: { request?: string; challenge?: string; answer?: string; verifier?: string | true }, cmd: Command) => {
+      await load();
       const { opts, platform, config } = context(cmd);
       if (o.verifier !== undefined) {
         if (o.request || o.challenge) throw new UsageError('ak enroll --verifier: the exchange is done over HTTP, without --request/--challenge files');
@@ -181,6 +187,7 @@ export function registerAttest(program: Command): void {
     .option('--keylime <file>', 'also write Keylime\'s quote string')
     .addHelpText('after', '\nExamples:\n  hyperenclave attest --nonce $(openssl rand -hex 16) --out ev.json --tpm2-tools ./quote\n  hyperenclave attest --nonce $N --enclave sealer.manifest.json --out ev.json\n  hyperenclave attest --verifier http://verifier.example:8437 --out ev.json')
     .action(async (o: { nonce?: string; verifier?: string | true; out: string; pcrs: string; enclave?: string[]; userData?: string; tpm2Tools?: string; keylime?: string }, cmd: Command) => {
+      await load();
       const { opts, platform, config } = context(cmd);
       if ((o.nonce === undefined) === (o.verifier === undefined)) throw new UsageError('attest: give --nonce HEX (the verifier\'s challenge), or --verifier [URL] to ask a verifier for it');
       const pcrSelection = pcrSelectionOf(o.pcrs);
@@ -206,10 +213,20 @@ export function registerAttest(program: Command): void {
       const res = await withTpm(platform, opts.tcti, async (t) => {
         const stored = readStoredAk(platform.stateDir);
         if (!stored) throw new HyperEnclaveError('attest: no AK yet: run "hyperenclave ak create" (and enroll it with your verifier)', EXIT.NOT_FOUND);
+        // The EK certificate travels along (informative: the verifier consults its enrollment
+        // record, and uses this only when that record predates the platform kind it keeps).
+        const ekDer = await t.readEkCertificate('rsa').catch(() => undefined);
+        let ekCertificates: string[] | undefined;
+        try {
+          ekCertificates = ekDer ? [new X509Certificate(ekDer).toString()] : undefined;
+        } catch {
+          ekCertificates = undefined;
+        }
         const { ak: loaded, release } = await loadStoredAk(t, stored);
         try {
           return await attestToFiles(clientAttesterTpm(t, loaded), {
             nonce,
+            ...(ekCertificates ? { ekCertificates } : {}),
             ak: { tpmtPublic: Buffer.from(stored.public, 'base64'), pem: stored.pem, name: Buffer.from(stored.name, 'hex') },
             pcrSelection,
             // No platform-kind claim: the verifier derives it from the EK certificate, not from --platform.
@@ -263,7 +280,8 @@ export function registerAttest(program: Command): void {
       'after',
       '\nExamples:\n  hyperenclave verify ev.json --policy policy.json --nonce $N\n  hyperenclave verify host-*.json --policy policy.json --json   (a batch: exit 0 only if every file affirms)\n  hyperenclave verify --tpm2-quote-message m --tpm2-quote-signature s --tpm2-quote-pcrs p --ak-public ak.pem --nonce $N',
     )
-    .action((evidenceFiles: string[], o: Record<string, string | undefined>, cmd: Command) => {
+    .action(async (evidenceFiles: string[], o: Record<string, string | undefined>, cmd: Command) => {
+      await load();
       const { opts, platform } = context(cmd);
       const stateDir = o.stateOfVerifier ?? `${platform.stateDir}/verifier`;
       const tpm2 = o.tpm2QuoteMessage || o.tpm2QuoteSignature || o.tpm2QuotePcrs;
@@ -308,7 +326,8 @@ export function registerAttest(program: Command): void {
     .option('--answer <file>', 'the attester\'s answer: on success the AK is enrolled')
     .option('--policy <file>', 'verifier policy (trusted EK CAs)')
     .addHelpText('after', '\nExample:\n  hyperenclave verifier enroll --policy policy.json --request req.json --challenge ch.json\n  (the attester answers: hyperenclave ak enroll --challenge ch.json --answer ans.json)\n  hyperenclave verifier enroll --policy policy.json --answer ans.json')
-    .action((o: { request?: string; challenge?: string; answer?: string; policy?: string }, cmd: Command) => {
+    .action(async (o: { request?: string; challenge?: string; answer?: string; policy?: string }, cmd: Command) => {
+      await load();
       const { opts, platform } = context(cmd);
       const v = new Verifier({ stateDir: `${platform.stateDir}/verifier`, ...(o.policy ? { policyPath: o.policy } : {}) });
       if (o.request) {
@@ -331,6 +350,7 @@ export function registerAttest(program: Command): void {
       '\nExample:\n  hyperenclave verifier serve --listen 127.0.0.1:8437 --policy policy.json\n  curl -s -X POST -H content-type:application/json -d {} http://127.0.0.1:8437/challenge',
     )
     .action(async (o: { listen: string; policy?: string; maxBody: string }, cmd: Command) => {
+      await load();
       const { opts, platform } = context(cmd);
       const m = /^(.+):(\d+)$/.exec(o.listen);
       if (!m || Number(m[2]) > 65535) throw new UsageError(`--listen: expected host:port, got "${o.listen}"`);

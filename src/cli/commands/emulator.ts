@@ -1,9 +1,8 @@
 import type { Command } from 'commander';
-import { context } from '../context.js';
 import { emit } from '../output.js';
-import { emulatedTpmRecord, ensureEmulatedTpm, stopEmulatedTpm } from '../../platform/emulated/tpm-daemon.js';
 import { HyperEnclaveError, EXIT } from '../../errors.js';
-import { stopHypervisor } from '../../hypervisor/index.js';
+
+const daemon = () => import('../../platform/emulated/tpm-daemon.js');
 
 export function registerEmulator(program: Command): void {
   const emu = program
@@ -11,7 +10,8 @@ export function registerEmulator(program: Command): void {
     .description('the emulated platform\'s long-lived parts (its TPM); "stop" is a power-off')
     .addHelpText('after', '\nExample:\n  hyperenclave emulator start --state-dir /tmp/he && hyperenclave emulator stop --state-dir /tmp/he');
 
-  const requireEmulated = (cmd: Command) => {
+  const requireEmulated = async (cmd: Command) => {
+    const { context } = await import('../context.js');
     const ctx = context(cmd);
     if (ctx.platform.kind !== 'emulated') throw new HyperEnclaveError('emulator: the selected platform is linux, not emulated', EXIT.UNSUPPORTED);
     return ctx;
@@ -22,7 +22,8 @@ export function registerEmulator(program: Command): void {
     .description('start the emulated TPM (manufactured with EK certificates on first start)')
     .addHelpText('after', '\nExample:\n  hyperenclave --state-dir /tmp/he emulator start --json')
     .action(async (_o, cmd: Command) => {
-      const { opts, platform } = requireEmulated(cmd);
+      const { opts, platform } = await requireEmulated(cmd);
+      const { ensureEmulatedTpm } = await daemon();
       const info = await ensureEmulatedTpm(platform.stateDir);
       emit(opts, { schema: 'hyperenclave/emulator', version: 1, running: true, ...info }, () => `emulated TPM running (pid ${info.pid}), tcti ${info.tcti}`);
     });
@@ -31,7 +32,9 @@ export function registerEmulator(program: Command): void {
     .description('stop the emulated hypervisor service and TPM (a power-off)')
     .addHelpText('after', '\nExample:\n  hyperenclave --state-dir /tmp/he emulator stop')
     .action(async (_o, cmd: Command) => {
-      const { opts, platform } = requireEmulated(cmd);
+      const { opts, platform } = await requireEmulated(cmd);
+      const { stopHypervisor } = await import('../../hypervisor/index.js');
+      const { stopEmulatedTpm } = await daemon();
       await stopHypervisor(platform);
       const stopped = await stopEmulatedTpm(platform.stateDir);
       emit(opts, { schema: 'hyperenclave/emulator', version: 1, running: false, stopped }, () => (stopped ? 'emulated TPM stopped' : 'emulated TPM was not running'));
@@ -41,7 +44,8 @@ export function registerEmulator(program: Command): void {
     .description('whether the emulated TPM runs')
     .addHelpText('after', '\nExample:\n  hyperenclave --state-dir /tmp/he emulator status --json')
     .action(async (_o, cmd: Command) => {
-      const { opts, platform } = requireEmulated(cmd);
+      const { opts, platform } = await requireEmulated(cmd);
+      const { emulatedTpmRecord } = await daemon();
       const rec = emulatedTpmRecord(platform.stateDir);
       let running = false;
       if (rec) {

@@ -2,7 +2,6 @@ import type { Command } from 'commander';
 import { readFileSync } from 'node:fs';
 import { emit, UsageError } from '../output.js';
 import { progressFor } from '../progress.js';
-import { parseMemmapText, planReservation, readFirmwareMemmap } from '../../../firmware-tools/memmap.js';
 import { registerImageCommands } from '../../../firmware-tools/cli.js';
 
 function intOpt(name: string, v: string): number {
@@ -25,7 +24,8 @@ export function registerFirmware(program: Command): Command {
     .option('--base <hex>', 'use this physical base instead of choosing one')
     .option('--map <file>', 'memory map as "START END TYPE" lines or dmesg e820 lines (default /sys/firmware/memmap)')
     .addHelpText('after', '\nExample:\n  hyperenclave firmware memmap --hypervisor-mib 64 --epc-mib 448')
-    .action((o: { hypervisorMib: string; epcMib: string; keepMib: string; base?: string; map?: string }, cmd: Command) => {
+    .action(async (o: { hypervisorMib: string; epcMib: string; keepMib: string; base?: string; map?: string }, cmd: Command) => {
+      const { parseMemmapText, planReservation, readFirmwareMemmap } = await import('../../../firmware-tools/memmap.js');
       const g = cmd.optsWithGlobals<{ json?: boolean }>();
       // Options first: a usage error does not depend on the memory map being readable.
       if (o.base !== undefined && !/^0x[0-9a-f]+$/i.test(o.base)) throw new UsageError(`--base: expected a hex address like 0x100000000, got "${o.base}"`);

@@ -1,21 +1,16 @@
 import type { Command } from 'commander';
 import { readFileSync } from 'node:fs';
-import { context } from '../context.js';
 import { emit, UsageError } from '../output.js';
 import { withProgress } from '../progress.js';
 import { log } from '../../log.js';
-import { runBoot } from '../../boot/flow.js';
-import { bootStepsFor } from '../../boot/steps.js';
-import { loadPolicy, DEFAULT_POLICY_NAME } from '../../measure/index.js';
-import { disableHypervisor, enableHypervisor, formatStatus, hypervisorStatus, statusToJson, stopHypervisor } from '../../hypervisor/index.js';
-import { createEnclaveFromManifest, destroyEnclaveById, listEnclaves, parseEcallSpec, runEnclaveFromManifest } from '../../enclave/index.js';
-import { BACKEND_KINDS, type BackendKind } from '../../enclave/backends/index.js';
-import { runDemo } from '../../demo/demo.js';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { verifyContainerFile } from '../../measure/container.js';
-import { readLaunchEnvironmentFile } from '../../txt/launch-env.js';
+import { BACKEND_KINDS, type BackendKind } from '../../enclave/backends/types.js';
+
+/** What the actions need, loaded when one runs (not for --help or other commands). */
+const lib = async () => ({ ...(await import('../context.js')), ...(await import('../../hypervisor/index.js')) });
+const enclaves = () => import('../../enclave/index.js');
 
 function backendOpt(v: string | undefined): BackendKind | undefined {
   if (v === undefined) return undefined;
@@ -31,6 +26,11 @@ export function registerHypervisor(program: Command): void {
     .option('--drtm <launch-env>', 'perform the (emulated) dynamic launch with this launch environment blob')
     .addHelpText('after', '\nExample:\n  hyperenclave boot --image /lib/firmware/hyperenclave/hyperenclave.img')
     .action(async (o: { image?: string; drtm?: string }, cmd: Command) => {
+      const { context } = await lib();
+      const { runBoot } = await import('../../boot/flow.js');
+      const { bootStepsFor } = await import('../../boot/steps.js');
+      const { loadPolicy, DEFAULT_POLICY_NAME } = await import('../../measure/policy.js');
+      const { readLaunchEnvironmentFile } = await import('../../txt/launch-env.js');
       const { opts, platform, config: cfg } = context(cmd);
       const imagePath = o.image ?? cfg.image ?? '/lib/firmware/hyperenclave/hyperenclave.img';
       const policy = loadPolicy(cfg.pcrPolicy ?? DEFAULT_POLICY_NAME);
@@ -48,7 +48,7 @@ export function registerHypervisor(program: Command): void {
       emit(opts, { schema: 'hyperenclave/boot', version: 1, alreadyEnabled: r.alreadyEnabled, state: r.state as unknown as Record<string, unknown> }, () =>
         r.alreadyEnabled
           ? 'hypervisor already enabled in this boot: nothing done'
-          : [`booted: ${r.state.steps.map((s) => `${s.name} ${s.status}`).join(', ')}`, `image ${r.state.image?.id.slice(0, 16)}…, host demoted`].join('\n'),
+          : [`booted: ${r.state.steps.map((s) => `${s.name} ${s.status}`).join(', ')}`, `image ${r.state.image?.id.slice(0, 16)}…, ${platform.kind === 'emulated' ? 'enabled in the emulated service (nothing is demoted)' : 'host demoted'}`].join('\n'),
       );
     });
 
@@ -58,6 +58,8 @@ export function registerHypervisor(program: Command): void {
     .option('--image <file>', 'image container to load first')
     .addHelpText('after', '\nExample:\n  hyperenclave enable --image /lib/firmware/hyperenclave/hyperenclave.img')
     .action(async (o: { image?: string }, cmd: Command) => {
+      const { context, enableHypervisor, statusToJson, formatStatus } = await lib();
+      const { verifyContainerFile } = await import('../../measure/container.js');
       const { opts, platform } = context(cmd);
       let image;
       if (o.image) {
@@ -72,6 +74,7 @@ export function registerHypervisor(program: Command): void {
     .description('hand the CPUs back to Linux (refused while enclaves exist)')
     .addHelpText('after', '\nExample:\n  hyperenclave enclave list && hyperenclave disable')
     .action(async (_o, cmd: Command) => {
+      const { context, disableHypervisor, statusToJson, formatStatus } = await lib();
       const { opts, platform } = context(cmd);
       const s = await disableHypervisor(platform);
       emit(opts, statusToJson(s) as never, () => formatStatus(s).join('\n'));
@@ -81,6 +84,7 @@ export function registerHypervisor(program: Command): void {
     .description('platform, loaded image, demotion, EPC, enclaves, key slots, host faults')
     .addHelpText('after', '\nExample:\n  hyperenclave status --json')
     .action(async (_o, cmd: Command) => {
+      const { context, hypervisorStatus, statusToJson, formatStatus } = await lib();
       const { opts, platform } = context(cmd);
       const s = await hypervisorStatus(platform);
       emit(opts, statusToJson(s) as never, () => formatStatus(s).join('\n'));
@@ -98,6 +102,8 @@ export function registerHypervisor(program: Command): void {
     .option('--ecall <spec...>', 'FN, FN:HEX or FN=TEXT')
     .addHelpText('after', '\nExample:\n  hyperenclave enclave run test/fixtures/enclave/crypto.manifest.json --backend sev --ecall 1=hello')
     .action(async (manifest: string, o: { backend?: string; ecall?: string[] }, cmd: Command) => {
+      const { context } = await lib();
+      const { parseEcallSpec, runEnclaveFromManifest } = await enclaves();
       const { opts, platform } = context(cmd);
       const backend = backendOpt(o.backend);
       const ecalls = o.ecall?.map(parseEcallSpec);
@@ -121,6 +127,8 @@ export function registerHypervisor(program: Command): void {
     .option('--backend <kind>', `one of ${BACKEND_KINDS.join(', ')}`)
     .addHelpText('after', '\nExample:\n  hyperenclave enclave create test/fixtures/enclave/crypto.manifest.json --backend mktme --json')
     .action(async (manifest: string, o: { backend?: string }, cmd: Command) => {
+      const { context } = await lib();
+      const { createEnclaveFromManifest } = await enclaves();
       const { opts, platform } = context(cmd);
       const backend = backendOpt(o.backend);
       const s = await withProgress(opts, { label: `add pages ${manifest}`, unit: 'bytes' }, (onProgress) =>
@@ -133,6 +141,8 @@ export function registerHypervisor(program: Command): void {
     .description('enclaves alive in the hypervisor')
     .addHelpText('after', '\nExample:\n  hyperenclave enclave list --json')
     .action(async (_o, cmd: Command) => {
+      const { context } = await lib();
+      const { listEnclaves } = await enclaves();
       const { opts, platform } = context(cmd);
       const l = await listEnclaves(platform);
       emit(opts, { schema: 'hyperenclave/enclave-list', version: 1, enclaves: l as unknown as Record<string, unknown>[] }, () => (l.length ? l.map((e) => JSON.stringify(e)).join('\n') : 'no enclaves'));
@@ -143,6 +153,8 @@ export function registerHypervisor(program: Command): void {
     .argument('<id>', 'enclave id (from enclave list)')
     .addHelpText('after', '\nExample:\n  hyperenclave enclave destroy 1')
     .action(async (id: string, _o, cmd: Command) => {
+      const { context } = await lib();
+      const { destroyEnclaveById } = await enclaves();
       const { opts, platform } = context(cmd);
       const n = Number(id);
       if (!Number.isInteger(n) || n <= 0) throw new UsageError(`enclave destroy: id must be a positive integer, got "${id}"`);
@@ -157,6 +169,8 @@ export function registerHypervisor(program: Command): void {
     .option('--keep', 'leave the emulated TPM and hypervisor running afterwards')
     .addHelpText('after', '\nExample:\n  hyperenclave demo --backend sev')
     .action(async (o: { backend?: string; keep?: boolean }, cmd: Command) => {
+      const { context } = await lib();
+      const { runDemo } = await import('../../demo/demo.js');
       const { opts } = context(cmd);
       const b = backendOpt(o.backend);
       const stateDir = opts.stateDir ?? mkdtempSync(join(tmpdir(), 'hyperenclave-demo-'));

@@ -1,13 +1,9 @@
 import type { Command } from 'commander';
-import { context } from '../context.js';
 import { emit, table } from '../output.js';
-import { withTpm } from '../tpm-access.js';
 import { withProgress } from '../progress.js';
-import { EventLogAppender } from '../../eventlog/index.js';
-import { loadPolicy, measureImage, DEFAULT_POLICY_NAME } from '../../measure/index.js';
-import { measureTpmFor } from '../../measure/tpm-adapter.js';
 import { runtimeLogPath } from '../../platform/logs.js';
 import { readFileSync } from 'node:fs';
+import { DEFAULT_POLICY_NAME } from '../../measure/policy.js';
 
 export function registerMeasure(program: Command): void {
   program
@@ -18,6 +14,11 @@ export function registerMeasure(program: Command): void {
     .option('--signer <pem>', 'public key the image signature must verify with')
     .addHelpText('after', '\nExample:\n  hyperenclave measure /lib/firmware/hyperenclave/hyperenclave.img --policy sha256-sha384 --json')
     .action(async (image: string | undefined, o: { policy?: string; signer?: string }, cmd: Command) => {
+      const { context } = await import('../context.js');
+      const { withTpm } = await import('../tpm-access.js');
+      const { EventLogAppender } = await import('../../eventlog/index.js');
+      const { loadPolicy, measureImage } = await import('../../measure/index.js');
+      const { measureTpmFor } = await import('../../measure/tpm-adapter.js');
       const { opts, platform, config: cfg } = context(cmd);
       const imagePath = image ?? cfg.image ?? '/lib/firmware/hyperenclave/hyperenclave.img';
       const policy = loadPolicy(o.policy ?? cfg.pcrPolicy ?? DEFAULT_POLICY_NAME);

@@ -1,9 +1,8 @@
 import type { Command } from 'commander';
-import { createHash } from 'node:crypto';
-import { context } from '../context.js';
 import { emit, table, UsageError } from '../output.js';
-import { bankId, withTpm } from '../tpm-access.js';
-import { hashAlgById, hashAlgByName } from '../../tpm/index.js';
+
+/** What the actions need, loaded when one runs (not for --help or other commands). */
+const lib = async () => ({ ...(await import('../context.js')), ...(await import('../tpm-access.js')), ...(await import('../../tpm/alg.js')) });
 
 function parsePcrList(s: string | undefined, max = 24): number[] | undefined {
   if (!s) return undefined;
@@ -29,6 +28,7 @@ export function registerTpm(program: Command): void {
     .description('manufacturer, firmware, PCR banks and algorithms')
     .addHelpText('after', '\nExample:\n  hyperenclave tpm info --tcti swtpm:host=127.0.0.1,port=2321')
     .action(async (_o, cmd: Command) => {
+      const { context, withTpm } = await lib();
       const { opts, platform } = context(cmd);
       const info = await withTpm(platform, opts.tcti, (t) => t.getTpmInfo());
       const { properties: _p, ...rest } = info;
@@ -54,6 +54,7 @@ export function registerTpm(program: Command): void {
     .option('--pcrs <list>', 'only these PCRs, e.g. 0-7,12')
     .addHelpText('after', '\nExample:\n  hyperenclave pcr read --bank sha256 --pcrs 0-7,12 --json')
     .action(async (o: { bank?: string[]; pcrs?: string }, cmd: Command) => {
+      const { context, withTpm, bankId, hashAlgById } = await lib();
       const { opts, platform } = context(cmd);
       const pcrs = parsePcrList(o.pcrs);
       const bankIds = o.bank?.map(bankId); // a bad --bank is refused before the TPM is opened
@@ -75,6 +76,8 @@ export function registerTpm(program: Command): void {
     .option('--digest <alg=hex...>', 'explicit digests, e.g. sha256=ab12…')
     .addHelpText('after', '\nExample:\n  hyperenclave pcr extend 16 --data "hello"')
     .action(async (pcrArg: string, o: { data?: string; digest?: string[] }, cmd: Command) => {
+      const { context, withTpm, hashAlgById, hashAlgByName } = await lib();
+      const { createHash } = await import('node:crypto');
       const { opts, platform } = context(cmd);
       const index = Number(pcrArg);
       if (!Number.isInteger(index) || index < 0 || index > 23) throw new UsageError(`PCR index: expected 0..23, got "${pcrArg}"`);

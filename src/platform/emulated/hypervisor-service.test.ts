@@ -6,9 +6,9 @@ import { compileSchema } from '../../schemas.js';
 import { EmulatedHypervisorClient } from '../../hypervisor/emulated-client.js';
 import { statusToJson } from '../../hypervisor/status.js';
 import { ensureHypervisorService, placeReservedRegion, readMachineMemoryMap, serviceEntry, serviceRecord, stopHypervisorService, SYNTHETIC_MEMORY_MAP } from './hypervisor-service.js';
+import { skipUnless } from '../../../test/helpers/require.js';
 
-const entryMissing = existsSync(serviceEntry()) ? undefined : `${serviceEntry()} missing (run npm run build first)`;
-if (entryMissing) console.warn(`SKIP emulated hypervisor service process tests: ${entryMissing}`);
+const entryMissing = skipUnless('emulated hypervisor service process tests', [['cli', existsSync(serviceEntry()) ? undefined : `${serviceEntry()} missing (run npm run build first)`]]);
 const validStatus = compileSchema('hypervisor-status.schema.json');
 
 function alive(pid: number): boolean {

@@ -2,10 +2,10 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { startSwtpm, swtpmAvailable, swtpmCaCertificates, type SwtpmInstance } from './swtpm.js';
+import { commandMissing, skipUnless } from '../../../test/helpers/require.js';
 
-const missing = swtpmAvailable({ ek: true });
-if (missing) console.warn(`skipping swtpm launcher tests: ${missing}`);
-const hasTools = spawnSync('sh', ['-c', 'command -v tpm2_getcap'], { stdio: 'ignore' }).status === 0;
+const missing = skipUnless('swtpm launcher tests', [['swtpm', swtpmAvailable({ ek: true })]]);
+const hasTools = !missing && !skipUnless('swtpm launcher: tpm2-tools checks', [['tpm2-tools', commandMissing('tpm2_getcap', 'tpm2-tools')]]);
 
 describe.skipIf(!!missing)('swtpm launcher', () => {
   const started: SwtpmInstance[] = [];

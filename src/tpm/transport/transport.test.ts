@@ -9,6 +9,7 @@ import { TpmProtocolError } from '../errors.js';
 import { openTransport, swtpmControlFor } from '../tcti.js';
 import { DeviceTransport } from './device.js';
 import { SocketTransport } from './socket.js';
+import { skipUnless } from '../../../test/helpers/require.js';
 
 const GET_RANDOM_8 = Buffer.from('80010000000c0000017b0008', 'hex');
 
@@ -80,8 +81,7 @@ describe('Linux character-device transport', () => {
   });
 });
 
-const why = swtpmAvailable();
-if (why) console.warn(`skipping swtpm transport tests: ${why}`);
+const why = skipUnless('swtpm transport tests', [['swtpm', swtpmAvailable()]]);
 describe.skipIf(!!why)('swtpm transports', () => {
   let tcp: SwtpmInstance;
   let unix: SwtpmInstance;

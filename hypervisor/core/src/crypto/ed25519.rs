@@ -176,6 +176,22 @@ impl Point {
         Point { x: e.mul(&f), y: g.mul(&h), t: e.mul(&h), z: f.mul(&g) }
     }
 
+    /// Doubling (Hisil-Wong-Carter-Dawson 2008, "dbl-2008-hwcd" with a = -1): 4 squarings and
+    /// 4 multiplications instead of the addition law's 9; exception-free (the identity doubles
+    /// to itself).
+    fn double(&self) -> Point {
+        let a = self.x.square();
+        let b = self.y.square();
+        let zz = self.z.square();
+        let c = zz.add(&zz);
+        let xy = self.x.add(&self.y);
+        let e = xy.square().sub(&a).sub(&b);
+        let g = b.sub(&a); // D + B with D = -A
+        let f = g.sub(&c);
+        let h = FE_ZERO.sub(&a).sub(&b); // D - B
+        Point { x: e.mul(&f), y: g.mul(&h), t: e.mul(&h), z: f.mul(&g) }
+    }
+
     fn cmov(&mut self, other: &Point, mask: u64) {
         self.x.cmov(&other.x, mask);
         self.y.cmov(&other.y, mask);
@@ -201,7 +217,8 @@ fn ct_eq_mask(a: u64, b: u64) -> u64 {
 }
 
 /// scalar·B for a 256-bit little-endian scalar: 64 windows of 4 bits from the top; each window
-/// doubles four times and adds table[nibble], where the lookup reads all 16 entries.
+/// doubles four times and adds table[nibble] (complete addition, so table[0] = identity needs no
+/// branch), where the lookup reads all 16 entries.
 fn mul_base(scalar: &[u8; 32]) -> Point {
     let mut table = [IDENTITY; 16];
     for j in 1..16 {
@@ -210,7 +227,7 @@ fn mul_base(scalar: &[u8; 32]) -> Point {
     let mut r = IDENTITY;
     for i in (0..64).rev() {
         for _ in 0..4 {
-            r = r.add(&r);
+            r = r.double();
         }
         let nib = ((scalar[i / 2] >> (4 * (i % 2))) & 0xf) as u64;
         let mut sel = IDENTITY;
@@ -295,6 +312,13 @@ pub fn wipe(buf: &mut [u8]) {
     core::sync::atomic::compiler_fence(core::sync::atomic::Ordering::SeqCst);
 }
 
+fn wipe_words(w: &mut [u64]) {
+    for x in w.iter_mut() {
+        // SAFETY: `x` is a valid, aligned, exclusive reference into `w`.
+        unsafe { core::ptr::write_volatile(x, 0) };
+    }
+}
+
 /// An Ed25519 signing key (RFC 8032 §5.1.5): the clamped scalar, the prefix and the public key.
 /// Dropping it wipes the secret parts.
 pub struct SigningKey {
@@ -342,8 +366,12 @@ impl SigningKey {
         hk.update(&self.public);
         hk.update(msg);
         let k = mod_l(&limbs_of::<8>(&hk.finalize()));
-        let s = mul_add_mod_l(&k, &limbs_of::<4>(&self.scalar), &r);
+        let mut a = limbs_of::<4>(&self.scalar);
+        let mut r = r;
+        let s = mul_add_mod_l(&k, &a, &r);
         wipe(&mut r_bytes);
+        wipe_words(&mut r);
+        wipe_words(&mut a);
         let mut sig = [0u8; 64];
         sig[..32].copy_from_slice(&big_r);
         sig[32..].copy_from_slice(&bytes_of(&s));
@@ -404,6 +432,16 @@ mod tests {
             k.sign(&msg).to_vec(),
             hex_vec("dc2a4459e7369633a52b1bf277839a00201009a3efbf3ecb69bea2186c26b58909351fc9ac90b3ecfdfbc7c66431e0303dca179c138ac17ad9bef1177331a704")
         );
+    }
+
+    #[test]
+    fn doubling_equals_the_addition_law() {
+        let mut p = IDENTITY;
+        for _ in 0..20 {
+            assert_eq!(p.double().encode(), p.add(&p).encode());
+            p = p.add(&BASE);
+        }
+        assert_eq!(IDENTITY.double().encode(), IDENTITY.encode());
     }
 
     #[test]

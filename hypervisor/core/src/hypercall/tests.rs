@@ -177,7 +177,7 @@ fn full_enclave_lifecycle_through_hypercalls() {
     g.read(BUF, &mut st).unwrap();
     let w = |i: usize| u64::from_le_bytes(st[i * 8..i * 8 + 8].try_into().unwrap());
     assert_eq!(w(0), ABI_VERSION as u64);
-    assert_eq!(w(1), 0b100, "not enabled, EPT, key slots, unsigned allowed");
+    assert_eq!(w(1), 0b10100, "not enabled, EPT, key slots, unsigned allowed, trust established");
     assert_eq!((w(6), w(7), w(10)), (1024, 0, 0));
     assert_eq!((w(12), w(13), w(14), w(17)), (1, 1, 4, 1));
     assert_eq!(w(22), hv.status().hypercalls);
@@ -402,6 +402,7 @@ fn trust_init_through_dispatch_with_tpm_and_disable_caps_the_pcr() {
     let mut cfg = crate::hypervisor::HvConfig::new(r, Format::Ept, crate::hypervisor::tests::test_entropy);
     cfg.image_digest = crate::crypto::sha256(b"dispatch image");
     tpm.tool(&["tpm2_pcrextend", &std::format!("12:sha256={}", cfg.image_digest.iter().map(|b| std::format!("{b:02x}")).collect::<std::string::String>())]);
+    let r0 = r;
     let mut hv: Hv = crate::hypervisor::Hypervisor::new(cfg, crate::hypervisor::tests::backing(&r)).unwrap();
     let mut g = HostRam::default();
     let mut t = SwtpmTransport { port: tpm.port, locality: 2 };
@@ -418,10 +419,24 @@ fn trust_init_through_dispatch_with_tpm_and_disable_caps_the_pcr() {
     let mut blob = std::vec![0u8; r.rdi as usize];
     g.read(BUF, &mut blob).unwrap();
     assert_eq!(&blob[..4], b"HER1");
-    // unseal from the blob in host memory: nothing new, PCR 13 already holds the event
+    // once per enable: a second TRUST_INIT (which could swap the root) is refused, trust stays
     g.write(BUF + 0x2000, &blob).unwrap();
+    let (s, r) = go(&mut hv, &mut g, nr::TRUST_INIT, &[0, 0, BUF + 0x4000, 4096]);
+    assert_eq!((s, r.rdi), (HcStatus::TrustSealFailed, 0));
+    assert_eq!(go(&mut hv, &mut g, nr::HAK_PUBLIC, &[BUF + 0x6000]).0, HcStatus::Success);
+    // a new instance unseals from the blob in host memory: nothing new, PCR 13 already holds the event
+    let mut hv: Hv = crate::hypervisor::Hypervisor::new(cfg, crate::hypervisor::tests::backing(&r0)).unwrap();
     let (s, r) = go(&mut hv, &mut g, nr::TRUST_INIT, &[BUF + 0x2000, blob.len() as u64, BUF + 0x4000, 4096]);
     assert_eq!((s, r.rdi, r.rsi, r.rdx), (HcStatus::Success, 0, 0, 13));
+    // an oversized blob (private area far beyond a sealed secret's) is refused before any Load
+    let mut big = std::vec![0u8; 4 + 32 + 2 + 3000];
+    big[..36].copy_from_slice(&blob[..36]);
+    big[36..38].copy_from_slice(&3000u16.to_be_bytes());
+    let pub_at = 36 + 2 + u16::from_be_bytes([blob[36], blob[37]]) as usize;
+    big.extend_from_slice(&blob[pub_at..]);
+    g.write(BUF + 0x8000, &big).unwrap();
+    let mut hv3: Hv = crate::hypervisor::Hypervisor::new(cfg, crate::hypervisor::tests::backing(&r0)).unwrap();
+    assert_eq!(go(&mut hv3, &mut g, nr::TRUST_INIT, &[BUF + 0x8000, big.len() as u64, BUF + 0x4000, 4096]).0, HcStatus::TrustSealFailed);
     // DISABLE caps PCR 12 and drops the secrets; a later TRUST_INIT is refused until a reload
     let map = memmap();
     for (i, m) in map.iter().enumerate() {

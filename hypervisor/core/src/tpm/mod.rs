@@ -80,24 +80,27 @@ pub mod attr {
 pub struct Cmd {
     buf: [u8; CMD_MAX],
     len: usize,
-    /// Where the authorization-area size goes, once the handles are written.
-    auth_at: Option<usize>,
+    /// Set when a write did not fit: such a command is never sent.
+    overflow: bool,
 }
 
 impl Cmd {
     pub fn new(sessions: bool, code: u32) -> Cmd {
-        let mut c = Cmd { buf: [0; CMD_MAX], len: 0, auth_at: None };
+        let mut c = Cmd { buf: [0; CMD_MAX], len: 0, overflow: false };
         c.u16(if sessions { ST_SESSIONS } else { ST_NO_SESSIONS });
         c.u32(0); // size, patched in finish()
         c.u32(code);
         c
     }
     pub fn bytes(&mut self, b: &[u8]) -> &mut Self {
-        // Overflow is a programming error here (every command is far below CMD_MAX); a short
-        // write would send a truncated command, so it saturates to a size the TPM refuses.
-        let end = (self.len + b.len()).min(CMD_MAX);
-        self.buf[self.len..end].copy_from_slice(&b[..end - self.len]);
-        self.len = end;
+        // A write that does not fit marks the command: `Tpm::run` refuses to send it (a blob
+        // from the host could otherwise make a truncated command).
+        if b.len() > CMD_MAX - self.len {
+            self.overflow = true;
+            return self;
+        }
+        self.buf[self.len..self.len + b.len()].copy_from_slice(b);
+        self.len += b.len();
         self
     }
     pub fn u8(&mut self, v: u8) -> &mut Self {
@@ -116,11 +119,13 @@ impl Cmd {
     /// One authorization (TPMS_AUTH_COMMAND) with an empty nonce and HMAC: the password session
     /// with an empty password, or a policy session whose policy has no PolicyAuthValue.
     pub fn auth(&mut self, session: u32) -> &mut Self {
-        self.auth_at = Some(self.len);
+        let at = self.len;
         self.u32(0).u32(session).u16(0).u8(0).u16(0);
-        let size = (self.len - self.auth_at.unwrap() - 4) as u32;
-        let at = self.auth_at.unwrap();
-        self.buf[at..at + 4].copy_from_slice(&size.to_be_bytes());
+        if !self.overflow {
+            // authorizationSize: the bytes of the TPMS_AUTH_COMMAND that follow it
+            let size = (self.len - at - 4) as u32;
+            self.buf[at..at + 4].copy_from_slice(&size.to_be_bytes());
+        }
         self
     }
     pub fn finish(&mut self) -> &[u8] {
@@ -207,6 +212,9 @@ impl<'t, T: TpmTransport> Tpm<'t, T> {
     /// Sends `cmd`, checks the response header; returns a reader positioned after it.
     /// A non-zero response code becomes `TrustSealFailed { what, rc }`.
     fn run(&mut self, cmd: &mut Cmd, what: &'static str) -> HvResult<Rsp<'_>> {
+        if cmd.overflow {
+            return Err(HvError::TrustSealFailed { what: "a TPM command would exceed the command buffer (oversized input)", rc: 0 });
+        }
         let bytes = cmd.finish();
         let n = self.t.transact(bytes, &mut self.rsp).map_err(|e| HvError::TpmIo { what: e.what, offset: 0 })?;
         if n > RSP_MAX {
@@ -398,6 +406,31 @@ impl<'t, T: TpmTransport> Tpm<'t, T> {
 impl<T: TpmTransport> Drop for Tpm<'_, T> {
     fn drop(&mut self) {
         self.wipe();
+    }
+}
+
+#[cfg(test)]
+mod unit {
+    use super::*;
+
+    #[test]
+    fn command_framing_and_overflow() {
+        let mut c = Cmd::new(true, cc::PCR_EVENT);
+        c.u32(13).auth(RS_PW).tpm2b(b"abc");
+        let b = c.finish().to_vec();
+        // tag, size, code, handle, authorizationSize = 9, RS_PW, nonce 0, attrs 0, hmac 0, TPM2B "abc"
+        assert_eq!(b.len(), 10 + 4 + 4 + 9 + 5);
+        assert_eq!(&b[0..2], &ST_SESSIONS.to_be_bytes());
+        assert_eq!(u32::from_be_bytes(b[2..6].try_into().unwrap()) as usize, b.len());
+        assert_eq!(&b[14..18], &9u32.to_be_bytes());
+        assert_eq!(&b[18..22], &RS_PW.to_be_bytes());
+        let mut big = Cmd::new(false, cc::LOAD);
+        big.bytes(&[0u8; CMD_MAX]);
+        assert!(big.overflow);
+        big.auth(RS_PW); // no panic after an overflow
+        // a bounded reader names the field and offset
+        let mut r = Rsp::new(&[0, 5, 1]);
+        assert_eq!(r.tpm2b("x").unwrap_err(), HvError::TpmIo { what: "x", offset: 2 });
     }
 }
 

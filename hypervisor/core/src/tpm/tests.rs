@@ -221,6 +221,13 @@ fn root_secret_seals_unseals_caps_and_survives_a_reload() {
     let img = image_digest(b"hypervisor image v1");
     measure(&tpm, &img);
 
+    // a configuration whose HAK PCR is one the policy covers is refused before any TPM command
+    let mut bad_cfg = hv_for(img);
+    let mut c = *bad_cfg.config();
+    c.trust.hak_pcr = 12;
+    bad_cfg = Hypervisor::new(c, backing(&c.reserved)).unwrap();
+    assert!(matches!(init(&mut bad_cfg, &tpm, &[], 2).0, Err(crate::HvError::InvalidRange { .. })));
+
     // before TRUST_INIT nothing derived from the root is served
     let mut hv = hv_for(img);
     assert_eq!(hv.hak_public().unwrap_err(), crate::HvError::TrustNotEstablished);
@@ -387,4 +394,148 @@ fn quote_verifies_with_openssl_and_report_mac_is_checked() {
     let mut forged = report;
     forged[320] ^= 1;
     assert_eq!(hv.quote(&forged).unwrap_err(), crate::HvError::ReportMacMismatch);
+}
+
+/// Wraps the swtpm transport and damages the response of one chosen exchange.
+struct Damaging {
+    inner: SwtpmTransport,
+    at: usize,
+    calls: usize,
+    how: u8,
+}
+
+impl TpmTransport for Damaging {
+    fn transact(&mut self, cmd: &[u8], rsp: &mut [u8]) -> Result<usize, TpmIoError> {
+        let n = self.inner.transact(cmd, rsp)?;
+        let this = self.calls;
+        self.calls += 1;
+        if this != self.at {
+            return Ok(n);
+        }
+        match self.how {
+            // cut the parameters in half and make the header agree: every field read must be bounded
+            0 => {
+                let m = 10 + (n - 10) / 2;
+                rsp[2..6].copy_from_slice(&(m as u32).to_be_bytes());
+                Ok(m)
+            }
+            // a size field that disagrees with the bytes received
+            1 => {
+                rsp[2..6].copy_from_slice(&((n + 1) as u32).to_be_bytes());
+                Ok(n)
+            }
+            // every TPM2B size at its maximum: reads past the end must be refused
+            _ => {
+                for b in rsp[10..n].iter_mut() {
+                    *b = 0xff;
+                }
+                Ok(n)
+            }
+        }
+    }
+}
+
+#[test]
+fn damaged_responses_are_named_errors_never_panics_or_stale_trust() {
+    let tpm = Swtpm::start();
+    let img = image_digest(b"hypervisor image v1");
+    measure(&tpm, &img);
+    // a clean run counts the exchanges of a creation and of an unseal
+    let (r, blob) = init(&mut hv_for(img), &tpm, &[], 2);
+    r.unwrap();
+    for blob_in in [std::vec::Vec::new(), blob.clone()] {
+        let mut counter = Damaging { inner: SwtpmTransport { port: tpm.port, locality: 2 }, at: usize::MAX, calls: 0, how: 0 };
+        let mut out = std::vec![0u8; 4096];
+        let mut hv = hv_for(img);
+        hv.trust_init(&mut counter, &blob_in, &mut out).unwrap();
+        let exchanges = counter.calls;
+        assert!(exchanges >= 10, "{exchanges}");
+        let mut refused = 0;
+        for at in 0..exchanges {
+            for how in 0..3u8 {
+                let mut t = Damaging { inner: SwtpmTransport { port: tpm.port, locality: 2 }, at, calls: 0, how };
+                let mut hv = hv_for(img);
+                let r = hv.trust_init(&mut t, &blob_in, &mut out);
+                // flushes are best effort (their damage is ignored); every other damaged exchange fails
+                if let Err(e) = r {
+                    assert!(matches!(e, crate::HvError::TpmIo { .. } | crate::HvError::TrustSealFailed { .. }), "exchange {at} damage {how}: {e:?}");
+                    assert!(!hv.trust_established());
+                    refused += 1;
+                }
+                // leave no transient objects or sessions behind for the next round
+                tpm.tool(&["tpm2_flushcontext", "-t"]);
+                tpm.tool(&["tpm2_flushcontext", "-s"]);
+            }
+        }
+        // the size-mismatch damage (1) fails every exchange; most others fail too
+        std::eprintln!("{} exchanges ({}), {refused} of {} damaged runs refused", exchanges, if blob_in.is_empty() { "create" } else { "unseal" }, 3 * exchanges);
+        assert!(refused >= 2 * exchanges, "{refused} of {}", 3 * exchanges);
+    }
+}
+
+#[test]
+fn the_tpm_itself_refuses_other_pcr_values_when_a_caller_skips_the_cores_checks() {
+    // What stops a malicious hypervisor image (which would skip trust_init's own checks) is the
+    // TPM evaluating the policy. Here a caller at locality 2 rebuilds exactly the policy the root
+    // was sealed with and tries to satisfy it after a firmware PCR, then the hypervisor PCR,
+    // changed: the TPM refuses (a TPM response code, not the core's check).
+    use crate::trust::{parent_template, satisfy, split_blob};
+    let tpm = Swtpm::start();
+    let img = image_digest(b"hypervisor image v1");
+    measure(&tpm, &img);
+    let (r, blob) = init(&mut hv_for(img), &tpm, &[], 2);
+    r.unwrap();
+    let (v0, private, public) = split_blob(&blob).unwrap();
+    let policy: [u8; 32] = public[2 + 10..2 + 42].try_into().unwrap();
+    // the branches as the core builds them, from the PCRs as they are now
+    let mut t = SwtpmTransport { port: tpm.port, locality: 2 };
+    let mut values = Vec::new();
+    {
+        let mut c = Tpm::new(&mut t);
+        for i in [0u8, 1, 2, 3, 4, 5, 6, 7] {
+            values.push(c.pcr_read_sha256(i).unwrap());
+        }
+    }
+    let (open, _) = crate::trust::hypervisor_pcr_chain(&v0, &img);
+    let sel = sha256_selection(0x10ff);
+    let loc = policy_locality(&[0; 32], LOCALITY_TWO);
+    let branches: Vec<[u8; 32]> = open
+        .iter()
+        .map(|v| {
+            let mut all = values.clone();
+            all.push(*v);
+            policy_pcr(&loc, &sel, &all)
+        })
+        .collect();
+    assert_eq!(policy_or(&branches), policy, "the rebuilt policy is the sealed object's");
+    let nonce = [3u8; 16];
+    let try_unseal = |t: &mut SwtpmTransport| -> Result<(), crate::HvError> {
+        let mut c = Tpm::new(t);
+        let parent = c.create_primary(&parent_template(&policy))?;
+        let r = satisfy(&mut c, &nonce, &sel, &branches).and_then(|s| c.load(parent, s, private, public).map(|h| (s, h)));
+        let _ = c.flush(parent);
+        let (_, item) = r?;
+        let r = satisfy(&mut c, &nonce, &sel, &branches).and_then(|s| {
+            let mut out = [0u8; 32];
+            c.unseal(item, s, &mut out).map(|_| ())
+        });
+        let _ = c.flush(item);
+        r
+    };
+    // unchanged PCRs: this caller gets through (the check below is not vacuous)
+    try_unseal(&mut t).unwrap();
+    // a firmware PCR changes: PolicyOR is refused by the TPM
+    tpm.tool(&["tpm2_pcrextend", "3:sha256=2222222222222222222222222222222222222222222222222222222222222222"]);
+    let e = try_unseal(&mut t).unwrap_err();
+    assert!(matches!(e, crate::HvError::TrustSealFailed { rc, what } if rc != 0 && what.contains("PolicyOR")), "{e:?}");
+    tpm.tool(&["tpm2_flushcontext", "-s"]);
+    tpm.tool(&["tpm2_flushcontext", "-t"]);
+    // after a reboot (PCRs reset, same seeds) with the same firmware but the hypervisor PCR off
+    // by one event: refused by the TPM too
+    let tpm = tpm.reboot();
+    measure(&tpm, &img);
+    tpm.tool(&["tpm2_pcrextend", "12:sha256=3333333333333333333333333333333333333333333333333333333333333333"]);
+    let mut t = SwtpmTransport { port: tpm.port, locality: 2 };
+    let e = try_unseal(&mut t).unwrap_err();
+    assert!(matches!(e, crate::HvError::TrustSealFailed { rc, .. } if rc != 0), "{e:?}");
 }
