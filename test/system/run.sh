@@ -108,7 +108,8 @@ if [ "$WITH_IMAGE" = 1 ]; then
   node -e 'const fs = require("fs"); const b = fs.readFileSync(process.argv[1]); const needle = Buffer.from("guest write of VM_HSAVE_PA");
     const at = b.indexOf(needle); if (at < 0 || b.indexOf(needle, at + 1) >= 0) { console.error("other image: the marker string is not unique in the ELF"); process.exit(1); }
     b[at] = 0x47; fs.writeFileSync(process.argv[2], b)' "$WORK/image/hyperenclave.elf" "$WORK/image/other.elf" \
-    && node "$ROOT/dist/firmware-tools/cli.js" build "$WORK/image/other.elf" -o "$OTHER_CONTAINER" --arch amd-svm >"$WORK/other-image.log" 2>&1 \
+    && node "$ROOT/dist/firmware-tools/cli.js" build "$WORK/image/other.elf" -o "$OTHER_CONTAINER" --arch amd-svm \
+      --per-cpu-size "$(od -An -t u8 -N 8 "$WORK/image/he_info.bin" | tr -d ' ')" >"$WORK/other-image.log" 2>&1 \
     || { cat "$WORK/other-image.log" >&2; die "building the one-byte-different image failed"; }
 fi
 # The management plane as an operator installs it (make install), run by the guest's own Node.
@@ -274,7 +275,10 @@ if [ "$WITH_IMAGE" = 1 ] && [ "$TIMED_OUT" = 0 ] && [ "$MANY" -gt 0 ]; then
   sed 's/^SCENARIO=.*//' "$IRD/etc.scenario" >"$EXTRA/root/etc.scenario"
   echo "SCENARIO=many" >>"$EXTRA/root/etc.scenario"
   (cd "$EXTRA/root" && find . -print0 | cpio --null -o -H newc --quiet) >"$EXTRA/extra.cpio"
-  cat "$INITRD" "$EXTRA/extra.cpio" >"$EXTRA/initrd"
+  # the kernel finds an appended archive only at a 4-byte boundary (zeros in between are skipped)
+  cp "$INITRD" "$EXTRA/initrd"
+  head -c $(( (4 - $(stat -c %s "$INITRD") % 4) % 4 )) /dev/zero >>"$EXTRA/initrd"
+  cat "$EXTRA/extra.cpio" >>"$EXTRA/initrd"
   log "booting again with $MANY CPUs (cpus-many)"
   T2=$(date +%s)
   set +e
