@@ -169,7 +169,10 @@ BOOT_S=$(( $(date +%s) - T1 ))
 read -r WALL USER SYS < <(tail -1 "$RUN/time" 2>/dev/null) || { WALL=$BOOT_S; USER=?; SYS=?; }
 log "Bochs exited with $BRC after ${BOOT_S}s (cpu user ${USER}s sys ${SYS}s); console in $CONSOLE"
 if [ "$BRC" = 124 ] || [ "$BRC" = 137 ]; then TIMED_OUT=1; else TIMED_OUT=0; fi
+# Bochs exits with 1 also after the guest's ACPI power-off: the judge decides. Its log lines start
+# with the tick count (instructions per emulated CPU).
 TICKS=$(grep -o '^[0-9]\{11\}' "$RUN/bochs.log" | tail -1 || true)
+[ -n "$TICKS" ] && TICKS=$((10#$TICKS))
 
 # ---- 6. judge -----------------------------------------------------------------------------------
 tr -d '\r' <"$CONSOLE" >"$WORK/console.txt" 2>/dev/null || : >"$WORK/console.txt"
