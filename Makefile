@@ -2,17 +2,19 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-APT_PACKAGES := swtpm swtpm-tools tpm2-tools openssl zsh fish gcc binutils make systemd
+APT_PACKAGES := swtpm swtpm-tools tpm2-tools openssl zsh fish gcc binutils make systemd postgresql
 CARGO := cargo
 NPM := npm
 STAMP := .tmp/stamps
 
-.PHONY: help deps build build-ts build-rust test test-rust test-ts demo bench clean
+.PHONY: help deps build build-ts build-rust test test-rust test-ts demo bench bench-verifier clean fuzz
 
 help:
 	@echo "make demo   - set up and run the whole flow on the emulated platform"
 	@echo "make test   - set up and run every test (Rust + TypeScript)"
 	@echo "make bench  - run the side-by-side benchmarks (writes bench/results/)"
+	@echo "make fuzz   - the readers' fuzz tests with a fresh seed and many more inputs"
+	@echo "make bench-verifier - the verifier load goal (5,000 agents every 10 s for 2 minutes)"
 
 # System packages: installed with apt-get only when one is missing.
 $(STAMP)/apt:
@@ -76,12 +78,25 @@ test-system-vmx-or-skip: deps build-ts
 
 test: test-rust test-ts test-system-or-skip test-system-vmx-or-skip
 
+# The fuzz tests run in `make test` with a fixed seed; here with a fresh one (printed, so a failure
+# replays with HE_FUZZ_SEED=<seed>) and FUZZ_ITERATIONS inputs per reader.
+FUZZ_ITERATIONS ?= 50000
+fuzz: build
+	@seed=$${HE_FUZZ_SEED:-$$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')}; echo "fuzz seed $$seed, $(FUZZ_ITERATIONS) inputs per reader"; \
+	HE_FUZZ_SEED=$$seed HE_FUZZ_ITERATIONS=$(FUZZ_ITERATIONS) npx vitest run firmware-tools/elf.test.ts src/attest/readers.fuzz.test.ts --testTimeout=0
+
 demo: build
 	node dist/src/cli/main.js demo
 
 bench: build
 	node dist/bench/run.js
 	node bench/readme-table.mjs
+
+# The verifier's load goal: 5,000 agents every 10 s for 2 minutes, one instance (SQLite), one and
+# two instances sharing a private PostgreSQL (loopback only). Writes bench/results/verifier-load.json.
+.PHONY: bench-verifier
+bench-verifier: build
+	node dist/bench/verifier-load-goal.js
 
 clean:
 	rm -rf dist hypervisor/target .tmp
@@ -100,8 +115,10 @@ install: build
 	install -m 0644 hypervisor/addon/hyperenclave-addon.node $(LIBDIR)/hypervisor/addon/
 	if [ -d hypervisor/enclaves/out ]; then install -d $(LIBDIR)/hypervisor/enclaves && cp -r hypervisor/enclaves/out $(LIBDIR)/hypervisor/enclaves/; fi
 	cd $(LIBDIR) && $(NPM) install --no-save --omit=dev --ignore-scripts --no-audit --no-fund --loglevel=error
+	# better-sqlite3's native binding, built by `make deps` (install scripts are not run above)
+	cp -r node_modules/better-sqlite3/build $(LIBDIR)/node_modules/better-sqlite3/
 	install -m 0755 systemd/hyperenclave-wrapper.sh $(DESTDIR)$(PREFIX)/bin/hyperenclave
-	install -m 0644 systemd/hyperenclave.service $(DESTDIR)/lib/systemd/system/
+	install -m 0644 systemd/hyperenclave.service systemd/hyperenclave-verifier.service systemd/hyperenclave-agent.service $(DESTDIR)/lib/systemd/system/
 	[ -f $(DESTDIR)/etc/hyperenclave/config.json ] || install -m 0644 systemd/config.json $(DESTDIR)/etc/hyperenclave/config.json
 	node dist/src/cli/main.js completion bash > $(DESTDIR)$(PREFIX)/share/bash-completion/completions/hyperenclave
 	node dist/src/cli/main.js completion zsh > $(DESTDIR)$(PREFIX)/share/zsh/vendor-completions/_hyperenclave

@@ -11,6 +11,7 @@ import type { parseInitialValues } from './reference.js';
 
 // The container, signing and reference code is loaded by the command that runs (not for --help).
 const containerLib = () => import('../src/measure/container.js');
+import { readFileBounded, readTextFile } from '../src/platform/bounded-read.js';
 
 /**
  * `firmware build|sign|inspect|reference|launch-env`: the image container and reference values.
@@ -167,7 +168,7 @@ export function registerImageCommands(fw: Command, emit: Emit = defaultEmit, pro
       const v = await verifyContainerFile(container, {
         banks: banks(o.banks)!,
         ...(o.arch ? { expectedArch: arch(o.arch) } : {}),
-        ...(o.trustedKey ? { trustedKeys: o.trustedKey.map((p) => readFileSync(p, 'utf8')) } : {}),
+        ...(o.trustedKey ? { trustedKeys: o.trustedKey.map((p) => readTextFile(p, { what: '--trusted-key', kind: 'key' })) } : {}),
         ...(o.requireSignature ? { requireSignature: true } : {}),
       });
       const doc = imageInfo(container, v, headerToJson);
@@ -219,7 +220,7 @@ export function registerImageCommands(fw: Command, emit: Emit = defaultEmit, pro
     .addHelpText('after', '\nExample:\n  hyperenclave firmware launch-env -o le.bin --arch intel-vmx')
     .action(async (o: { output: string; arch: string; name: string; envVersion: string; payload?: string }, cmd: Command) => {
       const { buildLaunchEnvironment } = await import('../src/txt/launch-env.js');
-      const blob = buildLaunchEnvironment({ name: o.name, version: size('--env-version', o.envVersion)!, arch: arch(o.arch), payload: o.payload ? readFileSync(o.payload) : Buffer.alloc(0) });
+      const blob = buildLaunchEnvironment({ name: o.name, version: size('--env-version', o.envVersion)!, arch: arch(o.arch), payload: o.payload ? readFileBounded(o.payload, { what: '--payload', kind: 'log' }) : Buffer.alloc(0) });
       writeFileAtomic(o.output, blob);
       const doc = {
         schema: 'hyperenclave/launch-environment' as const,

@@ -14,8 +14,12 @@ export const ET_EXEC = 2;
 export const ET_DYN = 3;
 const NT_GNU_BUILD_ID = 3;
 const MAX_PHNUM = 256;
-/** A flat image spanning more than this is refused (a hypervisor is a few MiB). */
-export const MAX_FLAT_SPAN = 1024 * 1024 * 1024;
+/**
+ * A flat image spanning more than this is refused (a hypervisor is a few MiB): the default
+ * hypervisor reservation (config memory.hypervisorMiB, 64 MiB) holds the image and its page
+ * tables, so nothing larger could be loaded. Checked before anything is allocated.
+ */
+export const MAX_FLAT_SPAN = 64 * 1024 * 1024;
 
 export interface ElfSegment {
   index: number;
@@ -87,14 +91,17 @@ export function parseElf64(buf: Buffer): Elf64 {
   return { type, machine, entry, segments, ...(buildId ? { buildId } : {}) };
 }
 
-function findBuildId(notes: Buffer): Buffer | undefined {
+/** 4-byte alignment in plain arithmetic: `(n + 3) & ~3` is 32-bit signed in JavaScript and goes negative from 0x7FFFFFFD. */
+const align4 = (n: number): number => n + ((4 - (n % 4)) % 4);
+
+export function findBuildId(notes: Buffer): Buffer | undefined {
   let p = 0;
   while (p + 12 <= notes.length) {
     const namesz = notes.readUInt32LE(p);
     const descsz = notes.readUInt32LE(p + 4);
     const ntype = notes.readUInt32LE(p + 8);
-    const nameEnd = p + 12 + ((namesz + 3) & ~3);
-    const descEnd = nameEnd + ((descsz + 3) & ~3);
+    const nameEnd = p + 12 + align4(namesz);
+    const descEnd = nameEnd + align4(descsz);
     if (descEnd > notes.length || nameEnd > notes.length) return undefined;
     const name = notes.subarray(p + 12, p + 12 + namesz).toString('latin1');
     if (ntype === NT_GNU_BUILD_ID && name === 'GNU\0') return Buffer.from(notes.subarray(nameEnd, nameEnd + descsz));
@@ -115,7 +122,7 @@ export interface FlatImage {
 }
 
 /** Lays the PT_LOAD segments out as a bare-metal loader would, by p_vaddr, into one flat image. */
-export function flatLoadImage(elf: Elf64, file: Buffer): FlatImage {
+export function flatLoadImage(elf: Elf64, file: Buffer, maxSpan = MAX_FLAT_SPAN): FlatImage {
   const loads = elf.segments.filter((s) => s.type === PT_LOAD && s.memsz > 0);
   if (loads.length === 0) throw new ElfError('ELF: no PT_LOAD segment with a non-zero p_memsz');
   const base = loads.reduce((m, s) => (s.vaddr < m ? s.vaddr : m), loads[0]!.vaddr);
@@ -127,7 +134,7 @@ export function flatLoadImage(elf: Elf64, file: Buffer): FlatImage {
     const fend = s.vaddr - base + BigInt(s.filesz);
     if (s.filesz > 0 && fend > fileEnd) fileEnd = fend;
   }
-  if (loadEnd > BigInt(MAX_FLAT_SPAN)) throw new ElfError(`ELF: PT_LOAD segments span ${off(loadEnd)} bytes from ${off(base)}, more than ${MAX_FLAT_SPAN}`);
+  if (loadEnd > BigInt(maxSpan)) throw new ElfError(`ELF: PT_LOAD segments span ${off(loadEnd)} bytes from ${off(base)}, more than the image limit of ${off(maxSpan)} bytes`);
   const sorted = [...loads].sort((a, b) => (a.vaddr < b.vaddr ? -1 : a.vaddr > b.vaddr ? 1 : 0));
   for (let i = 1; i < sorted.length; i++) {
     const prev = sorted[i - 1]!;

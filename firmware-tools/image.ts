@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { readFileBounded, readTextFile } from '../src/platform/bounded-read.js';
 import { type ImageArch, type ImageFields, type ImageSigningKey, MAX_BUILD_ID, buildContainer, resignContainer, signingKeyFromPem } from '../src/measure/container.js';
 import { ImageError } from '../src/measure/errors.js';
 import { writeFileAtomic } from '../src/platform/state.js';
@@ -63,22 +63,13 @@ export function buildImage(input: Buffer, opts: BuildOptions, signer?: ImageSign
 
 export function readSigningKey(path: string): ImageSigningKey {
   let pem: string;
-  try {
-    pem = readFileSync(path, 'utf8');
-  } catch (e) {
-    throw new ImageError(`signing key ${path}: not readable (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`, 3);
-  }
+  pem = readTextFile(path, { what: 'signing key', kind: 'key' });
   return signingKeyFromPem(pem, `signing key ${path}`);
 }
 
 /** `firmware build`: ELF → container file, signed when a key is given. Written atomically. */
 export function buildImageFile(inputPath: string, outPath: string, opts: BuildOptions, keyPath?: string): Buffer {
-  let input: Buffer;
-  try {
-    input = readFileSync(inputPath);
-  } catch (e) {
-    throw new ImageError(`build: ${inputPath} not readable (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`, 3);
-  }
+  const input = readFileBounded(inputPath, { what: 'build', kind: 'image' });
   const key = keyPath ? readSigningKey(keyPath) : undefined;
   let container: Buffer;
   try {
@@ -96,7 +87,7 @@ export function signImageFile(containerPath: string, keyPath: string, outPath = 
   const key = readSigningKey(keyPath);
   let signed: Buffer;
   try {
-    signed = resignContainer(readFileSync(containerPath), key);
+    signed = resignContainer(readFileBounded(containerPath, { what: 'sign', kind: 'image' }), key);
   } catch (e) {
     if (e instanceof ImageError) e.message += ` (file ${containerPath})`;
     throw e;

@@ -31,6 +31,8 @@ export function logColorFor(color: boolean | undefined, env: NodeJS.ProcessEnv =
 export interface LoggerOptions {
   format?: LogFormat;
   color?: boolean;
+  /** Prefix each JSON line with its syslog priority for journald (default: when JOURNAL_STREAM is set, i.e. under systemd). */
+  journald?: boolean;
   /** Where lines go (default: stderr, written synchronously). */
   destination?: { write(line: string): unknown };
 }
@@ -56,6 +58,10 @@ export function createLogger(level: LogLevel = 'warn', opts: LoggerOptions = {})
       },
     };
   }
+  if (format === 'json' && (opts.journald ?? underJournald())) {
+    const plain = destination;
+    destination = { write: (line: string) => plain.write(journaldPrefix(line) + line) };
+  }
   return pino(
     {
       level,
@@ -64,6 +70,22 @@ export function createLogger(level: LogLevel = 'warn', opts: LoggerOptions = {})
     },
     destination as DestinationStream,
   );
+}
+
+/** True when stderr is connected to the journal (systemd sets JOURNAL_STREAM for a unit's stdout/stderr). */
+export function underJournald(env: NodeJS.ProcessEnv = process.env): boolean {
+  return !!env.JOURNAL_STREAM;
+}
+
+/**
+ * The sd-daemon(3) priority prefix for a pino JSON line: journald (SyslogLevelPrefix=yes, its
+ * default) strips "<N>" and files the line at that priority. pino 10/20 -> debug (7),
+ * 30 -> info (6), 40 -> warning (4), 50 -> err (3), 60 -> crit (2).
+ */
+export function journaldPrefix(line: string): string {
+  const m = /"level":(\d+)/.exec(line.slice(0, 40));
+  const l = m ? Number(m[1]) : 30;
+  return l >= 60 ? '<2>' : l >= 50 ? '<3>' : l >= 40 ? '<4>' : l >= 30 ? '<6>' : '<7>';
 }
 
 const LEVELS: readonly string[] = ['silent', 'error', 'warn', 'info', 'debug'];

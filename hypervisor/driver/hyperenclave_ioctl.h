@@ -89,6 +89,26 @@ struct he_probe {
 	__u32 target;         /* in: HE_PROBE_* (0 before 1.2) */
 };
 
+/*
+ * 1.2, a test of the hypervisor's FIFO scrub (docs/attestation.md): QEMU's tpm-tis shares one
+ * command/response buffer between localities, and a locality left in the completion state can
+ * re-read it with responseRetry. HE_TPM_FIFO_ARM runs TPM2_GetRandom(8) at locality 0 and leaves
+ * locality 0 in the completion state (Linux's TPM lock held); after the hypervisor has used
+ * locality 2 (e.g. its self-test at ENABLE), HE_TPM_FIFO_REREAD re-reads the buffer at locality 0
+ * and reports only its header and whether everything after it is zero (the scrub pattern), then
+ * puts locality 0 back to ready.
+ */
+#define HE_TPM_FIFO_ARM 1
+#define HE_TPM_FIFO_REREAD 2
+struct he_tpm_fifo {
+	__u32 op;             /* in: HE_TPM_FIFO_* */
+	__s32 result;         /* out: 0, or -ETIMEDOUT/-EIO naming the TIS step that failed */
+	__u32 size;           /* out (REREAD): the size field of the buffer's header */
+	__u32 zero_tail;      /* out (REREAD): 1 when bytes 10..size are all zero */
+	__u8 header[10];      /* out: the 10-byte header read (ARM: GetRandom's response header) */
+	__u8 reserved[6];
+};
+
 #define HE_IOC_VERSION   _IOWR(HE_IOC_MAGIC, 0x00, struct he_version)
 #define HE_IOC_LOAD      _IOWR(HE_IOC_MAGIC, 0x01, struct he_load)
 #define HE_IOC_ENABLE    _IO(HE_IOC_MAGIC, 0x02)
@@ -96,5 +116,6 @@ struct he_probe {
 #define HE_IOC_STATUS    _IOR(HE_IOC_MAGIC, 0x04, struct he_status)
 #define HE_IOC_HYPERCALL _IOWR(HE_IOC_MAGIC, 0x05, struct he_hypercall)
 #define HE_IOC_PROBE     _IOWR(HE_IOC_MAGIC, 0x06, struct he_probe)
+#define HE_IOC_TPM_FIFO  _IOWR(HE_IOC_MAGIC, 0x07, struct he_tpm_fifo)
 
 #endif

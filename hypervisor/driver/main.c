@@ -20,6 +20,7 @@
 #include <linux/uaccess.h>
 #include <linux/mutex.h>
 #include <linux/reboot.h>
+#include <linux/delay.h>
 #include <crypto/hash.h>
 #include <crypto/hash_info.h>
 #include <asm/tlbflush.h>
@@ -245,6 +246,97 @@ static void he_tpm_release(struct tpm_chip *chip)
 	mutex_unlock(&chip->tpm_mutex);
 	up_read(&chip->ops_sem);
 	put_device(&chip->dev);
+}
+
+/*
+ * HE_IOC_TPM_FIFO: locality 0 driven by hand (TIS FIFO), to test the hypervisor's scrub of the
+ * shared FIFO buffer. Every wait is bounded (2 s); Linux's TPM lock is held throughout.
+ */
+#define TIS_ACCESS 0x00
+#define TIS_STS 0x18
+#define TIS_FIFO 0x24
+#define TIS_VALID 0x80
+#define TIS_ACTIVE 0x20
+#define TIS_REQUEST 0x02
+#define TIS_STS_VALID 0x80
+#define TIS_STS_READY 0x40
+#define TIS_STS_GO 0x20
+#define TIS_STS_AVAIL 0x10
+#define TIS_STS_RETRY 0x02
+
+static int tis_wait(void __iomem *r, unsigned int off, u32 mask, u32 want, bool byte)
+{
+	int i;
+
+	for (i = 0; i < 2000; i++) {
+		u32 v = byte ? ioread8(r + off) : ioread32(r + off);
+
+		if (v != 0xffffffff && (v & mask) == want)
+			return 0;
+		usleep_range(500, 1000);
+	}
+	return -ETIMEDOUT;
+}
+
+static int tis_read_response(void __iomem *r, struct he_tpm_fifo *t)
+{
+	u32 i, size;
+	bool zero = true;
+
+	if (tis_wait(r, TIS_STS, TIS_STS_VALID | TIS_STS_AVAIL, TIS_STS_VALID | TIS_STS_AVAIL, false))
+		return -ETIMEDOUT;
+	for (i = 0; i < 10; i++)
+		t->header[i] = ioread8(r + TIS_FIFO);
+	size = get_unaligned_be32(t->header + 2);
+	t->size = size;
+	if (size < 10 || size > 4096)
+		return -EIO;
+	for (i = 10; i < size; i++)
+		zero &= ioread8(r + TIS_FIFO) == 0; /* the bytes themselves are not kept */
+	t->zero_tail = zero;
+	return 0;
+}
+
+static int he_tpm_fifo(struct he_tpm_fifo *t)
+{
+	static const u8 get_random8[12] = { 0x80, 0x01, 0, 0, 0, 12, 0, 0, 0x01, 0x7b, 0, 8 };
+	struct tpm_chip *chip = he_tpm_hold();
+	void __iomem *r = ioremap(0xfed40000UL, PAGE_SIZE);
+	int rc = -EIO, i;
+
+	if (!r) {
+		he_tpm_release(chip);
+		return -ENOMEM;
+	}
+	iowrite8(TIS_REQUEST, r + TIS_ACCESS);
+	if (tis_wait(r, TIS_ACCESS, TIS_VALID | TIS_ACTIVE, TIS_VALID | TIS_ACTIVE, true)) {
+		rc = -ETIMEDOUT;
+		goto out;
+	}
+	if (t->op == HE_TPM_FIFO_ARM) {
+		iowrite32(TIS_STS_READY, r + TIS_STS);
+		if (tis_wait(r, TIS_STS, TIS_STS_READY, TIS_STS_READY, false)) {
+			rc = -ETIMEDOUT;
+			goto relinquish;
+		}
+		for (i = 0; i < sizeof(get_random8); i++)
+			iowrite8(get_random8[i], r + TIS_FIFO);
+		iowrite32(TIS_STS_GO, r + TIS_STS);
+		rc = tis_read_response(r, t);
+		/* no commandReady: locality 0 stays in the completion state */
+	} else if (t->op == HE_TPM_FIFO_REREAD) {
+		iowrite32(TIS_STS_RETRY, r + TIS_STS);
+		rc = tis_read_response(r, t);
+		iowrite32(TIS_STS_READY, r + TIS_STS); /* back to ready for Linux */
+	} else {
+		rc = -EINVAL;
+	}
+relinquish:
+	iowrite8(TIS_ACTIVE, r + TIS_ACCESS);
+out:
+	iounmap(r);
+	he_tpm_release(chip);
+	return rc;
 }
 
 /* ---- image container (docs/image-container.md) ---------------------------------------- */
@@ -720,6 +812,22 @@ static long he_ioctl(struct file *f, unsigned int cmd, unsigned long arg)
 		if (p.result)
 			p.value = 0;
 		if (copy_to_user(up, &p, sizeof(p)))
+			rc = -EFAULT;
+		break;
+	}
+	case HE_IOC_TPM_FIFO: {
+		struct he_tpm_fifo t;
+
+		if (copy_from_user(&t, up, sizeof(t))) {
+			rc = -EFAULT;
+			break;
+		}
+		t.size = 0;
+		t.zero_tail = 0;
+		memset(t.header, 0, sizeof(t.header));
+		memset(t.reserved, 0, sizeof(t.reserved));
+		t.result = he_tpm_fifo(&t);
+		if (copy_to_user(up, &t, sizeof(t)))
 			rc = -EFAULT;
 		break;
 	}

@@ -6,6 +6,7 @@ import { publicBytes, readPublic, type TpmtPublic } from '../tpm/structures.js';
 import { publicKeyPem } from '../tpm/verify.js';
 import { writeFileAtomic } from '../platform/state.js';
 import { AttestError } from './errors.js';
+import { readTextFile } from '../platform/bounded-read.js';
 
 /**
  * The attestation key between CLI invocations, the way tpm2-tools users keep one: its
@@ -53,7 +54,7 @@ export async function createStoredAk(tpm: TpmClient, stateDir: string, kind: 'rs
 export function readStoredAk(stateDir: string): StoredAk | undefined {
   const p = akPath(stateDir);
   if (!existsSync(p)) return undefined;
-  const doc = JSON.parse(readFileSync(p, 'utf8')) as StoredAk;
+  const doc = JSON.parse(readTextFile(p, { what: 'stored AK', kind: 'document' })) as StoredAk;
   if (doc.schema !== 'hyperenclave/ak' || doc.version !== 1) throw new AttestError(`${p}: not a hyperenclave/ak v1 document`, 6);
   return doc;
 }

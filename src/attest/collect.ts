@@ -38,12 +38,20 @@ function digestOf(values: Map<number, Buffer>, pcrs: number[], hashName: string)
   return h.digest();
 }
 
-export async function collectEvidence(tpm: AttesterTpm, opts: CollectOptions): Promise<Evidence> {
-  const claims: BundleClaims = { nonce: opts.nonce, ...opts.claims };
-  const qd = qualificationFor(claims);
-  const maxAttempts = opts.maxAttempts ?? 5;
-  const quotes: { bank: BankName; attest: Buffer; signature: Buffer; values: Map<number, Buffer> }[] = [];
-  for (const [bankName, pcrsRaw] of Object.entries(opts.pcrSelection)) {
+export interface BankQuote {
+  bank: BankName;
+  attest: Buffer;
+  signature: Buffer;
+  values: Map<number, Buffer>;
+}
+
+/**
+ * One quote per bank over `qualifyingData`, each checked against PCR values read around it
+ * (re-read and re-quoted when a PCR moved in between, `maxAttempts` times).
+ */
+export async function quoteBanks(tpm: AttesterTpm, pcrSelection: Partial<Record<BankName, number[]>>, qd: Buffer, maxAttempts = 5): Promise<BankQuote[]> {
+  const quotes: BankQuote[] = [];
+  for (const [bankName, pcrsRaw] of Object.entries(pcrSelection)) {
     const bank = bankName as BankName;
     const pcrs = [...new Set(pcrsRaw ?? [])].sort((a, b) => a - b);
     if (!pcrs.length) continue;
@@ -67,6 +75,13 @@ export async function collectEvidence(tpm: AttesterTpm, opts: CollectOptions): P
     }
     if (!done) throw new AttestError(`${bank} PCR(s) ${moved.join(',') || '?'} kept changing between PCR read and quote (${maxAttempts} attempts)`, 7);
   }
+  return quotes;
+}
+
+export async function collectEvidence(tpm: AttesterTpm, opts: CollectOptions): Promise<Evidence> {
+  const claims: BundleClaims = { nonce: opts.nonce, ...opts.claims };
+  const qd = qualificationFor(claims);
+  const quotes = await quoteBanks(tpm, opts.pcrSelection, qd, opts.maxAttempts ?? 5);
   if (!quotes.length) throw new AttestError('empty PCR selection: nothing to quote', 2);
   return buildEvidence(claims, {
     quotes,

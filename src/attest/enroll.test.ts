@@ -128,7 +128,9 @@ describe.skipIf(!!skip)('AK enrollment by credential activation (swtpm with EK c
     };
     ossl(['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', 'ca.key', '-out', 'ca.pem', '-days', '2', '-subj', '/CN=test EK CA']);
     ossl(['req', '-new', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', 'dummy.key', '-out', 'ek.csr', '-subj', '/CN=ecc ek']);
-    ossl(['x509', '-req', '-in', 'ek.csr', '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-force_pubkey', 'ekecc.pem', '-out', 'ekcert.pem', '-days', '1']);
+    // the TCG EK profile the verifier checks: EK EKU, keyAgreement for an ECC EK, the TPM in the SAN
+    writeFileSync(b.path('ek.ext'), 'basicConstraints=critical,CA:FALSE\nkeyUsage=critical,keyAgreement\nextendedKeyUsage=2.23.133.8.1\nsubjectAltName=critical,dirName:tpm_dn\n[tpm_dn]\nx.2.23.133.2.1=id:00001014\nx.2.23.133.2.2=swtpm\nx.2.23.133.2.3=id:20191023\n');
+    ossl(['x509', '-req', '-in', 'ek.csr', '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-force_pubkey', 'ekecc.pem', '-extfile', 'ek.ext', '-out', 'ekcert.pem', '-days', '1']);
     const v = new Verifier({ stateDir: join(dir, 'state3'), policy: { policy: { schema: 'hyperenclave/verifier-policy', version: 1 }, trustedEkCas: [readFileSync(b.path('ca.pem'), 'utf8')] } });
     const ch = startEnrollment(v, { ekCertificates: [readFileSync(b.path('ekcert.pem'), 'utf8')], ekPublic: ekPublic.toString('base64'), akPublic: ak.tpmtPublic.toString('base64') });
     const secret = activateWithTpm2Tools(b, toTpm2ToolsCredentialFile({ credentialBlob: Buffer.from(ch.credentialBlob, 'base64'), encryptedSecret: Buffer.from(ch.encryptedSecret, 'base64') }), 'ake');

@@ -74,8 +74,15 @@ function spkiSha256(key: ReturnType<typeof createPublicKey>): string {
   return createHash('sha256').update(key.export({ type: 'spki', format: 'der' })).digest('hex');
 }
 
-/** Verifier, first half: checks the EK chain and the AK, returns the credential challenge. */
+/** Verifier, first half: checks the EK chain and the AK, returns the credential challenge (pending kept in the state directory). */
 export function startEnrollment(v: Verifier, req: EnrollStartRequest): EnrollChallenge {
+  const { challenge, pending } = prepareEnrollment(v, req);
+  v.state.savePending(pending);
+  return challenge;
+}
+
+/** First half without storage: the challenge for the attester and the pending record to keep (by the caller's store). */
+export function prepareEnrollment(v: Verifier, req: EnrollStartRequest): { challenge: EnrollChallenge; pending: PendingEnrollment } {
   const badField =
     !req || typeof req !== 'object' ? '/'
     : !Array.isArray(req.ekCertificates) || !req.ekCertificates.every((c) => typeof c === 'string') ? '/ekCertificates'
@@ -86,7 +93,7 @@ export function startEnrollment(v: Verifier, req: EnrollStartRequest): EnrollCha
   if (!req.ekCertificates.length) throw new AttestError('enroll request: no EK certificate');
   const cas = v.loaded.trustedEkCas;
   if (!cas.length) throw new AttestError('enroll: the verifier policy lists no trusted EK CA (akProvenance.trustedEkCaFiles)', 4);
-  const chain = verifyCertChain(req.ekCertificates, cas);
+  const chain = verifyCertChain(req.ekCertificates, cas, new Date(), v.loaded.ekCrls);
   if (!chain.ok) throw new AttestError(`enroll: EK certificate: ${chain.reason}`, 4);
 
   const ekPub = parsePublic(fromB64(req.ekPublic, 'ekPublic'));
@@ -107,7 +114,7 @@ export function startEnrollment(v: Verifier, req: EnrollStartRequest): EnrollCha
   const { credentialBlob, encryptedSecret } = makeCredentialForEk(ekPub.tpmt, secret, akName);
   const id = randomBytes(16).toString('hex');
   const expiresAt = new Date(Date.now() + CHALLENGE_TTL_MS).toISOString();
-  v.state.savePending({
+  const pending: PendingEnrollment = {
     id,
     secretSha256: createHash('sha256').update(secret).digest('hex'),
     akName: akName.toString('hex'),
@@ -117,14 +124,25 @@ export function startEnrollment(v: Verifier, req: EnrollStartRequest): EnrollCha
     ekCertSubject: ekCert.subject.replace(/\n/g, ', '),
     ...(kind.kind !== 'unknown' ? { platformKind: kind.kind, platformReason: kind.reason } : {}),
     expiresAt,
-  });
+  };
   secret.fill(0);
-  return { schema: 'hyperenclave/ak-enroll-challenge', version: 1, id, credentialBlob: credentialBlob.toString('base64'), encryptedSecret: encryptedSecret.toString('base64'), expiresAt };
+  return { pending, challenge: { schema: 'hyperenclave/ak-enroll-challenge', version: 1, id, credentialBlob: credentialBlob.toString('base64'), encryptedSecret: encryptedSecret.toString('base64'), expiresAt } };
+}
+
+/** Checks an enrollment id's form before any lookup. */
+export function checkEnrollmentId(id: string): void {
+  if (!/^[0-9a-f]{32}$/.test(id)) throw new AttestError(`enrollment id "${id.slice(0, 40)}" is not 32 hex digits`);
 }
 
 /** Verifier, second half: the attester's recovered secret; on match the AK is enrolled. */
 export function finishEnrollment(v: Verifier, answer: { id: string; secret: string }): EnrollmentRecord {
-  const p = v.state.takePending(String(answer.id));
+  const record = completeEnrollment(v, v.state.takePending(String(answer.id)), answer);
+  v.state.saveEnrollment(record);
+  return record;
+}
+
+/** Second half without storage: `p` is the pending record the caller's store took (single use) for answer.id. */
+export function completeEnrollment(v: Verifier, p: PendingEnrollment | undefined, answer: { id: string; secret: string }): EnrollmentRecord {
   if (!p) throw new AttestError(`enroll: no pending enrollment ${String(answer.id).slice(0, 40)} (unknown, or already answered)`, 4);
   if (Date.now() > Date.parse(p.expiresAt)) throw new AttestError(`enroll: challenge ${p.id} expired at ${p.expiresAt}`, 4);
   const got = createHash('sha256').update(fromB64(answer.secret, 'secret')).digest();
@@ -142,7 +160,6 @@ export function finishEnrollment(v: Verifier, answer: { id: string; secret: stri
     method: 'credential-activation',
   };
   record.signature = sign('sha256', Buffer.from(JSON.stringify(record)), { key: v.state.key().privateKey, dsaEncoding: 'ieee-p1363' }).toString('base64url');
-  v.state.saveEnrollment(record);
   return record;
 }
 

@@ -5,6 +5,8 @@
  * is judged on the PCRs it extends (the firmware log also on the quoted PCRs 0-7).
  */
 import { compareReplay, parseEventLog, replay, type ReplayResult } from '../eventlog/index.js';
+import { EVENT_TYPES } from '../eventlog/types.js';
+import { checkHyperenclaveEvents } from '../eventlog/runtime-events.js';
 import type { PcrValues } from './verify.js';
 
 export type LogKind = 'firmware' | 'runtime' | 'drtm';
@@ -97,4 +99,43 @@ export function replayEventLogs(logs: Partial<Record<LogKind, Buffer>>, quoted: 
     for (const ev of r.log.events) for (const d of ev.digests) if (common.includes(d.bank) && judged(ev.pcr)) events.push({ pcr: ev.pcr, bank: d.bank, digest: d.digest.toString('hex'), log: kind, index: ev.index });
   }
   return { perLog, events };
+}
+
+/**
+ * `eventlog.event-data`: our runtime events' data recomputed against their digests
+ * (src/eventlog/runtime-events.ts). Fails when any event's data was edited (forged); events
+ * whose digest covers something the log does not carry are listed as unverified.
+ */
+export function checkEventData(logs: Partial<Record<LogKind, Buffer>>): { status: 'pass' | 'fail' | 'skip'; reason: string; details?: string[] } {
+  const forged: string[] = [];
+  const unverified: string[] = [];
+  let verified = 0;
+  for (const kind of ['firmware', 'runtime', 'drtm'] as const) {
+    const buf = logs[kind];
+    if (!buf) continue;
+    let log;
+    try {
+      log = parseEventLog(buf);
+    } catch {
+      continue; // eventlog.<kind> already fails with the parse error
+    }
+    const checked = checkHyperenclaveEvents(log);
+    for (const c of checked) {
+      const at = `${kind} log event #${c.index} (PCR ${c.pcr})`;
+      if (c.status === 'forged') forged.push(`${at}: ${c.reason}`);
+      else if (c.status === 'unverified') unverified.push(`${at}: ${c.reason}`);
+      else verified++;
+    }
+    if (kind === 'runtime') {
+      const ours = new Set(checked.map((c) => c.index));
+      for (const ev of log.events) if (ev.index > 0 && ev.type !== EVENT_TYPES.EV_NO_ACTION && !ours.has(ev.index)) unverified.push(`runtime log event #${ev.index} (PCR ${ev.pcr}): not a hyperenclave event; its data is not checked`);
+    }
+  }
+  if (forged.length) return { status: 'fail', reason: `event data does not match its digest: ${forged[0]}`, details: [...forged.slice(1), ...unverified] };
+  if (!verified && !unverified.length) return { status: 'skip', reason: 'no hyperenclave events in the supplied logs' };
+  return {
+    status: 'pass',
+    reason: `${verified} hyperenclave event${verified === 1 ? '' : 's'} carry data that matches ${verified === 1 ? 'its' : 'their'} digest${unverified.length ? `; ${unverified.length} not checkable (listed)` : ''}`,
+    ...(unverified.length ? { details: unverified } : {}),
+  };
 }

@@ -1,3 +1,4 @@
+import { createPublicKey } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { compileSchema } from '../schemas.js';
 import { CLAIMS_SCHEME, claimsDigest, qualifyingData, type ClaimsInput, type PlatformKindClaim } from './binding.js';
@@ -8,6 +9,7 @@ import type { BankName } from './policy.js';
 import type { CheckResult } from './result.js';
 import { parsePcrsFile } from './tpm2-tools.js';
 import type { EnclaveInput, PcrValues, VerifyInput } from './verify.js';
+import { readFileBounded } from '../platform/bounded-read.js';
 
 export interface EvidenceQuote {
   bank: BankName;
@@ -60,15 +62,33 @@ export function parseEvidence(text: string, where = 'evidence'): Evidence {
   }
   const bad = validateEvidence(doc);
   if (bad) throw new AttestError(`${where}: ${bad}`);
+  checkEvidenceKeys(doc as Evidence, where);
   return doc as Evidence;
 }
 
+/**
+ * The schema checks a PEM field's prefix only: each key must also decode, so a garbled one is a
+ * named refusal (exit 6, or a failed evidence.format check over HTTP), not a library exception.
+ */
+export function checkEvidenceKeys(ev: Evidence, where = 'evidence'): void {
+  const pem = (v: string | undefined, path: string): void => {
+    if (v === undefined) return;
+    try {
+      createPublicKey(v);
+    } catch (e) {
+      throw new AttestError(`${where}: ${path}: not a PEM public key (${(e as Error).message.split('\n')[0]})`);
+    }
+  };
+  pem(ev.ak?.pem, '/ak/pem');
+}
+
 export function readEvidenceFile(path: string): Evidence {
-  return parseEvidence(readFileSync(path, 'utf8'), path);
+  return parseEvidence(readFileBounded(path, { what: '', kind: 'log' }).toString('utf8'), path);
 }
 
 /** Decodes a schema-valid bundle into what the verifier checks (bytes decoded, nothing trusted yet). */
 export function inputFromEvidence(ev: Evidence): VerifyInput {
+  checkEvidenceKeys(ev);
   const quotes = ev.quotes.map((q, i) => {
     const m = new Map<number, Buffer>();
     for (const [k, v] of Object.entries(q.pcrs)) m.set(Number(k), fromHex(v, `quotes[${i}].pcrs.${k}`));

@@ -1,19 +1,13 @@
 /** File-based halves for the CLI: JSON in, JSON out, written atomically. */
-import { readFileSync } from 'node:fs';
 import { writeFileAtomic } from '../platform/state.js';
 import { AttestError } from './errors.js';
 import { EXIT, jsonSyntaxProblem } from '../errors.js';
 import { finishEnrollment, startEnrollment, type EnrollChallenge, type EnrollmentRecord, type EnrollStartRequest } from './enroll.js';
 import type { Verifier } from './verifier.js';
+import { readFileBounded } from '../platform/bounded-read.js';
 
 export function readJsonFile<T>(path: string, what: string): T {
-  let text: string;
-  try {
-    text = readFileSync(path, 'utf8');
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    throw new AttestError(`${what} ${path}: ${code === 'ENOENT' ? 'not found' : (e as Error).message}`, code === 'ENOENT' ? 3 : 6);
-  }
+  const text = readFileBounded(path, { what, kind: 'log' }).toString('utf8');
   try {
     return JSON.parse(text) as T;
   } catch (e) {

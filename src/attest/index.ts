@@ -12,7 +12,8 @@ export { buildEvidence, evidenceProblems, inputFromEvidence, parseEvidence, qual
 export { exportTpm2Tools, keylimeQuotes, bundleQualification, type Tpm2ToolsExport } from './export.js';
 export { parsePcrsFile, writePcrsFile } from './tpm2-tools.js';
 export { loadPolicy, parsePolicy, loadReferenceValues, type VerifierPolicy, type ReferenceValues, type LoadedPolicy } from './policy.js';
-export { buildResult, formatResultTable, signResultJwt, verifyResultJwt, summarize, type AttestationResult, type CheckResult, type EarStatus } from './result.js';
+export { earClaims, signEar, verifyEar, validateEar, EAR_PROFILE, type EarClaims } from '../verifier/ear.js';
+export { buildResult, formatResultTable, summarize, type AttestationResult, type CheckResult, type EarStatus } from './result.js';
 export { verifyEvidence, verifyCertChain, type VerifyInput, type VerifyOptions } from './verify.js';
 export { Verifier, parseNonceHex, type VerifierOptions, type VerifyOutcome } from './verifier.js';
 export { VerifierState } from './state.js';
@@ -62,10 +63,13 @@ export function exitCodeOf(outcome: VerifyOutcome): number {
 }
 
 /** `hyperenclave verifier serve [--listen 127.0.0.1:PORT] [--policy P]`: runs until closed. */
-export async function serveVerifier(opts: { stateDir: string; policyPath?: string; host?: string; port?: number; maxBodyBytes?: number }): Promise<import('./service.js').RunningService> {
+export async function serveVerifier(
+  opts: { stateDir: string; policyPath?: string; host?: string; port?: number; maxBodyBytes?: number } & Omit<import('./service.js').ServiceOptions, 'verifier' | 'host' | 'port' | 'maxBodyBytes'>,
+): Promise<import('./service.js').RunningService> {
   const { startVerifierService } = await import('./service.js');
-  const verifier = new Verifier({ stateDir: opts.stateDir, ...(opts.policyPath ? { policyPath: opts.policyPath } : {}) });
-  return startVerifierService({ verifier, ...(opts.host ? { host: opts.host } : {}), ...(opts.port !== undefined ? { port: opts.port } : {}), ...(opts.maxBodyBytes ? { maxBodyBytes: opts.maxBodyBytes } : {}) });
+  const { stateDir, policyPath, ...rest } = opts;
+  const verifier = new Verifier({ stateDir, ...(policyPath ? { policyPath } : {}) });
+  return startVerifierService({ verifier, ...rest });
 }
 
 export { collectEvidence, type AttesterTpm, type CollectOptions } from './collect.js';

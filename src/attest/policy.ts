@@ -4,6 +4,7 @@ import { compileSchema, schemasDir } from '../schemas.js';
 import { AttestError } from './errors.js';
 import { jsonSyntaxProblem } from '../errors.js';
 import type { Requirement } from './result.js';
+import { readFileBounded, showPath } from '../platform/bounded-read.js';
 
 export type BankName = 'sha1' | 'sha256' | 'sha384' | 'sha512' | 'sm3_256';
 
@@ -27,7 +28,7 @@ export interface VerifierPolicy {
     minCount?: number;
     launch?: { tikFile: string; allowedLaunchDigests: string[]; allowedPolicies?: number[] };
   };
-  akProvenance?: { acceptEnrolled?: boolean; trustedEkCaFiles?: string[]; trustedAkKeys?: string[] };
+  akProvenance?: { acceptEnrolled?: boolean; trustedEkCaFiles?: string[]; ekCrlFiles?: string[]; trustedAkKeys?: string[] };
   nonce?: { ttlSeconds?: number };
   resultTtlSeconds?: number;
 }
@@ -125,18 +126,15 @@ export interface LoadedPolicy {
   reference?: ReferenceValues;
   /** PEM certificates of CAs an EK certificate may chain to. */
   trustedEkCas: string[];
+  /** CRLs (PEM or DER) the EK chain is checked against (akProvenance.ekCrlFiles). */
+  ekCrls?: Buffer[];
   /** SEV/CSV transport integrity key of the guest owner (policy.enclaves.launch.tikFile). */
   launchTik?: Buffer;
   path?: string;
 }
 
 function readJson(path: string, what: string): unknown {
-  let text: string;
-  try {
-    text = readFileSync(path, 'utf8');
-  } catch (e) {
-    throw new AttestError(`${what} ${path}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'not found' : (e as Error).message}`, (e as NodeJS.ErrnoException).code === 'ENOENT' ? 3 : 6);
-  }
+  const text = readFileBounded(path, { what, kind: 'document' }).toString('utf8');
   try {
     return JSON.parse(text);
   } catch (e) {
@@ -157,20 +155,26 @@ export function loadPolicy(path: string): LoadedPolicy {
   const rel = (p: string): string => (isAbsolute(p) ? p : join(base, p));
   const reference = policy.referenceValues ? loadReferenceValues(rel(policy.referenceValues)) : undefined;
   const trustedEkCas = (policy.akProvenance?.trustedEkCaFiles ?? []).map((f) => {
+    if (typeof f !== 'string' || f === '') throw new AttestError(`policy ${path}: akProvenance.trustedEkCaFiles: an empty file name`);
     const p = rel(f);
-    if (!existsSync(p)) throw new AttestError(`policy ${path}: trustedEkCaFiles: ${p} not found`, 3);
-    return readFileSync(p, 'utf8');
+    if (!existsSync(p)) throw new AttestError(`policy ${showPath(path)}: trustedEkCaFiles: ${showPath(p)} not found`, 3);
+    return readFileBounded(p, { what: `policy ${path}: trustedEkCaFiles`, kind: 'key' }).toString('utf8');
+  });
+  const ekCrls = (policy.akProvenance?.ekCrlFiles ?? []).map((f) => {
+    const p = rel(f);
+    if (!existsSync(p)) throw new AttestError(`policy ${path}: ekCrlFiles: ${p} not found`, 3);
+    return readFileSync(p);
   });
   let launchTik: Buffer | undefined;
   if (policy.enclaves?.launch) {
     const p = rel(policy.enclaves.launch.tikFile);
-    if (!existsSync(p)) throw new AttestError(`policy ${path}: enclaves.launch.tikFile: ${p} not found`, 3);
-    const raw = readFileSync(p);
+    if (!existsSync(p)) throw new AttestError(`policy ${showPath(path)}: enclaves.launch.tikFile: ${showPath(p)} not found`, 3);
+    const raw = readFileBounded(p, { what: `policy ${path}: enclaves.launch.tikFile`, kind: 'key' });
     const t = raw.toString('utf8').trim();
     launchTik = /^[0-9a-fA-F]{32}$/.test(t) ? Buffer.from(t, 'hex') : raw;
     if (launchTik.length !== 16) throw new AttestError(`policy ${path}: ${p}: TIK must be 16 bytes (raw or 32 hex digits)`);
   }
-  return { policy, ...(reference ? { reference } : {}), trustedEkCas, ...(launchTik ? { launchTik } : {}), path };
+  return { policy, ...(reference ? { reference } : {}), trustedEkCas, ...(ekCrls.length ? { ekCrls } : {}), ...(launchTik ? { launchTik } : {}), path };
 }
 
 const HEX = /^([0-9a-f]{2})+$/;

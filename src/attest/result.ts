@@ -1,9 +1,10 @@
-import { createPrivateKey, createPublicKey, generateKeyPairSync, sign, verify as cryptoVerify, createHash, type KeyObject } from 'node:crypto';
+import { createPrivateKey, createPublicKey, generateKeyPairSync, createHash, type KeyObject } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { writeFileAtomic } from '../platform/state.js';
 import { compileSchema } from '../schemas.js';
 import { AttestError } from './errors.js';
+import { readFileBounded } from '../platform/bounded-read.js';
 
 export type CheckStatus = 'pass' | 'fail' | 'skip';
 /** required: must pass; expected: a failure contraindicates, a skip is neutral; optional: a failure warns; off: not run. */
@@ -134,7 +135,7 @@ export function loadOrCreateVerifierKey(dir: string): VerifierKey {
   let privateKey: KeyObject;
   if (existsSync(path)) {
     try {
-      privateKey = createPrivateKey(readFileSync(path));
+      privateKey = createPrivateKey(readFileBounded(path, { what: 'verifier key', kind: 'key' }));
     } catch (e) {
       throw new AttestError(`${path}: not a PEM private key`, undefined, { cause: e });
     }
@@ -147,30 +148,4 @@ export function loadOrCreateVerifierKey(dir: string): VerifierKey {
   }
   const publicKey = createPublicKey(privateKey);
   return { privateKey, publicKey, kid: thumbprint(publicKey) };
-}
-
-/** Compact JWS (ES256) of the result, as EAR relying parties consume it. */
-export function signResultJwt(result: AttestationResult, key: VerifierKey): string {
-  const header = b64url(JSON.stringify({ alg: 'ES256', typ: 'JWT', kid: key.kid }));
-  const payload = b64url(JSON.stringify(result));
-  const sig = sign('sha256', Buffer.from(`${header}.${payload}`), { key: key.privateKey, dsaEncoding: 'ieee-p1363' });
-  return `${header}.${payload}.${b64url(sig)}`;
-}
-
-/** Verifies an ES256 result JWT with the verifier's public key; returns the payload. */
-export function verifyResultJwt(jwt: string, publicKey: KeyObject | string): AttestationResult {
-  const parts = jwt.split('.');
-  if (parts.length !== 3) throw new AttestError('result JWT: expected three dot-separated parts');
-  const [h, p, s] = parts as [string, string, string];
-  let header: { alg?: string };
-  try {
-    header = JSON.parse(Buffer.from(h, 'base64url').toString('utf8')) as { alg?: string };
-  } catch {
-    throw new AttestError('result JWT: header is not JSON');
-  }
-  if (header.alg !== 'ES256') throw new AttestError(`result JWT: alg ${String(header.alg)} is not ES256`);
-  const key = typeof publicKey === 'string' ? createPublicKey(publicKey) : publicKey;
-  const ok = cryptoVerify('sha256', Buffer.from(`${h}.${p}`), { key, dsaEncoding: 'ieee-p1363' }, Buffer.from(s, 'base64url'));
-  if (!ok) throw new AttestError('result JWT: signature does not verify with the verifier key', 4);
-  return JSON.parse(Buffer.from(p, 'base64url').toString('utf8')) as AttestationResult;
 }

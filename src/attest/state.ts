@@ -4,7 +4,7 @@ import { writeFileAtomic } from '../platform/state.js';
 import { AttestError } from './errors.js';
 import { loadOrCreateVerifierKey, type VerifierKey } from './result.js';
 import type { ClockRecord } from './verify.js';
-import type { EnrollmentRecord, PendingEnrollment } from './enroll.js';
+import { checkEnrollmentId, type EnrollmentRecord, type PendingEnrollment } from './enroll.js';
 
 const HEXNAME = /^[0-9a-f]{16,140}$/;
 
@@ -47,6 +47,11 @@ export class VerifierState {
     return m;
   }
 
+  /** Every enrollment record in the directory (the service imports them into its database). */
+  listEnrollments(): EnrollmentRecord[] {
+    return [...this.loadEnrollments().values()];
+  }
+
   findEnrollment(akNameHex: string | undefined, akSpkiHash: string): EnrollmentRecord | undefined {
     const r = this.loadEnrollments().get(akSpkiHash);
     if (!r) return undefined;
@@ -68,7 +73,7 @@ export class VerifierState {
 
   /** Reads and removes a pending enrollment (single use). */
   takePending(id: string): PendingEnrollment | undefined {
-    if (!/^[0-9a-f]{32}$/.test(id)) throw new AttestError(`enrollment id "${id.slice(0, 40)}" is not 32 hex digits`);
+    checkEnrollmentId(id);
     const path = join(this.dir, 'pending', `${id}.json`);
     if (!existsSync(path)) return undefined;
     const p = JSON.parse(readFileSync(path, 'utf8')) as PendingEnrollment;

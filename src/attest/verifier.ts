@@ -2,10 +2,13 @@ import { readFileSync } from 'node:fs';
 import { AttestError } from './errors.js';
 import { inputFromTpm2ToolsFiles, prepareEvidence } from './evidence.js';
 import { loadPolicy, parsePolicy, type LoadedPolicy, type VerifierPolicy } from './policy.js';
-import { buildResult, signResultJwt, type AttestationResult, type CheckResult } from './result.js';
+import { buildResult, type AttestationResult, type CheckResult } from './result.js';
+import { earClaims, policyId, signEar } from '../verifier/ear.js';
 import { VerifierState } from './state.js';
-import { verifyEvidence, type VerifyInput } from './verify.js';
+import { verifyEvidence, type ClockRecord, type VerifyInput } from './verify.js';
+import type { EnrollmentRecord } from './enroll.js';
 import type { LogKind } from './eventlog-check.js';
+import { readFileBounded } from '../platform/bounded-read.js';
 
 export interface VerifierOptions {
   /** Verifier state directory (key, enrollments, clock records). */
@@ -15,10 +18,20 @@ export interface VerifierOptions {
   policy?: VerifierPolicy | LoadedPolicy;
 }
 
+/**
+ * Where enrollments and clock records come from during one verification: the state directory by
+ * default; the service passes values it fetched from its database (src/verifier) beforehand.
+ */
+export interface VerifyLookups {
+  findEnrollment(akNameHex: string | undefined, akSpkiHash: string): EnrollmentRecord | undefined;
+  previousClock(akSpkiHash: string): ClockRecord | undefined;
+  recordClock(akSpkiHash: string, rec: ClockRecord): void;
+}
+
 export interface VerifyOutcome {
   result: AttestationResult;
-  /** ES256 JWT of `result`, signed by the verifier key. */
-  jwt: string;
+  /** The result as an EAR JWT (draft-ietf-rats-ear, ES256 with the verifier key, kid and exp set). */
+  ear(): Promise<string>;
 }
 
 /** A verifier: policy + state, verifying bundles and tpm2-tools quotes. */
@@ -33,32 +46,43 @@ export class Verifier {
     else this.loaded = { policy: parsePolicy(opts.policy ?? { schema: 'hyperenclave/verifier-policy', version: 1 }), trustedEkCas: [] };
   }
 
-  private run(input: VerifyInput, nonce: Buffer, pre: CheckResult[]): VerifyOutcome {
+  private run(input: VerifyInput, nonce: Buffer, pre: CheckResult[], lookups?: VerifyLookups): VerifyOutcome {
     const key = this.state.key();
+    const l = lookups ?? this.state;
     const result = verifyEvidence(input, {
       expectedNonce: nonce,
       policy: this.loaded,
-      findEnrollment: (n, s) => this.state.findEnrollment(n, s),
-      previousClock: (s) => this.state.previousClock(s),
-      recordClock: (s, r) => this.state.recordClock(s, r),
+      findEnrollment: (n, s) => l.findEnrollment(n, s),
+      previousClock: (s) => l.previousClock(s),
+      recordClock: (s, r) => l.recordClock(s, r),
       preChecks: pre,
       keyId: key.kid,
     });
-    return { result, jwt: signResultJwt(result, key) };
+    return this.outcome(result);
+  }
+
+  private outcome(result: AttestationResult): VerifyOutcome {
+    return { result, ear: () => this.earJwt(result) };
+  }
+
+  /** Signs `result` as an EAR JWT with this verifier's key and policy id. */
+  earJwt(result: AttestationResult): Promise<string> {
+    const ttl = this.loaded.policy.resultTtlSeconds;
+    return signEar(earClaims(result, { policyId: policyId(this.loaded), ...(ttl ? { ttlSeconds: ttl } : {}) }), this.state.key());
   }
 
   /** A contraindicated result for evidence that could not even be read. */
   private refuse(checks: CheckResult[], nonce?: Buffer): VerifyOutcome {
     const key = this.state.key();
     const result = buildResult(checks.map((c) => ({ requirement: 'required' as const, ...c })), { ...(nonce ? { nonce: nonce.toString('hex') } : {}), keyId: key.kid });
-    return { result, jwt: signResultJwt(result, key) };
+    return this.outcome(result);
   }
 
   /**
    * Verifies a bundle (parsed JSON or text) against the challenge this verifier issued.
    * `freshness` comes from the nonce store when the service checks single use and expiry.
    */
-  verifyBundle(doc: unknown, challenge: Buffer, freshness?: CheckResult): VerifyOutcome {
+  verifyBundle(doc: unknown, challenge: Buffer, freshness?: CheckResult, lookups?: VerifyLookups): VerifyOutcome {
     let parsed = doc;
     if (typeof doc === 'string' || Buffer.isBuffer(doc)) {
       try {
@@ -70,7 +94,7 @@ export class Verifier {
     const prep = prepareEvidence(parsed);
     const pre = [prep.check, ...(freshness ? [freshness] : [])];
     if (!prep.input) return this.refuse(pre, challenge);
-    return this.run(prep.input, challenge, pre);
+    return this.run(prep.input, challenge, pre, lookups);
   }
 
   /** Verifies tpm2-tools' own quote files (message, signature, serialized PCRs) with the AK PEM. */
@@ -87,12 +111,7 @@ export class Verifier {
   /** Same, from file paths (the CLI's `verify --tpm2-quote-*`). */
   verifyTpm2ToolsFiles(paths: { message: string; signature: string; pcrs: string; akPem: string; eventLogs?: Partial<Record<LogKind, string>> }, nonceHex: string): VerifyOutcome {
     const read = (p: string, what: string): Buffer => {
-      try {
-        return readFileSync(p);
-      } catch (e) {
-        const code = (e as NodeJS.ErrnoException).code;
-        throw new AttestError(`${what} ${p}: ${code === 'ENOENT' ? 'not found' : (e as Error).message}`, code === 'ENOENT' ? 3 : 6);
-      }
+      return readFileBounded(p, { what, kind: what === 'AK public key' ? 'key' : 'log' });
     };
     const logs: Partial<Record<LogKind, Buffer>> = {};
     for (const [k, p] of Object.entries(paths.eventLogs ?? {})) if (p) logs[k as LogKind] = read(p, `${k} event log`);

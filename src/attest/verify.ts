@@ -5,11 +5,12 @@ import { parseEventLog } from '../eventlog/index.js';
 import { ATTR } from '../hypervisor/abi.js';
 import { CLAIMS_SCHEME, qualifyingData, type ClaimsInput } from './binding.js';
 import { AttestError } from './errors.js';
+import { validateEkChain } from '../verifier/ek-cert.js';
 import type { LoadedPolicy, BankName } from './policy.js';
 import { allowedEnclaveIdentities, maxRequirement, requirementOf } from './policy.js';
 import { buildResult, type AttestationResult, type CheckResult, type CheckStatus, type Requirement } from './result.js';
 import { akKeyFromInput, parseQuoteAttest, verifyQuoteSignature, TPM_GENERATED_VALUE, TPM_ST_ATTEST_QUOTE, type ParsedQuote } from './tpm-structures.js';
-import { replayEventLogs, type LogKind } from './eventlog-check.js';
+import { checkEventData, replayEventLogs, type LogKind } from './eventlog-check.js';
 import type { EnrollmentRecord } from './enroll.js';
 import { DEFAULT_HAK_PCR, HYPERVISOR_EXIT_EVENT, enclaveQuoteSignatureOk, expectedReportData, hakEventData, hakFromEventData, hakPcrValue, parseEnclaveQuote, type EnclaveQuote } from './enclave-quote.js';
 
@@ -278,6 +279,8 @@ export function verifyEvidence(input: VerifyInput, opts: VerifyOptions): Attesta
     c.add(name, r.ok ? 'pass' : 'fail', r.reason, r.details);
   }
   const replayed = replay.events;
+  const data = checkEventData(input.eventLogs);
+  c.add('eventlog.event-data', data.status, data.reason, data.details);
 
   // --- reference values ---
   if (!ref) {
@@ -635,33 +638,13 @@ function recomputeLaunch(e: EnclaveInput, owner: { tik: Buffer; allowedLaunchDig
   return { ok: false, reason: `launch measurement ${hex(e.launchMeasurement ?? Buffer.alloc(0)).slice(0, 16)}… matches none of ${owner.allowedLaunchDigests.length} reference launch digest(s)` };
 }
 
-/** Checks a certificate chain [leaf, ...intermediates] up to one of the trusted CAs (signatures, validity). */
-export function verifyCertChain(chainPem: string[], trustedPem: string[], at = new Date()): { ok: boolean; reason: string; root?: string } {
-  if (!chainPem.length) return { ok: false, reason: 'no certificate' };
-  let certs: X509Certificate[];
-  let roots: X509Certificate[];
-  try {
-    certs = chainPem.map((p) => new X509Certificate(p));
-    roots = trustedPem.map((p) => new X509Certificate(p));
-  } catch (e) {
-    return { ok: false, reason: `certificate does not parse: ${(e as Error).message}` };
-  }
-  const valid = (c: X509Certificate): boolean => new Date(c.validFrom) <= at && at <= new Date(c.validTo);
-  const pool = [...certs.slice(1), ...roots];
-  let cur = certs[0]!;
-  for (let depth = 0; depth < 8; depth++) {
-    if (!valid(cur)) return { ok: false, reason: `${cur.subject.replace(/\n/g, ', ')}: not valid at ${at.toISOString()} (${cur.validFrom} – ${cur.validTo})` };
-    const root = roots.find((r) => cur.checkIssued(r) && cur.verify(r.publicKey));
-    if (root) {
-      if (!valid(root)) return { ok: false, reason: `trusted CA ${root.subject.replace(/\n/g, ', ')} expired` };
-      return { ok: true, reason: `chains to ${root.subject.replace(/\n/g, ', ')}`, root: root.subject };
-    }
-    const issuer = pool.find((p) => p !== cur && cur.checkIssued(p) && cur.verify(p.publicKey));
-    if (!issuer) return { ok: false, reason: `${cur.subject.replace(/\n/g, ', ')}: no trusted issuer verifies its signature` };
-    if (!issuer.ca) return { ok: false, reason: `${issuer.subject.replace(/\n/g, ', ')}: issuer is not a CA` };
-    cur = issuer;
-  }
-  return { ok: false, reason: 'chain too long' };
+/**
+ * Checks an EK certificate chain [leaf, ...intermediates] up to one of the trusted CAs: RFC 5280
+ * path validation, the TCG EK profile, CRLs when given (src/verifier/ek-cert.ts). `root` is the
+ * subject of the trust anchor that validated it.
+ */
+export function verifyCertChain(chainPem: string[], trustedPem: string[], at = new Date(), crls?: (string | Buffer)[]): { ok: boolean; reason: string; root?: string; anchor?: { subject: string; sha256: string } } {
+  return validateEkChain(chainPem, trustedPem, { at, ...(crls?.length ? { crls } : {}) });
 }
 
 export { AttestError };

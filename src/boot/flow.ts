@@ -2,6 +2,8 @@ import { join } from 'node:path';
 import { HyperEnclaveError, EXIT } from '../errors.js';
 import { readJsonIfExists, writeFileAtomic } from '../platform/state.js';
 import type { Logger } from '../log.js';
+import { withStateLock } from '../platform/lock.js';
+import { fileSystemError } from '../platform/fs-errors.js';
 
 /** What the boot flow needs from the platform; the CLI wires real implementations. */
 export interface BootSteps {
@@ -46,9 +48,16 @@ export const bootStatePath = (stateDir: string): string => join(stateDir, 'boot-
 
 /**
  * platform check → verify image → measure (once per boot) → load → enable → record.
- * Idempotent within a boot; a failure rolls back load/enable and records why.
+ * Idempotent within a boot; a failure rolls back load/enable and records why. Holds the state
+ * directory's lock throughout; the measure step's write-ahead journal (src/measure/journal.ts)
+ * makes a kill at any instant recoverable by running boot again.
  */
-export async function runBoot(stateDir: string, steps: BootSteps, log?: Logger): Promise<BootResult> {
+export function runBoot(stateDir: string, steps: BootSteps, log?: Logger): Promise<BootResult> {
+  // One boot at a time per state directory: a second copy waits, then finds the work done.
+  return withStateLock(stateDir, 'boot', () => runBootLocked(stateDir, steps, log));
+}
+
+async function runBootLocked(stateDir: string, steps: BootSteps, log?: Logger): Promise<BootResult> {
   const path = bootStatePath(stateDir);
   const previous = readJsonIfExists<BootState>(path);
   const bootId = await steps.bootId();
@@ -111,8 +120,15 @@ export async function runBoot(stateDir: string, steps: BootSteps, log?: Logger):
     }
     state.phase = 'failed';
     state.error = msg;
-    save();
+    try {
+      save();
+    } catch {
+      // Recording the failure can fail for the same reason (a full or read-only disk): the
+      // original error is the one to report.
+    }
     if (e instanceof HyperEnclaveError) throw e;
+    const fsErr = fileSystemError(e, 'boot');
+    if (fsErr) throw fsErr;
     throw new HyperEnclaveError(`boot: ${msg}`, EXIT.INTERNAL, { cause: e });
   }
 }

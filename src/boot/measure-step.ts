@@ -1,4 +1,3 @@
-import { EventLogAppender } from '../eventlog/index.js';
 import { banksForTpm, measureImage, type MeasureResult, type PcrPolicy, type PlannedEvent } from '../measure/index.js';
 import { archForCpuVendor, verifyContainerFile } from '../measure/container.js';
 import { readCpuFacts } from '../platform/cpu.js';
@@ -7,7 +6,8 @@ import { DrtmLogRecorder, emulatedLaunch, planDrtmLaunch, type DrtmTpm } from '.
 import type { TpmClient } from '../tpm/client.js';
 import { hashAlgByName } from '../tpm/alg.js';
 import { HyperEnclaveError, EXIT } from '../errors.js';
-import { drtmLogPath, runtimeLogPath } from '../platform/logs.js';
+import { drtmLogPath } from '../platform/logs.js';
+import { withJournaledRuntimeLog } from '../measure/journal.js';
 import type { Platform } from '../platform/index.js';
 
 /** The emulated chipset: swtpm's control channel gives locality and the HASH_START/DATA/END sequence. */
@@ -25,6 +25,8 @@ export function drtmTpmOf(tpm: TpmClient): DrtmTpm {
 
 export interface MeasureStepResult {
   measurement: MeasureResult;
+  /** What the write-ahead journal had to settle from an interrupted run (empty when clean). */
+  recovered: string[];
   drtm?: { pcrs: number[]; events: number; log: string };
 }
 
@@ -47,14 +49,13 @@ export async function measureStep(args: {
   const expectedArch = archForCpuVendor(readCpuFacts().vendor);
   const verify = { banks, ...(expectedArch ? { expectedArch } : {}), ...(args.trustedKeys ? { trustedKeys: args.trustedKeys, requireSignature: true } : {}) };
   const img = await verifyContainerFile(args.imagePath, verify);
-  const log = await EventLogAppender.open(runtimeLogPath(args.platform.stateDir), { banks });
-  let measurement: MeasureResult;
-  try {
-    measurement = await measureImage({ tpm: mt, log, policy: args.policy, image: img, ...(args.extendImage ? { extendImage: args.extendImage } : {}) });
-  } finally {
-    await log.close();
-  }
-  if (!args.launchEnvironment) return { measurement };
+  // Write-ahead: the journal and the TPM settle whatever a killed run left, and an image already
+  // measured in this TPM boot is not extended again.
+  const { measurement, recovered } = await withJournaledRuntimeLog({ stateDir: args.platform.stateDir, tpm: mt, banks, what: 'boot' }, async ({ log, journal, reconciliation }) => ({
+    measurement: await measureImage({ tpm: mt, log, journal, policy: args.policy, image: img, ...(args.extendImage ? { extendImage: args.extendImage } : {}) }),
+    recovered: reconciliation.actions,
+  }));
+  if (!args.launchEnvironment) return { measurement, recovered };
   if (args.platform.kind !== 'emulated')
     throw new HyperEnclaveError('DRTM: a real TXT launch is performed by tboot/SINIT before Linux, not by this command; read its result with "hyperenclave platform"', EXIT.UNSUPPORTED);
   const steps = planDrtmLaunch(args.launchEnvironment, img, args.policy, banks);
@@ -62,5 +63,5 @@ export async function measureStep(args: {
   await emulatedLaunch(drtmTpmOf(args.tpm), args.launchEnvironment, steps, rec);
   const path = drtmLogPath(args.platform.stateDir);
   rec.writeTo(path, banks);
-  return { measurement, drtm: { pcrs: [...new Set(steps.map((s) => s.pcr))], events: steps.length, log: path } };
+  return { measurement, recovered, drtm: { pcrs: [...new Set(steps.map((s) => s.pcr))], events: steps.length, log: path } };
 }

@@ -5,8 +5,7 @@ import { platformReport } from '../platform/report.js';
 import { archForCpuVendor, verifyContainerFile } from '../measure/container.js';
 import { readCpuFacts } from '../platform/cpu.js';
 import { banksForTpm, measureTpmFor, planMeasurement, type PcrPolicy, type PlannedEvent } from '../measure/index.js';
-import { EventLogAppender } from '../eventlog/index.js';
-import { runtimeLogPath } from '../platform/logs.js';
+import { withJournaledRuntimeLog } from '../measure/journal.js';
 import { openTpm } from '../tpm/index.js';
 import { disableHypervisor, enableHypervisor, hypervisorStatus, loadHypervisor, withHypervisor } from '../hypervisor/index.js';
 import { HyperEnclaveError, EXIT } from '../errors.js';
@@ -45,7 +44,13 @@ export function bootStepsFor(
           // The kernel driver measures what it loads: on linux the image event is its extension.
           ...(platform.kind === 'linux' ? { extendImage: (e: PlannedEvent) => loadMeasuredByDriver(platform, cfg.imagePath, sha256, e) } : {}),
         });
-        return { events: r.measurement.events.length, pcrs: r.measurement.pcrs ?? {}, ...(r.drtm ? { drtm: r.drtm } : {}) };
+        return {
+          events: r.measurement.events.length,
+          ...(r.measurement.alreadyMeasured ? { alreadyMeasured: r.measurement.alreadyMeasured } : {}),
+          ...(r.recovered.length ? { recovered: r.recovered } : {}),
+          pcrs: r.measurement.pcrs ?? {},
+          ...(r.drtm ? { drtm: r.drtm } : {}),
+        };
       } finally {
         await tpm.close();
       }
@@ -102,13 +107,14 @@ async function loadAndLogByDriver(platform: Platform, cfg: { imagePath: string; 
     const img = await verifyContainerFile(cfg.imagePath, { banks });
     const event = planMeasurement(img, cfg.policy, banks).find((e) => e.measure === 'image');
     if (!event) throw new HyperEnclaveError(`load: PCR policy ${cfg.policy.name} has no image event, but the driver measures the image`, EXIT.UNSUPPORTED);
-    await loadMeasuredByDriver(platform, cfg.imagePath, sha256, event);
-    const log = await EventLogAppender.open(runtimeLogPath(platform.stateDir), { banks });
-    try {
-      await log.append({ pcr: event.pcr, type: event.eventType, digests: event.digests as Record<string, Buffer>, data: event.data });
-    } finally {
-      await log.close();
-    }
+    const mt = measureTpmFor(tpm);
+    await withJournaledRuntimeLog({ stateDir: platform.stateDir, tpm: mt, banks, what: 'boot' }, async ({ log, journal }) => {
+      const record = { pcr: event.pcr, type: event.eventType, digests: event.digests as Record<string, Buffer>, data: event.data };
+      journal.intend(record, log.eventCount, { progress: false });
+      await loadMeasuredByDriver(platform, cfg.imagePath, sha256, event);
+      await log.append(record);
+      journal.confirm({ progress: false });
+    });
   } finally {
     await tpm.close();
   }

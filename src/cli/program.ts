@@ -3,7 +3,8 @@
  * what their actions need when they run, so `--help` and a single command load little.
  */
 import { Command, CommanderError, Option } from 'commander';
-import { EXIT, HyperEnclaveError } from '../errors.js';
+import { EXIT, HyperEnclaveError, oneLine } from '../errors.js';
+import { fileSystemError } from '../platform/fs-errors.js';
 import { lazyLogger, logColorFor, logFormatFor, logLevelFromEnv, setLogger } from '../log.js';
 import { cliVersion } from './version.js';
 import { invokedGroup, registerCommands } from './commands/index.js';
@@ -64,11 +65,16 @@ export async function main(argv: string[]): Promise<number> {
       return EXIT.USAGE;
     }
     if (e instanceof HyperEnclaveError) {
-      process.stderr.write(`hyperenclave: ${e.message}\n`);
+      process.stderr.write(`hyperenclave: ${oneLine(e.message)}\n`);
       if (verbose && e.cause) process.stderr.write(`  cause: ${e.cause instanceof Error ? e.cause.stack : String(e.cause)}\n`);
       return e.exitCode;
     }
     const err = e as NodeJS.ErrnoException;
+    const fsErr = fileSystemError(e);
+    if (fsErr) {
+      process.stderr.write(`hyperenclave: ${fsErr.message}\n`);
+      return fsErr.exitCode;
+    }
     if (err && typeof err.code === 'string' && err.path) {
       process.stderr.write(`hyperenclave: ${err.path}: ${err.message.replace(/^[A-Z]+: /, '')}\n`);
       return err.code === 'ENOENT' ? EXIT.NOT_FOUND : EXIT.BAD_INPUT;

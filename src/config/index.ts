@@ -1,6 +1,7 @@
 import { readFileSync, existsSync } from 'node:fs';
 import { HyperEnclaveError, EXIT, jsonSyntaxProblem } from '../errors.js';
 import { compileSchema } from '../schemas.js';
+import { readTextFile } from '../platform/bounded-read.js';
 
 export interface HyperEnclaveConfig {
   schema: 'hyperenclave/config';
@@ -47,5 +48,5 @@ export function loadConfig(path?: string): HyperEnclaveConfig {
     if (path) throw new HyperEnclaveError(`config ${p}: no such file`, EXIT.NOT_FOUND);
     return { schema: 'hyperenclave/config', version: 1 };
   }
-  return parseConfig(readFileSync(p, 'utf8'), p);
+  return parseConfig(readTextFile(p, { what: 'config', kind: 'document' }), p);
 }

@@ -4,6 +4,7 @@ import { PAGE_SIZE } from '../hypervisor/abi.js';
 import { EnclaveError } from './errors.js';
 import type { EnclaveManifest } from './manifest.js';
 import { SECINFO_TCS, type MeasuredPage, secinfoReg } from './sgx.js';
+import { readFileBounded, readTextFile } from '../platform/bounded-read.js';
 
 /**
  * From a manifest and its payload (flat image + layout JSON) to the exact page list EADD gets:
@@ -226,11 +227,11 @@ export function loadPayload(m: EnclaveManifest): { image: Buffer; layout: Payloa
   const layoutPath = m.payload.layout ?? defaultLayoutPath(m.payload.image);
   if (!layoutPath || !existsSync(layoutPath)) throw new EnclaveError(`${m.source}: no layout JSON for ${m.payload.image} (set /payload/layout)`, EXIT.NOT_FOUND);
   let doc: unknown;
-  const text = readFileSync(layoutPath, 'utf8');
+  const text = readTextFile(layoutPath, { what: 'enclave layout', kind: 'document' });
   try {
     doc = JSON.parse(text);
   } catch (e) {
     throw new EnclaveError(`${layoutPath}: not JSON (${jsonSyntaxProblem(e, text)})`, EXIT.BAD_INPUT);
   }
-  return { image: readFileSync(m.payload.image), layout: parseLayout(doc, layoutPath), layoutPath };
+  return { image: readFileBounded(m.payload.image, { what: 'enclave payload', kind: 'log' }), layout: parseLayout(doc, layoutPath), layoutPath };
 }

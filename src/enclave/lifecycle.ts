@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { readFileBounded } from '../platform/bounded-read.js';
 import { EXIT } from '../errors.js';
 import type { EcallRequest, EcallResult, HypervisorClient } from '../hypervisor/client.js';
 import type { BackendKind } from './backends/index.js';
@@ -30,7 +31,7 @@ const PROGRESS_BATCH_PAGES = 1024;
 export async function createEnclave(client: HypervisorClient, m: EnclaveManifest, opts: { onProgress?: (bytesAdded: number, bytesTotal: number) => void } = {}): Promise<CreatedEnclave> {
   const { image, layout } = loadPayload(m);
   const plan = planEnclave(m, image, layout);
-  const key = loadSignerKey(readFileSync(m.signer.key), `${m.source}: /signer/key ${m.signer.key}`);
+  const key = loadSignerKey(readFileBounded(m.signer.key, { what: `${m.source}: /signer/key`, kind: 'key' }), `${m.source}: /signer/key ${m.signer.key}`);
   const mrenclave = computeMrEnclave(plan.size, plan.ssaFrameSize, plan.pages);
   const sigstruct = buildSigstruct(
     { date: m.signer.date, attributes: plan.attributes, xfrm: plan.xfrm, miscSelect: plan.miscSelect, enclaveHash: mrenclave, isvProdId: m.isvProdId, isvSvn: m.isvSvn },

@@ -4,6 +4,7 @@ import { EXIT, jsonSyntaxProblem } from '../errors.js';
 import { compileSchema } from '../schemas.js';
 import type { BackendKind } from './backends/index.js';
 import { EnclaveError } from './errors.js';
+import { readTextFile } from '../platform/bounded-read.js';
 
 /** An enclave manifest (schemas/enclave-manifest.schema.json) with paths resolved and sizes parsed. */
 export interface EnclaveManifest {
@@ -93,7 +94,7 @@ export function parseManifest(doc: unknown, file: string): EnclaveManifest {
 export function loadManifest(file: string): EnclaveManifest {
   if (!existsSync(file)) throw new EnclaveError(`enclave manifest ${file} not found`, EXIT.NOT_FOUND);
   let doc: unknown;
-  const text = readFileSync(file, 'utf8');
+  const text = readTextFile(file, { what: 'enclave manifest', kind: 'document' });
   try {
     doc = JSON.parse(text);
   } catch (e) {

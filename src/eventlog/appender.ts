@@ -1,8 +1,10 @@
-import { mkdir, open, readFile, rename, type FileHandle } from 'node:fs/promises';
+import { mkdir, open, rename, rm, type FileHandle } from 'node:fs/promises';
+import { HyperEnclaveError, EXIT } from '../errors.js';
 import { basename, dirname, join } from 'node:path';
 import { EventLogError } from './errors.js';
 import { parseEventLog, type EventLog, type ParseOptions, type SpecIdAlgorithm } from './parse.js';
 import { encodeEvent2, encodeSpecIdHeader, specIdAlgorithms, startupLocalityEvent, type EventInput, type SpecIdInput } from './write.js';
+import { readFileBounded } from '../platform/bounded-read.js';
 
 export interface AppenderOptions {
   /** Banks every record carries (e.g. ['sha1', 'sha256', 'sha384']); must match an existing file's. */
@@ -20,7 +22,7 @@ export interface AppendResult {
 
 /** Reads an event log file, ignoring (and reporting in `tornTail`) an incomplete last record. */
 export async function readEventLogFile(path: string, opts: ParseOptions = {}): Promise<EventLog> {
-  const bytes = await readFile(path);
+  const bytes = readFileBounded(path, { what: 'event log', kind: 'log' });
   try {
     return parseEventLog(bytes, { allowTornTail: true, ...opts });
   } catch (e) {
@@ -36,6 +38,17 @@ async function fsyncDir(dir: string): Promise<void> {
   } finally {
     await d.close();
   }
+}
+
+/**
+ * Moves a runtime log that belongs to an earlier TPM boot aside (`<path>.prev`, replacing an
+ * older one) so the next append starts a new log; the rename is made durable. Returns the new name.
+ */
+export async function archiveEventLogFile(path: string): Promise<string> {
+  const to = `${path}.prev`;
+  await rename(path, to);
+  await fsyncDir(dirname(path));
+  return to;
 }
 
 /**
@@ -70,9 +83,9 @@ export class EventLogAppender {
     const algs = specIdAlgorithms({ banks: opts.banks });
     let existing: Buffer | undefined;
     try {
-      existing = await readFile(path);
+      existing = readFileBounded(path, { what: 'runtime log', kind: 'log' });
     } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT' && !(e instanceof HyperEnclaveError && e.exitCode === EXIT.NOT_FOUND)) throw e;
     }
     if (!existing || existing.length === 0) return new EventLogAppender(path, algs, opts, 0, 0, 0);
     const log = parseEventLog(existing, { allowTornTail: true, strictDigestCount: true });
@@ -136,14 +149,20 @@ export class EventLogAppender {
     const header = encodeSpecIdHeader({ ...this.opts.specId, banks: this.opts.banks });
     await mkdir(dirname(this.path), { recursive: true }); // a fresh machine has no state directory yet
     const tmp = join(dirname(this.path), `.${basename(this.path)}.${process.pid}.tmp`);
-    const fh = await open(tmp, 'w', 0o644);
     try {
-      await fh.write(Buffer.concat([header, record]));
-      await fh.sync();
-    } finally {
-      await fh.close();
+      const fh = await open(tmp, 'w', 0o644);
+      try {
+        const all = Buffer.concat([header, record]);
+        for (let done = 0; done < all.length; ) done += (await fh.write(all, done, all.length - done)).bytesWritten;
+        await fh.sync();
+      } finally {
+        await fh.close();
+      }
+      await rename(tmp, this.path);
+    } catch (e) {
+      await rm(tmp, { force: true }); // nothing half-written left behind (a full or read-only disk)
+      throw e;
     }
-    await rename(tmp, this.path);
     await fsyncDir(dirname(this.path));
     this.size = header.length + record.length;
     this.count = 2;

@@ -1,6 +1,7 @@
 import { decodeEvent, type DecodedEvent } from './decode.js';
 import type { EventLog, LogEvent } from './parse.js';
 import { checkPayloadDigest } from './payload-digest.js';
+import { checkHyperenclaveEvents, type EventDataCheck } from './runtime-events.js';
 import type { ReplayComparison, ReplayResult } from './replay.js';
 
 export const EVENTLOG_JSON_SCHEMA = 'hyperenclave/eventlog';
@@ -20,6 +21,8 @@ export interface EventJson {
   decoded?: DecodedEvent;
   /** Present when the digest should be the hash of the data and is not. */
   digestMismatch?: string[];
+  /** Our own (hyperenclave:) events: whether the data matches the digest (src/eventlog/runtime-events.ts). */
+  dataCheck?: { status: EventDataCheck["status"]; reason: string };
 }
 
 export interface EventLogJson {
@@ -34,7 +37,7 @@ export interface EventLogJson {
   tornTail?: { offset: number; length: number; reason: string };
 }
 
-export function eventToJson(ev: LogEvent, log?: EventLog): EventJson {
+export function eventToJson(ev: LogEvent, log?: EventLog, dataChecks?: Map<number, EventDataCheck>): EventJson {
   const digests: Record<string, string> = {};
   for (const d of ev.digests) digests[d.bank] = d.digest.toString('hex');
   const out: EventJson = { index: ev.index, offset: ev.offset, pcr: ev.pcr, type: ev.type, typeName: ev.typeName, digests, dataSize: ev.data.length, data: ev.data.toString('hex') };
@@ -42,12 +45,17 @@ export function eventToJson(ev: LogEvent, log?: EventLog): EventJson {
   if (decoded) out.decoded = decoded;
   const check = checkPayloadDigest(ev);
   if (check && !check.ok) out.digestMismatch = check.badBanks;
+  const dc = dataChecks?.get(ev.index);
+  if (dc) out.dataCheck = { status: dc.status, reason: dc.reason };
   return out;
 }
 
+const dataChecksOf = (log: EventLog): Map<number, EventDataCheck> => new Map(checkHyperenclaveEvents(log).map((c) => [c.index, c]));
+
 /** JSON form of a parsed log for `--json` output; field names are stable. */
 export function eventLogToJson(log: EventLog): EventLogJson {
-  const out: EventLogJson = { schema: EVENTLOG_JSON_SCHEMA, version: 1, format: log.format, banks: log.banks, eventCount: log.events.length, events: log.events.map((e) => eventToJson(e, log)) };
+  const checks = dataChecksOf(log);
+  const out: EventLogJson = { schema: EVENTLOG_JSON_SCHEMA, version: 1, format: log.format, banks: log.banks, eventCount: log.events.length, events: log.events.map((e) => eventToJson(e, log, checks)) };
   if (log.specId && log.events[0]) {
     const d = decodeEvent(log.events[0], log);
     if (d) out.specId = d;
@@ -135,13 +143,18 @@ export function formatEventLogText(log: EventLog, opts: { replay?: ReplayResult 
   if (log.padding) out.push(`padding: ${log.padding.length} bytes at offset ${log.padding.offset} (ignored)`);
   if (log.tornTail) out.push(`torn tail: ${log.tornTail.length} bytes at offset ${log.tornTail.offset} ignored (${log.tornTail.reason})`);
   const bankWidth = Math.max(...log.banks.map((b) => b.length), 4);
+  const checks = dataChecksOf(log);
   for (const ev of log.events) {
     out.push('');
     out.push(`#${ev.index}  PCR ${ev.pcr}  ${ev.typeName}  (${ev.data.length} bytes at offset ${ev.offset})`);
     for (const d of ev.digests) out.push(`  ${d.bank.padEnd(bankWidth)}  ${d.digest.toString('hex')}`);
     const decoded = decodeEvent(ev, log);
+    const dc = checks.get(ev.index);
+    // Our own events: the text is shown as measured only when it matches the digest.
+    if (dc && dc.status === 'forged') out.push(`  UNTRUSTED (event data does not match its digest: ${dc.reason})`);
+    else if (dc && dc.status === 'unverified') out.push(`  unverified data (${dc.reason})`);
     if (decoded) {
-      if (decoded.kind === 'String') out.push(`  text: ${JSON.stringify(decoded.text)}`);
+      if (decoded.kind === 'String') out.push(`  ${dc && dc.status !== 'verified' ? 'claimed text' : 'text'}: ${JSON.stringify(decoded.text)}`);
       else {
         out.push(`  ${decoded.kind}:`);
         out.push(...decodedLines(decoded, '    '));

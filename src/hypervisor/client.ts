@@ -34,6 +34,8 @@ export interface HypervisorStatus {
   enclaves: EnclaveSummary[];
   /** Service process facts (emulated) or driver facts (linux). */
   process: { pid: number; startedAt: string; stateDir: string } | null;
+  /** Emulated: what an earlier service process held when it ended (lost), until the next load. */
+  lost?: { previousPid: number; previousStartedAt: string; restartedAt: string; image: string | null; enabled: boolean; enclaves: number[]; message: string };
 }
 
 export interface EnclaveSummary {

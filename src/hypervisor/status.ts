@@ -31,6 +31,7 @@ export function statusToJson(s: HypervisorStatus): Record<string, unknown> {
     hv: s.hv ? hvJson(s.hv) : null,
     enclaves: s.enclaves,
     process: s.process,
+    ...(s.lost ? { lost: s.lost } : {}),
     ...(s.platform === 'emulated' ? { limitations: EMULATED_LIMITATIONS } : {}),
   };
 }
@@ -39,6 +40,7 @@ export function statusToJson(s: HypervisorStatus): Record<string, unknown> {
 export function formatStatus(s: HypervisorStatus): string[] {
   const mib = (v: bigint): string => `${Number(v >> 20n)} MiB`;
   const out = [`platform: ${s.platform}`, `cpus: ${s.cpus}`];
+  if (s.lost) out.push(`warning: ${s.lost.message}`);
   out.push(s.image ? `image: ${s.image.id.slice(0, 16)}… (${s.image.format}, ${s.image.length} bytes) sha256 ${s.image.sha256}` : 'image: not loaded');
   const enabled = s.platform === 'emulated' ? 'enabled in the emulated service (no hypervisor runs under Linux: nothing is demoted)' : 'enabled (host demoted)';
   out.push(`state: ${s.enabled ? enabled : s.loaded ? 'loaded, not enabled' : 'not loaded'}`);

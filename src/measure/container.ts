@@ -502,7 +502,9 @@ export async function verifyContainerFile(path: string, opts: VerifyOptions = {}
     throw new ImageError(`image: cannot open ${path}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, 3);
   }
   try {
-    const size = (await fh.stat()).size;
+    const st = await fh.stat();
+    if (st.isDirectory()) throw new ImageError(`image ${path}: a directory, expected a file`);
+    const size = st.size;
     const headerBytes = Buffer.alloc(Math.min(IMAGE_HEADER_SIZE, size));
     await readFully(fh, headerBytes, 0);
     let sigBlock: Buffer | undefined;

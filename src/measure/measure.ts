@@ -2,6 +2,7 @@ import type { HashAlgName } from '../tpm/alg.js';
 import { type VerifiedImage, type VerifyOptions, verifyContainerFile } from './container.js';
 import { type PcrPolicy, banksForTpm } from './policy.js';
 import { type PlannedEvent, type PcrValues, eventTypeName, planMeasurement } from './plan.js';
+import { ImageError } from './errors.js';
 
 /** What measuring needs from the TPM client (src/tpm). */
 export interface MeasureTpm {
@@ -11,6 +12,16 @@ export interface MeasureTpm {
   pcrExtend(pcr: number, digests: { alg: HashAlgName; digest: Buffer }[]): Promise<void>;
   /** Optional: current PCR values, to report what the TPM holds after measuring. */
   pcrRead?(pcrs: number[], banks: HashAlgName[]): Promise<PcrValues>;
+  /** Optional: the TPM boot identity (resetCount/restartCount from TPM2_ReadClock), for the write-ahead journal. */
+  epoch?(): Promise<string>;
+}
+
+/** The write-ahead journal (journal.ts): what measureImage records before and after each extension. */
+export interface MeasureJournal {
+  doneFor(imageId: string, policy: string, banks: readonly string[], total: number): number;
+  begin(imageId: string, policy: string, banks: readonly string[], total: number, done: number): void;
+  intend(e: { pcr: number; type: number; digests: Record<string, Buffer>; data: Buffer }, logEvents: number): void;
+  confirm(): void;
 }
 
 /**
@@ -19,6 +30,8 @@ export interface MeasureTpm {
  */
 export interface RuntimeLogAppender {
   append(event: { pcr: number; type: number; digests: Record<string, Buffer>; data: Buffer }): Promise<unknown> | unknown;
+  /** Events in the log counting the header (needed with a journal). */
+  readonly eventCount?: number;
 }
 
 export interface MeasureResult {
@@ -30,6 +43,8 @@ export interface MeasureResult {
   events: { pcr: number; type: string; measure: string; digests: Record<string, string>; data: string }[];
   /** PCR values after measuring, when the TPM client can read them. */
   pcrs?: Record<string, Record<string, string>>;
+  /** With a journal: events of this image already measured earlier in this TPM boot (not extended again). */
+  alreadyMeasured?: number;
 }
 
 /**
@@ -50,16 +65,33 @@ export async function measureImage(args: {
    * event is logged here as for any other extension.
    */
   extendImage?: (event: PlannedEvent) => Promise<void>;
+  /**
+   * Write-ahead journal: each event is recorded as intended before its extension and confirmed
+   * after its log entry, and events already measured for this image in this TPM boot are skipped.
+   */
+  journal?: MeasureJournal;
+  /** With a journal: skip events of this image already measured in this TPM boot (default true). */
+  resume?: boolean;
 }): Promise<MeasureResult> {
   const banks = banksForTpm(args.policy, await args.tpm.activeBanks());
   const img = typeof args.image === 'string' ? await verifyContainerFile(args.image, { ...args.verify, banks }) : args.image;
   const events: PlannedEvent[] = planMeasurement(img, args.policy, banks);
-  for (const e of events) {
-    // Log after the extend: a crash in between leaves the TPM ahead of the log, which a replay
-    // reports at this event, rather than a log claiming an extension that never happened.
+  const j = args.journal;
+  const start = j && args.resume !== false ? j.doneFor(img.id, args.policy.name, banks, events.length) : 0;
+  j?.begin(img.id, args.policy.name, banks, events.length, start);
+  for (const e of events.slice(start)) {
+    const record = { pcr: e.pcr, type: e.eventType, digests: e.digests as Record<string, Buffer>, data: e.data };
+    // Without a journal: log after the extend, so a crash in between leaves the TPM ahead of the
+    // log (a replay reports it at this event) rather than a log claiming an extension that never
+    // happened. With one, the journal's pending record lets the next run settle exactly which.
+    if (j) {
+      if (args.log.eventCount === undefined) throw new ImageError('measure: a journaled measurement needs the log\'s event count');
+      j.intend(record, args.log.eventCount);
+    }
     if (e.measure === 'image' && args.extendImage) await args.extendImage(e);
     else await args.tpm.pcrExtend(e.pcr, banks.map((alg) => ({ alg, digest: e.digests[alg]! })));
-    await args.log.append({ pcr: e.pcr, type: e.eventType, digests: e.digests as Record<string, Buffer>, data: e.data });
+    await args.log.append(record);
+    j?.confirm();
   }
   const result: MeasureResult = {
     schema: 'hyperenclave/measurement',
@@ -80,6 +112,7 @@ export async function measureImage(args: {
       digests: Object.fromEntries(Object.entries(e.digests).map(([k, v]) => [k, v!.toString('hex')])),
       data: e.data.toString('utf8'),
     })),
+    ...(j ? { alreadyMeasured: start } : {}),
   };
   if (args.tpm.pcrRead) {
     const pcrs = [...new Set(events.map((e) => e.pcr))];

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { compileSchema } from '../schemas.js';
-import { EXIT, jsonSyntaxProblem } from '../errors.js';
+import { EXIT, HyperEnclaveError, jsonSyntaxProblem } from '../errors.js';
+import { readFileBounded } from '../platform/bounded-read.js';
 import { type HashAlgName, hashAlgByName, nodeSupports } from '../tpm/alg.js';
 import { PolicyError } from './errors.js';
 
@@ -93,8 +94,9 @@ export function loadPolicy(nameOrPath: string = DEFAULT_POLICY_NAME): PcrPolicy 
   if (builtin) return structuredClone(builtin);
   let text: string;
   try {
-    text = readFileSync(nameOrPath, 'utf8');
+    text = readFileBounded(nameOrPath, { what: 'pcr policy', kind: 'document' }).toString('utf8');
   } catch (e) {
+    if (e instanceof HyperEnclaveError && e.exitCode !== EXIT.NOT_FOUND) throw e; // a directory, too large, no permission
     throw new PolicyError(`pcr policy ${nameOrPath}: not a built-in policy (${Object.keys(BUILTIN_POLICIES).join(', ')}) and not readable (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`, EXIT.NOT_FOUND);
   }
   let doc: unknown;

@@ -4,6 +4,9 @@ import type { MeasureTpm } from './measure.js';
 import type { PcrValues } from './plan.js';
 import { ImageError } from './errors.js';
 
+/** The TPM boot identity: a TPM Reset (reboot, power cycle) or Restart changes it. */
+export const tpmEpochOf = (c: { resetCount: number; restartCount: number }): string => `reset-${c.resetCount}.restart-${c.restartCount}`;
+
 function algId(bank: HashAlgName): number {
   const a = hashAlgByName(bank);
   if (!a) throw new ImageError(`measure: unknown bank ${bank}`);
@@ -24,6 +27,7 @@ export function measureTpmFor(client: TpmClient): MeasureTpm {
       }
       return out;
     },
+    epoch: async () => tpmEpochOf(await client.readClock()),
   };
 }
 

@@ -52,9 +52,17 @@ export function openPlatform(opts: { platform?: string; stateDir?: string } = {}
       return (await ensureEmulatedTpm(stateDir)).tcti;
     },
     async bootId() {
-      // The emulated machine "reboots" when its TPM is power-cycled (PCRs reset).
-      const tpm = await ensureEmulatedTpm(stateDir);
-      return `emulated-tpm-${tpm.pid}`;
+      // The emulated machine "reboots" when its TPM is power-cycled (PCRs reset): the TPM's own
+      // reset/restart counts (TPM2_ReadClock) say so, also across a swtpm killed and restarted.
+      const info = await ensureEmulatedTpm(stateDir);
+      const { openTpm } = await import('../tpm/index.js');
+      const tpm = await openTpm(info.tcti);
+      try {
+        const c = await tpm.readClock();
+        return `emulated-tpm-reset-${c.resetCount}.restart-${c.restartCount}`;
+      } finally {
+        await tpm.close();
+      }
     },
   };
 }

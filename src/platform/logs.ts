@@ -12,3 +12,8 @@ export function runtimeLogPath(stateDir: string): string {
 export function drtmLogPath(stateDir: string): string {
   return join(stateDir, 'drtm-measurements.log');
 }
+
+/** The write-ahead journal of runtime-log measurements (src/measure/journal.ts). */
+export function measureJournalPath(stateDir: string): string {
+  return join(stateDir, 'measure-journal.json');
+}

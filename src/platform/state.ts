@@ -1,4 +1,5 @@
-import { closeSync, fsyncSync, mkdirSync, openSync, renameSync, writeSync, readFileSync, existsSync } from 'node:fs';
+import { closeSync, fsyncSync, mkdirSync, openSync, renameSync, rmSync, writeSync, readFileSync, existsSync } from 'node:fs';
+import { fileSystemError } from './fs-errors.js';
 import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
 
@@ -14,18 +15,32 @@ export function resolveStateDir(explicit?: string): string {
   return join(xdg, 'hyperenclave');
 }
 
-/** Writes a file so that readers see the old or the new content, never a mix (temp + fsync + rename). */
+/**
+ * Writes a file so that readers see the old or the new content, never a mix (temp + fsync +
+ * rename). On any failure (a full or read-only disk, no permission) the temporary file is
+ * removed and the error is one line naming the path (exit 9, src/platform/fs-errors.ts).
+ */
 export function writeFileAtomic(path: string, data: string | Uint8Array, mode = 0o644): void {
-  mkdirSync(dirname(path), { recursive: true });
   const tmp = `${path}.tmp-${process.pid}`;
-  const fd = openSync(tmp, 'w', mode);
   try {
-    writeSync(fd, typeof data === 'string' ? Buffer.from(data) : data);
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
+    mkdirSync(dirname(path), { recursive: true });
+    const fd = openSync(tmp, 'w', mode);
+    try {
+      // writeSync may write less than asked (a disk filling up): loop until all is written or
+      // the next write fails (ENOSPC), never rename a short file into place.
+      const buf = typeof data === 'string' ? Buffer.from(data) : data;
+      for (let done = 0; done < buf.length; ) done += writeSync(fd, buf, done, buf.length - done);
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+    renameSync(tmp, path);
+  } catch (e) {
+    rmSync(tmp, { force: true });
+    const err = e as NodeJS.ErrnoException;
+    if (err && typeof err === 'object' && !err.path) err.path = path; // write(2) errors name no file
+    throw fileSystemError(e) ?? e;
   }
-  renameSync(tmp, path);
   // Persist the rename itself.
   const dfd = openSync(dirname(path), 'r');
   try {

@@ -42,6 +42,8 @@ import {
   readPublic2B,
   readSignature,
   readTicket,
+  readClockInfo,
+  type ClockInfo,
   type AlgProperty,
   type CapabilityData,
   type IdObject,
@@ -458,6 +460,21 @@ export class TpmClient {
       algorithms: algs.map((a) => algName(a.alg)),
       properties: p,
     };
+  }
+
+  // ------------------------------------------------------------ clock
+
+  /**
+   * TPM2_ReadClock: time since the last power-up and TPMS_CLOCK_INFO. resetCount counts TPM
+   * Resets (Startup(CLEAR) after a reboot or power cycle: PCRs reset), restartCount TPM
+   * Restarts/Resumes since the last Reset, so together they identify one boot of the TPM.
+   */
+  async readClock(): Promise<{ time: bigint } & ClockInfo> {
+    const res = await this.execute({ cc: TPM_CC.ReadClock });
+    const time = res.params.u64('TPMS_TIME_INFO.time');
+    const clock = readClockInfo(res.params);
+    res.params.done('ReadClock response');
+    return { time, ...clock };
   }
 
   // ------------------------------------------------------------ random

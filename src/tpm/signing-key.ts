@@ -32,6 +32,8 @@ export interface SigningKey {
   public?: TpmtPublic;
   /** e.g. "ecdsa P-256", "rsa 2048", "sm2 SM2-P256". */
   description: string;
+  /** The key's declared signing scheme (TPM_ALG_ID) when not TPM_ALG_NULL: signatures must use it. */
+  scheme?: number;
   /** Hash of the key's signing scheme (tpm2-tools spelling); sha256 when the key has none. */
   hashName: string;
   /** SHA-256 of the DER SubjectPublicKeyInfo, hex. */
@@ -48,6 +50,9 @@ const CACHE_ENTRIES = 4096;
  * The key from its TPMT_PUBLIC (or TPM2B_PUBLIC) and/or PEM. With both they must be the same key:
  * the Name comes from the public area, the signature check from the same key.
  */
+const RSA_SIGNING_SCHEMES: readonly number[] = [TPM_ALG.RSASSA, TPM_ALG.RSAPSS];
+const ECC_SIGNING_SCHEMES: readonly number[] = [TPM_ALG.ECDSA, TPM_ALG.SM2, TPM_ALG.ECSCHNORR, TPM_ALG.ECDAA];
+
 export function signingKeyFrom(input: { tpmtPublic?: Uint8Array; pem?: string }): SigningKey {
   const id = `${input.tpmtPublic ? Buffer.from(input.tpmtPublic).toString('base64') : ''}|${input.pem ?? ''}`;
   const hit = cache.get(id);
@@ -62,12 +67,22 @@ function importSigningKey(input: { tpmtPublic?: Uint8Array; pem?: string }): Sig
   let key: KeyObject | undefined;
   let area: { public: TpmtPublic; bytes: Buffer } | undefined;
   let hashName = 'sha256';
+  let declaredScheme: number | undefined;
   if (input.tpmtPublic) {
     area = parsePublicArea(input.tpmtPublic);
     key = publicKeyFromTpmt(area.public);
     const p = area.public;
-    const schemeHash = p.type === TPM_ALG.RSA || p.type === TPM_ALG.ECC ? p.parameters.scheme.hashAlg : undefined;
-    if (schemeHash !== undefined && schemeHash !== TPM_ALG.NULL) hashName = hashAlgById(schemeHash)?.name ?? hashName;
+    const scheme = p.type === TPM_ALG.RSA || p.type === TPM_ALG.ECC ? p.parameters.scheme : undefined;
+    // A key's declared scheme is part of what the TPM enforces; one we do not know (a changed
+    // field) must not be read as "any scheme".
+    if (scheme && scheme.scheme !== TPM_ALG.NULL) {
+      const known = p.type === TPM_ALG.RSA ? RSA_SIGNING_SCHEMES : ECC_SIGNING_SCHEMES;
+      if (!known.includes(scheme.scheme)) throw new TpmUsageError(`TPMT_PUBLIC: signing scheme ${algName(scheme.scheme)} is not a known ${p.type === TPM_ALG.RSA ? 'RSA' : 'ECC'} signing scheme`);
+      const h = hashAlgById(scheme.hashAlg ?? TPM_ALG.NULL);
+      if (!h) throw new TpmUsageError(`TPMT_PUBLIC: the signing scheme's hash ${algName(scheme.hashAlg ?? TPM_ALG.NULL)} is not a known hash`);
+      hashName = h.name;
+      declaredScheme = scheme.scheme;
+    }
   }
   if (input.pem) {
     let fromPem: KeyObject;
@@ -89,6 +104,7 @@ function importSigningKey(input: { tpmtPublic?: Uint8Array; pem?: string }): Sig
     ...(area ? { public: area.public, name: publicAreaName(area.bytes, area.public.nameAlg).toString('hex') } : {}),
     description,
     hashName,
+    ...(declaredScheme !== undefined ? { scheme: declaredScheme } : {}),
     spkiSha256: createHash('sha256').update(key.export({ type: 'spki', format: 'der' })).digest('hex'),
   };
 }

@@ -359,7 +359,7 @@ export interface ClockInfo {
   restartCount: number;
   safe: boolean;
 }
-function readClockInfo(r: TpmReader): ClockInfo {
+export function readClockInfo(r: TpmReader): ClockInfo {
   return {
     clock: r.u64('TPMS_CLOCK_INFO.clock'),
     resetCount: r.u32('TPMS_CLOCK_INFO.resetCount'),

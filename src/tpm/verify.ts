@@ -189,6 +189,9 @@ export function checkSignature(key: SigningKey, message: Uint8Array, signature: 
   if (!hash) return { ok: false, scheme, hashName: '', reason: `signature hash ${algName(s.hash)} unknown` };
   try {
     const ok = verifySignature(key, message, s);
+    // A valid signature in another scheme than the key declares is not one the TPM would make.
+    if (ok && key.scheme !== undefined && key.scheme !== s.sigAlg)
+      return { ok: false, scheme, hashName: hash.name, reason: `the signature's scheme ${scheme} is not the AK's declared scheme ${algName(key.scheme)}` };
     return { ok, scheme, hashName: hash.name, reason: ok ? 'verifies' : `${scheme}/${hash.name} signature does not verify with the AK` };
   } catch (e) {
     return { ok: false, scheme, hashName: hash.name, reason: `${scheme} verification error: ${firstLine(e)}` };

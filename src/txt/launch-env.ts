@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { type ImageArch, ARCH_CODE } from '../measure/container.js';
 import { TxtError } from './registers.js';
+import { readFileBounded } from '../platform/bounded-read.js';
 
 /**
  * The emulated platform's SINIT analogue ("launch environment", HELENV v1): what the chipset
@@ -55,7 +56,7 @@ export function parseLaunchEnvironment(buf: Buffer, expectedArch?: ImageArch): L
 
 /** Reads a launch environment file and checks its format; a refusal names the file. Returns the bytes (what is measured). */
 export function readLaunchEnvironmentFile(path: string): Buffer {
-  const buf = readFileSync(path);
+  const buf = readFileBounded(path, { what: 'launch environment', kind: 'log' });
   try {
     parseLaunchEnvironment(buf);
   } catch (e) {

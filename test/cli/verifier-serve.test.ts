@@ -232,9 +232,14 @@ describe.skipIf(!!missing)('verifier serve as a process: HTTP API, refusals, SIG
     const logs = serverErr
       .trim()
       .split('\n')
-      .map((l) => JSON.parse(l) as { name: string; msg: string; signal?: string });
-    expect(logs.map((l) => l.msg)).toEqual(['verifier listening', 'verifier stopped']);
-    expect(logs[1]!.signal).toBe('SIGTERM');
+      .map((l) => JSON.parse(l) as { name: string; msg: string; signal?: string; route?: string; status?: number });
+    // one line per request (info; warn for a refused one), the rest is the service's life
+    const requests = logs.filter((l) => /^request/.test(l.msg));
+    expect(requests.length).toBeGreaterThan(0);
+    expect(requests.every((l) => typeof l.route === 'string' && typeof l.status === 'number')).toBe(true);
+    const life = logs.filter((l) => !/^request/.test(l.msg));
+    expect(life.map((l) => l.msg)).toEqual(['verifier listening', 'verifier stopped']);
+    expect(life[1]!.signal).toBe('SIGTERM');
     expect(logs.every((l) => l.name === 'hyperenclave')).toBe(true);
   });
 });

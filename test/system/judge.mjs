@@ -245,8 +245,10 @@ if (ref && pcrs.measured) {
   }
 }
 // The event the hypervisor extends into its PCR at DISABLE (hypervisor/core/src/trust.rs
-// EXIT_EVENT): the cap that keeps the sealed root from unsealing once the host has every locality.
-const EXIT_EVENT = Buffer.from('hyperenclave:hypervisor-exit v=1', 'ascii');
+// EXIT_EVENT, mirrored in abi.ts): the cap that keeps the sealed root from unsealing once the host
+// has every locality.
+const { HYPERVISOR_EXIT_EVENT, HAK_EVENT_PREFIX } = await import(join(ROOT, 'dist', 'src', 'hypervisor', 'abi.js'));
+const EXIT_EVENT = Buffer.from(HYPERVISOR_EXIT_EVENT, 'ascii');
 if (opt.image && pcrs.reloaded) {
   // second round (disable, rmmod, insmod, hectl load): the hypervisor capped PCR N with the exit
   // event at disable, then the driver alone extends H(image) once more
@@ -299,7 +301,7 @@ const hakPcr = Number(opt['hak-pcr'] ?? 13);
   if (!hakLine) detail = null; // did not run: expected-checks.txt reports it
   else if (hakLine.status !== 'SUCCESS' || !/^[0-9a-f]{64}$/.test(hakLine.key)) detail = `HAK_PUBLIC: ${hakLine.status}`;
   else {
-    const eventData = Buffer.from(`hyperenclave-hak:ed25519:${hakLine.key}`, 'ascii');
+    const eventData = Buffer.from(`${HAK_EVENT_PREFIX}${hakLine.key}`, 'ascii');
     const bad = banks.filter((b) => {
       const h = (x) => createHash(b).update(x).digest();
       const want = h(Buffer.concat([Buffer.alloc(h(Buffer.alloc(0)).length), h(eventData)])).toString('hex');

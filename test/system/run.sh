@@ -11,7 +11,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 HERE="$ROOT/test/system"
 WORK="$ROOT/.tmp/system"
-TIMEOUT=${HE_SYSTEM_TIMEOUT:-360}
+TIMEOUT=${HE_SYSTEM_TIMEOUT:-900}
 KEEP=0
 WITH_IMAGE=1
 while [ $# -gt 0 ]; do
@@ -140,6 +140,15 @@ cp "$WORK/hectl" "$IRD/bin/hectl"
 # Node and the shared libraries it links (hard links where possible: node alone is ~100 MB).
 cp -l "$NODE_BIN" "$IRD/usr/bin/node" 2>/dev/null || cp "$NODE_BIN" "$IRD/usr/bin/node"
 for lib in $(ldd "$NODE_BIN" | awk '$2 == "=>" && $3 ~ /^\// {print $3} $1 ~ /^\// {print $1}'); do
+  mkdir -p "$IRD$(dirname "$lib")"
+  cp -lL "$lib" "$IRD$lib" 2>/dev/null || cp -L "$lib" "$IRD$lib"
+done
+# util-linux flock(1): the CLI takes the state directory's lock with it (src/platform/lock.ts);
+# Debian's busybox-static has no flock applet. It links only libc, copied above for node.
+FLOCK_BIN=$(command -v flock) || die "flock (util-linux) is not installed"
+cp -L "$FLOCK_BIN" "$IRD/usr/bin/flock"
+for lib in $(ldd "$FLOCK_BIN" | awk '$2 == "=>" && $3 ~ /^\// {print $3} $1 ~ /^\// {print $1}'); do
+  [ -e "$IRD$lib" ] && continue
   mkdir -p "$IRD$(dirname "$lib")"
   cp -lL "$lib" "$IRD$lib" 2>/dev/null || cp -L "$lib" "$IRD$lib"
 done

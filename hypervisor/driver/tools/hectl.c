@@ -3,7 +3,7 @@
  * hectl: minimal user-space client of /dev/hyperenclave for the system tier (the initramfs has
  * no Node). One line of output per command; exit status 0 on success.
  *   hectl version | status | load [NAME] | enable | disable | cpuid | hypercall-status | probe | probe-tpm
- *         | enclave | trust-init BLOBFILE | enclave-run PLAN FN INPUT
+ *         | tpm-fifo-arm | tpm-fifo-reread | enclave | trust-init BLOBFILE | enclave-run PLAN FN INPUT
  * load without NAME lets the driver pick the image of this CPU's vendor. enclave-run replays a
  * load plan written by test/system-vmx/plan.mjs (ECREATE, EADD/EEXTEND, EINIT), checks the
  * hypervisor's MRENCLAVE against the plan's, runs ECALL FN with INPUT on the first TCS and prints
@@ -276,6 +276,22 @@ int main(int argc, char **argv)
 		       p[0].result, (unsigned long long)p[0].value, p[1].result, p[2].result, f0, f1);
 		return p[0].result == 0 && (p[0].value & 0x80) && p[1].result != 0 && p[2].result != 0 && f1 == f0 + 2 ? 0 : 1;
 	}
+	if (!strcmp(cmd, "tpm-fifo-arm") || !strcmp(cmd, "tpm-fifo-reread")) {
+		/* the hypervisor's FIFO scrub, tested from locality 0 (hyperenclave_ioctl.h) */
+		int arm = !strcmp(cmd, "tpm-fifo-arm");
+		struct he_tpm_fifo t = { .op = arm ? HE_TPM_FIFO_ARM : HE_TPM_FIFO_REREAD };
+		char h[21];
+		if (do_ioctl(fd, HE_IOC_TPM_FIFO, &t, cmd))
+			return 1;
+		hex(t.header, 10, h);
+		if (arm) {
+			printf("locality 0: GetRandom(8) answered, header %s, left in the completion state: result=%d\n", h, t.result);
+			return t.result == 0 && t.size == 20 ? 0 : 1;
+		}
+		printf("locality 0 responseRetry re-read: result=%d header %s size %u, bytes after the header %s\n", t.result, h,
+		       t.size, t.zero_tail ? "all zero" : "NOT zero");
+		return t.result == 0 ? 0 : 1;
+	}
 	if (!strcmp(cmd, "trust-init") && argc > 2) {
 		/* TRUST_INIT (0x40) with the sealed root blob in BLOBFILE (missing or empty: none); a new
 		 * blob the hypervisor returns replaces the file atomically. One 8 KiB buffer (ioctl 1.2):
@@ -365,6 +381,6 @@ int main(int argc, char **argv)
 	}
 	if (!strcmp(cmd, "enclave-run") && argc > 4)
 		return enclave_run(fd, argv[2], strtoull(argv[3], NULL, 0), argv[4]);
-	fprintf(stderr, "usage: hectl version|status|load [NAME]|enclave-run PLAN FN INPUT|enable|disable|cpuid|hypercall-status|probe|probe-tpm|enclave|trust-init BLOBFILE\n");
+	fprintf(stderr, "usage: hectl version|status|load [NAME]|enable|disable|cpuid|hypercall-status|probe|probe-tpm|tpm-fifo-arm|tpm-fifo-reread|enclave|trust-init BLOBFILE|enclave-run PLAN FN INPUT\n");
 	return 2;
 }

@@ -27,7 +27,11 @@ pub const HIDDEN: (u64, u64) = (TIS_BASE + LOCALITY_STRIDE, TIS_BASE + 5 * LOCAL
 const ACCESS: u64 = 0x00;
 const STS: u64 = 0x18;
 const DATA_FIFO: u64 = 0x24;
+const INTERFACE_ID: u64 = 0x30;
 const DID_VID: u64 = 0xF00;
+/// TPM_INTERFACE_ID.InterfaceType (bits 3:0): 0 = FIFO (PTP), 0xF = FIFO (TIS 1.3); 1 = CRB.
+const IFACE_FIFO_PTP: u32 = 0x0;
+const IFACE_FIFO_TIS: u32 = 0xF;
 
 // TPM_ACCESS bits.
 const ACCESS_VALID: u8 = 0x80;
@@ -61,6 +65,8 @@ pub mod budget {
 pub enum TisError {
     /// DID_VID reads all-ones or zero: nothing answers at TIS_BASE.
     NoDevice { did_vid: u32 },
+    /// The TPM there speaks another interface (e.g. CRB, as firmware TPMs do), not the FIFO.
+    NotFifo { interface_id: u32 },
     /// Neither a request nor a seize made `locality` active; `access` = its TPM_ACCESS.
     LocalityNotGranted { locality: u8, access: u8 },
     /// A wait ran out of its budget; `phase` names it, `sts` = the last TPM_STS read.
@@ -79,6 +85,9 @@ impl fmt::Display for TisError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
             TisError::NoDevice { did_vid } => write!(f, "TIS: no TPM at {:#x} (DID_VID {:#010x})", TIS_BASE, did_vid),
+            TisError::NotFifo { interface_id } => {
+                write!(f, "TIS: the TPM at {:#x} is not a FIFO interface (TPM_INTERFACE_ID {:#010x}, type {:#x}; CRB is not supported)", TIS_BASE, interface_id, interface_id & 0xf)
+            }
             TisError::LocalityNotGranted { locality, access } => {
                 write!(f, "TIS: locality {} not granted after request and seize (TPM_ACCESS {:#04x})", locality, access)
             }
@@ -117,8 +126,15 @@ impl Tis {
     pub fn open(locality: u8) -> Result<Tis, TisError> {
         let mut t = Tis { base: TIS_BASE + locality as u64 * LOCALITY_STRIDE, high_water: 0, seized: false, last_error: None };
         let did_vid = t.r32(DID_VID);
+        // nothing requested yet: on these refusals nothing is written (no relinquish on drop)
         if did_vid == 0 || did_vid == u32::MAX {
+            core::mem::forget(t);
             return Err(TisError::NoDevice { did_vid });
+        }
+        let interface_id = t.r32(INTERFACE_ID);
+        if !matches!(interface_id & 0xf, IFACE_FIFO_PTP | IFACE_FIFO_TIS) {
+            core::mem::forget(t);
+            return Err(TisError::NotFifo { interface_id });
         }
         let want = ACCESS_VALID | ACCESS_ACTIVE;
         if t.r8(ACCESS) & want != want {
@@ -319,6 +335,7 @@ impl TisError {
     pub fn name(&self) -> &'static str {
         match self {
             TisError::NoDevice { .. } => "TIS: no TPM at 0xfed40000",
+            TisError::NotFifo { .. } => "TIS: the TPM is not a FIFO interface (CRB?)",
             TisError::LocalityNotGranted { .. } => "TIS: locality 2 not granted",
             TisError::Timeout { .. } => "TIS: timed out",
             TisError::BadCommand { .. } => "TIS: command without a valid header",

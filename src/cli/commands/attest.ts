@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { existsSync, readFileSync } from 'node:fs';
 import { X509Certificate } from 'node:crypto';
+import { locked } from '../locked.js';
 import { emit, UsageError } from '../output.js';
 import { progressFor } from '../progress.js';
 import { log } from '../../log.js';
@@ -17,6 +18,9 @@ import type * as HypervisorService from '../../hypervisor/service.js';
 import type * as EnclaveEvidence from '../../attest/enclave-evidence.js';
 import type * as EnclaveQuote from '../../attest/enclave-quote.js';
 import type * as VerifyLib from '../../attest/verify.js';
+import type * as FleetCommands from './fleet.js';
+import type * as RawExport from '../../verifier/raw-export.js';
+import type * as Kbs from '../../verifier/kbs.js';
 
 // The attestation stack, loaded by load() when an action runs (not for --help or other commands).
 let { context }: typeof Context = {} as typeof Context;
@@ -27,19 +31,26 @@ let { withHypervisor }: typeof HypervisorService = {} as typeof HypervisorServic
 let { quoteEnclaves }: typeof EnclaveEvidence = {} as typeof EnclaveEvidence;
 let { DEFAULT_HAK_PCR }: typeof EnclaveQuote = {} as typeof EnclaveQuote;
 let { NONCE_MAX, NONCE_MIN }: typeof VerifyLib = {} as typeof VerifyLib;
+let { dbUrlOption, parseListen, tlsOption }: typeof FleetCommands = {} as typeof FleetCommands;
+let { collectRawQuotes, writeRawExport }: typeof RawExport = {} as typeof RawExport;
+let { loadKbsPolicy }: typeof Kbs = {} as typeof Kbs;
 async function load(): Promise<void> {
   ({ withHypervisor } = await import('../../hypervisor/service.js'));
   ({ quoteEnclaves } = await import('../../attest/enclave-evidence.js'));
   ({ DEFAULT_HAK_PCR } = await import('../../attest/enclave-quote.js'));
   ({ NONCE_MAX, NONCE_MIN } = await import('../../attest/verify.js'));
+  ({ dbUrlOption, parseListen, tlsOption } = await import('./fleet.js'));
+  ({ collectRawQuotes, writeRawExport } = await import('../../verifier/raw-export.js'));
+  ({ loadKbsPolicy } = await import('../../verifier/kbs.js'));
   ({ context } = await import('../context.js'));
   ({ withTpm } = await import('../tpm-access.js'));
   ({ createStoredAk, loadStoredAk, readStoredAk } = await import('../../attest/ak-store.js'));
   ({ akEnrollAnswerFile, akEnrollRequestFile, attestToFiles, clientAttesterTpm, clientEnrollingTpm, exitCodeOf, formatResultTable, parseNonceHex, serveVerifier, Verifier, verifierEnrollFinishFile, verifierEnrollStartFiles, verifyBundleFile, verifyTpm2ToolsQuote, VerifierClient, enrollWithVerifier } = await import('../../attest/index.js'));
 }
+import { readFileBounded } from '../../platform/bounded-read.js';
 
-function printOutcome(opts: { json?: boolean }, outcome: VerifyOutcome, jwtPath?: string): void {
-  if (jwtPath) writeFileAtomic(jwtPath, outcome.jwt + '\n');
+async function printOutcome(opts: { json?: boolean }, outcome: VerifyOutcome, jwtPath?: string): Promise<void> {
+  if (jwtPath) writeFileAtomic(jwtPath, (await outcome.ear()) + '\n');
   emit(opts, outcome.result as never, () => formatResultTable(outcome.result));
   process.exitCode = exitCodeOf(outcome);
 }
@@ -116,7 +127,7 @@ async function withEnrollingTpm<T>(platform: Parameters<typeof withTpm>[0], tcti
   });
 }
 
-function pcrSelectionOf(spec: string): Record<string, number[]> {
+export function pcrSelectionOf(spec: string): Record<string, number[]> {
   // "sha256:0-7,12+sha384:0,12"
   const out: Record<string, number[]> = {};
   for (const part of spec.split('+')) {
@@ -141,13 +152,13 @@ export function registerAttest(program: Command): void {
     .description('create an AK under the SRK and keep its wrapped blob in the state directory')
     .option('--kind <kind>', 'ecc (P-256, ECDSA) or rsa (2048, RSASSA)', 'ecc')
     .addHelpText('after', '\nExample:\n  hyperenclave ak create --kind rsa --json')
-    .action(async (o: { kind: string }, cmd: Command) => {
+    .action(locked('ak create', async (o: { kind: string }, cmd: Command) => {
       await load();
       const { opts, platform } = context(cmd);
       if (o.kind !== 'ecc' && o.kind !== 'rsa') throw new UsageError(`--kind: ecc or rsa, got "${o.kind}"`);
       const stored = await withTpm(platform, opts.tcti, (t) => createStoredAk(t, platform.stateDir, o.kind as 'ecc'));
       emit(opts, { schema: 'hyperenclave/ak', version: 1, kind: stored.kind, name: stored.name, pem: stored.pem }, () => `AK created (${stored.kind}), name ${stored.name}\n${stored.pem}`);
-    });
+    }));
   ak.command('enroll')
     .description('attester half of credential activation: --request writes EK cert + AK public; --challenge answers the verifier')
     .option('--request <file>', 'write the enrollment request (EK certificate, EK and AK public areas)')
@@ -185,10 +196,29 @@ export function registerAttest(program: Command): void {
     .option('--user-data <hex>', 'data bound with the nonce into each enclave\'s REPORTDATA (e.g. a key it published; default empty)')
     .option('--tpm2-tools <dir>', 'also write message/signature/pcrs/ak.pem for tpm2_checkquote')
     .option('--keylime <file>', 'also write Keylime\'s quote string')
-    .addHelpText('after', '\nExamples:\n  hyperenclave attest --nonce $(openssl rand -hex 16) --out ev.json --tpm2-tools ./quote\n  hyperenclave attest --nonce $N --enclave sealer.manifest.json --out ev.json\n  hyperenclave attest --verifier http://verifier.example:8437 --out ev.json')
-    .action(async (o: { nonce?: string; verifier?: string | true; out: string; pcrs: string; enclave?: string[]; userData?: string; tpm2Tools?: string; keylime?: string }, cmd: Command) => {
+    .option('--raw-nonce', 'export for other verifiers: quote extraData = the nonce itself (tpm2_checkquote -q NONCE, Keylime); writes only --tpm2-tools DIR (with keylime-<bank>.txt), no bundle')
+    .addHelpText('after', '\nExamples:\n  hyperenclave attest --nonce $(openssl rand -hex 16) --out ev.json --tpm2-tools ./quote\n  hyperenclave attest --nonce $N --enclave sealer.manifest.json --out ev.json\n  hyperenclave attest --verifier http://verifier.example:8437 --out ev.json\n  hyperenclave attest --raw-nonce --nonce $N --tpm2-tools ./quote')
+    .action(async (o: { nonce?: string; verifier?: string | true; out: string; pcrs: string; enclave?: string[]; userData?: string; tpm2Tools?: string; keylime?: string; rawNonce?: boolean }, cmd: Command) => {
       await load();
       const { opts, platform, config } = context(cmd);
+      if (o.rawNonce) {
+        if (o.verifier !== undefined || o.keylime) throw new UsageError('attest --raw-nonce: give --nonce HEX and --tpm2-tools DIR (the Keylime strings are written there); not --verifier or --keylime');
+        if (!o.nonce || !o.tpm2Tools) throw new UsageError('attest --raw-nonce: --nonce HEX and --tpm2-tools DIR are required');
+        const nonce = parseNonceHex(o.nonce);
+        const pcrSelection = pcrSelectionOf(o.pcrs);
+        const out = await withTpm(platform, opts.tcti, async (t) => {
+          const stored = readStoredAk(platform.stateDir);
+          if (!stored) throw new HyperEnclaveError('attest: no AK yet: run "hyperenclave ak create" (and enroll it with your verifier)', EXIT.NOT_FOUND);
+          const { ak: loaded, release } = await loadStoredAk(t, stored);
+          try {
+            return writeRawExport(o.tpm2Tools!, await collectRawQuotes(clientAttesterTpm(t, loaded), { nonce, pcrSelection, akPem: stored.pem }));
+          } finally {
+            await release();
+          }
+        });
+        emit(opts, { schema: 'hyperenclave/attest', version: 1, files: out.files, checkquote: out.commands }, () => [`raw-nonce export written: ${out.files.join(', ')}`, `check with (in ${o.tpm2Tools}): ${out.commands.join(' ; ')}`].join('\n'));
+        return;
+      }
       if ((o.nonce === undefined) === (o.verifier === undefined)) throw new UsageError('attest: give --nonce HEX (the verifier\'s challenge), or --verifier [URL] to ask a verifier for it');
       const pcrSelection = pcrSelectionOf(o.pcrs);
       let userData: Buffer | undefined;
@@ -209,7 +239,7 @@ export function registerAttest(program: Command): void {
         ['runtime', runtimeLogPath(platform.stateDir)],
         ['drtm', drtmLogPath(platform.stateDir)],
       ] as const)
-        if (existsSync(path)) logs[kind] = readFileSync(path);
+        if (existsSync(path)) logs[kind] = readFileBounded(path, { what: `${kind} event log`, kind: 'log' });
       const res = await withTpm(platform, opts.tcti, async (t) => {
         const stored = readStoredAk(platform.stateDir);
         if (!stored) throw new HyperEnclaveError('attest: no AK yet: run "hyperenclave ak create" (and enroll it with your verifier)', EXIT.NOT_FOUND);
@@ -274,7 +304,7 @@ export function registerAttest(program: Command): void {
     .option('--ak-public <file>', 'AK public key (PEM or TPM2B_PUBLIC)')
     .option('--eventlog <file>', 'firmware event log (with tpm2-tools files)')
     .option('--runtime-log <file>', 'runtime measurement log (with tpm2-tools files)')
-    .option('--jwt <file>', 'also write the signed attestation result (EAR, ES256 JWT)')
+    .option('--jwt <file>', 'also write the attestation result as an EAR JWT (draft-ietf-rats-ear, ES256, kid = key thumbprint)')
     .option('--state-of-verifier <dir>', 'verifier state (enrolled AKs, nonces, result key); default <state-dir>/verifier')
     .addHelpText(
       'after',
@@ -303,7 +333,9 @@ export function registerAttest(program: Command): void {
         });
       } else {
         if (!evidenceFiles.length) throw new UsageError('verify: give an evidence bundle, or --tpm2-quote-* files');
-        const verifyOne = (evidencePath: string) => verifyBundleFile({ stateDir, evidencePath, ...(o.policy ? { policyPath: o.policy } : {}), ...(o.nonce ? { nonceHex: o.nonce } : {}) });
+        // An empty --nonce is a bad option, never "use the bundle's own nonce".
+        if (o.nonce !== undefined) parseNonceHex(o.nonce);
+        const verifyOne = (evidencePath: string) => verifyBundleFile({ stateDir, evidencePath, ...(o.policy ? { policyPath: o.policy } : {}), ...(o.nonce !== undefined ? { nonceHex: o.nonce } : {}) });
         if (evidenceFiles.length > 1) {
           if (o.jwt) throw new UsageError('verify: --jwt takes a single evidence file');
           verifyBatch(opts, evidenceFiles, verifyOne);
@@ -311,7 +343,7 @@ export function registerAttest(program: Command): void {
         }
         outcome = verifyOne(evidenceFiles[0]!);
       }
-      printOutcome(opts, outcome, o.jwt);
+      await printOutcome(opts, outcome, o.jwt);
     });
 
   const verifier = program
@@ -341,24 +373,54 @@ export function registerAttest(program: Command): void {
     });
   verifier
     .command('serve')
-    .description('HTTP verifier on loopback: POST /challenge, /verify, /enroll/start, /enroll/finish')
+    .description('HTTP(S) verifier: POST /challenge, /verify, /enroll/start, /enroll/finish; GET /hosts, /metrics, /.well-known/jwks.json; continuous attestation of enrolled hosts')
     .option('--listen <host:port>', 'address (port 0: any free port, printed on start)', '127.0.0.1:8437')
     .option('--policy <file>', 'verifier policy')
     .option('--max-body <bytes>', 'largest request body accepted (413 above)', String(4 * 1024 * 1024))
+    .option('--db <url>', 'shared state: postgresql://user@host/db (several instances) or sqlite:<file>; default sqlite:<state-dir>/verifier/verifier.db')
+    .option('--attest-interval <seconds>', 'attest every host in `verifier hosts` this often (0: off)', '0')
+    .option('--webhook <url>', 'POST revocation events here (repeatable)', (v: string, acc: string[]) => [...acc, v], [] as string[])
+    .option('--kbs-policy <file>', 'key broker: release the resources this policy names (schemas/kbs-policy.schema.json) to affirming enclaves, POST /kbs/resource')
+    .option('--history-days <days>', 'keep attestation history this long (0: forever)', '7')
+    .option('--revoke-on-warning', 'revoke a host whose verdict is warning too (default: contraindicated or no evidence)')
+    .option('--tls-cert <file>', 'serve HTTPS with this certificate (PEM)')
+    .option('--tls-key <file>', 'its private key (PEM)')
+    .option('--tls-ca <file>', 'require client certificates chaining to this CA (mutual TLS)')
+    .option('--agent-tls-cert <file>', 'client certificate presented to agents (mutual TLS)')
+    .option('--agent-tls-key <file>', 'its private key')
+    .option('--agent-tls-ca <file>', 'CA the agents\' certificates chain to')
     .addHelpText(
       'after',
-      '\nExample:\n  hyperenclave verifier serve --listen 127.0.0.1:8437 --policy policy.json\n  curl -s -X POST -H content-type:application/json -d {} http://127.0.0.1:8437/challenge',
+      '\nExample:\n  hyperenclave verifier serve --listen 127.0.0.1:8437 --policy policy.json\n  hyperenclave verifier serve --db postgresql://verifier@%2Frun%2Fpostgresql/verifier --policy policy.json --attest-interval 10 --webhook https://ops.example/hooks/revoked\n  curl -s -X POST -H content-type:application/json -d {} http://127.0.0.1:8437/challenge',
     )
-    .action(async (o: { listen: string; policy?: string; maxBody: string }, cmd: Command) => {
+    .action(async (o: { listen: string; policy?: string; maxBody: string; db?: string; attestInterval: string; webhook: string[]; revokeOnWarning?: boolean; historyDays: string; kbsPolicy?: string; tlsCert?: string; tlsKey?: string; tlsCa?: string; agentTlsCert?: string; agentTlsKey?: string; agentTlsCa?: string }, cmd: Command) => {
       await load();
       const { opts, platform } = context(cmd);
-      const m = /^(.+):(\d+)$/.exec(o.listen);
-      if (!m || Number(m[2]) > 65535) throw new UsageError(`--listen: expected host:port, got "${o.listen}"`);
+      const { host, port } = parseListen(o.listen);
       const maxBodyBytes = Number(o.maxBody);
       if (!Number.isSafeInteger(maxBodyBytes) || maxBodyBytes <= 0) throw new UsageError(`--max-body: expected a positive byte count, got "${o.maxBody}"`);
-      const svc = await serveVerifier({ stateDir: `${platform.stateDir}/verifier`, host: m[1]!, port: Number(m[2]), maxBodyBytes, ...(o.policy ? { policyPath: o.policy } : {}) });
+      const interval = Number(o.attestInterval);
+      if (!Number.isFinite(interval) || interval < 0 || (interval > 0 && interval < 1)) throw new UsageError(`--attest-interval: expected 0 (off) or at least 1 second, got "${o.attestInterval}"`);
+      const historyDays = Number(o.historyDays);
+      if (!Number.isFinite(historyDays) || historyDays < 0) throw new UsageError(`--history-days: expected a number of days (0: forever), got "${o.historyDays}"`);
+      for (const w of o.webhook) if (!/^https?:\/\/./.test(w)) throw new UsageError(`--webhook: expected http(s)://…, got "${w.slice(0, 80)}"`);
+      const tls = tlsOption(o);
+      const agentTls = tlsOption({ ...(o.agentTlsCert ? { tlsCert: o.agentTlsCert } : {}), ...(o.agentTlsKey ? { tlsKey: o.agentTlsKey } : {}), ...(o.agentTlsCa ? { tlsCa: o.agentTlsCa } : {}) }, '--agent-tls');
+      const svc = await serveVerifier({
+        stateDir: `${platform.stateDir}/verifier`,
+        host,
+        port,
+        maxBodyBytes,
+        ...(o.policy ? { policyPath: o.policy } : {}),
+        dbUrl: dbUrlOption(o.db, platform.stateDir),
+        logger: log(),
+        ...(tls ? { tls } : {}),
+        ...(o.kbsPolicy ? { kbs: loadKbsPolicy(o.kbsPolicy) } : {}),
+        historyRetentionMs: historyDays * 86_400_000,
+        ...(interval > 0 ? { monitor: { intervalMs: interval * 1000, webhooks: o.webhook, ...(agentTls ? { agentTls } : {}), ...(o.revokeOnWarning ? { revokeOnWarning: true } : {}) } } : {}),
+      });
       emit(opts, { schema: 'hyperenclave/verifier-serve', version: 1, url: svc.url, pid: process.pid }, () => `verifier listening on ${svc.url}`);
-      log().info({ url: svc.url }, 'verifier listening');
+      log().info({ url: svc.url, db: svc.store.where, instance: svc.store.instance, attestIntervalSeconds: interval }, 'verifier listening');
       // SIGINT/SIGTERM: stop accepting, close open connections, exit 0.
       const signal = await new Promise<NodeJS.Signals>((resolve) => {
         process.once('SIGINT', resolve);

@@ -1,4 +1,5 @@
 import type { Command } from 'commander';
+import { locked } from '../locked.js';
 import { emit } from '../output.js';
 import { HyperEnclaveError, EXIT } from '../../errors.js';
 
@@ -21,24 +22,24 @@ export function registerEmulator(program: Command): void {
     .command('start')
     .description('start the emulated TPM (manufactured with EK certificates on first start)')
     .addHelpText('after', '\nExample:\n  hyperenclave --state-dir /tmp/he emulator start --json')
-    .action(async (_o, cmd: Command) => {
+    .action(locked('emulator start', async (_o, cmd: Command) => {
       const { opts, platform } = await requireEmulated(cmd);
       const { ensureEmulatedTpm } = await daemon();
       const info = await ensureEmulatedTpm(platform.stateDir);
       emit(opts, { schema: 'hyperenclave/emulator', version: 1, running: true, ...info }, () => `emulated TPM running (pid ${info.pid}), tcti ${info.tcti}`);
-    });
+    }));
   emu
     .command('stop')
     .description('stop the emulated hypervisor service and TPM (a power-off)')
     .addHelpText('after', '\nExample:\n  hyperenclave --state-dir /tmp/he emulator stop')
-    .action(async (_o, cmd: Command) => {
+    .action(locked('emulator stop', async (_o, cmd: Command) => {
       const { opts, platform } = await requireEmulated(cmd);
       const { stopHypervisor } = await import('../../hypervisor/index.js');
       const { stopEmulatedTpm } = await daemon();
       await stopHypervisor(platform);
       const stopped = await stopEmulatedTpm(platform.stateDir);
       emit(opts, { schema: 'hyperenclave/emulator', version: 1, running: false, stopped }, () => (stopped ? 'emulated TPM stopped' : 'emulated TPM was not running'));
-    });
+    }));
   emu
     .command('status')
     .description('whether the emulated TPM runs')

@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs';
 import { emit, UsageError } from '../output.js';
 import { progressFor } from '../progress.js';
 import { registerImageCommands } from '../../../firmware-tools/cli.js';
+import { readTextFile } from '../../platform/bounded-read.js';
 
 function intOpt(name: string, v: string): number {
   const n = Number(v);
@@ -30,7 +31,7 @@ export function registerFirmware(program: Command): Command {
       // Options first: a usage error does not depend on the memory map being readable.
       if (o.base !== undefined && !/^0x[0-9a-f]+$/i.test(o.base)) throw new UsageError(`--base: expected a hex address like 0x100000000, got "${o.base}"`);
       const sizes = { hypervisorMiB: intOpt('--hypervisor-mib', o.hypervisorMib), epcMiB: intOpt('--epc-mib', o.epcMib), keepForLinuxMiB: intOpt('--keep-mib', o.keepMib) };
-      const map = o.map ? parseMemmapText(readFileSync(o.map, 'utf8'), o.map) : readFirmwareMemmap();
+      const map = o.map ? parseMemmapText(readTextFile(o.map, { what: '--map', kind: 'document' }), o.map) : readFirmwareMemmap();
       const plan = planReservation(map, { ...sizes, ...(o.base ? { base: BigInt(o.base) } : {}) });
       const hex = (n: bigint) => `0x${n.toString(16)}`;
       emit(

@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
 import { readFileSync } from 'node:fs';
+import { locked } from '../locked.js';
 import { emit, UsageError } from '../output.js';
 import { withProgress } from '../progress.js';
 import { log } from '../../log.js';
@@ -11,6 +12,7 @@ import { BACKEND_KINDS, type BackendKind } from '../../enclave/backends/types.js
 /** What the actions need, loaded when one runs (not for --help or other commands). */
 const lib = async () => ({ ...(await import('../context.js')), ...(await import('../../hypervisor/index.js')) });
 const enclaves = () => import('../../enclave/index.js');
+import { readTextFile } from '../../platform/bounded-read.js';
 
 function backendOpt(v: string | undefined): BackendKind | undefined {
   if (v === undefined) return undefined;
@@ -39,7 +41,7 @@ export function registerHypervisor(program: Command): void {
         bootStepsFor(platform, {
           imagePath,
           policy,
-          ...(cfg.imageSigner ? { trustedKeys: [readFileSync(cfg.imageSigner, 'utf8')] } : {}),
+          ...(cfg.imageSigner ? { trustedKeys: [readTextFile(cfg.imageSigner, { what: 'config imageSigner', kind: 'key' })] } : {}),
           ...(o.drtm ? { launchEnvironment: readLaunchEnvironmentFile(o.drtm) } : {}),
           ...(opts.tcti ? { tcti: opts.tcti } : {}),
         }),
@@ -57,7 +59,7 @@ export function registerHypervisor(program: Command): void {
     .description('load the image (if not loaded) and demote the host')
     .option('--image <file>', 'image container to load first')
     .addHelpText('after', '\nExample:\n  hyperenclave enable --image /lib/firmware/hyperenclave/hyperenclave.img')
-    .action(async (o: { image?: string }, cmd: Command) => {
+    .action(locked('enable', async (o: { image?: string }, cmd: Command) => {
       const { context, enableHypervisor, statusToJson, formatStatus } = await lib();
       const { verifyContainerFile } = await import('../../measure/container.js');
       const { opts, platform } = context(cmd);
@@ -68,17 +70,17 @@ export function registerHypervisor(program: Command): void {
       }
       const s = await enableHypervisor(platform, image ? { image } : {});
       emit(opts, statusToJson(s) as never, () => formatStatus(s).join('\n'));
-    });
+    }));
   program
     .command('disable')
     .description('hand the CPUs back to Linux (refused while enclaves exist)')
     .addHelpText('after', '\nExample:\n  hyperenclave enclave list && hyperenclave disable')
-    .action(async (_o, cmd: Command) => {
+    .action(locked('disable', async (_o, cmd: Command) => {
       const { context, disableHypervisor, statusToJson, formatStatus } = await lib();
       const { opts, platform } = context(cmd);
       const s = await disableHypervisor(platform);
       emit(opts, statusToJson(s) as never, () => formatStatus(s).join('\n'));
-    });
+    }));
   program
     .command('status')
     .description('platform, loaded image, demotion, EPC, enclaves, key slots, host faults')

@@ -18,7 +18,19 @@ export const COMMAND_GROUPS: readonly CommandGroup[] = [
   { file: 'eventlog', names: ['eventlog'], load: async () => (await import('./eventlog.js')).registerEventlog },
   { file: 'hypervisor', names: ['boot', 'enable', 'disable', 'status', 'enclave', 'demo'], load: async () => (await import('./hypervisor.js')).registerHypervisor },
   { file: 'measure', names: ['measure'], load: async () => (await import('./measure.js')).registerMeasure },
-  { file: 'attest', names: ['ak', 'attest', 'verify', 'verifier'], load: async () => (await import('./attest.js')).registerAttest },
+  // The fleet commands (verifier hosts, agent) hang under `verifier`: registered with the attest group.
+  {
+    file: 'attest',
+    names: ['ak', 'attest', 'verify', 'verifier', 'agent'],
+    load: async () => {
+      const { registerAttest } = await import('./attest.js');
+      const { registerFleet } = await import('./fleet.js');
+      return (program: Command) => {
+        registerAttest(program);
+        registerFleet(program);
+      };
+    },
+  },
   { file: 'firmware', names: ['firmware'], load: async () => (await import('./firmware.js')).registerFirmware },
   { file: 'emulator', names: ['emulator'], load: async () => (await import('./emulator.js')).registerEmulator },
   // Last: it describes every command registered before it.

@@ -1,9 +1,11 @@
 import type { Command } from 'commander';
+import { locked } from '../locked.js';
 import { emit, table } from '../output.js';
 import { withProgress } from '../progress.js';
 import { runtimeLogPath } from '../../platform/logs.js';
 import { readFileSync } from 'node:fs';
 import { DEFAULT_POLICY_NAME } from '../../measure/policy.js';
+import { readTextFile } from '../../platform/bounded-read.js';
 
 export function registerMeasure(program: Command): void {
   program
@@ -13,12 +15,13 @@ export function registerMeasure(program: Command): void {
     .option('--policy <name|file>', `PCR policy: built-in name (${DEFAULT_POLICY_NAME}, hyperenclave-sm3) or a file`)
     .option('--signer <pem>', 'public key the image signature must verify with')
     .addHelpText('after', '\nExample:\n  hyperenclave measure /lib/firmware/hyperenclave/hyperenclave.img --policy sha256-sha384 --json')
-    .action(async (image: string | undefined, o: { policy?: string; signer?: string }, cmd: Command) => {
+    .action(locked('measure', async (image: string | undefined, o: { policy?: string; signer?: string }, cmd: Command) => {
       const { context } = await import('../context.js');
       const { withTpm } = await import('../tpm-access.js');
       const { EventLogAppender } = await import('../../eventlog/index.js');
       const { loadPolicy, measureImage } = await import('../../measure/index.js');
       const { measureTpmFor } = await import('../../measure/tpm-adapter.js');
+      const { withJournaledRuntimeLog } = await import('../../measure/journal.js');
       const { opts, platform, config: cfg } = context(cmd);
       const imagePath = image ?? cfg.image ?? '/lib/firmware/hyperenclave/hyperenclave.img';
       const policy = loadPolicy(o.policy ?? cfg.pcrPolicy ?? DEFAULT_POLICY_NAME);
@@ -26,21 +29,23 @@ export function registerMeasure(program: Command): void {
       const result = await withTpm(platform, opts.tcti, async (t) => {
         const tpm = measureTpmFor(t);
         const banks = await tpm.activeBanks();
-        const log = await EventLogAppender.open(runtimeLogPath(platform.stateDir), { banks });
-        try {
-          const trustedKeys = signer ? [readFileSync(signer, 'utf8')] : undefined;
-          return await withProgress(opts, { label: `measure ${imagePath}`, unit: 'bytes' }, (onProgress) =>
+        const trustedKeys = signer ? [readTextFile(signer, { what: '--signer', kind: 'key' })] : undefined;
+        // Under the state directory's lock, with the write-ahead journal: `measure` extends every
+        // time it runs (it is the explicit command), but a killed run never leaves the log behind the TPM.
+        return withJournaledRuntimeLog({ stateDir: platform.stateDir, tpm, banks, what: 'measure' }, async ({ log, journal }) => {
+          return withProgress(opts, { label: `measure ${imagePath}`, unit: 'bytes' }, (onProgress) =>
             measureImage({
               tpm,
               log,
+              journal,
+              // The explicit command measures every time it runs, even if boot already did.
+              resume: false,
               policy,
               image: imagePath,
               verify: { ...(trustedKeys ? { trustedKeys } : {}), ...(onProgress ? { onProgress } : {}) },
             }),
           );
-        } finally {
-          await log.close();
-        }
+        });
       });
       emit(opts, result as never, () =>
         [
@@ -49,5 +54,5 @@ export function registerMeasure(program: Command): void {
           `runtime log: ${runtimeLogPath(platform.stateDir)}`,
         ].join('\n'),
       );
-    });
+    }));
 }

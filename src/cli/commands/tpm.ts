@@ -1,4 +1,6 @@
 import type { Command } from 'commander';
+import { createHash } from 'node:crypto';
+import { locked } from '../locked.js';
 import { emit, table, UsageError } from '../output.js';
 
 /** What the actions need, loaded when one runs (not for --help or other commands). */
@@ -75,7 +77,7 @@ export function registerTpm(program: Command): void {
     .option('--data <string>', 'hash this string with each bank\'s algorithm')
     .option('--digest <alg=hex...>', 'explicit digests, e.g. sha256=ab12…')
     .addHelpText('after', '\nExample:\n  hyperenclave pcr extend 16 --data "hello"')
-    .action(async (pcrArg: string, o: { data?: string; digest?: string[] }, cmd: Command) => {
+    .action(locked('pcr extend', async (pcrArg: string, o: { data?: string; digest?: string[] }, cmd: Command) => {
       const { context, withTpm, hashAlgById, hashAlgByName } = await lib();
       const { createHash } = await import('node:crypto');
       const { opts, platform } = context(cmd);
@@ -106,5 +108,5 @@ export function registerTpm(program: Command): void {
       emit(opts, { schema: 'hyperenclave/pcr-extend', version: 1, pcr: index, values: result }, () =>
         table(['bank', `PCR ${index} now`], result.map((r) => [r.bank, r.value])),
       );
-    });
+    }));
 }

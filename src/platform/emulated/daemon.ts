@@ -1,15 +1,20 @@
-import { closeSync, existsSync, openSync, readFileSync, rmSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
 import { connect } from 'node:net';
-import { HyperEnclaveError, EXIT } from '../../errors.js';
-import { writeFileAtomic } from '../state.js';
+import { withLock } from '../lock.js';
 
 /** The emulated platform's long-lived processes (TPM, hypervisor service): one per state directory. */
 export function alive(pid: number): boolean {
   try {
     process.kill(pid, 0);
-    return true;
   } catch {
     return false;
+  }
+  // A killed daemon whose parent has not reaped it yet (a zombie) is not alive.
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
+  } catch {
+    return true;
   }
 }
 
@@ -26,8 +31,10 @@ export function canConnect(path: string): Promise<boolean> {
 }
 
 /**
- * Returns the running daemon recorded by `current`, or starts one with `start`, with an exclusive
- * lock file so two callers never start two; a lock left by a dead process is taken over.
+ * Returns the running daemon recorded by `current`, or starts one with `start`, under a flock on
+ * `lock` (src/platform/lock.ts) so two callers never start two. The kernel drops the lock when
+ * its holder dies, so a caller killed at any instant never leaves a lock behind: the next caller
+ * takes it at once and, finding no running daemon, starts one.
  */
 export async function ensureDaemon<R extends { pid: number }>(args: {
   what: string;
@@ -43,25 +50,7 @@ export async function ensureDaemon<R extends { pid: number }>(args: {
   };
   const first = await running();
   if (first) return first;
-  const deadline = Date.now() + (args.waitMs ?? 15_000);
-  for (;;) {
-    try {
-      closeSync(openSync(args.lock, 'wx'));
-      writeFileAtomic(args.lock + '.pid', String(process.pid));
-      break;
-    } catch {
-      const holder = Number(existsSync(args.lock + '.pid') ? readFileSync(args.lock + '.pid', 'utf8') : 0);
-      if (holder && !alive(holder)) rmSync(args.lock, { force: true });
-      if (Date.now() > deadline) throw new HyperEnclaveError(`${args.what}: lock ${args.lock} held by pid ${holder}`, EXIT.INTERNAL);
-      await new Promise((r) => setTimeout(r, 50));
-      const started = await running();
-      if (started) return started;
-    }
-  }
-  try {
-    return (await running()) ?? (await args.start());
-  } finally {
-    rmSync(args.lock, { force: true });
-    rmSync(args.lock + '.pid', { force: true });
-  }
+  // A lock file of the former kind (open 'wx' + a .pid file) is just a file now: flock ignores it.
+  rmSync(args.lock + '.pid', { force: true });
+  return withLock(args.lock, { what: args.what, waitMs: args.waitMs ?? 60_000 }, async () => (await running()) ?? (await args.start()));
 }

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -5,20 +6,15 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { compileSchema } from '../../schemas.js';
 import { EmulatedHypervisorClient } from '../../hypervisor/emulated-client.js';
 import { statusToJson } from '../../hypervisor/status.js';
+import { alive as daemonAlive } from './daemon.js';
 import { ensureHypervisorService, placeReservedRegion, readMachineMemoryMap, serviceEntry, serviceRecord, stopHypervisorService, SYNTHETIC_MEMORY_MAP } from './hypervisor-service.js';
 import { skipUnless } from '../../../test/helpers/require.js';
 
 const entryMissing = skipUnless('emulated hypervisor service process tests', [['cli', existsSync(serviceEntry()) ? undefined : `${serviceEntry()} missing (run npm run build first)`]]);
 const validStatus = compileSchema('hypervisor-status.schema.json');
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
+/** Exited processes not yet reaped by their parent (zombies) count as dead, as in daemon.ts. */
+const alive = daemonAlive;
 
 describe('memory map and reservation placement', () => {
   it('places the 192 MiB reservation at the top of the highest RAM range, 2 MiB aligned', () => {
@@ -78,7 +74,31 @@ describe.skipIf(!!entryMissing)('emulated hypervisor service process', () => {
     const rec = await ensureHypervisorService(stateDir);
     expect(rec.pid).not.toBe(999_999_999);
     expect(alive(rec.pid)).toBe(true);
-    expect(existsSync(join(dir, 'start.lock'))).toBe(false);
+    // start.lock is now a flock file: it stays, held by nobody; the old-style .pid file is gone.
+    expect(existsSync(join(dir, 'start.lock.pid'))).toBe(false);
+    expect(await stopHypervisorService(stateDir)).toBe(true);
+  }, 30_000);
+
+  it('a service killed while holding an image is reported after its restart, naming what was lost and the command that fixes it (exit 3)', async () => {
+    const image = join(stateDir, 'raw.img');
+    const bytes = Buffer.alloc(64 * 1024, 0x90);
+    writeFileSync(image, bytes);
+    const c = await EmulatedHypervisorClient.connect(stateDir);
+    const loaded = await c.load(image, createHash('sha256').update(bytes).digest('hex'));
+    c.close();
+    const first = serviceRecord(stateDir)!;
+    process.kill(first.pid, 'SIGKILL');
+    for (let i = 0; i < 200 && alive(first.pid); i++) await new Promise((r) => setTimeout(r, 10));
+    const c2 = await EmulatedHypervisorClient.connect(stateDir);
+    const s = await c2.status();
+    expect(s.process?.pid).not.toBe(first.pid);
+    expect(s.lost).toMatchObject({ previousPid: first.pid, image: (loaded as { id: string }).id, enabled: false, enclaves: [] });
+    expect(s.lost!.message).toMatch(/^the hypervisor service restarted at \S+ \(pid \d+, started .*\); the loaded image [0-9a-f]{16}… was lost: run `hyperenclave boot`/);
+    expect(validStatus(statusToJson(s))).toBeUndefined();
+    const e = (await c2.imageDigest().then(() => new Error("resolved"), (x: unknown) => x)) as Error & { exitCode?: number };
+    expect(e.message).toMatch(/restarted at .*hyperenclave boot/);
+    expect(e.exitCode).toBe(3);
+    c2.close();
     expect(await stopHypervisorService(stateDir)).toBe(true);
   }, 30_000);
 });

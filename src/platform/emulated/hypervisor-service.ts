@@ -43,6 +43,7 @@ import {
 import { enclaveSummary, type HostAccessKind } from '../../hypervisor/client.js';
 import type { CoreHv, CoreModule, EnclaveVmHandle } from '../../hypervisor/core-binding.js';
 import { writeFileAtomic } from '../state.js';
+import { readFileBounded } from '../bounded-read.js';
 import { serveRpc } from './rpc.js';
 import { alive, canConnect, ensureDaemon } from './daemon.js';
 import { emulatedTpmSockets, ensureEmulatedTpm } from './tpm-daemon.js';
@@ -131,6 +132,9 @@ interface EnclaveMeta {
   dead: string | undefined;
 }
 
+/** Requests after which the service records what it holds (held.json). */
+const MUTATING_OPS = new Set(['load', 'enable', 'disable', 'enclave.create', 'enclave.init', 'enclave.destroy', 'enclave.launch', 'enclave.run']);
+
 /** Runaway budget per ECALL. */
 const ECALL_TIMEOUT_MS = 2000;
 
@@ -180,6 +184,25 @@ class CoreSlotAllocator implements KeySlotAllocator {
   }
 }
 
+/** What a service process holds, recorded for its successor (emulated/hypervisor/held.json). */
+interface HeldState {
+  pid: number;
+  startedAt: string;
+  image: string | null;
+  enabled: boolean;
+  enclaves: number[];
+}
+
+/** State an earlier service process held and that died with it. */
+export interface LostState {
+  previousPid: number;
+  previousStartedAt: string;
+  restartedAt: string;
+  image: string | null;
+  enabled: boolean;
+  enclaves: number[];
+}
+
 export interface ServiceOptions {
   stateDir: string;
   /** The Rust core through the addon; resolved at `load` (the service runs before, for status). */
@@ -213,8 +236,63 @@ export class HypervisorService {
     this.memmap = placed.memmap;
   }
 
+  /** What an earlier service process of this state directory held when it ended (see detectLoss). */
+  lost: LostState | null = null;
+  /** Where this process records what it holds, for the next process to report a loss. */
+  recordPath: string | undefined;
+
+  /**
+   * Reads what the previous service process recorded; if it held an image or enclaves and is
+   * gone, that state is lost (a crash, a kill, a reboot) and this service says so until the
+   * next load.
+   */
+  detectLoss(recordPath: string): void {
+    this.recordPath = recordPath;
+    let prev: HeldState | undefined;
+    try {
+      prev = JSON.parse(readFileSync(recordPath, 'utf8')) as HeldState;
+    } catch {
+      prev = undefined;
+    }
+    if (prev && prev.pid !== process.pid && !alive(prev.pid) && (prev.image || prev.enclaves?.length))
+      this.lost = { previousPid: prev.pid, previousStartedAt: prev.startedAt, restartedAt: this.startedAt, image: prev.image ?? null, enabled: !!prev.enabled, enclaves: prev.enclaves ?? [] };
+    this.persist();
+  }
+
+  /** Records what this process holds (after every state change). */
+  persist(): void {
+    if (!this.recordPath) return;
+    const held: HeldState = {
+      pid: process.pid,
+      startedAt: this.startedAt,
+      image: (this.image?.id as string | undefined) ?? null,
+      enabled: this.core ? this.statusRecord().enabled : false,
+      enclaves: [...this.enclaves.keys()],
+    };
+    try {
+      writeFileAtomic(this.recordPath, JSON.stringify(held) + '\n', 0o600);
+    } catch {
+      // Best effort: the record only improves the message after a crash.
+    }
+  }
+
+  /** The one-line account of a loss, naming the command that fixes it. */
+  lossMessage(): string | undefined {
+    const l = this.lost;
+    if (!l) return undefined;
+    const what = [l.image ? `the loaded image ${l.image.slice(0, 16)}…${l.enabled ? ' (enabled)' : ''}` : '', l.enclaves.length ? `enclave${l.enclaves.length > 1 ? 's' : ''} ${l.enclaves.join(', ')}` : '']
+      .filter(Boolean)
+      .join(' and ');
+    return `the hypervisor service restarted at ${l.restartedAt} (pid ${l.previousPid}, started ${l.previousStartedAt}, had ended); ${what} ${l.enclaves.length + (l.image ? 1 : 0) > 1 ? 'were' : 'was'} lost: run \`hyperenclave boot\` to measure, load and enable the hypervisor again`;
+  }
+
   private need(): CoreHv {
-    if (!this.core) throw new HypervisorError('no hypervisor image loaded (run `hyperenclave load` first)', EXIT.USAGE);
+    if (!this.core) {
+      throw new HypervisorError(
+        this.lossMessage() ?? 'no hypervisor image loaded: run `hyperenclave boot` (or `hyperenclave enable --image FILE`) first',
+        EXIT.NOT_FOUND,
+      );
+    }
     return this.core;
   }
 
@@ -288,6 +366,15 @@ export class HypervisorService {
   }
 
   async handle(op: string, a: Record<string, unknown>): Promise<unknown> {
+    if (!MUTATING_OPS.has(op)) return this.handleOp(op, a);
+    try {
+      return await this.handleOp(op, a);
+    } finally {
+      this.persist();
+    }
+  }
+
+  private async handleOp(op: string, a: Record<string, unknown>): Promise<unknown> {
     switch (op) {
       case 'version': {
         const r = this.core ? this.call('VERSION', [BigInt(a.abi === undefined ? 0 : intArg(a, 'abi'))]) : { rdi: BigInt(ABI_VERSION) };
@@ -305,6 +392,7 @@ export class HypervisorService {
           hv: hv ? jsonable(hv) : null,
           enclaves: this.summaries(),
           process: { pid: process.pid, startedAt: this.startedAt, stateDir: this.opts.stateDir },
+          ...(this.lost ? { lost: { ...this.lost, message: this.lossMessage() } } : {}),
         };
       }
       case 'load':
@@ -378,6 +466,7 @@ export class HypervisorService {
       case 'enclave.info':
         return jsonable(this.enclaveInfo(intArg(a, 'id')));
       case 'enclave.list':
+        if (this.lost && !this.core) this.need(); // enclaves were lost: say so rather than "none"
         return this.summaries();
       // REPORT and GET_KEY go to the core as the host's hypercalls: it refuses them (ENCLAVE_ONLY);
       // enclaves get them from inside through the KVM runner. Kept so the refusal is testable.
@@ -469,7 +558,8 @@ export class HypervisorService {
   onStop: (() => void) | undefined;
 
   private load(a: Record<string, unknown>): Promise<unknown> | unknown {
-    if (this.core || this.loading) throw new HypervisorError(`a hypervisor image is already loaded (${String(this.image?.id)}); stop the service to load another`, EXIT.USAGE);
+    if (this.loading) throw new HypervisorError('another load of a hypervisor image is in progress', EXIT.BUSY);
+    if (this.core) throw new HypervisorError(`a hypervisor image is already loaded (${String(this.image?.id)}); \`hyperenclave emulator stop\` ends the service to load another`, EXIT.USAGE);
     const path = a.path;
     if (typeof path !== 'string') throw new HypervisorError('load: "path" missing', EXIT.USAGE);
     const want = typeof a.sha256 === 'string' ? a.sha256.toLowerCase() : undefined;
@@ -496,6 +586,7 @@ export class HypervisorService {
           requireSignedSigstruct: true,
         });
         this.image = { ...img, loadedAt: new Date().toISOString() };
+        this.lost = null; // loaded again: the loss is repaired
         return this.image;
       } finally {
         this.loading = false;
@@ -593,7 +684,7 @@ export function jsonable(v: unknown): unknown {
 /** The image to load: a measured container (src/measure) when it parses as one, else any file by its SHA-256. */
 async function describeImage(path: string): Promise<{ id: string; path: string; sha256: string; format: 'container' | 'raw'; length: number }> {
   if (!existsSync(path)) throw new HypervisorError(`load: ${path} not found`, EXIT.NOT_FOUND);
-  const bytes = readFileSync(path);
+  const bytes = readFileBounded(path, { what: 'load', kind: 'image' });
   const measure = await import('../../measure/index.js').catch(() => undefined);
   if (measure && bytes.subarray(0, 8).equals(measure.IMAGE_MAGIC)) {
     const v = await measure.verifyContainerFile(path, { banks: ['sha256'] });
@@ -635,6 +726,7 @@ export async function runService(opts: ServiceOptions): Promise<Server> {
   if (Buffer.byteLength(socket) > 100) socket = join('/tmp', `hyperenclave-hv-${createHash('sha256').update(dir).digest('hex').slice(0, 16)}.sock`);
   rmSync(socket, { force: true });
   const svc = new HypervisorService(opts);
+  svc.detectLoss(join(dir, 'held.json'));
   const server = serveRpc(socket, (op, args) => svc.handle(op, args));
   await new Promise<void>((res, rej) => {
     server.once('listening', res);
@@ -692,8 +784,10 @@ export async function ensureHypervisorService(stateDir: string, opts: ServiceSta
         if (rec && rec.pid === child.pid && (await canConnect(rec.socket))) return rec;
         if (child.exitCode !== null || !alive(child.pid!)) break;
       }
-      const tail = existsSync(log) ? readFileSync(log, 'utf8').trim().split('\n').slice(-1)[0] : '';
-      throw new HypervisorError(`emulated hypervisor did not start${tail ? `: ${tail}` : ''} (log ${log})`, EXIT.INTERNAL);
+      const tail = existsSync(log) ? readFileSync(log, 'utf8').trim().split('\n').slice(-1)[0]!.replace(/^\S+ emulated hypervisor service failed: /, '') : '';
+      // The service exits with the exit code of what stopped it (a full disk is 9, not a bug).
+      const code = child.exitCode !== null && child.exitCode > 1 ? child.exitCode : EXIT.INTERNAL;
+      throw new HypervisorError(`emulated hypervisor did not start${tail ? `: ${tail}` : ''} (log ${log})`, code);
     },
   });
 }

@@ -4,6 +4,7 @@
  */
 import { loadCore } from '../../hypervisor/core-binding.js';
 import { runService } from './hypervisor-service.js';
+import { fileSystemError } from '../fs-errors.js';
 
 function arg(name: string): string | undefined {
   const i = process.argv.indexOf(name);
@@ -25,6 +26,7 @@ try {
   await runService({ stateDir, core: loadCore, ...(epcMiB ? { epcMiB } : {}), ...(memoryMap === 'machine' || memoryMap === 'synthetic' ? { memoryMap } : {}) });
   console.error(`${new Date().toISOString()} emulated hypervisor service pid ${process.pid} ready (state ${stateDir})`);
 } catch (e) {
-  console.error(`${new Date().toISOString()} emulated hypervisor service failed: ${(e as Error).message}`);
-  process.exit(1);
+  const err = fileSystemError(e) ?? (e as Error & { exitCode?: number });
+  console.error(`${new Date().toISOString()} emulated hypervisor service failed: ${err.message}`);
+  process.exit(typeof err.exitCode === 'number' ? err.exitCode : 1);
 }

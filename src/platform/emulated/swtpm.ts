@@ -4,6 +4,7 @@ import { createServer, connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { HyperEnclaveError, EXIT } from '../../errors.js';
+import { fileSystemTrouble } from '../fs-errors.js';
 
 /** A private swtpm (TPM 2.0 from libtpms) with its own state directory and sockets. */
 export interface SwtpmInstance {
@@ -36,6 +37,8 @@ export interface SwtpmOptions {
   startTimeoutMs?: number;
   /** Outlive this process (the emulated platform's long-lived TPM); stop() still works by pid. */
   detached?: boolean;
+  /** swtpm writes its PID here (--pid file=…), so a caller killed before recording it can be found. */
+  pidFile?: string;
 }
 
 const running = new Set<ChildProcess>();
@@ -155,6 +158,10 @@ export async function startSwtpm(opts: SwtpmOptions = {}): Promise<SwtpmInstance
   const transport = opts.transport ?? 'tcp';
   const ownsState = !opts.stateDir;
   const stateDir = opts.stateDir ?? mkdtempSync(join(tmpdir(), 'hyperenclave-swtpm-'));
+  // swtpm writes its state (and pid file) at start; on a full or read-only disk it neither
+  // starts nor says why, so that is checked first.
+  const trouble = fileSystemTrouble(stateDir, 'swtpm');
+  if (trouble) throw trouble;
   const caDir = opts.banks || opts.ek ? setupWithSwtpmSetup(stateDir, opts) : undefined;
   const timeoutMs = opts.startTimeoutMs ?? 10_000;
 
@@ -174,6 +181,7 @@ export async function startSwtpm(opts: SwtpmOptions = {}): Promise<SwtpmInstance
       args.push('--server', `type=unixio,path=${serverPath}`, '--ctrl', `type=unixio,path=${ctrlPath}`);
     }
     args.push('--log', `file=${join(stateDir, 'swtpm.log')},level=1`);
+    if (opts.pidFile) args.push('--pid', `file=${opts.pidFile}`);
     const detached = opts.detached ?? false;
     const child = spawn('swtpm', args, { stdio: ['ignore', 'ignore', detached ? 'ignore' : 'pipe'], detached });
     let stderr = '';
@@ -193,6 +201,9 @@ export async function startSwtpm(opts: SwtpmOptions = {}): Promise<SwtpmInstance
         () => (transport === 'tcp' ? connect(ctrlPort, '127.0.0.1') : connect(ctrlPath)),
         500,
       );
+      // The command socket too (unix): swtpm may still be creating it when the control channel
+      // answers; the probe closes at once, leaving the one client slot free.
+      if (up && transport === 'unix') up = await probe(() => connect(serverPath), 500);
       if (up) break;
       await new Promise((r) => setTimeout(r, 25));
     }
@@ -201,7 +212,9 @@ export async function startSwtpm(opts: SwtpmOptions = {}): Promise<SwtpmInstance
       await exitedP;
       if (detached && existsSync(join(stateDir, 'swtpm.log'))) stderr = readFileSync(join(stateDir, 'swtpm.log'), 'utf8');
       if (attempt < 4 && /bind|address already in use/i.test(stderr)) continue;
+      const fsTrouble = fileSystemTrouble(stateDir, 'swtpm');
       if (ownsState) rmSync(stateDir, { recursive: true, force: true });
+      if (fsTrouble) throw fsTrouble;
       throw new HyperEnclaveError(`swtpm did not start: ${stderr.trim().split('\n').pop() || 'no answer within ' + timeoutMs + ' ms'}`, EXIT.INTERNAL);
     }
 

@@ -34,8 +34,24 @@ export class SocketTransport implements TpmTransport {
     this.description = `swtpm ${describe(target)}`;
   }
 
-  private open(timeoutMs: number): Promise<Socket> {
-    if (this.sock && !this.sock.destroyed) return Promise.resolve(this.sock);
+  private async open(timeoutMs: number): Promise<Socket> {
+    if (this.sock && !this.sock.destroyed) return this.sock;
+    // swtpm serves one client at a time: just after another client (or a killed process) let go,
+    // or while a freshly started swtpm is still setting up its command socket, a connect can be
+    // refused for a moment. Retry those briefly; anything else (no such socket) fails at once.
+    const until = Date.now() + Math.min(timeoutMs, 2000);
+    for (;;) {
+      try {
+        return await this.connectOnce(timeoutMs);
+      } catch (e) {
+        const code = ((e as Error).cause as NodeJS.ErrnoException | undefined)?.code;
+        if ((code !== 'ECONNREFUSED' && code !== 'EAGAIN') || Date.now() >= until) throw e;
+        await new Promise((r) => setTimeout(r, 25));
+      }
+    }
+  }
+
+  private connectOnce(timeoutMs: number): Promise<Socket> {
     return new Promise((resolve, reject) => {
       const s = 'path' in this.target ? connect(this.target.path) : connect(this.target.port, this.target.host);
       const timer = setTimeout(() => {
