@@ -19,7 +19,7 @@ typedef int32_t __s32;
 typedef uint64_t __u64;
 #endif
 
-#define HE_IOCTL_ABI_VERSION 0x00010002u /* this header (1.1: HE_BUF_ARG_MASK; 1.2: he_probe.target, 16 KiB hypercall buffers) */
+#define HE_IOCTL_ABI_VERSION 0x00010003u /* this header (1.1: HE_BUF_ARG_MASK; 1.2: he_probe.target, 16 KiB hypercall buffers; 1.3: 256-byte hv_status with DMA protection) */
 #define HE_HYPERCALL_ABI_VERSION 0x00010000u /* hypervisor/core ABI_VERSION it was written against */
 #define HE_IOC_MAGIC 'H'
 
@@ -54,7 +54,7 @@ struct he_status {
 	__u32 pcr;
 	__u32 cpus_enabled;   /* CPUs running as guests of the hypervisor */
 	__u64 hv_status_len;  /* bytes of hv_status filled (STATUS hypercall record), 0 when not enabled */
-	__u8 hv_status[240];
+	__u8 hv_status[256];  /* 1.3: 256 (DMA faults and IOMMU base after the digest) */
 };
 
 /*

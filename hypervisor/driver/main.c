@@ -52,7 +52,7 @@ MODULE_PARM_DESC(pcr, "PCR the image is measured into (8-16 or 23)");
 #define HC_DISABLE 0x03
 #define HC_TRUST_INIT 0x40
 #define HE_HYPERCALL_BUF_ORDER 2 /* 4 pages = HE_HYPERCALL_BUF_MAX */
-#define HC_STATUS_SIZE 240
+#define HC_STATUS_SIZE 256 /* hypervisor/core STATUS_SIZE (1.3: DMA words after the digest) */
 
 long he_enter(u64 op, u64 handoff_pa, u64 cpu, u64 host_cr3, u64 entry_pa);
 void he_leave_tramp(void);
@@ -629,7 +629,13 @@ static long he_ioctl(struct file *f, unsigned int cmd, unsigned long arg)
 	void __user *up = (void __user *)arg;
 	long rc = 0;
 
-	if (!capable(CAP_SYS_ADMIN))
+	/*
+	 * CAP_SYS_RAWIO, as for /dev/mem and /dev/cpu/N/msr: every request here reaches physical
+	 * memory (the reservation, contiguous hypercall buffers) or MSRs (EFER.SVME, VM_HSAVE_PA),
+	 * and loading and enabling demote the running kernel. The boot unit keeps only this one
+	 * (systemd/hyperenclave.service CapabilityBoundingSet=).
+	 */
+	if (!capable(CAP_SYS_RAWIO))
 		return -EPERM;
 	mutex_lock(&he.lock);
 	switch (cmd) {
