@@ -180,12 +180,12 @@ export const HE = {
 export const HANDOFF = {
   /** "HEHANDOF" little-endian. */
   HANDOFF_MAGIC: 0x464f444e41484548n,
-  HANDOFF_VERSION: 2,
+  /** 3: per-CPU areas (percpu_base, percpu_size, cpu_slots); no fixed CPU limit. */
+  HANDOFF_VERSION: 3,
   MAX_RANGES: 64,
-  MAX_CPUS: 8,
   /** Build the hypervisor state and the host nested tables (one CPU). */
   OP_INIT: 1,
-  /** Demote this CPU: capture its state into a VMCB and VMRUN it. */
+  /** Demote this CPU: capture its state into a VMCB (SVM) or VMCS (VMX) and run it as the guest. */
   OP_LAUNCH: 2,
 } as const;
 
@@ -471,7 +471,7 @@ export const LAYOUT = {
     },
   },
   he_handoff: {
-    size: 1672,
+    size: 1696,
     fields: {
       magic: { offset: 0, size: 8, type: 'u64' },
       version: { offset: 8, size: 4, type: 'u32' },
@@ -497,6 +497,12 @@ export const LAYOUT = {
       pcr: { offset: 100, size: 4, type: 'u32' },
       image_sha256: { offset: 104, size: 32, type: 'bytes' },
       ranges: { offset: 136, size: 1536, type: 'array', count: 64, element: { size: 24, type: 'struct', name: 'he_range' } },
+      /** Version 3: cpu_slots areas of percpu_size bytes (the HEIMG header's per_cpu_size), one per possible CPU id, from percpu_base inside the hypervisor part of the region. The image keeps its FPU save area (+0), its vCPU state (+4096) and its stack (below the end) there. */
+      percpu_base: { offset: 1672, size: 8, type: 'u64' },
+      percpu_size: { offset: 1680, size: 8, type: 'u64' },
+      /** Possible CPU ids (Linux's nr_cpu_ids): an entry call's cpu is below this. */
+      cpu_slots: { offset: 1688, size: 4, type: 'u32' },
+      reserved0: { offset: 1692, size: 4, type: 'u32' },
     },
   },
   /** Linux's state at an image entry call: the driver's he_enter (tramp.S) pushes cr3, rsp, then rip on Linux's stack and passes that address as the fourth argument; on OP_LAUNCH the image resumes Linux there as its guest. */

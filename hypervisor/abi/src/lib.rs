@@ -205,6 +205,7 @@ byte_strings! {
         CPUID_SIGNATURE = b"HyperEnclave";
     }
 }
+const _: () = assert!(labels::CPUID_SIGNATURE.len() == 12, "the CPUID signature fills EBX, ECX, EDX");
 
 consts! {
     /// SECINFO.FLAGS: R/W/X in bits 2:0, page type in 15:8 (ENCLAVE_ADD's RCX).
@@ -412,6 +413,17 @@ pub mod ioctl {
     }
     pub use consts::*;
 
+    byte_strings! {
+        /// HE_IOC_LOAD with an empty he_load.firmware: the image of this CPU's vendor under
+        /// /lib/firmware (its HEIMG arch byte must match too).
+        pub mod firmware {
+            /// HE_IOC_LOAD with an empty name on Intel (the VMX + EPT image).
+            HE_FIRMWARE_INTEL = b"hyperenclave/hyperenclave-intel.img";
+            /// HE_IOC_LOAD with an empty name on AMD and Hygon (the SVM + NPT image).
+            HE_FIRMWARE_AMD = b"hyperenclave/hyperenclave-amd.img";
+        }
+    }
+
     record! {
         pub struct HeVersion("he_version", 16) {
             /// in: caller's HE_IOCTL_ABI_VERSION; out: the driver's.
@@ -541,19 +553,19 @@ pub mod handoff {
         pub mod consts ("HE_", "HANDOFF") {
             /// "HEHANDOF" little-endian.
             HANDOFF_MAGIC: u64 = 0x464f_444e_4148_4548;
-            HANDOFF_VERSION: u32 = 2;
+            /// 3: per-CPU areas (percpu_base, percpu_size, cpu_slots); no fixed CPU limit.
+            HANDOFF_VERSION: u32 = 3;
             MAX_RANGES: usize = 64;
-            MAX_CPUS: usize = 8;
             /// Build the hypervisor state and the host nested tables (one CPU).
             OP_INIT: u64 = 1;
-            /// Demote this CPU: capture its state into a VMCB and VMRUN it.
+            /// Demote this CPU: capture its state into a VMCB (SVM) or VMCS (VMX) and run it as the guest.
             OP_LAUNCH: u64 = 2;
         }
     }
     pub use consts::*;
 
     record! {
-        pub struct Handoff("he_handoff", 1672) {
+        pub struct Handoff("he_handoff", 1696) {
             pub magic: u64,
             pub version: u32,
             pub ncpus: u32,
@@ -578,6 +590,15 @@ pub mod handoff {
             pub pcr: u32,
             pub image_sha256: [u8; 32],
             pub ranges: [MemMapEntry; MAX_RANGES],
+            /// Version 3: cpu_slots areas of percpu_size bytes (the HEIMG header's per_cpu_size),
+            /// one per possible CPU id, from percpu_base inside the hypervisor part of the region.
+            /// The image keeps its FPU save area (+0), its vCPU state (+4096) and its stack (below
+            /// the end) there.
+            pub percpu_base: u64,
+            pub percpu_size: u64,
+            /// Possible CPU ids (Linux's nr_cpu_ids): an entry call's cpu is below this.
+            pub cpu_slots: u32,
+            pub reserved0: u32,
         }
     }
 
