@@ -100,6 +100,23 @@ export const TRUST_FLAGS = {
   PCR_EXTENDED: 2,
 } as const;
 
+/** ECALL status (ENCLAVE_CALL's RDI, the runners' result): the output length, or this bit with the enclave's error code (HE_RT_ERR_*) in bits 30:0. OCALL answers use the same form. */
+export const ECALL = {
+  ERROR: 0x80000000,
+} as const;
+
+/** Error codes of the enclave runtime (ECALL status = HC_ECALL_ERROR | code). */
+export const RT_ERR = {
+  UNKNOWN_ECALL: 1,
+  BAD_INPUT: 2,
+  TOO_BIG: 3,
+  AUTH_FAILED: 4,
+  HYPERCALL: 5,
+  NO_ENTROPY: 6,
+  /** The host failed or refused an OCALL. */
+  OCALL: 7,
+} as const;
+
 /** QUOTE output's fixed values (`Quote`). */
 export const QUOTE = {
   VERSION: 1,

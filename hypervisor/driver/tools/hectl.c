@@ -147,7 +147,7 @@ static int enclave_run(int fd, const char *file, unsigned long long fn, const ch
 			printf("ENCLAVE_CALL status=%llu after %d resumes\n", (unsigned long long)e.rax, resumes);
 			goto out;
 		}
-		if (e.rdi & 0x80000000ULL || e.rdi > sizeof(buf)) {
+		if (e.rdi & HC_ECALL_ERROR || e.rdi > sizeof(buf)) {
 			printf("ECALL %llu returned error 0x%llx\n", fn, (unsigned long long)e.rdi);
 			goto out;
 		}
