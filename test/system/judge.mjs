@@ -41,7 +41,12 @@ const writeAtomic = (path, data) => {
   renameSync(tmp, path);
 };
 
-const lines = readFileSync(consolePath, 'utf8').split('\n');
+// The hypervisor writes its "[hv] …" lines to the same serial port synchronously: one may land
+// inside a guest line (even between the two '@' of "@@HE:"). Each such line is moved in front of
+// the guest line it interrupted, which is joined up again.
+const lines = readFileSync(consolePath, 'utf8')
+  .replace(/^([^\n]*?[^\n])(\[hv\] [^\n]*\n)/gm, (_, before, hv) => hv + before)
+  .split('\n');
 const checks = []; // { name, ok, detail, source }
 const pcrs = {}; // tag -> bank -> index -> hex
 const blobs = {};
