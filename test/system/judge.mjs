@@ -41,7 +41,12 @@ const writeAtomic = (path, data) => {
   renameSync(tmp, path);
 };
 
-const lines = readFileSync(consolePath, 'utf8').split('\n');
+// The hypervisor writes its "[hv] …" lines to the same serial port synchronously: one may land
+// inside a guest line (even between the two '@' of "@@HE:"). Each such line is moved in front of
+// the guest line it interrupted, which is joined up again.
+const lines = readFileSync(consolePath, 'utf8')
+  .replace(/^([^\n]*?[^\n])(\[hv\] [^\n]*\n)/gm, (_, before, hv) => hv + before)
+  .split('\n');
 const checks = []; // { name, ok, detail, source }
 const pcrs = {}; // tag -> bank -> index -> hex
 const blobs = {};
@@ -86,6 +91,34 @@ for (const line of lines) {
   else (extra[kind] ??= []).push(f);
 }
 const host = (name, ok, detail) => checks.push({ name, ok, detail, source: 'host' });
+// The second boot with many CPUs (run.sh 5b): its guest reports cpus-many; the hypervisor's own
+// lines must show every one of them running as a guest and handed back.
+if (opt['many-console'] && existsSync(opt['many-console'])) {
+  const want = Number(opt['many-cpus'] ?? 12);
+  // [hv] lines are written synchronously and may land inside a guest line: take them out first
+  const hvl = [];
+  const ml = readFileSync(opt['many-console'], 'utf8')
+    .replace(/\[hv\] [^\n]*\n/g, (x) => {
+      hvl.push(x);
+      return '';
+    })
+    .split('\n')
+    .concat(hvl);
+  const guest = new Set();
+  const back = new Set();
+  let mc = null;
+  for (const l of ml) {
+    let mm;
+    if ((mm = /\[hv\] cpu(\d+): running as guest/.exec(l))) guest.add(Number(mm[1]));
+    if ((mm = /\[hv\] cpu(\d+): handed back to Linux/.exec(l))) back.add(Number(mm[1]));
+    const at = l.indexOf('@@HE:CHECK cpus-many ');
+    if (at >= 0) {
+      const f = l.slice(at + 11).split(' ');
+      mc = { ok: f[1] === 'PASS', detail: f.slice(2).join(' ') };
+    }
+  }
+  if (mc) host('cpus-many', mc.ok && guest.size === want && back.size === want, `${mc.detail}; [hv]: ${guest.size} of ${want} CPUs ran as guests, ${back.size} handed back`);
+}
 
 if (opt['timed-out'] === '1') host('no-timeout', false, 'QEMU was killed at the time limit');
 host('booted', booted !== null, booted ?? 'the init script never started');
@@ -232,12 +265,15 @@ if (ref && pcrs.measured) {
 // EXIT_EVENT, mirrored in abi.ts): the cap that keeps the sealed root from unsealing once the host
 // has every locality.
 const { HYPERVISOR_EXIT_EVENT, HAK_EVENT_PREFIX } = await import(join(ROOT, 'dist', 'src', 'hypervisor', 'abi.js'));
+// The image bytes of a HEIMG container (header layout from hypervisor/abi, docs/image-container.md).
+const { HDR, HEIMG } = await import(join(ROOT, 'dist', 'src', 'measure', 'image-abi.generated.js'));
+const imageOf = (c) => c.subarray(HEIMG.HEADER_SIZE, HEIMG.HEADER_SIZE + Number(c.readBigUInt64LE(HDR.imageLength)));
 const EXIT_EVENT = Buffer.from(HYPERVISOR_EXIT_EVENT, 'ascii');
 if (opt.image && pcrs.reloaded) {
   // second round (disable, rmmod, insmod, hectl load): the hypervisor capped PCR N with the exit
   // event at disable, then the driver alone extends H(image) once more
   const c = readFileSync(opt.image);
-  const image = c.subarray(0x100, 0x100 + Number(c.readBigUInt64LE(0x40)));
+  const image = imageOf(c);
   for (const bank of Object.keys(pcrs.reloaded)) {
     const before = pcrs['boot-again']?.[bank]?.[pcrIndex] ?? pcrs.measured?.[bank]?.[pcrIndex];
     const again = pcrs.reloaded[bank][pcrIndex];
@@ -527,7 +563,7 @@ function judgeSystemd() {
   const pcr = (tag, bank, i = pcrIndex) => pcrs[tag]?.[bank]?.[String(i)];
   const refPcr = (bank) => ref?.pcrs?.[bank]?.[String(pcrIndex)];
   const container = opt.image && existsSync(opt.image) ? readFileSync(opt.image) : null;
-  const image = container ? container.subarray(0x100, 0x100 + Number(container.readBigUInt64LE(0x40))) : null;
+  const image = container ? imageOf(container) : null;
   const EXIT = Buffer.from('hyperenclave:hypervisor-exit v=1', 'ascii');
   const IMG = '/lib/firmware/hyperenclave/hyperenclave.img';
 
