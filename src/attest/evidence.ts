@@ -8,7 +8,7 @@ import { jsonSyntaxProblem } from '../errors.js';
 import type { BankName } from './policy.js';
 import type { CheckResult } from './result.js';
 import { parsePcrsFile } from './tpm2-tools.js';
-import type { EnclaveInput, PcrValues, VerifyInput } from './verify.js';
+import type { EnclaveInput, PcrValues, VerifyInput } from './types.js';
 import { readFileBounded } from '../platform/bounded-read.js';
 
 export interface EvidenceQuote {

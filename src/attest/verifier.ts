@@ -5,9 +5,9 @@ import { loadPolicy, parsePolicy, type LoadedPolicy, type VerifierPolicy } from 
 import { buildResult, type AttestationResult, type CheckResult } from './result.js';
 import { earClaims, policyId, signEar } from '../verifier/ear.js';
 import { VerifierState } from './state.js';
-import { verifyEvidence, type ClockRecord, type VerifyInput } from './verify.js';
-import type { EnrollmentRecord } from './enroll.js';
-import type { LogKind } from './eventlog-check.js';
+import { verifyEvidence } from './verify.js';
+import type { ClockRecord, EnrollmentRecord, VerifyInput } from './types.js';
+import type { LogKind } from './types.js';
 import { readFileBounded } from '../platform/bounded-read.js';
 
 export interface VerifierOptions {
