@@ -51,7 +51,7 @@ export async function trustStep(platform: Platform, tcti?: string): Promise<Trus
   if (logged) {
     let banks = existing?.banks;
     if (!banks) {
-      const tpm = await openTpm(tcti ?? (await platform.defaultTcti()));
+      const tpm = await openTpm(await platform.resolveTcti(tcti));
       try {
         banks = await measureTpmFor(tpm).activeBanks();
       } finally {

@@ -9,6 +9,8 @@ export interface HyperEnclaveConfig {
   version: 1;
   platform?: 'auto' | 'linux' | 'emulated';
   stateDir?: string;
+  /** The TPM when neither --tcti nor the environment names one (Platform.resolveTcti). */
+  tcti?: string;
   image?: string;
   imageSigner?: string;
   pcrPolicy?: string;

@@ -1,3 +1,4 @@
+import { openPlatform } from '../platform/index.js';
 import { stopEmulatedTpm } from '../platform/emulated/tpm-daemon.js';
 import { createHash } from 'node:crypto';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -37,7 +38,7 @@ const why = skipUnless('enclave CLI service API tests', [
 
 describe.skipIf(!!why)('CLI service API across invocations (each call its own connection)', () => {
   const stateDir = mkdtempSync(join(tmpdir(), 'he-cli-'));
-  const platform = { kind: 'emulated' as const, stateDir };
+  const platform = openPlatform({ platform: 'emulated', stateDir });
   afterAll(async () => {
     await stopHypervisor(platform);
     await stopEmulatedTpm(stateDir); // the service's core started it to seal its root

@@ -146,7 +146,7 @@ export function registerFleet(program: Command): void {
               nonce,
               ak: { tpmtPublic: Buffer.from(stored.public, 'base64'), pem: stored.pem, name: Buffer.from(stored.name, 'hex') },
               pcrSelection,
-              claims: { platformKind: platform.kind === 'emulated' ? 'emulated' : 'real' },
+              claims: { platformKind: platform.claimedKind },
               logs,
             });
           } finally {
