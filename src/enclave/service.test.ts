@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { addonCore } from '../hypervisor/addon-adapter.js';
 import { disableHypervisor, enableHypervisor, hypervisorStatus, stopHypervisor } from '../hypervisor/index.js';
-import { serviceEntry } from '../platform/emulated/hypervisor-service.js';
+import { serviceEntry } from '../platform/emulated/service-process.js';
 import { createEnclaveFromManifest, destroyEnclaveById, listEnclaves, parseEcallSpec, runEnclaveFromManifest } from './service.js';
 import { skipUnless } from '../../test/helpers/require.js';
 
