@@ -4,6 +4,7 @@ import { compileSchema } from '../schemas.js';
 import { CLAIMS_SCHEME, claimsDigest, qualifyingData, type ClaimsInput, type PlatformKindClaim } from './binding.js';
 import { fromB64, fromHex } from './bytes.js';
 import { AttestError } from './errors.js';
+import type { EvidenceBackendKind } from '../enclave/backends/registry.js';
 import { jsonSyntaxProblem } from '../errors.js';
 import type { BankName } from './policy.js';
 import type { CheckResult } from './result.js';
@@ -20,7 +21,7 @@ export interface EvidenceQuote {
 
 export interface EvidenceEnclave {
   id?: string;
-  backend: 'none' | 'sgx-like' | 'sev' | 'sev-es' | 'sev-snp' | 'csv' | 'mktme';
+  backend: EvidenceBackendKind;
   /** The hypervisor's enclave quote (496 B), base64. */
   quote: string;
   /** What the enclave bound with the nonce into REPORTDATA, hex (may be empty). */

@@ -1,5 +1,5 @@
-import { createHash, timingSafeEqual, X509Certificate } from 'node:crypto';
-import { CSV_SUITE, SEV_SUITE, launchMeasurement } from '../enclave/backends/sev-firmware.js';
+import { createHash, X509Certificate } from 'node:crypto';
+import { launchCheckFor } from '../enclave/backends/registry.js';
 import { hashAlgById, hashAlgByName } from '../tpm/alg.js';
 import { parseEventLog } from '../eventlog/index.js';
 import { ATTR } from '../hypervisor/abi.js';
@@ -532,7 +532,7 @@ function verifyEnclaves(input: VerifyInput, opts: VerifyOptions, c: Checks, ctx:
   }
 
   // SEV/CSV launch measurements (backends that encrypt the enclave VM's memory)
-  const launched = input.enclaves.filter((e) => /^(sev|sev-es|sev-snp|csv)$/.test(e.backend));
+  const launched = input.enclaves.filter((e) => launchCheckFor(e.backend));
   if (launched.length) {
     const allowed = encPol.allowedLaunchMeasurements;
     const owner = encPol.launch && opts.policy.launchTik ? { ...encPol.launch, tik: opts.policy.launchTik } : undefined;
@@ -541,7 +541,7 @@ function verifyEnclaves(input: VerifyInput, opts: VerifyOptions, c: Checks, ctx:
       const w = `enclave ${e.id ?? input.enclaves.indexOf(e)} (${e.backend})`;
       if (!e.launchMeasurement) lbad.push(`${w}: no launch measurement`);
       else if (owner) {
-        const r = recomputeLaunch(e, owner);
+        const r = launchCheckFor(e.backend)!(e.launchMeasurement, e.launch ?? {}, owner);
         if (!r.ok) lbad.push(`${w}: ${r.reason}`);
       } else if (!allowed) continue;
       else if (!allowed.includes(hex(e.launchMeasurement))) lbad.push(`${w}: launch measurement ${short(e.launchMeasurement)} not among ${allowed.length} expected`);
@@ -549,28 +549,6 @@ function verifyEnclaves(input: VerifyInput, opts: VerifyOptions, c: Checks, ctx:
     const judged = !!(allowed || owner);
     c.add('reference.launch', lbad.length ? 'fail' : judged ? 'pass' : 'skip', lbad[0] ?? (judged ? `${launched.length} SEV/CSV launch measurement(s) as expected` : 'policy lists no launch measurements'), lbad.slice(1));
   }
-}
-
-/**
- * Guest-owner check: LAUNCH_MEASURE recomputed with the TIK from the reference launch digests and
- * the firmware inputs the evidence reports (api version, build, policy, MNONCE).
- */
-function recomputeLaunch(e: EnclaveInput, owner: { tik: Buffer; allowedLaunchDigests: string[]; allowedPolicies?: number[] }): { ok: boolean; reason: string } {
-  const l = e.launch ?? {};
-  const num = (k: string): number | undefined => (typeof l[k] === 'number' ? (l[k] as number) : undefined);
-  const apiMajor = num('apiMajor');
-  const apiMinor = num('apiMinor');
-  const build = num('build');
-  const pol = num('policy');
-  const mnonce = typeof l.mnonce === 'string' && /^[0-9a-f]{32}$/.test(l.mnonce) ? Buffer.from(l.mnonce, 'hex') : undefined;
-  if (apiMajor === undefined || apiMinor === undefined || build === undefined || pol === undefined || !mnonce) return { ok: false, reason: 'launch inputs (apiMajor, apiMinor, build, policy, mnonce) missing' };
-  if (owner.allowedPolicies && !owner.allowedPolicies.includes(pol)) return { ok: false, reason: `guest policy 0x${pol.toString(16)} not allowed` };
-  const suite = e.backend === 'csv' ? CSV_SUITE : SEV_SUITE;
-  for (const ld of owner.allowedLaunchDigests) {
-    const m = launchMeasurement(suite, { apiMajor, apiMinor, build, policy: pol, launchDigest: Buffer.from(ld, 'hex'), mnonce, tik: owner.tik });
-    if (e.launchMeasurement && m.length === e.launchMeasurement.length && timingSafeEqual(m, e.launchMeasurement)) return { ok: true, reason: `matches reference launch digest ${ld.slice(0, 16)}…` };
-  }
-  return { ok: false, reason: `launch measurement ${hex(e.launchMeasurement ?? Buffer.alloc(0)).slice(0, 16)}… matches none of ${owner.allowedLaunchDigests.length} reference launch digest(s)` };
 }
 
 export { AttestError };

@@ -1,5 +1,5 @@
 import { EXIT } from '../../errors.js';
-import type { KeySlotAllocator, KeySlotKind } from '../../enclave/backends/index.js';
+import { emulatedSlotRanges, type KeySlotAllocator, type KeySlotKind } from '../../enclave/backends/index.js';
 import { HypervisorError } from '../../hypervisor/abi.js';
 
 /** What the allocator needs of the service: the core's key-slot hypercalls. */
@@ -9,16 +9,11 @@ export interface KeySlotHypercalls {
 
 /**
  * Key slots drawn from the core's table (KEYSLOT_ALLOC/RELEASE/FLUSH), for the backend models.
- * The core hands out the lowest free slot of its one table (1..15 here); each backend kind has
- * its hardware range inside it (SEV-ES ASIDs 1..5, SEV 6..15, CSV 1..15, MKTME KeyIDs 1..15).
+ * The core hands out the lowest free slot of its one table (EMULATED_KEY_SLOTS); each backend
+ * kind has its hardware range inside it (emulatedSlotRanges: the one definition).
  * Slots below the range are taken and given back at once (never used, so the flush is a no-op).
  */
-export const EMULATED_SLOT_RANGES: Record<KeySlotKind, { first: number; last: number }> = {
-  'sev-es': { first: 1, last: 5 },
-  sev: { first: 6, last: 15 },
-  csv: { first: 1, last: 15 },
-  mktme: { first: 1, last: 15 },
-};
+const EMULATED_SLOT_RANGES = emulatedSlotRanges();
 
 export class CoreSlotAllocator implements KeySlotAllocator {
   owner = 0;

@@ -10,6 +10,7 @@ import {
   type KeySlotKind,
   type MemoryEncryptionBackend,
   BACKEND_KINDS,
+  EMULATED_KEY_SLOTS,
   createBackend,
   emulatedPlatformFacts,
 } from '../../enclave/backends/index.js';
@@ -252,10 +253,8 @@ export class HypervisorService {
     let b = this.backends.get(kind);
     if (!b) {
       const ctx = { facts: emulatedPlatformFacts(), allocator: this.allocator };
-      // One key-slot table (the core's, 1..15) serves every backend model; MKTME with 4 KeyID bits.
-      b = createBackend(kind, ctx, {
-        mktme: { tmeCapability: 1n | (4n << 32n) | (15n << 36n), tmeActivate: 1n | 2n | (4n << 32n) | (1n << 48n), physAddrBits: 46 },
-      });
+      // One key-slot table (the core's, EMULATED_KEY_SLOTS) serves every backend model (MKTME: EMULATED_MKTME).
+      b = createBackend(kind, ctx);
       this.backends.set(kind, b);
     }
     return b;
@@ -490,7 +489,7 @@ export class HypervisorService {
           paging: 'ept',
           tpm,
           imageDigest: Buffer.from(img.sha256, 'hex'),
-          keySlots: { kind: 'asid', min: 1, max: 15 },
+          keySlots: { kind: 'asid', min: EMULATED_KEY_SLOTS.first, max: EMULATED_KEY_SLOTS.last },
           requireSignedSigstruct: true,
         });
         this.image = { ...img, loadedAt: new Date().toISOString() };
