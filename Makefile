@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-APT_PACKAGES := swtpm swtpm-tools tpm2-tools openssl zsh fish gcc binutils make systemd postgresql
+APT_PACKAGES := swtpm swtpm-tools tpm2-tools openssl zsh fish gcc binutils make systemd postgresql systemd-boot-efi pesign
 CARGO := cargo
 NPM := npm
 STAMP := .tmp/stamps
@@ -48,7 +48,9 @@ test-rust: build-rust
 	cd hypervisor && $(CARGO) test --release
 
 test-ts: build
-	npx vitest run
+	@mkdir -p .tmp
+	npx vitest run --reporter=default --reporter=json --outputFile=.tmp/vitest.json
+	node test/helpers/check-skips.mjs .tmp/vitest.json
 
 # The system tier: Debian's kernel under QEMU TCG (SVM + NPT) with swtpm, demoted by our hypervisor.
 # Exit 77 from run.sh means "cannot run here" and is reported as skipped with its reason;
@@ -75,7 +77,7 @@ test-system-uefi-or-skip: deps build-ts
 test-system-systemd: deps build-ts
 	bash test/system/run.sh --systemd
 test-system-systemd-or-skip: deps build-ts
-	@bash test/system/run.sh --systemd; rc=$$?; if [ $$rc = 77 ]; then echo "system tier (systemd): skipped (see SKIPPED line above)"; exit 0; fi; exit $$rc
+	@$(call SYSTEM_OR_SKIP,--systemd)
 
 test: test-rust test-ts test-system-or-skip test-system-uefi-or-skip test-system-systemd-or-skip
 

@@ -49,4 +49,16 @@ struct he_handoff {
 };
 _Static_assert(sizeof(struct he_handoff) == 1672, "struct he_handoff size");
 
+/*
+ * Linux's state at an image entry call: the driver's he_enter (tramp.S) pushes cr3, rsp,
+ * then rip on Linux's stack and passes that address as the fourth argument; on OP_LAUNCH
+ * the image resumes Linux there as its guest.
+ */
+struct he_linux_state {
+	__u64 rip;                             /* @0 he_resume in tramp.S. */
+	__u64 rsp;
+	__u64 cr3;
+};
+_Static_assert(sizeof(struct he_linux_state) == 24, "struct he_linux_state size");
+
 #endif

@@ -49,7 +49,7 @@ typedef uint64_t __u64;
 
 /* Sizes of the buffers hypercalls read and write (bytes). */
 #define HC_PAGE_SIZE 0x1000u
-#define HC_STATUS_SIZE 240 /* STATUS record (`StatusRecord`). */
+#define HC_STATUS_SIZE 0x100u /* STATUS record (`StatusRecord`). */
 #define HC_ENCLAVE_INFO_SIZE 128 /* ENCLAVE_INFO record (`EnclaveInfo`). */
 #define HC_MEMMAP_ENTRY_SIZE 24 /* ENABLE memory-map entry (`MemMapEntry`). */
 #define HC_MAX_MEMMAP_ENTRIES 128 /* Most ENABLE memory-map entries. */
@@ -62,12 +62,20 @@ typedef uint64_t __u64;
 #define HC_HAK_PUBLIC_SIZE 32 /* HAK: Ed25519 public key bytes. */
 #define HC_TRUST_BLOB_CAPACITY 0x1000u /* TRUST_INIT's output buffer (RCX) is at least this; a blob given in is at most this. */
 
+/*
+ * CPUID leaves the hypervisor answers for its guest (the demoted host): leaf 1 ECX bit 31
+ * (hypervisor present) and these.
+ */
+#define HC_CPUID_LEAF_SIGNATURE 0x40000000u /* EAX = the highest hypervisor leaf (LEAF_VERSION); EBX, ECX, EDX = HC_CPUID_SIGNATURE. */
+#define HC_CPUID_LEAF_VERSION 0x40000001u /* EAX = ABI_VERSION. */
+
 /* STATUS record `flags` bits. */
 #define HC_STATUS_ENABLED 1
 #define HC_STATUS_NPT 2 /* NPT (AMD); clear: EPT. */
 #define HC_STATUS_KEY_SLOTS 4
 #define HC_STATUS_SIGNATURES_REQUIRED 8
 #define HC_STATUS_TRUST_ESTABLISHED 16 /* TRUST_INIT ran since the last load/enable: EREPORT, EGETKEY, QUOTE and HAK_PUBLIC are served. */
+#define HC_STATUS_DMA_PROTECTED 32 /* DMA protection: an IOMMU the hypervisor owns translates every device's DMA (only while enabled). */
 
 /* STATUS record `key_slot_kind`. */
 #define HC_SLOT_NONE 0
@@ -82,6 +90,9 @@ typedef uint64_t __u64;
 #define HC_QUOTE_VERSION 1
 #define HC_QUOTE_SIG_ED25519 1 /* Ed25519 (RFC 8032, pure). */
 #define HC_QUOTE_SIGNED_BYTES 0x1b0u /* The HAK's signature covers bytes [0, SIGNED_BYTES). */
+
+/* QUOTE `flags` bits (bytes 12..16), set as the platform stood when the quote was made. */
+#define HC_QUOTE_FLAG_DMA_PROTECTED 1 /* An IOMMU the hypervisor owns translated every device's DMA (the verifier's `hypervisor.requireDmaProtection` policy requires it). */
 
 /* Memory-map entry kinds (ENABLE's entries and the handoff's ranges). */
 #define HE_MEM_RAM 0
@@ -162,8 +173,10 @@ typedef uint64_t __u64;
 #define HC_HYPERVISOR_EXIT_EVENT "hyperenclave:hypervisor-exit v=1"
 /* First bytes of a QUOTE. */
 #define HC_QUOTE_MAGIC "HEQ1"
+/* CPUID leaf HC_CPUID_LEAF_SIGNATURE's EBX, ECX, EDX (12 bytes, little-endian words). */
+#define HC_CPUID_SIGNATURE "HyperEnclave"
 
-/* STATUS record: little-endian u64 words, then the image digest. */
+/* STATUS record: little-endian u64 words, the image digest, then (1.x, offset 240) the DMA words. */
 struct he_hv_status {
 	__u64 abi_version;
 	__u64 flags;                           /* @8 HC_STATUS_* bits. */
@@ -192,8 +205,10 @@ struct he_hv_status {
 	__u64 enclaves_destroyed;
 	__u64 reports_issued;
 	__u8 image_digest[32];                 /* @208 SHA-256 of the hypervisor image. */
+	__u64 dma_faults;                      /* @240 DMA faults the IOMMU logged since protection went on (0 without protection). */
+	__u64 iommu_base;                      /* @248 The IOMMU's register base (0 without one). */
 };
-_Static_assert(sizeof(struct he_hv_status) == 240, "struct he_hv_status size");
+_Static_assert(sizeof(struct he_hv_status) == 256, "struct he_hv_status size");
 
 /* ENCLAVE_INFO record. */
 struct he_enclave_info {
@@ -240,7 +255,7 @@ struct he_quote {
 	__u16 version;                         /* @4 HC_QUOTE_VERSION. */
 	__u16 sig_alg;                         /* @6 HC_QUOTE_SIG_ED25519. */
 	__u32 hak_pcr;                         /* @8 The PCR the HAK event is extended into. */
-	__u32 reserved;                        /* @12 Zero. */
+	__u32 flags;                           /* @12 Platform flags the HAK signs with the report (HC_QUOTE_FLAG_*); other bits 0. */
 	__u8 body[384];                        /* @16 SGX REPORT body (the MAC-checked bytes 0..384 of the REPORT). */
 	__u8 hak[32];                          /* @400 HAK public key (Ed25519). */
 	__u8 signature[64];                    /* @432 Ed25519 signature over bytes [0, HC_QUOTE_SIGNED_BYTES). */

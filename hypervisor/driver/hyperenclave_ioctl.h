@@ -23,7 +23,7 @@ typedef uint64_t __u64;
  * /dev/hyperenclave ioctl ABI: versioned like the hypercall ABI (major in bits 31:16,
  * minor in 15:0); a caller whose major differs is refused with -EPROTO.
  */
-#define HE_IOCTL_ABI_VERSION 0x10002u /* This ABI (1.1: HE_BUF_ARG_MASK; 1.2: he_probe.target, 16 KiB hypercall buffers, HE_IOC_TPM_FIFO). */
+#define HE_IOCTL_ABI_VERSION 0x10003u /* This ABI (1.1: HE_BUF_ARG_MASK; 1.2: he_probe.target, 16 KiB hypercall buffers, HE_IOC_TPM_FIFO; 1.3: 256-byte hv_status with the DMA words). */
 #define HE_HYPERCALL_ABI_VERSION 0x10000u /* The hypercall ABI the driver was written against. */
 #define HE_IOC_MAGIC 72
 #define HE_STATE_EMPTY 0
@@ -65,9 +65,9 @@ struct he_status {
 	__u32 pcr;
 	__u32 cpus_enabled;                    /* @68 CPUs running as guests of the hypervisor. */
 	__u64 hv_status_len;                   /* @72 Bytes of hv_status filled (STATUS hypercall record), 0 when not enabled. */
-	__u8 hv_status[240];
+	__u8 hv_status[256];
 };
-_Static_assert(sizeof(struct he_status) == 320, "struct he_status size");
+_Static_assert(sizeof(struct he_status) == 336, "struct he_status size");
 
 /*
  * A hypercall (RAX = call, RDI.. = arguments, outputs written back). When buf_len > 0 the
@@ -126,7 +126,7 @@ _Static_assert(sizeof(struct he_tpm_fifo) == 32, "struct he_tpm_fifo size");
 #define HE_IOC_LOAD _IOWR(HE_IOC_MAGIC, 0x01, struct he_load) /* 0xc0c04801 */
 #define HE_IOC_ENABLE _IO(HE_IOC_MAGIC, 0x02) /* 0x00004802 */
 #define HE_IOC_DISABLE _IO(HE_IOC_MAGIC, 0x03) /* 0x00004803 */
-#define HE_IOC_STATUS _IOR(HE_IOC_MAGIC, 0x04, struct he_status) /* 0x81404804 */
+#define HE_IOC_STATUS _IOR(HE_IOC_MAGIC, 0x04, struct he_status) /* 0x81504804 */
 #define HE_IOC_HYPERCALL _IOWR(HE_IOC_MAGIC, 0x05, struct he_hypercall) /* 0xc0404805 */
 #define HE_IOC_PROBE _IOWR(HE_IOC_MAGIC, 0x06, struct he_probe) /* 0xc0184806 */
 #define HE_IOC_TPM_FIFO _IOWR(HE_IOC_MAGIC, 0x07, struct he_tpm_fifo) /* 0xc0204807 */

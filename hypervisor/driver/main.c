@@ -608,7 +608,7 @@ static long he_ioctl(struct file *f, unsigned int cmd, unsigned long arg)
 		break;
 	case HE_IOC_STATUS: {
 		struct he_status *s = kzalloc(sizeof(*s), GFP_KERNEL);
-		u8 *buf = kzalloc(256, GFP_KERNEL);
+		u8 *buf = kzalloc(HC_STATUS_SIZE, GFP_KERNEL);
 
 		if (!s || !buf) {
 			kfree(s);

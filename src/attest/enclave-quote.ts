@@ -7,7 +7,8 @@
  *     4    2 version = 1
  *     6    2 signature algorithm = 1 (Ed25519, RFC 8032, pure)
  *     8    4 HAK PCR index
- *    12    4 reserved = 0
+ *    12    4 platform flags: bit 0 = DMA protection on (an IOMMU the hypervisor owns translated
+ *             every device's DMA when the quote was made); other bits 0
  *    16  384 SGX REPORT body (the MAC-checked bytes 0..384 of the REPORT)
  *   400   32 HAK public key
  *   432   64 Ed25519 signature over bytes [0, 432)
@@ -18,13 +19,14 @@
  * verifier checks separately), and computes the PCR value that one HAK event yields.
  */
 import { createHash, createPublicKey, verify as cryptoVerify, type KeyObject } from 'node:crypto';
-import { HAK_EVENT_PREFIX, HYPERVISOR_EXIT_EVENT, LAYOUT, QUOTE, QUOTE_MAGIC, QUOTE_SIZE, REPORT_SIZE, hakEventData, parseReport, readRecord } from '../hypervisor/abi.js';
+import { HAK_EVENT_PREFIX, HYPERVISOR_EXIT_EVENT, LAYOUT, QUOTE, QUOTE_FLAGS, QUOTE_MAGIC, QUOTE_SIZE, REPORT_SIZE, hakEventData, parseReport, readRecord } from '../hypervisor/abi.js';
 
 export { HAK_EVENT_PREFIX, HYPERVISOR_EXIT_EVENT, hakEventData };
 export const ENCLAVE_QUOTE_SIZE = QUOTE_SIZE;
 export const ENCLAVE_QUOTE_MAGIC = QUOTE_MAGIC;
 export const ENCLAVE_QUOTE_VERSION = QUOTE.VERSION;
 export const ENCLAVE_QUOTE_SIG_ED25519 = QUOTE.SIG_ED25519;
+export const QUOTE_FLAG_DMA_PROTECTED = QUOTE_FLAGS.DMA_PROTECTED;
 /** The HAK PCR when the policy names none (as HyperEnclave uses PCR 13). */
 export const DEFAULT_HAK_PCR = 13;
 
@@ -52,7 +54,9 @@ export interface EnclaveQuote {
   version: number;
   sigAlg: number;
   hakPcr: number;
-  reserved: number;
+  /** Platform flags the HAK signed (bit 0: DMA protection on). */
+  flags: number;
+  dmaProtected: boolean;
   body: ReportBody;
   hakPublic: Buffer;
   signature: Buffer;
@@ -78,13 +82,15 @@ export function parseEnclaveQuote(q: Buffer): EnclaveQuote {
   if (r.sig_alg !== ENCLAVE_QUOTE_SIG_ED25519)
     throw new RangeError(`enclave quote: byte ${F.sig_alg.offset}: signature algorithm ${r.sig_alg}, expected ${ENCLAVE_QUOTE_SIG_ED25519} (Ed25519)`);
   if (r.hak_pcr > 23) throw new RangeError(`enclave quote: byte ${F.hak_pcr.offset}: HAK PCR index ${r.hak_pcr} out of range 0-23`);
-  if (r.reserved !== 0) throw new RangeError(`enclave quote: byte ${F.reserved.offset}: reserved field is 0x${r.reserved.toString(16)}, expected 0`);
+  if (r.flags & ~QUOTE_FLAG_DMA_PROTECTED)
+    throw new RangeError(`enclave quote: byte ${F.flags.offset}: flags 0x${r.flags.toString(16)} has bits other than DMA_PROTECTED (0x${QUOTE_FLAG_DMA_PROTECTED.toString(16)})`);
   return {
     magic,
     version: r.version,
     sigAlg: r.sig_alg,
     hakPcr: r.hak_pcr,
-    reserved: r.reserved,
+    flags: r.flags,
+    dmaProtected: (r.flags & QUOTE_FLAG_DMA_PROTECTED) !== 0,
     body: parseReportBody(r.body),
     hakPublic: r.hak,
     signature: r.signature,

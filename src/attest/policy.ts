@@ -18,7 +18,8 @@ export interface VerifierPolicy {
   referenceValues?: string;
   platform?: { requireReal?: boolean };
   drtm?: { required?: boolean };
-  hypervisor?: { pcr?: number; hakPcr?: number };
+  /** requireDmaProtection: every enclave quote's HAK-signed flags must say DMA protection was on. */
+  hypervisor?: { pcr?: number; hakPcr?: number; requireDmaProtection?: boolean };
   /** UEFI measured boot: allowed UKIs (files of `hyperenclave firmware uki-reference`); runs the boot.* checks. */
   boot?: { ukiReferences?: string[]; allowStubPcrEvents?: boolean };
   enclaves?: {

@@ -392,7 +392,7 @@ export function verifyEvidence(input: VerifyInput, opts: VerifyOptions): Attesta
   // Enclave identities are vouched for only by a HAK signature whose key is bound in the HAK PCR.
   if (!(c.passed('enclave.quote-signature') && c.passed('enclave.hak-bound') && c.passed('enclave.quote-format'))) {
     for (const ch of c.list)
-      if (ch.status === 'pass' && /^enclave\.(reportdata-nonce|mrenclave|mrsigner|isvprodid|isvsvn|attributes)$/.test(ch.name))
+      if (ch.status === 'pass' && (/^enclave\.(reportdata-nonce|mrenclave|mrsigner|isvprodid|isvsvn|attributes)$/.test(ch.name) || ch.name === 'hypervisor.dma-protection'))
         Object.assign(ch, { status: 'skip', reason: `not judged: the enclave quote is not vouched for by a HAK bound in PCR ${hakPcr} (${ch.reason})` });
   }
 
@@ -415,6 +415,8 @@ function verifyEnclaves(input: VerifyInput, opts: VerifyOptions, c: Checks, ctx:
   const encPol = policy.enclaves ?? {};
   const n = input.enclaves.length;
   if (encPol.minCount) c.add('enclave.count', n >= encPol.minCount ? 'pass' : 'fail', n >= encPol.minCount ? `${n} enclave(s), policy needs ${encPol.minCount}` : `policy needs ${encPol.minCount} enclave(s), evidence has ${n}`);
+  const requireDma = policy.hypervisor?.requireDmaProtection === true;
+  if (requireDma && !n) c.add('hypervisor.dma-protection', 'fail', 'the policy requires DMA protection; only an enclave quote (HAK-signed) carries it and the evidence has none', undefined, 'expected');
   if (!n) return;
   const who = (e: EnclaveInput, i: number): string => `enclave ${e.id ?? i}`;
 
@@ -432,6 +434,12 @@ function verifyEnclaves(input: VerifyInput, opts: VerifyOptions, c: Checks, ctx:
     }
   });
   c.add('enclave.quote-format', fmtBad.length ? 'fail' : 'pass', fmtBad[0] ?? `${n} quote(s): HEQ1 v1, Ed25519, HAK PCR ${ctx.hakPcr}`, fmtBad.slice(1));
+  // DMA protection as the hypervisor signed it in each quote's flags (the signature and HAK
+  // binding checks below decide whether the flags can be believed)
+  if (requireDma) {
+    const dmaBad = quotes.flatMap((q, i) => (!q ? [`${who(input.enclaves[i]!, i)}: quote does not parse`] : q.dmaProtected ? [] : [`${who(input.enclaves[i]!, i)}: the HAK-signed quote says DMA protection was off (flags 0x${q.flags.toString(16)})`]));
+    c.add('hypervisor.dma-protection', dmaBad.length ? 'fail' : 'pass', dmaBad[0] ?? `${n} quote(s) signed with DMA protection on (the hypervisor owned the IOMMU)`, dmaBad.slice(1), 'expected');
+  }
 
   // signature with the HAK the quote carries
   const sigBad: string[] = [];

@@ -42,7 +42,7 @@ export const HC = {
 export const SIZES = {
   PAGE_SIZE: 0x1000,
   /** STATUS record (`StatusRecord`). */
-  STATUS_SIZE: 240,
+  STATUS_SIZE: 0x100,
   /** ENCLAVE_INFO record (`EnclaveInfo`). */
   ENCLAVE_INFO_SIZE: 128,
   /** ENABLE memory-map entry (`MemMapEntry`). */
@@ -66,6 +66,14 @@ export const SIZES = {
   TRUST_BLOB_CAPACITY: 0x1000,
 } as const;
 
+/** CPUID leaves the hypervisor answers for its guest (the demoted host): leaf 1 ECX bit 31 (hypervisor present) and these. */
+export const CPUID = {
+  /** EAX = the highest hypervisor leaf (LEAF_VERSION); EBX, ECX, EDX = HC_CPUID_SIGNATURE. */
+  LEAF_SIGNATURE: 0x40000000,
+  /** EAX = ABI_VERSION. */
+  LEAF_VERSION: 0x40000001,
+} as const;
+
 /** STATUS record `flags` bits. */
 export const STATUS_FLAGS = {
   ENABLED: 1,
@@ -75,6 +83,8 @@ export const STATUS_FLAGS = {
   SIGNATURES_REQUIRED: 8,
   /** TRUST_INIT ran since the last load/enable: EREPORT, EGETKEY, QUOTE and HAK_PUBLIC are served. */
   TRUST_ESTABLISHED: 16,
+  /** DMA protection: an IOMMU the hypervisor owns translates every device's DMA (only while enabled). */
+  DMA_PROTECTED: 32,
 } as const;
 
 /** STATUS record `key_slot_kind`. */
@@ -97,6 +107,12 @@ export const QUOTE = {
   SIG_ED25519: 1,
   /** The HAK's signature covers bytes [0, SIGNED_BYTES). */
   SIGNED_BYTES: 0x1b0,
+} as const;
+
+/** QUOTE `flags` bits (bytes 12..16), set as the platform stood when the quote was made. */
+export const QUOTE_FLAGS = {
+  /** An IOMMU the hypervisor owns translated every device's DMA (the verifier's `hypervisor.requireDmaProtection` policy requires it). */
+  DMA_PROTECTED: 1,
 } as const;
 
 /** Memory-map entry kinds (ENABLE's entries and the handoff's ranges). */
@@ -140,8 +156,8 @@ export const KEYPOLICY = {
 
 /** /dev/hyperenclave ioctl ABI: versioned like the hypercall ABI (major in bits 31:16, minor in 15:0); a caller whose major differs is refused with -EPROTO. */
 export const HE = {
-  /** This ABI (1.1: HE_BUF_ARG_MASK; 1.2: he_probe.target, 16 KiB hypercall buffers, HE_IOC_TPM_FIFO). */
-  HE_IOCTL_ABI_VERSION: 0x10002,
+  /** This ABI (1.1: HE_BUF_ARG_MASK; 1.2: he_probe.target, 16 KiB hypercall buffers, HE_IOC_TPM_FIFO; 1.3: 256-byte hv_status with the DMA words). */
+  HE_IOCTL_ABI_VERSION: 0x10003,
   /** The hypercall ABI the driver was written against. */
   HE_HYPERCALL_ABI_VERSION: 0x10000,
   HE_IOC_MAGIC: 72,
@@ -227,6 +243,8 @@ export const LABELS = {
   HYPERVISOR_EXIT_EVENT: 'hyperenclave:hypervisor-exit v=1',
   /** First bytes of a QUOTE. */
   QUOTE_MAGIC: 'HEQ1',
+  /** CPUID leaf HC_CPUID_LEAF_SIGNATURE's EBX, ECX, EDX (12 bytes, little-endian words). */
+  CPUID_SIGNATURE: 'HyperEnclave',
 } as const;
 
 /** ioctl request numbers (_IOC encoding with magic 'H'). */
@@ -235,7 +253,7 @@ export const HE_IOC = {
   LOAD: 0xc0c04801,
   ENABLE: 0x00004802,
   DISABLE: 0x00004803,
-  STATUS: 0x81404804,
+  STATUS: 0x81504804,
   HYPERCALL: 0xc0404805,
   PROBE: 0xc0184806,
   TPM_FIFO: 0xc0204807,
@@ -243,9 +261,9 @@ export const HE_IOC = {
 
 /** Record layouts: byte offset, size and type of every field (little-endian). */
 export const LAYOUT = {
-  /** STATUS record: little-endian u64 words, then the image digest. */
+  /** STATUS record: little-endian u64 words, the image digest, then (1.x, offset 240) the DMA words. */
   he_hv_status: {
-    size: 240,
+    size: 256,
     fields: {
       abi_version: { offset: 0, size: 8, type: 'u64' },
       /** HC_STATUS_* bits. */
@@ -281,6 +299,10 @@ export const LAYOUT = {
       reports_issued: { offset: 200, size: 8, type: 'u64' },
       /** SHA-256 of the hypervisor image. */
       image_digest: { offset: 208, size: 32, type: 'bytes' },
+      /** DMA faults the IOMMU logged since protection went on (0 without protection). */
+      dma_faults: { offset: 240, size: 8, type: 'u64' },
+      /** The IOMMU's register base (0 without one). */
+      iommu_base: { offset: 248, size: 8, type: 'u64' },
     },
   },
   /** ENCLAVE_INFO record. */
@@ -344,8 +366,8 @@ export const LAYOUT = {
       sig_alg: { offset: 6, size: 2, type: 'u16' },
       /** The PCR the HAK event is extended into. */
       hak_pcr: { offset: 8, size: 4, type: 'u32' },
-      /** Zero. */
-      reserved: { offset: 12, size: 4, type: 'u32' },
+      /** Platform flags the HAK signs with the report (HC_QUOTE_FLAG_*); other bits 0. */
+      flags: { offset: 12, size: 4, type: 'u32' },
       /** SGX REPORT body (the MAC-checked bytes 0..384 of the REPORT). */
       body: { offset: 16, size: 384, type: 'bytes' },
       /** HAK public key (Ed25519). */
@@ -384,7 +406,7 @@ export const LAYOUT = {
     },
   },
   he_status: {
-    size: 320,
+    size: 336,
     fields: {
       ioctl_abi: { offset: 0, size: 4, type: 'u32' },
       /** HE_STATE_*. */
@@ -398,7 +420,7 @@ export const LAYOUT = {
       cpus_enabled: { offset: 68, size: 4, type: 'u32' },
       /** Bytes of hv_status filled (STATUS hypercall record), 0 when not enabled. */
       hv_status_len: { offset: 72, size: 8, type: 'u64' },
-      hv_status: { offset: 80, size: 240, type: 'bytes' },
+      hv_status: { offset: 80, size: 256, type: 'bytes' },
     },
   },
   /** A hypercall (RAX = call, RDI.. = arguments, outputs written back). When buf_len > 0 the driver copies buf_len bytes (<= HE_HYPERCALL_BUF_MAX) from buf into physically contiguous kernel pages, puts their physical address into argument buf_arg (1 = RDI .. 5 = R8), and copies them back afterwards. Since 1.1, buf_arg = HE_BUF_ARG_MASK | bits (bit 0 = RDI .. bit 4 = R8): each marked argument holds an offset into buf (< buf_len) and the driver adds the pages' physical address to it, so calls with several buffers pack them into one. */
@@ -475,6 +497,16 @@ export const LAYOUT = {
       pcr: { offset: 100, size: 4, type: 'u32' },
       image_sha256: { offset: 104, size: 32, type: 'bytes' },
       ranges: { offset: 136, size: 1536, type: 'array', count: 64, element: { size: 24, type: 'struct', name: 'he_range' } },
+    },
+  },
+  /** Linux's state at an image entry call: the driver's he_enter (tramp.S) pushes cr3, rsp, then rip on Linux's stack and passes that address as the fourth argument; on OP_LAUNCH the image resumes Linux there as its guest. */
+  he_linux_state: {
+    size: 24,
+    fields: {
+      /** he_resume in tramp.S. */
+      rip: { offset: 0, size: 8, type: 'u64' },
+      rsp: { offset: 8, size: 8, type: 'u64' },
+      cr3: { offset: 16, size: 8, type: 'u64' },
     },
   },
 } as const;

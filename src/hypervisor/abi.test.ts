@@ -23,6 +23,7 @@ import {
   statusName,
 } from './abi.js';
 import { LinuxHypervisorClient } from './linux-client.js';
+import * as IMAGE_ABI from '../measure/image-abi.generated.js';
 import { skipUnless } from '../../test/helpers/require.js';
 
 const root = new URL('../../', import.meta.url).pathname;
@@ -57,12 +58,17 @@ describe('hypercall ABI', () => {
     w(13, 1n);
     w(14, 15n);
     w(19, 4n);
-    st.fill(0xab, 208);
+    st.fill(0xab, 208, 240);
+    w(30, 7n);
+    w(31, 0xfed80000n);
     const s = decodeStatus(st);
     expect(s).toMatchObject({ abiVersion: 0x10000, enabled: true, paging: 'npt', keySlotsPresent: false, signaturesRequired: true, trustEstablished: true, reservedBase: 0x1f4000000n, epcPagesTotal: 32768, epcPagesUsed: 12, keySlotKind: 'keyid', keySlotMin: 1, keySlotMax: 15 });
     expect(s.hostFaults.enclave).toBe(4);
     expect(s.imageDigest.equals(Buffer.alloc(32, 0xab))).toBe(true);
-    expect(() => decodeStatus(Buffer.alloc(100))).toThrow(/STATUS: record is 100 bytes, need 240/);
+    expect(s.dma).toEqual({ protected: false, faults: 7, iommuBase: 0xfed80000n });
+    w(1, 0b111011n);
+    expect(decodeStatus(st).dma.protected).toBe(true);
+    expect(() => decodeStatus(Buffer.alloc(100))).toThrow(/STATUS: record is 100 bytes, need 256/);
 
     const info = Buffer.alloc(128);
     info.writeUInt32LE(1, 0);
@@ -108,14 +114,17 @@ describe('hypercall ABI', () => {
       for (const name of Object.keys(HC)) num(`HC_${name}`);
       for (const s of HC_STATUS) num(`HC_ST_${s.name}`);
       for (const name of Object.keys(HE_IOC)) num(`HE_IOC_${name}`);
-      for (const [tag, l] of Object.entries(LAYOUT)) {
+      const layouts = { ...LAYOUT, ...IMAGE_ABI.LAYOUT };
+      for (const [tag, l] of Object.entries(layouts)) {
         num(`sizeof(struct ${tag})`);
         for (const f of Object.keys(l.fields)) num(`offsetof(struct ${tag}, ${f})`);
       }
       num('HE_HANDOFF_MAGIC');
+      for (const name of Object.keys(IMAGE_ABI.HEIMG)) num(`HEIMG_${name}`);
+      num('sizeof(HEIMG_MAGIC) - 1');
       writeFileSync(
         src,
-        ['#include <stdio.h>', '#include <stddef.h>', ...['hypercall', 'ioctl', 'handoff'].map((h) => `#include "${join(root, `hypervisor/driver/hyperenclave_${h}.h`)}"`), 'int main(void){', ...lines, 'return 0;}', ''].join('\n'),
+        ['#include <stdio.h>', '#include <stddef.h>', ...['hypercall', 'ioctl', 'handoff', 'image'].map((h) => `#include "${join(root, `hypervisor/driver/hyperenclave_${h}.h`)}"`), 'int main(void){', ...lines, 'return 0;}', ''].join('\n'),
       );
       execFileSync(cc!, ['-Wall', '-Werror', src, '-o', join(dir, 'abi')]);
       const got = Object.fromEntries(
@@ -128,14 +137,22 @@ describe('hypercall ABI', () => {
       for (const [name, v] of Object.entries(HC)) want[`HC_${name}`] = String(v);
       for (const s of HC_STATUS) want[`HC_ST_${s.name}`] = String(s.code);
       for (const [name, v] of Object.entries(HE_IOC)) want[`HE_IOC_${name}`] = String(v);
-      for (const [tag, l] of Object.entries(LAYOUT)) {
+      for (const [tag, l] of Object.entries(layouts)) {
         want[`sizeof(struct ${tag})`] = String(l.size);
         for (const [f, spec] of Object.entries(l.fields)) want[`offsetof(struct ${tag}, ${f})`] = String(spec.offset);
       }
       want.HE_HANDOFF_MAGIC = String(Buffer.from('HEHANDOF', 'ascii').readBigUInt64LE(0));
+      for (const [name, v] of Object.entries(IMAGE_ABI.HEIMG)) want[`HEIMG_${name}`] = String(v);
+      want['sizeof(HEIMG_MAGIC) - 1'] = String(IMAGE_ABI.HEIMG_MAGIC.length);
       expect(got).toEqual(want);
-      // independent of the generator: Linux's _IOWR('H', 5, 64-byte struct) and the STATUS record of docs/hypercall-abi.md
-      expect([HE_IOC.HYPERCALL, got['sizeof(struct he_hv_status)'], HC.TRUST_INIT, HC_STATUS[39]!.name]).toEqual([0xc0404805, '240', 0x40, 'TPM_IO']);
+      // independent of the generator: Linux's _IOWR('H', 5, 64-byte struct) and _IOR('H', 4, 336-byte struct), the STATUS
+      // record of docs/hypercall-abi.md (256 B, DMA faults at 240, IOMMU base at 248) and the quote's flags at byte 12
+      expect([HE_IOC.HYPERCALL, HE_IOC.STATUS, got['sizeof(struct he_hv_status)'], got['offsetof(struct he_hv_status, dma_faults)'], got['offsetof(struct he_hv_status, iommu_base)']]).toEqual([
+        0xc0404805, 0x81504804, '256', '240', '248',
+      ]);
+      expect([got['offsetof(struct he_quote, flags)'], HC.TRUST_INIT, HC.QUOTE, HC_STATUS[39]!.name]).toEqual(['12', 0x40, 0x42, 'TPM_IO']);
+      // docs/image-container.md: per-CPU size at 0x28, image length at 0x40, SHA-256 at 0x70, header 256 B
+      expect([got['offsetof(struct heimg_header, per_cpu_size)'], got['offsetof(struct heimg_header, image_length)'], got['offsetof(struct heimg_header, image_sha256)'], got.HEIMG_HEADER_SIZE]).toEqual(['40', '64', '112', '256']);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

@@ -92,6 +92,8 @@ export const HYPERVISOR_EXIT_EVENT = G.LABELS.HYPERVISOR_EXIT_EVENT;
 /** QUOTE output (LAYOUT.he_quote): magic, version, signature algorithm, signed span. */
 export const QUOTE_MAGIC = G.LABELS.QUOTE_MAGIC;
 export const QUOTE = G.QUOTE;
+/** QUOTE `flags` bits (bytes 12..16). */
+export const QUOTE_FLAGS = G.QUOTE_FLAGS;
 /** The sealer payload's ECALL that EREPORTs for the quoting identity (64-byte REPORTDATA in, 432-byte REPORT out). */
 export const ECALL_QUOTE_REPORT = 4;
 
@@ -198,6 +200,8 @@ export interface HvStatusRecord {
   keySlotsPendingFlush: number;
   flushes: number;
   hostFaults: { hypervisor: number; enclave: number; unmapped: number; permission: number };
+  /** DMA protection: an IOMMU the hypervisor owns translates every device's DMA (flags bit 5). */
+  dma: { protected: boolean; faults: number; iommuBase: bigint };
   hypercalls: number;
   enclavesCreated: number;
   enclavesDestroyed: number;
@@ -205,7 +209,7 @@ export interface HvStatusRecord {
   imageDigest: Buffer;
 }
 
-/** STATUS (LAYOUT.he_hv_status): u64 words, then the 32-byte image digest. */
+/** STATUS (LAYOUT.he_hv_status): u64 words, the 32-byte image digest, then DMA faults and the IOMMU base. */
 export function decodeStatus(raw: Uint8Array): HvStatusRecord {
   const r = readRecord(LAYOUT.he_hv_status, raw, 'STATUS');
   const flag = (bit: number): boolean => (r.flags & BigInt(bit)) !== 0n;
@@ -235,6 +239,7 @@ export function decodeStatus(raw: Uint8Array): HvStatusRecord {
     keySlotsPendingFlush: n(r.slots_pending_flush),
     flushes: n(r.flushes),
     hostFaults: { hypervisor: n(r.faults_hypervisor), enclave: n(r.faults_enclave), unmapped: n(r.faults_unmapped), permission: n(r.faults_permission) },
+    dma: { protected: flag(F.DMA_PROTECTED), faults: n(r.dma_faults), iommuBase: r.iommu_base },
     hypercalls: n(r.hypercalls),
     enclavesCreated: n(r.enclaves_created),
     enclavesDestroyed: n(r.enclaves_destroyed),

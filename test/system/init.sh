@@ -117,6 +117,14 @@ out=$(hectl hypercall-status 2>&1) && check vmmcall-status PASS "$out" || check 
 out=$(hectl probe 2>&1) && check npt-protects PASS "$out" || check npt-protects FAIL "$out"
 # the TPM's locality 1-4 pages are gone from the host's nested tables; locality 0 (Linux's) stays
 out=$(hectl probe-tpm 2>&1) && check tpm-locality-hidden PASS "$out" || check tpm-locality-hidden FAIL "$out"
+# DMA: the edu device, driven from this (demoted) Linux, against RAM, the hypervisor and a live
+# enclave's EPC; then the NIC (before any other enclave exists: dma-probe.mjs says why)
+# (bios mode only: the UEFI mode's machine has no IOMMU for the hypervisor: docs/system-tier.md)
+if [ "$MODE" = bios ]; then
+[ -r /sys/firmware/acpi/tables/IVRS ] && b64 acpi-ivrs /sys/firmware/acpi/tables/IVRS
+node /opt/dma-probe.mjs /usr/lib/hyperenclave /opt/enclave/crypto.manifest.json $RESERVED_BASE /lib/firmware/hyperenclave/hyperenclave.img "$VERIFIER_URL" 2>&1 \
+  | sed -n '/^@@HE:/p; /^@@HE:/!s/^/@@HE:INFO dma-probe /p'
+fi
 # a second boot in the same boot changes nothing (judge.mjs compares the PCRs)
 cli boot-again --json boot && check boot-again PASS "second hyperenclave boot exit 0" || check boot-again FAIL "exit $rc"
 pcrs boot-again
@@ -156,6 +164,14 @@ cli attest-enclave --json attest --enclave /opt/enclave/sealer.manifest.json --v
 out=$(hectl status 2>&1); echo "@@HE:INFO status-enabled $out"
 if cli disable --json disable; then check disable PASS "hyperenclave disable"; else check disable FAIL "exit $rc"; fi
 out=$(taskset -c 0 hectl cpuid 2>&1); case "$out" in *HyperEnclave*) check cpuid-after-disable FAIL "$out" ;; *) check cpuid-after-disable PASS "$out" ;; esac
+# the IOMMU is handed back (translation off, as Linux booted with amd_iommu=off expects): the
+# edu device and the NIC still DMA into Linux's RAM
+if [ "$MODE" = bios ]; then
+dma=$(edu-dma selftest 2>&1)
+net=$(node -e 'fetch(process.argv[1], { signal: AbortSignal.timeout(60000) }).then((r) => console.log("HTTP " + r.status), (e) => { console.log("ERROR " + e.message); process.exit(1); })' "$VERIFIER_URL/" 2>&1)
+case "$dma|$net" in "ok 4096 bytes"*"|HTTP "*) check devices-after-disable PASS "edu: $dma; verifier over e1000: $net" ;;
+  *) check devices-after-disable FAIL "edu: $dma; verifier over e1000: $net" ;; esac
+fi
 rmmod hyperenclave && check module-unload PASS "rmmod ok" || check module-unload FAIL "rmmod failed"
 # second round: reload, enable again, and power off while enabled (the reboot notifier hands the
 # CPUs back; judge.mjs looks for the hypervisor's own log line after @@HE:DONE)

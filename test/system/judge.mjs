@@ -232,12 +232,15 @@ if (ref && pcrs.measured) {
 // EXIT_EVENT, mirrored in abi.ts): the cap that keeps the sealed root from unsealing once the host
 // has every locality.
 const { HYPERVISOR_EXIT_EVENT, HAK_EVENT_PREFIX } = await import(join(ROOT, 'dist', 'src', 'hypervisor', 'abi.js'));
+// The image bytes of a HEIMG container (header layout from hypervisor/abi, docs/image-container.md).
+const { HDR, HEIMG } = await import(join(ROOT, 'dist', 'src', 'measure', 'image-abi.generated.js'));
+const imageOf = (c) => c.subarray(HEIMG.HEADER_SIZE, HEIMG.HEADER_SIZE + Number(c.readBigUInt64LE(HDR.imageLength)));
 const EXIT_EVENT = Buffer.from(HYPERVISOR_EXIT_EVENT, 'ascii');
 if (opt.image && pcrs.reloaded) {
   // second round (disable, rmmod, insmod, hectl load): the hypervisor capped PCR N with the exit
   // event at disable, then the driver alone extends H(image) once more
   const c = readFileSync(opt.image);
-  const image = c.subarray(0x100, 0x100 + Number(c.readBigUInt64LE(0x40)));
+  const image = imageOf(c);
   for (const bank of Object.keys(pcrs.reloaded)) {
     const before = pcrs['boot-again']?.[bank]?.[pcrIndex] ?? pcrs.measured?.[bank]?.[pcrIndex];
     const again = pcrs.reloaded[bank][pcrIndex];
@@ -336,6 +339,25 @@ let enclaveOutside = null;
   const enclaveChecks = (enclaveOutside?.checks ?? []).filter((c) => /^enclave/.test(c.name));
   const ok = v?.status === 'affirming' && quoted >= 1 && enclaveOutside?.rc === 0 && enclaveOutside.status === 'affirming' && enclaveChecks.length > 0 && enclaveChecks.every((c) => c.status === 'pass');
   if (d) host('enclave-attested', ok, `verifier on the host: ${v?.status}${v?.firstFailure ? ` (${v.firstFailure})` : ''}; ${quoted} enclave quote(s) in the evidence; hyperenclave verify outside (exit ${enclaveOutside?.rc}): ${enclaveOutside?.status ?? enclaveOutside?.stderr.split('\n')[0]}${enclaveOutside?.fails.length ? `, failed: ${enclaveOutside.fails.join(', ')}` : ''}; ${enclaveChecks.map((c) => `${c.name}:${c.status}`).join(' ')}`);
+}
+
+// dma-attested: the HAK signed "DMA protection on" into the enclave quote (flags bit 0), so a
+// policy that requires it (the run's policy plus hypervisor.requireDmaProtection, written next to
+// it so its relative paths hold) affirms the same evidence. bios mode only (its machine has the IOMMU).
+{
+  const ev = blobs['enclave-evidence'];
+  if (ev && opt['verifier-dir'] && (opt.mode ?? 'bios') === 'bios') {
+    const evDoc = JSON.parse(ev.toString('utf8'));
+    const flags = (evDoc.enclaves ?? []).map((e) => Buffer.from(e.quote, 'base64')).filter((q) => q.length === 496).map((q) => q.readUInt32LE(12));
+    const pol = JSON.parse(readFileSync(join(opt['verifier-dir'], 'policy.json'), 'utf8'));
+    pol.hypervisor = { ...(pol.hypervisor ?? {}), requireDmaProtection: true };
+    const polPath = join(opt['verifier-dir'], 'policy-dma.json');
+    writeAtomic(polPath, JSON.stringify(pol, null, 2));
+    const r = verifyOutside('enclave-evidence-dma', ev, polPath);
+    const c = r.checks.find((x) => x.name === 'hypervisor.dma-protection');
+    host('dma-attested', flags.length > 0 && flags.every((f) => f === 1) && r.rc === 0 && r.status === 'affirming' && c?.status === 'pass',
+      `enclave quote flags ${flags.map((f) => '0x' + f.toString(16)).join(',') || 'none'} (HAK-signed); hyperenclave verify with hypervisor.requireDmaProtection (exit ${r.rc}): ${r.status ?? r.stderr.split('\n')[0]}; hypervisor.dma-protection: ${c ? `${c.status} (${c.reason})` : 'not reported'}${r.fails.length ? `; failed: ${r.fails.join(', ')}` : ''}`);
+  }
 }
 
 // The platform kind comes from the EK certificate's CA (the run's swtpm CA), not from the guest's
@@ -508,7 +530,7 @@ function judgeSystemd() {
   const pcr = (tag, bank, i = pcrIndex) => pcrs[tag]?.[bank]?.[String(i)];
   const refPcr = (bank) => ref?.pcrs?.[bank]?.[String(pcrIndex)];
   const container = opt.image && existsSync(opt.image) ? readFileSync(opt.image) : null;
-  const image = container ? container.subarray(0x100, 0x100 + Number(container.readBigUInt64LE(0x40))) : null;
+  const image = container ? imageOf(container) : null;
   const EXIT = Buffer.from('hyperenclave:hypervisor-exit v=1', 'ascii');
   const IMG = '/lib/firmware/hyperenclave/hyperenclave.img';
 
@@ -676,6 +698,19 @@ function judgeSystemd() {
     if (!(st2?.lastBoot?.phase === 'failed' && /no such file|not found|missing|does not exist/i.test(st2.lastBoot.error ?? ''))) why.push(`status after the missing image: ${JSON.stringify(st2?.lastBoot ?? null)}`);
     host('systemd-unit-failure', why.length === 0, why.length ? why.join('; ') : `image signed by another key: the unit failed at boot with one journal line "${msg(e1[0])}", the machine reached multi-user.target (degraded), status: "${st.lastBoot.error}"; image removed: "${msg(e2[1])}"`);
   }
+}
+
+// dma-blocked-hv: the guest saw the data not arrive and the STATUS counter move; the fault must
+// also be in the hypervisor's own log (drained from the IOMMU's event log) for the reservation base.
+{
+  const c = checks.find((x) => x.name === 'dma-blocked-hv' && x.source === 'guest');
+  const base = Number(opt['reserved-base'] ?? 0x3c000000);
+  // an event-log entry names the address; QEMU 7.2's IOMMU logs none and only signals a target
+  // abort, which the hypervisor logs without one (docs/system-tier.md, "DMA protection")
+  const faultLine = lines.find((l) => /\[hv\] IOMMU: DMA fault IO_PAGE_FAULT from device /.test(l) && l.includes(`at 0x${base.toString(16)} `))
+    ?? lines.find((l) => /\[hv\] IOMMU: DMA fault: the IOMMU \S+ signalled a target abort/.test(l));
+  if (c && c.ok && !faultLine) Object.assign(c, { ok: false, detail: `${c.detail}; but no "[hv] IOMMU: DMA fault …" line for it in the hypervisor's log` });
+  else if (c && faultLine) c.detail += `; hypervisor log: ${faultLine.replace(/^.*\[hv\] /, '').trim()}`;
 }
 
 // The expected checks: each must have reported; nothing may pass unlisted.

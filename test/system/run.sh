@@ -61,6 +61,19 @@ fi
 # QEMU: one boot per process, with the user network the verifier is reached through (modes may change both).
 QEMU_REBOOT=(-no-reboot)
 QEMU_NET=(-nic user,model=e1000)
+# bios mode: q35 with QEMU's AMD IOMMU (created before the PCI devices it translates; interrupt
+# remapping off, which this hypervisor does not program), the e1000 NIC and the edu DMA device
+# behind it (edu's DMA mask widened from 28 to 40 bits so it can aim at the reservation at 960 MiB).
+# amd_iommu=off: Linux leaves the IOMMU alone; the hypervisor takes it over at enable (DMA
+# protection) and hands it back, translation off, at disable. The UEFI and systemd modes run
+# without it (the hypervisor finds the ACPI tables only through the BIOS area: docs/system-tier.md).
+QEMU_DMA_BEFORE=(); QEMU_DMA_AFTER=()
+if [ "$MODE" = bios ]; then
+  QEMU_DMA_BEFORE=(-machine q35 -device amd-iommu,intremap=off)
+  QEMU_NET=(-netdev user,id=net0 -device e1000,netdev=net0)
+  QEMU_DMA_AFTER=(-device edu,dma_mask=0xffffffffff)
+  APPEND="$APPEND amd_iommu=off"
+fi
 if [ "$MODE" = systemd ]; then
   # shellcheck source=test/system/systemd.sh
   . "$HERE/systemd.sh"
@@ -129,6 +142,8 @@ cp "$ROOT/hypervisor/driver"/*.c "$ROOT/hypervisor/driver"/*.S "$ROOT/hypervisor
 make -s -C "$KDIR" M="$DRV_OUT" modules >"$WORK/driver-build.log" 2>&1 || { cat "$WORK/driver-build.log" >&2; die "driver build failed"; }
 gcc -static -O2 -Wall -Werror -I"$ROOT/hypervisor/driver" -o "$WORK/hectl" "$ROOT/hypervisor/driver/tools/hectl.c" \
   >"$WORK/hectl-build.log" 2>&1 || { cat "$WORK/hectl-build.log" >&2; die "hectl build failed"; }
+gcc -static -O2 -Wall -Werror -o "$WORK/edu-dma" "$HERE/edu-dma.c" >"$WORK/edu-dma-build.log" 2>&1 \
+  || { cat "$WORK/edu-dma-build.log" >&2; die "edu-dma build failed"; }
 
 IMAGE_CONTAINER=""
 if [ "$WITH_IMAGE" = 1 ]; then
@@ -187,7 +202,7 @@ boot_guest() {
   timeout --kill-after=5 "$TIMEOUT" qemu-system-x86_64 -accel tcg -cpu qemu64,+svm,+npt,+pdpe1gb,+ssse3,+sse4.1,+sse4.2,+popcnt,+rdrand,+aes,+pclmulqdq -smp 2 -m "$GUEST_MEM" \
     -nographic "${QEMU_REBOOT[@]}" -monitor none -serial stdio \
     "${QEMU_BOOT[@]}" \
-    "${QEMU_NET[@]}" \
+    "${QEMU_DMA_BEFORE[@]}" "${QEMU_NET[@]}" "${QEMU_DMA_AFTER[@]}" \
     -chardev socket,id=chrtpm,path="$SOCK" -tpmdev emulator,id=tpm0,chardev=chrtpm -device tpm-tis,tpmdev=tpm0 \
     </dev/null >"$1" 2>"$RUN/qemu.stderr" &
   QEMU_PID=$!
@@ -218,6 +233,8 @@ cp "$WORK/kernel/root/lib/modules/$KVER_PKG/kernel/crypto/sha512_generic.ko" "$I
 # The guest reaches the verifier on the host through QEMU's user network (10.0.2.2 = host loopback).
 cp "$WORK/kernel/root/lib/modules/$KVER_PKG/kernel/drivers/net/ethernet/intel/e1000/e1000.ko" "$IRD/lib/modules/"
 cp "$WORK/hectl" "$IRD/bin/hectl"
+cp "$WORK/edu-dma" "$IRD/bin/edu-dma"
+cp "$HERE/dma-probe.mjs" "$IRD/opt/dma-probe.mjs"
 [ -n "$IMAGE_CONTAINER" ] && cp "$IMAGE_CONTAINER" "$IRD/lib/firmware/hyperenclave/hyperenclave.img" \
   && cp "$OTHER_CONTAINER" "$IRD/lib/firmware/hyperenclave/other.img"
 # Node and the shared libraries it links (hard links where possible: node alone is ~100 MB).

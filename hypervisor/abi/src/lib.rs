@@ -148,6 +148,19 @@ consts! {
         SIGNATURES_REQUIRED: u64 = 1 << 3;
         /// TRUST_INIT ran since the last load/enable: EREPORT, EGETKEY, QUOTE and HAK_PUBLIC are served.
         TRUST_ESTABLISHED: u64 = 1 << 4;
+        /// DMA protection: an IOMMU the hypervisor owns translates every device's DMA (only while enabled).
+        DMA_PROTECTED: u64 = 1 << 5;
+    }
+}
+
+consts! {
+    /// CPUID leaves the hypervisor answers for its guest (the demoted host): leaf 1 ECX bit 31
+    /// (hypervisor present) and these.
+    pub mod cpuid ("HC_CPUID_", "CPUID") {
+        /// EAX = the highest hypervisor leaf (LEAF_VERSION); EBX, ECX, EDX = HC_CPUID_SIGNATURE.
+        LEAF_SIGNATURE: u32 = 0x4000_0000;
+        /// EAX = ABI_VERSION.
+        LEAF_VERSION: u32 = 0x4000_0001;
     }
 }
 
@@ -188,6 +201,8 @@ byte_strings! {
         HYPERVISOR_EXIT_EVENT = b"hyperenclave:hypervisor-exit v=1";
         /// First bytes of a QUOTE.
         QUOTE_MAGIC = b"HEQ1";
+        /// CPUID leaf HC_CPUID_LEAF_SIGNATURE's EBX, ECX, EDX (12 bytes, little-endian words).
+        CPUID_SIGNATURE = b"HyperEnclave";
     }
 }
 
@@ -250,6 +265,15 @@ record! {
 }
 
 consts! {
+    /// QUOTE `flags` bits (bytes 12..16), set as the platform stood when the quote was made.
+    pub mod quote_flags ("HC_QUOTE_FLAG_", "QUOTE_FLAGS") {
+        /// An IOMMU the hypervisor owns translated every device's DMA (the verifier's
+        /// `hypervisor.requireDmaProtection` policy requires it).
+        DMA_PROTECTED: u32 = 1 << 0;
+    }
+}
+
+consts! {
     /// QUOTE output's fixed values (`Quote`).
     pub mod quote ("HC_QUOTE_", "QUOTE") {
         VERSION: u16 = 1;
@@ -271,8 +295,8 @@ record! {
         pub sig_alg: u16,
         /// The PCR the HAK event is extended into.
         pub hak_pcr: u32,
-        /// Zero.
-        pub reserved: u32,
+        /// Platform flags the HAK signs with the report (HC_QUOTE_FLAG_*); other bits 0.
+        pub flags: u32,
         /// SGX REPORT body (the MAC-checked bytes 0..384 of the REPORT).
         pub body: [u8; 384],
         /// HAK public key (Ed25519).
@@ -283,8 +307,8 @@ record! {
 }
 
 record! {
-    /// STATUS record: little-endian u64 words, then the image digest.
-    pub struct StatusRecord("he_hv_status", 240) {
+    /// STATUS record: little-endian u64 words, the image digest, then (1.x, offset 240) the DMA words.
+    pub struct StatusRecord("he_hv_status", 256) {
         pub abi_version: u64,
         /// HC_STATUS_* bits.
         pub flags: u64,
@@ -319,6 +343,10 @@ record! {
         pub reports_issued: u64,
         /// SHA-256 of the hypervisor image.
         pub image_digest: [u8; 32],
+        /// DMA faults the IOMMU logged since protection went on (0 without protection).
+        pub dma_faults: u64,
+        /// The IOMMU's register base (0 without one).
+        pub iommu_base: u64,
     }
 }
 
@@ -361,8 +389,9 @@ pub mod ioctl {
         /// /dev/hyperenclave ioctl ABI: versioned like the hypercall ABI (major in bits 31:16,
         /// minor in 15:0); a caller whose major differs is refused with -EPROTO.
         pub mod consts ("", "HE") {
-            /// This ABI (1.1: HE_BUF_ARG_MASK; 1.2: he_probe.target, 16 KiB hypercall buffers, HE_IOC_TPM_FIFO).
-            HE_IOCTL_ABI_VERSION: u32 = 0x0001_0002;
+            /// This ABI (1.1: HE_BUF_ARG_MASK; 1.2: he_probe.target, 16 KiB hypercall buffers, HE_IOC_TPM_FIFO;
+            /// 1.3: 256-byte hv_status with the DMA words).
+            HE_IOCTL_ABI_VERSION: u32 = 0x0001_0003;
             /// The hypercall ABI the driver was written against.
             HE_HYPERCALL_ABI_VERSION: u32 = ABI_VERSION;
             HE_IOC_MAGIC: u8 = b'H';
@@ -413,7 +442,7 @@ pub mod ioctl {
     }
 
     record! {
-        pub struct HeStatus("he_status", 320) {
+        pub struct HeStatus("he_status", 336) {
             pub ioctl_abi: u32,
             /// HE_STATE_*.
             pub state: u32,
@@ -551,11 +580,106 @@ pub mod handoff {
             pub ranges: [MemMapEntry; MAX_RANGES],
         }
     }
+
+    record! {
+        /// Linux's state at an image entry call: the driver's he_enter (tramp.S) pushes cr3, rsp,
+        /// then rip on Linux's stack and passes that address as the fourth argument; on OP_LAUNCH
+        /// the image resumes Linux there as its guest.
+        pub struct LinuxState("he_linux_state", 24) {
+            /// he_resume in tramp.S.
+            pub rip: u64,
+            pub rsp: u64,
+            pub cr3: u64,
+        }
+    }
+}
+
+/// The HEIMG v1 hypervisor image container (docs/image-container.md): a 256-byte little-endian
+/// header, the image, then an optional signature block. Written by src/measure/container.ts
+/// (`hyperenclave firmware build`), read by the driver's HE_IOC_LOAD and the CLI's verifier.
+pub mod image {
+    #[allow(unused_imports)]
+    use super::*;
+
+    consts! {
+        /// HEIMG header values (docs/image-container.md).
+        pub mod consts ("HEIMG_", "HEIMG") {
+            FORMAT_VERSION: u16 = 1;
+            /// Header bytes (the image starts here).
+            HEADER_SIZE: usize = ImageHeader::SIZE;
+            /// Longest build id (bytes).
+            MAX_BUILD_ID: usize = 32;
+            /// Longest signature block (bytes).
+            MAX_SIGNATURE_BLOCK: usize = 4096;
+            /// `arch`: Intel VMX + EPT (hypercalls by VMCALL).
+            ARCH_INTEL_VMX: u8 = 1;
+            /// `arch`: AMD SVM + NPT (hypercalls by VMMCALL).
+            ARCH_AMD_SVM: u8 = 2;
+            /// `arch`: Hygon (SVM + NPT).
+            ARCH_HYGON: u8 = 3;
+            /// `kind`: the memory image a bare-metal loader copies to the load address.
+            KIND_FLAT: u8 = 1;
+            /// `kind`: opaque bytes (e.g. an ELF kept as is).
+            KIND_RAW: u8 = 2;
+            SIG_NONE: u8 = 0;
+            SIG_ECDSA_P256_SHA256: u8 = 1;
+            SIG_ECDSA_P384_SHA384: u8 = 2;
+            SIG_SM2_SM3: u8 = 3;
+        }
+    }
+    pub use consts::*;
+
+    byte_strings! {
+        /// The container's first bytes.
+        pub mod magic {
+            HEIMG_MAGIC = b"HEIMG\0\0\0";
+        }
+    }
+
+    record! {
+        /// The HEIMG header (little-endian; the signature covers these 256 bytes).
+        pub struct ImageHeader("heimg_header", 256) {
+            /// "HEIMG\0\0\0".
+            pub magic: [u8; 8],
+            /// HEIMG_FORMAT_VERSION.
+            pub format_version: u16,
+            /// HEIMG_HEADER_SIZE.
+            pub header_size: u16,
+            /// HEIMG_ARCH_*: must be the CPU vendor's.
+            pub arch: u8,
+            /// HEIMG_KIND_*.
+            pub kind: u8,
+            /// HEIMG_SIG_*.
+            pub signature_alg: u8,
+            pub build_id_length: u8,
+            /// Lowest PT_LOAD p_vaddr (flat).
+            pub load_address: u64,
+            /// Entry point from the load address.
+            pub entry_offset: u64,
+            pub core_size: u64,
+            /// Bytes of state the image needs per CPU (the driver gives every possible CPU an area of this size).
+            pub per_cpu_size: u64,
+            /// Memory the loader reserves (bytes past the image are zero-filled).
+            pub load_size: u64,
+            pub feature_mask: u64,
+            pub image_length: u64,
+            /// 0 when unsigned.
+            pub signature_length: u32,
+            pub reserved1: u32,
+            /// Zero-padded.
+            pub build_id: [u8; 32],
+            pub image_sha256: [u8; 32],
+            pub image_sha384: [u8; 48],
+            /// SHA-256 of the signer's SubjectPublicKeyInfo DER (0 when unsigned).
+            pub signer_key_id: [u8; 32],
+            pub reserved2: [u8; 32],
+        }
+    }
 }
 
 /// Every constant group, in the order the generated files list them.
 pub const GROUPS: &[meta::Group] =
-    &[nr::GROUP, sizes::GROUP, status_flags::GROUP, slot_kind::GROUP, trust_flags::GROUP, quote::GROUP, mem_kind::GROUP, secinfo::GROUP, attr::GROUP, keyname::GROUP, keypolicy::GROUP];
+    &[nr::GROUP, sizes::GROUP, cpuid::GROUP, status_flags::GROUP, slot_kind::GROUP, trust_flags::GROUP, quote::GROUP, quote_flags::GROUP, mem_kind::GROUP, secinfo::GROUP, attr::GROUP, keyname::GROUP, keypolicy::GROUP];
 /// Records the hypercalls exchange (C: hyperenclave_hypercall.h).
 pub const HYPERCALL_RECORDS: &[meta::StructLayout] = &[StatusRecord::LAYOUT, EnclaveInfo::LAYOUT, MemMapEntry::LAYOUT, Secs::LAYOUT, Quote::LAYOUT];
 /// ioctl records (C: hyperenclave_ioctl.h).
@@ -588,7 +712,7 @@ mod tests {
         // independent values: _IOWR('H', 0, 16-byte struct) etc., as <asm-generic/ioctl.h> encodes them
         assert_eq!(ioctl::HE_IOC_VERSION, 0xc010_4800);
         assert_eq!(ioctl::HE_IOC_ENABLE, 0x0000_4802);
-        assert_eq!(ioctl::HE_IOC_STATUS, 0x8140_4804);
+        assert_eq!(ioctl::HE_IOC_STATUS, 0x8150_4804);
         assert_eq!(ioctl::HE_IOC_HYPERCALL, 0xc040_4805);
     }
 
@@ -597,11 +721,13 @@ mod tests {
         let mut s = StatusRecord::zeroed();
         s.flags = 0x0102;
         s.image_digest[31] = 0xab;
+        s.iommu_base = 0xfed8_0000;
         let b = s.to_bytes();
         assert_eq!((b[8], b[9], b[239]), (0x02, 0x01, 0xab));
+        assert_eq!(&b[248..256], &[0, 0, 0xd8, 0xfe, 0, 0, 0, 0]);
         assert_eq!(StatusRecord::from_bytes(&b), Some(s));
-        assert_eq!(StatusRecord::from_bytes(&b[..239]), None);
+        assert_eq!(StatusRecord::from_bytes(&b[..255]), None);
         let off = |n: &str| StatusRecord::LAYOUT.fields.iter().find(|f| f.name == n).unwrap().offset;
-        assert_eq!((off("key_slot_kind"), off("image_digest")), (96, 208));
+        assert_eq!((off("key_slot_kind"), off("image_digest"), off("dma_faults"), off("iommu_base")), (96, 208, 240, 248));
     }
 }

@@ -4,11 +4,13 @@ use std::path::Path;
 use std::process::Command;
 
 const GEN: &str = env!("CARGO_BIN_EXE_abi-gen");
-const FILES: [&str; 4] = [
+const FILES: [&str; 6] = [
     "hypervisor/driver/hyperenclave_hypercall.h",
     "hypervisor/driver/hyperenclave_ioctl.h",
     "hypervisor/driver/hyperenclave_handoff.h",
+    "hypervisor/driver/hyperenclave_image.h",
     "src/hypervisor/abi.generated.ts",
+    "src/measure/image-abi.generated.ts",
 ];
 
 #[test]

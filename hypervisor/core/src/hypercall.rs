@@ -108,7 +108,8 @@ pub fn encode_status(s: &Status, signatures_required: bool) -> [u8; STATUS_SIZE]
             | bit(s.paging == Format::Npt, status_flags::NPT)
             | bit(kind != slot_kind::NONE, status_flags::KEY_SLOTS)
             | bit(signatures_required, status_flags::SIGNATURES_REQUIRED)
-            | bit(s.trust_established, status_flags::TRUST_ESTABLISHED),
+            | bit(s.trust_established, status_flags::TRUST_ESTABLISHED)
+            | bit(s.dma.protected, status_flags::DMA_PROTECTED),
         reserved_base: s.reserved.base,
         hypervisor_bytes: s.reserved.hypervisor_size,
         image_bytes: s.reserved.image_size,
@@ -134,6 +135,8 @@ pub fn encode_status(s: &Status, signatures_required: bool) -> [u8; STATUS_SIZE]
         enclaves_destroyed: s.enclaves_destroyed,
         reports_issued: s.reports_issued,
         image_digest: s.image_digest,
+        dma_faults: s.dma.faults,
+        iommu_base: s.dma.iommu_base,
     }
     .to_bytes()
 }

@@ -82,6 +82,10 @@ pub const QUOTE_MAGIC: [u8; 4] = {
     let m = hyperenclave_abi::labels::QUOTE_MAGIC;
     [m[0], m[1], m[2], m[3]]
 };
+/// Quote bytes 12-15 (`Quote::flags`), platform flags the HAK signs with the report: DMA
+/// protection was on (an IOMMU the hypervisor owns translated every device's DMA) when the quote
+/// was made.
+pub const QUOTE_FLAG_DMA_PROTECTED: u32 = hyperenclave_abi::quote_flags::DMA_PROTECTED;
 
 const SEALED_ATTRS: u32 = attr::FIXED_TPM | attr::FIXED_PARENT | attr::ADMIN_WITH_POLICY | attr::NO_DA;
 const PARENT_ATTRS: u32 =
@@ -383,8 +387,17 @@ impl<M: PhysMem, const E: usize> Hypervisor<M, E> {
         Ok((t.hak.public_key(), t.hak_pcr))
     }
 
+    /// The quote's platform flags: DMA protection as STATUS reports it.
+    fn quote_flags(&self) -> u32 {
+        if self.status().dma.protected {
+            QUOTE_FLAG_DMA_PROTECTED
+        } else {
+            0
+        }
+    }
+
     /// QUOTE: checks the REPORT's MAC as the quoting identity, then signs (layout in
-    /// docs/hypercall-abi.md): magic, version 1, algorithm 1, HAK PCR, body, HAK, signature.
+    /// docs/hypercall-abi.md): magic, version 1, algorithm 1, HAK PCR, flags, body, HAK, signature.
     pub fn quote(&self, report: &[u8]) -> HvResult<[u8; QUOTE_SIZE]> {
         let t = self.trust.as_ref().ok_or(HvError::TrustNotEstablished)?;
         if report.len() < REPORT_SIZE {
@@ -398,7 +411,7 @@ impl<M: PhysMem, const E: usize> Hypervisor<M, E> {
             version: hyperenclave_abi::quote::VERSION,
             sig_alg: hyperenclave_abi::quote::SIG_ED25519,
             hak_pcr: t.hak_pcr as u32,
-            reserved: 0,
+            flags: self.quote_flags(),
             body,
             hak: t.hak.public_key(),
             signature: [0; 64],

@@ -58,14 +58,14 @@ int main(int argc, char **argv)
 	if (!strcmp(cmd, "cpuid")) {
 		unsigned int a, b, c, d, a1, b1, c1, d1;
 		char sig[13];
-		__cpuid(0x40000000, a, b, c, d);
+		__cpuid(HC_CPUID_LEAF_SIGNATURE, a, b, c, d);
 		memcpy(sig, &b, 4), memcpy(sig + 4, &c, 4), memcpy(sig + 8, &d, 4), sig[12] = 0;
 		__cpuid(1, a1, b1, c1, d1);
 		for (int i = 0; i < 12; i++)
 			if (sig[i] < 0x20 || sig[i] > 0x7e)
 				sig[i] = '.';
-		printf("leaf 0x40000000: max=0x%x signature=\"%s\" leaf1.ecx.hypervisor=%u\n", a, sig, c1 >> 31);
-		return strcmp(sig, "HyperEnclave") == 0 && (c1 >> 31) ? 0 : 1;
+		printf("leaf 0x%x: max=0x%x signature=\"%s\" leaf1.ecx.hypervisor=%u\n", HC_CPUID_LEAF_SIGNATURE, a, sig, c1 >> 31);
+		return strcmp(sig, HC_CPUID_SIGNATURE) == 0 && (c1 >> 31) ? 0 : 1;
 	}
 	int fd = dev();
 	if (!strcmp(cmd, "version")) {
@@ -91,6 +91,9 @@ int main(int argc, char **argv)
 			       (unsigned long long)hv(&s).flags, (unsigned long long)hv(&s).hypercalls,
 			       (unsigned long long)hv(&s).faults_hypervisor, (unsigned long long)hv(&s).faults_unmapped,
 			       (unsigned long long)hv(&s).pool_frames_used, (unsigned long long)hv(&s).pool_frames_total);
+		if (s.hv_status_len >= sizeof(struct he_hv_status))
+			printf(" dma=%s dma.faults=%llu iommu=0x%llx", hv(&s).flags & HC_STATUS_DMA_PROTECTED ? "on" : "off",
+			       (unsigned long long)hv(&s).dma_faults, (unsigned long long)hv(&s).iommu_base);
 		printf("\n");
 		return 0;
 	}

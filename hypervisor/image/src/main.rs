@@ -108,6 +108,7 @@ macro_rules! log {
 }
 
 mod enclave_vm; // after log! so it can use it
+mod iommu;
 
 /// A host exception (host.rs's IDT): one line, then that CPU halts.
 pub(crate) fn host_exception_log(vector: u64, err: u64, rip: u64, cr2: u64) {
@@ -204,7 +205,7 @@ fn rdrand_fill(buf: &mut [u8]) -> bool {
 
 fn init(ho: &Handoff) -> HvResult<()> {
     let n = core::cmp::min(ho.nranges as usize, handoff::MAX_RANGES);
-    let mut map = [MemRange::new(0, 0, MemKind::Ram); handoff::MAX_RANGES + 1];
+    let mut map = [MemRange::new(0, 0, MemKind::Ram); handoff::MAX_RANGES + 2];
     for (i, r) in ho.ranges[..n].iter().enumerate() {
         let kind = match r.kind {
             mem_kind::RAM => MemKind::Ram,
@@ -216,6 +217,15 @@ fn init(ho: &Handoff) -> HvResult<()> {
     // The TPM's locality 1-4 pages stay out of the host tables: after launch only the
     // hypervisor reaches locality 2 (the host keeps locality 0 for Linux's driver).
     let n = cut_out(&mut map, n, tis::HIDDEN);
+    // DMA protection: the IOMMU's registers leave the host tables like the TPM's localities.
+    lock(&LOCK);
+    let window = iommu::prepare();
+    unlock(&LOCK);
+    let window = window?;
+    let n = match window {
+        Some(w) => cut_out(&mut map, n, w),
+        None => n,
+    };
     // The transport's self-test at the hypervisor's locality (before launch; the driver holds
     // Linux's TPM lock around ENABLE): GetRandom and PCR_Read of the measurement PCR.
     let pcr = if ho.pcr < 24 { ho.pcr } else { 12 };
@@ -262,6 +272,17 @@ fn init(ho: &Handoff) -> HvResult<()> {
         if !hidden {
             h.disable()?;
             return Err(HvError::InvalidRange { what: "TPM locality pages still mapped for the host", start: tis::HIDDEN.0, size: tis::HIDDEN.1 - tis::HIDDEN.0 });
+        }
+        if let Some(w) = window {
+            if (w.0..w.1).step_by(4096).any(visible) {
+                h.disable()?;
+                return Err(HvError::InvalidRange { what: "IOMMU registers still mapped for the host", start: w.0, size: w.1 - w.0 });
+            }
+        }
+        let reserved = (ho.reserved_base, ho.reserved_base + ho.reserved_size);
+        if let Err(e) = iommu::start(h, &map[..n], reserved) {
+            h.disable()?;
+            return Err(e);
         }
         let s = h.status();
         log!(
@@ -566,6 +587,8 @@ fn vmmcall_exit(pc: &mut PerCpu, cpu: usize, fx: *mut u8) {
             // SAFETY: the identity map covers GUEST_SPAN; DISABLE reads no guest memory.
             let mut guest = unsafe { DirectMem::new(0, MemRange::new(0, GUEST_SPAN, MemKind::Ram)) };
             let st = dispatch(hv, &mut regs, &mut guest);
+            iommu::poll(hv);
+            iommu::stop();
             log!("cpu{}: DISABLE: host tables released ({:?})", cpu, st);
         }
         unlock(&LOCK);
@@ -616,6 +639,7 @@ fn vmmcall_exit(pc: &mut PerCpu, cpu: usize, fx: *mut u8) {
         skip(v, 3);
         return;
     }
+    iommu::poll(hv); // DMA faults reach STATUS before it is read
     // SAFETY: as above; dispatch checks every buffer page against the host tables first.
     let mut guest = unsafe { DirectMem::new(0, MemRange::new(0, GUEST_SPAN, MemKind::Ram)) };
     let destroyed = (regs.rax == nr::ENCLAVE_DESTROY).then_some(regs.rdi as u32);

@@ -1,10 +1,10 @@
 //! Emits the C headers and the TypeScript module from the ABI crate.
 //!   abi-gen [--root DIR] [--check]
-//! Writes (atomically) DIR/hypervisor/driver/hyperenclave_{hypercall,ioctl,handoff}.h and
-//! DIR/src/hypervisor/abi.generated.ts (DIR defaults to the repository). --check writes nothing
+//! Writes (atomically) DIR/hypervisor/driver/hyperenclave_{hypercall,ioctl,handoff,image}.h and
+//! DIR/src/hypervisor/abi.generated.ts and DIR/src/measure/image-abi.generated.ts (DIR defaults to the repository). --check writes nothing
 //! and exits 1 naming each file that differs from what would be generated.
 use hyperenclave_abi::meta::{Const, Group, StructLayout, Ty};
-use hyperenclave_abi::{handoff, ioctl, labels, GROUPS, HYPERCALL_RECORDS, IOCTL_RECORDS, STATUSES};
+use hyperenclave_abi::{handoff, image, ioctl, labels, GROUPS, HYPERCALL_RECORDS, IOCTL_RECORDS, STATUSES};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -158,6 +158,20 @@ fn handoff_h() -> String {
     o.push_str("#include \"hyperenclave_hypercall.h\" /* struct he_range, HE_MEM_* */\n\n");
     c_group(&mut o, &handoff::consts::GROUP);
     c_struct(&mut o, &handoff::Handoff::LAYOUT);
+    c_struct(&mut o, &handoff::LinuxState::LAYOUT);
+    o.push_str("#endif\n");
+    o
+}
+
+fn image_h() -> String {
+    let mut o = String::new();
+    c_header_start(&mut o, "HYPERENCLAVE_IMAGE_H", "GPL-2.0", "The HEIMG v1 hypervisor image container's header (docs/image-container.md): what HE_IOC_LOAD reads from the firmware file.");
+    c_group(&mut o, &image::consts::GROUP);
+    for b in image::magic::ALL {
+        writeln!(o, "#define {} \"{}\" /* {} bytes */", b.name, c_string(b.value), b.value.len()).unwrap();
+    }
+    o.push('\n');
+    c_struct(&mut o, &image::ImageHeader::LAYOUT);
     o.push_str("#endif\n");
     o
 }
@@ -175,7 +189,16 @@ fn ts_num(v: u64, hex: bool) -> String {
 }
 
 fn ts_str(s: &str) -> String {
-    format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"))
+    let body: String = s
+        .chars()
+        .map(|c| match c {
+            '\\' => "\\\\".to_string(),
+            '\'' => "\\'".to_string(),
+            c if (c as u32) < 0x20 => format!("\\x{:02x}", c as u32),
+            c => c.to_string(),
+        })
+        .collect();
+    format!("'{body}'")
 }
 
 fn ts_doc(out: &mut String, doc: &str, indent: &str) {
@@ -244,9 +267,49 @@ fn ts_module() -> String {
     }
     o.push_str("} as const;\n\n");
     o.push_str("/** Record layouts: byte offset, size and type of every field (little-endian). */\nexport const LAYOUT = {\n");
-    for s in HYPERCALL_RECORDS.iter().chain(IOCTL_RECORDS).chain([&handoff::Handoff::LAYOUT]) {
+    for s in HYPERCALL_RECORDS.iter().chain(IOCTL_RECORDS).chain([&handoff::Handoff::LAYOUT, &handoff::LinuxState::LAYOUT]) {
         ts_layout(&mut o, s);
     }
+    o.push_str("} as const;\n");
+    o
+}
+
+/// The image container's constants and header layout for src/measure (which must not import
+/// src/hypervisor: the hypervisor layer depends on measure, not the reverse).
+fn ts_image_module() -> String {
+    let mut o = String::new();
+    writeln!(o, "// {NOTE}\n// Used by src/measure/container.ts.\n/* eslint-disable */\n").unwrap();
+    let g = &image::consts::GROUP;
+    ts_doc(&mut o, g.doc, "");
+    writeln!(o, "export const {} = {{", g.ts).unwrap();
+    for c in g.items {
+        ts_doc(&mut o, c.doc, "  ");
+        writeln!(o, "  {}: {},", c.name, ts_num(c.value, false)).unwrap();
+    }
+    o.push_str("} as const;\n\n");
+    for b in image::magic::ALL {
+        ts_doc(&mut o, b.doc, "");
+        writeln!(o, "export const {} = {};\n", b.name, ts_str(std::str::from_utf8(b.value).expect("ASCII magic"))).unwrap();
+    }
+    o.push_str("/** Byte offsets of the header fields (LAYOUT.heimg_header's fields, camelCase). */\nexport const HDR = {\n");
+    for f in image::ImageHeader::LAYOUT.fields {
+        let mut camel = String::new();
+        let mut up = false;
+        for c in f.name.chars() {
+            if c == '_' {
+                up = true;
+            } else if up {
+                camel.push(c.to_ascii_uppercase());
+                up = false;
+            } else {
+                camel.push(c);
+            }
+        }
+        writeln!(o, "  {camel}: 0x{:02x},", f.offset).unwrap();
+    }
+    o.push_str("} as const;\n\n");
+    o.push_str("/** Header layout: byte offset, size and type of every field (little-endian). */\nexport const LAYOUT = {\n");
+    ts_layout(&mut o, &image::ImageHeader::LAYOUT);
     o.push_str("} as const;\n");
     o
 }
@@ -256,7 +319,9 @@ fn outputs() -> Vec<(&'static str, String)> {
         ("hypervisor/driver/hyperenclave_hypercall.h", hypercall_h()),
         ("hypervisor/driver/hyperenclave_ioctl.h", ioctl_h()),
         ("hypervisor/driver/hyperenclave_handoff.h", handoff_h()),
+        ("hypervisor/driver/hyperenclave_image.h", image_h()),
         ("src/hypervisor/abi.generated.ts", ts_module()),
+        ("src/measure/image-abi.generated.ts", ts_image_module()),
     ]
 }
 
