@@ -24,6 +24,19 @@ const KNOWN_LONG: Record<string, number> = {
 /** Files outside src/platform that still compare platform.kind (to move behind a Platform capability). */
 const KNOWN_KIND_BRANCHES: string[] = [];
 
+/**
+ * The layers, lowest first: a file may import its own layer and lower ones (issue 13:
+ * tpm ← eventlog ← measure/txt ← hypervisor ← enclave ← attest ← boot ← cli). Directories not
+ * listed (crypto, platform, verifier, config, …) are not ranked here.
+ */
+const LAYERS: Record<string, number> = { tpm: 0, eventlog: 1, measure: 2, txt: 2, hypervisor: 3, enclave: 4, attest: 5, boot: 6, cli: 7 };
+/** Known upward imports, "file -> layer": may go away, no new one may come. */
+const KNOWN_UPWARD = [
+  // type-only: the hypervisor client's launch result names a backend kind and its LaunchMeasurement
+  'hypervisor/client.ts -> enclave',
+  'hypervisor/emulated-client.ts -> enclave',
+];
+
 function sources(): string[] {
   const out: string[] = [];
   const walk = (d: string): void => {
@@ -114,6 +127,18 @@ describe('src/ shape', () => {
     }
     for (const [f, n] of Object.entries(long)) expect(n, `${f}: ${n} lines`).toBeLessThanOrEqual(KNOWN_LONG[f] ?? MAX_LINES);
     expect(Object.keys(long).sort()).toEqual(Object.keys(KNOWN_LONG).sort());
+  });
+
+  it('imports point one way through the layers (beyond the listed ones)', () => {
+    const g = importGraph(files);
+    const top = (p: string): string => relative(root, p).split('/')[0]!;
+    const upward = new Set<string>();
+    for (const [f, deps] of g)
+      for (const d of deps) {
+        const [a, b] = [top(f), top(d)];
+        if (a !== b && a in LAYERS && b in LAYERS && LAYERS[b]! > LAYERS[a]!) upward.add(`${relative(root, f)} -> ${b}`);
+      }
+    expect([...upward].sort()).toEqual([...KNOWN_UPWARD].sort());
   });
 
   it('compares platform.kind only in src/platform (and the listed files)', () => {
