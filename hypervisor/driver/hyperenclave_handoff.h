@@ -23,11 +23,10 @@ typedef uint64_t __u64;
 
 /* Handoff constants and the image entry ops (first argument). */
 #define HE_HANDOFF_MAGIC 0x464f444e41484548ULL /* "HEHANDOF" little-endian. */
-#define HE_HANDOFF_VERSION 2
+#define HE_HANDOFF_VERSION 3 /* 3: per-CPU areas (percpu_base, percpu_size, cpu_slots); no fixed CPU limit. */
 #define HE_MAX_RANGES 64
-#define HE_MAX_CPUS 8
 #define HE_OP_INIT 1 /* Build the hypervisor state and the host nested tables (one CPU). */
-#define HE_OP_LAUNCH 2 /* Demote this CPU: capture its state into a VMCB and VMRUN it. */
+#define HE_OP_LAUNCH 2 /* Demote this CPU: capture its state into a VMCB (SVM) or VMCS (VMX) and run it as the guest. */
 
 struct he_handoff {
 	__u64 magic;
@@ -46,8 +45,12 @@ struct he_handoff {
 	__u32 pcr;
 	__u8 image_sha256[32];
 	struct he_range ranges[64];
+	__u64 percpu_base;                     /* @1672 Version 3: cpu_slots areas of percpu_size bytes (the HEIMG header's per_cpu_size), one per possible CPU id, from percpu_base inside the hypervisor part of the region. The image keeps its FPU save area (+0), its vCPU state (+4096) and its stack (below the end) there. */
+	__u64 percpu_size;
+	__u32 cpu_slots;                       /* @1688 Possible CPU ids (Linux's nr_cpu_ids): an entry call's cpu is below this. */
+	__u32 reserved0;
 };
-_Static_assert(sizeof(struct he_handoff) == 1672, "struct he_handoff size");
+_Static_assert(sizeof(struct he_handoff) == 1696, "struct he_handoff size");
 
 /*
  * Linux's state at an image entry call: the driver's he_enter (tramp.S) pushes cr3, rsp,

@@ -86,6 +86,21 @@ typedef uint64_t __u64;
 #define HC_TRUST_CREATED 1
 #define HC_TRUST_PCR_EXTENDED 2
 
+/*
+ * ECALL status (ENCLAVE_CALL's RDI, the runners' result): the output length, or this bit
+ * with the enclave's error code (HE_RT_ERR_*) in bits 30:0. OCALL answers use the same form.
+ */
+#define HC_ECALL_ERROR 0x80000000u
+
+/* Error codes of the enclave runtime (ECALL status = HC_ECALL_ERROR | code). */
+#define HE_RT_ERR_UNKNOWN_ECALL 1
+#define HE_RT_ERR_BAD_INPUT 2
+#define HE_RT_ERR_TOO_BIG 3
+#define HE_RT_ERR_AUTH_FAILED 4
+#define HE_RT_ERR_HYPERCALL 5
+#define HE_RT_ERR_NO_ENTROPY 6
+#define HE_RT_ERR_OCALL 7 /* The host failed or refused an OCALL. */
+
 /* QUOTE output's fixed values (`Quote`). */
 #define HC_QUOTE_VERSION 1
 #define HC_QUOTE_SIG_ED25519 1 /* Ed25519 (RFC 8032, pure). */

@@ -30,6 +30,7 @@
 #include "hyperenclave_hypercall.h"
 #include "hyperenclave_ioctl.h"
 #include "hyperenclave_handoff.h"
+#include "hyperenclave_image.h"
 
 static unsigned long reserved_base;
 module_param(reserved_base, ulong, 0444);
@@ -42,9 +43,11 @@ module_param(hv_size, ulong, 0444);
 MODULE_PARM_DESC(hv_size, "bytes for the hypervisor (image + page-table pool); the rest is EPC");
 static int pcr = 12;
 module_param(pcr, int, 0444);
+static bool unmeasured_ok;
+module_param(unmeasured_ok, bool, 0444);
+MODULE_PARM_DESC(unmeasured_ok, "load without a TPM, unmeasured (emulators without a TPM, e.g. the Bochs VMX tier); default off");
 MODULE_PARM_DESC(pcr, "PCR the image is measured into (8-16 or 23)");
 
-#define HEIMG_HDR 256
 #define HE_HYPERCALL_BUF_ORDER 2 /* 4 pages = HE_HYPERCALL_BUF_MAX */
 _Static_assert((PAGE_SIZE << HE_HYPERCALL_BUF_ORDER) == HE_HYPERCALL_BUF_MAX, "hypercall buffer order");
 _Static_assert(sizeof(((struct he_status *)0)->hv_status) == sizeof(struct he_hv_status), "he_status.hv_status");
@@ -61,26 +64,74 @@ static struct {
 	u8 sha256[32];
 	struct he_handoff *handoff;
 	u64 handoff_pa, host_cr3;
-	long cpu_result[HE_MAX_CPUS];
-	bool cpu_on[HE_MAX_CPUS];
+	u64 percpu_size;           /* container header offset 0x28 */
+	long *cpu_result;          /* nr_cpu_ids entries (no fixed CPU limit) */
+	bool *cpu_on;
 	bool pinned;               /* a module reference while CPUs run under the hypervisor */
 } he;
+
+/*
+ * One image per CPU vendor (docs/image-container.md arch byte): Intel runs the VMX + EPT image
+ * (hypercalls by VMCALL), AMD and Hygon the SVM + NPT one (VMMCALL). On Intel VMMCALL is #UD in
+ * VMX non-root operation and vice versa, so the instruction follows the vendor.
+ */
+static bool he_intel;
 
 static inline u64 he_vmmcall(u64 nr, u64 *rdi, u64 *rsi, u64 *rdx, u64 rcx, u64 r8v)
 {
 	register u64 r8 asm("r8") = r8v;
-	asm volatile("vmmcall"
-		     : "+a"(nr), "+D"(*rdi), "+S"(*rsi), "+d"(*rdx), "+c"(rcx), "+r"(r8)
-		     :
-		     : "memory", "cc", "r9", "r10", "r11");
+	if (he_intel)
+		asm volatile("vmcall"
+			     : "+a"(nr), "+D"(*rdi), "+S"(*rsi), "+d"(*rdx), "+c"(rcx), "+r"(r8)
+			     :
+			     : "memory", "cc", "r9", "r10", "r11");
+	else
+		asm volatile("vmmcall"
+			     : "+a"(nr), "+D"(*rdi), "+S"(*rsi), "+d"(*rdx), "+c"(rcx), "+r"(r8)
+			     :
+			     : "memory", "cc", "r9", "r10", "r11");
 	return nr;
+}
+
+/* The image name when HE_IOC_LOAD names none: the vendor's own container. */
+static const char *he_default_image(void)
+{
+	return he_intel ? HE_FIRMWARE_INTEL : HE_FIRMWARE_AMD;
+}
+
+/*
+ * Why this CPU cannot run the hypervisor, or NULL. Intel: VMX, and IA32_FEATURE_CONTROL either
+ * unlocked (the image locks it with VMX enabled) or locked with VMX outside SMX allowed; EPT
+ * with 4-level walks, 1 GiB pages and INVEPT (the core's tables use the largest pages).
+ * AMD/Hygon: SVM with nested paging.
+ */
+static const char *he_cpu_unsupported(void)
+{
+	if (he_intel) {
+		u64 fc, ept;
+
+		if (!boot_cpu_has(X86_FEATURE_VMX))
+			return "CPU lacks VMX (or firmware disabled it: IA32_FEATURE_CONTROL)";
+		if (rdmsrl_safe(MSR_IA32_FEAT_CTL, &fc))
+			return "IA32_FEATURE_CONTROL (MSR 0x3a) is not readable";
+		if ((fc & FEAT_CTL_LOCKED) && !(fc & FEAT_CTL_VMX_ENABLED_OUTSIDE_SMX))
+			return "IA32_FEATURE_CONTROL is locked with VMX outside SMX disabled";
+		if (rdmsrl_safe(MSR_IA32_VMX_EPT_VPID_CAP, &ept))
+			return "IA32_VMX_EPT_VPID_CAP (MSR 0x48c) is not readable: no EPT";
+		if (!(ept & (1ULL << 6)) || !(ept & (1ULL << 17)) || !(ept & (1ULL << 20)))
+			return "EPT lacks 4-level walks, 1 GiB pages or INVEPT (IA32_VMX_EPT_VPID_CAP)";
+		return NULL;
+	}
+	if (!boot_cpu_has(X86_FEATURE_SVM) || !boot_cpu_has(X86_FEATURE_NPT))
+		return "CPU lacks SVM with nested paging";
+	return NULL;
 }
 
 static u32 hv_cpus_on(void)
 {
 	u32 n = 0, i;
 
-	for (i = 0; i < HE_MAX_CPUS; i++)
+	for (i = 0; i < nr_cpu_ids; i++)
 		n += he.cpu_on[i];
 	return n;
 }
@@ -117,6 +168,11 @@ static int he_measure(const u8 *image, size_t len, u32 *banks)
 	int rc = 0;
 
 	if (!chip) {
+		if (unmeasured_ok) {
+			pr_warn("no TPM: loading the image UNMEASURED (unmeasured_ok=1; test beds without a TPM only)\n");
+			*banks = 0;
+			return 0;
+		}
 		pr_err("no TPM: refusing to load an unmeasured image\n");
 		return -ENODEV;
 	}
@@ -282,7 +338,8 @@ out:
 static int he_load(struct he_load *req)
 {
 	const struct firmware *fw;
-	const u8 *h, *image;
+	struct heimg_header h;
+	const u8 *image;
 	u64 image_len, sig_len, load_addr, entry_off, load_size;
 	u8 digest[32];
 	u32 banks = 0;
@@ -291,51 +348,64 @@ static int he_load(struct he_load *req)
 	if (he.state == HE_STATE_ENABLED)
 		return -EBUSY;
 	req->firmware[sizeof(req->firmware) - 1] = 0;
+	if (!req->firmware[0])
+		strscpy(req->firmware, he_default_image(), sizeof(req->firmware));
 	rc = request_firmware(&fw, req->firmware, NULL);
 	if (rc) {
 		pr_err("request_firmware(%s) failed: %d\n", req->firmware, rc);
 		return rc;
 	}
-	h = fw->data;
 	rc = -EINVAL;
-	if (fw->size < HEIMG_HDR || memcmp(h, "HEIMG\0\0\0", 8)) {
+	/* header layout and codes: hyperenclave_image.h, generated from hypervisor/abi (x86 reads
+	 * the little-endian fields as they are) */
+	if (fw->size < sizeof(h) || memcmp(fw->data, HEIMG_MAGIC, sizeof(h.magic))) {
 		pr_err("%s: bad magic at offset 0x0\n", req->firmware);
 		goto out;
 	}
-	if (get_unaligned_le16(h + 0x08) != 1 || get_unaligned_le16(h + 0x0a) != HEIMG_HDR) {
-		pr_err("%s: unsupported format version/header size at offset 0x8\n", req->firmware);
+	memcpy(&h, fw->data, sizeof(h));
+	if (h.format_version != HEIMG_FORMAT_VERSION || h.header_size != HEIMG_HEADER_SIZE) {
+		pr_err("%s: unsupported format version/header size at offset 0x%zx\n", req->firmware,
+		       offsetof(struct heimg_header, format_version));
 		goto out;
 	}
-	if (h[0x0c] != 2 && h[0x0c] != 3) {
-		pr_err("%s: arch %u at offset 0xc is not amd-svm/hygon\n", req->firmware, h[0x0c]);
+	if (he_intel ? h.arch != HEIMG_ARCH_INTEL_VMX : h.arch != HEIMG_ARCH_AMD_SVM && h.arch != HEIMG_ARCH_HYGON) {
+		pr_err("%s: arch %u at offset 0x%zx is not %s (this CPU's vendor)\n", req->firmware, h.arch,
+		       offsetof(struct heimg_header, arch), he_intel ? "intel-vmx" : "amd-svm/hygon");
 		goto out;
 	}
-	if (h[0x0d] != 1) {
-		pr_err("%s: image kind %u at offset 0xd is not flat\n", req->firmware, h[0x0d]);
+	if (h.kind != HEIMG_KIND_FLAT) {
+		pr_err("%s: image kind %u at offset 0x%zx is not flat\n", req->firmware, h.kind, offsetof(struct heimg_header, kind));
 		goto out;
 	}
-	load_addr = get_unaligned_le64(h + 0x10);
-	entry_off = get_unaligned_le64(h + 0x18);
-	load_size = get_unaligned_le64(h + 0x30);
-	image_len = get_unaligned_le64(h + 0x40);
-	sig_len = get_unaligned_le32(h + 0x48);
-	if (image_len == 0 || HEIMG_HDR + image_len + sig_len != fw->size) {
-		pr_err("%s: image length %llu at offset 0x40 does not match the file size %zu\n",
-		       req->firmware, image_len, fw->size);
+	load_addr = h.load_address;
+	entry_off = h.entry_offset;
+	load_size = h.load_size;
+	if (h.per_cpu_size < PAGE_SIZE || h.per_cpu_size > (64UL << 20) ||
+	    (h.per_cpu_size & (PAGE_SIZE - 1))) {
+		pr_err("%s: per-CPU size 0x%llx at offset 0x%zx is not a page multiple between 4 KiB and 64 MiB\n",
+		       req->firmware, h.per_cpu_size, offsetof(struct heimg_header, per_cpu_size));
+		goto out;
+	}
+	image_len = h.image_length;
+	sig_len = h.signature_length;
+	if (image_len == 0 || sizeof(h) + image_len + sig_len != fw->size) {
+		pr_err("%s: image length %llu at offset 0x%zx does not match the file size %zu\n",
+		       req->firmware, image_len, offsetof(struct heimg_header, image_length), fw->size);
 		goto out;
 	}
 	if (load_size < image_len || entry_off >= load_size || (load_addr & (PAGE_SIZE - 1)) ||
 	    load_addr < reserved_base || load_addr + load_size + 64 * PAGE_SIZE > reserved_base + hv_size) {
-		pr_err("%s: load address 0x%llx (+0x%llx) at offset 0x10 is not inside the hypervisor part of the reservation 0x%lx+0x%lx\n",
-		       req->firmware, load_addr, load_size, reserved_base, hv_size);
+		pr_err("%s: load address 0x%llx (+0x%llx) at offset 0x%zx is not inside the hypervisor part of the reservation 0x%lx+0x%lx\n",
+		       req->firmware, load_addr, load_size, offsetof(struct heimg_header, load_address), reserved_base, hv_size);
 		goto out;
 	}
-	image = h + HEIMG_HDR;
+	image = fw->data + sizeof(h);
 	rc = he_digest("sha256", image, image_len, digest, 32);
 	if (rc)
 		goto out;
-	if (memcmp(digest, h + 0x70, 32)) {
-		pr_err("%s: SHA-256 of the image differs from the header (offset 0x70)\n", req->firmware);
+	if (memcmp(digest, h.image_sha256, sizeof(h.image_sha256))) {
+		pr_err("%s: SHA-256 of the image differs from the header (offset 0x%zx)\n", req->firmware,
+		       offsetof(struct heimg_header, image_sha256));
 		rc = -EBADMSG;
 		goto out;
 	}
@@ -347,6 +417,7 @@ static int he_load(struct he_load *req)
 	he.image_length = image_len;
 	he.load_addr = load_addr;
 	he.load_size = load_size;
+	he.percpu_size = h.per_cpu_size;
 	he.entry_pa = load_addr + entry_off;
 	memcpy(he.sha256, digest, 32);
 	he.state = HE_STATE_LOADED;
@@ -428,10 +499,6 @@ static void he_launch_cpu(void *unused)
 {
 	int cpu = smp_processor_id();
 
-	if (cpu >= HE_MAX_CPUS) {
-		he.cpu_result[cpu % HE_MAX_CPUS] = -E2BIG;
-		return;
-	}
 	he.cpu_result[cpu] = he_enter(HE_OP_LAUNCH, he.handoff_pa, cpu, he.host_cr3, he.entry_pa);
 	he.cpu_on[cpu] = he.cpu_result[cpu] == 0;
 }
@@ -441,7 +508,7 @@ static void he_disable_cpu(void *unused)
 	int cpu = smp_processor_id();
 	u64 a = 0, b = 0, c = 0, st;
 
-	if (cpu >= HE_MAX_CPUS || !he.cpu_on[cpu])
+	if (!he.cpu_on[cpu])
 		return;
 	st = he_vmmcall(HC_DISABLE, &a, &b, &c, 0, 0);
 	he.cpu_result[cpu] = st;
@@ -459,7 +526,7 @@ static int he_disable_all(void)
 	chip = he_tpm_hold();
 	on_each_cpu(he_disable_cpu, NULL, 1);
 	he_tpm_release(chip);
-	for (cpu = 0; cpu < HE_MAX_CPUS; cpu++)
+	for (cpu = 0; cpu < nr_cpu_ids; cpu++)
 		if (he.cpu_on[cpu]) {
 			pr_err("CPU %d still runs under the hypervisor (status %ld)\n", cpu, he.cpu_result[cpu]);
 			return -EBUSY;
@@ -484,10 +551,8 @@ static int he_enable(void)
 		return -EALREADY;
 	if (he.state != HE_STATE_LOADED)
 		return -ENOEXEC;
-	if (num_online_cpus() > HE_MAX_CPUS)
-		return -E2BIG;
-	if (!boot_cpu_has(X86_FEATURE_SVM) || !boot_cpu_has(X86_FEATURE_NPT)) {
-		pr_err("CPU lacks SVM with nested paging\n");
+	if (he_cpu_unsupported()) {
+		pr_err("%s\n", he_cpu_unsupported());
 		return -ENODEV;
 	}
 	next = PAGE_ALIGN(he.load_addr + he.load_size);
@@ -497,6 +562,16 @@ static int he_enable(void)
 	memset(ho, 0, PAGE_SIZE);
 	next += PAGE_SIZE;
 	he.host_cr3 = he_build_host_tables(&next);
+	/* per-CPU areas for every possible CPU id, then core's page-table pool (at least 1 MiB) */
+	ho->percpu_base = next;
+	ho->percpu_size = he.percpu_size;
+	ho->cpu_slots = nr_cpu_ids;
+	next += (u64)nr_cpu_ids * he.percpu_size;
+	if (next + (1UL << 20) > reserved_base + hv_size) {
+		pr_err("%u CPUs x 0x%llx bytes of per-CPU state do not fit in hv_size 0x%lx: raise hv_size and the memmap= region\n",
+		       nr_cpu_ids, he.percpu_size, hv_size);
+		return -ENOSPC;
+	}
 	ho->magic = HE_HANDOFF_MAGIC;
 	ho->version = HE_HANDOFF_VERSION;
 	ho->ncpus = num_online_cpus();
@@ -525,11 +600,11 @@ static int he_enable(void)
 		pr_err("image init failed: %lld\n", init);
 		return -EIO;
 	}
-	memset(he.cpu_result, 0, sizeof(he.cpu_result));
+	memset(he.cpu_result, 0, nr_cpu_ids * sizeof(*he.cpu_result));
 	on_each_cpu(he_launch_cpu, NULL, 1);
 	for_each_online_cpu(cpu) {
-		if (he.cpu_result[cpu % HE_MAX_CPUS])
-			pr_err("CPU %d: launch failed: %ld\n", cpu, he.cpu_result[cpu % HE_MAX_CPUS]);
+		if (he.cpu_result[cpu])
+			pr_err("CPU %d: launch failed: %ld\n", cpu, he.cpu_result[cpu]);
 		else
 			ok++;
 	}
@@ -797,6 +872,7 @@ static int __init he_init(void)
 	int rc;
 
 	mutex_init(&he.lock);
+	he_intel = boot_cpu_data.x86_vendor == X86_VENDOR_INTEL;
 	if (!reserved_base || !reserved_size || (reserved_base | reserved_size) & (PAGE_SIZE - 1)) {
 		pr_err("reserved_base/reserved_size must name the page-aligned memmap=SIZE$BASE region\n");
 		return -EINVAL;
@@ -814,14 +890,25 @@ static int __init he_init(void)
 		       reserved_base, reserved_size, reserved_size, reserved_base);
 		return -EINVAL;
 	}
+	he.cpu_result = kcalloc(nr_cpu_ids, sizeof(*he.cpu_result), GFP_KERNEL);
+	he.cpu_on = kcalloc(nr_cpu_ids, sizeof(*he.cpu_on), GFP_KERNEL);
+	if (!he.cpu_result || !he.cpu_on) {
+		kfree(he.cpu_result);
+		kfree(he.cpu_on);
+		return -ENOMEM;
+	}
 	he.virt = memremap(reserved_base, reserved_size, MEMREMAP_WB);
 	if (!he.virt) {
+		kfree(he.cpu_result);
+		kfree(he.cpu_on);
 		pr_err("memremap of 0x%lx+0x%lx failed\n", reserved_base, reserved_size);
 		return -ENOMEM;
 	}
 	rc = misc_register(&he_misc);
 	if (rc) {
 		memunmap(he.virt);
+		kfree(he.cpu_result);
+		kfree(he.cpu_on);
 		return rc;
 	}
 	register_reboot_notifier(&he_reboot_nb);
@@ -839,6 +926,10 @@ static void __exit he_exit(void)
 	mutex_unlock(&he.lock);
 	misc_deregister(&he_misc);
 	memunmap(he.virt);
+	if (!hv_cpus_on()) { /* CPUs still on the hypervisor keep their state: leak it rather than free it */
+		kfree(he.cpu_result);
+		kfree(he.cpu_on);
+	}
 }
 
 module_init(he_init);

@@ -100,6 +100,23 @@ export const TRUST_FLAGS = {
   PCR_EXTENDED: 2,
 } as const;
 
+/** ECALL status (ENCLAVE_CALL's RDI, the runners' result): the output length, or this bit with the enclave's error code (HE_RT_ERR_*) in bits 30:0. OCALL answers use the same form. */
+export const ECALL = {
+  ERROR: 0x80000000,
+} as const;
+
+/** Error codes of the enclave runtime (ECALL status = HC_ECALL_ERROR | code). */
+export const RT_ERR = {
+  UNKNOWN_ECALL: 1,
+  BAD_INPUT: 2,
+  TOO_BIG: 3,
+  AUTH_FAILED: 4,
+  HYPERCALL: 5,
+  NO_ENTROPY: 6,
+  /** The host failed or refused an OCALL. */
+  OCALL: 7,
+} as const;
+
 /** QUOTE output's fixed values (`Quote`). */
 export const QUOTE = {
   VERSION: 1,
@@ -180,12 +197,12 @@ export const HE = {
 export const HANDOFF = {
   /** "HEHANDOF" little-endian. */
   HANDOFF_MAGIC: 0x464f444e41484548n,
-  HANDOFF_VERSION: 2,
+  /** 3: per-CPU areas (percpu_base, percpu_size, cpu_slots); no fixed CPU limit. */
+  HANDOFF_VERSION: 3,
   MAX_RANGES: 64,
-  MAX_CPUS: 8,
   /** Build the hypervisor state and the host nested tables (one CPU). */
   OP_INIT: 1,
-  /** Demote this CPU: capture its state into a VMCB and VMRUN it. */
+  /** Demote this CPU: capture its state into a VMCB (SVM) or VMCS (VMX) and run it as the guest. */
   OP_LAUNCH: 2,
 } as const;
 
@@ -471,7 +488,7 @@ export const LAYOUT = {
     },
   },
   he_handoff: {
-    size: 1672,
+    size: 1696,
     fields: {
       magic: { offset: 0, size: 8, type: 'u64' },
       version: { offset: 8, size: 4, type: 'u32' },
@@ -497,6 +514,12 @@ export const LAYOUT = {
       pcr: { offset: 100, size: 4, type: 'u32' },
       image_sha256: { offset: 104, size: 32, type: 'bytes' },
       ranges: { offset: 136, size: 1536, type: 'array', count: 64, element: { size: 24, type: 'struct', name: 'he_range' } },
+      /** Version 3: cpu_slots areas of percpu_size bytes (the HEIMG header's per_cpu_size), one per possible CPU id, from percpu_base inside the hypervisor part of the region. The image keeps its FPU save area (+0), its vCPU state (+4096) and its stack (below the end) there. */
+      percpu_base: { offset: 1672, size: 8, type: 'u64' },
+      percpu_size: { offset: 1680, size: 8, type: 'u64' },
+      /** Possible CPU ids (Linux's nr_cpu_ids): an entry call's cpu is below this. */
+      cpu_slots: { offset: 1688, size: 4, type: 'u32' },
+      reserved0: { offset: 1692, size: 4, type: 'u32' },
     },
   },
   /** Linux's state at an image entry call: the driver's he_enter (tramp.S) pushes cr3, rsp, then rip on Linux's stack and passes that address as the fourth argument; on OP_LAUNCH the image resumes Linux there as its guest. */

@@ -94,6 +94,9 @@ export const QUOTE_MAGIC = G.LABELS.QUOTE_MAGIC;
 export const QUOTE = G.QUOTE;
 /** QUOTE `flags` bits (bytes 12..16). */
 export const QUOTE_FLAGS = G.QUOTE_FLAGS;
+/** ECALL status: the output length, or ECALL.ERROR | the enclave runtime's error code (RT_ERR). */
+export const ECALL = G.ECALL;
+export const RT_ERR = G.RT_ERR;
 /** The sealer payload's ECALL that EREPORTs for the quoting identity (64-byte REPORTDATA in, 432-byte REPORT out). */
 export const ECALL_QUOTE_REPORT = 4;
 

@@ -5,7 +5,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createPrivateKey, createPublicKey, generateKeyPairSync, sign, type KeyObject } from 'node:crypto';
 import { EXIT, HyperEnclaveError } from '../errors.js';
-import { HC, HypervisorError, decodeEnclaveInfo, decodeStatus, encodeMemoryMap, encodeSecs, ENCLAVE_INFO_SIZE, PAGE_SIZE, REPORT_SIZE, STATUS_SIZE } from './abi.js';
+import { ECALL, HC, HypervisorError, decodeEnclaveInfo, decodeStatus, encodeMemoryMap, encodeSecs, ENCLAVE_INFO_SIZE, PAGE_SIZE, REPORT_SIZE, STATUS_SIZE } from './abi.js';
 import type { EnclaveInfoRecord, HvStatusRecord, MemRangeSpec, SecsSpec } from './abi.js';
 
 /**
@@ -301,7 +301,7 @@ export function payloadPage(p: EnclavePayload, offset: number): Buffer {
 }
 
 export interface EcallOutcome {
-  /** EAX at EEXIT: output length, or 0x8000_0000 | error code. */
+  /** EAX at EEXIT: output length, or ECALL.ERROR | error code. */
   status: number;
   ok: boolean;
   /** The enclave's error code when !ok. */
@@ -369,14 +369,14 @@ export class EnclaveVm {
     if (opts.ocall === undefined && opts.timeoutMs === undefined) {
       // hot path: one N-API call returning a number (plus one for the output, if any)
       status = vmCall(() => a.enclaveEcallFast(h, tcs, fn, input ?? null));
-      if (status !== 0 && (status & 0x8000_0000) === 0) output = a.enclaveLastOutput(h);
+      if (status !== 0 && (status & ECALL.ERROR) === 0) output = a.enclaveLastOutput(h);
     } else {
       const r = vmCall(() => a.enclaveEcall(h, tcs, fn, input ?? null, { timeoutMs: opts.timeoutMs, ocall: opts.ocall }));
       status = r.status;
       output = r.output;
     }
-    const ok = (status & 0x8000_0000) === 0;
-    return { status, ok, errorCode: ok ? null : status & 0x7fff_ffff, output };
+    const ok = (status & ECALL.ERROR) === 0;
+    return { status, ok, errorCode: ok ? null : status & ~ECALL.ERROR, output };
   }
 
   /** ECALL that must succeed: returns the output, throws EnclaveError with the enclave's code otherwise. */

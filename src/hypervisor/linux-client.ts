@@ -18,6 +18,7 @@ import {
   TRUST_FLAG_PCR_EXTENDED,
   SIGSTRUCT_SIZE,
   type SecsSpec,
+  ECALL,
   abiMajor,
   decodeEnclaveInfo,
   decodeHeHypercall,
@@ -328,7 +329,7 @@ export class LinuxHypervisorClient implements HypervisorClient {
         break; // the thread is dead until the enclave is destroyed
       }
       const status = r.regs.rdi;
-      const failed = (status & 0x8000_0000n) !== 0n;
+      const failed = (status & BigInt(ECALL.ERROR)) !== 0n;
       out.push({
         fn: e.fn,
         ok: !failed,

@@ -205,6 +205,7 @@ byte_strings! {
         CPUID_SIGNATURE = b"HyperEnclave";
     }
 }
+const _: () = assert!(labels::CPUID_SIGNATURE.len() == 12, "the CPUID signature fills EBX, ECX, EDX");
 
 consts! {
     /// SECINFO.FLAGS: R/W/X in bits 2:0, page type in 15:8 (ENCLAVE_ADD's RCX).
@@ -412,6 +413,17 @@ pub mod ioctl {
     }
     pub use consts::*;
 
+    byte_strings! {
+        /// HE_IOC_LOAD with an empty he_load.firmware: the image of this CPU's vendor under
+        /// /lib/firmware (its HEIMG arch byte must match too).
+        pub mod firmware {
+            /// HE_IOC_LOAD with an empty name on Intel (the VMX + EPT image).
+            HE_FIRMWARE_INTEL = b"hyperenclave/hyperenclave-intel.img";
+            /// HE_IOC_LOAD with an empty name on AMD and Hygon (the SVM + NPT image).
+            HE_FIRMWARE_AMD = b"hyperenclave/hyperenclave-amd.img";
+        }
+    }
+
     record! {
         pub struct HeVersion("he_version", 16) {
             /// in: caller's HE_IOCTL_ABI_VERSION; out: the driver's.
@@ -541,19 +553,19 @@ pub mod handoff {
         pub mod consts ("HE_", "HANDOFF") {
             /// "HEHANDOF" little-endian.
             HANDOFF_MAGIC: u64 = 0x464f_444e_4148_4548;
-            HANDOFF_VERSION: u32 = 2;
+            /// 3: per-CPU areas (percpu_base, percpu_size, cpu_slots); no fixed CPU limit.
+            HANDOFF_VERSION: u32 = 3;
             MAX_RANGES: usize = 64;
-            MAX_CPUS: usize = 8;
             /// Build the hypervisor state and the host nested tables (one CPU).
             OP_INIT: u64 = 1;
-            /// Demote this CPU: capture its state into a VMCB and VMRUN it.
+            /// Demote this CPU: capture its state into a VMCB (SVM) or VMCS (VMX) and run it as the guest.
             OP_LAUNCH: u64 = 2;
         }
     }
     pub use consts::*;
 
     record! {
-        pub struct Handoff("he_handoff", 1672) {
+        pub struct Handoff("he_handoff", 1696) {
             pub magic: u64,
             pub version: u32,
             pub ncpus: u32,
@@ -578,6 +590,15 @@ pub mod handoff {
             pub pcr: u32,
             pub image_sha256: [u8; 32],
             pub ranges: [MemMapEntry; MAX_RANGES],
+            /// Version 3: cpu_slots areas of percpu_size bytes (the HEIMG header's per_cpu_size),
+            /// one per possible CPU id, from percpu_base inside the hypervisor part of the region.
+            /// The image keeps its FPU save area (+0), its vCPU state (+4096) and its stack (below
+            /// the end) there.
+            pub percpu_base: u64,
+            pub percpu_size: u64,
+            /// Possible CPU ids (Linux's nr_cpu_ids): an entry call's cpu is below this.
+            pub cpu_slots: u32,
+            pub reserved0: u32,
         }
     }
 
@@ -677,9 +698,73 @@ pub mod image {
     }
 }
 
+/// The enclave runtime's protocol (hypervisor/enclaves/rt), shared by both runners that execute
+/// enclave code: the addon's KVM runner (emulated platform) and the bare-metal image's
+/// ENCLAVE_CALL. Register conventions: hypervisor/addon/src/runner.rs.
+pub mod enclave_rt {
+    #[allow(unused_imports)]
+    use super::*;
+
+    /// `in al, EEXIT`: ECALL done (status in the mailbox), park; `out EEXIT, eax`: done, no park.
+    pub const PORT_EEXIT: u16 = 0x10;
+    /// `in eax, OCALL`: call out to the host (mailbox NR, LEN; data in the shared buffer).
+    pub const PORT_OCALL: u16 = 0x11;
+    /// `in eax, HYPERCALL`: EGETKEY / EREPORT (mailbox NR, A0..A2).
+    pub const PORT_HYPERCALL: u16 = 0x12;
+    /// `out PANIC, eax`: panic message (EAX bytes) in the shared buffer.
+    pub const PORT_PANIC: u16 = 0x13;
+
+    /// Mailbox words (u64, little-endian) at the start of the mailbox page.
+    pub mod mb {
+        pub const FUNC: usize = 0;
+        pub const IN_LEN: usize = 1;
+        pub const STATUS: usize = 2;
+        pub const SHARED: usize = 3;
+        pub const CAP: usize = 4;
+        pub const NR: usize = 5;
+        pub const A0: usize = 6;
+        pub const A1: usize = 7;
+        pub const A2: usize = 8;
+        pub const LEN: usize = 9;
+    }
+
+    /// Hypercall numbers (mailbox NR at `PORT_HYPERCALL`) and the runner's own status codes.
+    pub mod hc {
+        /// A0 = KEYREQUEST (80 B), A1 = key output (16 B); enclave addresses.
+        pub const EGETKEY: u64 = 1;
+        /// A0 = TARGETINFO (56 B), A1 = REPORTDATA (64 B), A2 = REPORT output (432 B).
+        pub const EREPORT: u64 = 2;
+        pub const STATUS_UNKNOWN: u64 = 1;
+        pub const STATUS_BAD_POINTER: u64 = 0x101;
+        pub const STATUS_NO_CORE: u64 = 0x102;
+    }
+
+    consts! {
+        /// ECALL status (ENCLAVE_CALL's RDI, the runners' result): the output length, or this bit
+        /// with the enclave's error code (HE_RT_ERR_*) in bits 30:0. OCALL answers use the same form.
+        pub mod ecall ("HC_ECALL_", "ECALL") {
+            ERROR: u64 = 0x8000_0000;
+        }
+    }
+
+    consts! {
+        /// Error codes of the enclave runtime (ECALL status = HC_ECALL_ERROR | code).
+        pub mod err ("HE_RT_ERR_", "RT_ERR") {
+            UNKNOWN_ECALL: u32 = 1;
+            BAD_INPUT: u32 = 2;
+            TOO_BIG: u32 = 3;
+            AUTH_FAILED: u32 = 4;
+            HYPERCALL: u32 = 5;
+            NO_ENTROPY: u32 = 6;
+            /// The host failed or refused an OCALL.
+            OCALL: u32 = 7;
+        }
+    }
+}
+
 /// Every constant group, in the order the generated files list them.
 pub const GROUPS: &[meta::Group] =
-    &[nr::GROUP, sizes::GROUP, cpuid::GROUP, status_flags::GROUP, slot_kind::GROUP, trust_flags::GROUP, quote::GROUP, quote_flags::GROUP, mem_kind::GROUP, secinfo::GROUP, attr::GROUP, keyname::GROUP, keypolicy::GROUP];
+    &[nr::GROUP, sizes::GROUP, cpuid::GROUP, status_flags::GROUP, slot_kind::GROUP, trust_flags::GROUP, enclave_rt::ecall::GROUP, enclave_rt::err::GROUP, quote::GROUP, quote_flags::GROUP, mem_kind::GROUP, secinfo::GROUP, attr::GROUP, keyname::GROUP, keypolicy::GROUP];
 /// Records the hypercalls exchange (C: hyperenclave_hypercall.h).
 pub const HYPERCALL_RECORDS: &[meta::StructLayout] = &[StatusRecord::LAYOUT, EnclaveInfo::LAYOUT, MemMapEntry::LAYOUT, Secs::LAYOUT, Quote::LAYOUT];
 /// ioctl records (C: hyperenclave_ioctl.h).

@@ -32,6 +32,7 @@ use std::time::{Duration, Instant};
 
 /// Hypercall numbers (mailbox NR at `PORT_HYPERCALL`) and statuses: the runtime protocol in core.
 pub use hyperenclave_core::enclave::runtime::hc;
+use hyperenclave_core::enclave::runtime::ECALL_ERROR;
 
 /// Enclave memory handed to KVM: `len` bytes at `host`, guest-physical ENCLAVE_GPA + `offset`.
 #[derive(Clone, Copy, Debug)]
@@ -77,7 +78,7 @@ pub struct EcallOut {
 }
 
 /// Error code (EAX = 0x8000_0000 | code) an enclave sees when the host fails an OCALL.
-pub const OCALL_FAILED: u32 = 7;
+pub const OCALL_FAILED: u32 = hyperenclave_core::enclave::runtime::err::OCALL;
 
 pub type OcallFn<'a> = &'a mut dyn FnMut(u32, &[u8]) -> Result<Vec<u8>, String>;
 
@@ -287,7 +288,7 @@ impl EnclaveVm {
             match exit {
                 Exit::Io { port: PORT_EEXIT, out, data, data_off, .. } => {
                     let status = if out { data } else { self.mailbox(mb::STATUS) as u32 };
-                    let n = if status & 0x8000_0000 != 0 { 0 } else { status as usize };
+                    let n = if status as u64 & ECALL_ERROR != 0 { 0 } else { status as usize };
                     if n > live.layout.shared_len as usize {
                         break Err(format!("EEXIT with output length {n} beyond the shared buffer ({} bytes)", live.layout.shared_len));
                     }
@@ -491,7 +492,7 @@ impl EnclaveVm {
                 self.live.as_ref().unwrap().runner.write(off, &out);
                 out.len() as u32
             }
-            _ => 0x8000_0000 | OCALL_FAILED,
+            _ => ECALL_ERROR as u32 | OCALL_FAILED,
         }
     }
 }

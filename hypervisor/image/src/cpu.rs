@@ -31,6 +31,7 @@ macro_rules! read_cr {
 }
 read_cr!(cr0, "cr0");
 read_cr!(cr2, "cr2");
+read_cr!(cr3, "cr3");
 read_cr!(cr4, "cr4");
 
 pub fn write_cr0(v: u64) {
@@ -56,6 +57,23 @@ read_seg!(cs, "cs");
 read_seg!(ss, "ss");
 read_seg!(ds, "ds");
 read_seg!(es, "es");
+read_seg!(fs, "fs");
+read_seg!(gs, "gs");
+
+/// The task register's selector.
+pub fn tr() -> u16 {
+    let v: u16;
+    // SAFETY: `str` only reads the task register.
+    unsafe { asm!("str {0:x}", out(reg) v, options(nomem, nostack)) };
+    v
+}
+/// The LDT register's selector.
+pub fn ldtr() -> u16 {
+    let v: u16;
+    // SAFETY: `sldt` only reads the LDT register.
+    unsafe { asm!("sldt {0:x}", out(reg) v, options(nomem, nostack)) };
+    v
+}
 
 #[repr(C, packed)]
 #[derive(Default, Clone, Copy)]

@@ -1,5 +1,6 @@
-//! ENCLAVE_CALL: runs an enclave thread as a second SVM guest on the calling CPU, with the
-//! enclave's own nested tables (EPC pages at GPA = linear address, from hypervisor/core) plus
+//! ENCLAVE_CALL: runs an enclave thread as a second guest on the calling CPU (a VMCB on SVM, a
+//! VMCS on VMX: the backend's `ThreadVm`, vcpu::EnclaveVcpu; everything here is vendor-neutral),
+//! with the enclave's own nested tables (EPC pages at GPA = linear address, from hypervisor/core) plus
 //! four runner pages (guest PML4 and PDPT identity-mapping 512 GiB with 1 GiB pages, the
 //! mailbox and the 4 KiB shared buffer). The register and port protocol is the enclave
 //! runtime's (hypervisor/enclaves/rt, hypervisor/addon/src/runner.rs), so the same payloads run
@@ -10,14 +11,15 @@
 //!   ECALL resumes it with AL = ECALL number; `out 0x10, eax` ends without parking;
 //! - `in eax, 0x12` = EGETKEY/EREPORT served by the core; `in eax, 0x11` = OCALL (refused);
 //!   `out 0x13, eax` = panic.
-//! Every exception, HLT, CPUID, MSR access, SVM instruction and nested fault ends the thread
+//! Every exception, HLT, CPUID, MSR access, virtualization instruction and nested fault ends the thread
 //! with one log line. A physical interrupt (or NMI) exits to here and the thread is parked
 //! mid-ECALL (AEX): the caller gets ENCLAVE_INTERRUPTED and calls again to resume, or aborts.
 
 use core::sync::atomic::AtomicBool;
 
-use crate::entry::{self, GuestRegs};
-use crate::vmcb::{exit, intercept, off, Vmcb, V_INTR_MASKING};
+use crate::backend::ThreadVm;
+use crate::entry::GuestRegs;
+use crate::vcpu::{EnclaveExit, EnclaveVcpu};
 use crate::{lock, unlock, Console, Hv, PRINT};
 use core::fmt::Write;
 use hyperenclave_core::enclave::runtime::{hc, mb, ECALL_ERROR, ERR_OCALL, PORT_EEXIT, PORT_HYPERCALL, PORT_OCALL, PORT_PANIC};
@@ -55,7 +57,7 @@ struct RunnerPages {
 
 #[repr(C, align(4096))]
 struct Ctx {
-    vmcb: Vmcb,
+    vm: ThreadVm,
     fx: [u8; 512],
     regs: GuestRegs,
     state: State,
@@ -66,17 +68,11 @@ struct Ctx {
     asid_fresh: bool,
 }
 
-#[repr(C, align(4096))]
-struct AllOnes<const N: usize>([u8; N]);
-
 const PAGES_INIT: RunnerPages = RunnerPages { pml4: [0; 512], pdpt: [0; 512], mailbox: [0; 512], shared: [0; 4096] };
-const CTX_INIT: Ctx = Ctx { vmcb: Vmcb([0; 4096]), fx: [0; 512], regs: GuestRegs { rbx: 0, rcx: 0, rdx: 0, rsi: 0, rdi: 0, rbp: 0, r8: 0, r9: 0, r10: 0, r11: 0, r12: 0, r13: 0, r14: 0, r15: 0 }, state: State::Free, id: 0, tcs: 0, buf: 0, asid_fresh: false };
+const CTX_INIT: Ctx = Ctx { vm: ThreadVm::INIT, fx: [0; 512], regs: GuestRegs { rbx: 0, rcx: 0, rdx: 0, rsi: 0, rdi: 0, rbp: 0, r8: 0, r9: 0, r10: 0, r11: 0, r12: 0, r13: 0, r14: 0, r15: 0 }, state: State::Free, id: 0, tcs: 0, buf: 0, asid_fresh: false };
 
 static mut PAGES: [RunnerPages; SLOTS] = [PAGES_INIT; SLOTS];
 static mut CTX: [Ctx; SLOTS] = [CTX_INIT; SLOTS];
-// Every port and every MSR intercepted.
-static mut IOPM: AllOnes<12288> = AllOnes([0xff; 12288]);
-static mut MSRPM: AllOnes<8192> = AllOnes([0xff; 8192]);
 /// Guards CTX slot states (slot contents belong to whoever moved it to Running).
 static SLOTS_LOCK: AtomicBool = AtomicBool::new(false);
 
@@ -181,8 +177,8 @@ pub fn call(hv_lock: &AtomicBool, hv: *mut Hv, cpu: usize, id: u64, tcs: u64, fu
             first_entry(ctx, slot, entry.entry, entry.tcs, entry.nested_pointer, func, len, pa(pages.pml4.as_ptr()), pa(pages.mailbox.as_ptr()), pa(pages.shared.as_ptr()));
         } else {
             // parked at `in al, 0x10`: AL = ECALL number
-            let rax = ctx.vmcb.r64(off::RAX);
-            ctx.vmcb.w64(off::RAX, (rax & !0xff) | (func & 0xff));
+            let rax = ctx.vm.rax();
+            ctx.vm.set_rax((rax & !0xff) | (func & 0xff));
         }
     }
     ctx.buf = buf;
@@ -258,41 +254,8 @@ fn map_runner_pages(hv: &mut Hv, id: u32, slot: usize) -> Result<(), HvError> {
 
 #[allow(clippy::too_many_arguments)]
 fn first_entry(ctx: &mut Ctx, slot: usize, rip: u64, tcs_la: u64, ncr3: u64, func: u64, len: u64, cr3: u64, mailbox: u64, shared: u64) {
-    let v = &mut ctx.vmcb;
-    v.0.fill(0);
-    v.w32(off::INTERCEPT_EXCEPTIONS, 0xffff_ffff);
-    v.w32(off::INTERCEPT_MISC1, intercept::INTR | intercept::NMI | intercept::CPUID | intercept::HLT | intercept::IOIO_PROT | intercept::MSR_PROT | intercept::SHUTDOWN);
-    v.w32(
-        off::INTERCEPT_MISC2,
-        intercept::VMRUN | intercept::VMMCALL | intercept::VMLOAD | intercept::VMSAVE | intercept::STGI | intercept::CLGI | intercept::SKINIT,
-    );
-    v.w64(off::IOPM_BASE, core::ptr::addr_of!(IOPM) as u64);
-    v.w64(off::MSRPM_BASE, core::ptr::addr_of!(MSRPM) as u64);
-    v.w32(off::ASID, 2 + slot as u32); // Linux runs with ASID 1
-    v.0[off::TLB_CONTROL] = if ctx.asid_fresh { 1 } else { 0 };
+    ctx.vm.setup(slot, ctx.asid_fresh, rip, cr3, ncr3);
     ctx.asid_fresh = false;
-    v.w64(off::V_INTR, V_INTR_MASKING);
-    v.w64(off::NP_ENABLE, 1);
-    v.w64(off::N_CR3, ncr3);
-    // 64-bit ring-0 flat segments (attributes: type, S, DPL, P, AVL, L, DB, G)
-    let code = 0xb | 0x10 | 0x80 | 0x200 | 0x800;
-    let data = 0x3 | 0x10 | 0x80 | 0x400 | 0x800;
-    v.seg(off::CS, 0x08, code, 0xffff_ffff, 0);
-    for o in [off::ES, off::SS, off::DS] {
-        v.seg(o, 0x10, data, 0xffff_ffff, 0);
-    }
-    v.0[off::CPL] = 0;
-    v.w64(off::EFER, 0x100 | 0x400 | 0x800 | 0x1000); // LME, LMA, NXE, SVME
-    v.w64(off::CR0, 0x8001_0033); // PG, WP, NE, ET, MP, PE
-    v.w64(off::CR4, 0x20 | 0x200 | 0x400); // PAE, OSFXSR, OSXMMEXCPT
-    v.w64(off::CR3, cr3);
-    v.w64(off::DR7, 0x400);
-    v.w64(off::DR6, 0xffff_0ff0);
-    v.w64(off::RFLAGS, 0x2);
-    v.w64(off::RIP, rip);
-    v.w64(off::RSP, 0);
-    v.w64(off::RAX, 0);
-    v.w64(off::G_PAT, 0x0007_0406_0007_0406);
     ctx.regs = GuestRegs { rbx: tcs_la, rcx: PAGE, rdx: len, rsi: shared, rdi: func, r8: mailbox, ..GuestRegs::default() };
     ctx.fx.fill(0);
     ctx.fx[0..2].copy_from_slice(&0x037fu16.to_le_bytes()); // FCW
@@ -300,85 +263,68 @@ fn first_entry(ctx: &mut Ctx, slot: usize, rip: u64, tcs_la: u64, ncr3: u64, fun
 }
 
 fn run(ctx: &mut Ctx, cpu: usize, hv_lock: &AtomicBool, hv: *mut Hv, pages: &mut RunnerPages) -> Outcome {
-    let vmcb_pa = pa(&ctx.vmcb);
     let (id, tcs) = (ctx.id, ctx.tcs);
     let mut exits = 0u64;
     loop {
-        // Host IF=1 while the enclave runs, so an interrupt exits (V_INTR_MASKING); GIF is 0
-        // here (after the caller's #VMEXIT), so the host itself never takes one.
-        // SAFETY: this CPU owns ctx; GIF=0 keeps sti from delivering anything to the host.
-        unsafe {
-            core::arch::asm!("sti", options(nomem, nostack));
-            entry::he_vmrun(vmcb_pa, &mut ctx.regs, ctx.fx.as_mut_ptr());
-            core::arch::asm!("cli", options(nomem, nostack));
-        }
+        let outcome = ctx.vm.run(&mut ctx.regs, ctx.fx.as_mut_ptr());
         exits += 1;
-        let v = &mut ctx.vmcb;
-        v.0[off::TLB_CONTROL] = 0;
-        let code = v.r64(off::EXITCODE);
-        let rip = v.r64(off::RIP);
-        match code {
-            exit::IOIO => {
-                let info = v.r64(off::EXITINFO1);
-                let input = info & 1 == 1;
-                let port = (info >> 16) as u16;
-                let next = v.r64(off::EXITINFO2);
-                match (port, input) {
-                    (PORT_EEXIT, true) => {
-                        v.w64(off::RIP, next);
-                        return Outcome::Done { status: pages.mailbox[mb::STATUS], parked: true };
-                    }
-                    (PORT_EEXIT, false) => {
-                        let status = v.r64(off::RAX) & 0xffff_ffff;
-                        return Outcome::Done { status, parked: false };
-                    }
-                    (PORT_HYPERCALL, true) => {
-                        lock(hv_lock);
-                        // SAFETY: under the hypervisor lock.
-                        let r = unsafe { enclave_hypercall(&mut *hv, id, &pages.mailbox) };
-                        unlock(hv_lock);
-                        v.w64(off::RAX, r);
-                        v.w64(off::RIP, next);
-                    }
-                    (PORT_OCALL, true) => {
-                        v.w64(off::RAX, OCALL_UNSUPPORTED);
-                        v.w64(off::RIP, next);
-                    }
-                    (PORT_PANIC, false) => {
-                        let n = core::cmp::min(v.r64(off::RAX) & 0xffff_ffff, 200) as usize;
-                        let msg = core::str::from_utf8(&pages.shared[..n]).unwrap_or("(not UTF-8)");
-                        log!("cpu{}: enclave {} TCS {:#x} panicked: {}", cpu, id, tcs, msg);
-                        return Outcome::Fault;
-                    }
-                    _ => {
-                        log!("cpu{}: enclave {} TCS {:#x}: port I/O to {:#x} at rip {:#x}: thread ended", cpu, id, tcs, port, rip);
-                        return Outcome::Fault;
-                    }
+        let v = &mut ctx.vm;
+        let rip = v.rip();
+        match outcome {
+            EnclaveExit::Io { port, input, next } => match (port, input) {
+                (PORT_EEXIT, true) => {
+                    v.set_rip(next);
+                    return Outcome::Done { status: pages.mailbox[mb::STATUS], parked: true };
                 }
-            }
-            exit::INTR | exit::NMI => return Outcome::Interrupted,
-            c if (exit::EXCP_BASE..exit::EXCP_BASE + 32).contains(&c) => {
-                let vector = c - exit::EXCP_BASE;
+                (PORT_EEXIT, false) => {
+                    let status = v.rax() & 0xffff_ffff;
+                    return Outcome::Done { status, parked: false };
+                }
+                (PORT_HYPERCALL, true) => {
+                    lock(hv_lock);
+                    // SAFETY: under the hypervisor lock.
+                    let r = unsafe { enclave_hypercall(&mut *hv, id, &pages.mailbox) };
+                    unlock(hv_lock);
+                    v.set_rax(r);
+                    v.set_rip(next);
+                }
+                (PORT_OCALL, true) => {
+                    v.set_rax(OCALL_UNSUPPORTED);
+                    v.set_rip(next);
+                }
+                (PORT_PANIC, false) => {
+                    let n = core::cmp::min(v.rax() & 0xffff_ffff, 200) as usize;
+                    let msg = core::str::from_utf8(&pages.shared[..n]).unwrap_or("(not UTF-8)");
+                    log!("cpu{}: enclave {} TCS {:#x} panicked: {}", cpu, id, tcs, msg);
+                    return Outcome::Fault;
+                }
+                _ => {
+                    log!("cpu{}: enclave {} TCS {:#x}: port I/O to {:#x} at rip {:#x}: thread ended", cpu, id, tcs, port, rip);
+                    return Outcome::Fault;
+                }
+            },
+            EnclaveExit::Interrupt => return Outcome::Interrupted,
+            EnclaveExit::Exception { vector, info } => {
                 log!(
                     "cpu{}: enclave {} TCS {:#x}: exception {} at rip {:#x} (info {:#x} {:#x}) after {} exits: thread ended",
-                    cpu, id, tcs, vector_name(vector), rip, v.r64(off::EXITINFO1), v.r64(off::EXITINFO2), exits
+                    cpu, id, tcs, vector_name(vector), rip, info.0, info.1, exits
                 );
                 return Outcome::Fault;
             }
-            exit::NPF => {
-                log!("cpu{}: enclave {} TCS {:#x}: nested page fault at gpa {:#x} (error {:#x}) rip {:#x}: outside the enclave, thread ended", cpu, id, tcs, v.r64(off::EXITINFO2), v.r64(off::EXITINFO1), rip);
+            EnclaveExit::NestedFault { gpa, info } => {
+                log!("cpu{}: enclave {} TCS {:#x}: nested page fault at gpa {:#x} (error {:#x}) rip {:#x}: outside the enclave, thread ended", cpu, id, tcs, gpa, info, rip);
                 return Outcome::Fault;
             }
-            exit::HLT => {
+            EnclaveExit::Hlt => {
                 log!("cpu{}: enclave {} TCS {:#x}: HLT at rip {:#x}: thread ended", cpu, id, tcs, rip);
                 return Outcome::Fault;
             }
-            exit::INVALID => {
-                log!("cpu{}: enclave {}: VMRUN refused the enclave state", cpu, id);
+            EnclaveExit::Invalid(code) => {
+                log!("cpu{}: enclave {}: the CPU refused the enclave state ({:#x})", cpu, id, code);
                 return Outcome::Fault;
             }
-            other => {
-                log!("cpu{}: enclave {} TCS {:#x}: exit {:#x} (CPUID/MSR/SVM instruction or shutdown) at rip {:#x}: thread ended", cpu, id, tcs, other, rip);
+            EnclaveExit::Other(code) => {
+                log!("cpu{}: enclave {} TCS {:#x}: exit {:#x} (CPUID/MSR/virtualization instruction or shutdown) at rip {:#x}: thread ended", cpu, id, tcs, code, rip);
                 return Outcome::Fault;
             }
         }

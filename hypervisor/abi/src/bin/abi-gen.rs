@@ -131,8 +131,13 @@ fn hypercall_h() -> String {
 
 fn ioctl_h() -> String {
     let mut o = String::new();
-    c_header_start(&mut o, "HYPERENCLAVE_IOCTL_H", "GPL-2.0 WITH Linux-syscall-note", "/dev/hyperenclave ioctl ABI (user space <-> driver). The driver forwards hypercalls to the hypervisor with VMMCALL.");
+    c_header_start(&mut o, "HYPERENCLAVE_IOCTL_H", "GPL-2.0 WITH Linux-syscall-note", "/dev/hyperenclave ioctl ABI (user space <-> driver). The driver forwards hypercalls to the hypervisor with VMMCALL (AMD) or VMCALL (Intel).");
     c_group(&mut o, &ioctl::consts::GROUP);
+    for b in ioctl::firmware::ALL {
+        c_comment(&mut o, b.doc, "");
+        writeln!(o, "#define {} \"{}\"", b.name, c_string(b.value)).unwrap();
+    }
+    o.push('\n');
     for s in IOCTL_RECORDS {
         c_struct(&mut o, s);
     }

@@ -11,20 +11,15 @@
 #![no_std]
 
 use core::arch::{asm, global_asm};
+pub use hyperenclave_abi::enclave_rt::err;
+use hyperenclave_abi::enclave_rt::{ecall, hc, mb as mbw, PORT_EEXIT, PORT_HYPERCALL, PORT_OCALL, PORT_PANIC};
+
+/// ECALL status bit (hyperenclave-abi `enclave_rt::ecall::ERROR`): set = error code in bits 30:0.
+const ECALL_ERROR: u32 = ecall::ERROR as u32;
 
 /// Largest ECALL input and output (enclave-side copies).
 pub const IO_MAX: usize = 16 * 1024;
 
-/// Error codes an ECALL may return (EAX = 0x8000_0000 | code).
-pub mod err {
-    pub const UNKNOWN_ECALL: u32 = 1;
-    pub const BAD_INPUT: u32 = 2;
-    pub const TOO_BIG: u32 = 3;
-    pub const AUTH_FAILED: u32 = 4;
-    pub const HYPERCALL: u32 = 5;
-    pub const NO_ENTROPY: u32 = 6;
-    pub const OCALL: u32 = 7;
-}
 
 // First entry: RDI = ECALL number, R8 = mailbox. Kept in callee-saved registers across the
 // loop: R15 = mailbox (also in MAILBOX), R14 = the 256-entry ECALL table. The ECALL number is
@@ -42,15 +37,17 @@ global_asm!(
     "2:",
     ".rept 4",
     "call [r14 + rax * 8]",
-    "mov [r15 + 16], rax",
-    "in al, 0x10",
+    "mov [r15 + {status}], rax",
+    "in al, {eexit}",
     "movzx eax, al",
     ".endr",
     "jmp 2b",
     mb = sym MAILBOX,
+    status = const mbw::STATUS * 8,
+    eexit = const PORT_EEXIT,
 );
 
-/// One ECALL: returns the status (output length, or 0x8000_0000 | error code).
+/// One ECALL: returns the status (output length, or ECALL_ERROR | error code).
 pub type EcallFn = extern "C" fn() -> u64;
 
 /// Entries 0..=255, indexed by the ECALL number; unused ones answer UNKNOWN_ECALL.
@@ -60,7 +57,7 @@ pub struct EcallTable {
 }
 
 pub extern "C" fn unknown_ecall() -> u64 {
-    (0x8000_0000 | err::UNKNOWN_ECALL) as u64
+    (ECALL_ERROR | err::UNKNOWN_ECALL) as u64
 }
 
 impl EcallTable {
@@ -100,6 +97,16 @@ struct Mailbox {
     len: u64,
 }
 
+// the struct's fields are the protocol's mailbox words (hyperenclave-abi `enclave_rt::mb`)
+const _: () = {
+    use core::mem::offset_of;
+    assert!(offset_of!(Mailbox, func) == mbw::FUNC * 8 && offset_of!(Mailbox, in_len) == mbw::IN_LEN * 8);
+    assert!(offset_of!(Mailbox, status) == mbw::STATUS * 8 && offset_of!(Mailbox, shared) == mbw::SHARED * 8);
+    assert!(offset_of!(Mailbox, cap) == mbw::CAP * 8 && offset_of!(Mailbox, nr) == mbw::NR * 8);
+    assert!(offset_of!(Mailbox, a0) == mbw::A0 * 8 && offset_of!(Mailbox, a1) == mbw::A1 * 8);
+    assert!(offset_of!(Mailbox, a2) == mbw::A2 * 8 && offset_of!(Mailbox, len) == mbw::LEN * 8);
+};
+
 static mut MAILBOX: *mut Mailbox = core::ptr::null_mut();
 static mut INBUF: [u8; IO_MAX] = [0; IO_MAX];
 static mut OUTBUF: [u8; IO_MAX] = [0; IO_MAX];
@@ -131,7 +138,7 @@ pub fn marshal(f: impl FnOnce(&[u8], &mut [u8]) -> Result<usize, u32>) -> u64 {
     let len = rd!(in_len) as usize;
     let (shared, cap) = shared();
     if len > cap || len > IO_MAX {
-        return (0x8000_0000 | err::TOO_BIG) as u64;
+        return (ECALL_ERROR | err::TOO_BIG) as u64;
     }
     unsafe {
         let inp = &mut *core::ptr::addr_of_mut!(INBUF);
@@ -146,15 +153,15 @@ pub fn marshal(f: impl FnOnce(&[u8], &mut [u8]) -> Result<usize, u32>) -> u64 {
                 core::ptr::copy_nonoverlapping(out.as_ptr(), shared, n);
                 n as u32
             }
-            Ok(_) => 0x8000_0000 | err::TOO_BIG,
-            Err(code) => 0x8000_0000 | (code & 0x7fff_ffff),
+            Ok(_) => ECALL_ERROR | err::TOO_BIG,
+            Err(code) => ECALL_ERROR | (code & !ECALL_ERROR),
         }) as u64
     }
 }
 
 /// Hypercall numbers (see the runner): EGETKEY and EREPORT.
-pub const HC_EGETKEY: u64 = 1;
-pub const HC_EREPORT: u64 = 2;
+pub const HC_EGETKEY: u64 = hc::EGETKEY;
+pub const HC_EREPORT: u64 = hc::EREPORT;
 
 fn hypercall(nr: u64, a0: u64, a1: u64, a2: u64) -> u64 {
     wr!(nr, nr);
@@ -162,7 +169,7 @@ fn hypercall(nr: u64, a0: u64, a1: u64, a2: u64) -> u64 {
     wr!(a1, a1);
     wr!(a2, a2);
     let status: u32;
-    unsafe { asm!("in eax, 0x12", out("eax") status, options(nostack)) };
+    unsafe { asm!("in eax, {p}", p = const PORT_HYPERCALL, out("eax") status, options(nostack)) };
     status as u64
 }
 
@@ -188,8 +195,8 @@ pub fn ocall(nr: u32, input: &[u8], out: &mut [u8]) -> Result<usize, u32> {
     wr!(nr, nr as u64);
     wr!(len, input.len() as u64);
     let r: u32;
-    unsafe { asm!("in eax, 0x11", out("eax") r, options(nostack)) };
-    if r & 0x8000_0000 != 0 {
+    unsafe { asm!("in eax, {p}", p = const PORT_OCALL, out("eax") r, options(nostack)) };
+    if r & ECALL_ERROR != 0 {
         return Err(err::OCALL);
     }
     let n = r as usize;
@@ -251,7 +258,7 @@ fn panic(info: &core::panic::PanicInfo) -> ! {
         if !shared.is_null() {
             core::ptr::copy_nonoverlapping(p.buf.as_ptr(), shared, n);
         }
-        asm!("out 0x13, eax", in("rax") n as u64, options(nostack));
+        asm!("out {p}, eax", p = const PORT_PANIC, in("rax") n as u64, options(nostack));
         loop {
             asm!("ud2", options(noreturn));
         }
