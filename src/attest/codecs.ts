@@ -8,7 +8,7 @@ import { compileSchema } from '../schemas.js';
 import { AttestError } from './errors.js';
 import { inputFromTpm2ToolsFiles, prepareEvidence, type Evidence } from './evidence.js';
 import { exportTpm2Tools, keylimeQuotes } from './export.js';
-import { writeFileAtomic } from '../platform/state.js';
+import { writeFileAtomic } from '../fs/atomic.js';
 import type { VerifyInput } from './types.js';
 
 export type EvidenceFormat = 'bundle' | 'tpm2-tools' | 'keylime';

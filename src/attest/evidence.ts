@@ -10,7 +10,7 @@ import type { BankName } from './policy.js';
 import type { CheckResult } from './result.js';
 import { parsePcrsFile } from './tpm2-tools.js';
 import type { EnclaveInput, PcrValues, VerifyInput } from './types.js';
-import { readFileBounded } from '../platform/bounded-read.js';
+import { readFileBounded } from '../fs/bounded-read.js';
 
 export interface EvidenceQuote {
   bank: BankName;

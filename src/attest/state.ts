@@ -1,6 +1,6 @@
 import { mkdirSync, readdirSync, readFileSync, existsSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { writeFileAtomic } from '../platform/state.js';
+import { writeFileAtomic } from '../fs/atomic.js';
 import { AttestError } from './errors.js';
 import { loadOrCreateVerifierKey, type VerifierKey } from './result.js';
 import type { ClockRecord, EnrollmentRecord, PendingEnrollment } from './types.js';

@@ -8,7 +8,7 @@ import { VerifierState } from './state.js';
 import { verifyEvidence } from './verify.js';
 import type { ClockRecord, EnrollmentRecord, VerifyInput } from './types.js';
 import type { LogKind } from './types.js';
-import { readFileBounded } from '../platform/bounded-read.js';
+import { readFileBounded } from '../fs/bounded-read.js';
 
 export interface VerifierOptions {
   /** Verifier state directory (key, enrollments, clock records). */

@@ -1,7 +1,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Platform } from '../platform/index.js';
-import { writeFileAtomic } from '../platform/state.js';
+import { writeFileAtomic } from '../fs/atomic.js';
 import { runtimeLogPath } from '../platform/logs.js';
 import { EventLogAppender, parseEventLog } from '../eventlog/index.js';
 import { measureTpmFor } from '../measure/index.js';

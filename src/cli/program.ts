@@ -4,7 +4,7 @@
  */
 import { Command, CommanderError, Option } from 'commander';
 import { EXIT, HyperEnclaveError, oneLine } from '../errors.js';
-import { fileSystemError } from '../platform/fs-errors.js';
+import { fileSystemError } from '../fs/fs-errors.js';
 import { lazyLogger, logColorFor, logFormatFor, logLevelFromEnv, setLogger, underJournald } from '../log.js';
 import { cliVersion } from './version.js';
 import { invokedGroup, registerCommands } from './commands/index.js';

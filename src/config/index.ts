@@ -2,7 +2,7 @@ import { readFileSync, existsSync } from 'node:fs';
 import { HyperEnclaveError, EXIT, jsonSyntaxProblem } from '../errors.js';
 import { compileSchema } from '../schemas.js';
 import type { BackendKind } from '../enclave/backends/kind.js';
-import { readTextFile } from '../platform/bounded-read.js';
+import { readTextFile } from '../fs/bounded-read.js';
 
 export interface HyperEnclaveConfig {
   schema: 'hyperenclave/config';

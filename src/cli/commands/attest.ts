@@ -20,7 +20,7 @@ import type * as AkStore from '../../attest/ak-store.js';
 import type * as Context from '../context.js';
 import type * as TpmAccess from '../tpm-access.js';
 import { drtmLogPath, FIRMWARE_EVENT_LOG, runtimeLogPath } from '../../platform/logs.js';
-import { writeFileAtomic } from '../../platform/state.js';
+import { writeFileAtomic } from '../../fs/atomic.js';
 import type * as HypervisorService from '../../hypervisor/service.js';
 import type * as EnclaveEvidence from '../../attest/enclave-evidence.js';
 import type * as EnclaveQuote from '../../attest/enclave-quote.js';
@@ -54,7 +54,7 @@ async function load(): Promise<void> {
   ({ createStoredAk, loadStoredAk, readStoredAk } = await import('../../attest/ak-store.js'));
   ({ akEnrollAnswerFile, akEnrollRequestFile, attestToFiles, clientAttesterTpm, clientEnrollingTpm, exitCodeOf, formatResultTable, parseNonceHex, serveVerifier, Verifier, verifierEnrollFinishFile, verifierEnrollStartFiles, verifyBundleFile, verifyTpm2ToolsQuote, VerifierClient, enrollWithVerifier } = await import('../../attest/index.js'));
 }
-import { readFileBounded } from '../../platform/bounded-read.js';
+import { readFileBounded } from '../../fs/bounded-read.js';
 
 /** The verifier service's store when --db names one or its default sqlite file exists in `stateDir`. */
 async function offlineStore(db: string | undefined, stateDir: string): Promise<VerifierStore | undefined> {

@@ -8,7 +8,7 @@ import { BACKEND_KINDS, type BackendKind } from '../../enclave/backends/types.js
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { readTextFile } from '../../platform/bounded-read.js';
+import { readTextFile } from '../../fs/bounded-read.js';
 
 /** What the actions need, loaded when one runs (not for --help or other commands). */
 const lib = async () => ({ ...(await import('../context.js')), ...(await import('../../hypervisor/index.js')) });

@@ -40,14 +40,14 @@ import {
 } from '../../hypervisor/abi.js';
 import { enclaveSummary, type HostAccessKind } from '../../hypervisor/client.js';
 import type { CoreHv, CoreModule, EnclaveVmHandle } from '../../hypervisor/core-binding.js';
-import { writeFileAtomic } from '../state.js';
+import { writeFileAtomic } from '../../fs/atomic.js';
 import { readMachineMemoryMap, SYNTHETIC_MEMORY_MAP } from '../memory-map.js';
 import { CoreSlotAllocator } from './core-slots.js';
 import { bigArg, hexArg, intArg, jsonable } from './rpc-values.js';
 
 export { jsonable };
 import { alive } from './daemon.js';
-import { readFileBounded } from '../bounded-read.js';
+import { readFileBounded } from '../../fs/bounded-read.js';
 import { emulatedTpmSockets, ensureEmulatedTpm } from './tpm-daemon.js';
 
 /**

@@ -4,7 +4,7 @@
  */
 import { loadCore } from '../../hypervisor/core-binding.js';
 import { runService } from './service-process.js';
-import { fileSystemError } from '../fs-errors.js';
+import { fileSystemError } from '../../fs/fs-errors.js';
 
 function arg(name: string): string | undefined {
   const i = process.argv.indexOf(name);

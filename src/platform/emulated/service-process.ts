@@ -7,7 +7,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { EXIT } from '../../errors.js';
 import { HypervisorError } from '../../hypervisor/abi.js';
-import { writeFileAtomic } from '../state.js';
+import { writeFileAtomic } from '../../fs/atomic.js';
 import { serveRpc } from './rpc.js';
 import { alive, canConnect, ensureDaemon } from './daemon.js';
 import { HypervisorService, type ServiceOptions } from './hypervisor-service.js';
