@@ -5,7 +5,8 @@
 import { spawnSync } from 'node:child_process';
 import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
 import { EmulatedKeySlotAllocator } from '../src/enclave/backends/keyslots.js';
-import { createBackend, emulatedSlotRanges } from '../src/enclave/backends/backends.js';
+import { emulatedSlotRanges } from '../src/enclave/backends/backends.js';
+import { createBackend } from '../src/enclave/backends/registry.js';
 import { emulatedPlatformFacts } from '../src/enclave/backends/detect.js';
 import { SevGuestOwner } from '../src/enclave/backends/guest-owner.js';
 import { SEV_SUITE } from '../src/enclave/backends/sev-firmware.js';

@@ -4,14 +4,14 @@ import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import type { ImageArch, VerifiedImage } from '../src/measure/container.js';
 import { loadPolicy } from '../src/measure/policy.js';
-import { writeFileAtomic } from '../src/platform/state.js';
+import { writeFileAtomic } from '../src/fs/atomic.js';
 import { EXIT, HyperEnclaveError } from '../src/errors.js';
 import { type HashAlgName, hashAlgByName } from '../src/tpm/alg.js';
 import type { parseInitialValues } from './reference.js';
 
 // The container, signing and reference code is loaded by the command that runs (not for --help).
 const containerLib = () => import('../src/measure/container.js');
-import { readFileBounded, readTextFile } from '../src/platform/bounded-read.js';
+import { readFileBounded, readTextFile } from '../src/fs/bounded-read.js';
 
 /**
  * `firmware build|sign|inspect|reference|uki-reference|launch-env`: the image container and reference values.

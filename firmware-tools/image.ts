@@ -1,8 +1,8 @@
 import { createHash } from 'node:crypto';
-import { readFileBounded, readTextFile } from '../src/platform/bounded-read.js';
+import { readFileBounded, readTextFile } from '../src/fs/bounded-read.js';
 import { type ImageArch, type ImageFields, type ImageSigningKey, MAX_BUILD_ID, buildContainer, resignContainer, signingKeyFromPem } from '../src/measure/container.js';
 import { ImageError } from '../src/measure/errors.js';
-import { writeFileAtomic } from '../src/platform/state.js';
+import { writeFileAtomic } from '../src/fs/atomic.js';
 import { ElfError, flatLoadImage, parseElf64 } from './elf.js';
 
 export interface BuildOptions {

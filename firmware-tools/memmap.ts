@@ -1,13 +1,8 @@
-import { readFileSync, readdirSync, existsSync } from 'node:fs';
-import { join } from 'node:path';
 import { HyperEnclaveError, EXIT } from '../src/errors.js';
+import { FIRMWARE_MEMMAP_DIR, readFirmwareMemoryMap, type FirmwareMemoryRange } from '../src/platform/memory-map.js';
 
 /** One firmware (e820) memory-map range, end inclusive as Linux prints it. */
-export interface MemoryRange {
-  start: bigint;
-  end: bigint;
-  type: string;
-}
+export type MemoryRange = FirmwareMemoryRange;
 
 export interface ReservationPlan {
   base: bigint;
@@ -29,15 +24,11 @@ export class MemmapError extends HyperEnclaveError {
   }
 }
 
-/** Reads /sys/firmware/memmap (the firmware-provided map, before any memmap= carving). */
-export function readFirmwareMemmap(root = '/sys/firmware/memmap'): MemoryRange[] {
-  if (!existsSync(root)) throw new MemmapError(`memory map: ${root} not present`, EXIT.NOT_FOUND);
-  return readdirSync(root)
-    .map((d) => {
-      const f = (n: string) => readFileSync(join(root, d, n), 'utf8').trim();
-      return { start: BigInt(f('start')), end: BigInt(f('end')), type: f('type') };
-    })
-    .sort((a, b) => (a.start < b.start ? -1 : 1));
+/** Reads /sys/firmware/memmap (the firmware-provided map, before any memmap= carving): the one reader, src/platform/memory-map.ts. */
+export function readFirmwareMemmap(root = FIRMWARE_MEMMAP_DIR): MemoryRange[] {
+  const ranges = readFirmwareMemoryMap(root);
+  if (!ranges) throw new MemmapError(`memory map: ${root} not present`, EXIT.NOT_FOUND);
+  return ranges;
 }
 
 /**

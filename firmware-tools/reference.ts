@@ -3,7 +3,7 @@ import { type VerifiedImage, type VerifyOptions, headerToJson, verifyContainerFi
 import { ImageError } from '../src/measure/errors.js';
 import { type PcrPolicy, canonicalPolicyBytes } from '../src/measure/policy.js';
 import { type PcrValues, eventTypeName, pcrValuesToJson, planMeasurement, predictPcrs } from '../src/measure/plan.js';
-import { writeFileAtomic } from '../src/platform/state.js';
+import { writeFileAtomic } from '../src/fs/atomic.js';
 import { compileSchema } from '../src/schemas.js';
 import { type HashAlgName, hashAlgByName } from '../src/tpm/alg.js';
 import { drtmEventName, planDrtmLaunch, predictDrtmPcrs } from '../src/txt/drtm.js';

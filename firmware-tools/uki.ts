@@ -12,8 +12,8 @@
  */
 import { createHash } from 'node:crypto';
 import { ImageError } from '../src/measure/errors.js';
-import { inputCap, readFileBounded } from '../src/platform/bounded-read.js';
-import { writeFileAtomic } from '../src/platform/state.js';
+import { inputCap, readFileBounded } from '../src/fs/bounded-read.js';
+import { writeFileAtomic } from '../src/fs/atomic.js';
 import { compileSchema } from '../src/schemas.js';
 import { type HashAlgName, hashAlgByName } from '../src/tpm/alg.js';
 

@@ -4,9 +4,9 @@ import type { TpmClient, TpmObject } from '../tpm/client.js';
 import { TpmReader } from '../tpm/marshal.js';
 import { publicBytes, readPublic, type TpmtPublic } from '../tpm/structures.js';
 import { publicKeyPem } from '../tpm/verify.js';
-import { writeFileAtomic } from '../platform/state.js';
+import { writeFileAtomic } from '../fs/atomic.js';
 import { AttestError } from './errors.js';
-import { readTextFile } from '../platform/bounded-read.js';
+import { readTextFile } from '../fs/bounded-read.js';
 
 /**
  * The attestation key between CLI invocations, the way tpm2-tools users keep one: its

@@ -5,13 +5,15 @@
  */
 import { createHash, createPublicKey, generateKeyPairSync, sign, randomBytes } from 'node:crypto';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startSwtpm, swtpmAvailable, type SwtpmInstance } from '../platform/emulated/swtpm.js';
 import { buildEvidence, qualificationFor, type BundleClaims, type Evidence, type EvidenceEnclave } from './evidence.js';
 import { exportTpm2Tools, keylimeQuotes } from './export.js';
+import { EVIDENCE_CODECS, exportEvidence } from './codecs.js';
+import { compileSchema, schemasDir } from '../schemas.js';
 import { Tpm2ToolsAttester, tpm2ToolsAvailable } from './tpm2-tools-attester.js';
 import { Verifier } from './verifier.js';
 import type { VerifierPolicy } from './policy.js';
@@ -159,6 +161,27 @@ describe.skipIf(!!skip)('evidence bundles from a tpm2-tools attester on swtpm', 
     const kl = keylimeQuotes(ev);
     expect(kl[0]!.quote).toMatch(/^r[A-Za-z0-9+/=]+:[A-Za-z0-9+/=]+:[A-Za-z0-9+/=]+$/);
     expect(Buffer.from(kl[0]!.quote.split(':')[0]!.slice(1), 'base64')).toEqual(Buffer.from(ev.quotes[0]!.attest, 'base64'));
+  });
+
+  it('every format goes through the codec registry: written with its schema, read back by the verifier', () => {
+    const ev = bundle();
+    const dir = mkdtempSync(join(tmpdir(), 'attest-codecs-'));
+    tmp.push(dir);
+    const out = exportEvidence(ev, { bundle: join(dir, 'evidence.json'), 'tpm2-tools': join(dir, 'tpm2'), keylime: join(dir, 'keylime.json') });
+    expect(out.files[0]).toBe(join(dir, 'evidence.json'));
+    expect(out.files.at(-1)).toBe(join(dir, 'keylime.json'));
+    expect(out.checkquote?.length).toBe(ev.quotes.length);
+    const keylime = JSON.parse(readFileSync(join(dir, 'keylime.json'), 'utf8'));
+    expect(compileSchema('keylime-quotes.schema.json')(keylime)).toBeUndefined();
+    expect(compileSchema('keylime-quotes.schema.json')({ ...keylime, quotes: [{ bank: 'sha256', quote: 'not a keylime quote' }] })).toMatch(/quotes\/0\/quote/);
+    // the bundle read back is the bundle written; the tpm2-tools files read back verify with the AK
+    const back = EVIDENCE_CODECS.bundle.import(JSON.parse(readFileSync(join(dir, 'evidence.json'), 'utf8')));
+    expect(back.check.status).toBe('pass');
+    expect(back.evidence).toEqual(ev);
+    const q = ev.quotes[0]!;
+    const t = EVIDENCE_CODECS['tpm2-tools'].import({ message: readFileSync(join(dir, 'tpm2', `quote-${q.bank}.msg`)), signature: readFileSync(join(dir, 'tpm2', `quote-${q.bank}.sig`)), pcrs: readFileSync(join(dir, 'tpm2', `quote-${q.bank}.pcrs`)), akPem: readFileSync(join(dir, 'tpm2', 'ak.pem'), 'utf8') });
+    expect(t.input?.quotes[0]!.attest).toEqual(Buffer.from(q.attest, 'base64'));
+    for (const c of Object.values(EVIDENCE_CODECS)) if ('document' in c) expect(existsSync(join(schemasDir(), c.schema!)), c.format).toBe(true);
   });
 
   describe('negative matrix (bundles)', () => {

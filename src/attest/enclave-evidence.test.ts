@@ -1,3 +1,4 @@
+import { openPlatform } from '../platform/index.js';
 /**
  * The attester's enclave path at the hypervisor client on the emulated platform (the service
  * process holding the Rust core over swtpm): quoteEnclave gives a quote that Node's Ed25519 and
@@ -30,7 +31,7 @@ if (missing) console.warn(`skipping enclave evidence tests: ${missing}`);
 
 describe.skipIf(!!missing)('enclave quotes through the hypervisor client (emulated platform)', () => {
   const state = mkdtempSync(join(tmpdir(), 'he-encl-ev-'));
-  const platform = { kind: 'emulated' as const, stateDir: state };
+  const platform = openPlatform({ platform: 'emulated', stateDir: state });
   beforeAll(async () => {
     const img = join(state, 'hv.img');
     for (const args of [

@@ -19,7 +19,7 @@
  * verifier checks separately), and computes the PCR value that one HAK event yields.
  */
 import { createHash, createPublicKey, verify as cryptoVerify, type KeyObject } from 'node:crypto';
-import { HAK_EVENT_PREFIX, HYPERVISOR_EXIT_EVENT, LAYOUT, QUOTE, QUOTE_FLAGS, QUOTE_MAGIC, QUOTE_SIZE, REPORT_SIZE, hakEventData, parseReport, readRecord } from '../hypervisor/abi.js';
+import { HAK_EVENT_PREFIX, HYPERVISOR_EXIT_EVENT, LAYOUT, QUOTE, QUOTE_FLAGS, QUOTE_MAGIC, QUOTE_SIZE, REPORT_SIZE, hakEventData, parseReport, readRecord, type ReportRecord } from '../hypervisor/abi.js';
 
 export { HAK_EVENT_PREFIX, HYPERVISOR_EXIT_EVENT, hakEventData };
 export const ENCLAVE_QUOTE_SIZE = QUOTE_SIZE;
@@ -36,18 +36,8 @@ export const DEFAULT_HAK_PCR = 13;
  * hypervisor PCR shows it is not from an uninterrupted run of the measured hypervisor.
  */
 
-/** Fields of the SGX REPORT body (bytes 0..384 of a REPORT). */
-export interface ReportBody {
-  cpuSvn: Buffer;
-  miscSelect: number;
-  attributes: bigint;
-  xfrm: bigint;
-  mrenclave: Buffer;
-  mrsigner: Buffer;
-  isvProdId: number;
-  isvSvn: number;
-  reportData: Buffer;
-}
+/** Fields of the SGX REPORT body (bytes 0..384 of a REPORT): src/hypervisor's ReportRecord without key id, MAC and raw bytes. */
+export type ReportBody = Omit<ReportRecord, 'keyId' | 'mac' | 'body'>;
 
 export interface EnclaveQuote {
   magic: string;

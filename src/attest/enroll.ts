@@ -11,39 +11,13 @@ import { fromB64 } from './bytes.js';
 import { AttestError } from './errors.js';
 import { akNameOf, parsePublic } from './tpm-structures.js';
 import { makeCredentialForEk } from './credential.js';
-import { platformKindOfEk, verifyCertChain } from './verify.js';
+import { platformKindOfEk, verifyCertChain } from './ek-chain.js';
+import { checkEnrollmentId } from './state.js';
+import type { EnrollmentRecord, PendingEnrollment } from './types.js';
+
+export { checkEnrollmentId };
+export type { EnrollmentRecord, PendingEnrollment };
 import type { Verifier } from './verifier.js';
-
-export interface EnrollmentRecord {
-  schema: 'hyperenclave/ak-enrollment';
-  version: 1;
-  akName: string;
-  akSpkiSha256: string;
-  /** TPMT_PUBLIC of the AK, base64. */
-  akPublic: string;
-  ekCertSha256: string;
-  ekCertSubject?: string;
-  /** Derived at enrollment from the CA the EK certificate chains to: swtpm's local CA means emulated. */
-  platformKind?: 'real' | 'emulated';
-  platformReason?: string;
-  enrolledAt: string;
-  method: 'credential-activation';
-  /** ES256 signature (base64url, r‖s) over the JSON of this record without `signature`, by the verifier key. */
-  signature?: string;
-}
-
-export interface PendingEnrollment {
-  id: string;
-  secretSha256: string;
-  akName: string;
-  akSpkiSha256: string;
-  akPublic: string;
-  ekCertSha256: string;
-  ekCertSubject?: string;
-  platformKind?: 'real' | 'emulated';
-  platformReason?: string;
-  expiresAt: string;
-}
 
 /** What the attester sends (file `request.json` or POST /enroll/start). */
 export interface EnrollStartRequest {
@@ -127,11 +101,6 @@ export function prepareEnrollment(v: Verifier, req: EnrollStartRequest): { chall
   };
   secret.fill(0);
   return { pending, challenge: { schema: 'hyperenclave/ak-enroll-challenge', version: 1, id, credentialBlob: credentialBlob.toString('base64'), encryptedSecret: encryptedSecret.toString('base64'), expiresAt } };
-}
-
-/** Checks an enrollment id's form before any lookup. */
-export function checkEnrollmentId(id: string): void {
-  if (!/^[0-9a-f]{32}$/.test(id)) throw new AttestError(`enrollment id "${id.slice(0, 40)}" is not 32 hex digits`);
 }
 
 /** Verifier, second half: the attester's recovered secret; on match the AK is enrolled. */

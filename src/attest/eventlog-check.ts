@@ -6,10 +6,11 @@
  */
 import { compareReplay, parseEventLog, replay, type ReplayResult } from '../eventlog/index.js';
 import { EVENT_TYPES } from '../eventlog/types.js';
-import { checkHyperenclaveEvents } from '../eventlog/runtime-events.js';
-import type { PcrValues } from './verify.js';
+import { checkHyperenclaveEvents } from '../measure/runtime-events.js';
+import type { LogKind, PcrValues } from './types.js';
 
-export type LogKind = 'firmware' | 'runtime' | 'drtm';
+export type { LogKind };
+
 
 export interface LogReplayOutcome {
   ok: boolean;

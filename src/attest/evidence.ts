@@ -4,12 +4,13 @@ import { compileSchema } from '../schemas.js';
 import { CLAIMS_SCHEME, claimsDigest, qualifyingData, type ClaimsInput, type PlatformKindClaim } from './binding.js';
 import { fromB64, fromHex } from './bytes.js';
 import { AttestError } from './errors.js';
+import type { EvidenceBackendKind } from '../enclave/backends/registry.js';
 import { jsonSyntaxProblem } from '../errors.js';
 import type { BankName } from './policy.js';
 import type { CheckResult } from './result.js';
 import { parsePcrsFile } from './tpm2-tools.js';
-import type { EnclaveInput, PcrValues, VerifyInput } from './verify.js';
-import { readFileBounded } from '../platform/bounded-read.js';
+import type { EnclaveInput, PcrValues, VerifyInput } from './types.js';
+import { readFileBounded } from '../fs/bounded-read.js';
 
 export interface EvidenceQuote {
   bank: BankName;
@@ -20,7 +21,7 @@ export interface EvidenceQuote {
 
 export interface EvidenceEnclave {
   id?: string;
-  backend: 'none' | 'sgx-like' | 'sev' | 'sev-es' | 'sev-snp' | 'csv' | 'mktme';
+  backend: EvidenceBackendKind;
   /** The hypervisor's enclave quote (496 B), base64. */
   quote: string;
   /** What the enclave bound with the nonce into REPORTDATA, hex (may be empty). */

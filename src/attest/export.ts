@@ -1,5 +1,5 @@
 import { join } from 'node:path';
-import { writeFileAtomic } from '../platform/state.js';
+import { writeFileAtomic } from '../fs/atomic.js';
 import { qualifyingData } from './binding.js';
 import { bundleClaims, type Evidence } from './evidence.js';
 import type { BankName } from './policy.js';

@@ -1,10 +1,10 @@
 /** File-based halves for the CLI: JSON in, JSON out, written atomically. */
-import { writeFileAtomic } from '../platform/state.js';
+import { writeFileAtomic } from '../fs/atomic.js';
 import { AttestError } from './errors.js';
 import { EXIT, jsonSyntaxProblem } from '../errors.js';
 import { finishEnrollment, startEnrollment, type EnrollChallenge, type EnrollmentRecord, type EnrollStartRequest } from './enroll.js';
 import type { Verifier } from './verifier.js';
-import { readFileBounded } from '../platform/bounded-read.js';
+import { readFileBounded } from '../fs/bounded-read.js';
 
 export function readJsonFile<T>(path: string, what: string): T {
   const text = readFileBounded(path, { what, kind: 'log' }).toString('utf8');

@@ -10,11 +10,14 @@ export { AttestError, VerifyError } from './errors.js';
 export { CLAIMS_SCHEME, claimsDigest, qualifyingData } from './binding.js';
 export { buildEvidence, evidenceProblems, inputFromEvidence, parseEvidence, qualificationFor, readEvidenceFile, type BundleClaims, type Evidence, type EvidenceEnclave } from './evidence.js';
 export { exportTpm2Tools, keylimeQuotes, bundleQualification, type Tpm2ToolsExport } from './export.js';
+export { EVIDENCE_CODECS, exportEvidence, type EvidenceCodec, type EvidenceFormat } from './codecs.js';
 export { parsePcrsFile, writePcrsFile } from './tpm2-tools.js';
 export { loadPolicy, parsePolicy, loadReferenceValues, type VerifierPolicy, type ReferenceValues, type LoadedPolicy } from './policy.js';
 export { earClaims, signEar, verifyEar, validateEar, EAR_PROFILE, type EarClaims } from '../verifier/ear.js';
 export { buildResult, formatResultTable, summarize, type AttestationResult, type CheckResult, type EarStatus } from './result.js';
-export { verifyEvidence, verifyCertChain, type VerifyInput, type VerifyOptions } from './verify.js';
+export { verifyEvidence, type VerifyOptions } from './verify.js';
+export { verifyCertChain } from './ek-chain.js';
+export type { VerifyInput } from './types.js';
 export { Verifier, parseNonceHex, type VerifierOptions, type VerifyOutcome } from './verifier.js';
 export { VerifierState } from './state.js';
 export { VerifierClient, enrollWithVerifier, type RemoteVerdict } from './remote.js';
@@ -85,23 +88,8 @@ export async function attestToFiles(
   opts: import('./collect.js').CollectOptions & { outJson?: string; tpm2ToolsDir?: string; keylimeOut?: string; akHash?: string },
 ): Promise<{ evidence: import('./evidence.js').Evidence; files: string[]; checkquote?: string[] }> {
   const { collectEvidence } = await import('./collect.js');
-  const { exportTpm2Tools, keylimeQuotes } = await import('./export.js');
-  const { writeJsonFile } = await import('./files.js');
+  const { exportEvidence } = await import('./codecs.js');
   const evidence = await collectEvidence(tpm, opts);
-  const files: string[] = [];
-  let checkquote: string[] | undefined;
-  if (opts.outJson) {
-    writeJsonFile(opts.outJson, evidence);
-    files.push(opts.outJson);
-  }
-  if (opts.tpm2ToolsDir) {
-    const x = exportTpm2Tools(evidence, opts.tpm2ToolsDir, opts.akHash);
-    files.push(...x.files);
-    checkquote = x.commands;
-  }
-  if (opts.keylimeOut) {
-    writeJsonFile(opts.keylimeOut, { schema: 'hyperenclave/keylime-quotes', version: 1, quotes: keylimeQuotes(evidence) });
-    files.push(opts.keylimeOut);
-  }
-  return { evidence, files, ...(checkquote ? { checkquote } : {}) };
+  const out = exportEvidence(evidence, { ...(opts.outJson ? { bundle: opts.outJson } : {}), ...(opts.tpm2ToolsDir ? { 'tpm2-tools': opts.tpm2ToolsDir } : {}), ...(opts.keylimeOut ? { keylime: opts.keylimeOut } : {}) }, opts.akHash ? { akHash: opts.akHash } : {});
+  return { evidence, ...out };
 }

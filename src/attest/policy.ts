@@ -4,7 +4,7 @@ import { compileSchema, schemasDir } from '../schemas.js';
 import { AttestError } from './errors.js';
 import { jsonSyntaxProblem } from '../errors.js';
 import type { Requirement } from './result.js';
-import { readFileBounded, showPath } from '../platform/bounded-read.js';
+import { readFileBounded, showPath } from '../fs/bounded-read.js';
 import { loadUkiReference, type UkiRef } from './boot-checks.js';
 
 export type BankName = 'sha1' | 'sha256' | 'sha384' | 'sha512' | 'sm3_256';

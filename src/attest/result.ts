@@ -1,10 +1,10 @@
 import { createPrivateKey, createPublicKey, generateKeyPairSync, createHash, type KeyObject } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { writeFileAtomic } from '../platform/state.js';
+import { writeFileAtomic } from '../fs/atomic.js';
 import { compileSchema } from '../schemas.js';
 import { AttestError } from './errors.js';
-import { readFileBounded } from '../platform/bounded-read.js';
+import { readFileBounded } from '../fs/bounded-read.js';
 
 export type CheckStatus = 'pass' | 'fail' | 'skip';
 /** required: must pass; expected: a failure contraindicates, a skip is neutral; optional: a failure warns; off: not run. */

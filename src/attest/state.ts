@@ -1,10 +1,9 @@
 import { mkdirSync, readdirSync, readFileSync, existsSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { writeFileAtomic } from '../platform/state.js';
+import { writeFileAtomic } from '../fs/atomic.js';
 import { AttestError } from './errors.js';
 import { loadOrCreateVerifierKey, type VerifierKey } from './result.js';
-import type { ClockRecord } from './verify.js';
-import { checkEnrollmentId, type EnrollmentRecord, type PendingEnrollment } from './enroll.js';
+import type { ClockRecord, EnrollmentRecord, PendingEnrollment } from './types.js';
 
 const HEXNAME = /^[0-9a-f]{16,140}$/;
 
@@ -98,4 +97,9 @@ export class VerifierState {
     this.clocks.set(akSpkiHash, key);
     writeFileAtomic(join(this.dir, 'clock', `${akSpkiHash}.json`), JSON.stringify(rec) + '\n');
   }
+}
+
+/** Checks an enrollment id's form before any lookup. */
+export function checkEnrollmentId(id: string): void {
+  if (!/^[0-9a-f]{32}$/.test(id)) throw new AttestError(`enrollment id "${id.slice(0, 40)}" is not 32 hex digits`);
 }

@@ -16,17 +16,15 @@ export { TPM_GENERATED_VALUE } from '../tpm/constants.js';
 export const TPM_ST_ATTEST_QUOTE = TPM_ST.ATTEST_QUOTE;
 export type { SignatureCheck };
 
-/** TpmReader's "<what>: <field> at byte N: needs n byte(s), only m left", said as evidence truncation. */
-const READER_SHORT = /^(.+?): (\S+) at byte (\d+): needs (\d+) byte\(s\), only (\d+) left$/;
-
 /** Runs a src/tpm parse or import; what it refuses becomes an AttestError, prefixed with `who` when given. */
 function asEvidence<T>(fn: () => T, who = ''): T {
   try {
     return fn();
   } catch (e) {
     if (!(e instanceof TpmProtocolError || e instanceof TpmUsageError || e instanceof TpmVerifyError)) throw e;
-    const short = READER_SHORT.exec(e.message);
-    const message = short ? `${short[1]}: truncated at byte ${short[3]} reading ${short[2]} (${short[4]} bytes, ${short[5]} left)` : e.message;
+    // a reader that ran out of bytes says so as data ({field, offset}): said as evidence truncation
+    const p = e instanceof TpmProtocolError ? e.parse : undefined;
+    const message = p?.truncated ? `${p.what}: truncated at byte ${p.offset} reading ${p.field} (${p.truncated.need} bytes, ${p.truncated.left} left)` : e.message;
     throw new AttestError(`${who}${message}`, undefined, { cause: e });
   }
 }

@@ -6,7 +6,7 @@ import { hashAlgById, hashAlgByName } from '../tpm/alg.js';
 import { readPcrsSerialized, writePcrsSerialized } from '../tpm/verify.js';
 import { AttestError } from './errors.js';
 import type { BankName } from './policy.js';
-import type { PcrValues } from './verify.js';
+import type { PcrValues } from './types.js';
 
 export interface SerializedPcrs {
   selection: { bank: BankName; hashAlg: number; pcrs: number[] }[];

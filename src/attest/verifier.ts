@@ -1,14 +1,14 @@
 import { readFileSync } from 'node:fs';
 import { AttestError } from './errors.js';
-import { inputFromTpm2ToolsFiles, prepareEvidence } from './evidence.js';
+import { EVIDENCE_CODECS } from './codecs.js';
 import { loadPolicy, parsePolicy, type LoadedPolicy, type VerifierPolicy } from './policy.js';
 import { buildResult, type AttestationResult, type CheckResult } from './result.js';
 import { earClaims, policyId, signEar } from '../verifier/ear.js';
 import { VerifierState } from './state.js';
-import { verifyEvidence, type ClockRecord, type VerifyInput } from './verify.js';
-import type { EnrollmentRecord } from './enroll.js';
-import type { LogKind } from './eventlog-check.js';
-import { readFileBounded } from '../platform/bounded-read.js';
+import { verifyEvidence } from './verify.js';
+import type { ClockRecord, EnrollmentRecord, VerifyInput } from './types.js';
+import type { LogKind } from './types.js';
+import { readFileBounded } from '../fs/bounded-read.js';
 
 export interface VerifierOptions {
   /** Verifier state directory (key, enrollments, clock records). */
@@ -91,7 +91,7 @@ export class Verifier {
         return this.refuse([{ name: 'evidence.format', status: 'fail', reason: `not JSON: ${(e as Error).message}` }], challenge);
       }
     }
-    const prep = prepareEvidence(parsed);
+    const prep = EVIDENCE_CODECS.bundle.import(parsed);
     const pre = [prep.check, ...(freshness ? [freshness] : [])];
     if (!prep.input) return this.refuse(pre, challenge);
     return this.run(prep.input, challenge, pre, lookups);
@@ -101,7 +101,7 @@ export class Verifier {
   verifyTpm2Tools(files: { message: Buffer; signature: Buffer; pcrs: Buffer; akPem: string | Buffer; eventLogs?: Partial<Record<LogKind, Buffer>> }, nonce: Buffer): VerifyOutcome {
     let input: VerifyInput;
     try {
-      input = inputFromTpm2ToolsFiles(files);
+      input = EVIDENCE_CODECS['tpm2-tools'].import(files).input;
     } catch (e) {
       return this.refuse([{ name: 'evidence.format', status: 'fail', reason: (e as Error).message }], nonce);
     }

@@ -1,64 +1,19 @@
-import { createHash, timingSafeEqual, X509Certificate } from 'node:crypto';
-import { CSV_SUITE, SEV_SUITE, launchMeasurement } from '../enclave/backends/sev-firmware.js';
+import { createHash, X509Certificate } from 'node:crypto';
+import { launchCheckFor } from '../enclave/backends/registry.js';
 import { hashAlgById, hashAlgByName } from '../tpm/alg.js';
 import { parseEventLog } from '../eventlog/index.js';
 import { ATTR } from '../hypervisor/abi.js';
 import { CLAIMS_SCHEME, qualifyingData, type ClaimsInput } from './binding.js';
 import { AttestError } from './errors.js';
-import { validateEkChain } from '../verifier/ek-cert.js';
 import type { LoadedPolicy, BankName } from './policy.js';
 import { allowedEnclaveIdentities, maxRequirement, requirementOf } from './policy.js';
 import { buildResult, type AttestationResult, type CheckResult, type CheckStatus, type Requirement } from './result.js';
 import { akKeyFromInput, parseQuoteAttest, verifyQuoteSignature, TPM_GENERATED_VALUE, TPM_ST_ATTEST_QUOTE, type ParsedQuote } from './tpm-structures.js';
 import { checkEventData, replayEventLogs, type LogKind } from './eventlog-check.js';
 import { bootChecks } from './boot-checks.js';
-import type { EnrollmentRecord } from './enroll.js';
+import type { ClockRecord, EnclaveInput, EnrollmentRecord, PcrValues, QuoteInput, VerifyInput } from './types.js';
+import { platformKindOfEk, verifyCertChain } from './ek-chain.js';
 import { DEFAULT_HAK_PCR, HYPERVISOR_EXIT_EVENT, enclaveQuoteSignatureOk, expectedReportData, hakEventData, hakFromEventData, hakPcrValue, parseEnclaveQuote, type EnclaveQuote } from './enclave-quote.js';
-
-/** PCR values: bank -> index -> value. */
-export type PcrValues = Map<BankName, Map<number, Buffer>>;
-
-export interface QuoteInput {
-  attest: Buffer;
-  signature: Buffer;
-  /** Values of every PCR in this quote's selection (possibly several banks for tpm2-tools quotes). */
-  pcrs: PcrValues;
-}
-
-export interface EnclaveInput {
-  id?: string;
-  backend: string;
-  /** The hypervisor's enclave quote (496 B, CONTRACT-12). */
-  quote: Buffer;
-  /** What the enclave bound with the nonce: REPORTDATA[0..32] = SHA-256(nonce ‖ userData). */
-  userData: Buffer;
-  launchMeasurement?: Buffer;
-  /** Firmware launch inputs (apiMajor, apiMinor, build, policy, mnonce hex) for recomputing LAUNCH_MEASURE. */
-  launch?: Record<string, string | number>;
-  keySlot?: number;
-}
-
-/** What the verifier checks, whatever format it arrived in. */
-export interface VerifyInput {
-  source: 'bundle' | 'tpm2-tools';
-  /** claims: extraData = H(nonce ‖ claimsDigest); raw: extraData = nonce (tpm2-tools' own quotes). */
-  binding: 'claims' | 'raw';
-  /** What the attester claims to run on (never trusted: compared with the kind the EK certificate gives). */
-  platformKind?: 'real' | 'emulated';
-  quotes: QuoteInput[];
-  ak: { tpmtPublic?: Buffer; pem?: string };
-  ekCertificates?: string[];
-  eventLogs: Partial<Record<LogKind, Buffer>>;
-  enclaves: EnclaveInput[];
-}
-
-/** Remembered per AK between verifications (clock check). */
-export interface ClockRecord {
-  clock: string;
-  resetCount: number;
-  restartCount: number;
-  at: string;
-}
 
 export interface VerifyOptions {
   /** The challenge this verifier issued (never taken from the evidence). */
@@ -103,31 +58,6 @@ const short = (b: Uint8Array | string): string => (typeof b === 'string' ? b : h
 /** The log that owns a PCR's final value. */
 function logOf(pcr: number): LogKind {
   return pcr <= 7 ? 'firmware' : pcr >= 17 && pcr <= 22 ? 'drtm' : 'runtime';
-}
-
-/** True when a CA name says it is swtpm's local CA (swtpm_localca: "swtpm-localca-rootca", "swtpm-localca"). */
-function isSwtpmName(name: string): boolean {
-  return /swtpm/i.test(name);
-}
-
-/**
- * The platform kind an EK certificate chain shows: `emulated` when it chains to (or is issued by)
- * swtpm's local CA, `real` when it chains to another CA the policy trusts, `unknown` when it
- * does not chain to a trusted CA at all.
- */
-export function platformKindOfEk(chainPem: string[], trustedPem: string[]): { kind: 'real' | 'emulated' | 'unknown'; reason: string } {
-  const chain = verifyCertChain(chainPem, trustedPem);
-  if (!chain.ok) return { kind: 'unknown', reason: `EK certificate: ${chain.reason}` };
-  let names: string[] = [];
-  try {
-    const certs = chainPem.map((p) => new X509Certificate(p));
-    names = [...certs.map((c) => c.issuer), ...certs.slice(1).map((c) => c.subject), chain.root ?? ''];
-  } catch {
-    return { kind: 'unknown', reason: 'EK certificate does not parse' };
-  }
-  const swtpm = names.find(isSwtpmName);
-  if (swtpm) return { kind: 'emulated', reason: `EK certificate chains to swtpm's local CA (${swtpm.replace(/\n/g, ', ')})` };
-  return { kind: 'real', reason: `EK certificate ${chain.reason}` };
 }
 
 /** Runs every check; never throws for bad evidence (bad evidence is a failed check). */
@@ -610,7 +540,7 @@ function verifyEnclaves(input: VerifyInput, opts: VerifyOptions, c: Checks, ctx:
   }
 
   // SEV/CSV launch measurements (backends that encrypt the enclave VM's memory)
-  const launched = input.enclaves.filter((e) => /^(sev|sev-es|sev-snp|csv)$/.test(e.backend));
+  const launched = input.enclaves.filter((e) => launchCheckFor(e.backend));
   if (launched.length) {
     const allowed = encPol.allowedLaunchMeasurements;
     const owner = encPol.launch && opts.policy.launchTik ? { ...encPol.launch, tik: opts.policy.launchTik } : undefined;
@@ -619,7 +549,7 @@ function verifyEnclaves(input: VerifyInput, opts: VerifyOptions, c: Checks, ctx:
       const w = `enclave ${e.id ?? input.enclaves.indexOf(e)} (${e.backend})`;
       if (!e.launchMeasurement) lbad.push(`${w}: no launch measurement`);
       else if (owner) {
-        const r = recomputeLaunch(e, owner);
+        const r = launchCheckFor(e.backend)!(e.launchMeasurement, e.launch ?? {}, owner);
         if (!r.ok) lbad.push(`${w}: ${r.reason}`);
       } else if (!allowed) continue;
       else if (!allowed.includes(hex(e.launchMeasurement))) lbad.push(`${w}: launch measurement ${short(e.launchMeasurement)} not among ${allowed.length} expected`);
@@ -629,35 +559,6 @@ function verifyEnclaves(input: VerifyInput, opts: VerifyOptions, c: Checks, ctx:
   }
 }
 
-/**
- * Guest-owner check: LAUNCH_MEASURE recomputed with the TIK from the reference launch digests and
- * the firmware inputs the evidence reports (api version, build, policy, MNONCE).
- */
-function recomputeLaunch(e: EnclaveInput, owner: { tik: Buffer; allowedLaunchDigests: string[]; allowedPolicies?: number[] }): { ok: boolean; reason: string } {
-  const l = e.launch ?? {};
-  const num = (k: string): number | undefined => (typeof l[k] === 'number' ? (l[k] as number) : undefined);
-  const apiMajor = num('apiMajor');
-  const apiMinor = num('apiMinor');
-  const build = num('build');
-  const pol = num('policy');
-  const mnonce = typeof l.mnonce === 'string' && /^[0-9a-f]{32}$/.test(l.mnonce) ? Buffer.from(l.mnonce, 'hex') : undefined;
-  if (apiMajor === undefined || apiMinor === undefined || build === undefined || pol === undefined || !mnonce) return { ok: false, reason: 'launch inputs (apiMajor, apiMinor, build, policy, mnonce) missing' };
-  if (owner.allowedPolicies && !owner.allowedPolicies.includes(pol)) return { ok: false, reason: `guest policy 0x${pol.toString(16)} not allowed` };
-  const suite = e.backend === 'csv' ? CSV_SUITE : SEV_SUITE;
-  for (const ld of owner.allowedLaunchDigests) {
-    const m = launchMeasurement(suite, { apiMajor, apiMinor, build, policy: pol, launchDigest: Buffer.from(ld, 'hex'), mnonce, tik: owner.tik });
-    if (e.launchMeasurement && m.length === e.launchMeasurement.length && timingSafeEqual(m, e.launchMeasurement)) return { ok: true, reason: `matches reference launch digest ${ld.slice(0, 16)}…` };
-  }
-  return { ok: false, reason: `launch measurement ${hex(e.launchMeasurement ?? Buffer.alloc(0)).slice(0, 16)}… matches none of ${owner.allowedLaunchDigests.length} reference launch digest(s)` };
-}
-
-/**
- * Checks an EK certificate chain [leaf, ...intermediates] up to one of the trusted CAs: RFC 5280
- * path validation, the TCG EK profile, CRLs when given (src/verifier/ek-cert.ts). `root` is the
- * subject of the trust anchor that validated it.
- */
-export function verifyCertChain(chainPem: string[], trustedPem: string[], at = new Date(), crls?: (string | Buffer)[]): { ok: boolean; reason: string; root?: string; anchor?: { subject: string; sha256: string } } {
-  return validateEkChain(chainPem, trustedPem, { at, ...(crls?.length ? { crls } : {}) });
-}
-
 export { AttestError };
+export { platformKindOfEk, verifyCertChain };
+export type { ClockRecord, EnclaveInput, PcrValues, QuoteInput, VerifyInput };

@@ -1,9 +1,9 @@
 import { join } from 'node:path';
 import { HyperEnclaveError, EXIT } from '../errors.js';
-import { readJsonIfExists, writeFileAtomic } from '../platform/state.js';
+import { readJsonIfExists, writeFileAtomic } from '../fs/atomic.js';
 import type { Logger } from '../log.js';
 import { withStateLock } from '../platform/lock.js';
-import { fileSystemError } from '../platform/fs-errors.js';
+import { fileSystemError } from '../fs/fs-errors.js';
 
 /** What the boot flow needs from the platform; the CLI wires real implementations. */
 export interface BootSteps {

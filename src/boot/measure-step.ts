@@ -56,7 +56,7 @@ export async function measureStep(args: {
     recovered: reconciliation.actions,
   }));
   if (!args.launchEnvironment) return { measurement, recovered };
-  if (args.platform.kind !== 'emulated')
+  if (args.platform.drtm !== 'emulated')
     throw new HyperEnclaveError('DRTM: a real TXT launch is performed by tboot/SINIT before Linux, not by this command; read its result with "hyperenclave platform"', EXIT.UNSUPPORTED);
   const steps = planDrtmLaunch(args.launchEnvironment, img, args.policy, banks);
   const rec = new DrtmLogRecorder();

@@ -12,7 +12,7 @@ import { disableHypervisor, enableHypervisor, hypervisorStatus, loadHypervisor, 
 import { HyperEnclaveError, EXIT } from '../errors.js';
 import { trustStep } from './trust-step.js';
 
-/** The boot flow's steps on a platform: real devices on linux, swtpm + the service when emulated. */
+/** The boot flow's steps on a platform: real devices on linux, swtpm + the service when emulated (the Platform's capabilities decide). */
 export function bootStepsFor(
   platform: Platform,
   cfg: { imagePath: string; policy: PcrPolicy; trustedKeys?: string[]; launchEnvironment?: Buffer; tcti?: string },
@@ -33,7 +33,7 @@ export function bootStepsFor(
       return { id: img.id, path: cfg.imagePath };
     },
     async measure() {
-      const tpm = await openTpm(cfg.tcti ?? (await platform.defaultTcti()));
+      const tpm = await openTpm(await platform.resolveTcti(cfg.tcti));
       try {
         const r = await measureStep({
           platform,
@@ -43,7 +43,7 @@ export function bootStepsFor(
           ...(cfg.trustedKeys ? { trustedKeys: cfg.trustedKeys } : {}),
           ...(cfg.launchEnvironment ? { launchEnvironment: cfg.launchEnvironment } : {}),
           // The kernel driver measures what it loads: on linux the image event is its extension.
-          ...(platform.kind === 'linux' ? { extendImage: (e: PlannedEvent) => loadMeasuredByDriver(platform, cfg.imagePath, sha256, e) } : {}),
+          ...(platform.imageMeasuredBy === 'driver' ? { extendImage: (e: PlannedEvent) => loadMeasuredByDriver(platform, cfg.imagePath, sha256, e) } : {}),
         });
         return {
           events: r.measurement.events.length,
@@ -57,7 +57,7 @@ export function bootStepsFor(
       }
     },
     async load(image, opts) {
-      if (platform.kind === 'linux') {
+      if (platform.imageMeasuredBy === 'driver') {
         const s = await hypervisorStatus(platform);
         // loaded (and measured) by the measure step; after a disable in this boot the PCR is capped
         // and the image is loaded again below (the driver measures it, the log records it)
@@ -112,7 +112,7 @@ async function loadMeasuredByDriver(platform: Platform, imagePath: string, sha25
 }
 
 async function loadAndLogByDriver(platform: Platform, cfg: { imagePath: string; policy: PcrPolicy; tcti?: string }, sha256: string): Promise<void> {
-  const tpm = await openTpm(cfg.tcti ?? (await platform.defaultTcti()));
+  const tpm = await openTpm(await platform.resolveTcti(cfg.tcti));
   try {
     const banks = banksForTpm(cfg.policy, await measureTpmFor(tpm).activeBanks());
     const img = await verifyContainerFile(cfg.imagePath, { banks });

@@ -1,7 +1,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Platform } from '../platform/index.js';
-import { writeFileAtomic } from '../platform/state.js';
+import { writeFileAtomic } from '../fs/atomic.js';
 import { runtimeLogPath } from '../platform/logs.js';
 import { EventLogAppender, parseEventLog } from '../eventlog/index.js';
 import { measureTpmFor } from '../measure/index.js';
@@ -65,7 +65,7 @@ export async function trustStep(platform: Platform, tcti?: string): Promise<Trus
   if (logged) {
     let banks = existing?.banks;
     if (!banks) {
-      const tpm = await openTpm(tcti ?? (await platform.defaultTcti()));
+      const tpm = await openTpm(await platform.resolveTcti(tcti));
       try {
         banks = await measureTpmFor(tpm).activeBanks();
       } finally {

@@ -4,7 +4,7 @@
  */
 import { Command, CommanderError, Option } from 'commander';
 import { EXIT, HyperEnclaveError, oneLine } from '../errors.js';
-import { fileSystemError } from '../platform/fs-errors.js';
+import { fileSystemError } from '../fs/fs-errors.js';
 import { lazyLogger, logColorFor, logFormatFor, logLevelFromEnv, setLogger, underJournald } from '../log.js';
 import { cliVersion } from './version.js';
 import { invokedGroup, registerCommands } from './commands/index.js';
@@ -21,7 +21,7 @@ export async function buildProgram(argv?: readonly string[]): Promise<Command> {
     .addOption(new Option('--platform <kind>', 'linux, emulated or auto').default('auto'))
     .option('--config <file>', 'configuration file (default /etc/hyperenclave/config.json)')
     .option('--state-dir <dir>', 'state directory (default /var/lib/hyperenclave as root)')
-    .option('--tcti <tcti>', 'TPM: swtpm:host=H,port=P | swtpm:path=SOCK | device:/dev/tpmrm0 (env HYPERENCLAVE_TCTI, TPM2TOOLS_TCTI)')
+    .option('--tcti <tcti>', 'TPM: swtpm:host=H,port=P | swtpm:path=SOCK | device:/dev/tpmrm0 (else env HYPERENCLAVE_TCTI, TPM2TOOLS_TCTI, else the configuration\'s tcti)')
     .option('--json', 'machine-readable output (every reporting command)')
     .option('-v, --verbose', 'log details to stderr')
     .option('-q, --quiet', 'print only errors')

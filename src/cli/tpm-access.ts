@@ -2,9 +2,9 @@ import { openTpm, hashAlgByName, hashAlgById, type TpmClient } from '../tpm/inde
 import type { Platform } from '../platform/index.js';
 import { HyperEnclaveError, EXIT } from '../errors.js';
 
-/** --tcti, else HYPERENCLAVE_TCTI / TPM2TOOLS_TCTI, else the platform's own TPM. */
-export async function tctiFor(platform: Platform, tcti?: string): Promise<string> {
-  return tcti || process.env.HYPERENCLAVE_TCTI || process.env.TPM2TOOLS_TCTI || (await platform.defaultTcti());
+/** --tcti, else HYPERENCLAVE_TCTI / TPM2TOOLS_TCTI, else the configuration's `tcti`, else the platform's own TPM (Platform.resolveTcti). */
+export function tctiFor(platform: Platform, tcti?: string): Promise<string> {
+  return platform.resolveTcti(tcti);
 }
 
 /** Opens the TPM for one command and always closes it (flushing nothing it did not create). */

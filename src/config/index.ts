@@ -2,13 +2,15 @@ import { readFileSync, existsSync } from 'node:fs';
 import { HyperEnclaveError, EXIT, jsonSyntaxProblem } from '../errors.js';
 import { compileSchema } from '../schemas.js';
 import type { BackendKind } from '../enclave/backends/kind.js';
-import { readTextFile } from '../platform/bounded-read.js';
+import { readTextFile } from '../fs/bounded-read.js';
 
 export interface HyperEnclaveConfig {
   schema: 'hyperenclave/config';
   version: 1;
   platform?: 'auto' | 'linux' | 'emulated';
   stateDir?: string;
+  /** The TPM when neither --tcti nor the environment names one (Platform.resolveTcti). */
+  tcti?: string;
   image?: string;
   imageSigner?: string;
   pcrPolicy?: string;

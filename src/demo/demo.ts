@@ -8,7 +8,7 @@ import { stopEmulatedTpm, emulatedTpmRecord } from '../platform/emulated/tpm-dae
 import { swtpmCaCertificates } from '../platform/emulated/swtpm.js';
 import { readCpuFacts } from '../platform/cpu.js';
 import { drtmLogPath, runtimeLogPath } from '../platform/logs.js';
-import { writeFileAtomic } from '../platform/state.js';
+import { writeFileAtomic } from '../fs/atomic.js';
 import { openTpm } from '../tpm/index.js';
 import { archForCpuVendor, verifyContainerFile } from '../measure/container.js';
 import { loadPolicy, DEFAULT_POLICY_NAME } from '../measure/index.js';

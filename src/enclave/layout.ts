@@ -4,7 +4,7 @@ import { PAGE_SIZE } from '../hypervisor/abi.js';
 import { EnclaveError } from './errors.js';
 import type { EnclaveManifest } from './manifest.js';
 import { SECINFO_TCS, type MeasuredPage, secinfoReg } from './sgx.js';
-import { readFileBounded, readTextFile } from '../platform/bounded-read.js';
+import { readFileBounded, readTextFile } from '../fs/bounded-read.js';
 
 /**
  * From a manifest and its payload (flat image + layout JSON) to the exact page list EADD gets:

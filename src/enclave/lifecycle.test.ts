@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { createHash } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { serviceEntry, stopHypervisorService } from '../platform/emulated/hypervisor-service.js';
+import { serviceEntry, stopHypervisorService } from '../platform/emulated/service-process.js';
 import { stopEmulatedTpm } from '../platform/emulated/tpm-daemon.js';
 import { addonCore } from '../hypervisor/addon-adapter.js';
 import { EmulatedHypervisorClient } from '../hypervisor/emulated-client.js';

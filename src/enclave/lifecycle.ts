@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { readFileBounded } from '../platform/bounded-read.js';
+import { readFileBounded } from '../fs/bounded-read.js';
 import { EXIT } from '../errors.js';
 import type { EcallRequest, EcallResult, HypervisorClient } from '../hypervisor/client.js';
 import type { BackendKind } from './backends/index.js';

@@ -4,7 +4,7 @@ import { EXIT, jsonSyntaxProblem } from '../errors.js';
 import { compileSchema } from '../schemas.js';
 import type { BackendKind } from './backends/index.js';
 import { EnclaveError } from './errors.js';
-import { readTextFile } from '../platform/bounded-read.js';
+import { readTextFile } from '../fs/bounded-read.js';
 
 /** An enclave manifest (schemas/enclave-manifest.schema.json) with paths resolved and sizes parsed. */
 export interface EnclaveManifest {

@@ -1,3 +1,4 @@
+import { openPlatform } from '../platform/index.js';
 import { stopEmulatedTpm } from '../platform/emulated/tpm-daemon.js';
 import { createHash } from 'node:crypto';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -6,7 +7,7 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { addonCore } from '../hypervisor/addon-adapter.js';
 import { disableHypervisor, enableHypervisor, hypervisorStatus, stopHypervisor } from '../hypervisor/index.js';
-import { serviceEntry } from '../platform/emulated/hypervisor-service.js';
+import { serviceEntry } from '../platform/emulated/service-process.js';
 import { createEnclaveFromManifest, destroyEnclaveById, listEnclaves, parseEcallSpec, runEnclaveFromManifest } from './service.js';
 import { skipUnless } from '../../test/helpers/require.js';
 
@@ -40,7 +41,7 @@ const why = skipUnless('enclave CLI service API tests', [
 
 describe.skipIf(!!why)('CLI service API across invocations (each call its own connection)', () => {
   const stateDir = mkdtempSync(join(tmpdir(), 'he-cli-'));
-  const platform = { kind: 'emulated' as const, stateDir };
+  const platform = openPlatform({ platform: 'emulated', stateDir });
   afterAll(async () => {
     await stopHypervisor(platform);
     await stopEmulatedTpm(stateDir); // the service's core started it to seal its root

@@ -9,7 +9,7 @@ import { EXIT } from '../errors.js';
 
 /** Small service API for the CLI (`enclave create|run|list|destroy`). */
 
-type Where = Pick<Platform, 'kind' | 'stateDir'>;
+type Where = Pick<Platform, 'hypervisorTransport' | 'stateDir'>;
 
 export interface EnclaveCommandOptions {
   backend?: BackendKind;

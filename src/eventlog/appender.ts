@@ -4,7 +4,7 @@ import { basename, dirname, join } from 'node:path';
 import { EventLogError } from './errors.js';
 import { parseEventLog, type EventLog, type ParseOptions, type SpecIdAlgorithm } from './parse.js';
 import { encodeEvent2, encodeSpecIdHeader, specIdAlgorithms, startupLocalityEvent, type EventInput, type SpecIdInput } from './write.js';
-import { readFileBounded } from '../platform/bounded-read.js';
+import { readFileBounded } from '../fs/bounded-read.js';
 
 export interface AppenderOptions {
   /** Banks every record carries (e.g. ['sha1', 'sha256', 'sha384']); must match an existing file's. */

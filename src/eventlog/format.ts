@@ -1,7 +1,7 @@
 import { decodeEvent, type DecodedEvent } from './decode.js';
 import type { EventLog, LogEvent } from './parse.js';
 import { checkPayloadDigest } from './payload-digest.js';
-import { checkHyperenclaveEvents, type EventDataCheck } from './runtime-events.js';
+import type { EventDataCheck, EventDataChecker } from './data-check.js';
 import type { ReplayComparison, ReplayResult } from './replay.js';
 
 export const EVENTLOG_JSON_SCHEMA = 'hyperenclave/eventlog';
@@ -21,7 +21,7 @@ export interface EventJson {
   decoded?: DecodedEvent;
   /** Present when the digest should be the hash of the data and is not. */
   digestMismatch?: string[];
-  /** Our own (hyperenclave:) events: whether the data matches the digest (src/eventlog/runtime-events.ts). */
+  /** Events a data checker knows (ours: src/measure/runtime-events.ts): whether the data matches the digest. */
   dataCheck?: { status: EventDataCheck["status"]; reason: string };
 }
 
@@ -50,11 +50,11 @@ export function eventToJson(ev: LogEvent, log?: EventLog, dataChecks?: Map<numbe
   return out;
 }
 
-const dataChecksOf = (log: EventLog): Map<number, EventDataCheck> => new Map(checkHyperenclaveEvents(log).map((c) => [c.index, c]));
+const dataChecksOf = (log: EventLog, checker?: EventDataChecker): Map<number, EventDataCheck> => new Map((checker ? checker(log) : []).map((c) => [c.index, c]));
 
 /** JSON form of a parsed log for `--json` output; field names are stable. */
-export function eventLogToJson(log: EventLog): EventLogJson {
-  const checks = dataChecksOf(log);
+export function eventLogToJson(log: EventLog, opts: { dataChecks?: EventDataChecker } = {}): EventLogJson {
+  const checks = dataChecksOf(log, opts.dataChecks);
   const out: EventLogJson = { schema: EVENTLOG_JSON_SCHEMA, version: 1, format: log.format, banks: log.banks, eventCount: log.events.length, events: log.events.map((e) => eventToJson(e, log, checks)) };
   if (log.specId && log.events[0]) {
     const d = decodeEvent(log.events[0], log);
@@ -135,7 +135,7 @@ function decodedLines(d: DecodedEvent, indent: string): string[] {
 }
 
 /** Text form for humans: one block per event (index, PCR, type, digests, decoded data), then a summary. */
-export function formatEventLogText(log: EventLog, opts: { replay?: ReplayResult } = {}): string {
+export function formatEventLogText(log: EventLog, opts: { replay?: ReplayResult; dataChecks?: EventDataChecker } = {}): string {
   const out: string[] = [];
   out.push(`format: ${log.format}${log.specId ? ` (${log.specId.signature}, spec ${log.specId.specVersionMajor}.${log.specId.specVersionMinor} errata ${log.specId.specErrata})` : ''}`);
   out.push(`banks: ${log.banks.join(', ')}`);
@@ -143,7 +143,7 @@ export function formatEventLogText(log: EventLog, opts: { replay?: ReplayResult 
   if (log.padding) out.push(`padding: ${log.padding.length} bytes at offset ${log.padding.offset} (ignored)`);
   if (log.tornTail) out.push(`torn tail: ${log.tornTail.length} bytes at offset ${log.tornTail.offset} ignored (${log.tornTail.reason})`);
   const bankWidth = Math.max(...log.banks.map((b) => b.length), 4);
-  const checks = dataChecksOf(log);
+  const checks = dataChecksOf(log, opts.dataChecks);
   for (const ev of log.events) {
     out.push('');
     out.push(`#${ev.index}  PCR ${ev.pcr}  ${ev.typeName}  (${ev.data.length} bytes at offset ${ev.offset})`);

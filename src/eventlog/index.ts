@@ -19,4 +19,5 @@ export {
 export { decodeEvent, type DecodedEvent } from './decode.js';
 export { devicePathToText } from './devicepath.js';
 export { checkPayloadDigest } from './payload-digest.js';
+export type { EventDataCheck, EventDataChecker, EventDataStatus } from './data-check.js';
 export { formatEventLogText, formatReplayText, eventLogToJson, replayToJson, EVENTLOG_JSON_SCHEMA, REPLAY_JSON_SCHEMA, type EventLogJson, type EventJson, type ReplayJson } from './format.js';

@@ -1,6 +1,6 @@
 import type { BackendKind, LaunchMeasurement } from '../enclave/backends/index.js';
 import { RpcClient } from '../platform/emulated/rpc.js';
-import { type ServiceStartOptions, ensureHypervisorService, serviceRecord, stopHypervisorService } from '../platform/emulated/hypervisor-service.js';
+import { type ServiceStartOptions, ensureHypervisorService, serviceRecord, stopHypervisorService } from '../platform/emulated/service-process.js';
 import {
   type EnclaveInfoRecord,
   type HvStatusRecord,

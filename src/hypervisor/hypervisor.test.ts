@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { compileSchema } from '../schemas.js';
-import { serviceEntry, stopHypervisorService } from '../platform/emulated/hypervisor-service.js';
+import { serviceEntry, stopHypervisorService } from '../platform/emulated/service-process.js';
 import { buildContainer } from '../measure/index.js';
 import { SECINFO, STATUS_CODE } from './abi.js';
 import { addonCore } from './addon-adapter.js';

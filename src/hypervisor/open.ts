@@ -4,16 +4,18 @@ import { EmulatedHypervisorClient } from './emulated-client.js';
 import { LinuxHypervisorClient } from './linux-client.js';
 
 /**
- * The client for a platform. emulated: connects to (and, unless `start: false`, starts) the
- * service of platform.stateDir; linux: opens /dev/hyperenclave.
+ * The client for a platform's hypervisor transport. service: connects to (and, unless
+ * `start: false`, starts) the emulated service of its state directory; device: opens /dev/hyperenclave.
  */
-export async function openHypervisor(platform: Pick<Platform, 'kind' | 'stateDir'>, opts: { start?: boolean } = {}): Promise<HypervisorClient> {
-  if (platform.kind === 'linux') return LinuxHypervisorClient.open();
-  return EmulatedHypervisorClient.connect(platform.stateDir, opts);
+export async function openHypervisor(platform: Pick<Platform, 'hypervisorTransport'>, opts: { start?: boolean } = {}): Promise<HypervisorClient> {
+  const t = platform.hypervisorTransport;
+  if (t.via === 'device') return LinuxHypervisorClient.open();
+  return EmulatedHypervisorClient.connect(t.stateDir, opts);
 }
 
-/** Stops the emulated service (no-op on linux). Returns whether one was running. */
-export async function stopHypervisor(platform: Pick<Platform, 'kind' | 'stateDir'>): Promise<boolean> {
-  if (platform.kind === 'linux') return false;
-  return EmulatedHypervisorClient.stop(platform.stateDir);
+/** Stops the emulated service (no-op for the device). Returns whether one was running. */
+export async function stopHypervisor(platform: Pick<Platform, 'hypervisorTransport'>): Promise<boolean> {
+  const t = platform.hypervisorTransport;
+  if (t.via === 'device') return false;
+  return EmulatedHypervisorClient.stop(t.stateDir);
 }

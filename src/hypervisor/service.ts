@@ -6,7 +6,7 @@ import { logHypervisorExit } from './exit-event.js';
 
 /** Small service API for the CLI (`load`, `enable`, `disable`, `status`; `stopHypervisor` in open.ts): each call opens and closes its client. */
 
-type Where = Pick<Platform, 'kind' | 'stateDir'>;
+type Where = Pick<Platform, 'hypervisorTransport' | 'stateDir'>;
 
 export async function withHypervisor<T>(platform: Where, fn: (c: HypervisorClient) => Promise<T>, opts: { start?: boolean } = {}): Promise<T> {
   const c = await openHypervisor(platform, opts);

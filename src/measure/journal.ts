@@ -3,7 +3,7 @@ import { archiveEventLogFile, EventLogAppender, readEventLogFile } from '../even
 import { replay } from '../eventlog/replay.js';
 import { defaultInitialValue } from '../eventlog/replay.js';
 import { HyperEnclaveError, EXIT } from '../errors.js';
-import { writeFileAtomic } from '../platform/state.js';
+import { writeFileAtomic } from '../fs/atomic.js';
 import { withStateLock } from '../platform/lock.js';
 import { measureJournalPath, runtimeLogPath } from '../platform/logs.js';
 import { hashAlgByName, type HashAlgName } from '../tpm/alg.js';

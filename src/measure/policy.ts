@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { compileSchema } from '../schemas.js';
 import { EXIT, HyperEnclaveError, jsonSyntaxProblem } from '../errors.js';
-import { readFileBounded } from '../platform/bounded-read.js';
+import { readFileBounded } from '../fs/bounded-read.js';
 import { type HashAlgName, hashAlgByName, nodeSupports } from '../tpm/alg.js';
 import { PolicyError } from './errors.js';
 

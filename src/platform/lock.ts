@@ -3,7 +3,7 @@ import { spawnSync } from 'node:child_process';
 import { closeSync, ftruncateSync, mkdirSync, openSync, readFileSync, writeSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { HyperEnclaveError, EXIT } from '../errors.js';
-import { fileSystemError } from './fs-errors.js';
+import { fileSystemError } from '../fs/fs-errors.js';
 
 /**
  * Advisory locks that cannot go stale: flock(2) on a lock file, which the kernel releases when

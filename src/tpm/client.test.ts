@@ -405,6 +405,19 @@ describe('Linux TPM character device', () => {
 });
 
 describe('openTpm', () => {
+  it('without a TCTI or the environment names none, refuses (the platform default is Platform.resolveTcti\'s, not the TPM layer\'s)', async () => {
+    const saved = { h: process.env.HYPERENCLAVE_TCTI, t: process.env.TPM2TOOLS_TCTI };
+    delete process.env.HYPERENCLAVE_TCTI;
+    delete process.env.TPM2TOOLS_TCTI;
+    try {
+      await expect(openTpm()).rejects.toThrow(/no TPM named/);
+    } finally {
+      for (const [k, v] of [['HYPERENCLAVE_TCTI', saved.h], ['TPM2TOOLS_TCTI', saved.t]] as const) {
+        if (v === undefined) delete process.env[k];
+        else process.env[k] = v;
+      }
+    }
+  });
   it('takes HYPERENCLAVE_TCTI when no TCTI is given', async () => {
     const saved = process.env.HYPERENCLAVE_TCTI;
     process.env.HYPERENCLAVE_TCTI = 'device:/dev/tpm-test-none';

@@ -193,9 +193,23 @@ export class TpmError extends HyperEnclaveError {
 }
 
 /** Bytes from or to the TPM that do not follow the protocol (truncated, oversized, garbled), or a transport failure. */
+/** Where bytes stopped making sense, as data: the structure, the field, its absolute offset, and why. */
+export interface TpmParseProblem {
+  /** The whole buffer, e.g. "TPM2_Quote response" or "TPMS_ATTEST". */
+  what: string;
+  field: string;
+  offset: number;
+  reason: string;
+  /** Set when the bytes ended early: how many the field needed and how many were left. */
+  truncated?: { need: number; left: number };
+}
+
 export class TpmProtocolError extends HyperEnclaveError {
-  constructor(message: string, options?: { cause?: unknown }) {
-    super(message, EXIT.TPM, options);
+  /** Present when a TpmReader refused the bytes: callers rephrase from this, never from the message. */
+  readonly parse?: TpmParseProblem;
+  constructor(message: string, options?: { cause?: unknown; parse?: TpmParseProblem }) {
+    super(message, EXIT.TPM, options && 'cause' in options ? { cause: options.cause } : undefined);
+    if (options?.parse) this.parse = options.parse;
   }
 }
 

@@ -1,6 +1,7 @@
 /** TPM 2.0 client: public API. */
 import { TpmClient, type TpmClientOptions } from './client.js';
 import { openTransport, tctiFromEnv } from './tcti.js';
+import { TpmUsageError } from './errors.js';
 
 export * from './alg.js';
 export * from './constants.js';
@@ -18,14 +19,11 @@ export * from './transport/index.js';
 export * from './client.js';
 
 /**
- * Opens a TPM: the given TCTI, else HYPERENCLAVE_TCTI / TPM2TOOLS_TCTI, else the platform's
- * default TPM (/dev/tpmrm0 on Linux hardware, the emulated platform's swtpm otherwise).
+ * Opens a TPM: the given TCTI, else HYPERENCLAVE_TCTI / TPM2TOOLS_TCTI. The platform's own TPM
+ * and the configuration are not known here: callers resolve the TCTI with Platform.resolveTcti.
  */
 export async function openTpm(tcti?: string, opts: TpmClientOptions & { timeoutMs?: number } = {}): Promise<TpmClient> {
-  let chosen = tcti ?? tctiFromEnv();
-  if (!chosen) {
-    const { openPlatform } = await import('../platform/index.js');
-    chosen = await openPlatform().defaultTcti();
-  }
+  const chosen = tcti ?? tctiFromEnv();
+  if (!chosen) throw new TpmUsageError('no TPM named: give a TCTI (--tcti, HYPERENCLAVE_TCTI / TPM2TOOLS_TCTI, the configuration\'s tcti) or the platform\'s own (Platform.resolveTcti)');
   return new TpmClient(openTransport(chosen, opts.timeoutMs ? { timeoutMs: opts.timeoutMs } : {}), opts);
 }

@@ -39,6 +39,23 @@ function roundTrip<T>(v: T, write: (w: TpmWriter, v: T) => void, read: (r: TpmRe
 }
 
 describe('TpmReader / TpmWriter', () => {
+  it('says where it stopped as data: {what, field, offset, reason}, truncation with need/left', () => {
+    const r = new TpmReader(Buffer.from([0, 1, 2]), 'TPMS_TEST', 10);
+    r.u8('first');
+    let err: unknown;
+    try {
+      r.u32('second');
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(TpmProtocolError);
+    expect((err as TpmProtocolError).parse).toEqual({ what: 'TPMS_TEST', field: 'second', offset: 11, reason: 'needs 4 byte(s), only 2 left', truncated: { need: 4, left: 2 } });
+    expect((err as Error).message).toBe('TPMS_TEST: second at byte 11: needs 4 byte(s), only 2 left');
+    const t = new TpmReader(Buffer.from([0, 1]), 'TPMS_TEST');
+    t.u8('a');
+    expect(() => t.done('tail')).toThrow(expect.objectContaining({ parse: { what: 'TPMS_TEST', field: 'tail', offset: 1, reason: '1 unexpected trailing byte(s)' } }));
+  });
+
   it('writes and reads integers big-endian', () => {
     const b = new TpmWriter(1).u8(0xab).u16(0x1234).u32(0xdeadbeef).u64(0x0102030405060708n).i32(-2).finish();
     expect(b.toString('hex')).toBe('ab1234deadbeef0102030405060708fffffffe');
@@ -48,7 +65,9 @@ describe('TpmReader / TpmWriter', () => {
   });
   it('names field and absolute offset on overrun', () => {
     const r = new TpmReader(Buffer.from([0, 5, 1, 2]), 'TPM2_Quote response', 10);
-    expect(() => r.tpm2b('quoted', 64)).toThrow(new TpmProtocolError('TPM2_Quote response: quoted at byte 12: needs 5 byte(s), only 2 left'));
+    expect(() => r.tpm2b('quoted', 64)).toThrow(
+      expect.objectContaining({ name: 'TpmProtocolError', message: 'TPM2_Quote response: quoted at byte 12: needs 5 byte(s), only 2 left', parse: { what: 'TPM2_Quote response', field: 'quoted', offset: 12, reason: 'needs 5 byte(s), only 2 left', truncated: { need: 5, left: 2 } } }),
+    );
   });
   it('rejects sizes over the declared maximum before reading', () => {
     const r = new TpmReader(Buffer.from([0xff, 0xff]), 'x');

@@ -28,12 +28,14 @@ export class TpmReader {
     return this.end - this.pos;
   }
 
-  fail(field: string, why: string, at = this.pos): never {
-    throw new TpmProtocolError(`${this.what}: ${field} at byte ${this.base + at}: ${why}`);
+  fail(field: string, why: string, at = this.pos, truncated?: { need: number; left: number }): never {
+    const offset = this.base + at;
+    throw new TpmProtocolError(`${this.what}: ${field} at byte ${offset}: ${why}`, { parse: { what: this.what, field, offset, reason: why, ...(truncated ? { truncated } : {}) } });
   }
 
   private need(n: number, field: string): void {
-    if (n > this.end - this.pos) this.fail(field, `needs ${n} byte(s), only ${this.end - this.pos} left`);
+    const left = this.end - this.pos;
+    if (n > left) this.fail(field, `needs ${n} byte(s), only ${left} left`, this.pos, { need: n, left });
   }
 
   u8(field: string): number {

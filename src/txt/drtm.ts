@@ -4,7 +4,7 @@ import type { VerifiedImage } from '../measure/container.js';
 import { canonicalPolicyBytes, type PcrPolicy } from '../measure/policy.js';
 import { type PcrValues, eventDataFor, predictPcrs } from '../measure/plan.js';
 import { writeEventLog } from '../eventlog/write.js';
-import { writeFileAtomic } from '../platform/state.js';
+import { writeFileAtomic } from '../fs/atomic.js';
 import { parseLaunchEnvironment } from './launch-env.js';
 import { TxtError } from './registers.js';
 

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { type ImageArch, ARCH_CODE } from '../measure/container.js';
 import { TxtError } from './registers.js';
-import { readFileBounded } from '../platform/bounded-read.js';
+import { readFileBounded } from '../fs/bounded-read.js';
 
 /**
  * The emulated platform's SINIT analogue ("launch environment", HELENV v1): what the chipset

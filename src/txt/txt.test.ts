@@ -7,6 +7,7 @@ import { HEAP_EXTDATA, OS_SINIT_EXT_OFFSET, findDrtmLogPointer, parseOsSinitData
 import { buildLaunchEnvironment, parseLaunchEnvironment } from './launch-env.js';
 import { TXT_PUBLIC_BASE, TXT_REG, TxtError, cpuHasSmx, readTxtStatus } from './registers.js';
 import { readTxtReport } from './platform.js';
+import { drtmFeature } from '../platform/report.js';
 import { skipUnless } from '../../test/helpers/require.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'txt-'));
@@ -207,5 +208,14 @@ describe('real-platform path end to end on a synthetic physical memory file', ()
     expect(r.txt.present && r.txt.status.measuredLaunch).toBe(true);
     expect(r.drtmLogError).toBeUndefined();
     expect(r.drtmLog).toMatchObject({ kind: 'tboot-per-alg', logs: [{ alg: 'sha256', events: [{ pcr: 17, type: 0x402, digest: sinit, data: Buffer.from('x') }] }] });
+
+    // `hyperenclave platform` on real hardware reports it as its drtm feature
+    const smx = join(dir, 'cpuinfo-smx');
+    writeFileSync(smx, 'processor\t: 0\nflags\t\t: fpu vmx smx\n');
+    const noSmx = join(dir, 'cpuinfo');
+    writeFileSync(noSmx, 'processor\t: 0\nflags\t\t: fpu svm\n');
+    expect(drtmFeature({ drtm: 'firmware' }, { devMem: dev, cpuinfo: smx })).toEqual({ name: 'drtm', available: true, detail: 'TXT measured launch, DRTM log (tboot per-algorithm: sha256 1 event(s)) in the TXT heap' });
+    expect(drtmFeature({ drtm: 'firmware' }, { devMem: dev, cpuinfo: noSmx })).toMatchObject({ available: false, detail: 'the CPU has no SMX (no Intel TXT)' });
+    expect(drtmFeature({ drtm: 'firmware' }, { devMem: join(dir, 'absent'), cpuinfo: smx })).toMatchObject({ available: false, detail: expect.stringMatching(/absent not readable \(ENOENT\)/) });
   });
 });

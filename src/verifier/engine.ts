@@ -8,7 +8,7 @@ import { AttestError } from '../attest/errors.js';
 import { completeEnrollment, checkEnrollmentId, prepareEnrollment, type EnrollChallenge, type EnrollmentRecord, type EnrollStartRequest } from '../attest/enroll.js';
 import type { CheckResult } from '../attest/result.js';
 import { akKeyFromInput } from '../attest/tpm-structures.js';
-import type { ClockRecord } from '../attest/verify.js';
+import type { ClockRecord } from '../attest/types.js';
 import type { Verifier, VerifyOutcome } from '../attest/verifier.js';
 import type { NonceState, VerifierStore } from './store.js';
 

@@ -14,7 +14,7 @@ import type { AttesterTpm, BankQuote } from '../attest/collect.js';
 import { quoteBanks } from '../attest/collect.js';
 import type { BankName } from '../attest/policy.js';
 import { writePcrsFile } from '../attest/tpm2-tools.js';
-import { writeFileAtomic } from '../platform/state.js';
+import { writeFileAtomic } from '../fs/atomic.js';
 import { AttestError } from '../attest/errors.js';
 
 export interface RawExport {

@@ -10,7 +10,7 @@ import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { chmodSync, existsSync } from 'node:fs';
 import type { EnrollmentRecord, PendingEnrollment } from '../attest/enroll.js';
-import type { ClockRecord } from '../attest/verify.js';
+import type { ClockRecord } from '../attest/types.js';
 import type { EarStatus } from '../attest/result.js';
 import { migrate } from './migrations.js';
 import { openSqlDb, type OpenOptions, type Row, type SqlDb } from './sql.js';

@@ -8,7 +8,7 @@ import { cliMissing, repoRoot, runCli } from '../helpers/cli.js';
 import { swtpmAvailable } from '../../src/platform/emulated/swtpm.js';
 import { runtimeLogPath } from '../../src/platform/logs.js';
 import { emulatedTpmRecord } from '../../src/platform/emulated/tpm-daemon.js';
-import { serviceRecord } from '../../src/platform/emulated/hypervisor-service.js';
+import { serviceRecord } from '../../src/platform/emulated/service-process.js';
 import { RpcClient } from '../../src/platform/emulated/rpc.js';
 import { EmulatedHypervisorClient } from '../../src/hypervisor/emulated-client.js';
 import { ECALL_QUOTE_REPORT, encodeKeyRequest, encodeTargetInfo, KEYNAME, parseReport } from '../../src/hypervisor/abi.js';

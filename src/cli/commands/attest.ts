@@ -3,13 +3,16 @@ import { existsSync, readFileSync } from 'node:fs';
 import { X509Certificate } from 'node:crypto';
 import { locked } from '../locked.js';
 import { emit, UsageError } from '../output.js';
+import { pcrSelectionOf } from '../pcr-selection.js';
+
+export { pcrSelectionOf };
 import { progressFor } from '../progress.js';
 import { log } from '../../log.js';
 import { HyperEnclaveError, EXIT } from '../../errors.js';
 import type * as AttestLib from '../../attest/index.js';
 import type { VerifyOutcome } from '../../attest/index.js';
 import type { VerifyLookups } from '../../attest/verifier.js';
-import type { ClockRecord } from '../../attest/verify.js';
+import type { ClockRecord } from '../../attest/types.js';
 import type { EnrollmentRecord } from '../../attest/enroll.js';
 import type { VerifierStore } from '../../verifier/store.js';
 import type { HyperEnclaveConfig } from '../../config/index.js';
@@ -17,12 +20,12 @@ import type * as AkStore from '../../attest/ak-store.js';
 import type * as Context from '../context.js';
 import type * as TpmAccess from '../tpm-access.js';
 import { drtmLogPath, FIRMWARE_EVENT_LOG, runtimeLogPath } from '../../platform/logs.js';
-import { writeFileAtomic } from '../../platform/state.js';
+import { writeFileAtomic } from '../../fs/atomic.js';
 import type * as HypervisorService from '../../hypervisor/service.js';
 import type * as EnclaveEvidence from '../../attest/enclave-evidence.js';
 import type * as EnclaveQuote from '../../attest/enclave-quote.js';
 import type * as VerifyLib from '../../attest/verify.js';
-import type * as FleetCommands from './fleet.js';
+import type * as ServerOptions from '../server-options.js';
 import type * as RawExport from '../../verifier/raw-export.js';
 import type * as Kbs from '../../verifier/kbs.js';
 
@@ -35,7 +38,7 @@ let { withHypervisor }: typeof HypervisorService = {} as typeof HypervisorServic
 let { quoteEnclaves }: typeof EnclaveEvidence = {} as typeof EnclaveEvidence;
 let { DEFAULT_HAK_PCR }: typeof EnclaveQuote = {} as typeof EnclaveQuote;
 let { NONCE_MAX, NONCE_MIN }: typeof VerifyLib = {} as typeof VerifyLib;
-let { dbUrlOption, parseListen, tlsOption }: typeof FleetCommands = {} as typeof FleetCommands;
+let { dbUrlOption, parseListen, tlsOption }: typeof ServerOptions = {} as typeof ServerOptions;
 let { collectRawQuotes, writeRawExport }: typeof RawExport = {} as typeof RawExport;
 let { loadKbsPolicy }: typeof Kbs = {} as typeof Kbs;
 async function load(): Promise<void> {
@@ -43,7 +46,7 @@ async function load(): Promise<void> {
   ({ quoteEnclaves } = await import('../../attest/enclave-evidence.js'));
   ({ DEFAULT_HAK_PCR } = await import('../../attest/enclave-quote.js'));
   ({ NONCE_MAX, NONCE_MIN } = await import('../../attest/verify.js'));
-  ({ dbUrlOption, parseListen, tlsOption } = await import('./fleet.js'));
+  ({ dbUrlOption, parseListen, tlsOption } = await import('../server-options.js'));
   ({ collectRawQuotes, writeRawExport } = await import('../../verifier/raw-export.js'));
   ({ loadKbsPolicy } = await import('../../verifier/kbs.js'));
   ({ context } = await import('../context.js'));
@@ -51,7 +54,7 @@ async function load(): Promise<void> {
   ({ createStoredAk, loadStoredAk, readStoredAk } = await import('../../attest/ak-store.js'));
   ({ akEnrollAnswerFile, akEnrollRequestFile, attestToFiles, clientAttesterTpm, clientEnrollingTpm, exitCodeOf, formatResultTable, parseNonceHex, serveVerifier, Verifier, verifierEnrollFinishFile, verifierEnrollStartFiles, verifyBundleFile, verifyTpm2ToolsQuote, VerifierClient, enrollWithVerifier } = await import('../../attest/index.js'));
 }
-import { readFileBounded } from '../../platform/bounded-read.js';
+import { readFileBounded } from '../../fs/bounded-read.js';
 
 /** The verifier service's store when --db names one or its default sqlite file exists in `stateDir`. */
 async function offlineStore(db: string | undefined, stateDir: string): Promise<VerifierStore | undefined> {
@@ -174,22 +177,6 @@ async function withEnrollingTpm<T>(platform: Parameters<typeof withTpm>[0], tcti
       await t.flushContext(ek);
     }
   });
-}
-
-export function pcrSelectionOf(spec: string): Record<string, number[]> {
-  // "sha256:0-7,12+sha384:0,12"
-  const out: Record<string, number[]> = {};
-  for (const part of spec.split('+')) {
-    const m = /^([a-z0-9_]+):([\d,\-]+)$/.exec(part.trim());
-    if (!m) throw new UsageError(`--pcrs: expected bank:list[+bank:list], e.g. sha256:0-7,12; got "${spec}"`);
-    const pcrs: number[] = [];
-    for (const r of m[2]!.split(',')) {
-      const [a, b] = r.split('-').map(Number) as [number, number | undefined];
-      for (let i = a; i <= (b ?? a); i++) if (i >= 0 && i < 24) pcrs.push(i);
-    }
-    out[m[1]!] = pcrs;
-  }
-  return out;
 }
 
 export function registerAttest(program: Command): void {

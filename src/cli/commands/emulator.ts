@@ -14,7 +14,7 @@ export function registerEmulator(program: Command): void {
   const requireEmulated = async (cmd: Command) => {
     const { context } = await import('../context.js');
     const ctx = context(cmd);
-    if (ctx.platform.kind !== 'emulated') throw new HyperEnclaveError('emulator: the selected platform is linux, not emulated', EXIT.UNSUPPORTED);
+    if (!ctx.platform.emulator) throw new HyperEnclaveError('emulator: the selected platform is linux, not emulated', EXIT.UNSUPPORTED);
     return ctx;
   };
 

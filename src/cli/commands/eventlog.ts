@@ -7,7 +7,7 @@ import { resolve } from 'node:path';
 import { drtmLogPath, FIRMWARE_EVENT_LOG, runtimeLogPath } from '../../platform/logs.js';
 
 /** What the actions need, loaded when one runs (not for --help or other commands). */
-const lib = async () => ({ ...(await import('../context.js')), ...(await import('../../eventlog/index.js')) });
+const lib = async () => ({ ...(await import('../context.js')), ...(await import('../../eventlog/index.js')), ...(await import('../../measure/runtime-events.js')) });
 
 /** Logs named on the command line, or (none given) the firmware log plus our runtime log. */
 function logPaths(files: string[], stateDir: string, platformKind: string): string[] {
@@ -55,13 +55,13 @@ export function registerEventlog(program: Command): void {
     .argument('[files...]', 'event log files (default: firmware log + runtime log)')
     .addHelpText('after', '\nExample:\n  hyperenclave eventlog show /sys/kernel/security/tpm0/binary_bios_measurements --json')
     .action(async (files: string[], _o, cmd: Command) => {
-      const { context, readEventLogFile, eventLogToJson, formatEventLogText } = await lib();
+      const { context, readEventLogFile, eventLogToJson, formatEventLogText, checkHyperenclaveEvents } = await lib();
       const { opts, platform } = context(cmd);
       const paths = logPaths(files, platform.stateDir, platform.kind);
       if (opts.json && paths.length > 1) throw new UsageError('eventlog show --json: give one FILE');
       const logs = await Promise.all(paths.map((p) => readEventLogFile(p)));
-      if (opts.json) emit(opts, eventLogToJson(logs[0]!) as never, () => '');
-      else process.stdout.write(logs.map((l, i) => `# ${paths[i]}\n${formatEventLogText(l)}`).join('\n') + '\n');
+      if (opts.json) emit(opts, eventLogToJson(logs[0]!, { dataChecks: checkHyperenclaveEvents }) as never, () => '');
+      else process.stdout.write(logs.map((l, i) => `# ${paths[i]}\n${formatEventLogText(l, { dataChecks: checkHyperenclaveEvents })}`).join('\n') + '\n');
     });
   ev.command('replay')
     .description('PCR values the logs imply, per bank; with --compare, checked against the TPM\'s live PCRs')

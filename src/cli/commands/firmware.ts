@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import { emit, UsageError } from '../output.js';
 import { progressFor } from '../progress.js';
 import { registerImageCommands } from '../../../firmware-tools/cli.js';
-import { readTextFile } from '../../platform/bounded-read.js';
+import { readTextFile } from '../../fs/bounded-read.js';
 
 function intOpt(name: string, v: string): number {
   const n = Number(v);

@@ -15,27 +15,11 @@ import { collectEvidence } from '../../attest/collect.js';
 import { loadStoredAk, readStoredAk } from '../../attest/ak-store.js';
 import { drtmLogPath, FIRMWARE_EVENT_LOG, runtimeLogPath } from '../../platform/logs.js';
 import { startAgent } from '../../verifier/agent.js';
-import { defaultDbUrl, openVerifierStore, type HostRecord } from '../../verifier/store.js';
-import { loadTls } from '../../verifier/tls.js';
-import { pcrSelectionOf } from './attest.js';
+import { openVerifierStore, type HostRecord } from '../../verifier/store.js';
+import { pcrSelectionOf } from '../pcr-selection.js';
+import { dbUrlOption, parseListen, tlsOption } from '../server-options.js';
 
-export function parseListen(listen: string, flag = '--listen'): { host: string; port: number } {
-  const m = /^(.+):(\d+)$/.exec(listen);
-  if (!m || Number(m[2]) > 65535) throw new UsageError(`${flag}: expected host:port, got "${listen}"`);
-  return { host: m[1]!.replace(/^\[(.*)\]$/, '$1'), port: Number(m[2]) };
-}
-
-export function dbUrlOption(db: string | undefined, stateDir: string): string {
-  if (db === undefined) return defaultDbUrl(`${stateDir}/verifier`);
-  if (!/^(postgres(ql)?:\/\/|sqlite:)./i.test(db)) throw new UsageError(`--db: expected postgresql://… or sqlite:<file>, got "${db.replace(/:[^:@/]*@/, ':***@').slice(0, 80)}"`);
-  return db;
-}
-
-export function tlsOption(o: { tlsCert?: string; tlsKey?: string; tlsCa?: string }, prefix = '--tls'): ReturnType<typeof loadTls> | undefined {
-  if (!o.tlsCert && !o.tlsKey && !o.tlsCa) return undefined;
-  if (!o.tlsCert || !o.tlsKey) throw new UsageError(`${prefix}-cert and ${prefix}-key go together${o.tlsCa ? ` (${prefix}-ca needs them)` : ''}`);
-  return loadTls({ cert: o.tlsCert, key: o.tlsKey, ...(o.tlsCa ? { ca: o.tlsCa } : {}) });
-}
+export { dbUrlOption, parseListen, tlsOption };
 
 const age = (t?: number): string => (t ? `${Math.max(0, Math.round((Date.now() - t) / 1000))}s ago` : '-');
 
@@ -162,7 +146,7 @@ export function registerFleet(program: Command): void {
               nonce,
               ak: { tpmtPublic: Buffer.from(stored.public, 'base64'), pem: stored.pem, name: Buffer.from(stored.name, 'hex') },
               pcrSelection,
-              claims: { platformKind: platform.kind === 'emulated' ? 'emulated' : 'real' },
+              claims: { platformKind: platform.claimedKind },
               logs,
             });
           } finally {

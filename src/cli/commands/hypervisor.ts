@@ -8,7 +8,7 @@ import { BACKEND_KINDS, type BackendKind } from '../../enclave/backends/types.js
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { readTextFile } from '../../platform/bounded-read.js';
+import { readTextFile } from '../../fs/bounded-read.js';
 
 /** What the actions need, loaded when one runs (not for --help or other commands). */
 const lib = async () => ({ ...(await import('../context.js')), ...(await import('../../hypervisor/index.js')) });
@@ -50,7 +50,7 @@ export function registerHypervisor(program: Command): void {
       emit(opts, { schema: 'hyperenclave/boot', version: 1, alreadyEnabled: r.alreadyEnabled, state: r.state as unknown as Record<string, unknown> }, () =>
         r.alreadyEnabled
           ? 'hypervisor already enabled in this boot: nothing done'
-          : [`booted: ${r.state.steps.map((s) => `${s.name} ${s.status}`).join(', ')}`, `image ${r.state.image?.id.slice(0, 16)}…, ${platform.kind === 'emulated' ? 'enabled in the emulated service (nothing is demoted)' : 'host demoted'}`].join('\n'),
+          : [`booted: ${r.state.steps.map((s) => `${s.name} ${s.status}`).join(', ')}`, `image ${r.state.image?.id.slice(0, 16)}…, ${platform.demotesHost ? 'host demoted' : 'enabled in the emulated service (nothing is demoted)'}`].join('\n'),
       );
     });
 

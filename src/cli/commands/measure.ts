@@ -5,7 +5,7 @@ import { withProgress } from '../progress.js';
 import { runtimeLogPath } from '../../platform/logs.js';
 import { readFileSync } from 'node:fs';
 import { DEFAULT_POLICY_NAME } from '../../measure/policy.js';
-import { readTextFile } from '../../platform/bounded-read.js';
+import { readTextFile } from '../../fs/bounded-read.js';
 
 export function registerMeasure(program: Command): void {
   program
@@ -19,7 +19,7 @@ export function registerMeasure(program: Command): void {
       const { context } = await import('../context.js');
       const { withTpm } = await import('../tpm-access.js');
       const { withJournaledRuntimeLog } = await import('../../measure/journal.js');
-      const { readTextFile } = await import('../../platform/bounded-read.js');
+      const { readTextFile } = await import('../../fs/bounded-read.js');
       const { loadPolicy, measureImage } = await import('../../measure/index.js');
       const { measureTpmFor } = await import('../../measure/tpm-adapter.js');
       const { opts, platform, config: cfg } = context(cmd);

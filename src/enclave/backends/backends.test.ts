@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { FirmwareGuest, MktmeGuest, createBackend, emulatedSlotRanges } from './backends.js';
+import { FirmwareGuest, MktmeGuest, emulatedSlotRanges } from './backends.js';
+import { createBackend } from './registry.js';
 import { emulatedPlatformFacts } from './detect.js';
 import { KeySlotError } from './errors.js';
 import { EmulatedKeySlotAllocator } from './keyslots.js';

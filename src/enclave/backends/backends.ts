@@ -3,7 +3,7 @@ import { PAGE_SIZE } from '../../crypto/xts.js';
 import { EXIT } from '../../errors.js';
 import { type CsvChipIdentity, type CsvVendor, makeCsvChip, makeCsvVendor } from './csv-certs.js';
 import { makeCsvReport } from './csv-report.js';
-import { hardwareSupport } from './detect.js';
+import { decodeTmeCapability } from './detect.js';
 import { EncryptedMemory } from './encrypted-memory.js';
 import { BackendError } from './errors.js';
 import type { KeySlotKind } from './keyslots.js';
@@ -25,13 +25,26 @@ import type {
 export const EMULATED_SEV: Omit<SevFirmwareOptions, 'suite'> = { apiMajor: 0, apiMinor: 24, build: 15, maxAsid: 15, minSevAsid: 6, esSupported: true };
 export const EMULATED_CSV: Omit<SevFirmwareOptions, 'suite'> = { apiMajor: 1, apiMinor: 3, build: 2, maxAsid: 15, minSevAsid: 1, esSupported: false };
 
-/** Key-slot ranges matching the emulated defaults, for an EmulatedKeySlotAllocator. */
-export function emulatedSlotRanges(maxKeyId = 63): Record<KeySlotKind, { first: number; last: number }> {
+/**
+ * The emulated platform's one key-slot table: the core's (KEYSLOT_ALLOC/RELEASE/FLUSH) as the
+ * emulated service configures it. Every backend model draws from it, each in its hardware range.
+ */
+export const EMULATED_KEY_SLOTS = { first: 1, last: EMULATED_SEV.maxAsid } as const;
+
+/** The emulated MKTME: 4 KeyID bits and 15 keys (KeyIDs 1..15, the whole key-slot table), 46-bit addresses. */
+export const EMULATED_MKTME: MktmeOptions = { tmeCapability: 1n | (4n << 32n) | (15n << 36n), tmeActivate: 1n | 2n | (4n << 32n) | (1n << 48n), physAddrBits: 46 };
+
+/**
+ * Key-slot ranges of the emulated platform, the one definition (the service's allocator, the
+ * TypeScript allocator of the tests and `hyperenclave platform` use it): SEV-ES ASIDs 1..5,
+ * SEV 6..15, CSV 1..15, MKTME KeyIDs 1..15.
+ */
+export function emulatedSlotRanges(): Record<KeySlotKind, { first: number; last: number }> {
   return {
-    'sev-es': { first: 1, last: EMULATED_SEV.minSevAsid - 1 },
+    'sev-es': { first: EMULATED_KEY_SLOTS.first, last: EMULATED_SEV.minSevAsid - 1 },
     sev: { first: EMULATED_SEV.minSevAsid, last: EMULATED_SEV.maxAsid },
     csv: { first: EMULATED_CSV.minSevAsid, last: EMULATED_CSV.maxAsid },
-    mktme: { first: 1, last: maxKeyId },
+    mktme: { first: 1, last: Math.min(decodeTmeCapability(EMULATED_MKTME.tmeCapability).maxKeys, EMULATED_KEY_SLOTS.last) },
   };
 }
 
@@ -105,7 +118,7 @@ class PlainGuest implements EncryptedGuest {
   }
 }
 
-class NoneBackend implements MemoryEncryptionBackend {
+export class NoneBackend implements MemoryEncryptionBackend {
   readonly kind = 'none' as const;
   readonly limitations = LIMITATIONS.none;
   constructor(private readonly ctx: BackendContext) {}
@@ -461,53 +474,4 @@ export class MktmeBackend implements MemoryEncryptionBackend {
     for (const s of slots) this.ctx.allocator.flush(s);
     return slots;
   }
-}
-
-// ---------------------------------------------------------------- factory
-
-export interface CreateBackendOptions {
-  firmware?: FirmwareBackendOptions;
-  mktme?: MktmeOptions | { platform: MktmePlatform };
-}
-
-/** The backend for `kind`; on a real machine, a clear error saying what was found when the hardware is absent. */
-export function createBackend(kind: BackendKind, ctx: BackendContext, opts: CreateBackendOptions = {}): MemoryEncryptionBackend {
-  if (kind === 'none') return new NoneBackend(ctx);
-  if (ctx.facts.platform === 'linux') {
-    const hw = hardwareSupport(kind, ctx.facts);
-    if (!hw.available) throw new BackendError(hw.reason, EXIT.UNSUPPORTED);
-    throw new BackendError(`${hw.reason}, but launching real ${kind} guests needs the addon's /dev/sev + KVM_MEMORY_ENCRYPT_OP (or PCONFIG) bridge, not available in this build`, EXIT.UNSUPPORTED);
-  }
-  if (kind === 'mktme') return new MktmeBackend(ctx, opts.mktme);
-  return new FirmwareBackend(kind, ctx, opts.firmware);
-}
-
-/** Capabilities without constructing a backend (for `hyperenclave platform`). */
-export function describeBackend(kind: BackendKind, ctx: BackendContext): BackendCapabilities {
-  if (ctx.facts.platform === 'linux' && kind !== 'none') {
-    const hw = hardwareSupport(kind, ctx.facts);
-    const leaf = ctx.facts.amdLeaf;
-    return {
-      kind,
-      available: hw.available,
-      emulated: false,
-      reason: hw.reason,
-      slots:
-        kind === 'mktme'
-          ? ctx.facts.intel.activate && ctx.facts.intel.capability
-            ? { label: 'KeyID', first: 1, last: Math.min((1 << ctx.facts.intel.activate.keyIdBits) - 1, ctx.facts.intel.capability.maxKeys) }
-            : null
-          : leaf
-            ? kind === 'sev-es'
-              ? { label: 'ASID', first: 1, last: leaf.minSevAsid - 1 }
-              : { label: 'ASID', first: leaf.minSevAsid, last: leaf.maxEncryptedGuests }
-            : null,
-      memoryCipher: kind === 'csv' ? 'sm4-xts' : 'aes-128-xts',
-      measurement: kind === 'csv' ? 'hmac-sm3' : kind === 'mktme' ? 'sha256-hypervisor' : 'hmac-sha256',
-      secretInjection: kind !== 'mktme',
-      integrity: false,
-      limitations: LIMITATIONS[kind],
-    };
-  }
-  return createBackend(kind, ctx).capabilities();
 }

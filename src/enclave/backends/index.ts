@@ -40,15 +40,5 @@ export { type CsvChain, type CsvChipIdentity, type CsvVendor, CsvCertError, KEY_
 export { type CsvReportBody, parseCsvReport, verifyCsvReport } from './csv-report.js';
 export { KEY_PROGRAM_STRUCT_SIZE, MKTME_ALG_AES_XTS_128, MKTME_CMD, MKTME_DEFAULTS, MKTME_STATUS, MktmePlatform, type MktmeOptions, keyProgramStruct } from './mktme.js';
 export { LIMITATIONS } from './limitations.js';
-export {
-  type CreateBackendOptions,
-  EMULATED_CSV,
-  EMULATED_SEV,
-  FirmwareBackend,
-  FirmwareGuest,
-  MktmeBackend,
-  MktmeGuest,
-  createBackend,
-  describeBackend,
-  emulatedSlotRanges,
-} from './backends.js';
+export { EMULATED_CSV, EMULATED_KEY_SLOTS, EMULATED_MKTME, EMULATED_SEV, FirmwareBackend, FirmwareGuest, MktmeBackend, MktmeGuest, emulatedSlotRanges } from './backends.js';
+export { BACKENDS, type BackendDescriptor, type CreateBackendOptions, type LaunchInputs, type LaunchReference, backendDescriptor, createBackend, describeBackend } from './registry.js';

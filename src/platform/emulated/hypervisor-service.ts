@@ -1,10 +1,7 @@
-import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readdirSync, rmSync } from 'node:fs';
-import type { Server } from 'node:net';
+import { existsSync, readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { resolve } from 'node:path';
 import { EXIT } from '../../errors.js';
 import {
   type BackendKind,
@@ -13,6 +10,7 @@ import {
   type KeySlotKind,
   type MemoryEncryptionBackend,
   BACKEND_KINDS,
+  EMULATED_KEY_SLOTS,
   createBackend,
   emulatedPlatformFacts,
 } from '../../enclave/backends/index.js';
@@ -42,10 +40,14 @@ import {
 } from '../../hypervisor/abi.js';
 import { enclaveSummary, type HostAccessKind } from '../../hypervisor/client.js';
 import type { CoreHv, CoreModule, EnclaveVmHandle } from '../../hypervisor/core-binding.js';
-import { writeFileAtomic } from '../state.js';
-import { readFileBounded } from '../bounded-read.js';
-import { serveRpc } from './rpc.js';
-import { alive, canConnect, ensureDaemon } from './daemon.js';
+import { writeFileAtomic } from '../../fs/atomic.js';
+import { readMachineMemoryMap, SYNTHETIC_MEMORY_MAP } from '../memory-map.js';
+import { CoreSlotAllocator } from './core-slots.js';
+import { bigArg, hexArg, intArg, jsonable } from './rpc-values.js';
+
+export { jsonable };
+import { alive } from './daemon.js';
+import { readFileBounded } from '../../fs/bounded-read.js';
 import { emulatedTpmSockets, ensureEmulatedTpm } from './tpm-daemon.js';
 
 /**
@@ -64,34 +66,6 @@ export const RESERVED_DEFAULT = { hypervisor: 64n << 20n, epc: 16n << 20n, image
 export const SCRATCH_BASE = 0x20_0000n;
 const SCRATCH_SIZE = 64 * 1024;
 
-/** Synthetic PC memory map: low RAM, legacy hole, RAM to 2 GiB, IOAPIC/LAPIC MMIO, RAM 4..8 GiB. */
-export const SYNTHETIC_MEMORY_MAP: readonly MemRangeSpec[] = [
-  { start: 0x0n, size: 0x9fc00n, kind: 'ram' },
-  { start: 0x9fc00n, size: 0x60400n, kind: 'reserved' },
-  { start: 0x100000n, size: 0x7ff00000n, kind: 'ram' },
-  { start: 0xfec00000n, size: 0x1400000n, kind: 'mmio' },
-  { start: 0x100000000n, size: 0x100000000n, kind: 'ram' },
-];
-
-/** /sys/firmware/memmap as ranges (RAM, reserved/ACPI/firmware, the rest treated as reserved). */
-export function readMachineMemoryMap(dir = '/sys/firmware/memmap'): MemRangeSpec[] | undefined {
-  if (!existsSync(dir)) return undefined;
-  const out: MemRangeSpec[] = [];
-  for (const e of readdirSync(dir)) {
-    try {
-      const start = BigInt(readFileSync(join(dir, e, 'start'), 'utf8').trim());
-      const end = BigInt(readFileSync(join(dir, e, 'end'), 'utf8').trim());
-      const type = readFileSync(join(dir, e, 'type'), 'utf8').trim();
-      if (end < start) continue;
-      out.push({ start, size: end - start + 1n, kind: type === 'System RAM' ? 'ram' : 'reserved' });
-    } catch {
-      return undefined;
-    }
-  }
-  out.sort((a, b) => (a.start < b.start ? -1 : 1));
-  return out.length ? out : undefined;
-}
-
 /** The reserved region: the top of the highest RAM range, 2 MiB aligned (as a memmap= planner would). */
 export function placeReservedRegion(map: readonly MemRangeSpec[], total: bigint): { base: bigint; memmap: string } {
   const align = 2n << 20n;
@@ -102,25 +76,6 @@ export function placeReservedRegion(map: readonly MemRangeSpec[], total: bigint)
   }
   throw new HypervisorError(`no RAM range of the memory map holds a ${total >> 20n} MiB reservation`, EXIT.UNSUPPORTED);
 }
-
-const hexArg = (args: Record<string, unknown>, k: string, size?: number): Buffer => {
-  const v = args[k];
-  if (typeof v !== 'string' || !/^([0-9a-f]{2})*$/i.test(v)) throw new HypervisorError(`request field "${k}": expected hex bytes`, EXIT.BAD_INPUT);
-  const b = Buffer.from(v, 'hex');
-  if (size !== undefined && b.length !== size) throw new HypervisorError(`request field "${k}": ${b.length} bytes, need ${size}`, EXIT.BAD_INPUT);
-  return b;
-};
-const intArg = (args: Record<string, unknown>, k: string): number => {
-  const v = args[k];
-  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) throw new HypervisorError(`request field "${k}": expected a non-negative integer`, EXIT.BAD_INPUT);
-  return v;
-};
-const bigArg = (args: Record<string, unknown>, k: string): bigint => {
-  const v = args[k];
-  if (typeof v === 'number' && Number.isSafeInteger(v) && v >= 0) return BigInt(v);
-  if (typeof v === 'string' && /^(0x[0-9a-f]+|[0-9]+)$/i.test(v)) return BigInt(v);
-  throw new HypervisorError(`request field "${k}": expected an unsigned integer (number or "0x…" string)`, EXIT.BAD_INPUT);
-};
 
 interface EnclaveMeta {
   name: string;
@@ -137,52 +92,6 @@ const MUTATING_OPS = new Set(['load', 'enable', 'disable', 'enclave.create', 'en
 
 /** Runaway budget per ECALL. */
 const ECALL_TIMEOUT_MS = 2000;
-
-/**
- * Key slots drawn from the core's table (KEYSLOT_ALLOC/RELEASE/FLUSH), for the backend models.
- * The core hands out the lowest free slot of its one table (1..15 here); each backend kind has
- * its hardware range inside it (SEV-ES ASIDs 1..5, SEV 6..15, CSV 1..15, MKTME KeyIDs 1..15).
- * Slots below the range are taken and given back at once (never used, so the flush is a no-op).
- */
-export const EMULATED_SLOT_RANGES: Record<KeySlotKind, { first: number; last: number }> = {
-  'sev-es': { first: 1, last: 5 },
-  sev: { first: 6, last: 15 },
-  csv: { first: 1, last: 15 },
-  mktme: { first: 1, last: 15 },
-};
-
-class CoreSlotAllocator implements KeySlotAllocator {
-  owner = 0;
-  constructor(private readonly svc: HypervisorService) {}
-  allocate(kind: KeySlotKind): number {
-    const r = EMULATED_SLOT_RANGES[kind];
-    const skipped: number[] = [];
-    try {
-      for (;;) {
-        let slot: number;
-        try {
-          slot = Number(this.svc.call('KEYSLOT_ALLOC', [BigInt(this.owner)]).rdi);
-        } catch (e) {
-          throw new HypervisorError(`no free ${kind} key slot in ${r.first}..${r.last}: ${(e as Error).message}`, EXIT.BAD_INPUT);
-        }
-        if (slot >= r.first && slot <= r.last) return slot;
-        skipped.push(slot);
-        if (slot > r.last) throw new HypervisorError(`no free ${kind} key slot in ${r.first}..${r.last} (the core gave ${slot})`, EXIT.BAD_INPUT);
-      }
-    } finally {
-      if (skipped.length) {
-        for (const s of skipped) this.svc.call('KEYSLOT_RELEASE', [BigInt(s)]);
-        this.svc.call('KEYSLOT_FLUSH', []);
-      }
-    }
-  }
-  release(slot: number): void {
-    this.svc.call('KEYSLOT_RELEASE', [BigInt(slot)]);
-  }
-  flush(_slot: number): void {
-    this.svc.call('KEYSLOT_FLUSH', []);
-  }
-}
 
 /** What a service process holds, recorded for its successor (emulated/hypervisor/held.json). */
 interface HeldState {
@@ -344,10 +253,8 @@ export class HypervisorService {
     let b = this.backends.get(kind);
     if (!b) {
       const ctx = { facts: emulatedPlatformFacts(), allocator: this.allocator };
-      // One key-slot table (the core's, 1..15) serves every backend model; MKTME with 4 KeyID bits.
-      b = createBackend(kind, ctx, {
-        mktme: { tmeCapability: 1n | (4n << 32n) | (15n << 36n), tmeActivate: 1n | 2n | (4n << 32n) | (1n << 48n), physAddrBits: 46 },
-      });
+      // One key-slot table (the core's, EMULATED_KEY_SLOTS) serves every backend model (MKTME: EMULATED_MKTME).
+      b = createBackend(kind, ctx);
       this.backends.set(kind, b);
     }
     return b;
@@ -582,7 +489,7 @@ export class HypervisorService {
           paging: 'ept',
           tpm,
           imageDigest: Buffer.from(img.sha256, 'hex'),
-          keySlots: { kind: 'asid', min: 1, max: 15 },
+          keySlots: { kind: 'asid', min: EMULATED_KEY_SLOTS.first, max: EMULATED_KEY_SLOTS.last },
           requireSignedSigstruct: true,
         });
         this.image = { ...img, loadedAt: new Date().toISOString() };
@@ -672,15 +579,6 @@ export class HypervisorService {
   }
 }
 
-/** bigint → "0x…", Buffer → hex, recursively (RPC results are JSON). */
-export function jsonable(v: unknown): unknown {
-  if (typeof v === 'bigint') return '0x' + v.toString(16);
-  if (Buffer.isBuffer(v)) return v.toString('hex');
-  if (Array.isArray(v)) return v.map(jsonable);
-  if (v && typeof v === 'object') return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, jsonable(x)]));
-  return v;
-}
-
 /** The image to load: a measured container (src/measure) when it parses as one, else any file by its SHA-256. */
 async function describeImage(path: string): Promise<{ id: string; path: string; sha256: string; format: 'container' | 'raw'; length: number }> {
   if (!existsSync(path)) throw new HypervisorError(`load: ${path} not found`, EXIT.NOT_FOUND);
@@ -692,116 +590,5 @@ async function describeImage(path: string): Promise<{ id: string; path: string; 
   }
   const sha = createHash('sha256').update(bytes).digest('hex');
   return { id: sha, path, sha256: sha, format: 'raw', length: bytes.length };
-}
-
-// ---------------------------------------------------------------- the process
-
-export function serviceDir(stateDir: string): string {
-  return join(stateDir, 'emulated', 'hypervisor');
-}
-
-export interface ServiceRecord {
-  pid: number;
-  socket: string;
-  startedAt: string;
-  log: string;
-}
-
-export function serviceRecord(stateDir: string): ServiceRecord | undefined {
-  const p = join(serviceDir(stateDir), 'instance.json');
-  if (!existsSync(p)) return undefined;
-  try {
-    return JSON.parse(readFileSync(p, 'utf8')) as ServiceRecord;
-  } catch {
-    return undefined;
-  }
-}
-
-/** Runs the service in this process until `stop` (called by service-main.ts). */
-export async function runService(opts: ServiceOptions): Promise<Server> {
-  const dir = serviceDir(opts.stateDir);
-  mkdirSync(dir, { recursive: true });
-  // Unix socket paths are limited to ~107 bytes; fall back to a short path in /tmp.
-  let socket = join(dir, 'hv.sock');
-  if (Buffer.byteLength(socket) > 100) socket = join('/tmp', `hyperenclave-hv-${createHash('sha256').update(dir).digest('hex').slice(0, 16)}.sock`);
-  rmSync(socket, { force: true });
-  const svc = new HypervisorService(opts);
-  svc.detectLoss(join(dir, 'held.json'));
-  const server = serveRpc(socket, (op, args) => svc.handle(op, args));
-  await new Promise<void>((res, rej) => {
-    server.once('listening', res);
-    server.once('error', rej);
-  });
-  const rec: ServiceRecord = { pid: process.pid, socket, startedAt: svc.startedAt, log: join(dir, 'service.log') };
-  writeFileAtomic(join(dir, 'instance.json'), JSON.stringify(rec, null, 2) + '\n');
-  const shutdown = () => {
-    server.close();
-    rmSync(socket, { force: true });
-    const cur = serviceRecord(opts.stateDir);
-    if (cur?.pid === process.pid) rmSync(join(dir, 'instance.json'), { force: true });
-    process.exit(0);
-  };
-  svc.onStop = shutdown;
-  process.once('SIGTERM', shutdown);
-  process.once('SIGINT', shutdown);
-  return server;
-}
-
-/** The compiled service entry (dist/…/service-main.js), also when running from the TypeScript sources. */
-export function serviceEntry(): string {
-  const here = fileURLToPath(import.meta.url);
-  if (here.endsWith('.js')) return join(dirname(here), 'service-main.js');
-  const root = resolve(dirname(here), '..', '..', '..');
-  return join(root, 'dist', 'src', 'platform', 'emulated', 'service-main.js');
-}
-
-/** The running service of this state directory, starting it detached when needed (one at a time: a lock file). */
-export interface ServiceStartOptions {
-  memoryMap?: 'machine' | 'synthetic';
-  epcMiB?: number;
-}
-
-export async function ensureHypervisorService(stateDir: string, opts: ServiceStartOptions = {}): Promise<ServiceRecord> {
-  const dir = serviceDir(stateDir);
-  mkdirSync(dir, { recursive: true });
-  return ensureDaemon({
-    what: 'emulated hypervisor',
-    lock: join(dir, 'start.lock'),
-    current: () => serviceRecord(stateDir),
-    reachable: (r) => canConnect(r.socket),
-    start: async () => {
-      const entry = serviceEntry();
-      if (!existsSync(entry)) throw new HypervisorError(`emulated hypervisor: ${entry} missing (run \`npm run build\`)`, EXIT.INTERNAL);
-      const log = join(dir, 'service.log');
-      const fd = openSync(log, 'a');
-      const args = [entry, '--state-dir', stateDir, ...(opts.memoryMap ? ['--memory-map', opts.memoryMap] : []), ...(opts.epcMiB ? ['--epc-mib', String(opts.epcMiB)] : [])];
-      const child = spawn(process.execPath, args, { detached: true, stdio: ['ignore', fd, fd] });
-      closeSync(fd);
-      child.unref();
-      for (let i = 0; i < 200; i++) {
-        await new Promise((r) => setTimeout(r, 25));
-        const rec = serviceRecord(stateDir);
-        if (rec && rec.pid === child.pid && (await canConnect(rec.socket))) return rec;
-        if (child.exitCode !== null || !alive(child.pid!)) break;
-      }
-      const tail = existsSync(log) ? readFileSync(log, 'utf8').trim().split('\n').slice(-1)[0]!.replace(/^\S+ emulated hypervisor service failed: /, '') : '';
-      // The service exits with the exit code of what stopped it (a full disk is 9, not a bug).
-      const code = child.exitCode !== null && child.exitCode > 1 ? child.exitCode : EXIT.INTERNAL;
-      throw new HypervisorError(`emulated hypervisor did not start${tail ? `: ${tail}` : ''} (log ${log})`, code);
-    },
-  });
-}
-
-/** Stops the service (its enclaves and state are gone, as after a reboot). Returns whether one was running. */
-export async function stopHypervisorService(stateDir: string): Promise<boolean> {
-  const rec = serviceRecord(stateDir);
-  if (!rec) return false;
-  rmSync(join(serviceDir(stateDir), 'instance.json'), { force: true });
-  if (!alive(rec.pid)) return false;
-  process.kill(rec.pid, 'SIGTERM');
-  for (let i = 0; i < 100 && alive(rec.pid); i++) await new Promise((r) => setTimeout(r, 20));
-  if (alive(rec.pid)) process.kill(rec.pid, 'SIGKILL');
-  rmSync(rec.socket, { force: true });
-  return true;
 }
 

@@ -3,8 +3,8 @@
  * ensureHypervisorService): `node service-main.js --state-dir DIR [--memory-map machine|synthetic]`.
  */
 import { loadCore } from '../../hypervisor/core-binding.js';
-import { runService } from './hypervisor-service.js';
-import { fileSystemError } from '../fs-errors.js';
+import { runService } from './service-process.js';
+import { fileSystemError } from '../../fs/fs-errors.js';
 
 function arg(name: string): string | undefined {
   const i = process.argv.indexOf(name);

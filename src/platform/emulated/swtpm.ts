@@ -4,7 +4,7 @@ import { createServer, connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { HyperEnclaveError, EXIT } from '../../errors.js';
-import { fileSystemTrouble } from '../fs-errors.js';
+import { fileSystemTrouble } from '../../fs/fs-errors.js';
 
 /** A private swtpm (TPM 2.0 from libtpms) with its own state directory and sockets. */
 export interface SwtpmInstance {

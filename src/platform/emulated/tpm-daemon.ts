@@ -1,10 +1,10 @@
 import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { setupWithSwtpmSetup, startSwtpm } from './swtpm.js';
-import { writeFileAtomic } from '../state.js';
+import { writeFileAtomic } from '../../fs/atomic.js';
 import { alive, canConnect, ensureDaemon } from './daemon.js';
 import { log } from '../../log.js';
-import { fileSystemError, fileSystemTrouble } from '../fs-errors.js';
+import { fileSystemError, fileSystemTrouble } from '../../fs/fs-errors.js';
 
 /** The emulated platform's TPM: one long-lived swtpm per state directory, on Unix sockets. */
 export interface EmulatedTpmInfo {

@@ -1,10 +1,11 @@
 import { createHash } from 'node:crypto';
 import { hashAlgById } from '../tpm/alg.js';
-import { canHash, hashOf } from './hash.js';
-import type { EventLog, LogEvent } from './parse.js';
-import { EVENT_TYPES } from './types.js';
-import { IMAGE_HEADER_SIZE, parseHeader, type ImageHeader } from '../measure/container.js';
-import { eventDataFor } from '../measure/plan.js';
+import { canHash, hashOf } from '../eventlog/hash.js';
+import type { EventLog, LogEvent } from '../eventlog/parse.js';
+import { EVENT_TYPES } from '../eventlog/types.js';
+import type { EventDataCheck, EventDataStatus } from '../eventlog/data-check.js';
+import { IMAGE_HEADER_SIZE, parseHeader, type ImageHeader } from './container.js';
+import { eventDataFor } from './plan.js';
 
 /**
  * The event data of our own runtime events (docs/pcr-policy.md: `hyperenclave:<kind> v=1 …`)
@@ -23,14 +24,7 @@ import { eventDataFor } from '../measure/plan.js';
  * digest covers something the log does not carry, so the text cannot be trusted either way.
  */
 
-export type EventDataStatus = 'verified' | 'forged' | 'unverified';
-
-export interface EventDataCheck {
-  index: number;
-  pcr: number;
-  status: EventDataStatus;
-  reason: string;
-}
+export type { EventDataCheck, EventDataStatus } from '../eventlog/data-check.js';
 
 const PREFIX = 'hyperenclave:';
 const HEX = /^(?:[0-9a-f]{2})+$/;

@@ -1,12 +1,12 @@
 import { describe, expect, it } from 'vitest';
 import { createHash, generateKeyPairSync, randomBytes } from 'node:crypto';
-import { buildContainer, signingKeyFromPem, verifyContainerBytes, type ImageFields } from '../measure/container.js';
-import { loadPolicy } from '../measure/policy.js';
-import { planMeasurement } from '../measure/plan.js';
-import { parseEventLog } from './parse.js';
-import { writeEventLog, type EventInput } from './write.js';
+import { buildContainer, signingKeyFromPem, verifyContainerBytes, type ImageFields } from './container.js';
+import { loadPolicy } from './policy.js';
+import { planMeasurement } from './plan.js';
+import { parseEventLog } from '../eventlog/parse.js';
+import { writeEventLog, type EventInput } from '../eventlog/write.js';
 import { checkHyperenclaveEvents } from './runtime-events.js';
-import { eventLogToJson, formatEventLogText } from './format.js';
+import { eventLogToJson, formatEventLogText } from '../eventlog/format.js';
 import { checkEventData } from '../attest/eventlog-check.js';
 
 const fields: ImageFields = {
@@ -61,9 +61,9 @@ describe('hyperenclave runtime events: data checked against digests', () => {
       expect(verdict.reason).toMatch(/runtime log event #\d+ \(PCR 12\)/);
     } else expect(verdict.details?.join('\n')).toMatch(/not carry|no measured header/);
     // `eventlog show` never prints edited text as measured.
-    const text = formatEventLogText(logOf(forged));
+    const text = formatEventLogText(logOf(forged), { dataChecks: checkHyperenclaveEvents });
     expect(text).toMatch(status === 'forged' ? /UNTRUSTED/ : /unverified data/);
-    expect(eventLogToJson(logOf(forged)).events[i + 1]!.dataCheck?.status).toBe(status);
+    expect(eventLogToJson(logOf(forged), { dataChecks: checkHyperenclaveEvents }).events[i + 1]!.dataCheck?.status).toBe(status);
   });
 
   it('an image event without a measured header is unverified, not trusted', () => {
