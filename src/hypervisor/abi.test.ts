@@ -45,8 +45,8 @@ describe('hypercall ABI', () => {
     expect(statuses.length).toBe(HC_STATUS.length);
     // the same name at the same code, underscores aside (KeySlotsExhausted ↔ KEYSLOTS_EXHAUSTED)
     for (const [name, code] of statuses) expect([code, HC_STATUS[code as number]!.name.replace(/_/g, '')]).toEqual([code, (name as string).replace(/_/g, '')]);
-    expect(statuses.slice(36)).toEqual([['ENCLAVE_ONLY', 36], ['TRUST_NOT_ESTABLISHED', 37], ['TRUST_SEAL_FAILED', 38], ['TPM_IO', 39]]);
-    expect(HC_STATUS.slice(36).map((s) => s.name)).toEqual(['ENCLAVE_ONLY', 'TRUST_NOT_ESTABLISHED', 'TRUST_SEAL_FAILED', 'TPM_IO']);
+    expect(statuses.slice(36)).toEqual([['ENCLAVE_ONLY', 36], ['TRUST_NOT_ESTABLISHED', 37], ['TRUST_SEAL_FAILED', 38], ['TPM_IO', 39], ['ENCLAVE_OCALL', 40], ['SSA_INVALID', 41], ['PAGE_STATE', 42]]);
+    expect(HC_STATUS.slice(36).map((s) => s.name)).toEqual(['ENCLAVE_ONLY', 'TRUST_NOT_ESTABLISHED', 'TRUST_SEAL_FAILED', 'TPM_IO', 'ENCLAVE_OCALL', 'SSA_INVALID', 'PAGE_STATE']);
   });
 
   it('the quoting identity is SHA-256 of its label (independent of the core)', () => {

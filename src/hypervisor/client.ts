@@ -97,6 +97,21 @@ export interface EcallResult {
   /** One line when the enclave faulted or ran away. */
   error: string | null;
   micros: number;
+  /** OCALLs the host served during this ECALL (bare-metal path). */
+  ocalls?: number;
+}
+
+/** OCALL index the enclave reserves for heap growth (rt's heap_grow; docs/hypercall-abi.md). */
+export const OCALL_HEAP_GROW = 0xffff_ff00;
+/** Error code an enclave gets for an OCALL the host could not serve (unknown index, handler threw). */
+export const OCALL_FAILED = 7;
+
+/** The caller's OCALL table: index → handler (input bytes → output bytes, at most the shared buffer). */
+export type OcallTable = Readonly<Record<number, (input: Buffer) => Buffer>>;
+
+export interface EnclaveRunOptions {
+  /** OCALLs the enclave may make during these ECALLs; an unknown index answers OCALL_FAILED. */
+  ocalls?: OcallTable;
 }
 
 export type HostAccessKind = 'read' | 'write' | 'execute';
@@ -160,7 +175,7 @@ export interface HypervisorClient {
   /** Launch the enclave VM's memory through a memory-encryption backend (key slot from the core). */
   enclaveLaunch(id: number, backend: BackendKind, policy?: number): Promise<LaunchResult>;
   /** Run ECALLs in the enclave VM (KVM). */
-  enclaveRun(id: number, ecalls: readonly EcallRequest[]): Promise<EcallResult[]>;
+  enclaveRun(id: number, ecalls: readonly EcallRequest[], opts?: EnclaveRunOptions): Promise<EcallResult[]>;
   /** Enclave memory as the enclave sees it and as the host (DRAM) holds it. */
   enclaveMemory(id: number, offset: bigint, length: number, view: 'enclave' | 'host'): Promise<Buffer>;
   /** A host access through the host's nested tables: null if allowed, else the fault line. */

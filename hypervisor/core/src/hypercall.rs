@@ -44,6 +44,10 @@ pub mod nr {
     /// buffer, R8 = input length; RDI = ECALL status). Served by the platform that can execute
     /// enclave code (the bare-metal image); `dispatch` answers UNKNOWN_CALL.
     pub const ENCLAVE_CALL: u64 = 0x18;
+    /// Resumes a thread parked in an OCALL (RDI = id, RSI = TCS offset, RDX = the answer: output
+    /// length or 0x8000_0000 | code, RCX = buffer holding the output); returns like ENCLAVE_CALL.
+    /// Served by the bare-metal image, like ENCLAVE_CALL.
+    pub const ENCLAVE_OCALL_RETURN: u64 = 0x19;
     /// Unseals or creates the TPM-sealed root secret (RDI = blob, RSI = its length, RDX = output
     /// for a new blob, RCX = its capacity ≥ 4096; out: RDI = new blob length, RSI = flags (bit 0
     /// created, bit 1 HAK PCR extended), RDX = HAK PCR). Served by `dispatch_with_tpm` (the
@@ -105,6 +109,13 @@ pub enum HcStatus {
     TrustSealFailed = 38,
     /// The TPM transport failed.
     TpmIo = 39,
+    /// ENCLAVE_CALL / ENCLAVE_OCALL_RETURN: the thread made an OCALL (RDI = OCALL index, RSI =
+    /// input length in the caller's buffer); answer it with ENCLAVE_OCALL_RETURN.
+    EnclaveOcall = 40,
+    /// ERESUME from a forged or corrupted SSA frame: the thread was ended.
+    SsaInvalid = 41,
+    /// An EDMM step on a page in the wrong state, or an EACCEPT that does not match.
+    PageState = 42,
 }
 
 impl From<&HvError> for HcStatus {

@@ -2,15 +2,21 @@
 //! VMCS on VMX: the backend's `ThreadVm`, vcpu::EnclaveVcpu; everything here is vendor-neutral),
 //! with the enclave's own nested tables (EPC pages at GPA = linear address, from hypervisor/core) plus
 //! four runner pages (guest PML4 and PDPT identity-mapping 512 GiB with 1 GiB pages, the
-//! mailbox and the 4 KiB shared buffer). The register and port protocol is the enclave
+//! mailbox and the 4 KiB shared buffer).
+//! Threads live in runner slots: `SLOTS_PER_CPU` in every CPU's area (handoff v3), so the number
+//! of threads that may be parked or running at once is sized at launch (4 × CPU slots), and a
+//! thread may run on any CPU (threads of one enclave run on several CPUs at once). The register and port protocol is the enclave
 //! runtime's (hypervisor/enclaves/rt, hypervisor/addon/src/runner.rs), so the same payloads run
 //! here and on KVM:
 //! - first entry: RIP = base + OENTRY, RDI = ECALL number, RSI = shared buffer, RDX = input
 //!   length, RCX = capacity, R8 = mailbox; mailbox FUNC, IN_LEN, SHARED, CAP;
 //! - `in al, 0x10` = EEXIT with the status in the mailbox; the thread parks there and the next
 //!   ECALL resumes it with AL = ECALL number; `out 0x10, eax` ends without parking;
-//! - `in eax, 0x12` = EGETKEY/EREPORT served by the core; `in eax, 0x11` = OCALL (refused);
-//!   `out 0x13, eax` = panic.
+//! - `in eax, 0x12` = EGETKEY/EREPORT served by the core; `out 0x13, eax` = panic;
+//! - `in eax, 0x11` = OCALL: the thread parks in its OCALL and the call returns ENCLAVE_OCALL
+//!   (RDI = mailbox NR, RSI = mailbox LEN, the input copied to the caller's buffer); the host's
+//!   ENCLAVE_OCALL_RETURN copies its output into the shared buffer and resumes the thread with
+//!   EAX = the answer. An ECALL into a TCS parked in an OCALL is TCS_BUSY.
 //! Every exception, HLT, CPUID, MSR access, virtualization instruction and nested fault ends the thread
 //! with one log line. A physical interrupt (or NMI) exits to here and the thread is parked
 //! mid-ECALL (AEX): the caller gets ENCLAVE_INTERRUPTED and calls again to resume, or aborts.
@@ -25,12 +31,19 @@ use core::fmt::Write;
 use hyperenclave_core::enclave::runtime::{hc, mb, ECALL_ERROR, ERR_OCALL, PORT_EEXIT, PORT_HYPERCALL, PORT_OCALL, PORT_PANIC};
 use hyperenclave_core::{Access, HcStatus, HvError, Perms, TargetInfo};
 
-const SLOTS: usize = 4;
+/// Runner slots in each CPU's area.
+pub const SLOTS_PER_CPU: usize = 4;
+/// Bytes of one slot (page multiple).
+pub const SLOT_BYTES: u64 = (core::mem::size_of::<Slot>() as u64 + 4095) & !4095;
+/// The runner slots of one CPU's area (entry.rs reserves this much after the backend's state).
+pub const PERCPU_RUNNER_BYTES: u64 = SLOTS_PER_CPU as u64 * SLOT_BYTES;
 const PAGE: u64 = 4096;
-/// R8 = ABORT on an interrupted call ends that thread (the caller's watchdog).
+/// R8 = ABORT on an interrupted call ends that thread (the caller's watchdog); ENCLAVE_OCALL_RETURN
+/// with RDX = ABORT ends a thread parked in an OCALL.
 pub const ABORT: u64 = u64::MAX;
 
-const OCALL_UNSUPPORTED: u64 = ECALL_ERROR | ERR_OCALL;
+/// The answer an enclave gets for an OCALL whose input length exceeds the shared buffer.
+const OCALL_REFUSED: u64 = ECALL_ERROR | ERR_OCALL;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -43,6 +56,8 @@ enum State {
     Running,
     /// Parked mid-ECALL by an interrupt; the next call resumes it as it was.
     Interrupted,
+    /// Parked in an OCALL; ENCLAVE_OCALL_RETURN resumes it with the host's answer.
+    Ocall,
     /// Faulted: refused until the enclave is destroyed.
     Dead,
 }
@@ -66,15 +81,62 @@ struct Ctx {
     /// The caller's buffer (host physical) of the call in progress.
     buf: u64,
     asid_fresh: bool,
+    /// The CPU the thread last ran on (usize::MAX: none): a move flushes the tag's TLB there.
+    last_cpu: usize,
 }
 
-const PAGES_INIT: RunnerPages = RunnerPages { pml4: [0; 512], pdpt: [0; 512], mailbox: [0; 512], shared: [0; 4096] };
-const CTX_INIT: Ctx = Ctx { vm: ThreadVm::INIT, fx: [0; 512], regs: GuestRegs { rbx: 0, rcx: 0, rdx: 0, rsi: 0, rdi: 0, rbp: 0, r8: 0, r9: 0, r10: 0, r11: 0, r12: 0, r13: 0, r14: 0, r15: 0 }, state: State::Free, id: 0, tcs: 0, buf: 0, asid_fresh: false };
+/// One runner slot: a thread's runner pages and its guest.
+#[repr(C, align(4096))]
+pub(crate) struct Slot {
+    pages: RunnerPages,
+    ctx: Ctx,
+}
 
-static mut PAGES: [RunnerPages; SLOTS] = [PAGES_INIT; SLOTS];
-static mut CTX: [Ctx; SLOTS] = [CTX_INIT; SLOTS];
-/// Guards CTX slot states (slot contents belong to whoever moved it to Running).
+const CTX_INIT: Ctx = Ctx {
+    vm: ThreadVm::INIT,
+    fx: [0; 512],
+    regs: GuestRegs { rbx: 0, rcx: 0, rdx: 0, rsi: 0, rdi: 0, rbp: 0, r8: 0, r9: 0, r10: 0, r11: 0, r12: 0, r13: 0, r14: 0, r15: 0 },
+    state: State::Free,
+    id: 0,
+    tcs: 0,
+    buf: 0,
+    asid_fresh: false,
+    last_cpu: usize::MAX,
+};
+
+/// Slots in use by this launch (CPU slots × SLOTS_PER_CPU), set by `init_slots`.
+static mut NSLOTS: usize = 0;
+/// Guards slot states (slot contents belong to whoever moved it to Running or parked it).
 static SLOTS_LOCK: AtomicBool = AtomicBool::new(false);
+
+fn slot_ptr(i: usize) -> *mut Slot {
+    crate::percpu_runners(i / SLOTS_PER_CPU).wrapping_add((i % SLOTS_PER_CPU) * SLOT_BYTES as usize) as *mut Slot
+}
+
+/// INIT (before any LAUNCH, no enclave alive): every slot of every CPU's area free.
+pub fn init_slots(cpu_slots: usize) {
+    lock(&SLOTS_LOCK);
+    let n = cpu_slots * SLOTS_PER_CPU;
+    for i in 0..n {
+        // SAFETY: the slot lies in a CPU area the driver reserved for this launch (entry.rs checked
+        // its size); no CPU runs an enclave thread during INIT. Written whole, never read before.
+        unsafe { core::ptr::addr_of_mut!((*slot_ptr(i)).ctx).write(CTX_INIT) };
+    }
+    // SAFETY: under SLOTS_LOCK; INIT runs before any LAUNCH.
+    unsafe { NSLOTS = n };
+    unlock(&SLOTS_LOCK);
+}
+
+/// The slots, under SLOTS_LOCK.
+fn ctx_at(i: usize) -> &'static mut Ctx {
+    // SAFETY: i < NSLOTS (callers iterate 0..NSLOTS); initialised by init_slots.
+    unsafe { &mut (*slot_ptr(i)).ctx }
+}
+
+fn nslots() -> usize {
+    // SAFETY: written once per INIT, before any LAUNCH.
+    unsafe { NSLOTS }
+}
 
 fn pa<T>(p: *const T) -> u64 {
     p as u64 // the image runs identity-mapped
@@ -84,78 +146,107 @@ fn pa<T>(p: *const T) -> u64 {
 enum Outcome {
     /// EEXIT: ECALL status; `parked` when the thread waits at its EEXIT for the next ECALL.
     Done { status: u64, parked: bool },
+    /// OCALL `nr` with `len` bytes of input in the shared buffer (RIP already past the `in`).
+    Ocall { nr: u64, len: u64 },
     Interrupted,
     Fault,
 }
 
-/// ENCLAVE_CALL from `cpu`. Returns (status, RDI). `hv_lock` is the global hypervisor lock.
-pub fn call(hv_lock: &AtomicBool, hv: *mut Hv, cpu: usize, id: u64, tcs: u64, func: u64, buf: u64, len: u64) -> (HcStatus, u64) {
-    let Ok(id) = u32::try_from(id) else { return (HcStatus::NoSuchEnclave, 0) };
-    lock(&SLOTS_LOCK);
-    // SAFETY: slot states are only read or changed under SLOTS_LOCK.
-    let ctxs = unsafe { &mut *core::ptr::addr_of_mut!(CTX) };
-    let slot = match ctxs.iter().position(|c| c.state != State::Free && c.id == id && c.tcs == tcs) {
-        Some(i) => i,
-        None => match ctxs.iter().position(|c| c.state == State::Free) {
-            Some(i) => {
-                ctxs[i].state = State::Fresh;
-                ctxs[i].id = id;
-                ctxs[i].tcs = tcs;
-                ctxs[i].asid_fresh = true;
-                // map the runner pages into this enclave's nested tables (once per slot and enclave)
-                lock(hv_lock);
-                // SAFETY: under the hypervisor lock.
-                let r = unsafe { map_runner_pages(&mut *hv, id, i) };
-                unlock(hv_lock);
-                if let Err(e) = r {
-                    ctxs[i].state = State::Free;
-                    unlock(&SLOTS_LOCK);
-                    log!("cpu{}: ENCLAVE_CALL enclave {}: runner pages: {}", cpu, id, e);
-                    return (HcStatus::from(&e), 0);
-                }
-                i
-            }
-            None => {
-                unlock(&SLOTS_LOCK);
-                return (HcStatus::EnclaveBusy, 0);
-            }
-        },
+/// What a call returns: status, RDI, RSI.
+pub type Answer = (HcStatus, u64, u64);
+
+/// Finds the slot of (id, tcs) or allocates one (mapping its runner pages into the enclave).
+fn find_or_alloc(hv_lock: &AtomicBool, hv: *mut Hv, cpu: usize, id: u32, tcs: u64, alloc: bool) -> Result<usize, HcStatus> {
+    let n = nslots();
+    if let Some(i) = (0..n).find(|&i| {
+        let c = ctx_at(i);
+        c.state != State::Free && c.id == id && c.tcs == tcs
+    }) {
+        return Ok(i);
+    }
+    if !alloc {
+        return Err(HcStatus::TcsNotEntered);
+    }
+    let Some(i) = (0..n).find(|&i| ctx_at(i).state == State::Free) else {
+        log!("cpu{}: ENCLAVE_CALL enclave {} TCS {:#x}: all {} runner slots hold threads", cpu, id, tcs, n);
+        return Err(HcStatus::EnclaveBusy);
     };
-    let ctx = &mut ctxs[slot];
+    let c = ctx_at(i);
+    c.state = State::Fresh;
+    c.id = id;
+    c.tcs = tcs;
+    c.asid_fresh = true;
+    c.last_cpu = usize::MAX;
+    // map the runner pages into this enclave's nested tables (once per slot and enclave)
+    lock(hv_lock);
+    // SAFETY: under the hypervisor lock.
+    let r = unsafe { map_runner_pages(&mut *hv, id, i) };
+    unlock(hv_lock);
+    if let Err(e) = r {
+        c.state = State::Free;
+        log!("cpu{}: ENCLAVE_CALL enclave {}: runner pages: {}", cpu, id, e);
+        return Err(HcStatus::from(&e));
+    }
+    Ok(i)
+}
+
+/// The caller's buffer page must be its own RAM (every call names it, a resume too).
+fn host_page_ok(hv_lock: &AtomicBool, hv: *mut Hv, buf: u64) -> Result<(), HcStatus> {
+    if buf % PAGE != 0 {
+        return Err(HcStatus::InvalidArgument);
+    }
+    lock(hv_lock);
+    // SAFETY: under the hypervisor lock.
+    let allowed = unsafe { (*hv).host_access(buf, Access::Write) }.is_ok();
+    unlock(hv_lock);
+    if allowed {
+        Ok(())
+    } else {
+        Err(HcStatus::HostAccessDenied)
+    }
+}
+
+/// ENCLAVE_CALL from `cpu`. `hv_lock` is the global hypervisor lock.
+pub fn call(hv_lock: &AtomicBool, hv: *mut Hv, cpu: usize, id: u64, tcs: u64, func: u64, buf: u64, len: u64) -> Answer {
+    let Ok(id) = u32::try_from(id) else { return (HcStatus::NoSuchEnclave, 0, 0) };
+    lock(&SLOTS_LOCK);
+    let slot = match find_or_alloc(hv_lock, hv, cpu, id, tcs, true) {
+        Ok(i) => i,
+        Err(st) => {
+            unlock(&SLOTS_LOCK);
+            return (st, 0, 0);
+        }
+    };
+    let ctx = ctx_at(slot);
     let prior = ctx.state;
     match prior {
-        State::Running => {
+        State::Running | State::Ocall => {
             unlock(&SLOTS_LOCK);
-            return (HcStatus::TcsBusy, 0);
+            return (HcStatus::TcsBusy, 0, 0);
         }
         State::Dead => {
             unlock(&SLOTS_LOCK);
-            return (HcStatus::EnclaveFault, 0);
+            return (HcStatus::EnclaveFault, 0, 0);
         }
         State::Interrupted if len == ABORT => {
             ctx.state = State::Dead;
             unlock(&SLOTS_LOCK);
             end_thread(hv_lock, hv, id, tcs);
             log!("cpu{}: enclave {} TCS {:#x}: interrupted ECALL aborted by the caller", cpu, id, tcs);
-            return (HcStatus::EnclaveFault, 0);
+            return (HcStatus::EnclaveFault, 0, 0);
         }
         _ => {}
     }
     ctx.state = State::Running;
     unlock(&SLOTS_LOCK);
     // SAFETY: slot `slot` is ours while Running; its pages likewise.
-    let pages = unsafe { &mut (*core::ptr::addr_of_mut!(PAGES))[slot] };
+    let pages = unsafe { &mut (*slot_ptr(slot)).pages };
 
-    // Every call, a resume too, names the page the output goes to: it must be the host's own RAM.
-    if (prior != State::Interrupted && len > PAGE) || buf % PAGE != 0 {
-        return finish(ctx, prior, (HcStatus::InvalidArgument, 0));
+    if prior != State::Interrupted && len > PAGE {
+        return finish(ctx, prior, (HcStatus::InvalidArgument, 0, 0));
     }
-    lock(hv_lock);
-    // SAFETY: under the hypervisor lock.
-    let allowed = unsafe { (*hv).host_access(buf, Access::Write) }.is_ok();
-    unlock(hv_lock);
-    if !allowed {
-        return finish(ctx, prior, (HcStatus::HostAccessDenied, 0));
+    if let Err(st) = host_page_ok(hv_lock, hv, buf) {
+        return finish(ctx, prior, (st, 0, 0));
     }
     if prior != State::Interrupted {
         lock(hv_lock);
@@ -164,7 +255,7 @@ pub fn call(hv_lock: &AtomicBool, hv: *mut Hv, cpu: usize, id: u64, tcs: u64, fu
         unlock(hv_lock);
         let entry = match entered {
             Ok(e) => e,
-            Err(e) => return finish(ctx, prior, (HcStatus::from(&e), 0)),
+            Err(e) => return finish(ctx, prior, (HcStatus::from(&e), 0, 0)),
         };
         // SAFETY: the host allowed this page of its own RAM; identity-mapped.
         unsafe { core::ptr::copy_nonoverlapping(buf as *const u8, pages.shared.as_mut_ptr(), len as usize) };
@@ -182,7 +273,64 @@ pub fn call(hv_lock: &AtomicBool, hv: *mut Hv, cpu: usize, id: u64, tcs: u64, fu
         }
     }
     ctx.buf = buf;
+    run_thread(ctx, pages, cpu, hv_lock, hv)
+}
 
+/// ENCLAVE_OCALL_RETURN from `cpu`: `answer` = output length (output at the start of `buf`) or
+/// 0x8000_0000 | code, or ABORT.
+pub fn ocall_return(hv_lock: &AtomicBool, hv: *mut Hv, cpu: usize, id: u64, tcs: u64, answer: u64, buf: u64) -> Answer {
+    let Ok(id) = u32::try_from(id) else { return (HcStatus::NoSuchEnclave, 0, 0) };
+    lock(&SLOTS_LOCK);
+    let slot = match find_or_alloc(hv_lock, hv, cpu, id, tcs, false) {
+        Ok(i) if ctx_at(i).state == State::Ocall => i,
+        Ok(i) if ctx_at(i).state == State::Running => {
+            unlock(&SLOTS_LOCK);
+            return (HcStatus::TcsBusy, 0, 0);
+        }
+        _ => {
+            unlock(&SLOTS_LOCK);
+            return (HcStatus::TcsNotEntered, 0, 0);
+        }
+    };
+    let ctx = ctx_at(slot);
+    if answer == ABORT {
+        ctx.state = State::Dead;
+        unlock(&SLOTS_LOCK);
+        end_thread(hv_lock, hv, id, tcs);
+        log!("cpu{}: enclave {} TCS {:#x}: OCALL aborted by the caller", cpu, id, tcs);
+        return (HcStatus::EnclaveFault, 0, 0);
+    }
+    ctx.state = State::Running;
+    unlock(&SLOTS_LOCK);
+    // SAFETY: slot `slot` is ours while Running.
+    let pages = unsafe { &mut (*slot_ptr(slot)).pages };
+    // a refused answer leaves the thread parked in its OCALL
+    let failed = answer & ECALL_ERROR != 0;
+    if answer > u32::MAX as u64 || (!failed && answer > PAGE) {
+        return finish(ctx, State::Ocall, (HcStatus::InvalidArgument, 0, 0));
+    }
+    if let Err(st) = host_page_ok(hv_lock, hv, buf) {
+        return finish(ctx, State::Ocall, (st, 0, 0));
+    }
+    if !failed {
+        // SAFETY: the host's own page (checked); identity-mapped; answer ≤ PAGE.
+        unsafe { core::ptr::copy_nonoverlapping(buf as *const u8, pages.shared.as_mut_ptr(), answer as usize) };
+    }
+    ctx.vm.set_rax(answer);
+    ctx.buf = buf;
+    run_thread(ctx, pages, cpu, hv_lock, hv)
+}
+
+/// Runs a thread already moved to Running until it ends, parks or makes an OCALL.
+fn run_thread(ctx: &mut Ctx, pages: &mut RunnerPages, cpu: usize, hv_lock: &AtomicBool, hv: *mut Hv) -> Answer {
+    let (id, tcs) = (ctx.id, ctx.tcs);
+    if ctx.last_cpu != cpu {
+        // another CPU's TLB may hold this tag's translations of an earlier thread
+        if ctx.last_cpu != usize::MAX {
+            ctx.vm.flush_tlb();
+        }
+        ctx.last_cpu = cpu;
+    }
     let outcome = run(ctx, cpu, hv_lock, hv, pages);
     match outcome {
         Outcome::Done { status, parked } => {
@@ -191,17 +339,22 @@ pub fn call(hv_lock: &AtomicBool, hv: *mut Hv, cpu: usize, id: u64, tcs: u64, fu
                 unsafe { core::ptr::copy_nonoverlapping(pages.shared.as_ptr(), ctx.buf as *mut u8, status as usize) };
             }
             end_thread(hv_lock, hv, id, tcs);
-            finish(ctx, if parked { State::Parked } else { State::Fresh }, (HcStatus::Success, status))
+            finish(ctx, if parked { State::Parked } else { State::Fresh }, (HcStatus::Success, status, 0))
         }
-        Outcome::Interrupted => finish(ctx, State::Interrupted, (HcStatus::EnclaveInterrupted, 0)),
+        Outcome::Ocall { nr, len } => {
+            // SAFETY: checked host page (above), identity-mapped; len ≤ PAGE (run checked it).
+            unsafe { core::ptr::copy_nonoverlapping(pages.shared.as_ptr(), ctx.buf as *mut u8, len as usize) };
+            finish(ctx, State::Ocall, (HcStatus::EnclaveOcall, nr, len))
+        }
+        Outcome::Interrupted => finish(ctx, State::Interrupted, (HcStatus::EnclaveInterrupted, 0, 0)),
         Outcome::Fault => {
             end_thread(hv_lock, hv, id, tcs);
-            finish(ctx, State::Dead, (HcStatus::EnclaveFault, 0))
+            finish(ctx, State::Dead, (HcStatus::EnclaveFault, 0, 0))
         }
     }
 }
 
-fn finish(ctx: &mut Ctx, next: State, r: (HcStatus, u64)) -> (HcStatus, u64) {
+fn finish(ctx: &mut Ctx, next: State, r: Answer) -> Answer {
     lock(&SLOTS_LOCK);
     ctx.state = next;
     unlock(&SLOTS_LOCK);
@@ -218,8 +371,8 @@ fn end_thread(hv_lock: &AtomicBool, hv: *mut Hv, id: u32, tcs: u64) {
 /// After ENCLAVE_DESTROY: the enclave's threads and runner pages are gone with it.
 pub fn forget(id: u32) {
     lock(&SLOTS_LOCK);
-    // SAFETY: under SLOTS_LOCK.
-    for c in unsafe { (*core::ptr::addr_of_mut!(CTX)).iter_mut() } {
+    for i in 0..nslots() {
+        let c = ctx_at(i);
         if c.state != State::Free && c.id == id {
             c.state = State::Free;
         }
@@ -229,7 +382,10 @@ pub fn forget(id: u32) {
 
 fn map_runner_pages(hv: &mut Hv, id: u32, slot: usize) -> Result<(), HvError> {
     // SAFETY: the slot was just allocated under SLOTS_LOCK; nobody else touches its pages.
-    let p = unsafe { &mut (*core::ptr::addr_of_mut!(PAGES))[slot] };
+    let p = unsafe { &mut (*slot_ptr(slot)).pages };
+    // nothing of the slot's previous enclave stays visible to this one
+    p.mailbox.fill(0);
+    p.shared.fill(0);
     const P: u64 = 1;
     const RW: u64 = 2;
     const US: u64 = 4;
@@ -289,8 +445,13 @@ fn run(ctx: &mut Ctx, cpu: usize, hv_lock: &AtomicBool, hv: *mut Hv, pages: &mut
                     v.set_rip(next);
                 }
                 (PORT_OCALL, true) => {
-                    v.set_rax(OCALL_UNSUPPORTED);
                     v.set_rip(next);
+                    let (nr, len) = (pages.mailbox[mb::NR] & 0xffff_ffff, pages.mailbox[mb::LEN]);
+                    if len > PAGE {
+                        v.set_rax(OCALL_REFUSED);
+                        continue;
+                    }
+                    return Outcome::Ocall { nr, len };
                 }
                 (PORT_PANIC, false) => {
                     let n = core::cmp::min(v.rax() & 0xffff_ffff, 200) as usize;

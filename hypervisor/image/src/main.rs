@@ -60,6 +60,12 @@ pub(crate) fn percpu_state(cpu: usize) -> &'static mut backend::PerCpu {
     unsafe { &mut *((PERCPU_BASE + cpu as u64 * PERCPU_SIZE + entry::PERCPU_STATE) as *mut backend::PerCpu) }
 }
 
+/// This CPU id's enclave runner slots (enclave_vm.rs), in its area after the backend's state.
+pub(crate) fn percpu_runners(cpu: usize) -> *mut u8 {
+    // SAFETY: reads values set at entry; the area was checked to hold PERCPU_BYTES.
+    unsafe { (PERCPU_BASE + cpu as u64 * PERCPU_SIZE + entry::PERCPU_RUNNERS) as *mut u8 }
+}
+
 static mut HV: Option<Hv> = None;
 static mut LEAVE_TRAMP: u64 = 0;
 static LOCK: AtomicBool = AtomicBool::new(false);
@@ -283,6 +289,7 @@ fn init(ho: &Handoff) -> HvResult<()> {
     })();
     unlock(&LOCK);
     r?;
+    enclave_vm::init_slots(ho.cpu_slots as usize);
     host::init(ho.leave_tramp, ho.leave_tramp_pa);
     // SAFETY: single writer (INIT runs before any LAUNCH).
     unsafe { LEAVE_TRAMP = ho.leave_tramp };
@@ -459,9 +466,19 @@ pub(crate) fn hypercall_exit<V: Vcpu>(vc: &mut V, cpu: usize) {
     if regs.rax == nr::ENCLAVE_CALL {
         // runs enclave code: the lock is taken only around core state, not while the enclave runs
         unlock(&LOCK);
-        let (st, out) = enclave_vm::call(&LOCK, hv as *mut Hv, cpu, regs.rdi, regs.rsi, regs.rdx, regs.rcx, regs.r8);
+        let (st, rdi, rsi) = enclave_vm::call(&LOCK, hv as *mut Hv, cpu, regs.rdi, regs.rsi, regs.rdx, regs.rcx, regs.r8);
         vc.set_rax(st as u64);
-        vc.regs().rdi = out;
+        vc.regs().rdi = rdi;
+        vc.regs().rsi = rsi;
+        vc.advance();
+        return;
+    }
+    if regs.rax == nr::ENCLAVE_OCALL_RETURN {
+        unlock(&LOCK);
+        let (st, rdi, rsi) = enclave_vm::ocall_return(&LOCK, hv as *mut Hv, cpu, regs.rdi, regs.rsi, regs.rdx, regs.rcx);
+        vc.set_rax(st as u64);
+        vc.regs().rdi = rdi;
+        vc.regs().rsi = rsi;
         vc.advance();
         return;
     }

@@ -281,14 +281,16 @@ struct AllOnes<const N: usize>([u8; N]);
 static mut THREAD_IOPM: AllOnes<12288> = AllOnes([0xff; 12288]);
 static mut THREAD_MSRPM: AllOnes<8192> = AllOnes([0xff; 8192]);
 
-/// An enclave thread's guest: its own VMCB (ASID 2 + slot; Linux runs with ASID 1).
+/// An enclave thread's guest: its own VMCB (ASID 2 + slot; Linux runs with ASID 1). Slots
+/// beyond the CPU's ASIDs share its last ASID and flush the TLB at every entry.
 #[repr(C, align(4096))]
 pub struct ThreadVm {
     vmcb: Vmcb,
+    shared_asid: bool,
 }
 
 impl ThreadVm {
-    pub const INIT: ThreadVm = ThreadVm { vmcb: Vmcb([0; 4096]) };
+    pub const INIT: ThreadVm = ThreadVm { vmcb: Vmcb([0; 4096]), shared_asid: false };
 }
 
 impl EnclaveVcpu for ThreadVm {
@@ -303,8 +305,12 @@ impl EnclaveVcpu for ThreadVm {
         );
         v.w64(off::IOPM_BASE, core::ptr::addr_of!(THREAD_IOPM) as u64);
         v.w64(off::MSRPM_BASE, core::ptr::addr_of!(THREAD_MSRPM) as u64);
-        v.w32(off::ASID, 2 + slot as u32); // Linux runs with ASID 1
-        v.0[off::TLB_CONTROL] = if fresh { 1 } else { 0 };
+        // Linux runs with ASID 1; CPUID 8000_000A EBX = the number of ASIDs (1..n-1 usable)
+        let nasid = crate::cpu::cpuid(0x8000_000a, 0)[1] as u64;
+        self.shared_asid = 2 + slot as u64 >= nasid.saturating_sub(1);
+        let asid = if self.shared_asid { nasid.saturating_sub(1).max(2) } else { 2 + slot as u64 };
+        v.w32(off::ASID, asid as u32);
+        v.0[off::TLB_CONTROL] = if fresh || self.shared_asid { 1 } else { 0 };
         v.w64(off::V_INTR, V_INTR_MASKING);
         v.w64(off::NP_ENABLE, 1);
         v.w64(off::N_CR3, nested_pointer);
@@ -330,6 +336,9 @@ impl EnclaveVcpu for ThreadVm {
     }
 
     fn run(&mut self, regs: &mut GuestRegs, fx: *mut u8) -> EnclaveExit {
+        if self.shared_asid {
+            self.vmcb.0[off::TLB_CONTROL] = 1;
+        }
         let vmcb_pa = &self.vmcb as *const Vmcb as u64;
         // Host IF=1 while the enclave runs, so an interrupt exits (V_INTR_MASKING); GIF is 0
         // here (after the caller's #VMEXIT), so the host itself never takes one.
@@ -368,5 +377,8 @@ impl EnclaveVcpu for ThreadVm {
     }
     fn set_rip(&mut self, v: u64) {
         self.vmcb.w64(off::RIP, v)
+    }
+    fn flush_tlb(&mut self) {
+        self.vmcb.0[off::TLB_CONTROL] = 1;
     }
 }

@@ -59,4 +59,7 @@ pub(crate) trait EnclaveVcpu {
     fn set_rax(&mut self, v: u64);
     fn rip(&self) -> u64;
     fn set_rip(&mut self, v: u64);
+    /// Flushes what this thread's tag may have cached on the CPU of the next run (the thread
+    /// moved to another CPU).
+    fn flush_tlb(&mut self);
 }

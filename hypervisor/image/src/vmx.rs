@@ -794,4 +794,7 @@ impl EnclaveVcpu for ThreadVm {
         self.rip = v;
         self.rip_dirty = true;
     }
+    fn flush_tlb(&mut self) {
+        self.fresh = true;
+    }
 }
