@@ -29,7 +29,7 @@ use crate::vcpu::{EnclaveExit, EnclaveVcpu};
 use crate::{lock, unlock, Console, Hv, PRINT};
 use core::fmt::Write;
 use hyperenclave_core::enclave::runtime::{hc, mb, ECALL_ERROR, ERR_OCALL, PORT_EEXIT, PORT_HYPERCALL, PORT_OCALL, PORT_PANIC};
-use hyperenclave_core::{Access, HcStatus, HvError, Perms, TargetInfo};
+use hyperenclave_core::{Access, EntryInfo, HcStatus, HvError, Perms, TargetInfo};
 
 /// Runner slots in each CPU's area.
 pub const SLOTS_PER_CPU: usize = 4;
@@ -265,7 +265,7 @@ pub fn call(hv_lock: &AtomicBool, hv: *mut Hv, cpu: usize, id: u64, tcs: u64, fu
         pages.mailbox[mb::SHARED] = pa(pages.shared.as_ptr());
         pages.mailbox[mb::CAP] = PAGE;
         if prior == State::Fresh {
-            first_entry(ctx, slot, entry.entry, entry.tcs, entry.nested_pointer, func, len, pa(pages.pml4.as_ptr()), pa(pages.mailbox.as_ptr()), pa(pages.shared.as_ptr()));
+            first_entry(ctx, slot, &entry, func, len, pa(pages.pml4.as_ptr()), pa(pages.mailbox.as_ptr()), pa(pages.shared.as_ptr()));
         } else {
             // parked at `in al, 0x10`: AL = ECALL number
             let rax = ctx.vm.rax();
@@ -409,10 +409,10 @@ fn map_runner_pages(hv: &mut Hv, id: u32, slot: usize) -> Result<(), HvError> {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn first_entry(ctx: &mut Ctx, slot: usize, rip: u64, tcs_la: u64, ncr3: u64, func: u64, len: u64, cr3: u64, mailbox: u64, shared: u64) {
-    ctx.vm.setup(slot, ctx.asid_fresh, rip, cr3, ncr3);
+fn first_entry(ctx: &mut Ctx, slot: usize, e: &EntryInfo, func: u64, len: u64, cr3: u64, mailbox: u64, shared: u64) {
+    ctx.vm.setup(slot, ctx.asid_fresh, e.entry, cr3, e.nested_pointer, e.fs_base, e.gs_base);
     ctx.asid_fresh = false;
-    ctx.regs = GuestRegs { rbx: tcs_la, rcx: PAGE, rdx: len, rsi: shared, rdi: func, r8: mailbox, ..GuestRegs::default() };
+    ctx.regs = GuestRegs { rbx: e.tcs, rcx: PAGE, rdx: len, rsi: shared, rdi: func, r8: mailbox, ..GuestRegs::default() };
     ctx.fx.fill(0);
     ctx.fx[0..2].copy_from_slice(&0x037fu16.to_le_bytes()); // FCW
     ctx.fx[24..28].copy_from_slice(&0x1f80u32.to_le_bytes()); // MXCSR: all SIMD exceptions masked

@@ -287,14 +287,22 @@ static mut THREAD_MSRPM: AllOnes<8192> = AllOnes([0xff; 8192]);
 pub struct ThreadVm {
     vmcb: Vmcb,
     shared_asid: bool,
+    /// The thread's FS / GS base and KERNEL_GS_BASE: VMRUN does not switch them (VMLOAD would),
+    /// so `run` loads them into the MSRs around VMRUN and gives Linux's back afterwards.
+    fs_base: u64,
+    gs_base: u64,
+    kernel_gs_base: u64,
 }
 
 impl ThreadVm {
-    pub const INIT: ThreadVm = ThreadVm { vmcb: Vmcb([0; 4096]), shared_asid: false };
+    pub const INIT: ThreadVm = ThreadVm { vmcb: Vmcb([0; 4096]), shared_asid: false, fs_base: 0, gs_base: 0, kernel_gs_base: 0 };
 }
 
 impl EnclaveVcpu for ThreadVm {
-    fn setup(&mut self, slot: usize, fresh: bool, rip: u64, cr3: u64, nested_pointer: u64) {
+    fn setup(&mut self, slot: usize, fresh: bool, rip: u64, cr3: u64, nested_pointer: u64, fs_base: u64, gs_base: u64) {
+        self.fs_base = fs_base;
+        self.gs_base = gs_base;
+        self.kernel_gs_base = 0;
         let v = &mut self.vmcb;
         v.0.fill(0);
         v.w32(off::INTERCEPT_EXCEPTIONS, 0xffff_ffff);
@@ -343,11 +351,22 @@ impl EnclaveVcpu for ThreadVm {
         // Host IF=1 while the enclave runs, so an interrupt exits (V_INTR_MASKING); GIF is 0
         // here (after the caller's #VMEXIT), so the host itself never takes one.
         // SAFETY: this CPU owns the thread; GIF=0 keeps sti from delivering anything to the host.
+        let linux = (cpu::rdmsr(cpu::MSR_FS_BASE), cpu::rdmsr(cpu::MSR_GS_BASE), cpu::rdmsr(cpu::MSR_KERNEL_GS_BASE));
+        cpu::wrmsr(cpu::MSR_FS_BASE, self.fs_base);
+        cpu::wrmsr(cpu::MSR_GS_BASE, self.gs_base);
+        cpu::wrmsr(cpu::MSR_KERNEL_GS_BASE, self.kernel_gs_base);
         unsafe {
             core::arch::asm!("sti", options(nomem, nostack));
             entry::he_vmrun(vmcb_pa, regs, fx);
             core::arch::asm!("cli", options(nomem, nostack));
         }
+        // the thread may have swapped GS (SWAPGS is not intercepted): keep what it left
+        self.fs_base = cpu::rdmsr(cpu::MSR_FS_BASE);
+        self.gs_base = cpu::rdmsr(cpu::MSR_GS_BASE);
+        self.kernel_gs_base = cpu::rdmsr(cpu::MSR_KERNEL_GS_BASE);
+        cpu::wrmsr(cpu::MSR_FS_BASE, linux.0);
+        cpu::wrmsr(cpu::MSR_GS_BASE, linux.1);
+        cpu::wrmsr(cpu::MSR_KERNEL_GS_BASE, linux.2);
         let v = &mut self.vmcb;
         v.0[off::TLB_CONTROL] = 0;
         let code = v.r64(off::EXITCODE);
@@ -377,6 +396,21 @@ impl EnclaveVcpu for ThreadVm {
     }
     fn set_rip(&mut self, v: u64) {
         self.vmcb.w64(off::RIP, v)
+    }
+    fn rsp(&self) -> u64 {
+        self.vmcb.r64(off::RSP)
+    }
+    fn set_rsp(&mut self, v: u64) {
+        self.vmcb.w64(off::RSP, v)
+    }
+    fn rflags(&self) -> u64 {
+        self.vmcb.r64(off::RFLAGS)
+    }
+    fn set_rflags(&mut self, v: u64) {
+        self.vmcb.w64(off::RFLAGS, v)
+    }
+    fn seg_bases(&self) -> (u64, u64) {
+        (self.fs_base, self.gs_base)
     }
     fn flush_tlb(&mut self) {
         self.vmcb.0[off::TLB_CONTROL] = 1;
