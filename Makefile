@@ -2,7 +2,8 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-APT_PACKAGES := swtpm swtpm-tools tpm2-tools openssl zsh fish gcc binutils make systemd postgresql
+APT_PACKAGES := swtpm swtpm-tools tpm2-tools openssl zsh fish gcc binutils make systemd postgresql systemd-boot-efi pesign \
+  bochs bochsbios vgabios grub-pc-bin grub-common xorriso mtools cpio busybox-static
 CARGO := cargo
 NPM := npm
 STAMP := .tmp/stamps
@@ -48,24 +49,41 @@ test-rust: build-rust
 	cd hypervisor && $(CARGO) test --release
 
 test-ts: build
-	npx vitest run
+	@mkdir -p .tmp
+	npx vitest run --reporter=default --reporter=json --outputFile=.tmp/vitest.json
+	node test/helpers/check-skips.mjs .tmp/vitest.json
 
 # The system tier: Debian's kernel under QEMU TCG (SVM + NPT) with swtpm, demoted by our hypervisor.
 # Exit 77 from run.sh means "cannot run here" and is reported as skipped with its reason;
 # under CI (CI=true, set by .ci/run) a skipped system tier fails the run like a missing component.
-.PHONY: test-system test-system-or-skip
+# Then the UEFI mode (q35 + OVMF booting a unified kernel image, measured from power-on; run.sh --uefi).
+SYSTEM_OR_SKIP = bash test/system/run.sh $(1); rc=$$?; \
+	if [ $$rc = 77 ]; then \
+	  if [ "$${CI:-}" = true ] || [ "$${CI:-}" = 1 ]; then echo "system tier $(1): skipped, and CI=$$CI requires it: FAILED (see SKIPPED line above)"; exit 1; fi; \
+	  echo "system tier $(1): skipped (see SKIPPED line above)"; exit 0; \
+	fi; exit $$rc
+.PHONY: test-system test-system-or-skip test-system-uefi test-system-uefi-or-skip
 test-system: deps build-ts
 	bash test/system/run.sh
 test-system-or-skip: deps build-ts
-	@bash test/system/run.sh; rc=$$?; \
-	if [ $$rc = 77 ]; then \
-	  if [ "$${CI:-}" = true ] || [ "$${CI:-}" = 1 ]; then echo "system tier: skipped, and CI=$$CI requires it: FAILED (see SKIPPED line above)"; exit 1; fi; \
-	  echo "system tier: skipped (see SKIPPED line above)"; exit 0; \
-	fi; exit $$rc
+	@$(call SYSTEM_OR_SKIP,)
+test-system-uefi: deps build-ts
+	bash test/system/run.sh --uefi
+test-system-uefi-or-skip: deps build-ts
+	@$(call SYSTEM_OR_SKIP,--uefi)
 
-# The VMX tier: Debian's kernel under Bochs (Intel VMX + EPT), the intel-vmx image driven by hectl.
-# Exit 77 = cannot run here (Bochs, GRUB or xorriso not installable): a skip, reported with its
-# reason; under CI (CI=true or 1) a skip fails the run.
+# Then the systemd mode (a Debian root file system from mmdebstrap, cached under .tmp/system/debian,
+# with systemd as PID 1 starting hyperenclave.service; run.sh --systemd, three boots).
+.PHONY: test-system-systemd test-system-systemd-or-skip
+test-system-systemd: deps build-ts
+	bash test/system/run.sh --systemd
+test-system-systemd-or-skip: deps build-ts
+	@$(call SYSTEM_OR_SKIP,--systemd)
+
+# The VMX tier: Debian's kernel under Bochs (Intel VMX + EPT), the intel-vmx image driven by hectl
+# (test/system-vmx/run.sh, work files in .tmp/system-vmx). Exit 77 = cannot run here (Bochs, GRUB
+# or xorriso not installable): a skip, reported with its reason; under CI (CI=true or 1) a skip
+# fails the run like the system tier's.
 .PHONY: test-system-vmx test-system-vmx-or-skip
 test-system-vmx: deps build-ts
 	bash test/system-vmx/run.sh
@@ -76,7 +94,7 @@ test-system-vmx-or-skip: deps build-ts
 	  echo "VMX tier: skipped (see SKIPPED line above)"; exit 0; \
 	fi; exit $$rc
 
-test: test-rust test-ts test-system-or-skip test-system-vmx-or-skip
+test: test-rust test-ts test-system-or-skip test-system-uefi-or-skip test-system-systemd-or-skip test-system-vmx-or-skip
 
 # The fuzz tests run in `make test` with a fixed seed; here with a fresh one (printed, so a failure
 # replays with HE_FUZZ_SEED=<seed>) and FUZZ_ITERATIONS inputs per reader.
@@ -120,6 +138,10 @@ install: build
 	install -m 0755 systemd/hyperenclave-wrapper.sh $(DESTDIR)$(PREFIX)/bin/hyperenclave
 	install -m 0644 systemd/hyperenclave.service systemd/hyperenclave-verifier.service systemd/hyperenclave-agent.service $(DESTDIR)/lib/systemd/system/
 	[ -f $(DESTDIR)/etc/hyperenclave/config.json ] || install -m 0644 systemd/config.json $(DESTDIR)/etc/hyperenclave/config.json
+	# the driver is loaded at boot by systemd-modules-load.service, with its parameters from modprobe.d
+	install -d $(DESTDIR)$(PREFIX)/lib/modules-load.d $(DESTDIR)/etc/modprobe.d
+	install -m 0644 systemd/modules-load.conf $(DESTDIR)$(PREFIX)/lib/modules-load.d/hyperenclave.conf
+	[ -f $(DESTDIR)/etc/modprobe.d/hyperenclave.conf ] || install -m 0644 systemd/modprobe.conf $(DESTDIR)/etc/modprobe.d/hyperenclave.conf
 	node dist/src/cli/main.js completion bash > $(DESTDIR)$(PREFIX)/share/bash-completion/completions/hyperenclave
 	node dist/src/cli/main.js completion zsh > $(DESTDIR)$(PREFIX)/share/zsh/vendor-completions/_hyperenclave
 	node dist/src/cli/main.js completion fish > $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d/hyperenclave.fish

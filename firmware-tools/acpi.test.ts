@@ -86,6 +86,34 @@ describe('ACPI IOMMU tables', () => {
     expect(h.checksumOk).toBe(true);
   });
 
+  // The vectors hypervisor/core/src/acpi.rs also decodes (its test reads the same expected.txt).
+  it('decodes the shared vectors of test/fixtures/acpi like the hypervisor core', () => {
+    const dir = new URL('../test/fixtures/acpi/', import.meta.url);
+    const lines = readFileSync(new URL('expected.txt', dir), 'utf8').split('\n').filter((l) => l.trim() && !l.startsWith('#'));
+    expect(lines.length).toBeGreaterThanOrEqual(6);
+    for (const line of lines) {
+      const [file, ...want] = line.split(' ');
+      const buf = readFileSync(new URL(file!, dir));
+      let got: string;
+      try {
+        const t = file!.startsWith('ivrs') ? parseIvrs(buf) : parseDmar(buf);
+        expect(t.header.checksumOk).toBe(true);
+        const hex = (v: bigint | number): string => `0x${v.toString(16)}`;
+        const detail = (u: (typeof t.iommus)[number]): string =>
+          u.kind === 'amd-vi' ? hex(Number.parseInt(u.detail.replace('IVHD type ', ''), 16)) : u.detail === 'INCLUDE_PCI_ALL' ? '0x1' : '0x0';
+        got = [
+          'ok',
+          `width=${t.addressWidth}`,
+          ...t.iommus.map((u) => `unit=${u.kind}:${hex(u.registerBase)}:${u.segment}:${detail(u)}:${hex(u.deviceId ?? 0)}`),
+          ...t.reserved.map((r) => `reserved=${hex(r.base)}-${hex(r.end)}`),
+        ].join(' ');
+      } catch (e) {
+        got = `error=${/byte (\d+):/.exec((e as Error).message)?.[1]}`;
+      }
+      expect(got, file).toBe(want.join(' '));
+    }
+  });
+
   it('reports why no IOMMU is found', () => {
     const r = readIommuTable('/nonexistent');
     expect(r.table).toBeUndefined();

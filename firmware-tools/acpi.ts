@@ -24,6 +24,8 @@ export interface Iommu {
   segment: number;
   /** DMAR: INCLUDE_PCI_ALL flag; IVRS: IVHD type. */
   detail: string;
+  /** IVRS: the IOMMU's own PCI requester ID (IVHD bytes 4-5). */
+  deviceId?: number;
 }
 
 /** A memory range that firmware says devices DMA into (RMRR / IVMD): the hypervisor must not reserve it. */
@@ -104,7 +106,7 @@ export function parseIvrs(buf: Buffer): IommuTable {
     need(t, 'IVRS', off, len, `block type 0x${type.toString(16)}`);
     if (type === 0x10 || type === 0x11 || type === 0x40) {
       need(t, 'IVRS', off, 24, 'IVHD');
-      iommus.push({ kind: 'amd-vi', registerBase: t.readBigUInt64LE(off + 8), segment: t.readUInt16LE(off + 16), detail: `IVHD type 0x${type.toString(16)}` });
+      iommus.push({ kind: 'amd-vi', registerBase: t.readBigUInt64LE(off + 8), segment: t.readUInt16LE(off + 16), detail: `IVHD type 0x${type.toString(16)}`, deviceId: t.readUInt16LE(off + 4) });
     } else if (type >= 0x20 && type <= 0x22) {
       need(t, 'IVRS', off, 32, 'IVMD');
       const base = t.readBigUInt64LE(off + 16);

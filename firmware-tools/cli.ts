@@ -14,7 +14,7 @@ const containerLib = () => import('../src/measure/container.js');
 import { readFileBounded, readTextFile } from '../src/platform/bounded-read.js';
 
 /**
- * `firmware build|sign|inspect|reference|launch-env`: the image container and reference values.
+ * `firmware build|sign|inspect|reference|uki-reference|launch-env`: the image container and reference values.
  * registerImageCommands(fw) adds them under the CLI's `firmware` command; this file also runs alone:
  * `node dist/firmware-tools/cli.js build hypervisor.elf -o hv.heimg --arch intel-vmx --key key.pem`.
  */
@@ -205,6 +205,27 @@ export function registerImageCommands(fw: Command, emit: Emit = defaultEmit, pro
         [
           `image ${doc.image.id as string} (${doc.image.arch as string}), policy ${doc.policy.name}`,
           ...Object.entries(doc.pcrs).flatMap(([bank, m]) => Object.entries(m).map(([i, v]) => `  ${bank}:${i} ${v}`)),
+          ...(o.output ? [`written to ${o.output}`] : []),
+        ].join('\n'),
+      );
+    });
+
+  fw.command('uki-reference')
+    .description('reference values of a unified kernel image (UKI) from the file alone: the Authenticode digests UEFI logs in PCR 4 for it and its kernel, and the PCR 11 events and value of its systemd-stub sections')
+    .argument('<uki>')
+    .option('--banks <list>', 'banks to compute', 'sha1,sha256,sha384')
+    .option('-o, --output <file>', 'write the uki-reference JSON here (atomically)')
+    .addHelpText('after', '\nExample:\n  hyperenclave firmware uki-reference linux.efi -o uki-reference.json   (name it in the verifier policy: boot.ukiReferences)')
+    .action(async (uki: string, o: { banks: string; output?: string }, cmd: Command) => {
+      const { ukiReferenceFile } = await import('./uki.js');
+      const doc = ukiReferenceFile(uki, banks(o.banks)!, o.output);
+      emit(json(cmd), doc as unknown as { schema: string; version: number } & Record<string, unknown>, () =>
+        [
+          `${uki}: UKI of ${doc.uki.size} bytes${doc.uki.stub ? ` (${doc.uki.stub.replace(/#/g, '').trim()})` : ''}, sections ${doc.sections.map((s) => `${s.name} ${s.size}`).join(', ')}`,
+          ...Object.entries(doc.bootApplication.digests).map(([b, d]) => `  PCR 4 UKI    ${b}: ${d}`),
+          ...Object.entries(doc.kernel.digests).map(([b, d]) => `  PCR 4 kernel ${b}: ${d}`),
+          ...Object.entries(doc.pcrs).map(([b, m]) => `  PCR 11       ${b}: ${m['11']}`),
+          ...Object.entries(doc.kernelEfiStub?.pcrs ?? {}).map(([b, v]) => `  PCR 9        ${b}: ${v} (kernel EFI stub: command line, initrd)`),
           ...(o.output ? [`written to ${o.output}`] : []),
         ].join('\n'),
       );

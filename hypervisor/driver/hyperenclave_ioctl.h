@@ -19,7 +19,7 @@ typedef int32_t __s32;
 typedef uint64_t __u64;
 #endif
 
-#define HE_IOCTL_ABI_VERSION 0x00010003u /* this header (1.1: HE_BUF_ARG_MASK; 1.2: he_probe.target, 16 KiB hypercall buffers; 1.3: resume budget) */
+#define HE_IOCTL_ABI_VERSION 0x00010004u /* this header (1.1: HE_BUF_ARG_MASK; 1.2: he_probe.target, 16 KiB hypercall buffers; 1.3: 256-byte hv_status with DMA protection; 1.4: resume budget) */
 #define HE_HYPERCALL_ABI_VERSION 0x00010000u /* hypervisor/core ABI_VERSION it was written against */
 #define HE_IOC_MAGIC 'H'
 
@@ -54,7 +54,7 @@ struct he_status {
 	__u32 pcr;
 	__u32 cpus_enabled;   /* CPUs running as guests of the hypervisor */
 	__u64 hv_status_len;  /* bytes of hv_status filled (STATUS hypercall record), 0 when not enabled */
-	__u8 hv_status[240];
+	__u8 hv_status[256];  /* 1.3: 256 (DMA faults and IOMMU base after the digest) */
 };
 
 /*
@@ -68,11 +68,11 @@ struct he_status {
  */
 #define HE_BUF_ARG_MASK 0x100u
 /*
- * 1.3: buf_arg bits 31:16 = a resume budget in milliseconds, for ENCLAVE_CALL (0x18) and
+ * 1.4: buf_arg bits 31:16 = a resume budget in milliseconds, for ENCLAVE_CALL (0x18) and
  * ENCLAVE_OCALL_RETURN (0x19) only (other calls with a budget: -EINVAL). While the call returns
  * ENCLAVE_INTERRUPTED the driver resumes the thread itself (cond_resched() in between) until it
  * completes, makes an OCALL (ENCLAVE_OCALL), faults, a signal is pending or the budget is spent;
- * r8 then holds the number of resumes. Budget 0: one hypercall, as before 1.3.
+ * r8 then holds the number of resumes. Budget 0: one hypercall, as before 1.4.
  */
 #define HE_RESUME_BUDGET_SHIFT 16
 #define HE_HYPERCALL_BUF_MAX 16384u /* 1.2: e.g. TRUST_INIT's blob in and a 4 KiB output in one call */

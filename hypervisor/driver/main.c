@@ -58,7 +58,7 @@ MODULE_PARM_DESC(pcr, "PCR the image is measured into (8-16 or 23)");
 #define HC_ENCLAVE_OCALL_RETURN 0x19
 #define HC_ENCLAVE_INTERRUPTED 34 /* status */
 #define HE_HYPERCALL_BUF_ORDER 2 /* 4 pages = HE_HYPERCALL_BUF_MAX */
-#define HC_STATUS_SIZE 240
+#define HC_STATUS_SIZE 256 /* hypervisor/core STATUS_SIZE (1.3: DMA words after the digest) */
 
 long he_enter(u64 op, u64 handoff_pa, u64 cpu, u64 host_cr3, u64 entry_pa);
 void he_leave_tramp(void);
@@ -640,7 +640,13 @@ static long he_ioctl(struct file *f, unsigned int cmd, unsigned long arg)
 
 	bool shared = cmd == HE_IOC_HYPERCALL;
 
-	if (!capable(CAP_SYS_ADMIN))
+	/*
+	 * CAP_SYS_RAWIO, as for /dev/mem and /dev/cpu/N/msr: every request here reaches physical
+	 * memory (the reservation, contiguous hypercall buffers) or MSRs (EFER.SVME, VM_HSAVE_PA),
+	 * and loading and enabling demote the running kernel. The boot unit keeps only this one
+	 * (systemd/hyperenclave.service CapabilityBoundingSet=).
+	 */
+	if (!capable(CAP_SYS_RAWIO))
 		return -EPERM;
 	if (shared) {
 		down_read(&he.calls);
@@ -743,7 +749,7 @@ static long he_ioctl(struct file *f, unsigned int cmd, unsigned long arg)
 			break;
 		}
 		args[0] = &h.rdi, args[1] = &h.rsi, args[2] = &h.rdx, args[3] = &h.rcx, args[4] = &h.r8;
-		/* 1.3: bits 31:16 of buf_arg = the resume budget of ENCLAVE_CALL / ENCLAVE_OCALL_RETURN */
+		/* 1.4: bits 31:16 of buf_arg = the resume budget of ENCLAVE_CALL / ENCLAVE_OCALL_RETURN */
 		budget_ms = h.buf_arg >> HE_RESUME_BUDGET_SHIFT;
 		barg = h.buf_arg & 0xffffu;
 		if (budget_ms && h.rax != HC_ENCLAVE_CALL && h.rax != HC_ENCLAVE_OCALL_RETURN) {
@@ -788,7 +794,7 @@ static long he_ioctl(struct file *f, unsigned int cmd, unsigned long arg)
 			he_tpm_release(chip);
 		} else if (budget_ms) {
 			/*
-			 * 1.3: an interrupted ECALL is resumed here, not by one ioctl per timer tick: the
+			 * 1.4: an interrupted ECALL is resumed here, not by one ioctl per timer tick: the
 			 * same thread (id, TCS) with the same buffer page, until it completes, makes an
 			 * OCALL or faults, a signal is pending, or the budget is spent (user space then
 			 * sees ENCLAVE_INTERRUPTED and may resume or abort). R8 out = resumes made.

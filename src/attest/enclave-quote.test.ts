@@ -24,7 +24,7 @@ describe('enclave quote layout', () => {
   it('parses the fields at their offsets and checks the Ed25519 signature', () => {
     const q = quote();
     const p = parseEnclaveQuote(q);
-    expect([p.magic, p.version, p.sigAlg, p.hakPcr, p.reserved]).toEqual(['HEQ1', 1, 1, 13, 0]);
+    expect([p.magic, p.version, p.sigAlg, p.hakPcr, p.flags, p.dmaProtected]).toEqual(['HEQ1', 1, 1, 13, 0, false]);
     expect(p.body.mrenclave).toEqual(Buffer.alloc(32, 0x5a));
     expect(p.hakPublic).toEqual(q.subarray(400, 432));
     expect(enclaveQuoteSignatureOk(p)).toBe(true);
@@ -47,7 +47,8 @@ describe('enclave quote layout', () => {
     expect(() => parseEnclaveQuote(at(4, 2))).toThrow(/byte 4: version 2, expected 1/);
     expect(() => parseEnclaveQuote(at(6, 3))).toThrow(/byte 6: signature algorithm 3, expected 1 \(Ed25519\)/);
     expect(() => parseEnclaveQuote(at(8, 24, 4))).toThrow(/byte 8: HAK PCR index 24 out of range 0-23/);
-    expect(() => parseEnclaveQuote(at(12, 1, 4))).toThrow(/byte 12: reserved field is 0x1, expected 0/);
+    expect(parseEnclaveQuote(at(12, 1, 4)).dmaProtected).toBe(true);
+    expect(() => parseEnclaveQuote(at(12, 3, 4))).toThrow(/byte 12: flags 0x3 has bits other than DMA_PROTECTED \(0x1\)/);
   });
 
   it('HAK PCR value = H(0 ‖ H("hyperenclave-hak:ed25519:" ‖ hex key)) per bank; the event data round-trips', () => {

@@ -7,7 +7,8 @@
  *     4    2 version = 1
  *     6    2 signature algorithm = 1 (Ed25519, RFC 8032, pure)
  *     8    4 HAK PCR index
- *    12    4 reserved = 0
+ *    12    4 platform flags: bit 0 = DMA protection on (an IOMMU the hypervisor owns translated
+ *             every device's DMA when the quote was made); other bits 0
  *    16  384 SGX REPORT body (the MAC-checked bytes 0..384 of the REPORT)
  *   400   32 HAK public key
  *   432   64 Ed25519 signature over bytes [0, 432)
@@ -25,6 +26,8 @@ export const ENCLAVE_QUOTE_SIZE = QUOTE_SIZE;
 export const ENCLAVE_QUOTE_MAGIC = 'HEQ1';
 export const ENCLAVE_QUOTE_VERSION = 1;
 export const ENCLAVE_QUOTE_SIG_ED25519 = 1;
+/** Quote flags bit 0 (QUOTE_FLAG_DMA_PROTECTED in hypervisor/core/src/trust.rs). */
+export const QUOTE_FLAG_DMA_PROTECTED = 1;
 /** The HAK PCR when the policy names none (as HyperEnclave uses PCR 13). */
 export const DEFAULT_HAK_PCR = 13;
 
@@ -53,7 +56,9 @@ export interface EnclaveQuote {
   version: number;
   sigAlg: number;
   hakPcr: number;
-  reserved: number;
+  /** Platform flags the HAK signed (bit 0: DMA protection on). */
+  flags: number;
+  dmaProtected: boolean;
   body: ReportBody;
   hakPublic: Buffer;
   signature: Buffer;
@@ -79,14 +84,15 @@ export function parseEnclaveQuote(q: Buffer): EnclaveQuote {
   if (sigAlg !== ENCLAVE_QUOTE_SIG_ED25519) throw new RangeError(`enclave quote: byte 6: signature algorithm ${sigAlg}, expected 1 (Ed25519)`);
   const hakPcr = q.readUInt32LE(8);
   if (hakPcr > 23) throw new RangeError(`enclave quote: byte 8: HAK PCR index ${hakPcr} out of range 0-23`);
-  const reserved = q.readUInt32LE(12);
-  if (reserved !== 0) throw new RangeError(`enclave quote: byte 12: reserved field is 0x${reserved.toString(16)}, expected 0`);
+  const flags = q.readUInt32LE(12);
+  if (flags & ~QUOTE_FLAG_DMA_PROTECTED) throw new RangeError(`enclave quote: byte 12: flags 0x${flags.toString(16)} has bits other than DMA_PROTECTED (0x1)`);
   return {
     magic,
     version,
     sigAlg,
     hakPcr,
-    reserved,
+    flags,
+    dmaProtected: (flags & QUOTE_FLAG_DMA_PROTECTED) !== 0,
     body: parseReportBody(q.subarray(16, 400)),
     hakPublic: Buffer.from(q.subarray(400, 432)),
     signature: Buffer.from(q.subarray(432, 496)),

@@ -2,9 +2,9 @@
  * Attestation API for the CLI (`attest`, `verify`, `ak enroll`, `verifier enroll`, `verifier serve`)
  * and the boot flow. Everything here is a thin composition of the modules below.
  */
-import { readEvidenceFile } from './evidence.js';
+import { readEvidenceFile, type Evidence } from './evidence.js';
 import type { CheckResult } from './result.js';
-import { Verifier, parseNonceHex, type VerifyOutcome } from './verifier.js';
+import { Verifier, parseNonceHex, type VerifyLookups, type VerifyOutcome } from './verifier.js';
 
 export { AttestError, VerifyError } from './errors.js';
 export { CLAIMS_SCHEME, claimsDigest, qualifyingData } from './binding.js';
@@ -30,7 +30,7 @@ export { parseEnclaveQuote, expectedReportData, hakEventData, hakPcrValue, ENCLA
  * Without `nonceHex` the bundle's own nonce is used and `nonce.freshness` is reported as
  * skipped (freshness not established); with it, the quote must be bound to that challenge.
  */
-export function verifyBundleFile(opts: { stateDir: string; policyPath?: string; evidencePath: string; nonceHex?: string }): VerifyOutcome {
+export function verifyBundleFile(opts: { stateDir: string; policyPath?: string; evidencePath: string; nonceHex?: string; lookups?: (ev: Evidence) => VerifyLookups | undefined }): VerifyOutcome {
   const v = new Verifier({ stateDir: opts.stateDir, ...(opts.policyPath ? { policyPath: opts.policyPath } : {}) });
   const ev = readEvidenceFile(opts.evidencePath);
   let freshness: CheckResult;
@@ -42,7 +42,7 @@ export function verifyBundleFile(opts: { stateDir: string; policyPath?: string; 
     challenge = Buffer.from(ev.nonce, 'hex');
     freshness = { name: 'nonce.freshness', status: 'skip', reason: 'no challenge supplied: the bundle\'s own nonce was used, freshness not established' };
   }
-  return v.verifyBundle(ev, challenge, freshness);
+  return v.verifyBundle(ev, challenge, freshness, opts.lookups?.(ev));
 }
 
 /**

@@ -56,6 +56,8 @@ interface QuoteOpts {
   attributes?: bigint;
   reportData?: Buffer;
   hakPcr?: number;
+  /** Quote bytes 12-15 (bit 0: DMA protection on). */
+  flags?: number;
   key?: { privateKey: KeyObject; publicKey: KeyObject };
 }
 
@@ -135,6 +137,7 @@ describe.skipIf(!!skip)('verifier negative matrix (swtpm quotes, Ed25519 test HA
     head.writeUInt16LE(1, 4);
     head.writeUInt16LE(1, 6);
     head.writeUInt32LE(o.hakPcr ?? 13, 8);
+    head.writeUInt32LE(o.flags ?? 0, 12);
     const key = o.key ?? hak;
     const signed = Buffer.concat([head, body, rawEd25519(key.publicKey)]);
     return Buffer.concat([signed, sign(null, signed, key.privateKey)]);
@@ -205,6 +208,13 @@ describe.skipIf(!!skip)('verifier negative matrix (swtpm quotes, Ed25519 test HA
     expect(check(r, 'platform.kind')!.reason).toMatch(/swtpm/);
   });
 
+  it('a policy that requires DMA protection affirms quotes the HAK signed with the DMA flag', () => {
+    const r = verify(bundle({ enclaves: (x) => [enclave(x, { flags: 1 })] }), verifier({ hypervisor: { pcr: 12, hakPcr: 13, requireDmaProtection: true } }));
+    expect(r['ear.status'], formatResultTable(r)).toBe('affirming');
+    expect(check(r, 'hypervisor.dma-protection')).toMatchObject({ status: 'pass', reason: expect.stringMatching(/DMA protection on/) });
+    expect(check(verify(bundle()), 'hypervisor.dma-protection'), 'not required: not checked').toBeUndefined();
+  });
+
   it('an enrollment record without the platform kind: derived from the evidence\'s EK certificate only if it is the enrolled one', () => {
     const v = verifier();
     const rec = v.state.findEnrollment(undefined, akSpki())!;
@@ -269,6 +279,16 @@ describe.skipIf(!!skip)('verifier negative matrix (swtpm quotes, Ed25519 test HA
       const extra: EventInput = { pcr: 13, type: 'EV_NONHOST_INFO', data: hakEvent(rawEd25519(evil.publicKey)), digests: { sha256: sha256(hakEvent(rawEd25519(evil.publicKey))) } };
       return verify(bundle({ runtime: runtimeLog(runtimeEvents([extra])) }));
     }, 'enclave.hak-bound'],
+    ['policy requires DMA protection, the HAK-signed quote flags say it was off', () => verify(bundle(), verifier({ hypervisor: { pcr: 12, hakPcr: 13, requireDmaProtection: true } })), 'hypervisor.dma-protection'],
+    ['policy requires DMA protection, the flags were set after signing', () => {
+      const ev = bundle({ enclaves: (x) => {
+        const e = enclave(x);
+        const q = Buffer.from(e.quote, 'base64');
+        q.writeUInt32LE(1, 12);
+        return [{ ...e, quote: q.toString('base64') }];
+      } });
+      return verify(ev, verifier({ hypervisor: { pcr: 12, hakPcr: 13, requireDmaProtection: true } }));
+    }, 'enclave.quote-signature'],
     ['enclave quote names another HAK PCR than the policy', () => verify(bundle({ enclaves: (x) => [enclave(x, { hakPcr: 16 })] })), 'enclave.quote-format'],
     ['HAK PCR not quoted while enclaves are present', () => verify(bundle({ pcrs: [0, 1, 2, 3, 4, 5, 6, 7, 12] }), verifier({ requiredPcrs: { sha256: [12] } })), 'pcr.selection'],
     ['wrong MRENCLAVE', () => verify(bundle({ enclaves: (x) => [enclave(x, { mrenclave: sha256('evil enclave') })] })), 'enclave.mrenclave'],

@@ -5,6 +5,7 @@ import { AttestError } from './errors.js';
 import { jsonSyntaxProblem } from '../errors.js';
 import type { Requirement } from './result.js';
 import { readFileBounded, showPath } from '../platform/bounded-read.js';
+import { loadUkiReference, type UkiRef } from './boot-checks.js';
 
 export type BankName = 'sha1' | 'sha256' | 'sha384' | 'sha512' | 'sm3_256';
 
@@ -17,7 +18,10 @@ export interface VerifierPolicy {
   referenceValues?: string;
   platform?: { requireReal?: boolean };
   drtm?: { required?: boolean };
-  hypervisor?: { pcr?: number; hakPcr?: number };
+  /** requireDmaProtection: every enclave quote's HAK-signed flags must say DMA protection was on. */
+  hypervisor?: { pcr?: number; hakPcr?: number; requireDmaProtection?: boolean };
+  /** UEFI measured boot: allowed UKIs (files of `hyperenclave firmware uki-reference`); runs the boot.* checks. */
+  boot?: { ukiReferences?: string[]; allowStubPcrEvents?: boolean };
   enclaves?: {
     /** Allowed enclave identities (Keylime-style policy as data): an enclave must match one entry in every field it names. */
     allowed?: EnclaveIdentityPolicy[];
@@ -60,7 +64,7 @@ export interface ReferenceValues {
  * Checks that run as `expected` unless the policy says otherwise: a failure contraindicates,
  * a skip (the check could not run) gives at best `warning`.
  */
-const DEFAULT_EXPECTED = ['evidence.format', 'attest.magic', 'attest.type', 'signature', 'nonce', 'nonce.*', 'pcr.digest', 'pcr.selection', 'eventlog.*', 'reference.*', 'ak.provenance', 'enclave.*', 'platform.kind', 'clock'];
+const DEFAULT_EXPECTED = ['boot.*', 'evidence.format', 'attest.magic', 'attest.type', 'signature', 'nonce', 'nonce.*', 'pcr.digest', 'pcr.selection', 'eventlog.*', 'reference.*', 'ak.provenance', 'enclave.*', 'platform.kind', 'clock'];
 
 const RANK: Record<Requirement, number> = { off: 0, optional: 1, expected: 2, required: 3 };
 
@@ -130,6 +134,8 @@ export interface LoadedPolicy {
   ekCrls?: Buffer[];
   /** SEV/CSV transport integrity key of the guest owner (policy.enclaves.launch.tikFile). */
   launchTik?: Buffer;
+  /** The allowed UKIs of policy.boot.ukiReferences. */
+  ukis?: UkiRef[];
   path?: string;
 }
 
@@ -174,7 +180,8 @@ export function loadPolicy(path: string): LoadedPolicy {
     launchTik = /^[0-9a-fA-F]{32}$/.test(t) ? Buffer.from(t, 'hex') : raw;
     if (launchTik.length !== 16) throw new AttestError(`policy ${path}: ${p}: TIK must be 16 bytes (raw or 32 hex digits)`);
   }
-  return { policy, ...(reference ? { reference } : {}), trustedEkCas, ...(ekCrls.length ? { ekCrls } : {}), ...(launchTik ? { launchTik } : {}), path };
+  const ukis = (policy.boot?.ukiReferences ?? []).map((f) => loadUkiReference(rel(f)));
+  return { policy, ...(reference ? { reference } : {}), trustedEkCas, ...(ekCrls.length ? { ekCrls } : {}), ...(launchTik ? { launchTik } : {}), ...(ukis.length ? { ukis } : {}), path };
 }
 
 const HEX = /^([0-9a-f]{2})+$/;

@@ -41,7 +41,7 @@ const runtimeLog = writeEventLog({
   events: planMeasurement(img, loadPcrPolicy('sha256-sha384'), ['sha256']).map((e) => ({ pcr: e.pcr, type: e.eventType, digests: e.digests as Record<string, Buffer>, data: e.data })),
 });
 const evidence: Evidence = buildEvidence(
-  { nonce, platformKind: 'emulated', hypervisor: { containerDigest: img.header.imageSha256.toString('hex'), pcr: 12 }, enclaves: [{ backend: 'sev', quote: Buffer.alloc(496, 7).toString('base64'), userData: '', keySlot: 6 }] },
+  { nonce, platformKind: 'emulated', hypervisor: { containerDigest: img.header.imageSha256.toString('hex'), pcr: 12 }, enclaves: [{ backend: 'sev', quote: Buffer.alloc(496, 7).toString('base64'), userData: '00', keySlot: 6 }] },
   { quotes: [{ bank: 'sha256', attest: quote.msg, signature: quote.sig, values: parsePcrsFile(quote.pcrs).values.get('sha256')! }], ak: { tpmtPublic: quote.pub.subarray(2), pem: quote.pem }, eventLogs: { runtime: runtimeLog } },
 );
 const verifierPolicy = {

@@ -43,7 +43,7 @@ function claimOf(check: string): string {
   if (check === 'platform.kind') return 'hardware';
   if (check.startsWith('eventlog.') || check === 'reference.hypervisor' || check === 'reference.drtm') return 'executables';
   if (check.startsWith('enclave.') || check === 'reference.launch') return 'runtime-opaque';
-  if (check.startsWith('reference.') || check === 'pcr.selection') return 'configuration';
+  if (check.startsWith('reference.') || check === 'pcr.selection' || check === 'hypervisor.dma-protection') return 'configuration';
   return 'instance-identity';
 }
 

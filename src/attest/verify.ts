@@ -11,6 +11,7 @@ import { allowedEnclaveIdentities, maxRequirement, requirementOf } from './polic
 import { buildResult, type AttestationResult, type CheckResult, type CheckStatus, type Requirement } from './result.js';
 import { akKeyFromInput, parseQuoteAttest, verifyQuoteSignature, TPM_GENERATED_VALUE, TPM_ST_ATTEST_QUOTE, type ParsedQuote } from './tpm-structures.js';
 import { checkEventData, replayEventLogs, type LogKind } from './eventlog-check.js';
+import { bootChecks } from './boot-checks.js';
 import type { EnrollmentRecord } from './enroll.js';
 import { DEFAULT_HAK_PCR, HYPERVISOR_EXIT_EVENT, enclaveQuoteSignatureOk, expectedReportData, hakEventData, hakFromEventData, hakPcrValue, parseEnclaveQuote, type EnclaveQuote } from './enclave-quote.js';
 
@@ -366,6 +367,10 @@ export function verifyEvidence(input: VerifyInput, opts: VerifyOptions): Attesta
     c.add('reference.drtm', bad.length ? 'fail' : n ? 'pass' : 'skip', bad[0] ?? (n ? `PCR17/18 match reference values` : 'no DRTM reference values for the quoted PCR17/18'), bad.slice(1));
   }
 
+  // --- UEFI boot chain: boot application, UKI sections, hypervisor after them (src/attest/boot-checks.ts) ---
+  for (const b of bootChecks({ firmwareLog: input.eventLogs.firmware, runtimeLog: input.eventLogs.runtime, quoted, firmwareReplayOk: c.passed('eventlog.firmware'), ukis: opts.policy.ukis ?? [], allowStubPcrEvents: policy.boot?.allowStubPcrEvents === true, hypervisorPcr: hvPcr, hakPcr, ...(ref ? { hypervisorDigests: ref.hypervisorDigests } : {}) }))
+    c.add(b.name, b.status, b.reason, b.details);
+
   // --- enclaves: quote format, HAK signature, HAK bound in its PCR, REPORTDATA, identity ---
   verifyEnclaves(input, opts, c, { quoted, pcrsTrusted, hakPcr });
 
@@ -449,7 +454,7 @@ export function verifyEvidence(input: VerifyInput, opts: VerifyOptions): Attesta
   const claimsBound = quotesAuthentic && !nonceBad.length;
   for (const ch of c.list) {
     if (ch.status !== 'pass') continue;
-    const pcrBased = ch.name.startsWith('eventlog.') || ch.name === 'reference.pcrs' || ch.name === 'reference.hypervisor' || ch.name === 'reference.drtm' || ch.name === 'enclave.hak-bound';
+    const pcrBased = ch.name.startsWith('eventlog.') || ch.name.startsWith('boot.') || ch.name === 'reference.pcrs' || ch.name === 'reference.hypervisor' || ch.name === 'reference.drtm' || ch.name === 'enclave.hak-bound';
     const claimBased = ch.name === 'reference.launch' || ch.name === 'enclave.count';
     if (pcrBased && !pcrsTrusted) Object.assign(ch, { status: 'skip', reason: `not judged: the PCR values are not authenticated (${ch.reason})` });
     if (claimBased && !claimsBound) Object.assign(ch, { status: 'skip', reason: `not judged: these claims are not bound by an authentic quote (${ch.reason})` });
@@ -457,7 +462,7 @@ export function verifyEvidence(input: VerifyInput, opts: VerifyOptions): Attesta
   // Enclave identities are vouched for only by a HAK signature whose key is bound in the HAK PCR.
   if (!(c.passed('enclave.quote-signature') && c.passed('enclave.hak-bound') && c.passed('enclave.quote-format'))) {
     for (const ch of c.list)
-      if (ch.status === 'pass' && /^enclave\.(reportdata-nonce|mrenclave|mrsigner|isvprodid|isvsvn|attributes)$/.test(ch.name))
+      if (ch.status === 'pass' && (/^enclave\.(reportdata-nonce|mrenclave|mrsigner|isvprodid|isvsvn|attributes)$/.test(ch.name) || ch.name === 'hypervisor.dma-protection'))
         Object.assign(ch, { status: 'skip', reason: `not judged: the enclave quote is not vouched for by a HAK bound in PCR ${hakPcr} (${ch.reason})` });
   }
 
@@ -480,6 +485,8 @@ function verifyEnclaves(input: VerifyInput, opts: VerifyOptions, c: Checks, ctx:
   const encPol = policy.enclaves ?? {};
   const n = input.enclaves.length;
   if (encPol.minCount) c.add('enclave.count', n >= encPol.minCount ? 'pass' : 'fail', n >= encPol.minCount ? `${n} enclave(s), policy needs ${encPol.minCount}` : `policy needs ${encPol.minCount} enclave(s), evidence has ${n}`);
+  const requireDma = policy.hypervisor?.requireDmaProtection === true;
+  if (requireDma && !n) c.add('hypervisor.dma-protection', 'fail', 'the policy requires DMA protection; only an enclave quote (HAK-signed) carries it and the evidence has none', undefined, 'expected');
   if (!n) return;
   const who = (e: EnclaveInput, i: number): string => `enclave ${e.id ?? i}`;
 
@@ -497,6 +504,12 @@ function verifyEnclaves(input: VerifyInput, opts: VerifyOptions, c: Checks, ctx:
     }
   });
   c.add('enclave.quote-format', fmtBad.length ? 'fail' : 'pass', fmtBad[0] ?? `${n} quote(s): HEQ1 v1, Ed25519, HAK PCR ${ctx.hakPcr}`, fmtBad.slice(1));
+  // DMA protection as the hypervisor signed it in each quote's flags (the signature and HAK
+  // binding checks below decide whether the flags can be believed)
+  if (requireDma) {
+    const dmaBad = quotes.flatMap((q, i) => (!q ? [`${who(input.enclaves[i]!, i)}: quote does not parse`] : q.dmaProtected ? [] : [`${who(input.enclaves[i]!, i)}: the HAK-signed quote says DMA protection was off (flags 0x${q.flags.toString(16)})`]));
+    c.add('hypervisor.dma-protection', dmaBad.length ? 'fail' : 'pass', dmaBad[0] ?? `${n} quote(s) signed with DMA protection on (the hypervisor owned the IOMMU)`, dmaBad.slice(1), 'expected');
+  }
 
   // signature with the HAK the quote carries
   const sigBad: string[] = [];

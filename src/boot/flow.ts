@@ -15,7 +15,12 @@ export interface BootSteps {
   verifyImage(): Promise<{ id: string; path: string }>;
   /** Extends the configured PCRs (and performs the DRTM launch when configured), appends the runtime log. */
   measure(image: { id: string; path: string }): Promise<Record<string, unknown>>;
-  load(image: { id: string; path: string }): Promise<void>;
+  /**
+   * reload: the hypervisor was enabled earlier in this boot and disabled since (`systemctl stop`):
+   * its DISABLE capped the measurement PCR, so the image must be loaded (and measured) again for
+   * the sealed root to unseal (docs/attestation.md "DISABLE and reloads").
+   */
+  load(image: { id: string; path: string }, opts?: { reload?: boolean }): Promise<void>;
   enable(): Promise<void>;
   /** After enable: the hypervisor unseals (or creates) its TPM-sealed root and binds its HAK in a PCR (src/boot/trust-step.ts). */
   trust?(): Promise<Record<string, unknown>>;
@@ -101,7 +106,8 @@ async function runBootLocked(stateDir: string, steps: BootSteps, log?: Logger): 
     state.phase = 'measured';
     save();
     loaded = true;
-    await step('load', () => steps.load(image));
+    const reload = sameBoot && previous.phase === 'enabled';
+    await step('load', () => steps.load(image, { reload }));
     await step('enable', () => steps.enable());
     if (steps.trust) state.trust = await step('trust', () => steps.trust!());
     state.phase = 'enabled';
@@ -131,4 +137,43 @@ async function runBootLocked(stateDir: string, steps: BootSteps, log?: Logger): 
     if (fsErr) throw fsErr;
     throw new HyperEnclaveError(`boot: ${msg}`, EXIT.INTERNAL, { cause: e });
   }
+}
+
+/** The last boot flow's outcome, as `hyperenclave status` reports it (schemas/hypervisor-status.schema.json lastBoot). */
+export interface LastBoot {
+  phase: BootState['phase'];
+  /** True when the record was written in the current boot (same boot identity). */
+  thisBoot: boolean;
+  /** The step that failed, and why (phase failed). */
+  failedStep?: string;
+  error?: string;
+  image?: string;
+  updatedAt: string;
+}
+
+/** Reads <stateDir>/boot-state.json; undefined when no boot flow ever ran here. */
+export async function lastBootRecord(stateDir: string, bootId: () => Promise<string>): Promise<LastBoot | undefined> {
+  const s = readJsonIfExists<BootState>(bootStatePath(stateDir));
+  if (!s || s.schema !== 'hyperenclave/boot-state') return undefined;
+  let current: string | undefined;
+  try {
+    current = await bootId();
+  } catch {
+    current = undefined;
+  }
+  const failed = s.steps.find((x) => x.status === 'failed');
+  return {
+    phase: s.phase,
+    thisBoot: current !== undefined && current === s.bootId,
+    ...(failed ? { failedStep: failed.name } : {}),
+    ...(s.error ? { error: s.error } : {}),
+    ...(s.image?.path ? { image: s.image.path } : {}),
+    updatedAt: s.updatedAt,
+  };
+}
+
+export function formatLastBoot(b: LastBoot): string {
+  const when = b.thisBoot ? 'in this boot' : 'in an earlier boot';
+  if (b.phase === 'failed') return `last boot flow: FAILED ${when} at step ${b.failedStep ?? '?'} (${b.updatedAt}): ${b.error ?? 'no reason recorded'}`;
+  return `last boot flow: ${b.phase} ${when} (${b.updatedAt})`;
 }

@@ -6,6 +6,7 @@ import { archForCpuVendor, verifyContainerFile } from '../measure/container.js';
 import { readCpuFacts } from '../platform/cpu.js';
 import { banksForTpm, measureTpmFor, planMeasurement, type PcrPolicy, type PlannedEvent } from '../measure/index.js';
 import { withJournaledRuntimeLog } from '../measure/journal.js';
+import type { HypervisorStatus } from '../hypervisor/client.js';
 import { openTpm } from '../tpm/index.js';
 import { disableHypervisor, enableHypervisor, hypervisorStatus, loadHypervisor, withHypervisor } from '../hypervisor/index.js';
 import { HyperEnclaveError, EXIT } from '../errors.js';
@@ -55,10 +56,12 @@ export function bootStepsFor(
         await tpm.close();
       }
     },
-    async load(image) {
+    async load(image, opts) {
       if (platform.kind === 'linux') {
         const s = await hypervisorStatus(platform);
-        if (s.loaded && s.image?.sha256 === sha256) return; // loaded (and measured) by the measure step
+        // loaded (and measured) by the measure step; after a disable in this boot the PCR is capped
+        // and the image is loaded again below (the driver measures it, the log records it)
+        if (!opts?.reload && s.loaded && s.image?.sha256 === sha256) return;
         // The measurement was recorded earlier in this boot but the driver lost the image (module
         // reloaded): loading extends the PCR again, so that extension is logged too.
         await loadAndLogByDriver(platform, cfg, sha256);
@@ -81,11 +84,19 @@ export function bootStepsFor(
       }
     },
     async rollback() {
-      await disableHypervisor(platform);
+      await disableAndRecord(platform);
     },
   };
 }
 
+
+/**
+ * DISABLE; on linux the hypervisor capped its PCR before leaving and disableHypervisor logs that
+ * exit event in the runtime log (src/hypervisor/exit-event.ts), so the log keeps replaying.
+ */
+export function disableAndRecord(platform: Platform): Promise<HypervisorStatus> {
+  return disableHypervisor(platform);
+}
 
 /** HE_IOC_LOAD as the image event's extension: the driver's PCR must be the policy's, every bank extended. */
 async function loadMeasuredByDriver(platform: Platform, imagePath: string, sha256: string, event: PlannedEvent): Promise<void> {

@@ -9,6 +9,7 @@ import { openTpm } from '../tpm/index.js';
 import { withHypervisor } from '../hypervisor/index.js';
 import { hakEventData, HypervisorError } from '../hypervisor/abi.js';
 import { HyperEnclaveError, EXIT } from '../errors.js';
+import { log } from '../log.js';
 
 /** Where the sealed root secret lives between boots (untrusted storage: the TPM guards it). */
 export const trustRootPath = (stateDir: string): string => join(stateDir, 'trust-root.blob');
@@ -35,7 +36,20 @@ export async function trustStep(platform: Platform, tcti?: string): Promise<Trus
   const blob = existsSync(path) ? readFileSync(path) : undefined;
   let r;
   try {
-    r = await withHypervisor(platform, (c) => c.trustInit(blob));
+    r = await withHypervisor(platform, async (c) => {
+      // A boot killed after TRUST_INIT (or run again in the same enable) finds the root already
+      // established: TRUST_INIT answers only once per enable, so take the HAK as it stands.
+      if ((await c.status()).hv?.trustEstablished) {
+        const hak = await c.hakPublic();
+        if (!blob)
+          log().warn(
+            { path },
+            `trust: the hypervisor's root of trust is established but its sealed copy ${path} was never saved (an earlier boot was killed in between): data sealed in this boot will not unseal after a reboot (the next boot creates and saves a new root)`,
+          );
+        return { created: false, pcrExtended: false, hakPublic: hak.key, hakPcr: hak.pcr, blob: undefined };
+      }
+      return c.trustInit(blob);
+    });
   } catch (e) {
     if (blob && e instanceof Error && (e instanceof HypervisorError ? e.statusName === 'TRUST_SEAL_FAILED' : /\bTRUST_SEAL_FAILED\b/.test(e.message)))
       throw new HyperEnclaveError(`trust: the sealed root ${path} does not unseal for this hypervisor image and PCR state (${e.message}); data sealed under it stays sealed. Move the file aside to create a new root`, EXIT.VERIFY_FAILED, { cause: e });

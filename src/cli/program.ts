@@ -5,7 +5,7 @@
 import { Command, CommanderError, Option } from 'commander';
 import { EXIT, HyperEnclaveError, oneLine } from '../errors.js';
 import { fileSystemError } from '../platform/fs-errors.js';
-import { lazyLogger, logColorFor, logFormatFor, logLevelFromEnv, setLogger } from '../log.js';
+import { lazyLogger, logColorFor, logFormatFor, logLevelFromEnv, setLogger, underJournald } from '../log.js';
 import { cliVersion } from './version.js';
 import { invokedGroup, registerCommands } from './commands/index.js';
 import type { GlobalOptions } from './output.js';
@@ -52,6 +52,14 @@ export async function buildProgram(argv?: readonly string[]): Promise<Command> {
   return program;
 }
 
+/**
+ * The one error line of a failed run. Under journald (the boot unit) it carries the sd-daemon
+ * "<3>" prefix, so `journalctl -p err` finds it; on a terminal or a pipe it is printed as is.
+ */
+export function errorLine(msg: string, env: NodeJS.ProcessEnv = process.env): string {
+  return `${underJournald(env) ? '<3>' : ''}hyperenclave: ${msg.replace(/\s*\n\s*/g, ' ')}\n`;
+}
+
 /** Runs the CLI; resolves to the process exit code. Bad input never prints a stack trace. */
 export async function main(argv: string[]): Promise<number> {
   const program = await buildProgram(argv);
@@ -65,21 +73,21 @@ export async function main(argv: string[]): Promise<number> {
       return EXIT.USAGE;
     }
     if (e instanceof HyperEnclaveError) {
-      process.stderr.write(`hyperenclave: ${oneLine(e.message)}\n`);
+      process.stderr.write(errorLine(oneLine(e.message)));
       if (verbose && e.cause) process.stderr.write(`  cause: ${e.cause instanceof Error ? e.cause.stack : String(e.cause)}\n`);
       return e.exitCode;
     }
     const err = e as NodeJS.ErrnoException;
     const fsErr = fileSystemError(e);
     if (fsErr) {
-      process.stderr.write(`hyperenclave: ${fsErr.message}\n`);
+      process.stderr.write(errorLine(fsErr.message));
       return fsErr.exitCode;
     }
     if (err && typeof err.code === 'string' && err.path) {
-      process.stderr.write(`hyperenclave: ${err.path}: ${err.message.replace(/^[A-Z]+: /, '')}\n`);
+      process.stderr.write(errorLine(`${err.path}: ${err.message.replace(/^[A-Z]+: /, '')}`));
       return err.code === 'ENOENT' ? EXIT.NOT_FOUND : EXIT.BAD_INPUT;
     }
-    process.stderr.write(`hyperenclave: internal error: ${err?.message ?? String(e)}\n`);
+    process.stderr.write(errorLine(`internal error: ${err?.message ?? String(e)}`));
     if (verbose) process.stderr.write(`${err?.stack ?? ''}\n`);
     return EXIT.INTERNAL;
   }

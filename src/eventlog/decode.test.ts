@@ -91,3 +91,24 @@ describe('decoded payloads of real logs', () => {
     expect(decodeEvent(bo.events[2]!, bo)).toEqual({ kind: 'FirmwareBlob', base: '0x820000', length: '0xe0000' });
   });
 });
+
+describe('an OVMF + systemd-stub 252 log (test/fixtures/uefi, origin in its README)', () => {
+  const log = parseEventLog(readFileSync(join(import.meta.dirname, '../../test/fixtures/uefi/ovmf-uki.binary_bios_measurements')));
+  const dec = (i: number) => decodeEvent(log.events[i]!, log) as DecodedEvent & Record<string, unknown>;
+  it('decodes what OVMF writes: variables, load options, GPT, applications with device paths, actions', () => {
+    expect(log.events).toHaveLength(46);
+    expect(dec(4)).toMatchObject({ kind: 'UefiVariable', unicodeName: 'SecureBoot', vendor: 'EFI_GLOBAL_VARIABLE', value: 0 });
+    expect(dec(11)).toMatchObject({ kind: 'UefiVariable', unicodeName: 'BootOrder' });
+    expect(dec(14)).toMatchObject({ unicodeName: 'Boot0002', loadOption: { description: 'UEFI Misc Device', devicePath: 'PciRoot(0x0)/Pci(0x3,0x0)' } });
+    expect(dec(21)).toEqual({ kind: 'String', text: 'Calling EFI Application from Boot Option' });
+    expect(dec(31)).toMatchObject({ kind: 'UefiGpt', partitions: [{ number: 1, type: 'EFI System Partition', name: 'ESP', startingLba: 2048 }] });
+    expect(dec(32)).toMatchObject({ kind: 'UefiImageLoad', devicePath: 'PciRoot(0x0)/Pci(0x3,0x0)/HD(1,GPT,f3430646-1a78-9943-b3a5-1bae6f7edfcd,0x800,0x17000)/\\EFI\\BOOT\\BOOTX64.EFI' });
+    expect(dec(41)).toMatchObject({ kind: 'UefiImageLoad', devicePath: 'VenMedia(55c5d1f8-04cd-46b5-8a20-e56cbb3052d0)' });
+    expect(dec(44)).toEqual({ kind: 'String', text: 'Exit Boot Services Invocation' });
+  });
+  it('names systemd-stub sections (EV_IPL, PCR 11) and the Linux EFI stub tags (PCR 9)', () => {
+    expect(log.events.filter((e) => e.pcr === 11).map((e) => (decodeEvent(e, log) as { text?: string }).text)).toEqual(['.linux', '.linux', '.osrel', '.osrel', '.cmdline', '.cmdline', '.initrd', '.initrd']);
+    expect(dec(42)).toMatchObject({ kind: 'TaggedEvent', id: '0x8f3b22ed', tag: expect.stringMatching(/^LOAD_OPTIONS_EVENT_TAG_ID/), text: 'LOADED_IMAGE::LoadOptions' });
+    expect(dec(43)).toMatchObject({ kind: 'TaggedEvent', id: '0x8f3b22ec', tag: expect.stringMatching(/^INITRD_EVENT_TAG_ID/), text: 'Linux initrd' });
+  });
+});

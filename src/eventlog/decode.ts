@@ -5,6 +5,12 @@ import type { EventLog, LogEvent } from './parse.js';
 import { startupLocalityOf } from './replay.js';
 import { EVENT_TYPES } from './types.js';
 
+/** EV_EVENT_TAG ids with a known meaning: Linux's EFI stub (drivers/firmware/efi/libstub/efistub.h, PCR 9). */
+const TAG_NAMES: Record<number, string> = {
+  0x8f3b22ec: 'INITRD_EVENT_TAG_ID (Linux EFI stub: the initrd it loaded)',
+  0x8f3b22ed: 'LOAD_OPTIONS_EVENT_TAG_ID (Linux EFI stub: its command line)',
+};
+
 /** Decoded event data: a plain JSON-able object whose `kind` says which shape it has. */
 export type DecodedEvent = { kind: string; [k: string]: unknown };
 
@@ -327,7 +333,8 @@ export function decodeEvent(ev: LogEvent, log?: EventLog): DecodedEvent | undefi
         const n = r.u32('taggedEventDataSize');
         const d = r.bytes(n, 'taggedEventData');
         const text = textOf(d);
-        return text !== undefined ? { kind: 'TaggedEvent', id: hx(id), text } : { kind: 'TaggedEvent', id: hx(id), hex: d.toString('hex') };
+        const tag = TAG_NAMES[id];
+        return { kind: 'TaggedEvent', id: hx(id), ...(tag ? { tag } : {}), ...(text !== undefined ? { text } : { hex: d.toString('hex') }) };
       }
       case T.EV_POST_CODE:
       case T.EV_POST_CODE2:

@@ -68,12 +68,17 @@ describe('hypercall ABI', () => {
     w(13, 1n);
     w(14, 15n);
     w(19, 4n);
-    st.fill(0xab, 208);
+    st.fill(0xab, 208, 240);
+    w(30, 7n);
+    w(31, 0xfed80000n);
     const s = decodeStatus(st);
     expect(s).toMatchObject({ abiVersion: 0x10000, enabled: true, paging: 'npt', keySlotsPresent: false, signaturesRequired: true, trustEstablished: true, reservedBase: 0x1f4000000n, epcPagesTotal: 32768, epcPagesUsed: 12, keySlotKind: 'keyid', keySlotMin: 1, keySlotMax: 15 });
     expect(s.hostFaults.enclave).toBe(4);
     expect(s.imageDigest.equals(Buffer.alloc(32, 0xab))).toBe(true);
-    expect(() => decodeStatus(Buffer.alloc(100))).toThrow(/STATUS: record is 100 bytes, need 240/);
+    expect(s.dma).toEqual({ protected: false, faults: 7, iommuBase: 0xfed80000n });
+    w(1, 0b111011n);
+    expect(decodeStatus(st).dma.protected).toBe(true);
+    expect(() => decodeStatus(Buffer.alloc(100))).toThrow(/STATUS: record is 100 bytes, need 256/);
 
     const info = Buffer.alloc(128);
     info.writeUInt32LE(1, 0);

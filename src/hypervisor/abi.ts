@@ -118,7 +118,7 @@ export class HypervisorError extends HyperEnclaveError {
 // ---------------------------------------------------------------- sizes and layouts
 
 export const PAGE_SIZE = 4096;
-export const STATUS_SIZE = 240;
+export const STATUS_SIZE = 256;
 export const ENCLAVE_INFO_SIZE = 128;
 export const REPORT_SIZE = 432;
 export const SECS_SIZE = 64;
@@ -188,6 +188,8 @@ export interface HvStatusRecord {
   keySlotsPendingFlush: number;
   flushes: number;
   hostFaults: { hypervisor: number; enclave: number; unmapped: number; permission: number };
+  /** DMA protection: an IOMMU the hypervisor owns translates every device's DMA (flags bit 5). */
+  dma: { protected: boolean; faults: number; iommuBase: bigint };
   hypercalls: number;
   enclavesCreated: number;
   enclavesDestroyed: number;
@@ -200,7 +202,7 @@ function need(buf: Uint8Array, size: number, what: string): Buffer {
   return Buffer.from(buf.buffer, buf.byteOffset, buf.length);
 }
 
-/** STATUS (240 B): 26 LE u64 words, then the 32-byte image digest. */
+/** STATUS (256 B): 26 LE u64 words, the 32-byte image digest, then DMA faults and the IOMMU base. */
 export function decodeStatus(raw: Uint8Array): HvStatusRecord {
   const b = need(raw, STATUS_SIZE, 'STATUS');
   const w = (i: number): bigint => b.readBigUInt64LE(i * 8);
@@ -231,6 +233,7 @@ export function decodeStatus(raw: Uint8Array): HvStatusRecord {
     keySlotsPendingFlush: n(16),
     flushes: n(17),
     hostFaults: { hypervisor: n(18), enclave: n(19), unmapped: n(20), permission: n(21) },
+    dma: { protected: (flags & 32) !== 0, faults: Number(b.readBigUInt64LE(240)), iommuBase: b.readBigUInt64LE(248) },
     hypercalls: n(22),
     enclavesCreated: n(23),
     enclavesDestroyed: n(24),
@@ -397,9 +400,9 @@ export function encodeKeyRequest(k: {
 
 // ---------------------------------------------------------------- /dev/hyperenclave ioctls
 
-/** Mirrors hypervisor/driver/hyperenclave_ioctl.h (ioctl ABI 1.1: buffers packed into one page, HE_BUF_ARG_MASK; 1.2: he_probe.target; 1.3: the driver resumes interrupted ECALLs). */
-export const IOCTL_ABI_VERSION = 0x0001_0003;
-/** he_hypercall.buf_arg bits 31:16 (1.3): resume budget in ms for ENCLAVE_CALL / ENCLAVE_OCALL_RETURN (the driver loops on ENCLAVE_INTERRUPTED). */
+/** Mirrors hypervisor/driver/hyperenclave_ioctl.h (ioctl ABI 1.1: buffers packed into one page, HE_BUF_ARG_MASK; 1.2: he_probe.target; 1.3: DMA words in hv_status; 1.4: the driver resumes interrupted ECALLs). */
+export const IOCTL_ABI_VERSION = 0x0001_0004;
+/** he_hypercall.buf_arg bits 31:16 (1.4): resume budget in ms for ENCLAVE_CALL / ENCLAVE_OCALL_RETURN (the driver loops on ENCLAVE_INTERRUPTED). */
 export const HE_RESUME_BUDGET_SHIFT = 16;
 /** he_hypercall.buf_arg flag (1.1): bits 0-4 mark RDI..R8 as offsets into the buffer the driver relocates. */
 export const HE_BUF_ARG_MASK = 0x100;
@@ -412,7 +415,7 @@ const IOC_READ = 2;
 export function ioc(dir: number, nr: number, size: number): number {
   return ((dir << 30) | (size << 16) | (HE_IOC_MAGIC << 8) | nr) >>> 0;
 }
-export const HE_STRUCT_SIZE = { version: 16, load: 192, status: 320, hypercall: 64, probe: 24 } as const;
+export const HE_STRUCT_SIZE = { version: 16, load: 192, status: 336, hypercall: 64, probe: 24 } as const;
 export const HE_IOC = {
   VERSION: ioc(IOC_READ | IOC_WRITE, 0x00, HE_STRUCT_SIZE.version),
   LOAD: ioc(IOC_READ | IOC_WRITE, 0x01, HE_STRUCT_SIZE.load),

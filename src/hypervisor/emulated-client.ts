@@ -19,6 +19,8 @@ function reviveStatus(raw: Record<string, unknown>): HvStatusRecord {
   const r = { ...raw } as Record<string, unknown>;
   for (const k of ['reservedBase', 'hypervisorBytes', 'imageBytes', 'epcBytes']) r[k] = big(r[k] as string);
   r.imageDigest = Buffer.from(r.imageDigest as string, 'hex');
+  const dma = r.dma as { protected: boolean; faults: number; iommuBase: string } | undefined;
+  if (dma) r.dma = { ...dma, iommuBase: big(dma.iommuBase) };
   return r as unknown as HvStatusRecord;
 }
 function reviveInfo(raw: Record<string, unknown>): EnclaveInfoRecord {

@@ -52,11 +52,11 @@ function driverBridge(core: CoreHv, driverAbi: number, seen: { bufArgs: number[]
       if (req === HE_IOC.STATUS) {
         // the driver's status: state ENABLED plus the hypervisor's STATUS record (hyperenclave_ioctl.h he_status)
         const st = Buffer.alloc(4096);
-        const r = core.hypercall(HC.STATUS, [PAGE_GPA, 240n], PAGE_GPA, st);
+        const r = core.hypercall(HC.STATUS, [PAGE_GPA, 256n], PAGE_GPA, st);
         arg!.writeUInt32LE(driverAbi, 0);
         arg!.writeUInt32LE(2, 4);
-        arg!.writeBigUInt64LE(240n, 72);
-        st.copy(arg!, 80, 0, 240);
+        arg!.writeBigUInt64LE(256n, 72);
+        st.copy(arg!, 80, 0, 256);
         return r.status;
       }
       if (req !== HE_IOC.HYPERCALL) throw new Error(`unexpected ioctl ${req.toString(16)}`);

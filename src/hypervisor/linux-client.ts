@@ -289,14 +289,14 @@ export class LinuxHypervisorClient implements HypervisorClient {
   }
   /**
    * ECALLs through ENCLAVE_CALL: the hypervisor runs the thread on this CPU. An interrupt parks it
-   * (ENCLAVE_INTERRUPTED); since ioctl ABI 1.3 the driver resumes it itself within a budget (one
+   * (ENCLAVE_INTERRUPTED); since ioctl ABI 1.4 the driver resumes it itself within a budget (one
    * ioctl per ECALL, not one per timer tick), before that this loop repeats the call. After
    * ECALL_BUDGET_MS of that it is aborted, as the emulated runner's watchdog does. An OCALL
    * (ENCLAVE_OCALL) is served from `opts.ocalls` and answered with ENCLAVE_OCALL_RETURN.
    */
   async enclaveRun(id: number, ecalls: readonly EcallRequest[], opts: EnclaveRunOptions = {}): Promise<EcallResult[]> {
     const out: EcallResult[] = [];
-    const loop = abiMajor(this.driverAbi) === 1 && (this.driverAbi & 0xffff) >= 3;
+    const loop = abiMajor(this.driverAbi) === 1 && (this.driverAbi & 0xffff) >= 4;
     const warned = new Set<number>();
     for (const e of ecalls) {
       if (e.tcs === undefined) throw new HypervisorError(`ENCLAVE_CALL: ECALL ${e.fn} names no TCS offset`, EXIT.USAGE);

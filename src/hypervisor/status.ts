@@ -13,6 +13,7 @@ function hvJson(h: HvStatusRecord): Record<string, unknown> {
     hypervisorBytes: x(h.hypervisorBytes),
     imageBytes: x(h.imageBytes),
     epcBytes: x(h.epcBytes),
+    dma: { protected: h.dma.protected, faults: h.dma.faults, iommuBase: x(h.dma.iommuBase) },
     imageDigest: h.imageDigest.toString('hex'),
   };
 }
@@ -58,6 +59,11 @@ export function formatStatus(s: HypervisorStatus): string[] {
     );
     const f = h.hostFaults;
     out.push(`host faults: ${f.hypervisor} hypervisor, ${f.enclave} enclave, ${f.unmapped} unmapped, ${f.permission} permission; ${h.hypercalls} hypercalls`);
+    out.push(
+      h.dma.protected
+        ? `DMA protection: on (IOMMU at 0x${h.dma.iommuBase.toString(16)} owned by the hypervisor), ${h.dma.faults} DMA faults blocked and logged`
+        : 'DMA protection: off (no IOMMU programmed by the hypervisor: devices can DMA into hypervisor and enclave memory)',
+    );
   }
   for (const e of s.enclaves) out.push(`  enclave ${e.id} ${e.name}: ${e.state}, ${e.epcPages} pages, MRENCLAVE ${e.mrenclave.slice(0, 16)}…, backend ${e.backend}${e.keySlot !== null ? ` slot ${e.keySlot}` : ''}`);
   if (s.platform === 'emulated') out.push(`note: ${EMULATED_LIMITATIONS}`);

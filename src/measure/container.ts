@@ -499,7 +499,9 @@ export async function verifyContainerFile(path: string, opts: VerifyOptions = {}
   try {
     fh = await open(path, 'r');
   } catch (e) {
-    throw new ImageError(`image: cannot open ${path}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, 3);
+    const code = (e as NodeJS.ErrnoException).code;
+    const why = code === 'ENOENT' ? 'no such file (ENOENT)' : code === 'EACCES' || code === 'EPERM' ? `permission denied (${code})` : (code ?? (e as Error).message);
+    throw new ImageError(`image: cannot open ${path}: ${why}`, 3);
   }
   try {
     const st = await fh.stat();

@@ -110,7 +110,8 @@ describe.each(backends)('verifier store on %s', (kind, newUrl, skip) => {
   });
 
   it.skipIf(skip)('hosts are leased to one instance at a time; history, revocations, keys and release audit are shared', async () => {
-    const now = Date.now();
+    // strictly after the verdicts earlier tests recorded at Date.now() (the same millisecond happens)
+    const now = Date.now() + 1000;
     for (let i = 0; i < 10; i++) await a.addHost({ hostId: `h${i}`, agentUrl: `http://127.0.0.1:${9000 + i}` }, now);
     const [ca, cb] = await Promise.all([a.claimDueHosts(now, 60_000, 6), b.claimDueHosts(now, 60_000, 6)]);
     const ids = [...ca, ...cb].map((h) => h.hostId);

@@ -330,9 +330,13 @@ export class SqlVerifierStore implements VerifierStore {
   async claimDueHosts(now: number, leaseMs: number, limit: number): Promise<HostRecord[]> {
     // The lease condition is repeated outside the subquery: PostgreSQL re-checks it on the row it
     // locks, so two instances never both win the same host.
+    // SKIP LOCKED (PostgreSQL): an instance claiming at the same moment takes the due hosts the
+    // other has not locked, instead of waiting for them and then finding them leased (which left it
+    // with none). SQLite serializes writers, so it needs no such clause (and has none).
+    const skipLocked = this.db.dialect === 'postgres' ? ' FOR UPDATE SKIP LOCKED' : '';
     const rows = await this.db.all(
       `UPDATE hosts SET lease_owner = ?, lease_until = ?
-       WHERE host_id IN (SELECT host_id FROM hosts WHERE next_due_at <= ? AND (lease_until IS NULL OR lease_until < ?) ORDER BY next_due_at LIMIT ?)
+       WHERE host_id IN (SELECT host_id FROM hosts WHERE next_due_at <= ? AND (lease_until IS NULL OR lease_until < ?) ORDER BY next_due_at LIMIT ?${skipLocked})
          AND next_due_at <= ? AND (lease_until IS NULL OR lease_until < ?)
        RETURNING *`,
       [this.instance, now + leaseMs, now, now, limit, now, now],

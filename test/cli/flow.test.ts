@@ -64,6 +64,8 @@ describe.skipIf(!!missing)('operator flow on the emulated platform (built CLI as
     expect(schemaProblems(s.json!)).toBeUndefined();
     expect(s.json!.enabled).toBe(true);
     expect(s.json!.platform).toBe('emulated');
+    // what the last `hyperenclave boot` did, in this boot
+    expect(s.json!.lastBoot).toMatchObject({ phase: 'enabled', thisBoot: true });
   });
 
   it('enclave run answers an ECALL under SEV; bad arguments are usage errors', async () => {

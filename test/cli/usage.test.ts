@@ -81,6 +81,7 @@ const CASES: [string, string[], RegExp][] = [
   ['firmware inspect', ['firmware', 'inspect', 'x.img', '--arch', 'arm'], /--arch: expected one of/],
   ['firmware reference', ['firmware', 'reference', 'x.img', '--banks', 'md5'], /--banks: unknown bank "md5"/],
   ['firmware reference', ['firmware', 'reference', 'x.img', '--initial', 'bogus'], /--initial: initial PCR value "bogus": expected BANK:PCR=HEX/],
+  ['firmware uki-reference', ['firmware', 'uki-reference', 'x.efi', '--banks', 'md5'], /--banks: unknown bank "md5"/],
   ['firmware launch-env', ['firmware', 'launch-env', '-o', 'le.bin', '--arch', 'arm'], /--arch: expected one of/],
   ['firmware launch-env', ['firmware', 'launch-env', '-o', 'le.bin', '--arch', 'intel-vmx', '--env-version', '-1'], /--env-version: expected a byte count/],
   ['firmware memmap', ['firmware', 'memmap', '--epc-mib', 'x', '--map', 'absent.txt'], /--epc-mib: expected a positive integer, got "x"/],

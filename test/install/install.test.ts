@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { cliMissing, repoRoot } from '../helpers/cli.js';
@@ -25,6 +25,8 @@ describe.skipIf(!!missing)('make install into a temporary root', () => {
       'usr/bin/hyperenclave',
       'lib/systemd/system/hyperenclave.service',
       'etc/hyperenclave/config.json',
+      'usr/lib/modules-load.d/hyperenclave.conf',
+      'etc/modprobe.d/hyperenclave.conf',
       'usr/share/bash-completion/completions/hyperenclave',
       'usr/share/zsh/vendor-completions/_hyperenclave',
       'usr/share/fish/vendor_completions.d/hyperenclave.fish',
@@ -55,7 +57,14 @@ describe.skipIf(!!missing)('make install into a temporary root', () => {
     expect(m, s.stdout + s.stderr).not.toBeNull();
     const exposure = Number(m![1]);
     console.info(`systemd-analyze security exposure of hyperenclave.service: ${exposure}`);
-    // Loading the module and raw device access keep it above 2; anything above 3 is a regression.
-    expect(exposure).toBeLessThanOrEqual(3.0);
+    // Root with CAP_SYS_RAWIO (what the driver checks), device access to the TPM and
+    // /dev/hyperenclave, W+X for Node's JIT: issue 18 allows at most 2.5 for the working unit
+    // (the system tier's systemd mode measures the booted unit the same way).
+    expect(exposure).toBeLessThanOrEqual(2.5);
+    // The driver checks CAP_SYS_RAWIO on every ioctl: the unit keeps exactly that one.
+    const unit = readFileSync(join(root, 'lib/systemd/system/hyperenclave.service'), 'utf8');
+    expect(/^CapabilityBoundingSet=(.*)$/m.exec(unit)?.[1]).toBe('CAP_SYS_RAWIO');
+    const driver = readFileSync(join(repoRoot, 'hypervisor/driver/main.c'), 'utf8');
+    expect([...driver.matchAll(/capable\((CAP_[A-Z_]+)\)/g)].map((m) => m[1])).toEqual(['CAP_SYS_RAWIO']);
   });
 });

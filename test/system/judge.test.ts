@@ -13,7 +13,12 @@ import { skipUnless } from '../helpers/require.js';
  */
 const judge = join(repoRoot, 'test', 'system', 'judge.mjs');
 const listFile = join(repoRoot, 'test', 'system', 'expected-checks.txt');
-const expected = readFileSync(listFile, 'utf8').split('\n').map((l) => l.replace(/#.*/, '').trim()).filter(Boolean);
+// "name @mode,…" limits a check to those modes; untagged checks belong to the bios and uefi modes.
+// The synthetic consoles here are SeaBIOS (mode bios) runs.
+const expected = readFileSync(listFile, 'utf8').split('\n').map((l) => l.replace(/#.*/, '').trim()).filter(Boolean)
+  .map((l) => l.split(/\s+@/))
+  .filter(([, tag]) => !tag || tag.split(',').includes('bios'))
+  .map(([name]) => name!);
 // judge.mjs loads the schema compiler from dist/.
 const missing = skipUnless('system-tier judge tests', [['cli', cliMissing()]]);
 
@@ -23,6 +28,8 @@ function console_(names: string[], extra: string[] = []): string {
     '@@HE:BOOTED kernel=6.1.0-synthetic cpus=1',
     // The hypervisor's own launch line: host tables inside the reservation (judge's host-tables-private).
     '[hv] cpu0: VMRUN guest RIP 0xffffffff81000000 host GDT 0x3c001000 IDT 0x3c002000, leave CR3 0x3c003000',
+    // The hypervisor's log of the DMA fault dma-blocked-hv provokes (judge requires it).
+    '[hv] IOMMU: DMA fault IO_PAGE_FAULT from device 00:04.0 at 0x3c000000 (flags 0x0): blocked',
     ...names.map((n) => `@@HE:CHECK ${n} PASS synthetic`),
     ...extra,
     '@@HE:DONE',
@@ -59,6 +66,13 @@ describe.skipIf(!!missing)('system-tier judge: the expected checks (test/system/
     expect(r.out).toMatch(/^FAIL {2}ecall-sealer\s+did not report \(expected by .*expected-checks\.txt\)/m);
     expect(r.out).toMatch(/SYSTEM TIER: FAILED \(1 of \d+ checks\)/);
     expect(r.result.checks.find((c: { name: string }) => c.name === 'ecall-sealer')).toMatchObject({ ok: false, source: 'judge' });
+  });
+
+  it('fails dma-blocked-hv when the hypervisor logged no DMA fault, whatever the guest said', () => {
+    const text = console_(expected).split('\n').filter((l) => !l.includes('IOMMU: DMA fault')).join('\n');
+    const r = runJudge(text);
+    expect(r.code, r.out).toBe(1);
+    expect(r.out).toMatch(/^FAIL {2}dma-blocked-hv\s+synthetic; but no "\[hv\] IOMMU: DMA fault …" line/m);
   });
 
   it('fails when the guest died early: every check after it is named', () => {

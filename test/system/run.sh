@@ -3,7 +3,14 @@
 # load the hyperenclave driver and image inside it, run test/system/init.sh as PID 1 and judge the
 # serial console. Exit codes: 0 pass, 1 fail, 2 harness error, 77 skipped (prints "SKIPPED: why").
 #
-#   test/system/run.sh [--timeout SECONDS] [--keep] [--no-image]
+#   test/system/run.sh [--timeout SECONDS] [--keep] [--no-image] [--uefi | --bios | --systemd]
+#
+# --bios (default): SeaBIOS, QEMU's -kernel/-initrd/-append (i440fx). --uefi: q35 + OVMF booting a
+# unified kernel image from an EFI system partition, measured from power-on (test/system/uefi.sh),
+# plus a second short boot of a UKI whose command line differs by one character. --systemd: a Debian
+# root file system (mmdebstrap, cached) on a virtio disk with systemd as PID 1 and the package
+# installed, booted three times in one QEMU (guest reboots: swtpm state kept, PCRs reset) to judge
+# the boot unit (test/system/systemd.sh).
 #
 # Work files live under .tmp/system/ (kernel package, module build, initramfs, console log).
 set -euo pipefail
@@ -14,12 +21,16 @@ WORK="$ROOT/.tmp/system"
 TIMEOUT=${HE_SYSTEM_TIMEOUT:-900}
 KEEP=0
 WITH_IMAGE=1
+MODE=${HE_SYSTEM_MODE:-bios}
 while [ $# -gt 0 ]; do
   case "$1" in
     --timeout) TIMEOUT=$2; shift 2 ;;
     --keep) KEEP=1; shift ;;
     --no-image) WITH_IMAGE=0; shift ;;
-    *) echo "usage: $0 [--timeout SECONDS] [--keep] [--no-image]" >&2; exit 2 ;;
+    --uefi) MODE=uefi; shift ;;
+    --bios) MODE=bios; shift ;;
+    --systemd) MODE=systemd; shift ;;
+    *) echo "usage: $0 [--timeout SECONDS] [--keep] [--no-image] [--uefi | --bios | --systemd]" >&2; exit 2 ;;
   esac
 done
 
@@ -28,6 +39,12 @@ RESERVED_BASE=0x3c000000
 RESERVED_SIZE=0x2000000
 MEMMAP="memmap=32M\$${RESERVED_BASE}"
 PCR=12
+APPEND="console=ttyS0 loglevel=4 panic=-1 $MEMMAP nokaslr"
+# UEFI: 2 GiB, so OVMF's allocations and the EFI stub's boot data stay clear of the reservation
+# (with 1 GiB they land at 0x3d2cc018, inside it, and the kernel faults on its own setup_data).
+GUEST_MEM=1G
+# UEFI: PCR 9 (kernel EFI stub: initrd, load options) and 11 (systemd-stub: UKI sections) too.
+BOOT_PCRS=""
 HAK_PCR=13
 
 log() { printf '[system] %s\n' "$*" >&2; }
@@ -35,6 +52,32 @@ skip() { echo "SKIPPED: $*"; exit 77; }
 die() { echo "ERROR: $*" >&2; exit 2; }
 
 mkdir -p "$WORK"
+if [ "$MODE" = uefi ]; then
+  # shellcheck source=test/system/uefi.sh
+  . "$HERE/uefi.sh"
+  GUEST_MEM=2G
+  BOOT_PCRS="9 11"
+fi
+# QEMU: one boot per process, with the user network the verifier is reached through (modes may change both).
+QEMU_REBOOT=(-no-reboot)
+QEMU_NET=(-nic user,model=e1000)
+# bios mode: q35 with QEMU's AMD IOMMU (created before the PCI devices it translates; interrupt
+# remapping off, which this hypervisor does not program), the e1000 NIC and the edu DMA device
+# behind it (edu's DMA mask widened from 28 to 40 bits so it can aim at the reservation at 960 MiB).
+# amd_iommu=off: Linux leaves the IOMMU alone; the hypervisor takes it over at enable (DMA
+# protection) and hands it back, translation off, at disable. The UEFI and systemd modes run
+# without it (the hypervisor finds the ACPI tables only through the BIOS area: docs/system-tier.md).
+QEMU_DMA_BEFORE=(); QEMU_DMA_AFTER=()
+if [ "$MODE" = bios ]; then
+  QEMU_DMA_BEFORE=(-machine q35 -device amd-iommu,intremap=off)
+  QEMU_NET=(-netdev user,id=net0 -device e1000,netdev=net0)
+  QEMU_DMA_AFTER=(-device edu,dma_mask=0xffffffffff)
+  APPEND="$APPEND amd_iommu=off"
+fi
+if [ "$MODE" = systemd ]; then
+  # shellcheck source=test/system/systemd.sh
+  . "$HERE/systemd.sh"
+fi
 
 # ---- 1. host packages ---------------------------------------------------------------------------
 KVER_PKG=""
@@ -56,6 +99,8 @@ command -v swtpm >/dev/null || need+=(swtpm)
 command -v tpm2_eventlog >/dev/null || need+=(tpm2-tools)
 [ -d "/usr/src/linux-headers-$KVER_PKG" ] || need+=("linux-headers-$KVER_PKG")
 command -v gcc >/dev/null && command -v make >/dev/null || need+=(build-essential)
+[ "$MODE" = uefi ] && uefi_need_packages
+[ "$MODE" = systemd ] && systemd_need_packages
 if [ ${#need[@]} -gt 0 ]; then
   log "installing: ${need[*]}"
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo -n"; fi
@@ -67,6 +112,8 @@ BUSYBOX=$(dpkg -L busybox-static 2>/dev/null | grep -m1 '/bin/busybox$' || true)
 [ -n "$BUSYBOX" ] && [ -x "$BUSYBOX" ] || skip "busybox-static is not installed"
 ldd "$BUSYBOX" >/dev/null 2>&1 && skip "$BUSYBOX is dynamically linked (install busybox-static)"
 KDIR="/usr/src/linux-headers-$KVER_PKG"
+[ "$MODE" = uefi ] && uefi_check_packages
+[ "$MODE" = systemd ] && systemd_check_packages
 [ -d "$KDIR" ] || skip "linux-headers-$KVER_PKG is not installed"
 
 # ---- 2. Debian's kernel (downloaded once, cached) -----------------------------------------------
@@ -95,6 +142,8 @@ cp "$ROOT/hypervisor/driver"/*.c "$ROOT/hypervisor/driver"/*.S "$ROOT/hypervisor
 make -s -C "$KDIR" M="$DRV_OUT" modules >"$WORK/driver-build.log" 2>&1 || { cat "$WORK/driver-build.log" >&2; die "driver build failed"; }
 gcc -static -O2 -Wall -Werror -I"$ROOT/hypervisor/driver" -o "$WORK/hectl" "$ROOT/hypervisor/driver/tools/hectl.c" \
   >"$WORK/hectl-build.log" 2>&1 || { cat "$WORK/hectl-build.log" >&2; die "hectl build failed"; }
+gcc -static -O2 -Wall -Werror -o "$WORK/edu-dma" "$HERE/edu-dma.c" >"$WORK/edu-dma-build.log" 2>&1 \
+  || { cat "$WORK/edu-dma-build.log" >&2; die "edu-dma build failed"; }
 
 IMAGE_CONTAINER=""
 if [ "$WITH_IMAGE" = 1 ]; then
@@ -121,7 +170,57 @@ make -s -C "$ROOT" --no-print-directory install DESTDIR="$INSTALL_ROOT" >"$WORK/
 CLI=(node "$ROOT/dist/src/cli/main.js")
 log "builds took $(( $(date +%s) - T0 )) s"
 
-# ---- 4. initramfs -------------------------------------------------------------------------------
+# ---- 4. swtpm and QEMU (every mode) -------------------------------------------------------------
+RUN="$WORK/run"
+rm -rf "$RUN"; mkdir -p "$RUN/tpmstate"
+SOCK="$RUN/swtpm.sock"
+CONSOLE="$WORK/console.log"
+SWTPM_PID=""; QEMU_PID=""; VERIFIER_PID=""
+cleanup() {
+  [ -n "$QEMU_PID" ] && kill "$QEMU_PID" 2>/dev/null || true
+  [ -n "$VERIFIER_PID" ] && kill "$VERIFIER_PID" 2>/dev/null || true
+  [ -n "$SWTPM_PID" ] && kill "$SWTPM_PID" 2>/dev/null || true
+  wait 2>/dev/null || true
+  [ "$KEEP" = 1 ] || rm -rf "$RUN"
+}
+trap cleanup EXIT
+
+# EKs with certificates from a CA private to this run: the verifier enrolls the guest's AK against it.
+node --input-type=module -e "import { setupWithSwtpmSetup } from '$ROOT/dist/src/platform/emulated/swtpm.js'; setupWithSwtpmSetup('$RUN/tpmstate', { banks: ['sha1', 'sha256', 'sha384'], ek: true });" \
+  >"$RUN/swtpm_setup.log" 2>&1 || { cat "$RUN/swtpm_setup.log" >&2; die "swtpm_setup failed"; }
+
+start_swtpm() {
+  swtpm socket --tpm2 --tpmstate dir="$RUN/tpmstate" --ctrl type=unixio,path="$SOCK" \
+    --log file="$RUN/swtpm.log",level=1 >/dev/null 2>&1 &
+  SWTPM_PID=$!
+  for _ in $(seq 50); do [ -S "$SOCK" ] && break; sleep 0.1; done
+  [ -S "$SOCK" ] || die "swtpm did not create $SOCK"
+}
+
+# boot_guest CONSOLE: one QEMU run with $QEMU_BOOT (firmware, kernel or disk), under the time limit.
+boot_guest() {
+  local t1; t1=$(date +%s)
+  timeout --kill-after=5 "$TIMEOUT" qemu-system-x86_64 -accel tcg -cpu qemu64,+svm,+npt,+pdpe1gb,+ssse3,+sse4.1,+sse4.2,+popcnt,+rdrand,+aes,+pclmulqdq -smp 2 -m "$GUEST_MEM" \
+    -nographic "${QEMU_REBOOT[@]}" -monitor none -serial stdio \
+    "${QEMU_BOOT[@]}" \
+    "${QEMU_DMA_BEFORE[@]}" "${QEMU_NET[@]}" "${QEMU_DMA_AFTER[@]}" \
+    -chardev socket,id=chrtpm,path="$SOCK" -tpmdev emulator,id=tpm0,chardev=chrtpm -device tpm-tis,tpmdev=tpm0 \
+    </dev/null >"$1" 2>"$RUN/qemu.stderr" &
+  QEMU_PID=$!
+  set +e
+  wait "$QEMU_PID"; QRC=$?
+  set -e
+  QEMU_PID=""
+  BOOT_S=$(( $(date +%s) - t1 ))
+  log "QEMU exited with $QRC after ${BOOT_S}s; console in $1"
+  if [ "$QRC" = 124 ] || [ "$QRC" = 137 ]; then TIMED_OUT=1; else TIMED_OUT=0; fi
+}
+
+# The systemd mode boots a Debian system from a disk instead of the initramfs scenario below
+# (test/system/systemd.sh: it builds the disk, boots it three times and runs the judge).
+if [ "$MODE" = systemd ]; then systemd_main; exit $?; fi
+
+# ---- 4b. initramfs -------------------------------------------------------------------------------
 IRD="$WORK/initramfs"
 rm -rf "$IRD"; mkdir -p "$IRD"/{bin,sbin,dev,proc,sys,tmp,root,lib/firmware/hyperenclave,lib/modules,opt/enclave,usr/bin}
 cp -a "$INSTALL_ROOT"/. "$IRD"/
@@ -135,6 +234,8 @@ cp "$WORK/kernel/root/lib/modules/$KVER_PKG/kernel/crypto/sha512_generic.ko" "$I
 # The guest reaches the verifier on the host through QEMU's user network (10.0.2.2 = host loopback).
 cp "$WORK/kernel/root/lib/modules/$KVER_PKG/kernel/drivers/net/ethernet/intel/e1000/e1000.ko" "$IRD/lib/modules/"
 cp "$WORK/hectl" "$IRD/bin/hectl"
+cp "$WORK/edu-dma" "$IRD/bin/edu-dma"
+cp "$HERE/dma-probe.mjs" "$IRD/opt/dma-probe.mjs"
 [ -n "$IMAGE_CONTAINER" ] && cp "$IMAGE_CONTAINER" "$IRD/lib/firmware/hyperenclave/hyperenclave.img" \
   && cp "$OTHER_CONTAINER" "$IRD/lib/firmware/hyperenclave/other.img"
 # Node and the shared libraries it links (hard links where possible: node alone is ~100 MB).
@@ -166,27 +267,11 @@ PCR=$PCR
 HAK_PCR=$HAK_PCR
 STATE_DIR=/var/lib/hyperenclave
 WITH_IMAGE=$WITH_IMAGE
+MODE=$MODE
+BOOT_PCRS="$BOOT_PCRS"
 VERIFIER_URL=http://10.0.2.2:@VERIFIER_PORT@
 EOF
 
-# ---- 5. swtpm + QEMU ----------------------------------------------------------------------------
-RUN="$WORK/run"
-rm -rf "$RUN"; mkdir -p "$RUN/tpmstate"
-SOCK="$RUN/swtpm.sock"
-CONSOLE="$WORK/console.log"
-SWTPM_PID=""; QEMU_PID=""; VERIFIER_PID=""
-cleanup() {
-  [ -n "$QEMU_PID" ] && kill "$QEMU_PID" 2>/dev/null || true
-  [ -n "$VERIFIER_PID" ] && kill "$VERIFIER_PID" 2>/dev/null || true
-  [ -n "$SWTPM_PID" ] && kill "$SWTPM_PID" 2>/dev/null || true
-  wait 2>/dev/null || true
-  [ "$KEEP" = 1 ] || rm -rf "$RUN"
-}
-trap cleanup EXIT
-
-# EKs with certificates from a CA private to this run: the verifier enrolls the guest's AK against it.
-node --input-type=module -e "import { setupWithSwtpmSetup } from '$ROOT/dist/src/platform/emulated/swtpm.js'; setupWithSwtpmSetup('$RUN/tpmstate', { banks: ['sha1', 'sha256', 'sha384'], ek: true });" \
-  >"$RUN/swtpm_setup.log" 2>&1 || { cat "$RUN/swtpm_setup.log" >&2; die "swtpm_setup failed"; }
 
 # The remote verifier, outside the guest: reference values from firmware-tools, the swtpm CA.
 VDIR="$RUN/verifier"
@@ -220,18 +305,37 @@ SEALER=$(node --input-type=module -e "
   const mrsigner = mrsignerOf(loadSignerKey(readFileSync(resolve(dirname(file), raw.signer.key)))).toString('hex');
   process.stdout.write(JSON.stringify({ name: 'sealer', mrenclave, mrsigner, isvProdId: raw.isvProdId, minIsvSvn: raw.isvSvn }));
 ") || die "could not compute the sealer enclave's identity"
+# zstd: the kernel unpacks it far faster than gzip under TCG.
+pack_initramfs() {
+  if command -v zstd >/dev/null; then PACK=(zstd -q -3 -T0); INITRD="$WORK/initramfs.cpio.zst"; else PACK=(gzip -1); INITRD="$WORK/initramfs.cpio.gz"; fi
+  rm -f "$WORK"/initramfs.cpio.*
+  (cd "$IRD" && find . -print0 | cpio --null -o -H newc --quiet | "${PACK[@]}") >"$INITRD"
+}
+VERIFIER_LISTEN=127.0.0.1:0
+BOOT_POLICY=""
+if [ "$MODE" = uefi ]; then
+  # The UKI holds the initramfs, which names the verifier's port, and the verifier's policy names
+  # the UKI: pick the port first, then build initramfs, UKI and reference values, then the policy.
+  VERIFIER_PORT=$(uefi_free_port); VERIFIER_LISTEN=127.0.0.1:$VERIFIER_PORT
+  sed -i "s/@VERIFIER_PORT@/$VERIFIER_PORT/" "$IRD/etc.scenario"
+  pack_initramfs
+  uefi_prepare
+  BOOT_POLICY='"boot": { "ukiReferences": ["uki-reference.json"] },'
+fi
 cat >"$VDIR/policy.json" <<EOF
 {
   "schema": "hyperenclave/verifier-policy",
   "version": 1,
   $REF
-  "requiredPcrs": { "sha256": [0, 1, 2, 3, 4, 5, 6, 7, $PCR, $HAK_PCR] },
+  $BOOT_POLICY
+  "requiredPcrs": { "sha256": [0, 1, 2, 3, 4, 5, 6, 7, ${BOOT_PCRS:+${BOOT_PCRS// /, }, }$PCR, $HAK_PCR] },
   "hypervisor": { "pcr": $PCR, "hakPcr": $HAK_PCR },
   "enclaves": { "allowed": [$SEALER] },
   "akProvenance": { "trustedEkCaFiles": [$CAS] }
 }
 EOF
-"${CLI[@]}" --platform emulated --state-dir "$VDIR/state" verifier serve --listen 127.0.0.1:0 --policy "$VDIR/policy.json" \
+[ "$MODE" = uefi ] && uefi_chain_policy
+"${CLI[@]}" --platform emulated --state-dir "$VDIR/state" verifier serve --listen "$VERIFIER_LISTEN" --policy "$VDIR/policy.json" \
   >"$VDIR/serve.out" 2>"$VDIR/serve.err" &
 VERIFIER_PID=$!
 VERIFIER_PORT=""
@@ -242,43 +346,34 @@ for _ in $(seq 100); do
 done
 [ -n "$VERIFIER_PORT" ] || { cat "$VDIR/serve.err" >&2; die "verifier serve did not start"; }
 log "verifier listening on 127.0.0.1:$VERIFIER_PORT (the guest reaches it as 10.0.2.2)"
-sed -i "s/@VERIFIER_PORT@/$VERIFIER_PORT/" "$IRD/etc.scenario"
-# zstd: the kernel unpacks it far faster than gzip under TCG.
-if command -v zstd >/dev/null; then PACK=(zstd -q -3 -T0); INITRD="$WORK/initramfs.cpio.zst"; else PACK=(gzip -1); INITRD="$WORK/initramfs.cpio.gz"; fi
-rm -f "$WORK"/initramfs.cpio.*
-(cd "$IRD" && find . -print0 | cpio --null -o -H newc --quiet | "${PACK[@]}") >"$INITRD"
-swtpm socket --tpm2 --tpmstate dir="$RUN/tpmstate" --ctrl type=unixio,path="$SOCK" \
-  --log file="$RUN/swtpm.log",level=1 >/dev/null 2>&1 &
-SWTPM_PID=$!
-for _ in $(seq 50); do [ -S "$SOCK" ] && break; sleep 0.1; done
-[ -S "$SOCK" ] || die "swtpm did not create $SOCK"
+if [ "$MODE" != uefi ]; then
+  sed -i "s/@VERIFIER_PORT@/$VERIFIER_PORT/" "$IRD/etc.scenario"
+  pack_initramfs
+fi
+# ---- 5. swtpm + QEMU ----------------------------------------------------------------------------
+start_swtpm
 
-APPEND="console=ttyS0 loglevel=4 panic=-1 $MEMMAP nokaslr"
-log "booting $KVER_PKG (timeout ${TIMEOUT}s)"
-T1=$(date +%s)
-timeout --kill-after=5 "$TIMEOUT" qemu-system-x86_64 -accel tcg -cpu qemu64,+svm,+npt,+pdpe1gb,+ssse3,+sse4.1,+sse4.2,+popcnt,+rdrand,+aes,+pclmulqdq -smp 2 -m 1G \
-  -nographic -no-reboot -monitor none -serial stdio \
-  -kernel "$VMLINUZ" -initrd "$INITRD" -append "$APPEND" \
-  -nic user,model=e1000 \
-  -chardev socket,id=chrtpm,path="$SOCK" -tpmdev emulator,id=tpm0,chardev=chrtpm -device tpm-tis,tpmdev=tpm0 \
-  </dev/null >"$CONSOLE" 2>"$RUN/qemu.stderr" &
-QEMU_PID=$!
-set +e
-wait "$QEMU_PID"; QRC=$?
-set -e
-QEMU_PID=""
-BOOT_S=$(( $(date +%s) - T1 ))
-log "QEMU exited with $QRC after ${BOOT_S}s; console in $CONSOLE"
-if [ "$QRC" = 124 ] || [ "$QRC" = 137 ]; then TIMED_OUT=1; else TIMED_OUT=0; fi
+if [ "$MODE" = uefi ]; then uefi_qemu_args "$UEFI_DIR/esp.img" "$RUN/ovmf-vars.fd"
+else QEMU_BOOT=(-kernel "$VMLINUZ" -initrd "$INITRD" -append "$APPEND"); fi
+log "booting $KVER_PKG ($MODE, timeout ${TIMEOUT}s)"
+boot_guest "$CONSOLE"
+TIMED_OUT_1=$TIMED_OUT; BOOT_S_1=$BOOT_S
+UEFI_JUDGE=()
+if [ "$MODE" = uefi ]; then
+  uefi_second_boot
+  UEFI_JUDGE=(--mode uefi --uki-reference "$VDIR/uki-reference.json" --uki "$UEFI_DIR/uki.efi" --chain-policy "$VDIR/chain-policy.json"
+    --second-console "$WORK/console-broken.txt" --second-timed-out "$TIMED_OUT" --boot-secs "$BOOT_S_1,$BOOT_S")
+fi
+TIMED_OUT=$TIMED_OUT_1
 
-# ---- 5b. many CPUs: a second, short boot with HE_MANY_CPUS (default 12) CPUs ------------------
+# ---- 5b. many CPUs (bios mode): a second, short boot with HE_MANY_CPUS (default 12) CPUs -------
 # The same initramfs plus an appended cpio whose /etc.scenario says SCENARIO=many: init.sh loads
 # the image (no TPM attached: unmeasured_ok=1, this run is about CPUs), enables it, checks CPUID on
 # every CPU, runs a busy loop on the last one and disables. The judge reads its cpus-many check.
 MANY=${HE_MANY_CPUS:-12}
 MANY_CONSOLE="$WORK/console-many.log"
 rm -f "$MANY_CONSOLE" "$WORK/console-many.txt"
-if [ "$WITH_IMAGE" = 1 ] && [ "$TIMED_OUT" = 0 ] && [ "$MANY" -gt 0 ]; then
+if [ "$MODE" = bios ] && [ "$WITH_IMAGE" = 1 ] && [ "$TIMED_OUT" = 0 ] && [ "$MANY" -gt 0 ]; then
   EXTRA="$RUN/many"
   mkdir -p "$EXTRA/root"
   sed 's/^SCENARIO=.*//' "$IRD/etc.scenario" >"$EXTRA/root/etc.scenario"
@@ -305,5 +400,5 @@ fi
 tr -d '\r' <"$CONSOLE" >"$WORK/console.txt"
 node "$HERE/judge.mjs" "$WORK/console.txt" "$WORK/out" --timed-out "$TIMED_OUT" --pcr "$PCR" --hak-pcr "$HAK_PCR" \
   --verifier-dir "$VDIR" --reserved-base "$RESERVED_BASE" --reserved-size "$RESERVED_SIZE" ${IMAGE_CONTAINER:+--image "$IMAGE_CONTAINER"} \
-  --expected "$HERE/expected-checks.txt" --partial $(( 1 - WITH_IMAGE )) \
-  ${MANY_CONSOLE:+--many-console "$WORK/console-many.txt"} --many-cpus "$MANY"
+  --expected "$HERE/expected-checks.txt" --partial $(( 1 - WITH_IMAGE )) "${UEFI_JUDGE[@]}" \
+  --many-console "$WORK/console-many.txt" --many-cpus "$MANY"

@@ -182,7 +182,7 @@ impl Regs {
 }
 
 /// Bytes of the STATUS record: 26 u64 words, then the 32-byte image digest.
-pub const STATUS_SIZE: usize = 26 * 8 + 32;
+pub const STATUS_SIZE: usize = 26 * 8 + 32 + 2 * 8;
 /// Bytes of the ENCLAVE_INFO record.
 pub const ENCLAVE_INFO_SIZE: usize = 128;
 /// Bytes of one ENABLE memory-map entry: start u64, size u64, kind u64 (0 RAM, 1 reserved, 2 MMIO).
@@ -195,7 +195,9 @@ pub const MEMMAP_ENTRY_SIZE: usize = 24;
 /// · 10 enclaves · 11 max enclaves · 12 key-slot kind (0 none, 1 ASID, 2 KeyID) · 13 slot min ·
 /// 14 slot max · 15 slots allocated · 16 slots waiting for flush · 17 flushes · 18 host faults in
 /// hypervisor memory · 19 in enclave memory · 20 outside the memory map · 21 permission ·
-/// 22 hypercalls · 23 enclaves created · 24 destroyed · 25 reports issued; then 32-byte image digest.
+/// 22 hypercalls · 23 enclaves created · 24 destroyed · 25 reports issued; then 32-byte image digest;
+/// then (ABI 1.x, offset 240) DMA faults logged by the IOMMU · (248) the IOMMU's register base.
+/// Flags bit 5: DMA protection (an IOMMU the hypervisor owns translates every device's DMA).
 pub fn encode_status(s: &Status, signatures_required: bool) -> [u8; STATUS_SIZE] {
     let (kind, min, max, st) = match s.key_slots {
         None => (0, 0, 0, Default::default()),
@@ -205,7 +207,8 @@ pub fn encode_status(s: &Status, signatures_required: bool) -> [u8; STATUS_SIZE]
         | ((s.paging == Format::Npt) as u64) << 1
         | ((kind != 0) as u64) << 2
         | (signatures_required as u64) << 3
-        | (s.trust_established as u64) << 4;
+        | (s.trust_established as u64) << 4
+        | (s.dma.protected as u64) << 5;
     let words: [u64; 26] = [
         s.abi_version as u64,
         flags,
@@ -239,6 +242,8 @@ pub fn encode_status(s: &Status, signatures_required: bool) -> [u8; STATUS_SIZE]
         b[i * 8..i * 8 + 8].copy_from_slice(&w.to_le_bytes());
     }
     b[208..240].copy_from_slice(&s.image_digest);
+    b[240..248].copy_from_slice(&s.dma.faults.to_le_bytes());
+    b[248..256].copy_from_slice(&s.dma.iommu_base.to_le_bytes());
     b
 }
 

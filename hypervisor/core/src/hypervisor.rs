@@ -174,6 +174,18 @@ impl HostFaultCounts {
     }
 }
 
+/// DMA protection as the platform reports it (the bare-metal image's IOMMU code sets it with
+/// [`Hypervisor::set_dma`]; the emulated platform has no IOMMU and leaves it off).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DmaStatus {
+    /// An IOMMU translates every device's DMA through tables that omit the reservation.
+    pub protected: bool,
+    /// DMA faults the IOMMU logged since protection was switched on (event log, all kinds).
+    pub faults: u64,
+    /// The IOMMU's register base (0 when none was found).
+    pub iommu_base: u64,
+}
+
 /// Snapshot for `status`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Status {
@@ -196,6 +208,7 @@ pub struct Status {
     pub image_digest: [u8; 32],
     /// TRUST_INIT has run since the last enable/load (keys, HAK and QUOTE available).
     pub trust_established: bool,
+    pub dma: DmaStatus,
 }
 
 #[derive(Clone, Copy)]
@@ -239,6 +252,7 @@ pub struct Hypervisor<M: PhysMem, const EPC_PAGES: usize = 4096> {
     slots: Option<KeySlots<KEY_SLOT_CAPACITY>>,
     host: Option<NestedPageTable>,
     faults: HostFaultCounts,
+    dma: DmaStatus,
     hypercalls: u64,
     created: u64,
     destroyed: u64,
@@ -275,6 +289,7 @@ impl<M: PhysMem, const EPC_PAGES: usize> Hypervisor<M, EPC_PAGES> {
             next_id: 1,
             host: None,
             faults: HostFaultCounts::default(),
+            dma: DmaStatus::default(),
             hypercalls: 0,
             created: 0,
             destroyed: 0,
@@ -310,7 +325,14 @@ impl<M: PhysMem, const EPC_PAGES: usize> Hypervisor<M, EPC_PAGES> {
             reports_issued: self.reports,
             image_digest: self.cfg.image_digest,
             trust_established: self.trust.is_some(),
+            dma: if self.host.is_some() { self.dma } else { DmaStatus::default() },
         }
+    }
+
+    /// The platform's DMA protection (shown in STATUS while enabled, and in the flags of every
+    /// enclave quote the HAK signs).
+    pub fn set_dma(&mut self, dma: DmaStatus) {
+        self.dma = dma;
     }
 
     /// Enclaves alive (DISABLE is refused while any exists).
@@ -347,6 +369,7 @@ impl<M: PhysMem, const EPC_PAGES: usize> Hypervisor<M, EPC_PAGES> {
         }
         t.destroy(&mut self.mem, &mut self.pool)?;
         self.host = None;
+        self.dma = DmaStatus::default();
         // the secrets go with the hypervisor (dropping TrustState wipes them)
         self.trust = None;
         Ok(())

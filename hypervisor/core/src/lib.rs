@@ -73,6 +73,7 @@
 #[cfg(test)]
 extern crate std;
 
+pub mod acpi;
 pub mod crypto;
 pub mod demote;
 pub mod enclave;
@@ -91,7 +92,7 @@ pub use enclave::{PageType, SecInfo, SecsParams};
 pub use error::{HvError, HvResult};
 pub use hypercall::{dispatch, HcStatus, Regs, ABI_VERSION};
 pub use hypervisor::{
-    EnclaveInfo, EnclavePage, EnclaveState, EntryInfo, HostFault, HostFaultCounts, HostFaultReason, HvConfig, Hypervisor, Status,
+    DmaStatus, EnclaveInfo, EnclavePage, EnclaveState, EntryInfo, HostFault, HostFaultCounts, HostFaultReason, HvConfig, Hypervisor, Status,
     MAX_ENCLAVES,
 };
 pub use keyslot::{KeySlotConfig, SlotKind};

@@ -79,6 +79,9 @@ pub fn quoting_target_mrenclave() -> [u8; 32] {
 }
 pub const QUOTE_SIZE: usize = 496;
 pub const QUOTE_MAGIC: [u8; 4] = *b"HEQ1";
+/// Quote bytes 12-15, platform flags the HAK signs with the report: bit 0 = DMA protection was on
+/// (an IOMMU the hypervisor owns translated every device's DMA) when the quote was made.
+pub const QUOTE_FLAG_DMA_PROTECTED: u32 = 1;
 
 const SEALED_ATTRS: u32 = attr::FIXED_TPM | attr::FIXED_PARENT | attr::ADMIN_WITH_POLICY | attr::NO_DA;
 const PARENT_ATTRS: u32 =
@@ -381,6 +384,14 @@ impl<M: PhysMem, const E: usize> Hypervisor<M, E> {
 
     /// QUOTE: checks the REPORT's MAC as the quoting identity, then signs (layout in
     /// docs/hypercall-abi.md): magic, version 1, algorithm 1, HAK PCR, body, HAK, signature.
+    fn quote_flags(&self) -> u32 {
+        if self.status().dma.protected {
+            QUOTE_FLAG_DMA_PROTECTED
+        } else {
+            0
+        }
+    }
+
     pub fn quote(&self, report: &[u8]) -> HvResult<[u8; QUOTE_SIZE]> {
         let t = self.trust.as_ref().ok_or(HvError::TrustNotEstablished)?;
         if report.len() < REPORT_SIZE {
@@ -392,6 +403,7 @@ impl<M: PhysMem, const E: usize> Hypervisor<M, E> {
         q[4..6].copy_from_slice(&1u16.to_le_bytes());
         q[6..8].copy_from_slice(&1u16.to_le_bytes());
         q[8..12].copy_from_slice(&(t.hak_pcr as u32).to_le_bytes());
+        q[12..16].copy_from_slice(&self.quote_flags().to_le_bytes());
         q[16..16 + REPORT_BODY_SIZE].copy_from_slice(&report[..REPORT_BODY_SIZE]);
         q[400..432].copy_from_slice(&t.hak.public_key());
         let sig = t.hak.sign(&q[..432]);

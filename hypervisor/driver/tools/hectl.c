@@ -200,6 +200,8 @@ int main(int argc, char **argv)
 		if (s.hv_status_len)
 			printf(" hv.flags=0x%llx hv.hypercalls=%llu hv.faults.hypervisor=%llu hv.faults.outside=%llu hv.pool=%llu/%llu",
 			       word(&s, 1), word(&s, 22), word(&s, 18), word(&s, 20), word(&s, 9), word(&s, 8));
+		if (s.hv_status_len >= 256) /* words 30, 31: after the 32-byte digest at 208 */
+			printf(" dma=%s dma.faults=%llu iommu=0x%llx", word(&s, 1) & 32 ? "on" : "off", word(&s, 30), word(&s, 31));
 		printf("\n");
 		return 0;
 	}

@@ -104,6 +104,7 @@ macro_rules! log {
 }
 
 mod enclave_vm; // after log! so they can use it
+mod iommu;
 #[cfg(not(feature = "vmx"))]
 mod svm;
 #[cfg(not(feature = "vmx"))]
@@ -213,7 +214,7 @@ fn rdrand_fill(buf: &mut [u8]) -> bool {
 
 fn init(ho: &Handoff) -> HvResult<()> {
     let n = core::cmp::min(ho.nranges as usize, handoff::MAX_RANGES);
-    let mut map = [MemRange::new(0, 0, MemKind::Ram); handoff::MAX_RANGES + 1];
+    let mut map = [MemRange::new(0, 0, MemKind::Ram); handoff::MAX_RANGES + 2];
     for (i, r) in ho.ranges[..n].iter().enumerate() {
         let kind = match r.kind {
             0 => MemKind::Ram,
@@ -225,6 +226,15 @@ fn init(ho: &Handoff) -> HvResult<()> {
     // The TPM's locality 1-4 pages stay out of the host tables: after launch only the
     // hypervisor reaches locality 2 (the host keeps locality 0 for Linux's driver).
     let n = cut_out(&mut map, n, tis::HIDDEN);
+    // DMA protection: the IOMMU's registers leave the host tables like the TPM's localities.
+    lock(&LOCK);
+    let window = iommu::prepare();
+    unlock(&LOCK);
+    let window = window?;
+    let n = match window {
+        Some(w) => cut_out(&mut map, n, w),
+        None => n,
+    };
     // The transport's self-test at the hypervisor's locality (before launch; the driver holds
     // Linux's TPM lock around ENABLE): GetRandom and PCR_Read of the measurement PCR.
     let pcr = if ho.pcr < 24 { ho.pcr } else { 12 };
@@ -273,6 +283,17 @@ fn init(ho: &Handoff) -> HvResult<()> {
         if !hidden {
             h.disable()?;
             return Err(HvError::InvalidRange { what: "TPM locality pages still mapped for the host", start: tis::HIDDEN.0, size: tis::HIDDEN.1 - tis::HIDDEN.0 });
+        }
+        if let Some(w) = window {
+            if (w.0..w.1).step_by(4096).any(visible) {
+                h.disable()?;
+                return Err(HvError::InvalidRange { what: "IOMMU registers still mapped for the host", start: w.0, size: w.1 - w.0 });
+            }
+        }
+        let reserved = (ho.reserved_base, ho.reserved_base + ho.reserved_size);
+        if let Err(e) = iommu::start(h, &map[..n], reserved) {
+            h.disable()?;
+            return Err(e);
         }
         let s = h.status();
         log!(
@@ -422,6 +443,8 @@ pub(crate) fn hypercall_exit<V: Vcpu>(vc: &mut V, cpu: usize) {
             // SAFETY: the identity map covers GUEST_SPAN; DISABLE reads no guest memory.
             let mut guest = unsafe { DirectMem::new(0, MemRange::new(0, GUEST_SPAN, MemKind::Ram)) };
             let st = dispatch(hv, &mut regs, &mut guest);
+            iommu::poll(hv);
+            iommu::stop();
             log!("cpu{}: DISABLE: host tables released ({:?})", cpu, st);
         }
         unlock(&LOCK);
@@ -482,6 +505,7 @@ pub(crate) fn hypercall_exit<V: Vcpu>(vc: &mut V, cpu: usize) {
         vc.advance();
         return;
     }
+    iommu::poll(hv); // DMA faults reach STATUS before it is read
     // SAFETY: as above; dispatch checks every buffer page against the host tables first.
     let mut guest = unsafe { DirectMem::new(0, MemRange::new(0, GUEST_SPAN, MemKind::Ram)) };
     let destroyed = (regs.rax == nr::ENCLAVE_DESTROY).then_some(regs.rdi as u32);

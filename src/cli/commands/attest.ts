@@ -8,6 +8,10 @@ import { log } from '../../log.js';
 import { HyperEnclaveError, EXIT } from '../../errors.js';
 import type * as AttestLib from '../../attest/index.js';
 import type { VerifyOutcome } from '../../attest/index.js';
+import type { VerifyLookups } from '../../attest/verifier.js';
+import type { ClockRecord } from '../../attest/verify.js';
+import type { EnrollmentRecord } from '../../attest/enroll.js';
+import type { VerifierStore } from '../../verifier/store.js';
 import type { HyperEnclaveConfig } from '../../config/index.js';
 import type * as AkStore from '../../attest/ak-store.js';
 import type * as Context from '../context.js';
@@ -48,6 +52,51 @@ async function load(): Promise<void> {
   ({ akEnrollAnswerFile, akEnrollRequestFile, attestToFiles, clientAttesterTpm, clientEnrollingTpm, exitCodeOf, formatResultTable, parseNonceHex, serveVerifier, Verifier, verifierEnrollFinishFile, verifierEnrollStartFiles, verifyBundleFile, verifyTpm2ToolsQuote, VerifierClient, enrollWithVerifier } = await import('../../attest/index.js'));
 }
 import { readFileBounded } from '../../platform/bounded-read.js';
+
+/** The verifier service's store when --db names one or its default sqlite file exists in `stateDir`. */
+async function offlineStore(db: string | undefined, stateDir: string): Promise<VerifierStore | undefined> {
+  const { defaultDbUrl, openVerifierStore } = await import('../../verifier/store.js');
+  const url = db ?? defaultDbUrl(stateDir);
+  if (!db && !existsSync(url.replace(/^sqlite:/, ''))) return undefined;
+  return openVerifierStore(url);
+}
+
+/** Enrollment and clock lookups answered from `store` for the AKs of `files` (fetched first: the checks are synchronous). */
+async function storeLookups(store: VerifierStore, files: string[]): Promise<{ lookups: VerifyLookups; flush(): Promise<void> }> {
+  const { akSpkiOfBundle } = await import('../../verifier/engine.js');
+  const enrollments = new Map<string, EnrollmentRecord>();
+  const clocks = new Map<string, ClockRecord>();
+  for (const f of files) {
+    let doc: unknown;
+    try {
+      doc = JSON.parse(readFileSync(f, 'utf8'));
+    } catch {
+      continue; // reported by the verification itself
+    }
+    const ak = akSpkiOfBundle(doc);
+    if (!ak || enrollments.has(ak)) continue;
+    const [e, c] = await Promise.all([store.findEnrollment(ak), store.getClock(ak)]);
+    if (e) enrollments.set(ak, e);
+    if (c) clocks.set(ak, c);
+  }
+  const accepted: [string, ClockRecord][] = [];
+  return {
+    lookups: {
+      findEnrollment: (name, spki) => {
+        const e = enrollments.get(spki);
+        return e && (!name || e.akName === name) ? e : undefined;
+      },
+      previousClock: (spki) => clocks.get(spki),
+      recordClock: (spki, rec) => {
+        clocks.set(spki, rec);
+        accepted.push([spki, rec]);
+      },
+    },
+    flush: async () => {
+      for (const [ak, rec] of accepted) await store.putClock(ak, rec);
+    },
+  };
+}
 
 async function printOutcome(opts: { json?: boolean }, outcome: VerifyOutcome, jwtPath?: string): Promise<void> {
   if (jwtPath) writeFileAtomic(jwtPath, (await outcome.ear()) + '\n');
@@ -306,6 +355,7 @@ export function registerAttest(program: Command): void {
     .option('--runtime-log <file>', 'runtime measurement log (with tpm2-tools files)')
     .option('--jwt <file>', 'also write the attestation result as an EAR JWT (draft-ietf-rats-ear, ES256, kid = key thumbprint)')
     .option('--state-of-verifier <dir>', 'verifier state (enrolled AKs, nonces, result key); default <state-dir>/verifier')
+    .option('--db <url>', 'the verifier service\'s database (enrollments, clock records); default its sqlite file in the verifier state when it exists')
     .addHelpText(
       'after',
       '\nExamples:\n  hyperenclave verify ev.json --policy policy.json --nonce $N\n  hyperenclave verify host-*.json --policy policy.json --json   (a batch: exit 0 only if every file affirms)\n  hyperenclave verify --tpm2-quote-message m --tpm2-quote-signature s --tpm2-quote-pcrs p --ak-public ak.pem --nonce $N',
@@ -335,13 +385,25 @@ export function registerAttest(program: Command): void {
         if (!evidenceFiles.length) throw new UsageError('verify: give an evidence bundle, or --tpm2-quote-* files');
         // An empty --nonce is a bad option, never "use the bundle's own nonce".
         if (o.nonce !== undefined) parseNonceHex(o.nonce);
-        const verifyOne = (evidencePath: string) => verifyBundleFile({ stateDir, evidencePath, ...(o.policy ? { policyPath: o.policy } : {}), ...(o.nonce !== undefined ? { nonceHex: o.nonce } : {}) });
-        if (evidenceFiles.length > 1) {
-          if (o.jwt) throw new UsageError('verify: --jwt takes a single evidence file');
-          verifyBatch(opts, evidenceFiles, verifyOne);
-          return;
+        // The service keeps enrollments and clock records in its database (sqlite in this state
+        // directory by default, or --db): an offline verify reads the same records, and records an
+        // accepted quote's clock there, so a quote the service accepted is not accepted twice.
+        const db = await offlineStore(o.db, stateDir);
+        try {
+          const lookups = db ? await storeLookups(db, evidenceFiles) : undefined;
+          const verifyOne = (evidencePath: string) =>
+            verifyBundleFile({ stateDir, evidencePath, ...(o.policy ? { policyPath: o.policy } : {}), ...(o.nonce !== undefined ? { nonceHex: o.nonce } : {}), ...(lookups ? { lookups: () => lookups.lookups } : {}) });
+          if (evidenceFiles.length > 1) {
+            if (o.jwt) throw new UsageError('verify: --jwt takes a single evidence file');
+            verifyBatch(opts, evidenceFiles, verifyOne);
+            if (db && lookups) await lookups.flush();
+            return;
+          }
+          outcome = verifyOne(evidenceFiles[0]!);
+          if (db && lookups) await lookups.flush();
+        } finally {
+          await db?.close();
         }
-        outcome = verifyOne(evidenceFiles[0]!);
       }
       await printOutcome(opts, outcome, o.jwt);
     });

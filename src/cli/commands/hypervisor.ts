@@ -4,15 +4,15 @@ import { locked } from '../locked.js';
 import { emit, UsageError } from '../output.js';
 import { withProgress } from '../progress.js';
 import { log } from '../../log.js';
+import { BACKEND_KINDS, type BackendKind } from '../../enclave/backends/types.js';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { BACKEND_KINDS, type BackendKind } from '../../enclave/backends/types.js';
+import { readTextFile } from '../../platform/bounded-read.js';
 
 /** What the actions need, loaded when one runs (not for --help or other commands). */
 const lib = async () => ({ ...(await import('../context.js')), ...(await import('../../hypervisor/index.js')) });
 const enclaves = () => import('../../enclave/index.js');
-import { readTextFile } from '../../platform/bounded-read.js';
 
 function backendOpt(v: string | undefined): BackendKind | undefined {
   if (v === undefined) return undefined;
@@ -76,9 +76,10 @@ export function registerHypervisor(program: Command): void {
     .description('hand the CPUs back to Linux (refused while enclaves exist)')
     .addHelpText('after', '\nExample:\n  hyperenclave enclave list && hyperenclave disable')
     .action(locked('disable', async (_o, cmd: Command) => {
-      const { context, disableHypervisor, statusToJson, formatStatus } = await lib();
+      const { context, statusToJson, formatStatus } = await lib();
+      const { disableAndRecord } = await import('../../boot/steps.js');
       const { opts, platform } = context(cmd);
-      const s = await disableHypervisor(platform);
+      const s = await disableAndRecord(platform);
       emit(opts, statusToJson(s) as never, () => formatStatus(s).join('\n'));
     }));
   program
@@ -89,7 +90,10 @@ export function registerHypervisor(program: Command): void {
       const { context, hypervisorStatus, statusToJson, formatStatus } = await lib();
       const { opts, platform } = context(cmd);
       const s = await hypervisorStatus(platform);
-      emit(opts, statusToJson(s) as never, () => formatStatus(s).join('\n'));
+      // What the last `hyperenclave boot` (the boot unit) did, and whether that was in this boot.
+      const { formatLastBoot, lastBootRecord } = await import('../../boot/flow.js');
+      const boot = await lastBootRecord(platform.stateDir, () => platform.bootId());
+      emit(opts, { ...statusToJson(s), ...(boot ? { lastBoot: boot } : {}) } as never, () => [...formatStatus(s), ...(boot ? [formatLastBoot(boot)] : [])].join('\n'));
     });
 
   const enc = program

@@ -18,10 +18,10 @@ export function registerMeasure(program: Command): void {
     .action(locked('measure', async (image: string | undefined, o: { policy?: string; signer?: string }, cmd: Command) => {
       const { context } = await import('../context.js');
       const { withTpm } = await import('../tpm-access.js');
-      const { EventLogAppender } = await import('../../eventlog/index.js');
+      const { withJournaledRuntimeLog } = await import('../../measure/journal.js');
+      const { readTextFile } = await import('../../platform/bounded-read.js');
       const { loadPolicy, measureImage } = await import('../../measure/index.js');
       const { measureTpmFor } = await import('../../measure/tpm-adapter.js');
-      const { withJournaledRuntimeLog } = await import('../../measure/journal.js');
       const { opts, platform, config: cfg } = context(cmd);
       const imagePath = image ?? cfg.image ?? '/lib/firmware/hyperenclave/hyperenclave.img';
       const policy = loadPolicy(o.policy ?? cfg.pcrPolicy ?? DEFAULT_POLICY_NAME);

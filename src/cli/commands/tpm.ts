@@ -1,5 +1,4 @@
 import type { Command } from 'commander';
-import { createHash } from 'node:crypto';
 import { locked } from '../locked.js';
 import { emit, table, UsageError } from '../output.js';
 

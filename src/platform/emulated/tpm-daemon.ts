@@ -36,7 +36,15 @@ export function emulatedTpmRecord(stateDir: string): EmulatedTpmInfo | undefined
  * midway leaves a staging directory (removed by the next run), never a half-made TPM state.
  */
 function manufacture(dir: string, state: string): void {
-  for (const f of readdirSync(dir)) if (f.startsWith('state.setup-')) rmSync(join(dir, f), { recursive: true, force: true });
+  for (const f of readdirSync(dir)) {
+    if (!f.startsWith('state.setup-')) continue;
+    try {
+      rmSync(join(dir, f), { recursive: true, force: true, maxRetries: 10, retryDelay: 50 });
+    } catch {
+      // A killed run's swtpm_setup (its child, not killed with it) may still be writing there: the
+      // directory is named after that run's pid, so it cannot be taken for ours; a later run removes it.
+    }
+  }
   rmSync(state, { recursive: true, force: true });
   const staging = join(dir, `state.setup-${process.pid}`);
   try {

@@ -480,3 +480,21 @@ fn construction_checks_the_backing() {
     let bad = HvConfig::new(ReservedRegion { base: BASE + 1, ..r }, Format::Ept, test_entropy);
     assert!(matches!(Hv::new(bad, backing(&r)), Err(HvError::Misaligned { .. })));
 }
+
+#[test]
+fn dma_status_shows_while_enabled_and_goes_with_disable() {
+    let r = region(4);
+    let mut hv = Hv::new(HvConfig::new(r, Format::Npt, test_entropy), backing(&r)).unwrap();
+    let dma = DmaStatus { protected: true, faults: 3, iommu_base: 0xfed8_0000 };
+    hv.set_dma(dma);
+    assert_eq!(hv.status().dma, DmaStatus::default(), "not enabled: nothing to report");
+    hv.enable(&memmap()).unwrap();
+    assert_eq!(hv.status().dma, dma);
+    let b = crate::hypercall::encode_status(&hv.status(), false);
+    assert_eq!(u64::from_le_bytes(b[8..16].try_into().unwrap()) & (1 << 5), 1 << 5, "flags bit 5");
+    assert_eq!(u64::from_le_bytes(b[240..248].try_into().unwrap()), 3);
+    assert_eq!(u64::from_le_bytes(b[248..256].try_into().unwrap()), 0xfed8_0000);
+    hv.disable().unwrap();
+    hv.enable(&memmap()).unwrap();
+    assert_eq!(hv.status().dma, DmaStatus::default(), "a new enable starts without protection until the platform sets it");
+}
