@@ -29,11 +29,17 @@ export const HC = {
   /** Runs one ECALL; served by the bare-metal image (the emulated platform runs enclaves on KVM). */
   ENCLAVE_CALL: 0x18,
   ENCLAVE_OCALL_RETURN: 0x19,
+  ENCLAVE_SHARED_ADD: 0x1a,
   /** Enclave-only (EREPORT): the host gets ENCLAVE_ONLY. */
   REPORT: 0x20,
   VERIFY_REPORT: 0x21,
   /** Enclave-only (EGETKEY): the host gets ENCLAVE_ONLY. */
   GET_KEY: 0x22,
+  /** EDMM (host side): EAUG, EMODPR, EMODT, EREMOVE (docs/hypercall-abi.md). */
+  ENCLAVE_AUGMENT: 0x24,
+  ENCLAVE_RESTRICT: 0x25,
+  ENCLAVE_MODIFY_TYPE: 0x26,
+  ENCLAVE_REMOVE: 0x27,
   KEYSLOT_ALLOC: 0x30,
   KEYSLOT_BIND: 0x31,
   KEYSLOT_RELEASE: 0x32,
