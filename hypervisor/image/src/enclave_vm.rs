@@ -28,7 +28,9 @@ use crate::entry::GuestRegs;
 use crate::vcpu::{EnclaveExit, EnclaveVcpu};
 use crate::{lock, unlock, Console, Hv, PRINT};
 use core::fmt::Write;
-use hyperenclave_core::enclave::runtime::{hc, mb, ECALL_ERROR, ERR_OCALL, PORT_EEXIT, PORT_HYPERCALL, PORT_OCALL, PORT_PANIC};
+use core::sync::atomic::Ordering;
+use hyperenclave_core::enclave::runtime::{edmm_hc, gpr, hc, mb, ECALL_ERROR, ERESUME_ABORT, ERESUME_CONTINUE, ERR_OCALL, PORT_EEXIT, PORT_ERESUME, PORT_HYPERCALL, PORT_OCALL, PORT_PANIC};
+use hyperenclave_core::enclave::ssa::{self, Gpr};
 use hyperenclave_core::{Access, EntryInfo, HcStatus, HvError, Perms, TargetInfo};
 
 /// Runner slots in each CPU's area.
@@ -83,6 +85,10 @@ struct Ctx {
     asid_fresh: bool,
     /// The CPU the thread last ran on (usize::MAX: none): a move flushes the tag's TLB there.
     last_cpu: usize,
+    /// RFLAGS.IF at each AEX still to be resumed (bit n: CSSA n), for ERESUME's check.
+    aex_if: u64,
+    /// Set when the enclave's page permissions shrank (EDMM): flush the tag at the next entry.
+    tlb_stale: AtomicBool,
 }
 
 /// One runner slot: a thread's runner pages and its guest.
@@ -102,6 +108,8 @@ const CTX_INIT: Ctx = Ctx {
     buf: 0,
     asid_fresh: false,
     last_cpu: usize::MAX,
+    aex_if: 0,
+    tlb_stale: AtomicBool::new(false),
 };
 
 /// Slots in use by this launch (CPU slots × SLOTS_PER_CPU), set by `init_slots`.
@@ -150,6 +158,8 @@ enum Outcome {
     Ocall { nr: u64, len: u64 },
     Interrupted,
     Fault,
+    /// ERESUME from a frame that failed `ssa::validate_resume`: the thread ends.
+    SsaInvalid,
 }
 
 /// What a call returns: status, RDI, RSI.
@@ -351,6 +361,10 @@ fn run_thread(ctx: &mut Ctx, pages: &mut RunnerPages, cpu: usize, hv_lock: &Atom
             end_thread(hv_lock, hv, id, tcs);
             finish(ctx, State::Dead, (HcStatus::EnclaveFault, 0, 0))
         }
+        Outcome::SsaInvalid => {
+            end_thread(hv_lock, hv, id, tcs);
+            finish(ctx, State::Dead, (HcStatus::SsaInvalid, 0, 0))
+        }
     }
 }
 
@@ -366,6 +380,20 @@ fn end_thread(hv_lock: &AtomicBool, hv: *mut Hv, id: u32, tcs: u64) {
     // SAFETY: under the hypervisor lock.
     let _ = unsafe { (*hv).exit(id, tcs) };
     unlock(hv_lock);
+}
+
+/// After an EDMM step that may shrink enclave `id`'s mappings (RESTRICT, MODIFY_TYPE, REMOVE,
+/// an EACCEPT): every thread of it flushes its TLB tag at its next entry. Takes SLOTS_LOCK:
+/// never call it holding the hypervisor lock (call order is SLOTS_LOCK, then the hypervisor's).
+pub fn mappings_changed(id: u32) {
+    lock(&SLOTS_LOCK);
+    for i in 0..nslots() {
+        let c = ctx_at(i);
+        if c.state != State::Free && c.id == id {
+            c.tlb_stale.store(true, Ordering::SeqCst);
+        }
+    }
+    unlock(&SLOTS_LOCK);
 }
 
 /// After ENCLAVE_DESTROY: the enclave's threads and runner pages are gone with it.
@@ -416,12 +444,155 @@ fn first_entry(ctx: &mut Ctx, slot: usize, e: &EntryInfo, func: u64, len: u64, c
     ctx.fx.fill(0);
     ctx.fx[0..2].copy_from_slice(&0x037fu16.to_le_bytes()); // FCW
     ctx.fx[24..28].copy_from_slice(&0x1f80u32.to_le_bytes()); // MXCSR: all SIMD exceptions masked
+    ctx.aex_if = 0;
+}
+
+/// What AEX and ERESUME need of the enclave and the thread's TCS.
+struct TcsView {
+    base: u64,
+    size: u64,
+    frame_pages: u32,
+    exinfo: bool,
+    /// Host physical address of the TCS page (the hypervisor's to write: CSSA).
+    tcs_hpa: u64,
+    ossa: u64,
+    cssa: u32,
+    nssa: u32,
+    oentry: u64,
+}
+
+fn tcs_view(hv: &Hv, id: u32, tcs: u64) -> Result<TcsView, HvError> {
+    let info = hv.enclave_info(id)?;
+    let page = hv.enclave_page(id, tcs)?;
+    let at = |o: u64| page.hpa + o;
+    // SAFETY: the TCS is an EPC page of this enclave (enclave_page), identity-mapped; reads only.
+    let (ossa, cssa, nssa, oentry) = unsafe {
+        (
+            core::ptr::read_volatile(at(16) as *const u64),
+            core::ptr::read_volatile(at(gpr::TCS_CSSA as u64) as *const u32),
+            core::ptr::read_volatile(at(28) as *const u32),
+            core::ptr::read_volatile(at(32) as *const u64),
+        )
+    };
+    Ok(TcsView {
+        base: info.secs.base,
+        size: info.secs.size,
+        frame_pages: info.secs.ssa_frame_size,
+        exinfo: info.secs.misc_select & gpr::MISC_EXINFO != 0,
+        tcs_hpa: page.hpa,
+        ossa,
+        cssa,
+        nssa,
+        oentry,
+    })
+}
+
+fn set_cssa(t: &TcsView, cssa: u32) {
+    // SAFETY: the thread's TCS page (EPC, identity-mapped); the enclave cannot reach it.
+    unsafe { core::ptr::write_volatile((t.tcs_hpa + gpr::TCS_CSSA as u64) as *mut u32, cssa) };
+}
+
+/// AEX (SGX's first phase): saves the interrupted state into SSA frame CSSA (and MISC EXINFO
+/// when the enclave asked for it), CSSA++, and enters the enclave again at OENTRY with RAX =
+/// CSSA, RDI = the frame's GPRSGX, R8 = the mailbox: rt runs the enclave's handler. Err: the
+/// thread must end (no frame left, SSA not writable).
+fn aex(ctx: &mut Ctx, cpu: usize, hv_lock: &AtomicBool, hv: *mut Hv, mailbox: u64, vector: u8, maddr: u64, errcd: u32) -> Result<(), ()> {
+    let (id, tcs) = (ctx.id, ctx.tcs);
+    let v = &ctx.vm;
+    let r = &ctx.regs;
+    let (fs, gs) = v.seg_bases();
+    let g = Gpr {
+        regs: [v.rax(), r.rcx, r.rdx, r.rbx, v.rsp(), r.rbp, r.rsi, r.rdi, r.r8, r.r9, r.r10, r.r11, r.r12, r.r13, r.r14, r.r15],
+        rflags: v.rflags(),
+        rip: v.rip(),
+        ursp: 0,
+        urbp: 0,
+        exitinfo: ssa::exitinfo(vector),
+        fsbase: fs,
+        gsbase: gs,
+    };
+    lock(hv_lock);
+    // SAFETY: under the hypervisor lock.
+    let hvr = unsafe { &mut *hv };
+    let r = (|| {
+        let t = tcs_view(hvr, id, tcs).map_err(|e| log!("cpu{}: enclave {} TCS {:#x}: AEX: {}", cpu, id, tcs, e))?;
+        let Some(off) = ssa::aex_frame(t.ossa, t.cssa, t.nssa, t.frame_pages) else {
+            log!("cpu{}: enclave {} TCS {:#x}: {} at rip {:#x} with CSSA {} = NSSA (no SSA frame left): thread ended", cpu, id, tcs, vector_name(vector as u64), g.rip, t.cssa);
+            return Err(());
+        };
+        let frame = t.base + off;
+        copy_out(hvr, id, frame, &g.to_bytes()).map_err(|_| log!("cpu{}: enclave {} TCS {:#x}: SSA frame at {:#x} not writable: thread ended", cpu, id, tcs, frame))?;
+        if t.exinfo {
+            let mut misc = [0u8; 16];
+            misc[..8].copy_from_slice(&maddr.to_le_bytes());
+            misc[8..12].copy_from_slice(&errcd.to_le_bytes());
+            copy_out(hvr, id, frame.wrapping_add(gpr::EXINFO_MADDR as u64), &misc).map_err(|_| ())?;
+        }
+        set_cssa(&t, t.cssa + 1);
+        Ok((t, frame))
+    })();
+    unlock(hv_lock);
+    let (t, frame) = r?;
+    if t.cssa < 64 {
+        ctx.aex_if = (ctx.aex_if & !(1 << t.cssa)) | (((g.rflags >> 9) & 1) << t.cssa);
+    }
+    let v = &mut ctx.vm;
+    v.set_rip(t.base + t.oentry);
+    v.set_rax(t.cssa as u64 + 1);
+    v.set_rflags(2);
+    ctx.regs.rdi = frame;
+    ctx.regs.r8 = mailbox;
+    Ok(())
+}
+
+/// ERESUME (`out PORT_ERESUME, eax` = ERESUME_CONTINUE): restores frame CSSA-1 after
+/// `ssa::validate_resume`, CSSA--.
+fn eresume(ctx: &mut Ctx, cpu: usize, hv_lock: &AtomicBool, hv: *mut Hv) -> Result<(), Outcome> {
+    let (id, tcs) = (ctx.id, ctx.tcs);
+    lock(hv_lock);
+    // SAFETY: under the hypervisor lock.
+    let hvr = unsafe { &mut *hv };
+    let r = (|| {
+        let t = tcs_view(hvr, id, tcs).map_err(|e| {
+            log!("cpu{}: enclave {} TCS {:#x}: ERESUME: {}", cpu, id, tcs, e);
+            Outcome::Fault
+        })?;
+        let at = ssa::resume_frame(t.ossa, t.cssa, t.frame_pages).map_err(|e| {
+            log!("cpu{}: enclave {} TCS {:#x}: ERESUME: {}: thread ended", cpu, id, tcs, e);
+            Outcome::SsaInvalid
+        })?;
+        let mut b = [0u8; gpr::GPRSGX_SIZE as usize];
+        copy_in(hvr, id, t.base + at, &mut b).map_err(|_| Outcome::SsaInvalid)?;
+        let g = Gpr::from_bytes(&b);
+        let level = t.cssa - 1;
+        let if_at_aex = level < 64 && ctx.aex_if & (1 << level) != 0;
+        let rflags = ssa::validate_resume(&g, t.base, t.size, if_at_aex, |la| matches!(hvr.enclave_access(id, la, Access::Execute), Ok(Ok(_)))).map_err(|e| {
+            log!("cpu{}: enclave {} TCS {:#x}: ERESUME from a forged SSA frame: {}: thread ended (SSA_INVALID)", cpu, id, tcs, e);
+            Outcome::SsaInvalid
+        })?;
+        set_cssa(&t, level);
+        Ok((g, rflags))
+    })();
+    unlock(hv_lock);
+    let (g, rflags) = r?;
+    let q = &g.regs;
+    ctx.regs = GuestRegs { rbx: q[3], rcx: q[1], rdx: q[2], rsi: q[6], rdi: q[7], rbp: q[5], r8: q[8], r9: q[9], r10: q[10], r11: q[11], r12: q[12], r13: q[13], r14: q[14], r15: q[15] };
+    let v = &mut ctx.vm;
+    v.set_rax(q[0]);
+    v.set_rsp(q[4]);
+    v.set_rflags(rflags);
+    v.set_rip(g.rip);
+    Ok(())
 }
 
 fn run(ctx: &mut Ctx, cpu: usize, hv_lock: &AtomicBool, hv: *mut Hv, pages: &mut RunnerPages) -> Outcome {
     let (id, tcs) = (ctx.id, ctx.tcs);
     let mut exits = 0u64;
+    let mailbox = pa(pages.mailbox.as_ptr());
     loop {
+        if ctx.tlb_stale.swap(false, Ordering::SeqCst) {
+            ctx.vm.flush_tlb();
+        }
         let outcome = ctx.vm.run(&mut ctx.regs, ctx.fx.as_mut_ptr());
         exits += 1;
         let v = &mut ctx.vm;
@@ -441,6 +612,9 @@ fn run(ctx: &mut Ctx, cpu: usize, hv_lock: &AtomicBool, hv: *mut Hv, pages: &mut
                     // SAFETY: under the hypervisor lock.
                     let r = unsafe { enclave_hypercall(&mut *hv, id, &pages.mailbox) };
                     unlock(hv_lock);
+                    if pages.mailbox[mb::NR] == edmm_hc::EACCEPT {
+                        mappings_changed(id); // a trimmed or restricted page may have lost its mapping
+                    }
                     v.set_rax(r);
                     v.set_rip(next);
                 }
@@ -453,6 +627,21 @@ fn run(ctx: &mut Ctx, cpu: usize, hv_lock: &AtomicBool, hv: *mut Hv, pages: &mut
                     }
                     return Outcome::Ocall { nr, len };
                 }
+                (PORT_ERESUME, false) => match (v.rax() & 0xffff_ffff) as u32 {
+                    ERESUME_CONTINUE => {
+                        if let Err(o) = eresume(ctx, cpu, hv_lock, hv) {
+                            return o;
+                        }
+                    }
+                    ERESUME_ABORT => {
+                        log!("cpu{}: enclave {} TCS {:#x}: its exception handler aborted the thread", cpu, id, tcs);
+                        return Outcome::Fault;
+                    }
+                    other => {
+                        log!("cpu{}: enclave {} TCS {:#x}: ERESUME with EAX {:#x}: thread ended", cpu, id, tcs, other);
+                        return Outcome::Fault;
+                    }
+                },
                 (PORT_PANIC, false) => {
                     let n = core::cmp::min(v.rax() & 0xffff_ffff, 200) as usize;
                     let msg = core::str::from_utf8(&pages.shared[..n]).unwrap_or("(not UTF-8)");
@@ -466,15 +655,25 @@ fn run(ctx: &mut Ctx, cpu: usize, hv_lock: &AtomicBool, hv: *mut Hv, pages: &mut
             },
             EnclaveExit::Interrupt => return Outcome::Interrupted,
             EnclaveExit::Exception { vector, info } => {
-                log!(
-                    "cpu{}: enclave {} TCS {:#x}: exception {} at rip {:#x} (info {:#x} {:#x}) after {} exits: thread ended",
-                    cpu, id, tcs, vector_name(vector), rip, info.0, info.1, exits
-                );
-                return Outcome::Fault;
+                // AEX into the enclave's own handler (rt aborts when the payload has none)
+                let (errcd, maddr) = (info.0 as u32, if vector == 14 { info.1 } else { 0 });
+                if aex(ctx, cpu, hv_lock, hv, mailbox, vector as u8, maddr, errcd).is_err() {
+                    log!("cpu{}: enclave {} TCS {:#x}: exception {} at rip {:#x} (info {:#x} {:#x}) after {} exits: thread ended", cpu, id, tcs, vector_name(vector), rip, info.0, info.1, exits);
+                    return Outcome::Fault;
+                }
             }
-            EnclaveExit::NestedFault { gpa, info } => {
-                log!("cpu{}: enclave {} TCS {:#x}: nested page fault at gpa {:#x} (error {:#x}) rip {:#x}: outside the enclave, thread ended", cpu, id, tcs, gpa, info, rip);
-                return Outcome::Fault;
+            EnclaveExit::NestedFault { gpa, info, pf_error } => {
+                // inside ELRANGE (a PENDING, trimmed or restricted page): a #PF for the enclave's
+                // handler, as SGX reports EPCM faults; elsewhere the thread ends
+                lock(hv_lock);
+                // SAFETY: under the hypervisor lock.
+                let secs = unsafe { (*hv).enclave_info(id) }.map(|i| i.secs);
+                unlock(hv_lock);
+                let inside = matches!(secs, Ok(s) if gpa >= s.base && gpa - s.base < s.size);
+                if !inside || aex(ctx, cpu, hv_lock, hv, mailbox, 14, gpa, pf_error | 1).is_err() {
+                    log!("cpu{}: enclave {} TCS {:#x}: nested page fault at gpa {:#x} (error {:#x}) rip {:#x}: {}, thread ended", cpu, id, tcs, gpa, info, rip, if inside { "not delivered" } else { "outside the enclave" });
+                    return Outcome::Fault;
+                }
             }
             EnclaveExit::Hlt => {
                 log!("cpu{}: enclave {} TCS {:#x}: HLT at rip {:#x}: thread ended", cpu, id, tcs, rip);
@@ -522,6 +721,18 @@ fn enclave_hypercall(hv: &mut Hv, id: u32, mbx: &[u64; 512]) -> u64 {
                 .and_then(|_| copy_in(hv, id, a1, &mut data))
                 .and_then(|_| TargetInfo::from_bytes(&ti).and_then(|t| hv.report(id, &t, &data)).map_err(|e| HcStatus::from(&e) as u64))
                 .and_then(|rep| copy_out(hv, id, a2, &rep))
+        }
+        edmm_hc::EACCEPT | edmm_hc::EMODPE => {
+            let nr = mbx[mb::NR];
+            let r = hv.enclave_info(id).and_then(|i| {
+                let off = a0.wrapping_sub(i.secs.base);
+                if nr == edmm_hc::EACCEPT {
+                    hv.accept(id, off, a1)
+                } else {
+                    hv.extend_perms(id, off, a1)
+                }
+            });
+            r.map_err(|e| HcStatus::from(&e) as u64)
         }
         _ => Err(HcStatus::UnknownCall as u64),
     };

@@ -509,11 +509,16 @@ pub(crate) fn hypercall_exit<V: Vcpu>(vc: &mut V, cpu: usize) {
     // SAFETY: as above; dispatch checks every buffer page against the host tables first.
     let mut guest = unsafe { DirectMem::new(0, MemRange::new(0, GUEST_SPAN, MemKind::Ram)) };
     let destroyed = (regs.rax == nr::ENCLAVE_DESTROY).then_some(regs.rdi as u32);
+    // EDMM steps that can take mappings away from the enclave's running threads
+    let shrunk = matches!(regs.rax, nr::ENCLAVE_RESTRICT | nr::ENCLAVE_MODIFY_TYPE | nr::ENCLAVE_REMOVE).then_some(regs.rdi as u32);
     let st = dispatch(hv, &mut regs, &mut guest);
-    if let (Some(id), HcStatus::Success) = (destroyed, st) {
-        enclave_vm::forget(id);
-    }
     unlock(&LOCK);
+    // after the hypervisor lock: enclave_vm takes its slot lock first, then the hypervisor's
+    match (destroyed, shrunk, st) {
+        (Some(id), _, HcStatus::Success) => enclave_vm::forget(id),
+        (_, Some(id), HcStatus::Success) => enclave_vm::mappings_changed(id),
+        _ => {}
+    }
     vc.set_rax(regs.rax);
     vc.regs().rdi = regs.rdi;
     vc.regs().rsi = regs.rsi;

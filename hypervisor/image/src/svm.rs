@@ -379,7 +379,11 @@ impl EnclaveVcpu for ThreadVm {
             c if (exit::EXCP_BASE..exit::EXCP_BASE + 32).contains(&c) => {
                 EnclaveExit::Exception { vector: c - exit::EXCP_BASE, info: (v.r64(off::EXITINFO1), v.r64(off::EXITINFO2)) }
             }
-            exit::NPF => EnclaveExit::NestedFault { gpa: v.r64(off::EXITINFO2), info: v.r64(off::EXITINFO1) },
+            exit::NPF => {
+                // EXITINFO1 low bits are #PF-style: P, W, U, RSV, I/D (the enclave runs at CPL 0)
+                let info = v.r64(off::EXITINFO1);
+                EnclaveExit::NestedFault { gpa: v.r64(off::EXITINFO2), info, pf_error: (info & 0x13) as u32 }
+            }
             exit::HLT => EnclaveExit::Hlt,
             exit::INVALID => EnclaveExit::Invalid(code),
             other => EnclaveExit::Other(other),

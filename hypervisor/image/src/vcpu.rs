@@ -37,8 +37,9 @@ pub(crate) enum EnclaveExit {
     Interrupt,
     /// An exception (vector) with the backend's two information words.
     Exception { vector: u64, info: (u64, u64) },
-    /// A nested fault outside the enclave's tables.
-    NestedFault { gpa: u64, info: u64 },
+    /// A nested fault: `gpa` not mapped (or not with that access) in the enclave's tables;
+    /// `pf_error` is the access as a #PF error code (bit 0 present, 1 write, 4 fetch).
+    NestedFault { gpa: u64, info: u64, pf_error: u32 },
     Hlt,
     /// The hardware refused the thread's state (VMEXIT_INVALID / VM-entry failure).
     Invalid(u64),

@@ -810,7 +810,11 @@ impl EnclaveVcpu for ThreadVm {
                             EnclaveExit::Exception { vector: info & 0xff, info: (vmcs::read(f::EXIT_INTR_ERR), q) }
                         }
                     }
-                    reason::EPT_VIOLATION => EnclaveExit::NestedFault { gpa: vmcs::read(f::GUEST_PHYS_ADDR), info: q },
+                    reason::EPT_VIOLATION => {
+                        // qualification: bits 0-2 read/write/fetch, 3-5 the entry's R/W/X
+                        let pf_error = ((q >> 3) & 7 != 0) as u32 | (q & 2) as u32 | if q & 4 != 0 { 0x10 } else { 0 };
+                        EnclaveExit::NestedFault { gpa: vmcs::read(f::GUEST_PHYS_ADDR), info: q, pf_error }
+                    }
                     reason::HLT => EnclaveExit::Hlt,
                     other => EnclaveExit::Other(other as u64),
                 }
