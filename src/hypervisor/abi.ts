@@ -28,18 +28,15 @@ export const HC = {
   ENCLAVE_INFO: 0x17,
   /** Runs one ECALL; served by the bare-metal image (the emulated platform runs enclaves on KVM). */
   ENCLAVE_CALL: 0x18,
+  /** Resumes a thread parked in an OCALL with the host's answer; bare-metal image. */
   ENCLAVE_OCALL_RETURN: 0x19,
+  /** Registers the enclave's shared (untrusted) region before EINIT; never protected memory. */
   ENCLAVE_SHARED_ADD: 0x1a,
   /** Enclave-only (EREPORT): the host gets ENCLAVE_ONLY. */
   REPORT: 0x20,
   VERIFY_REPORT: 0x21,
   /** Enclave-only (EGETKEY): the host gets ENCLAVE_ONLY. */
   GET_KEY: 0x22,
-  /** EDMM (host side): EAUG, EMODPR, EMODT, EREMOVE (docs/hypercall-abi.md). */
-  ENCLAVE_AUGMENT: 0x24,
-  ENCLAVE_RESTRICT: 0x25,
-  ENCLAVE_MODIFY_TYPE: 0x26,
-  ENCLAVE_REMOVE: 0x27,
   KEYSLOT_ALLOC: 0x30,
   KEYSLOT_BIND: 0x31,
   KEYSLOT_RELEASE: 0x32,
@@ -48,6 +45,14 @@ export const HC = {
   TRUST_INIT: 0x40,
   HAK_PUBLIC: 0x41,
   QUOTE: 0x42,
+  /** EDMM: EAUG (pages PENDING until the enclave EACCEPTs them); needs SECS.ATTRIBUTES.EDMM. */
+  ENCLAVE_AUGMENT: 0x24,
+  /** EDMM: EMODPR (permissions only shrink; MODIFIED until EACCEPT). */
+  ENCLAVE_RESTRICT: 0x25,
+  /** EDMM: EMODT to TRIM (MODIFIED until EACCEPT). */
+  ENCLAVE_MODIFY_TYPE: 0x26,
+  /** EDMM: EREMOVE of accepted TRIM pages. */
+  ENCLAVE_REMOVE: 0x27,
 } as const;
 export type HypercallName = keyof typeof HC;
 
@@ -93,9 +98,9 @@ export const HC_STATUS: readonly { code: number; name: string; meaning: string; 
   { code: 37, name: 'TRUST_NOT_ESTABLISHED', meaning: 'the root of trust is not established (TRUST_INIT has not run since load or enable)', exit: EXIT.USAGE },
   { code: 38, name: 'TRUST_SEAL_FAILED', meaning: 'the TPM refused to seal or unseal the root secret, or the sealed root is not for this hypervisor and PCR state', exit: EXIT.VERIFY_FAILED },
   { code: 39, name: 'TPM_IO', meaning: 'the hypervisor could not talk to the TPM', exit: EXIT.INTERNAL },
-  { code: 40, name: 'ENCLAVE_OCALL', meaning: 'the enclave thread made an OCALL (RDI = index, RSI = input length); answer with ENCLAVE_OCALL_RETURN', exit: EXIT.INTERNAL },
-  { code: 41, name: 'SSA_INVALID', meaning: 'ERESUME from a forged or corrupted SSA frame: the thread was ended', exit: EXIT.BAD_INPUT },
-  { code: 42, name: 'PAGE_STATE', meaning: 'EDMM step on a page in the wrong state, or an EACCEPT that does not match', exit: EXIT.BAD_INPUT },
+  { code: 40, name: 'ENCLAVE_OCALL', meaning: 'the enclave thread made an OCALL and is parked; answer with ENCLAVE_OCALL_RETURN', exit: EXIT.INTERNAL },
+  { code: 41, name: 'SSA_INVALID', meaning: 'ERESUME found a forged SSA frame; the enclave thread was ended', exit: EXIT.BAD_INPUT },
+  { code: 42, name: 'PAGE_STATE', meaning: 'EDMM step on a page in the wrong state, or EACCEPT flags that do not match it', exit: EXIT.BAD_INPUT },
 ];
 export const STATUS_CODE: Readonly<Record<string, number>> = Object.fromEntries(HC_STATUS.map((s) => [s.name, s.code]));
 

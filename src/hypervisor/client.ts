@@ -106,8 +106,10 @@ export const OCALL_HEAP_GROW = 0xffff_ff00;
 /** Error code an enclave gets for an OCALL the host could not serve (unknown index, handler threw). */
 export const OCALL_FAILED = 7;
 
-/** The caller's OCALL table: index → handler (input bytes → output bytes, at most the shared buffer). */
-export type OcallTable = Readonly<Record<number, (input: Buffer) => Buffer>>;
+/** The caller's OCALL table (the same type as the KVM runner's, src/hypervisor/addon.ts): index →
+ * (input) → output (null/undefined: empty; at most the shared buffer; a throw fails the OCALL). */
+export type { OcallTable } from './addon.js';
+import type { OcallTable } from './addon.js';
 
 export interface EnclaveRunOptions {
   /** OCALLs the enclave may make during these ECALLs; an unknown index answers OCALL_FAILED. */

@@ -36,7 +36,7 @@ import {
   formatAbiVersion,
   statusName,
 } from './abi.js';
-import { enclaveSummary, OCALL_FAILED, type EcallRequest, type EcallResult, type EnclaveRunOptions, type EnclaveSummary, type HypervisorClient, type HypervisorStatus, type LoadedImage, type TrustInitResult } from './client.js';
+import { enclaveSummary, OCALL_FAILED, OCALL_HEAP_GROW, type EcallRequest, type EcallResult, type EnclaveRunOptions, type EnclaveSummary, type HypervisorClient, type HypervisorStatus, type LoadedImage, type TrustInitResult } from './client.js';
 import type { EnclaveInfoRecord } from './abi.js';
 
 export const HYPERENCLAVE_DEVICE = '/dev/hyperenclave';
@@ -315,7 +315,7 @@ export class LinuxHypervisorClient implements HypervisorClient {
       for (;;) {
         const elapsedMs = Number(process.hrtime.bigint() - t0) / 1e6;
         const budget = loop ? Math.max(1, Math.min(0xffff, Math.ceil(ECALL_BUDGET_MS - elapsedMs))) : 0;
-        const r = this.hypercallWith(next.name, next.args, { budgetMs: budget, statuses: ['ENCLAVE_INTERRUPTED', 'ENCLAVE_OCALL', 'ENCLAVE_FAULT'] });
+        const r = this.hypercallWith(next.name, next.args, { budgetMs: budget, statuses: ['ENCLAVE_INTERRUPTED', 'ENCLAVE_OCALL', 'ENCLAVE_FAULT', 'SSA_INVALID'] });
         const st = statusName(Number(r.rax));
         resumes += Number(loop ? r.regs.r8 : 0n);
         if (st === 'SUCCESS') {
@@ -326,21 +326,36 @@ export class LinuxHypervisorClient implements HypervisorClient {
           error = `ECALL ${e.fn}: the enclave thread faulted (see the hypervisor log)`;
           break;
         }
+        if (st === 'SSA_INVALID') {
+          error = `ECALL ${e.fn}: SSA_INVALID: the enclave resumed a forged SSA frame; the thread was ended (see the hypervisor log)`;
+          break;
+        }
         if (st === 'ENCLAVE_OCALL') {
           ocalls++;
           const nr = Number(r.regs.rdi);
           const len = Number(r.regs.rsi);
           let answer = BigInt(0x8000_0000 | OCALL_FAILED);
           let reply: Buffer = Buffer.alloc(0);
-          const handler = opts.ocalls?.[nr];
-          if (!handler) {
+          const handler = opts.ocalls && Object.prototype.hasOwnProperty.call(opts.ocalls, nr) ? opts.ocalls[nr] : undefined;
+          const input = Buffer.from(r.out[0]!.subarray(0, Math.min(len, PAGE_SIZE)));
+          if (len > PAGE_SIZE) {
+            process.stderr.write(`OCALL ${nr}: input of ${len} bytes exceeds the shared buffer (${PAGE_SIZE})\n`);
+          } else if (nr === OCALL_HEAP_GROW && !handler) {
+            // rt's heap_grow: u64 ELRANGE offset, u64 page count → ENCLAVE_AUGMENT, answer length 0
+            if (len === 16) {
+              try {
+                this.hypercall('ENCLAVE_AUGMENT', [BigInt(id), input.readBigUInt64LE(0), input.readBigUInt64LE(8)]);
+                answer = 0n;
+              } catch (err) {
+                process.stderr.write(`OCALL heap_grow: ${(err as Error).message}\n`);
+              }
+            }
+          } else if (typeof handler !== 'function') {
             if (!warned.has(nr)) process.stderr.write(`OCALL ${nr}: no such entry\n`);
             warned.add(nr);
-          } else if (len > PAGE_SIZE) {
-            process.stderr.write(`OCALL ${nr}: input of ${len} bytes exceeds the shared buffer (${PAGE_SIZE})\n`);
           } else {
             try {
-              const got = handler(Buffer.from(r.out[0]!.subarray(0, len)));
+              const got = Buffer.from(handler(input) ?? Buffer.alloc(0));
               if (got.length > PAGE_SIZE) process.stderr.write(`OCALL ${nr}: answer of ${got.length} bytes exceeds the shared buffer (${PAGE_SIZE})\n`);
               else {
                 reply = got;

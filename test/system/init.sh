@@ -166,6 +166,9 @@ node -e 'const d = JSON.parse(require("fs").readFileSync("/tmp/cli-enclave-run-s
 echo "@@HE:INFO sealed $(wc -c </tmp/sealed.hex) hex chars kept in /tmp/sealed.hex"
 # a forged ENCLAVE_CALL whose output page is the hypervisor's or the EPC is refused
 node /opt/guest-probe.mjs /usr/lib/hyperenclave /opt/enclave/crypto.manifest.json /opt/enclave/misbehave.manifest.json $RESERVED_BASE $RESERVED_SIZE 2>&1 | sed -n '/^@@HE:/p; /^@@HE:/!s/^/@@HE:INFO probe /p'
+# the enclave runtime on bare metal: threads on two CPUs at once, exceptions handled inside the
+# enclave, heap growth (EDMM), each next to the bad input that must be refused
+node /opt/guest-enclave-rt.mjs /usr/lib/hyperenclave /opt/enclave/probe.manifest.json $RESERVED_BASE $RESERVED_SIZE 2>&1 | sed -n '/^@@HE:/p; /^@@HE:/!s/^/@@HE:INFO enclave-rt /p'
 # misbehaving enclaves end only their own thread: a null write (#PF), then a spin the caller aborts
 cli enclave-run-fault --json enclave run /opt/enclave/misbehave.manifest.json --ecall 0 --ecall 1 --ecall 0 || true
 cli enclave-run-spin --json enclave run /opt/enclave/misbehave.manifest.json --ecall 2 || true
