@@ -334,7 +334,7 @@ export class LinuxHypervisorClient implements HypervisorClient {
           ocalls++;
           const nr = Number(r.regs.rdi);
           const len = Number(r.regs.rsi);
-          let answer = BigInt(0x8000_0000 | OCALL_FAILED);
+          let answer = 0x8000_0000n + BigInt(OCALL_FAILED);
           let reply: Buffer = Buffer.alloc(0);
           const handler = opts.ocalls && Object.prototype.hasOwnProperty.call(opts.ocalls, nr) ? opts.ocalls[nr] : undefined;
           const input = Buffer.from(r.out[0]!.subarray(0, Math.min(len, PAGE_SIZE)));

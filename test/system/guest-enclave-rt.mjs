@@ -146,8 +146,9 @@ try {
   const pw = pend?.ok ? words(pend.output) : [];
   check('heap-grown', hw[1] === 1571328n && hw[0] >= heapStart && pw[0] === 0x5a5an && pw[1] === 1n && pw[2] === 14n && pw[3] === pw[4] + 8n,
     `heap_grow(2) gave pages at offset 0x${hw[0]?.toString(16)} (heap reserve from 0x${heapStart.toString(16)}), zeroed, sum ${hw[1]} (${h?.error ?? 'ok'}); a write to a PENDING page: #PF ${pw[2]} at 0x${pw[3]?.toString(16)} handled by EACCEPT, value read back 0x${pw[0]?.toString(16)} (${pend?.error ?? 'ok'})`);
-  // EACCEPT of a page that is not pending/modified is PAGE_STATE; after the host's RESTRICT to R
-  // the same EACCEPT succeeds and a write is a #PF
+  // EACCEPT of a page that is not pending/modified is PAGE_STATE (and the page stays writable: the
+  // probe's write of 1 lands); after the host's RESTRICT to R the same EACCEPT succeeds, the page
+  // reads 1 and a write is a #PF
   const [prep] = await client.enclaveRun(e.id, [{ fn: 10, tcs: tcs[0] }]);
   const p0 = prep?.ok ? words(prep.output)[0] : 0n;
   const [early] = await client.enclaveRun(e.id, [{ fn: 11, tcs: tcs[0], input: u64(p0) }]);
@@ -156,7 +157,7 @@ try {
   const [late] = await client.enclaveRun(e.id, [{ fn: 11, tcs: tcs[0], input: u64(p0) }]);
   const lw = late?.ok ? words(late.output) : [];
   const augBad = rawCall(HC.ENCLAVE_AUGMENT, [BigInt(e.id), 0n, 1n]).status;
-  check('eaccept-not-pending-refused', ew[0] === 42n && ew[2] === 0n && restricted === 'SUCCESS' && lw[0] === 0n && lw[1] === 0x11n && lw[2] === 1n && lw[3] === 14n && augBad === 'PAGE_OVERLAP',
+  check('eaccept-not-pending-refused', ew[0] === 42n && ew[2] === 0n && restricted === 'SUCCESS' && lw[0] === 0n && lw[1] === 1n && lw[2] === 1n && lw[3] === 14n && augBad === 'PAGE_OVERLAP',
     `EACCEPT(restricted R) of an accepted RW page at 0x${p0.toString(16)}: status ${ew[0]} (42 = PAGE_STATE), a write then faulted ${ew[2]} time(s); host RESTRICT to R: ${restricted}; the same EACCEPT now: ${lw[0]}, read 0x${lw[1]?.toString(16)}, the write faulted ${lw[2]} time(s) with vector ${lw[3]}; AUGMENT over the TCS page: ${augBad}`);
 } finally {
   await client.enclaveDestroy(e.id);

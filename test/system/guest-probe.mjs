@@ -123,7 +123,11 @@ try {
   const stray = rawPage(HC.ENCLAVE_OCALL_RETURN, [BigInt(oc.id), otcs, 0n, 0n]).status;
   check('ocall-return-checked', parked && nested === 'TCS_BUSY' && oversize === 'INVALID_ARGUMENT' && forgedPage === 'HOST_ACCESS_DENIED' && resumed && stray === 'TCS_NOT_ENTERED',
     `ECALL 10: ${first.status} (index ${first.rdi}, ${first.rsi} bytes "${first.page.subarray(0, Number(first.rsi < 64n ? first.rsi : 0n)).toString()}"); nested ECALL into that TCS: ${nested}; answer of 5000 bytes: ${oversize}; answer page in the hypervisor image: ${forgedPage}; honest answer: ${ret.status} with ${ret.rdi} bytes "${ret.page.subarray(0, 3).toString()}"; OCALL_RETURN with no OCALL pending: ${stray}`);
+} catch (err) {
+  console.log(`@@HE:INFO probe OCALL checks stopped: ${err.stack ?? err}`);
 } finally {
+  // a thread left parked in an OCALL would keep the enclave (and DISABLE) busy: end it first
+  rawPage(HC.ENCLAVE_OCALL_RETURN, [BigInt(oc.id), otcs, 0xffff_ffff_ffff_ffffn, 0n]);
   await client.enclaveDestroy(oc.id);
   io.close(fd);
   client.close();
