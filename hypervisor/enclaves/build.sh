@@ -7,7 +7,7 @@ here="$(cd "$(dirname "$0")" && pwd)"
 out="$here/out"
 target="$here/target"
 mkdir -p "$out" "$target"
-payloads=(crypto sealer misbehave)
+payloads=(crypto sealer misbehave kvstore)
 export CARGO_TARGET_DIR="$target"
 # kvm_pvm (the KVM here) interprets guest code and has no SSE: build integer-only code.
 export RUSTFLAGS="-C relocation-model=static -C target-feature=+crt-static,-sse,-sse2,-sse3,-ssse3,-sse4.1,-sse4.2,-avx,-avx2"

@@ -86,6 +86,11 @@ export interface EcallRequest {
   input?: Buffer;
   /** TCS offset to enter through (default: the first TCS). */
   tcs?: bigint;
+  /**
+   * Serves the enclave's OCALLs during this ECALL: (index, input) → answer; a throw fails the
+   * OCALL (the enclave sees code 7) and the ECALL's result carries the message.
+   */
+  ocall?: (nr: number, input: Buffer) => Uint8Array;
 }
 
 export interface EcallResult {

@@ -1,5 +1,6 @@
 import type { BackendKind, LaunchMeasurement } from '../enclave/backends/index.js';
 import { RpcClient } from '../platform/emulated/rpc.js';
+import { serveOcalls } from '../platform/emulated/ocall-bridge.js';
 import { type ServiceStartOptions, ensureHypervisorService, serviceRecord, stopHypervisorService } from '../platform/emulated/hypervisor-service.js';
 import {
   type EnclaveInfoRecord,
@@ -155,9 +156,30 @@ export class EmulatedHypervisorClient implements HypervisorClient {
     return { backend: r.backend, keySlot: r.keySlot, measurement: reviveLaunch(r.measurement) };
   }
   async enclaveRun(id: number, ecalls: readonly EcallRequest[]): Promise<EcallResult[]> {
+    if (ecalls.some((e) => e.ocall)) {
+      // One request per ECALL, each with the socket its OCALLs are served on.
+      const out: EcallResult[] = [];
+      for (const e of ecalls) {
+        if (!e.ocall) {
+          out.push(...(await this.enclaveRun(id, [e])));
+          continue;
+        }
+        const srv = await serveOcalls(e.ocall);
+        try {
+          out.push(...(await this.runBatch(id, [e], srv.path)));
+        } finally {
+          srv.close();
+        }
+      }
+      return out;
+    }
+    return this.runBatch(id, ecalls);
+  }
+  private async runBatch(id: number, ecalls: readonly EcallRequest[], ocallSocket?: string): Promise<EcallResult[]> {
     const r = await this.rpc.call<{ fn: number; ok: boolean; ret: string | null; output: string; error: string | null; micros: number }[]>('enclave.run', {
       id,
       ecalls: ecalls.map((e) => ({ fn: e.fn, ...(e.input ? { input: hex(e.input) } : {}), ...(e.tcs !== undefined ? { tcs: '0x' + e.tcs.toString(16) } : {}) })),
+      ...(ocallSocket ? { ocallSocket } : {}),
     });
     return r.map((x) => ({ ...x, ret: x.ret === null ? null : big(x.ret), output: Buffer.from(x.output, 'hex') }));
   }

@@ -42,6 +42,7 @@ import {
 } from '../../hypervisor/abi.js';
 import { enclaveSummary, type HostAccessKind } from '../../hypervisor/client.js';
 import type { CoreHv, CoreModule, EnclaveVmHandle } from '../../hypervisor/core-binding.js';
+import { OcallBridge } from './ocall-bridge.js';
 import { writeFileAtomic } from '../state.js';
 import { readFileBounded } from '../bounded-read.js';
 import { serveRpc } from './rpc.js';
@@ -225,6 +226,8 @@ export class HypervisorService {
   private readonly enclaves = new Map<number, EnclaveMeta>();
   private readonly backends = new Map<BackendKind, MemoryEncryptionBackend>();
   private readonly allocator = new CoreSlotAllocator(this);
+  /** OCALLs forwarded to the client that asked for them (ocall-bridge.ts). */
+  private readonly ocalls = new OcallBridge();
   readonly startedAt = new Date().toISOString();
 
   constructor(private readonly opts: ServiceOptions) {
@@ -630,13 +633,31 @@ export class HypervisorService {
       input: e.input === undefined ? Buffer.alloc(0) : hexArg(e, 'input'),
       tcs: e.tcs === undefined ? undefined : bigArg(e, 'tcs'),
     }));
+    // The client serves this run's OCALLs on the socket it names (else an OCALL fails with code 7).
+    const sock = typeof a.ocallSocket === 'string' ? a.ocallSocket : undefined;
+    const ocall = sock === undefined ? undefined : (nr: number, data: Buffer) => this.ocalls.call(sock, nr, data);
     meta.vm ??= core.createVm(id, { timeoutMs: ECALL_TIMEOUT_MS });
     const vm = meta.vm;
-    const out = [];
+    const out: unknown[] = [];
+    try {
+      return this.runEcalls(id, meta, vm, ecalls, ocall, out);
+    } finally {
+      if (sock !== undefined) this.ocalls.release(sock);
+    }
+  }
+
+  private runEcalls(
+    id: number,
+    meta: EnclaveMeta,
+    vm: EnclaveVmHandle,
+    ecalls: { fn: number; input: Buffer; tcs: bigint | undefined }[],
+    ocall: ((nr: number, data: Buffer) => Buffer) | undefined,
+    out: unknown[],
+  ) {
     for (const e of ecalls) {
       const tcs = e.tcs ?? this.firstTcs(id);
       const t0 = process.hrtime.bigint();
-      const r = vm.ecall(tcs, e.fn, e.input);
+      const r = vm.ecall(tcs, e.fn, e.input, ocall);
       const micros = Number(process.hrtime.bigint() - t0) / 1000;
       if (!r.ok) {
         if (r.dead) meta.dead = r.error;
