@@ -110,8 +110,8 @@ describe('host codec: bounds and named errors', () => {
     const e1 = statusError(0x8000_0000 | (0x40 << 24) | (2 << 16) | 1, 'ECALL put', {}, ['key', 'value'], {});
     expect(e1.message).toBe('ECALL put: the enclave refused its input: field "value" longer than its bound');
     expect(e1.code).toBe('ERR_EDL_DECODE');
-    const e2 = statusError(0x8000_0000 | (0x41 << 24) | (5 << 16) | (1 << 8) | 255, 'ECALL get', {}, ['key'], { 1: { name: 'blob_read', fields: ['id'] } });
-    expect(e2.message).toBe('ECALL get: the enclave refused the host\'s answer to OCALL blob_read: field "result" trailing bytes after the last field');
+    const e2 = statusError(0x8000_0000 | (0x41 << 24) | (5 << 16) | (1 << 8) | 254, 'ECALL get', {}, ['key'], { 1: { name: 'blob_read', fields: ['id'] } });
+    expect(e2.message).toBe('ECALL get: the enclave refused the host\'s answer to OCALL blob_read: trailing bytes after the last field');
     const e3 = statusError(0x8000_0101, 'ECALL get', { torn_blob: 0x101 }, ['key'], {}, () => 4);
     expect([e3.message, e3.code, e3.exitCode]).toEqual(['ECALL get: torn blob', 'ERR_TORN_BLOB', 4]);
     expect(statusError(0x8000_0007, 'ECALL get', {}, [], {}).code).toBe('ERR_ENCLAVE_OCALL');

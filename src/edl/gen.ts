@@ -284,7 +284,8 @@ export function generateRust(f: EdlFile, source: string): string {
 }
 
 const RUST_CODEC = `/// Error code of a decode problem: base | kind << 16 | field (kinds: 1 truncated, 2 longer than
-/// its bound, 3 not a bool, 4 not UTF-8, 5 trailing bytes; field @RESULT@ = the result).
+/// its bound, 3 not a bool, 4 not UTF-8, 5 trailing bytes; field @RESULT@ = the result, 254 = after
+/// the last field).
 pub const ECALL_INPUT: u32 = @ECALL_INPUT@;
 pub const OCALL_ANSWER: u32 = @OCALL_ANSWER@;
 pub const RESULT: u32 = @RESULT@;
@@ -364,7 +365,7 @@ impl<'a> Dec<'a> {
     }
     pub fn end(&self) -> Result<(), u32> {
         if self.off != self.b.len() {
-            return Err(self.err(TRAILING, 0));
+            return Err(self.err(TRAILING, 254));
         }
         Ok(())
     }

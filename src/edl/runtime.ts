@@ -15,6 +15,8 @@ export type EdlValue = number | bigint | boolean | Buffer | string | EdlValue[];
 export const DECODE_KINDS: Record<number, string> = { 1: 'truncated', 2: 'longer than its bound', 3: 'not a bool (0 or 1)', 4: 'not UTF-8', 5: 'trailing bytes after the last field' };
 /** The field number the enclave reports for a call's result. */
 export const RESULT_FIELD = 255;
+/** The field number of "trailing bytes after the last field". */
+export const END_FIELD = 254;
 export const ECALL_INPUT_ERROR = 0x40;
 export const OCALL_ANSWER_ERROR = 0x41;
 
@@ -182,13 +184,11 @@ export function statusError(status: number, where: string, errors: Readonly<Reco
   if (top === ECALL_INPUT_ERROR || top === OCALL_ANSWER_ERROR) {
     const kind = (code >>> 16) & 0xff;
     const field = code & 0xff;
-    if (top === ECALL_INPUT_ERROR) {
-      const f = field === RESULT_FIELD ? 'result' : (fields[field] ?? `#${field}`);
-      return new EnclaveCallError(`${where}: the enclave refused its input: field "${f}" ${DECODE_KINDS[kind] ?? `problem ${kind}`}`, 'ERR_EDL_DECODE', code, EXIT.BAD_INPUT);
-    }
+    const what = (names: readonly string[] | undefined) =>
+      `${field === END_FIELD ? '' : `field "${field === RESULT_FIELD ? 'result' : (names?.[field] ?? `#${field}`)}" `}${DECODE_KINDS[kind] ?? `problem ${kind}`}`;
+    if (top === ECALL_INPUT_ERROR) return new EnclaveCallError(`${where}: the enclave refused its input: ${what(fields)}`, 'ERR_EDL_DECODE', code, EXIT.BAD_INPUT);
     const oc = ocallNames[(code >>> 8) & 0xff];
-    const f = field === RESULT_FIELD ? 'result' : (oc?.fields[field] ?? `#${field}`);
-    return new EnclaveCallError(`${where}: the enclave refused the host's answer to OCALL ${oc?.name ?? (code >>> 8) & 0xff}: field "${f}" ${DECODE_KINDS[kind] ?? `problem ${kind}`}`, 'ERR_EDL_OCALL_ANSWER', code, EXIT.INTERNAL);
+    return new EnclaveCallError(`${where}: the enclave refused the host's answer to OCALL ${oc?.name ?? (code >>> 8) & 0xff}: ${what(oc?.fields)}`, 'ERR_EDL_OCALL_ANSWER', code, EXIT.INTERNAL);
   }
   const named = Object.entries(errors).find(([, c]) => c === code)?.[0];
   if (named) return new EnclaveCallError(`${where}: ${named.replace(/_/g, ' ')}`, `ERR_${named.toUpperCase()}`, code, exitFor(named));

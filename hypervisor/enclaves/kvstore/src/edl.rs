@@ -18,7 +18,8 @@ pub mod errors {
 }
 
 /// Error code of a decode problem: base | kind << 16 | field (kinds: 1 truncated, 2 longer than
-/// its bound, 3 not a bool, 4 not UTF-8, 5 trailing bytes; field 255 = the result).
+/// its bound, 3 not a bool, 4 not UTF-8, 5 trailing bytes; field 255 = the result, 254 = after
+/// the last field).
 pub const ECALL_INPUT: u32 = 0x40000000;
 pub const OCALL_ANSWER: u32 = 0x41000000;
 pub const RESULT: u32 = 255;
@@ -98,7 +99,7 @@ impl<'a> Dec<'a> {
     }
     pub fn end(&self) -> Result<(), u32> {
         if self.off != self.b.len() {
-            return Err(self.err(TRAILING, 0));
+            return Err(self.err(TRAILING, 254));
         }
         Ok(())
     }
