@@ -230,10 +230,10 @@ impl edl::Ecalls for Store {
 
     fn remove(key: &str) -> Result<bool, u32> {
         let id = key_id(key)?;
-        // A torn blob can still be removed (how a damaged key is recovered from).
+        // A torn, swapped or rolled-back blob can still be removed (how a key is recovered).
         let version = match current_version(&id) {
             Ok(v) => v,
-            Err(TORN_BLOB) | Err(SWAPPED_BLOB) => 0,
+            Err(TORN_BLOB) | Err(SWAPPED_BLOB) | Err(ROLLED_BACK) => 0,
             Err(e) => return Err(e),
         };
         let existed = edl::blob_delete(&id)?;
