@@ -63,9 +63,9 @@ class NativeCore implements CoreHv {
     }
     const n = this.n;
     return {
-      ecall(tcs, fn, input, ocall) {
+      ecall(tcs, fn, input, ocall, timeoutMs) {
         try {
-          const r = n.enclaveEcall(vm, tcs, BigInt(fn), input, ocall ? { ocall } : {});
+          const r = n.enclaveEcall(vm, tcs, BigInt(fn), input, { ...(ocall ? { ocall } : {}), ...(timeoutMs !== undefined ? { timeoutMs } : {}) });
           return { ok: true as const, status: r.status, output: r.output, exits: r.exits };
         } catch (e) {
           const err = e as Error & { code?: string };

@@ -91,6 +91,8 @@ export interface EcallRequest {
    * OCALL (the enclave sees code 7) and the ECALL's result carries the message.
    */
   ocall?: (nr: number, input: Buffer) => Uint8Array;
+  /** Runaway budget of this ECALL in ms, time spent serving its OCALLs included (default: the platform's). */
+  timeoutMs?: number;
 }
 
 export interface EcallResult {

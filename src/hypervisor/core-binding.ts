@@ -57,7 +57,7 @@ export interface CoreHv {
 export type EcallOutcome = { ok: true; status: number; output: Buffer; exits: number } | { ok: false; error: string; dead: boolean };
 
 export interface EnclaveVmHandle {
-  ecall(tcs: bigint, fn: number, input: Buffer, ocall?: (nr: number, data: Buffer) => Buffer | null): EcallOutcome;
+  ecall(tcs: bigint, fn: number, input: Buffer, ocall?: (nr: number, data: Buffer) => Buffer | null, timeoutMs?: number): EcallOutcome;
   destroy(): void;
 }
 

@@ -178,7 +178,12 @@ export class EmulatedHypervisorClient implements HypervisorClient {
   private async runBatch(id: number, ecalls: readonly EcallRequest[], ocallSocket?: string): Promise<EcallResult[]> {
     const r = await this.rpc.call<{ fn: number; ok: boolean; ret: string | null; output: string; error: string | null; micros: number }[]>('enclave.run', {
       id,
-      ecalls: ecalls.map((e) => ({ fn: e.fn, ...(e.input ? { input: hex(e.input) } : {}), ...(e.tcs !== undefined ? { tcs: '0x' + e.tcs.toString(16) } : {}) })),
+      ecalls: ecalls.map((e) => ({
+        fn: e.fn,
+        ...(e.input ? { input: hex(e.input) } : {}),
+        ...(e.tcs !== undefined ? { tcs: '0x' + e.tcs.toString(16) } : {}),
+        ...(e.timeoutMs !== undefined ? { timeoutMs: e.timeoutMs } : {}),
+      })),
       ...(ocallSocket ? { ocallSocket } : {}),
     });
     return r.map((x) => ({ ...x, ret: x.ret === null ? null : big(x.ret), output: Buffer.from(x.output, 'hex') }));

@@ -297,7 +297,8 @@ export class LinuxHypervisorClient implements HypervisorClient {
       let error: string | null = null;
       for (;;) {
         const elapsedMs = Number(process.hrtime.bigint() - t0) / 1e6;
-        const abort = elapsedMs > ECALL_BUDGET_MS;
+        const budget = e.timeoutMs ?? ECALL_BUDGET_MS;
+        const abort = elapsedMs > budget;
         try {
           r = this.hypercallWith('ENCLAVE_CALL', [BigInt(id), e.tcs, BigInt(e.fn), { in: input, out: PAGE_SIZE }, abort ? ECALL_ABORT : BigInt(input.length)]);
           break;
@@ -308,7 +309,7 @@ export class LinuxHypervisorClient implements HypervisorClient {
             continue;
           }
           if (name === 'ENCLAVE_FAULT' || name === 'ENCLAVE_INTERRUPTED') {
-            error = abort ? `ECALL ${e.fn} ran longer than ${ECALL_BUDGET_MS} ms (${resumes} interrupts): aborted` : `ECALL ${e.fn}: the enclave thread faulted (see the hypervisor log)`;
+            error = abort ? `ECALL ${e.fn} ran longer than ${e.timeoutMs ?? ECALL_BUDGET_MS} ms (${resumes} interrupts): aborted` : `ECALL ${e.fn}: the enclave thread faulted (see the hypervisor log)`;
             break;
           }
           throw err;

@@ -91,4 +91,4 @@ export class BlobDir implements KvstoreOcalls {
   }
 }
 
-export const KV_EXIT: Record<string, number> = { not_found: EXIT.NOT_FOUND, torn_blob: EXIT.VERIFY_FAILED, swapped_blob: EXIT.VERIFY_FAILED, rolled_back: EXIT.VERIFY_FAILED, empty_key: EXIT.USAGE };
+export const KV_EXIT: Record<string, number> = { not_found: EXIT.NOT_FOUND, torn_blob: EXIT.VERIFY_FAILED, swapped_blob: EXIT.VERIFY_FAILED, rolled_back: EXIT.VERIFY_FAILED, foreign_blob: EXIT.VERIFY_FAILED, empty_key: EXIT.USAGE };

@@ -6,7 +6,7 @@ import { type EcallTransport, type EdlValue, decodeParams, decodeResult, encodeP
 /** Shared buffer every encoded input and output fits in (bytes). */
 export const KVSTORE_BUFFER = 4096;
 /** Errors the enclave may return (code = 0x8000_0000 | value), by name. */
-export const KVSTORE_ERRORS = { not_found: 0x100, torn_blob: 0x101, swapped_blob: 0x102, rolled_back: 0x103, empty_key: 0x104 } as const;
+export const KVSTORE_ERRORS = { not_found: 0x100, torn_blob: 0x101, swapped_blob: 0x102, rolled_back: 0x103, empty_key: 0x104, foreign_blob: 0x105 } as const;
 export const KVSTORE_ECALL = { put: 0, get: 1, remove: 2, list: 3, echo_rounds: 4 } as const;
 export const KVSTORE_OCALL = { blob_write: 0, blob_read: 1, blob_delete: 2, blob_list: 3, echo: 4 } as const;
 

@@ -31,6 +31,13 @@ export interface KvOptions {
   payloadDir?: string;
 }
 
+/**
+ * Runaway budget of one store ECALL. Sealing is the core's constant-time software AES-GCM; on a
+ * KVM that interprets guest instructions (kvm_pvm, this development machine) that is ~1.5 ms
+ * per 16-byte block, so a 3 KiB put takes seconds there (docs/kvstore.md).
+ */
+export const KV_ECALL_BUDGET_MS = 120_000;
+
 /** The ISVPRODID of the store enclave ("KV"). */
 export const KV_ISV_PROD_ID = 0x4b56;
 
@@ -69,7 +76,7 @@ export function kvManifest(store: string, opts: KvOptions = {}): EnclaveManifest
 /** An ECALL transport over a hypervisor client: one ECALL on the enclave's first TCS with its OCALLs served. */
 export function clientTransport(c: HypervisorClient, id: number, tcs: bigint | undefined): EcallTransport {
   return async (fn, input, ocall) => {
-    const [r] = await c.enclaveRun(id, [{ fn, input, ...(tcs !== undefined ? { tcs } : {}), ocall }]);
+    const [r] = await c.enclaveRun(id, [{ fn, input, ...(tcs !== undefined ? { tcs } : {}), ocall, timeoutMs: KV_ECALL_BUDGET_MS }]);
     if (!r || r.ret === null) throw new EnclaveError(`kvstore: ECALL ${fn}: ${r?.error ?? 'no result'}`, EXIT.INTERNAL);
     return { status: Number(r.ret), output: r.output };
   };

@@ -7,7 +7,7 @@ import { withKvStore } from '../../src/kv/store.js';
  * on Linux) only after the put returned, i.e. after the enclave acknowledged it.
  */
 export function kvValue(prefix: string, i: number): Buffer {
-  return Buffer.from(`${prefix}:${i}:`.padEnd(64 + (i % 7) * 300, String.fromCharCode(97 + (i % 26))));
+  return Buffer.from(`${prefix}:${i}:`.padEnd(16 + (i % 5) * 40, String.fromCharCode(97 + (i % 26))));
 }
 
 async function main(): Promise<void> {

@@ -138,6 +138,8 @@ const MUTATING_OPS = new Set(['load', 'enable', 'disable', 'enclave.create', 'en
 
 /** Runaway budget per ECALL. */
 const ECALL_TIMEOUT_MS = 2000;
+/** The largest budget a request may ask for (EcallRequest.timeoutMs). */
+const MAX_ECALL_TIMEOUT_MS = 600_000;
 
 /**
  * Key slots drawn from the core's table (KEYSLOT_ALLOC/RELEASE/FLUSH), for the backend models.
@@ -632,6 +634,7 @@ export class HypervisorService {
       fn: intArg(e, 'fn'),
       input: e.input === undefined ? Buffer.alloc(0) : hexArg(e, 'input'),
       tcs: e.tcs === undefined ? undefined : bigArg(e, 'tcs'),
+      timeoutMs: e.timeoutMs === undefined ? undefined : Math.min(intArg(e, 'timeoutMs'), MAX_ECALL_TIMEOUT_MS),
     }));
     // The client serves this run's OCALLs on the socket it names (else an OCALL fails with code 7).
     const sock = typeof a.ocallSocket === 'string' ? a.ocallSocket : undefined;
@@ -650,14 +653,14 @@ export class HypervisorService {
     id: number,
     meta: EnclaveMeta,
     vm: EnclaveVmHandle,
-    ecalls: { fn: number; input: Buffer; tcs: bigint | undefined }[],
+    ecalls: { fn: number; input: Buffer; tcs: bigint | undefined; timeoutMs: number | undefined }[],
     ocall: ((nr: number, data: Buffer) => Buffer) | undefined,
     out: unknown[],
   ) {
     for (const e of ecalls) {
       const tcs = e.tcs ?? this.firstTcs(id);
       const t0 = process.hrtime.bigint();
-      const r = vm.ecall(tcs, e.fn, e.input, ocall);
+      const r = vm.ecall(tcs, e.fn, e.input, ocall, e.timeoutMs);
       const micros = Number(process.hrtime.bigint() - t0) / 1000;
       if (!r.ok) {
         if (r.dead) meta.dead = r.error;

@@ -15,6 +15,7 @@ pub mod errors {
     pub const SWAPPED_BLOB: u32 = 0x102;
     pub const ROLLED_BACK: u32 = 0x103;
     pub const EMPTY_KEY: u32 = 0x104;
+    pub const FOREIGN_BLOB: u32 = 0x105;
 }
 
 /// Error code of a decode problem: base | kind << 16 | field (kinds: 1 truncated, 2 longer than

@@ -6,9 +6,12 @@
 //!
 //! ```text
 //! 0  "HEKV"   4 format u32 = 1   8 version u64   16 KEYID (32, random)   48 IV (12, random)
-//! 60 tag (16) 76 AES-128-GCM ciphertext of: key length u16 ‖ key ‖ value
+//! 60 key check (8) = HMAC-SHA-256(blob key, "kvstore key check")[..8]
+//! 68 tag (16) 84 AES-128-GCM ciphertext of: key length u16 ‖ key ‖ value
 //! ```
-//! AAD = bytes 0..60 (magic, format, version, KEYID, IV). The key inside the ciphertext is
+//! AAD = bytes 0..68 (magic, format, version, KEYID, IV, key check). A blob whose key check
+//! differs was sealed under another key (another enclave build, platform or hypervisor root
+//! secret: FOREIGN_BLOB); one whose check matches but does not authenticate is TORN_BLOB. The key inside the ciphertext is
 //! compared with the file's id after decryption: an authentic blob of another key put under
 //! this key's file is refused (SWAPPED_BLOB); a blob that does not authenticate (torn, cut,
 //! flipped) is refused (TORN_BLOB); a version lower than one this enclave instance already
@@ -27,14 +30,15 @@
 mod edl;
 
 use core::sync::atomic::{AtomicBool, Ordering};
-use edl::errors::{EMPTY_KEY, NOT_FOUND, ROLLED_BACK, SWAPPED_BLOB, TORN_BLOB};
+use edl::errors::{EMPTY_KEY, FOREIGN_BLOB, NOT_FOUND, ROLLED_BACK, SWAPPED_BLOB, TORN_BLOB};
 use edl::{BytesOut, ListOut};
 use enclave_rt::{egetkey, err, fill_random};
 use hyperenclave_core::crypto::{aes128_gcm_open, aes128_gcm_seal, ct_eq, hmac_sha256};
 
 const MAGIC: &[u8; 4] = b"HEKV";
 const FORMAT: u32 = 1;
-const AAD_LEN: usize = 60;
+const CHECK_AT: usize = 60;
+const AAD_LEN: usize = 68;
 const HEADER: usize = AAD_LEN + 16;
 const KEY_MAX: usize = 64;
 const VALUE_MAX: usize = 3072;
@@ -59,6 +63,13 @@ fn seal_key(key_id: &[u8; 32]) -> Result<[u8; 16], u32> {
         return Err(err::HYPERCALL);
     }
     Ok(key)
+}
+
+fn key_check(key: &[u8; 16]) -> [u8; 8] {
+    let m = hmac_sha256(key, b"kvstore key check");
+    let mut c = [0u8; 8];
+    c.copy_from_slice(&m[..8]);
+    c
 }
 
 fn key_id(name: &str) -> Result<[u8; 32], u32> {
@@ -133,9 +144,12 @@ fn open_blob(id: &[u8; 32], blob: &[u8], plain: &mut [u8; PLAIN_MAX]) -> Result<
     let version = u64::from_le_bytes(blob[8..16].try_into().unwrap());
     let kid: [u8; 32] = blob[16..48].try_into().unwrap();
     let iv: [u8; 12] = blob[48..60].try_into().unwrap();
-    let tag: [u8; 16] = blob[60..76].try_into().unwrap();
+    let tag: [u8; 16] = blob[AAD_LEN..HEADER].try_into().unwrap();
     let n = blob.len() - HEADER;
     let key = seal_key(&kid)?;
+    if !ct_eq(&key_check(&key), &blob[CHECK_AT..AAD_LEN]) {
+        return Err(FOREIGN_BLOB);
+    }
     plain[..n].copy_from_slice(&blob[HEADER..]);
     if !aes128_gcm_open(&key, &iv, &blob[..AAD_LEN], &mut plain[..n], &tag) {
         plain[..n].fill(0);
@@ -181,6 +195,7 @@ fn write_blob(id: &[u8; 32], version: u64, name: &str, value: &[u8]) -> Result<(
     blob[8..16].copy_from_slice(&version.to_le_bytes());
     blob[16..48].copy_from_slice(&kid);
     blob[48..60].copy_from_slice(&iv);
+    blob[CHECK_AT..AAD_LEN].copy_from_slice(&key_check(&key));
     let (head, rest) = blob.split_at_mut(AAD_LEN);
     let (tag, body) = rest.split_at_mut(16);
     body[0..2].copy_from_slice(&(name.len() as u16).to_le_bytes());
@@ -233,7 +248,7 @@ impl edl::Ecalls for Store {
         // A torn, swapped or rolled-back blob can still be removed (how a key is recovered).
         let version = match current_version(&id) {
             Ok(v) => v,
-            Err(TORN_BLOB) | Err(SWAPPED_BLOB) | Err(ROLLED_BACK) => 0,
+            Err(TORN_BLOB) | Err(SWAPPED_BLOB) | Err(ROLLED_BACK) | Err(FOREIGN_BLOB) => 0,
             Err(e) => return Err(e),
         };
         let existed = edl::blob_delete(&id)?;
