@@ -280,8 +280,8 @@ impl edl::Ecalls for Store {
 
     fn echo_rounds(rounds: u32, data: &[u8]) -> Result<u32, u32> {
         let mut same = 0;
+        let mut ans = [0u8; edl::ECHO_OUT_MAX];
         for _ in 0..rounds {
-            let mut ans = [0u8; edl::ECHO_OUT_MAX];
             if edl::echo(data, &mut ans)? == data {
                 same += 1;
             }
