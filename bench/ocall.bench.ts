@@ -37,8 +37,8 @@ export default async function bench(): Promise<BenchRow[]> {
           return d;
         },
       } as unknown as KvstoreOcalls;
-      const kv = new KvstoreEnclave(async (fn, input, ocall) => {
-        const r = vm.ecall(fn, input, { ocall });
+      const kv = new KvstoreEnclave(async (fn, input, ocalls) => {
+        const r = vm.ecall(fn, input, { ocalls });
         return { status: r.status >>> 0, output: r.output };
       }, ocalls);
       const data = Buffer.alloc(BYTES, 0x5a);

@@ -99,3 +99,18 @@ describe.skipIf(!!missing)('UKI reference values', () => {
     expect(authenticodeDigest(b, 'sha256')).not.toEqual(a);
   });
 });
+
+describe('ukiReferenceFile input', () => {
+  it('names the UKI in a one-line error when it is missing or a directory, and writes nothing', async () => {
+    const { ukiReferenceFile } = await import('./uki.js');
+    const dir = mkdtempSync(join(tmpdir(), 'uki-input-'));
+    try {
+      const out = join(dir, 'ref.json');
+      expect(() => ukiReferenceFile(join(dir, 'absent.efi'), ['sha256'], out)).toThrow(/^UKI .*absent\.efi: not found$/);
+      expect(() => ukiReferenceFile(dir, ['sha256'], out)).toThrow(/^UKI .*: /);
+      expect(existsSync(out)).toBe(false);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});

@@ -11,8 +11,8 @@
  * sections by file offset, then any trailing data except the attribute certificate table.
  */
 import { createHash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import { ImageError } from '../src/measure/errors.js';
+import { inputCap, readFileBounded } from '../src/platform/bounded-read.js';
 import { writeFileAtomic } from '../src/platform/state.js';
 import { compileSchema } from '../src/schemas.js';
 import { type HashAlgName, hashAlgByName } from '../src/tpm/alg.js';
@@ -261,12 +261,9 @@ export function ukiReferenceProblem(doc: unknown): string | undefined {
 
 /** Reads the UKI, computes its reference values and writes them atomically when `out` is given. */
 export function ukiReferenceFile(path: string, banks: HashAlgName[], out?: string): UkiReferenceDoc {
-  let b: Buffer;
-  try {
-    b = readFileSync(path);
-  } catch (e) {
-    throw new ImageError(`${path}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'not found' : (e as Error).message}`);
-  }
+  // A UKI carries the initrd, so it may be larger than a bare hypervisor image: 512 MiB unless
+  // HYPERENCLAVE_MAX_INPUT_MIB raises the image cap beyond that.
+  const b = readFileBounded(path, { what: 'UKI', maxBytes: Math.max(inputCap('image'), 512 * 1024 * 1024) });
   const doc = ukiReference(b, banks, path);
   if (out) writeFileAtomic(out, JSON.stringify(doc, null, 2) + '\n');
   return doc;

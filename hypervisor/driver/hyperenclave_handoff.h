@@ -8,9 +8,8 @@
 #define HYPERENCLAVE_HANDOFF_H
 
 #define HE_HANDOFF_MAGIC 0x464f444e41484548ULL /* "HEHANDOF" little-endian */
-#define HE_HANDOFF_VERSION 2
+#define HE_HANDOFF_VERSION 3
 #define HE_MAX_RANGES 64
-#define HE_MAX_CPUS 8
 
 /* image entry ops (first argument) */
 #define HE_OP_INIT 1   /* build the hypervisor state and the host nested tables (one CPU) */
@@ -42,6 +41,16 @@ struct he_handoff {
 	__u32 pcr;
 	__u8 image_sha256[32];
 	struct he_range ranges[HE_MAX_RANGES];
+	/*
+	 * Version 3: per-CPU areas, one per possible CPU id (no fixed CPU limit): cpu_slots areas of
+	 * percpu_size bytes (the container header's per-CPU size, offset 0x28) from percpu_base,
+	 * inside the hypervisor part of the region. The image keeps its FPU save area, its vCPU
+	 * state and its stack there.
+	 */
+	__u64 percpu_base;
+	__u64 percpu_size;
+	__u32 cpu_slots;
+	__u32 reserved0;
 };
 
 #endif

@@ -19,7 +19,7 @@ typedef int32_t __s32;
 typedef uint64_t __u64;
 #endif
 
-#define HE_IOCTL_ABI_VERSION 0x00010003u /* this header (1.1: HE_BUF_ARG_MASK; 1.2: he_probe.target, 16 KiB hypercall buffers; 1.3: 256-byte hv_status with DMA protection) */
+#define HE_IOCTL_ABI_VERSION 0x00010004u /* this header (1.1: HE_BUF_ARG_MASK; 1.2: he_probe.target, 16 KiB hypercall buffers; 1.3: 256-byte hv_status with DMA protection; 1.4: resume budget) */
 #define HE_HYPERCALL_ABI_VERSION 0x00010000u /* hypervisor/core ABI_VERSION it was written against */
 #define HE_IOC_MAGIC 'H'
 
@@ -67,6 +67,14 @@ struct he_status {
  * calls with several buffers (REPORT: TARGETINFO, REPORTDATA, output) pack them into one page.
  */
 #define HE_BUF_ARG_MASK 0x100u
+/*
+ * 1.4: buf_arg bits 31:16 = a resume budget in milliseconds, for ENCLAVE_CALL (0x18) and
+ * ENCLAVE_OCALL_RETURN (0x19) only (other calls with a budget: -EINVAL). While the call returns
+ * ENCLAVE_INTERRUPTED the driver resumes the thread itself (cond_resched() in between) until it
+ * completes, makes an OCALL (ENCLAVE_OCALL), faults, a signal is pending or the budget is spent;
+ * r8 then holds the number of resumes. Budget 0: one hypercall, as before 1.4.
+ */
+#define HE_RESUME_BUDGET_SHIFT 16
 #define HE_HYPERCALL_BUF_MAX 16384u /* 1.2: e.g. TRUST_INIT's blob in and a 4 KiB output in one call */
 struct he_hypercall {
 	__u64 rax, rdi, rsi, rdx, rcx, r8;

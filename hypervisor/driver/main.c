@@ -19,8 +19,11 @@
 #include <linux/cpumask.h>
 #include <linux/uaccess.h>
 #include <linux/mutex.h>
+#include <linux/rwsem.h>
 #include <linux/reboot.h>
 #include <linux/delay.h>
+#include <linux/jiffies.h>
+#include <linux/sched/signal.h>
 #include <crypto/hash.h>
 #include <crypto/hash_info.h>
 #include <asm/tlbflush.h>
@@ -41,6 +44,9 @@ module_param(hv_size, ulong, 0444);
 MODULE_PARM_DESC(hv_size, "bytes for the hypervisor (image + page-table pool); the rest is EPC");
 static int pcr = 12;
 module_param(pcr, int, 0444);
+static bool unmeasured_ok;
+module_param(unmeasured_ok, bool, 0444);
+MODULE_PARM_DESC(unmeasured_ok, "load without a TPM, unmeasured (emulators without a TPM, e.g. the Bochs VMX tier); default off");
 MODULE_PARM_DESC(pcr, "PCR the image is measured into (8-16 or 23)");
 
 #define HEIMG_HDR 256
@@ -48,6 +54,9 @@ MODULE_PARM_DESC(pcr, "PCR the image is measured into (8-16 or 23)");
 #define HC_STATUS 0x01
 #define HC_DISABLE 0x03
 #define HC_TRUST_INIT 0x40
+#define HC_ENCLAVE_CALL 0x18
+#define HC_ENCLAVE_OCALL_RETURN 0x19
+#define HC_ENCLAVE_INTERRUPTED 34 /* status */
 #define HE_HYPERCALL_BUF_ORDER 2 /* 4 pages = HE_HYPERCALL_BUF_MAX */
 #define HC_STATUS_SIZE 256 /* hypervisor/core STATUS_SIZE (1.3: DMA words after the digest) */
 
@@ -56,32 +65,88 @@ void he_leave_tramp(void);
 
 static struct {
 	struct mutex lock;
+	/* HE_IOC_HYPERCALL holds it shared (ECALLs of several threads run at once, each on its own
+	 * CPU); everything that changes the driver's state holds it exclusive, after `lock`. */
+	struct rw_semaphore calls;
 	void *virt;                /* memremap of the whole reserved region */
 	u32 state;
 	u64 image_length, load_addr, load_size, entry_pa;
 	u8 sha256[32];
 	struct he_handoff *handoff;
 	u64 handoff_pa, host_cr3;
-	long cpu_result[HE_MAX_CPUS];
-	bool cpu_on[HE_MAX_CPUS];
+	u64 percpu_size;           /* container header offset 0x28 */
+	long *cpu_result;          /* nr_cpu_ids entries (no fixed CPU limit) */
+	bool *cpu_on;
 	bool pinned;               /* a module reference while CPUs run under the hypervisor */
 } he;
+
+/*
+ * One image per CPU vendor (docs/image-container.md arch byte): Intel runs the VMX + EPT image
+ * (hypercalls by VMCALL), AMD and Hygon the SVM + NPT one (VMMCALL). On Intel VMMCALL is #UD in
+ * VMX non-root operation and vice versa, so the instruction follows the vendor.
+ */
+static bool he_intel;
 
 static inline u64 he_vmmcall(u64 nr, u64 *rdi, u64 *rsi, u64 *rdx, u64 rcx, u64 r8v)
 {
 	register u64 r8 asm("r8") = r8v;
-	asm volatile("vmmcall"
-		     : "+a"(nr), "+D"(*rdi), "+S"(*rsi), "+d"(*rdx), "+c"(rcx), "+r"(r8)
-		     :
-		     : "memory", "cc", "r9", "r10", "r11");
+	if (he_intel)
+		asm volatile("vmcall"
+			     : "+a"(nr), "+D"(*rdi), "+S"(*rsi), "+d"(*rdx), "+c"(rcx), "+r"(r8)
+			     :
+			     : "memory", "cc", "r9", "r10", "r11");
+	else
+		asm volatile("vmmcall"
+			     : "+a"(nr), "+D"(*rdi), "+S"(*rsi), "+d"(*rdx), "+c"(rcx), "+r"(r8)
+			     :
+			     : "memory", "cc", "r9", "r10", "r11");
 	return nr;
+}
+
+/* Image arch codes (src/measure/container.ts ARCH_CODE). */
+#define HEIMG_ARCH_INTEL_VMX 1
+#define HEIMG_ARCH_AMD_SVM 2
+#define HEIMG_ARCH_HYGON 3
+
+/* The image name when HE_IOC_LOAD names none: the vendor's own container. */
+static const char *he_default_image(void)
+{
+	return he_intel ? "hyperenclave/hyperenclave-intel.img" : "hyperenclave/hyperenclave-amd.img";
+}
+
+/*
+ * Why this CPU cannot run the hypervisor, or NULL. Intel: VMX, and IA32_FEATURE_CONTROL either
+ * unlocked (the image locks it with VMX enabled) or locked with VMX outside SMX allowed; EPT
+ * with 4-level walks, 1 GiB pages and INVEPT (the core's tables use the largest pages).
+ * AMD/Hygon: SVM with nested paging.
+ */
+static const char *he_cpu_unsupported(void)
+{
+	if (he_intel) {
+		u64 fc, ept;
+
+		if (!boot_cpu_has(X86_FEATURE_VMX))
+			return "CPU lacks VMX (or firmware disabled it: IA32_FEATURE_CONTROL)";
+		if (rdmsrl_safe(MSR_IA32_FEAT_CTL, &fc))
+			return "IA32_FEATURE_CONTROL (MSR 0x3a) is not readable";
+		if ((fc & FEAT_CTL_LOCKED) && !(fc & FEAT_CTL_VMX_ENABLED_OUTSIDE_SMX))
+			return "IA32_FEATURE_CONTROL is locked with VMX outside SMX disabled";
+		if (rdmsrl_safe(MSR_IA32_VMX_EPT_VPID_CAP, &ept))
+			return "IA32_VMX_EPT_VPID_CAP (MSR 0x48c) is not readable: no EPT";
+		if (!(ept & (1ULL << 6)) || !(ept & (1ULL << 17)) || !(ept & (1ULL << 20)))
+			return "EPT lacks 4-level walks, 1 GiB pages or INVEPT (IA32_VMX_EPT_VPID_CAP)";
+		return NULL;
+	}
+	if (!boot_cpu_has(X86_FEATURE_SVM) || !boot_cpu_has(X86_FEATURE_NPT))
+		return "CPU lacks SVM with nested paging";
+	return NULL;
 }
 
 static u32 hv_cpus_on(void)
 {
 	u32 n = 0, i;
 
-	for (i = 0; i < HE_MAX_CPUS; i++)
+	for (i = 0; i < nr_cpu_ids; i++)
 		n += he.cpu_on[i];
 	return n;
 }
@@ -118,6 +183,11 @@ static int he_measure(const u8 *image, size_t len, u32 *banks)
 	int rc = 0;
 
 	if (!chip) {
+		if (unmeasured_ok) {
+			pr_warn("no TPM: loading the image UNMEASURED (unmeasured_ok=1; test beds without a TPM only)\n");
+			*banks = 0;
+			return 0;
+		}
 		pr_err("no TPM: refusing to load an unmeasured image\n");
 		return -ENODEV;
 	}
@@ -292,6 +362,8 @@ static int he_load(struct he_load *req)
 	if (he.state == HE_STATE_ENABLED)
 		return -EBUSY;
 	req->firmware[sizeof(req->firmware) - 1] = 0;
+	if (!req->firmware[0])
+		strscpy(req->firmware, he_default_image(), sizeof(req->firmware));
 	rc = request_firmware(&fw, req->firmware, NULL);
 	if (rc) {
 		pr_err("request_firmware(%s) failed: %d\n", req->firmware, rc);
@@ -307,8 +379,9 @@ static int he_load(struct he_load *req)
 		pr_err("%s: unsupported format version/header size at offset 0x8\n", req->firmware);
 		goto out;
 	}
-	if (h[0x0c] != 2 && h[0x0c] != 3) {
-		pr_err("%s: arch %u at offset 0xc is not amd-svm/hygon\n", req->firmware, h[0x0c]);
+	if (he_intel ? h[0x0c] != HEIMG_ARCH_INTEL_VMX : h[0x0c] != HEIMG_ARCH_AMD_SVM && h[0x0c] != HEIMG_ARCH_HYGON) {
+		pr_err("%s: arch %u at offset 0xc is not %s (this CPU's vendor)\n", req->firmware, h[0x0c],
+		       he_intel ? "intel-vmx" : "amd-svm/hygon");
 		goto out;
 	}
 	if (h[0x0d] != 1) {
@@ -318,6 +391,12 @@ static int he_load(struct he_load *req)
 	load_addr = get_unaligned_le64(h + 0x10);
 	entry_off = get_unaligned_le64(h + 0x18);
 	load_size = get_unaligned_le64(h + 0x30);
+	if (get_unaligned_le64(h + 0x28) < PAGE_SIZE || get_unaligned_le64(h + 0x28) > (64UL << 20) ||
+	    (get_unaligned_le64(h + 0x28) & (PAGE_SIZE - 1))) {
+		pr_err("%s: per-CPU size 0x%llx at offset 0x28 is not a page multiple between 4 KiB and 64 MiB\n",
+		       req->firmware, get_unaligned_le64(h + 0x28));
+		goto out;
+	}
 	image_len = get_unaligned_le64(h + 0x40);
 	sig_len = get_unaligned_le32(h + 0x48);
 	if (image_len == 0 || HEIMG_HDR + image_len + sig_len != fw->size) {
@@ -348,6 +427,7 @@ static int he_load(struct he_load *req)
 	he.image_length = image_len;
 	he.load_addr = load_addr;
 	he.load_size = load_size;
+	he.percpu_size = get_unaligned_le64(h + 0x28);
 	he.entry_pa = load_addr + entry_off;
 	memcpy(he.sha256, digest, 32);
 	he.state = HE_STATE_LOADED;
@@ -429,10 +509,6 @@ static void he_launch_cpu(void *unused)
 {
 	int cpu = smp_processor_id();
 
-	if (cpu >= HE_MAX_CPUS) {
-		he.cpu_result[cpu % HE_MAX_CPUS] = -E2BIG;
-		return;
-	}
 	he.cpu_result[cpu] = he_enter(HE_OP_LAUNCH, he.handoff_pa, cpu, he.host_cr3, he.entry_pa);
 	he.cpu_on[cpu] = he.cpu_result[cpu] == 0;
 }
@@ -442,7 +518,7 @@ static void he_disable_cpu(void *unused)
 	int cpu = smp_processor_id();
 	u64 a = 0, b = 0, c = 0, st;
 
-	if (cpu >= HE_MAX_CPUS || !he.cpu_on[cpu])
+	if (!he.cpu_on[cpu])
 		return;
 	st = he_vmmcall(HC_DISABLE, &a, &b, &c, 0, 0);
 	he.cpu_result[cpu] = st;
@@ -460,7 +536,7 @@ static int he_disable_all(void)
 	chip = he_tpm_hold();
 	on_each_cpu(he_disable_cpu, NULL, 1);
 	he_tpm_release(chip);
-	for (cpu = 0; cpu < HE_MAX_CPUS; cpu++)
+	for (cpu = 0; cpu < nr_cpu_ids; cpu++)
 		if (he.cpu_on[cpu]) {
 			pr_err("CPU %d still runs under the hypervisor (status %ld)\n", cpu, he.cpu_result[cpu]);
 			return -EBUSY;
@@ -485,10 +561,8 @@ static int he_enable(void)
 		return -EALREADY;
 	if (he.state != HE_STATE_LOADED)
 		return -ENOEXEC;
-	if (num_online_cpus() > HE_MAX_CPUS)
-		return -E2BIG;
-	if (!boot_cpu_has(X86_FEATURE_SVM) || !boot_cpu_has(X86_FEATURE_NPT)) {
-		pr_err("CPU lacks SVM with nested paging\n");
+	if (he_cpu_unsupported()) {
+		pr_err("%s\n", he_cpu_unsupported());
 		return -ENODEV;
 	}
 	next = PAGE_ALIGN(he.load_addr + he.load_size);
@@ -498,6 +572,16 @@ static int he_enable(void)
 	memset(ho, 0, PAGE_SIZE);
 	next += PAGE_SIZE;
 	he.host_cr3 = he_build_host_tables(&next);
+	/* per-CPU areas for every possible CPU id, then core's page-table pool (at least 1 MiB) */
+	ho->percpu_base = next;
+	ho->percpu_size = he.percpu_size;
+	ho->cpu_slots = nr_cpu_ids;
+	next += (u64)nr_cpu_ids * he.percpu_size;
+	if (next + (1UL << 20) > reserved_base + hv_size) {
+		pr_err("%u CPUs x 0x%llx bytes of per-CPU state do not fit in hv_size 0x%lx: raise hv_size and the memmap= region\n",
+		       nr_cpu_ids, he.percpu_size, hv_size);
+		return -ENOSPC;
+	}
 	ho->magic = HE_HANDOFF_MAGIC;
 	ho->version = HE_HANDOFF_VERSION;
 	ho->ncpus = num_online_cpus();
@@ -526,11 +610,11 @@ static int he_enable(void)
 		pr_err("image init failed: %lld\n", init);
 		return -EIO;
 	}
-	memset(he.cpu_result, 0, sizeof(he.cpu_result));
+	memset(he.cpu_result, 0, nr_cpu_ids * sizeof(*he.cpu_result));
 	on_each_cpu(he_launch_cpu, NULL, 1);
 	for_each_online_cpu(cpu) {
-		if (he.cpu_result[cpu % HE_MAX_CPUS])
-			pr_err("CPU %d: launch failed: %ld\n", cpu, he.cpu_result[cpu % HE_MAX_CPUS]);
+		if (he.cpu_result[cpu])
+			pr_err("CPU %d: launch failed: %ld\n", cpu, he.cpu_result[cpu]);
 		else
 			ok++;
 	}
@@ -554,6 +638,8 @@ static long he_ioctl(struct file *f, unsigned int cmd, unsigned long arg)
 	void __user *up = (void __user *)arg;
 	long rc = 0;
 
+	bool shared = cmd == HE_IOC_HYPERCALL;
+
 	/*
 	 * CAP_SYS_RAWIO, as for /dev/mem and /dev/cpu/N/msr: every request here reaches physical
 	 * memory (the reservation, contiguous hypercall buffers) or MSRs (EFER.SVME, VM_HSAVE_PA),
@@ -562,7 +648,12 @@ static long he_ioctl(struct file *f, unsigned int cmd, unsigned long arg)
 	 */
 	if (!capable(CAP_SYS_RAWIO))
 		return -EPERM;
-	mutex_lock(&he.lock);
+	if (shared) {
+		down_read(&he.calls);
+	} else {
+		mutex_lock(&he.lock);
+		down_write(&he.calls);
+	}
 	switch (cmd) {
 	case HE_IOC_VERSION: {
 		struct he_version v;
@@ -643,6 +734,7 @@ static long he_ioctl(struct file *f, unsigned int cmd, unsigned long arg)
 		struct he_hypercall h;
 		u64 *args[5];
 		void *page = NULL;
+		u32 budget_ms, barg;
 
 		if (he.state != HE_STATE_ENABLED) {
 			rc = -ENOTCONN;
@@ -657,19 +749,26 @@ static long he_ioctl(struct file *f, unsigned int cmd, unsigned long arg)
 			break;
 		}
 		args[0] = &h.rdi, args[1] = &h.rsi, args[2] = &h.rdx, args[3] = &h.rcx, args[4] = &h.r8;
+		/* 1.4: bits 31:16 of buf_arg = the resume budget of ENCLAVE_CALL / ENCLAVE_OCALL_RETURN */
+		budget_ms = h.buf_arg >> HE_RESUME_BUDGET_SHIFT;
+		barg = h.buf_arg & 0xffffu;
+		if (budget_ms && h.rax != HC_ENCLAVE_CALL && h.rax != HC_ENCLAVE_OCALL_RETURN) {
+			rc = -EINVAL;
+			break;
+		}
 		if (h.buf_len) {
 			/* 1.0: buf_arg names one argument; 1.1: HE_BUF_ARG_MASK with a bit per argument whose
 			 * value is an offset into the buffer (several buffers packed into one page). */
-			u32 mask = h.buf_arg & HE_BUF_ARG_MASK ? h.buf_arg & 0x1f :
-				   h.buf_arg >= 1 && h.buf_arg <= 5 ? 1u << (h.buf_arg - 1) : 0;
+			u32 mask = barg & HE_BUF_ARG_MASK ? barg & 0x1f :
+				   barg >= 1 && barg <= 5 ? 1u << (barg - 1) : 0;
 			int i;
 
-			if (h.buf_len > HE_HYPERCALL_BUF_MAX || !mask || (h.buf_arg & HE_BUF_ARG_MASK && h.buf_arg & ~(HE_BUF_ARG_MASK | 0x1fu))) {
+			if (h.buf_len > HE_HYPERCALL_BUF_MAX || !mask || (barg & HE_BUF_ARG_MASK && barg & ~(HE_BUF_ARG_MASK | 0x1fu))) {
 				rc = -EINVAL;
 				break;
 			}
 			for (i = 0; i < 5; i++)
-				if (h.buf_arg & HE_BUF_ARG_MASK && mask & (1u << i) && *args[i] >= h.buf_len)
+				if (barg & HE_BUF_ARG_MASK && mask & (1u << i) && *args[i] >= h.buf_len)
 					rc = -EINVAL;
 			if (rc)
 				break;
@@ -686,13 +785,34 @@ static long he_ioctl(struct file *f, unsigned int cmd, unsigned long arg)
 			}
 			for (i = 0; i < 5; i++)
 				if (mask & (1u << i))
-					*args[i] = __pa(page) + (h.buf_arg & HE_BUF_ARG_MASK ? *args[i] : 0);
+					*args[i] = __pa(page) + (barg & HE_BUF_ARG_MASK ? *args[i] : 0);
 		}
 		if (h.rax == HC_TRUST_INIT) {
 			struct tpm_chip *chip = he_tpm_hold();
 
 			h.rax = he_vmmcall(h.rax, &h.rdi, &h.rsi, &h.rdx, h.rcx, h.r8);
 			he_tpm_release(chip);
+		} else if (budget_ms) {
+			/*
+			 * 1.4: an interrupted ECALL is resumed here, not by one ioctl per timer tick: the
+			 * same thread (id, TCS) with the same buffer page, until it completes, makes an
+			 * OCALL or faults, a signal is pending, or the budget is spent (user space then
+			 * sees ENCLAVE_INTERRUPTED and may resume or abort). R8 out = resumes made.
+			 */
+			u64 id = h.rdi, tcs = h.rsi, bufpa = h.rcx, nr = h.rax, r8v = h.r8, resumes = 0;
+			unsigned long deadline = jiffies + msecs_to_jiffies(budget_ms);
+
+			for (;;) {
+				h.rax = he_vmmcall(nr, &h.rdi, &h.rsi, &h.rdx, h.rcx, r8v);
+				if (h.rax != HC_ENCLAVE_INTERRUPTED || signal_pending(current) || time_after(jiffies, deadline))
+					break;
+				cond_resched();
+				resumes++;
+				/* ENCLAVE_CALL on an interrupted thread resumes it (number and length unused) */
+				nr = HC_ENCLAVE_CALL;
+				h.rdi = id, h.rsi = tcs, h.rdx = 0, h.rcx = bufpa, r8v = 0;
+			}
+			h.r8 = resumes;
 		} else {
 			h.rax = he_vmmcall(h.rax, &h.rdi, &h.rsi, &h.rdx, h.rcx, h.r8);
 		}
@@ -765,7 +885,12 @@ static long he_ioctl(struct file *f, unsigned int cmd, unsigned long arg)
 	default:
 		rc = -ENOTTY;
 	}
-	mutex_unlock(&he.lock);
+	if (shared) {
+		up_read(&he.calls);
+	} else {
+		up_write(&he.calls);
+		mutex_unlock(&he.lock);
+	}
 	return rc;
 }
 
@@ -785,8 +910,10 @@ static struct miscdevice he_misc = {
 static int he_reboot(struct notifier_block *nb, unsigned long action, void *data)
 {
 	mutex_lock(&he.lock);
+	down_write(&he.calls);
 	if (he.state == HE_STATE_ENABLED)
 		he_disable_all();
+	up_write(&he.calls);
 	mutex_unlock(&he.lock);
 	return NOTIFY_DONE;
 }
@@ -798,6 +925,8 @@ static int __init he_init(void)
 	int rc;
 
 	mutex_init(&he.lock);
+	init_rwsem(&he.calls);
+	he_intel = boot_cpu_data.x86_vendor == X86_VENDOR_INTEL;
 	if (!reserved_base || !reserved_size || (reserved_base | reserved_size) & (PAGE_SIZE - 1)) {
 		pr_err("reserved_base/reserved_size must name the page-aligned memmap=SIZE$BASE region\n");
 		return -EINVAL;
@@ -815,14 +944,25 @@ static int __init he_init(void)
 		       reserved_base, reserved_size, reserved_size, reserved_base);
 		return -EINVAL;
 	}
+	he.cpu_result = kcalloc(nr_cpu_ids, sizeof(*he.cpu_result), GFP_KERNEL);
+	he.cpu_on = kcalloc(nr_cpu_ids, sizeof(*he.cpu_on), GFP_KERNEL);
+	if (!he.cpu_result || !he.cpu_on) {
+		kfree(he.cpu_result);
+		kfree(he.cpu_on);
+		return -ENOMEM;
+	}
 	he.virt = memremap(reserved_base, reserved_size, MEMREMAP_WB);
 	if (!he.virt) {
+		kfree(he.cpu_result);
+		kfree(he.cpu_on);
 		pr_err("memremap of 0x%lx+0x%lx failed\n", reserved_base, reserved_size);
 		return -ENOMEM;
 	}
 	rc = misc_register(&he_misc);
 	if (rc) {
 		memunmap(he.virt);
+		kfree(he.cpu_result);
+		kfree(he.cpu_on);
 		return rc;
 	}
 	register_reboot_notifier(&he_reboot_nb);
@@ -835,11 +975,17 @@ static void __exit he_exit(void)
 {
 	unregister_reboot_notifier(&he_reboot_nb);
 	mutex_lock(&he.lock);
+	down_write(&he.calls);
 	if (he.state == HE_STATE_ENABLED && he_disable_all())
 		pr_emerg("CPUs still under the hypervisor at unload\n");
+	up_write(&he.calls);
 	mutex_unlock(&he.lock);
 	misc_deregister(&he_misc);
 	memunmap(he.virt);
+	if (!hv_cpus_on()) { /* CPUs still on the hypervisor keep their state: leak it rather than free it */
+		kfree(he.cpu_result);
+		kfree(he.cpu_on);
+	}
 }
 
 module_init(he_init);

@@ -1,12 +1,13 @@
 // Reads a linked enclave ELF and the flat image objcopy made from it; writes the layout JSON
 // the loader uses (pages with SECINFO permissions, entry, TCS, SSA) and moves the image into
 // place. Both files are written atomically (temp + fsync + rename).
-// usage: node layout.mjs <elf> <flat.tmp> <out-dir> <name>
+// usage: node layout.mjs <elf> <flat.tmp> <out-dir> <name> [heap pages]
 import { closeSync, fsyncSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 
-const [elfPath, flatTmp, outDir, name] = process.argv.slice(2);
+const [elfPath, flatTmp, outDir, name, heapArg] = process.argv.slice(2);
+const heapPages = Number(heapArg ?? 0);
 const fail = (msg) => {
   console.error(`layout: ${name}: ${msg}`);
   process.exit(1);
@@ -33,7 +34,8 @@ segs.sort((a, b) => a.vaddr - b.vaddr);
 const base = segs[0].vaddr;
 if (base % PAGE) fail(`enclave base ${base.toString(16)} is not page-aligned`);
 const tcs = segs[0];
-if (tcs.memsz !== PAGE || tcs.flags !== 4) fail('first segment must be the 4 KiB read-only TCS page (link.ld)');
+if (tcs.memsz % PAGE || tcs.flags !== 4) fail('first segment must be the read-only TCS pages (gen-link.mjs)');
+if (!Number.isInteger(heapPages) || heapPages < 0) fail(`heap pages ${heapArg} is not a count`);
 
 const pages = [];
 let end = 0;
@@ -53,16 +55,27 @@ for (const s of segs) {
   }
   end = Math.max(end, s.vaddr + Math.ceil(s.memsz / PAGE) * PAGE - base);
 }
+// ELRANGE also covers the heap reserve above the image (augmented at run time, never measured).
+const heapOffset = end;
 let size = 2 * PAGE;
-while (size < end) size *= 2;
+while (size < end + heapPages * PAGE) size *= 2;
 
 const flat = readFileSync(flatTmp);
 const fileEnd = Math.max(...segs.filter((s) => s.filesz > 0).map((s) => s.vaddr + s.filesz)) - base;
 if (flat.length !== fileEnd) fail(`objcopy image is ${flat.length} bytes, the ELF says ${fileEnd}`);
-const oentry = Number(flat.readBigUInt64LE(32));
+const tcsOffsets = [];
+for (let t = 0; t < tcs.memsz / PAGE; t++) {
+  const at = t * PAGE;
+  const oentry = Number(flat.readBigUInt64LE(at + 32));
+  const ossa = Number(flat.readBigUInt64LE(at + 16));
+  const ogs = Number(flat.readBigUInt64LE(at + 56));
+  if (oentry !== entry - base) fail(`TCS ${t}: OENTRY ${oentry.toString(16)} differs from the ELF entry offset ${(entry - base).toString(16)}`);
+  if (!pages.some((p) => p.offset === ossa && p.perms === 'rw-')) fail(`TCS ${t}: OSSA ${ossa.toString(16)} is not a writable enclave page`);
+  if (ogs && !pages.some((p) => p.offset === ogs && p.perms === 'rw-')) fail(`TCS ${t}: OGSBASE ${ogs.toString(16)} is not a writable enclave page`);
+  tcsOffsets.push(at);
+}
+const oentry = entry - base;
 const ossa = Number(flat.readBigUInt64LE(16));
-if (oentry !== entry - base) fail(`TCS.OENTRY ${oentry.toString(16)} differs from the ELF entry offset ${(entry - base).toString(16)}`);
-if (!pages.some((p) => p.offset === ossa && p.perms === 'rw-')) fail(`TCS.OSSA ${ossa.toString(16)} is not a writable enclave page`);
 
 const layout = {
   schema: 'hyperenclave-enclave-layout',
@@ -75,8 +88,11 @@ const layout = {
   size,
   ssaFrameSize: 1,
   tcsOffset: 0,
+  tcsOffsets,
   entryOffset: oentry,
   ssaOffset: ossa,
+  heapOffset,
+  heapPages,
   pages,
 };
 

@@ -156,8 +156,11 @@ export function decodeResult(t: EdlType | null, output: Buffer, where: string): 
   return v;
 }
 
-/** What a caller of the generated stubs provides: one ECALL with an OCALL dispatcher. */
-export type EcallTransport = (fn: number, input: Buffer, ocall: (nr: number, input: Buffer) => Buffer) => Promise<{ status: number; output: Buffer }>;
+/** An OCALL table as the host APIs take it (src/hypervisor/addon.ts OcallTable): index → handler; a throw fails the OCALL. */
+export type EdlOcallTable = Readonly<Record<number, (input: Buffer) => Buffer>>;
+
+/** What a caller of the generated stubs provides: one ECALL with the interface's OCALL table. */
+export type EcallTransport = (fn: number, input: Buffer, ocalls: EdlOcallTable) => Promise<{ status: number; output: Buffer }>;
 
 /** An enclave's ECALL failure, with the error's name when the interface or the stubs define it. */
 export class EnclaveCallError extends EdlError {

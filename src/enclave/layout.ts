@@ -211,7 +211,7 @@ function planOf(m: EnclaveManifest, base: bigint, pages: MeasuredPage[], tcs: bi
     size: m.size,
     base,
     ssaFrameSize: m.ssaFrameSize,
-    attributes: 4n | (m.debug ? 2n : 0n),
+    attributes: 4n | (m.debug ? 2n : 0n) | (m.edmm ? 0x100n : 0n),
     xfrm: m.xfrm,
     miscSelect: m.miscSelect,
     pages,

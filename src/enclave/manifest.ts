@@ -17,6 +17,8 @@ export interface EnclaveManifest {
   ssaFrameSize: number;
   threads: number;
   debug: boolean;
+  /** SECS.ATTRIBUTES.EDMM (bit 8): dynamic memory at run time. */
+  edmm: boolean;
   xfrm: bigint;
   miscSelect: number;
   backend: { kind: BackendKind; policy: number | undefined };
@@ -35,7 +37,7 @@ export interface RawManifest {
   base?: number | string;
   ssaFrameSize?: number;
   threads?: number;
-  attributes?: { debug?: boolean; xfrm?: number; miscSelect?: number };
+  attributes?: { debug?: boolean; edmm?: boolean; xfrm?: number; miscSelect?: number };
   backend?: { kind: BackendKind; policy?: number };
   signer: { key: string; date?: string };
   isvProdId?: number;
@@ -82,6 +84,7 @@ export function parseManifest(doc: unknown, file: string): EnclaveManifest {
     ssaFrameSize: ssa,
     threads: m.threads ?? 1,
     debug: m.attributes?.debug ?? false,
+    edmm: m.attributes?.edmm ?? false,
     xfrm: BigInt(m.attributes?.xfrm ?? 3),
     miscSelect: m.attributes?.miscSelect ?? 0,
     backend: { kind: m.backend?.kind ?? 'none', policy: m.backend?.policy },

@@ -28,6 +28,10 @@ export const HC = {
   ENCLAVE_INFO: 0x17,
   /** Runs one ECALL; served by the bare-metal image (the emulated platform runs enclaves on KVM). */
   ENCLAVE_CALL: 0x18,
+  /** Resumes a thread parked in an OCALL with the host's answer; bare-metal image. */
+  ENCLAVE_OCALL_RETURN: 0x19,
+  /** Registers the enclave's shared (untrusted) region before EINIT; never protected memory. */
+  ENCLAVE_SHARED_ADD: 0x1a,
   /** Enclave-only (EREPORT): the host gets ENCLAVE_ONLY. */
   REPORT: 0x20,
   VERIFY_REPORT: 0x21,
@@ -41,6 +45,14 @@ export const HC = {
   TRUST_INIT: 0x40,
   HAK_PUBLIC: 0x41,
   QUOTE: 0x42,
+  /** EDMM: EAUG (pages PENDING until the enclave EACCEPTs them); needs SECS.ATTRIBUTES.EDMM. */
+  ENCLAVE_AUGMENT: 0x24,
+  /** EDMM: EMODPR (permissions only shrink; MODIFIED until EACCEPT). */
+  ENCLAVE_RESTRICT: 0x25,
+  /** EDMM: EMODT to TRIM (MODIFIED until EACCEPT). */
+  ENCLAVE_MODIFY_TYPE: 0x26,
+  /** EDMM: EREMOVE of accepted TRIM pages. */
+  ENCLAVE_REMOVE: 0x27,
 } as const;
 export type HypercallName = keyof typeof HC;
 
@@ -86,6 +98,9 @@ export const HC_STATUS: readonly { code: number; name: string; meaning: string; 
   { code: 37, name: 'TRUST_NOT_ESTABLISHED', meaning: 'the root of trust is not established (TRUST_INIT has not run since load or enable)', exit: EXIT.USAGE },
   { code: 38, name: 'TRUST_SEAL_FAILED', meaning: 'the TPM refused to seal or unseal the root secret, or the sealed root is not for this hypervisor and PCR state', exit: EXIT.VERIFY_FAILED },
   { code: 39, name: 'TPM_IO', meaning: 'the hypervisor could not talk to the TPM', exit: EXIT.INTERNAL },
+  { code: 40, name: 'ENCLAVE_OCALL', meaning: 'the enclave thread made an OCALL and is parked; answer with ENCLAVE_OCALL_RETURN', exit: EXIT.INTERNAL },
+  { code: 41, name: 'SSA_INVALID', meaning: 'ERESUME found a forged SSA frame; the enclave thread was ended', exit: EXIT.BAD_INPUT },
+  { code: 42, name: 'PAGE_STATE', meaning: 'EDMM step on a page in the wrong state, or EACCEPT flags that do not match it', exit: EXIT.BAD_INPUT },
 ];
 export const STATUS_CODE: Readonly<Record<string, number>> = Object.fromEntries(HC_STATUS.map((s) => [s.name, s.code]));
 
@@ -396,8 +411,10 @@ export function encodeKeyRequest(k: {
 
 // ---------------------------------------------------------------- /dev/hyperenclave ioctls
 
-/** Mirrors hypervisor/driver/hyperenclave_ioctl.h (ioctl ABI 1.1: buffers packed into one page, HE_BUF_ARG_MASK; 1.2: he_probe.target). */
-export const IOCTL_ABI_VERSION = 0x0001_0003;
+/** Mirrors hypervisor/driver/hyperenclave_ioctl.h (ioctl ABI 1.1: buffers packed into one page, HE_BUF_ARG_MASK; 1.2: he_probe.target; 1.3: DMA words in hv_status; 1.4: the driver resumes interrupted ECALLs). */
+export const IOCTL_ABI_VERSION = 0x0001_0004;
+/** he_hypercall.buf_arg bits 31:16 (1.4): resume budget in ms for ENCLAVE_CALL / ENCLAVE_OCALL_RETURN (the driver loops on ENCLAVE_INTERRUPTED). */
+export const HE_RESUME_BUDGET_SHIFT = 16;
 /** he_hypercall.buf_arg flag (1.1): bits 0-4 mark RDI..R8 as offsets into the buffer the driver relocates. */
 export const HE_BUF_ARG_MASK = 0x100;
 /** Largest he_hypercall buffer the driver copies (1.2; 4096 before): physically contiguous pages. */
@@ -487,7 +504,7 @@ export function encodeHeHypercall(nr: number, args: readonly bigint[], buf?: { p
   return b;
 }
 export const HE_HYPERCALL_BUF_POINTER_AT = 48;
-export function decodeHeHypercall(b: Buffer): { rax: bigint; rdi: bigint; rsi: bigint; rdx: bigint } {
+export function decodeHeHypercall(b: Buffer): { rax: bigint; rdi: bigint; rsi: bigint; rdx: bigint; r8: bigint } {
   need(b, HE_STRUCT_SIZE.hypercall, 'he_hypercall');
-  return { rax: b.readBigUInt64LE(0), rdi: b.readBigUInt64LE(8), rsi: b.readBigUInt64LE(16), rdx: b.readBigUInt64LE(24) };
+  return { rax: b.readBigUInt64LE(0), rdi: b.readBigUInt64LE(8), rsi: b.readBigUInt64LE(16), rdx: b.readBigUInt64LE(24), r8: b.readBigUInt64LE(40) };
 }

@@ -258,7 +258,7 @@ describe.skipIf(skipVm !== null)('KVM enclave runner (standalone payloads)', asy
         },
       });
       expect(r.output.toString()).toBe('y');
-      expect((inner as Error).message).toMatch(/inside an ECALL \(called again from its OCALL handler\)/);
+      expect((inner as Error).message).toMatch(/TCS at offset 0x0 is busy \(TCS_BUSY\): an ECALL is in progress on it/);
     } finally {
       vm.destroy();
     }

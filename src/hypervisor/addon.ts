@@ -32,7 +32,7 @@ export class EnclaveError extends HyperEnclaveError {
   constructor(message: string, code?: string) {
     super(message, code === 'ERR_INVALID_ARG' ? EXIT.BAD_INPUT : EXIT.INTERNAL);
     this.code = code;
-    this.dead = code === 'ERR_ENCLAVE_DEAD';
+    this.dead = code === 'ERR_ENCLAVE_DEAD' || code === 'ERR_SSA_INVALID';
   }
 }
 
@@ -47,7 +47,14 @@ interface RawEcall {
   status: number;
   output: Buffer;
   exits: number;
+  /** Exceptions delivered to the enclave's handler (AEX) during the ECALL. */
+  aex: number;
 }
+
+/** An OCALL handler as the addon calls it: a Buffer/Uint8Array is the answer, null/undefined an
+ * empty one, `false` fails the OCALL (the enclave gets error code 7), a throw fails it and
+ * surfaces the exception. */
+type RawOcall = (nr: number, input: Buffer) => Uint8Array | null | undefined | false;
 
 interface RawVmInfo {
   name: string;
@@ -89,8 +96,13 @@ export interface RawAddon {
     tcsOffset: Int,
     fn: number,
     input?: Uint8Array | null,
-    opts?: { timeoutMs?: number; ocall?: (nr: number, input: Buffer) => Uint8Array | null | undefined },
+    opts?: { timeoutMs?: number; ocall?: RawOcall },
   ): RawEcall;
+  /** The same on its own thread and vCPU: several run at once on distinct TCSs. */
+  enclaveEcallAsync(vm: number, tcsOffset: Int, fn: number, input?: Uint8Array | null, opts?: { timeoutMs?: number; ocall?: RawOcall }): Promise<RawEcall>;
+  /** Host EDMM leaves on a running enclave; returns the pages affected. */
+  enclaveEdmm(vm: number, op: 'augment' | 'restrict' | 'modifyType' | 'remove', offset: Int, count: Int, arg?: Int): number;
+  enclaveTcs(vm: number): number[];
   enclaveEcallFast(vm: number, tcsOffset: Int, fn: number, input?: Uint8Array | null): number;
   enclaveLastOutput(vm: number): Buffer;
   enclaveInfo(vm: number): RawVmInfo;
@@ -264,8 +276,13 @@ export interface EnclaveLayout {
   size: number;
   ssaFrameSize: number;
   tcsOffset: number;
+  /** Every TCS, in thread order (layouts from gen-link.mjs; older ones have only tcsOffset). */
+  tcsOffsets?: number[];
   entryOffset: number;
   ssaOffset: number;
+  /** ELRANGE offset and size (pages) of the heap reserve heap_grow fills at run time. */
+  heapOffset?: number;
+  heapPages?: number;
   pages: EnclaveLayoutPage[];
 }
 
@@ -301,17 +318,40 @@ export interface EcallOutcome {
   /** The enclave's error code when !ok. */
   errorCode: number | null;
   output: Buffer;
+  /** Exceptions the enclave's own handler took during the ECALL (0 on the fast path). */
+  aex?: number;
 }
 
 const NO_OUTPUT = Buffer.alloc(0);
+
+/** The OCALL table a caller registers: index → (input) → output (null/undefined: empty). */
+export type OcallTable = Readonly<Record<number, (input: Buffer) => Uint8Array | null | undefined>>;
 
 export interface EcallOptions {
   /** Runaway budget for this ECALL (default: the VM's). */
   timeoutMs?: number;
   /** Serves the enclave's OCALLs: (number, input) → output. A throw fails the OCALL. */
   ocall?: (nr: number, input: Buffer) => Uint8Array | null | undefined;
+  /** OCALL table (instead of `ocall`): an index with no entry fails with code 7 for the enclave
+   * and is logged once per VM as "OCALL <n>: no such entry". */
+  ocalls?: OcallTable;
   /** TCS to enter (default: the payload's first). */
   tcsOffset?: number;
+}
+
+/** Turns an OCALL table into the addon's handler; unknown indices fail (code 7), logged once. */
+export function ocallDispatcher(table: OcallTable, log: (line: string) => void, seen: Set<number> = new Set()): RawOcall {
+  return (nr, input) => {
+    const f = Object.prototype.hasOwnProperty.call(table, nr) ? table[nr] : undefined;
+    if (typeof f !== 'function') {
+      if (!seen.has(nr)) {
+        seen.add(nr);
+        log(`OCALL ${nr}: no such entry`);
+      }
+      return false;
+    }
+    return f(input);
+  };
 }
 
 export type VmInfo = RawVmInfo;
@@ -354,23 +394,69 @@ export class EnclaveVm {
     return this.handle;
   }
 
+  /** Where unknown OCALL indices are reported (once each); default: stderr. */
+  ocallLog: (line: string) => void = (line) => process.stderr.write(`enclave ${this.name}: ${line}\n`);
+  private readonly unknownOcalls = new Set<number>();
+
+  private handler(opts: EcallOptions): RawOcall | undefined {
+    if (opts.ocalls !== undefined) return ocallDispatcher(opts.ocalls, this.ocallLog, this.unknownOcalls);
+    return opts.ocall;
+  }
+
+  /** Every TCS of the enclave, in thread order (each has its own vCPU). */
+  tcsOffsets(): number[] {
+    return vmCall(() => loadAddon().enclaveTcs(this.h()));
+  }
+
+  /**
+   * The ECALL on its own thread and vCPU: ECALLs on distinct TCSs (`opts.tcsOffset`) run at the
+   * same time; a second one on a TCS already inside an ECALL is refused (TCS_BUSY).
+   */
+  async ecallAsync(fn: number, input?: Uint8Array, opts: EcallOptions = {}): Promise<EcallOutcome> {
+    const a = loadAddon();
+    const h = this.h();
+    const tcs = opts.tcsOffset ?? this.tcsOffset;
+    let r: RawEcall;
+    try {
+      r = await a.enclaveEcallAsync(h, tcs, fn, input ?? null, { timeoutMs: opts.timeoutMs, ocall: this.handler(opts) });
+    } catch (e) {
+      return vmCall(() => {
+        throw e;
+      });
+    }
+    const ok = (r.status & 0x8000_0000) === 0;
+    return { status: r.status, ok, errorCode: ok ? null : r.status & 0x7fff_ffff, output: r.output, aex: r.aex };
+  }
+
+  /**
+   * Host EDMM leaves on the running enclave (core enclaves: through the core, so the EPCM and
+   * its checks are the hypervisor's): augment (EAUG, pages PENDING until the enclave EACCEPTs),
+   * restrict (EMODPR to `arg` permissions), modifyType (EMODT to `arg` = 4 TRIM), remove
+   * (EREMOVE of accepted TRIM pages). Returns the pages affected.
+   */
+  edmm(op: 'augment' | 'restrict' | 'modifyType' | 'remove', offset: number, count: number, arg?: number): number {
+    return vmCall(() => loadAddon().enclaveEdmm(this.h(), op, offset, count, arg));
+  }
+
   ecall(fn: number, input?: Uint8Array, opts: EcallOptions = {}): EcallOutcome {
     const a = loadAddon();
     const h = this.h();
     const tcs = opts.tcsOffset ?? this.tcsOffset;
     let status: number;
     let output: Buffer = NO_OUTPUT;
-    if (opts.ocall === undefined && opts.timeoutMs === undefined) {
+    let aex = 0;
+    if (opts.ocall === undefined && opts.ocalls === undefined && opts.timeoutMs === undefined) {
       // hot path: one N-API call returning a number (plus one for the output, if any)
       status = vmCall(() => a.enclaveEcallFast(h, tcs, fn, input ?? null));
       if (status !== 0 && (status & 0x8000_0000) === 0) output = a.enclaveLastOutput(h);
     } else {
-      const r = vmCall(() => a.enclaveEcall(h, tcs, fn, input ?? null, { timeoutMs: opts.timeoutMs, ocall: opts.ocall }));
+      const r = vmCall(() => a.enclaveEcall(h, tcs, fn, input ?? null, { timeoutMs: opts.timeoutMs, ocall: this.handler(opts) }));
       status = r.status;
       output = r.output;
+      aex = r.aex;
     }
     const ok = (status & 0x8000_0000) === 0;
-    return { status, ok, errorCode: ok ? null : status & 0x7fff_ffff, output };
+    return { status, ok, errorCode: ok ? null : status & 0x7fff_ffff, output, aex };
   }
 
   /** ECALL that must succeed: returns the output, throws EnclaveError with the enclave's code otherwise. */
@@ -397,7 +483,15 @@ function vmCall<T>(f: () => T): T {
   } catch (e) {
     if (e instanceof HyperEnclaveError) throw e;
     const err = e as Error & { code?: string };
-    if (err.code === 'ERR_ENCLAVE_DEAD' || err.code === 'ERR_ENCLAVE_CALL' || err.code === 'ERR_ENCLAVE_LOAD' || err.code === 'ERR_NO_KVM' || err.code === 'ERR_BAD_HANDLE')
+    if (
+      err.code === 'ERR_ENCLAVE_DEAD' ||
+      err.code === 'ERR_SSA_INVALID' ||
+      err.code === 'ERR_ENCLAVE_EDMM' ||
+      err.code === 'ERR_ENCLAVE_CALL' ||
+      err.code === 'ERR_ENCLAVE_LOAD' ||
+      err.code === 'ERR_NO_KVM' ||
+      err.code === 'ERR_BAD_HANDLE'
+    )
       throw new EnclaveError(err.message, err.code);
     if (err.code === undefined) throw e; // an exception thrown by a JS OCALL handler
     throw new AddonError(err.message, err.code === 'ERR_INVALID_ARG' ? EXIT.BAD_INPUT : EXIT.INTERNAL, err.code);

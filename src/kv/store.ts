@@ -75,9 +75,11 @@ export function kvManifest(store: string, opts: KvOptions = {}): EnclaveManifest
 
 /** An ECALL transport over a hypervisor client: one ECALL on the enclave's first TCS with its OCALLs served. */
 export function clientTransport(c: HypervisorClient, id: number, tcs: bigint | undefined): EcallTransport {
-  return async (fn, input, ocall) => {
-    const [r] = await c.enclaveRun(id, [{ fn, input, ...(tcs !== undefined ? { tcs } : {}), ocall, timeoutMs: KV_ECALL_BUDGET_MS }]);
+  return async (fn, input, ocalls) => {
+    const [r] = await c.enclaveRun(id, [{ fn, input, ...(tcs !== undefined ? { tcs } : {}), timeoutMs: KV_ECALL_BUDGET_MS }], { ocalls });
     if (!r || r.ret === null) throw new EnclaveError(`kvstore: ECALL ${fn}: ${r?.error ?? 'no result'}`, EXIT.INTERNAL);
+    // The enclave saw a failed OCALL: the host's own message says why (a full disk, a bound).
+    if (r.error?.includes('a failed OCALL')) throw new EnclaveError(`kvstore: ${r.error}`, EXIT.INTERNAL);
     return { status: Number(r.ret), output: r.output };
   };
 }

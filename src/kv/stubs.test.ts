@@ -30,6 +30,7 @@ const str = (s: Buffer) => Buffer.concat([u32(s.length), s]);
 const ECALL_IN = (kind: number, field: number) => (0x8000_0000 | (0x40 << 24) | (kind << 16) | field) >>> 0;
 const ANSWER = (kind: number, ocall: number, field: number) => (0x8000_0000 | (0x41 << 24) | (kind << 16) | (ocall << 8) | field) >>> 0;
 const OCALL_FAILED = 0x8000_0007;
+const TOO_BIG = 0x8000_0003;
 const ECHO = 4;
 
 describe.skipIf(skip !== null)('kvstore enclave stubs (KVM, standalone)', () => {
@@ -80,11 +81,12 @@ describe.skipIf(skip !== null)('kvstore enclave stubs (KVM, standalone)', () => 
       // A valid but different answer: counted as not identical.
       expect(run(() => str(Buffer.from('other'))).out).toEqual(u32(0));
       expect(run(() => Buffer.from([1, 0])).status).toBe(ANSWER(1, ECHO, 255)); // truncated length
-      expect(run(() => Buffer.concat([u32(1025), Buffer.alloc(1025)])).status).toBe(OCALL_FAILED); // larger than the enclave's answer buffer
+      expect(run(() => Buffer.concat([u32(1025), Buffer.alloc(1025)])).status).toBe(TOO_BIG); // larger than the enclave's answer buffer (rt)
       expect(run(() => Buffer.concat([u32(1000), Buffer.alloc(10)])).status).toBe(ANSWER(1, ECHO, 255)); // claims more than sent
       expect(run(() => Buffer.concat([u32(1024 + 4), Buffer.alloc(0)])).status).toBe(ANSWER(2, ECHO, 255)); // over the bound
       expect(run(() => Buffer.concat([str(data), Buffer.from([9])])).status).toBe(ANSWER(5, ECHO, 254)); // trailing byte
-      expect(run(() => Buffer.alloc(5000)).status).toBe(OCALL_FAILED); // more than the shared buffer
+      expect(run(() => Buffer.alloc(5000)).status).toBe(TOO_BIG); // more than the enclave's answer buffer
+      expect(run(() => Buffer.alloc(20000)).status).toBe(OCALL_FAILED); // more than the shared buffer (16 KiB): the runner refuses
       const e = statusError(ANSWER(5, ECHO, 254), 'ECALL echo_rounds', KVSTORE_ERRORS, ['rounds', 'data'], { [ECHO]: { name: 'echo', fields: ['data'] } });
       expect(e.message).toBe('ECALL echo_rounds: the enclave refused the host\'s answer to OCALL echo: trailing bytes after the last field');
     });
@@ -95,8 +97,8 @@ describe.skipIf(skip !== null)('kvstore enclave stubs (KVM, standalone)', () => 
     try {
       let answer: (d: Buffer) => Uint8Array = (d) => d;
       const ocalls = { echo: (d: Buffer) => answer(d) } as unknown as KvstoreOcalls;
-      const kv = new KvstoreEnclave(async (fn, input, ocall) => {
-        const r = vm.ecall(fn, input, { ocall });
+      const kv = new KvstoreEnclave(async (fn, input, ocalls) => {
+        const r = vm.ecall(fn, input, { ocalls });
         return { status: r.status >>> 0, output: r.output };
       }, ocalls);
       expect(await kv.echoRounds(5, Buffer.alloc(1024, 7))).toBe(5);

@@ -44,6 +44,28 @@ finish() {
 }
 
 echo "@@HE:BOOTED kernel=$(uname -r) cpus=$(nproc) uptime=$(cut -d' ' -f1 /proc/uptime)"
+
+# ---- the many-CPU boot (run.sh 5b): demote every CPU, check each, hand them back ----
+if [ "${SCENARIO:-}" = many ]; then
+  N=$(grep -c ^processor /proc/cpuinfo)
+  insmod /lib/modules/hyperenclave.ko reserved_base=$RESERVED_BASE reserved_size=$RESERVED_SIZE pcr=$PCR unmeasured_ok=1 || { check cpus-many FAIL "insmod failed"; finish; }
+  out=$(hectl load hyperenclave/hyperenclave.img 2>&1) || { check cpus-many FAIL "load: $out"; dmesg_he; finish; }
+  out=$(hectl enable 2>&1) || { check cpus-many FAIL "enable on $N CPUs: $out"; dmesg_he; finish; }
+  st=$(hectl status 2>&1)
+  c=0; ok=0; bad=""
+  while [ $c -lt $N ]; do
+    if taskset -c $c hectl cpuid >/dev/null 2>&1; then ok=$((ok+1)); else bad="$bad cpu$c"; fi
+    c=$((c+1))
+  done
+  taskset -c $((N-1)) sh -c 'i=0; while [ $i -lt 5000 ]; do i=$((i+1)); done; echo $i > /tmp/busy.done' &
+  wait $!
+  alive=$(cat /tmp/busy.done 2>/dev/null)
+  out=$(hectl disable 2>&1); drc=$?
+  [ $ok = $N ] && [ "$alive" = 5000 ] && [ $drc = 0 ] && [ $N -ge 12 ] \
+    && check cpus-many PASS "$ok of $N CPUs answered HyperEnclave to CPUID, busy loop on cpu$((N-1)) finished, disable: $out; $st" \
+    || check cpus-many FAIL "$ok of $N CPUs demoted (not:$bad), busy loop '$alive', disable rc=$drc: $out"
+  finish
+fi
 grep -q ' svm' /proc/cpuinfo && check cpu-svm PASS "svm flag in /proc/cpuinfo" || check cpu-svm FAIL "no svm flag"
 grep -q ' npt' /proc/cpuinfo && check cpu-npt PASS "npt flag in /proc/cpuinfo" || check cpu-npt FAIL "no npt flag"
 grep -q "memmap=" /proc/cmdline && grep -qi reserved /proc/iomem && echo "@@HE:INFO iomem $(grep -i reserved /proc/iomem | tr '\n' ';')"
@@ -144,6 +166,9 @@ node -e 'const d = JSON.parse(require("fs").readFileSync("/tmp/cli-enclave-run-s
 echo "@@HE:INFO sealed $(wc -c </tmp/sealed.hex) hex chars kept in /tmp/sealed.hex"
 # a forged ENCLAVE_CALL whose output page is the hypervisor's or the EPC is refused
 node /opt/guest-probe.mjs /usr/lib/hyperenclave /opt/enclave/crypto.manifest.json /opt/enclave/misbehave.manifest.json $RESERVED_BASE $RESERVED_SIZE 2>&1 | sed -n '/^@@HE:/p; /^@@HE:/!s/^/@@HE:INFO probe /p'
+# the enclave runtime on bare metal: threads on two CPUs at once, exceptions handled inside the
+# enclave, heap growth (EDMM), each next to the bad input that must be refused
+node /opt/guest-enclave-rt.mjs /usr/lib/hyperenclave /opt/enclave/probe.manifest.json $RESERVED_BASE $RESERVED_SIZE 2>&1 | sed -n '/^@@HE:/p; /^@@HE:/!s/^/@@HE:INFO enclave-rt /p'
 # misbehaving enclaves end only their own thread: a null write (#PF), then a spin the caller aborts
 cli enclave-run-fault --json enclave run /opt/enclave/misbehave.manifest.json --ecall 0 --ecall 1 --ecall 0 || true
 cli enclave-run-spin --json enclave run /opt/enclave/misbehave.manifest.json --ecall 2 || true

@@ -86,6 +86,34 @@ for (const line of lines) {
   else (extra[kind] ??= []).push(f);
 }
 const host = (name, ok, detail) => checks.push({ name, ok, detail, source: 'host' });
+// The second boot with many CPUs (run.sh 5b): its guest reports cpus-many; the hypervisor's own
+// lines must show every one of them running as a guest and handed back.
+if (opt['many-console'] && existsSync(opt['many-console'])) {
+  const want = Number(opt['many-cpus'] ?? 12);
+  // [hv] lines are written synchronously and may land inside a guest line: take them out first
+  const hvl = [];
+  const ml = readFileSync(opt['many-console'], 'utf8')
+    .replace(/\[hv\] [^\n]*\n/g, (x) => {
+      hvl.push(x);
+      return '';
+    })
+    .split('\n')
+    .concat(hvl);
+  const guest = new Set();
+  const back = new Set();
+  let mc = null;
+  for (const l of ml) {
+    let mm;
+    if ((mm = /\[hv\] cpu(\d+): running as guest/.exec(l))) guest.add(Number(mm[1]));
+    if ((mm = /\[hv\] cpu(\d+): handed back to Linux/.exec(l))) back.add(Number(mm[1]));
+    const at = l.indexOf('@@HE:CHECK cpus-many ');
+    if (at >= 0) {
+      const f = l.slice(at + 11).split(' ');
+      mc = { ok: f[1] === 'PASS', detail: f.slice(2).join(' ') };
+    }
+  }
+  if (mc) host('cpus-many', mc.ok && guest.size === want && back.size === want, `${mc.detail}; [hv]: ${guest.size} of ${want} CPUs ran as guests, ${back.size} handed back`);
+}
 
 if (opt['timed-out'] === '1') host('no-timeout', false, 'QEMU was killed at the time limit');
 host('booted', booted !== null, booted ?? 'the init script never started');

@@ -94,4 +94,31 @@ describe.skipIf(!!missing)('system-tier judge: the expected checks (test/system/
     expect(r.out).toMatch(/NOT RUN {2}verify-outside/);
     expect(r.out).toMatch(new RegExp(`PASSED \\(\\d+ checks; \\d+ of ${expected.length} expected checks reported \\(partial run\\)\\)`));
   });
+
+  it('cpus-many comes from the many-CPU console: every CPU must run as a guest and be handed back', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'he-judge-many-'));
+    try {
+      const many = (n: number) =>
+        [
+          '@@HE:BOOTED kernel=6.1.0-synthetic cpus=12',
+          ...Array.from({ length: n }, (_, c) => `[hv] cpu${c}: running as guest, first exit 0x72`),
+          // an [hv] line landing inside the guest's line must not hide the check
+          '@@HE:CHECK cpus-many PASS 12 of 12 CPUs ans[hv] cpu3: something\nwered HyperEnclave',
+          ...Array.from({ length: n }, (_, c) => `[hv] cpu${c}: handed back to Linux after 9 exits`),
+          '@@HE:DONE',
+          '',
+        ].join('\n');
+      const others = expected.filter((n) => n !== 'cpus-many');
+      writeFileSync(join(dir, 'many.txt'), many(12));
+      const ok = runJudge(console_(others), ['--many-console', join(dir, 'many.txt'), '--many-cpus', '12']);
+      expect(ok.code, ok.out).toBe(0);
+      expect(ok.out).toMatch(/PASS {2}cpus-many\s+12 of 12 CPUs answered HyperEnclave; \[hv\]: 12 of 12 CPUs ran as guests, 12 handed back/);
+      writeFileSync(join(dir, 'many.txt'), many(11));
+      const short = runJudge(console_(others), ['--many-console', join(dir, 'many.txt'), '--many-cpus', '12']);
+      expect(short.code).toBe(1);
+      expect(short.out).toMatch(/FAIL {2}cpus-many\s+.*11 of 12 CPUs ran as guests/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
 });

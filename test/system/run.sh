@@ -157,7 +157,8 @@ if [ "$WITH_IMAGE" = 1 ]; then
   node -e 'const fs = require("fs"); const b = fs.readFileSync(process.argv[1]); const needle = Buffer.from("guest write of VM_HSAVE_PA");
     const at = b.indexOf(needle); if (at < 0 || b.indexOf(needle, at + 1) >= 0) { console.error("other image: the marker string is not unique in the ELF"); process.exit(1); }
     b[at] = 0x47; fs.writeFileSync(process.argv[2], b)' "$WORK/image/hyperenclave.elf" "$WORK/image/other.elf" \
-    && node "$ROOT/dist/firmware-tools/cli.js" build "$WORK/image/other.elf" -o "$OTHER_CONTAINER" --arch amd-svm >"$WORK/other-image.log" 2>&1 \
+    && node "$ROOT/dist/firmware-tools/cli.js" build "$WORK/image/other.elf" -o "$OTHER_CONTAINER" --arch amd-svm \
+      --per-cpu-size "$(od -An -t u8 -N 8 "$WORK/image/he_info.bin" | tr -d ' ')" >"$WORK/other-image.log" 2>&1 \
     || { cat "$WORK/other-image.log" >&2; die "building the one-byte-different image failed"; }
 fi
 # The management plane as an operator installs it (make install), run by the guest's own Node.
@@ -227,6 +228,7 @@ cp "$BUSYBOX" "$IRD/bin/busybox"
 for a in $("$BUSYBOX" --list); do [ "$a" = busybox ] || ln -sf busybox "$IRD/bin/$a"; done
 cp "$HERE/init.sh" "$IRD/init"; chmod 0755 "$IRD/init"
 cp "$HERE/guest-probe.mjs" "$IRD/opt/guest-probe.mjs"
+cp "$HERE/guest-enclave-rt.mjs" "$IRD/opt/guest-enclave-rt.mjs"
 cp "$DRV_OUT/hyperenclave.ko" "$IRD/lib/modules/"
 # SHA-384/512 are modules in Debian's kernel; the driver hashes every allocated PCR bank.
 cp "$WORK/kernel/root/lib/modules/$KVER_PKG/kernel/crypto/sha512_generic.ko" "$IRD/lib/modules/"
@@ -254,7 +256,7 @@ for lib in $(ldd "$FLOCK_BIN" | awk '$2 == "=>" && $3 ~ /^\// {print $3} $1 ~ /^
 done
 # An enclave to create from the guest: the crypto payload, its manifest and a test signer.
 cp "$ROOT/test/fixtures/enclave/signer-test.pem" "$IRD/opt/enclave/"
-for payload in crypto sealer misbehave; do
+for payload in crypto sealer misbehave probe; do
   cp "$ROOT/hypervisor/enclaves/out/$payload.bin" "$ROOT/hypervisor/enclaves/out/$payload.json" "$IRD/opt/enclave/"
   node -e 'const m=JSON.parse(require("fs").readFileSync(process.argv[1],"utf8")); m.payload={image:process.argv[2]+".bin",layout:process.argv[2]+".json"}; process.stdout.write(JSON.stringify(m,null,2))' \
     "$ROOT/test/fixtures/enclave/$payload.manifest.json" "$payload" >"$IRD/opt/enclave/$payload.manifest.json"
@@ -365,8 +367,39 @@ if [ "$MODE" = uefi ]; then
 fi
 TIMED_OUT=$TIMED_OUT_1
 
+# ---- 5b. many CPUs (bios mode): a second, short boot with HE_MANY_CPUS (default 12) CPUs -------
+# The same initramfs plus an appended cpio whose /etc.scenario says SCENARIO=many: init.sh loads
+# the image (no TPM attached: unmeasured_ok=1, this run is about CPUs), enables it, checks CPUID on
+# every CPU, runs a busy loop on the last one and disables. The judge reads its cpus-many check.
+MANY=${HE_MANY_CPUS:-12}
+MANY_CONSOLE="$WORK/console-many.log"
+rm -f "$MANY_CONSOLE" "$WORK/console-many.txt"
+if [ "$MODE" = bios ] && [ "$WITH_IMAGE" = 1 ] && [ "$TIMED_OUT" = 0 ] && [ "$MANY" -gt 0 ]; then
+  EXTRA="$RUN/many"
+  mkdir -p "$EXTRA/root"
+  sed 's/^SCENARIO=.*//' "$IRD/etc.scenario" >"$EXTRA/root/etc.scenario"
+  echo "SCENARIO=many" >>"$EXTRA/root/etc.scenario"
+  (cd "$EXTRA/root" && find . -print0 | cpio --null -o -H newc --quiet) >"$EXTRA/extra.cpio"
+  # the kernel finds an appended archive only at a 4-byte boundary (zeros in between are skipped)
+  cp "$INITRD" "$EXTRA/initrd"
+  head -c $(( (4 - $(stat -c %s "$INITRD") % 4) % 4 )) /dev/zero >>"$EXTRA/initrd"
+  cat "$EXTRA/extra.cpio" >>"$EXTRA/initrd"
+  log "booting again with $MANY CPUs (cpus-many)"
+  T2=$(date +%s)
+  set +e
+  timeout --kill-after=5 "$TIMEOUT" qemu-system-x86_64 -accel tcg -cpu qemu64,+svm,+npt,+pdpe1gb,+ssse3,+sse4.1,+sse4.2,+popcnt,+rdrand,+aes,+pclmulqdq -smp "$MANY" -m 1G \
+    -nographic -no-reboot -monitor none -serial stdio \
+    -kernel "$VMLINUZ" -initrd "$EXTRA/initrd" -append "$APPEND" \
+    </dev/null >"$MANY_CONSOLE" 2>"$RUN/qemu-many.stderr"
+  MRC=$?
+  set -e
+  log "QEMU ($MANY CPUs) exited with $MRC after $(( $(date +%s) - T2 ))s; console in $MANY_CONSOLE"
+  tr -d '\r' <"$MANY_CONSOLE" >"$WORK/console-many.txt"
+fi
+
 # ---- 6. judge the console -----------------------------------------------------------------------
 tr -d '\r' <"$CONSOLE" >"$WORK/console.txt"
 node "$HERE/judge.mjs" "$WORK/console.txt" "$WORK/out" --timed-out "$TIMED_OUT" --pcr "$PCR" --hak-pcr "$HAK_PCR" \
   --verifier-dir "$VDIR" --reserved-base "$RESERVED_BASE" --reserved-size "$RESERVED_SIZE" ${IMAGE_CONTAINER:+--image "$IMAGE_CONTAINER"} \
-  --expected "$HERE/expected-checks.txt" --partial $(( 1 - WITH_IMAGE )) "${UEFI_JUDGE[@]}"
+  --expected "$HERE/expected-checks.txt" --partial $(( 1 - WITH_IMAGE )) "${UEFI_JUDGE[@]}" \
+  --many-console "$WORK/console-many.txt" --many-cpus "$MANY"

@@ -3,11 +3,11 @@
 //! addresses the KVM runner maps directly as guest memory — what runs is exactly what the
 //! core measured.
 
-use crate::runner::{self, Backend, EnclaveVm, Entry, VmSpec};
+use crate::runner::{self, Backend, Edmm, EnclaveVm, Entry, VmSpec};
 use crate::kvm::guest::PageDesc;
 use crate::sys::Mapping;
 use hyperenclave_core::{HvConfig, HvError, HvResult, Hypervisor, KeySlotConfig, PhysMem, ReservedRegion, TargetInfo};
-use hyperenclave_core::{EnclaveState, Format, PageType};
+use hyperenclave_core::{EnclaveState, EpcmPage, Format, HcStatus, PageType};
 use std::sync::{Arc, Mutex};
 
 pub struct ReservedMem {
@@ -107,6 +107,25 @@ impl Backend for CoreBackend {
         let ti = TargetInfo::from_bytes(ti).map_err(|e| hyperenclave_core::HcStatus::from(&e) as u64)?;
         self.hv.lock().unwrap().report(self.id, &ti, data).map_err(|e| hyperenclave_core::HcStatus::from(&e) as u64)
     }
+    fn edmm(&mut self, op: Edmm) -> Result<u32, (u64, String)> {
+        let mut hv = self.hv.lock().unwrap();
+        let id = self.id;
+        let r = match op {
+            Edmm::Augment { offset, count } => hv.augment(id, offset, count).map(|_| count as u32),
+            Edmm::Restrict { offset, count, perms } => hv.restrict(id, offset, count, perms).map(|_| count as u32),
+            Edmm::ModifyType { offset, count, page_type } => hv.modify_type(id, offset, count, page_type).map(|_| count as u32),
+            Edmm::Remove { offset, count } => hv.remove_pages(id, offset, count),
+            Edmm::Accept { offset, flags } => hv.accept(id, offset, flags).map(|_| 1),
+            Edmm::Extend { offset, perms } => hv.extend_perms(id, offset, perms).map(|_| 1),
+        };
+        r.map_err(|e| (HcStatus::from(&e) as u64, e.to_string()))
+    }
+    fn page(&mut self, offset: u64) -> Option<(*mut u8, EpcmPage)> {
+        let hv = self.hv.lock().unwrap();
+        let p = hv.enclave_page(self.id, offset).ok()?;
+        let host = hv.mem().host_ptr(p.hpa, 4096).ok()?;
+        Some((host, EpcmPage { page_type: p.page_type, perms: p.perms, state: p.state }))
+    }
 }
 
 /// A KVM VM over the EPC pages of initialized enclave `id`.
@@ -122,6 +141,10 @@ pub fn run_enclave(hv: &Arc<Mutex<Box<Hv>>>, id: u32, shared_pages: u64, timeout
         let mut bad = None;
         g.enclave_pages(id, |p| {
             let tcs = p.page_type == PageType::Tcs;
+            let epcm = EpcmPage { page_type: p.page_type, perms: p.perms, state: p.state };
+            if !tcs && epcm.enclave_perms().is_none() {
+                return; // PENDING / trimmed: mapped only once accepted
+            }
             pages.push(PageDesc { offset: p.offset, perms: p.perms, tcs });
             match g.mem().host_ptr(p.hpa, 4096) {
                 Ok(ptr) => host.push((p.offset, ptr, tcs || p.perms & 2 == 0)),
@@ -133,7 +156,7 @@ pub fn run_enclave(hv: &Arc<Mutex<Box<Hv>>>, id: u32, shared_pages: u64, timeout
             return Err(e.to_string());
         }
         let regions = runner::coalesce(host.into_iter());
-        (VmSpec { base: info.secs.base, size: info.secs.size, pages, regions, shared_pages, timeout_ms }, format!("{id}"))
+        (VmSpec { base: info.secs.base, size: info.secs.size, pages, regions, shared_pages, timeout_ms, misc_select: info.secs.misc_select, ssa_frame_size: info.secs.ssa_frame_size }, format!("{id}"))
     };
     EnclaveVm::create(&name, spec, Box::new(CoreBackend { hv: hv.clone(), id }), None)
 }

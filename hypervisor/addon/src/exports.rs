@@ -34,12 +34,15 @@ type HvRef = Arc<Mutex<Box<Hv>>>;
 struct VmEntry {
     vm: EnclaveVm,
     /// Output of the last `enclaveEcallFast`.
-    last_output: Vec<u8>,
+    last_output: Mutex<Vec<u8>>,
     /// (hypervisor handle, enclave id) when the VM runs a core enclave.
     core: Option<(u32, u32)>,
 }
 
-type VmRef = Arc<Mutex<VmEntry>>;
+/// No outer lock: ECALLs on distinct TCSs run at once (each thread's vCPU has its own lock in
+/// the runner); an ECALL on a TCS already inside one (e.g. from its own OCALL handler) is
+/// refused with TCS_BUSY by the runner.
+type VmRef = Arc<VmEntry>;
 
 fn hvs() -> &'static Mutex<Table<HvRef>> {
     static T: OnceLock<Mutex<Table<HvRef>>> = OnceLock::new();
@@ -65,16 +68,6 @@ fn get_hv(e: &Env, a: &Args) -> JsResult<(u32, HvRef)> {
     let t = hvs().lock().unwrap();
     let hv = t.items.get(&h).cloned().ok_or_else(|| JsErr::new("ERR_BAD_HANDLE", format!("{}: no hypervisor with handle {h} (closed?)", a.fname)))?;
     Ok((h, hv))
-}
-
-/// Locks a VM for an ECALL; a VM already inside an ECALL (re-entered from its own OCALL
-/// handler) is refused instead of deadlocking.
-fn lock_vm<'a>(vm: &'a VmRef, fname: &str) -> JsResult<std::sync::MutexGuard<'a, VmEntry>> {
-    match vm.try_lock() {
-        Ok(g) => Ok(g),
-        Err(std::sync::TryLockError::WouldBlock) => Err(JsErr::new("ERR_ENCLAVE_CALL", format!("{fname}: the enclave is inside an ECALL (called again from its OCALL handler)"))),
-        Err(std::sync::TryLockError::Poisoned(p)) => Ok(p.into_inner()),
-    }
 }
 
 fn get_vm(e: &Env, a: &Args) -> JsResult<VmRef> {
@@ -259,7 +252,7 @@ fn enclave_load(e: &Env, a: &Args) -> JsResult<Val> {
         return Err(JsErr::arg(format!("sharedPages: {shared} (1..256)")));
     }
     let vm = runner::create_standalone(&name, base, size, image, image_offset, pages, shared, timeout).map_err(|m| JsErr::new("ERR_ENCLAVE_LOAD", m))?;
-    let h = vms().lock().unwrap().insert(Arc::new(Mutex::new(VmEntry { vm, last_output: Vec::new(), core: None })));
+    let h = vms().lock().unwrap().insert(Arc::new(VmEntry { vm, last_output: Mutex::new(Vec::new()), core: None }));
     e.u32(h)
 }
 
@@ -290,22 +283,98 @@ fn enclave_ecall(e: &Env, a: &Args) -> JsResult<Val> {
         if env.is_nullish(r) {
             return Ok(Vec::new());
         }
+        if env.type_of(r) == crate::napi_sys::T_BOOLEAN && !env.to_bool(r, "OCALL result").unwrap_or(true) {
+            return Err(format!("OCALL {nr} refused by the host"));
+        }
         Ok(env.bytes(r, "OCALL result").map_err(|x| x.msg)?.to_vec())
     };
-    let mut guard = lock_vm(&vm, a.fname)?;
-    let r = guard.vm.ecall(tcs, func, input, timeout, if cb.is_some() { Some(&mut handler) } else { None });
-    drop(guard);
+    let r = vm.vm.ecall(tcs, func, input, timeout, if cb.is_some() { Some(&mut handler) } else { None });
+    ecall_result(e, r)
+}
+
+fn run_err(r: RunError) -> JsErr {
+    match r {
+        RunError::Dead(m) => JsErr::new("ERR_ENCLAVE_DEAD", m),
+        RunError::SsaInvalid(m) => JsErr::new("ERR_SSA_INVALID", m),
+        RunError::Bad(m) => JsErr::new("ERR_ENCLAVE_CALL", m),
+    }
+}
+
+fn ecall_result(e: &Env, r: Result<runner::EcallOut, RunError>) -> JsResult<Val> {
     match r {
         Ok(out) => {
             let o = e.object()?;
             e.set(o, "status", e.u32(out.status)?)?;
             e.set(o, "output", e.buffer(&out.output)?)?;
             e.set(o, "exits", e.f64(out.exits as f64)?)?;
+            e.set(o, "aex", e.f64(out.aex as f64)?)?;
             Ok(o)
         }
-        Err(RunError::Dead(m)) => Err(JsErr::new("ERR_ENCLAVE_DEAD", m)),
-        Err(RunError::Bad(m)) => Err(JsErr::new("ERR_ENCLAVE_CALL", m)),
+        Err(r) => Err(run_err(r)),
     }
+}
+
+/// `enclaveEcallAsync(vm, tcs, fn, input, { timeoutMs, ocall })` → Promise of the same result
+/// as `enclaveEcall`. The ECALL runs on its own OS thread (its TCS's own vCPU), so several run
+/// at once; OCALLs come back to the JS thread through a thread-safe function and the ECALL
+/// thread waits for the answer.
+fn enclave_ecall_async(e: &Env, a: &Args) -> JsResult<Val> {
+    let vm = get_vm(e, a)?;
+    let tcs = e.to_u64(a.req(1, "tcsOffset")?, "tcsOffset")?;
+    let func = e.to_u64(a.req(2, "function")?, "function")?;
+    let input: Vec<u8> = match a.get(3) {
+        Some(v) if !e.is_nullish(v) => e.bytes(v, "input")?.to_vec(),
+        _ => Vec::new(),
+    };
+    let opts = a.get(4).unwrap_or(e.undefined());
+    let timeout = match e.opt(opts, "timeoutMs")? {
+        Some(v) => Some(e.to_u64(v, "timeoutMs")?),
+        None => None,
+    };
+    let cb = e.opt(opts, "ocall")?;
+    if let Some(f) = cb {
+        if e.type_of(f) != T_FUNCTION {
+            return Err(JsErr::arg("ocall: expected a function"));
+        }
+    }
+    crate::async_call::spawn(e, cb, move |ocall| vm.vm.ecall(tcs, func, &input, timeout, ocall), |env, r| ecall_result(env, r))
+}
+
+fn edmm_op(name: &str, offset: u64, count: u64, arg: u64) -> JsResult<runner::Edmm> {
+    use runner::Edmm as E;
+    Ok(match name {
+        "augment" => E::Augment { offset, count },
+        "restrict" => E::Restrict { offset, count, perms: arg },
+        "modifyType" => E::ModifyType { offset, count, page_type: arg },
+        "remove" => E::Remove { offset, count },
+        other => return Err(JsErr::arg(format!("op: {other:?} is not augment, restrict, modifyType or remove"))),
+    })
+}
+
+/// `enclaveEdmm(vm, op, offset, count, arg)`: the host EDMM leaves on a running enclave (through
+/// the core for core enclaves), then the VM's mappings follow. Returns the pages affected;
+/// throws ERR_ENCLAVE_EDMM with `status` (e.g. 42 PAGE_STATE) otherwise.
+fn enclave_edmm(e: &Env, a: &Args) -> JsResult<Val> {
+    let vm = get_vm(e, a)?;
+    let name = e.to_string(a.req(1, "op")?, "op")?;
+    let offset = e.to_u64(a.req(2, "offset")?, "offset")?;
+    let count = e.to_u64(a.req(3, "count")?, "count")?;
+    let arg = match a.get(4) {
+        Some(v) if !e.is_nullish(v) => e.to_u64(v, "arg")?,
+        _ => 0,
+    };
+    let op = edmm_op(&name, offset, count, arg)?;
+    match vm.vm.edmm(op) {
+        Ok(n) => e.u32(n),
+        Err((status, m)) => Err(JsErr::new("ERR_ENCLAVE_EDMM", format!("{name} {offset:#x}+{count} pages: status {status}: {m}"))),
+    }
+}
+
+/// TCS offsets of a VM, in thread order.
+fn enclave_tcs(e: &Env, a: &Args) -> JsResult<Val> {
+    let vm = get_vm(e, a)?;
+    let items: Vec<Val> = vm.vm.tcs_offsets().iter().map(|&t| e.f64(t as f64)).collect::<JsResult<_>>()?;
+    e.array(&items)
 }
 
 /// The hot path: no options object in, a number out (EAX at EEXIT); the output, if any, is
@@ -318,34 +387,32 @@ fn enclave_ecall_fast(e: &Env, a: &Args) -> JsResult<Val> {
         Some(v) if !e.is_nullish(v) => e.bytes(v, "input")?,
         _ => &[],
     };
-    let mut g = lock_vm(&vm, a.fname)?;
-    match g.vm.ecall(tcs, func, input, None, None) {
+    match vm.vm.ecall(tcs, func, input, None, None) {
         Ok(out) => {
-            g.last_output = out.output;
+            *vm.last_output.lock().unwrap() = out.output;
             e.u32(out.status)
         }
-        Err(RunError::Dead(m)) => Err(JsErr::new("ERR_ENCLAVE_DEAD", m)),
-        Err(RunError::Bad(m)) => Err(JsErr::new("ERR_ENCLAVE_CALL", m)),
+        Err(r) => Err(run_err(r)),
     }
 }
 
 fn enclave_last_output(e: &Env, a: &Args) -> JsResult<Val> {
     let vm = get_vm(e, a)?;
-    let g = lock_vm(&vm, a.fname)?;
-    e.buffer(&g.last_output)
+    let out = vm.last_output.lock().unwrap();
+    e.buffer(&out)
 }
 
 fn enclave_info(e: &Env, a: &Args) -> JsResult<Val> {
     let vm = get_vm(e, a)?;
-    let g = lock_vm(&vm, a.fname)?;
+    let g = &*vm;
     let o = e.object()?;
     e.set(o, "name", e.string(&g.vm.name)?)?;
     e.set(o, "dead", match g.vm.dead_reason() {
-        Some(r) => e.string(r)?,
+        Some(r) => e.string(&r)?,
         None => e.null(),
     })?;
-    e.set(o, "ecalls", e.f64(g.vm.ecalls as f64)?)?;
-    e.set(o, "exits", e.f64(g.vm.exits as f64)?)?;
+    e.set(o, "ecalls", e.f64(g.vm.ecalls() as f64)?)?;
+    e.set(o, "exits", e.f64(g.vm.exits() as f64)?)?;
     e.set(o, "sharedCapacity", e.f64(g.vm.shared_capacity() as f64)?)?;
     e.set(o, "timeoutMs", e.f64(g.vm.timeout_ms as f64)?)?;
     e.set(o, "enclaveId", match g.core {
@@ -365,13 +432,13 @@ fn enclave_destroy(e: &Env, a: &Args) -> JsResult<Val> {
 }
 
 /// Kills (and, on close, forgets) every VM bound to hypervisor `hv` (and enclave `id`, if
-/// given). A VM inside an ECALL right now (destroy called from its own OCALL handler) is left
-/// alone: the core then refuses the destroy (ENCLAVE_BUSY, its TCS is entered).
+/// given): later ECALLs fail. A VM inside an ECALL right now (destroy called from its own OCALL
+/// handler) finishes that ECALL; the core refuses the destroy meanwhile (ENCLAVE_BUSY, its TCS
+/// is entered).
 fn drop_vms_of(hv: u32, id: Option<u32>, why: &str) {
     let mut t = vms().lock().unwrap();
     let mut forget = Vec::new();
-    for (k, v) in t.items.iter() {
-        let Ok(mut g) = v.try_lock() else { continue };
+    for (k, g) in t.items.iter() {
         if g.core.is_some_and(|(h, i)| h == hv && id.is_none_or(|x| x == i)) {
             g.vm.kill(why.to_string());
             forget.push(*k);
@@ -502,6 +569,14 @@ fn hv_hypercall(e: &Env, a: &Args) -> JsResult<Val> {
         Some(mut t) => hypercall::dispatch_with_tpm(&mut hv.lock().unwrap(), &mut regs, &mut mem, &mut t),
         None => hypercall::dispatch(&mut hv.lock().unwrap(), &mut regs, &mut mem),
     };
+    use hypercall::nr;
+    if matches!(nr, nr::ENCLAVE_RESTRICT | nr::ENCLAVE_MODIFY_TYPE | nr::ENCLAVE_REMOVE | nr::ENCLAVE_AUGMENT) && regs.rax == 0 {
+        // The core's EPCM changed: every VM running that enclave maps what it says now.
+        let bound: Vec<VmRef> = vms().lock().unwrap().items.values().filter(|v| v.core == Some((h, args[0] as u32))).cloned().collect();
+        for v in bound {
+            v.vm.resync(args[1], args[2]).map_err(|m| JsErr::new("ERR_ENCLAVE_EDMM", m))?;
+        }
+    }
     let o = e.object()?;
     e.set(o, "status", e.u32(regs.rax as u32)?)?;
     e.set(o, "rdi", e.bigint(regs.rdi)?)?;
@@ -601,7 +676,7 @@ fn hv_enclave_run(e: &Env, a: &Args) -> JsResult<Val> {
         return Err(JsErr::arg(format!("sharedPages: {shared} (1..256)")));
     }
     let vm = core_binding::run_enclave(&hv, id, shared, timeout).map_err(|m| JsErr::new("ERR_ENCLAVE_LOAD", format!("enclave {id}: {m}")))?;
-    let vh = vms().lock().unwrap().insert(Arc::new(Mutex::new(VmEntry { vm, last_output: Vec::new(), core: Some((h, id)) })));
+    let vh = vms().lock().unwrap().insert(Arc::new(VmEntry { vm, last_output: Mutex::new(Vec::new()), core: Some((h, id)) }));
     e.u32(vh)
 }
 
@@ -652,6 +727,9 @@ fn register(e: &Env, exports: Val) -> JsResult<()> {
         ("enclaveLoad", enclave_load),
         ("enclaveEcall", enclave_ecall),
         ("enclaveEcallFast", enclave_ecall_fast),
+        ("enclaveEcallAsync", enclave_ecall_async),
+        ("enclaveEdmm", enclave_edmm),
+        ("enclaveTcs", enclave_tcs),
         ("enclaveLastOutput", enclave_last_output),
         ("enclaveInfo", enclave_info),
         ("enclaveDestroy", enclave_destroy),

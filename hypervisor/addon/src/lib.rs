@@ -15,3 +15,5 @@ mod napi_sys;
 pub mod core_binding;
 #[cfg(not(test))]
 mod exports;
+#[cfg(not(test))]
+mod async_call;

@@ -316,6 +316,31 @@ impl Env {
         check(s, "napi_call_function")?;
         Ok(Val(out))
     }
+    /// Clears a pending JS exception and returns its message (String(exception)).
+    pub fn take_exception(&self) -> Option<String> {
+        if !self.exception_pending() {
+            return None;
+        }
+        let mut ex = core::ptr::null_mut();
+        let mut st = core::ptr::null_mut();
+        // SAFETY: env contract (see `Env`): live napi_env on the JS thread; out-pointers valid.
+        unsafe {
+            napi_get_and_clear_last_exception(self.0, &mut ex);
+            if napi_coerce_to_string(self.0, ex, &mut st) != NAPI_OK {
+                return Some("exception".into());
+            }
+        }
+        Some(self.to_string(Val(st), "exception").unwrap_or_else(|_| "exception".into()))
+    }
+    /// An Error with `code` and `msg` (not thrown).
+    pub fn error(&self, e: &JsErr) -> JsResult<Val> {
+        let (code, msg) = (self.string(&e.code)?, self.string(&e.msg)?);
+        let mut err = core::ptr::null_mut();
+        // SAFETY: env contract (see `Env`): live napi_env on the JS thread; `code` and `msg` are
+        // strings of this env, `err` an out-pointer.
+        check(unsafe { napi_create_error(self.0, code.0, msg.0, &mut err) }, "napi_create_error")?;
+        Ok(Val(err))
+    }
     pub fn exception_pending(&self) -> bool {
         let mut b = false;
         // SAFETY: env contract (see `Env`): live napi_env on the JS thread; `b` is a valid

@@ -26,6 +26,20 @@ pub type napi_valuetype = i32;
 pub type napi_callback = unsafe extern "C" fn(napi_env, napi_callback_info) -> napi_value;
 // SAFETY: as for napi_callback.
 pub type napi_finalize = unsafe extern "C" fn(napi_env, *mut c_void, *mut c_void);
+#[repr(C)]
+pub struct napi_deferred__ {
+    _p: [u8; 0],
+}
+pub type napi_deferred = *mut napi_deferred__;
+#[repr(C)]
+pub struct napi_threadsafe_function__ {
+    _p: [u8; 0],
+}
+pub type napi_threadsafe_function = *mut napi_threadsafe_function__;
+// SAFETY: Node calls it on the JS thread with a live env (or a null env while tearing down).
+pub type napi_threadsafe_function_call_js = unsafe extern "C" fn(napi_env, napi_value, *mut c_void, *mut c_void);
+pub const NAPI_TSFN_RELEASE: i32 = 0;
+pub const NAPI_TSFN_BLOCKING: i32 = 1;
 
 pub const NAPI_OK: napi_status = 0;
 pub const NAPI_PENDING_EXCEPTION: napi_status = 10;
@@ -105,4 +119,24 @@ extern "C" {
     ) -> napi_status;
     pub fn napi_throw(env: napi_env, error: napi_value) -> napi_status;
     pub fn napi_is_exception_pending(env: napi_env, result: *mut bool) -> napi_status;
+    pub fn napi_get_and_clear_last_exception(env: napi_env, result: *mut napi_value) -> napi_status;
+    pub fn napi_coerce_to_string(env: napi_env, value: napi_value, result: *mut napi_value) -> napi_status;
+    pub fn napi_create_promise(env: napi_env, deferred: *mut napi_deferred, promise: *mut napi_value) -> napi_status;
+    pub fn napi_resolve_deferred(env: napi_env, deferred: napi_deferred, resolution: napi_value) -> napi_status;
+    pub fn napi_reject_deferred(env: napi_env, deferred: napi_deferred, rejection: napi_value) -> napi_status;
+    pub fn napi_create_threadsafe_function(
+        env: napi_env,
+        func: napi_value,
+        async_resource: napi_value,
+        async_resource_name: napi_value,
+        max_queue_size: usize,
+        initial_thread_count: usize,
+        thread_finalize_data: *mut c_void,
+        thread_finalize_cb: Option<napi_finalize>,
+        context: *mut c_void,
+        call_js_cb: Option<napi_threadsafe_function_call_js>,
+        result: *mut napi_threadsafe_function,
+    ) -> napi_status;
+    pub fn napi_call_threadsafe_function(func: napi_threadsafe_function, data: *mut c_void, is_blocking: i32) -> napi_status;
+    pub fn napi_release_threadsafe_function(func: napi_threadsafe_function, mode: i32) -> napi_status;
 }

@@ -82,6 +82,11 @@ pub enum HvError {
     TrustSealFailed { what: &'static str, rc: u32 },
     /// The TPM transport failed (no answer, short or oversized response, malformed framing).
     TpmIo { what: &'static str, offset: u32 },
+    /// An EDMM step (augment, restrict, modify type, remove, EACCEPT, EMODPE) on a page in
+    /// the wrong EPCM state, or EACCEPT flags that do not match the page.
+    PageState { id: u32, offset: u64, op: &'static str, state: &'static str },
+    /// ERESUME found a forged SSA frame (field = what was wrong, value = what it held).
+    SsaInvalid { field: &'static str, value: u64 },
 }
 
 impl fmt::Display for HvError {
@@ -136,6 +141,8 @@ impl fmt::Display for HvError {
             TrustSealFailed { what, rc: 0 } => write!(f, "sealed root secret: {what}"),
             TrustSealFailed { what, rc } => write!(f, "sealed root secret: {what} (TPM response code {rc:#x})"),
             TpmIo { what, offset } => write!(f, "TPM transport: {what} (at byte {offset})"),
+            PageState { id, offset, op, state } => write!(f, "enclave {id}: {op} of the page at offset {offset:#x} refused: page is {state}"),
+            SsaInvalid { field, value } => write!(f, "ERESUME: SSA frame {field} invalid ({value:#x})"),
         }
     }
 }

@@ -53,6 +53,28 @@ pub mod nr {
     pub const HAK_PUBLIC: u64 = 0x41;
     /// RDI = a 432-byte REPORT targeted at the quoting identity, RSI = 496-byte output.
     pub const QUOTE: u64 = 0x42;
+    /// Resumes a thread parked in an OCALL (RDI = id, RSI = TCS offset, RDX = answer: output
+    /// length or 0x8000_0000 | code, RCX = buffer with the output at its start). Returns like
+    /// ENCLAVE_CALL. Served by the bare-metal image; `dispatch` answers UNKNOWN_CALL.
+    pub const ENCLAVE_OCALL_RETURN: u64 = 0x19;
+    /// Registers the enclave's shared (untrusted) region before EINIT: RDI = id, RSI = host
+    /// physical address (page aligned), RDX = pages (>= 1, <= `SHARED_MAX_PAGES`). Every page
+    /// must be host RAM the host may access (never hypervisor, EPC or reserved memory), else
+    /// HOST_ACCESS_DENIED. The platform maps it outside ELRANGE (mailbox SHARED/CAP).
+    pub const ENCLAVE_SHARED_ADD: u64 = 0x1A;
+    /// EAUG: RDI = id, RSI = ELRANGE offset, RDX = page count. Zeroed EPC pages, REG, RW,
+    /// PENDING (not mapped for the enclave until it EACCEPTs them). Only after EINIT, only for
+    /// enclaves whose SECS.ATTRIBUTES has `attr::EDMM`, only at offsets with no page.
+    pub const ENCLAVE_AUGMENT: u64 = 0x24;
+    /// EMODPR: RDI = id, RSI = offset, RDX = count, RCX = new permissions (a subset of the
+    /// current ones). Pages become MODIFIED until the enclave EACCEPTs them.
+    pub const ENCLAVE_RESTRICT: u64 = 0x25;
+    /// EMODT: RDI = id, RSI = offset, RDX = count, RCX = new type (TRIM = 4). Pages become
+    /// MODIFIED (inaccessible) until EACCEPT.
+    pub const ENCLAVE_MODIFY_TYPE: u64 = 0x26;
+    /// EREMOVE of accepted TRIM pages: RDI = id, RSI = offset, RDX = count; out RDI = pages
+    /// returned to the EPC (scrubbed).
+    pub const ENCLAVE_REMOVE: u64 = 0x27;
 }
 
 /// Result codes (RAX on return).
@@ -105,6 +127,14 @@ pub enum HcStatus {
     TrustSealFailed = 38,
     /// The TPM transport failed.
     TpmIo = 39,
+    /// ENCLAVE_CALL / ENCLAVE_OCALL_RETURN: the thread made an OCALL and is parked (RDI = OCALL
+    /// index, RSI = input length in the caller's buffer); answer with ENCLAVE_OCALL_RETURN.
+    EnclaveOcall = 40,
+    /// ERESUME found a forged SSA frame (RIP/RSP outside ELRANGE, RIP not executable, reserved
+    /// RFLAGS bits); the thread ended.
+    SsaInvalid = 41,
+    /// An EDMM step on a page in the wrong state, or EACCEPT flags that do not match the page.
+    PageState = 42,
 }
 
 impl From<&HvError> for HcStatus {
@@ -146,6 +176,8 @@ impl From<&HvError> for HcStatus {
             E::TrustNotEstablished => HcStatus::TrustNotEstablished,
             E::TrustSealFailed { .. } => HcStatus::TrustSealFailed,
             E::TpmIo { .. } => HcStatus::TpmIo,
+            E::PageState { .. } => HcStatus::PageState,
+            E::SsaInvalid { .. } => HcStatus::SsaInvalid,
             E::AlreadyMapped { .. } | E::NotMapped { .. } | E::FrameNotAllocated { .. } => HcStatus::InternalError,
         }
     }
@@ -172,6 +204,8 @@ impl Regs {
 
 /// Bytes of the STATUS record: 26 u64 words, then the 32-byte image digest.
 pub const STATUS_SIZE: usize = 26 * 8 + 32 + 2 * 8;
+/// Largest shared region ENCLAVE_SHARED_ADD accepts (pages): 1 MiB.
+pub const SHARED_MAX_PAGES: u64 = 256;
 /// Bytes of the ENCLAVE_INFO record.
 pub const ENCLAVE_INFO_SIZE: usize = 128;
 /// Bytes of one ENABLE memory-map entry: start u64, size u64, kind u64 (0 RAM, 1 reserved, 2 MMIO).
@@ -355,6 +389,11 @@ fn serve<M: PhysMem, const E: usize>(hv: &mut Hypervisor<M, E>, c: &Regs, out: &
             out.rdx = e.ssa;
         }
         nr::ENCLAVE_EXIT => hv.exit(id_arg(c.rdi)?, c.rsi)?,
+        nr::ENCLAVE_SHARED_ADD => hv.shared_add(id_arg(c.rdi)?, c.rsi, c.rdx)?,
+        nr::ENCLAVE_AUGMENT => hv.augment(id_arg(c.rdi)?, c.rsi, c.rdx)?,
+        nr::ENCLAVE_RESTRICT => hv.restrict(id_arg(c.rdi)?, c.rsi, c.rdx, c.rcx)?,
+        nr::ENCLAVE_MODIFY_TYPE => hv.modify_type(id_arg(c.rdi)?, c.rsi, c.rdx, c.rcx)?,
+        nr::ENCLAVE_REMOVE => out.rdi = hv.remove_pages(id_arg(c.rdi)?, c.rsi, c.rdx)? as u64,
         nr::ENCLAVE_DESTROY => out.rdi = hv.destroy_enclave(id_arg(c.rdi)?)? as u64,
         nr::ENCLAVE_INFO => {
             if (c.rdx as usize) < ENCLAVE_INFO_SIZE {

@@ -5,6 +5,7 @@ use crate::demote::HostPlan;
 use crate::enclave::measure::Measurement;
 use crate::enclave::report::{EnclaveIdentity, KeyRequest, Report, TargetInfo, REPORT_SIZE};
 use crate::enclave::sigstruct::Sigstruct;
+use crate::enclave::edmm::{self, EpcmPage, PageState};
 use crate::enclave::{attr, PageType, SecInfo, SecsParams, Tcs};
 use crate::error::{HvError, HvResult};
 use crate::keyslot::{KeySlotConfig, KeySlotStats, KeySlots};
@@ -104,6 +105,8 @@ pub struct EnclavePage {
     pub page_type: PageType,
     /// SECINFO R/W/X bits.
     pub perms: u8,
+    /// EDMM state (PENDING after ENCLAVE_AUGMENT, MODIFIED after RESTRICT / MODIFY_TYPE).
+    pub state: PageState,
 }
 
 /// What EENTER hands the vCPU.
@@ -219,9 +222,21 @@ struct EpcmEntry {
     perms: u8,
     enclave: u32,
     offset: u64,
+    state: PageState,
 }
 
-const EPCM_FREE: EpcmEntry = EpcmEntry { valid: false, busy: false, page_type: PageType::Reg, perms: 0, enclave: 0, offset: 0 };
+impl EpcmEntry {
+    fn edmm(&self) -> EpcmPage {
+        EpcmPage { page_type: self.page_type, perms: self.perms, state: self.state }
+    }
+    fn set_edmm(&mut self, p: EpcmPage) {
+        self.page_type = p.page_type;
+        self.perms = p.perms;
+        self.state = p.state;
+    }
+}
+
+const EPCM_FREE: EpcmEntry = EpcmEntry { valid: false, busy: false, page_type: PageType::Reg, perms: 0, enclave: 0, offset: 0, state: PageState::Normal };
 
 struct Enclave {
     id: u32,
@@ -232,6 +247,8 @@ struct Enclave {
     table: NestedPageTable,
     epc_pages: u32,
     threads: u32,
+    /// ENCLAVE_SHARED_ADD: (host physical address, pages).
+    shared: Option<(u64, u64)>,
 }
 
 /// The hypervisor. `M` reaches physical memory (the whole reserved region must be backed);
@@ -475,7 +492,7 @@ impl<M: PhysMem, const EPC_PAGES: usize> Hypervisor<M, EPC_PAGES> {
         };
         let id = self.next_id;
         self.next_id += 1;
-        self.epcm[secs_page] = EpcmEntry { valid: true, busy: false, page_type: PageType::Secs, perms: 0, enclave: id, offset: 0 };
+        self.epcm[secs_page] = EpcmEntry { valid: true, busy: false, page_type: PageType::Secs, perms: 0, enclave: id, offset: 0, state: PageState::Normal };
         self.enclaves[slot] = Some(Enclave {
             id,
             secs: *secs,
@@ -485,6 +502,7 @@ impl<M: PhysMem, const EPC_PAGES: usize> Hypervisor<M, EPC_PAGES> {
             table,
             epc_pages: 1,
             threads: 0,
+            shared: None,
         });
         self.created += 1;
         Ok(id)
@@ -540,7 +558,7 @@ impl<M: PhysMem, const EPC_PAGES: usize> Hypervisor<M, EPC_PAGES> {
             self.epc_free(i)?;
             return Err(err);
         }
-        self.epcm[i] = EpcmEntry { valid: true, busy: false, page_type: si.page_type, perms: si.perms, enclave: id, offset };
+        self.epcm[i] = EpcmEntry { valid: true, busy: false, page_type: si.page_type, perms: si.perms, enclave: id, offset, state: PageState::Normal };
         let e = self.enclaves[slot].as_mut().unwrap();
         e.measurement.eadd(offset, si);
         e.epc_pages += 1;
@@ -752,7 +770,7 @@ impl<M: PhysMem, const EPC_PAGES: usize> Hypervisor<M, EPC_PAGES> {
         for i in 0..self.epc_pages {
             let m = self.epcm[i];
             if m.valid && m.enclave == id && m.page_type != PageType::Secs {
-                f(EnclavePage { offset: m.offset, hpa: self.epc_hpa(i), page_type: m.page_type, perms: m.perms });
+                f(EnclavePage { offset: m.offset, hpa: self.epc_hpa(i), page_type: m.page_type, perms: m.perms, state: m.state });
             }
         }
         Ok(())
@@ -762,6 +780,217 @@ impl<M: PhysMem, const EPC_PAGES: usize> Hypervisor<M, EPC_PAGES> {
     pub fn enclave_access(&self, id: u32, la: u64, access: Access) -> HvResult<Result<u64, WalkFault>> {
         let e = self.enclave(id)?;
         Ok(e.table.access(&self.mem, la, access).map(|t| t.hpa))
+    }
+
+
+    // ---------------------------------------------------------------- shared regions and EDMM
+
+    /// The EPCM entry of enclave `id`'s page at `offset` (any state), by scanning the EPCM: a
+    /// PENDING or trimmed page is not in the nested tables.
+    fn page_index(&self, id: u32, offset: u64) -> Option<usize> {
+        (0..self.epc_pages).find(|&i| {
+            let m = &self.epcm[i];
+            m.valid && m.enclave == id && m.offset == offset && m.page_type != PageType::Secs
+        })
+    }
+
+    fn nested_perms(&self, page_type: PageType, perms: u8) -> Perms {
+        let mut p = match page_type {
+            PageType::Tcs => Perms::R,
+            _ => Perms(perms),
+        };
+        if self.cfg.paging == Format::Npt || p == Perms::NONE {
+            p = Perms(p.0 | Perms::R.0);
+        }
+        p
+    }
+
+    /// The page of enclave `id` at `offset`, with its EDMM state.
+    pub fn enclave_page(&self, id: u32, offset: u64) -> HvResult<EnclavePage> {
+        self.slot_of(id)?;
+        let i = self.page_index(id, offset).ok_or(HvError::PageNotAdded { id, offset })?;
+        let m = self.epcm[i];
+        Ok(EnclavePage { offset, hpa: self.epc_hpa(i), page_type: m.page_type, perms: m.perms, state: m.state })
+    }
+
+    /// Checks a shared (untrusted) region: `pages` ≥ 1 pages of host RAM at `hpa` (page
+    /// aligned) that the host may read and write: never the reserved region (hypervisor, image,
+    /// EPC) and, once the host is demoted, only RAM (write-back, not MMIO) its nested tables
+    /// grant read+write.
+    pub fn shared_check(&self, hpa: u64, pages: u64) -> HvResult<()> {
+        if !hpa.is_multiple_of(PAGE_SIZE) {
+            return Err(HvError::Misaligned { what: "shared region address", value: hpa, align: PAGE_SIZE });
+        }
+        if pages == 0 || pages > crate::hypercall::SHARED_MAX_PAGES {
+            return Err(HvError::InvalidRange { what: "shared region pages (1..=SHARED_MAX_PAGES)", start: hpa, size: pages });
+        }
+        let len = pages * PAGE_SIZE;
+        let end = hpa.checked_add(len).ok_or(HvError::InvalidRange { what: "shared region", start: hpa, size: len })?;
+        let r = self.cfg.reserved;
+        if hpa < r.base + r.total() && end > r.base {
+            return Err(HvError::HostAccessDenied { gpa: hpa.max(r.base) });
+        }
+        if let Some(t) = self.host {
+            let mut pa = hpa;
+            while pa < end {
+                match t.access(&self.mem, pa, Access::Write) {
+                    Ok(tr) if tr.hpa == pa && tr.mem_type == MemType::Wb => {} // RAM, not MMIO
+                    _ => return Err(HvError::HostAccessDenied { gpa: pa }),
+                }
+                pa += PAGE_SIZE;
+            }
+        }
+        Ok(())
+    }
+
+    /// ENCLAVE_SHARED_ADD (before EINIT): records the enclave's shared region after
+    /// `shared_check`. The platform maps it outside ELRANGE and describes it in the mailbox.
+    pub fn shared_add(&mut self, id: u32, hpa: u64, pages: u64) -> HvResult<()> {
+        let slot = self.slot_of(id)?;
+        let e = self.enclaves[slot].as_ref().unwrap();
+        if e.state != EnclaveState::Created {
+            return Err(HvError::EnclaveState { id, op: "ENCLAVE_SHARED_ADD", state: e.state.name() });
+        }
+        self.shared_check(hpa, pages)?;
+        self.enclaves[slot].as_mut().unwrap().shared = Some((hpa, pages));
+        Ok(())
+    }
+
+    /// The registered shared region (host physical address, pages), if any.
+    pub fn enclave_shared(&self, id: u32) -> HvResult<Option<(u64, u64)>> {
+        Ok(self.enclave(id)?.shared)
+    }
+
+    /// Common checks of the host EDMM leaves: initialized, opted in, range inside ELRANGE.
+    fn edmm_range(&self, id: u32, op: &'static str, offset: u64, count: u64) -> HvResult<usize> {
+        let slot = self.slot_of(id)?;
+        let e = self.enclaves[slot].as_ref().unwrap();
+        if e.state != EnclaveState::Initialized {
+            return Err(HvError::EnclaveState { id, op, state: e.state.name() });
+        }
+        if e.secs.attributes & attr::EDMM == 0 {
+            return Err(HvError::EnclaveState { id, op, state: "without ATTRIBUTES.EDMM" });
+        }
+        if !offset.is_multiple_of(PAGE_SIZE) {
+            return Err(HvError::Misaligned { what: "EDMM offset", value: offset, align: PAGE_SIZE });
+        }
+        if count == 0 {
+            return Err(HvError::InvalidRange { what: "EDMM page count", start: offset, size: 0 });
+        }
+        let end = count.checked_mul(PAGE_SIZE).and_then(|l| offset.checked_add(l));
+        if end.is_none_or(|end| end > e.secs.size) {
+            return Err(HvError::OutsideElrange { id, offset, size: e.secs.size });
+        }
+        Ok(slot)
+    }
+
+    /// Applies `f` to the EDMM state of every page in the range, all or nothing: every page is
+    /// checked on a copy first; returns the EPCM indices.
+    fn edmm_apply(&mut self, id: u32, offset: u64, count: u64, mut f: impl FnMut(&mut EpcmPage) -> HvResult<()>) -> HvResult<()> {
+        for k in 0..count {
+            let off = offset + k * PAGE_SIZE;
+            let i = self.page_index(id, off).ok_or(HvError::PageNotAdded { id, offset: off })?;
+            let mut p = self.epcm[i].edmm();
+            f(&mut p).map_err(|e| edmm::at(e, id, off))?;
+        }
+        for k in 0..count {
+            let off = offset + k * PAGE_SIZE;
+            let i = self.page_index(id, off).unwrap();
+            let mut p = self.epcm[i].edmm();
+            f(&mut p)?;
+            self.epcm[i].set_edmm(p);
+            self.sync_nested(id, i)?;
+        }
+        Ok(())
+    }
+
+    /// Makes the enclave's nested mapping of EPCM page `i` match its EDMM state: mapped with
+    /// the page's permissions when the enclave may access it, absent otherwise.
+    fn sync_nested(&mut self, id: u32, i: usize) -> HvResult<()> {
+        let slot = self.slot_of(id)?;
+        let m = self.epcm[i];
+        let mut table = self.enclaves[slot].as_ref().unwrap().table;
+        let gpa = self.enclaves[slot].as_ref().unwrap().secs.base + m.offset;
+        let mapped = table.translate(&self.mem, gpa).is_ok();
+        let want = if m.page_type == PageType::Tcs { Some(0) } else { m.edmm().enclave_perms() };
+        match (want, mapped) {
+            (Some(p), true) => {
+                let perms = self.nested_perms(m.page_type, p);
+                table.protect(&mut self.mem, &mut self.pool, gpa, perms)?
+            }
+            (Some(p), false) => {
+                let (perms, hpa) = (self.nested_perms(m.page_type, p), self.epc_hpa(i));
+                table.map(&mut self.mem, &mut self.pool, gpa, hpa, PageSize::Size4K, perms, MemType::Wb)?
+            }
+            (None, true) => {
+                table.unmap(&mut self.mem, &mut self.pool, gpa)?;
+            }
+            (None, false) => {}
+        }
+        self.enclaves[slot].as_mut().unwrap().table = table;
+        Ok(())
+    }
+
+    /// ENCLAVE_AUGMENT (EAUG): `count` zeroed EPC pages at `offset`, REG RW PENDING, not mapped
+    /// for the enclave until it EACCEPTs them; not measured (MRENCLAVE unchanged). All or
+    /// nothing: on any error no page is added.
+    pub fn augment(&mut self, id: u32, offset: u64, count: u64) -> HvResult<()> {
+        let slot = self.edmm_range(id, "ENCLAVE_AUGMENT", offset, count)?;
+        for k in 0..count {
+            let off = offset + k * PAGE_SIZE;
+            if self.page_index(id, off).is_some() {
+                return Err(HvError::PageOverlap { id, offset: off });
+            }
+        }
+        if (self.epc_pages - self.epc_used) < count as usize {
+            return Err(HvError::OutOfFrames { pool: "EPC", capacity: self.epc_pages as u64 });
+        }
+        for k in 0..count {
+            let i = self.epc_alloc()?; // epc_alloc hands out zeroed (scrubbed) frames
+            let p = EpcmPage::augmented();
+            self.epcm[i] = EpcmEntry { valid: true, busy: false, page_type: p.page_type, perms: p.perms, enclave: id, offset: offset + k * PAGE_SIZE, state: p.state };
+            self.enclaves[slot].as_mut().unwrap().epc_pages += 1;
+        }
+        Ok(())
+    }
+
+    /// ENCLAVE_RESTRICT (EMODPR): permissions only shrink; pages become MODIFIED.
+    pub fn restrict(&mut self, id: u32, offset: u64, count: u64, perms: u64) -> HvResult<()> {
+        self.edmm_range(id, "ENCLAVE_RESTRICT", offset, count)?;
+        self.edmm_apply(id, offset, count, |p| p.restrict(perms))
+    }
+
+    /// ENCLAVE_MODIFY_TYPE (EMODT) to TRIM: pages become MODIFIED and inaccessible.
+    pub fn modify_type(&mut self, id: u32, offset: u64, count: u64, new_type: u64) -> HvResult<()> {
+        self.edmm_range(id, "ENCLAVE_MODIFY_TYPE", offset, count)?;
+        self.edmm_apply(id, offset, count, |p| p.modify_type(new_type))
+    }
+
+    /// ENCLAVE_REMOVE (EREMOVE) of accepted TRIM pages: scrubbed, back to the EPC. Returns the
+    /// number of pages freed.
+    pub fn remove_pages(&mut self, id: u32, offset: u64, count: u64) -> HvResult<u32> {
+        let slot = self.edmm_range(id, "ENCLAVE_REMOVE", offset, count)?;
+        self.edmm_apply(id, offset, count, |p| p.check_remove())?;
+        for k in 0..count {
+            let i = self.page_index(id, offset + k * PAGE_SIZE).unwrap();
+            self.epc_free(i)?;
+            self.enclaves[slot].as_mut().unwrap().epc_pages -= 1;
+        }
+        Ok(count as u32)
+    }
+
+    /// EACCEPT by the enclave itself (runtime hypercall): `flags` are the SECINFO flags it
+    /// expects for the page at `offset`. The page is mapped for the enclave afterwards when its
+    /// new state allows access.
+    pub fn accept(&mut self, id: u32, offset: u64, flags: u64) -> HvResult<()> {
+        self.edmm_range(id, "EACCEPT", offset, 1)?;
+        self.edmm_apply(id, offset, 1, |p| p.accept(flags))
+    }
+
+    /// EMODPE by the enclave itself: adds permissions to a REG page.
+    pub fn extend_perms(&mut self, id: u32, offset: u64, add: u64) -> HvResult<()> {
+        self.edmm_range(id, "EMODPE", offset, 1)?;
+        self.edmm_apply(id, offset, 1, |p| p.extend_perms(add))
     }
 
     // ---------------------------------------------------------------- reports and keys

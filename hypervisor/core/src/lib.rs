@@ -35,6 +35,20 @@
 //! hv.enclave_info(id) -> HvResult<EnclaveInfo>             hv.enclave_ids(&mut [u32]) -> usize
 //! hv.enclave_pages(id, |EnclavePage| ...) -> HvResult<()>  // offset, hpa, type, perms
 //! hv.enclave_access(id, la: u64, Access) -> HvResult<Result<u64 /*hpa*/, WalkFault>>
+//! hv.enclave_page(id, offset) -> HvResult<EnclavePage>      // any EDMM state (EPCM scan)
+//!
+//! // shared regions and EDMM (issue 14; enclave::edmm is the EPCM state machine, enclave::ssa
+//! // the AEX/ERESUME frame rules, enclave::runtime the enclave-visible protocol)
+//! hv.shared_check(hpa, pages) -> HvResult<()>   hv.shared_add(id, hpa, pages)  // before EINIT
+//! hv.enclave_shared(id) -> HvResult<Option<(hpa, pages)>>
+//! hv.augment(id, offset, count)               // EAUG: REG RW PENDING, needs attr::EDMM, after EINIT
+//! hv.restrict(id, offset, count, perms)       // EMODPR → MODIFIED
+//! hv.modify_type(id, offset, count, 4 /*TRIM*/) // EMODT → MODIFIED, unmapped
+//! hv.remove_pages(id, offset, count) -> u32   // EREMOVE of accepted TRIM pages
+//! hv.accept(id, offset, secinfo_flags)        // EACCEPT (the enclave's runtime hypercall)
+//! hv.extend_perms(id, offset, perms)          // EMODPE
+//!   every EDMM call is all-or-nothing over its range; wrong state = HvError::PageState
+//!   (PAGE_STATE 42); the nested tables always match the EPCM (only accessible pages mapped)
 //!
 //! // root of trust (trust.rs, docs/attestation.md): TPM-sealed root secret → keys and HAK
 //! hv.trust_init(&mut impl TpmTransport, blob: &[u8], out: &mut [u8] /*>= 4096*/) -> HvResult<TrustInit>
@@ -88,6 +102,7 @@ pub mod trust;
 
 pub use enclave::report::{EnclaveIdentity, KeyRequest, Report, TargetInfo, REPORT_SIZE};
 pub use enclave::sigstruct::SIGSTRUCT_SIZE;
+pub use enclave::edmm::{EpcmPage, PageState};
 pub use enclave::{PageType, SecInfo, SecsParams};
 pub use error::{HvError, HvResult};
 pub use hypercall::{dispatch, HcStatus, Regs, ABI_VERSION};

@@ -2,8 +2,12 @@
 /*
  * hectl: minimal user-space client of /dev/hyperenclave for the system tier (the initramfs has
  * no Node). One line of output per command; exit status 0 on success.
- *   hectl version | status | load NAME | enable | disable | cpuid | hypercall-status | probe | probe-tpm
- *         | tpm-fifo-arm | tpm-fifo-reread | enclave | trust-init BLOBFILE
+ *   hectl version | status | load [NAME] | enable | disable | cpuid | hypercall-status | probe | probe-tpm
+ *         | tpm-fifo-arm | tpm-fifo-reread | enclave | trust-init BLOBFILE | enclave-run PLAN FN INPUT
+ * load without NAME lets the driver pick the image of this CPU's vendor. enclave-run replays a
+ * load plan written by test/system-vmx/plan.mjs (ECREATE, EADD/EEXTEND, EINIT), checks the
+ * hypervisor's MRENCLAVE against the plan's, runs ECALL FN with INPUT on the first TCS and prints
+ * the output in hex, then destroys the enclave.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -45,6 +49,117 @@ static unsigned long long word(const struct he_status *s, int i)
 	unsigned long long v;
 	memcpy(&v, s->hv_status + 8 * i, 8);
 	return v;
+}
+
+static unsigned long long le64(const unsigned char *p)
+{
+	unsigned long long v;
+	memcpy(&v, p, 8);
+	return v;
+}
+
+static int call(int fd, struct he_hypercall *c, const char *what)
+{
+	if (do_ioctl(fd, HE_IOC_HYPERCALL, c, what))
+		return 1;
+	if (c->rax) {
+		printf("%s status=%llu\n", what, (unsigned long long)c->rax);
+		return 1;
+	}
+	return 0;
+}
+
+#define PLAN_SIG 1808
+#define PLAN_HEAD (8 + 64 + 32 + PLAN_SIG + 8)
+#define HC_ENCLAVE_INTERRUPTED 34
+
+static int enclave_run(int fd, const char *file, unsigned long long fn, const char *input)
+{
+	static unsigned char plan[4 << 20];
+	static unsigned char buf[4096];
+	unsigned char info[128];
+	FILE *f = fopen(file, "rb");
+	size_t len, in_len = strlen(input);
+	unsigned int ntcs, npages, i;
+	int rc = 1, resumes = 0;
+
+	if (!f) {
+		fprintf(stderr, "hectl: %s: %s\n", file, strerror(errno));
+		return 1;
+	}
+	len = fread(plan, 1, sizeof(plan), f);
+	fclose(f);
+	if (len < PLAN_HEAD || memcmp(plan, "HEPLAN1", 8)) {
+		fprintf(stderr, "hectl: %s: not a load plan (magic at offset 0)\n", file);
+		return 1;
+	}
+	memcpy(&ntcs, plan + PLAN_HEAD - 8, 4);
+	memcpy(&npages, plan + PLAN_HEAD - 4, 4);
+	if (ntcs == 0 || len != PLAN_HEAD + 8ULL * ntcs + (24ULL + 4096) * npages) {
+		fprintf(stderr, "hectl: %s: %u TCS and %u pages do not match the file size %zu (offset %d)\n", file, ntcs, npages, len, PLAN_HEAD - 8);
+		return 1;
+	}
+	const unsigned char *secs = plan + 8, *mr = plan + 72, *sig = plan + 104;
+	unsigned long long tcs = le64(plan + PLAN_HEAD);
+	const unsigned char *pages = plan + PLAN_HEAD + 8ULL * ntcs;
+	struct he_hypercall c = { .rax = 0x10, .buf = (uintptr_t)secs, .buf_len = 64, .buf_arg = 1 };
+	if (call(fd, &c, "ENCLAVE_CREATE"))
+		return 1;
+	unsigned long long id = c.rdi;
+	for (i = 0; i < npages; i++) {
+		const unsigned char *p = pages + (24 + 4096) * (size_t)i;
+		unsigned long long off = le64(p);
+		struct he_hypercall a = { .rax = 0x11, .rdi = id, .rsi = off, .rcx = le64(p + 8), .buf = (uintptr_t)(p + 24), .buf_len = 4096, .buf_arg = 3 };
+		if (call(fd, &a, "ENCLAVE_ADD"))
+			goto out;
+		for (unsigned long long ch = 0; le64(p + 16) && ch < 4096; ch += 256) {
+			struct he_hypercall x = { .rax = 0x12, .rdi = id, .rsi = off + ch };
+			if (call(fd, &x, "ENCLAVE_EXTEND"))
+				goto out;
+		}
+	}
+	struct he_hypercall in = { .rax = 0x13, .rdi = id, .buf = (uintptr_t)sig, .buf_len = PLAN_SIG, .buf_arg = 2 };
+	if (call(fd, &in, "ENCLAVE_INIT"))
+		goto out;
+	struct he_hypercall q = { .rax = 0x17, .rdi = id, .rdx = sizeof(info), .buf = (uintptr_t)info, .buf_len = sizeof(info), .buf_arg = 2 };
+	if (call(fd, &q, "ENCLAVE_INFO"))
+		goto out;
+	if (memcmp(info + 40, mr, 32)) {
+		printf("enclave id=%llu: the hypervisor's MRENCLAVE differs from the plan's\n", id);
+		goto out;
+	}
+	if (in_len > sizeof(buf))
+		in_len = sizeof(buf);
+	for (;;) {
+		memset(buf, 0, sizeof(buf));
+		memcpy(buf, input, in_len);
+		struct he_hypercall e = { .rax = 0x18, .rdi = id, .rsi = tcs, .rdx = fn, .r8 = in_len, .buf = (uintptr_t)buf, .buf_len = sizeof(buf), .buf_arg = 4 };
+		if (do_ioctl(fd, HE_IOC_HYPERCALL, &e, "ENCLAVE_CALL"))
+			goto out;
+		if (e.rax == HC_ENCLAVE_INTERRUPTED && resumes < 1000) {
+			resumes++;
+			continue;
+		}
+		if (e.rax) {
+			printf("ENCLAVE_CALL status=%llu after %d resumes\n", (unsigned long long)e.rax, resumes);
+			goto out;
+		}
+		if (e.rdi & 0x80000000ULL || e.rdi > sizeof(buf)) {
+			printf("ECALL %llu returned error 0x%llx\n", fn, (unsigned long long)e.rdi);
+			goto out;
+		}
+		printf("enclave id=%llu pages=%u mrenclave-match=1 ecall=%llu resumes=%d output=", id, npages, fn, resumes);
+		for (i = 0; i < e.rdi; i++)
+			printf("%02x", buf[i]);
+		printf("\n");
+		rc = 0;
+		break;
+	}
+out:;
+	struct he_hypercall d = { .rax = 0x16, .rdi = id };
+	if (call(fd, &d, "ENCLAVE_DESTROY"))
+		rc = 1;
+	return rc;
 }
 
 int main(int argc, char **argv)
@@ -90,11 +205,11 @@ int main(int argc, char **argv)
 		printf("\n");
 		return 0;
 	}
-	if (!strcmp(cmd, "load") && argc > 2) {
+	if (!strcmp(cmd, "load")) {
 		struct he_load l;
 		char h[65];
 		memset(&l, 0, sizeof(l));
-		snprintf(l.firmware, sizeof(l.firmware), "%s", argv[2]);
+		snprintf(l.firmware, sizeof(l.firmware), "%s", argc > 2 ? argv[2] : "");
 		if (do_ioctl(fd, HE_IOC_LOAD, &l, "load"))
 			return 1;
 		hex(l.image_sha256, 32, h);
@@ -266,6 +381,8 @@ int main(int argc, char **argv)
 		       id, pages, (unsigned long long)p.offset, p.result, word(&s0, 19), word(&s1, 19), (unsigned long long)d.rdi);
 		return pages == 2 && d.rdi == 2 && p.result != 0 && word(&s1, 19) == word(&s0, 19) + 1 ? 0 : 1;
 	}
-	fprintf(stderr, "usage: hectl version|status|load NAME|enable|disable|cpuid|hypercall-status|probe|probe-tpm|tpm-fifo-arm|tpm-fifo-reread|enclave|trust-init BLOBFILE\n");
+	if (!strcmp(cmd, "enclave-run") && argc > 4)
+		return enclave_run(fd, argv[2], strtoull(argv[3], NULL, 0), argv[4]);
+	fprintf(stderr, "usage: hectl version|status|load [NAME]|enable|disable|cpuid|hypercall-status|probe|probe-tpm|tpm-fifo-arm|tpm-fifo-reread|enclave|trust-init BLOBFILE|enclave-run PLAN FN INPUT\n");
 	return 2;
 }

@@ -5,6 +5,9 @@ use core::arch::asm;
 pub const MSR_EFER: u32 = 0xc000_0080;
 pub const MSR_PAT: u32 = 0x277;
 pub const MSR_VM_HSAVE_PA: u32 = 0xc001_0117;
+pub const MSR_FS_BASE: u32 = 0xc000_0100;
+pub const MSR_GS_BASE: u32 = 0xc000_0101;
+pub const MSR_KERNEL_GS_BASE: u32 = 0xc000_0102;
 pub const EFER_SVME: u64 = 1 << 12;
 
 pub fn rdmsr(msr: u32) -> u64 {
@@ -31,6 +34,7 @@ macro_rules! read_cr {
 }
 read_cr!(cr0, "cr0");
 read_cr!(cr2, "cr2");
+read_cr!(cr3, "cr3");
 read_cr!(cr4, "cr4");
 
 pub fn write_cr0(v: u64) {
@@ -56,6 +60,23 @@ read_seg!(cs, "cs");
 read_seg!(ss, "ss");
 read_seg!(ds, "ds");
 read_seg!(es, "es");
+read_seg!(fs, "fs");
+read_seg!(gs, "gs");
+
+/// The task register's selector.
+pub fn tr() -> u16 {
+    let v: u16;
+    // SAFETY: `str` only reads the task register.
+    unsafe { asm!("str {0:x}", out(reg) v, options(nomem, nostack)) };
+    v
+}
+/// The LDT register's selector.
+pub fn ldtr() -> u16 {
+    let v: u16;
+    // SAFETY: `sldt` only reads the LDT register.
+    unsafe { asm!("sldt {0:x}", out(reg) v, options(nomem, nostack)) };
+    v
+}
 
 #[repr(C, packed)]
 #[derive(Default, Clone, Copy)]

@@ -3,7 +3,25 @@
 
 use core::arch::global_asm;
 
+use crate::backend::PerCpu;
+use crate::handoff::{self, Handoff};
+
 pub const STACK_SHIFT: u32 = 19; // 512 KiB per CPU (Hypervisor::new builds its state on it)
+
+/// Where the backend's vCPU state starts in a CPU's area (after the FPU save area).
+pub const PERCPU_STATE: u64 = 4096;
+/// Where the CPU's enclave runner slots start (enclave_vm.rs), after the backend's state.
+pub const PERCPU_RUNNERS: u64 = PERCPU_STATE + ((core::mem::size_of::<PerCpu>() as u64 + 4095) & !4095);
+/// Bytes of one CPU's area: FPU save area page, the backend's vCPU state, the enclave runner
+/// slots, the stack. The container header's per-CPU size (build.sh reads it from
+/// `HE_PERCPU_SIZE`); the driver gives every possible CPU id an area of that size, so the CPU
+/// count (and with it the number of enclave threads) is bounded only by the region.
+pub const PERCPU_BYTES: u64 = PERCPU_RUNNERS + crate::enclave_vm::PERCPU_RUNNER_BYTES + (1 << STACK_SHIFT);
+
+#[no_mangle]
+#[used]
+#[link_section = ".he_info"]
+pub static HE_PERCPU_SIZE: u64 = PERCPU_BYTES;
 
 /// Guest registers the VMCB does not hold (RAX and RSP live in the VMCB).
 #[repr(C)]
@@ -49,25 +67,31 @@ global_asm!(
     ".section .text.entry, \"ax\"",
     ".global he_image_entry",
     // rdi = op, rsi = handoff, rdx = cpu, rcx = &LinuxState; on Linux's stack, host tables loaded.
+    // This CPU's area (handoff v3): FPU save area at +0, stack top at +percpu_size. A handoff of
+    // another version, a CPU id beyond its slots or an area smaller than the image needs: -1.
     "he_image_entry:",
     "    push rbx",
     "    push rbp",
     "    mov rbx, rsp",
-    "    mov r10, rdx",
-    "    shl r10, 9",
-    "    lea rbp, [rip + HE_FX]",
-    "    add rbp, r10",
+    "    mov rax, -1",
+    "    cmp dword ptr [rsi + {off_version}], {version}",
+    "    jne 9f",
+    "    mov r10d, dword ptr [rsi + {off_slots}]",
+    "    cmp rdx, r10",
+    "    jae 9f",
+    "    mov r10, [rsi + {off_size}]",
+    "    mov r11, {needed}",
+    "    cmp r10, r11",
+    "    jb 9f",
+    "    mov rbp, rdx",
+    "    imul rbp, r10",
+    "    add rbp, [rsi + {off_base}]",
     "    fxsave [rbp]",            // Linux's FPU/SSE state: the guest's first state
-    "    mov r10, rdx",
-    "    inc r10",
-    "    shl r10, {stack_shift}",
-    "    lea rax, [rip + HE_STACKS]",
-    "    add rax, r10",
-    "    mov rsp, rax",
+    "    lea rsp, [rbp + r10]",
     "    call he_main",
     "    fxrstor [rbp]",
     "    mov rsp, rbx",
-    "    pop rbp",
+    "9:  pop rbp",
     "    pop rbx",
     "    ret",
     ".text",
@@ -147,5 +171,10 @@ global_asm!(
     "    mov r10, [rax + 48]",
     "    mov cr3, r10",
     "    jmp r9",
-    stack_shift = const STACK_SHIFT,
+    off_version = const core::mem::offset_of!(Handoff, version),
+    off_slots = const core::mem::offset_of!(Handoff, cpu_slots),
+    off_size = const core::mem::offset_of!(Handoff, percpu_size),
+    off_base = const core::mem::offset_of!(Handoff, percpu_base),
+    version = const handoff::VERSION,
+    needed = const PERCPU_BYTES,
 );

@@ -1,33 +1,42 @@
-//! HyperEnclave bare-metal image (AMD SVM + nested paging). The driver loads it at its link
-//! address inside the memmap= reservation and calls `he_image_entry` (entry.rs) through its
-//! trampoline with the host page tables loaded:
+//! HyperEnclave bare-metal image: one vendor-neutral part (this file, vcpu.rs, enclave_vm.rs)
+//! and one backend per CPU vendor, chosen at build time (one image per arch, as HyperEnclave
+//! ships `rust-hypervisor-intel` and `-amd`): svm.rs (AMD SVM + NPT, the default) or vmx.rs
+//! (Intel VMX + EPT, cargo feature `vmx`). The driver loads the image at its link address inside
+//! the memmap= reservation and calls `he_image_entry` (entry.rs) through its trampoline with the
+//! host page tables loaded:
 //! - `OP_INIT` (one CPU): builds the hypervisor state of hypervisor/core and the host nested
-//!   tables (identity map of the memory map minus the reservation);
-//! - `OP_LAUNCH` (every CPU): enables SVM, captures the running Linux into a VMCB and VMRUNs it;
-//!   from then on this CPU runs the exit loop below and Linux continues as its guest.
-//! Exits handled: CPUID (hypervisor bit, signature leaf 0x40000000 "HyperEnclave"), MSR writes
-//! to EFER (SVME kept on) and VM_HSAVE_PA (ignored), VMMCALL (hypercall ABI through
-//! hyperenclave_core::dispatch; DISABLE hands the CPU back), nested page faults (counted by core,
-//! #GP injected), SVM instructions (#UD).
+//!   tables (identity map of the memory map minus the reservation), NPT or EPT format;
+//! - `OP_LAUNCH` (every CPU): the backend enables virtualization, captures the running Linux
+//!   into a VMCB / VMCS and enters it; from then on this CPU runs the backend's exit loop and
+//!   Linux continues as its guest.
+//! The backend decodes each exit and calls the neutral handlers here (vcpu::Vcpu is what it
+//! implements): CPUID (hypervisor bit, signature leaf 0x40000000 "HyperEnclave"), hypercalls
+//! (VMMCALL / VMCALL through hyperenclave_core::dispatch; DISABLE hands the CPU back), nested
+//! page faults (counted by core, #GP injected). Vendor instructions get #UD in the backend.
 #![no_std]
 #![no_main]
 
+#[allow(dead_code)] // privileged instructions of both backends
 mod cpu;
+#[cfg_attr(feature = "vmx", allow(dead_code))]
 mod entry;
 mod handoff;
 mod host;
 mod serial;
 mod tis;
+mod vcpu;
+#[cfg_attr(feature = "vmx", allow(dead_code))]
 mod vmcb;
+#[cfg_attr(not(feature = "vmx"), allow(dead_code))]
+mod vmcs;
 
 use core::fmt::Write;
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
-use entry::{GuestRegs, LeaveFrame};
-use handoff::{Handoff, LinuxState, MAX_CPUS};
+use handoff::{Handoff, LinuxState};
 use hyperenclave_core::hypercall::{dispatch_with_tpm, nr};
-use hyperenclave_core::{dispatch, Access, DirectMem, Format, HcStatus, HvConfig, HvError, HvResult, Hypervisor, MemKind, MemRange, Regs, ReservedRegion, ABI_VERSION};
-use vmcb::{exit, intercept, off, Vmcb};
+use hyperenclave_core::{dispatch, Access, DirectMem, HcStatus, HvConfig, HvError, HvResult, Hypervisor, MemKind, MemRange, Regs, ReservedRegion, ABI_VERSION};
+use vcpu::Vcpu;
 
 pub(crate) type Hv = Hypervisor<DirectMem, 4096>;
 
@@ -35,43 +44,28 @@ pub(crate) type Hv = Hypervisor<DirectMem, 4096>;
 const GUEST_SPAN: u64 = 8 << 30;
 const NPF_RETRY_LIMIT: u32 = 16;
 
-#[repr(C, align(4096))]
-struct PerCpu {
-    vmcb: Vmcb,
-    hsave: [u8; 4096],
-    regs: GuestRegs,
-    launched: bool,
-    npf_last: u64,
-    npf_repeat: u32,
-    exits: u64,
+/// The per-CPU areas (handoff v3), recorded at every entry (the driver passes the same values).
+static mut PERCPU_BASE: u64 = 0;
+static mut PERCPU_SIZE: u64 = 0;
+
+/// This CPU's FPU save area (the first 512 bytes of its area).
+pub(crate) fn fx_area(cpu: usize) -> *mut u8 {
+    // SAFETY: set at entry before any backend code runs; never changed while CPUs run.
+    unsafe { (PERCPU_BASE + cpu as u64 * PERCPU_SIZE) as *mut u8 }
 }
 
-const PERCPU_INIT: PerCpu = PerCpu {
-    vmcb: Vmcb([0; 4096]),
-    hsave: [0; 4096],
-    regs: GuestRegs { rbx: 0, rcx: 0, rdx: 0, rsi: 0, rdi: 0, rbp: 0, r8: 0, r9: 0, r10: 0, r11: 0, r12: 0, r13: 0, r14: 0, r15: 0 },
-    launched: false,
-    npf_last: 0,
-    npf_repeat: 0,
-    exits: 0,
-};
+/// This CPU's backend vCPU state, in its own area (entry.rs checked the area's size).
+pub(crate) fn percpu_state(cpu: usize) -> &'static mut backend::PerCpu {
+    // SAFETY: each CPU only touches its own area; the page-aligned offset suits PerCpu's alignment.
+    unsafe { &mut *((PERCPU_BASE + cpu as u64 * PERCPU_SIZE + entry::PERCPU_STATE) as *mut backend::PerCpu) }
+}
 
-#[repr(C, align(16))]
-pub struct Stacks([[u8; 1 << entry::STACK_SHIFT]; MAX_CPUS]);
-#[repr(C, align(64))]
-pub struct FxAreas([[u8; 512]; MAX_CPUS]);
-#[repr(C, align(4096))]
-struct Msrpm([u8; 8192]);
-#[repr(C, align(4096))]
-struct Iopm([u8; 12288]);
+/// This CPU id's enclave runner slots (enclave_vm.rs), in its area after the backend's state.
+pub(crate) fn percpu_runners(cpu: usize) -> *mut u8 {
+    // SAFETY: reads values set at entry; the area was checked to hold PERCPU_BYTES.
+    unsafe { (PERCPU_BASE + cpu as u64 * PERCPU_SIZE + entry::PERCPU_RUNNERS) as *mut u8 }
+}
 
-#[no_mangle]
-static mut HE_STACKS: Stacks = Stacks([[0; 1 << entry::STACK_SHIFT]; MAX_CPUS]);
-#[no_mangle]
-static mut HE_FX: FxAreas = FxAreas([[0; 512]; MAX_CPUS]);
-static mut PERCPU: [PerCpu; MAX_CPUS] = [PERCPU_INIT; MAX_CPUS];
-static mut MSRPM: Msrpm = Msrpm([0; 8192]);
-static mut IOPM: Iopm = Iopm([0; 12288]);
 static mut HV: Option<Hv> = None;
 static mut LEAVE_TRAMP: u64 = 0;
 static LOCK: AtomicBool = AtomicBool::new(false);
@@ -79,6 +73,9 @@ pub(crate) static PRINT: AtomicBool = AtomicBool::new(false);
 static LAUNCHED: AtomicU32 = AtomicU32::new(0);
 /// The hypervisor PCR was capped at this enable's first DISABLE (reset at INIT).
 static CAPPED: AtomicBool = AtomicBool::new(false);
+/// INIT's self-test found no TPM at all (nothing answers at the TIS address: Bochs, a machine
+/// without a TPM). DISABLE then has no PCR to cap, as long as there is still none.
+static NO_TPM_AT_INIT: AtomicBool = AtomicBool::new(false);
 
 pub(crate) fn lock(l: &AtomicBool) {
     while l.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed).is_err() {
@@ -106,8 +103,16 @@ macro_rules! log {
     }};
 }
 
-mod enclave_vm; // after log! so it can use it
+mod enclave_vm; // after log! so they can use it
 mod iommu;
+#[cfg(not(feature = "vmx"))]
+mod svm;
+#[cfg(not(feature = "vmx"))]
+use svm as backend;
+#[cfg(feature = "vmx")]
+mod vmx;
+#[cfg(feature = "vmx")]
+use vmx as backend;
 
 /// A host exception (host.rs's IDT): one line, then that CPU halts.
 pub(crate) fn host_exception_log(vector: u64, err: u64, rip: u64, cr2: u64) {
@@ -161,8 +166,13 @@ pub unsafe extern "C" fn bcmp(a: *const u8, b: *const u8, n: usize) -> i32 {
 extern "C" fn he_main(op: u64, handoff: u64, cpu: u64, linux: *const LinuxState) -> i64 {
     // SAFETY: the driver passes the physical (= identity-mapped) address of its handoff page.
     let ho = unsafe { &*(handoff as *const Handoff) };
-    if ho.magic != handoff::MAGIC || ho.version != handoff::VERSION || cpu as usize >= MAX_CPUS {
+    if ho.magic != handoff::MAGIC || ho.version != handoff::VERSION || cpu >= ho.cpu_slots as u64 || ho.percpu_size < entry::PERCPU_BYTES {
         return -1;
+    }
+    // SAFETY: the same values on every entry (the driver's layout); read by fx_area/percpu_state.
+    unsafe {
+        PERCPU_BASE = ho.percpu_base;
+        PERCPU_SIZE = ho.percpu_size;
     }
     match op {
         handoff::OP_INIT => match init(ho) {
@@ -173,7 +183,7 @@ extern "C" fn he_main(op: u64, handoff: u64, cpu: u64, linux: *const LinuxState)
             }
         },
         // SAFETY: `linux` points at the three words he_enter pushed on Linux's stack.
-        handoff::OP_LAUNCH => launch(cpu as usize, unsafe { &*linux }),
+        handoff::OP_LAUNCH => backend::launch(cpu as usize, unsafe { &*linux }),
         _ => -1,
     }
 }
@@ -228,7 +238,9 @@ fn init(ho: &Handoff) -> HvResult<()> {
     // The transport's self-test at the hypervisor's locality (before launch; the driver holds
     // Linux's TPM lock around ENABLE): GetRandom and PCR_Read of the measurement PCR.
     let pcr = if ho.pcr < 24 { ho.pcr } else { 12 };
-    match tis::self_test(pcr) {
+    let self_test = tis::self_test(pcr);
+    NO_TPM_AT_INIT.store(matches!(self_test, Err(tis::TisError::NoDevice { .. })), Ordering::SeqCst);
+    match self_test {
         Ok((random, digest, clean)) => {
             log!(
                 "TPM: locality {} at {:#x}: GetRandom gave {} bytes, PCR{} sha256 {}{}",
@@ -249,7 +261,7 @@ fn init(ho: &Handoff) -> HvResult<()> {
     let r = (|| {
         if hv.is_none() {
             let reserved = ReservedRegion::split(ho.reserved_base, ho.reserved_size, ho.hv_size, ho.pool_base - ho.reserved_base)?;
-            let mut cfg = HvConfig::new(reserved, Format::Npt, rdrand_fill);
+            let mut cfg = HvConfig::new(reserved, backend::PAGING, rdrand_fill);
             cfg.image_digest = ho.image_sha256;
             cfg.trust.hypervisor_pcr = pcr as u8;
             // SAFETY: the host tables identity-map the reservation; nothing else aliases it.
@@ -285,8 +297,9 @@ fn init(ho: &Handoff) -> HvResult<()> {
         }
         let s = h.status();
         log!(
-            "init: {} memory ranges, host NPT root {:#x}, {} of {} pool frames, EPC {} pages, crypto {}",
+            "init: {} memory ranges, host {} root {:#x}, {} of {} pool frames, EPC {} pages, crypto {}",
             n,
+            backend::TABLES,
             h.host_table().map(|t| t.root()).unwrap_or(0),
             s.pool_frames_used,
             s.pool_frames_total,
@@ -297,17 +310,11 @@ fn init(ho: &Handoff) -> HvResult<()> {
     })();
     unlock(&LOCK);
     r?;
+    enclave_vm::init_slots(ho.cpu_slots as usize);
     host::init(ho.leave_tramp, ho.leave_tramp_pa);
-    // SAFETY: single writer (INIT runs before any LAUNCH); the bitmaps are page-aligned statics.
-    unsafe {
-        LEAVE_TRAMP = ho.leave_tramp;
-        let m = &mut *core::ptr::addr_of_mut!(MSRPM);
-        // 2 bits per MSR (read, write); 0xc0000000.. at 0x800, 0xc0010000.. at 0x1000
-        let efer = 0x800 + (0x80 * 2) / 8;
-        m.0[efer] |= 1 << ((0x80 * 2) % 8 + 1);
-        let hsave = 0x1000 + (0x117 * 2) / 8;
-        m.0[hsave] |= 3 << ((0x117 * 2) % 8);
-    }
+    // SAFETY: single writer (INIT runs before any LAUNCH).
+    unsafe { LEAVE_TRAMP = ho.leave_tramp };
+    backend::init();
     Ok(())
 }
 
@@ -360,143 +367,11 @@ impl core::fmt::Display for Hex<'_> {
     }
 }
 
-fn launch(cpu: usize, linux: &LinuxState) -> i64 {
-    // SAFETY: each CPU only touches its own PerCpu slot.
-    let pc = unsafe { &mut (*core::ptr::addr_of_mut!(PERCPU))[cpu] };
-    let root = {
-        lock(&LOCK);
-        // SAFETY: under LOCK.
-        let r = unsafe { (*core::ptr::addr_of!(HV)).as_ref().and_then(|h| h.host_table()).map(|t| t.root()) };
-        unlock(&LOCK);
-        match r {
-            Some(r) => r,
-            None => return -4,
-        }
-    };
-    let efer = cpu::rdmsr(cpu::MSR_EFER);
-    cpu::wrmsr(cpu::MSR_EFER, efer | cpu::EFER_SVME);
-    cpu::wrmsr(cpu::MSR_VM_HSAVE_PA, pc.hsave.as_ptr() as u64);
-
-    let v = &mut pc.vmcb;
-    v.0.fill(0);
-    v.w32(off::INTERCEPT_MISC1, intercept::CPUID | intercept::MSR_PROT | intercept::SHUTDOWN);
-    v.w32(
-        off::INTERCEPT_MISC2,
-        intercept::VMRUN | intercept::VMMCALL | intercept::VMLOAD | intercept::VMSAVE | intercept::STGI | intercept::CLGI | intercept::SKINIT,
-    );
-    // page-aligned statics; identity-mapped, so their addresses are physical
-    v.w64(off::IOPM_BASE, core::ptr::addr_of!(IOPM) as u64);
-    v.w64(off::MSRPM_BASE, core::ptr::addr_of!(MSRPM) as u64);
-    v.w32(off::ASID, 1);
-    v.0[off::TLB_CONTROL] = 1;
-    v.w64(off::NP_ENABLE, 1);
-    v.w64(off::N_CR3, root);
-
-    let gdt = cpu::sgdt();
-    let idt = cpu::sidt();
-    for (o, sel) in [(off::ES, cpu::es()), (off::CS, cpu::cs()), (off::SS, cpu::ss()), (off::DS, cpu::ds())] {
-        let (attrib, limit, base) = vmcb::gdt_segment(gdt.base, sel);
-        v.seg(o, sel, attrib, limit, base);
-    }
-    v.seg(off::GDTR, 0, 0, gdt.limit as u32, gdt.base);
-    v.seg(off::IDTR, 0, 0, idt.limit as u32, idt.base);
-    v.0[off::CPL] = 0;
-    v.w64(off::EFER, efer | cpu::EFER_SVME);
-    v.w64(off::CR0, cpu::cr0());
-    v.w64(off::CR2, cpu::cr2());
-    v.w64(off::CR3, linux.cr3);
-    v.w64(off::CR4, cpu::cr4());
-    v.w64(off::DR7, 0x400);
-    v.w64(off::DR6, 0xffff_0ff0);
-    v.w64(off::RFLAGS, 0x2);
-    v.w64(off::RIP, linux.rip);
-    v.w64(off::RSP, linux.rsp);
-    v.w64(off::RAX, 0);
-    v.w64(off::G_PAT, cpu::rdmsr(cpu::MSR_PAT));
-    pc.regs = GuestRegs::default();
-    pc.launched = true;
-    LAUNCHED.fetch_add(1, Ordering::SeqCst);
-
-    // From here the host runs on its own GDT/IDT (saved as host state by VMRUN).
-    host::load_tables();
-    let (hg, hi) = (cpu::sgdt(), cpu::sidt());
-    let (hg_base, hi_base) = (hg.base, hi.base);
-    log!(
-        "cpu{}: VMRUN rip {:#x} rsp {:#x} cr3 {:#x} nCR3 {:#x}; host GDT {:#x} IDT {:#x}, leave CR3 {:#x}",
-        cpu, linux.rip, linux.rsp, linux.cr3, root, hg_base, hi_base, host::leave_cr3()
-    );
-    run(pc, cpu);
-    // only reached when the first VMRUN was refused
-    host::restore_linux_tables(gdt, idt);
-    pc.launched = false;
-    LAUNCHED.fetch_sub(1, Ordering::SeqCst);
-    cpu::stgi();
-    cpu::wrmsr(cpu::MSR_EFER, efer);
-    -3
-}
-
-fn inject(v: &mut Vmcb, vector: u8, error_code: Option<u32>) {
-    let mut e = vector as u64 | (3 << 8) | (1 << 31);
-    if let Some(c) = error_code {
-        e |= (1 << 11) | ((c as u64) << 32);
-    }
-    v.w64(off::EVENTINJ, e);
-}
-
-fn skip(v: &mut Vmcb, len: u64) {
-    let rip = v.r64(off::RIP);
-    v.w64(off::RIP, rip + len);
-}
-
-/// The exit loop. Returns only if the very first VMRUN is refused.
-fn run(pc: &mut PerCpu, cpu: usize) {
-    let vmcb_pa = &pc.vmcb as *const Vmcb as u64;
-    // SAFETY: this CPU's FX area.
-    let fx = unsafe { (*core::ptr::addr_of_mut!(HE_FX)).0[cpu].as_mut_ptr() };
-    let mut first = true;
-    loop {
-        // SAFETY: VMCB, register block and FX area belong to this CPU and stay valid.
-        unsafe { entry::he_vmrun(vmcb_pa, &mut pc.regs, fx) };
-        pc.exits += 1;
-        let v = &mut pc.vmcb;
-        let code = v.r64(off::EXITCODE);
-        if first {
-            first = false;
-            v.0[off::TLB_CONTROL] = 0;
-            if code == exit::INVALID {
-                log!("cpu{}: VMRUN refused (VMEXIT_INVALID): guest state rejected", cpu);
-                return;
-            }
-            log!("cpu{}: running as guest, first exit {:#x}", cpu, code);
-        }
-        v.w64(off::EVENTINJ, 0);
-        let pending = v.r64(off::EXITINTINFO);
-        if pending & (1 << 31) != 0 {
-            v.w64(off::EVENTINJ, pending);
-        }
-        match code {
-            exit::CPUID => cpuid_exit(pc),
-            exit::MSR => msr_exit(pc, cpu),
-            exit::VMMCALL => vmmcall_exit(pc, cpu, fx),
-            exit::NPF => npf_exit(pc, cpu),
-            exit::VMRUN | exit::VMLOAD | exit::VMSAVE | exit::STGI | exit::CLGI | exit::SKINIT => inject(v, 6, None),
-            exit::SHUTDOWN => {
-                log!("cpu{}: guest shutdown (triple fault) at rip {:#x}", cpu, v.r64(off::RIP));
-                cpu::halt_forever();
-            }
-            other => {
-                log!("cpu{}: unexpected exit {:#x} info1 {:#x} info2 {:#x}", cpu, other, v.r64(off::EXITINFO1), v.r64(off::EXITINFO2));
-                cpu::halt_forever();
-            }
-        }
-    }
-}
-
-fn cpuid_exit(pc: &mut PerCpu) {
-    let v = &mut pc.vmcb;
-    let leaf = v.r64(off::RAX) as u32;
-    let sub = pc.regs.rcx as u32;
+pub(crate) fn cpuid_exit<V: Vcpu>(vc: &mut V) {
+    let leaf = vc.rax() as u32;
+    let sub = vc.regs().rcx as u32;
     let mut r = cpu::cpuid(leaf, sub);
+    V::hide_virtualization(leaf, &mut r); // nested virtualization is not offered
     match leaf {
         1 => r[2] |= 1 << 31, // hypervisor present
         0x4000_0000 => {
@@ -508,41 +383,18 @@ fn cpuid_exit(pc: &mut PerCpu) {
             ]
         }
         0x4000_0001 => r = [ABI_VERSION, 0, 0, 0],
-        0x8000_0001 => r[2] &= !(1 << 2), // no SVM for the guest: nested virtualization is not offered
         _ => {}
     }
-    v.w64(off::RAX, r[0] as u64);
-    pc.regs.rbx = r[1] as u64;
-    pc.regs.rcx = r[2] as u64;
-    pc.regs.rdx = r[3] as u64;
-    skip(v, 2);
+    vc.set_rax(r[0] as u64);
+    vc.regs().rbx = r[1] as u64;
+    vc.regs().rcx = r[2] as u64;
+    vc.regs().rdx = r[3] as u64;
+    vc.advance();
 }
 
-fn msr_exit(pc: &mut PerCpu, cpu: usize) {
-    let v = &mut pc.vmcb;
-    let msr = pc.regs.rcx as u32;
-    let write = v.r64(off::EXITINFO1) & 1 == 1;
-    if write {
-        let value = (pc.regs.rdx << 32) | (v.r64(off::RAX) & 0xffff_ffff);
-        match msr {
-            cpu::MSR_EFER => v.w64(off::EFER, value | cpu::EFER_SVME), // SVME stays on under us
-            cpu::MSR_VM_HSAVE_PA => log!("cpu{}: guest write of VM_HSAVE_PA ({:#x}) ignored", cpu, value),
-            _ => cpu::wrmsr(msr, value),
-        }
-    } else {
-        let value = match msr {
-            cpu::MSR_VM_HSAVE_PA => 0,
-            _ => cpu::rdmsr(msr),
-        };
-        v.w64(off::RAX, value & 0xffff_ffff);
-        pc.regs.rdx = value >> 32;
-    }
-    skip(v, 2);
-}
-
-fn vmmcall_exit(pc: &mut PerCpu, cpu: usize, fx: *mut u8) {
-    let v = &mut pc.vmcb;
-    let mut regs = Regs { rax: v.r64(off::RAX), rdi: pc.regs.rdi, rsi: pc.regs.rsi, rdx: pc.regs.rdx, rcx: pc.regs.rcx, r8: pc.regs.r8 };
+/// A hypercall (VMMCALL / VMCALL) from the demoted Linux, through the core's `dispatch`.
+pub(crate) fn hypercall_exit<V: Vcpu>(vc: &mut V, cpu: usize) {
+    let mut regs = Regs { rax: vc.rax(), rdi: vc.regs().rdi, rsi: vc.regs().rsi, rdx: vc.regs().rdx, rcx: vc.regs().rcx, r8: vc.regs().r8 };
     lock(&LOCK);
     // SAFETY: under LOCK.
     let hv = unsafe { (*core::ptr::addr_of_mut!(HV)).as_mut().unwrap() };
@@ -550,8 +402,8 @@ fn vmmcall_exit(pc: &mut PerCpu, cpu: usize, fx: *mut u8) {
         let alive = hv.status().enclaves;
         if alive > 0 {
             unlock(&LOCK);
-            v.w64(off::RAX, HcStatus::EnclavesAlive as u64);
-            skip(v, 3);
+            vc.set_rax(HcStatus::EnclavesAlive as u64);
+            vc.advance();
             return;
         }
         // Before the first CPU leaves (from then on the host could reach locality 2 through it)
@@ -568,14 +420,19 @@ fn vmmcall_exit(pc: &mut PerCpu, cpu: usize, fx: *mut u8) {
                     CAPPED.store(true, Ordering::SeqCst);
                     log!("cpu{}: DISABLE: hypervisor PCR capped, root of trust wiped", cpu);
                 }
+                Err((_, Some(tis::TisError::NoDevice { did_vid }))) if NO_TPM_AT_INIT.load(Ordering::SeqCst) => {
+                    // no TPM at INIT and none now: no PCR was ever the hypervisor's, nothing to cap
+                    CAPPED.store(true, Ordering::SeqCst);
+                    log!("cpu{}: DISABLE: no TPM at INIT nor now (DID_VID {:#010x}): no PCR to cap", cpu, did_vid);
+                }
                 Err((e, detail)) => {
                     unlock(&LOCK);
                     match detail {
                         Some(d) => log!("cpu{}: DISABLE refused: PCR cap failed: {} ({})", cpu, e, d),
                         None => log!("cpu{}: DISABLE refused: PCR cap failed: {}", cpu, e),
                     }
-                    v.w64(off::RAX, HcStatus::from(&e) as u64);
-                    skip(v, 3);
+                    vc.set_rax(HcStatus::from(&e) as u64);
+                    vc.advance();
                     return;
                 }
             }
@@ -591,7 +448,7 @@ fn vmmcall_exit(pc: &mut PerCpu, cpu: usize, fx: *mut u8) {
             log!("cpu{}: DISABLE: host tables released ({:?})", cpu, st);
         }
         unlock(&LOCK);
-        leave(pc, cpu, fx);
+        vc.leave(cpu);
     }
     if regs.rax == nr::TRUST_INIT {
         // The core's TPM sequence at locality 2, held for the whole call.
@@ -622,49 +479,56 @@ fn vmmcall_exit(pc: &mut PerCpu, cpu: usize, fx: *mut u8) {
             (st, Some(d)) => log!("cpu{}: TRUST_INIT failed: {:?} ({})", cpu, st, d),
             (st, None) => log!("cpu{}: TRUST_INIT failed: {:?}", cpu, st),
         }
-        v.w64(off::RAX, regs.rax);
-        pc.regs.rdi = regs.rdi;
-        pc.regs.rsi = regs.rsi;
-        pc.regs.rdx = regs.rdx;
-        skip(v, 3);
+        vc.set_rax(regs.rax);
+        vc.regs().rdi = regs.rdi;
+        vc.regs().rsi = regs.rsi;
+        vc.regs().rdx = regs.rdx;
+        vc.advance();
         return;
     }
     if regs.rax == nr::ENCLAVE_CALL {
         // runs enclave code: the lock is taken only around core state, not while the enclave runs
         unlock(&LOCK);
-        let (st, out) = enclave_vm::call(&LOCK, hv as *mut Hv, cpu, regs.rdi, regs.rsi, regs.rdx, regs.rcx, regs.r8);
-        v.w64(off::RAX, st as u64);
-        pc.regs.rdi = out;
-        skip(v, 3);
+        let (st, rdi, rsi) = enclave_vm::call(&LOCK, hv as *mut Hv, cpu, regs.rdi, regs.rsi, regs.rdx, regs.rcx, regs.r8);
+        vc.set_rax(st as u64);
+        vc.regs().rdi = rdi;
+        vc.regs().rsi = rsi;
+        vc.advance();
+        return;
+    }
+    if regs.rax == nr::ENCLAVE_OCALL_RETURN {
+        unlock(&LOCK);
+        let (st, rdi, rsi) = enclave_vm::ocall_return(&LOCK, hv as *mut Hv, cpu, regs.rdi, regs.rsi, regs.rdx, regs.rcx);
+        vc.set_rax(st as u64);
+        vc.regs().rdi = rdi;
+        vc.regs().rsi = rsi;
+        vc.advance();
         return;
     }
     iommu::poll(hv); // DMA faults reach STATUS before it is read
     // SAFETY: as above; dispatch checks every buffer page against the host tables first.
     let mut guest = unsafe { DirectMem::new(0, MemRange::new(0, GUEST_SPAN, MemKind::Ram)) };
     let destroyed = (regs.rax == nr::ENCLAVE_DESTROY).then_some(regs.rdi as u32);
+    // EDMM steps that can take mappings away from the enclave's running threads
+    let shrunk = matches!(regs.rax, nr::ENCLAVE_RESTRICT | nr::ENCLAVE_MODIFY_TYPE | nr::ENCLAVE_REMOVE).then_some(regs.rdi as u32);
     let st = dispatch(hv, &mut regs, &mut guest);
-    if let (Some(id), HcStatus::Success) = (destroyed, st) {
-        enclave_vm::forget(id);
-    }
     unlock(&LOCK);
-    v.w64(off::RAX, regs.rax);
-    pc.regs.rdi = regs.rdi;
-    pc.regs.rsi = regs.rsi;
-    pc.regs.rdx = regs.rdx;
-    skip(v, 3);
+    // after the hypervisor lock: enclave_vm takes its slot lock first, then the hypervisor's
+    match (destroyed, shrunk, st) {
+        (Some(id), _, HcStatus::Success) => enclave_vm::forget(id),
+        (_, Some(id), HcStatus::Success) => enclave_vm::mappings_changed(id),
+        _ => {}
+    }
+    vc.set_rax(regs.rax);
+    vc.regs().rdi = regs.rdi;
+    vc.regs().rsi = regs.rsi;
+    vc.regs().rdx = regs.rdx;
+    vc.advance();
 }
 
-fn npf_exit(pc: &mut PerCpu, cpu: usize) {
-    let v = &mut pc.vmcb;
-    let err = v.r64(off::EXITINFO1);
-    let gpa = v.r64(off::EXITINFO2);
-    let access = if err & 0x10 != 0 {
-        Access::Execute
-    } else if err & 0x2 != 0 {
-        Access::Write
-    } else {
-        Access::Read
-    };
+/// A nested-paging (NPT / EPT) violation of the demoted Linux: core classifies and counts it;
+/// the guest gets #GP(0), as it would for a non-canonical access.
+pub(crate) fn nested_fault_exit<V: Vcpu>(vc: &mut V, cpu: usize, gpa: u64, access: Access) {
     lock(&LOCK);
     // SAFETY: under LOCK.
     let r = unsafe { (*core::ptr::addr_of_mut!(HV)).as_mut().unwrap().host_access(gpa, access) };
@@ -672,15 +536,16 @@ fn npf_exit(pc: &mut PerCpu, cpu: usize) {
     match r {
         Ok(()) => {
             // mapped: a stale translation; retry a few times, then treat it as refused
-            if pc.npf_last == gpa {
-                pc.npf_repeat += 1;
+            let (last, repeat) = vc.fault_tracker();
+            if *last == gpa {
+                *repeat += 1;
             } else {
-                pc.npf_last = gpa;
-                pc.npf_repeat = 0;
+                *last = gpa;
+                *repeat = 0;
             }
-            if pc.npf_repeat >= NPF_RETRY_LIMIT {
+            if *repeat >= NPF_RETRY_LIMIT {
                 log!("cpu{}: nested fault at {:#x} repeats on a mapped page: #GP", cpu, gpa);
-                inject(v, 13, Some(0));
+                vc.inject(13, Some(0));
             }
         }
         Err(f) if (tis::HIDDEN.0..tis::HIDDEN.1).contains(&gpa) => {
@@ -689,40 +554,14 @@ fn npf_exit(pc: &mut PerCpu, cpu: usize) {
                 cpu,
                 (gpa - tis::TIS_BASE) / tis::LOCALITY_STRIDE,
                 f.gpa,
-                v.r64(off::RIP)
+                vc.rip()
             );
-            inject(v, 13, Some(0));
+            vc.inject(13, Some(0));
         }
         Err(f) => {
-            log!("cpu{}: {} (rip {:#x}): #GP injected", cpu, f, v.r64(off::RIP));
-            inject(v, 13, Some(0));
+            log!("cpu{}: {} (rip {:#x}): #GP injected", cpu, f, vc.rip());
+            vc.inject(13, Some(0));
         }
     }
 }
 
-/// Hands this CPU back to Linux right after its VMMCALL(DISABLE), with status SUCCESS.
-fn leave(pc: &mut PerCpu, cpu: usize, fx: *mut u8) -> ! {
-    let v = &pc.vmcb;
-    let frame = LeaveFrame {
-        cr3: v.r64(off::CR3),
-        rsp: v.r64(off::RSP),
-        rip: v.r64(off::RIP) + 3,
-        rflags: v.r64(off::RFLAGS),
-        rax: 0,
-        // SAFETY: written once by INIT.
-        tramp: unsafe { LEAVE_TRAMP },
-        leave_cr3: host::leave_cr3(),
-    };
-    let linux_table = |o: usize| cpu::DescTable { limit: v.r64(o + 4) as u32 as u16, base: v.r64(o + 8) };
-    let (gdt, idt) = (linux_table(off::GDTR), linux_table(off::IDTR));
-    let efer = v.r64(off::EFER) & !cpu::EFER_SVME;
-    cpu::write_cr0(v.r64(off::CR0));
-    cpu::write_cr4(v.r64(off::CR4));
-    pc.launched = false;
-    log!("cpu{}: handed back to Linux after {} exits", cpu, pc.exits);
-    cpu::stgi();
-    cpu::wrmsr(cpu::MSR_EFER, efer);
-    host::restore_linux_tables(gdt, idt);
-    // SAFETY: frame and registers describe the guest exactly as it trapped.
-    unsafe { entry::he_leave(&frame, &pc.regs, fx) }
-}

@@ -638,12 +638,29 @@ export class HypervisorService {
     }));
     // The client serves this run's OCALLs on the socket it names (else an OCALL fails with code 7).
     const sock = typeof a.ocallSocket === 'string' ? a.ocallSocket : undefined;
-    const ocall = sock === undefined ? undefined : (nr: number, data: Buffer) => this.ocalls.call(sock, nr, data);
+    // A failed OCALL (no such entry, the handler threw, the client went away) is code 7 for the
+    // enclave; the first such message of the ECALL goes into its result's error.
+    let ocallError: string | undefined;
+    const ocall =
+      sock === undefined
+        ? undefined
+        : (nr: number, data: Buffer): Buffer | false => {
+            try {
+              return this.ocalls.call(sock, nr, data);
+            } catch (e) {
+              ocallError ??= (e as Error).message;
+              return false;
+            }
+          };
     meta.vm ??= core.createVm(id, { timeoutMs: ECALL_TIMEOUT_MS });
     const vm = meta.vm;
     const out: unknown[] = [];
     try {
-      return this.runEcalls(id, meta, vm, ecalls, ocall, out);
+      return this.runEcalls(id, meta, vm, ecalls, ocall, out, () => {
+        const m = ocallError;
+        ocallError = undefined;
+        return m;
+      });
     } finally {
       if (sock !== undefined) this.ocalls.release(sock);
     }
@@ -654,8 +671,9 @@ export class HypervisorService {
     meta: EnclaveMeta,
     vm: EnclaveVmHandle,
     ecalls: { fn: number; input: Buffer; tcs: bigint | undefined; timeoutMs: number | undefined }[],
-    ocall: ((nr: number, data: Buffer) => Buffer) | undefined,
+    ocall: ((nr: number, data: Buffer) => Buffer | false) | undefined,
     out: unknown[],
+    takeOcallError: () => string | undefined,
   ) {
     for (const e of ecalls) {
       const tcs = e.tcs ?? this.firstTcs(id);
@@ -675,7 +693,7 @@ export class HypervisorService {
         ok: !failed,
         ret: '0x' + r.status.toString(16),
         output: r.output.toString('hex'),
-        error: failed ? `ECALL ${e.fn} returned error code ${r.status & 0x7fff_ffff}` : null,
+        error: failed ? `ECALL ${e.fn} returned error code ${r.status & 0x7fff_ffff}${ocallFailure(takeOcallError())}` : (takeOcallError(), null),
         micros,
       });
     }
@@ -695,6 +713,8 @@ export class HypervisorService {
     return t.offset;
   }
 }
+
+const ocallFailure = (m: string | undefined): string => (m === undefined ? '' : ` (a failed OCALL: ${m})`);
 
 /** bigint → "0x…", Buffer → hex, recursively (RPC results are JSON). */
 export function jsonable(v: unknown): unknown {

@@ -228,7 +228,12 @@ impl VmFd {
     }
 
     pub fn create_vcpu(&self, kvm: &Kvm) -> Result<VcpuFd, SysError> {
-        let fd = ioctl_int(self.raw(), KVM_CREATE_VCPU, 0).map_err(err("KVM_CREATE_VCPU"))?;
+        self.create_vcpu_id(kvm, 0)
+    }
+
+    /// vCPU number `id` of this VM (one per TCS in the enclave runner).
+    pub fn create_vcpu_id(&self, kvm: &Kvm, id: u64) -> Result<VcpuFd, SysError> {
+        let fd = ioctl_int(self.raw(), KVM_CREATE_VCPU, id).map_err(err("KVM_CREATE_VCPU"))?;
         // SAFETY: KVM_CREATE_VCPU succeeded, so `fd` is a fresh descriptor owned by nobody else.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         let run = Mapping::file(fd.as_raw_fd(), kvm.vcpu_mmap_size, 0, true).map_err(|e| SysError { what: "mmap kvm_run".into(), ..e })?;

@@ -6,6 +6,8 @@ pub mod measure;
 pub mod report;
 pub mod sigstruct;
 pub mod runtime;
+pub mod edmm;
+pub mod ssa;
 
 use crate::error::{HvError, HvResult};
 use crate::memory::PAGE_SIZE;
@@ -18,8 +20,13 @@ pub mod attr {
     pub const PROVISIONKEY: u64 = 1 << 4;
     pub const EINITTOKENKEY: u64 = 1 << 5;
     pub const KSS: u64 = 1 << 7;
+    /// HyperEnclave extension (a bit SGX reserves): the enclave opts in to dynamic memory
+    /// (ENCLAVE_AUGMENT and the other EDMM leaves). ATTRIBUTES is in the REPORT and under
+    /// the SIGSTRUCT's ATTRIBUTEMASK, so a verifier sees the choice; augmented pages
+    /// themselves are not measured (as SGX2).
+    pub const EDMM: u64 = 1 << 8;
     /// Flags an enclave may request at ECREATE.
-    pub const ALLOWED: u64 = DEBUG | MODE64BIT | PROVISIONKEY | EINITTOKENKEY | KSS;
+    pub const ALLOWED: u64 = DEBUG | MODE64BIT | PROVISIONKEY | EINITTOKENKEY | KSS | EDMM;
     /// XFRM bits every enclave must enable: x87 and SSE.
     pub const XFRM_REQUIRED: u64 = 0x3;
 }
@@ -31,6 +38,8 @@ pub enum PageType {
     Secs = 0,
     Tcs = 1,
     Reg = 2,
+    /// A page the enclave is giving back (EMODT, then EACCEPT, then the host's EREMOVE).
+    Trim = 4,
 }
 
 /// Parsed SECINFO.FLAGS: R=bit 0, W=bit 1, X=bit 2, page type in bits 15:8.

@@ -40,3 +40,61 @@ pub mod hc {
 pub const ECALL_ERROR: u64 = 0x8000_0000;
 /// rt's error code for a refused OCALL.
 pub const ERR_OCALL: u64 = 7;
+
+/// `out ERESUME, eax` from the exception handler (issue 14): EAX = `ERESUME_CONTINUE` resumes
+/// the interrupted context from SSA frame CSSA-1 (after `ssa::validate_resume`), EAX =
+/// `ERESUME_ABORT` ends the thread (the ECALL returns ENCLAVE_FAULT).
+pub const PORT_ERESUME: u16 = 0x14;
+pub const ERESUME_CONTINUE: u32 = 0;
+pub const ERESUME_ABORT: u32 = 1;
+
+/// Runtime hypercalls added for EDMM (mailbox NR at `PORT_HYPERCALL`).
+pub mod edmm_hc {
+    /// EACCEPT: A0 = page address (linear, page aligned, inside ELRANGE), A1 = the SECINFO flags
+    /// the enclave expects (see `crate::enclave::edmm::secinfo`). EAX = 0 or `STATUS_PAGE_STATE`.
+    pub const EACCEPT: u64 = 3;
+    /// EMODPE: A0 = page address, A1 = permissions to add (R=1 W=2 X=4). EAX = 0 or
+    /// `STATUS_PAGE_STATE`.
+    pub const EMODPE: u64 = 4;
+    /// The page is not in the state the step needs, or EACCEPT's flags do not match it.
+    pub const STATUS_PAGE_STATE: u64 = 42;
+}
+
+/// Reserved OCALL index of rt's `heap_grow`: input u64 ELRANGE offset, u64 page count (16
+/// bytes LE); the host runs ENCLAVE_AUGMENT on that range and answers with length 0 (or
+/// 0x8000_0000 | 7 when it refused).
+pub const OCALL_HEAP_GROW: u32 = 0xFFFF_FF00;
+
+/// The AEX frame the runners write (SGX SSA layout, SDM vol. 3D 37.9). Offsets are from the
+/// start of GPRSGX, which occupies the last `GPRSGX_SIZE` bytes of an SSA frame.
+pub mod gpr {
+    pub const GPRSGX_SIZE: u64 = 184;
+    pub const RAX: usize = 0;
+    pub const RCX: usize = 8;
+    pub const RDX: usize = 16;
+    pub const RBX: usize = 24;
+    pub const RSP: usize = 32;
+    pub const RBP: usize = 40;
+    pub const RSI: usize = 48;
+    pub const RDI: usize = 56;
+    /// R8..R15 at 64, 72, ..., 120.
+    pub const R8: usize = 64;
+    pub const RFLAGS: usize = 128;
+    pub const RIP: usize = 136;
+    pub const URSP: usize = 144;
+    pub const URBP: usize = 152;
+    /// u32: vector in bits 7:0, type in 10:8 (`EXIT_TYPE_HW` / `EXIT_TYPE_SW`), bit 31 valid.
+    pub const EXITINFO: usize = 160;
+    pub const FSBASE: usize = 168;
+    pub const GSBASE: usize = 176;
+    pub const EXIT_TYPE_HW: u32 = 3;
+    pub const EXIT_TYPE_SW: u32 = 6;
+    pub const EXIT_VALID: u32 = 1 << 31;
+    /// MISC EXINFO (SECS.MISCSELECT bit 0), just before GPRSGX: MADDR (CR2) at GPRSGX-16 (u64),
+    /// ERRCD at GPRSGX-8 (u32).
+    pub const EXINFO_MADDR: i64 = -16;
+    pub const EXINFO_ERRCD: i64 = -8;
+    pub const MISC_EXINFO: u32 = 1;
+    /// Bytes of the TCS page where CSSA lives (SGX TCS layout).
+    pub const TCS_CSSA: usize = 24;
+}

@@ -498,3 +498,120 @@ fn dma_status_shows_while_enabled_and_goes_with_disable() {
     hv.enable(&memmap()).unwrap();
     assert_eq!(hv.status().dma, DmaStatus::default(), "a new enable starts without protection until the platform sets it");
 }
+
+fn build_edmm(hv: &mut Hv, attributes: u64) -> u32 {
+    let id = hv.create_enclave(&SecsParams { attributes, ..secs(0x8000) }).unwrap();
+    for (off, flags, page) in small_pages() {
+        hv.add_page_measured(id, off, &page, flags).unwrap();
+    }
+    hv.init_enclave(id, &unsigned_sigstruct(&small_mrenclave(), 1, 0, 0)).unwrap();
+    id
+}
+
+fn page_state_op(r: HvResult<impl core::fmt::Debug>) -> &'static str {
+    match r {
+        Err(HvError::PageState { op, .. }) => op,
+        other => panic!("expected PAGE_STATE, got {other:?}"),
+    }
+}
+
+#[test]
+fn edmm_augment_accept_restrict_trim_remove() {
+    for format in [Format::Ept, Format::Npt] {
+        let mut hv = hv_with(format, false, 1);
+        let plain = build_edmm(&mut hv, attr::MODE64BIT | attr::DEBUG);
+        assert!(matches!(hv.augment(plain, 0x3000, 1), Err(HvError::EnclaveState { state: "without ATTRIBUTES.EDMM", .. })));
+        let id = build_edmm(&mut hv, attr::MODE64BIT | attr::DEBUG | attr::EDMM);
+        let mr = hv.enclave_info(id).unwrap().identity.mrenclave;
+        let used = hv.status().epc_pages_used;
+        let la = 0x40_0000 + 0x3000;
+
+        // bad ranges: overlap with an added page, beyond ELRANGE, misaligned, zero; nothing added
+        assert!(matches!(hv.augment(id, 0x2000, 2), Err(HvError::PageOverlap { offset: 0x2000, .. })));
+        assert!(matches!(hv.augment(id, 0x7000, 2), Err(HvError::OutsideElrange { .. })));
+        assert!(matches!(hv.augment(id, 0x3001, 1), Err(HvError::Misaligned { .. })));
+        assert!(matches!(hv.augment(id, 0x3000, 0), Err(HvError::InvalidRange { .. })));
+        assert_eq!(hv.status().epc_pages_used, used);
+
+        hv.augment(id, 0x3000, 3).unwrap();
+        assert_eq!(hv.status().epc_pages_used, used + 3);
+        assert!(matches!(hv.augment(id, 0x5000, 1), Err(HvError::PageOverlap { offset: 0x5000, .. })));
+        let p = hv.enclave_page(id, 0x3000).unwrap();
+        assert_eq!((p.page_type, p.perms, p.state), (PageType::Reg, 3, PageState::Pending));
+        // a PENDING page is not reachable by the enclave until EACCEPT
+        assert!(hv.enclave_access(id, la, Access::Read).unwrap().is_err());
+        assert_eq!(page_state_op(hv.accept(id, 0x3000, edmm::secinfo::ACCEPT_TRIM)), "EACCEPT");
+        assert!(matches!(hv.extend_perms(id, 0x3000, 4), Err(HvError::PageState { offset: 0x3000, .. })));
+        hv.accept(id, 0x3000, edmm::secinfo::ACCEPT_AUGMENTED).unwrap();
+        assert_eq!(hv.enclave_access(id, la, Access::Write).unwrap().unwrap(), p.hpa);
+        assert!(hv.enclave_access(id, la, Access::Execute).unwrap().is_err());
+        hv.extend_perms(id, 0x3000, 4).unwrap();
+        assert!(hv.enclave_access(id, la, Access::Execute).unwrap().is_ok());
+        assert_eq!(hv.enclave_info(id).unwrap().identity.mrenclave, mr, "augmented pages are not measured");
+
+        // EMODPR to R: write refused at once, MODIFIED until EACCEPT
+        hv.restrict(id, 0x3000, 1, 1).unwrap();
+        assert!(hv.enclave_access(id, la, Access::Write).unwrap().is_err());
+        assert!(hv.enclave_access(id, la, Access::Read).unwrap().is_ok());
+        assert!(matches!(hv.restrict(id, 0x2000, 1, 7), Err(HvError::InvalidPermissions { .. })), "adding X to the code page");
+        hv.accept(id, 0x3000, edmm::secinfo::accept_restricted(1)).unwrap();
+        assert_eq!(hv.enclave_page(id, 0x3000).unwrap().state, PageState::Normal);
+
+        // trim: all-or-nothing over a range with a PENDING page in it
+        assert_eq!(page_state_op(hv.modify_type(id, 0x3000, 2, 4)), "EMODT");
+        assert_eq!(hv.enclave_page(id, 0x3000).unwrap().page_type, PageType::Reg, "refused range left unchanged");
+        hv.modify_type(id, 0x3000, 1, 4).unwrap();
+        assert!(hv.enclave_access(id, la, Access::Read).unwrap().is_err(), "trimmed page unmapped at once");
+        assert_eq!(page_state_op(hv.remove_pages(id, 0x3000, 1)), "EREMOVE", "not accepted yet");
+        hv.accept(id, 0x3000, edmm::secinfo::ACCEPT_TRIM).unwrap();
+        assert_eq!(page_state_op(hv.remove_pages(id, 0x2000, 2)), "EREMOVE");
+        assert_eq!(hv.remove_pages(id, 0x3000, 1).unwrap(), 1);
+        assert_eq!(hv.status().epc_pages_used, used + 2);
+        assert!(matches!(hv.enclave_page(id, 0x3000), Err(HvError::PageNotAdded { .. })));
+        // the freed frame was scrubbed; augment again reuses a zeroed page
+        hv.augment(id, 0x3000, 1).unwrap();
+        let mut b = [0xffu8; 4096];
+        hv.mem().read(hv.enclave_page(id, 0x3000).unwrap().hpa, &mut b).unwrap();
+        assert!(b.iter().all(|&x| x == 0));
+        assert_eq!(hv.destroy_enclave(id).unwrap(), 1 + 3 + 3, "SECS, three added, three augmented");
+        hv.destroy_enclave(plain).unwrap();
+        assert_eq!(hv.status().epc_pages_used, 0);
+    }
+}
+
+#[test]
+fn edmm_refused_before_einit_and_status_codes() {
+    let mut hv = hv_with(Format::Ept, false, 1);
+    let id = hv.create_enclave(&SecsParams { attributes: attr::MODE64BIT | attr::EDMM, ..secs(0x8000) }).unwrap();
+    assert!(matches!(hv.augment(id, 0x3000, 1), Err(HvError::EnclaveState { .. })));
+    let e = HvError::PageState { id, offset: 0, op: "EACCEPT", state: "PENDING" };
+    assert_eq!(crate::hypercall::HcStatus::from(&e) as u64, 42);
+    assert_eq!(crate::hypercall::HcStatus::from(&HvError::SsaInvalid { field: "RIP", value: 0 }) as u64, 41);
+    assert_eq!(crate::hypercall::HcStatus::EnclaveOcall as u64, 40);
+}
+
+#[test]
+fn shared_region_checks() {
+    let mut hv = hv_with(Format::Ept, false, 1);
+    let id = hv.create_enclave(&secs(0x8000)).unwrap();
+    // host RAM below the reserved region: fine, also after demotion
+    hv.shared_check(0x20_0000, 4).unwrap();
+    assert!(matches!(hv.shared_check(0x20_0800, 1), Err(HvError::Misaligned { .. })));
+    assert!(matches!(hv.shared_check(0x20_0000, 0), Err(HvError::InvalidRange { .. })));
+    assert!(matches!(hv.shared_check(0x20_0000, crate::hypercall::SHARED_MAX_PAGES + 1), Err(HvError::InvalidRange { .. })));
+    // overlapping the reserved region (hypervisor memory, EPC): refused, even by one page
+    assert!(matches!(hv.shared_check(BASE - 0x1000, 2), Err(HvError::HostAccessDenied { gpa: BASE })));
+    let epc = region(1).epc_range().start;
+    assert!(matches!(hv.shared_check(epc, 1), Err(HvError::HostAccessDenied { .. })));
+    hv.enable(&memmap()).unwrap();
+    // MMIO and holes are not host RAM the host may write
+    assert!(matches!(hv.shared_check(0xfee0_0000, 1), Err(HvError::HostAccessDenied { .. })));
+    assert!(matches!(hv.shared_check(0xa0000, 1), Err(HvError::HostAccessDenied { gpa: 0xa0000 })));
+    hv.shared_add(id, 0x20_0000, 4).unwrap();
+    assert_eq!(hv.enclave_shared(id).unwrap(), Some((0x20_0000, 4)));
+    for (off, flags, page) in small_pages() {
+        hv.add_page_measured(id, off, &page, flags).unwrap();
+    }
+    hv.init_enclave(id, &unsigned_sigstruct(&small_mrenclave(), 1, 0, 0)).unwrap();
+    assert!(matches!(hv.shared_add(id, 0x30_0000, 1), Err(HvError::EnclaveState { .. })), "after EINIT");
+}

@@ -1,18 +1,33 @@
-//! Enclave runtime for payloads run by the addon's KVM runner (see
-//! hypervisor/addon/src/runner.rs for the register and port conventions).
+//! Enclave runtime for payloads run by both enclave runners (the addon's KVM runner on the
+//! emulated platform, ENCLAVE_CALL in the bare-metal image); the protocol is defined once in
+//! `hyperenclave_core::enclave::runtime` and docs/hypercall-abi.md ("Runtime protocol").
 //!
-//! The vCPU runs one loop: park in `in al, 0x10` (EEXIT) until the runner resumes it with the
-//! ECALL number, call that entry of the payload's `ENCLAVE_ECALLS` table, store the status in
-//! the mailbox, park again. The loop is a few instructions of assembly because kvm_pvm
-//! interprets guest code (~0.3-0.6 µs per instruction): an empty ECALL costs ~6 instructions.
-//! Payloads list their ECALLs with `ecalls![f0, f1, ...]`; each is `extern "C" fn() -> u64`
-//! returning the status, usually written with `marshal`, which copies the input from the
-//! shared (untrusted) buffer into enclave memory and the output back.
+//! Threads: one per TCS (the linker script from gen-link.mjs makes N). The runner enters a TCS
+//! with GS.base = base + TCS.OGSBASE, that thread's TLS page: mailbox, stack, exception stack and
+//! I/O buffers are all per thread, so ECALLs on distinct TCSs run at the same time.
+//!
+//! ECALLs: the vCPU parks in `in al, EEXIT` until the runner resumes it with the ECALL number,
+//! calls that entry of the payload's `ENCLAVE_ECALLS` table, stores the status in the mailbox,
+//! parks again (a few instructions: kvm_pvm interprets guest code). Payloads list their ECALLs
+//! with `ecalls![f0, f1, ...]`; each is `extern "C" fn() -> u64` returning the status, usually
+//! written with `marshal`, which copies the input from the shared (untrusted) buffer into
+//! enclave memory once and the output back once.
+//!
+//! Exceptions (SGX two-phase model): after an AEX the runner enters `_start` again with
+//! RAX = CSSA (≥ 1) and RDI = the saved GPRSGX; rt switches to the thread's exception stack and
+//! calls the handler registered with `exception_handler!(f)` (default: abort), then ERESUMEs
+//! (`out ERESUME, eax`: 0 resume the saved context, possibly edited; 1 abort the thread).
+//!
+//! Dynamic memory: `eaccept` / `emodpe` (runtime hypercalls 3 and 4), `heap_grow(pages)` (the
+//! reserved OCALL asks the host to augment, then rt EACCEPTs each page).
 #![no_std]
 
 use core::arch::{asm, global_asm};
+use core::sync::atomic::{AtomicU64, Ordering};
+pub use hyperenclave_core::enclave::edmm::secinfo;
+use hyperenclave_core::enclave::runtime as proto;
 
-/// Largest ECALL input and output (enclave-side copies).
+/// Largest ECALL input and output (enclave-side copies, per thread).
 pub const IO_MAX: usize = 16 * 1024;
 
 /// Error codes an ECALL may return (EAX = 0x8000_0000 | code).
@@ -23,31 +38,46 @@ pub mod err {
     pub const AUTH_FAILED: u32 = 4;
     pub const HYPERCALL: u32 = 5;
     pub const NO_ENTROPY: u32 = 6;
-    pub const OCALL: u32 = 7;
+    pub const OCALL: u32 = super::proto::ERR_OCALL as u32;
+    /// heap_grow: the reserved heap range is used up.
+    pub const NO_MEMORY: u32 = 8;
 }
 
-// First entry: RDI = ECALL number, R8 = mailbox. Kept in callee-saved registers across the
-// loop: R15 = mailbox (also in MAILBOX), R14 = the 256-entry ECALL table. The ECALL number is
-// one byte (`in al`), so any value the host sends indexes the table: no bounds check. The body
-// (call, store status, EEXIT, widen the number) is repeated four times to spread the jump.
+// Entry. RAX = 0: first ECALL on this TCS (RDI = ECALL number, R8 = mailbox). Kept in
+// callee-saved registers across the loop: R15 = mailbox (also TLS word 0), R14 = the 256-entry
+// ECALL table. The ECALL number is one byte (`in al`), so any value the host sends indexes the
+// table: no bounds check. The body is repeated four times to spread the jump.
+// RAX ≠ 0: exception entry after an AEX (RAX = CSSA, RDI = GPRSGX of the saved frame).
+// ENCLAVE_EXCEPTION_HANDLER is 0 unless the payload registered one (PROVIDE in gen-link.mjs).
 global_asm!(
     ".section .text.entry,\"ax\",@progbits",
     ".global _start",
     "_start:",
+    "test rax, rax",
+    "jnz 3f",
     "mov r15, r8",
-    "mov [rip + {mb}], r8",
-    "lea rsp, [rip + __stack_top]",
+    "mov gs:[0], r8",
+    "mov rsp, gs:[8]",
     "lea r14, [rip + ENCLAVE_ECALLS]",
     "movzx eax, dil",
     "2:",
     ".rept 4",
     "call [r14 + rax * 8]",
     "mov [r15 + 16], rax",
-    "in al, 0x10",
+    "in al, {eexit}",
     "movzx eax, al",
     ".endr",
     "jmp 2b",
-    mb = sym MAILBOX,
+    "3:",
+    "mov rsp, gs:[16]",
+    "mov rsi, rax",
+    "movabs rdx, offset ENCLAVE_EXCEPTION_HANDLER",
+    "call {exc}",
+    "out {eresume}, eax",
+    "ud2",
+    eexit = const proto::PORT_EEXIT,
+    eresume = const proto::PORT_ERESUME,
+    exc = sym rt_exception,
 );
 
 /// One ECALL: returns the status (output length, or 0x8000_0000 | error code).
@@ -85,7 +115,141 @@ macro_rules! ecalls {
     };
 }
 
-/// Mailbox words (see the runner): FUNC, IN_LEN, STATUS, SHARED, CAP, NR, A0, A1, A2, LEN.
+// ---------------------------------------------------------------- exceptions
+
+/// GPRSGX as the runner saved it (SGX layout, 184 bytes): edit `rip`/registers and return
+/// `Resume::Continue` to resume there.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct Gpr {
+    pub rax: u64,
+    pub rcx: u64,
+    pub rdx: u64,
+    pub rbx: u64,
+    pub rsp: u64,
+    pub rbp: u64,
+    pub rsi: u64,
+    pub rdi: u64,
+    pub r: [u64; 8],
+    pub rflags: u64,
+    pub rip: u64,
+    pub ursp: u64,
+    pub urbp: u64,
+    pub exitinfo: u32,
+    pub reserved: u32,
+    pub fsbase: u64,
+    pub gsbase: u64,
+}
+const _: () = assert!(core::mem::size_of::<Gpr>() == proto::gpr::GPRSGX_SIZE as usize);
+const _: () = assert!(core::mem::offset_of!(Gpr, rip) == proto::gpr::RIP);
+const _: () = assert!(core::mem::offset_of!(Gpr, exitinfo) == proto::gpr::EXITINFO);
+
+/// What the handler decides.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum Resume {
+    /// ERESUME the saved (possibly edited) context.
+    Continue = proto::ERESUME_CONTINUE,
+    /// End the thread: the ECALL returns ENCLAVE_FAULT.
+    Abort = proto::ERESUME_ABORT,
+}
+
+/// One delivered exception.
+pub struct Exception<'a> {
+    pub gpr: &'a mut Gpr,
+    /// CSSA at entry (≥ 1).
+    pub cssa: u64,
+}
+
+impl Exception<'_> {
+    /// The vector (0 #DE, 6 #UD, 13 #GP, 14 #PF, ...), or None when EXITINFO is not valid.
+    pub fn vector(&self) -> Option<u8> {
+        (self.gpr.exitinfo & proto::gpr::EXIT_VALID != 0).then_some(self.gpr.exitinfo as u8)
+    }
+    /// MISC EXINFO (only meaningful when SECS.MISCSELECT bit 0 is set): the faulting address
+    /// (CR2) of a #PF/#GP and the error code.
+    pub fn exinfo(&self) -> (u64, u32) {
+        let g = self.gpr as *const Gpr as *const u8;
+        // SAFETY: the runner saved GPRSGX at the end of an SSA frame page, MISC (16 bytes)
+        // precedes it in the same frame, inside this thread's SSA (enclave memory).
+        unsafe {
+            let maddr = core::ptr::read_volatile(g.offset(proto::gpr::EXINFO_MADDR as isize) as *const u64);
+            let errcd = core::ptr::read_volatile(g.offset(proto::gpr::EXINFO_ERRCD as isize) as *const u32);
+            (maddr, errcd)
+        }
+    }
+}
+
+pub type ExceptionHandler = fn(&mut Exception) -> Resume;
+
+/// Registers the payload's exception handler: `exception_handler!(my_handler)` with
+/// `fn my_handler(e: &mut enclave_rt::Exception) -> enclave_rt::Resume`. Without one, every
+/// exception aborts the thread.
+#[macro_export]
+macro_rules! exception_handler {
+    ($f:expr) => {
+        #[no_mangle]
+        pub static ENCLAVE_EXCEPTION_HANDLER: $crate::ExceptionHandler = $f;
+    };
+}
+
+extern "C" fn rt_exception(gpr: *mut Gpr, cssa: u64, handler: *const ExceptionHandler) -> u32 {
+    if handler.is_null() || gpr.is_null() {
+        return Resume::Abort as u32;
+    }
+    // The frame must be this thread's SSA (inside the enclave), never host memory.
+    let g = gpr as u64;
+    if !in_enclave(g, core::mem::size_of::<Gpr>() as u64) {
+        return Resume::Abort as u32;
+    }
+    // SAFETY: `handler` is the address of the payload's ENCLAVE_EXCEPTION_HANDLER static (the
+    // weak symbol resolved non-null); `gpr` points at this thread's saved frame in enclave memory
+    // (checked just above), which nothing else touches while the handler runs.
+    let (f, gpr) = unsafe { (*handler, &mut *gpr) };
+    let mut e = Exception { gpr, cssa };
+    f(&mut e) as u32
+}
+
+// ---------------------------------------------------------------- per-thread state
+
+/// TLS word `i` of this thread (GS.base = its TLS page, see gen-link.mjs).
+#[inline(always)]
+fn tls(i: usize) -> u64 {
+    let v: u64;
+    // SAFETY: reads the thread's own TLS page through GS (set by the runner at entry).
+    unsafe { asm!("mov {v}, gs:[{o}]", v = out(reg) v, o = in(reg) i * 8, options(nostack, readonly, preserves_flags)) };
+    v
+}
+
+/// This thread's index (0 for the first TCS).
+pub fn thread_index() -> u64 {
+    tls(5)
+}
+
+extern "C" {
+    static __enclave_base: u8;
+    static __heap_start: u8;
+    static __heap_end: u8;
+}
+
+fn enclave_range() -> (u64, u64) {
+    // SAFETY: linker-defined symbols; only their addresses are taken.
+    unsafe { (core::ptr::addr_of!(__enclave_base) as u64, core::ptr::addr_of!(__heap_end) as u64) }
+}
+
+/// Whether [addr, addr+len) lies inside the enclave's image and heap range.
+pub fn in_enclave(addr: u64, len: u64) -> bool {
+    let (lo, hi) = enclave_range();
+    addr >= lo && addr.checked_add(len).is_some_and(|e| e <= hi)
+}
+
+/// Whether [addr, addr+len) lies entirely outside it (for host-supplied pointers).
+fn outside_enclave(addr: u64, len: u64) -> bool {
+    let (lo, hi) = enclave_range();
+    addr.checked_add(len).is_some_and(|e| e <= lo || addr >= hi)
+}
+
+/// Mailbox words (see runtime.rs): FUNC, IN_LEN, STATUS, SHARED, CAP, NR, A0, A1, A2, LEN.
 #[repr(C)]
 struct Mailbox {
     func: u64,
@@ -100,13 +264,9 @@ struct Mailbox {
     len: u64,
 }
 
-static mut MAILBOX: *mut Mailbox = core::ptr::null_mut();
-static mut INBUF: [u8; IO_MAX] = [0; IO_MAX];
-static mut OUTBUF: [u8; IO_MAX] = [0; IO_MAX];
-
 #[inline(always)]
 fn mb() -> *mut Mailbox {
-    unsafe { MAILBOX }
+    tls(0) as *mut Mailbox
 }
 
 macro_rules! rd {
@@ -120,8 +280,20 @@ macro_rules! wr {
     };
 }
 
+/// The shared buffer (read once from the mailbox); empty when the host described one that
+/// overlaps the enclave (a host pointer is never trusted to be outside).
 fn shared() -> (*mut u8, usize) {
-    (rd!(shared) as *mut u8, rd!(cap) as usize)
+    let (p, cap) = (rd!(shared), rd!(cap));
+    if !outside_enclave(p, cap) {
+        return (core::ptr::null_mut(), 0);
+    }
+    (p as *mut u8, cap as usize)
+}
+
+fn io_bufs() -> (&'static mut [u8; IO_MAX], &'static mut [u8; IO_MAX]) {
+    // SAFETY: TLS words 3 and 4 are this thread's own IO_MAX-byte buffers (gen-link.mjs); only
+    // this thread uses them, and marshal is not reentrant (ECALLs do not nest on a TCS).
+    unsafe { (&mut *(tls(3) as *mut [u8; IO_MAX]), &mut *(tls(4) as *mut [u8; IO_MAX])) }
 }
 
 /// Runs `f` over the ECALL's input (copied into enclave memory first: the host could change
@@ -133,28 +305,29 @@ pub fn marshal(f: impl FnOnce(&[u8], &mut [u8]) -> Result<usize, u32>) -> u64 {
     if len > cap || len > IO_MAX {
         return (0x8000_0000 | err::TOO_BIG) as u64;
     }
-    unsafe {
-        let inp = &mut *core::ptr::addr_of_mut!(INBUF);
-        let out = &mut *core::ptr::addr_of_mut!(OUTBUF);
-        if len != 0 {
-            core::ptr::copy_nonoverlapping(shared, inp.as_mut_ptr(), len);
-        }
-        let limit = cap.min(IO_MAX);
-        (match f(&inp[..len], &mut out[..limit]) {
-            Ok(0) => 0,
-            Ok(n) if n <= limit => {
-                core::ptr::copy_nonoverlapping(out.as_ptr(), shared, n);
-                n as u32
-            }
-            Ok(_) => 0x8000_0000 | err::TOO_BIG,
-            Err(code) => 0x8000_0000 | (code & 0x7fff_ffff),
-        }) as u64
+    let (inp, out) = io_bufs();
+    if len != 0 {
+        // SAFETY: shared..shared+cap is outside the enclave (checked by shared()), len <= cap.
+        unsafe { core::ptr::copy_nonoverlapping(shared, inp.as_mut_ptr(), len) };
     }
+    let limit = cap.min(IO_MAX);
+    (match f(&inp[..len], &mut out[..limit]) {
+        Ok(0) => 0,
+        Ok(n) if n <= limit => {
+            // SAFETY: n <= limit <= cap bytes of the shared buffer.
+            unsafe { core::ptr::copy_nonoverlapping(out.as_ptr(), shared, n) };
+            n as u32
+        }
+        Ok(_) => 0x8000_0000 | err::TOO_BIG,
+        Err(code) => 0x8000_0000 | (code & 0x7fff_ffff),
+    }) as u64
 }
 
-/// Hypercall numbers (see the runner): EGETKEY and EREPORT.
-pub const HC_EGETKEY: u64 = 1;
-pub const HC_EREPORT: u64 = 2;
+/// Hypercall numbers (runtime.rs): EGETKEY, EREPORT, EACCEPT, EMODPE.
+pub const HC_EGETKEY: u64 = proto::hc::EGETKEY;
+pub const HC_EREPORT: u64 = proto::hc::EREPORT;
+pub const HC_EACCEPT: u64 = proto::edmm_hc::EACCEPT;
+pub const HC_EMODPE: u64 = proto::edmm_hc::EMODPE;
 
 fn hypercall(nr: u64, a0: u64, a1: u64, a2: u64) -> u64 {
     wr!(nr, nr);
@@ -177,13 +350,70 @@ pub fn ereport(target_info: &[u8; 56], report_data: &[u8; 64], report: &mut [u8;
     hypercall(HC_EREPORT, target_info.as_ptr() as u64, report_data.as_ptr() as u64, report.as_mut_ptr() as u64)
 }
 
+/// EACCEPT of the page at `addr` with the SECINFO flags the enclave expects (see `secinfo`:
+/// `ACCEPT_AUGMENTED`, `ACCEPT_TRIM`, `accept_restricted(p)`). Err(status) otherwise
+/// (PAGE_STATE 42 when the page is not in that state).
+pub fn eaccept(addr: u64, flags: u64) -> Result<(), u64> {
+    match hypercall(HC_EACCEPT, addr, flags, 0) {
+        0 => Ok(()),
+        s => Err(s),
+    }
+}
+
+/// EMODPE: adds permissions (R=1 W=2 X=4) to the REG page at `addr`.
+pub fn emodpe(addr: u64, perms: u64) -> Result<(), u64> {
+    match hypercall(HC_EMODPE, addr, perms, 0) {
+        0 => Ok(()),
+        s => Err(s),
+    }
+}
+
+static HEAP_NEXT: AtomicU64 = AtomicU64::new(0);
+
+/// Grows the heap by `pages` fresh zeroed pages (RW) and returns their start: reserves the range
+/// above the image (linker symbols __heap_start..__heap_end), asks the host to augment it
+/// through the reserved OCALL `OCALL_HEAP_GROW` (input: u64 offset, u64 count), then EACCEPTs
+/// every page. Err(err::NO_MEMORY) when the reserved range is used up, Err(err::OCALL) when the
+/// host refused, Err(err::HYPERCALL) when an EACCEPT failed (the host gave something else).
+pub fn heap_grow(pages: u64) -> Result<*mut u8, u32> {
+    // SAFETY: linker-defined symbols; only their addresses are taken.
+    let (start, end) = unsafe { (core::ptr::addr_of!(__heap_start) as u64, core::ptr::addr_of!(__heap_end) as u64) };
+    let (base, _) = enclave_range();
+    let bytes = pages.checked_mul(4096).ok_or(err::NO_MEMORY)?;
+    if pages == 0 {
+        return Err(err::BAD_INPUT);
+    }
+    let mut at = HEAP_NEXT.load(Ordering::Acquire);
+    loop {
+        let cur = if at == 0 { start } else { at };
+        let next = cur.checked_add(bytes).filter(|&n| n <= end).ok_or(err::NO_MEMORY)?;
+        match HEAP_NEXT.compare_exchange(at, next, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => {
+                at = cur;
+                break;
+            }
+            Err(seen) => at = seen,
+        }
+    }
+    let mut req = [0u8; 16];
+    req[..8].copy_from_slice(&(at - base).to_le_bytes());
+    req[8..].copy_from_slice(&pages.to_le_bytes());
+    let mut none = [0u8; 0];
+    ocall(proto::OCALL_HEAP_GROW, &req, &mut none)?;
+    for k in 0..pages {
+        eaccept(at + k * 4096, secinfo::ACCEPT_AUGMENTED).map_err(|_| err::HYPERCALL)?;
+    }
+    Ok(at as *mut u8)
+}
+
 /// OCALL `nr` to the host: `input` goes out through the shared buffer, the host's answer comes
-/// back into `out`. Returns the answer's length.
+/// back into `out`. Returns the answer's length (never more than CAP or `out.len()`).
 pub fn ocall(nr: u32, input: &[u8], out: &mut [u8]) -> Result<usize, u32> {
     let (shared, cap) = shared();
     if input.len() > cap {
         return Err(err::TOO_BIG);
     }
+    // SAFETY: shared..shared+cap is outside the enclave (checked by shared()), input.len() <= cap.
     unsafe { core::ptr::copy_nonoverlapping(input.as_ptr(), shared, input.len()) };
     wr!(nr, nr as u64);
     wr!(len, input.len() as u64);
@@ -194,8 +424,9 @@ pub fn ocall(nr: u32, input: &[u8], out: &mut [u8]) -> Result<usize, u32> {
     }
     let n = r as usize;
     if n > cap || n > out.len() {
-        return Err(err::OCALL);
+        return Err(err::TOO_BIG);
     }
+    // SAFETY: n <= cap bytes of the shared buffer into n <= out.len() bytes of `out`.
     unsafe { core::ptr::copy_nonoverlapping(shared, out.as_mut_ptr(), n) };
     Ok(n)
 }
