@@ -17,7 +17,7 @@ interface Native {
   hvEnclavePages(h: number, id: number): { offset: bigint; hpa: bigint; type: number; perms: number }[];
   hvReadPhys(h: number, pa: bigint, length: number): Buffer;
   hvEnclaveRun(h: number, id: number, opts?: { sharedPages?: number; timeoutMs?: number }): number;
-  enclaveEcall(vm: number, tcs: bigint, fn: bigint, input: Buffer, opts?: { timeoutMs?: number; ocall?: (nr: number, data: Buffer) => Buffer | null }): { status: number; output: Buffer; exits: number };
+  enclaveEcall(vm: number, tcs: bigint, fn: bigint, input: Buffer, opts?: { timeoutMs?: number; ocall?: (nr: number, data: Buffer) => Buffer | null | false }): { status: number; output: Buffer; exits: number };
   enclaveDestroy(vm: number): void;
   kvmAvailable(): string | null;
   ioctl(fd: number, request: number, arg?: Buffer | number | bigint | null, data?: Buffer, at?: number): number;
@@ -63,9 +63,9 @@ class NativeCore implements CoreHv {
     }
     const n = this.n;
     return {
-      ecall(tcs, fn, input, ocall) {
+      ecall(tcs, fn, input, ocall, timeoutMs) {
         try {
-          const r = n.enclaveEcall(vm, tcs, BigInt(fn), input, ocall ? { ocall } : {});
+          const r = n.enclaveEcall(vm, tcs, BigInt(fn), input, { ...(ocall ? { ocall } : {}), ...(timeoutMs !== undefined ? { timeoutMs } : {}) });
           return { ok: true as const, status: r.status, output: r.output, exits: r.exits };
         } catch (e) {
           const err = e as Error & { code?: string };

@@ -86,6 +86,8 @@ export interface EcallRequest {
   input?: Buffer;
   /** TCS offset to enter through (default: the first TCS). */
   tcs?: bigint;
+  /** Runaway budget of this ECALL in ms, time spent serving its OCALLs included (default: the platform's). */
+  timeoutMs?: number;
 }
 
 export interface EcallResult {

@@ -303,6 +303,7 @@ export class LinuxHypervisorClient implements HypervisorClient {
       const input = e.input ?? Buffer.alloc(0);
       if (input.length > PAGE_SIZE) throw new HypervisorError(`ENCLAVE_CALL: input of ${input.length} bytes (the shared buffer holds ${PAGE_SIZE})`, EXIT.BAD_INPUT);
       const t0 = process.hrtime.bigint();
+      const budgetMs = e.timeoutMs ?? ECALL_BUDGET_MS;
       let resumes = 0;
       let ocalls = 0;
       let error: string | null = null;
@@ -314,7 +315,7 @@ export class LinuxHypervisorClient implements HypervisorClient {
       };
       for (;;) {
         const elapsedMs = Number(process.hrtime.bigint() - t0) / 1e6;
-        const budget = loop ? Math.max(1, Math.min(0xffff, Math.ceil(ECALL_BUDGET_MS - elapsedMs))) : 0;
+        const budget = loop ? Math.max(1, Math.min(0xffff, Math.ceil(budgetMs - elapsedMs))) : 0;
         const r = this.hypercallWith(next.name, next.args, { budgetMs: budget, statuses: ['ENCLAVE_INTERRUPTED', 'ENCLAVE_OCALL', 'ENCLAVE_FAULT', 'SSA_INVALID'] });
         const st = statusName(Number(r.rax));
         resumes += Number(loop ? r.regs.r8 : 0n);
@@ -369,9 +370,9 @@ export class LinuxHypervisorClient implements HypervisorClient {
           continue;
         }
         // ENCLAVE_INTERRUPTED: the driver's budget was spent or a signal is pending
-        if (Number(process.hrtime.bigint() - t0) / 1e6 > ECALL_BUDGET_MS) {
+        if (Number(process.hrtime.bigint() - t0) / 1e6 > budgetMs) {
           this.hypercallWith('ENCLAVE_CALL', [BigInt(id), e.tcs, BigInt(e.fn), { out: PAGE_SIZE }, ECALL_ABORT], { statuses: ['ENCLAVE_FAULT'] });
-          error = `ECALL ${e.fn} ran longer than ${ECALL_BUDGET_MS} ms (${resumes} interrupts): aborted`;
+          error = `ECALL ${e.fn} ran longer than ${budgetMs} ms (${resumes} interrupts): aborted`;
           break;
         }
         if (!loop) resumes++;

@@ -42,6 +42,7 @@ import {
 } from '../../hypervisor/abi.js';
 import { enclaveSummary, type HostAccessKind } from '../../hypervisor/client.js';
 import type { CoreHv, CoreModule, EnclaveVmHandle } from '../../hypervisor/core-binding.js';
+import { OcallBridge } from './ocall-bridge.js';
 import { writeFileAtomic } from '../state.js';
 import { readFileBounded } from '../bounded-read.js';
 import { serveRpc } from './rpc.js';
@@ -137,6 +138,8 @@ const MUTATING_OPS = new Set(['load', 'enable', 'disable', 'enclave.create', 'en
 
 /** Runaway budget per ECALL. */
 const ECALL_TIMEOUT_MS = 2000;
+/** The largest budget a request may ask for (EcallRequest.timeoutMs). */
+const MAX_ECALL_TIMEOUT_MS = 600_000;
 
 /**
  * Key slots drawn from the core's table (KEYSLOT_ALLOC/RELEASE/FLUSH), for the backend models.
@@ -225,6 +228,8 @@ export class HypervisorService {
   private readonly enclaves = new Map<number, EnclaveMeta>();
   private readonly backends = new Map<BackendKind, MemoryEncryptionBackend>();
   private readonly allocator = new CoreSlotAllocator(this);
+  /** OCALLs forwarded to the client that asked for them (ocall-bridge.ts). */
+  private readonly ocalls = new OcallBridge();
   readonly startedAt = new Date().toISOString();
 
   constructor(private readonly opts: ServiceOptions) {
@@ -629,14 +634,51 @@ export class HypervisorService {
       fn: intArg(e, 'fn'),
       input: e.input === undefined ? Buffer.alloc(0) : hexArg(e, 'input'),
       tcs: e.tcs === undefined ? undefined : bigArg(e, 'tcs'),
+      timeoutMs: e.timeoutMs === undefined ? undefined : Math.min(intArg(e, 'timeoutMs'), MAX_ECALL_TIMEOUT_MS),
     }));
+    // The client serves this run's OCALLs on the socket it names (else an OCALL fails with code 7).
+    const sock = typeof a.ocallSocket === 'string' ? a.ocallSocket : undefined;
+    // A failed OCALL (no such entry, the handler threw, the client went away) is code 7 for the
+    // enclave; the first such message of the ECALL goes into its result's error.
+    let ocallError: string | undefined;
+    const ocall =
+      sock === undefined
+        ? undefined
+        : (nr: number, data: Buffer): Buffer | false => {
+            try {
+              return this.ocalls.call(sock, nr, data);
+            } catch (e) {
+              ocallError ??= (e as Error).message;
+              return false;
+            }
+          };
     meta.vm ??= core.createVm(id, { timeoutMs: ECALL_TIMEOUT_MS });
     const vm = meta.vm;
-    const out = [];
+    const out: unknown[] = [];
+    try {
+      return this.runEcalls(id, meta, vm, ecalls, ocall, out, () => {
+        const m = ocallError;
+        ocallError = undefined;
+        return m;
+      });
+    } finally {
+      if (sock !== undefined) this.ocalls.release(sock);
+    }
+  }
+
+  private runEcalls(
+    id: number,
+    meta: EnclaveMeta,
+    vm: EnclaveVmHandle,
+    ecalls: { fn: number; input: Buffer; tcs: bigint | undefined; timeoutMs: number | undefined }[],
+    ocall: ((nr: number, data: Buffer) => Buffer | false) | undefined,
+    out: unknown[],
+    takeOcallError: () => string | undefined,
+  ) {
     for (const e of ecalls) {
       const tcs = e.tcs ?? this.firstTcs(id);
       const t0 = process.hrtime.bigint();
-      const r = vm.ecall(tcs, e.fn, e.input);
+      const r = vm.ecall(tcs, e.fn, e.input, ocall, e.timeoutMs);
       const micros = Number(process.hrtime.bigint() - t0) / 1000;
       if (!r.ok) {
         if (r.dead) meta.dead = r.error;
@@ -651,7 +693,7 @@ export class HypervisorService {
         ok: !failed,
         ret: '0x' + r.status.toString(16),
         output: r.output.toString('hex'),
-        error: failed ? `ECALL ${e.fn} returned error code ${r.status & 0x7fff_ffff}` : null,
+        error: failed ? `ECALL ${e.fn} returned error code ${r.status & 0x7fff_ffff}${ocallFailure(takeOcallError())}` : (takeOcallError(), null),
         micros,
       });
     }
@@ -671,6 +713,8 @@ export class HypervisorService {
     return t.offset;
   }
 }
+
+const ocallFailure = (m: string | undefined): string => (m === undefined ? '' : ` (a failed OCALL: ${m})`);
 
 /** bigint → "0x…", Buffer → hex, recursively (RPC results are JSON). */
 export function jsonable(v: unknown): unknown {
