@@ -63,7 +63,8 @@ export function kvManifest(store: string, opts: KvOptions = {}): EnclaveManifest
       payload: { image: join(dir, 'kvstore.bin'), layout },
       size,
       threads: 1,
-      attributes: { debug: false },
+      // EDMM: the version table grows into the heap (rt::heap_grow); a measured attribute.
+      attributes: { debug: false, edmm: true },
       backend: { kind: 'none' },
       signer: { key: resolve(opts.signer ?? storeSigner(store)) },
       isvProdId: KV_ISV_PROD_ID,
