@@ -94,7 +94,9 @@ export async function withKvStore<T>(platform: Where, store: string, fn: (kv: Kv
     return withHypervisor(platform, async (c) => {
       const e = await createEnclave(c, m);
       try {
-        const kv = new KvstoreEnclave(clientTransport(c, e.id, e.plan.tcs[0]), new BlobDir(store), (n) => KV_EXIT[n] ?? EXIT.INTERNAL);
+        const blobs = new BlobDir(store);
+        blobs.sweepTemporaries();
+        const kv = new KvstoreEnclave(clientTransport(c, e.id, e.plan.tcs[0]), blobs, (n) => KV_EXIT[n] ?? EXIT.INTERNAL);
         return await fn(kv);
       } finally {
         await c.enclaveDestroy(e.id).catch(() => undefined);
