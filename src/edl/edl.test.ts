@@ -50,7 +50,7 @@ describe('EDL parser: malformed definitions give one line with FILE:LINE:COLUMN'
 
   it('parses the kvstore interface', () => {
     const f = parseEdl(readFileSync(join(repoRoot, EDL_FILES[0].edl), 'utf8'));
-    expect(f.ecalls.map((c) => `${c.index}:${c.name}`)).toEqual(['0:put', '1:get', '2:remove', '3:list', '4:echo_rounds']);
+    expect(f.ecalls.map((c) => `${c.index}:${c.name}`)).toEqual(['0:put', '1:get', '2:remove', '3:list', '5:stats', '4:echo_rounds']);
     expect(f.ocalls.map((c) => c.name)).toEqual(['blob_write', 'blob_read', 'blob_delete', 'blob_list', 'echo']);
   });
 });

@@ -26,6 +26,18 @@ export class BlobDir implements KvstoreOcalls {
     this.dir = join(store, 'blobs');
   }
 
+  /**
+   * Removes the temporary files of writes a killed process left behind. Called under the
+   * store's lock, so no other process is writing: every temporary file is abandoned (its blob,
+   * if the rename happened, is whole; if not, the previous blob is).
+   */
+  sweepTemporaries(): number {
+    if (!existsSync(this.dir)) return 0;
+    const stale = readdirSync(this.dir).filter((n) => /^[0-9a-f]{64}\.blob\.tmp-\d+$/.test(n));
+    for (const n of stale) rmSync(join(this.dir, n), { force: true });
+    return stale.length;
+  }
+
   private path(id: Buffer): string {
     if (id.length !== 32) throw new EdlError(`blob id of ${id.length} bytes (expected 32)`, 'ERR_KV_BLOB_ID');
     return join(this.dir, `${id.toString('hex')}.blob`);

@@ -7,7 +7,7 @@ import { type EcallTransport, type EdlOcallTable, type EdlValue, decodeParams, d
 export const KVSTORE_BUFFER = 4096;
 /** Errors the enclave may return (code = 0x8000_0000 | value), by name. */
 export const KVSTORE_ERRORS = { not_found: 0x100, torn_blob: 0x101, swapped_blob: 0x102, rolled_back: 0x103, empty_key: 0x104, foreign_blob: 0x105 } as const;
-export const KVSTORE_ECALL = { put: 0, get: 1, remove: 2, list: 3, echo_rounds: 4 } as const;
+export const KVSTORE_ECALL = { put: 0, get: 1, remove: 2, list: 3, stats: 5, echo_rounds: 4 } as const;
 export const KVSTORE_OCALL = { blob_write: 0, blob_read: 1, blob_delete: 2, blob_list: 3, echo: 4 } as const;
 
 const SIG: Record<string, { params: readonly EdlParam[]; ret: EdlType | null }> = {
@@ -15,6 +15,7 @@ const SIG: Record<string, { params: readonly EdlParam[]; ret: EdlType | null }> 
   ecall_get: { params: [{ name: 'key', type: { kind: 'string', max: 64 } }], ret: { kind: 'bytes', max: 3072 } },
   ecall_remove: { params: [{ name: 'key', type: { kind: 'string', max: 64 } }], ret: { kind: 'bool' } },
   ecall_list: { params: [{ name: 'start', type: { kind: 'u32' } }], ret: { kind: 'list', elem: { kind: 'string', max: 64 }, max: 32 } },
+  ecall_stats: { params: [], ret: { kind: 'u64' } },
   ecall_echo_rounds: { params: [{ name: 'rounds', type: { kind: 'u32' } }, { name: 'data', type: { kind: 'bytes', max: 1024 } }], ret: { kind: 'u32' } },
   ocall_blob_write: { params: [{ name: 'id', type: { kind: 'bytes', max: 32 } }, { name: 'blob', type: { kind: 'bytes', max: 3300 } }], ret: { kind: 'bool' } },
   ocall_blob_read: { params: [{ name: 'id', type: { kind: 'bytes', max: 32 } }], ret: { kind: 'bytes', max: 3300 } },
@@ -117,6 +118,15 @@ export class KvstoreEnclave {
     const r = await this.transport(3, input, this.ocallTable);
     if (r.status & 0x8000_0000) throw statusError(r.status, 'ECALL list', KVSTORE_ERRORS, ['start'], OCALL_NAMES, this.exitFor as ((n: string) => number) | undefined);
     return decodeResult(s.ret, r.output, 'ECALL list output') as EdlValue as string[];
+  }
+
+  /** ECALL 5: () -> u64 */
+  async stats(): Promise<bigint> {
+    const s = SIG.ecall_stats!;
+    const input = encodeParams(s.params, [], 'ECALL stats');
+    const r = await this.transport(5, input, this.ocallTable);
+    if (r.status & 0x8000_0000) throw statusError(r.status, 'ECALL stats', KVSTORE_ERRORS, [], OCALL_NAMES, this.exitFor as ((n: string) => number) | undefined);
+    return decodeResult(s.ret, r.output, 'ECALL stats output') as EdlValue as bigint;
   }
 
   /** ECALL 4: (rounds: u32, data: bytes[1024]) -> u32 */

@@ -63,7 +63,8 @@ export function kvManifest(store: string, opts: KvOptions = {}): EnclaveManifest
       payload: { image: join(dir, 'kvstore.bin'), layout },
       size,
       threads: 1,
-      attributes: { debug: false },
+      // EDMM: the version table grows into the heap (rt::heap_grow); a measured attribute.
+      attributes: { debug: false, edmm: true },
       backend: { kind: 'none' },
       signer: { key: resolve(opts.signer ?? storeSigner(store)) },
       isvProdId: KV_ISV_PROD_ID,
@@ -93,7 +94,9 @@ export async function withKvStore<T>(platform: Where, store: string, fn: (kv: Kv
     return withHypervisor(platform, async (c) => {
       const e = await createEnclave(c, m);
       try {
-        const kv = new KvstoreEnclave(clientTransport(c, e.id, e.plan.tcs[0]), new BlobDir(store), (n) => KV_EXIT[n] ?? EXIT.INTERNAL);
+        const blobs = new BlobDir(store);
+        blobs.sweepTemporaries();
+        const kv = new KvstoreEnclave(clientTransport(c, e.id, e.plan.tcs[0]), blobs, (n) => KV_EXIT[n] ?? EXIT.INTERNAL);
         return await fn(kv);
       } finally {
         await c.enclaveDestroy(e.id).catch(() => undefined);

@@ -66,7 +66,10 @@ describe.skipIf(!!missing)('kv put|get|delete|list (emulated platform, built CLI
       expect(raw.includes('greeting')).toBe(false);
       expect(raw.includes('hello')).toBe(false);
     }
+    // A temporary file a killed writer left behind is swept under the store's lock.
+    writeFileSync(join(blobs, `${'0'.repeat(64)}.blob.tmp-99999999`), 'half a blob');
     const d = await kv('delete', 'binary', '--json');
+    expect(readdirSync(blobs).filter((n) => n.includes('.tmp-'))).toEqual([]);
     expect(d.json!.existed).toBe(true);
     const gone = await kv('get', 'binary');
     expect(gone.code).toBe(3);
@@ -127,4 +130,24 @@ describe.skipIf(!!missing)('kv put|get|delete|list (emulated platform, built CLI
       rmSync(join(blobs, file));
     });
   }, 120_000);
+
+  it('grows the version table into the heap on demand (EDMM) and still refuses a rollback there', async () => {
+    const platform = { kind: 'emulated' as const, stateDir: state };
+    await withKvStore(platform, store, async (s) => {
+      expect(await s.stats()).toBe(0n); // a fresh instance: nothing seen, no heap page
+      const files = new Set(blobFiles());
+      for (let i = 0; i < 11; i++) await s.put(`heap-${i}`, Buffer.from([i]));
+      const last = blobFiles().filter((f) => !files.has(f));
+      expect(last).toHaveLength(11);
+      // 8 ids fit in the static part: the 9th made the enclave grow its heap by one page.
+      expect(await s.stats()).toBe((1n << 32n) | 11n);
+      // heap-10's id lives in the grown page: roll its file back.
+      const before = new Map(last.map((f) => [f, readFileSync(join(blobs, f))]));
+      expect(await s.put('heap-10', Buffer.from('newer'))).toBe(2n);
+      const changed = last.find((f) => !readFileSync(join(blobs, f)).equals(before.get(f)!))!;
+      writeFileSync(join(blobs, changed), before.get(changed)!);
+      await expect(s.get('heap-10')).rejects.toThrowError('ECALL get: rolled back');
+      for (let i = 0; i < 11; i++) await s.remove(`heap-${i}`);
+    });
+  }, 300_000);
 });

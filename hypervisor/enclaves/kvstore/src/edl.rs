@@ -294,6 +294,8 @@ pub trait Ecalls {
     fn remove(key: &str) -> Result<bool, u32>;
     /// ECALL 3: (start: u32) -> list<string[64], 32>
     fn list(start: u32, ret: &mut ListOut<'_, '_>) -> Result<(), u32>;
+    /// ECALL 5: () -> u64
+    fn stats() -> Result<u64, u32>;
     /// ECALL 4: (rounds: u32, data: bytes[1024]) -> u32
     fn echo_rounds(rounds: u32, data: &[u8]) -> Result<u32, u32>;
 }
@@ -353,6 +355,17 @@ macro_rules! edl_ecalls {
                 Ok(e.len())
             })
         }
+        extern "C" fn __edl_ecall_stats() -> u64 {
+            enclave_rt::marshal(|input, out| {
+                // at most 0 bytes in, 8 out
+                let mut d = $crate::edl::Dec::new(input, $crate::edl::ECALL_INPUT);
+                d.end()?;
+                let mut e = $crate::edl::Enc::new(out);
+                let r = <$t as $crate::edl::Ecalls>::stats()?;
+                e.u64(r)?;
+                Ok(e.len())
+            })
+        }
         extern "C" fn __edl_ecall_echo_rounds() -> u64 {
             enclave_rt::marshal(|input, out| {
                 // at most 1032 bytes in, 4 out
@@ -366,7 +379,7 @@ macro_rules! edl_ecalls {
                 Ok(e.len())
             })
         }
-        enclave_rt::ecalls![__edl_ecall_put, __edl_ecall_get, __edl_ecall_remove, __edl_ecall_list, __edl_ecall_echo_rounds];
+        enclave_rt::ecalls![__edl_ecall_put, __edl_ecall_get, __edl_ecall_remove, __edl_ecall_list, __edl_ecall_echo_rounds, __edl_ecall_stats];
     };
 }
 

@@ -21,8 +21,11 @@
 //! this platform can unseal; no MRSIGNER-wide sharing), a random KEYID per blob. AES-GCM and
 //! HMAC are the core's constant-time implementations (bitsliced AES, no tables).
 //!
-//! Memory is fixed: no heap (values are never held beyond one ECALL), a static table of the
-//! versions seen (KNOWN, 1024 ids; beyond that older entries are forgotten, see docs).
+//! Values are never held beyond one ECALL (stack buffers). The table of the versions seen starts
+//! static (8 ids) and grows on demand into the heap, a page at a time, through rt's heap_grow
+//! (EDMM augment + EACCEPT; the manifest opts in with ATTRIBUTES.EDMM); once the reserve
+//! (64 pages, 5440 ids) is used up or the host refuses to grow it, the oldest entries are
+//! replaced.
 #![no_std]
 #![no_main]
 
@@ -90,37 +93,105 @@ struct Known {
     used: bool,
 }
 
-const KNOWN_MAX: usize = 1024;
-static mut KNOWN: [Known; KNOWN_MAX] = [Known { id: [0; 32], version: 0, deleted: false, used: false }; KNOWN_MAX];
-static mut KNOWN_NEXT: usize = 0;
+/// Entries in the static part of the table; beyond them the table grows into the heap, one
+/// page (85 entries) at a time, with rt's heap_grow (EDMM: augmented pages, EACCEPTed).
+const STATIC_KNOWN: usize = 8;
+const PER_PAGE: usize = 4096 / core::mem::size_of::<Known>();
+/// Heap pages reserved for the table (build.sh: kvstore:1:HEAP_PAGES).
+const HEAP_PAGES: usize = 64;
+const EMPTY: Known = Known { id: [0; 32], version: 0, deleted: false, used: false };
+
+struct Table {
+    fixed: [Known; STATIC_KNOWN],
+    /// Heap part: `heap_pages` pages from `heap`, contiguous (the table is the only heap user).
+    heap: *mut Known,
+    heap_pages: usize,
+    /// Entries in use (fixed first, then heap), and the next one to replace once nothing grows.
+    len: usize,
+    next: usize,
+}
+
+static mut TABLE: Table = Table { fixed: [EMPTY; STATIC_KNOWN], heap: core::ptr::null_mut(), heap_pages: 0, len: 0, next: 0 };
 static KNOWN_LOCK: AtomicBool = AtomicBool::new(false);
 
+impl Table {
+    fn cap(&self) -> usize {
+        STATIC_KNOWN + self.heap_pages * PER_PAGE
+    }
+    fn slot(&mut self, i: usize) -> &mut Known {
+        if i < STATIC_KNOWN {
+            &mut self.fixed[i]
+        } else {
+            // SAFETY: i < cap(): the entry lies in the heap_pages pages from `heap`, which
+            // heap_grow augmented and EACCEPTed (zeroed, RW, enclave memory, used by nothing else).
+            unsafe { &mut *self.heap.add(i - STATIC_KNOWN) }
+        }
+    }
+    fn find(&mut self, id: &[u8; 32]) -> Option<&mut Known> {
+        let n = self.len;
+        for i in 0..n {
+            if self.slot(i).id == *id {
+                return Some(self.slot(i));
+            }
+        }
+        None
+    }
+    /// One more page for the table; false when the reserve is used up or the host refused.
+    fn grow(&mut self) -> bool {
+        if self.heap_pages == HEAP_PAGES {
+            return false;
+        }
+        match enclave_rt::heap_grow(1) {
+            Ok(p) => {
+                let want = if self.heap.is_null() { p } else { self.heap.wrapping_add(self.heap_pages * PER_PAGE) as *mut u8 };
+                // Contiguous with the pages before (the heap is a bump allocator used only here).
+                if self.heap.is_null() {
+                    self.heap = p as *mut Known;
+                } else if p != want {
+                    return false;
+                }
+                self.heap_pages += 1;
+                true
+            }
+            Err(_) => false,
+        }
+    }
+}
+
 /// Runs `f` over the table with the lock held (one ECALL per TCS; several TCSs may share it).
-fn with_known<R>(f: impl FnOnce(&mut [Known; KNOWN_MAX], &mut usize) -> R) -> R {
+fn with_known<R>(f: impl FnOnce(&mut Table) -> R) -> R {
     while KNOWN_LOCK.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed).is_err() {
         core::hint::spin_loop();
     }
-    // SAFETY: KNOWN_LOCK is held, so this is the only reference to KNOWN / KNOWN_NEXT until it is
-    // released below; both are enclave memory.
-    let r = unsafe { f(&mut *core::ptr::addr_of_mut!(KNOWN), &mut *core::ptr::addr_of_mut!(KNOWN_NEXT)) };
+    // SAFETY: KNOWN_LOCK is held, so this is the only reference to TABLE until it is released
+    // below; TABLE is enclave memory.
+    let r = unsafe { f(&mut *core::ptr::addr_of_mut!(TABLE)) };
     KNOWN_LOCK.store(false, Ordering::Release);
     r
 }
 
 fn known(id: &[u8; 32]) -> Option<(u64, bool)> {
-    with_known(|t, _| t.iter().find(|k| k.used && k.id == *id).map(|k| (k.version, k.deleted)))
+    with_known(|t| t.find(id).map(|k| (k.version, k.deleted)))
 }
 
 fn note(id: &[u8; 32], version: u64, deleted: bool) {
-    with_known(|t, next| {
-        if let Some(k) = t.iter_mut().find(|k| k.used && k.id == *id) {
+    with_known(|t| {
+        if let Some(k) = t.find(id) {
             k.version = k.version.max(version);
             k.deleted = deleted;
             return;
         }
-        // Full: the oldest entry is replaced (round robin).
-        t[*next] = Known { id: *id, version, deleted, used: true };
-        *next = (*next + 1) % KNOWN_MAX;
+        let fresh = Known { id: *id, version, deleted, used: true };
+        if t.len < t.cap() || t.grow() {
+            let i = t.len;
+            *t.slot(i) = fresh;
+            t.len += 1;
+            return;
+        }
+        // Full and nothing left to grow into: the oldest entry is replaced (round robin).
+        let i = t.next;
+        *t.slot(i) = fresh;
+        t.next = (t.next + 1) % t.cap();
     })
 }
 
@@ -276,6 +347,10 @@ impl edl::Ecalls for Store {
             r?;
         }
         Ok(())
+    }
+
+    fn stats() -> Result<u64, u32> {
+        Ok(with_known(|t| ((t.heap_pages as u64) << 32) | t.len as u64))
     }
 
     fn echo_rounds(rounds: u32, data: &[u8]) -> Result<u32, u32> {
