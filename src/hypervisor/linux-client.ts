@@ -305,6 +305,7 @@ export class LinuxHypervisorClient implements HypervisorClient {
       const t0 = process.hrtime.bigint();
       const budgetMs = e.timeoutMs ?? ECALL_BUDGET_MS;
       let resumes = 0;
+      let ioctls = 0;
       let ocalls = 0;
       let error: string | null = null;
       let done: { status: bigint; output: Buffer } | undefined;
@@ -317,6 +318,7 @@ export class LinuxHypervisorClient implements HypervisorClient {
         const elapsedMs = Number(process.hrtime.bigint() - t0) / 1e6;
         const budget = loop ? Math.max(1, Math.min(0xffff, Math.ceil(budgetMs - elapsedMs))) : 0;
         const r = this.hypercallWith(next.name, next.args, { budgetMs: budget, statuses: ['ENCLAVE_INTERRUPTED', 'ENCLAVE_OCALL', 'ENCLAVE_FAULT', 'SSA_INVALID'] });
+        ioctls++;
         const st = statusName(Number(r.rax));
         resumes += Number(loop ? r.regs.r8 : 0n);
         if (st === 'SUCCESS') {
@@ -372,7 +374,7 @@ export class LinuxHypervisorClient implements HypervisorClient {
         // ENCLAVE_INTERRUPTED: the driver's budget was spent or a signal is pending
         if (Number(process.hrtime.bigint() - t0) / 1e6 > budgetMs) {
           this.hypercallWith('ENCLAVE_CALL', [BigInt(id), e.tcs, BigInt(e.fn), { out: PAGE_SIZE }, ECALL_ABORT], { statuses: ['ENCLAVE_FAULT'] });
-          error = `ECALL ${e.fn} ran longer than ${budgetMs} ms (${resumes} interrupts): aborted`;
+          error = `ECALL ${e.fn} ran longer than ${budgetMs} ms (${resumes} interrupts, ${loop ? `resumed by the driver in ${ioctls} ioctl(s)` : `${ioctls} ioctls`}): aborted`;
           break;
         }
         if (!loop) resumes++;
