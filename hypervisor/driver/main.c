@@ -30,8 +30,10 @@
 #include <asm/processor.h>
 #include <asm/unaligned.h>
 
+#include "hyperenclave_hypercall.h"
 #include "hyperenclave_ioctl.h"
 #include "hyperenclave_handoff.h"
+#include "hyperenclave_image.h"
 
 static unsigned long reserved_base;
 module_param(reserved_base, ulong, 0444);
@@ -49,16 +51,10 @@ module_param(unmeasured_ok, bool, 0444);
 MODULE_PARM_DESC(unmeasured_ok, "load without a TPM, unmeasured (emulators without a TPM, e.g. the Bochs VMX tier); default off");
 MODULE_PARM_DESC(pcr, "PCR the image is measured into (8-16 or 23)");
 
-#define HEIMG_HDR 256
-#define HC_VERSION 0x00
-#define HC_STATUS 0x01
-#define HC_DISABLE 0x03
-#define HC_TRUST_INIT 0x40
-#define HC_ENCLAVE_CALL 0x18
-#define HC_ENCLAVE_OCALL_RETURN 0x19
-#define HC_ENCLAVE_INTERRUPTED 34 /* status */
 #define HE_HYPERCALL_BUF_ORDER 2 /* 4 pages = HE_HYPERCALL_BUF_MAX */
-#define HC_STATUS_SIZE 256 /* hypervisor/core STATUS_SIZE (1.3: DMA words after the digest) */
+_Static_assert((PAGE_SIZE << HE_HYPERCALL_BUF_ORDER) == HE_HYPERCALL_BUF_MAX, "hypercall buffer order");
+_Static_assert(sizeof(((struct he_status *)0)->hv_status) == sizeof(struct he_hv_status), "he_status.hv_status");
+_Static_assert(sizeof(struct he_handoff) <= PAGE_SIZE, "the handoff is one page");
 
 long he_enter(u64 op, u64 handoff_pa, u64 cpu, u64 host_cr3, u64 entry_pa);
 void he_leave_tramp(void);
@@ -103,15 +99,10 @@ static inline u64 he_vmmcall(u64 nr, u64 *rdi, u64 *rsi, u64 *rdx, u64 rcx, u64 
 	return nr;
 }
 
-/* Image arch codes (src/measure/container.ts ARCH_CODE). */
-#define HEIMG_ARCH_INTEL_VMX 1
-#define HEIMG_ARCH_AMD_SVM 2
-#define HEIMG_ARCH_HYGON 3
-
 /* The image name when HE_IOC_LOAD names none: the vendor's own container. */
 static const char *he_default_image(void)
 {
-	return he_intel ? "hyperenclave/hyperenclave-intel.img" : "hyperenclave/hyperenclave-amd.img";
+	return he_intel ? HE_FIRMWARE_INTEL : HE_FIRMWARE_AMD;
 }
 
 /*
@@ -353,7 +344,8 @@ out:
 static int he_load(struct he_load *req)
 {
 	const struct firmware *fw;
-	const u8 *h, *image;
+	struct heimg_header h;
+	const u8 *image;
 	u64 image_len, sig_len, load_addr, entry_off, load_size;
 	u8 digest[32];
 	u32 banks = 0;
@@ -369,53 +361,57 @@ static int he_load(struct he_load *req)
 		pr_err("request_firmware(%s) failed: %d\n", req->firmware, rc);
 		return rc;
 	}
-	h = fw->data;
 	rc = -EINVAL;
-	if (fw->size < HEIMG_HDR || memcmp(h, "HEIMG\0\0\0", 8)) {
+	/* header layout and codes: hyperenclave_image.h, generated from hypervisor/abi (x86 reads
+	 * the little-endian fields as they are) */
+	if (fw->size < sizeof(h) || memcmp(fw->data, HEIMG_MAGIC, sizeof(h.magic))) {
 		pr_err("%s: bad magic at offset 0x0\n", req->firmware);
 		goto out;
 	}
-	if (get_unaligned_le16(h + 0x08) != 1 || get_unaligned_le16(h + 0x0a) != HEIMG_HDR) {
-		pr_err("%s: unsupported format version/header size at offset 0x8\n", req->firmware);
+	memcpy(&h, fw->data, sizeof(h));
+	if (h.format_version != HEIMG_FORMAT_VERSION || h.header_size != HEIMG_HEADER_SIZE) {
+		pr_err("%s: unsupported format version/header size at offset 0x%zx\n", req->firmware,
+		       offsetof(struct heimg_header, format_version));
 		goto out;
 	}
-	if (he_intel ? h[0x0c] != HEIMG_ARCH_INTEL_VMX : h[0x0c] != HEIMG_ARCH_AMD_SVM && h[0x0c] != HEIMG_ARCH_HYGON) {
-		pr_err("%s: arch %u at offset 0xc is not %s (this CPU's vendor)\n", req->firmware, h[0x0c],
-		       he_intel ? "intel-vmx" : "amd-svm/hygon");
+	if (he_intel ? h.arch != HEIMG_ARCH_INTEL_VMX : h.arch != HEIMG_ARCH_AMD_SVM && h.arch != HEIMG_ARCH_HYGON) {
+		pr_err("%s: arch %u at offset 0x%zx is not %s (this CPU's vendor)\n", req->firmware, h.arch,
+		       offsetof(struct heimg_header, arch), he_intel ? "intel-vmx" : "amd-svm/hygon");
 		goto out;
 	}
-	if (h[0x0d] != 1) {
-		pr_err("%s: image kind %u at offset 0xd is not flat\n", req->firmware, h[0x0d]);
+	if (h.kind != HEIMG_KIND_FLAT) {
+		pr_err("%s: image kind %u at offset 0x%zx is not flat\n", req->firmware, h.kind, offsetof(struct heimg_header, kind));
 		goto out;
 	}
-	load_addr = get_unaligned_le64(h + 0x10);
-	entry_off = get_unaligned_le64(h + 0x18);
-	load_size = get_unaligned_le64(h + 0x30);
-	if (get_unaligned_le64(h + 0x28) < PAGE_SIZE || get_unaligned_le64(h + 0x28) > (64UL << 20) ||
-	    (get_unaligned_le64(h + 0x28) & (PAGE_SIZE - 1))) {
-		pr_err("%s: per-CPU size 0x%llx at offset 0x28 is not a page multiple between 4 KiB and 64 MiB\n",
-		       req->firmware, get_unaligned_le64(h + 0x28));
+	load_addr = h.load_address;
+	entry_off = h.entry_offset;
+	load_size = h.load_size;
+	if (h.per_cpu_size < PAGE_SIZE || h.per_cpu_size > (64UL << 20) ||
+	    (h.per_cpu_size & (PAGE_SIZE - 1))) {
+		pr_err("%s: per-CPU size 0x%llx at offset 0x%zx is not a page multiple between 4 KiB and 64 MiB\n",
+		       req->firmware, h.per_cpu_size, offsetof(struct heimg_header, per_cpu_size));
 		goto out;
 	}
-	image_len = get_unaligned_le64(h + 0x40);
-	sig_len = get_unaligned_le32(h + 0x48);
-	if (image_len == 0 || HEIMG_HDR + image_len + sig_len != fw->size) {
-		pr_err("%s: image length %llu at offset 0x40 does not match the file size %zu\n",
-		       req->firmware, image_len, fw->size);
+	image_len = h.image_length;
+	sig_len = h.signature_length;
+	if (image_len == 0 || sizeof(h) + image_len + sig_len != fw->size) {
+		pr_err("%s: image length %llu at offset 0x%zx does not match the file size %zu\n",
+		       req->firmware, image_len, offsetof(struct heimg_header, image_length), fw->size);
 		goto out;
 	}
 	if (load_size < image_len || entry_off >= load_size || (load_addr & (PAGE_SIZE - 1)) ||
 	    load_addr < reserved_base || load_addr + load_size + 64 * PAGE_SIZE > reserved_base + hv_size) {
-		pr_err("%s: load address 0x%llx (+0x%llx) at offset 0x10 is not inside the hypervisor part of the reservation 0x%lx+0x%lx\n",
-		       req->firmware, load_addr, load_size, reserved_base, hv_size);
+		pr_err("%s: load address 0x%llx (+0x%llx) at offset 0x%zx is not inside the hypervisor part of the reservation 0x%lx+0x%lx\n",
+		       req->firmware, load_addr, load_size, offsetof(struct heimg_header, load_address), reserved_base, hv_size);
 		goto out;
 	}
-	image = h + HEIMG_HDR;
+	image = fw->data + sizeof(h);
 	rc = he_digest("sha256", image, image_len, digest, 32);
 	if (rc)
 		goto out;
-	if (memcmp(digest, h + 0x70, 32)) {
-		pr_err("%s: SHA-256 of the image differs from the header (offset 0x70)\n", req->firmware);
+	if (memcmp(digest, h.image_sha256, sizeof(h.image_sha256))) {
+		pr_err("%s: SHA-256 of the image differs from the header (offset 0x%zx)\n", req->firmware,
+		       offsetof(struct heimg_header, image_sha256));
 		rc = -EBADMSG;
 		goto out;
 	}
@@ -427,7 +423,7 @@ static int he_load(struct he_load *req)
 	he.image_length = image_len;
 	he.load_addr = load_addr;
 	he.load_size = load_size;
-	he.percpu_size = get_unaligned_le64(h + 0x28);
+	he.percpu_size = h.per_cpu_size;
 	he.entry_pa = load_addr + entry_off;
 	memcpy(he.sha256, digest, 32);
 	he.state = HE_STATE_LOADED;
@@ -700,7 +696,7 @@ static long he_ioctl(struct file *f, unsigned int cmd, unsigned long arg)
 		break;
 	case HE_IOC_STATUS: {
 		struct he_status *s = kzalloc(sizeof(*s), GFP_KERNEL);
-		u8 *buf = kzalloc(256, GFP_KERNEL);
+		u8 *buf = kzalloc(HC_STATUS_SIZE, GFP_KERNEL);
 
 		if (!s || !buf) {
 			kfree(s);
@@ -744,7 +740,7 @@ static long he_ioctl(struct file *f, unsigned int cmd, unsigned long arg)
 			rc = -EFAULT;
 			break;
 		}
-		if (h.rax == HC_DISABLE || h.rax == 0x02 /* ENABLE */) {
+		if (h.rax == HC_DISABLE || h.rax == HC_ENABLE) {
 			rc = -EINVAL; /* the driver owns the CPU hand-over */
 			break;
 		}
@@ -804,7 +800,7 @@ static long he_ioctl(struct file *f, unsigned int cmd, unsigned long arg)
 
 			for (;;) {
 				h.rax = he_vmmcall(nr, &h.rdi, &h.rsi, &h.rdx, h.rcx, r8v);
-				if (h.rax != HC_ENCLAVE_INTERRUPTED || signal_pending(current) || time_after(jiffies, deadline))
+				if (h.rax != HC_ST_ENCLAVE_INTERRUPTED || signal_pending(current) || time_after(jiffies, deadline))
 					break;
 				cond_resched();
 				resumes++;

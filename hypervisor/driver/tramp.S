@@ -11,8 +11,9 @@
  * long he_enter(u64 op, u64 handoff_pa, u64 cpu, u64 host_cr3, u64 entry_pa)
  * Saves the callee-saved registers and flags on this stack, switches to the host tables and
  * calls the image entry (identity-mapped) with rdi=op, rsi=handoff, rdx=cpu and rcx pointing at
- * {resume rip, rsp, cr3}. For HE_OP_LAUNCH the image VMRUNs this CPU with rip=he_resume,
- * rsp=the saved stack, cr3=Linux's and rax=0: Linux continues below as the hypervisor's guest.
+ * a struct he_linux_state {rip, rsp, cr3} (hyperenclave_handoff.h; pushed cr3, rsp, rip below).
+ * For HE_OP_LAUNCH the image VMRUNs this CPU with rip=he_resume, rsp=the saved stack,
+ * cr3=Linux's and rax=0: Linux continues below as the hypervisor's guest.
  * Any other return comes back here with the image's status in rax.
  */
 SYM_FUNC_START(he_enter)

@@ -19,24 +19,22 @@
  * verifier checks separately), and computes the PCR value that one HAK event yields.
  */
 import { createHash, createPublicKey, verify as cryptoVerify, type KeyObject } from 'node:crypto';
-import { HAK_EVENT_PREFIX, QUOTE_SIZE, REPORT_SIZE, hakEventData, parseReport } from '../hypervisor/abi.js';
+import { HAK_EVENT_PREFIX, HYPERVISOR_EXIT_EVENT, LAYOUT, QUOTE, QUOTE_FLAGS, QUOTE_MAGIC, QUOTE_SIZE, REPORT_SIZE, hakEventData, parseReport, readRecord } from '../hypervisor/abi.js';
 
-export { HAK_EVENT_PREFIX, hakEventData };
+export { HAK_EVENT_PREFIX, HYPERVISOR_EXIT_EVENT, hakEventData };
 export const ENCLAVE_QUOTE_SIZE = QUOTE_SIZE;
-export const ENCLAVE_QUOTE_MAGIC = 'HEQ1';
-export const ENCLAVE_QUOTE_VERSION = 1;
-export const ENCLAVE_QUOTE_SIG_ED25519 = 1;
-/** Quote flags bit 0 (QUOTE_FLAG_DMA_PROTECTED in hypervisor/core/src/trust.rs). */
-export const QUOTE_FLAG_DMA_PROTECTED = 1;
+export const ENCLAVE_QUOTE_MAGIC = QUOTE_MAGIC;
+export const ENCLAVE_QUOTE_VERSION = QUOTE.VERSION;
+export const ENCLAVE_QUOTE_SIG_ED25519 = QUOTE.SIG_ED25519;
+export const QUOTE_FLAG_DMA_PROTECTED = QUOTE_FLAGS.DMA_PROTECTED;
 /** The HAK PCR when the policy names none (as HyperEnclave uses PCR 13). */
 export const DEFAULT_HAK_PCR = 13;
 
-/**
- * The event the hypervisor extends into its PCR at DISABLE (mirrors EXIT_EVENT in
- * hypervisor/core/src/trust.rs). After it the host holds every TPM locality again, so evidence
- * whose hypervisor PCR shows it is not from an uninterrupted run of the measured hypervisor.
+/*
+ * HYPERVISOR_EXIT_EVENT (re-exported above, from the ABI): the event the hypervisor extends into
+ * its PCR at DISABLE. After it the host holds every TPM locality again, so evidence whose
+ * hypervisor PCR shows it is not from an uninterrupted run of the measured hypervisor.
  */
-export const HYPERVISOR_EXIT_EVENT = 'hyperenclave:hypervisor-exit v=1';
 
 /** Fields of the SGX REPORT body (bytes 0..384 of a REPORT). */
 export interface ReportBody {
@@ -73,30 +71,30 @@ export function parseReportBody(b: Buffer): ReportBody {
   return { cpuSvn: r.cpuSvn, miscSelect: r.miscSelect, attributes: r.attributes, xfrm: r.xfrm, mrenclave: r.mrenclave, mrsigner: r.mrsigner, isvProdId: r.isvProdId, isvSvn: r.isvSvn, reportData: r.reportData };
 }
 
-/** Parses the 496-byte layout; throws a one-line error naming the field and offset. */
+/** Parses the 496-byte layout (LAYOUT.he_quote); throws a one-line error naming the field and offset. */
 export function parseEnclaveQuote(q: Buffer): EnclaveQuote {
   if (q.length !== ENCLAVE_QUOTE_SIZE) throw new RangeError(`enclave quote: ${q.length} bytes, expected exactly ${ENCLAVE_QUOTE_SIZE}`);
-  const magic = q.subarray(0, 4).toString('latin1');
-  if (magic !== ENCLAVE_QUOTE_MAGIC) throw new RangeError(`enclave quote: byte 0: magic ${JSON.stringify(magic)} is not "HEQ1"`);
-  const version = q.readUInt16LE(4);
-  if (version !== ENCLAVE_QUOTE_VERSION) throw new RangeError(`enclave quote: byte 4: version ${version}, expected 1`);
-  const sigAlg = q.readUInt16LE(6);
-  if (sigAlg !== ENCLAVE_QUOTE_SIG_ED25519) throw new RangeError(`enclave quote: byte 6: signature algorithm ${sigAlg}, expected 1 (Ed25519)`);
-  const hakPcr = q.readUInt32LE(8);
-  if (hakPcr > 23) throw new RangeError(`enclave quote: byte 8: HAK PCR index ${hakPcr} out of range 0-23`);
-  const flags = q.readUInt32LE(12);
-  if (flags & ~QUOTE_FLAG_DMA_PROTECTED) throw new RangeError(`enclave quote: byte 12: flags 0x${flags.toString(16)} has bits other than DMA_PROTECTED (0x1)`);
+  const F = LAYOUT.he_quote.fields;
+  const r = readRecord(LAYOUT.he_quote, q, 'enclave quote');
+  const magic = r.magic.toString('latin1');
+  if (magic !== ENCLAVE_QUOTE_MAGIC) throw new RangeError(`enclave quote: byte ${F.magic.offset}: magic ${JSON.stringify(magic)} is not "${ENCLAVE_QUOTE_MAGIC}"`);
+  if (r.version !== ENCLAVE_QUOTE_VERSION) throw new RangeError(`enclave quote: byte ${F.version.offset}: version ${r.version}, expected ${ENCLAVE_QUOTE_VERSION}`);
+  if (r.sig_alg !== ENCLAVE_QUOTE_SIG_ED25519)
+    throw new RangeError(`enclave quote: byte ${F.sig_alg.offset}: signature algorithm ${r.sig_alg}, expected ${ENCLAVE_QUOTE_SIG_ED25519} (Ed25519)`);
+  if (r.hak_pcr > 23) throw new RangeError(`enclave quote: byte ${F.hak_pcr.offset}: HAK PCR index ${r.hak_pcr} out of range 0-23`);
+  if (r.flags & ~QUOTE_FLAG_DMA_PROTECTED)
+    throw new RangeError(`enclave quote: byte ${F.flags.offset}: flags 0x${r.flags.toString(16)} has bits other than DMA_PROTECTED (0x${QUOTE_FLAG_DMA_PROTECTED.toString(16)})`);
   return {
     magic,
-    version,
-    sigAlg,
-    hakPcr,
-    flags,
-    dmaProtected: (flags & QUOTE_FLAG_DMA_PROTECTED) !== 0,
-    body: parseReportBody(q.subarray(16, 400)),
-    hakPublic: Buffer.from(q.subarray(400, 432)),
-    signature: Buffer.from(q.subarray(432, 496)),
-    signed: Buffer.from(q.subarray(0, 432)),
+    version: r.version,
+    sigAlg: r.sig_alg,
+    hakPcr: r.hak_pcr,
+    flags: r.flags,
+    dmaProtected: (r.flags & QUOTE_FLAG_DMA_PROTECTED) !== 0,
+    body: parseReportBody(r.body),
+    hakPublic: r.hak,
+    signature: r.signature,
+    signed: Buffer.from(q.subarray(0, QUOTE.SIGNED_BYTES)),
   };
 }
 

@@ -1,6 +1,7 @@
 import { readFileSync, existsSync } from 'node:fs';
 import { HyperEnclaveError, EXIT, jsonSyntaxProblem } from '../errors.js';
 import { compileSchema } from '../schemas.js';
+import type { BackendKind } from '../enclave/backends/kind.js';
 import { readTextFile } from '../platform/bounded-read.js';
 
 export interface HyperEnclaveConfig {
@@ -13,7 +14,7 @@ export interface HyperEnclaveConfig {
   pcrPolicy?: string;
   drtm?: { enabled?: boolean; required?: boolean };
   memory?: { hypervisorMiB?: number; epcMiB?: number; reservedBase?: string };
-  backends?: Array<'none' | 'sev' | 'sev-es' | 'csv' | 'mktme'>;
+  backends?: BackendKind[];
   verifier?: { endpoint?: string; listen?: string; policy?: string };
   logLevel?: 'error' | 'warn' | 'info' | 'debug';
 }

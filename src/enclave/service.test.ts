@@ -17,7 +17,10 @@ describe('--ecall specs', () => {
     expect(parseEcallSpec('4')).toEqual({ fn: 4 });
     expect(parseEcallSpec('1:0a0b')).toEqual({ fn: 1, input: Buffer.from([10, 11]) });
     expect(parseEcallSpec('2=abc')).toEqual({ fn: 2, input: Buffer.from('abc') });
-    expect(() => parseEcallSpec('x')).toThrow('--ecall "x": expected FN, FN:HEX or FN=TEXT');
+    expect(parseEcallSpec('2@3=abc')).toEqual({ fn: 2, thread: 3, input: Buffer.from('abc') });
+    expect(parseEcallSpec('0@1')).toEqual({ fn: 0, thread: 1 });
+    expect(() => parseEcallSpec('x')).toThrow('--ecall "x": expected FN, FN:HEX or FN=TEXT (FN@THREAD to pick the TCS)');
+    expect(() => parseEcallSpec('1@')).toThrow(/expected FN/);
     expect(() => parseEcallSpec('1:abc')).toThrow(/odd number of hex digits/);
   });
 });

@@ -22,7 +22,7 @@ export interface EnclaveCommandOptions {
 export function runEnclaveFromManifest(
   platform: Where,
   manifestPath: string,
-  opts: EnclaveCommandOptions & { ecalls?: readonly EcallRequest[]; keep?: boolean } = {},
+  opts: EnclaveCommandOptions & { ecalls?: readonly (EcallRequest & { thread?: number })[]; keep?: boolean } = {},
 ): Promise<EnclaveRunResult> {
   const m = withBackend(loadManifest(manifestPath), opts.backend, opts.policy);
   return withHypervisor(platform, (c) =>
@@ -65,10 +65,11 @@ export function destroyEnclaveById(platform: Where, id: number): Promise<number>
 }
 
 /** `--ecall FN`, `--ecall FN:HEX` or `--ecall FN=TEXT` → an ECALL request. */
-export function parseEcallSpec(spec: string): EcallRequest {
-  const m = /^(\d{1,9})(?::([0-9a-fA-F]*)|=(.*))?$/s.exec(spec);
-  if (!m) throw new EnclaveError(`--ecall "${spec}": expected FN, FN:HEX or FN=TEXT`, EXIT.USAGE);
-  if (m[2] !== undefined && m[2].length % 2) throw new EnclaveError(`--ecall "${spec}": odd number of hex digits`, EXIT.USAGE);
-  const input = m[2] !== undefined ? Buffer.from(m[2], 'hex') : m[3] !== undefined ? Buffer.from(m[3], 'utf8') : undefined;
-  return { fn: Number(m[1]), ...(input ? { input } : {}) };
+/** `FN`, `FN:HEX` or `FN=TEXT`, each optionally `FN@THREAD…` (thread index: which TCS enters). */
+export function parseEcallSpec(spec: string): EcallRequest & { thread?: number } {
+  const m = /^(\d{1,9})(?:@(\d{1,3}))?(?::([0-9a-fA-F]*)|=(.*))?$/s.exec(spec);
+  if (!m) throw new EnclaveError(`--ecall "${spec}": expected FN, FN:HEX or FN=TEXT (FN@THREAD to pick the TCS)`, EXIT.USAGE);
+  if (m[3] !== undefined && m[3].length % 2) throw new EnclaveError(`--ecall "${spec}": odd number of hex digits`, EXIT.USAGE);
+  const input = m[3] !== undefined ? Buffer.from(m[3], 'hex') : m[4] !== undefined ? Buffer.from(m[4], 'utf8') : undefined;
+  return { fn: Number(m[1]), ...(m[2] !== undefined ? { thread: Number(m[2]) } : {}), ...(input ? { input } : {}) };
 }

@@ -5,8 +5,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import {
+  HAK_EVENT_PREFIX,
   HC,
   HC_STATUS,
+  LAYOUT,
   HYPERVISOR_EXIT_EVENT,
   QUOTING_TARGET_MRENCLAVE,
   HE_IOC,
@@ -21,6 +23,7 @@ import {
   statusName,
 } from './abi.js';
 import { LinuxHypervisorClient } from './linux-client.js';
+import * as IMAGE_ABI from '../measure/image-abi.generated.js';
 import { skipUnless } from '../../test/helpers/require.js';
 
 const root = new URL('../../', import.meta.url).pathname;
@@ -37,23 +40,10 @@ describe('hypercall ABI', () => {
     expect(statusName(99)).toBe('STATUS_99');
   });
 
-  it('call numbers and status codes equal the Rust core (hypervisor/core/src/hypercall.rs, the source of truth)', () => {
-    const rs = readFileSync(join(root, 'hypervisor/core/src/hypercall.rs'), 'utf8');
-    const nrs = Object.fromEntries([...rs.matchAll(/pub const ([A-Z_]+): u64 = (0x[0-9A-Fa-f]+);/g)].map((m) => [m[1]!, Number(m[2])]));
-    expect(nrs).toEqual({ ...HC });
-    const statuses = [...rs.slice(rs.indexOf('pub enum HcStatus')).matchAll(/^\s+([A-Za-z]+) = (\d+),$/gm)].map((m) => [m[1]!.replace(/([a-z])([A-Z])/g, '$1_$2').toUpperCase(), Number(m[2])]);
-    expect(statuses.length).toBe(HC_STATUS.length);
-    // the same name at the same code, underscores aside (KeySlotsExhausted ↔ KEYSLOTS_EXHAUSTED)
-    for (const [name, code] of statuses) expect([code, HC_STATUS[code as number]!.name.replace(/_/g, '')]).toEqual([code, (name as string).replace(/_/g, '')]);
-    expect(statuses.slice(36)).toEqual([['ENCLAVE_ONLY', 36], ['TRUST_NOT_ESTABLISHED', 37], ['TRUST_SEAL_FAILED', 38], ['TPM_IO', 39], ['ENCLAVE_OCALL', 40], ['SSA_INVALID', 41], ['PAGE_STATE', 42]]);
-    expect(HC_STATUS.slice(36).map((s) => s.name)).toEqual(['ENCLAVE_ONLY', 'TRUST_NOT_ESTABLISHED', 'TRUST_SEAL_FAILED', 'TPM_IO', 'ENCLAVE_OCALL', 'SSA_INVALID', 'PAGE_STATE']);
-  });
-
-  it('the quoting identity is SHA-256 of its label (independent of the core)', () => {
+  it('the quoting identity is SHA-256 of its label, and the event labels are the documented strings (independent of the core)', () => {
     expect(QUOTING_TARGET_MRENCLAVE.toString('hex')).toBe(createHash('sha256').update('HyperEnclave-TS quoting identity v1').digest('hex'));
-    const rs = readFileSync(join(root, 'hypervisor/core/src/trust.rs'), 'utf8');
-    expect(rs).toContain('b"HyperEnclave-TS quoting identity v1"');
-    expect(rs).toContain(`pub const EXIT_EVENT: &[u8] = b"${HYPERVISOR_EXIT_EVENT}";`);
+    expect(HYPERVISOR_EXIT_EVENT).toBe('hyperenclave:hypervisor-exit v=1');
+    expect(HAK_EVENT_PREFIX).toBe('hyperenclave-hak:ed25519:');
   });
 
   it('decodes STATUS, ENCLAVE_INFO and REPORT records at the documented offsets', () => {
@@ -115,17 +105,54 @@ describe('hypercall ABI', () => {
   });
 
   const cc = skipUnless('ioctl-number check against the C header', [['cc', spawnSync('cc', ['--version']).status === 0 ? undefined : 'cc not runnable (apt-get install gcc)']]) ? undefined : 'cc';
-  it.skipIf(!cc)('ioctl numbers equal the C driver header (compiled with cc)', () => {
-    const dir = mkdtempSync(join(tmpdir(), 'he-ioc-'));
+  it.skipIf(!cc)('the generated C headers, compiled with cc, agree with the generated TypeScript (numbers, statuses, sizes, offsets)', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'he-abi-'));
     try {
-      const src = join(dir, 'ioc.c');
+      const src = join(dir, 'abi.c');
+      const lines: string[] = [];
+      const num = (expr: string) => lines.push(`printf("%s=%llu\\n", ${JSON.stringify(expr)}, (unsigned long long)(${expr}));`);
+      for (const name of Object.keys(HC)) num(`HC_${name}`);
+      for (const s of HC_STATUS) num(`HC_ST_${s.name}`);
+      for (const name of Object.keys(HE_IOC)) num(`HE_IOC_${name}`);
+      const layouts = { ...LAYOUT, ...IMAGE_ABI.LAYOUT };
+      for (const [tag, l] of Object.entries(layouts)) {
+        num(`sizeof(struct ${tag})`);
+        for (const f of Object.keys(l.fields)) num(`offsetof(struct ${tag}, ${f})`);
+      }
+      num('HE_HANDOFF_MAGIC');
+      for (const name of Object.keys(IMAGE_ABI.HEIMG)) num(`HEIMG_${name}`);
+      num('sizeof(HEIMG_MAGIC) - 1');
       writeFileSync(
         src,
-        `#include <stdio.h>\n#include "${join(root, 'hypervisor/driver/hyperenclave_ioctl.h')}"\nint main(void){printf("%u %u %u %u %u %u %u\\n",(unsigned)HE_IOC_VERSION,(unsigned)HE_IOC_LOAD,(unsigned)HE_IOC_ENABLE,(unsigned)HE_IOC_DISABLE,(unsigned)HE_IOC_STATUS,(unsigned)HE_IOC_HYPERCALL,(unsigned)HE_IOC_PROBE);return 0;}\n`,
+        ['#include <stdio.h>', '#include <stddef.h>', ...['hypercall', 'ioctl', 'handoff', 'image'].map((h) => `#include "${join(root, `hypervisor/driver/hyperenclave_${h}.h`)}"`), 'int main(void){', ...lines, 'return 0;}', ''].join('\n'),
       );
-      execFileSync(cc!, [src, '-o', join(dir, 'ioc')]);
-      const got = execFileSync(join(dir, 'ioc'), { encoding: 'utf8' }).trim().split(' ').map(Number);
-      expect(got).toEqual([HE_IOC.VERSION, HE_IOC.LOAD, HE_IOC.ENABLE, HE_IOC.DISABLE, HE_IOC.STATUS, HE_IOC.HYPERCALL, HE_IOC.PROBE]);
+      execFileSync(cc!, ['-Wall', '-Werror', src, '-o', join(dir, 'abi')]);
+      const got = Object.fromEntries(
+        execFileSync(join(dir, 'abi'), { encoding: 'utf8' })
+          .trim()
+          .split('\n')
+          .map((l) => l.split('=') as [string, string]),
+      );
+      const want: Record<string, string> = {};
+      for (const [name, v] of Object.entries(HC)) want[`HC_${name}`] = String(v);
+      for (const s of HC_STATUS) want[`HC_ST_${s.name}`] = String(s.code);
+      for (const [name, v] of Object.entries(HE_IOC)) want[`HE_IOC_${name}`] = String(v);
+      for (const [tag, l] of Object.entries(layouts)) {
+        want[`sizeof(struct ${tag})`] = String(l.size);
+        for (const [f, spec] of Object.entries(l.fields)) want[`offsetof(struct ${tag}, ${f})`] = String(spec.offset);
+      }
+      want.HE_HANDOFF_MAGIC = String(Buffer.from('HEHANDOF', 'ascii').readBigUInt64LE(0));
+      for (const [name, v] of Object.entries(IMAGE_ABI.HEIMG)) want[`HEIMG_${name}`] = String(v);
+      want['sizeof(HEIMG_MAGIC) - 1'] = String(IMAGE_ABI.HEIMG_MAGIC.length);
+      expect(got).toEqual(want);
+      // independent of the generator: Linux's _IOWR('H', 5, 64-byte struct) and _IOR('H', 4, 336-byte struct), the STATUS
+      // record of docs/hypercall-abi.md (256 B, DMA faults at 240, IOMMU base at 248) and the quote's flags at byte 12
+      expect([HE_IOC.HYPERCALL, HE_IOC.STATUS, got['sizeof(struct he_hv_status)'], got['offsetof(struct he_hv_status, dma_faults)'], got['offsetof(struct he_hv_status, iommu_base)']]).toEqual([
+        0xc0404805, 0x81504804, '256', '240', '248',
+      ]);
+      expect([got['offsetof(struct he_quote, flags)'], HC.TRUST_INIT, HC.QUOTE, HC_STATUS[39]!.name]).toEqual(['12', 0x40, 0x42, 'TPM_IO']);
+      // docs/image-container.md: per-CPU size at 0x28, image length at 0x40, SHA-256 at 0x70, header 256 B
+      expect([got['offsetof(struct heimg_header, per_cpu_size)'], got['offsetof(struct heimg_header, image_length)'], got['offsetof(struct heimg_header, image_sha256)'], got.HEIMG_HEADER_SIZE]).toEqual(['40', '64', '112', '256']);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

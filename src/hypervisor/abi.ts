@@ -1,107 +1,42 @@
 import { createHash } from 'node:crypto';
 import { EXIT, HyperEnclaveError } from '../errors.js';
+import * as G from './abi.generated.js';
 
 /**
- * The driver/hypercall ABI in TypeScript, numbered exactly as docs/hypercall-abi.md and
- * hypervisor/core/src/hypercall.rs (the source of truth). Records are decoded here once and
- * used by both clients (emulated RPC and /dev/hyperenclave ioctls).
+ * The driver/hypercall ABI in TypeScript. Every number and layout comes from
+ * ./abi.generated.ts, which abi-gen emits from the one definition in hypervisor/abi/src/lib.rs
+ * (docs/hypercall-abi.md says how to add a hypercall); this module adds the record codecs and
+ * the error type. Records are decoded here once and used by both clients (emulated RPC and
+ * /dev/hyperenclave ioctls).
  */
 
-export const ABI_VERSION = 0x0001_0000;
+export const { ABI_VERSION, HC, LAYOUT } = G;
 export const abiMajor = (v: number): number => v >>> 16;
 export const abiMinor = (v: number): number => v & 0xffff;
 export const formatAbiVersion = (v: number): string => `${abiMajor(v)}.${abiMinor(v)}`;
 
-export const HC = {
-  VERSION: 0x00,
-  STATUS: 0x01,
-  ENABLE: 0x02,
-  DISABLE: 0x03,
-  IMAGE_DIGEST: 0x04,
-  ENCLAVE_CREATE: 0x10,
-  ENCLAVE_ADD: 0x11,
-  ENCLAVE_EXTEND: 0x12,
-  ENCLAVE_INIT: 0x13,
-  ENCLAVE_ENTER: 0x14,
-  ENCLAVE_EXIT: 0x15,
-  ENCLAVE_DESTROY: 0x16,
-  ENCLAVE_INFO: 0x17,
-  /** Runs one ECALL; served by the bare-metal image (the emulated platform runs enclaves on KVM). */
-  ENCLAVE_CALL: 0x18,
-  /** Resumes a thread parked in an OCALL with the host's answer; bare-metal image. */
-  ENCLAVE_OCALL_RETURN: 0x19,
-  /** Registers the enclave's shared (untrusted) region before EINIT; never protected memory. */
-  ENCLAVE_SHARED_ADD: 0x1a,
-  /** Enclave-only (EREPORT): the host gets ENCLAVE_ONLY. */
-  REPORT: 0x20,
-  VERIFY_REPORT: 0x21,
-  /** Enclave-only (EGETKEY): the host gets ENCLAVE_ONLY. */
-  GET_KEY: 0x22,
-  KEYSLOT_ALLOC: 0x30,
-  KEYSLOT_BIND: 0x31,
-  KEYSLOT_RELEASE: 0x32,
-  KEYSLOT_FLUSH: 0x33,
-  /** Unseal (or create and seal) the TPM-held root secret; served by the platform owning the TPM transport. */
-  TRUST_INIT: 0x40,
-  HAK_PUBLIC: 0x41,
-  QUOTE: 0x42,
-  /** EDMM: EAUG (pages PENDING until the enclave EACCEPTs them); needs SECS.ATTRIBUTES.EDMM. */
-  ENCLAVE_AUGMENT: 0x24,
-  /** EDMM: EMODPR (permissions only shrink; MODIFIED until EACCEPT). */
-  ENCLAVE_RESTRICT: 0x25,
-  /** EDMM: EMODT to TRIM (MODIFIED until EACCEPT). */
-  ENCLAVE_MODIFY_TYPE: 0x26,
-  /** EDMM: EREMOVE of accepted TRIM pages. */
-  ENCLAVE_REMOVE: 0x27,
-} as const;
 export type HypercallName = keyof typeof HC;
+export type StatusName = (typeof G.HC_STATUSES)[number]['name'];
+export type ErrorClass = (typeof G.HC_STATUSES)[number]['class'];
+
+/** The CLI exit code for each error class the ABI assigns a status. */
+const CLASS_EXIT: Record<ErrorClass, number> = {
+  ok: EXIT.OK,
+  unsupported: EXIT.UNSUPPORTED,
+  'bad-input': EXIT.BAD_INPUT,
+  usage: EXIT.USAGE,
+  'not-found': EXIT.NOT_FOUND,
+  'verify-failed': EXIT.VERIFY_FAILED,
+  internal: EXIT.INTERNAL,
+};
 
 /** Status codes (RAX on return): name, one-line meaning, CLI exit code. */
-export const HC_STATUS: readonly { code: number; name: string; meaning: string; exit: number }[] = [
-  { code: 0, name: 'SUCCESS', meaning: 'success', exit: EXIT.OK },
-  { code: 1, name: 'UNKNOWN_CALL', meaning: 'unknown hypercall number', exit: EXIT.UNSUPPORTED },
-  { code: 2, name: 'VERSION_MISMATCH', meaning: 'caller and hypervisor ABI majors differ', exit: EXIT.UNSUPPORTED },
-  { code: 3, name: 'INVALID_ARGUMENT', meaning: 'misaligned value or bad range', exit: EXIT.BAD_INPUT },
-  { code: 4, name: 'BUFFER_TOO_SMALL', meaning: 'output buffer too small', exit: EXIT.BAD_INPUT },
-  { code: 5, name: 'HOST_ACCESS_DENIED', meaning: 'buffer lies in hypervisor or enclave memory (host fault)', exit: EXIT.BAD_INPUT },
-  { code: 6, name: 'NOT_ENABLED', meaning: 'hypervisor is not enabled', exit: EXIT.USAGE },
-  { code: 7, name: 'ALREADY_ENABLED', meaning: 'hypervisor is already enabled', exit: EXIT.USAGE },
-  { code: 8, name: 'ENCLAVES_ALIVE', meaning: 'enclaves still exist; destroy them first', exit: EXIT.USAGE },
-  { code: 9, name: 'NO_SUCH_ENCLAVE', meaning: 'no enclave with that id', exit: EXIT.NOT_FOUND },
-  { code: 10, name: 'TOO_MANY_ENCLAVES', meaning: 'enclave limit reached', exit: EXIT.BAD_INPUT },
-  { code: 11, name: 'ENCLAVE_STATE', meaning: 'operation not allowed in the enclave state (e.g. add after init)', exit: EXIT.BAD_INPUT },
-  { code: 12, name: 'SECS_INVALID', meaning: 'SECS field invalid (size, base, attributes, xfrm, ssa)', exit: EXIT.BAD_INPUT },
-  { code: 13, name: 'SECINFO_INVALID', meaning: 'SECINFO flags invalid', exit: EXIT.BAD_INPUT },
-  { code: 14, name: 'TCS_INVALID', meaning: 'TCS page invalid', exit: EXIT.BAD_INPUT },
-  { code: 15, name: 'PAGE_OVERLAP', meaning: 'a page already exists at that offset', exit: EXIT.BAD_INPUT },
-  { code: 16, name: 'OUTSIDE_ELRANGE', meaning: 'offset beyond the declared enclave size', exit: EXIT.BAD_INPUT },
-  { code: 17, name: 'PAGE_NOT_ADDED', meaning: 'no page added at that offset', exit: EXIT.BAD_INPUT },
-  { code: 18, name: 'SIGSTRUCT_INVALID', meaning: 'SIGSTRUCT malformed', exit: EXIT.BAD_INPUT },
-  { code: 19, name: 'SIGNATURE_INVALID', meaning: 'SIGSTRUCT RSA signature does not verify', exit: EXIT.VERIFY_FAILED },
-  { code: 20, name: 'ATTRIBUTES_MISMATCH', meaning: 'enclave attributes/MISCSELECT differ from the SIGSTRUCT under its masks', exit: EXIT.VERIFY_FAILED },
-  { code: 21, name: 'MEASUREMENT_MISMATCH', meaning: 'MRENCLAVE differs from SIGSTRUCT.ENCLAVEHASH', exit: EXIT.VERIFY_FAILED },
-  { code: 22, name: 'TCS_BUSY', meaning: 'TCS already entered', exit: EXIT.BAD_INPUT },
-  { code: 23, name: 'TCS_NOT_ENTERED', meaning: 'TCS was not entered', exit: EXIT.BAD_INPUT },
-  { code: 24, name: 'ENCLAVE_BUSY', meaning: 'threads still inside the enclave', exit: EXIT.BAD_INPUT },
-  { code: 25, name: 'EPC_EXHAUSTED', meaning: 'enclave page cache exhausted', exit: EXIT.BAD_INPUT },
-  { code: 26, name: 'OUT_OF_MEMORY', meaning: 'page-table pool exhausted', exit: EXIT.INTERNAL },
-  { code: 27, name: 'REPORT_MAC_MISMATCH', meaning: 'REPORT MAC does not verify', exit: EXIT.VERIFY_FAILED },
-  { code: 28, name: 'KEYREQUEST_INVALID', meaning: 'KEYREQUEST field invalid', exit: EXIT.BAD_INPUT },
-  { code: 29, name: 'SVN_TOO_HIGH', meaning: 'requested SVN above the enclave\'s own', exit: EXIT.BAD_INPUT },
-  { code: 30, name: 'KEYSLOTS_EXHAUSTED', meaning: 'no free key slot (ASID/KeyID); released ones need a flush', exit: EXIT.BAD_INPUT },
-  { code: 31, name: 'KEYSLOT_INVALID', meaning: 'key slot not allocated or out of range', exit: EXIT.BAD_INPUT },
-  { code: 32, name: 'NO_KEYSLOTS', meaning: 'platform has no memory-encryption key slots', exit: EXIT.UNSUPPORTED },
-  { code: 33, name: 'INTERNAL_ERROR', meaning: 'hypervisor internal error', exit: EXIT.INTERNAL },
-  { code: 34, name: 'ENCLAVE_INTERRUPTED', meaning: 'an interrupt arrived while the enclave ran; call again to resume', exit: EXIT.INTERNAL },
-  { code: 35, name: 'ENCLAVE_FAULT', meaning: 'the enclave thread faulted and was ended (see the hypervisor log)', exit: EXIT.BAD_INPUT },
-  { code: 36, name: 'ENCLAVE_ONLY', meaning: 'REPORT and GET_KEY are served only to a running enclave, never to the host', exit: EXIT.USAGE },
-  { code: 37, name: 'TRUST_NOT_ESTABLISHED', meaning: 'the root of trust is not established (TRUST_INIT has not run since load or enable)', exit: EXIT.USAGE },
-  { code: 38, name: 'TRUST_SEAL_FAILED', meaning: 'the TPM refused to seal or unseal the root secret, or the sealed root is not for this hypervisor and PCR state', exit: EXIT.VERIFY_FAILED },
-  { code: 39, name: 'TPM_IO', meaning: 'the hypervisor could not talk to the TPM', exit: EXIT.INTERNAL },
-  { code: 40, name: 'ENCLAVE_OCALL', meaning: 'the enclave thread made an OCALL and is parked; answer with ENCLAVE_OCALL_RETURN', exit: EXIT.INTERNAL },
-  { code: 41, name: 'SSA_INVALID', meaning: 'ERESUME found a forged SSA frame; the enclave thread was ended', exit: EXIT.BAD_INPUT },
-  { code: 42, name: 'PAGE_STATE', meaning: 'EDMM step on a page in the wrong state, or EACCEPT flags that do not match it', exit: EXIT.BAD_INPUT },
-];
+export const HC_STATUS: readonly { code: number; name: StatusName; meaning: string; exit: number }[] = G.HC_STATUSES.map((s) => ({
+  code: s.code,
+  name: s.name,
+  meaning: s.meaning,
+  exit: CLASS_EXIT[s.class],
+}));
 export const STATUS_CODE: Readonly<Record<string, number>> = Object.fromEntries(HC_STATUS.map((s) => [s.name, s.code]));
 
 export function statusName(code: number): string {
@@ -128,44 +63,113 @@ export class HypervisorError extends HyperEnclaveError {
 
 // ---------------------------------------------------------------- sizes and layouts
 
-export const PAGE_SIZE = 4096;
-export const STATUS_SIZE = 256;
-export const ENCLAVE_INFO_SIZE = 128;
-export const REPORT_SIZE = 432;
-export const SECS_SIZE = 64;
-export const SIGSTRUCT_SIZE = 1808;
-export const TARGETINFO_SIZE = 56;
-export const KEYREQUEST_SIZE = 80;
-/** QUOTE output (docs/hypercall-abi.md): "HEQ1", version, algorithm, HAK PCR, body, HAK, Ed25519 signature. */
-export const QUOTE_SIZE = 496;
-/** HAK: Ed25519 public key bytes. */
-export const HAK_PUBLIC_SIZE = 32;
-/** TRUST_INIT's output buffer (RCX) is at least this; a blob given in is at most this. */
-export const TRUST_BLOB_CAPACITY = 4096;
+export const {
+  PAGE_SIZE,
+  STATUS_SIZE,
+  ENCLAVE_INFO_SIZE,
+  REPORT_SIZE,
+  SECS_SIZE,
+  SIGSTRUCT_SIZE,
+  TARGETINFO_SIZE,
+  KEYREQUEST_SIZE,
+  QUOTE_SIZE,
+  HAK_PUBLIC_SIZE,
+  TRUST_BLOB_CAPACITY,
+  MEMMAP_ENTRY_SIZE,
+  MAX_MEMMAP_ENTRIES,
+} = G.SIZES;
 /** TRUST_INIT flags (RSI on return). */
-export const TRUST_FLAG_CREATED = 1;
-export const TRUST_FLAG_PCR_EXTENDED = 2;
-/** TARGETINFO.MEASUREMENT an enclave's EREPORT names to be quoted: SHA-256("HyperEnclave-TS quoting identity v1"). */
-export const QUOTING_IDENTITY_LABEL = 'HyperEnclave-TS quoting identity v1';
+export const TRUST_FLAG_CREATED = G.TRUST_FLAGS.CREATED;
+export const TRUST_FLAG_PCR_EXTENDED = G.TRUST_FLAGS.PCR_EXTENDED;
+/** TARGETINFO.MEASUREMENT an enclave's EREPORT names to be quoted: SHA-256 of the quoting identity label. */
+export const QUOTING_IDENTITY_LABEL = G.LABELS.QUOTING_IDENTITY_LABEL;
 export const QUOTING_TARGET_MRENCLAVE = createHash('sha256').update(QUOTING_IDENTITY_LABEL, 'ascii').digest();
 /** The HAK event's data: this prefix, then the key's 64 lowercase hex characters (extended into the HAK PCR). */
-export const HAK_EVENT_PREFIX = 'hyperenclave-hak:ed25519:';
+export const HAK_EVENT_PREFIX = G.LABELS.HAK_EVENT_PREFIX;
 export const hakEventData = (hak: Buffer): Buffer => Buffer.from(HAK_EVENT_PREFIX + hak.toString('hex'), 'ascii');
-/** What the bare-metal hypervisor extends into its PCR at DISABLE (hypervisor/core/src/trust.rs EXIT_EVENT). */
-export const HYPERVISOR_EXIT_EVENT = 'hyperenclave:hypervisor-exit v=1';
+/** What the bare-metal hypervisor extends into its PCR at DISABLE. */
+export const HYPERVISOR_EXIT_EVENT = G.LABELS.HYPERVISOR_EXIT_EVENT;
+/** QUOTE output (LAYOUT.he_quote): magic, version, signature algorithm, signed span. */
+export const QUOTE_MAGIC = G.LABELS.QUOTE_MAGIC;
+export const QUOTE = G.QUOTE;
+/** QUOTE `flags` bits (bytes 12..16). */
+export const QUOTE_FLAGS = G.QUOTE_FLAGS;
+/** ECALL status: the output length, or ECALL.ERROR | the enclave runtime's error code (RT_ERR). */
+export const ECALL = G.ECALL;
+export const RT_ERR = G.RT_ERR;
 /** The sealer payload's ECALL that EREPORTs for the quoting identity (64-byte REPORTDATA in, 432-byte REPORT out). */
 export const ECALL_QUOTE_REPORT = 4;
-export const MEMMAP_ENTRY_SIZE = 24;
-export const MAX_MEMMAP_ENTRIES = 128;
+
+// ---------------------------------------------------------------- generated record layouts
+
+type FieldType = 'u8' | 'u16' | 'u32' | 'i32' | 'u64' | 'bytes' | 'array' | 'struct';
+interface FieldSpec {
+  readonly offset: number;
+  readonly size: number;
+  readonly type: FieldType;
+}
+interface RecordLayout {
+  readonly size: number;
+  readonly fields: { readonly [name: string]: FieldSpec };
+}
+type FieldValue<F> = F extends { type: 'u64' } ? bigint : F extends { type: 'u8' | 'u16' | 'u32' | 'i32' } ? number : Buffer;
+/** A record decoded by its generated layout: u64 as bigint, narrower integers as number, the rest as bytes. */
+export type Decoded<L extends RecordLayout> = { -readonly [K in keyof L['fields']]: FieldValue<L['fields'][K]> };
+
+function need(buf: Uint8Array, size: number, what: string): Buffer {
+  if (buf.length < size) throw new HypervisorError(`${what}: record is ${buf.length} bytes, need ${size}`, EXIT.BAD_INPUT);
+  return Buffer.from(buf.buffer, buf.byteOffset, buf.length);
+}
+
+/** Decodes `raw` by a generated layout (LAYOUT.*); `what` names the record in the error. */
+export function readRecord<L extends RecordLayout>(layout: L, raw: Uint8Array, what: string): Decoded<L> {
+  const b = need(raw, layout.size, what);
+  const out: Record<string, bigint | number | Buffer> = {};
+  for (const [name, f] of Object.entries(layout.fields)) {
+    switch (f.type) {
+      case 'u8': out[name] = b.readUInt8(f.offset); break;
+      case 'u16': out[name] = b.readUInt16LE(f.offset); break;
+      case 'u32': out[name] = b.readUInt32LE(f.offset); break;
+      case 'i32': out[name] = b.readInt32LE(f.offset); break;
+      case 'u64': out[name] = b.readBigUInt64LE(f.offset); break;
+      default: out[name] = Buffer.from(b.subarray(f.offset, f.offset + f.size));
+    }
+  }
+  return out as Decoded<L>;
+}
+
+/** Encodes a record by a generated layout; fields left out are zero. */
+export function writeRecord<L extends RecordLayout>(layout: L, values: Partial<Decoded<L>>, what: string): Buffer {
+  const b = Buffer.alloc(layout.size);
+  for (const [name, v] of Object.entries(values as Record<string, bigint | number | Uint8Array | undefined>)) {
+    const f = layout.fields[name];
+    if (!f) throw new HypervisorError(`${what}: no field ${name}`, EXIT.INTERNAL);
+    if (v === undefined) continue;
+    switch (f.type) {
+      case 'u8': b.writeUInt8(v as number, f.offset); break;
+      case 'u16': b.writeUInt16LE(v as number, f.offset); break;
+      case 'u32': b.writeUInt32LE(v as number, f.offset); break;
+      case 'i32': b.writeInt32LE(v as number, f.offset); break;
+      case 'u64': b.writeBigUInt64LE(v as bigint, f.offset); break;
+      default: {
+        const bytes = v as Uint8Array;
+        if (bytes.length > f.size) throw new HypervisorError(`${what}.${name}: ${bytes.length} bytes (at most ${f.size})`, EXIT.BAD_INPUT);
+        b.set(bytes, f.offset);
+      }
+    }
+  }
+  return b;
+}
 
 /** SECINFO.FLAGS: R/W/X in bits 2:0, page type in 15:8. */
-export const SECINFO = { R: 1, W: 2, X: 4, PT_TCS: 1 << 8, PT_REG: 2 << 8 } as const;
-export const ATTR = { INIT: 1n, DEBUG: 2n, MODE64BIT: 4n, PROVISIONKEY: 16n, EINITTOKENKEY: 32n, KSS: 128n } as const;
-export const KEYNAME = { REPORT: 3, SEAL: 4 } as const;
-export const KEYPOLICY = { MRENCLAVE: 1, MRSIGNER: 2, NOISVPRODID: 4 } as const;
+export const SECINFO = G.SECINFO;
+/** ATTRIBUTES.FLAGS bits (bigint: the field is a u64). */
+export const ATTR = Object.fromEntries(Object.entries(G.ATTR).map(([k, v]) => [k, BigInt(v)])) as { readonly [K in keyof typeof G.ATTR]: bigint };
+export const KEYNAME = G.KEYNAME;
+export const KEYPOLICY = G.KEYPOLICY;
 
-export type MemKindName = 'ram' | 'reserved' | 'mmio';
-export const MEM_KIND_CODE: Record<MemKindName, number> = { ram: 0, reserved: 1, mmio: 2 };
+export type MemKindName = Lowercase<keyof typeof G.MEM_KIND>;
+export const MEM_KIND_CODE: Record<MemKindName, number> = { ram: G.MEM_KIND.RAM, reserved: G.MEM_KIND.RESERVED, mmio: G.MEM_KIND.MMIO };
 export interface MemRangeSpec {
   start: bigint;
   size: bigint;
@@ -208,48 +212,42 @@ export interface HvStatusRecord {
   imageDigest: Buffer;
 }
 
-function need(buf: Uint8Array, size: number, what: string): Buffer {
-  if (buf.length < size) throw new HypervisorError(`${what}: record is ${buf.length} bytes, need ${size}`, EXIT.BAD_INPUT);
-  return Buffer.from(buf.buffer, buf.byteOffset, buf.length);
-}
-
-/** STATUS (256 B): 26 LE u64 words, the 32-byte image digest, then DMA faults and the IOMMU base. */
+/** STATUS (LAYOUT.he_hv_status): u64 words, the 32-byte image digest, then DMA faults and the IOMMU base. */
 export function decodeStatus(raw: Uint8Array): HvStatusRecord {
-  const b = need(raw, STATUS_SIZE, 'STATUS');
-  const w = (i: number): bigint => b.readBigUInt64LE(i * 8);
-  const n = (i: number): number => Number(w(i));
-  const flags = n(1);
-  const kind = n(12);
+  const r = readRecord(LAYOUT.he_hv_status, raw, 'STATUS');
+  const flag = (bit: number): boolean => (r.flags & BigInt(bit)) !== 0n;
+  const n = (v: bigint): number => Number(v);
+  const F = G.STATUS_FLAGS;
   return {
-    abiVersion: n(0),
-    enabled: (flags & 1) !== 0,
-    paging: flags & 2 ? 'npt' : 'ept',
-    keySlotsPresent: (flags & 4) !== 0,
-    signaturesRequired: (flags & 8) !== 0,
-    trustEstablished: (flags & 16) !== 0,
-    reservedBase: w(2),
-    hypervisorBytes: w(3),
-    imageBytes: w(4),
-    epcBytes: w(5),
-    epcPagesTotal: n(6),
-    epcPagesUsed: n(7),
-    poolFramesTotal: n(8),
-    poolFramesUsed: n(9),
-    enclaves: n(10),
-    enclaveLimit: n(11),
-    keySlotKind: kind === 1 ? 'asid' : kind === 2 ? 'keyid' : 'none',
-    keySlotMin: n(13),
-    keySlotMax: n(14),
-    keySlotsAllocated: n(15),
-    keySlotsPendingFlush: n(16),
-    flushes: n(17),
-    hostFaults: { hypervisor: n(18), enclave: n(19), unmapped: n(20), permission: n(21) },
-    dma: { protected: (flags & 32) !== 0, faults: Number(b.readBigUInt64LE(240)), iommuBase: b.readBigUInt64LE(248) },
-    hypercalls: n(22),
-    enclavesCreated: n(23),
-    enclavesDestroyed: n(24),
-    reportsIssued: n(25),
-    imageDigest: Buffer.from(b.subarray(208, 240)),
+    abiVersion: n(r.abi_version),
+    enabled: flag(F.ENABLED),
+    paging: flag(F.NPT) ? 'npt' : 'ept',
+    keySlotsPresent: flag(F.KEY_SLOTS),
+    signaturesRequired: flag(F.SIGNATURES_REQUIRED),
+    trustEstablished: flag(F.TRUST_ESTABLISHED),
+    reservedBase: r.reserved_base,
+    hypervisorBytes: r.hypervisor_bytes,
+    imageBytes: r.image_bytes,
+    epcBytes: r.epc_bytes,
+    epcPagesTotal: n(r.epc_pages_total),
+    epcPagesUsed: n(r.epc_pages_used),
+    poolFramesTotal: n(r.pool_frames_total),
+    poolFramesUsed: n(r.pool_frames_used),
+    enclaves: n(r.enclaves),
+    enclaveLimit: n(r.max_enclaves),
+    keySlotKind: r.key_slot_kind === BigInt(G.SLOT_KIND.ASID) ? 'asid' : r.key_slot_kind === BigInt(G.SLOT_KIND.KEYID) ? 'keyid' : 'none',
+    keySlotMin: n(r.slot_min),
+    keySlotMax: n(r.slot_max),
+    keySlotsAllocated: n(r.slots_allocated),
+    keySlotsPendingFlush: n(r.slots_pending_flush),
+    flushes: n(r.flushes),
+    hostFaults: { hypervisor: n(r.faults_hypervisor), enclave: n(r.faults_enclave), unmapped: n(r.faults_unmapped), permission: n(r.faults_permission) },
+    dma: { protected: flag(F.DMA_PROTECTED), faults: n(r.dma_faults), iommuBase: r.iommu_base },
+    hypercalls: n(r.hypercalls),
+    enclavesCreated: n(r.enclaves_created),
+    enclavesDestroyed: n(r.enclaves_destroyed),
+    reportsIssued: n(r.reports_issued),
+    imageDigest: r.image_digest,
   };
 }
 
@@ -271,22 +269,22 @@ export interface EnclaveInfoRecord {
 }
 
 export function decodeEnclaveInfo(raw: Uint8Array): EnclaveInfoRecord {
-  const b = need(raw, ENCLAVE_INFO_SIZE, 'ENCLAVE_INFO');
+  const r = readRecord(LAYOUT.he_enclave_info, raw, 'ENCLAVE_INFO');
   return {
-    state: b.readUInt32LE(0) === 1 ? 'initialized' : 'created',
-    epcPages: b.readUInt32LE(4),
-    threadsInside: b.readUInt32LE(8),
-    ssaFrameSize: b.readUInt32LE(12),
-    base: b.readBigUInt64LE(16),
-    size: b.readBigUInt64LE(24),
-    nestedPointer: b.readBigUInt64LE(32),
-    mrenclave: Buffer.from(b.subarray(40, 72)),
-    mrsigner: Buffer.from(b.subarray(72, 104)),
-    attributes: b.readBigUInt64LE(104),
-    xfrm: b.readBigUInt64LE(112),
-    miscSelect: b.readUInt32LE(120),
-    isvProdId: b.readUInt16LE(124),
-    isvSvn: b.readUInt16LE(126),
+    state: r.state === 1 ? 'initialized' : 'created',
+    epcPages: r.epc_pages,
+    threadsInside: r.threads_inside,
+    ssaFrameSize: r.ssa_frame_size,
+    base: r.base,
+    size: r.size,
+    nestedPointer: r.nested_pointer,
+    mrenclave: r.mrenclave,
+    mrsigner: r.mrsigner,
+    attributes: r.attributes,
+    xfrm: r.xfrm,
+    miscSelect: r.misc_select,
+    isvProdId: r.isv_prod_id,
+    isvSvn: r.isv_svn,
   };
 }
 
@@ -337,41 +335,33 @@ export interface SecsSpec {
   xfrm: bigint;
 }
 
-/** SECS (64 B): SIZE @0, BASEADDR @8, SSAFRAMESIZE @16, MISCSELECT @20, ATTRIBUTES.FLAGS @48, XFRM @56. */
+/** SECS (LAYOUT.he_secs): SIZE, BASEADDR, SSAFRAMESIZE, MISCSELECT, ATTRIBUTES.FLAGS, XFRM. */
 export function encodeSecs(s: SecsSpec): Buffer {
-  const b = Buffer.alloc(SECS_SIZE);
-  b.writeBigUInt64LE(s.size, 0);
-  b.writeBigUInt64LE(s.base, 8);
-  b.writeUInt32LE(s.ssaFrameSize, 16);
-  b.writeUInt32LE(s.miscSelect ?? 0, 20);
-  b.writeBigUInt64LE(s.attributes, 48);
-  b.writeBigUInt64LE(s.xfrm, 56);
-  return b;
+  return writeRecord(
+    LAYOUT.he_secs,
+    { size: s.size, base: s.base, ssa_frame_size: s.ssaFrameSize, misc_select: s.miscSelect ?? 0, attributes: s.attributes, xfrm: s.xfrm },
+    'SECS',
+  );
 }
 
-/** ENABLE memory map: 24-byte entries start u64, size u64, kind u64. */
+/** ENABLE memory map: LAYOUT.he_range entries (start, size, kind). */
 export function encodeMemoryMap(ranges: readonly MemRangeSpec[]): Buffer {
   if (ranges.length === 0 || ranges.length > MAX_MEMMAP_ENTRIES)
     throw new HypervisorError(`ENABLE: memory map has ${ranges.length} entries (1..${MAX_MEMMAP_ENTRIES} allowed)`, EXIT.BAD_INPUT);
-  const b = Buffer.alloc(ranges.length * MEMMAP_ENTRY_SIZE);
-  ranges.forEach((r, i) => {
-    b.writeBigUInt64LE(r.start, i * 24);
-    b.writeBigUInt64LE(r.size, i * 24 + 8);
-    b.writeBigUInt64LE(BigInt(MEM_KIND_CODE[r.kind]), i * 24 + 16);
-  });
-  return b;
+  return Buffer.concat(ranges.map((r) => writeRecord(LAYOUT.he_range, { start: r.start, size: r.size, kind: BigInt(MEM_KIND_CODE[r.kind]) }, 'memory map entry')));
 }
 
 export function decodeMemoryMap(raw: Uint8Array): MemRangeSpec[] {
   const b = Buffer.from(raw);
   if (b.length % MEMMAP_ENTRY_SIZE !== 0) throw new HypervisorError(`memory map: ${b.length} bytes is not a multiple of ${MEMMAP_ENTRY_SIZE}`, EXIT.BAD_INPUT);
-  const kinds: MemKindName[] = ['ram', 'reserved', 'mmio'];
+  const kinds = Object.fromEntries(Object.entries(MEM_KIND_CODE).map(([name, code]) => [code, name as MemKindName]));
   const out: MemRangeSpec[] = [];
   for (let at = 0; at < b.length; at += MEMMAP_ENTRY_SIZE) {
-    const k = Number(b.readBigUInt64LE(at + 16));
-    const kind = kinds[k];
-    if (!kind) throw new HypervisorError(`memory map entry ${at / MEMMAP_ENTRY_SIZE} (byte ${at + 16}): kind ${k} is not 0 RAM, 1 reserved or 2 MMIO`, EXIT.BAD_INPUT);
-    out.push({ start: b.readBigUInt64LE(at), size: b.readBigUInt64LE(at + 8), kind });
+    const e = readRecord(LAYOUT.he_range, b.subarray(at), 'memory map entry');
+    const kind = kinds[Number(e.kind)];
+    const kindAt = at + LAYOUT.he_range.fields.kind.offset;
+    if (!kind) throw new HypervisorError(`memory map entry ${at / MEMMAP_ENTRY_SIZE} (byte ${kindAt}): kind ${e.kind} is not 0 RAM, 1 reserved or 2 MMIO`, EXIT.BAD_INPUT);
+    out.push({ start: e.start, size: e.size, kind });
   }
   return out;
 }
@@ -411,59 +401,41 @@ export function encodeKeyRequest(k: {
 
 // ---------------------------------------------------------------- /dev/hyperenclave ioctls
 
-/** Mirrors hypervisor/driver/hyperenclave_ioctl.h (ioctl ABI 1.1: buffers packed into one page, HE_BUF_ARG_MASK; 1.2: he_probe.target; 1.3: DMA words in hv_status; 1.4: the driver resumes interrupted ECALLs). */
-export const IOCTL_ABI_VERSION = 0x0001_0004;
+/** The ioctl ABI (hypervisor/driver/hyperenclave_ioctl.h, generated from the same source). */
+export const IOCTL_ABI_VERSION = G.HE.HE_IOCTL_ABI_VERSION;
 /** he_hypercall.buf_arg bits 31:16 (1.4): resume budget in ms for ENCLAVE_CALL / ENCLAVE_OCALL_RETURN (the driver loops on ENCLAVE_INTERRUPTED). */
-export const HE_RESUME_BUDGET_SHIFT = 16;
+export const HE_RESUME_BUDGET_SHIFT = G.HE.HE_RESUME_BUDGET_SHIFT;
 /** he_hypercall.buf_arg flag (1.1): bits 0-4 mark RDI..R8 as offsets into the buffer the driver relocates. */
-export const HE_BUF_ARG_MASK = 0x100;
+export const HE_BUF_ARG_MASK = G.HE.HE_BUF_ARG_MASK;
 /** Largest he_hypercall buffer the driver copies (1.2; 4096 before): physically contiguous pages. */
-export const HE_HYPERCALL_BUF_MAX = 16384;
-export const HE_IOC_MAGIC = 'H'.charCodeAt(0);
-const IOC_NONE = 0;
-const IOC_WRITE = 1;
-const IOC_READ = 2;
-export function ioc(dir: number, nr: number, size: number): number {
-  return ((dir << 30) | (size << 16) | (HE_IOC_MAGIC << 8) | nr) >>> 0;
-}
-export const HE_STRUCT_SIZE = { version: 16, load: 192, status: 336, hypercall: 64, probe: 24 } as const;
-export const HE_IOC = {
-  VERSION: ioc(IOC_READ | IOC_WRITE, 0x00, HE_STRUCT_SIZE.version),
-  LOAD: ioc(IOC_READ | IOC_WRITE, 0x01, HE_STRUCT_SIZE.load),
-  ENABLE: ioc(IOC_NONE, 0x02, 0),
-  DISABLE: ioc(IOC_NONE, 0x03, 0),
-  STATUS: ioc(IOC_READ, 0x04, HE_STRUCT_SIZE.status),
-  HYPERCALL: ioc(IOC_READ | IOC_WRITE, 0x05, HE_STRUCT_SIZE.hypercall),
-  PROBE: ioc(IOC_READ | IOC_WRITE, 0x06, HE_STRUCT_SIZE.probe),
+export const HE_HYPERCALL_BUF_MAX = G.HE.HE_HYPERCALL_BUF_MAX;
+export const HE_IOC_MAGIC = G.HE.HE_IOC_MAGIC;
+export const HE_STRUCT_SIZE = {
+  version: LAYOUT.he_version.size,
+  load: LAYOUT.he_load.size,
+  status: LAYOUT.he_status.size,
+  hypercall: LAYOUT.he_hypercall.size,
+  probe: LAYOUT.he_probe.size,
 } as const;
-export const HE_STATE = { EMPTY: 0, LOADED: 1, ENABLED: 2 } as const;
+export const HE_IOC = G.HE_IOC;
+export const HE_STATE = { EMPTY: G.HE.HE_STATE_EMPTY, LOADED: G.HE.HE_STATE_LOADED, ENABLED: G.HE.HE_STATE_ENABLED } as const;
 
 export function encodeHeVersion(): Buffer {
-  const b = Buffer.alloc(HE_STRUCT_SIZE.version);
-  b.writeUInt32LE(IOCTL_ABI_VERSION, 0);
-  return b;
+  return writeRecord(LAYOUT.he_version, { ioctl_abi: IOCTL_ABI_VERSION }, 'he_version');
 }
 export function decodeHeVersion(b: Buffer): { ioctlAbi: number; hypercallAbi: number; hvAbi: number } {
-  need(b, HE_STRUCT_SIZE.version, 'he_version');
-  return { ioctlAbi: b.readUInt32LE(0), hypercallAbi: b.readUInt32LE(4), hvAbi: b.readUInt32LE(8) };
+  const r = readRecord(LAYOUT.he_version, b, 'he_version');
+  return { ioctlAbi: r.ioctl_abi, hypercallAbi: r.hypercall_abi, hvAbi: r.hv_abi };
 }
 export function encodeHeLoad(firmware: string): Buffer {
-  const b = Buffer.alloc(HE_STRUCT_SIZE.load);
   const name = Buffer.from(firmware, 'utf8');
-  if (name.length > 127) throw new HypervisorError(`he_load.firmware: name is ${name.length} bytes (at most 127)`, EXIT.BAD_INPUT);
-  name.copy(b, 0);
-  return b;
+  const max = LAYOUT.he_load.fields.firmware.size - 1;
+  if (name.length > max) throw new HypervisorError(`he_load.firmware: name is ${name.length} bytes (at most ${max})`, EXIT.BAD_INPUT);
+  return writeRecord(LAYOUT.he_load, { firmware: name }, 'he_load');
 }
 export function decodeHeLoad(b: Buffer): { imageLength: bigint; loadAddress: bigint; loadSize: bigint; imageSha256: Buffer; pcr: number; banks: number } {
-  need(b, HE_STRUCT_SIZE.load, 'he_load');
-  return {
-    imageLength: b.readBigUInt64LE(128),
-    loadAddress: b.readBigUInt64LE(136),
-    loadSize: b.readBigUInt64LE(144),
-    imageSha256: Buffer.from(b.subarray(152, 184)),
-    pcr: b.readUInt32LE(184),
-    banks: b.readUInt32LE(188),
-  };
+  const r = readRecord(LAYOUT.he_load, b, 'he_load');
+  return { imageLength: r.image_length, loadAddress: r.load_address, loadSize: r.load_size, imageSha256: r.image_sha256, pcr: r.pcr, banks: r.banks };
 }
 export function decodeHeStatus(b: Buffer): {
   ioctlAbi: number;
@@ -476,35 +448,31 @@ export function decodeHeStatus(b: Buffer): {
   cpusEnabled: number;
   hv: HvStatusRecord | undefined;
 } {
-  need(b, HE_STRUCT_SIZE.status, 'he_status');
-  const hvLen = Number(b.readBigUInt64LE(72));
+  const r = readRecord(LAYOUT.he_status, b, 'he_status');
   return {
-    ioctlAbi: b.readUInt32LE(0),
-    state: b.readUInt32LE(4),
-    reservedBase: b.readBigUInt64LE(8),
-    reservedSize: b.readBigUInt64LE(16),
-    imageLength: b.readBigUInt64LE(24),
-    imageSha256: Buffer.from(b.subarray(32, 64)),
-    pcr: b.readUInt32LE(64),
-    cpusEnabled: b.readUInt32LE(68),
-    hv: hvLen >= STATUS_SIZE ? decodeStatus(b.subarray(80, 80 + STATUS_SIZE)) : undefined,
+    ioctlAbi: r.ioctl_abi,
+    state: r.state,
+    reservedBase: r.reserved_base,
+    reservedSize: r.reserved_size,
+    imageLength: r.image_length,
+    imageSha256: r.image_sha256,
+    pcr: r.pcr,
+    cpusEnabled: r.cpus_enabled,
+    hv: r.hv_status_len >= BigInt(STATUS_SIZE) ? decodeStatus(r.hv_status) : undefined,
   };
 }
-/** he_hypercall: rax, rdi, rsi, rdx, rcx, r8, then buf (user pointer) @48, buf_len @56, buf_arg @60 (1 = RDI .. 5 = R8, or HE_BUF_ARG_MASK | bits). */
+/** he_hypercall: rax, rdi .. r8, then buf (user pointer), buf_len, buf_arg (1 = RDI .. 5 = R8, or HE_BUF_ARG_MASK | bits). */
 export function encodeHeHypercall(nr: number, args: readonly bigint[], buf?: { pointer: bigint; length: number; arg: number }): Buffer {
-  const b = Buffer.alloc(HE_STRUCT_SIZE.hypercall);
-  b.writeBigUInt64LE(BigInt(nr), 0);
-  args.slice(0, 5).forEach((a, i) => b.writeBigUInt64LE(a, 8 + i * 8));
-  if (buf) {
-    if (buf.length > HE_HYPERCALL_BUF_MAX) throw new HypervisorError(`he_hypercall: buffer of ${buf.length} bytes (the driver copies at most ${HE_HYPERCALL_BUF_MAX})`, EXIT.BAD_INPUT);
-    b.writeBigUInt64LE(buf.pointer, 48);
-    b.writeUInt32LE(buf.length, 56);
-    b.writeUInt32LE(buf.arg, 60);
-  }
-  return b;
+  const [rdi, rsi, rdx, rcx, r8] = args;
+  if (buf && buf.length > HE_HYPERCALL_BUF_MAX) throw new HypervisorError(`he_hypercall: buffer of ${buf.length} bytes (the driver copies at most ${HE_HYPERCALL_BUF_MAX})`, EXIT.BAD_INPUT);
+  return writeRecord(
+    LAYOUT.he_hypercall,
+    { rax: BigInt(nr), rdi, rsi, rdx, rcx, r8, ...(buf ? { buf: buf.pointer, buf_len: buf.length, buf_arg: buf.arg } : {}) },
+    'he_hypercall',
+  );
 }
-export const HE_HYPERCALL_BUF_POINTER_AT = 48;
+export const HE_HYPERCALL_BUF_POINTER_AT = LAYOUT.he_hypercall.fields.buf.offset;
 export function decodeHeHypercall(b: Buffer): { rax: bigint; rdi: bigint; rsi: bigint; rdx: bigint; r8: bigint } {
-  need(b, HE_STRUCT_SIZE.hypercall, 'he_hypercall');
-  return { rax: b.readBigUInt64LE(0), rdi: b.readBigUInt64LE(8), rsi: b.readBigUInt64LE(16), rdx: b.readBigUInt64LE(24), r8: b.readBigUInt64LE(40) };
+  const r = readRecord(LAYOUT.he_hypercall, b, 'he_hypercall');
+  return { rax: r.rax, rdi: r.rdi, rsi: r.rsi, rdx: r.rdx, r8: r.r8 };
 }

@@ -2,12 +2,12 @@ import { EXIT } from '../errors.js';
 import { HypervisorError } from './abi.js';
 import { loadAddon } from './addon.js';
 import type { CoreConfig, CoreHv, CoreModule, EnclaveVmHandle } from './core-binding.js';
-import type { IoctlBridge } from './linux-client.js';
+import type { DeviceBridge } from './linux-client.js';
 
 /**
  * The one place that knows the addon's native surface (hypervisor/addon/src/exports.rs):
  * adapts its core bindings (hvCreate, hvHypercall, …), KVM enclave runner (hvEnclaveRun,
- * enclaveEcall) and ioctl bridge to the interfaces this area uses.
+ * enclaveEcall) and the typed /dev/hyperenclave bridge to the interfaces this area uses.
  */
 interface Native {
   hvCreate(cfg: Record<string, unknown>): number;
@@ -22,7 +22,12 @@ interface Native {
   enclaveEdmm(vm: number, op: string, offset: bigint, count: number, arg?: number): number;
   enclaveDestroy(vm: number): void;
   kvmAvailable(): string | null;
-  ioctl(fd: number, request: number, arg?: Buffer | number | bigint | null, data?: Buffer, at?: number): number;
+  heVersion(fd: number, rec: Buffer): Buffer;
+  heLoad(fd: number, rec: Buffer): Buffer;
+  heEnable(fd: number): void;
+  heDisable(fd: number): void;
+  heStatus(fd: number): Buffer;
+  heHypercall(fd: number, rec: Buffer, staging: Buffer | null): Buffer;
 }
 
 let cached: Native | undefined;
@@ -118,12 +123,17 @@ export async function addonCore(): Promise<CoreModule> {
   };
 }
 
-export async function addonIoctlBridge(): Promise<IoctlBridge> {
+export async function addonDeviceBridge(): Promise<DeviceBridge> {
   const n = native();
   const { openSync, closeSync } = await import('node:fs');
   return {
     open: (path) => openSync(path, 'r+'),
-    ioctl: (fd, req, arg, data) => (data ? n.ioctl(fd, req, arg, data.buffer, data.at) : n.ioctl(fd, req, arg)),
     close: (fd) => closeSync(fd),
+    version: (fd, rec) => n.heVersion(fd, rec),
+    load: (fd, rec) => n.heLoad(fd, rec),
+    enable: (fd) => n.heEnable(fd),
+    disable: (fd) => n.heDisable(fd),
+    status: (fd) => n.heStatus(fd),
+    hypercall: (fd, rec, staging) => n.heHypercall(fd, rec, staging),
   };
 }

@@ -1,9 +1,8 @@
 import { closeSync, existsSync, openSync, readFileSync, writeFileSync, mkdtempSync, rmSync } from 'node:fs';
-import { constants as fsc } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { AddonError, addonUnavailable, cpuid, cpuVendor, ioctl, loadPayload, MappedRegion, readMsr, kvmUnavailable, EnclaveVm, EnclaveError } from './addon.js';
+import { AddonError, addonUnavailable, cpuid, cpuVendor, heStatus, loadAddon as loadAddonExports, loadPayload, MappedRegion, readMsr, kvmUnavailable, EnclaveVm, EnclaveError } from './addon.js';
 import { pathMissing, skipUnless } from '../../test/helpers/require.js';
 
 // The syscall bridge: everything here runs wherever the addon is built.
@@ -86,43 +85,23 @@ describe.skipIf(!!noAddon)('addon syscall bridge', () => {
     expect(b).toBeGreaterThan(a);
   });
 
-  it('ioctl: integer and in/out buffer arguments, errno as code', () => {
-    expect(() => ioctl(-1, 0x5401, Buffer.alloc(64))).toThrow(/EBADF/);
+  it('/dev/hyperenclave calls are typed: no request number or pointer from JS, errno as code', () => {
+    expect(() => heStatus(-1)).toThrow(/HE_IOC_STATUS: Bad file descriptor \(EBADF\)/);
     const fd = openSync('/dev/null', 'r');
     try {
-      // TCGETS on a non-terminal
+      // HE_IOC_STATUS on a file that is not the driver
       const err = (() => {
         try {
-          ioctl(fd, 0x5401, Buffer.alloc(64));
+          heStatus(fd);
         } catch (e) {
           return e as AddonError;
         }
       })();
       expect(err?.code).toBe('ENOTTY');
-      // a request encoding a bigger struct than the buffer is refused before the kernel sees it
-      expect(() => ioctl(fd, 0xc008ae05, Buffer.alloc(4))).toThrow(/buffer of 4 bytes, the request encodes 8/);
     } finally {
       closeSync(fd);
     }
-  });
-
-  it.skipIf(!!skipUnless('KVM ioctls through the addon', [['kvm', kvmUnavailable()]]))('ioctl on /dev/kvm: API version and supported CPUID through a buffer', () => {
-    const fd = openSync('/dev/kvm', fsc.O_RDWR);
-    try {
-      expect(ioctl(fd, 0xae00)).toBe(12); // KVM_GET_API_VERSION
-      const n = 100;
-      const buf = Buffer.alloc(8 + n * 40);
-      buf.writeUInt32LE(n, 0);
-      ioctl(fd, 0xc008ae05, buf); // KVM_GET_SUPPORTED_CPUID
-      const nent = buf.readUInt32LE(0);
-      expect(nent).toBeGreaterThan(0);
-      const leaf0 = [...Array(nent).keys()].map((i) => 8 + i * 40).find((o) => buf.readUInt32LE(o) === 0);
-      expect(leaf0).toBeDefined();
-      const v = Buffer.concat([buf.subarray(leaf0! + 16, leaf0! + 20), buf.subarray(leaf0! + 24, leaf0! + 28), buf.subarray(leaf0! + 20, leaf0! + 24)]);
-      expect(v.toString('latin1')).toBe(cpuVendor());
-    } finally {
-      closeSync(fd);
-    }
+    expect(loadAddonExports()).not.toHaveProperty('ioctl');
   });
 
   it('mmap: anonymous and file mappings, bounds-checked', () => {

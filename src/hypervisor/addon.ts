@@ -5,12 +5,12 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createPrivateKey, createPublicKey, generateKeyPairSync, sign, type KeyObject } from 'node:crypto';
 import { EXIT, HyperEnclaveError } from '../errors.js';
-import { HC, HypervisorError, decodeEnclaveInfo, decodeStatus, encodeMemoryMap, encodeSecs, ENCLAVE_INFO_SIZE, PAGE_SIZE, REPORT_SIZE, STATUS_SIZE } from './abi.js';
+import { ECALL, HC, HypervisorError, decodeEnclaveInfo, decodeStatus, encodeMemoryMap, encodeSecs, ENCLAVE_INFO_SIZE, PAGE_SIZE, REPORT_SIZE, STATUS_SIZE } from './abi.js';
 import type { EnclaveInfoRecord, HvStatusRecord, MemRangeSpec, SecsSpec } from './abi.js';
 
 /**
  * Loader and typed wrapper of the Node-API addon (hypervisor/addon, Rust): the syscall bridge
- * (CPUID, MSRs, ioctl, mmap), the KVM enclave runner and the bindings to hyperenclave-core.
+ * (CPUID, MSRs, typed /dev/hyperenclave calls, mmap), the KVM enclave runner and the bindings to hyperenclave-core.
  * The .node file is found from the package root, so this works from src/ (vitest) and from
  * dist/src/ (after tsc).
  */
@@ -74,8 +74,14 @@ export interface RawAddon {
   cpuid(leaf: number, subleaf?: number): CpuidRegs;
   cpuVendor(): string;
   readMsr(cpu: number, msr: number): bigint;
-  /** With `data`, its address is written as a u64 at byte `at` of `arg` first (a struct's user pointer). */
-  ioctl(fd: number, request: Int, arg?: Uint8Array | Int | null, data?: Uint8Array, at?: number): number;
+  /** /dev/hyperenclave, one typed call per ioctl (hypervisor/addon/src/device.rs): records (LAYOUT.he_*) in and out as bytes. */
+  heVersion(fd: number, rec: Uint8Array): Buffer;
+  heLoad(fd: number, rec: Uint8Array): Buffer;
+  heEnable(fd: number): void;
+  heDisable(fd: number): void;
+  heStatus(fd: number): Buffer;
+  /** The record's buf field is ignored: the addon points it at `staging`, which the driver copies in and back (buf_len bytes). */
+  heHypercall(fd: number, rec: Uint8Array, staging: Uint8Array | null): Buffer;
   mmapOpen(fd: number, length: number, offset?: Int, writable?: boolean): number;
   mmapRead(handle: number, offset: number, length: number): Buffer;
   mmapWrite(handle: number, offset: number, data: Uint8Array): void;
@@ -208,8 +214,8 @@ export const cpuid = (leaf: number, subleaf = 0): CpuidRegs => wrap(() => loadAd
 export const cpuVendor = (): string => wrap(() => loadAddon().cpuVendor());
 /** Reads an MSR through /dev/cpu/N/msr; AddonError (code ERR_MSR) when absent or not permitted. */
 export const readMsr = (msr: number, cpu = 0): bigint => wrap(() => loadAddon().readMsr(cpu, msr));
-/** ioctl(fd, request, arg): a Buffer is passed by pointer and updated in place. */
-export const ioctl = (fd: number, request: Int, arg?: Uint8Array | Int): number => wrap(() => loadAddon().ioctl(fd, request, arg ?? null));
+/** HE_IOC_STATUS on an open /dev/hyperenclave (the he_status record's bytes). */
+export const heStatus = (fd: number): Buffer => wrap(() => loadAddon().heStatus(fd));
 /** null when /dev/kvm can run enclave VMs here, else the reason. */
 export function kvmUnavailable(): string | null {
   const why = addonUnavailable();
@@ -312,7 +318,7 @@ export function payloadPage(p: EnclavePayload, offset: number): Buffer {
 }
 
 export interface EcallOutcome {
-  /** EAX at EEXIT: output length, or 0x8000_0000 | error code. */
+  /** EAX at EEXIT: output length, or ECALL.ERROR | error code. */
   status: number;
   ok: boolean;
   /** The enclave's error code when !ok. */
@@ -424,8 +430,8 @@ export class EnclaveVm {
         throw e;
       });
     }
-    const ok = (r.status & 0x8000_0000) === 0;
-    return { status: r.status, ok, errorCode: ok ? null : r.status & 0x7fff_ffff, output: r.output, aex: r.aex };
+    const ok = (r.status & ECALL.ERROR) === 0;
+    return { status: r.status, ok, errorCode: ok ? null : r.status & ~ECALL.ERROR, output: r.output, aex: r.aex };
   }
 
   /**
@@ -448,15 +454,15 @@ export class EnclaveVm {
     if (opts.ocall === undefined && opts.ocalls === undefined && opts.timeoutMs === undefined) {
       // hot path: one N-API call returning a number (plus one for the output, if any)
       status = vmCall(() => a.enclaveEcallFast(h, tcs, fn, input ?? null));
-      if (status !== 0 && (status & 0x8000_0000) === 0) output = a.enclaveLastOutput(h);
+      if (status !== 0 && (status & ECALL.ERROR) === 0) output = a.enclaveLastOutput(h);
     } else {
       const r = vmCall(() => a.enclaveEcall(h, tcs, fn, input ?? null, { timeoutMs: opts.timeoutMs, ocall: this.handler(opts) }));
       status = r.status;
       output = r.output;
       aex = r.aex;
     }
-    const ok = (status & 0x8000_0000) === 0;
-    return { status, ok, errorCode: ok ? null : status & 0x7fff_ffff, output, aex };
+    const ok = (status & ECALL.ERROR) === 0;
+    return { status, ok, errorCode: ok ? null : status & ~ECALL.ERROR, output, aex };
   }
 
   /** ECALL that must succeed: returns the output, throws EnclaveError with the enclave's code otherwise. */

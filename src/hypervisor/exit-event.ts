@@ -1,10 +1,11 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { EventLogAppender, parseEventLog } from '../eventlog/index.js';
+import { EVENT_TYPES } from '../eventlog/types.js';
 import { runtimeLogPath } from '../platform/logs.js';
 import { HYPERVISOR_EXIT_EVENT } from './abi.js';
 
 /** EV_NONHOST_INFO, as the HAK event. */
-const EV_NONHOST_INFO = 0x11;
+const EV_NONHOST_INFO = EVENT_TYPES.EV_NONHOST_INFO;
 
 /**
  * After a DISABLE on the bare-metal hypervisor: it extended its PCR with the exit event (the cap

@@ -5,17 +5,17 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { computeMrEnclave } from '../enclave/sgx.js';
 import { createPublicKey } from 'node:crypto';
-import { HC, HE_BUF_ARG_MASK, HE_HYPERCALL_BUF_MAX, HE_HYPERCALL_BUF_POINTER_AT, HE_IOC, HE_STRUCT_SIZE, encodeMemoryMap, statusName } from './abi.js';
+import { HC, HE_BUF_ARG_MASK, HE_HYPERCALL_BUF_MAX, HE_STATE, LAYOUT, STATUS_SIZE, encodeHeHypercall, encodeMemoryMap, readRecord, statusName, writeRecord } from './abi.js';
 import { startSwtpm, swtpmAvailable, type SwtpmInstance } from '../platform/emulated/swtpm.js';
 import { addonUnavailable, buildSigstruct, loadPayload, newSigstructSigner, payloadPage, type EnclavePayload } from './addon.js';
 import { addonCore } from './addon-adapter.js';
 import type { CoreHv } from './core-binding.js';
-import { LinuxHypervisorClient, type IoctlBridge } from './linux-client.js';
+import { LinuxHypervisorClient, type DeviceBridge } from './linux-client.js';
 import { skipUnless } from '../../test/helpers/require.js';
 
 /**
- * The linux client's buffer hypercalls (ioctl ABI 1.1) against the real Rust core: the bridge
- * below does what hypervisor/driver/main.c does for HE_IOC_HYPERCALL (copy the caller's buffer
+ * The linux client's buffer hypercalls (ioctl ABI 1.1) against the real Rust core: the device
+ * bridge below (in place of the addon's typed calls) does what hypervisor/driver/main.c does for HE_IOC_HYPERCALL (copy the caller's buffer
  * into one page, add the page's physical address to each argument marked in buf_arg, copy the
  * page back), so packing and relocation are checked against the core's own buffer checks. The
  * driver itself is exercised under QEMU by the system tier.
@@ -39,53 +39,49 @@ const MB = 1n << 20n;
 const RESERVED = 0x1_8000_0000n;
 const PAGE_GPA = 0x30_0000n; // the driver's staging page (host RAM)
 
-function driverBridge(core: CoreHv, driverAbi: number, seen: { bufArgs: number[] }): IoctlBridge {
+function driverBridge(core: CoreHv, driverAbi: number, seen: { bufArgs: number[] }): DeviceBridge {
   const page = Buffer.alloc(HE_HYPERCALL_BUF_MAX);
+  const unexpected = (what: string) => () => {
+    throw new Error(`unexpected ${what}`);
+  };
   return {
     open: () => 3,
     close: () => undefined,
-    ioctl(_fd, req, arg, data) {
-      if (req === HE_IOC.VERSION) {
-        arg!.writeUInt32LE(driverAbi, 0);
-        return 0;
-      }
-      if (req === HE_IOC.STATUS) {
-        // the driver's status: state ENABLED plus the hypervisor's STATUS record (hyperenclave_ioctl.h he_status)
-        const st = Buffer.alloc(4096);
-        const r = core.hypercall(HC.STATUS, [PAGE_GPA, 256n], PAGE_GPA, st);
-        arg!.writeUInt32LE(driverAbi, 0);
-        arg!.writeUInt32LE(2, 4);
-        arg!.writeBigUInt64LE(256n, 72);
-        st.copy(arg!, 80, 0, 256);
-        return r.status;
-      }
-      if (req !== HE_IOC.HYPERCALL) throw new Error(`unexpected ioctl ${req.toString(16)}`);
-      const h = arg!;
-      const rax = Number(h.readBigUInt64LE(0));
-      const args = [0, 1, 2, 3, 4].map((i) => h.readBigUInt64LE(8 + i * 8));
-      const bufLen = h.readUInt32LE(56);
-      const bufArg = h.readUInt32LE(60);
-      seen.bufArgs.push(bufArg);
-      if (bufLen) {
-        // the addon writes data.buffer's address at data.at (he_hypercall.buf) before the syscall
-        if (!data || data.at !== HE_HYPERCALL_BUF_POINTER_AT) throw new Error('EFAULT: no user buffer');
-        if (bufLen > HE_HYPERCALL_BUF_MAX || data.buffer.length < bufLen) throw new Error('EINVAL: buf_len');
-        if ((bufArg & HE_BUF_ARG_MASK) === 0 || driverAbi < 0x0001_0001) throw new Error('EINVAL: buf_arg');
+    version: () => writeRecord(LAYOUT.he_version, { ioctl_abi: driverAbi }, 'he_version'),
+    load: unexpected('HE_IOC_LOAD'),
+    enable: unexpected('HE_IOC_ENABLE'),
+    disable: unexpected('HE_IOC_DISABLE'),
+    status() {
+      // the driver's status: state ENABLED plus the hypervisor's STATUS record
+      const st = Buffer.alloc(4096);
+      const r = core.hypercall(HC.STATUS, [PAGE_GPA, BigInt(STATUS_SIZE)], PAGE_GPA, st);
+      if (r.status !== 0) throw new Error(`STATUS: ${statusName(r.status)}`);
+      return writeRecord(
+        LAYOUT.he_status,
+        { ioctl_abi: driverAbi, state: HE_STATE.ENABLED, hv_status_len: BigInt(STATUS_SIZE), hv_status: st.subarray(0, STATUS_SIZE) },
+        'he_status',
+      );
+    },
+    hypercall(_fd, rec, staging) {
+      // what hypervisor/driver/main.c does for HE_IOC_HYPERCALL (the addon points buf at `staging`)
+      const h = readRecord(LAYOUT.he_hypercall, rec, 'he_hypercall');
+      const args = [h.rdi, h.rsi, h.rdx, h.rcx, h.r8];
+      seen.bufArgs.push(h.buf_arg);
+      if (h.buf_len) {
+        if (!staging || staging.length < h.buf_len) throw new Error('EFAULT: no user buffer');
+        if (h.buf_len > HE_HYPERCALL_BUF_MAX) throw new Error('EINVAL: buf_len');
+        if ((h.buf_arg & HE_BUF_ARG_MASK) === 0 || driverAbi < 0x0001_0001) throw new Error('EINVAL: buf_arg');
         page.fill(0);
-        data.buffer.copy(page, 0, 0, bufLen);
+        staging.copy(page, 0, 0, h.buf_len);
         for (let i = 0; i < 5; i++)
-          if (bufArg & (1 << i)) {
-            if (args[i]! >= BigInt(bufLen)) throw new Error(`EINVAL: argument ${i + 1} offset outside the buffer`);
+          if (h.buf_arg & (1 << i)) {
+            if (args[i]! >= BigInt(h.buf_len)) throw new Error(`EINVAL: argument ${i + 1} offset outside the buffer`);
             args[i] = PAGE_GPA + args[i]!;
           }
       }
-      const r = core.hypercall(rax, args, PAGE_GPA, page);
-      if (bufLen) page.copy(data!.buffer, 0, 0, bufLen);
-      h.writeBigUInt64LE(BigInt(r.status), 0);
-      h.writeBigUInt64LE(r.rdi, 8);
-      h.writeBigUInt64LE(r.rsi, 16);
-      h.writeBigUInt64LE(r.rdx, 24);
-      return 0;
+      const r = core.hypercall(Number(h.rax), args, PAGE_GPA, page);
+      if (h.buf_len) page.copy(staging!, 0, 0, h.buf_len);
+      return writeRecord(LAYOUT.he_hypercall, { ...h, rax: BigInt(r.status), rdi: r.rdi, rsi: r.rsi, rdx: r.rdx }, 'he_hypercall');
     },
   };
 }
@@ -152,14 +148,10 @@ describe.skipIf(noCore !== null)('linux client: buffer hypercalls through the dr
 
     // the host's REPORT and GET_KEY (raw hypercalls with packed buffers): refused, named
     const raw = (nr: number, args: bigint[]) => {
-      const h = Buffer.alloc(HE_STRUCT_SIZE.hypercall);
-      h.writeBigUInt64LE(BigInt(nr), 0);
-      args.forEach((a, i) => h.writeBigUInt64LE(a, 8 + i * 8));
       const buf = Buffer.alloc(2048);
-      h.writeUInt32LE(buf.length, 56);
-      h.writeUInt32LE(HE_BUF_ARG_MASK | 0b1110, 60);
-      driverBridge(core, 0x0001_0002, seen).ioctl(3, HE_IOC.HYPERCALL, h, { buffer: buf, at: HE_HYPERCALL_BUF_POINTER_AT });
-      return statusName(Number(h.readBigUInt64LE(0)));
+      const h = encodeHeHypercall(nr, args, { pointer: 0n, length: buf.length, arg: HE_BUF_ARG_MASK | 0b1110 });
+      const r = driverBridge(core, 0x0001_0002, seen).hypercall(3, h, buf);
+      return statusName(Number(readRecord(LAYOUT.he_hypercall, r, 'he_hypercall').rax));
     };
     expect(raw(HC.REPORT, [BigInt(id), 0n, 512n, 1024n])).toBe('ENCLAVE_ONLY');
     expect(raw(HC.GET_KEY, [BigInt(id), 0n, 512n])).toBe('ENCLAVE_ONLY');

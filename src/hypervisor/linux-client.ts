@@ -8,10 +8,7 @@ import {
   HE_BUF_ARG_MASK,
   HE_HYPERCALL_BUF_MAX,
   HE_RESUME_BUDGET_SHIFT,
-  HE_HYPERCALL_BUF_POINTER_AT,
-  HE_IOC,
   HE_STATE,
-  HE_STRUCT_SIZE,
   HypervisorError,
   IOCTL_ABI_VERSION,
   PAGE_SIZE,
@@ -22,6 +19,7 @@ import {
   TRUST_FLAG_PCR_EXTENDED,
   SIGSTRUCT_SIZE,
   type SecsSpec,
+  ECALL,
   abiMajor,
   decodeEnclaveInfo,
   decodeHeHypercall,
@@ -41,12 +39,21 @@ import type { EnclaveInfoRecord } from './abi.js';
 
 export const HYPERENCLAVE_DEVICE = '/dev/hyperenclave';
 
-/** What the linux client needs from the addon's syscall bridge. */
-export interface IoctlBridge {
+/**
+ * What the linux client needs from the addon: one typed call per /dev/hyperenclave ioctl
+ * (hypervisor/addon/src/device.rs), records as the generated layouts' bytes. No request number or
+ * user pointer crosses it: the addon picks the request and points he_hypercall.buf at `staging`.
+ */
+export interface DeviceBridge {
   open(path: string, flags: 'rw'): number;
-  /** With `data`, the address of data.buffer is written as a u64 at byte data.at of `arg` first. */
-  ioctl(fd: number, request: number, arg: Buffer | null, data?: { buffer: Buffer; at: number }): number;
   close(fd: number): void;
+  version(fd: number, rec: Buffer): Buffer;
+  load(fd: number, rec: Buffer): Buffer;
+  enable(fd: number): void;
+  disable(fd: number): void;
+  status(fd: number): Buffer;
+  /** The driver copies the first buf_len bytes of `staging` in and back. */
+  hypercall(fd: number, rec: Buffer, staging: Buffer | null): Buffer;
 }
 
 /** ENCLAVE_CALL's R8 when aborting an interrupted ECALL. */
@@ -66,14 +73,14 @@ type HcArg = bigint | { in: Buffer } | { out: number } | { in: Buffer; out: numb
 export class LinuxHypervisorClient implements HypervisorClient {
   readonly platform = 'linux' as const;
   private constructor(
-    private readonly io: IoctlBridge,
+    private readonly io: DeviceBridge,
     private readonly fd: number,
     private readonly driverAbi: number = IOCTL_ABI_VERSION,
   ) {}
 
-  static async open(device = HYPERENCLAVE_DEVICE, bridge?: IoctlBridge): Promise<LinuxHypervisorClient> {
+  static async open(device = HYPERENCLAVE_DEVICE, bridge?: DeviceBridge): Promise<LinuxHypervisorClient> {
     if (!existsSync(device)) throw new HypervisorError(`${device} absent: kernel driver not loaded`, EXIT.NOT_FOUND);
-    const io = bridge ?? (await loadIoctlBridge());
+    const io = bridge ?? (await loadDeviceBridge());
     let fd: number;
     try {
       fd = io.open(device, 'rw');
@@ -81,7 +88,7 @@ export class LinuxHypervisorClient implements HypervisorClient {
       throw new HypervisorError(`${device}: ${(e as Error).message}`, EXIT.UNSUPPORTED);
     }
     const probe = new LinuxHypervisorClient(io, fd);
-    const got = decodeHeVersion(probe.ioctl('HE_IOC_VERSION', HE_IOC.VERSION, encodeHeVersion())).ioctlAbi;
+    const got = decodeHeVersion(probe.device('HE_IOC_VERSION', (fd) => io.version(fd, encodeHeVersion()))).ioctlAbi;
     if (abiMajor(got) !== abiMajor(IOCTL_ABI_VERSION)) {
       io.close(fd);
       throw new HypervisorError(`${device}: driver speaks ioctl ABI ${formatAbiVersion(got)}, this tool ${formatAbiVersion(IOCTL_ABI_VERSION)}`, EXIT.UNSUPPORTED);
@@ -89,14 +96,16 @@ export class LinuxHypervisorClient implements HypervisorClient {
     return new LinuxHypervisorClient(io, fd, got);
   }
 
-  private ioctl(name: string, req: number, arg: Buffer | null, data?: { buffer: Buffer; at: number }): Buffer {
-    const buf = arg ?? Buffer.alloc(0);
+  private device<T>(name: string, call: (fd: number) => T): T {
     try {
-      this.io.ioctl(this.fd, req, arg, data);
+      return call(this.fd);
     } catch (e) {
       throw new HypervisorError(`${HYPERENCLAVE_DEVICE} ${name}: ${(e as Error).message}`, EXIT.INTERNAL);
     }
-    return buf;
+  }
+
+  private driverStatus(): ReturnType<typeof decodeHeStatus> {
+    return decodeHeStatus(this.device('HE_IOC_STATUS', (fd) => this.io.status(fd)));
   }
 
   private hypercall(name: keyof typeof HC, args: bigint[]): { rdi: bigint; rsi: bigint; rdx: bigint } {
@@ -135,7 +144,7 @@ export class LinuxHypervisorClient implements HypervisorClient {
       const budget = (opts.budgetMs ?? 0) << HE_RESUME_BUDGET_SHIFT;
       arg = encodeHeHypercall(HC[name], regs, { pointer: 0n, length: used, arg: (HE_BUF_ARG_MASK | mask | budget) >>> 0 });
     } else arg = encodeHeHypercall(HC[name], regs);
-    const r = decodeHeHypercall(this.ioctl('HE_IOC_HYPERCALL', HE_IOC.HYPERCALL, arg, staging ? { buffer: staging, at: HE_HYPERCALL_BUF_POINTER_AT } : undefined));
+    const r = decodeHeHypercall(this.device('HE_IOC_HYPERCALL', (fd) => this.io.hypercall(fd, arg, staging ?? null)));
     if (r.rax !== 0n && !opts.statuses?.includes(statusName(Number(r.rax)))) throw HypervisorError.fromStatus(name, Number(r.rax));
     return { rax: r.rax, regs: r, out: spans.map((s) => Buffer.from(staging!.subarray(s.at, s.at + s.out))) };
   }
@@ -148,7 +157,7 @@ export class LinuxHypervisorClient implements HypervisorClient {
     return Number(this.hypercall('VERSION', [BigInt(callerAbi ?? 0)]).rdi);
   }
   async status(): Promise<HypervisorStatus> {
-    const s = decodeHeStatus(this.ioctl('HE_IOC_STATUS', HE_IOC.STATUS, Buffer.alloc(HE_STRUCT_SIZE.status)));
+    const s = this.driverStatus();
     return {
       platform: 'linux',
       loaded: s.state >= HE_STATE.LOADED,
@@ -168,24 +177,24 @@ export class LinuxHypervisorClient implements HypervisorClient {
   async load(path: string, sha256: string): Promise<LoadedImage> {
     const m = /^\/(?:usr\/)?lib\/firmware\/(.+)$/.exec(resolve(path));
     if (!m) throw new HypervisorError(`load: ${path} is not under /lib/firmware (the driver loads the image with request_firmware)`, EXIT.BAD_INPUT);
-    const r = decodeHeLoad(this.ioctl('HE_IOC_LOAD', HE_IOC.LOAD, encodeHeLoad(m[1]!)));
+    const r = decodeHeLoad(this.device('HE_IOC_LOAD', (fd) => this.io.load(fd, encodeHeLoad(m[1]!))));
     if (r.imageSha256.toString('hex') !== sha256.toLowerCase())
       throw new HypervisorError(`load: driver measured ${r.imageSha256.toString('hex')}, expected ${sha256}`, EXIT.VERIFY_FAILED);
     return { id: sha256, path, sha256, format: 'container', length: Number(r.imageLength), loadedAt: new Date().toISOString(), measured: { pcr: r.pcr, banks: r.banks } };
   }
   async enable(memoryMap?: readonly unknown[]): Promise<void> {
     if (memoryMap) this.unsupported('enable with an explicit memory map (the driver uses the firmware map)');
-    this.ioctl('HE_IOC_ENABLE', HE_IOC.ENABLE, null);
+    this.device('HE_IOC_ENABLE', (fd) => this.io.enable(fd));
   }
   async disable(): Promise<void> {
-    this.ioctl('HE_IOC_DISABLE', HE_IOC.DISABLE, null);
+    this.device('HE_IOC_DISABLE', (fd) => this.io.disable(fd));
   }
   /** The PCR the driver measures images into (its `pcr` module parameter). */
   async measurementPcr(): Promise<number> {
-    return decodeHeStatus(this.ioctl('HE_IOC_STATUS', HE_IOC.STATUS, Buffer.alloc(HE_STRUCT_SIZE.status))).pcr;
+    return this.driverStatus().pcr;
   }
   async imageDigest(): Promise<Buffer> {
-    return decodeHeStatus(this.ioctl('HE_IOC_STATUS', HE_IOC.STATUS, Buffer.alloc(HE_STRUCT_SIZE.status))).imageSha256;
+    return this.driverStatus().imageSha256;
   }
   async enclaveCreate(secs: SecsSpec): Promise<number> {
     return Number(this.hypercallWith('ENCLAVE_CREATE', [{ in: encodeSecs(secs) }]).regs.rdi);
@@ -223,7 +232,7 @@ export class LinuxHypervisorClient implements HypervisorClient {
   }
   /** Ids are handed out from 1 upward: ask ENCLAVE_INFO for each created id until every live one is found. */
   async enclaveList(): Promise<EnclaveSummary[]> {
-    const hv = decodeHeStatus(this.ioctl('HE_IOC_STATUS', HE_IOC.STATUS, Buffer.alloc(HE_STRUCT_SIZE.status))).hv;
+    const hv = this.driverStatus().hv;
     if (!hv) return [];
     const out: EnclaveSummary[] = [];
     for (let id = hv.enclavesCreated; id >= 1 && out.length < hv.enclaves; id--) {
@@ -337,7 +346,7 @@ export class LinuxHypervisorClient implements HypervisorClient {
           ocalls++;
           const nr = Number(r.regs.rdi);
           const len = Number(r.regs.rsi);
-          let answer = 0x8000_0000n + BigInt(OCALL_FAILED);
+          let answer = BigInt(ECALL.ERROR) + BigInt(OCALL_FAILED);
           let reply: Buffer = Buffer.alloc(0);
           const handler = opts.ocalls && Object.prototype.hasOwnProperty.call(opts.ocalls, nr) ? opts.ocalls[nr] : undefined;
           const input = Buffer.from(r.out[0]!.subarray(0, Math.min(len, PAGE_SIZE)));
@@ -386,7 +395,7 @@ export class LinuxHypervisorClient implements HypervisorClient {
         break; // the thread is dead until the enclave is destroyed
       }
       const status = done.status;
-      const failed = (status & 0x8000_0000n) !== 0n;
+      const failed = (status & BigInt(ECALL.ERROR)) !== 0n;
       out.push({
         fn: e.fn,
         ok: !failed,
@@ -411,7 +420,7 @@ export class LinuxHypervisorClient implements HypervisorClient {
 }
 
 /** The addon's ioctl bridge, adapted. */
-export async function loadIoctlBridge(): Promise<IoctlBridge> {
-  const { addonIoctlBridge } = await import('./addon-adapter.js');
-  return addonIoctlBridge();
+export async function loadDeviceBridge(): Promise<DeviceBridge> {
+  const { addonDeviceBridge } = await import('./addon-adapter.js');
+  return addonDeviceBridge();
 }

@@ -16,6 +16,7 @@ import { type HashAlgName, hashAlgByName } from '../tpm/alg.js';
 import { EXIT } from '../errors.js';
 import { ImageError } from './errors.js';
 import { ParallelMultiDigest } from './parallel-digest.js';
+import { HDR, HEIMG, HEIMG_MAGIC } from './image-abi.generated.js';
 
 /**
  * HEIMG v1, the hypervisor image container (docs/image-container.md):
@@ -24,11 +25,13 @@ import { ParallelMultiDigest } from './parallel-digest.js';
  * and the image digest binds header and image without hashing the image a second time.
  */
 
-export const IMAGE_MAGIC = Buffer.from('HEIMG\0\0\0', 'latin1');
-export const IMAGE_FORMAT_VERSION = 1;
-export const IMAGE_HEADER_SIZE = 256;
-export const MAX_BUILD_ID = 32;
-export const MAX_SIGNATURE_BLOCK = 4096;
+// The header's values and layout are defined once in hypervisor/abi (`image`), which generates
+// image-abi.generated.ts and the driver's hyperenclave_image.h.
+export const IMAGE_MAGIC = Buffer.from(HEIMG_MAGIC, 'latin1');
+export const IMAGE_FORMAT_VERSION = HEIMG.FORMAT_VERSION;
+export const IMAGE_HEADER_SIZE = HEIMG.HEADER_SIZE;
+export const MAX_BUILD_ID = HEIMG.MAX_BUILD_ID;
+export const MAX_SIGNATURE_BLOCK = HEIMG.MAX_SIGNATURE_BLOCK;
 /** Default ceiling on the image length field: larger images are refused before reading. */
 export const DEFAULT_MAX_IMAGE_LENGTH = 1024 * 1024 * 1024;
 export const DEFAULT_CHUNK_SIZE = 4 * 1024 * 1024;
@@ -40,36 +43,14 @@ export type ImageArch = 'intel-vmx' | 'amd-svm' | 'hygon';
 export type ImageKind = 'flat' | 'raw';
 export type SignatureAlg = 'none' | 'ecdsa-p256-sha256' | 'ecdsa-p384-sha384' | 'sm2-sm3';
 
-export const ARCH_CODE: Record<ImageArch, number> = { 'intel-vmx': 1, 'amd-svm': 2, hygon: 3 };
-export const KIND_CODE: Record<ImageKind, number> = { flat: 1, raw: 2 };
-export const SIG_ALG_CODE: Record<SignatureAlg, number> = { none: 0, 'ecdsa-p256-sha256': 1, 'ecdsa-p384-sha384': 2, 'sm2-sm3': 3 };
+export const ARCH_CODE: Record<ImageArch, number> = { 'intel-vmx': HEIMG.ARCH_INTEL_VMX, 'amd-svm': HEIMG.ARCH_AMD_SVM, hygon: HEIMG.ARCH_HYGON };
+export const KIND_CODE: Record<ImageKind, number> = { flat: HEIMG.KIND_FLAT, raw: HEIMG.KIND_RAW };
+export const SIG_ALG_CODE: Record<SignatureAlg, number> = { none: HEIMG.SIG_NONE, 'ecdsa-p256-sha256': HEIMG.SIG_ECDSA_P256_SHA256, 'ecdsa-p384-sha384': HEIMG.SIG_ECDSA_P384_SHA384, 'sm2-sm3': HEIMG.SIG_SM2_SM3 };
 /** Raw r‖s signature length for each algorithm (fixed, so the header can state the block length before signing). */
 export const SIG_RAW_LENGTH: Record<Exclude<SignatureAlg, 'none'>, number> = { 'ecdsa-p256-sha256': 64, 'ecdsa-p384-sha384': 96, 'sm2-sm3': 64 };
 
 /** Byte offsets of the header fields. */
-export const HDR = {
-  magic: 0x00,
-  formatVersion: 0x08,
-  headerSize: 0x0a,
-  arch: 0x0c,
-  kind: 0x0d,
-  signatureAlg: 0x0e,
-  buildIdLength: 0x0f,
-  loadAddress: 0x10,
-  entryOffset: 0x18,
-  coreSize: 0x20,
-  perCpuSize: 0x28,
-  loadSize: 0x30,
-  featureMask: 0x38,
-  imageLength: 0x40,
-  signatureLength: 0x48,
-  reserved1: 0x4c,
-  buildId: 0x50,
-  imageSha256: 0x70,
-  imageSha384: 0x90,
-  signerKeyId: 0xc0,
-  reserved2: 0xe0,
-} as const;
+export { HDR };
 
 const reverse = <T extends string>(m: Record<T, number>): Map<number, T> => new Map(Object.entries(m).map(([k, v]) => [v as number, k as T]));
 const ARCH_BY_CODE = reverse(ARCH_CODE);

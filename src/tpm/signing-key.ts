@@ -8,7 +8,9 @@ import { TPM_ECC_CURVE } from './constants.js';
 import { TpmProtocolError, TpmUsageError } from './errors.js';
 import { unmarshalExact } from './marshal.js';
 import { readPublic, type TpmtPublic } from './structures.js';
-import { publicKeyFromTpmt } from './verify.js';
+import { publicKeyFromTpmt, type SigningKey } from './verify.js';
+
+export type { SigningKey };
 
 /** TPMT_PUBLIC, or TPM2B_PUBLIC (a leading u16 size equal to the rest): the structure and its exact TPMT bytes. */
 export function parsePublicArea(bytes: Uint8Array): { public: TpmtPublic; bytes: Buffer } {
@@ -26,21 +28,6 @@ export function publicAreaName(tpmt: Uint8Array, nameAlg: number): Buffer {
   return Buffer.concat([head, digest(alg, tpmt)]);
 }
 
-export interface SigningKey {
-  key: KeyObject;
-  /** The TPMT_PUBLIC the key came from, when given (SM2 signatures need it). */
-  public?: TpmtPublic;
-  /** e.g. "ecdsa P-256", "rsa 2048", "sm2 SM2-P256". */
-  description: string;
-  /** The key's declared signing scheme (TPM_ALG_ID) when not TPM_ALG_NULL: signatures must use it. */
-  scheme?: number;
-  /** Hash of the key's signing scheme (tpm2-tools spelling); sha256 when the key has none. */
-  hashName: string;
-  /** SHA-256 of the DER SubjectPublicKeyInfo, hex. */
-  spkiSha256: string;
-  /** TPM Name (hex) when the TPMT_PUBLIC is known. */
-  name?: string;
-}
 
 // Verifiers see the same few keys again and again; importing one costs ~100 µs.
 const cache = new Map<string, SigningKey>();

@@ -9,7 +9,23 @@ import { TPM_ALG, algName, hashAlgById, digest, type HashAlg } from './alg.js';
 import { TPM_ECC_CURVE, TPM_GENERATED_VALUE } from './constants.js';
 import { TpmProtocolError } from './errors.js';
 import { parseAttest, parseSignature, type PcrSelection, type TpmsAttest, type TpmtPublic, type TpmtSignature } from './structures.js';
-import type { SigningKey } from './signing-key.js';
+
+/** A public key ready to verify signatures (built by signing-key.ts from a TPMT_PUBLIC or a PEM). */
+export interface SigningKey {
+  key: KeyObject;
+  /** The TPMT_PUBLIC the key came from, when given (SM2 signatures need it). */
+  public?: TpmtPublic;
+  /** e.g. "ecdsa P-256", "rsa 2048", "sm2 SM2-P256". */
+  description: string;
+  /** The key's declared signing scheme (TPM_ALG_ID) when not TPM_ALG_NULL: signatures must use it. */
+  scheme?: number;
+  /** Hash of the key's signing scheme (tpm2-tools spelling); sha256 when the key has none. */
+  hashName: string;
+  /** SHA-256 of the DER SubjectPublicKeyInfo, hex. */
+  spkiSha256: string;
+  /** TPM Name (hex) when the TPMT_PUBLIC is known. */
+  name?: string;
+}
 
 /** A verification that failed (bad signature, digest mismatch, wrong nonce); names the claim. */
 export class TpmVerifyError extends HyperEnclaveError {

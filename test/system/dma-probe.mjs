@@ -18,6 +18,7 @@ const base = BigInt(baseArg);
 const { LinuxHypervisorClient } = await import(`${pkg}/dist/src/hypervisor/linux-client.js`);
 const { loadManifest } = await import(`${pkg}/dist/src/enclave/manifest.js`);
 const { createEnclave } = await import(`${pkg}/dist/src/enclave/lifecycle.js`);
+const { HEIMG } = await import(`${pkg}/dist/src/measure/image-abi.generated.js`);
 
 const check = (name, ok, detail) => console.log(`@@HE:CHECK ${name} ${ok ? 'PASS' : 'FAIL'} ${detail}`);
 const edu = (...args) => execFileSync('/bin/edu-dma', args, { encoding: 'utf8' }).trim();
@@ -45,7 +46,7 @@ check('dma-allowed', self.startsWith('ok 4096 bytes') && s1.dma.faults === s0.dm
 
 // ---- dma-blocked-hv and dma-write-blocked ----
 const img = readFileSync(imageFile);
-const imageHead = img.subarray(256, 256 + 64).toString('hex'); // HEIMG header is 256 bytes; the image loads at the reservation base
+const imageHead = img.subarray(HEIMG.HEADER_SIZE, HEIMG.HEADER_SIZE + 64).toString('hex'); // the image follows the HEIMG header and loads at the reservation base
 const e = await createEnclave(client, loadManifest(manifestPath));
 const tcs = e.plan.tcs[0];
 try {

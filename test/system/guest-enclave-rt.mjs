@@ -34,19 +34,22 @@ if (process.argv[2] === '--ecall') {
 const [pkg, manifestPath, baseArg, sizeArg] = process.argv.slice(2);
 const base = BigInt(baseArg);
 const size = BigInt(sizeArg);
-const { HC, decodeHeHypercall, encodeHeHypercall, statusName, HE_IOC } = await import(`${pkg}/dist/src/hypervisor/abi.js`);
-const { LinuxHypervisorClient, loadIoctlBridge } = await import(`${pkg}/dist/src/hypervisor/linux-client.js`);
+const { HC, decodeHeHypercall, encodeHeHypercall, statusName } = await import(`${pkg}/dist/src/hypervisor/abi.js`);
+const { LinuxHypervisorClient, loadDeviceBridge } = await import(`${pkg}/dist/src/hypervisor/linux-client.js`);
 const { loadManifest } = await import(`${pkg}/dist/src/enclave/manifest.js`);
 const { createEnclave } = await import(`${pkg}/dist/src/enclave/lifecycle.js`);
 
 const check = (name, ok, detail) => console.log(`@@HE:CHECK ${name} ${ok ? 'PASS' : 'FAIL'} ${detail}`);
 const client = await LinuxHypervisorClient.open();
-const io = await loadIoctlBridge();
+const io = await loadDeviceBridge();
 const fd = io.open('/dev/hyperenclave', 'rw');
 const rawCall = (nr, regs) => {
-  const arg = encodeHeHypercall(nr, regs);
-  io.ioctl(fd, HE_IOC.HYPERCALL, arg);
-  const r = decodeHeHypercall(arg);
+  const r = decodeHeHypercall(io.hypercall(fd, encodeHeHypercall(nr, regs), null));
+  return { status: statusName(Number(r.rax)), rdi: r.rdi };
+};
+/** A hypercall whose RCX is a staged page (`page`, read back after the call); no driver resume budget. */
+const staged = (nr, regs, page = Buffer.alloc(4096)) => {
+  const r = decodeHeHypercall(io.hypercall(fd, encodeHeHypercall(nr, regs, { pointer: 0n, length: 4096, arg: 0x100 | 0b1000 }), page));
   return { status: statusName(Number(r.rax)), rdi: r.rdi };
 };
 const manifest = loadManifest(manifestPath);
@@ -89,30 +92,17 @@ try {
   // the same TCS twice at once is refused: a thread parked in an OCALL holds its TCS
   {
     const page = Buffer.alloc(4096);
-    const arg = encodeHeHypercall(HC.ENCLAVE_CALL, [BigInt(e.id), tcs[2], 14n, 0n, 3n], { pointer: 0n, length: 4096, arg: 0x100 | 0b1000 });
     page.write('abc');
-    io.ioctl(fd, HE_IOC.HYPERCALL, arg, { buffer: page, at: 48 });
-    let st = statusName(Number(decodeHeHypercall(arg).rax));
-    for (let i = 0; i < 50 && st === 'ENCLAVE_INTERRUPTED'; i++) {
-      const again = encodeHeHypercall(HC.ENCLAVE_CALL, [BigInt(e.id), tcs[2], 14n, 0n, 0n], { pointer: 0n, length: 4096, arg: 0x100 | 0b1000 });
-      io.ioctl(fd, HE_IOC.HYPERCALL, again, { buffer: page, at: 48 });
-      st = statusName(Number(decodeHeHypercall(again).rax));
-    }
-    const second = encodeHeHypercall(HC.ENCLAVE_CALL, [BigInt(e.id), tcs[2], 0n, 0n, 0n], { pointer: 0n, length: 4096, arg: 0x100 | 0b1000 });
-    io.ioctl(fd, HE_IOC.HYPERCALL, second, { buffer: Buffer.alloc(4096), at: 48 });
-    const busy = statusName(Number(decodeHeHypercall(second).rax));
+    let first = staged(HC.ENCLAVE_CALL, [BigInt(e.id), tcs[2], 14n, 0n, 3n], page);
+    let st = first.status;
+    for (let i = 0; i < 50 && st === 'ENCLAVE_INTERRUPTED'; i++) st = staged(HC.ENCLAVE_CALL, [BigInt(e.id), tcs[2], 14n, 0n, 0n]).status;
+    const busy = staged(HC.ENCLAVE_CALL, [BigInt(e.id), tcs[2], 0n, 0n, 0n]).status;
     const other = await client.enclaveRun(e.id, [{ fn: 0, tcs: tcs[3] }]);
     // answer the parked OCALL with a failure: the probe's ECALL 14 then returns error 0x107
-    const ret = encodeHeHypercall(HC.ENCLAVE_OCALL_RETURN, [BigInt(e.id), tcs[2], 0x8000_0007n, 0n], { pointer: 0n, length: 4096, arg: 0x100 | 0b1000 });
-    io.ioctl(fd, HE_IOC.HYPERCALL, ret, { buffer: Buffer.alloc(4096), at: 48 });
-    let rs = statusName(Number(decodeHeHypercall(ret).rax));
-    let rdi = decodeHeHypercall(ret).rdi;
-    for (let i = 0; i < 50 && rs === 'ENCLAVE_INTERRUPTED'; i++) {
-      const again = encodeHeHypercall(HC.ENCLAVE_CALL, [BigInt(e.id), tcs[2], 14n, 0n, 0n], { pointer: 0n, length: 4096, arg: 0x100 | 0b1000 });
-      io.ioctl(fd, HE_IOC.HYPERCALL, again, { buffer: Buffer.alloc(4096), at: 48 });
-      rs = statusName(Number(decodeHeHypercall(again).rax));
-      rdi = decodeHeHypercall(again).rdi;
-    }
+    let ret = staged(HC.ENCLAVE_OCALL_RETURN, [BigInt(e.id), tcs[2], 0x8000_0007n, 0n]);
+    for (let i = 0; i < 50 && ret.status === 'ENCLAVE_INTERRUPTED'; i++) ret = staged(HC.ENCLAVE_CALL, [BigInt(e.id), tcs[2], 14n, 0n, 0n]);
+    const rs = ret.status;
+    const rdi = ret.rdi;
     check('threads-tcs-busy-refused', st === 'ENCLAVE_OCALL' && busy === 'TCS_BUSY' && other[0]?.ok && words(other[0].output)[0] === 3n && rs === 'SUCCESS' && rdi === 0x8000_0107n,
       `TCS 2 parked in an OCALL (${st}); a second ECALL on it: ${busy}; TCS 3 meanwhile: thread ${other[0]?.ok ? words(other[0].output)[0] : other[0]?.error}; the OCALL answered with a failure: ${rs}, ECALL status 0x${rdi.toString(16)}`);
   }

@@ -7,28 +7,27 @@
 const [pkg, manifestPath, spinManifestPath, baseArg, sizeArg] = process.argv.slice(2);
 const base = BigInt(baseArg);
 const size = BigInt(sizeArg);
-const { HC, HE_BUF_ARG_MASK, HE_HYPERCALL_BUF_POINTER_AT, HE_IOC, decodeHeHypercall, encodeHeHypercall, statusName } = await import(`${pkg}/dist/src/hypervisor/abi.js`);
-const { LinuxHypervisorClient, loadIoctlBridge } = await import(`${pkg}/dist/src/hypervisor/linux-client.js`);
+const { HC, HE_BUF_ARG_MASK, decodeHeHypercall, encodeHeHypercall, statusName } = await import(`${pkg}/dist/src/hypervisor/abi.js`);
+const { LinuxHypervisorClient, loadDeviceBridge } = await import(`${pkg}/dist/src/hypervisor/linux-client.js`);
 const { loadManifest } = await import(`${pkg}/dist/src/enclave/manifest.js`);
 const { createEnclave } = await import(`${pkg}/dist/src/enclave/lifecycle.js`);
 
 const check = (name, ok, detail) => console.log(`@@HE:CHECK ${name} ${ok ? 'PASS' : 'FAIL'} ${detail}`);
 const client = await LinuxHypervisorClient.open();
-const io = await loadIoctlBridge();
+const io = await loadDeviceBridge();
 const fd = io.open('/dev/hyperenclave', 'rw');
 const tcsOf = (en) => en.plan.tcs[0];
 /** ENCLAVE_CALL with raw registers; `staged`: RCX is a kernel page the driver stages (honest). */
 const raw = (id, tcs, fn, page, r8 = 0n, staged = false) => {
   const arg = encodeHeHypercall(HC.ENCLAVE_CALL, [BigInt(id), tcs, BigInt(fn), staged ? 0n : page, r8], staged ? { pointer: 0n, length: 4096, arg: HE_BUF_ARG_MASK | 0b1000 } : undefined);
-  io.ioctl(fd, HE_IOC.HYPERCALL, arg, staged ? { buffer: Buffer.alloc(4096), at: HE_HYPERCALL_BUF_POINTER_AT } : undefined);
-  return statusName(Number(decodeHeHypercall(arg).rax));
+  const r = io.hypercall(fd, arg, staged ? Buffer.alloc(4096) : null);
+  return statusName(Number(decodeHeHypercall(r).rax));
 };
 
 /** Any hypercall with raw registers; `bufMask` marks the arguments that are offsets into `page`. */
 const rawCall = (nr, regs, bufMask = 0, page = undefined) => {
   const arg = encodeHeHypercall(nr, regs, page ? { pointer: 0n, length: page.length, arg: HE_BUF_ARG_MASK | bufMask } : undefined);
-  io.ioctl(fd, HE_IOC.HYPERCALL, arg, page ? { buffer: page, at: HE_HYPERCALL_BUF_POINTER_AT } : undefined);
-  const r = decodeHeHypercall(arg);
+  const r = decodeHeHypercall(io.hypercall(fd, arg, page ?? null));
   return { status: statusName(Number(r.rax)), rdi: r.rdi };
 };
 
@@ -90,8 +89,7 @@ const rawPage = (nr, regs, data = Buffer.alloc(0)) => {
   const page = Buffer.alloc(4096);
   data.copy(page);
   const arg = encodeHeHypercall(nr, regs, { pointer: 0n, length: 4096, arg: HE_BUF_ARG_MASK | 0b1000 });
-  io.ioctl(fd, HE_IOC.HYPERCALL, arg, { buffer: page, at: HE_HYPERCALL_BUF_POINTER_AT });
-  const r = decodeHeHypercall(arg);
+  const r = decodeHeHypercall(io.hypercall(fd, arg, page));
   return { status: statusName(Number(r.rax)), rdi: r.rdi, rsi: r.rsi, page };
 };
 const oc = await createEnclave(client, loadManifest(spinManifestPath));
@@ -115,8 +113,7 @@ try {
   const nested = rawPage(HC.ENCLAVE_CALL, [BigInt(oc.id), otcs, 0n, 0n, 0n]).status;
   const oversize = rawPage(HC.ENCLAVE_OCALL_RETURN, [BigInt(oc.id), otcs, 5000n, 0n], Buffer.from('xyz')).status;
   const argR = encodeHeHypercall(HC.ENCLAVE_OCALL_RETURN, [BigInt(oc.id), otcs, 3n, base]);
-  io.ioctl(fd, HE_IOC.HYPERCALL, argR);
-  const forgedPage = statusName(Number(decodeHeHypercall(argR).rax));
+  const forgedPage = statusName(Number(decodeHeHypercall(io.hypercall(fd, argR, null)).rax));
   let ret = rawPage(HC.ENCLAVE_OCALL_RETURN, [BigInt(oc.id), otcs, 3n, 0n], Buffer.from('xyz'));
   for (let i = 0; i < 50 && ret.status === 'ENCLAVE_INTERRUPTED'; i++) ret = rawPage(HC.ENCLAVE_CALL, [BigInt(oc.id), otcs, 10n, 0n, 0n]);
   const resumed = ret.status === 'SUCCESS' && ret.rdi === 3n && ret.page.subarray(0, 3).toString() === 'xyz';

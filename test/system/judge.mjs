@@ -41,7 +41,12 @@ const writeAtomic = (path, data) => {
   renameSync(tmp, path);
 };
 
-const lines = readFileSync(consolePath, 'utf8').split('\n');
+// The hypervisor writes its "[hv] …" lines to the same serial port synchronously: one may land
+// inside a guest line (even between the two '@' of "@@HE:"). Each such line is moved in front of
+// the guest line it interrupted, which is joined up again.
+const lines = readFileSync(consolePath, 'utf8')
+  .replace(/^([^\n]*?[^\n])(\[hv\] [^\n]*\n)/gm, (_, before, hv) => hv + before)
+  .split('\n');
 const checks = []; // { name, ok, detail, source }
 const pcrs = {}; // tag -> bank -> index -> hex
 const blobs = {};
@@ -260,12 +265,15 @@ if (ref && pcrs.measured) {
 // EXIT_EVENT, mirrored in abi.ts): the cap that keeps the sealed root from unsealing once the host
 // has every locality.
 const { HYPERVISOR_EXIT_EVENT, HAK_EVENT_PREFIX } = await import(join(ROOT, 'dist', 'src', 'hypervisor', 'abi.js'));
+// The image bytes of a HEIMG container (header layout from hypervisor/abi, docs/image-container.md).
+const { HDR, HEIMG } = await import(join(ROOT, 'dist', 'src', 'measure', 'image-abi.generated.js'));
+const imageOf = (c) => c.subarray(HEIMG.HEADER_SIZE, HEIMG.HEADER_SIZE + Number(c.readBigUInt64LE(HDR.imageLength)));
 const EXIT_EVENT = Buffer.from(HYPERVISOR_EXIT_EVENT, 'ascii');
 if (opt.image && pcrs.reloaded) {
   // second round (disable, rmmod, insmod, hectl load): the hypervisor capped PCR N with the exit
   // event at disable, then the driver alone extends H(image) once more
   const c = readFileSync(opt.image);
-  const image = c.subarray(0x100, 0x100 + Number(c.readBigUInt64LE(0x40)));
+  const image = imageOf(c);
   for (const bank of Object.keys(pcrs.reloaded)) {
     const before = pcrs['boot-again']?.[bank]?.[pcrIndex] ?? pcrs.measured?.[bank]?.[pcrIndex];
     const again = pcrs.reloaded[bank][pcrIndex];
@@ -555,7 +563,7 @@ function judgeSystemd() {
   const pcr = (tag, bank, i = pcrIndex) => pcrs[tag]?.[bank]?.[String(i)];
   const refPcr = (bank) => ref?.pcrs?.[bank]?.[String(pcrIndex)];
   const container = opt.image && existsSync(opt.image) ? readFileSync(opt.image) : null;
-  const image = container ? container.subarray(0x100, 0x100 + Number(container.readBigUInt64LE(0x40))) : null;
+  const image = container ? imageOf(container) : null;
   const EXIT = Buffer.from('hyperenclave:hypervisor-exit v=1', 'ascii');
   const IMG = '/lib/firmware/hyperenclave/hyperenclave.img';
 

@@ -4,8 +4,9 @@
 use crate::core_binding::{self, CoreOptions, Hv};
 use crate::kvm::guest::PageDesc;
 use crate::napi::{Args, Env, JsErr, JsResult, Val};
-use crate::napi_sys::{napi_env, napi_value, T_FUNCTION, T_NUMBER, T_BIGINT};
+use crate::napi_sys::{napi_env, napi_value, T_FUNCTION};
 use crate::runner::{self, EnclaveVm, RunError};
+use crate::device;
 use crate::sys::{self, Mapping};
 use hyperenclave_core::enclave::sigstruct::{self, SigstructBody};
 use hyperenclave_core::{hypercall, Access, Format, Regs, SliceMem};
@@ -76,10 +77,6 @@ fn get_vm(e: &Env, a: &Args) -> JsResult<VmRef> {
     t.items.get(&h).cloned().ok_or_else(|| JsErr::new("ERR_BAD_HANDLE", format!("{}: no enclave VM with handle {h} (destroyed?)", a.fname)))
 }
 
-fn int_arg(e: &Env, v: Val, what: &str) -> JsResult<u64> {
-    e.to_u64(v, what)
-}
-
 fn opt_u64(e: &Env, obj: Val, name: &str, default: u64) -> JsResult<u64> {
     match e.opt(obj, name)? {
         Some(v) => e.to_u64(v, name),
@@ -122,44 +119,61 @@ fn read_msr(e: &Env, a: &Args) -> JsResult<Val> {
     e.bigint(v)
 }
 
-fn ioctl(e: &Env, a: &Args) -> JsResult<Val> {
+fn sys_err(e: sys::SysError) -> JsErr {
+    JsErr::new(&e.code(), e.to_string())
+}
+
+/// A record argument of exactly `T::SIZE` bytes (the generated layout's size).
+fn record<T>(e: &Env, a: &Args, i: usize, what: &str, size: usize, decode: fn(&[u8]) -> Option<T>) -> JsResult<T> {
+    let b = e.bytes(a.req(i, what)?, what)?;
+    if b.len() != size {
+        return Err(JsErr::arg(format!("{what}: {} bytes, the record is {size}", b.len())));
+    }
+    decode(b).ok_or_else(|| JsErr::arg(format!("{what}: record")))
+}
+
+// /dev/hyperenclave: one typed call per ioctl (device.rs); records in and out as bytes.
+fn he_version(e: &Env, a: &Args) -> JsResult<Val> {
+    use hyperenclave_abi::ioctl::HeVersion;
     let fd = e.to_i32(a.req(0, "fd")?, "fd")?;
-    let req = int_arg(e, a.req(1, "request")?, "request")?;
-    let what = |errno: i32| {
-        let se = sys::SysError { errno, what: format!("ioctl(fd {fd}, {req:#x})") };
-        JsErr::new(&se.code(), se.to_string())
+    let v = record(e, a, 1, "he_version", HeVersion::SIZE, HeVersion::from_bytes)?;
+    e.buffer(&device::version(fd, v).map_err(sys_err)?.to_bytes())
+}
+
+fn he_load(e: &Env, a: &Args) -> JsResult<Val> {
+    use hyperenclave_abi::ioctl::HeLoad;
+    let fd = e.to_i32(a.req(0, "fd")?, "fd")?;
+    let l = record(e, a, 1, "he_load", HeLoad::SIZE, HeLoad::from_bytes)?;
+    e.buffer(&device::load(fd, l).map_err(sys_err)?.to_bytes())
+}
+
+fn he_enable(e: &Env, a: &Args) -> JsResult<Val> {
+    device::enable(e.to_i32(a.req(0, "fd")?, "fd")?).map_err(sys_err)?;
+    Ok(e.undefined())
+}
+
+fn he_disable(e: &Env, a: &Args) -> JsResult<Val> {
+    device::disable(e.to_i32(a.req(0, "fd")?, "fd")?).map_err(sys_err)?;
+    Ok(e.undefined())
+}
+
+fn he_status(e: &Env, a: &Args) -> JsResult<Val> {
+    let fd = e.to_i32(a.req(0, "fd")?, "fd")?;
+    e.buffer(&device::status(fd).map_err(sys_err)?.to_bytes())
+}
+
+/// heHypercall(fd, he_hypercall record, staging | null): the record with RAX/RDI/RSI/RDX written
+/// back; the staging buffer is updated in place (the driver copies its first buf_len bytes in and back).
+fn he_hypercall(e: &Env, a: &Args) -> JsResult<Val> {
+    use hyperenclave_abi::ioctl::HeHypercall;
+    let fd = e.to_i32(a.req(0, "fd")?, "fd")?;
+    let h = record(e, a, 1, "he_hypercall", HeHypercall::SIZE, HeHypercall::from_bytes)?;
+    let staging = match a.get(2) {
+        Some(v) if !e.is_nullish(v) => Some(e.bytes(v, "staging")?),
+        _ => None,
     };
-    let r = match a.get(2) {
-        None => sys::ioctl_int(fd, req, 0),
-        Some(v) if e.is_nullish(v) => sys::ioctl_int(fd, req, 0),
-        Some(v) if matches!(e.type_of(v), T_NUMBER | T_BIGINT) => sys::ioctl_int(fd, req, e.to_u64(v, "arg")?),
-        Some(v) => {
-            let buf = e.bytes(v, "arg")?;
-            // The size encoded in the request must fit the buffer, or the kernel would write past it.
-            let size = ((req >> 16) & 0x3fff) as usize;
-            if (req >> 30) != 0 && size > buf.len() {
-                return Err(JsErr::arg(format!("ioctl {req:#x}: buffer of {} bytes, the request encodes {size}", buf.len())));
-            }
-            // ioctl(fd, req, arg, data, at): the struct carries a user pointer to `data` at byte `at`
-            // (e.g. he_hypercall.buf); `data` stays alive and in place for the duration of the call.
-            if let Some(d) = a.get(3).filter(|d| !e.is_nullish(*d)) {
-                let data = e.bytes(d, "data")?;
-                let at = e.to_u32(a.req(4, "at")?, "at")? as usize;
-                if at + 8 > buf.len() {
-                    return Err(JsErr::arg(format!("ioctl {req:#x}: pointer offset {at} outside the {}-byte argument", buf.len())));
-                }
-                buf[at..at + 8].copy_from_slice(&(data.as_mut_ptr() as u64).to_le_bytes());
-            }
-            // SAFETY: NOT fully established here. `buf` is a live JS buffer at least as large as
-            // the size the request encodes (checked above when the request has direction bits), and
-            // `data`, whose address was written at `at`, stays alive for the call. A request
-            // without direction bits, or a driver trusting a length field inside `buf`, can still
-            // make the kernel touch memory outside them: this raw primitive is what issue 13 item 2
-            // replaces with typed calls.
-            unsafe { sys::ioctl_ptr(fd, req, buf.as_mut_ptr() as *mut _) }
-        }
-    };
-    e.i64(r.map_err(what)? as i64)
+    let r = device::hypercall(fd, h, staging).map_err(|m| JsErr::new("ERR_HYPERCALL", m))?;
+    e.buffer(&r.to_bytes())
 }
 
 fn mmap_open(e: &Env, a: &Args) -> JsResult<Val> {
@@ -729,7 +743,12 @@ fn register(e: &Env, exports: Val) -> JsResult<()> {
         ("cpuid", cpuid),
         ("cpuVendor", cpu_vendor),
         ("readMsr", read_msr),
-        ("ioctl", ioctl),
+        ("heVersion", he_version),
+        ("heLoad", he_load),
+        ("heEnable", he_enable),
+        ("heDisable", he_disable),
+        ("heStatus", he_status),
+        ("heHypercall", he_hypercall),
         ("mmapOpen", mmap_open),
         ("mmapRead", mmap_read),
         ("mmapWrite", mmap_write),

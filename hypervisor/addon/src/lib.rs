@@ -1,8 +1,9 @@
 //! hyperenclave-addon: the Node-API addon. A hand-declared N-API layer (`napi_sys`, `napi`),
-//! the syscall bridge (`sys`: ioctl, mmap, CPUID, MSRs), the KVM enclave runner (`kvm`,
+//! the syscall bridge (`sys`: ioctl, mmap, CPUID, MSRs), typed /dev/hyperenclave calls (`device`), the KVM enclave runner (`kvm`,
 //! `runner`) and the bindings to hyperenclave-core (`core_binding`). The JS surface is
 //! in `exports`; everything else is plain Rust, unit-tested with `cargo test`.
 
+pub mod device;
 pub mod kvm;
 pub mod runner;
 pub mod sys;

@@ -96,13 +96,6 @@ impl Env {
         check(unsafe { napi_create_uint32(self.0, x, &mut v) }, "napi_create_uint32")?;
         Ok(Val(v))
     }
-    pub fn i64(&self, x: i64) -> JsResult<Val> {
-        let mut v = core::ptr::null_mut();
-        // SAFETY: env contract (see `Env`): live napi_env on the JS thread; `v` is a valid
-        // out-pointer.
-        check(unsafe { napi_create_int64(self.0, x, &mut v) }, "napi_create_int64")?;
-        Ok(Val(v))
-    }
     pub fn bigint(&self, x: u64) -> JsResult<Val> {
         let mut v = core::ptr::null_mut();
         // SAFETY: env contract (see `Env`): live napi_env on the JS thread; `v` is a valid

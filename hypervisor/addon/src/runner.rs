@@ -43,6 +43,7 @@ use std::time::{Duration, Instant};
 
 /// Hypercall numbers (mailbox NR at `PORT_HYPERCALL`) and statuses: the runtime protocol in core.
 pub use hyperenclave_core::enclave::runtime::hc;
+use hyperenclave_core::enclave::runtime::ECALL_ERROR;
 
 /// Enclave memory handed to KVM: `len` bytes at `host`, guest-physical ENCLAVE_GPA + `offset`.
 #[derive(Clone, Copy, Debug)]
@@ -118,7 +119,7 @@ pub struct EcallOut {
 }
 
 /// Error code (EAX = 0x8000_0000 | code) an enclave sees when the host fails an OCALL.
-pub const OCALL_FAILED: u32 = 7;
+pub const OCALL_FAILED: u32 = hyperenclave_core::enclave::runtime::err::OCALL;
 
 pub type OcallFn<'a> = &'a mut dyn FnMut(u32, &[u8]) -> Result<Vec<u8>, String>;
 
@@ -457,7 +458,7 @@ impl EnclaveVm {
             match exit {
                 Exit::Io { port: PORT_EEXIT, out, data, data_off, .. } => {
                     let status = if out { data } else { self.mailbox(&l, mb::STATUS) as u32 };
-                    let n = if status & 0x8000_0000 != 0 { 0 } else { status as usize };
+                    let n = if status as u64 & ECALL_ERROR != 0 { 0 } else { status as usize };
                     if n > l.shared_len as usize {
                         break Err(Fail::Dead(format!("EEXIT with output length {n} beyond the shared buffer ({} bytes)", l.shared_len)));
                     }
@@ -793,13 +794,13 @@ impl EnclaveVm {
         if nr == OCALL_HEAP_GROW {
             // rt's heap_grow: u64 offset, u64 pages → ENCLAVE_AUGMENT
             if n != 16 {
-                return 0x8000_0000 | OCALL_FAILED;
+                return ECALL_ERROR as u32 | OCALL_FAILED;
             }
             let offset = u64::from_le_bytes(input[..8].try_into().unwrap());
             let count = u64::from_le_bytes(input[8..].try_into().unwrap());
             return match self.edmm(Edmm::Augment { offset, count }) {
                 Ok(_) => 0,
-                Err(_) => 0x8000_0000 | OCALL_FAILED,
+                Err(_) => ECALL_ERROR as u32 | OCALL_FAILED,
             };
         }
         // A host that does not serve the OCALL (no handler, or the handler failed) answers
@@ -813,7 +814,7 @@ impl EnclaveVm {
                 self.runner.write(off, &out);
                 out.len() as u32
             }
-            _ => 0x8000_0000 | OCALL_FAILED,
+            _ => ECALL_ERROR as u32 | OCALL_FAILED,
         }
     }
 

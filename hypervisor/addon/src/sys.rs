@@ -90,12 +90,13 @@ pub unsafe fn ioctl_ptr(fd: i32, request: u64, arg: *mut c_void) -> Result<i32, 
 }
 
 /// ioctl with an integer argument.
-pub fn ioctl_int(fd: i32, request: u64, arg: u64) -> Result<i32, i32> {
-    // SAFETY: the argument is passed by value. This is sound only for requests that take an
-    // integer; for a request the kernel treats as a pointer, the integer becomes a user pointer the
-    // kernel may read or write. Callers in this crate pass integer requests (KVM_GET_API_VERSION,
-    // KVM_CREATE_VM, ...); exports' `ioctl` lets JS choose the request (issue 13 item 2).
-    let r = unsafe { ioctl(fd, request as c_ulong, arg as c_ulong) };
+///
+/// # Safety
+/// `request` must take its argument by value (KVM_GET_API_VERSION, KVM_CREATE_VM, ...): for a
+/// request the kernel treats as a pointer, the integer becomes a user pointer it may read or write.
+// SAFETY (contract): see # Safety; the body passes `arg` through by value.
+pub unsafe fn ioctl_int(fd: i32, request: u64, arg: u64) -> Result<i32, i32> {
+    let r = ioctl(fd, request as c_ulong, arg as c_ulong);
     if r < 0 {
         Err(io::Error::last_os_error().raw_os_error().unwrap_or(0))
     } else {
@@ -295,7 +296,8 @@ mod tests {
 
     #[test]
     fn ioctl_on_bad_fd_reports_ebadf() {
-        assert_eq!(ioctl_int(-1, 0, 0), Err(9));
+        // SAFETY: request 0 on an invalid fd: the kernel fails with EBADF before reading the argument.
+        assert_eq!(unsafe { ioctl_int(-1, 0, 0) }, Err(9));
         let e = SysError { errno: 9, what: "ioctl".into() };
         assert_eq!(e.to_string(), "ioctl: Bad file descriptor (EBADF)");
     }

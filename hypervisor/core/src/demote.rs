@@ -8,7 +8,7 @@ use crate::memory::{FrameSource, MemKind, MemRange, PhysMem, ReservedRegion, PAG
 use crate::paging::{Format, MemType, NestedPageTable, Perms};
 
 /// Most memory-map ranges accepted (real e820 maps have a few dozen).
-pub const MAX_MAP_RANGES: usize = 128;
+pub const MAX_MAP_RANGES: usize = hyperenclave_abi::sizes::MAX_MEMMAP_ENTRIES;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Span {

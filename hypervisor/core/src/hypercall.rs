@@ -15,127 +15,10 @@ use crate::memory::{MemKind, MemRange, PhysMem, PAGE_SIZE};
 use crate::paging::{Access, Format};
 use crate::tpm::TpmTransport;
 
-/// ABI version: major in bits 31:16, minor in 15:0. A caller with another major is refused.
-pub const ABI_VERSION: u32 = 0x0001_0000;
-
-/// Call numbers (RAX).
-pub mod nr {
-    pub const VERSION: u64 = 0x00;
-    pub const STATUS: u64 = 0x01;
-    pub const ENABLE: u64 = 0x02;
-    pub const DISABLE: u64 = 0x03;
-    pub const IMAGE_DIGEST: u64 = 0x04;
-    pub const ENCLAVE_CREATE: u64 = 0x10;
-    pub const ENCLAVE_ADD: u64 = 0x11;
-    pub const ENCLAVE_EXTEND: u64 = 0x12;
-    pub const ENCLAVE_INIT: u64 = 0x13;
-    pub const ENCLAVE_ENTER: u64 = 0x14;
-    pub const ENCLAVE_EXIT: u64 = 0x15;
-    pub const ENCLAVE_DESTROY: u64 = 0x16;
-    pub const ENCLAVE_INFO: u64 = 0x17;
-    pub const REPORT: u64 = 0x20;
-    pub const VERIFY_REPORT: u64 = 0x21;
-    pub const GET_KEY: u64 = 0x22;
-    pub const KEYSLOT_ALLOC: u64 = 0x30;
-    pub const KEYSLOT_BIND: u64 = 0x31;
-    pub const KEYSLOT_RELEASE: u64 = 0x32;
-    pub const KEYSLOT_FLUSH: u64 = 0x33;
-    /// Runs one ECALL (RDI = id, RSI = TCS offset, RDX = ECALL number, RCX = 4 KiB in/out
-    /// buffer, R8 = input length; RDI = ECALL status). Served by the platform that can execute
-    /// enclave code (the bare-metal image); `dispatch` answers UNKNOWN_CALL.
-    pub const ENCLAVE_CALL: u64 = 0x18;
-    /// Unseals or creates the TPM-sealed root secret (RDI = blob, RSI = its length, RDX = output
-    /// for a new blob, RCX = its capacity ≥ 4096; out: RDI = new blob length, RSI = flags (bit 0
-    /// created, bit 1 HAK PCR extended), RDX = HAK PCR). Served by `dispatch_with_tpm` (the
-    /// platform that owns a TPM transport); `dispatch` answers UNKNOWN_CALL.
-    pub const TRUST_INIT: u64 = 0x40;
-    /// RDI = 32-byte output for the HAK (Ed25519 public key); out: RDI = HAK PCR.
-    pub const HAK_PUBLIC: u64 = 0x41;
-    /// RDI = a 432-byte REPORT targeted at the quoting identity, RSI = 496-byte output.
-    pub const QUOTE: u64 = 0x42;
-    /// Resumes a thread parked in an OCALL (RDI = id, RSI = TCS offset, RDX = answer: output
-    /// length or 0x8000_0000 | code, RCX = buffer with the output at its start). Returns like
-    /// ENCLAVE_CALL. Served by the bare-metal image; `dispatch` answers UNKNOWN_CALL.
-    pub const ENCLAVE_OCALL_RETURN: u64 = 0x19;
-    /// Registers the enclave's shared (untrusted) region before EINIT: RDI = id, RSI = host
-    /// physical address (page aligned), RDX = pages (>= 1, <= `SHARED_MAX_PAGES`). Every page
-    /// must be host RAM the host may access (never hypervisor, EPC or reserved memory), else
-    /// HOST_ACCESS_DENIED. The platform maps it outside ELRANGE (mailbox SHARED/CAP).
-    pub const ENCLAVE_SHARED_ADD: u64 = 0x1A;
-    /// EAUG: RDI = id, RSI = ELRANGE offset, RDX = page count. Zeroed EPC pages, REG, RW,
-    /// PENDING (not mapped for the enclave until it EACCEPTs them). Only after EINIT, only for
-    /// enclaves whose SECS.ATTRIBUTES has `attr::EDMM`, only at offsets with no page.
-    pub const ENCLAVE_AUGMENT: u64 = 0x24;
-    /// EMODPR: RDI = id, RSI = offset, RDX = count, RCX = new permissions (a subset of the
-    /// current ones). Pages become MODIFIED until the enclave EACCEPTs them.
-    pub const ENCLAVE_RESTRICT: u64 = 0x25;
-    /// EMODT: RDI = id, RSI = offset, RDX = count, RCX = new type (TRIM = 4). Pages become
-    /// MODIFIED (inaccessible) until EACCEPT.
-    pub const ENCLAVE_MODIFY_TYPE: u64 = 0x26;
-    /// EREMOVE of accepted TRIM pages: RDI = id, RSI = offset, RDX = count; out RDI = pages
-    /// returned to the EPC (scrubbed).
-    pub const ENCLAVE_REMOVE: u64 = 0x27;
-}
-
-/// Result codes (RAX on return).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u64)]
-pub enum HcStatus {
-    Success = 0,
-    UnknownCall = 1,
-    VersionMismatch = 2,
-    InvalidArgument = 3,
-    BufferTooSmall = 4,
-    HostAccessDenied = 5,
-    NotEnabled = 6,
-    AlreadyEnabled = 7,
-    EnclavesAlive = 8,
-    NoSuchEnclave = 9,
-    TooManyEnclaves = 10,
-    EnclaveState = 11,
-    SecsInvalid = 12,
-    SecinfoInvalid = 13,
-    TcsInvalid = 14,
-    PageOverlap = 15,
-    OutsideElrange = 16,
-    PageNotAdded = 17,
-    SigstructInvalid = 18,
-    SignatureInvalid = 19,
-    AttributesMismatch = 20,
-    MeasurementMismatch = 21,
-    TcsBusy = 22,
-    TcsNotEntered = 23,
-    EnclaveBusy = 24,
-    EpcExhausted = 25,
-    OutOfMemory = 26,
-    ReportMacMismatch = 27,
-    KeyRequestInvalid = 28,
-    SvnTooHigh = 29,
-    KeySlotsExhausted = 30,
-    KeySlotInvalid = 31,
-    NoKeySlots = 32,
-    InternalError = 33,
-    /// ENCLAVE_CALL: an interrupt arrived while the enclave ran; it is parked, call again to resume.
-    EnclaveInterrupted = 34,
-    /// ENCLAVE_CALL: the enclave faulted or misbehaved; that thread is dead (destroy the enclave).
-    EnclaveFault = 35,
-    /// REPORT / GET_KEY asked for by the host: they are served only to a running enclave.
-    EnclaveOnly = 36,
-    /// EREPORT/EGETKEY/QUOTE/HAK_PUBLIC/VERIFY_REPORT before TRUST_INIT.
-    TrustNotEstablished = 37,
-    /// The TPM refused a sealing step, or the sealed root is not the hypervisor's.
-    TrustSealFailed = 38,
-    /// The TPM transport failed.
-    TpmIo = 39,
-    /// ENCLAVE_CALL / ENCLAVE_OCALL_RETURN: the thread made an OCALL and is parked (RDI = OCALL
-    /// index, RSI = input length in the caller's buffer); answer with ENCLAVE_OCALL_RETURN.
-    EnclaveOcall = 40,
-    /// ERESUME found a forged SSA frame (RIP/RSP outside ELRANGE, RIP not executable, reserved
-    /// RFLAGS bits); the thread ended.
-    SsaInvalid = 41,
-    /// An EDMM step on a page in the wrong state, or EACCEPT flags that do not match the page.
-    PageState = 42,
-}
+/// Call numbers, statuses, record layouts and sizes: the one definition in `hyperenclave-abi`
+/// (hypervisor/abi/src/lib.rs), from which the C headers and the TypeScript module are generated.
+pub use hyperenclave_abi::{nr, HcStatus, ABI_VERSION};
+use hyperenclave_abi::{mem_kind, slot_kind, status_flags, EnclaveInfo, MemMapEntry, StatusRecord};
 
 impl From<&HvError> for HcStatus {
     fn from(e: &HvError) -> Self {
@@ -202,72 +85,64 @@ impl Regs {
     }
 }
 
-/// Bytes of the STATUS record: 26 u64 words, then the 32-byte image digest.
-pub const STATUS_SIZE: usize = 26 * 8 + 32 + 2 * 8;
-/// Largest shared region ENCLAVE_SHARED_ADD accepts (pages): 1 MiB.
-pub const SHARED_MAX_PAGES: u64 = 256;
+/// Largest shared region ENCLAVE_SHARED_ADD accepts (pages).
+pub const SHARED_MAX_PAGES: u64 = hyperenclave_abi::sizes::SHARED_MAX_PAGES as u64;
+/// Bytes of the STATUS record.
+pub const STATUS_SIZE: usize = StatusRecord::SIZE;
 /// Bytes of the ENCLAVE_INFO record.
-pub const ENCLAVE_INFO_SIZE: usize = 128;
-/// Bytes of one ENABLE memory-map entry: start u64, size u64, kind u64 (0 RAM, 1 reserved, 2 MMIO).
-pub const MEMMAP_ENTRY_SIZE: usize = 24;
+pub const ENCLAVE_INFO_SIZE: usize = EnclaveInfo::SIZE;
+/// Bytes of one ENABLE memory-map entry.
+pub const MEMMAP_ENTRY_SIZE: usize = MemMapEntry::SIZE;
 
-/// STATUS record, little-endian u64 words (index: meaning):
-/// 0 ABI version · 1 flags (bit 0 enabled, bit 1 NPT (else EPT), bit 2 key slots present,
-/// bit 3 SIGSTRUCT signatures required, bit 4 root of trust established) · 2 reserved base · 3 hypervisor bytes · 4 image bytes ·
-/// 5 EPC bytes · 6 EPC pages total · 7 EPC pages used · 8 pool frames total · 9 pool frames used
-/// · 10 enclaves · 11 max enclaves · 12 key-slot kind (0 none, 1 ASID, 2 KeyID) · 13 slot min ·
-/// 14 slot max · 15 slots allocated · 16 slots waiting for flush · 17 flushes · 18 host faults in
-/// hypervisor memory · 19 in enclave memory · 20 outside the memory map · 21 permission ·
-/// 22 hypercalls · 23 enclaves created · 24 destroyed · 25 reports issued; then 32-byte image digest;
-/// then (ABI 1.x, offset 240) DMA faults logged by the IOMMU · (248) the IOMMU's register base.
-/// Flags bit 5: DMA protection (an IOMMU the hypervisor owns translates every device's DMA).
+/// The STATUS record (`hyperenclave_abi::StatusRecord`, fields named there).
 pub fn encode_status(s: &Status, signatures_required: bool) -> [u8; STATUS_SIZE] {
     let (kind, min, max, st) = match s.key_slots {
-        None => (0, 0, 0, Default::default()),
-        Some((c, st)) => (if c.kind == SlotKind::Asid { 1 } else { 2 }, c.min as u64, (c.min + st.total).saturating_sub(1) as u64, st),
+        None => (slot_kind::NONE, 0, 0, Default::default()),
+        Some((c, st)) => (
+            if c.kind == SlotKind::Asid { slot_kind::ASID } else { slot_kind::KEYID },
+            c.min as u64,
+            (c.min + st.total).saturating_sub(1) as u64,
+            st,
+        ),
     };
-    let flags = s.enabled as u64
-        | ((s.paging == Format::Npt) as u64) << 1
-        | ((kind != 0) as u64) << 2
-        | (signatures_required as u64) << 3
-        | (s.trust_established as u64) << 4
-        | (s.dma.protected as u64) << 5;
-    let words: [u64; 26] = [
-        s.abi_version as u64,
-        flags,
-        s.reserved.base,
-        s.reserved.hypervisor_size,
-        s.reserved.image_size,
-        s.reserved.epc_size,
-        s.epc_pages_total,
-        s.epc_pages_used,
-        s.pool_frames_total,
-        s.pool_frames_used,
-        s.enclaves as u64,
-        s.max_enclaves as u64,
-        kind,
-        min,
-        max,
-        st.allocated as u64,
-        st.pending_flush as u64,
-        st.flushes,
-        s.host_faults.hypervisor,
-        s.host_faults.enclave,
-        s.host_faults.unmapped,
-        s.host_faults.permission,
-        s.hypercalls,
-        s.enclaves_created,
-        s.enclaves_destroyed,
-        s.reports_issued,
-    ];
-    let mut b = [0u8; STATUS_SIZE];
-    for (i, w) in words.iter().enumerate() {
-        b[i * 8..i * 8 + 8].copy_from_slice(&w.to_le_bytes());
+    let bit = |on: bool, b: u64| if on { b } else { 0 };
+    StatusRecord {
+        abi_version: s.abi_version as u64,
+        flags: bit(s.enabled, status_flags::ENABLED)
+            | bit(s.paging == Format::Npt, status_flags::NPT)
+            | bit(kind != slot_kind::NONE, status_flags::KEY_SLOTS)
+            | bit(signatures_required, status_flags::SIGNATURES_REQUIRED)
+            | bit(s.trust_established, status_flags::TRUST_ESTABLISHED)
+            | bit(s.dma.protected, status_flags::DMA_PROTECTED),
+        reserved_base: s.reserved.base,
+        hypervisor_bytes: s.reserved.hypervisor_size,
+        image_bytes: s.reserved.image_size,
+        epc_bytes: s.reserved.epc_size,
+        epc_pages_total: s.epc_pages_total,
+        epc_pages_used: s.epc_pages_used,
+        pool_frames_total: s.pool_frames_total,
+        pool_frames_used: s.pool_frames_used,
+        enclaves: s.enclaves as u64,
+        max_enclaves: s.max_enclaves as u64,
+        key_slot_kind: kind,
+        slot_min: min,
+        slot_max: max,
+        slots_allocated: st.allocated as u64,
+        slots_pending_flush: st.pending_flush as u64,
+        flushes: st.flushes,
+        faults_hypervisor: s.host_faults.hypervisor,
+        faults_enclave: s.host_faults.enclave,
+        faults_unmapped: s.host_faults.unmapped,
+        faults_permission: s.host_faults.permission,
+        hypercalls: s.hypercalls,
+        enclaves_created: s.enclaves_created,
+        enclaves_destroyed: s.enclaves_destroyed,
+        reports_issued: s.reports_issued,
+        image_digest: s.image_digest,
+        dma_faults: s.dma.faults,
+        iommu_base: s.dma.iommu_base,
     }
-    b[208..240].copy_from_slice(&s.image_digest);
-    b[240..248].copy_from_slice(&s.dma.faults.to_le_bytes());
-    b[248..256].copy_from_slice(&s.dma.iommu_base.to_le_bytes());
-    b
+    .to_bytes()
 }
 
 fn check_host<M: PhysMem, const E: usize>(hv: &mut Hypervisor<M, E>, gpa: u64, len: u64, access: Access) -> HvResult<()> {
@@ -350,14 +225,14 @@ fn serve<M: PhysMem, const E: usize>(hv: &mut Hypervisor<M, E>, c: &Regs, out: &
                 let at = c.rdi.checked_add((i * MEMMAP_ENTRY_SIZE) as u64);
                 let at = at.ok_or(HvError::InvalidRange { what: "ENABLE memory map", start: c.rdi, size: c.rsi })?;
                 read_in(hv, guest, at, &mut e)?;
-                let w = |k: usize| u64::from_le_bytes(e[k * 8..k * 8 + 8].try_into().unwrap());
-                let kind = match w(2) {
-                    0 => MemKind::Ram,
-                    1 => MemKind::Reserved,
-                    2 => MemKind::Mmio,
+                let e = MemMapEntry::from_array(&e);
+                let kind = match e.kind {
+                    mem_kind::RAM => MemKind::Ram,
+                    mem_kind::RESERVED => MemKind::Reserved,
+                    mem_kind::MMIO => MemKind::Mmio,
                     k => return Err(HvError::InvalidRange { what: "ENABLE memory-map kind", start: i as u64, size: k }),
                 };
-                *m = MemRange::new(w(0), w(1), kind);
+                *m = MemRange::new(e.start, e.size, kind);
             }
             hv.enable(&map[..n])?;
         }
@@ -400,21 +275,23 @@ fn serve<M: PhysMem, const E: usize>(hv: &mut Hypervisor<M, E>, c: &Regs, out: &
                 return Err(HvError::BufferTooSmall { what: "ENCLAVE_INFO buffer", need: ENCLAVE_INFO_SIZE as u64, got: c.rdx });
             }
             let i = hv.enclave_info(id_arg(c.rdi)?)?;
-            let mut b = [0u8; ENCLAVE_INFO_SIZE];
-            b[0..4].copy_from_slice(&((i.state == EnclaveState::Initialized) as u32).to_le_bytes());
-            b[4..8].copy_from_slice(&i.epc_pages.to_le_bytes());
-            b[8..12].copy_from_slice(&i.threads_inside.to_le_bytes());
-            b[12..16].copy_from_slice(&i.secs.ssa_frame_size.to_le_bytes());
-            b[16..24].copy_from_slice(&i.secs.base.to_le_bytes());
-            b[24..32].copy_from_slice(&i.secs.size.to_le_bytes());
-            b[32..40].copy_from_slice(&i.nested_pointer.to_le_bytes());
-            b[40..72].copy_from_slice(&i.identity.mrenclave);
-            b[72..104].copy_from_slice(&i.identity.mrsigner);
-            b[104..112].copy_from_slice(&i.identity.attributes.0.to_le_bytes());
-            b[112..120].copy_from_slice(&i.identity.attributes.1.to_le_bytes());
-            b[120..124].copy_from_slice(&i.identity.misc_select.to_le_bytes());
-            b[124..126].copy_from_slice(&i.identity.isv_prod_id.to_le_bytes());
-            b[126..128].copy_from_slice(&i.identity.isv_svn.to_le_bytes());
+            let b = EnclaveInfo {
+                state: (i.state == EnclaveState::Initialized) as u32,
+                epc_pages: i.epc_pages,
+                threads_inside: i.threads_inside,
+                ssa_frame_size: i.secs.ssa_frame_size,
+                base: i.secs.base,
+                size: i.secs.size,
+                nested_pointer: i.nested_pointer,
+                mrenclave: i.identity.mrenclave,
+                mrsigner: i.identity.mrsigner,
+                attributes: i.identity.attributes.0,
+                xfrm: i.identity.attributes.1,
+                misc_select: i.identity.misc_select,
+                isv_prod_id: i.identity.isv_prod_id,
+                isv_svn: i.identity.isv_svn,
+            }
+            .to_bytes();
             write_out(hv, guest, c.rsi, &b)?;
             out.rdi = ENCLAVE_INFO_SIZE as u64;
         }

@@ -57,31 +57,35 @@ pub type EntropySource = fn(&mut [u8]) -> bool;
 
 /// The event the hypervisor extends into its PCR at DISABLE: afterwards the PCR is in no state
 /// the root secret unseals in until a reload measures the image again. Mirrored as
-/// HYPERVISOR_EXIT_EVENT in src/hypervisor/abi.ts (the CLI logs it after a linux DISABLE).
-pub const EXIT_EVENT: &[u8] = b"hyperenclave:hypervisor-exit v=1";
+/// HYPERVISOR_EXIT_EVENT in the generated TypeScript (the CLI logs it after a linux DISABLE).
+pub const EXIT_EVENT: &[u8] = hyperenclave_abi::labels::HYPERVISOR_EXIT_EVENT;
 /// The HAK event data prefix; the 64 lowercase hex characters of the public key follow.
-pub const HAK_EVENT_PREFIX: &[u8] = b"hyperenclave-hak:ed25519:";
-pub const HAK_EVENT_SIZE: usize = 25 + 64;
+pub const HAK_EVENT_PREFIX: &[u8] = hyperenclave_abi::labels::HAK_EVENT_PREFIX;
+pub const HAK_EVENT_SIZE: usize = HAK_EVENT_PREFIX.len() + 64;
 /// Reload cycles (disable → reload → enable) within one boot the seal policy covers.
 pub const MAX_RELOADS: usize = 7;
 const BRANCHES: usize = MAX_RELOADS + 1;
 /// Smallest output buffer TRUST_INIT accepts for a new blob.
-pub const TRUST_BLOB_CAPACITY: usize = 4096;
+pub const TRUST_BLOB_CAPACITY: usize = hyperenclave_abi::sizes::TRUST_BLOB_CAPACITY;
 /// Blob header ("HER1": HyperEnclave root, version 1), then v0 (32 bytes, the hypervisor PCR
 /// after the boot-time measurement), TPM2B_PRIVATE, TPM2B_PUBLIC.
 pub const BLOB_MAGIC: [u8; 4] = *b"HER1";
 
 /// MRENCLAVE of the quoting identity: SHA-256("HyperEnclave-TS quoting identity v1").
 /// An enclave asks for a quote with EREPORT targeted at it (ATTRIBUTES = 0, MISCSELECT = 0).
-pub const QUOTING_IDENTITY_LABEL: &[u8] = b"HyperEnclave-TS quoting identity v1";
+pub const QUOTING_IDENTITY_LABEL: &[u8] = hyperenclave_abi::labels::QUOTING_IDENTITY_LABEL;
 pub fn quoting_target_mrenclave() -> [u8; 32] {
     sha256(QUOTING_IDENTITY_LABEL)
 }
-pub const QUOTE_SIZE: usize = 496;
-pub const QUOTE_MAGIC: [u8; 4] = *b"HEQ1";
-/// Quote bytes 12-15, platform flags the HAK signs with the report: bit 0 = DMA protection was on
-/// (an IOMMU the hypervisor owns translated every device's DMA) when the quote was made.
-pub const QUOTE_FLAG_DMA_PROTECTED: u32 = 1;
+pub const QUOTE_SIZE: usize = hyperenclave_abi::sizes::QUOTE_SIZE;
+pub const QUOTE_MAGIC: [u8; 4] = {
+    let m = hyperenclave_abi::labels::QUOTE_MAGIC;
+    [m[0], m[1], m[2], m[3]]
+};
+/// Quote bytes 12-15 (`Quote::flags`), platform flags the HAK signs with the report: DMA
+/// protection was on (an IOMMU the hypervisor owns translated every device's DMA) when the quote
+/// was made.
+pub const QUOTE_FLAG_DMA_PROTECTED: u32 = hyperenclave_abi::quote_flags::DMA_PROTECTED;
 
 const SEALED_ATTRS: u32 = attr::FIXED_TPM | attr::FIXED_PARENT | attr::ADMIN_WITH_POLICY | attr::NO_DA;
 const PARENT_ATTRS: u32 =
@@ -164,10 +168,11 @@ pub fn hypervisor_pcr_chain(boot_value: &[u8; 32], reload_digest: &[u8; 32]) -> 
 pub fn hak_event(public: &[u8; 32]) -> [u8; HAK_EVENT_SIZE] {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut e = [0u8; HAK_EVENT_SIZE];
-    e[..25].copy_from_slice(HAK_EVENT_PREFIX);
+    let p = HAK_EVENT_PREFIX.len();
+    e[..p].copy_from_slice(HAK_EVENT_PREFIX);
     for (i, b) in public.iter().enumerate() {
-        e[25 + 2 * i] = HEX[(b >> 4) as usize];
-        e[26 + 2 * i] = HEX[(b & 15) as usize];
+        e[p + 2 * i] = HEX[(b >> 4) as usize];
+        e[p + 1 + 2 * i] = HEX[(b & 15) as usize];
     }
     e
 }
@@ -382,8 +387,7 @@ impl<M: PhysMem, const E: usize> Hypervisor<M, E> {
         Ok((t.hak.public_key(), t.hak_pcr))
     }
 
-    /// QUOTE: checks the REPORT's MAC as the quoting identity, then signs (layout in
-    /// docs/hypercall-abi.md): magic, version 1, algorithm 1, HAK PCR, body, HAK, signature.
+    /// The quote's platform flags: DMA protection as STATUS reports it.
     fn quote_flags(&self) -> u32 {
         if self.status().dma.protected {
             QUOTE_FLAG_DMA_PROTECTED
@@ -392,22 +396,30 @@ impl<M: PhysMem, const E: usize> Hypervisor<M, E> {
         }
     }
 
+    /// QUOTE: checks the REPORT's MAC as the quoting identity, then signs (layout in
+    /// docs/hypercall-abi.md): magic, version 1, algorithm 1, HAK PCR, flags, body, HAK, signature.
     pub fn quote(&self, report: &[u8]) -> HvResult<[u8; QUOTE_SIZE]> {
         let t = self.trust.as_ref().ok_or(HvError::TrustNotEstablished)?;
         if report.len() < REPORT_SIZE {
             return Err(HvError::BufferTooSmall { what: "QUOTE report", need: REPORT_SIZE as u64, got: report.len() as u64 });
         }
         t.keys.verify_report(&report[..REPORT_SIZE], &quoting_target_mrenclave())?;
-        let mut q = [0u8; QUOTE_SIZE];
-        q[0..4].copy_from_slice(&QUOTE_MAGIC);
-        q[4..6].copy_from_slice(&1u16.to_le_bytes());
-        q[6..8].copy_from_slice(&1u16.to_le_bytes());
-        q[8..12].copy_from_slice(&(t.hak_pcr as u32).to_le_bytes());
-        q[12..16].copy_from_slice(&self.quote_flags().to_le_bytes());
-        q[16..16 + REPORT_BODY_SIZE].copy_from_slice(&report[..REPORT_BODY_SIZE]);
-        q[400..432].copy_from_slice(&t.hak.public_key());
-        let sig = t.hak.sign(&q[..432]);
-        q[432..496].copy_from_slice(&sig);
+        let mut body = [0u8; REPORT_BODY_SIZE];
+        body.copy_from_slice(&report[..REPORT_BODY_SIZE]);
+        let mut q = hyperenclave_abi::Quote {
+            magic: QUOTE_MAGIC,
+            version: hyperenclave_abi::quote::VERSION,
+            sig_alg: hyperenclave_abi::quote::SIG_ED25519,
+            hak_pcr: t.hak_pcr as u32,
+            flags: self.quote_flags(),
+            body,
+            hak: t.hak.public_key(),
+            signature: [0; 64],
+        }
+        .to_bytes();
+        let signed = hyperenclave_abi::quote::SIGNED_BYTES;
+        let sig = t.hak.sign(&q[..signed]);
+        q[signed..].copy_from_slice(&sig);
         Ok(q)
     }
 }

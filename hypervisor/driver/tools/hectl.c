@@ -17,6 +17,7 @@
 #include <unistd.h>
 #include <cpuid.h>
 #include <stdint.h>
+#include "hyperenclave_hypercall.h"
 #include "hyperenclave_ioctl.h"
 
 static int dev(void)
@@ -44,11 +45,14 @@ static int do_ioctl(int fd, unsigned long cmd, void *arg, const char *what)
 	return 0;
 }
 
-static unsigned long long word(const struct he_status *s, int i)
+/* the STATUS hypercall record the driver copied (all zero when the hypervisor is not enabled) */
+static struct he_hv_status hv(const struct he_status *s)
 {
-	unsigned long long v;
-	memcpy(&v, s->hv_status + 8 * i, 8);
-	return v;
+	struct he_hv_status r;
+	memset(&r, 0, sizeof(r));
+	if (s->hv_status_len >= sizeof(r))
+		memcpy(&r, s->hv_status, sizeof(r));
+	return r;
 }
 
 static unsigned long long le64(const unsigned char *p)
@@ -69,15 +73,14 @@ static int call(int fd, struct he_hypercall *c, const char *what)
 	return 0;
 }
 
-#define PLAN_SIG 1808
-#define PLAN_HEAD (8 + 64 + 32 + PLAN_SIG + 8)
-#define HC_ENCLAVE_INTERRUPTED 34
+/* plan header: magic, SECS, MRENCLAVE, SIGSTRUCT, ntcs u32, npages u32 (test/system-vmx/plan.mjs) */
+#define PLAN_HEAD (8 + HC_SECS_SIZE + 32 + HC_SIGSTRUCT_SIZE + 8)
 
 static int enclave_run(int fd, const char *file, unsigned long long fn, const char *input)
 {
 	static unsigned char plan[4 << 20];
 	static unsigned char buf[4096];
-	unsigned char info[128];
+	struct he_enclave_info info;
 	FILE *f = fopen(file, "rb");
 	size_t len, in_len = strlen(input);
 	unsigned int ntcs, npages, i;
@@ -99,32 +102,32 @@ static int enclave_run(int fd, const char *file, unsigned long long fn, const ch
 		fprintf(stderr, "hectl: %s: %u TCS and %u pages do not match the file size %zu (offset %d)\n", file, ntcs, npages, len, PLAN_HEAD - 8);
 		return 1;
 	}
-	const unsigned char *secs = plan + 8, *mr = plan + 72, *sig = plan + 104;
+	const unsigned char *secs = plan + 8, *mr = secs + HC_SECS_SIZE, *sig = mr + 32;
 	unsigned long long tcs = le64(plan + PLAN_HEAD);
 	const unsigned char *pages = plan + PLAN_HEAD + 8ULL * ntcs;
-	struct he_hypercall c = { .rax = 0x10, .buf = (uintptr_t)secs, .buf_len = 64, .buf_arg = 1 };
+	struct he_hypercall c = { .rax = HC_ENCLAVE_CREATE, .buf = (uintptr_t)secs, .buf_len = HC_SECS_SIZE, .buf_arg = 1 };
 	if (call(fd, &c, "ENCLAVE_CREATE"))
 		return 1;
 	unsigned long long id = c.rdi;
 	for (i = 0; i < npages; i++) {
 		const unsigned char *p = pages + (24 + 4096) * (size_t)i;
 		unsigned long long off = le64(p);
-		struct he_hypercall a = { .rax = 0x11, .rdi = id, .rsi = off, .rcx = le64(p + 8), .buf = (uintptr_t)(p + 24), .buf_len = 4096, .buf_arg = 3 };
+		struct he_hypercall a = { .rax = HC_ENCLAVE_ADD, .rdi = id, .rsi = off, .rcx = le64(p + 8), .buf = (uintptr_t)(p + 24), .buf_len = HC_PAGE_SIZE, .buf_arg = 3 };
 		if (call(fd, &a, "ENCLAVE_ADD"))
 			goto out;
 		for (unsigned long long ch = 0; le64(p + 16) && ch < 4096; ch += 256) {
-			struct he_hypercall x = { .rax = 0x12, .rdi = id, .rsi = off + ch };
+			struct he_hypercall x = { .rax = HC_ENCLAVE_EXTEND, .rdi = id, .rsi = off + ch };
 			if (call(fd, &x, "ENCLAVE_EXTEND"))
 				goto out;
 		}
 	}
-	struct he_hypercall in = { .rax = 0x13, .rdi = id, .buf = (uintptr_t)sig, .buf_len = PLAN_SIG, .buf_arg = 2 };
+	struct he_hypercall in = { .rax = HC_ENCLAVE_INIT, .rdi = id, .buf = (uintptr_t)sig, .buf_len = HC_SIGSTRUCT_SIZE, .buf_arg = 2 };
 	if (call(fd, &in, "ENCLAVE_INIT"))
 		goto out;
-	struct he_hypercall q = { .rax = 0x17, .rdi = id, .rdx = sizeof(info), .buf = (uintptr_t)info, .buf_len = sizeof(info), .buf_arg = 2 };
+	struct he_hypercall q = { .rax = HC_ENCLAVE_INFO, .rdi = id, .rdx = sizeof(info), .buf = (uintptr_t)&info, .buf_len = sizeof(info), .buf_arg = 2 };
 	if (call(fd, &q, "ENCLAVE_INFO"))
 		goto out;
-	if (memcmp(info + 40, mr, 32)) {
+	if (memcmp(info.mrenclave, mr, sizeof(info.mrenclave))) {
 		printf("enclave id=%llu: the hypervisor's MRENCLAVE differs from the plan's\n", id);
 		goto out;
 	}
@@ -133,10 +136,10 @@ static int enclave_run(int fd, const char *file, unsigned long long fn, const ch
 	for (;;) {
 		memset(buf, 0, sizeof(buf));
 		memcpy(buf, input, in_len);
-		struct he_hypercall e = { .rax = 0x18, .rdi = id, .rsi = tcs, .rdx = fn, .r8 = in_len, .buf = (uintptr_t)buf, .buf_len = sizeof(buf), .buf_arg = 4 };
+		struct he_hypercall e = { .rax = HC_ENCLAVE_CALL, .rdi = id, .rsi = tcs, .rdx = fn, .r8 = in_len, .buf = (uintptr_t)buf, .buf_len = sizeof(buf), .buf_arg = 4 };
 		if (do_ioctl(fd, HE_IOC_HYPERCALL, &e, "ENCLAVE_CALL"))
 			goto out;
-		if (e.rax == HC_ENCLAVE_INTERRUPTED && resumes < 1000) {
+		if (e.rax == HC_ST_ENCLAVE_INTERRUPTED && resumes < 1000) {
 			resumes++;
 			continue;
 		}
@@ -144,7 +147,7 @@ static int enclave_run(int fd, const char *file, unsigned long long fn, const ch
 			printf("ENCLAVE_CALL status=%llu after %d resumes\n", (unsigned long long)e.rax, resumes);
 			goto out;
 		}
-		if (e.rdi & 0x80000000ULL || e.rdi > sizeof(buf)) {
+		if (e.rdi & HC_ECALL_ERROR || e.rdi > sizeof(buf)) {
 			printf("ECALL %llu returned error 0x%llx\n", fn, (unsigned long long)e.rdi);
 			goto out;
 		}
@@ -156,7 +159,7 @@ static int enclave_run(int fd, const char *file, unsigned long long fn, const ch
 		break;
 	}
 out:;
-	struct he_hypercall d = { .rax = 0x16, .rdi = id };
+	struct he_hypercall d = { .rax = HC_ENCLAVE_DESTROY, .rdi = id };
 	if (call(fd, &d, "ENCLAVE_DESTROY"))
 		rc = 1;
 	return rc;
@@ -169,14 +172,14 @@ int main(int argc, char **argv)
 	if (!strcmp(cmd, "cpuid")) {
 		unsigned int a, b, c, d, a1, b1, c1, d1;
 		char sig[13];
-		__cpuid(0x40000000, a, b, c, d);
+		__cpuid(HC_CPUID_LEAF_SIGNATURE, a, b, c, d);
 		memcpy(sig, &b, 4), memcpy(sig + 4, &c, 4), memcpy(sig + 8, &d, 4), sig[12] = 0;
 		__cpuid(1, a1, b1, c1, d1);
 		for (int i = 0; i < 12; i++)
 			if (sig[i] < 0x20 || sig[i] > 0x7e)
 				sig[i] = '.';
-		printf("leaf 0x40000000: max=0x%x signature=\"%s\" leaf1.ecx.hypervisor=%u\n", a, sig, c1 >> 31);
-		return strcmp(sig, "HyperEnclave") == 0 && (c1 >> 31) ? 0 : 1;
+		printf("leaf 0x%x: max=0x%x signature=\"%s\" leaf1.ecx.hypervisor=%u\n", HC_CPUID_LEAF_SIGNATURE, a, sig, c1 >> 31);
+		return strcmp(sig, HC_CPUID_SIGNATURE) == 0 && (c1 >> 31) ? 0 : 1;
 	}
 	int fd = dev();
 	if (!strcmp(cmd, "version")) {
@@ -199,9 +202,12 @@ int main(int argc, char **argv)
 		       (unsigned long long)s.image_length, h, s.pcr, s.cpus_enabled);
 		if (s.hv_status_len)
 			printf(" hv.flags=0x%llx hv.hypercalls=%llu hv.faults.hypervisor=%llu hv.faults.outside=%llu hv.pool=%llu/%llu",
-			       word(&s, 1), word(&s, 22), word(&s, 18), word(&s, 20), word(&s, 9), word(&s, 8));
-		if (s.hv_status_len >= 256) /* words 30, 31: after the 32-byte digest at 208 */
-			printf(" dma=%s dma.faults=%llu iommu=0x%llx", word(&s, 1) & 32 ? "on" : "off", word(&s, 30), word(&s, 31));
+			       (unsigned long long)hv(&s).flags, (unsigned long long)hv(&s).hypercalls,
+			       (unsigned long long)hv(&s).faults_hypervisor, (unsigned long long)hv(&s).faults_unmapped,
+			       (unsigned long long)hv(&s).pool_frames_used, (unsigned long long)hv(&s).pool_frames_total);
+		if (s.hv_status_len >= sizeof(struct he_hv_status))
+			printf(" dma=%s dma.faults=%llu iommu=0x%llx", hv(&s).flags & HC_STATUS_DMA_PROTECTED ? "on" : "off",
+			       (unsigned long long)hv(&s).dma_faults, (unsigned long long)hv(&s).iommu_base);
 		printf("\n");
 		return 0;
 	}
@@ -227,11 +233,11 @@ int main(int argc, char **argv)
 	}
 	if (!strcmp(cmd, "hypercall-status")) {
 		/* VERSION through VMMCALL: proves the call reaches hypervisor/core's dispatch */
-		struct he_hypercall h = { .rax = 0x00, .rdi = HE_HYPERCALL_ABI_VERSION };
+		struct he_hypercall h = { .rax = HC_VERSION, .rdi = HC_ABI_VERSION };
 		struct he_status s;
 		if (do_ioctl(fd, HE_IOC_HYPERCALL, &h, "hypercall"))
 			return 1;
-		if (h.rax != 0 || h.rdi != HE_HYPERCALL_ABI_VERSION) {
+		if (h.rax != HC_ST_SUCCESS || h.rdi != HC_ABI_VERSION) {
 			printf("VERSION hypercall: status=%llu rdi=0x%llx\n", (unsigned long long)h.rax, (unsigned long long)h.rdi);
 			return 1;
 		}
@@ -242,8 +248,9 @@ int main(int argc, char **argv)
 			return 1;
 		}
 		printf("VERSION=0x%llx STATUS: flags=0x%llx enabled=%llu hypercalls=%llu\n", (unsigned long long)h.rdi,
-		       word(&s, 1), word(&s, 1) & 1, word(&s, 22));
-		return (word(&s, 1) & 1) ? 0 : 1;
+		       (unsigned long long)hv(&s).flags, (unsigned long long)(hv(&s).flags & HC_STATUS_ENABLED),
+		       (unsigned long long)hv(&s).hypercalls);
+		return (hv(&s).flags & HC_STATUS_ENABLED) ? 0 : 1;
 	}
 	if (!strcmp(cmd, "probe")) {
 		/* read the image's first bytes through Linux's own mapping: nested paging must refuse */
@@ -252,8 +259,8 @@ int main(int argc, char **argv)
 		if (do_ioctl(fd, HE_IOC_STATUS, &before, "status") || do_ioctl(fd, HE_IOC_PROBE, &p, "probe") ||
 		    do_ioctl(fd, HE_IOC_STATUS, &after, "status"))
 			return 1;
-		unsigned long long f0 = before.hv_status_len ? word(&before, 18) : 0;
-		unsigned long long f1 = after.hv_status_len ? word(&after, 18) : 0;
+		unsigned long long f0 = hv(&before).faults_hypervisor;
+		unsigned long long f1 = hv(&after).faults_hypervisor;
 		printf("read of reserved+0: result=%d value=0x%llx hypervisor-faults %llu -> %llu\n", p.result,
 		       (unsigned long long)p.value, f0, f1);
 		return p.result != 0 && f1 == f0 + 1 ? 0 : 1;
@@ -272,8 +279,8 @@ int main(int argc, char **argv)
 				return 1;
 		if (do_ioctl(fd, HE_IOC_STATUS, &after, "status"))
 			return 1;
-		unsigned long long f0 = before.hv_status_len ? word(&before, 20) : 0;
-		unsigned long long f1 = after.hv_status_len ? word(&after, 20) : 0;
+		unsigned long long f0 = hv(&before).faults_unmapped;
+		unsigned long long f1 = hv(&after).faults_unmapped;
 		printf("TPM_ACCESS locality 0: result=%d value=0x%02llx; locality 2: result=%d; locality 4: result=%d; faults outside the map %llu -> %llu\n",
 		       p[0].result, (unsigned long long)p[0].value, p[1].result, p[2].result, f0, f1);
 		return p[0].result == 0 && (p[0].value & 0x80) && p[1].result != 0 && p[2].result != 0 && f1 == f0 + 2 ? 0 : 1;
@@ -295,22 +302,25 @@ int main(int argc, char **argv)
 		return t.result == 0 ? 0 : 1;
 	}
 	if (!strcmp(cmd, "trust-init") && argc > 2) {
-		/* TRUST_INIT (0x40) with the sealed root blob in BLOBFILE (missing or empty: none); a new
-		 * blob the hypervisor returns replaces the file atomically. One 8 KiB buffer (ioctl 1.2):
-		 * the blob at offset 0, the output at 4096 with 4096 bytes of capacity. */
-		static unsigned char buf[8192];
+		/* TRUST_INIT with the sealed root blob in BLOBFILE (missing or empty: none); a new blob the
+		 * hypervisor returns replaces the file atomically. One buffer (ioctl 1.2): the blob at
+		 * offset 0, the output after it with HC_TRUST_BLOB_CAPACITY bytes of capacity. */
+		enum { CAP = HC_TRUST_BLOB_CAPACITY };
+		static unsigned char buf[2 * CAP];
+		_Static_assert(sizeof(buf) <= HE_HYPERCALL_BUF_MAX, "TRUST_INIT buffer");
 		size_t len = 0;
 		FILE *f = fopen(argv[2], "rb");
 		if (f) {
-			len = fread(buf, 1, 4096, f);
+			len = fread(buf, 1, CAP, f);
 			int more = fgetc(f) != EOF;
 			fclose(f);
 			if (more) {
-				fprintf(stderr, "hectl: %s: larger than 4096 bytes\n", argv[2]);
+				fprintf(stderr, "hectl: %s: larger than %d bytes\n", argv[2], CAP);
 				return 1;
 			}
 		}
-		struct he_hypercall h = { .rax = 0x40, .rdi = 0, .rsi = len, .rdx = 4096, .rcx = 4096,
+		/* buf_arg bits: bit 0 = RDI (the blob), bit 2 = RDX (the output) are offsets into buf */
+		struct he_hypercall h = { .rax = HC_TRUST_INIT, .rdi = 0, .rsi = len, .rdx = CAP, .rcx = CAP,
 					  .buf = (uintptr_t)buf, .buf_len = sizeof(buf),
 					  .buf_arg = HE_BUF_ARG_MASK | (len ? 0x1 : 0) | 0x4 };
 		if (do_ioctl(fd, HE_IOC_HYPERCALL, &h, "TRUST_INIT"))
@@ -319,67 +329,70 @@ int main(int argc, char **argv)
 			printf("TRUST_INIT: blob in %zu bytes: status=%llu\n", len, (unsigned long long)h.rax);
 			return 1;
 		}
-		if (h.rdi > 4096) {
-			printf("TRUST_INIT: new blob of %llu bytes exceeds the 4096-byte output\n", (unsigned long long)h.rdi);
+		if (h.rdi > CAP) {
+			printf("TRUST_INIT: new blob of %llu bytes exceeds the %d-byte output\n", (unsigned long long)h.rdi, CAP);
 			return 1;
 		}
 		if (h.rdi) {
 			char tmp[512];
 			snprintf(tmp, sizeof(tmp), "%s.tmp", argv[2]);
 			FILE *o = fopen(tmp, "wb");
-			if (!o || fwrite(buf + 4096, 1, h.rdi, o) != h.rdi || fflush(o) || fsync(fileno(o)) || fclose(o) ||
+			if (!o || fwrite(buf + CAP, 1, h.rdi, o) != h.rdi || fflush(o) || fsync(fileno(o)) || fclose(o) ||
 			    rename(tmp, argv[2])) {
 				fprintf(stderr, "hectl: writing %s: %s\n", argv[2], strerror(errno));
 				return 1;
 			}
 		}
 		printf("TRUST_INIT: blob in %zu bytes, new blob %llu bytes, flags 0x%llx (created %d, pcr-extended %d), HAK PCR %llu\n",
-		       len, (unsigned long long)h.rdi, (unsigned long long)h.rsi, (int)(h.rsi & 1), (int)((h.rsi >> 1) & 1),
+		       len, (unsigned long long)h.rdi, (unsigned long long)h.rsi, !!(h.rsi & HC_TRUST_CREATED),
+		       !!(h.rsi & HC_TRUST_PCR_EXTENDED),
 		       (unsigned long long)h.rdx);
 		return 0;
 	}
 	if (!strcmp(cmd, "enclave")) {
 		/* ECREATE, EADD of one page, ENCLAVE_INFO, a host read of its EPC page (must be refused
 		 * as enclave memory), ENCLAVE_DESTROY: all served by the hypervisor through VMMCALL */
-		unsigned char secs[64] = { 0 }, page[4096], info[128];
-		unsigned long long size = 0x10000, base = 0x10000, flags = 0x4 /* MODE64BIT */, xfrm = 3;
-		unsigned int ssa = 1, pages;
+		struct he_secs secs = { .size = 0x10000, .base = 0x10000, .ssa_frame_size = 1,
+					.attributes = HC_ATTR_MODE64BIT, .xfrm = 3 };
+		struct he_enclave_info info;
+		unsigned char page[HC_PAGE_SIZE];
+		unsigned int pages;
 		struct he_status s0, s1;
-		memcpy(secs + 0, &size, 8), memcpy(secs + 8, &base, 8), memcpy(secs + 16, &ssa, 4);
-		memcpy(secs + 48, &flags, 8), memcpy(secs + 56, &xfrm, 8);
-		struct he_hypercall c = { .rax = 0x10, .buf = (uintptr_t)secs, .buf_len = 64, .buf_arg = 1 };
+		struct he_hypercall c = { .rax = HC_ENCLAVE_CREATE, .buf = (uintptr_t)&secs, .buf_len = sizeof(secs), .buf_arg = 1 };
 		if (do_ioctl(fd, HE_IOC_HYPERCALL, &c, "ENCLAVE_CREATE") || c.rax) {
 			printf("ENCLAVE_CREATE status=%llu\n", (unsigned long long)c.rax);
 			return 1;
 		}
 		unsigned long long id = c.rdi;
 		memset(page, 0x5a, sizeof(page));
-		struct he_hypercall a = { .rax = 0x11, .rdi = id, .rsi = 0, .rcx = 0x203 /* REG, RW */,
-					  .buf = (uintptr_t)page, .buf_len = 4096, .buf_arg = 3 };
+		struct he_hypercall a = { .rax = HC_ENCLAVE_ADD, .rdi = id, .rsi = 0,
+					  .rcx = HC_SECINFO_PT_REG | HC_SECINFO_R | HC_SECINFO_W,
+					  .buf = (uintptr_t)page, .buf_len = sizeof(page), .buf_arg = 3 };
 		if (do_ioctl(fd, HE_IOC_HYPERCALL, &a, "ENCLAVE_ADD") || a.rax) {
 			printf("ENCLAVE_ADD status=%llu\n", (unsigned long long)a.rax);
 			return 1;
 		}
-		struct he_hypercall i = { .rax = 0x17, .rdi = id, .rdx = sizeof(info), .buf = (uintptr_t)info,
+		struct he_hypercall i = { .rax = HC_ENCLAVE_INFO, .rdi = id, .rdx = sizeof(info), .buf = (uintptr_t)&info,
 					  .buf_len = sizeof(info), .buf_arg = 2 };
 		if (do_ioctl(fd, HE_IOC_HYPERCALL, &i, "ENCLAVE_INFO") || i.rax) {
 			printf("ENCLAVE_INFO status=%llu\n", (unsigned long long)i.rax);
 			return 1;
 		}
-		memcpy(&pages, info + 4, 4);
+		pages = info.epc_pages;
 		if (do_ioctl(fd, HE_IOC_STATUS, &s0, "status") || !s0.hv_status_len)
 			return 1;
-		struct he_probe p = { .offset = word(&s0, 3) }; /* first EPC page: the enclave's SECS */
+		struct he_probe p = { .offset = hv(&s0).hypervisor_bytes }; /* first EPC page: the enclave's SECS */
 		if (do_ioctl(fd, HE_IOC_PROBE, &p, "probe") || do_ioctl(fd, HE_IOC_STATUS, &s1, "status"))
 			return 1;
-		struct he_hypercall d = { .rax = 0x16, .rdi = id };
+		struct he_hypercall d = { .rax = HC_ENCLAVE_DESTROY, .rdi = id };
 		if (do_ioctl(fd, HE_IOC_HYPERCALL, &d, "ENCLAVE_DESTROY") || d.rax) {
 			printf("ENCLAVE_DESTROY status=%llu\n", (unsigned long long)d.rax);
 			return 1;
 		}
 		printf("enclave id=%llu epc-pages=%u; host read of EPC at reserved+0x%llx: result=%d enclave-faults %llu -> %llu; destroy returned %llu pages\n",
-		       id, pages, (unsigned long long)p.offset, p.result, word(&s0, 19), word(&s1, 19), (unsigned long long)d.rdi);
-		return pages == 2 && d.rdi == 2 && p.result != 0 && word(&s1, 19) == word(&s0, 19) + 1 ? 0 : 1;
+		       id, pages, (unsigned long long)p.offset, p.result, (unsigned long long)hv(&s0).faults_enclave,
+		       (unsigned long long)hv(&s1).faults_enclave, (unsigned long long)d.rdi);
+		return pages == 2 && d.rdi == 2 && p.result != 0 && hv(&s1).faults_enclave == hv(&s0).faults_enclave + 1 ? 0 : 1;
 	}
 	if (!strcmp(cmd, "enclave-run") && argc > 4)
 		return enclave_run(fd, argv[2], strtoull(argv[3], NULL, 0), argv[4]);

@@ -175,6 +175,6 @@ global_asm!(
     off_slots = const core::mem::offset_of!(Handoff, cpu_slots),
     off_size = const core::mem::offset_of!(Handoff, percpu_size),
     off_base = const core::mem::offset_of!(Handoff, percpu_base),
-    version = const handoff::VERSION,
+    version = const handoff::HANDOFF_VERSION,
     needed = const PERCPU_BYTES,
 );

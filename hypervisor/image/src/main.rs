@@ -34,6 +34,7 @@ use core::fmt::Write;
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use handoff::{Handoff, LinuxState};
+use hyperenclave_abi::{cpuid, labels, mem_kind};
 use hyperenclave_core::hypercall::{dispatch_with_tpm, nr};
 use hyperenclave_core::{dispatch, Access, DirectMem, HcStatus, HvConfig, HvError, HvResult, Hypervisor, MemKind, MemRange, Regs, ReservedRegion, ABI_VERSION};
 use vcpu::Vcpu;
@@ -166,7 +167,7 @@ pub unsafe extern "C" fn bcmp(a: *const u8, b: *const u8, n: usize) -> i32 {
 extern "C" fn he_main(op: u64, handoff: u64, cpu: u64, linux: *const LinuxState) -> i64 {
     // SAFETY: the driver passes the physical (= identity-mapped) address of its handoff page.
     let ho = unsafe { &*(handoff as *const Handoff) };
-    if ho.magic != handoff::MAGIC || ho.version != handoff::VERSION || cpu >= ho.cpu_slots as u64 || ho.percpu_size < entry::PERCPU_BYTES {
+    if ho.magic != handoff::HANDOFF_MAGIC || ho.version != handoff::HANDOFF_VERSION || cpu >= ho.cpu_slots as u64 || ho.percpu_size < entry::PERCPU_BYTES {
         return -1;
     }
     // SAFETY: the same values on every entry (the driver's layout); read by fx_area/percpu_state.
@@ -217,8 +218,8 @@ fn init(ho: &Handoff) -> HvResult<()> {
     let mut map = [MemRange::new(0, 0, MemKind::Ram); handoff::MAX_RANGES + 2];
     for (i, r) in ho.ranges[..n].iter().enumerate() {
         let kind = match r.kind {
-            0 => MemKind::Ram,
-            1 => MemKind::Reserved,
+            mem_kind::RAM => MemKind::Ram,
+            mem_kind::RESERVED => MemKind::Reserved,
             _ => MemKind::Mmio,
         };
         map[i] = MemRange::new(r.start, r.size, kind);
@@ -374,15 +375,12 @@ pub(crate) fn cpuid_exit<V: Vcpu>(vc: &mut V) {
     V::hide_virtualization(leaf, &mut r); // nested virtualization is not offered
     match leaf {
         1 => r[2] |= 1 << 31, // hypervisor present
-        0x4000_0000 => {
-            r = [
-                0x4000_0001,
-                u32::from_le_bytes(*b"Hype"),
-                u32::from_le_bytes(*b"rEnc"),
-                u32::from_le_bytes(*b"lave"),
-            ]
+        cpuid::LEAF_SIGNATURE => {
+            let sig = labels::CPUID_SIGNATURE;
+            let word = |i: usize| u32::from_le_bytes([sig[i], sig[i + 1], sig[i + 2], sig[i + 3]]);
+            r = [cpuid::LEAF_VERSION, word(0), word(4), word(8)]
         }
-        0x4000_0001 => r = [ABI_VERSION, 0, 0, 0],
+        cpuid::LEAF_VERSION => r = [ABI_VERSION, 0, 0, 0],
         _ => {}
     }
     vc.set_rax(r[0] as u64);

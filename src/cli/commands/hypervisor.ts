@@ -105,7 +105,7 @@ export function registerHypervisor(program: Command): void {
     .description('create → init → ECALLs on KVM → report → destroy, with a memory-encryption backend')
     .argument('<manifest>', 'enclave manifest (schemas/enclave-manifest.schema.json)')
     .option('--backend <kind>', `one of ${BACKEND_KINDS.join(', ')}`)
-    .option('--ecall <spec...>', 'FN, FN:HEX or FN=TEXT')
+    .option('--ecall <spec...>', 'FN, FN:HEX or FN=TEXT; FN@THREAD… enters through that TCS (0 = the first)')
     .addHelpText('after', '\nExample:\n  hyperenclave enclave run test/fixtures/enclave/crypto.manifest.json --backend sev --ecall 1=hello')
     .action(async (manifest: string, o: { backend?: string; ecall?: string[] }, cmd: Command) => {
       const { context } = await lib();

@@ -1,5 +1,5 @@
 import { closeSync, existsSync, openSync, readFileSync, readSync } from 'node:fs';
-import type { BackendKind } from './types.js';
+import type { BackendKind } from './kind.js';
 
 /** Raw CPUID output registers, as the addon's cpuid bridge returns them. */
 export interface CpuidRegs {

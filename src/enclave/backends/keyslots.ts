@@ -1,7 +1,8 @@
 import { KeySlotError } from './errors.js';
+import type { BackendKind } from './kind.js';
 
 /** What a key slot is for: SEV ASIDs (plain and SEV-ES ranges), CSV ASIDs, MKTME KeyIDs. */
-export type KeySlotKind = 'sev' | 'sev-es' | 'csv' | 'mktme';
+export type KeySlotKind = Exclude<BackendKind, 'none'>;
 
 /**
  * Key-slot allocation contract. The real allocator lives in the Rust core (hypervisor/core);

@@ -1,8 +1,9 @@
 import type { KeySlotAllocator } from './keyslots.js';
 import type { PlatformFacts } from './detect.js';
 
-export type BackendKind = 'none' | 'sev' | 'sev-es' | 'csv' | 'mktme';
-export const BACKEND_KINDS: readonly BackendKind[] = ['none', 'sev', 'sev-es', 'csv', 'mktme'];
+import { BACKEND_KINDS, type BackendKind } from './kind.js';
+
+export { BACKEND_KINDS, type BackendKind };
 
 export interface BackendCapabilities {
   kind: BackendKind;

@@ -3,7 +3,9 @@ import { TpmProtocolError } from '../errors.js';
 import { DEFAULT_TIMEOUT_MS, SerialQueue, checkCommandFrame, responseLength, type TpmTransport } from './transport.js';
 import type { SwtpmControl } from './swtpm-control.js';
 
-export type SocketTarget = { host: string; port: number } | { path: string };
+import type { SocketTarget } from './target.js';
+
+export type { SocketTarget };
 
 export interface SocketTransportOptions {
   /** Control channel of the same swtpm, for setLocality. */

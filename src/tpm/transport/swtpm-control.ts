@@ -1,7 +1,7 @@
 import { connect, type Socket } from 'node:net';
 import { TpmProtocolError } from '../errors.js';
 import { SerialQueue, DEFAULT_TIMEOUT_MS } from './transport.js';
-import type { SocketTarget } from './socket.js';
+import type { SocketTarget } from './target.js';
 
 /** Control commands of swtpm's control channel (swtpm tpm_ioctl.h). */
 export const SWTPM_CTRL = {

@@ -179,21 +179,25 @@ impl Kvm {
             .open("/dev/kvm")
             .map_err(|e| SysError::from_io(&e, "open /dev/kvm"))?;
         let fd = file.as_raw_fd();
-        let v = ioctl_int(fd, KVM_GET_API_VERSION, 0).map_err(err("KVM_GET_API_VERSION"))?;
+        // SAFETY: KVM_GET_API_VERSION takes no argument (an integer 0).
+        let v = unsafe { ioctl_int(fd, KVM_GET_API_VERSION, 0) }.map_err(err("KVM_GET_API_VERSION"))?;
         if v != 12 {
             return Err(SysError { errno: 95, what: format!("KVM API version {v} (need 12)") });
         }
-        let vcpu_mmap_size = ioctl_int(fd, KVM_GET_VCPU_MMAP_SIZE, 0).map_err(err("KVM_GET_VCPU_MMAP_SIZE"))? as usize;
+        // SAFETY: KVM_GET_VCPU_MMAP_SIZE takes no argument (an integer 0).
+        let vcpu_mmap_size = unsafe { ioctl_int(fd, KVM_GET_VCPU_MMAP_SIZE, 0) }.map_err(err("KVM_GET_VCPU_MMAP_SIZE"))? as usize;
         let mut cpuid = Box::new(Cpuid2 { nent: MAX_CPUID as u32, padding: 0, entries: [CpuidEntry::default(); MAX_CPUID] });
         // SAFETY: `cpuid` is a boxed kvm_cpuid2 with room for `nent` = MAX_CPUID entries; the
         // kernel writes at most nent entries (E2BIG otherwise) and lowers nent.
         unsafe { ioctl_ptr(fd, KVM_GET_SUPPORTED_CPUID, &mut *cpuid as *mut Cpuid2 as *mut _) }.map_err(err("KVM_GET_SUPPORTED_CPUID"))?;
-        let readonly_mem = ioctl_int(fd, KVM_CHECK_EXTENSION, KVM_CAP_READONLY_MEM).unwrap_or(0) > 0;
+        // SAFETY: KVM_CHECK_EXTENSION takes the capability number by value.
+        let readonly_mem = unsafe { ioctl_int(fd, KVM_CHECK_EXTENSION, KVM_CAP_READONLY_MEM) }.unwrap_or(0) > 0;
         Ok(Kvm { file, vcpu_mmap_size, cpuid, readonly_mem })
     }
 
     pub fn create_vm(&self) -> Result<VmFd, SysError> {
-        let fd = ioctl_int(self.file.as_raw_fd(), KVM_CREATE_VM, 0).map_err(err("KVM_CREATE_VM"))?;
+        // SAFETY: KVM_CREATE_VM takes the machine type (0) by value.
+        let fd = unsafe { ioctl_int(self.file.as_raw_fd(), KVM_CREATE_VM, 0) }.map_err(err("KVM_CREATE_VM"))?;
         // SAFETY: KVM_CREATE_VM succeeded, so `fd` is a fresh descriptor owned by nobody else.
         Ok(VmFd { fd: unsafe { OwnedFd::from_raw_fd(fd) } })
     }
@@ -233,7 +237,8 @@ impl VmFd {
 
     /// vCPU number `id` of this VM (one per TCS in the enclave runner).
     pub fn create_vcpu_id(&self, kvm: &Kvm, id: u64) -> Result<VcpuFd, SysError> {
-        let fd = ioctl_int(self.raw(), KVM_CREATE_VCPU, id).map_err(err("KVM_CREATE_VCPU"))?;
+        // SAFETY: KVM_CREATE_VCPU takes the vCPU id by value.
+        let fd = unsafe { ioctl_int(self.raw(), KVM_CREATE_VCPU, id) }.map_err(err("KVM_CREATE_VCPU"))?;
         // SAFETY: KVM_CREATE_VCPU succeeded, so `fd` is a fresh descriptor owned by nobody else.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         let run = Mapping::file(fd.as_raw_fd(), kvm.vcpu_mmap_size, 0, true).map_err(|e| SysError { what: "mmap kvm_run".into(), ..e })?;

@@ -21,20 +21,23 @@ use crate::error::{HvError, HvResult};
 
 /// SECINFO.FLAGS bits (SDM vol. 3D 34.11.1) as EACCEPT takes them.
 pub mod secinfo {
-    pub const R: u64 = 1;
-    pub const W: u64 = 2;
-    pub const X: u64 = 4;
-    pub const PENDING: u64 = 1 << 3;
-    pub const MODIFIED: u64 = 1 << 4;
-    pub const PR: u64 = 1 << 5;
+    use hyperenclave_abi::secinfo as abi;
+    pub const R: u64 = abi::R;
+    pub const W: u64 = abi::W;
+    pub const X: u64 = abi::X;
+    pub const PENDING: u64 = abi::PENDING;
+    pub const MODIFIED: u64 = abi::MODIFIED;
+    pub const PR: u64 = abi::PR;
     pub const TYPE_SHIFT: u64 = 8;
-    pub const PT_TCS: u64 = 1;
-    pub const PT_REG: u64 = 2;
-    pub const PT_TRIM: u64 = 4;
+    /// Page types as numbers (the ABI's PT_* are already shifted into bits 15:8).
+    pub const PT_TCS: u64 = abi::PT_TCS >> TYPE_SHIFT;
+    pub const PT_REG: u64 = abi::PT_REG >> TYPE_SHIFT;
+    pub const PT_TRIM: u64 = abi::PT_TRIM >> TYPE_SHIFT;
     /// The flags EACCEPT expects for a freshly augmented page.
-    pub const ACCEPT_AUGMENTED: u64 = (PT_REG << TYPE_SHIFT) | R | W | PENDING;
+    pub const ACCEPT_AUGMENTED: u64 = abi::ACCEPT_AUGMENTED;
     /// The flags EACCEPT expects for a page trimmed with EMODT.
-    pub const ACCEPT_TRIM: u64 = (PT_TRIM << TYPE_SHIFT) | MODIFIED;
+    pub const ACCEPT_TRIM: u64 = abi::ACCEPT_TRIM;
+    const _: () = assert!(ACCEPT_AUGMENTED == (PT_REG << TYPE_SHIFT) | R | W | PENDING && ACCEPT_TRIM == (PT_TRIM << TYPE_SHIFT) | MODIFIED);
     /// The flags EACCEPT expects after EMODPR to `perms`.
     pub const fn accept_restricted(perms: u64) -> u64 {
         (PT_REG << TYPE_SHIFT) | (perms & 7) | MODIFIED

@@ -24,7 +24,7 @@ pub mod attr {
     /// (ENCLAVE_AUGMENT and the other EDMM leaves). ATTRIBUTES is in the REPORT and under
     /// the SIGSTRUCT's ATTRIBUTEMASK, so a verifier sees the choice; augmented pages
     /// themselves are not measured (as SGX2).
-    pub const EDMM: u64 = 1 << 8;
+    pub const EDMM: u64 = hyperenclave_abi::attr::EDMM;
     /// Flags an enclave may request at ECREATE.
     pub const ALLOWED: u64 = DEBUG | MODE64BIT | PROVISIONKEY | EINITTOKENKEY | KSS | EDMM;
     /// XFRM bits every enclave must enable: x87 and SSE.
@@ -98,7 +98,7 @@ pub struct SecsParams {
     pub xfrm: u64,
 }
 
-pub const SECS_MIN_BYTES: usize = 64;
+pub const SECS_MIN_BYTES: usize = hyperenclave_abi::sizes::SECS_SIZE;
 
 impl SecsParams {
     /// Reads the SGX SECS layout: SIZE @0, BASEADDR @8, SSAFRAMESIZE @16, MISCSELECT @20,

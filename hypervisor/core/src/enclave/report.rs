@@ -16,7 +16,7 @@ use super::{attr, u16_at, u32_at, u64_at};
 use crate::crypto::{aes_cmac, ct_eq};
 use crate::error::{HvError, HvResult};
 
-pub const REPORT_SIZE: usize = 432;
+pub const REPORT_SIZE: usize = hyperenclave_abi::sizes::REPORT_SIZE;
 pub const REPORT_BODY_SIZE: usize = 384;
 pub const TARGETINFO_MIN: usize = 56;
 pub const KEYREQUEST_MIN: usize = 80;

@@ -10,7 +10,7 @@ use crate::crypto::rsa;
 use crate::crypto::Sha256;
 use crate::error::{HvError, HvResult};
 
-pub const SIGSTRUCT_SIZE: usize = 1808;
+pub const SIGSTRUCT_SIZE: usize = hyperenclave_abi::sizes::SIGSTRUCT_SIZE;
 pub const HEADER: [u8; 16] = [6, 0, 0, 0, 0xe1, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0];
 pub const HEADER2: [u8; 16] = [1, 1, 0, 0, 0x60, 0, 0, 0, 0x60, 0, 0, 0, 1, 0, 0, 0];
 

@@ -254,7 +254,8 @@ fn status_codes_are_distinct() {
         HcStatus::AttributesMismatch, HcStatus::MeasurementMismatch, HcStatus::TcsBusy, HcStatus::TcsNotEntered, HcStatus::EnclaveBusy,
         HcStatus::EpcExhausted, HcStatus::OutOfMemory, HcStatus::ReportMacMismatch, HcStatus::KeyRequestInvalid, HcStatus::SvnTooHigh,
         HcStatus::KeySlotsExhausted, HcStatus::KeySlotInvalid, HcStatus::NoKeySlots, HcStatus::InternalError,
-        HcStatus::EnclaveInterrupted, HcStatus::EnclaveFault,
+        HcStatus::EnclaveInterrupted, HcStatus::EnclaveFault, HcStatus::EnclaveOnly, HcStatus::TrustNotEstablished,
+        HcStatus::TrustSealFailed, HcStatus::TpmIo, HcStatus::EnclaveOcall, HcStatus::SsaInvalid, HcStatus::PageState,
     ];
     for (i, s) in all.iter().enumerate() {
         assert_eq!(*s as u64, i as u64);
@@ -304,6 +305,9 @@ fn random_hypercalls_never_panic() {
             nr::REPORT => &[1, 2, 2, 2],
             nr::VERIFY_REPORT => &[2, 2],
             nr::GET_KEY => &[1, 2, 2],
+            nr::ENCLAVE_AUGMENT | nr::ENCLAVE_REMOVE => &[1, 3, 15],
+            nr::ENCLAVE_RESTRICT | nr::ENCLAVE_MODIFY_TYPE => &[1, 3, 15, 15],
+            nr::ENCLAVE_SHARED_ADD => &[1, 12, 15],
             _ => &[1, 1],
         };
         let value = |cat: u64, rng: &mut Lcg| match cat {
@@ -321,6 +325,7 @@ fn random_hypercalls_never_panic() {
             12 => BUF,
             13 => BUF + 0x1000,
             14 => BUF + 0x2000 + 0x1000 * (rng.next() % 3),
+            15 => rng.next() % 5, // page counts, permissions, page types
             _ => rng.next() % 0x10_0000,
         };
         let mut args = [0u64; 5];
@@ -456,4 +461,96 @@ fn trust_init_through_dispatch_with_tpm_and_disable_caps_the_pcr() {
     let mut dead = SwtpmTransport { port: 1, locality: 2 };
     let mut r = Regs::call(nr::TRUST_INIT, &[0, 0, BUF, 4096]);
     assert_eq!(dispatch_with_tpm(&mut hv, &mut r, &mut g, &mut dead), HcStatus::TpmIo);
+}
+
+/// The EDMM leaves and ENCLAVE_SHARED_ADD through `dispatch`, as a host would issue them.
+#[test]
+fn edmm_and_shared_region_through_hypercalls() {
+    let mut hv = hv_with(Format::Ept, false, 4);
+    let mut g = HostRam::default();
+    let mut secs = crate::hypervisor::tests::secs(0x8000);
+    secs.attributes |= crate::enclave::attr::EDMM;
+    g.write(BUF, &secs.to_bytes()).unwrap();
+    let (s, r) = call(&mut hv, &mut g, nr::ENCLAVE_CREATE, &[BUF]);
+    assert_eq!(s, HcStatus::Success);
+    let id = r.rdi;
+    // shared region: host RAM yes, the reserved region (hypervisor memory) no, before EINIT only
+    assert_eq!(call(&mut hv, &mut g, nr::ENCLAVE_SHARED_ADD, &[id, BASE, 1]).0, HcStatus::HostAccessDenied);
+    assert_eq!(call(&mut hv, &mut g, nr::ENCLAVE_SHARED_ADD, &[id, 0x40_0000, 0]).0, HcStatus::InvalidArgument);
+    assert_eq!(call(&mut hv, &mut g, nr::ENCLAVE_SHARED_ADD, &[id, 0x40_0000, 4]).0, HcStatus::Success);
+    assert_eq!(call(&mut hv, &mut g, nr::ENCLAVE_AUGMENT, &[id, 0x3000, 1]).0, HcStatus::EnclaveState, "before EINIT");
+    for (off, flags, page) in small_pages() {
+        hv.add_page_measured(id as u32, off, &page, flags).unwrap();
+    }
+    hv.init_enclave(id as u32, &unsigned_sigstruct(&crate::hypervisor::tests::small_mrenclave(), 1, 0, 0)).unwrap();
+    assert_eq!(call(&mut hv, &mut g, nr::ENCLAVE_SHARED_ADD, &[id, 0x40_0000, 1]).0, HcStatus::EnclaveState, "after EINIT");
+    let used = hv.status().epc_pages_used;
+    assert_eq!(call(&mut hv, &mut g, nr::ENCLAVE_AUGMENT, &[id, 0x3000, 2]).0, HcStatus::Success);
+    assert_eq!(call(&mut hv, &mut g, nr::ENCLAVE_AUGMENT, &[id, 0x4000, 1]).0, HcStatus::PageOverlap);
+    assert_eq!(call(&mut hv, &mut g, nr::ENCLAVE_AUGMENT, &[id, 0x7000, 2]).0, HcStatus::OutsideElrange);
+    // host leaves on PENDING pages: PAGE_STATE; on the added code page: restrict refused (adds X? no: 5 → 1 ok)
+    assert_eq!(call(&mut hv, &mut g, nr::ENCLAVE_RESTRICT, &[id, 0x3000, 1, 1]).0, HcStatus::PageState);
+    assert_eq!(call(&mut hv, &mut g, nr::ENCLAVE_MODIFY_TYPE, &[id, 0x3000, 1, 4]).0, HcStatus::PageState);
+    assert_eq!(call(&mut hv, &mut g, nr::ENCLAVE_REMOVE, &[id, 0x3000, 1]).0, HcStatus::PageState);
+    assert_eq!(call(&mut hv, &mut g, nr::ENCLAVE_RESTRICT, &[id, 0x1000, 1, 7]).0, HcStatus::InvalidArgument, "permissions only shrink");
+    assert_eq!(call(&mut hv, &mut g, nr::ENCLAVE_MODIFY_TYPE, &[id, 0x1000, 1, 2]).0, HcStatus::SecinfoInvalid, "only TRIM");
+    // the enclave accepts (its runtime hypercall, served by the platform), then trim + remove
+    hv.accept(id as u32, 0x3000, crate::enclave::edmm::secinfo::ACCEPT_AUGMENTED).unwrap();
+    assert_eq!(call(&mut hv, &mut g, nr::ENCLAVE_MODIFY_TYPE, &[id, 0x3000, 1, 4]).0, HcStatus::Success);
+    hv.accept(id as u32, 0x3000, crate::enclave::edmm::secinfo::ACCEPT_TRIM).unwrap();
+    let (s, r) = call(&mut hv, &mut g, nr::ENCLAVE_REMOVE, &[id, 0x3000, 1]);
+    assert_eq!((s, r.rdi), (HcStatus::Success, 1));
+    assert_eq!(hv.status().epc_pages_used, used + 1);
+    // ENCLAVE_OCALL_RETURN is the bare-metal image's: dispatch does not serve it
+    assert_eq!(call(&mut hv, &mut g, nr::ENCLAVE_OCALL_RETURN, &[id, 0, 0, BUF]).0, HcStatus::UnknownCall);
+    // random EDMM leaves (and the enclave's EACCEPT/EMODPE) never panic, and the EPC accounting
+    // and the nested tables stay consistent with the EPCM
+    let mut rng = Lcg(0xfeed_5eed);
+    let leaves = [nr::ENCLAVE_AUGMENT, nr::ENCLAVE_RESTRICT, nr::ENCLAVE_MODIFY_TYPE, nr::ENCLAVE_REMOVE];
+    let flags = [crate::enclave::edmm::secinfo::ACCEPT_AUGMENTED, crate::enclave::edmm::secinfo::ACCEPT_TRIM, 0x211, 0x213, 0x210, 0x20B];
+    let (mut ok, mut accepted, mut by_leaf) = (0, 0, [0u32; 4]);
+    for _ in 0..5000 {
+        // mostly the free part of ELRANGE (0x3000..0x8000), sometimes anywhere (added pages, beyond)
+        let off = if rng.next().is_multiple_of(4) { rng.next() % 9 } else { 3 + rng.next() % 5 } * 0x1000;
+        let count = if rng.next().is_multiple_of(8) { rng.next() % 4 } else { 1 + rng.next() % 2 };
+        match rng.next() % 6 {
+            k @ 0..=3 => {
+                let arg = if k == 2 { [4, 4, 4, 2][(rng.next() % 4) as usize] } else { rng.next() % 8 };
+                let (s, _) = call(&mut hv, &mut g, leaves[k as usize], &[id, off, count, arg]);
+                ok += (s == HcStatus::Success) as u32;
+                by_leaf[k as usize] += (s == HcStatus::Success) as u32;
+            }
+            4 => {
+                // half the time the flags that describe the page (so the machine moves on)
+                use crate::enclave::edmm::{secinfo, PageState};
+                let right = hv.enclave_page(id as u32, off).ok().map(|p| match (p.state, p.page_type) {
+                    (PageState::Pending, _) => secinfo::ACCEPT_AUGMENTED,
+                    (_, crate::enclave::PageType::Trim) => secinfo::ACCEPT_TRIM,
+                    _ => secinfo::accept_restricted(p.perms as u64),
+                });
+                let f = match right {
+                    Some(r) if rng.next().is_multiple_of(2) => r,
+                    _ => flags[(rng.next() % 6) as usize],
+                };
+                if hv.accept(id as u32, off, f).is_ok() {
+                    accepted += 1;
+                }
+            }
+            _ => {
+                let _ = hv.extend_perms(id as u32, off, rng.next() % 8);
+            }
+        }
+        let info = hv.enclave_info(id as u32).unwrap();
+        assert_eq!(info.epc_pages as u64, hv.status().epc_pages_used);
+        for o in (0..0x8000).step_by(0x1000) {
+            use crate::paging::Access;
+            let mapped = [Access::Read, Access::Write, Access::Execute].iter().any(|&a| hv.enclave_access(id as u32, 0x40_0000 + o, a).unwrap().is_ok());
+            let want = hv.enclave_page(id as u32, o).map(|p| p.page_type == crate::enclave::PageType::Tcs || crate::enclave::edmm::EpcmPage { page_type: p.page_type, perms: p.perms, state: p.state }.enclave_perms().is_some());
+            assert_eq!(mapped, want.unwrap_or(false), "offset {o:#x}");
+        }
+    }
+    assert!(ok > 100 && accepted > 100 && by_leaf.iter().all(|&n| n > 5), "{ok} successful EDMM leaves {by_leaf:?}, {accepted} EACCEPTs");
+    let pages = hv.enclave_info(id as u32).unwrap().epc_pages as u64;
+    assert_eq!(call(&mut hv, &mut g, nr::ENCLAVE_DESTROY, &[id]).1.rdi, pages);
+    assert_eq!(hv.status().epc_pages_used, 0);
 }

@@ -1,6 +1,7 @@
 //! Enclave runtime for payloads run by both enclave runners (the addon's KVM runner on the
 //! emulated platform, ENCLAVE_CALL in the bare-metal image); the protocol is defined once in
-//! `hyperenclave_core::enclave::runtime` and docs/hypercall-abi.md ("Runtime protocol").
+//! hyperenclave-abi (`enclave_rt`, re-exported by `hyperenclave_core::enclave::runtime`) and
+//! docs/hypercall-abi.md ("Runtime protocol").
 //!
 //! Threads: one per TCS (the linker script from gen-link.mjs makes N). The runner enters a TCS
 //! with GS.base = base + TCS.OGSBASE, that thread's TLS page: mailbox, stack, exception stack and
@@ -24,24 +25,24 @@
 
 use core::arch::{asm, global_asm};
 use core::sync::atomic::{AtomicU64, Ordering};
-pub use hyperenclave_core::enclave::edmm::secinfo;
-use hyperenclave_core::enclave::runtime as proto;
+use hyperenclave_abi::enclave_rt as proto;
+use hyperenclave_abi::enclave_rt::{ecall, mb as mbw, PORT_EEXIT, PORT_ERESUME, PORT_HYPERCALL, PORT_OCALL, PORT_PANIC};
+pub use hyperenclave_abi::enclave_rt::err;
+
+/// ECALL status bit (hyperenclave-abi `enclave_rt::ecall::ERROR`): set = error code in bits 30:0.
+const ECALL_ERROR: u32 = ecall::ERROR as u32;
+
+/// SECINFO flags for EACCEPT (hyperenclave-abi `secinfo`).
+pub mod secinfo {
+    pub use hyperenclave_abi::secinfo::*;
+    /// The flags EACCEPT expects after the host restricted the page to `perms` (EMODPR).
+    pub const fn accept_restricted(perms: u64) -> u64 {
+        PT_REG | (perms & 7) | MODIFIED
+    }
+}
 
 /// Largest ECALL input and output (enclave-side copies, per thread).
 pub const IO_MAX: usize = 16 * 1024;
-
-/// Error codes an ECALL may return (EAX = 0x8000_0000 | code).
-pub mod err {
-    pub const UNKNOWN_ECALL: u32 = 1;
-    pub const BAD_INPUT: u32 = 2;
-    pub const TOO_BIG: u32 = 3;
-    pub const AUTH_FAILED: u32 = 4;
-    pub const HYPERCALL: u32 = 5;
-    pub const NO_ENTROPY: u32 = 6;
-    pub const OCALL: u32 = super::proto::ERR_OCALL as u32;
-    /// heap_grow: the reserved heap range is used up.
-    pub const NO_MEMORY: u32 = 8;
-}
 
 // Entry. RAX = 0: first ECALL on this TCS (RDI = ECALL number, R8 = mailbox). Kept in
 // callee-saved registers across the loop: R15 = mailbox (also TLS word 0), R14 = the 256-entry
@@ -63,7 +64,7 @@ global_asm!(
     "2:",
     ".rept 4",
     "call [r14 + rax * 8]",
-    "mov [r15 + 16], rax",
+    "mov [r15 + {status}], rax",
     "in al, {eexit}",
     "movzx eax, al",
     ".endr",
@@ -75,12 +76,13 @@ global_asm!(
     "call {exc}",
     "out {eresume}, eax",
     "ud2",
-    eexit = const proto::PORT_EEXIT,
-    eresume = const proto::PORT_ERESUME,
+    status = const mbw::STATUS * 8,
+    eexit = const PORT_EEXIT,
+    eresume = const PORT_ERESUME,
     exc = sym rt_exception,
 );
 
-/// One ECALL: returns the status (output length, or 0x8000_0000 | error code).
+/// One ECALL: returns the status (output length, or ECALL_ERROR | error code).
 pub type EcallFn = extern "C" fn() -> u64;
 
 /// Entries 0..=255, indexed by the ECALL number; unused ones answer UNKNOWN_ECALL.
@@ -90,7 +92,7 @@ pub struct EcallTable {
 }
 
 pub extern "C" fn unknown_ecall() -> u64 {
-    (0x8000_0000 | err::UNKNOWN_ECALL) as u64
+    (ECALL_ERROR | err::UNKNOWN_ECALL) as u64
 }
 
 impl EcallTable {
@@ -264,6 +266,16 @@ struct Mailbox {
     len: u64,
 }
 
+// the struct's fields are the protocol's mailbox words (hyperenclave-abi `enclave_rt::mb`)
+const _: () = {
+    use core::mem::offset_of;
+    assert!(offset_of!(Mailbox, func) == mbw::FUNC * 8 && offset_of!(Mailbox, in_len) == mbw::IN_LEN * 8);
+    assert!(offset_of!(Mailbox, status) == mbw::STATUS * 8 && offset_of!(Mailbox, shared) == mbw::SHARED * 8);
+    assert!(offset_of!(Mailbox, cap) == mbw::CAP * 8 && offset_of!(Mailbox, nr) == mbw::NR * 8);
+    assert!(offset_of!(Mailbox, a0) == mbw::A0 * 8 && offset_of!(Mailbox, a1) == mbw::A1 * 8);
+    assert!(offset_of!(Mailbox, a2) == mbw::A2 * 8 && offset_of!(Mailbox, len) == mbw::LEN * 8);
+};
+
 #[inline(always)]
 fn mb() -> *mut Mailbox {
     tls(0) as *mut Mailbox
@@ -303,7 +315,7 @@ pub fn marshal(f: impl FnOnce(&[u8], &mut [u8]) -> Result<usize, u32>) -> u64 {
     let len = rd!(in_len) as usize;
     let (shared, cap) = shared();
     if len > cap || len > IO_MAX {
-        return (0x8000_0000 | err::TOO_BIG) as u64;
+        return (ECALL_ERROR | err::TOO_BIG) as u64;
     }
     let (inp, out) = io_bufs();
     if len != 0 {
@@ -318,8 +330,8 @@ pub fn marshal(f: impl FnOnce(&[u8], &mut [u8]) -> Result<usize, u32>) -> u64 {
             unsafe { core::ptr::copy_nonoverlapping(out.as_ptr(), shared, n) };
             n as u32
         }
-        Ok(_) => 0x8000_0000 | err::TOO_BIG,
-        Err(code) => 0x8000_0000 | (code & 0x7fff_ffff),
+        Ok(_) => ECALL_ERROR | err::TOO_BIG,
+        Err(code) => ECALL_ERROR | (code & !ECALL_ERROR),
     }) as u64
 }
 
@@ -335,7 +347,7 @@ fn hypercall(nr: u64, a0: u64, a1: u64, a2: u64) -> u64 {
     wr!(a1, a1);
     wr!(a2, a2);
     let status: u32;
-    unsafe { asm!("in eax, 0x12", out("eax") status, options(nostack)) };
+    unsafe { asm!("in eax, {p}", p = const PORT_HYPERCALL, out("eax") status, options(nostack)) };
     status as u64
 }
 
@@ -418,8 +430,8 @@ pub fn ocall(nr: u32, input: &[u8], out: &mut [u8]) -> Result<usize, u32> {
     wr!(nr, nr as u64);
     wr!(len, input.len() as u64);
     let r: u32;
-    unsafe { asm!("in eax, 0x11", out("eax") r, options(nostack)) };
-    if r & 0x8000_0000 != 0 {
+    unsafe { asm!("in eax, {p}", p = const PORT_OCALL, out("eax") r, options(nostack)) };
+    if r & ECALL_ERROR != 0 {
         return Err(err::OCALL);
     }
     let n = r as usize;
@@ -482,7 +494,7 @@ fn panic(info: &core::panic::PanicInfo) -> ! {
         if !shared.is_null() {
             core::ptr::copy_nonoverlapping(p.buf.as_ptr(), shared, n);
         }
-        asm!("out 0x13, eax", in("rax") n as u64, options(nostack));
+        asm!("out {p}, eax", p = const PORT_PANIC, in("rax") n as u64, options(nostack));
         loop {
             asm!("ud2", options(noreturn));
         }
