@@ -182,6 +182,23 @@ describe.skipIf(!!kvmWhy)('enclave payloads built from the repo, run on KVM', ()
     });
   }
 
+  it('every TCS is usable and ATTRIBUTES.EDMM lets the enclave grow its heap (probe payload)', async () => {
+    const m = loadManifest(fixture('probe.manifest.json'));
+    expect([m.threads, m.edmm, m.miscSelect]).toEqual([4, true, 1]);
+    const plan = planEnclave(m, loadPayload(m).image, loadPayload(m).layout);
+    expect(plan.tcs).toEqual([0n, 0x1000n, 0x2000n, 0x3000n]);
+    expect(plan.attributes).toBe(4n | (1n << 8n));
+    const u64 = (v: number) => Buffer.from(new BigUint64Array([BigInt(v)]).buffer);
+    const r = await runEnclave(c, m, { ecalls: [0, 1, 2, 3].map((thread) => ({ fn: 0, thread })).concat([{ fn: 4, thread: 2, input: u64(2) } as never]) });
+    expect(r.ecalls.slice(0, 4).map((e) => e.output)).toEqual([0, 1, 2, 3].map((i) => u64(i).toString('hex')));
+    // heap_grow(2) on thread 2: ELRANGE offset of the heap reserve, then the checksum of what it wrote
+    const heap = Buffer.from(r.ecalls[4]!.output, 'hex');
+    expect(heap.readBigUInt64LE(0)).toBe(BigInt(plan.layout.raw.heapOffset as number));
+    expect(heap.readBigUInt64LE(8)).toBe((3n * 1024n * 1023n) / 2n);
+    expect(r.epcReturned).toBe(plan.pages.length + 1 + 2);
+    await expect(runEnclave(c, m, { ecalls: [{ fn: 0, thread: 4 }] })).rejects.toThrow(/thread 4 does not exist \(4 TCSs; raise \/threads\)/);
+  });
+
   it('what the enclave writes while running reaches DRAM encrypted under its key (sev)', async () => {
     const m = loadManifest(fixture('crypto.manifest.json'));
     const e = await createEnclave(c, m);

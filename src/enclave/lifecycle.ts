@@ -98,7 +98,8 @@ export interface EnclaveRunResult {
 export interface RunOptions {
   backend?: BackendKind;
   policy?: number;
-  ecalls?: readonly EcallRequest[];
+  /** `thread` picks the TCS by index (0 = the first); `tcs` gives its offset directly. */
+  ecalls?: readonly (EcallRequest & { thread?: number })[];
   /** Keep the enclave alive after the run (for `enclave list`, later destroy). */
   keep?: boolean;
   /** Called as pages are added (bytes added so far, bytes in all). */
@@ -130,8 +131,8 @@ export async function runEnclave(client: HypervisorClient, m: EnclaveManifest, o
   try {
     // The bare-metal hypervisor has no memory-encryption launch: backend "none" needs none.
     const launch = client.platform === 'linux' && backend === 'none' ? null : await launchEnclave(client, e.id, backend, policy);
-    const tcs = e.plan.tcs[0];
-    const ecalls = opts.ecalls?.length ? await client.enclaveRun(e.id, opts.ecalls.map((c) => ({ ...(tcs !== undefined ? { tcs } : {}), ...c }))) : ([] as EcallResult[]);
+    // every TCS is usable: a request names its thread (index into the plan's TCS list) or a TCS
+    const ecalls = opts.ecalls?.length ? await client.enclaveRun(e.id, opts.ecalls.map((c) => withTcs(e.plan, c))) : ([] as EcallResult[]);
     // No host REPORT here: EREPORT is the enclave's own (the hypervisor refuses the host with
     // ENCLAVE_ONLY); an enclave's evidence comes from `hyperenclave attest --enclave`.
     if (!opts.keep) {
@@ -161,6 +162,16 @@ export async function runEnclave(client: HypervisorClient, m: EnclaveManifest, o
   } finally {
     if (!destroyed && !opts.keep) await client.enclaveDestroy(e.id).catch(() => undefined);
   }
+}
+
+/** The TCS an ECALL request enters: `tcs` as given, else thread `thread` (default 0) of the plan. */
+export function withTcs(plan: EnclavePlan, c: EcallRequest & { thread?: number }): EcallRequest {
+  const { thread, ...req } = c;
+  if (req.tcs !== undefined) return req;
+  const t = thread ?? 0;
+  const tcs = plan.tcs[t];
+  if (tcs === undefined) throw new EnclaveError(`enclave ${plan.name}: thread ${t} does not exist (${plan.tcs.length} TCS${plan.tcs.length === 1 ? '' : 's'}; raise /threads)`, EXIT.BAD_INPUT);
+  return { ...req, tcs };
 }
 
 export async function destroyEnclave(client: HypervisorClient, id: number): Promise<number> {

@@ -18,6 +18,8 @@ interface Native {
   hvReadPhys(h: number, pa: bigint, length: number): Buffer;
   hvEnclaveRun(h: number, id: number, opts?: { sharedPages?: number; timeoutMs?: number }): number;
   enclaveEcall(vm: number, tcs: bigint, fn: bigint, input: Buffer, opts?: { timeoutMs?: number; ocall?: (nr: number, data: Buffer) => Buffer | null | false }): { status: number; output: Buffer; exits: number };
+  enclaveEcallAsync(vm: number, tcs: bigint, fn: bigint, input: Buffer, opts?: { timeoutMs?: number; ocall?: (nr: number, data: Buffer) => Buffer | null }): Promise<{ status: number; output: Buffer; exits: number }>;
+  enclaveEdmm(vm: number, op: string, offset: bigint, count: number, arg?: number): number;
   enclaveDestroy(vm: number): void;
   kvmAvailable(): string | null;
   ioctl(fd: number, request: number, arg?: Buffer | number | bigint | null, data?: Buffer, at?: number): number;
@@ -62,15 +64,34 @@ class NativeCore implements CoreHv {
       throw new HypervisorError((e as Error).message, EXIT.BAD_INPUT);
     }
     const n = this.n;
+    const failed = (e: unknown) => {
+      const err = e as Error & { code?: string };
+      const dead = err.code === 'ERR_ENCLAVE_DEAD' || err.code === 'ERR_SSA_INVALID';
+      if (dead || err.code === 'ERR_ENCLAVE_CALL') return { ok: false as const, error: err.message, dead };
+      throw e;
+    };
     return {
       ecall(tcs, fn, input, ocall, timeoutMs) {
         try {
           const r = n.enclaveEcall(vm, tcs, BigInt(fn), input, { ...(ocall ? { ocall } : {}), ...(timeoutMs !== undefined ? { timeoutMs } : {}) });
           return { ok: true as const, status: r.status, output: r.output, exits: r.exits };
         } catch (e) {
-          const err = e as Error & { code?: string };
-          if (err.code === 'ERR_ENCLAVE_DEAD' || err.code === 'ERR_ENCLAVE_CALL') return { ok: false as const, error: err.message, dead: err.code === 'ERR_ENCLAVE_DEAD' };
-          throw e;
+          return failed(e);
+        }
+      },
+      async ecallAsync(tcs, fn, input, ocall) {
+        try {
+          const r = await n.enclaveEcallAsync(vm, tcs, BigInt(fn), input, ocall ? { ocall } : {});
+          return { ok: true as const, status: r.status, output: r.output, exits: r.exits };
+        } catch (e) {
+          return failed(e);
+        }
+      },
+      edmm(op, offset, count, arg) {
+        try {
+          return n.enclaveEdmm(vm, op, offset, count, arg);
+        } catch (e) {
+          throw new HypervisorError((e as Error).message, EXIT.BAD_INPUT);
         }
       },
       destroy() {

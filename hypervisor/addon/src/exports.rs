@@ -337,6 +337,10 @@ fn enclave_ecall_async(e: &Env, a: &Args) -> JsResult<Val> {
             return Err(JsErr::arg("ocall: expected a function"));
         }
     }
+    if vm.vm.tcs_busy(tcs) {
+        // refused at once (not on the thread) so a caller inside an OCALL of that TCS sees it
+        return Err(JsErr::new("ERR_ENCLAVE_CALL", format!("TCS at offset {tcs:#x} is busy (TCS_BUSY): an ECALL is in progress on it")));
+    }
     crate::async_call::spawn(e, cb, move |ocall| vm.vm.ecall(tcs, func, &input, timeout, ocall), |env, r| ecall_result(env, r))
 }
 
@@ -558,6 +562,13 @@ fn hv_hypercall(e: &Env, a: &Args) -> JsResult<Val> {
     if nr == hypercall::nr::ENCLAVE_DESTROY {
         // The VM maps the enclave's EPC pages; end it before the core scrubs them.
         drop_vms_of(h, u32::try_from(args[0]).ok(), "enclave destroyed");
+    }
+    if nr == hypercall::nr::ENCLAVE_REMOVE {
+        // the frames may be handed out again as soon as the core frees them
+        let bound: Vec<VmRef> = vms().lock().unwrap().items.values().filter(|v| v.core == Some((h, args[0] as u32))).cloned().collect();
+        for v in bound {
+            v.vm.before_remove(args[1], args[2]).map_err(|m| JsErr::new("ERR_ENCLAVE_EDMM", m))?;
+        }
     }
     let mut regs = Regs::call(nr, &args);
     let mut mem = SliceMem::new(guest_base, guest);

@@ -152,6 +152,8 @@ struct Thread {
     entry: Entry,
     /// The last exception delivered (for messages).
     last_fault: String,
+    /// FS/GS.base loaded into the vCPU.
+    fs_gs: (u64, u64),
 }
 
 /// The VM's memory view, changed only by EDMM (under this lock).
@@ -255,10 +257,18 @@ impl EnclaveVm {
         let mut threads = Vec::new();
         for (i, &tcs) in tcs_list.iter().enumerate() {
             let vcpu = vm.create_vcpu_id(kvm, i as u64).map_err(|e| e.to_string())?;
-            setup_sregs(&vcpu, &layout, &layout.threads[i]).map_err(|e| e.to_string())?;
+            // FS/GS.base = base + TCS.OFSBASE/OGSBASE (fixed: the TCS is measured and read-only),
+            // loaded now so the first ECALL needs no segment-register ioctl
+            let (host, _) = pages[&(tcs / PAGE)];
+            let mut f = [0u8; 16];
+            // SAFETY: `host` is the TCS page (4096 bytes of enclave memory); bytes 48..64 are
+            // OFSBASE and OGSBASE, read before any vCPU runs.
+            unsafe { core::ptr::copy_nonoverlapping(host.add(48), f.as_mut_ptr(), 16) };
+            let fs_gs = (spec.base.wrapping_add(u64::from_le_bytes(f[..8].try_into().unwrap())), spec.base.wrapping_add(u64::from_le_bytes(f[8..].try_into().unwrap())));
+            setup_sregs(&vcpu, &layout, &layout.threads[i], fs_gs).map_err(|e| e.to_string())?;
             let slot = Arc::new(RunSlot::default());
             watchdog().register(&slot);
-            threads.push(Mutex::new(Thread { tcs, vcpu: Some(vcpu), slot, l: layout.threads[i], parked: None, dead: None, entry: Entry::default(), last_fault: String::new() }));
+            threads.push(Mutex::new(Thread { tcs, vcpu: Some(vcpu), slot, l: layout.threads[i], parked: None, dead: None, entry: Entry::default(), last_fault: String::new(), fs_gs }));
         }
         let next_slot = 1 + spec.regions.len() as u32;
         Ok(EnclaveVm {
@@ -329,6 +339,12 @@ impl EnclaveVm {
             Some(i) => Ok(&self.threads[i]),
             None => Err(RunError::Bad(format!("no TCS page at offset {tcs_offset:#x}"))),
         }
+    }
+
+    /// Whether an ECALL is in progress on the TCS at `tcs_offset` right now (e.g. parked in an
+    /// OCALL): a new one there would be refused with TCS_BUSY.
+    pub fn tcs_busy(&self, tcs_offset: u64) -> bool {
+        self.thread_of(tcs_offset).is_ok_and(|t| matches!(t.try_lock(), Err(std::sync::TryLockError::WouldBlock)))
     }
 
     /// One ECALL on the TCS at `tcs_offset` (its own vCPU; other TCSs may run at the same time).
@@ -415,10 +431,13 @@ impl EnclaveVm {
         let fail = |e: sys::SysError| RunError::Bad(format!("enclave {name}: {e}"));
         if let Some(regs) = fresh {
             vcpu.set_regs(&regs).map_err(fail)?;
-            let mut s = vcpu.get_sregs().map_err(fail)?;
-            s.fs.base = th.entry.fs_base;
-            s.gs.base = th.entry.gs_base;
-            vcpu.set_sregs(&s).map_err(fail)?;
+            if th.fs_gs != (th.entry.fs_base, th.entry.gs_base) {
+                let mut s = vcpu.get_sregs().map_err(fail)?;
+                s.fs.base = th.entry.fs_base;
+                s.gs.base = th.entry.gs_base;
+                vcpu.set_sregs(&s).map_err(fail)?;
+                th.fs_gs = (th.entry.fs_base, th.entry.gs_base);
+            }
         }
         vcpu.clear_immediate_exit();
         th.slot.arm(vcpu.run_ptr(), timeout_ms);
@@ -601,7 +620,9 @@ impl EnclaveVm {
         let sregs = vcpu.get_sregs().map_err(|e| format!("{desc} (AEX: {e})"))?;
         let g = Gpr {
             regs: [rax, regs.rcx, regs.rdx, regs.rbx, rsp, regs.rbp, regs.rsi, regs.rdi, regs.r8, regs.r9, regs.r10, regs.r11, regs.r12, regs.r13, regs.r14, regs.r15],
-            rflags,
+            // RF (bit 16) is set in the frame the CPU pushes for a fault; the saved state is the
+            // context to resume, which ERESUME accepts only with RF clear
+            rflags: rflags & !(1 << 16),
             rip,
             ursp: 0,
             urbp: 0,
@@ -800,10 +821,28 @@ impl EnclaveVm {
     /// (pages mapped only when accessible; restricted, trimmed and removed pages get their KVM
     /// slot re-registered, which drops every cached translation of them).
     pub fn edmm(&self, op: Edmm) -> Result<u32, (u64, String)> {
+        if let Edmm::Remove { offset, count } = op {
+            self.before_remove(offset, count).map_err(|e| (hc::STATUS_NO_CORE, e))?;
+        }
         let n = self.backend.lock().unwrap().edmm(op)?;
         let (offset, count) = op.range();
         self.resync(offset, count).map_err(|m| (hc::STATUS_NO_CORE, m))?;
         Ok(n)
+    }
+
+    /// Before an EREMOVE of [offset, offset + count pages): the frames go back to the EPC pool
+    /// (and maybe to another enclave) as soon as the backend removes them, so every page of the
+    /// range the guest cannot reach now (the only removable ones: accepted TRIM pages) leaves
+    /// this VM's memory slots first.
+    pub fn before_remove(&self, offset: u64, count: u64) -> Result<(), String> {
+        let mut m = self.mem.lock().unwrap();
+        for k in 0..count.min(self.size / PAGE) {
+            let off = offset.wrapping_add(k * PAGE);
+            if !m.pages.contains_key(&(off / PAGE)) {
+                self.carve(&mut m, off)?;
+            }
+        }
+        Ok(())
     }
 
     /// Makes the guest page tables and KVM slots of pages [offset, offset + count × 4096) match
@@ -829,9 +868,11 @@ impl EnclaveVm {
                 continue; // unchanged
             }
             self.carve(&mut m, off)?;
-            // SAFETY: the runner area is this VM's own mapping; the page tables in it are
-            // changed under the mem lock only, while vCPUs may walk them (a torn 8-byte
-            // entry cannot happen: each entry is written whole).
+            // SAFETY: the runner area is this VM's own mapping. Through this slice only the
+            // page-table pool (and the PML4) is written, under the mem lock; other threads touch
+            // only their own mailbox, shared and IST pages (never through this slice), and vCPUs
+            // walking the tables see whole entries (guest::store_entry writes each with one
+            // aligned 8-byte store).
             let rmem = unsafe { core::slice::from_raw_parts_mut(self.runner.ptr(), self.runner.len()) };
             match access {
                 Some((host, perms)) => {
@@ -890,7 +931,7 @@ impl EnclaveVm {
     }
 }
 
-fn setup_sregs(vcpu: &VcpuFd, l: &Layout, t: &ThreadLayout) -> Result<(), sys::SysError> {
+fn setup_sregs(vcpu: &VcpuFd, l: &Layout, t: &ThreadLayout, fs_gs: (u64, u64)) -> Result<(), sys::SysError> {
     let mut s = vcpu.get_sregs()?;
     let code = Segment { base: 0, limit: 0xFFFF_FFFF, selector: guest::SEL_CODE, type_: 11, present: 1, dpl: 0, db: 0, s: 1, l: 1, g: 1, ..Default::default() };
     let data = Segment { base: 0, limit: 0xFFFF_FFFF, selector: guest::SEL_DATA, type_: 3, present: 1, dpl: 0, db: 1, s: 1, l: 0, g: 1, ..Default::default() };
@@ -898,8 +939,8 @@ fn setup_sregs(vcpu: &VcpuFd, l: &Layout, t: &ThreadLayout) -> Result<(), sys::S
     s.ds = data;
     s.es = data;
     s.ss = data;
-    s.fs = data;
-    s.gs = data;
+    s.fs = Segment { base: fs_gs.0, ..data };
+    s.gs = Segment { base: fs_gs.1, ..data };
     s.tr = Segment { base: t.tss_la, limit: 103, selector: guest::SEL_TSS, type_: 11, present: 1, s: 0, ..Default::default() };
     s.gdt.base = t.gdt_la;
     s.gdt.limit = 39;
@@ -1080,12 +1121,8 @@ impl Backend for Standalone {
             return Err(format!("TCS.OENTRY {oentry:#x} outside ELRANGE"));
         }
         let b = self.base;
-        Ok(Entry {
-            entry: b + oentry,
-            tcs: b + tcs_offset,
-            fs_base: if ofs != 0 { b + ofs } else { 0 },
-            gs_base: if ogs != 0 { b + ogs } else { 0 },
-        })
+        // as EENTER (and the core): FS/GS.base = base + OFSBASE/OGSBASE
+        Ok(Entry { entry: b + oentry, tcs: b + tcs_offset, fs_base: b.wrapping_add(ofs), gs_base: b.wrapping_add(ogs) })
     }
     fn exit(&mut self, tcs_offset: u64) {
         self.tcs_busy.retain(|&t| t != tcs_offset);

@@ -128,8 +128,7 @@ impl Builder<'_> {
         u64::from_le_bytes(self.mem[o..o + 8].try_into().unwrap())
     }
     fn set_q(&mut self, gpa: u64, v: u64) {
-        let o = gpa as usize;
-        self.mem[o..o + 8].copy_from_slice(&v.to_le_bytes());
+        store_entry(self.mem, gpa as usize, v);
     }
     fn alloc(&mut self) -> Result<u64, LayoutError> {
         if self.next >= self.end {
@@ -156,6 +155,19 @@ impl Builder<'_> {
         let idx = (la >> 12) & 511;
         self.set_q(table + idx * 8, (gpa & 0x000F_FFFF_FFFF_F000) | leaf_flags | P | A);
         Ok(())
+    }
+}
+
+/// Writes one 8-byte table entry with a single aligned store: after the VM started, vCPUs may
+/// walk the tables while the runner changes them (EDMM), and must never see half an entry.
+fn store_entry(mem: &mut [u8], o: usize, v: u64) {
+    let slot = &mut mem[o..o + 8]; // bounds-checked
+    let p = slot.as_mut_ptr() as *mut u64;
+    if p.is_aligned() {
+        // SAFETY: `p` points at 8 bytes inside `mem` (the slice above), aligned (checked).
+        unsafe { core::ptr::write_volatile(p, v.to_le()) };
+    } else {
+        slot.copy_from_slice(&v.to_le_bytes()); // tests' unaligned Vec buffers only
     }
 }
 
@@ -282,7 +294,7 @@ pub fn unmap_page(mem: &mut [u8], l: &Layout, base: u64, offset: u64) {
         table = e & 0x000F_FFFF_FFFF_F000;
     }
     let o = (table + ((la >> 12) & 511) * 8) as usize;
-    mem[o..o + 8].fill(0);
+    store_entry(mem, o, 0);
 }
 
 fn tss_descriptor(base: u64, limit: u32) -> (u64, u64) {

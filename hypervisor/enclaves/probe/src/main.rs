@@ -5,8 +5,9 @@
 //!
 //! 0 thread index · 1 #UD handled (skip ud2) · 2 #DE handled (handler sets RAX) · 3 write to a
 //! PENDING page: #PF, handler EACCEPTs, the write is retried · 4 heap_grow(n) and use it ·
-//! 5 int3: handler aborts · 6 handler forges the SSA (RIP outside ELRANGE) · 7 fault inside the
-//! handler · 8 barrier: returns only after another thread is inside too · 9 reset the barrier ·
+//! 5 null write: handler aborts · 6 handler forges the SSA (RIP outside ELRANGE) · 7 fault inside the
+//! handler · 8 barrier (input: rounds): reports whether another thread was inside at the same
+//! time · 9 reset the barrier ·
 //! 10 grow two pages, write them (for restrict/trim from the host) · 11 after RESTRICT(R): accept,
 //! read, write → #PF handled · 12 after MODIFY_TYPE(TRIM): accept, read → #PF handled ·
 //! 13 EMODPE adds X to a heap page, then runs code there; EMODPE on the TCS refused ·
@@ -170,8 +171,9 @@ extern "C" fn heap() -> u64 {
 }
 
 extern "C" fn int3() -> u64 {
+    // (named for its slot; int3 itself is not emulated by kvm_pvm) a null write the handler declines
     reset(MODE_ABORT, 0);
-    unsafe { asm!("int3", options(nostack)) };
+    unsafe { core::ptr::write_volatile(core::ptr::null_mut::<u64>(), 1) };
     0x77
 }
 
@@ -190,14 +192,15 @@ extern "C" fn nested() -> u64 {
 static INSIDE: AtomicU64 = AtomicU64::new(0);
 static PEAK: AtomicU64 = AtomicU64::new(0);
 
-/// Enters, then waits (bounded) until at least two threads have been inside at the same time.
-/// Returns [thread index, 1 if it saw another thread inside while it was, peak].
+/// Enters, then waits (at most input[0] rounds) until at least two threads have been inside at
+/// the same time. Returns [thread index, 1 if it saw another thread inside while it was, peak].
 extern "C" fn barrier() -> u64 {
-    marshal(|_, out| {
+    marshal(|input, out| {
+        let rounds = arg(input, 0)?;
         let now = INSIDE.fetch_add(1, SeqCst) + 1;
         PEAK.fetch_max(now, SeqCst);
         let mut saw = 0;
-        for _ in 0..4_000_000u64 {
+        for _ in 0..rounds {
             if PEAK.load(SeqCst) >= 2 {
                 saw = 1;
                 break;
