@@ -18,7 +18,7 @@ interface Native {
   hvReadPhys(h: number, pa: bigint, length: number): Buffer;
   hvEnclaveRun(h: number, id: number, opts?: { sharedPages?: number; timeoutMs?: number }): number;
   enclaveEcall(vm: number, tcs: bigint, fn: bigint, input: Buffer, opts?: { timeoutMs?: number; ocall?: (nr: number, data: Buffer) => Buffer | null | false }): { status: number; output: Buffer; exits: number };
-  enclaveEcallAsync(vm: number, tcs: bigint, fn: bigint, input: Buffer, opts?: { timeoutMs?: number; ocall?: (nr: number, data: Buffer) => Buffer | null | false }): Promise<{ status: number; output: Buffer; exits: number }>;
+  enclaveEcallAsync(vm: number, tcs: bigint, fn: bigint, input: Buffer, opts?: { timeoutMs?: number; ocall?: (nr: number, data: Buffer) => Buffer | null }): Promise<{ status: number; output: Buffer; exits: number }>;
   enclaveEdmm(vm: number, op: string, offset: bigint, count: number, arg?: number): number;
   enclaveDestroy(vm: number): void;
   kvmAvailable(): string | null;

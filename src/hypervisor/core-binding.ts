@@ -60,7 +60,7 @@ export interface EnclaveVmHandle {
   /** `ocall` returning false fails that OCALL (the enclave sees code 7). */
   ecall(tcs: bigint, fn: number, input: Buffer, ocall?: (nr: number, data: Buffer) => Buffer | null | false, timeoutMs?: number): EcallOutcome;
   /** The same on its own thread and vCPU: ECALLs on distinct TCSs overlap in time. */
-  ecallAsync(tcs: bigint, fn: number, input: Buffer, ocall?: (nr: number, data: Buffer) => Buffer | null | false): Promise<EcallOutcome>;
+  ecallAsync(tcs: bigint, fn: number, input: Buffer, ocall?: (nr: number, data: Buffer) => Buffer | null): Promise<EcallOutcome>;
   /** Host EDMM leaves (through the core); returns the pages affected. */
   edmm(op: 'augment' | 'restrict' | 'modifyType' | 'remove', offset: bigint, count: number, arg?: number): number;
   destroy(): void;

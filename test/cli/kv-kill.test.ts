@@ -13,7 +13,8 @@ import { kvValue } from '../helpers/kv-writer.js';
 /**
  * Crash safety of the sealed store: a host process doing puts (test/helpers/kv-writer.ts, one
  * store enclave, "ack i" printed after put i returned) is SIGKILLed at many instants spread
- * over an uninterrupted run measured first (no assertion depends on time). After each kill,
+ * over the puts of an uninterrupted run measured first, counted from the writer's "ready"
+ * (no assertion depends on time: where a kill lands only changes which case is checked). After each kill,
  * in a new enclave: every acknowledged put reads back exactly; the put in flight is either
  * absent or complete; nothing else is there; every blob in the directory authenticates (list
  * reads them all). Then one blob is torn on purpose and refused by name.
@@ -42,9 +43,12 @@ interface WriterRun {
   code: number | null;
   stderr: string;
   ms: number;
+  /** ms from "ready" (the enclave created) to the end. */
+  putsMs: number;
 }
 
-function runWriter(state: string, store: string, prefix: string, killAfterMs?: number): Promise<WriterRun> {
+/** Runs the writer; with `killAfterReadyMs`, SIGKILLs it that long after it printed "ready" (its puts started). */
+function runWriter(state: string, store: string, prefix: string, killAfterReadyMs?: number): Promise<WriterRun> {
   return new Promise((resolve, reject) => {
     const t0 = Date.now();
     const child = spawn(process.execPath, [writer, state, store, prefix, String(PUTS)], {
@@ -53,9 +57,16 @@ function runWriter(state: string, store: string, prefix: string, killAfterMs?: n
     });
     let out = '';
     let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
+    let readyAt = 0;
+    let killer: NodeJS.Timeout | undefined;
+    child.stdout.setEncoding('utf8').on('data', (d: string) => {
+      out += d;
+      if (!readyAt && out.startsWith('ready\n')) {
+        readyAt = Date.now();
+        if (killAfterReadyMs !== undefined) killer = setTimeout(() => child.kill('SIGKILL'), killAfterReadyMs);
+      }
+    });
     child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-    const killer = killAfterMs !== undefined ? setTimeout(() => child.kill('SIGKILL'), killAfterMs) : undefined;
     const guard = setTimeout(() => child.kill('SIGKILL'), 120_000);
     child.on('error', reject);
     child.on('close', (code, signal) => {
@@ -69,6 +80,7 @@ function runWriter(state: string, store: string, prefix: string, killAfterMs?: n
         code,
         stderr: stderr.trim(),
         ms: Date.now() - t0,
+        putsMs: readyAt ? Date.now() - readyAt : 0,
       });
     });
   });
@@ -102,7 +114,8 @@ describe.skipIf(!!missing)('kv store: SIGKILL of the host process during puts', 
     let temps = 0;
     for (let k = 0; k < KILLS; k++) {
       const prefix = `kill${k}`;
-      const at = Math.round(((k + 0.5) * full.ms) / KILLS);
+      // Spread over the puts of the uninterrupted run, counted from "ready".
+      const at = Math.round(((k + 0.5) * full.putsMs) / KILLS);
       const r = await runWriter(state, store, prefix, at);
       landed.push(`${at}ms:${r.signal ?? r.code}:${r.acked.length}`);
       // Temporary files a kill left (swept by the next session, under the store's lock).
@@ -132,7 +145,7 @@ describe.skipIf(!!missing)('kv store: SIGKILL of the host process during puts', 
     });
     const blobs = join(store, 'blobs');
     expect(readdirSync(blobs).filter((n) => n.includes('.tmp-'))).toEqual([]);
-    console.log(`kv kill sweep: uninterrupted ${PUTS} puts in ${full.ms} ms; kills (instant:signal:acks) ${landed.join(' ')}; temporary files left by kills: ${temps}`);
+    console.log(`kv kill sweep: uninterrupted run ${full.ms} ms, its ${PUTS} puts ${full.putsMs} ms; kills (instant:signal:acks) ${landed.join(' ')}; temporary files left by kills: ${temps}`);
 
     // One blob torn on purpose: refused by name, through the CLI too.
     const f = join(blobs, readdirSync(blobs).find((n) => n.endsWith('.blob'))!);
