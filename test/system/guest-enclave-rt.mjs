@@ -4,7 +4,7 @@
 // for test/system/judge.mjs. Expected values are written here (the probe's documented outputs),
 // never computed by the code under test.
 //   node guest-enclave-rt.mjs PACKAGE_DIR PROBE_MANIFEST RESERVED_BASE RESERVED_SIZE
-//   node guest-enclave-rt.mjs --ecall PACKAGE_DIR ID TCS FN   (child: one ECALL after "go" on stdin)
+//   node guest-enclave-rt.mjs --ecall PACKAGE_DIR ID TCS FN ROUNDS   (child: one ECALL, input u64 ROUNDS, after "go" on stdin)
 import { spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
 
@@ -17,13 +17,13 @@ const u64 = (...v) => {
 
 if (process.argv[2] === '--ecall') {
   // one ECALL from its own process (its own CPU, by taskset): ready, wait for "go", call, report
-  const [pkg, id, tcs, fn] = process.argv.slice(3);
+  const [pkg, id, tcs, fn, rounds] = process.argv.slice(3);
   const { LinuxHypervisorClient } = await import(`${pkg}/dist/src/hypervisor/linux-client.js`);
   const client = await LinuxHypervisorClient.open();
   const rl = createInterface({ input: process.stdin });
   console.log('ready');
   await new Promise((r) => rl.once('line', r));
-  const [res] = await client.enclaveRun(Number(id), [{ fn: Number(fn), tcs: BigInt(tcs) }]);
+  const [res] = await client.enclaveRun(Number(id), [{ fn: Number(fn), tcs: BigInt(tcs), input: u64(rounds ?? 0) }]);
   const cpu = (await import('node:fs')).readFileSync('/proc/self/stat', 'utf8').split(') ')[1].split(' ')[36];
   console.log(JSON.stringify({ ok: res.ok, error: res.error, words: res.ok ? words(res.output).map(String) : [], cpu, micros: Math.round(res.micros) }));
   rl.close();
@@ -58,11 +58,13 @@ const show = (r) => (r ? (r.ok ? `[${words(r.output).map((w) => '0x' + w.toStrin
 const e = await createEnclave(client, manifest);
 const tcs = e.plan.tcs;
 try {
+  // at most this many pause rounds waiting for the other thread (bounded: never a timed wait)
+  const BARRIER_ROUNDS = 10_000_000;
   // ---- threads-concurrent: ECALL 8 (barrier) from two processes on CPUs 0 and 1 at once. The
   // enclave counts the threads inside (an atomic in enclave memory) and each returns only after
   // seeing two inside at the same time (bounded spin): [thread index, saw another inside, peak].
   const child = (cpu, t) => {
-    const p = spawn('taskset', ['-c', String(cpu), process.execPath, new URL(import.meta.url).pathname, '--ecall', pkg, String(e.id), String(t), '8'], { stdio: ['pipe', 'pipe', 'inherit'] });
+    const p = spawn('taskset', ['-c', String(cpu), process.execPath, new URL(import.meta.url).pathname, '--ecall', pkg, String(e.id), String(t), '8', String(BARRIER_ROUNDS)], { stdio: ['pipe', 'pipe', 'inherit'] });
     const lines = createInterface({ input: p.stdout });
     const got = [];
     const ready = new Promise((r) => lines.on('line', (l) => (l === 'ready' ? r() : got.push(l))));
