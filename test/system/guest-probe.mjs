@@ -7,7 +7,7 @@
 const [pkg, manifestPath, spinManifestPath, baseArg, sizeArg] = process.argv.slice(2);
 const base = BigInt(baseArg);
 const size = BigInt(sizeArg);
-const { HC, HE_BUF_ARG_MASK, decodeHeHypercall, encodeHeHypercall, statusName } = await import(`${pkg}/dist/src/hypervisor/abi.js`);
+const { HC, HE_BUF_ARG_MASK, HE_RESUME_BUDGET_SHIFT, decodeHeHypercall, encodeHeHypercall, statusName } = await import(`${pkg}/dist/src/hypervisor/abi.js`);
 const { LinuxHypervisorClient, loadDeviceBridge } = await import(`${pkg}/dist/src/hypervisor/linux-client.js`);
 const { loadManifest } = await import(`${pkg}/dist/src/enclave/manifest.js`);
 const { createEnclave } = await import(`${pkg}/dist/src/enclave/lifecycle.js`);
@@ -79,6 +79,32 @@ try {
   check('ecall-resume-checked', first === 'ENCLAVE_INTERRUPTED' && forged === 'HOST_ACCESS_DENIED' && aborted === 'ENCLAVE_FAULT', `spin: ${first}; resume naming the hypervisor image: ${forged}; abort: ${aborted}`);
 } finally {
   await client.enclaveDestroy(spin.id);
+}
+
+// ioctl ABI 1.4: the driver resumes an interrupted ECALL itself within the budget in buf_arg
+// bits 31:16 (one ioctl, R8 out = resumes it made); a budget on any other call is refused.
+{
+  const sp = await createEnclave(client, loadManifest(spinManifestPath));
+  const t = tcsOf(sp);
+  try {
+    const budgeted = (nr, regs, ms) => {
+      const arg = encodeHeHypercall(nr, regs, { pointer: 0n, length: 4096, arg: (HE_BUF_ARG_MASK | 0b1000 | (ms << HE_RESUME_BUDGET_SHIFT)) >>> 0 });
+      return decodeHeHypercall(io.hypercall(fd, arg, Buffer.alloc(4096)));
+    };
+    const r = budgeted(HC.ENCLAVE_CALL, [BigInt(sp.id), t, 2n, 0n, 0n], 300);
+    let refused;
+    try {
+      budgeted(HC.VERSION, [0n, 0n, 0n, 0n, 0n], 300);
+      refused = 'accepted';
+    } catch (err) {
+      refused = /EINVAL|Invalid argument/.test(String(err.message)) ? 'EINVAL' : String(err.message);
+    }
+    const aborted = raw(sp.id, t, 2, 0n, 0xffff_ffff_ffff_ffffn, true);
+    check('driver-resume-loop', statusName(Number(r.rax)) === 'ENCLAVE_INTERRUPTED' && r.r8 >= 1n && refused === 'EINVAL' && aborted === 'ENCLAVE_FAULT',
+      `a spinning ECALL with a 300 ms budget: one ioctl returned ${statusName(Number(r.rax))} after ${r.r8} resumes inside the driver; VERSION with a budget: ${refused}; abort: ${aborted}`);
+  } finally {
+    await client.enclaveDestroy(sp.id);
+  }
 }
 
 // OCALLs on the bare-metal path (misbehave ECALL 10: input = u32 LE OCALL index + the OCALL's
