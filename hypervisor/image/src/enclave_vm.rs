@@ -174,7 +174,7 @@ pub fn call(hv_lock: &AtomicBool, hv: *mut Hv, cpu: usize, id: u64, tcs: u64, fu
         pages.mailbox[mb::SHARED] = pa(pages.shared.as_ptr());
         pages.mailbox[mb::CAP] = PAGE;
         if prior == State::Fresh {
-            first_entry(ctx, slot, entry.entry, entry.tcs, entry.nested_pointer, func, len, pa(pages.pml4.as_ptr()), pa(pages.mailbox.as_ptr()), pa(pages.shared.as_ptr()));
+            first_entry(ctx, slot, entry.entry, entry.tcs, entry.nested_pointer, (entry.fs_base, entry.gs_base), func, len, pa(pages.pml4.as_ptr()), pa(pages.mailbox.as_ptr()), pa(pages.shared.as_ptr()));
         } else {
             // parked at `in al, 0x10`: AL = ECALL number
             let rax = ctx.vm.rax();
@@ -253,8 +253,8 @@ fn map_runner_pages(hv: &mut Hv, id: u32, slot: usize) -> Result<(), HvError> {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn first_entry(ctx: &mut Ctx, slot: usize, rip: u64, tcs_la: u64, ncr3: u64, func: u64, len: u64, cr3: u64, mailbox: u64, shared: u64) {
-    ctx.vm.setup(slot, ctx.asid_fresh, rip, cr3, ncr3);
+fn first_entry(ctx: &mut Ctx, slot: usize, rip: u64, tcs_la: u64, ncr3: u64, fs_gs: (u64, u64), func: u64, len: u64, cr3: u64, mailbox: u64, shared: u64) {
+    ctx.vm.setup(slot, ctx.asid_fresh, rip, cr3, ncr3, fs_gs);
     ctx.asid_fresh = false;
     ctx.regs = GuestRegs { rbx: tcs_la, rcx: PAGE, rdx: len, rsi: shared, rdi: func, r8: mailbox, ..GuestRegs::default() };
     ctx.fx.fill(0);

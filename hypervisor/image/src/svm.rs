@@ -285,14 +285,21 @@ static mut THREAD_MSRPM: AllOnes<8192> = AllOnes([0xff; 8192]);
 #[repr(C, align(4096))]
 pub struct ThreadVm {
     vmcb: Vmcb,
+    /// FS.base and GS.base of the thread: VMRUN does not load them (VMLOAD would, with TR, LDTR
+    /// and the syscall MSRs), so `run` swaps the MSRs around VMRUN.
+    fs_gs: (u64, u64),
 }
 
 impl ThreadVm {
-    pub const INIT: ThreadVm = ThreadVm { vmcb: Vmcb([0; 4096]) };
+    pub const INIT: ThreadVm = ThreadVm { vmcb: Vmcb([0; 4096]), fs_gs: (0, 0) };
 }
 
+const MSR_FS_BASE: u32 = 0xc000_0100;
+const MSR_GS_BASE: u32 = 0xc000_0101;
+
 impl EnclaveVcpu for ThreadVm {
-    fn setup(&mut self, slot: usize, fresh: bool, rip: u64, cr3: u64, nested_pointer: u64) {
+    fn setup(&mut self, slot: usize, fresh: bool, rip: u64, cr3: u64, nested_pointer: u64, fs_gs: (u64, u64)) {
+        self.fs_gs = fs_gs;
         let v = &mut self.vmcb;
         v.0.fill(0);
         v.w32(off::INTERCEPT_EXCEPTIONS, 0xffff_ffff);
@@ -333,11 +340,19 @@ impl EnclaveVcpu for ThreadVm {
         let vmcb_pa = &self.vmcb as *const Vmcb as u64;
         // Host IF=1 while the enclave runs, so an interrupt exits (V_INTR_MASKING); GIF is 0
         // here (after the caller's #VMEXIT), so the host itself never takes one.
+        // Linux's FS.base/GS.base (live in the MSRs: nothing here switches them) are put back
+        // right after the thread's exit, before anything of Linux runs again.
+        let linux_fs_gs = (cpu::rdmsr(MSR_FS_BASE), cpu::rdmsr(MSR_GS_BASE));
         // SAFETY: this CPU owns the thread; GIF=0 keeps sti from delivering anything to the host.
+        // The image never addresses through FS or GS, so their bases may be the enclave's here.
         unsafe {
+            cpu::wrmsr(MSR_FS_BASE, self.fs_gs.0);
+            cpu::wrmsr(MSR_GS_BASE, self.fs_gs.1);
             core::arch::asm!("sti", options(nomem, nostack));
             entry::he_vmrun(vmcb_pa, regs, fx);
             core::arch::asm!("cli", options(nomem, nostack));
+            cpu::wrmsr(MSR_FS_BASE, linux_fs_gs.0);
+            cpu::wrmsr(MSR_GS_BASE, linux_fs_gs.1);
         }
         let v = &mut self.vmcb;
         v.0[off::TLB_CONTROL] = 0;

@@ -51,8 +51,9 @@ pub(crate) trait EnclaveVcpu {
     /// Fresh 64-bit ring-0 state: flat segments, paging with `cr3`, entry at `rip`, nested
     /// tables `nested_pointer` (nCR3 / EPTP), tag `slot` (ASID / VPID), every exception,
     /// interrupt, NMI, HLT, port and MSR intercepted. `fresh` = first use of this slot for
-    /// this enclave: flush what the tag may still cache.
-    fn setup(&mut self, slot: usize, fresh: bool, rip: u64, cr3: u64, nested_pointer: u64);
+    /// this enclave: flush what the tag may still cache. `fs_gs`: FS.base and GS.base = the
+    /// enclave's base + TCS.OFSBASE / OGSBASE (the runtime finds its thread's TLS page via GS).
+    fn setup(&mut self, slot: usize, fresh: bool, rip: u64, cr3: u64, nested_pointer: u64, fs_gs: (u64, u64));
     /// Runs the thread until the next exit on this CPU.
     fn run(&mut self, regs: &mut GuestRegs, fx: *mut u8) -> EnclaveExit;
     fn rax(&self) -> u64;

@@ -617,10 +617,12 @@ pub struct ThreadVm {
     need_init: bool,
     fresh: bool,
     setup: (u64, u64, u64),
+    /// FS.base and GS.base of the thread (guest-state fields; VM exit restores Linux's).
+    fs_gs: (u64, u64),
 }
 
 impl ThreadVm {
-    pub const INIT: ThreadVm = ThreadVm { vmcs: Region::new(), rax: 0, rip: 0, rip_dirty: false, need_init: false, fresh: false, setup: (0, 0, 0) };
+    pub const INIT: ThreadVm = ThreadVm { vmcs: Region::new(), rax: 0, rip: 0, rip_dirty: false, need_init: false, fresh: false, setup: (0, 0, 0), fs_gs: (0, 0) };
 
     /// Writes the whole thread state into the (current) thread VMCS.
     fn write_state(&self) -> Result<(), (&'static str, u32)> {
@@ -646,9 +648,11 @@ impl ThreadVm {
         vmcs::write(f::CR4_MASK, u64::MAX);
         // 64-bit ring-0 flat segments
         set_segment(vmcs::SEG_CS, 0x08, 0xa09b, 0xffff_ffff, 0);
-        for s in [vmcs::SEG_ES, vmcs::SEG_SS, vmcs::SEG_DS, vmcs::SEG_FS, vmcs::SEG_GS] {
+        for s in [vmcs::SEG_ES, vmcs::SEG_SS, vmcs::SEG_DS] {
             set_segment(s, 0x10, 0xc093, 0xffff_ffff, 0);
         }
+        set_segment(vmcs::SEG_FS, 0x10, 0xc093, 0xffff_ffff, self.fs_gs.0);
+        set_segment(vmcs::SEG_GS, 0x10, 0xc093, 0xffff_ffff, self.fs_gs.1);
         set_segment(vmcs::SEG_LDTR, 0, AR_UNUSABLE, 0, 0);
         set_segment(vmcs::SEG_TR, 0x18, 0x8b, 0x67, 0);
         vmcs::write(f::GUEST_GDTR_BASE, 0);
@@ -696,9 +700,10 @@ fn vmptrst() -> u64 {
 }
 
 impl EnclaveVcpu for ThreadVm {
-    fn setup(&mut self, _slot: usize, fresh: bool, rip: u64, cr3: u64, nested_pointer: u64) {
+    fn setup(&mut self, _slot: usize, fresh: bool, rip: u64, cr3: u64, nested_pointer: u64, fs_gs: (u64, u64)) {
         // written into the VMCS at the next run, when it is current
         self.setup = (rip, cr3, nested_pointer);
+        self.fs_gs = fs_gs;
         self.need_init = true;
         self.fresh = self.fresh || fresh;
         self.rax = 0;
