@@ -8,7 +8,9 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { hasCommand, speedup, type BenchRow } from './harness.js';
-import { buildSigstruct, newSigstructSigner, CoreHypervisor, EnclaveVm, kvmUnavailable, loadPayload, payloadPage, type EnclavePayload } from '../src/hypervisor/addon.js';
+import { buildSigstruct, newSigstructSigner, CoreHypervisor } from '../src/hypervisor/core-hypervisor.js';
+import { EnclaveVm, loadPayload, payloadPage, type EnclavePayload } from '../src/hypervisor/enclave-vm.js';
+import { kvmUnavailable } from '../src/hypervisor/addon.js';
 
 const EMPTY = 4; // crypto payload: the empty ECALL
 

@@ -3,7 +3,9 @@
 // through Node on the same 432 bytes; TRUST_INIT against swtpm (create, unseal) timed in the note.
 import { createHash, generateKeyPairSync, sign } from 'node:crypto';
 import { computeMrEnclave } from '../src/enclave/sgx.js';
-import { buildSigstruct, CoreHypervisor, kvmUnavailable, loadPayload, newSigstructSigner, payloadPage } from '../src/hypervisor/addon.js';
+import { buildSigstruct, CoreHypervisor, newSigstructSigner } from '../src/hypervisor/core-hypervisor.js';
+import { kvmUnavailable } from '../src/hypervisor/addon.js';
+import { loadPayload, payloadPage } from '../src/hypervisor/enclave-vm.js';
 import { startSwtpm, swtpmAvailable } from '../src/platform/emulated/swtpm.js';
 import { medianMs, type BenchRow } from './harness.js';
 

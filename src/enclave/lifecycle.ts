@@ -129,8 +129,7 @@ export async function runEnclave(client: HypervisorClient, m: EnclaveManifest, o
   let destroyed = false;
   let epcReturned: number | null = null;
   try {
-    // The bare-metal hypervisor has no memory-encryption launch: backend "none" needs none.
-    const launch = client.platform === 'linux' && backend === 'none' ? null : await launchEnclave(client, e.id, backend, policy);
+    const launch = !client.traits.launchesPlainEnclaves && backend === 'none' ? null : await launchEnclave(client, e.id, backend, policy);
     // every TCS is usable: a request names its thread (index into the plan's TCS list) or a TCS
     const ecalls = opts.ecalls?.length ? await client.enclaveRun(e.id, opts.ecalls.map((c) => withTcs(e.plan, c))) : ([] as EcallResult[]);
     // No host REPORT here: EREPORT is the enclave's own (the hypervisor refuses the host with

@@ -39,8 +39,7 @@ export function createEnclaveFromManifest(platform: Where, manifestPath: string,
   const m = withBackend(loadManifest(manifestPath), opts.backend, opts.policy);
   return withHypervisor(platform, async (c) => {
     const e = await createEnclave(c, m, opts.onProgress ? { onProgress: opts.onProgress } : {});
-    // The bare-metal hypervisor has no memory-encryption launch: backend "none" needs none.
-    if (c.platform !== 'linux' || m.backend.kind !== 'none') {
+    if (c.traits.launchesPlainEnclaves || m.backend.kind !== 'none') {
       try {
         await launchEnclave(c, e.id, m.backend.kind, m.backend.policy);
       } catch (err) {
@@ -51,7 +50,7 @@ export function createEnclaveFromManifest(platform: Where, manifestPath: string,
     const list = await c.enclaveList();
     const made = list.find((x) => x.id === e.id);
     if (!made) throw new EnclaveError(`enclave ${m.name}: created as id ${e.id} but the hypervisor does not list it`, EXIT.INTERNAL);
-    return c.platform === 'linux' ? { ...made, name: m.name } : made;
+    return c.traits.namesEnclaves ? made : { ...made, name: m.name };
   });
 }
 

@@ -5,7 +5,9 @@ import { join } from 'node:path';
 import { startSwtpm, swtpmAvailable, type SwtpmInstance } from '../platform/emulated/swtpm.js';
 import { computeMrEnclave } from '../enclave/sgx.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { addonUnavailable, buildSigstruct, newSigstructSigner, CoreHypervisor, EnclaveError, kvmUnavailable, loadPayload, payloadPage, type EnclavePayload } from './addon.js';
+import { addonUnavailable, EnclaveVmError, kvmUnavailable } from './addon.js';
+import { buildSigstruct, newSigstructSigner, CoreHypervisor } from './core-hypervisor.js';
+import { loadPayload, payloadPage, type EnclavePayload } from './enclave-vm.js';
 import { ECALL_QUOTE_REPORT, HC, hakEventData, HypervisorError, parseReport, QUOTING_TARGET_MRENCLAVE, SECINFO, statusName } from './abi.js';
 import { skipUnless } from '../../test/helpers/require.js';
 
@@ -302,7 +304,7 @@ describe.skipIf(skipCore !== null)('core bindings: measured payloads', () => {
       const id = hv.loadPayload(bad, signed(bad));
       const vm = hv.run(id, { timeoutMs: 100 });
       expect(vm.call(0).toString()).toBe('alive');
-      expect(() => vm.call(1)).toThrow(EnclaveError);
+      expect(() => vm.call(1)).toThrow(EnclaveVmError);
       expect(hv.info(id).threadsInside).toBe(0);
       expect(hv.destroy(id)).toBe(bad.layout.pages.length + 1);
     });

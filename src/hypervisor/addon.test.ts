@@ -2,7 +2,8 @@ import { closeSync, existsSync, openSync, readFileSync, writeFileSync, mkdtempSy
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { AddonError, addonUnavailable, cpuid, cpuVendor, heStatus, loadAddon as loadAddonExports, loadPayload, MappedRegion, readMsr, kvmUnavailable, EnclaveVm, EnclaveError } from './addon.js';
+import { AddonError, addonUnavailable, cpuid, cpuVendor, heStatus, loadAddon as loadAddonExports, MappedRegion, readMsr, kvmUnavailable, EnclaveVmError } from './addon.js';
+import { loadPayload, EnclaveVm } from './enclave-vm.js';
 import { pathMissing, skipUnless } from '../../test/helpers/require.js';
 
 // The syscall bridge: everything here runs wherever the addon is built.
@@ -203,10 +204,10 @@ describe.skipIf(skipVm !== null)('KVM enclave runner (standalone payloads)', asy
           try {
             vm.ecall(fn);
           } catch (e) {
-            return e as EnclaveError;
+            return e as EnclaveVmError;
           }
         })();
-        expect(err).toBeInstanceOf(EnclaveError);
+        expect(err).toBeInstanceOf(EnclaveVmError);
         expect(err!.dead).toBe(true);
         expect(err!.message).toMatch(msg);
         expect(err!.message).not.toContain('\n');
@@ -262,7 +263,7 @@ describe.skipIf(skipVm !== null)('KVM enclave runner (standalone payloads)', asy
     // a dead VM has already given its descriptors back
     const bad = EnclaveVm.standalone(loadPayload('misbehave'));
     expect(kvmFds()).toBe(before + 2);
-    expect(() => bad.ecall(1)).toThrow(EnclaveError);
+    expect(() => bad.ecall(1)).toThrow(EnclaveVmError);
     expect(kvmFds()).toBe(before);
     bad.destroy();
   });

@@ -112,8 +112,21 @@ export interface TrustInitResult {
   hakPcr: number;
 }
 
+/** What a hypervisor does itself, so callers ask for a behaviour instead of a platform name. */
+export interface HypervisorTraits {
+  /** An enclave with backend "none" still goes through a launch step (the emulated service's
+   * backends model one); the bare-metal hypervisor has no memory-encryption launch. */
+  readonly launchesPlainEnclaves: boolean;
+  /** DISABLE extends the measurement PCR with the exit event before leaving (the image owns the
+   * TPM); the host then logs that extension. */
+  readonly capsPcrOnDisable: boolean;
+  /** The hypervisor keeps the names enclaves were created with (the bare-metal one knows ids only). */
+  readonly namesEnclaves: boolean;
+}
+
 export interface HypervisorClient {
   readonly platform: 'emulated' | 'linux';
+  readonly traits: HypervisorTraits;
   version(callerAbi?: number): Promise<number>;
   status(): Promise<HypervisorStatus>;
   /** Load the measured hypervisor image container; `sha256` must match its image digest. */

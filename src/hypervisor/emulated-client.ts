@@ -9,7 +9,7 @@ import {
   encodeMemoryMap,
   encodeSecs,
 } from './abi.js';
-import type { EcallRequest, EcallResult, EnclaveSummary, EntryInfo, HostAccessKind, HypervisorClient, HypervisorStatus, LaunchResult, LoadedImage, TrustInitResult } from './client.js';
+import type { EcallRequest, EcallResult, EnclaveSummary, EntryInfo, HostAccessKind, HypervisorClient, HypervisorStatus, HypervisorTraits, LaunchResult, LoadedImage, TrustInitResult } from './client.js';
 
 const hex = (b: Buffer): string => b.toString('hex');
 const big = (s: string): bigint => BigInt(s);
@@ -38,6 +38,7 @@ function reviveLaunch(raw: Record<string, unknown>): LaunchMeasurement {
 /** The emulated platform's client: RPC to the service process of one state directory (started on first use). */
 export class EmulatedHypervisorClient implements HypervisorClient {
   readonly platform = 'emulated' as const;
+  readonly traits: HypervisorTraits = { launchesPlainEnclaves: true, capsPcrOnDisable: false, namesEnclaves: true };
   private constructor(
     private readonly rpc: RpcClient,
     readonly stateDir: string,

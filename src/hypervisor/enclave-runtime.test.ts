@@ -1,5 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import { addonUnavailable, buildSigstruct, CoreHypervisor, EnclaveError, EnclaveVm, kvmUnavailable, loadPayload, newSigstructSigner, payloadPage, type EnclavePayload } from './addon.js';
+import { addonUnavailable, EnclaveVmError, kvmUnavailable } from './addon.js';
+import { buildSigstruct, CoreHypervisor, newSigstructSigner } from './core-hypervisor.js';
+import { EnclaveVm, loadPayload, payloadPage, type EnclavePayload } from './enclave-vm.js';
 import { HC, statusName } from './abi.js';
 import { computeMrEnclave } from '../enclave/sgx.js';
 import { skipUnless } from '../../test/helpers/require.js';
@@ -49,11 +51,11 @@ const u64 = (...v: (number | bigint)[]): Buffer => {
   v.forEach((x, i) => b.writeBigUInt64LE(BigInt(x), i * 8));
   return b;
 };
-const thrown = (f: () => unknown): EnclaveError => {
+const thrown = (f: () => unknown): EnclaveVmError => {
   try {
     f();
   } catch (e) {
-    return e as EnclaveError;
+    return e as EnclaveVmError;
   }
   throw new Error('expected a throw');
 };

@@ -32,7 +32,7 @@ import {
   encodeTargetInfo,
   formatAbiVersion,
 } from './abi.js';
-import { enclaveSummary, type EcallRequest, type EcallResult, type EnclaveSummary, type HypervisorClient, type HypervisorStatus, type LoadedImage, type TrustInitResult } from './client.js';
+import { enclaveSummary, type EcallRequest, type EcallResult, type EnclaveSummary, type HypervisorClient, type HypervisorStatus, type HypervisorTraits, type LoadedImage, type TrustInitResult } from './client.js';
 import type { EnclaveInfoRecord } from './abi.js';
 
 export const HYPERENCLAVE_DEVICE = '/dev/hyperenclave';
@@ -70,6 +70,7 @@ type HcArg = bigint | { in: Buffer } | { out: number } | { in: Buffer; out: numb
  */
 export class LinuxHypervisorClient implements HypervisorClient {
   readonly platform = 'linux' as const;
+  readonly traits: HypervisorTraits = { launchesPlainEnclaves: false, capsPcrOnDisable: true, namesEnclaves: false };
   private constructor(
     private readonly io: DeviceBridge,
     private readonly fd: number,

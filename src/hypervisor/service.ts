@@ -45,7 +45,7 @@ export function disableHypervisor(platform: Where): Promise<HypervisorStatus> {
       await c.disable();
       // The bare-metal hypervisor capped its PCR before leaving (a refused cap refuses DISABLE):
       // log that extension. The emulated platform does not cap (docs/attestation.md).
-      if (c.platform === 'linux' && c.measurementPcr) await logHypervisorExit(platform.stateDir, await c.measurementPcr());
+      if (c.traits.capsPcrOnDisable && c.measurementPcr) await logHypervisorExit(platform.stateDir, await c.measurementPcr());
     }
     return c.status();
   });
