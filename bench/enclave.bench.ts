@@ -13,6 +13,8 @@ import { EnclaveVm, loadPayload, payloadPage, type EnclavePayload } from '../src
 import { kvmUnavailable } from '../src/hypervisor/addon.js';
 
 const EMPTY = 4; // crypto payload: the empty ECALL
+/** Guest instructions an empty ECALL executes between the resume and the next EEXIT (rt's loop). */
+const GUEST_INSNS = 8;
 
 function floorSource(): string {
   const here = dirname(fileURLToPath(import.meta.url));
@@ -23,7 +25,8 @@ function floorSource(): string {
 const median = (v: number[]): number => [...v].sort((a, b) => a - b)[Math.floor(v.length / 2)]!;
 
 /** One run of the C floor: mean µs per operation over `n`. */
-const floorOnce = (bin: string, mode: 'create' | 'exit', n: number): number => Number(execFileSync(bin, [mode, String(n)], { encoding: 'utf8' }).trim());
+const floorOnce = (bin: string, mode: 'create' | 'exit' | 'insns', n: number, ...extra: string[]): number =>
+  Number(execFileSync(bin, [mode, String(n), ...extra], { encoding: 'utf8' }).trim());
 
 /**
  * Alternates `rounds` runs of the floor and of ours (each a mean over a batch) so that load
@@ -73,7 +76,7 @@ export default async function bench(): Promise<BenchRow[]> {
       anchor: { label: anchorLabel, value: anchor, unit, scope: 'in-process' },
       ratio: speedup(ours, anchor, false),
       higherIsBetter: false,
-      target: '>= 0.67 (within 1.5x of the raw floor)',
+      target: '>= 0.8 (issue 14)',
       note,
     });
 
@@ -146,6 +149,17 @@ export default async function bench(): Promise<BenchRow[]> {
         () => meanUs(3000, () => vm.ecall(EMPTY)),
       );
       vm.destroy();
+      // Where the time goes (issue 14 asks for the breakdown when the floor is not reached): the
+      // same raw exit with GUEST_INSNS guest instructions before it, measured in C, separates what
+      // the guest instructions cost under this KVM from what JS → N-API → the runner adds.
+      const withInsns = interleaved(
+        9,
+        () => floorOnce(bin, 'exit', 3000),
+        () => floorOnce(bin, 'insns', 3000, String(GUEST_INSNS)),
+      );
+      const guestUs = Math.max(0, withInsns.ours - withInsns.floor);
+      const hostUs = Math.max(0, ecall.ours - ecall.floor - guestUs);
+      const breakdown = `breakdown (medians of this run): raw exit ${ecall.floor.toFixed(1)} µs + ${GUEST_INSNS} guest instructions ${guestUs.toFixed(1)} µs (C floor with ${GUEST_INSNS} NOPs: ${withInsns.ours.toFixed(1)} µs) + JS → N-API → runner ${hostUs.toFixed(1)} µs`;
       rows.push(
         row(
           'ECALL round trip, empty ECALL (JS → addon → KVM_RUN → enclave → EEXIT)',
@@ -154,7 +168,7 @@ export default async function bench(): Promise<BenchRow[]> {
           'µs',
           'addon runner (JS)',
           'C: KVM_RUN loop on `out` (one I/O exit)',
-          'kvm_pvm interprets guest code (~0.3-0.6 µs/instruction); the empty ECALL runs 8 guest instructions',
+          `the empty ECALL runs ${GUEST_INSNS} guest instructions; ${breakdown}`,
         ),
       );
       const id = hv.loadPayload(payload, sig);

@@ -1,6 +1,8 @@
 /* Raw KVM floor for bench/enclave.bench.ts: the cheapest possible VM lifecycle and exit.
  *   kvm_floor create N : N x (create VM + 1 vCPU + 4 KiB guest memory, run to HLT, destroy)
  *   kvm_floor exit N   : one VM whose guest loops on `out 0x10, al`; N exit round trips
+ *   kvm_floor insns N K: as exit, with K one-byte NOPs before each `out` (what K guest
+ *                        instructions add to an exit round trip)
  *   kvm_floor copy N B : as exit, and per exit the host copies B bytes out of guest memory and
  *                        the same bytes back (the floor of an OCALL carrying B bytes each way)
  * Prints the mean microseconds per operation. Real-mode guest, no irqchip. */
@@ -42,7 +44,7 @@ static void vm_destroy(struct vm *v) {
 }
 
 int main(int argc, char **argv) {
-  if (argc < 3) { fprintf(stderr, "usage: kvm_floor create|exit N | copy N BYTES\n"); return 2; }
+  if (argc < 3) { fprintf(stderr, "usage: kvm_floor create|exit N | copy N BYTES | insns N K\n"); return 2; }
   long n = atol(argv[2]);
   if ((kvm = open("/dev/kvm", O_RDWR)) < 0) die("open /dev/kvm");
   run_size = ioctl(kvm, KVM_GET_VCPU_MMAP_SIZE, 0);
@@ -67,6 +69,17 @@ int main(int argc, char **argv) {
       memcpy(buf, v.mem + 0x800, b);
       memcpy(v.mem + 0x800, buf, b);
     }
+  } else if (!strcmp(argv[1], "insns")) {
+    long k = argc > 3 ? atol(argv[3]) : 8;
+    if (k < 0 || k > 100) { fprintf(stderr, "insns: K 0..100\n"); return 2; }
+    unsigned char loop[128];
+    memset(loop, 0x90, k); /* nop × K */
+    loop[k] = 0xe6; loop[k + 1] = 0x10; /* out 0x10, al */
+    loop[k + 2] = 0xeb; loop[k + 3] = (unsigned char)(-(k + 4)); /* jmp back to the first nop */
+    vm_create(&v, loop, k + 4);
+    t0 = now_us();
+    for (long i = 0; i < n; i++)
+      if (ioctl(v.vcpu, KVM_RUN, 0) < 0 || v.run->exit_reason != KVM_EXIT_IO) die("run to OUT");
   } else {
     static const unsigned char loop[] = { 0xe6, 0x10, 0xeb, 0xfc }; /* out 0x10, al; jmp $-2 */
     vm_create(&v, loop, sizeof loop);
