@@ -17,8 +17,9 @@ help:
 	@echo "make fuzz   - the readers' fuzz tests with a fresh seed and many more inputs"
 	@echo "make bench-verifier - the verifier load goal (5,000 agents every 10 s for 2 minutes)"
 
-# System packages: installed with apt-get only when one is missing.
-$(STAMP)/apt:
+# System packages: installed with apt-get only when one is missing. The stamp depends on this
+# Makefile, so a package added to APT_PACKAGES is checked for again on a machine that has a stamp.
+$(STAMP)/apt: Makefile
 	@mkdir -p $(STAMP)
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
