@@ -1,6 +1,8 @@
 /* Raw KVM floor for bench/enclave.bench.ts: the cheapest possible VM lifecycle and exit.
  *   kvm_floor create N : N x (create VM + 1 vCPU + 4 KiB guest memory, run to HLT, destroy)
  *   kvm_floor exit N   : one VM whose guest loops on `out 0x10, al`; N exit round trips
+ *   kvm_floor copy N B : as exit, and per exit the host copies B bytes out of guest memory and
+ *                        the same bytes back (the floor of an OCALL carrying B bytes each way)
  * Prints the mean microseconds per operation. Real-mode guest, no irqchip. */
 #include <fcntl.h>
 #include <linux/kvm.h>
@@ -40,7 +42,7 @@ static void vm_destroy(struct vm *v) {
 }
 
 int main(int argc, char **argv) {
-  if (argc < 3) { fprintf(stderr, "usage: kvm_floor create|exit N\n"); return 2; }
+  if (argc < 3) { fprintf(stderr, "usage: kvm_floor create|exit N | copy N BYTES\n"); return 2; }
   long n = atol(argv[2]);
   if ((kvm = open("/dev/kvm", O_RDWR)) < 0) die("open /dev/kvm");
   run_size = ioctl(kvm, KVM_GET_VCPU_MMAP_SIZE, 0);
@@ -52,6 +54,18 @@ int main(int argc, char **argv) {
       vm_create(&v, hlt, sizeof hlt);
       if (ioctl(v.vcpu, KVM_RUN, 0) < 0 || v.run->exit_reason != KVM_EXIT_HLT) die("run to HLT");
       vm_destroy(&v);
+    }
+  } else if (!strcmp(argv[1], "copy")) {
+    static const unsigned char loop[] = { 0xe6, 0x10, 0xeb, 0xfc }; /* out 0x10, al; jmp $-2 */
+    long b = argc > 3 ? atol(argv[3]) : 64;
+    if (b < 0 || b > 0x800) { fprintf(stderr, "copy: BYTES 0..2048\n"); return 2; }
+    unsigned char buf[0x800];
+    vm_create(&v, loop, sizeof loop);
+    t0 = now_us();
+    for (long i = 0; i < n; i++) {
+      if (ioctl(v.vcpu, KVM_RUN, 0) < 0 || v.run->exit_reason != KVM_EXIT_IO) die("run to OUT");
+      memcpy(buf, v.mem + 0x800, b);
+      memcpy(v.mem + 0x800, buf, b);
     }
   } else {
     static const unsigned char loop[] = { 0xe6, 0x10, 0xeb, 0xfc }; /* out 0x10, al; jmp $-2 */

@@ -23,7 +23,7 @@ typedef uint64_t __u64;
  * /dev/hyperenclave ioctl ABI: versioned like the hypercall ABI (major in bits 31:16,
  * minor in 15:0); a caller whose major differs is refused with -EPROTO.
  */
-#define HE_IOCTL_ABI_VERSION 0x10003u /* This ABI (1.1: HE_BUF_ARG_MASK; 1.2: he_probe.target, 16 KiB hypercall buffers, HE_IOC_TPM_FIFO; 1.3: 256-byte hv_status with the DMA words). */
+#define HE_IOCTL_ABI_VERSION 0x10004u /* This ABI (1.1: HE_BUF_ARG_MASK; 1.2: he_probe.target, 16 KiB hypercall buffers, HE_IOC_TPM_FIFO; 1.3: 256-byte hv_status with the DMA words; 1.4: the resume budget in buf_arg). */
 #define HE_HYPERCALL_ABI_VERSION 0x10000u /* The hypercall ABI the driver was written against. */
 #define HE_IOC_MAGIC 72
 #define HE_STATE_EMPTY 0
@@ -31,6 +31,7 @@ typedef uint64_t __u64;
 #define HE_STATE_ENABLED 2
 #define HE_BUF_ARG_MASK 0x100u /* he_hypercall.buf_arg (1.1): bits 0-4 mark RDI..R8 as offsets into the buffer the driver relocates. */
 #define HE_HYPERCALL_BUF_MAX 0x4000u /* Largest he_hypercall buffer the driver copies (1.2; 4096 before): physically contiguous pages. */
+#define HE_RESUME_BUDGET_SHIFT 16 /* he_hypercall.buf_arg bits 31:16 (1.4): a resume budget in milliseconds, for ENCLAVE_CALL and ENCLAVE_OCALL_RETURN only (any other call with one: -EINVAL). While the call returns ENCLAVE_INTERRUPTED the driver resumes the thread itself (cond_resched() in between) until it completes, makes an OCALL, faults, a signal is pending or the budget is spent; r8 then holds the number of resumes. Budget 0: one hypercall, as before 1.4. */
 #define HE_PROBE_RESERVED 0 /* he_probe.target: 8 bytes of the reserved region. */
 #define HE_PROBE_TPM_TIS 1 /* he_probe.target: 1 byte of the TPM's TIS registers (offset from 0xFED40000, locality n at n * 0x1000). */
 #define HE_TPM_FIFO_ARM 1

@@ -19,8 +19,11 @@
 #include <linux/cpumask.h>
 #include <linux/uaccess.h>
 #include <linux/mutex.h>
+#include <linux/rwsem.h>
 #include <linux/reboot.h>
 #include <linux/delay.h>
+#include <linux/jiffies.h>
+#include <linux/sched/signal.h>
 #include <crypto/hash.h>
 #include <crypto/hash_info.h>
 #include <asm/tlbflush.h>
@@ -58,6 +61,9 @@ void he_leave_tramp(void);
 
 static struct {
 	struct mutex lock;
+	/* HE_IOC_HYPERCALL holds it shared (ECALLs of several threads run at once, each on its own
+	 * CPU); everything that changes the driver's state holds it exclusive, after `lock`. */
+	struct rw_semaphore calls;
 	void *virt;                /* memremap of the whole reserved region */
 	u32 state;
 	u64 image_length, load_addr, load_size, entry_pa;
@@ -628,6 +634,8 @@ static long he_ioctl(struct file *f, unsigned int cmd, unsigned long arg)
 	void __user *up = (void __user *)arg;
 	long rc = 0;
 
+	bool shared = cmd == HE_IOC_HYPERCALL;
+
 	/*
 	 * CAP_SYS_RAWIO, as for /dev/mem and /dev/cpu/N/msr: every request here reaches physical
 	 * memory (the reservation, contiguous hypercall buffers) or MSRs (EFER.SVME, VM_HSAVE_PA),
@@ -636,7 +644,12 @@ static long he_ioctl(struct file *f, unsigned int cmd, unsigned long arg)
 	 */
 	if (!capable(CAP_SYS_RAWIO))
 		return -EPERM;
-	mutex_lock(&he.lock);
+	if (shared) {
+		down_read(&he.calls);
+	} else {
+		mutex_lock(&he.lock);
+		down_write(&he.calls);
+	}
 	switch (cmd) {
 	case HE_IOC_VERSION: {
 		struct he_version v;
@@ -717,6 +730,7 @@ static long he_ioctl(struct file *f, unsigned int cmd, unsigned long arg)
 		struct he_hypercall h;
 		u64 *args[5];
 		void *page = NULL;
+		u32 budget_ms, barg;
 
 		if (he.state != HE_STATE_ENABLED) {
 			rc = -ENOTCONN;
@@ -731,19 +745,26 @@ static long he_ioctl(struct file *f, unsigned int cmd, unsigned long arg)
 			break;
 		}
 		args[0] = &h.rdi, args[1] = &h.rsi, args[2] = &h.rdx, args[3] = &h.rcx, args[4] = &h.r8;
+		/* 1.4: bits 31:16 of buf_arg = the resume budget of ENCLAVE_CALL / ENCLAVE_OCALL_RETURN */
+		budget_ms = h.buf_arg >> HE_RESUME_BUDGET_SHIFT;
+		barg = h.buf_arg & 0xffffu;
+		if (budget_ms && h.rax != HC_ENCLAVE_CALL && h.rax != HC_ENCLAVE_OCALL_RETURN) {
+			rc = -EINVAL;
+			break;
+		}
 		if (h.buf_len) {
 			/* 1.0: buf_arg names one argument; 1.1: HE_BUF_ARG_MASK with a bit per argument whose
 			 * value is an offset into the buffer (several buffers packed into one page). */
-			u32 mask = h.buf_arg & HE_BUF_ARG_MASK ? h.buf_arg & 0x1f :
-				   h.buf_arg >= 1 && h.buf_arg <= 5 ? 1u << (h.buf_arg - 1) : 0;
+			u32 mask = barg & HE_BUF_ARG_MASK ? barg & 0x1f :
+				   barg >= 1 && barg <= 5 ? 1u << (barg - 1) : 0;
 			int i;
 
-			if (h.buf_len > HE_HYPERCALL_BUF_MAX || !mask || (h.buf_arg & HE_BUF_ARG_MASK && h.buf_arg & ~(HE_BUF_ARG_MASK | 0x1fu))) {
+			if (h.buf_len > HE_HYPERCALL_BUF_MAX || !mask || (barg & HE_BUF_ARG_MASK && barg & ~(HE_BUF_ARG_MASK | 0x1fu))) {
 				rc = -EINVAL;
 				break;
 			}
 			for (i = 0; i < 5; i++)
-				if (h.buf_arg & HE_BUF_ARG_MASK && mask & (1u << i) && *args[i] >= h.buf_len)
+				if (barg & HE_BUF_ARG_MASK && mask & (1u << i) && *args[i] >= h.buf_len)
 					rc = -EINVAL;
 			if (rc)
 				break;
@@ -760,13 +781,34 @@ static long he_ioctl(struct file *f, unsigned int cmd, unsigned long arg)
 			}
 			for (i = 0; i < 5; i++)
 				if (mask & (1u << i))
-					*args[i] = __pa(page) + (h.buf_arg & HE_BUF_ARG_MASK ? *args[i] : 0);
+					*args[i] = __pa(page) + (barg & HE_BUF_ARG_MASK ? *args[i] : 0);
 		}
 		if (h.rax == HC_TRUST_INIT) {
 			struct tpm_chip *chip = he_tpm_hold();
 
 			h.rax = he_vmmcall(h.rax, &h.rdi, &h.rsi, &h.rdx, h.rcx, h.r8);
 			he_tpm_release(chip);
+		} else if (budget_ms) {
+			/*
+			 * 1.4: an interrupted ECALL is resumed here, not by one ioctl per timer tick: the
+			 * same thread (id, TCS) with the same buffer page, until it completes, makes an
+			 * OCALL or faults, a signal is pending, or the budget is spent (user space then
+			 * sees ENCLAVE_INTERRUPTED and may resume or abort). R8 out = resumes made.
+			 */
+			u64 id = h.rdi, tcs = h.rsi, bufpa = h.rcx, nr = h.rax, r8v = h.r8, resumes = 0;
+			unsigned long deadline = jiffies + msecs_to_jiffies(budget_ms);
+
+			for (;;) {
+				h.rax = he_vmmcall(nr, &h.rdi, &h.rsi, &h.rdx, h.rcx, r8v);
+				if (h.rax != HC_ST_ENCLAVE_INTERRUPTED || signal_pending(current) || time_after(jiffies, deadline))
+					break;
+				cond_resched();
+				resumes++;
+				/* ENCLAVE_CALL on an interrupted thread resumes it (number and length unused) */
+				nr = HC_ENCLAVE_CALL;
+				h.rdi = id, h.rsi = tcs, h.rdx = 0, h.rcx = bufpa, r8v = 0;
+			}
+			h.r8 = resumes;
 		} else {
 			h.rax = he_vmmcall(h.rax, &h.rdi, &h.rsi, &h.rdx, h.rcx, h.r8);
 		}
@@ -839,7 +881,12 @@ static long he_ioctl(struct file *f, unsigned int cmd, unsigned long arg)
 	default:
 		rc = -ENOTTY;
 	}
-	mutex_unlock(&he.lock);
+	if (shared) {
+		up_read(&he.calls);
+	} else {
+		up_write(&he.calls);
+		mutex_unlock(&he.lock);
+	}
 	return rc;
 }
 
@@ -859,8 +906,10 @@ static struct miscdevice he_misc = {
 static int he_reboot(struct notifier_block *nb, unsigned long action, void *data)
 {
 	mutex_lock(&he.lock);
+	down_write(&he.calls);
 	if (he.state == HE_STATE_ENABLED)
 		he_disable_all();
+	up_write(&he.calls);
 	mutex_unlock(&he.lock);
 	return NOTIFY_DONE;
 }
@@ -872,6 +921,7 @@ static int __init he_init(void)
 	int rc;
 
 	mutex_init(&he.lock);
+	init_rwsem(&he.calls);
 	he_intel = boot_cpu_data.x86_vendor == X86_VENDOR_INTEL;
 	if (!reserved_base || !reserved_size || (reserved_base | reserved_size) & (PAGE_SIZE - 1)) {
 		pr_err("reserved_base/reserved_size must name the page-aligned memmap=SIZE$BASE region\n");
@@ -921,8 +971,10 @@ static void __exit he_exit(void)
 {
 	unregister_reboot_notifier(&he_reboot_nb);
 	mutex_lock(&he.lock);
+	down_write(&he.calls);
 	if (he.state == HE_STATE_ENABLED && he_disable_all())
 		pr_emerg("CPUs still under the hypervisor at unload\n");
+	up_write(&he.calls);
 	mutex_unlock(&he.lock);
 	misc_deregister(&he_misc);
 	memunmap(he.virt);

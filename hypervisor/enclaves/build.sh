@@ -8,7 +8,7 @@ out="$here/out"
 target="$here/target"
 mkdir -p "$out" "$target"
 # name:threads:heap pages (gen-link.mjs writes each payload's linker script)
-payloads=(crypto:1:0 sealer:1:0 misbehave:1:0 probe:4:64)
+payloads=(crypto:1:0 sealer:1:0 misbehave:1:0 probe:4:64 kvstore:1:64)
 export CARGO_TARGET_DIR="$target"
 # kvm_pvm (the KVM here) interprets guest code and has no SSE: build integer-only code.
 export RUSTFLAGS="-C relocation-model=static -C target-feature=+crt-static,-sse,-sse2,-sse3,-ssse3,-sse4.1,-sse4.2,-avx,-avx2"

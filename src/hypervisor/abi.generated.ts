@@ -201,8 +201,8 @@ export const KEYPOLICY = {
 
 /** /dev/hyperenclave ioctl ABI: versioned like the hypercall ABI (major in bits 31:16, minor in 15:0); a caller whose major differs is refused with -EPROTO. */
 export const HE = {
-  /** This ABI (1.1: HE_BUF_ARG_MASK; 1.2: he_probe.target, 16 KiB hypercall buffers, HE_IOC_TPM_FIFO; 1.3: 256-byte hv_status with the DMA words). */
-  HE_IOCTL_ABI_VERSION: 0x10003,
+  /** This ABI (1.1: HE_BUF_ARG_MASK; 1.2: he_probe.target, 16 KiB hypercall buffers, HE_IOC_TPM_FIFO; 1.3: 256-byte hv_status with the DMA words; 1.4: the resume budget in buf_arg). */
+  HE_IOCTL_ABI_VERSION: 0x10004,
   /** The hypercall ABI the driver was written against. */
   HE_HYPERCALL_ABI_VERSION: 0x10000,
   HE_IOC_MAGIC: 72,
@@ -213,6 +213,8 @@ export const HE = {
   HE_BUF_ARG_MASK: 0x100,
   /** Largest he_hypercall buffer the driver copies (1.2; 4096 before): physically contiguous pages. */
   HE_HYPERCALL_BUF_MAX: 0x4000,
+  /** he_hypercall.buf_arg bits 31:16 (1.4): a resume budget in milliseconds, for ENCLAVE_CALL and ENCLAVE_OCALL_RETURN only (any other call with one: -EINVAL). While the call returns ENCLAVE_INTERRUPTED the driver resumes the thread itself (cond_resched() in between) until it completes, makes an OCALL, faults, a signal is pending or the budget is spent; r8 then holds the number of resumes. Budget 0: one hypercall, as before 1.4. */
+  HE_RESUME_BUDGET_SHIFT: 16,
   /** he_probe.target: 8 bytes of the reserved region. */
   HE_PROBE_RESERVED: 0,
   /** he_probe.target: 1 byte of the TPM's TIS registers (offset from 0xFED40000, locality n at n * 0x1000). */

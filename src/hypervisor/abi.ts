@@ -403,6 +403,8 @@ export function encodeKeyRequest(k: {
 
 /** The ioctl ABI (hypervisor/driver/hyperenclave_ioctl.h, generated from the same source). */
 export const IOCTL_ABI_VERSION = G.HE.HE_IOCTL_ABI_VERSION;
+/** he_hypercall.buf_arg bits 31:16 (1.4): resume budget in ms for ENCLAVE_CALL / ENCLAVE_OCALL_RETURN (the driver loops on ENCLAVE_INTERRUPTED). */
+export const HE_RESUME_BUDGET_SHIFT = G.HE.HE_RESUME_BUDGET_SHIFT;
 /** he_hypercall.buf_arg flag (1.1): bits 0-4 mark RDI..R8 as offsets into the buffer the driver relocates. */
 export const HE_BUF_ARG_MASK = G.HE.HE_BUF_ARG_MASK;
 /** Largest he_hypercall buffer the driver copies (1.2; 4096 before): physically contiguous pages. */
@@ -470,7 +472,7 @@ export function encodeHeHypercall(nr: number, args: readonly bigint[], buf?: { p
   );
 }
 export const HE_HYPERCALL_BUF_POINTER_AT = LAYOUT.he_hypercall.fields.buf.offset;
-export function decodeHeHypercall(b: Buffer): { rax: bigint; rdi: bigint; rsi: bigint; rdx: bigint } {
+export function decodeHeHypercall(b: Buffer): { rax: bigint; rdi: bigint; rsi: bigint; rdx: bigint; r8: bigint } {
   const r = readRecord(LAYOUT.he_hypercall, b, 'he_hypercall');
-  return { rax: r.rax, rdi: r.rdi, rsi: r.rsi, rdx: r.rdx };
+  return { rax: r.rax, rdi: r.rdi, rsi: r.rsi, rdx: r.rdx, r8: r.r8 };
 }

@@ -17,7 +17,7 @@ interface Native {
   hvEnclavePages(h: number, id: number): { offset: bigint; hpa: bigint; type: number; perms: number }[];
   hvReadPhys(h: number, pa: bigint, length: number): Buffer;
   hvEnclaveRun(h: number, id: number, opts?: { sharedPages?: number; timeoutMs?: number }): number;
-  enclaveEcall(vm: number, tcs: bigint, fn: bigint, input: Buffer, opts?: { timeoutMs?: number; ocall?: (nr: number, data: Buffer) => Buffer | null }): { status: number; output: Buffer; exits: number };
+  enclaveEcall(vm: number, tcs: bigint, fn: bigint, input: Buffer, opts?: { timeoutMs?: number; ocall?: (nr: number, data: Buffer) => Buffer | null | false }): { status: number; output: Buffer; exits: number };
   enclaveEcallAsync(vm: number, tcs: bigint, fn: bigint, input: Buffer, opts?: { timeoutMs?: number; ocall?: (nr: number, data: Buffer) => Buffer | null }): Promise<{ status: number; output: Buffer; exits: number }>;
   enclaveEdmm(vm: number, op: string, offset: bigint, count: number, arg?: number): number;
   enclaveDestroy(vm: number): void;
@@ -76,9 +76,9 @@ class NativeCore implements CoreHv {
       throw e;
     };
     return {
-      ecall(tcs, fn, input, ocall) {
+      ecall(tcs, fn, input, ocall, timeoutMs) {
         try {
-          const r = n.enclaveEcall(vm, tcs, BigInt(fn), input, ocall ? { ocall } : {});
+          const r = n.enclaveEcall(vm, tcs, BigInt(fn), input, { ...(ocall ? { ocall } : {}), ...(timeoutMs !== undefined ? { timeoutMs } : {}) });
           return { ok: true as const, status: r.status, output: r.output, exits: r.exits };
         } catch (e) {
           return failed(e);

@@ -86,6 +86,8 @@ export interface EcallRequest {
   input?: Buffer;
   /** TCS offset to enter through (default: the first TCS). */
   tcs?: bigint;
+  /** Runaway budget of this ECALL in ms, time spent serving its OCALLs included (default: the platform's). */
+  timeoutMs?: number;
 }
 
 export interface EcallResult {
@@ -97,6 +99,23 @@ export interface EcallResult {
   /** One line when the enclave faulted or ran away. */
   error: string | null;
   micros: number;
+  /** OCALLs the host served during this ECALL (bare-metal path). */
+  ocalls?: number;
+}
+
+/** OCALL index the enclave reserves for heap growth (rt's heap_grow; docs/hypercall-abi.md). */
+export const OCALL_HEAP_GROW = 0xffff_ff00;
+/** Error code an enclave gets for an OCALL the host could not serve (unknown index, handler threw). */
+export const OCALL_FAILED = 7;
+
+/** The caller's OCALL table (the same type as the KVM runner's, src/hypervisor/addon.ts): index →
+ * (input) → output (null/undefined: empty; at most the shared buffer; a throw fails the OCALL). */
+export type { OcallTable } from './enclave-vm.js';
+import type { OcallTable } from './enclave-vm.js';
+
+export interface EnclaveRunOptions {
+  /** OCALLs the enclave may make during these ECALLs; an unknown index answers OCALL_FAILED. */
+  ocalls?: OcallTable;
 }
 
 export type HostAccessKind = 'read' | 'write' | 'execute';
@@ -173,7 +192,7 @@ export interface HypervisorClient {
   /** Launch the enclave VM's memory through a memory-encryption backend (key slot from the core). */
   enclaveLaunch(id: number, backend: BackendKind, policy?: number): Promise<LaunchResult>;
   /** Run ECALLs in the enclave VM (KVM). */
-  enclaveRun(id: number, ecalls: readonly EcallRequest[]): Promise<EcallResult[]>;
+  enclaveRun(id: number, ecalls: readonly EcallRequest[], opts?: EnclaveRunOptions): Promise<EcallResult[]>;
   /** Enclave memory as the enclave sees it and as the host (DRAM) holds it. */
   enclaveMemory(id: number, offset: bigint, length: number, view: 'enclave' | 'host'): Promise<Buffer>;
   /** A host access through the host's nested tables: null if allowed, else the fault line. */

@@ -57,7 +57,8 @@ export interface CoreHv {
 export type EcallOutcome = { ok: true; status: number; output: Buffer; exits: number } | { ok: false; error: string; dead: boolean };
 
 export interface EnclaveVmHandle {
-  ecall(tcs: bigint, fn: number, input: Buffer, ocall?: (nr: number, data: Buffer) => Buffer | null): EcallOutcome;
+  /** `ocall` returning false fails that OCALL (the enclave sees code 7). */
+  ecall(tcs: bigint, fn: number, input: Buffer, ocall?: (nr: number, data: Buffer) => Buffer | null | false, timeoutMs?: number): EcallOutcome;
   /** The same on its own thread and vCPU: ECALLs on distinct TCSs overlap in time. */
   ecallAsync(tcs: bigint, fn: number, input: Buffer, ocall?: (nr: number, data: Buffer) => Buffer | null): Promise<EcallOutcome>;
   /** Host EDMM leaves (through the core); returns the pages affected. */

@@ -1,5 +1,8 @@
 import type { BackendKind, LaunchMeasurement } from '../enclave/backends/index.js';
 import { RpcClient } from '../platform/emulated/rpc.js';
+import { serveOcalls } from '../platform/emulated/ocall-bridge.js';
+import { HypervisorError } from './abi.js';
+import { EXIT } from '../errors.js';
 import { type ServiceStartOptions, ensureHypervisorService, serviceRecord, stopHypervisorService } from '../platform/emulated/service-process.js';
 import {
   type EnclaveInfoRecord,
@@ -9,7 +12,7 @@ import {
   encodeMemoryMap,
   encodeSecs,
 } from './abi.js';
-import type { EcallRequest, EcallResult, EnclaveSummary, EntryInfo, HostAccessKind, HypervisorClient, HypervisorStatus, HypervisorTraits, LaunchResult, LoadedImage, TrustInitResult } from './client.js';
+import type { EcallRequest, EcallResult, EnclaveRunOptions, EnclaveSummary, EntryInfo, HostAccessKind, HypervisorClient, HypervisorStatus, HypervisorTraits, LaunchResult, LoadedImage, TrustInitResult } from './client.js';
 
 const hex = (b: Buffer): string => b.toString('hex');
 const big = (s: string): bigint => BigInt(s);
@@ -155,10 +158,31 @@ export class EmulatedHypervisorClient implements HypervisorClient {
     });
     return { backend: r.backend, keySlot: r.keySlot, measurement: reviveLaunch(r.measurement) };
   }
-  async enclaveRun(id: number, ecalls: readonly EcallRequest[]): Promise<EcallResult[]> {
+  async enclaveRun(id: number, ecalls: readonly EcallRequest[], opts: EnclaveRunOptions = {}): Promise<EcallResult[]> {
+    const table = opts.ocalls;
+    if (!table) return this.runBatch(id, ecalls);
+    // The service runs the enclave; it sends each OCALL back here, on a socket of this run.
+    const srv = await serveOcalls((nr, input) => {
+      const f = Object.prototype.hasOwnProperty.call(table, nr) ? table[nr] : undefined;
+      if (typeof f !== 'function') throw new HypervisorError(`OCALL ${nr}: no such entry`, EXIT.BAD_INPUT);
+      return f(input) ?? Buffer.alloc(0);
+    });
+    try {
+      return await this.runBatch(id, ecalls, srv.path);
+    } finally {
+      srv.close();
+    }
+  }
+  private async runBatch(id: number, ecalls: readonly EcallRequest[], ocallSocket?: string): Promise<EcallResult[]> {
     const r = await this.rpc.call<{ fn: number; ok: boolean; ret: string | null; output: string; error: string | null; micros: number }[]>('enclave.run', {
       id,
-      ecalls: ecalls.map((e) => ({ fn: e.fn, ...(e.input ? { input: hex(e.input) } : {}), ...(e.tcs !== undefined ? { tcs: '0x' + e.tcs.toString(16) } : {}) })),
+      ecalls: ecalls.map((e) => ({
+        fn: e.fn,
+        ...(e.input ? { input: hex(e.input) } : {}),
+        ...(e.tcs !== undefined ? { tcs: '0x' + e.tcs.toString(16) } : {}),
+        ...(e.timeoutMs !== undefined ? { timeoutMs: e.timeoutMs } : {}),
+      })),
+      ...(ocallSocket ? { ocallSocket } : {}),
     });
     return r.map((x) => ({ ...x, ret: x.ret === null ? null : big(x.ret), output: Buffer.from(x.output, 'hex') }));
   }

@@ -7,6 +7,7 @@ import {
   HAK_PUBLIC_SIZE,
   HE_BUF_ARG_MASK,
   HE_HYPERCALL_BUF_MAX,
+  HE_RESUME_BUDGET_SHIFT,
   HE_STATE,
   HypervisorError,
   IOCTL_ABI_VERSION,
@@ -31,8 +32,9 @@ import {
   encodeSecs,
   encodeTargetInfo,
   formatAbiVersion,
+  statusName,
 } from './abi.js';
-import { enclaveSummary, type EcallRequest, type EcallResult, type EnclaveSummary, type HypervisorClient, type HypervisorStatus, type HypervisorTraits, type LoadedImage, type TrustInitResult } from './client.js';
+import { enclaveSummary, OCALL_FAILED, OCALL_HEAP_GROW, type EcallRequest, type EcallResult, type EnclaveRunOptions, type EnclaveSummary, type HypervisorClient, type HypervisorStatus, type HypervisorTraits, type LoadedImage, type TrustInitResult } from './client.js';
 import type { EnclaveInfoRecord } from './abi.js';
 
 export const HYPERENCLAVE_DEVICE = '/dev/hyperenclave';
@@ -112,7 +114,11 @@ export class LinuxHypervisorClient implements HypervisorClient {
   }
 
   /** A hypercall whose buffer arguments are packed (64-byte aligned, the first at 0) into one staging page. */
-  private hypercallWith(name: keyof typeof HC, args: HcArg[]): { regs: { rdi: bigint; rsi: bigint; rdx: bigint }; out: Buffer[] } {
+  private hypercallWith(
+    name: keyof typeof HC,
+    args: HcArg[],
+    opts: { budgetMs?: number; statuses?: readonly string[] } = {},
+  ): { rax: bigint; regs: { rdi: bigint; rsi: bigint; rdx: bigint; r8: bigint }; out: Buffer[] } {
     const regs: bigint[] = [];
     const spans: { at: number; out: number }[] = [];
     let mask = 0;
@@ -136,11 +142,12 @@ export class LinuxHypervisorClient implements HypervisorClient {
       if (used > HE_HYPERCALL_BUF_MAX) throw new HypervisorError(`${name}: ${used} bytes of buffers exceed the driver's staging area (${HE_HYPERCALL_BUF_MAX} bytes)`, EXIT.BAD_INPUT);
       staging = Buffer.alloc(used);
       for (const p of parts) p.data.copy(staging, p.at);
-      arg = encodeHeHypercall(HC[name], regs, { pointer: 0n, length: used, arg: HE_BUF_ARG_MASK | mask });
+      const budget = (opts.budgetMs ?? 0) << HE_RESUME_BUDGET_SHIFT;
+      arg = encodeHeHypercall(HC[name], regs, { pointer: 0n, length: used, arg: (HE_BUF_ARG_MASK | mask | budget) >>> 0 });
     } else arg = encodeHeHypercall(HC[name], regs);
     const r = decodeHeHypercall(this.device('HE_IOC_HYPERCALL', (fd) => this.io.hypercall(fd, arg, staging ?? null)));
-    if (r.rax !== 0n) throw HypervisorError.fromStatus(name, Number(r.rax));
-    return { regs: r, out: spans.map((s) => Buffer.from(staging!.subarray(s.at, s.at + s.out))) };
+    if (r.rax !== 0n && !opts.statuses?.includes(statusName(Number(r.rax)))) throw HypervisorError.fromStatus(name, Number(r.rax));
+    return { rax: r.rax, regs: r, out: spans.map((s) => Buffer.from(staging!.subarray(s.at, s.at + s.out))) };
   }
 
   private unsupported(what: string, why = 'needs the emulated platform\'s service'): never {
@@ -292,52 +299,112 @@ export class LinuxHypervisorClient implements HypervisorClient {
   }
   /**
    * ECALLs through ENCLAVE_CALL: the hypervisor runs the thread on this CPU. An interrupt parks it
-   * (ENCLAVE_INTERRUPTED) and the call is repeated to resume; after ECALL_BUDGET_MS of that it is
-   * aborted, as the emulated runner's watchdog does.
+   * (ENCLAVE_INTERRUPTED); since ioctl ABI 1.4 the driver resumes it itself within a budget (one
+   * ioctl per ECALL, not one per timer tick), before that this loop repeats the call. After
+   * ECALL_BUDGET_MS of that it is aborted, as the emulated runner's watchdog does. An OCALL
+   * (ENCLAVE_OCALL) is served from `opts.ocalls` and answered with ENCLAVE_OCALL_RETURN.
    */
-  async enclaveRun(id: number, ecalls: readonly EcallRequest[]): Promise<EcallResult[]> {
+  async enclaveRun(id: number, ecalls: readonly EcallRequest[], opts: EnclaveRunOptions = {}): Promise<EcallResult[]> {
     const out: EcallResult[] = [];
+    const loop = abiMajor(this.driverAbi) === 1 && (this.driverAbi & 0xffff) >= 4;
+    const warned = new Set<number>();
     for (const e of ecalls) {
       if (e.tcs === undefined) throw new HypervisorError(`ENCLAVE_CALL: ECALL ${e.fn} names no TCS offset`, EXIT.USAGE);
       const input = e.input ?? Buffer.alloc(0);
       if (input.length > PAGE_SIZE) throw new HypervisorError(`ENCLAVE_CALL: input of ${input.length} bytes (the shared buffer holds ${PAGE_SIZE})`, EXIT.BAD_INPUT);
       const t0 = process.hrtime.bigint();
+      const budgetMs = e.timeoutMs ?? ECALL_BUDGET_MS;
       let resumes = 0;
-      let r: { regs: { rdi: bigint }; out: Buffer[] } | undefined;
+      let ioctls = 0;
+      let ocalls = 0;
       let error: string | null = null;
+      let done: { status: bigint; output: Buffer } | undefined;
+      // the next hypercall: the ECALL itself, a resume, or the answer to an OCALL
+      let next: { name: 'ENCLAVE_CALL' | 'ENCLAVE_OCALL_RETURN'; args: HcArg[] } = {
+        name: 'ENCLAVE_CALL',
+        args: [BigInt(id), e.tcs, BigInt(e.fn), { in: input, out: PAGE_SIZE }, BigInt(input.length)],
+      };
       for (;;) {
         const elapsedMs = Number(process.hrtime.bigint() - t0) / 1e6;
-        const abort = elapsedMs > ECALL_BUDGET_MS;
-        try {
-          r = this.hypercallWith('ENCLAVE_CALL', [BigInt(id), e.tcs, BigInt(e.fn), { in: input, out: PAGE_SIZE }, abort ? ECALL_ABORT : BigInt(input.length)]);
+        const budget = loop ? Math.max(1, Math.min(0xffff, Math.ceil(budgetMs - elapsedMs))) : 0;
+        const r = this.hypercallWith(next.name, next.args, { budgetMs: budget, statuses: ['ENCLAVE_INTERRUPTED', 'ENCLAVE_OCALL', 'ENCLAVE_FAULT', 'SSA_INVALID'] });
+        ioctls++;
+        const st = statusName(Number(r.rax));
+        resumes += Number(loop ? r.regs.r8 : 0n);
+        if (st === 'SUCCESS') {
+          done = { status: r.regs.rdi, output: r.out[0]! };
           break;
-        } catch (err) {
-          const name = err instanceof HypervisorError ? err.statusName : undefined;
-          if (name === 'ENCLAVE_INTERRUPTED' && !abort) {
-            resumes++;
-            continue;
-          }
-          if (name === 'ENCLAVE_FAULT' || name === 'ENCLAVE_INTERRUPTED') {
-            error = abort ? `ECALL ${e.fn} ran longer than ${ECALL_BUDGET_MS} ms (${resumes} interrupts): aborted` : `ECALL ${e.fn}: the enclave thread faulted (see the hypervisor log)`;
-            break;
-          }
-          throw err;
         }
+        if (st === 'ENCLAVE_FAULT') {
+          error = `ECALL ${e.fn}: the enclave thread faulted (see the hypervisor log)`;
+          break;
+        }
+        if (st === 'SSA_INVALID') {
+          error = `ECALL ${e.fn}: SSA_INVALID: the enclave resumed a forged SSA frame; the thread was ended (see the hypervisor log)`;
+          break;
+        }
+        if (st === 'ENCLAVE_OCALL') {
+          ocalls++;
+          const nr = Number(r.regs.rdi);
+          const len = Number(r.regs.rsi);
+          let answer = BigInt(ECALL.ERROR) + BigInt(OCALL_FAILED);
+          let reply: Buffer = Buffer.alloc(0);
+          const handler = opts.ocalls && Object.prototype.hasOwnProperty.call(opts.ocalls, nr) ? opts.ocalls[nr] : undefined;
+          const input = Buffer.from(r.out[0]!.subarray(0, Math.min(len, PAGE_SIZE)));
+          if (len > PAGE_SIZE) {
+            process.stderr.write(`OCALL ${nr}: input of ${len} bytes exceeds the shared buffer (${PAGE_SIZE})\n`);
+          } else if (nr === OCALL_HEAP_GROW && !handler) {
+            // rt's heap_grow: u64 ELRANGE offset, u64 page count → ENCLAVE_AUGMENT, answer length 0
+            if (len === 16) {
+              try {
+                this.hypercall('ENCLAVE_AUGMENT', [BigInt(id), input.readBigUInt64LE(0), input.readBigUInt64LE(8)]);
+                answer = 0n;
+              } catch (err) {
+                process.stderr.write(`OCALL heap_grow: ${(err as Error).message}\n`);
+              }
+            }
+          } else if (typeof handler !== 'function') {
+            if (!warned.has(nr)) process.stderr.write(`OCALL ${nr}: no such entry\n`);
+            warned.add(nr);
+          } else {
+            try {
+              const got = Buffer.from(handler(input) ?? Buffer.alloc(0));
+              if (got.length > PAGE_SIZE) process.stderr.write(`OCALL ${nr}: answer of ${got.length} bytes exceeds the shared buffer (${PAGE_SIZE})\n`);
+              else {
+                reply = got;
+                answer = BigInt(got.length);
+              }
+            } catch (err) {
+              process.stderr.write(`OCALL ${nr}: handler failed: ${(err as Error).message}\n`);
+            }
+          }
+          next = { name: 'ENCLAVE_OCALL_RETURN', args: [BigInt(id), e.tcs, answer, { in: reply, out: PAGE_SIZE }] };
+          continue;
+        }
+        // ENCLAVE_INTERRUPTED: the driver's budget was spent or a signal is pending
+        if (Number(process.hrtime.bigint() - t0) / 1e6 > budgetMs) {
+          this.hypercallWith('ENCLAVE_CALL', [BigInt(id), e.tcs, BigInt(e.fn), { out: PAGE_SIZE }, ECALL_ABORT], { statuses: ['ENCLAVE_FAULT'] });
+          error = `ECALL ${e.fn} ran longer than ${budgetMs} ms (${resumes} interrupts, ${loop ? `resumed by the driver in ${ioctls} ioctl(s)` : `${ioctls} ioctls`}): aborted`;
+          break;
+        }
+        if (!loop) resumes++;
+        next = { name: 'ENCLAVE_CALL', args: [BigInt(id), e.tcs, BigInt(e.fn), { out: PAGE_SIZE }, 0n] };
       }
       const micros = Number(process.hrtime.bigint() - t0) / 1000;
-      if (!r) {
-        out.push({ fn: e.fn, ok: false, ret: null, output: Buffer.alloc(0), error, micros });
+      if (!done) {
+        out.push({ fn: e.fn, ok: false, ret: null, output: Buffer.alloc(0), error, micros, ocalls });
         break; // the thread is dead until the enclave is destroyed
       }
-      const status = r.regs.rdi;
+      const status = done.status;
       const failed = (status & BigInt(ECALL.ERROR)) !== 0n;
       out.push({
         fn: e.fn,
         ok: !failed,
         ret: status,
-        output: failed ? Buffer.alloc(0) : r.out[0]!.subarray(0, Number(status)),
+        output: failed ? Buffer.alloc(0) : done.output.subarray(0, Number(status)),
         error: failed ? `ECALL ${e.fn} returned error code ${Number(status & 0x7fff_ffffn)}` : null,
         micros,
+        ocalls,
       });
     }
     return out;

@@ -228,6 +228,7 @@ cp "$BUSYBOX" "$IRD/bin/busybox"
 for a in $("$BUSYBOX" --list); do [ "$a" = busybox ] || ln -sf busybox "$IRD/bin/$a"; done
 cp "$HERE/init.sh" "$IRD/init"; chmod 0755 "$IRD/init"
 cp "$HERE/guest-probe.mjs" "$IRD/opt/guest-probe.mjs"
+cp "$HERE/guest-enclave-rt.mjs" "$IRD/opt/guest-enclave-rt.mjs"
 cp "$DRV_OUT/hyperenclave.ko" "$IRD/lib/modules/"
 # SHA-384/512 are modules in Debian's kernel; the driver hashes every allocated PCR bank.
 cp "$WORK/kernel/root/lib/modules/$KVER_PKG/kernel/crypto/sha512_generic.ko" "$IRD/lib/modules/"
@@ -255,7 +256,7 @@ for lib in $(ldd "$FLOCK_BIN" | awk '$2 == "=>" && $3 ~ /^\// {print $3} $1 ~ /^
 done
 # An enclave to create from the guest: the crypto payload, its manifest and a test signer.
 cp "$ROOT/test/fixtures/enclave/signer-test.pem" "$IRD/opt/enclave/"
-for payload in crypto sealer misbehave; do
+for payload in crypto sealer misbehave probe; do
   cp "$ROOT/hypervisor/enclaves/out/$payload.bin" "$ROOT/hypervisor/enclaves/out/$payload.json" "$IRD/opt/enclave/"
   node -e 'const m=JSON.parse(require("fs").readFileSync(process.argv[1],"utf8")); m.payload={image:process.argv[2]+".bin",layout:process.argv[2]+".json"}; process.stdout.write(JSON.stringify(m,null,2))' \
     "$ROOT/test/fixtures/enclave/$payload.manifest.json" "$payload" >"$IRD/opt/enclave/$payload.manifest.json"

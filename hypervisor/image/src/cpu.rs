@@ -5,6 +5,9 @@ use core::arch::asm;
 pub const MSR_EFER: u32 = 0xc000_0080;
 pub const MSR_PAT: u32 = 0x277;
 pub const MSR_VM_HSAVE_PA: u32 = 0xc001_0117;
+pub const MSR_FS_BASE: u32 = 0xc000_0100;
+pub const MSR_GS_BASE: u32 = 0xc000_0101;
+pub const MSR_KERNEL_GS_BASE: u32 = 0xc000_0102;
 pub const EFER_SVME: u64 = 1 << 12;
 
 pub fn rdmsr(msr: u32) -> u64 {

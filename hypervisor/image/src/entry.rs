@@ -10,10 +10,13 @@ pub const STACK_SHIFT: u32 = 19; // 512 KiB per CPU (Hypervisor::new builds its 
 
 /// Where the backend's vCPU state starts in a CPU's area (after the FPU save area).
 pub const PERCPU_STATE: u64 = 4096;
-/// Bytes of one CPU's area: FPU save area page, the backend's vCPU state, the stack. The
-/// container header's per-CPU size (build.sh reads it from `HE_PERCPU_SIZE`); the driver gives
-/// every possible CPU id an area of that size, so the CPU count is bounded only by the region.
-pub const PERCPU_BYTES: u64 = PERCPU_STATE + ((core::mem::size_of::<PerCpu>() as u64 + 4095) & !4095) + (1 << STACK_SHIFT);
+/// Where the CPU's enclave runner slots start (enclave_vm.rs), after the backend's state.
+pub const PERCPU_RUNNERS: u64 = PERCPU_STATE + ((core::mem::size_of::<PerCpu>() as u64 + 4095) & !4095);
+/// Bytes of one CPU's area: FPU save area page, the backend's vCPU state, the enclave runner
+/// slots, the stack. The container header's per-CPU size (build.sh reads it from
+/// `HE_PERCPU_SIZE`); the driver gives every possible CPU id an area of that size, so the CPU
+/// count (and with it the number of enclave threads) is bounded only by the region.
+pub const PERCPU_BYTES: u64 = PERCPU_RUNNERS + crate::enclave_vm::PERCPU_RUNNER_BYTES + (1 << STACK_SHIFT);
 
 #[no_mangle]
 #[used]

@@ -61,6 +61,12 @@ pub(crate) fn percpu_state(cpu: usize) -> &'static mut backend::PerCpu {
     unsafe { &mut *((PERCPU_BASE + cpu as u64 * PERCPU_SIZE + entry::PERCPU_STATE) as *mut backend::PerCpu) }
 }
 
+/// This CPU id's enclave runner slots (enclave_vm.rs), in its area after the backend's state.
+pub(crate) fn percpu_runners(cpu: usize) -> *mut u8 {
+    // SAFETY: reads values set at entry; the area was checked to hold PERCPU_BYTES.
+    unsafe { (PERCPU_BASE + cpu as u64 * PERCPU_SIZE + entry::PERCPU_RUNNERS) as *mut u8 }
+}
+
 static mut HV: Option<Hv> = None;
 static mut LEAVE_TRAMP: u64 = 0;
 static LOCK: AtomicBool = AtomicBool::new(false);
@@ -305,6 +311,7 @@ fn init(ho: &Handoff) -> HvResult<()> {
     })();
     unlock(&LOCK);
     r?;
+    enclave_vm::init_slots(ho.cpu_slots as usize);
     host::init(ho.leave_tramp, ho.leave_tramp_pa);
     // SAFETY: single writer (INIT runs before any LAUNCH).
     unsafe { LEAVE_TRAMP = ho.leave_tramp };
@@ -480,9 +487,19 @@ pub(crate) fn hypercall_exit<V: Vcpu>(vc: &mut V, cpu: usize) {
     if regs.rax == nr::ENCLAVE_CALL {
         // runs enclave code: the lock is taken only around core state, not while the enclave runs
         unlock(&LOCK);
-        let (st, out) = enclave_vm::call(&LOCK, hv as *mut Hv, cpu, regs.rdi, regs.rsi, regs.rdx, regs.rcx, regs.r8);
+        let (st, rdi, rsi) = enclave_vm::call(&LOCK, hv as *mut Hv, cpu, regs.rdi, regs.rsi, regs.rdx, regs.rcx, regs.r8);
         vc.set_rax(st as u64);
-        vc.regs().rdi = out;
+        vc.regs().rdi = rdi;
+        vc.regs().rsi = rsi;
+        vc.advance();
+        return;
+    }
+    if regs.rax == nr::ENCLAVE_OCALL_RETURN {
+        unlock(&LOCK);
+        let (st, rdi, rsi) = enclave_vm::ocall_return(&LOCK, hv as *mut Hv, cpu, regs.rdi, regs.rsi, regs.rdx, regs.rcx);
+        vc.set_rax(st as u64);
+        vc.regs().rdi = rdi;
+        vc.regs().rsi = rsi;
         vc.advance();
         return;
     }
@@ -490,11 +507,16 @@ pub(crate) fn hypercall_exit<V: Vcpu>(vc: &mut V, cpu: usize) {
     // SAFETY: as above; dispatch checks every buffer page against the host tables first.
     let mut guest = unsafe { DirectMem::new(0, MemRange::new(0, GUEST_SPAN, MemKind::Ram)) };
     let destroyed = (regs.rax == nr::ENCLAVE_DESTROY).then_some(regs.rdi as u32);
+    // EDMM steps that can take mappings away from the enclave's running threads
+    let shrunk = matches!(regs.rax, nr::ENCLAVE_RESTRICT | nr::ENCLAVE_MODIFY_TYPE | nr::ENCLAVE_REMOVE).then_some(regs.rdi as u32);
     let st = dispatch(hv, &mut regs, &mut guest);
-    if let (Some(id), HcStatus::Success) = (destroyed, st) {
-        enclave_vm::forget(id);
-    }
     unlock(&LOCK);
+    // after the hypervisor lock: enclave_vm takes its slot lock first, then the hypervisor's
+    match (destroyed, shrunk, st) {
+        (Some(id), _, HcStatus::Success) => enclave_vm::forget(id),
+        (_, Some(id), HcStatus::Success) => enclave_vm::mappings_changed(id),
+        _ => {}
+    }
     vc.set_rax(regs.rax);
     vc.regs().rdi = regs.rdi;
     vc.regs().rsi = regs.rsi;

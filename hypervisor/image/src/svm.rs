@@ -281,25 +281,28 @@ struct AllOnes<const N: usize>([u8; N]);
 static mut THREAD_IOPM: AllOnes<12288> = AllOnes([0xff; 12288]);
 static mut THREAD_MSRPM: AllOnes<8192> = AllOnes([0xff; 8192]);
 
-/// An enclave thread's guest: its own VMCB (ASID 2 + slot; Linux runs with ASID 1).
+/// An enclave thread's guest: its own VMCB (ASID 2 + slot; Linux runs with ASID 1). Slots
+/// beyond the CPU's ASIDs share its last ASID and flush the TLB at every entry.
 #[repr(C, align(4096))]
 pub struct ThreadVm {
     vmcb: Vmcb,
-    /// FS.base and GS.base of the thread: VMRUN does not load them (VMLOAD would, with TR, LDTR
-    /// and the syscall MSRs), so `run` swaps the MSRs around VMRUN.
-    fs_gs: (u64, u64),
+    shared_asid: bool,
+    /// The thread's FS / GS base and KERNEL_GS_BASE: VMRUN does not switch them (VMLOAD would),
+    /// so `run` loads them into the MSRs around VMRUN and gives Linux's back afterwards.
+    fs_base: u64,
+    gs_base: u64,
+    kernel_gs_base: u64,
 }
 
 impl ThreadVm {
-    pub const INIT: ThreadVm = ThreadVm { vmcb: Vmcb([0; 4096]), fs_gs: (0, 0) };
+    pub const INIT: ThreadVm = ThreadVm { vmcb: Vmcb([0; 4096]), shared_asid: false, fs_base: 0, gs_base: 0, kernel_gs_base: 0 };
 }
 
-const MSR_FS_BASE: u32 = 0xc000_0100;
-const MSR_GS_BASE: u32 = 0xc000_0101;
-
 impl EnclaveVcpu for ThreadVm {
-    fn setup(&mut self, slot: usize, fresh: bool, rip: u64, cr3: u64, nested_pointer: u64, fs_gs: (u64, u64)) {
-        self.fs_gs = fs_gs;
+    fn setup(&mut self, slot: usize, fresh: bool, rip: u64, cr3: u64, nested_pointer: u64, fs_base: u64, gs_base: u64) {
+        self.fs_base = fs_base;
+        self.gs_base = gs_base;
+        self.kernel_gs_base = 0;
         let v = &mut self.vmcb;
         v.0.fill(0);
         v.w32(off::INTERCEPT_EXCEPTIONS, 0xffff_ffff);
@@ -310,8 +313,12 @@ impl EnclaveVcpu for ThreadVm {
         );
         v.w64(off::IOPM_BASE, core::ptr::addr_of!(THREAD_IOPM) as u64);
         v.w64(off::MSRPM_BASE, core::ptr::addr_of!(THREAD_MSRPM) as u64);
-        v.w32(off::ASID, 2 + slot as u32); // Linux runs with ASID 1
-        v.0[off::TLB_CONTROL] = if fresh { 1 } else { 0 };
+        // Linux runs with ASID 1; CPUID 8000_000A EBX = the number of ASIDs (1..n-1 usable)
+        let nasid = crate::cpu::cpuid(0x8000_000a, 0)[1] as u64;
+        self.shared_asid = 2 + slot as u64 >= nasid.saturating_sub(1);
+        let asid = if self.shared_asid { nasid.saturating_sub(1).max(2) } else { 2 + slot as u64 };
+        v.w32(off::ASID, asid as u32);
+        v.0[off::TLB_CONTROL] = if fresh || self.shared_asid { 1 } else { 0 };
         v.w64(off::V_INTR, V_INTR_MASKING);
         v.w64(off::NP_ENABLE, 1);
         v.w64(off::N_CR3, nested_pointer);
@@ -337,23 +344,29 @@ impl EnclaveVcpu for ThreadVm {
     }
 
     fn run(&mut self, regs: &mut GuestRegs, fx: *mut u8) -> EnclaveExit {
+        if self.shared_asid {
+            self.vmcb.0[off::TLB_CONTROL] = 1;
+        }
         let vmcb_pa = &self.vmcb as *const Vmcb as u64;
         // Host IF=1 while the enclave runs, so an interrupt exits (V_INTR_MASKING); GIF is 0
         // here (after the caller's #VMEXIT), so the host itself never takes one.
-        // Linux's FS.base/GS.base (live in the MSRs: nothing here switches them) are put back
-        // right after the thread's exit, before anything of Linux runs again.
-        let linux_fs_gs = (cpu::rdmsr(MSR_FS_BASE), cpu::rdmsr(MSR_GS_BASE));
         // SAFETY: this CPU owns the thread; GIF=0 keeps sti from delivering anything to the host.
-        // The image never addresses through FS or GS, so their bases may be the enclave's here.
+        let linux = (cpu::rdmsr(cpu::MSR_FS_BASE), cpu::rdmsr(cpu::MSR_GS_BASE), cpu::rdmsr(cpu::MSR_KERNEL_GS_BASE));
+        cpu::wrmsr(cpu::MSR_FS_BASE, self.fs_base);
+        cpu::wrmsr(cpu::MSR_GS_BASE, self.gs_base);
+        cpu::wrmsr(cpu::MSR_KERNEL_GS_BASE, self.kernel_gs_base);
         unsafe {
-            cpu::wrmsr(MSR_FS_BASE, self.fs_gs.0);
-            cpu::wrmsr(MSR_GS_BASE, self.fs_gs.1);
             core::arch::asm!("sti", options(nomem, nostack));
             entry::he_vmrun(vmcb_pa, regs, fx);
             core::arch::asm!("cli", options(nomem, nostack));
-            cpu::wrmsr(MSR_FS_BASE, linux_fs_gs.0);
-            cpu::wrmsr(MSR_GS_BASE, linux_fs_gs.1);
         }
+        // the thread may have swapped GS (SWAPGS is not intercepted): keep what it left
+        self.fs_base = cpu::rdmsr(cpu::MSR_FS_BASE);
+        self.gs_base = cpu::rdmsr(cpu::MSR_GS_BASE);
+        self.kernel_gs_base = cpu::rdmsr(cpu::MSR_KERNEL_GS_BASE);
+        cpu::wrmsr(cpu::MSR_FS_BASE, linux.0);
+        cpu::wrmsr(cpu::MSR_GS_BASE, linux.1);
+        cpu::wrmsr(cpu::MSR_KERNEL_GS_BASE, linux.2);
         let v = &mut self.vmcb;
         v.0[off::TLB_CONTROL] = 0;
         let code = v.r64(off::EXITCODE);
@@ -366,7 +379,11 @@ impl EnclaveVcpu for ThreadVm {
             c if (exit::EXCP_BASE..exit::EXCP_BASE + 32).contains(&c) => {
                 EnclaveExit::Exception { vector: c - exit::EXCP_BASE, info: (v.r64(off::EXITINFO1), v.r64(off::EXITINFO2)) }
             }
-            exit::NPF => EnclaveExit::NestedFault { gpa: v.r64(off::EXITINFO2), info: v.r64(off::EXITINFO1) },
+            exit::NPF => {
+                // EXITINFO1 low bits are #PF-style: P, W, U, RSV, I/D (the enclave runs at CPL 0)
+                let info = v.r64(off::EXITINFO1);
+                EnclaveExit::NestedFault { gpa: v.r64(off::EXITINFO2), info, pf_error: (info & 0x13) as u32 }
+            }
             exit::HLT => EnclaveExit::Hlt,
             exit::INVALID => EnclaveExit::Invalid(code),
             other => EnclaveExit::Other(other),
@@ -383,5 +400,23 @@ impl EnclaveVcpu for ThreadVm {
     }
     fn set_rip(&mut self, v: u64) {
         self.vmcb.w64(off::RIP, v)
+    }
+    fn rsp(&self) -> u64 {
+        self.vmcb.r64(off::RSP)
+    }
+    fn set_rsp(&mut self, v: u64) {
+        self.vmcb.w64(off::RSP, v)
+    }
+    fn rflags(&self) -> u64 {
+        self.vmcb.r64(off::RFLAGS)
+    }
+    fn set_rflags(&mut self, v: u64) {
+        self.vmcb.w64(off::RFLAGS, v)
+    }
+    fn seg_bases(&self) -> (u64, u64) {
+        (self.fs_base, self.gs_base)
+    }
+    fn flush_tlb(&mut self) {
+        self.vmcb.0[off::TLB_CONTROL] = 1;
     }
 }

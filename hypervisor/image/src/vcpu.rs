@@ -37,8 +37,9 @@ pub(crate) enum EnclaveExit {
     Interrupt,
     /// An exception (vector) with the backend's two information words.
     Exception { vector: u64, info: (u64, u64) },
-    /// A nested fault outside the enclave's tables.
-    NestedFault { gpa: u64, info: u64 },
+    /// A nested fault: `gpa` not mapped (or not with that access) in the enclave's tables;
+    /// `pf_error` is the access as a #PF error code (bit 0 present, 1 write, 4 fetch).
+    NestedFault { gpa: u64, info: u64, pf_error: u32 },
     Hlt,
     /// The hardware refused the thread's state (VMEXIT_INVALID / VM-entry failure).
     Invalid(u64),
@@ -48,16 +49,26 @@ pub(crate) enum EnclaveExit {
 
 /// One enclave thread's guest (a VMCB or a VMCS with its own nested tables).
 pub(crate) trait EnclaveVcpu {
-    /// Fresh 64-bit ring-0 state: flat segments, paging with `cr3`, entry at `rip`, nested
-    /// tables `nested_pointer` (nCR3 / EPTP), tag `slot` (ASID / VPID), every exception,
-    /// interrupt, NMI, HLT, port and MSR intercepted. `fresh` = first use of this slot for
-    /// this enclave: flush what the tag may still cache. `fs_gs`: FS.base and GS.base = the
-    /// enclave's base + TCS.OFSBASE / OGSBASE (the runtime finds its thread's TLS page via GS).
-    fn setup(&mut self, slot: usize, fresh: bool, rip: u64, cr3: u64, nested_pointer: u64, fs_gs: (u64, u64));
+    /// Fresh 64-bit ring-0 state: flat segments (FS and GS based at `fs_base` / `gs_base`, the
+    /// TCS's OFSBASE / OGSBASE), paging with `cr3`, entry at `rip`, nested tables
+    /// `nested_pointer` (nCR3 / EPTP), tag `slot` (ASID / VPID), every exception, interrupt,
+    /// NMI, HLT, port and MSR intercepted. `fresh` = first use of this slot for this enclave:
+    /// flush what the tag may still cache.
+    #[allow(clippy::too_many_arguments)]
+    fn setup(&mut self, slot: usize, fresh: bool, rip: u64, cr3: u64, nested_pointer: u64, fs_base: u64, gs_base: u64);
     /// Runs the thread until the next exit on this CPU.
     fn run(&mut self, regs: &mut GuestRegs, fx: *mut u8) -> EnclaveExit;
     fn rax(&self) -> u64;
     fn set_rax(&mut self, v: u64);
     fn rip(&self) -> u64;
     fn set_rip(&mut self, v: u64);
+    fn rsp(&self) -> u64;
+    fn set_rsp(&mut self, v: u64);
+    fn rflags(&self) -> u64;
+    fn set_rflags(&mut self, v: u64);
+    /// (FS base, GS base) of the thread.
+    fn seg_bases(&self) -> (u64, u64);
+    /// Flushes what this thread's tag may have cached on the CPU of the next run (the thread
+    /// moved to another CPU).
+    fn flush_tlb(&mut self);
 }

@@ -614,15 +614,32 @@ pub struct ThreadVm {
     rax: u64,
     rip: u64,
     rip_dirty: bool,
+    rsp: u64,
+    rflags: u64,
+    /// RSP / RFLAGS written since the last exit (the VMCS is not current between runs).
+    sp_flags_dirty: bool,
     need_init: bool,
     fresh: bool,
     setup: (u64, u64, u64),
-    /// FS.base and GS.base of the thread (guest-state fields; VM exit restores Linux's).
-    fs_gs: (u64, u64),
+    bases: (u64, u64),
+    kernel_gs_base: u64,
 }
 
 impl ThreadVm {
-    pub const INIT: ThreadVm = ThreadVm { vmcs: Region::new(), rax: 0, rip: 0, rip_dirty: false, need_init: false, fresh: false, setup: (0, 0, 0), fs_gs: (0, 0) };
+    pub const INIT: ThreadVm = ThreadVm {
+        vmcs: Region::new(),
+        rax: 0,
+        rip: 0,
+        rip_dirty: false,
+        rsp: 0,
+        rflags: 2,
+        sp_flags_dirty: false,
+        need_init: false,
+        fresh: false,
+        setup: (0, 0, 0),
+        bases: (0, 0),
+        kernel_gs_base: 0,
+    };
 
     /// Writes the whole thread state into the (current) thread VMCS.
     fn write_state(&self) -> Result<(), (&'static str, u32)> {
@@ -651,8 +668,8 @@ impl ThreadVm {
         for s in [vmcs::SEG_ES, vmcs::SEG_SS, vmcs::SEG_DS] {
             set_segment(s, 0x10, 0xc093, 0xffff_ffff, 0);
         }
-        set_segment(vmcs::SEG_FS, 0x10, 0xc093, 0xffff_ffff, self.fs_gs.0);
-        set_segment(vmcs::SEG_GS, 0x10, 0xc093, 0xffff_ffff, self.fs_gs.1);
+        set_segment(vmcs::SEG_FS, 0x10, 0xc093, 0xffff_ffff, self.bases.0);
+        set_segment(vmcs::SEG_GS, 0x10, 0xc093, 0xffff_ffff, self.bases.1);
         set_segment(vmcs::SEG_LDTR, 0, AR_UNUSABLE, 0, 0);
         set_segment(vmcs::SEG_TR, 0x18, 0x8b, 0x67, 0);
         vmcs::write(f::GUEST_GDTR_BASE, 0);
@@ -700,10 +717,14 @@ fn vmptrst() -> u64 {
 }
 
 impl EnclaveVcpu for ThreadVm {
-    fn setup(&mut self, _slot: usize, fresh: bool, rip: u64, cr3: u64, nested_pointer: u64, fs_gs: (u64, u64)) {
+    fn setup(&mut self, _slot: usize, fresh: bool, rip: u64, cr3: u64, nested_pointer: u64, fs_base: u64, gs_base: u64) {
         // written into the VMCS at the next run, when it is current
         self.setup = (rip, cr3, nested_pointer);
-        self.fs_gs = fs_gs;
+        self.bases = (fs_base, gs_base);
+        self.kernel_gs_base = 0;
+        self.rsp = 0;
+        self.rflags = 2;
+        self.sp_flags_dirty = false;
         self.need_init = true;
         self.fresh = self.fresh || fresh;
         self.rax = 0;
@@ -746,6 +767,14 @@ impl EnclaveVcpu for ThreadVm {
             vmcs::write(f::GUEST_RIP, self.rip);
             self.rip_dirty = false;
         }
+        if self.sp_flags_dirty {
+            vmcs::write(f::GUEST_RSP, self.rsp);
+            vmcs::write(f::GUEST_RFLAGS, self.rflags);
+            self.sp_flags_dirty = false;
+        }
+        // KERNEL_GS_BASE is not switched by VM entry/exit: the thread's around the run (SWAPGS)
+        let linux_kgs = cpu::rdmsr(cpu::MSR_KERNEL_GS_BASE);
+        cpu::wrmsr(cpu::MSR_KERNEL_GS_BASE, self.kernel_gs_base);
         if self.fresh {
             vmcs::invept_all(); // the EPT root of a reused slot may hold another enclave's translations
             self.fresh = false;
@@ -753,12 +782,17 @@ impl EnclaveVcpu for ThreadVm {
         let mut r = VmxRegs { g: *regs, rax: self.rax };
         // SAFETY: the thread VMCS is current on this CPU; registers and FX area are the thread's.
         let failed = unsafe { he_vmx_run(&mut r, fx, 0) };
+        self.kernel_gs_base = cpu::rdmsr(cpu::MSR_KERNEL_GS_BASE);
+        cpu::wrmsr(cpu::MSR_KERNEL_GS_BASE, linux_kgs);
         let out = if failed != 0 {
             EnclaveExit::Invalid(vmcs::read(f::VM_INSTR_ERROR))
         } else {
             *regs = r.g;
             self.rax = r.rax;
             self.rip = vmcs::read(f::GUEST_RIP);
+            self.rsp = vmcs::read(f::GUEST_RSP);
+            self.rflags = vmcs::read(f::GUEST_RFLAGS);
+            self.bases = (vmcs::read(f::GUEST_ES_BASE + 2 * vmcs::SEG_FS), vmcs::read(f::GUEST_ES_BASE + 2 * vmcs::SEG_GS));
             let why = vmcs::read(f::EXIT_REASON) as u32;
             let next = self.rip + vmcs::read(f::EXIT_INSTR_LEN);
             let q = vmcs::read(f::EXIT_QUALIFICATION);
@@ -776,7 +810,11 @@ impl EnclaveVcpu for ThreadVm {
                             EnclaveExit::Exception { vector: info & 0xff, info: (vmcs::read(f::EXIT_INTR_ERR), q) }
                         }
                     }
-                    reason::EPT_VIOLATION => EnclaveExit::NestedFault { gpa: vmcs::read(f::GUEST_PHYS_ADDR), info: q },
+                    reason::EPT_VIOLATION => {
+                        // qualification: bits 0-2 read/write/fetch, 3-5 the entry's R/W/X
+                        let pf_error = ((q >> 3) & 7 != 0) as u32 | (q & 2) as u32 | if q & 4 != 0 { 0x10 } else { 0 };
+                        EnclaveExit::NestedFault { gpa: vmcs::read(f::GUEST_PHYS_ADDR), info: q, pf_error }
+                    }
                     reason::HLT => EnclaveExit::Hlt,
                     other => EnclaveExit::Other(other as u64),
                 }
@@ -798,5 +836,25 @@ impl EnclaveVcpu for ThreadVm {
     fn set_rip(&mut self, v: u64) {
         self.rip = v;
         self.rip_dirty = true;
+    }
+    fn rsp(&self) -> u64 {
+        self.rsp
+    }
+    fn set_rsp(&mut self, v: u64) {
+        self.rsp = v;
+        self.sp_flags_dirty = true;
+    }
+    fn rflags(&self) -> u64 {
+        self.rflags
+    }
+    fn set_rflags(&mut self, v: u64) {
+        self.rflags = v;
+        self.sp_flags_dirty = true;
+    }
+    fn seg_bases(&self) -> (u64, u64) {
+        self.bases
+    }
+    fn flush_tlb(&mut self) {
+        self.fresh = true;
     }
 }

@@ -32,6 +32,7 @@ export const COMMAND_GROUPS: readonly CommandGroup[] = [
     },
   },
   { file: 'firmware', names: ['firmware'], load: async () => (await import('./firmware.js')).registerFirmware },
+  { file: 'kv', names: ['kv'], load: async () => (await import('./kv.js')).registerKv },
   { file: 'emulator', names: ['emulator'], load: async () => (await import('./emulator.js')).registerEmulator },
   // Last: it describes every command registered before it.
   { file: 'completion', names: ['completion'], load: async () => (await import('./completion.js')).registerCompletion },

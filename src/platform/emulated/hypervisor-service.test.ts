@@ -7,7 +7,7 @@ import { compileSchema } from '../../schemas.js';
 import { EmulatedHypervisorClient } from '../../hypervisor/emulated-client.js';
 import { statusToJson } from '../../hypervisor/status.js';
 import { alive as daemonAlive } from './daemon.js';
-import { placeReservedRegion } from './hypervisor-service.js';
+import { placeReservedRegion } from './reservation.js';
 import { ensureHypervisorService, serviceEntry, serviceRecord, stopHypervisorService } from './service-process.js';
 import { readMachineMemoryMap, SYNTHETIC_MEMORY_MAP } from '../memory-map.js';
 import { skipUnless } from '../../../test/helpers/require.js';

@@ -1,5 +1,4 @@
-import { createHash } from 'node:crypto';
-import { existsSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { resolve } from 'node:path';
 import { EXIT } from '../../errors.js';
@@ -44,10 +43,11 @@ import { writeFileAtomic } from '../../fs/atomic.js';
 import { readMachineMemoryMap, SYNTHETIC_MEMORY_MAP } from '../memory-map.js';
 import { CoreSlotAllocator } from './core-slots.js';
 import { bigArg, hexArg, intArg, jsonable } from './rpc-values.js';
-
-export { jsonable };
+import { OcallBridge } from './ocall-bridge.js';
 import { alive } from './daemon.js';
-import { readFileBounded } from '../../fs/bounded-read.js';
+import { RESERVED_DEFAULT, SCRATCH_BASE, SCRATCH_SIZE, placeReservedRegion } from './reservation.js';
+import { describeImage } from './image-file.js';
+import type { HeldState, LostState } from './held-state.js';
 import { emulatedTpmSockets, ensureEmulatedTpm } from './tpm-daemon.js';
 
 /**
@@ -56,26 +56,6 @@ import { emulatedTpmSockets, ensureEmulatedTpm } from './tpm-daemon.js';
  * socket. Requests become real hypercalls (`hypercall::dispatch`) whose buffers sit in a
  * scratch area of host RAM, so after ENABLE they pass the host's nested tables as on hardware.
  */
-
-/**
- * 64 MiB hypervisor (8 MiB image + page-table pool) and 16 MiB EPC: the addon's core is built
- * with the default EPCM capacity of 4096 pages, so EPC beyond 16 MiB would be reserved but unused.
- */
-export const RESERVED_DEFAULT = { hypervisor: 64n << 20n, epc: 16n << 20n, image: 8n << 20n } as const;
-/** Host-RAM scratch the service stages hypercall buffers in (inside RAM of every map used here). */
-export const SCRATCH_BASE = 0x20_0000n;
-const SCRATCH_SIZE = 64 * 1024;
-
-/** The reserved region: the top of the highest RAM range, 2 MiB aligned (as a memmap= planner would). */
-export function placeReservedRegion(map: readonly MemRangeSpec[], total: bigint): { base: bigint; memmap: string } {
-  const align = 2n << 20n;
-  const ram = map.filter((r) => r.kind === 'ram').sort((a, b) => (a.start > b.start ? -1 : 1));
-  for (const r of ram) {
-    const base = ((r.start + r.size - total) / align) * align;
-    if (base >= r.start && base > SCRATCH_BASE + BigInt(SCRATCH_SIZE)) return { base, memmap: `memmap=${total >> 20n}M$0x${base.toString(16)}` };
-  }
-  throw new HypervisorError(`no RAM range of the memory map holds a ${total >> 20n} MiB reservation`, EXIT.UNSUPPORTED);
-}
 
 interface EnclaveMeta {
   name: string;
@@ -92,25 +72,8 @@ const MUTATING_OPS = new Set(['load', 'enable', 'disable', 'enclave.create', 'en
 
 /** Runaway budget per ECALL. */
 const ECALL_TIMEOUT_MS = 2000;
-
-/** What a service process holds, recorded for its successor (emulated/hypervisor/held.json). */
-interface HeldState {
-  pid: number;
-  startedAt: string;
-  image: string | null;
-  enabled: boolean;
-  enclaves: number[];
-}
-
-/** State an earlier service process held and that died with it. */
-export interface LostState {
-  previousPid: number;
-  previousStartedAt: string;
-  restartedAt: string;
-  image: string | null;
-  enabled: boolean;
-  enclaves: number[];
-}
+/** The largest budget a request may ask for (EcallRequest.timeoutMs). */
+const MAX_ECALL_TIMEOUT_MS = 600_000;
 
 export interface ServiceOptions {
   stateDir: string;
@@ -134,6 +97,8 @@ export class HypervisorService {
   private readonly enclaves = new Map<number, EnclaveMeta>();
   private readonly backends = new Map<BackendKind, MemoryEncryptionBackend>();
   private readonly allocator = new CoreSlotAllocator(this);
+  /** OCALLs forwarded to the client that asked for them (ocall-bridge.ts). */
+  private readonly ocalls = new OcallBridge();
   readonly startedAt = new Date().toISOString();
 
   constructor(private readonly opts: ServiceOptions) {
@@ -536,14 +501,51 @@ export class HypervisorService {
       fn: intArg(e, 'fn'),
       input: e.input === undefined ? Buffer.alloc(0) : hexArg(e, 'input'),
       tcs: e.tcs === undefined ? undefined : bigArg(e, 'tcs'),
+      timeoutMs: e.timeoutMs === undefined ? undefined : Math.min(intArg(e, 'timeoutMs'), MAX_ECALL_TIMEOUT_MS),
     }));
+    // The client serves this run's OCALLs on the socket it names (else an OCALL fails with code 7).
+    const sock = typeof a.ocallSocket === 'string' ? a.ocallSocket : undefined;
+    // A failed OCALL (no such entry, the handler threw, the client went away) is code 7 for the
+    // enclave; the first such message of the ECALL goes into its result's error.
+    let ocallError: string | undefined;
+    const ocall =
+      sock === undefined
+        ? undefined
+        : (nr: number, data: Buffer): Buffer | false => {
+            try {
+              return this.ocalls.call(sock, nr, data);
+            } catch (e) {
+              ocallError ??= (e as Error).message;
+              return false;
+            }
+          };
     meta.vm ??= core.createVm(id, { timeoutMs: ECALL_TIMEOUT_MS });
     const vm = meta.vm;
-    const out = [];
+    const out: unknown[] = [];
+    try {
+      return this.runEcalls(id, meta, vm, ecalls, ocall, out, () => {
+        const m = ocallError;
+        ocallError = undefined;
+        return m;
+      });
+    } finally {
+      if (sock !== undefined) this.ocalls.release(sock);
+    }
+  }
+
+  private runEcalls(
+    id: number,
+    meta: EnclaveMeta,
+    vm: EnclaveVmHandle,
+    ecalls: { fn: number; input: Buffer; tcs: bigint | undefined; timeoutMs: number | undefined }[],
+    ocall: ((nr: number, data: Buffer) => Buffer | false) | undefined,
+    out: unknown[],
+    takeOcallError: () => string | undefined,
+  ) {
     for (const e of ecalls) {
       const tcs = e.tcs ?? this.firstTcs(id);
       const t0 = process.hrtime.bigint();
-      const r = vm.ecall(tcs, e.fn, e.input);
+      const r = vm.ecall(tcs, e.fn, e.input, ocall, e.timeoutMs);
       const micros = Number(process.hrtime.bigint() - t0) / 1000;
       if (!r.ok) {
         if (r.dead) meta.dead = r.error;
@@ -558,7 +560,7 @@ export class HypervisorService {
         ok: !failed,
         ret: '0x' + r.status.toString(16),
         output: r.output.toString('hex'),
-        error: failed ? `ECALL ${e.fn} returned error code ${r.status & 0x7fff_ffff}` : null,
+        error: failed ? `ECALL ${e.fn} returned error code ${r.status & 0x7fff_ffff}${ocallFailure(takeOcallError())}` : (takeOcallError(), null),
         micros,
       });
     }
@@ -579,16 +581,4 @@ export class HypervisorService {
   }
 }
 
-/** The image to load: a measured container (src/measure) when it parses as one, else any file by its SHA-256. */
-async function describeImage(path: string): Promise<{ id: string; path: string; sha256: string; format: 'container' | 'raw'; length: number }> {
-  if (!existsSync(path)) throw new HypervisorError(`load: ${path} not found`, EXIT.NOT_FOUND);
-  const bytes = readFileBounded(path, { what: 'load', kind: 'image' });
-  const measure = await import('../../measure/index.js').catch(() => undefined);
-  if (measure && bytes.subarray(0, 8).equals(measure.IMAGE_MAGIC)) {
-    const v = await measure.verifyContainerFile(path, { banks: ['sha256'] });
-    return { id: v.id, path, sha256: v.header.imageSha256.toString('hex'), format: 'container', length: v.containerLength };
-  }
-  const sha = createHash('sha256').update(bytes).digest('hex');
-  return { id: sha, path, sha256: sha, format: 'raw', length: bytes.length };
-}
-
+const ocallFailure = (m: string | undefined): string => (m === undefined ? '' : ` (a failed OCALL: ${m})`);

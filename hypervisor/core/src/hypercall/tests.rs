@@ -397,6 +397,7 @@ fn before_trust_init_keys_reports_and_quotes_are_refused() {
     assert_eq!(call(&mut hv, &mut g, nr::VERIFY_REPORT, &[BUF, BUF + 0x1000]).0, HcStatus::TrustNotEstablished);
     assert_eq!(HcStatus::TrustNotEstablished as u64, 37);
     assert_eq!((HcStatus::TrustSealFailed as u64, HcStatus::TpmIo as u64), (38, 39));
+    assert_eq!((HcStatus::EnclaveOcall as u64, HcStatus::SsaInvalid as u64, HcStatus::PageState as u64), (40, 41, 42));
 }
 
 #[test]

@@ -3,13 +3,15 @@
 //! 0 answer "alive" · 1 write through a null pointer · 2 spin forever · 3 ud2 · 4 write to its
 //! own code page · 5 hlt · 6 divide by zero · 7 panic · 8 read outside ELRANGE (runner memory) ·
 //! 9 triple fault (empty IDT, then an exception).
+//! And one well-behaved probe the system tier uses: 10 OCALL (input = u32 LE OCALL index, then
+//! the OCALL's input; output = the host's answer, or the OCALL error code 7).
 #![no_std]
 #![no_main]
 
 use core::arch::asm;
 use enclave_rt::marshal;
 
-enclave_rt::ecalls![alive, null_write, spin, undefined, write_code, halt, divide_by_zero, panics, read_outside, triple_fault];
+enclave_rt::ecalls![alive, null_write, spin, undefined, write_code, halt, divide_by_zero, panics, read_outside, triple_fault, ocall];
 
 extern "C" fn alive() -> u64 {
     marshal(|_, out| {
@@ -63,4 +65,14 @@ extern "C" fn read_outside() -> u64 {
 extern "C" fn triple_fault() -> u64 {
     let idtr = [0u8; 10]; // limit 0: every exception now escalates to a triple fault
     unsafe { asm!("lidt [{0}]", "ud2", in(reg) idtr.as_ptr(), options(noreturn)) }
+}
+
+extern "C" fn ocall() -> u64 {
+    marshal(|input, out| {
+        if input.len() < 4 {
+            return Err(enclave_rt::err::BAD_INPUT);
+        }
+        let nr = u32::from_le_bytes([input[0], input[1], input[2], input[3]]);
+        enclave_rt::ocall(nr, &input[4..], out)
+    })
 }
