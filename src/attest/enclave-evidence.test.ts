@@ -11,9 +11,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cliMissing, repoRoot, runCli } from '../../test/helpers/cli.js';
+import { bootWithRawImage } from '../../test/helpers/boot.js';
 import { swtpmAvailable } from '../platform/emulated/swtpm.js';
-import { readCpuFacts } from '../platform/cpu.js';
-import { archForCpuVendor } from '../measure/container.js';
 import { withHypervisor } from '../hypervisor/service.js';
 import { createEnclave } from '../enclave/lifecycle.js';
 import { loadManifest } from '../enclave/manifest.js';
@@ -33,14 +32,7 @@ describe.skipIf(!!missing)('enclave quotes through the hypervisor client (emulat
   const state = mkdtempSync(join(tmpdir(), 'he-encl-ev-'));
   const platform = openPlatform({ platform: 'emulated', stateDir: state });
   beforeAll(async () => {
-    const img = join(state, 'hv.img');
-    for (const args of [
-      ['firmware', 'build', addon, '-o', img, '--arch', archForCpuVendor(readCpuFacts().vendor) ?? 'intel-vmx', '--raw', '--entry', '0'],
-      ['boot', '--image', img],
-    ]) {
-      const r = await runCli(['--platform', 'emulated', '--state-dir', state, ...args], { timeoutMs: 180_000 });
-      expect(r.code, `${args.join(' ')}: ${r.stderr}`).toBe(0);
-    }
+    await bootWithRawImage((...args) => runCli(['--platform', 'emulated', '--state-dir', state, ...args], { timeoutMs: 180_000 }), addon, join(state, 'hv.img'));
   }, 240_000);
   afterAll(async () => {
     await runCli(['--platform', 'emulated', '--state-dir', state, 'emulator', 'stop'], { timeoutMs: 60_000 });

@@ -5,8 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { cliMissing, repoRoot, runCli, schemaProblems, writeEmulatedVerifierPolicy } from '../helpers/cli.js';
 import { swtpmAvailable } from '../../src/platform/emulated/swtpm.js';
-import { readCpuFacts } from '../../src/platform/cpu.js';
-import { archForCpuVendor } from '../../src/measure/container.js';
+import { rawImageArgs, runSteps } from '../helpers/boot.js';
 
 const addon = join(repoRoot, 'hypervisor', 'addon', 'hyperenclave-addon.node');
 const payload = join(repoRoot, 'hypervisor', 'enclaves', 'out', 'sealer.bin');
@@ -34,25 +33,14 @@ describe.skipIf(!!missing)('attest --enclave + verify on the emulated platform (
 
   beforeAll(async () => {
     const img = f('hv.img');
-    for (const args of [
-      ['firmware', 'build', addon, '-o', img, '--arch', archForCpuVendor(readCpuFacts().vendor) ?? 'intel-vmx', '--raw', '--entry', '0'],
-      ['firmware', 'reference', img, '-o', f('reference-values.json')],
-      ['boot', '--image', img],
-      ['ak', 'create'],
-    ]) {
-      const r = await run(...args);
-      expect(r.code, `${args.join(' ')}: ${r.stderr}`).toBe(0);
-    }
+    await runSteps(run, [rawImageArgs(addon, img), ['firmware', 'reference', img, '-o', f('reference-values.json')], ['boot', '--image', img], ['ak', 'create']]);
     writeEmulatedVerifierPolicy(state, f('.'));
-    for (const args of [
+    await runSteps(run, [
       ['ak', 'enroll', '--request', f('req.json')],
       ['verifier', 'enroll', '--policy', f('policy.json'), '--request', f('req.json'), '--challenge', f('ch.json')],
       ['ak', 'enroll', '--challenge', f('ch.json'), '--answer', f('ans.json')],
       ['verifier', 'enroll', '--policy', f('policy.json'), '--answer', f('ans.json')],
-    ]) {
-      const r = await run(...args);
-      expect(r.code, `${args.join(' ')}: ${r.stderr}`).toBe(0);
-    }
+    ]);
   }, 300_000);
   afterAll(async () => {
     await run('emulator', 'stop');

@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { hostImageArch } from '../helpers/arch.js';
 import { spawn, spawnSync } from 'node:child_process';
 import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -125,7 +126,7 @@ describe.skipIf(!!missing)('boot survives SIGKILL at any instant and a second co
   let warmMs = 0;
 
   beforeAll(async () => {
-    const arch = readFileSync('/proc/cpuinfo', 'utf8').includes('AuthenticAMD') || readFileSync('/proc/cpuinfo', 'utf8').includes('HygonGenuine') ? 'amd-svm' : 'intel-vmx';
+    const arch = hostImageArch();
     const b = spawnSync(process.execPath, [cli, 'firmware', 'build', addon, '-o', image, '--arch', arch, '--raw', '--entry', '0'], { encoding: 'utf8' });
     expect(b.status, b.stderr).toBe(0);
     // Reference runs: how long a boot takes here, fresh (manufactures the TPM) and warm.

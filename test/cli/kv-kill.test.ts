@@ -5,8 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { cliMissing, repoRoot, runCli } from '../helpers/cli.js';
 import { swtpmAvailable } from '../../src/platform/emulated/swtpm.js';
-import { readCpuFacts } from '../../src/platform/cpu.js';
-import { archForCpuVendor } from '../../src/measure/container.js';
+import { bootWithRawImage } from '../helpers/boot.js';
 import { withKvStore, listKeys } from '../../src/kv/store.js';
 import { kvValue } from '../helpers/kv-writer.js';
 
@@ -93,11 +92,7 @@ describe.skipIf(!!missing)('kv store: SIGKILL of the host process during puts', 
   const run = (...a: string[]) => runCli(['--platform', 'emulated', '--state-dir', state, ...a], { timeoutMs: 120_000 });
 
   beforeAll(async () => {
-    const img = join(state, 'hv.img');
-    for (const args of [['firmware', 'build', addon, '-o', img, '--arch', archForCpuVendor(readCpuFacts().vendor) ?? 'intel-vmx', '--raw', '--entry', '0'], ['boot', '--image', img]]) {
-      const r = await run(...args);
-      expect(r.code, `${args.join(' ')}: ${r.stderr}`).toBe(0);
-    }
+    await bootWithRawImage(run, addon, join(state, 'hv.img'));
   }, 300_000);
   afterAll(async () => {
     await run('emulator', 'stop');

@@ -4,8 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { cliMissing, repoRoot, runCli, schemaProblems } from '../helpers/cli.js';
 import { swtpmAvailable } from '../../src/platform/emulated/swtpm.js';
-import { readCpuFacts } from '../../src/platform/cpu.js';
-import { archForCpuVendor } from '../../src/measure/container.js';
+import { bootWithRawImage } from '../helpers/boot.js';
 import { withKvStore } from '../../src/kv/store.js';
 
 const addon = join(repoRoot, 'hypervisor', 'addon', 'hyperenclave-addon.node');
@@ -33,11 +32,7 @@ describe.skipIf(!!missing)('kv put|get|delete|list (emulated platform, built CLI
   const blobFiles = () => readdirSync(blobs).filter((n) => n.endsWith('.blob'));
 
   beforeAll(async () => {
-    const img = join(state, 'hv.img');
-    for (const args of [['firmware', 'build', addon, '-o', img, '--arch', archForCpuVendor(readCpuFacts().vendor) ?? 'intel-vmx', '--raw', '--entry', '0'], ['boot', '--image', img]]) {
-      const r = await run(...args);
-      expect(r.code, `${args.join(' ')}: ${r.stderr}`).toBe(0);
-    }
+    await bootWithRawImage(run, addon, join(state, 'hv.img'));
   }, 300_000);
   afterAll(async () => {
     await run('emulator', 'stop');
