@@ -19,7 +19,7 @@ typedef int32_t __s32;
 typedef uint64_t __u64;
 #endif
 
-#define HC_ABI_VERSION 0x00010000u
+#define HC_ABI_VERSION 0x00010001u
 
 /* Call numbers (RAX). Arguments in RDI, RSI, RDX, RCX, R8; outputs in RDI, RSI, RDX. */
 #define HC_VERSION 0x00

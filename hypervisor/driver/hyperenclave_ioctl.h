@@ -24,7 +24,7 @@ typedef uint64_t __u64;
  * minor in 15:0); a caller whose major differs is refused with -EPROTO.
  */
 #define HE_IOCTL_ABI_VERSION 0x10004u /* This ABI (1.1: HE_BUF_ARG_MASK; 1.2: he_probe.target, 16 KiB hypercall buffers, HE_IOC_TPM_FIFO; 1.3: 256-byte hv_status with the DMA words; 1.4: the resume budget in buf_arg). */
-#define HE_HYPERCALL_ABI_VERSION 0x10000u /* The hypercall ABI the driver was written against. */
+#define HE_HYPERCALL_ABI_VERSION 0x10001u /* The hypercall ABI the driver was written against. */
 #define HE_IOC_MAGIC 72
 #define HE_STATE_EMPTY 0
 #define HE_STATE_LOADED 1

@@ -2,7 +2,7 @@
 // Re-exported with helpers by src/hypervisor/abi.ts.
 /* eslint-disable */
 
-export const ABI_VERSION = 0x00010000;
+export const ABI_VERSION = 0x00010001;
 
 /** Call numbers (RAX). Arguments in RDI, RSI, RDX, RCX, R8; outputs in RDI, RSI, RDX. */
 export const HC = {
@@ -204,7 +204,7 @@ export const HE = {
   /** This ABI (1.1: HE_BUF_ARG_MASK; 1.2: he_probe.target, 16 KiB hypercall buffers, HE_IOC_TPM_FIFO; 1.3: 256-byte hv_status with the DMA words; 1.4: the resume budget in buf_arg). */
   HE_IOCTL_ABI_VERSION: 0x10004,
   /** The hypercall ABI the driver was written against. */
-  HE_HYPERCALL_ABI_VERSION: 0x10000,
+  HE_HYPERCALL_ABI_VERSION: 0x10001,
   HE_IOC_MAGIC: 72,
   HE_STATE_EMPTY: 0,
   HE_STATE_LOADED: 1,

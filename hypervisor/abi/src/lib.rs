@@ -16,7 +16,10 @@ mod macros;
 pub use meta::{AbiType, ErrorClass, StatusInfo};
 
 /// Hypercall ABI version: major in bits 31:16, minor in 15:0. A caller with another major is refused.
-pub const ABI_VERSION: u32 = 0x0001_0000;
+/// Minor 1: TRUST_INIT/HAK_PUBLIC/QUOTE (0x40-0x42), ENCLAVE_OCALL_RETURN (0x19),
+/// ENCLAVE_SHARED_ADD (0x1A), the EDMM leaves (0x24-0x27) and statuses 36-42 (a 1.0 caller never
+/// sees them unless it makes those calls).
+pub const ABI_VERSION: u32 = 0x0001_0001;
 
 consts! {
     /// Call numbers (RAX). Arguments in RDI, RSI, RDX, RCX, R8; outputs in RDI, RSI, RDX.
