@@ -35,7 +35,7 @@ mod edl;
 use core::sync::atomic::{AtomicBool, Ordering};
 use edl::errors::{EMPTY_KEY, FOREIGN_BLOB, NOT_FOUND, ROLLED_BACK, SWAPPED_BLOB, TORN_BLOB};
 use edl::{BytesOut, ListOut};
-use enclave_rt::{egetkey, err, fill_random};
+use enclave_rt::{err, fill_random, seal_key_mrenclave};
 use hyperenclave_core::crypto::{aes128_gcm_open, aes128_gcm_seal, ct_eq, hmac_sha256};
 
 const MAGIC: &[u8; 4] = b"HEKV";
@@ -49,24 +49,8 @@ const PLAIN_MAX: usize = 2 + KEY_MAX + VALUE_MAX;
 const BLOB_MAX: usize = HEADER + PLAIN_MAX;
 const _: () = assert!(BLOB_MAX <= 3300, "blob bound in kvstore.edl");
 
-const KEYNAME_SEAL: u16 = 4;
-const POLICY_MRENCLAVE: u16 = 1;
 /// KEYID of the key the ids are derived with (fixed: the same key gives the same file name).
 const ID_KEYID: &[u8; 32] = b"hyperenclave kvstore key ids v1\0";
-
-fn seal_key(key_id: &[u8; 32]) -> Result<[u8; 16], u32> {
-    let mut req = [0u8; 80];
-    req[0..2].copy_from_slice(&KEYNAME_SEAL.to_le_bytes());
-    req[2..4].copy_from_slice(&POLICY_MRENCLAVE.to_le_bytes());
-    req[24..32].copy_from_slice(&0xFF00_0000_0000_000Bu64.to_le_bytes()); // ATTRIBUTEMASK.FLAGS (SDK default)
-    req[40..72].copy_from_slice(key_id);
-    req[72..76].copy_from_slice(&0xFFFF_FFFFu32.to_le_bytes());
-    let mut key = [0u8; 16];
-    if egetkey(&req, &mut key) != 0 {
-        return Err(err::HYPERCALL);
-    }
-    Ok(key)
-}
 
 fn key_check(key: &[u8; 16]) -> [u8; 8] {
     let m = hmac_sha256(key, b"kvstore key check");
@@ -79,7 +63,7 @@ fn key_id(name: &str) -> Result<[u8; 32], u32> {
     if name.is_empty() {
         return Err(EMPTY_KEY);
     }
-    let k = seal_key(ID_KEYID)?;
+    let k = seal_key_mrenclave(ID_KEYID)?;
     Ok(hmac_sha256(&k, name.as_bytes()))
 }
 
@@ -217,7 +201,7 @@ fn open_blob(id: &[u8; 32], blob: &[u8], plain: &mut [u8; PLAIN_MAX]) -> Result<
     let iv: [u8; 12] = blob[48..60].try_into().unwrap();
     let tag: [u8; 16] = blob[AAD_LEN..HEADER].try_into().unwrap();
     let n = blob.len() - HEADER;
-    let key = seal_key(&kid)?;
+    let key = seal_key_mrenclave(&kid)?;
     if !ct_eq(&key_check(&key), &blob[CHECK_AT..AAD_LEN]) {
         return Err(FOREIGN_BLOB);
     }
@@ -260,7 +244,7 @@ fn write_blob(id: &[u8; 32], version: u64, name: &str, value: &[u8]) -> Result<(
     let mut iv = [0u8; 12];
     fill_random(&mut kid).ok_or(err::NO_ENTROPY)?;
     fill_random(&mut iv).ok_or(err::NO_ENTROPY)?;
-    let key = seal_key(&kid)?;
+    let key = seal_key_mrenclave(&kid)?;
     blob[0..4].copy_from_slice(MAGIC);
     blob[4..8].copy_from_slice(&FORMAT.to_le_bytes());
     blob[8..16].copy_from_slice(&version.to_le_bytes());

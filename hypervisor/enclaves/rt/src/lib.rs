@@ -357,6 +357,24 @@ pub fn egetkey(request: &[u8; 80], key: &mut [u8; 16]) -> u64 {
     hypercall(HC_EGETKEY, request.as_ptr() as u64, key.as_mut_ptr() as u64, 0)
 }
 
+/// This enclave's SEAL key bound to its MRENCLAVE (KEYPOLICY MRENCLAVE, the SGX SDK's default
+/// ATTRIBUTEMASK and MISCMASK) for `key_id`: what `sgx_get_key` gives an SGX enclave. The key is
+/// written by the hypervisor into enclave memory; Err(err::HYPERCALL) when EGETKEY is refused.
+pub fn seal_key_mrenclave(key_id: &[u8; 32]) -> Result<[u8; 16], u32> {
+    // KEYREQUEST (SGX layout): KEYNAME @0, KEYPOLICY @2, ATTRIBUTEMASK.FLAGS @24, KEYID @40, MISCMASK @72
+    let mut req = [0u8; 80];
+    req[0..2].copy_from_slice(&(hyperenclave_abi::keyname::SEAL as u16).to_le_bytes());
+    req[2..4].copy_from_slice(&(hyperenclave_abi::keypolicy::MRENCLAVE as u16).to_le_bytes());
+    req[24..32].copy_from_slice(&0xFF00_0000_0000_000Bu64.to_le_bytes());
+    req[40..72].copy_from_slice(key_id);
+    req[72..76].copy_from_slice(&0xFFFF_FFFFu32.to_le_bytes());
+    let mut key = [0u8; 16];
+    if egetkey(&req, &mut key) != 0 {
+        return Err(err::HYPERCALL);
+    }
+    Ok(key)
+}
+
 /// EREPORT: TARGETINFO (56 bytes used), REPORTDATA (64), REPORT output (432).
 pub fn ereport(target_info: &[u8; 56], report_data: &[u8; 64], report: &mut [u8; 432]) -> u64 {
     hypercall(HC_EREPORT, target_info.as_ptr() as u64, report_data.as_ptr() as u64, report.as_mut_ptr() as u64)

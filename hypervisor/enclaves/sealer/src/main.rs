@@ -11,7 +11,7 @@
 #![no_std]
 #![no_main]
 
-use enclave_rt::{egetkey, ereport, err, fill_random, marshal};
+use enclave_rt::{ereport, err, fill_random, marshal, seal_key_mrenclave};
 use hyperenclave_core::crypto::{aes128_gcm_open, aes128_gcm_seal, sha256};
 use hyperenclave_core::trust::quoting_target_mrenclave;
 
@@ -19,22 +19,7 @@ const MAGIC: &[u8; 4] = b"HESL";
 const HEADER: usize = 4 + 4 + 32 + 12;
 const OVERHEAD: usize = HEADER + 16;
 
-const KEYNAME_SEAL: u16 = 4;
-const POLICY_MRENCLAVE: u16 = 1;
 
-fn seal_key(key_id: &[u8; 32]) -> Result<[u8; 16], u32> {
-    let mut req = [0u8; 80];
-    req[0..2].copy_from_slice(&KEYNAME_SEAL.to_le_bytes());
-    req[2..4].copy_from_slice(&POLICY_MRENCLAVE.to_le_bytes());
-    req[24..32].copy_from_slice(&0xFF00_0000_0000_000Bu64.to_le_bytes()); // ATTRIBUTEMASK.FLAGS (SDK default)
-    req[40..72].copy_from_slice(key_id);
-    req[72..76].copy_from_slice(&0xFFFF_FFFFu32.to_le_bytes());
-    let mut key = [0u8; 16];
-    if egetkey(&req, &mut key) != 0 {
-        return Err(err::HYPERCALL);
-    }
-    Ok(key)
-}
 
 enclave_rt::ecalls![seal, unseal, report, key_fingerprint, quote_report];
 
@@ -48,7 +33,7 @@ extern "C" fn seal() -> u64 {
         let mut iv = [0u8; 12];
         fill_random(&mut key_id).ok_or(err::NO_ENTROPY)?;
         fill_random(&mut iv).ok_or(err::NO_ENTROPY)?;
-        let key = seal_key(&key_id)?;
+        let key = seal_key_mrenclave(&key_id)?;
         out[0..4].copy_from_slice(MAGIC);
         out[4..8].copy_from_slice(&1u32.to_le_bytes());
         out[8..40].copy_from_slice(&key_id);
@@ -70,7 +55,7 @@ extern "C" fn unseal() -> u64 {
         let key_id: [u8; 32] = input[8..40].try_into().unwrap();
         let iv: [u8; 12] = input[40..52].try_into().unwrap();
         let tag: [u8; 16] = input[52..68].try_into().unwrap();
-        let key = seal_key(&key_id)?;
+        let key = seal_key_mrenclave(&key_id)?;
         let n = input.len() - OVERHEAD;
         out[..n].copy_from_slice(&input[OVERHEAD..]);
         if !aes128_gcm_open(&key, &iv, &input[..HEADER], &mut out[..n], &tag) {
@@ -102,7 +87,7 @@ extern "C" fn report() -> u64 {
 
 extern "C" fn key_fingerprint() -> u64 {
     marshal(|_input, out| {
-        let key = seal_key(&[0u8; 32])?;
+        let key = seal_key_mrenclave(&[0u8; 32])?;
         out[..32].copy_from_slice(&sha256(&key));
         Ok(32)
     })
