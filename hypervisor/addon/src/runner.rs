@@ -882,10 +882,10 @@ impl EnclaveVm {
                         m.next_slot += 1;
                         m.next_slot - 1
                     });
-                    // SAFETY: `host` is one EPC page kept alive by the backend's owner (the core's
-                    // reserved memory or the standalone mapping); its slot is deleted before the
-                    // page is removed (carve above, on the next resync of a REMOVE).
                     if let Some(vm) = self.vm.lock().unwrap().as_ref() {
+                        // SAFETY: `host` is one EPC page kept alive by the backend's owner (the
+                        // core's reserved memory or the standalone mapping); its slot is deleted
+                        // before the page is removed (carve above, on the next resync of a REMOVE).
                         unsafe { vm.set_memory(slot, ENCLAVE_GPA + off, PAGE, host, ro) }.map_err(|e| e.to_string())?;
                     }
                     m.slots.insert(slot, HostRegion { offset: off, len: PAGE, host, readonly: ro });

@@ -69,7 +69,11 @@ fn handler(e: &mut Exception) -> Resume {
             e.gpr.rip = 0x1000;
             Resume::Continue
         }
-        MODE_NESTED => unsafe { asm!("ud2", options(noreturn)) },
+        MODE_NESTED => {
+            // SAFETY: ud2 inside the handler on purpose (no SSA frame left: the runner ends the
+            // thread); it touches no memory and never returns.
+            unsafe { asm!("ud2", options(noreturn)) }
+        }
         _ => Resume::Abort,
     }
 }
@@ -104,6 +108,7 @@ extern "C" fn ud() -> u64 {
     marshal(|_, out| {
         reset(MODE_SKIP, 2);
         let after: u64;
+        // SAFETY: ud2 faults on purpose; the handler (MODE_SKIP) moves RIP past it, then the mov sets `after`; no memory or stack is touched.
         unsafe { asm!("ud2", "mov {a}, 0x600d", a = out(reg) after, options(nostack)) };
         MODE.store(MODE_ABORT, SeqCst);
         let r = report();
@@ -116,6 +121,7 @@ extern "C" fn de() -> u64 {
         reset(MODE_SKIP_SET_RAX, 3);
         let rax: u64;
         // div rcx (48 F7 F1, 3 bytes) with RCX = 0
+        // SAFETY: a divide by zero on purpose (#DE); the handler (MODE_SKIP_SET_RAX) skips the 3-byte instruction and sets RAX; only the named registers change.
         unsafe { asm!(".byte 0x48, 0xF7, 0xF1", inout("rax") 7u64 => rax, inout("rdx") 0u64 => _, in("rcx") 0u64, options(nostack)) };
         MODE.store(MODE_ABORT, SeqCst);
         let r = report();
@@ -142,8 +148,10 @@ extern "C" fn pending() -> u64 {
         enclave_rt::ocall(OCALL_HEAP_GROW, &req, &mut [])?;
         ACCEPT_AT.store(page, SeqCst);
         reset(MODE_ACCEPT, 0);
+        // SAFETY: `page` is the last page of the heap reserve inside ELRANGE, augmented just now; the write faults (#PF, still PENDING) and the handler EACCEPTs it before it is retried.
         unsafe { core::ptr::write_volatile((page + 8) as *mut u64, 0x5a5a) };
         MODE.store(MODE_ABORT, SeqCst);
+        // SAFETY: the same page, accepted by the handler above: mapped RW enclave memory.
         let v = unsafe { core::ptr::read_volatile((page + 8) as *const u64) };
         let r = report();
         words(out, &[v, r[0], r[1], r[2], page])
@@ -156,14 +164,18 @@ extern "C" fn heap() -> u64 {
         let p = enclave_rt::heap_grow(n)?;
         let mut sum = 0u64;
         for i in 0..n * 512 {
+            // SAFETY: `p` is the start of n freshly accepted RW heap pages from heap_grow; i < n * 512 u64s stays inside them.
             let q = unsafe { (p as *mut u64).add(i as usize) };
+            // SAFETY: `q` points into those pages (see above), aligned to 8.
             let before = unsafe { core::ptr::read_volatile(q) };
             if before != 0 {
                 return Err(err::BAD_INPUT); // augmented pages must come zeroed
             }
+            // SAFETY: as above: inside the accepted pages.
             unsafe { core::ptr::write_volatile(q, i * 3) };
         }
         for i in 0..n * 512 {
+            // SAFETY: as above: inside the accepted pages.
             sum = sum.wrapping_add(unsafe { core::ptr::read_volatile((p as *const u64).add(i as usize)) });
         }
         words(out, &[p as u64 - base(), sum])
@@ -173,18 +185,21 @@ extern "C" fn heap() -> u64 {
 extern "C" fn int3() -> u64 {
     // (named for its slot; int3 itself is not emulated by kvm_pvm) a null write the handler declines
     reset(MODE_ABORT, 0);
+    // SAFETY: a write to address 0 (outside ELRANGE) on purpose: the fault goes to the handler, which aborts the thread (MODE_ABORT); nothing is written.
     unsafe { core::ptr::write_volatile(core::ptr::null_mut::<u64>(), 1) };
     0x77
 }
 
 extern "C" fn forge() -> u64 {
     reset(MODE_FORGE, 0);
+    // SAFETY: ud2 faults on purpose; the handler (MODE_FORGE) forges the saved RIP and the runner must refuse the frame, so execution never comes back here.
     unsafe { asm!("ud2", options(nostack)) };
     0x77
 }
 
 extern "C" fn nested() -> u64 {
     reset(MODE_NESTED, 0);
+    // SAFETY: ud2 faults on purpose; the handler (MODE_NESTED) faults again with no SSA frame left, and the runner ends the thread.
     unsafe { asm!("ud2", options(nostack)) };
     0x77
 }
@@ -205,6 +220,7 @@ extern "C" fn barrier() -> u64 {
                 saw = 1;
                 break;
             }
+            // SAFETY: pause only hints the CPU; it touches no memory.
             unsafe { asm!("pause", options(nomem, nostack)) };
         }
         INSIDE.fetch_sub(1, SeqCst);
@@ -221,6 +237,7 @@ extern "C" fn barrier_reset() -> u64 {
 extern "C" fn edmm_prep() -> u64 {
     marshal(|_, out| {
         let p = enclave_rt::heap_grow(2)? as u64;
+        // SAFETY: `p` and `p + 4096` are the two RW heap pages heap_grow(2) just accepted.
         unsafe {
             core::ptr::write_volatile(p as *mut u8, 0x11);
             core::ptr::write_volatile((p + 4096) as *mut u8, 0x22);
@@ -233,9 +250,11 @@ extern "C" fn after_restrict() -> u64 {
     marshal(|input, out| {
         let a = base() + arg(input, 0)?;
         let st = enclave_rt::eaccept(a, secinfo::accept_restricted(1)).err().unwrap_or(0);
+        // SAFETY: `a` is a heap page this probe accepted earlier (edmm_prep) and the host restricted to read: reading is allowed.
         let v = unsafe { core::ptr::read_volatile(a as *const u8) } as u64;
         reset(MODE_SKIP, 3);
         // mov byte ptr [rdi], 1 (C6 07 01): the page is read-only now
+        // SAFETY: a write to the read-only page on purpose: the handler (MODE_SKIP) skips the 3-byte instruction; memory is unchanged.
         unsafe { asm!(".byte 0xC6, 0x07, 0x01", in("rdi") a, options(nostack)) };
         MODE.store(MODE_ABORT, SeqCst);
         let r = report();
@@ -249,6 +268,7 @@ extern "C" fn after_trim() -> u64 {
         let st = enclave_rt::eaccept(b, secinfo::ACCEPT_TRIM).err().unwrap_or(0);
         reset(MODE_SKIP, 2);
         // mov al, byte ptr [rdi] (8A 07): the page is trimmed
+        // SAFETY: a read of the trimmed page on purpose: the handler (MODE_SKIP) skips the 2-byte instruction; only AL changes.
         unsafe { asm!(".byte 0x8A, 0x07", in("rdi") b, out("al") _, options(nostack)) };
         MODE.store(MODE_ABORT, SeqCst);
         let r = report();
@@ -262,9 +282,11 @@ extern "C" fn emodpe_exec() -> u64 {
         // mov eax, 0x1234; ret
         let code = [0xB8u8, 0x34, 0x12, 0, 0, 0xC3];
         for (i, b) in code.iter().enumerate() {
+            // SAFETY: `p` is a RW heap page heap_grow(1) just accepted; i < 6 bytes.
             unsafe { core::ptr::write_volatile((p + i as u64) as *mut u8, *b) };
         }
         let st = enclave_rt::emodpe(p, 4).err().unwrap_or(0);
+        // SAFETY: `p` holds `mov eax, 0x1234; ret` written above and was made executable by EMODPE; a failed EMODPE faults on the call and the handler aborts the thread.
         let f: extern "C" fn() -> u32 = unsafe { core::mem::transmute(p as *const u8) };
         let r = f() as u64;
         let tcs = enclave_rt::emodpe(base(), 1).err().unwrap_or(0);
