@@ -270,8 +270,17 @@ fn enclave_load(e: &Env, a: &Args) -> JsResult<Val> {
     e.u32(h)
 }
 
-fn enclave_ecall(e: &Env, a: &Args) -> JsResult<Val> {
-    let vm = get_vm(e, a)?;
+/// The arguments `enclaveEcall` and `enclaveEcallAsync` share: (vm, tcsOffset, function, input,
+/// { timeoutMs, ocall }).
+struct EcallArgs<'a> {
+    tcs: u64,
+    func: u64,
+    input: &'a [u8],
+    timeout: Option<u64>,
+    ocall: Option<Val>,
+}
+
+fn ecall_args<'a>(e: &'a Env, a: &Args) -> JsResult<EcallArgs<'a>> {
     let tcs = e.to_u64(a.req(1, "tcsOffset")?, "tcsOffset")?;
     let func = e.to_u64(a.req(2, "function")?, "function")?;
     let input: &[u8] = match a.get(3) {
@@ -283,12 +292,18 @@ fn enclave_ecall(e: &Env, a: &Args) -> JsResult<Val> {
         Some(v) => Some(e.to_u64(v, "timeoutMs")?),
         None => None,
     };
-    let cb = e.opt(opts, "ocall")?;
-    if let Some(f) = cb {
+    let ocall = e.opt(opts, "ocall")?;
+    if let Some(f) = ocall {
         if e.type_of(f) != T_FUNCTION {
             return Err(JsErr::arg("ocall: expected a function"));
         }
     }
+    Ok(EcallArgs { tcs, func, input, timeout, ocall })
+}
+
+fn enclave_ecall(e: &Env, a: &Args) -> JsResult<Val> {
+    let vm = get_vm(e, a)?;
+    let EcallArgs { tcs, func, input, timeout, ocall: cb } = ecall_args(e, a)?;
     let env = *e;
     let mut handler = |nr: u32, data: &[u8]| -> Result<Vec<u8>, String> {
         let f = cb.unwrap();
@@ -334,23 +349,8 @@ fn ecall_result(e: &Env, r: Result<runner::EcallOut, RunError>) -> JsResult<Val>
 /// thread waits for the answer.
 fn enclave_ecall_async(e: &Env, a: &Args) -> JsResult<Val> {
     let vm = get_vm(e, a)?;
-    let tcs = e.to_u64(a.req(1, "tcsOffset")?, "tcsOffset")?;
-    let func = e.to_u64(a.req(2, "function")?, "function")?;
-    let input: Vec<u8> = match a.get(3) {
-        Some(v) if !e.is_nullish(v) => e.bytes(v, "input")?.to_vec(),
-        _ => Vec::new(),
-    };
-    let opts = a.get(4).unwrap_or(e.undefined());
-    let timeout = match e.opt(opts, "timeoutMs")? {
-        Some(v) => Some(e.to_u64(v, "timeoutMs")?),
-        None => None,
-    };
-    let cb = e.opt(opts, "ocall")?;
-    if let Some(f) = cb {
-        if e.type_of(f) != T_FUNCTION {
-            return Err(JsErr::arg("ocall: expected a function"));
-        }
-    }
+    let EcallArgs { tcs, func, input, timeout, ocall: cb } = ecall_args(e, a)?;
+    let input = input.to_vec(); // the ECALL runs on another thread: it owns its copy
     if vm.vm.tcs_busy(tcs) {
         // refused at once (not on the thread) so a caller inside an OCALL of that TCS sees it
         return Err(JsErr::new("ERR_ENCLAVE_CALL", format!("TCS at offset {tcs:#x} is busy (TCS_BUSY): an ECALL is in progress on it")));
